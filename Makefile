@@ -1,0 +1,44 @@
+# One command per dev task; CI runs the same ones (.ci/run -> make test).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint format demo bench clean
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install sfamp with its dev tools
+
+test: install ## Run the whole test suite (starts its own broker and emulators)
+	$(PY) -m pytest
+
+test-fast: install ## Run only the tests that need no network
+	$(PY) -m pytest -m "not integration"
+
+lint: install ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check pipeline tests benchmarks
+	$(VENV)/bin/ruff format --check pipeline tests benchmarks
+	$(VENV)/bin/mypy pipeline
+
+format: install ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix pipeline tests benchmarks
+	$(VENV)/bin/ruff format pipeline tests benchmarks
+
+demo: install ## Run the end-to-end demo on the embedded broker and sandboxes
+	@echo "The demo arrives with the streaming service (sfamp run); it is not available yet."
+	@exit 1
+
+bench: install ## Run the benchmarks and print their figures
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,56 @@
+"""The ``sfamp`` command line: thin commands over the library.
+
+Known errors (anything in :mod:`pipeline.errors`) become one clear line on
+stderr and a non-zero exit; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pipeline import __version__
+from pipeline.cli import config_cmd, sandbox_cmd
+from pipeline.cli.common import fail
+from pipeline.errors import SfampError
+
+app = typer.Typer(
+    name="sfamp",
+    help="Keep Amplitude group properties in step with Salesforce.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(sandbox_cmd.app, name="sandbox")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sfamp {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Keep Amplitude group properties in step with Salesforce.
+
+    sfamp backfills every mapped Salesforce record once, then follows Change Data
+    Capture through Kafka and flushes coalesced group-property updates to
+    Amplitude on the configured cadence.
+    """
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except SfampError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        sys.exit(130)

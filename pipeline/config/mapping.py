@@ -1,0 +1,122 @@
+"""The mapping users export and import: which Salesforce object feeds which group type.
+
+Concepts follow Amplitude's own Salesforce source: a *relation* (object to group
+type), a *group name field* (whose value names the group) and *group properties*
+(one Salesforce field to one Amplitude property).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Salesforce API names: a letter, then letters, digits and single underscores, with an
+# optional namespace prefix (ns__) and suffix (__c, __r, __x, ...). Double underscores
+# elsewhere, a trailing underscore, spaces and dots are not allowed.
+_WORD = r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*"
+SFDC_NAME = re.compile(rf"^(?:{_WORD}__)?{_WORD}(?:__[A-Za-z]+)?$")
+_HH_MM = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$")
+MAX_NAME_LENGTH = 1024  # Amplitude truncates longer strings; refuse rather than truncate.
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class DailyCadence(_Model):
+    """Flush once a day at HH:MM UTC."""
+
+    mode: Literal["daily"]
+    at: str = "00:00"
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, value: str) -> str:
+        if not _HH_MM.match(value):
+            raise ValueError("must be a UTC time HH:MM between 00:00 and 23:59")
+        return value
+
+
+class HourlyCadence(_Model):
+    """Flush at minute 0 of every hour."""
+
+    mode: Literal["hourly"]
+
+
+class IntervalCadence(_Model):
+    """Flush every N seconds: near real time."""
+
+    mode: Literal["interval"]
+    every_seconds: int = Field(ge=1, le=86_400)
+
+
+SyncCadence = Annotated[DailyCadence | HourlyCadence | IntervalCadence, Field(discriminator="mode")]
+
+
+def _check_sfdc_name(value: str) -> str:
+    if not SFDC_NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a Salesforce API name (letters, digits, single underscores, "
+            "optional __c style suffix)"
+        )
+    return value
+
+
+def _check_amplitude_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if value != value.strip():
+        raise ValueError(f"{value!r} has leading or trailing spaces")
+    if value.startswith("$"):
+        raise ValueError(f"{value!r} starts with '$', which Amplitude reserves for operations")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"is longer than {MAX_NAME_LENGTH} characters")
+    if any(ord(ch) < 32 for ch in value):
+        raise ValueError(f"{value!r} contains control characters")
+    return value
+
+
+class PropertyMapping(_Model):
+    """One Salesforce field imported as one Amplitude group property."""
+
+    sfdc_field: str
+    amplitude_property: str
+
+    _sfdc = field_validator("sfdc_field")(_check_sfdc_name)
+    _amp = field_validator("amplitude_property")(_check_amplitude_name)
+
+
+class ObjectMapping(_Model):
+    """A relation: a Salesforce object feeding an Amplitude group type."""
+
+    sfdc_object: str
+    group_type: str
+    group_name_field: str
+    group_properties: list[PropertyMapping] = Field(min_length=1)
+    on_delete: Literal["ignore", "mark", "unset"] = "ignore"
+
+    _object = field_validator("sfdc_object", "group_name_field")(_check_sfdc_name)
+    _group = field_validator("group_type")(_check_amplitude_name)
+
+    @property
+    def fields(self) -> list[str]:
+        """Every Salesforce field this mapping reads, group name field first, no repeats."""
+        names = [self.group_name_field, *(p.sfdc_field for p in self.group_properties)]
+        return list(dict.fromkeys(names))
+
+
+class MappingConfig(_Model):
+    """The whole exported config: format version, cadence and the relations."""
+
+    version: Literal[1] = 1
+    sync_cadence: SyncCadence
+    mappings: list[ObjectMapping] = Field(min_length=1)
+
+    def for_object(self, sfdc_object: str) -> list[ObjectMapping]:
+        return [m for m in self.mappings if m.sfdc_object == sfdc_object]
+
+    @property
+    def objects(self) -> list[str]:
+        return list(dict.fromkeys(m.sfdc_object for m in self.mappings))

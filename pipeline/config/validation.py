@@ -1,0 +1,197 @@
+"""Offline validation, loading and export of the mapping.
+
+Validation reports every failure at once, each with a JSON path such as
+``$.mappings[0].group_properties[2].amplitude_property``: the structural rules
+come from the pydantic model, the cross-field rules (no field or property twice,
+no two mappings of one group type writing the same property) are checked on the
+raw document so they are reported even when other parts are malformed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.errors import MappingError, Problem
+
+_CADENCE_TAGS = {"daily", "hourly", "interval"}
+_FRIENDLY = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known key of the mapping format",
+    "too_short": "must not be empty",
+    "literal_error": None,  # pydantic's own text lists the allowed values
+    "union_tag_invalid": "mode must be one of 'daily', 'hourly', 'interval'",
+    "union_tag_not_found": "needs a 'mode': 'daily', 'hourly' or 'interval'",
+}
+
+
+def json_path(loc: Sequence[int | str]) -> str:
+    path = "$"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _message(error: ErrorDetails) -> str:
+    friendly = _FRIENDLY.get(error["type"])
+    if friendly:
+        return friendly
+    message = error["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def _loc(error: ErrorDetails) -> list[int | str]:
+    loc = list(error["loc"])
+    # Discriminated unions add the tag to the path; users never wrote it.
+    if len(loc) > 1 and loc[0] == "sync_cadence" and loc[1] in _CADENCE_TAGS:
+        del loc[1]
+    return loc
+
+
+def _structure_problems(document: object) -> tuple[MappingConfig | None, list[Problem]]:
+    try:
+        return MappingConfig.model_validate(document), []
+    except ValidationError as exc:
+        return None, [Problem(json_path(_loc(e)), _message(e)) for e in exc.errors()]
+
+
+def _entries(document: object) -> Iterator[tuple[int, dict[str, Any]]]:
+    mappings = document.get("mappings") if isinstance(document, dict) else None
+    if isinstance(mappings, list):
+        for index, mapping in enumerate(mappings):
+            if isinstance(mapping, dict):
+                yield index, mapping
+
+
+def _properties(mapping: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    properties = mapping.get("group_properties")
+    if isinstance(properties, list):
+        for index, prop in enumerate(properties):
+            if isinstance(prop, dict):
+                yield index, prop
+
+
+def _one_to_one_problems(document: object) -> list[Problem]:
+    """Within a mapping, neither a Salesforce field nor an Amplitude property repeats."""
+    problems = []
+    for m, mapping in _entries(document):
+        for key, what in (("sfdc_field", "Salesforce field"), ("amplitude_property", "property")):
+            first_seen: dict[str, int] = {}
+            for p, prop in _properties(mapping):
+                value = prop.get(key)
+                if not isinstance(value, str):
+                    continue
+                if value in first_seen:
+                    problems.append(
+                        Problem(
+                            f"$.mappings[{m}].group_properties[{p}].{key}",
+                            f"{what} {value!r} is already mapped at "
+                            f"group_properties[{first_seen[value]}]; "
+                            "one field maps to one property",
+                        )
+                    )
+                else:
+                    first_seen[value] = p
+    return problems
+
+
+def _shared_group_type_problems(document: object) -> list[Problem]:
+    """Two mappings of one group type must not write the same property."""
+    writers: dict[tuple[str, str], int] = {}
+    problems = []
+    for m, mapping in _entries(document):
+        group_type = mapping.get("group_type")
+        if not isinstance(group_type, str):
+            continue
+        seen_here: set[str] = set()
+        for p, prop in _properties(mapping):
+            name = prop.get("amplitude_property")
+            if not isinstance(name, str) or name in seen_here:
+                continue
+            seen_here.add(name)
+            owner = writers.setdefault((group_type, name), m)
+            if owner != m:
+                problems.append(
+                    Problem(
+                        f"$.mappings[{m}].group_properties[{p}].amplitude_property",
+                        f"property {name!r} of group type {group_type!r} is already written "
+                        f"by mappings[{owner}]",
+                    )
+                )
+    return problems
+
+
+def _duplicate_relation_problems(document: object) -> list[Problem]:
+    seen: dict[tuple[str, str], int] = {}
+    problems = []
+    for m, mapping in _entries(document):
+        pair = (mapping.get("sfdc_object"), mapping.get("group_type"))
+        if not all(isinstance(v, str) for v in pair):
+            continue
+        first = seen.setdefault(pair, m)  # type: ignore[arg-type]
+        if first != m:
+            problems.append(
+                Problem(
+                    f"$.mappings[{m}]",
+                    f"relation {pair[0]} -> {pair[1]} is already defined at mappings[{first}]",
+                )
+            )
+    return problems
+
+
+def validate_document(document: object) -> tuple[MappingConfig | None, list[Problem]]:
+    """Validate a parsed JSON document; the model is None unless there are no problems."""
+    model, problems = _structure_problems(document)
+    problems += _one_to_one_problems(document)
+    problems += _shared_group_type_problems(document)
+    problems += _duplicate_relation_problems(document)
+    problems.sort(key=lambda p: p.path)
+    return (model if not problems else None), problems
+
+
+def parse_mapping(text: str | bytes, *, source: str = "mapping") -> MappingConfig:
+    """Parse and validate mapping JSON, raising MappingError with every problem."""
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise MappingError(f"{source} is not valid JSON: {exc}") from exc
+    return _require_valid(document, source)
+
+
+def read_document(path: Path) -> object:
+    """Read a mapping file as JSON, with one clear error for unreadable files."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise MappingError(f"mapping file {path} does not exist") from exc
+    except OSError as exc:
+        raise MappingError(f"cannot read mapping file {path}: {exc.strerror}") from exc
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MappingError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def load_mapping(path: Path) -> MappingConfig:
+    """Read and validate a mapping file."""
+    return _require_valid(read_document(path), str(path))
+
+
+def _require_valid(document: object, source: str) -> MappingConfig:
+    model, problems = validate_document(document)
+    if model is None:
+        raise MappingError(f"{source} has {len(problems)} problem(s)", problems)
+    return model
+
+
+def dump_mapping(config: MappingConfig) -> str:
+    """Normalized JSON: every key present, fixed key order, two-space indent, newline at end."""
+    return orjson.dumps(
+        config.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+    ).decode()

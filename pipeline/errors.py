@@ -1,0 +1,144 @@
+"""The one error tree of sfamp.
+
+Adapters translate third-party exceptions (httpx, aiokafka, aiocometd, pydantic)
+into these classes at the boundary with ``raise ... from exc``, so the runtime
+decides what to do by class and by the ``retriable`` flag alone::
+
+    SfampError                      retriable?
+    ├── ConfigError                 no   the user must fix something
+    │   ├── SettingsError           no   bad SFAMP_* environment / .env
+    │   └── MappingError            no   mapping file missing, not JSON, or invalid
+    ├── SalesforceError             no
+    │   ├── SalesforceAuthError     no   OAuth refused (bad client, user, grant)
+    │   ├── SessionExpiredError     yes  INVALID_SESSION_ID: re-authenticate and retry
+    │   ├── SalesforceRequestError  no   a 4xx with an errorCode (INVALID_FIELD, ...)
+    │   ├── RequestLimitError       no   REQUEST_LIMIT_EXCEEDED: stop until the window resets
+    │   ├── SalesforceUnavailableError yes  5xx, timeouts, connection errors
+    │   └── ReplayIdExpiredError    no   replay id outside retention: re-sync the object
+    ├── KafkaError                  no
+    │   └── KafkaUnavailableError   yes  broker unreachable or request timed out
+    ├── EnvelopeError               no   a Kafka message that is not a valid change envelope
+    └── AmplitudeError              no
+        ├── AmplitudeAuthError      no   invalid API key: stop the flush loudly
+        ├── AmplitudeUnavailableError yes  429, 5xx, timeouts past the retry deadline
+        └── AmplitudeRejectedError  no   a 400 for one identification: goes to the DLQ
+
+``retriable`` means "the same call may succeed later without anyone changing
+anything"; it never means "safe to drop".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class SfampError(Exception):
+    """Base of every error sfamp raises on purpose."""
+
+    retriable: bool = False
+
+
+class ConfigError(SfampError):
+    """Something the user has to fix in settings or the mapping."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a config, at a JSON path or a setting name."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class SettingsError(ConfigError):
+    """The SFAMP_* settings are invalid; carries every problem at once."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"invalid settings ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class MappingError(ConfigError):
+    """The mapping cannot be used; ``problems`` is empty for unreadable files."""
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        self.problems = list(problems)
+        super().__init__(message)
+
+
+class SalesforceError(SfampError):
+    """Salesforce refused or failed a call."""
+
+    def __init__(self, message: str, *, error_code: str | None = None) -> None:
+        self.error_code = error_code
+        super().__init__(message)
+
+
+class SalesforceAuthError(SalesforceError):
+    """OAuth refused the credentials (invalid_grant, invalid_client_id, ...)."""
+
+
+class SessionExpiredError(SalesforceError):
+    """The access token expired or was revoked; log in again and retry."""
+
+    retriable = True
+
+
+class SalesforceRequestError(SalesforceError):
+    """Salesforce answered 4xx with an error code; retrying will not help."""
+
+
+class RequestLimitError(SalesforceError):
+    """The org's API request limit is used up (REQUEST_LIMIT_EXCEEDED)."""
+
+
+class SalesforceUnavailableError(SalesforceError):
+    """Salesforce answered 5xx, timed out, or could not be reached."""
+
+    retriable = True
+
+
+class ReplayIdExpiredError(SalesforceError):
+    """The stored replay id is older than the org retains: re-sync the object."""
+
+    def __init__(self, message: str, *, channel: str, replay_id: int | None) -> None:
+        self.channel = channel
+        self.replay_id = replay_id
+        super().__init__(message)
+
+
+class KafkaError(SfampError):
+    """Kafka refused or failed an operation."""
+
+
+class KafkaUnavailableError(KafkaError):
+    """The Kafka cluster could not be reached in time."""
+
+    retriable = True
+
+
+class EnvelopeError(SfampError):
+    """A Kafka message is not a valid change envelope; it goes to the DLQ."""
+
+
+class AmplitudeError(SfampError):
+    """Amplitude refused or failed a call."""
+
+
+class AmplitudeAuthError(AmplitudeError):
+    """Amplitude says the API key is invalid; nothing can be delivered."""
+
+
+class AmplitudeUnavailableError(AmplitudeError):
+    """Amplitude kept answering 429/5xx or timing out until the retry deadline."""
+
+    retriable = True
+
+
+class AmplitudeRejectedError(AmplitudeError):
+    """Amplitude rejected one identification with a 400; it goes to the DLQ."""

@@ -1,0 +1,1 @@
+"""Kafka adapter: topic names, connection options, admin, producer/consumer wrappers."""

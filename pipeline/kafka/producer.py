@@ -1,0 +1,109 @@
+"""The one way sfamp writes to Kafka: acks=all, idempotent where the broker allows.
+
+Every send is awaited until the broker acknowledges it, because checkpoints
+(replay ids, DLQ hand-offs) move forward only after Kafka holds the data.
+Without idempotence a retried send may duplicate a record; that is harmless
+here because deliver coalesces by commit order and Amplitude's ``$set`` /
+``$unset`` are idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from types import TracebackType
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.errors import UnknownError
+
+from pipeline.config.settings import KafkaSettings
+from pipeline.errors import KafkaError, KafkaUnavailableError
+from pipeline.kafka.connection import client_options
+
+log = structlog.get_logger(__name__)
+
+Record = tuple[str, bytes | None, bytes | None]  # topic, key, value
+
+
+class ChangeProducer:
+    """Durable producer; use ``async with ChangeProducer(settings) as producer``."""
+
+    def __init__(self, settings: KafkaSettings, *, linger_ms: int = 5) -> None:
+        self._settings = settings
+        self._linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
+        self.idempotent = False
+
+    def _build(self, idempotent: bool) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **client_options(self._settings),
+            acks="all",
+            enable_idempotence=idempotent,
+            linger_ms=self._linger_ms,
+            max_batch_size=1024 * 1024,
+        )
+
+    async def start(self) -> ChangeProducer:
+        mode = self._settings.idempotent_producer
+        if mode != "false":
+            try:
+                self._producer = await self._started(self._build(idempotent=True))
+                self.idempotent = True
+                return self
+            except UnknownError as exc:
+                if mode == "true":
+                    raise KafkaError("the broker refused an idempotent producer") from exc
+                log.warning("kafka_idempotence_unsupported", fallback="acks=all")
+        self._producer = await self._started(self._build(idempotent=False))
+        return self
+
+    async def _started(self, producer: AIOKafkaProducer) -> AIOKafkaProducer:
+        try:
+            # start() obtains the producer id, so a broker without idempotence fails here.
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(AIOKafkaError, OSError):
+                await producer.stop()
+            raise
+        return producer
+
+    async def send_all(self, records: Sequence[Record]) -> None:
+        """Send a batch and return only when the broker acknowledged every record."""
+        producer = self._require()
+        try:
+            futures = [await producer.send(t, value=v, key=k) for t, k, v in records]
+            for future in futures:
+                await future
+        except AIOKafkaError as exc:
+            raise KafkaUnavailableError(f"Kafka did not acknowledge a write: {exc}") from exc
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        await self.send_all([(topic, key, value)])
+
+    def _require(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise KafkaError("producer used before start()")
+        return self._producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def __aenter__(self) -> ChangeProducer:
+        try:
+            return await self.start()
+        except AIOKafkaError as exc:
+            raise KafkaUnavailableError(
+                f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc}"
+            ) from exc
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,1 @@
+"""Pure transformation: change records and a mapping in, group updates out."""

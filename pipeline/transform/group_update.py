@@ -1,0 +1,44 @@
+"""The unit of work sent to Amplitude: one group, properties to set and to unset."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# What Amplitude stores as a group property value.
+PropertyValue = str | int | float | bool | list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupUpdate:
+    """Set and unset properties of one Amplitude group.
+
+    Only `$set` and `$unset` are ever used, so sending the same update twice
+    leaves the same state: replays and retries are harmless.
+    """
+
+    group_type: str
+    group_value: str
+    set: Mapping[str, PropertyValue] = field(default_factory=dict)
+    unset: frozenset[str] = frozenset()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.group_type, self.group_value)
+
+    def is_empty(self) -> bool:
+        return not self.set and not self.unset
+
+    def to_identification(self) -> dict[str, Any]:
+        """The JSON object Amplitude's Group Identify API expects for this group."""
+        operations: dict[str, Any] = {}
+        if self.set:
+            operations["$set"] = dict(self.set)
+        if self.unset:
+            operations["$unset"] = dict.fromkeys(sorted(self.unset), "-")
+        return {
+            "group_type": self.group_type,
+            "group_value": self.group_value,
+            "group_properties": operations,
+        }

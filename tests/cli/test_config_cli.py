@@ -1,0 +1,97 @@
+"""`sfamp config validate|show` as a user runs them: a real subprocess, exit codes, output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "mapping.json"
+
+
+def sfamp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )
+
+
+def test_version() -> None:
+    result = sfamp("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("sfamp ")
+
+
+def test_validate_good_file() -> None:
+    result = sfamp("config", "validate", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+    assert "Account -> account" in result.stdout
+
+
+def test_validate_lists_every_mistake(tmp_path: Path) -> None:
+    doc = json.loads(EXAMPLE.read_text())
+    doc["sync_cadence"] = {"mode": "daily", "at": "25:00"}
+    doc["mappings"][0]["group_properties"][1]["sfdc_field"] = "Name"
+    doc["mappings"][0]["group_properties"][2]["amplitude_property"] = "$oops"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    result = sfamp("config", "validate", str(bad))
+    assert result.returncode == 1
+    for path in (
+        "$.sync_cadence.at",
+        "$.mappings[0].group_properties[1].sfdc_field",
+        "$.mappings[0].group_properties[2].amplitude_property",
+    ):
+        assert path in result.stdout
+    as_json = json.loads(sfamp("config", "validate", "--json", str(bad)).stdout)
+    assert as_json["valid"] is False
+    assert len(as_json["problems"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"), [(None, "does not exist"), ("{not json", "not valid JSON")]
+)
+def test_validate_unreadable_file_is_one_clear_line(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
+    path = tmp_path / "m.json"
+    if content is not None:
+        path.write_text(content)
+    result = sfamp("config", "validate", str(path))
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_show_prints_normalized_form() -> None:
+    result = sfamp("config", "show", str(EXAMPLE))
+    assert result.returncode == 0
+    shown = json.loads(result.stdout)
+    assert shown["version"] == 1
+    assert shown["mappings"][0]["on_delete"] == "mark"
+
+
+def test_show_refuses_invalid_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 1}')
+    result = sfamp("config", "show", str(bad))
+    assert result.returncode == 1
+    assert "$.mappings" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["config"], ["config", "validate"], ["sandbox"], ["sandbox", "kafka"]]
+)
+def test_help_everywhere(args: list[str]) -> None:
+    result = sfamp(*args, "--help")
+    assert result.returncode == 0
+    assert "Usage" in result.stdout

@@ -1,0 +1,226 @@
+"""Offline validation: each rule fails on a bad case and passes on a good one."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from pipeline.config.mapping import DailyCadence, HourlyCadence, IntervalCadence
+from pipeline.config.validation import dump_mapping, parse_mapping, validate_document
+from pipeline.errors import MappingError
+
+
+def good() -> dict[str, Any]:
+    return {
+        "version": 1,
+        "sync_cadence": {"mode": "daily", "at": "02:30"},
+        "mappings": [
+            {
+                "sfdc_object": "Account",
+                "group_type": "account",
+                "group_name_field": "Id",
+                "group_properties": [
+                    {"sfdc_field": "Name", "amplitude_property": "name"},
+                    {"sfdc_field": "Industry", "amplitude_property": "industry"},
+                ],
+                "on_delete": "ignore",
+            }
+        ],
+    }
+
+
+def problems_of(document: object) -> dict[str, str]:
+    model, problems = validate_document(document)
+    assert (model is None) == bool(problems)
+    return {p.path: p.message for p in problems}
+
+
+def test_good_mapping_is_valid() -> None:
+    assert problems_of(good()) == {}
+
+
+def test_every_failure_is_reported_at_once() -> None:
+    doc = good()
+    doc["sync_cadence"] = {"mode": "interval", "every_seconds": 0}
+    doc["mappings"][0]["group_type"] = ""
+    doc["mappings"][0]["group_properties"][1]["sfdc_field"] = "Name"
+    doc["mappings"][0]["surprise"] = True
+    found = problems_of(doc)
+    assert set(found) == {
+        "$.sync_cadence.every_seconds",
+        "$.mappings[0].group_type",
+        "$.mappings[0].group_properties[1].sfdc_field",
+        "$.mappings[0].surprise",
+    }
+
+
+@pytest.mark.parametrize("key", ["sfdc_object", "group_type", "group_name_field"])
+def test_required_parts(key: str) -> None:
+    doc = good()
+    del doc["mappings"][0][key]
+    assert problems_of(doc) == {f"$.mappings[0].{key}": "is required"}
+
+
+def test_mappings_and_properties_must_not_be_empty() -> None:
+    doc = good()
+    doc["mappings"][0]["group_properties"] = []
+    assert "$.mappings[0].group_properties" in problems_of(doc)
+    doc["mappings"] = []
+    assert problems_of(doc) == {"$.mappings": "must not be empty"}
+
+
+def test_field_mapped_twice_within_a_mapping() -> None:
+    doc = good()
+    doc["mappings"][0]["group_properties"][1]["sfdc_field"] = "Name"
+    found = problems_of(doc)
+    assert list(found) == ["$.mappings[0].group_properties[1].sfdc_field"]
+    assert "already mapped at group_properties[0]" in found[next(iter(found))]
+
+
+def test_property_written_twice_within_a_mapping() -> None:
+    doc = good()
+    doc["mappings"][0]["group_properties"][1]["amplitude_property"] = "name"
+    assert list(problems_of(doc)) == ["$.mappings[0].group_properties[1].amplitude_property"]
+
+
+def test_two_mappings_of_one_group_type_writing_one_property() -> None:
+    doc = good()
+    second = copy.deepcopy(doc["mappings"][0])
+    second["sfdc_object"] = "Plan__c"
+    second["group_properties"] = [{"sfdc_field": "Title__c", "amplitude_property": "name"}]
+    doc["mappings"].append(second)
+    found = problems_of(doc)
+    assert list(found) == ["$.mappings[1].group_properties[0].amplitude_property"]
+    assert "already written by mappings[0]" in found[next(iter(found))]
+
+
+def test_two_group_types_may_share_property_names() -> None:
+    doc = good()
+    second = copy.deepcopy(doc["mappings"][0])
+    second["group_type"] = "company"
+    doc["mappings"].append(second)
+    assert problems_of(doc) == {}
+
+
+def test_duplicate_relation() -> None:
+    doc = good()
+    second = copy.deepcopy(doc["mappings"][0])
+    second["group_properties"] = [{"sfdc_field": "Phone", "amplitude_property": "phone"}]
+    doc["mappings"].append(second)
+    assert "$.mappings[1]" in problems_of(doc)
+
+
+@pytest.mark.parametrize("name", ["Account", "Plan__c", "ns__Plan__c", "Billing_City2"])
+def test_well_formed_salesforce_names(name: str) -> None:
+    doc = good()
+    doc["mappings"][0]["sfdc_object"] = name
+    assert problems_of(doc) == {}
+
+
+@pytest.mark.parametrize("name", ["1Account", "Acc ount", "Plan__c__c__d", "Bad_", "A.B", ""])
+def test_malformed_salesforce_names(name: str) -> None:
+    doc = good()
+    doc["mappings"][0]["group_properties"][0]["sfdc_field"] = name
+    assert "$.mappings[0].group_properties[0].sfdc_field" in problems_of(doc)
+
+
+@pytest.mark.parametrize("name", ["$set", " name", "name ", "a\tb", "x" * 1025])
+def test_malformed_property_names(name: str) -> None:
+    doc = good()
+    doc["mappings"][0]["group_properties"][0]["amplitude_property"] = name
+    assert "$.mappings[0].group_properties[0].amplitude_property" in problems_of(doc)
+
+
+def test_unknown_keys_rejected_everywhere() -> None:
+    doc = good()
+    doc["extra"] = 1
+    doc["sync_cadence"]["tz"] = "UTC"
+    doc["mappings"][0]["group_properties"][0]["note"] = "x"
+    assert set(problems_of(doc)) == {
+        "$.extra",
+        "$.sync_cadence.tz",
+        "$.mappings[0].group_properties[0].note",
+    }
+
+
+def test_on_delete_values() -> None:
+    doc = good()
+    doc["mappings"][0]["on_delete"] = "purge"
+    assert "$.mappings[0].on_delete" in problems_of(doc)
+    for policy in ("ignore", "mark", "unset"):
+        doc["mappings"][0]["on_delete"] = policy
+        assert problems_of(doc) == {}
+
+
+def test_version_must_be_1() -> None:
+    doc = good()
+    doc["version"] = 2
+    assert "$.version" in problems_of(doc)
+
+
+@pytest.mark.parametrize(
+    ("cadence", "expected"),
+    [
+        ({"mode": "daily", "at": "00:00"}, DailyCadence(mode="daily", at="00:00")),
+        ({"mode": "daily", "at": "23:59"}, DailyCadence(mode="daily", at="23:59")),
+        ({"mode": "hourly"}, HourlyCadence(mode="hourly")),
+        (
+            {"mode": "interval", "every_seconds": 1},
+            IntervalCadence(mode="interval", every_seconds=1),
+        ),
+        (
+            {"mode": "interval", "every_seconds": 86400},
+            IntervalCadence(mode="interval", every_seconds=86400),
+        ),
+    ],
+)
+def test_cadence_parsing(cadence: dict[str, Any], expected: object) -> None:
+    doc = good()
+    doc["sync_cadence"] = cadence
+    model, problems = validate_document(doc)
+    assert problems == []
+    assert model is not None
+    assert model.sync_cadence == expected
+
+
+@pytest.mark.parametrize(
+    ("cadence", "path"),
+    [
+        ({"mode": "daily", "at": "24:00"}, "$.sync_cadence.at"),
+        ({"mode": "daily", "at": "7:00"}, "$.sync_cadence.at"),
+        ({"mode": "interval", "every_seconds": 0}, "$.sync_cadence.every_seconds"),
+        ({"mode": "interval", "every_seconds": 86401}, "$.sync_cadence.every_seconds"),
+        ({"mode": "interval"}, "$.sync_cadence.every_seconds"),
+        ({"mode": "weekly"}, "$.sync_cadence"),
+        ({}, "$.sync_cadence"),
+    ],
+)
+def test_cadence_out_of_range(cadence: dict[str, Any], path: str) -> None:
+    doc = good()
+    doc["sync_cadence"] = cadence
+    assert path in problems_of(doc)
+
+
+def test_export_round_trip_is_equal_and_stable() -> None:
+    model = parse_mapping(
+        b'{"mappings":[{"group_properties":[{"amplitude_property":"n","sfdc_field":"Name"}],'
+        b'"group_name_field":"Id","group_type":"account","sfdc_object":"Account"}],'
+        b'"sync_cadence":{"mode":"hourly"}}'
+    )
+    exported = dump_mapping(model)
+    again = parse_mapping(exported)
+    assert again == model
+    assert dump_mapping(again) == exported
+    # Normalized: defaults written out, keys in the documented order.
+    assert exported.index('"version"') < exported.index('"sync_cadence"')
+    assert '"on_delete": "ignore"' in exported
+
+
+def test_parse_mapping_errors() -> None:
+    with pytest.raises(MappingError, match="not valid JSON"):
+        parse_mapping(b"{nope")
+    with pytest.raises(MappingError) as info:
+        parse_mapping(b"[]")
+    assert info.value.problems

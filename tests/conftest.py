@@ -1,0 +1,61 @@
+"""Shared fixtures: a Kafka broker for the whole session, chosen in this order:
+
+1. ``SFAMP_TEST_KAFKA_BOOTSTRAP`` if set (an existing cluster);
+2. a testcontainers Kafka if a Docker engine answers (checked quickly);
+3. the embedded ``tansu`` broker on a free port (memory only).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline.sandbox.kafka import EmbeddedKafka
+
+
+def docker_engine_answers() -> bool:
+    """True only when a Docker engine answers /_ping within a second (the client alone is not
+    enough). Probed over the socket directly so a missing engine costs no time and no warnings."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return True  # a remote engine: let testcontainers try it
+    path = host.removeprefix("unix://")
+    if not os.path.exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return b" 200 " in sock.recv(64)
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    configured = os.environ.get("SFAMP_TEST_KAFKA_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    if docker_engine_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as container:
+            yield container.get_bootstrap_server()
+        return
+    broker = EmbeddedKafka().start_sync()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A prefix no other test uses, so tests sharing the broker never see each other's data."""
+    return f"t{uuid.uuid4().hex[:10]}"
