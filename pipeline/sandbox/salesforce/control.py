@@ -1,0 +1,231 @@
+"""Control API under ``/__sandbox/`` (no auth): seed data, move the clock, script faults,
+inject CDC events, read records back, set API usage, reset.
+
+Writes made here emit CDC events like REST writes do (``changeOrigin`` of REST v62.0), except
+seeding, which is silent unless ``"emit_events": true``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from pipeline.sandbox.salesforce.api_error import ApiError, json_parser_error
+from pipeline.sandbox.salesforce.cdc import CHANGE_TYPES
+from pipeline.sandbox.salesforce.org import Transaction
+from pipeline.sandbox.salesforce.query import FieldResolver
+from pipeline.sandbox.salesforce.render import all_columns, record_json
+from pipeline.sandbox.salesforce.seed import seed
+from pipeline.sandbox.salesforce.state import (
+    COMETD_FAULTS,
+    REST_FAULTS,
+    STATE,
+    SandboxState,
+    error_response,
+    json_response,
+)
+from pipeline.sandbox.salesforce.values import datetime_rest
+
+MAX_SEED = 5_000_000
+GAP_TYPES = frozenset(t for t in CHANGE_TYPES if t.startswith("GAP_") and t != "GAP_OVERFLOW")
+
+
+@web.middleware
+async def control_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    if not request.path.startswith("/__sandbox"):
+        response: web.StreamResponse = await handler(request)
+        return response
+    try:
+        response = await handler(request)
+    except ApiError as error:
+        return error_response(error)
+    except (KeyError, TypeError, ValueError) as exc:
+        return json_response({"error": "bad_request", "message": str(exc)}, 400)
+    return response
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError as exc:
+        raise json_parser_error(str(exc)) from exc
+    if not isinstance(body, dict):
+        raise json_parser_error("expected a JSON object")
+    return body
+
+
+def _tx(state: SandboxState) -> Transaction:
+    return Transaction(state.org.admin.id)
+
+
+def _record_body(state: SandboxState, object_name: str, record_id: str) -> dict[str, Any]:
+    store = state.org.store(object_name)
+    found = state.org.find_record(store.obj.name, record_id)
+    if found is None:
+        raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
+    columns = all_columns(FieldResolver(state.org, store.obj, ""), store.obj)
+    return record_json(store.obj, columns, found, "62.0")
+
+
+async def seed_records(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await _body(request)
+    count = int(body.get("count", 1))
+    if not 0 <= count <= MAX_SEED:
+        raise ValueError(f"count must be between 0 and {MAX_SEED}")
+    ids = seed(
+        state.org,
+        str(body["object"]),
+        count,
+        emit_events=bool(body.get("emit_events", False)),
+        seed_value=body.get("seed"),
+    )
+    answer: dict[str, Any] = {
+        "object": state.org.store(str(body["object"])).obj.name,
+        "count": len(ids),
+    }
+    if body.get("return_ids", True):
+        answer["ids"] = ids
+    return json_response(answer)
+
+
+def _now_body(state: SandboxState) -> dict[str, Any]:
+    now = state.clock.now()
+    return {"now": datetime_rest(int(now * 1000)), "epoch_seconds": now}
+
+
+async def clock(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if request.method == "POST":
+        state.clock.advance(float((await _body(request)).get("advance_seconds", 0)))
+    return json_response(_now_body(state))
+
+
+async def faults(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await _body(request)
+    kind = str(body["kind"])
+    count = int(body.get("count", 1))
+    if kind in REST_FAULTS:
+        state.faults.add(kind, count, float(body.get("delay_seconds", 0.0)))
+    elif kind in COMETD_FAULTS:
+        if kind == "expire_sessions":
+            state.sessions.expire_all()
+        if state.cometd is not None:
+            state.cometd.inject_fault(kind, count)
+    else:
+        raise ValueError(f"unknown fault kind {kind!r}")
+    return json_response(
+        {"kind": kind, "count": count, "pending_rest_faults": len(state.faults.pending)}
+    )
+
+
+async def inject_event(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await _body(request)
+    kind, object_name = str(body["type"]), str(body["object"])
+    tx = _tx(state)
+    if kind == "multi_update":
+        ids = state.org.multi_update(object_name, body["ids"], body["fields"], tx)
+        return json_response({"ids": ids, "transaction_key": tx.key})
+    if kind == "gap":
+        change_type = str(body.get("change_type", "GAP_UPDATE"))
+        if change_type not in GAP_TYPES:
+            raise ValueError(f"change_type must be one of {sorted(GAP_TYPES)}")
+        state.org.emit_gap(object_name, change_type, body["ids"], tx)
+    elif kind == "gap_overflow":
+        state.org.emit_gap(object_name, "GAP_OVERFLOW", [], tx)
+    elif kind == "schema_change":
+        return json_response(
+            {"schema": state.events.change_schema(state.org.store(object_name).obj.name)}
+        )
+    else:
+        raise ValueError(f"unknown event type {kind!r}")
+    return json_response(
+        {"transaction_key": tx.key, "latest_replay_id": state.events.latest_replay_id}
+    )
+
+
+async def list_events(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    after = int(request.query.get("after", "-2"))
+    limit = min(int(request.query.get("limit", "1000")), 10_000)
+    entity = request.query.get("object", "")
+    return json_response(state.events.events_after(after, entity_name=entity, limit=limit))
+
+
+async def create_record(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    record_id = state.org.create(request.match_info["object"], await _body(request), _tx(state))
+    return json_response({"id": record_id}, 201)
+
+
+async def record(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    name, record_id = request.match_info["object"], request.match_info["id"]
+    if request.method == "PATCH":
+        state.org.update(name, record_id, await _body(request), _tx(state))
+    elif request.method == "DELETE":
+        state.org.delete(name, record_id, _tx(state))
+    return json_response(_record_body(state, name, record_id))
+
+
+async def undelete(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    name, record_id = request.match_info["object"], request.match_info["id"]
+    state.org.undelete(name, record_id, _tx(state))
+    return json_response(_record_body(state, name, record_id))
+
+
+async def limits(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await _body(request)
+    state.usage.max = int(body.get("max", state.usage.max))
+    state.usage.used = int(body.get("used", state.usage.used))
+    return json_response({"max": state.usage.max, "used": state.usage.used})
+
+
+async def reset(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.org.reset()
+    state.jobs.clear()
+    state.cursors.clear()
+    state.faults.pending.clear()
+    state.usage.used = 0
+    state.sessions.refresh_token_valid = True
+    state.events.reset()
+    return json_response({"reset": True})
+
+
+async def summary(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    counts = {name: len(store.records) for name, store in state.org.stores.items()}
+    return json_response(
+        {
+            "org_id": state.org.org_id,
+            "records": counts,
+            "latest_replay_id": state.events.latest_replay_id,
+            "api_usage": {"max": state.usage.max, "used": state.usage.used},
+            **_now_body(state),
+        }
+    )
+
+
+def add_control_routes(app: web.Application) -> None:
+    router = app.router
+    router.add_get("/__sandbox", summary)
+    router.add_post("/__sandbox/seed", seed_records)
+    router.add_get("/__sandbox/clock", clock)
+    router.add_post("/__sandbox/clock", clock)
+    router.add_post("/__sandbox/faults", faults)
+    router.add_post("/__sandbox/events", inject_event)
+    router.add_get("/__sandbox/events", list_events)
+    router.add_post("/__sandbox/records/{object}", create_record)
+    for method in ("GET", "PATCH", "DELETE"):
+        router.add_route(method, "/__sandbox/records/{object}/{id}", record)
+    router.add_post("/__sandbox/records/{object}/{id}/undelete", undelete)
+    router.add_post("/__sandbox/limits", limits)
+    router.add_post("/__sandbox/reset", reset)
