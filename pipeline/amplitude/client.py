@@ -1,0 +1,181 @@
+"""The Group Identify client: ``GroupUpdate``s in, a ``DeliveryReport`` out.
+
+Where requests go: ``settings.base_url`` when set, else the region's ingestion
+host (US ``https://api2.amplitude.com``, EU ``https://api.eu.amplitude.com``).
+A base URL replaces the host entirely, region included: for the sandbox's EU
+project use ``SFAMP_AMPLITUDE__BASE_URL=http://127.0.0.1:8420/eu``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from types import TracebackType
+
+import httpx
+import orjson
+
+from pipeline.amplitude.backoff import RetryPolicy, parse_retry_after
+from pipeline.amplitude.delivery import Answer, Clock, Delivery, Random, Sleep, Timing
+from pipeline.amplitude.planning import ChunkLimits, form_prefix, plan_chunks
+from pipeline.amplitude.report import DeliveryPlan, DeliveryReport, KeyCheck
+from pipeline.config.settings import AmplitudeSettings
+from pipeline.errors import (
+    AmplitudeAuthError,
+    AmplitudeError,
+    AmplitudeUnavailableError,
+    ConfigError,
+)
+from pipeline.transform.group_update import GroupUpdate
+
+REGION_BASE_URLS = {
+    "us": "https://api2.amplitude.com",
+    "eu": "https://api.eu.amplitude.com",
+}
+GROUP_IDENTIFY_PATH = "/groupidentify"
+HTTP_API_PATH = "/2/httpapi"
+MAX_CONNECT_SECONDS = 10.0
+# Amplitude's answers are short tokens or small JSON; read no more than this.
+MAX_ANSWER_BYTES = 64_000
+_FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def resolve_base_url(settings: AmplitudeSettings) -> str:
+    return (settings.base_url or REGION_BASE_URLS[settings.region]).rstrip("/")
+
+
+class AmplitudeClient:
+    """Sends group updates to ``/groupidentify``; use as ``async with``.
+
+    ``transport``, ``sleep``, ``clock`` and ``jitter`` (numbers in [0, 1)) exist
+    for tests: an ``httpx.MockTransport`` for unit-level HTTP, and a fake sleep
+    so that long backoffs (15 s and more after a 429) take no real time.
+    """
+
+    def __init__(
+        self,
+        settings: AmplitudeSettings,
+        *,
+        limits: ChunkLimits | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+        jitter: Random = random.random,
+    ) -> None:
+        self.base_url = resolve_base_url(settings)
+        self._api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        self._limits = limits or ChunkLimits()
+        self._concurrency = settings.max_concurrency
+        self._policy = RetryPolicy(
+            min_429_wait_seconds=settings.min_429_wait_seconds,
+            deadline_seconds=settings.retry_deadline_seconds,
+        )
+        self._timing = Timing(sleep, clock, jitter)
+        timeout = httpx.Timeout(
+            settings.timeout_seconds, connect=min(MAX_CONNECT_SECONDS, settings.timeout_seconds)
+        )
+        pool = httpx.Limits(
+            max_connections=settings.max_concurrency,
+            max_keepalive_connections=settings.max_concurrency,
+        )
+        self._http = httpx.AsyncClient(timeout=timeout, limits=pool, transport=transport)
+
+    @property
+    def group_identify_url(self) -> str:
+        return self.base_url + GROUP_IDENTIFY_PATH
+
+    def plan(self, updates: Iterable[GroupUpdate]) -> DeliveryPlan:
+        """The requests ``send`` would start with, measured exactly; sends nothing.
+
+        Without a configured API key the sizes assume an empty one.
+        """
+        listed = list(updates)
+        prefix = form_prefix(self._api_key or "")
+        chunks = plan_chunks(listed, len(prefix), self._limits)
+        skipped = sum(1 for update in listed if update.is_empty())
+        return DeliveryPlan.from_chunks(self.group_identify_url, chunks, skipped)
+
+    async def send(self, updates: Iterable[GroupUpdate]) -> DeliveryReport:
+        """Deliver every update, or raise AmplitudeAuthError / AmplitudeUnavailableError.
+
+        Pass at most one update per group (coalesced): chunks go out concurrently,
+        so two updates of one group in one call have no guaranteed order.
+        """
+        listed = list(updates)
+        prefix = form_prefix(self._require_key())
+        chunks = plan_chunks(listed, len(prefix), self._limits)
+        delivery = Delivery(self._post_form, prefix, self._policy, self._timing, self._concurrency)
+        report = await delivery.run(chunks)
+        report.skipped = sum(1 for update in listed if update.is_empty())
+        return report
+
+    async def verify_api_key(self) -> KeyCheck:
+        """Check that Amplitude accepts the API key, without changing any data.
+
+        Amplitude has no read endpoint for an API key alone, so this posts to
+        ``/2/httpapi`` one event that lacks ``event_type``: an accepted key gets
+        400 "Request missing required field" (nothing ingested), a refused key
+        gets 400 "Invalid API key: ..." and raises AmplitudeAuthError. This relies
+        on Amplitude checking the key before the events, which is how its
+        servers have been seen to answer but is not documented.
+        """
+        url = self.base_url + HTTP_API_PATH
+        payload = {"api_key": self._require_key(), "events": [{"user_id": "sfamp-key-check"}]}
+        answer = await self._post(url, orjson.dumps(payload), {"Content-Type": "application/json"})
+        if answer.status is None:
+            raise AmplitudeUnavailableError(f"Amplitude did not answer ({answer.failure})")
+        if answer.status == 400 and "invalid api key" in answer.text.lower():
+            raise AmplitudeAuthError(f"Amplitude refused the API key: {answer.text.strip()}")
+        if answer.status >= 500 or answer.status == 429:
+            raise AmplitudeUnavailableError(f"Amplitude answered {answer.status}")
+        accepted = answer.status < 300 or "missing" in answer.text.lower()
+        if not accepted:
+            raise AmplitudeError(f"unexpected answer to the key check: {answer.status}")
+        return KeyCheck(True, url, answer.status, answer.text.strip()[:200])
+
+    def _require_key(self) -> str:
+        if not self._api_key:
+            raise ConfigError("no Amplitude API key: set SFAMP_AMPLITUDE__API_KEY")
+        return self._api_key
+
+    async def _post_form(self, body: bytes) -> Answer:
+        return await self._post(self.group_identify_url, body, _FORM_HEADERS)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        try:
+            async with self._http.stream("POST", url, content=body, headers=headers) as response:
+                text = await _read_capped(response)
+        except httpx.TimeoutException:
+            return Answer(None, failure="timeout")
+        except httpx.TransportError:
+            return Answer(None, failure="connection_error")
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+        return Answer(response.status_code, text, retry_after)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AmplitudeClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def _read_capped(response: httpx.Response) -> str:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= MAX_ANSWER_BYTES:
+            break
+    return b"".join(chunks)[:MAX_ANSWER_BYTES].decode("utf-8", "replace")

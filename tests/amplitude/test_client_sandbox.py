@@ -1,0 +1,217 @@
+"""The Group Identify client against the sandbox, over real HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from pipeline.amplitude import AmplitudeClient
+from pipeline.config.settings import AmplitudeSettings
+from pipeline.errors import AmplitudeAuthError, AmplitudeUnavailableError
+from pipeline.sandbox.amplitude import EU_API_KEY, US_API_KEY, AmplitudeSandbox
+from pipeline.transform.group_update import GroupUpdate
+
+pytestmark = pytest.mark.integration
+
+
+class RecordedSleep:
+    """Records every backoff and returns at once, so 15 s waits cost nothing."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+def _accounts(n: int, **extra: Any) -> list[GroupUpdate]:
+    """One property per account unless more are given, so 1024 accounts fill a request."""
+    return [
+        GroupUpdate("account", f"001A{i:06d}", {"name": f"Account {i}", **extra}) for i in range(n)
+    ]
+
+
+def _with(settings: AmplitudeSettings, changes: dict[str, Any]) -> AmplitudeSettings:
+    return AmplitudeSettings.model_validate(settings.model_dump() | changes)
+
+
+def _logged(sandbox: AmplitudeSandbox) -> list[dict[str, Any]]:
+    return list(sandbox.state.requests)
+
+
+async def _fault(sandbox: AmplitudeSandbox, **fault: Any) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{sandbox.base_url}/__sandbox/faults", json=fault)
+        assert response.status_code == 201
+
+
+async def test_chunks_at_1024_identifications_and_plan_matches(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    updates = _accounts(2500)
+    async with AmplitudeClient(sandbox_settings) as client:
+        plan = client.plan(updates)
+        report = await client.send(updates)
+    assert (report.delivered, report.rejected, report.requests) == (2500, [], 3)
+    logged = _logged(amplitude_sandbox)
+    assert sorted(entry["identifications"] for entry in logged) == [452, 1024, 1024]
+    assert sorted(r.bytes for r in plan.requests) == sorted(e["request_bytes"] for e in logged)
+    assert report.bytes_sent == plan.total_bytes
+    stored = amplitude_sandbox.state.store("us").groups
+    assert stored[("account", "001A002499")] == {"name": "Account 2499"}
+
+
+async def test_chunks_at_the_byte_limit_with_non_ascii_values(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    notes = "Größenordnung \u2013 東京 " * 50  # ~1000 characters, mostly multi-byte
+    updates = _accounts(400, notes=notes[:1000])
+    async with AmplitudeClient(sandbox_settings) as client:
+        report = await client.send(updates)
+    assert report.delivered == 400
+    sizes = [entry["request_bytes"] for entry in _logged(amplitude_sandbox)]
+    assert len(sizes) > 1
+    assert all(status == 200 for status in (e["status"] for e in _logged(amplitude_sandbox)))
+    assert max(sizes) <= 950_000
+    stored = amplitude_sandbox.state.store("us").groups[("account", "001A000399")]
+    assert stored["notes"] == notes[:1000]
+
+
+@pytest.mark.parametrize("kind", ["429", "503", "500"])
+async def test_retries_then_delivers(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings, kind: str
+) -> None:
+    await _fault(amplitude_sandbox, kind=kind, count=2)
+    sleep = RecordedSleep()
+    async with AmplitudeClient(sandbox_settings, sleep=sleep) as client:
+        report = await client.send(_accounts(10))
+    assert report.delivered == 10
+    assert (report.retries, report.statuses) == (2, {kind: 2, "200": 1})
+    if kind == "429":
+        assert all(delay >= sandbox_settings.min_429_wait_seconds for delay in sleep.delays)
+    assert len(amplitude_sandbox.state.store("us").groups) == 10
+
+
+async def test_429_honours_a_longer_retry_after(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    await _fault(amplitude_sandbox, kind="429", retry_after=21)
+    sleep = RecordedSleep()
+    async with AmplitudeClient(sandbox_settings, sleep=sleep) as client:
+        assert (await client.send(_accounts(1))).delivered == 1
+    assert sleep.delays == [21]
+
+
+async def test_a_retry_after_past_the_deadline_gives_up_at_once(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    await _fault(amplitude_sandbox, kind="429", retry_after=3600)
+    sleep = RecordedSleep()
+    async with AmplitudeClient(sandbox_settings, sleep=sleep) as client:
+        with pytest.raises(AmplitudeUnavailableError, match="429"):
+            await client.send(_accounts(1))
+    assert sleep.delays == []
+
+
+async def test_timeout_then_success(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    await _fault(amplitude_sandbox, kind="timeout", delay_seconds=20)
+    settings = _with(sandbox_settings, {"timeout_seconds": 0.3})
+    async with AmplitudeClient(settings, sleep=RecordedSleep()) as client:
+        report = await client.send(_accounts(5))
+    assert report.delivered == 5
+    assert report.statuses == {"timeout": 1, "200": 1}
+
+
+async def test_500_after_apply_then_retry_leaves_the_same_state(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    await _fault(amplitude_sandbox, kind="500_after_apply")
+    update = GroupUpdate("account", "001X", {"tier": "Gold"}, frozenset({"legacy"}))
+    async with AmplitudeClient(sandbox_settings, sleep=RecordedSleep()) as client:
+        report = await client.send([update])
+    assert (report.delivered, report.retries) == (1, 1)
+    store = amplitude_sandbox.state.store("us")
+    assert store.groups[("account", "001X")] == {"tier": "Gold"}
+    history = [entry["operations"] for entry in store.history[("account", "001X")]]
+    assert history == [update.to_identification()["group_properties"]] * 2
+
+
+async def test_one_bad_identification_among_1000_is_rejected_alone(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    updates = _accounts(1000)
+    bad = GroupUpdate("account", "", {"name": "No id"})
+    updates[617] = bad
+    async with AmplitudeClient(sandbox_settings) as client:
+        report = await client.send(updates)
+    assert report.delivered == 999
+    assert [(r.update, r.status) for r in report.rejected] == [(bad, 400)]
+    assert report.rejected[0].reason == (
+        "invalid_identification: identification[0]: "
+        "group_value must be a non-empty string or a number"
+    )
+    assert len(amplitude_sandbox.state.store("us").groups) == 999
+    # Bisection costs about two requests per halving, not one per identification.
+    assert report.requests <= 2 * 10 + 1
+
+
+async def test_invalid_key_is_fatal_at_once(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    settings = _with(sandbox_settings, {"api_key": "not-the-key"})
+    async with AmplitudeClient(settings) as client:
+        with pytest.raises(AmplitudeAuthError, match="invalid_api_key"):
+            await client.send(_accounts(3000))
+    assert len(_logged(amplitude_sandbox)) <= settings.max_concurrency
+
+
+async def test_eu_key_on_eu_path_works_and_us_key_does_not(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    eu = _with(
+        sandbox_settings,
+        {"api_key": EU_API_KEY, "base_url": amplitude_sandbox.eu_base_url, "region": "eu"},
+    )
+    async with AmplitudeClient(eu) as client:
+        assert client.group_identify_url == amplitude_sandbox.base_url + "/eu/groupidentify"
+        assert (await client.send(_accounts(3))).delivered == 3
+    assert len(amplitude_sandbox.state.store("eu").groups) == 3
+    assert not amplitude_sandbox.state.store("us").groups
+    us_key_on_eu = _with(eu, {"api_key": US_API_KEY})
+    async with AmplitudeClient(us_key_on_eu) as client:
+        with pytest.raises(AmplitudeAuthError):
+            await client.send(_accounts(3))
+
+
+async def test_verify_api_key_changes_nothing(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    async with AmplitudeClient(sandbox_settings) as client:
+        check = await client.verify_api_key()
+    assert (check.accepted, check.status) == (True, 400)
+    assert "missing" in check.detail.lower()
+    wrong = _with(sandbox_settings, {"api_key": "wrong"})
+    async with AmplitudeClient(wrong) as client:
+        with pytest.raises(AmplitudeAuthError, match="Invalid API key: wrong"):
+            await client.verify_api_key()
+    assert not amplitude_sandbox.state.store("us").groups
+    assert all(entry.get("events_ingested", 0) == 0 for entry in _logged(amplitude_sandbox))
+
+
+async def test_an_identification_over_1_mb_is_rejected_and_the_rest_delivered(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    # 200 values of 1000 "é" encode to about 1.2 MB: too big even alone.
+    huge = GroupUpdate("account", "001HUGE", {f"p{n}": "é" * 1000 for n in range(200)})
+    updates = [*_accounts(3), huge]
+    async with AmplitudeClient(sandbox_settings) as client:
+        assert client.plan(updates).requests[-1].bytes > 1_000_000
+        report = await client.send(updates)
+    assert report.delivered == 3
+    assert [(r.update, r.status, r.reason) for r in report.rejected] == [
+        (huge, 413, "Payload too large")
+    ]

@@ -1,0 +1,159 @@
+"""Client behaviour at the HTTP edge, with httpx.MockTransport and a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import parse_qs
+
+import httpx
+import orjson
+import pytest
+
+from pipeline.amplitude import AmplitudeClient, resolve_base_url
+from pipeline.config.settings import AmplitudeSettings
+from pipeline.errors import AmplitudeError, AmplitudeUnavailableError, ConfigError
+from pipeline.transform.group_update import GroupUpdate
+
+SETTINGS = AmplitudeSettings(
+    api_key="key-123", retry_deadline_seconds=120, min_429_wait_seconds=15, max_concurrency=3
+)
+
+
+class FakeTime:
+    """A clock that only moves when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        self.now += delay
+
+
+def _identifications(request: httpx.Request) -> list[dict[str, object]]:
+    form = parse_qs(request.content.decode())
+    return list(orjson.loads(form["identification"][0]))
+
+
+def _client(handler: object, time: FakeTime | None = None, **kw: object) -> AmplitudeClient:
+    time = time or FakeTime()
+    return AmplitudeClient(
+        kw.pop("settings", SETTINGS),  # type: ignore[arg-type]
+        transport=httpx.MockTransport(handler),  # type: ignore[arg-type]
+        sleep=time.sleep,
+        clock=time.clock,
+        jitter=lambda: 0.0,
+    )
+
+
+def _updates(n: int) -> list[GroupUpdate]:
+    return [GroupUpdate("account", str(i), {"a": i}) for i in range(n)]
+
+
+def test_region_hosts_and_base_url_override() -> None:
+    assert resolve_base_url(AmplitudeSettings()) == "https://api2.amplitude.com"
+    assert resolve_base_url(AmplitudeSettings(region="eu")) == "https://api.eu.amplitude.com"
+    sandbox = AmplitudeSettings(region="eu", base_url="http://127.0.0.1:8420/eu/")
+    assert resolve_base_url(sandbox) == "http://127.0.0.1:8420/eu"
+
+
+async def test_sends_form_encoded_to_the_region_host() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, text="success")
+
+    async with _client(handler) as client:
+        report = await client.send(_updates(2))
+    assert report.delivered == 2
+    (request,) = seen
+    assert str(request.url) == "https://api2.amplitude.com/groupidentify"
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert parse_qs(request.content.decode())["api_key"] == ["key-123"]
+    assert _identifications(request)[1] == {
+        "group_type": "account",
+        "group_value": "1",
+        "group_properties": {"$set": {"a": 1}},
+    }
+
+
+async def test_gives_up_at_the_deadline_with_growing_backoff() -> None:
+    time = FakeTime()
+    async with _client(lambda _r: httpx.Response(503, text="unavailable"), time) as client:
+        with pytest.raises(AmplitudeUnavailableError, match="503 after 9 tries"):
+            await client.send(_updates(1))
+    assert time.sleeps == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert time.now - 1000 <= SETTINGS.retry_deadline_seconds
+
+
+async def test_429_waits_at_least_the_minimum() -> None:
+    answers = iter([httpx.Response(429, text="too_many_requests"), httpx.Response(200)])
+    time = FakeTime()
+    async with _client(lambda _r: next(answers), time) as client:
+        report = await client.send(_updates(1))
+    assert (report.delivered, time.sleeps) == (1, [15])
+
+
+async def test_connection_errors_are_retried() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, text="success")
+
+    async with _client(handler) as client:
+        report = await client.send(_updates(1))
+    assert report.statuses == {"connection_error": 1, "200": 1}
+
+
+async def test_413_splits_and_rejects_a_lone_identification() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        items = _identifications(request)
+        too_big = any(item["group_value"] == "3" for item in items)
+        return httpx.Response(413, text="Payload too large") if too_big else httpx.Response(200)
+
+    async with _client(handler) as client:
+        report = await client.send(_updates(8))
+    assert report.delivered == 7
+    assert [(r.update.group_value, r.reason, r.status) for r in report.rejected] == [
+        ("3", "Payload too large", 413)
+    ]
+
+
+async def test_unexpected_status_stops_the_send() -> None:
+    async with _client(lambda _r: httpx.Response(404, text="not found")) as client:
+        with pytest.raises(AmplitudeError, match="404"):
+            await client.send(_updates(1))
+
+
+async def test_no_more_requests_in_flight_than_max_concurrency() -> None:
+    in_flight = peak = 0
+
+    async def handler(_request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.005)
+        in_flight -= 1
+        return httpx.Response(200, text="success")
+
+    async with _client(handler) as client:
+        report = await client.send(_updates(10 * 1024))
+    assert (report.requests, peak) == (10, SETTINGS.max_concurrency)
+
+
+async def test_missing_key_is_a_config_error_but_planning_works() -> None:
+    client = _client(lambda _r: httpx.Response(200), settings=AmplitudeSettings())
+    async with client:
+        plan = client.plan([*_updates(3), GroupUpdate("account", "empty")])
+        assert (plan.identifications, plan.skipped, len(plan.requests)) == (3, 1, 1)
+        with pytest.raises(ConfigError, match="SFAMP_AMPLITUDE__API_KEY"):
+            await client.send(_updates(1))
