@@ -1,0 +1,229 @@
+"""The change envelope: one Kafka message of ``sfamp.changes.<Object>`` per changed record.
+
+Wire form (JSON, version 1)::
+
+    {"v": 1, "object": "Account", "record_id": "001...", "op": "update",
+     "commit_ts": 1714157000000, "commit_number": 1100670840000,
+     "transaction_key": "000046c7-...", "sequence_number": 1,
+     "channel": "/data/AccountChangeEvent", "replay_id": 18098167,
+     "changed": ["BillingAddress.City", "Fax"], "nulled": ["Fax"],
+     "fields": {"BillingAddress": {"City": "Oakland"}, "Fax": null},
+     "full": false, "source": "cdc"}
+
+``fields`` keeps the CDC body as Salesforce sent it (compound fields nested,
+``changed`` and ``nulled`` in ``Parent.Component`` form); resolving names against
+the object's schema is the transform's job, so ingest needs no describe call.
+
+A *full* envelope (``full: true``) comes from a REST or Bulk re-read rather than
+CDC: ``fields`` then holds every field that was read and an absent field means
+null. Its ``commit_ts`` is the read time, because the read reflects every commit
+before it.
+
+``gap_overflow`` names no record: its ``record_id`` is ``""`` (and
+:attr:`ChangeEnvelope.kafka_key` falls back to the object name). Every other op
+needs a record id. Unknown keys are ignored so that version 1 can grow optional
+keys; anything else that does not fit raises :class:`~pipeline.errors.EnvelopeError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, NoReturn, cast
+
+import orjson
+
+from pipeline.errors import EnvelopeError
+
+ENVELOPE_VERSION: Final = 1
+
+Op = Literal[
+    "create",
+    "update",
+    "delete",
+    "undelete",
+    "gap_create",
+    "gap_update",
+    "gap_delete",
+    "gap_undelete",
+    "gap_overflow",
+]
+OPS: Final[frozenset[str]] = frozenset(
+    (
+        "create",
+        "update",
+        "delete",
+        "undelete",
+        "gap_create",
+        "gap_update",
+        "gap_delete",
+        "gap_undelete",
+        "gap_overflow",
+    )
+)
+GAP_OPS: Final[frozenset[str]] = frozenset(op for op in OPS if op.startswith("gap_"))
+
+Source = Literal["cdc", "rest", "bulk"]
+SOURCES: Final[frozenset[str]] = frozenset(("cdc", "rest", "bulk"))
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEnvelope:
+    """One change to one record, as carried through Kafka. Treat ``fields`` as read-only."""
+
+    object: str
+    record_id: str
+    op: Op
+    commit_ts: int
+    commit_number: int = 0
+    transaction_key: str = ""
+    sequence_number: int = 0
+    channel: str = ""
+    replay_id: int | None = None
+    changed: tuple[str, ...] = ()
+    nulled: tuple[str, ...] = ()
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    full: bool = False
+    source: Source = "cdc"
+
+    @property
+    def ordering(self) -> tuple[int, int, int]:
+        """Commit order of this change; later compares greater."""
+        return (self.commit_ts, self.commit_number, self.sequence_number)
+
+    @property
+    def kafka_key(self) -> bytes:
+        """The record id; the object name for a ``gap_overflow``, which names no record."""
+        return (self.record_id or self.object).encode()
+
+
+def encode(env: ChangeEnvelope) -> bytes:
+    """The JSON bytes of ``env``; :func:`decode` gives back an equal envelope."""
+    return orjson.dumps(
+        {
+            "v": ENVELOPE_VERSION,
+            "object": env.object,
+            "record_id": env.record_id,
+            "op": env.op,
+            "commit_ts": env.commit_ts,
+            "commit_number": env.commit_number,
+            "transaction_key": env.transaction_key,
+            "sequence_number": env.sequence_number,
+            "channel": env.channel,
+            "replay_id": env.replay_id,
+            "changed": env.changed,
+            "nulled": env.nulled,
+            # orjson serialises dicts only; a read-only mapping is copied.
+            "fields": env.fields if type(env.fields) is dict else dict(env.fields),
+            "full": env.full,
+            "source": env.source,
+        }
+    )
+
+
+# (key, accepted types). `type(x) in types` rather than isinstance so that a JSON
+# boolean is never taken for an integer.
+_REQUIRED: Final[tuple[tuple[str, tuple[type, ...]], ...]] = (
+    ("object", (str,)),
+    ("record_id", (str,)),
+    ("op", (str,)),
+    ("commit_ts", (int,)),
+    ("commit_number", (int,)),
+    ("transaction_key", (str,)),
+    ("sequence_number", (int,)),
+    ("channel", (str,)),
+    ("replay_id", (int, type(None))),
+    ("changed", (list,)),
+    ("nulled", (list,)),
+    ("fields", (dict,)),
+)
+_OPTIONAL: Final[tuple[tuple[str, tuple[type, ...], Any], ...]] = (
+    ("full", (bool,), False),
+    ("source", (str,), "cdc"),
+)
+_MISSING: Final = object()
+_KIND: Final[dict[type, str]] = {
+    str: "a string",
+    int: "an integer",
+    list: "a list",
+    dict: "an object",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def decode(raw: bytes) -> ChangeEnvelope:
+    """Parse one Kafka message value; :class:`EnvelopeError` says what is wrong with it."""
+    data = _load(raw)
+    _check_version(data)
+    for key, types in _REQUIRED:
+        # Inline fast path: this runs for every key of every message.
+        if type(data.get(key, _MISSING)) not in types:
+            _refuse_type(data, key, types)
+    for key, types, _ in _OPTIONAL:
+        if key in data and type(data[key]) not in types:
+            _refuse_type(data, key, types)
+    _check_semantics(data)
+    return ChangeEnvelope(
+        object=data["object"],
+        record_id=data["record_id"],
+        op=data["op"],
+        commit_ts=data["commit_ts"],
+        commit_number=data["commit_number"],
+        transaction_key=data["transaction_key"],
+        sequence_number=data["sequence_number"],
+        channel=data["channel"],
+        replay_id=data["replay_id"],
+        changed=tuple(data["changed"]),
+        nulled=tuple(data["nulled"]),
+        fields=data["fields"],
+        full=data.get("full", False),
+        source=data.get("source", "cdc"),
+    )
+
+
+def _load(raw: bytes) -> dict[str, Any]:
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise EnvelopeError(f"envelope must be bytes, got {type(raw).__name__}")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"envelope is not JSON: {exc}") from exc
+    if type(data) is not dict:
+        raise EnvelopeError(f"envelope must be a JSON object, got {_kind_of(data)}")
+    return cast(dict[str, Any], data)
+
+
+def _check_version(data: Mapping[str, Any]) -> None:
+    version = data.get("v")
+    if type(version) is not int or version != ENVELOPE_VERSION:
+        raise EnvelopeError(
+            f"unsupported envelope version {version!r} (this build reads v{ENVELOPE_VERSION})"
+        )
+
+
+def _refuse_type(data: Mapping[str, Any], key: str, types: tuple[type, ...]) -> NoReturn:
+    if key not in data:
+        raise EnvelopeError(f"envelope has no {key!r}")
+    wanted = " or ".join(_KIND[t] for t in types)
+    raise EnvelopeError(f"envelope {key!r} must be {wanted}, got {_kind_of(data[key])}")
+
+
+def _check_semantics(data: Mapping[str, Any]) -> None:
+    op = data["op"]
+    if op not in OPS:
+        raise EnvelopeError(f"envelope op {op!r} is not one of {', '.join(sorted(OPS))}")
+    if not data["object"]:
+        raise EnvelopeError("envelope 'object' is empty")
+    if not data["record_id"] and op != "gap_overflow":
+        raise EnvelopeError(f"envelope 'record_id' is empty for op {op!r}")
+    if data.get("source", "cdc") not in SOURCES:
+        raise EnvelopeError(f"envelope source {data['source']!r} is not one of cdc, rest, bulk")
+    for key in ("changed", "nulled"):
+        for name in data[key]:
+            if type(name) is not str:
+                raise EnvelopeError(f"envelope {key!r} must hold only field names (strings)")
+
+
+def _kind_of(value: object) -> str:
+    return _KIND.get(type(value), type(value).__name__)

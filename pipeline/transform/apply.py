@@ -1,0 +1,345 @@
+"""A change envelope and one object mapping in, property changes for one group out.
+
+:func:`changes_for` answers with exactly one :data:`Outcome`:
+
+``PropertyChanges``
+    set/unset these properties of group ``(group_type, group_value)``, ordered by
+    the commit key ``(commit_ts, commit_number, sequence_number)``. Feed it to
+    :class:`~pipeline.transform.coalesce.Coalescer`.
+``NothingToDo``
+    only unmapped fields changed, the delete is ignored (``on_delete=ignore``), or
+    the record names no group (its group name field is empty).
+``NeedsLookup``
+    the answer depends on Salesforce data the envelope does not carry. Read
+    ``fields`` of ``record_id`` (batched retrieve by ids; with ``queryAll`` when
+    ``deleted``) and call :func:`changes_for` again with the same envelope and
+    either ``group_value=`` (``full_record=False``: only the group name is
+    missing; pass ``""`` if the record has none) or ``full_record=`` the record
+    as read (``full_record=True``: the group name field changed, so the new
+    group gets every mapped property; or a mapped long text field came as a
+    diff). ``full_record`` also answers a group-name lookup.
+``NeedsReread``
+    a ``gap_*`` event: re-read the record and feed the full envelope made by
+    :func:`~pipeline.transform.cdc.envelope_from_record` (or
+    :func:`~pipeline.transform.cdc.deleted_envelope` when it is gone).
+``NeedsResync``
+    ``gap_overflow`` or a wildcard record id (``001*``): re-sync the whole object
+    (a backfill of records changed since ``since_ms``).
+
+Rules: only mapped fields produce properties; a null becomes an unset. An
+``update`` touches the fields it carries. ``create``, ``undelete`` and full
+envelopes describe the whole record: every mapped field is set, or unset when
+null or absent (except formula fields, which CDC never sends). ``delete``
+follows ``on_delete``: ``ignore`` does nothing, ``unset`` unsets every mapped
+property, ``mark`` sets :data:`DELETED_PROPERTY` to ``true``; under ``mark``
+every whole-record change sets it to ``false``, so an undelete clears the mark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pipeline.config.mapping import MappingConfig, ObjectMapping
+from pipeline.kafka.envelope import GAP_OPS, ChangeEnvelope
+from pipeline.transform.group_update import PropertyValue
+from pipeline.transform.plan import MappingPlan, Target, live_targets, plan_for
+from pipeline.transform.schema import ObjectSchema
+from pipeline.transform.values import to_group_value, to_property_value
+from pipeline.transform.view import MISSING, RecordView, view_of
+
+# The property `on_delete: mark` writes: true once deleted, false while the record exists.
+DELETED_PROPERTY: Final = "sfdc_deleted"
+
+Order = tuple[int, int, int]
+_Pair = tuple[str, PropertyValue | None]
+_WHOLE_RECORD_OPS: Final = frozenset(("create", "undelete"))
+_NO_UNSET: Final[frozenset[str]] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyChanges:
+    """Properties of one group to set and unset, as of one commit."""
+
+    group_type: str
+    group_value: str
+    order: Order
+    set: Mapping[str, PropertyValue]
+    unset: frozenset[str]
+    record_id: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.group_type, self.group_value)
+
+
+@dataclass(frozen=True, slots=True)
+class NothingToDo:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsLookup:
+    sfdc_object: str
+    record_id: str
+    fields: tuple[str, ...]
+    full_record: bool
+    deleted: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsReread:
+    sfdc_object: str
+    record_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsResync:
+    sfdc_object: str
+    since_ms: int
+    reason: str
+
+
+Outcome = PropertyChanges | NothingToDo | NeedsLookup | NeedsReread | NeedsResync
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    envelope: ChangeEnvelope
+    plan: MappingPlan
+
+    @property
+    def mapping(self) -> ObjectMapping:
+        return self.plan.mapping
+
+
+def changes_for(
+    envelope: ChangeEnvelope,
+    mapping: ObjectMapping,
+    schema: ObjectSchema | None,
+    *,
+    group_value: str | None = None,
+    full_record: Mapping[str, Any] | None = None,
+) -> Outcome:
+    """What ``envelope`` means for the groups of ``mapping`` (see the module docstring)."""
+    if envelope.object != mapping.sfdc_object:
+        raise ValueError(f"a {envelope.object} change given a {mapping.sfdc_object} mapping")
+    early = _needs_salesforce(envelope)
+    if early is not None:
+        return early
+    view, base = _views(envelope, schema, full_record)
+    return _outcome(_Step(envelope, plan_for(mapping, schema)), view, base, group_value)
+
+
+def changes_for_config(
+    envelope: ChangeEnvelope,
+    config: MappingConfig,
+    schema: ObjectSchema | None,
+    *,
+    full_record: Mapping[str, Any] | None = None,
+) -> list[tuple[ObjectMapping, Outcome]]:
+    """One outcome per mapping of the envelope's object, in config order.
+
+    Gap and overflow outcomes repeat per mapping; deduplicate them by record id.
+    """
+    mappings = config.for_object(envelope.object)
+    early = _needs_salesforce(envelope)
+    if early is not None:
+        return [(mapping, early) for mapping in mappings]
+    view, base = _views(envelope, schema, full_record)
+    return [
+        (mapping, _outcome(_Step(envelope, plan_for(mapping, schema)), view, base, None))
+        for mapping in mappings
+    ]
+
+
+def _needs_salesforce(envelope: ChangeEnvelope) -> NeedsReread | NeedsResync | None:
+    if envelope.op == "gap_overflow" or envelope.record_id.endswith("*"):
+        reason = f"{envelope.op} names no single record: re-sync the object"
+        return NeedsResync(envelope.object, envelope.commit_ts, reason)
+    if envelope.op in GAP_OPS:
+        reason = f"{envelope.op} carries no fields: re-read the record"
+        return NeedsReread(envelope.object, envelope.record_id, reason)
+    return None
+
+
+def _views(
+    envelope: ChangeEnvelope, schema: ObjectSchema | None, full_record: Mapping[str, Any] | None
+) -> tuple[RecordView, RecordView | None]:
+    # Both views are shared by every mapping of the object: from here on they are only
+    # read or copied, never changed (bar the view's own lazy cache).
+    view = view_of(envelope.fields, schema, nulled=envelope.nulled, changed=envelope.changed)
+    base = None if full_record is None else view_of(full_record, schema)
+    return view, base
+
+
+def _outcome(
+    step: _Step, view: RecordView, base: RecordView | None, group_value: str | None
+) -> Outcome:
+    if step.envelope.op == "delete":
+        return _on_delete(step, view, base, group_value)
+    if step.envelope.full or step.envelope.op in _WHOLE_RECORD_OPS:
+        return _on_whole_record(step, view, base, group_value)
+    return _on_update(step, view, base, group_value)
+
+
+def _on_delete(
+    step: _Step, view: RecordView, base: RecordView | None, group_value: str | None
+) -> Outcome:
+    policy = step.mapping.on_delete
+    if policy == "ignore":
+        return NothingToDo("delete ignored (on_delete=ignore)")
+    group = _group_of(step, view, base, group_value)
+    if not isinstance(group, str):
+        return group
+    if policy == "mark":
+        return _result(step, group, [(DELETED_PROPERTY, True)])
+    return _result(step, group, [(target.prop, None) for target in step.plan.targets])
+
+
+def _on_whole_record(
+    step: _Step, view: RecordView, base: RecordView | None, group_value: str | None
+) -> Outcome:
+    if base is not None:
+        view = view.overlaid_on(base)
+    elif _has_mapped_diffs(step, view):
+        return _needs_full(step, "a mapped long text field came as a diff")
+    group = _group_of(step, view, base, group_value)
+    if not isinstance(group, str):
+        return group
+    return _result(step, group, _whole_record_pairs(step, view))
+
+
+def _on_update(
+    step: _Step, view: RecordView, base: RecordView | None, group_value: str | None
+) -> Outcome:
+    name_field = step.mapping.group_name_field
+    if name_field != "Id" and view.was_changed(name_field):
+        return _on_group_renamed(step, view, base)
+    if _has_mapped_diffs(step, view):
+        if base is None:
+            return _needs_full(step, "a mapped long text field came as a diff")
+        view = view.with_values_from(base)
+    # Mapped changes first: an unmapped-only update must not cost a lookup.
+    pairs = _property_pairs(step, view, whole=False)
+    if not pairs:
+        return NothingToDo("no mapped field in the change")
+    group = _group_of(step, view, base, group_value)
+    return _result(step, group, pairs) if isinstance(group, str) else group
+
+
+def _on_group_renamed(step: _Step, view: RecordView, base: RecordView | None) -> Outcome:
+    # Amplitude cannot rename a group: the old one keeps its properties as they were.
+    group = to_group_value(view.get(step.mapping.group_name_field))
+    if group is None:
+        return NothingToDo("group name field cleared; the previous group is left as it was")
+    if base is None:
+        return _needs_full(step, "group name field changed: the new group needs every property")
+    return _result(step, group, _whole_record_pairs(step, view.overlaid_on(base)))
+
+
+def _group_of(
+    step: _Step, view: RecordView, base: RecordView | None, group_value: str | None
+) -> str | NothingToDo | NeedsLookup:
+    envelope, name_field = step.envelope, step.mapping.group_name_field
+    if name_field == "Id":
+        return envelope.record_id
+    if view.has(name_field):
+        return _named(view.get(name_field))
+    if group_value is not None:
+        return _named(group_value)
+    if base is not None:
+        return _named(base.get(name_field))
+    if _absent_means_null(step.envelope, step.plan.name_field):
+        return NothingToDo("group name field is empty")
+    return NeedsLookup(
+        sfdc_object=envelope.object,
+        record_id=envelope.record_id,
+        fields=(name_field,),
+        full_record=False,
+        deleted=envelope.op == "delete",
+        reason=f"group name field {name_field} is not in the change",
+    )
+
+
+def _named(value: Any) -> str | NothingToDo:
+    group = to_group_value(value)
+    return group if group is not None else NothingToDo("group name field is empty")
+
+
+def _needs_full(step: _Step, reason: str) -> NeedsLookup:
+    return NeedsLookup(
+        sfdc_object=step.envelope.object,
+        record_id=step.envelope.record_id,
+        fields=step.plan.read_fields,
+        full_record=True,
+        deleted=False,
+        reason=reason,
+    )
+
+
+def _whole_record_pairs(step: _Step, view: RecordView) -> list[_Pair]:
+    pairs = _property_pairs(step, view, whole=True)
+    if step.mapping.on_delete == "mark":
+        pairs.append((DELETED_PROPERTY, False))
+    return pairs
+
+
+def _property_pairs(step: _Step, view: RecordView, *, whole: bool) -> list[_Pair]:
+    """(property, value or None for unset); ``whole``: absent fields are null."""
+    if whole or step.plan.dynamic:
+        return _pairs_by_target(step, view, whole=whole)
+    return _pairs_by_value(step, view)
+
+
+def _pairs_by_target(step: _Step, view: RecordView, *, whole: bool) -> list[_Pair]:
+    pairs: list[_Pair] = []
+    values = view.values
+    for target in live_targets(step.plan, view.parts):
+        value = values.get(target.field, MISSING)
+        if value is MISSING and target.parent is not None:
+            value = view.value_of(target.field, target.parent)
+        if value is not MISSING:
+            pairs.append((target.prop, to_property_value(value, target.sf_type)))
+        elif whole and _absent_means_null(step.envelope, target):
+            pairs.append((target.prop, None))
+    return pairs
+
+
+def _pairs_by_value(step: _Step, view: RecordView) -> list[_Pair]:
+    """The same for a partial change under a schema: walk the (few) fields it carries."""
+    by_field = step.plan.by_field
+    return [
+        (target.prop, None if value is None else to_property_value(value, target.sf_type))
+        for name, value in view.values.items()
+        for target in by_field.get(name, ())
+    ]
+
+
+def _absent_means_null(envelope: ChangeEnvelope, target: Target) -> bool:
+    """Full envelopes hold every mapped field; CDC whole-record events all but formulas."""
+    if envelope.full:
+        return True
+    return envelope.op in _WHOLE_RECORD_OPS and not target.calculated
+
+
+def _has_mapped_diffs(step: _Step, view: RecordView) -> bool:
+    return bool(view.diffs) and not view.diffs.isdisjoint(step.plan.watched)
+
+
+def _result(step: _Step, group: str, pairs: list[_Pair]) -> PropertyChanges | NothingToDo:
+    if not pairs:
+        return NothingToDo("no mapped field in the change")
+    values = {prop: value for prop, value in pairs if value is not None}
+    unset = _NO_UNSET if len(values) == len(pairs) else _unset_of(pairs)
+    envelope = step.envelope
+    return PropertyChanges(
+        step.mapping.group_type, group, envelope.ordering, values, unset, envelope.record_id
+    )
+
+
+def _unset_of(pairs: list[_Pair]) -> frozenset[str]:
+    return frozenset([prop for prop, value in pairs if value is None])

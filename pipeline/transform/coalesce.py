@@ -1,0 +1,128 @@
+"""Many property changes within one flush window -> one group update per group.
+
+Per property the latest commit wins by ``(commit_ts, commit_number,
+sequence_number)``, whatever order the changes arrive in: partitions and gap
+re-reads interleave, so arrival order is not commit order. A set and an unset
+of the same property are resolved by the same rule. On an exact tie the later
+arrival wins.
+
+The buffer is bounded by group count. :meth:`Coalescer.is_full` tells the
+runtime to flush early; a change for a new group while full is refused rather
+than dropped, so a forgotten check shows up at once instead of as lost data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.errors import SfampError
+from pipeline.transform.apply import Order, PropertyChanges
+from pipeline.transform.group_update import GroupUpdate, PropertyValue
+
+
+class CoalescerFullError(SfampError):
+    """A change for a new group arrived while the coalescer was full: flush first."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoalesceStats:
+    """Running totals for logs and metrics."""
+
+    changes_in: int
+    groups_out: int
+    properties_out: int
+    superseded: int  # property writes that lost to a later commit
+
+
+class _Pending:
+    """One group's properties: latest value (None = unset) and the commit that wrote it."""
+
+    __slots__ = ("latest", "orders", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[str, PropertyValue | None] = {}
+        self.orders: dict[str, Order] = {}
+        self.latest: Order = (-1, -1, -1)
+
+    def merge(self, change: PropertyChanges) -> int:
+        """Apply ``change``; answers how many earlier writes it met (won or lost)."""
+        before = len(self.values)
+        written = len(change.set) + len(change.unset)
+        if change.order >= self.latest:
+            # In commit order, the common case: nothing pending can be newer.
+            self.latest = change.order
+            self.values.update(change.set)
+            self.orders.update(dict.fromkeys(change.set, change.order))
+            if change.unset:
+                self.values.update(dict.fromkeys(change.unset))
+                self.orders.update(dict.fromkeys(change.unset, change.order))
+        else:
+            for prop, value in change.set.items():
+                self._put_if_newer(prop, value, change.order)
+            for prop in change.unset:
+                self._put_if_newer(prop, None, change.order)
+        return written - (len(self.values) - before)
+
+    def _put_if_newer(self, prop: str, value: PropertyValue | None, order: Order) -> None:
+        if order >= self.orders.get(prop, order):
+            self.values[prop] = value
+            self.orders[prop] = order
+
+    def to_update(self, key: tuple[str, str]) -> GroupUpdate:
+        values: dict[str, PropertyValue] = {}
+        unset: list[str] = []
+        for prop, value in sorted(self.values.items()):
+            if value is None:
+                unset.append(prop)
+            else:
+                values[prop] = value
+        return GroupUpdate(key[0], key[1], values, frozenset(unset))
+
+
+class Coalescer:
+    """Accumulates :class:`PropertyChanges` until :meth:`drain`."""
+
+    def __init__(self, max_groups: int) -> None:
+        if max_groups < 1:
+            raise ValueError("max_groups must be at least 1")
+        self.max_groups = max_groups
+        self._groups: dict[tuple[str, str], _Pending] = {}
+        self._changes_in = 0
+        self._groups_out = 0
+        self._properties_out = 0
+        self._superseded = 0
+
+    @property
+    def pending_groups(self) -> int:
+        return len(self._groups)
+
+    def is_full(self) -> bool:
+        return len(self._groups) >= self.max_groups
+
+    def add(self, change: PropertyChanges) -> None:
+        """Merge one change; raises :class:`CoalescerFullError` for a new group when full."""
+        pending = self._groups.get(change.key)
+        if pending is None:
+            if len(self._groups) >= self.max_groups:
+                raise CoalescerFullError(
+                    f"coalescer holds {self.max_groups} groups; drain before adding more"
+                )
+            pending = self._groups[change.key] = _Pending()
+        self._changes_in += 1
+        self._superseded += pending.merge(change)
+
+    def drain(self) -> list[GroupUpdate]:
+        """Every pending group as one update, sorted by (group type, group value); empties."""
+        groups, self._groups = self._groups, {}
+        updates = [groups[key].to_update(key) for key in sorted(groups)]
+        self._groups_out += len(updates)
+        self._properties_out += sum(len(u.set) + len(u.unset) for u in updates)
+        return updates
+
+    def stats(self) -> CoalesceStats:
+        return CoalesceStats(
+            changes_in=self._changes_in,
+            groups_out=self._groups_out,
+            properties_out=self._properties_out,
+            superseded=self._superseded,
+        )

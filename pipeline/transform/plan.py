@@ -1,0 +1,131 @@
+"""A mapping compiled against an object schema once, so each change costs dictionary look-ups.
+
+For every mapped field the plan knows the properties it feeds (a compound field
+feeds one per component), the Salesforce type for conversion and whether CDC
+ever sends it (formula fields never appear in change events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from pipeline.config.mapping import ObjectMapping
+from pipeline.transform.schema import ObjectSchema, component_key
+from pipeline.transform.values import compound_property
+
+# Plans are looked up by the identity of (mapping, schema); each entry keeps both
+# objects alive so an id cannot be reused while its plan is cached. Reloads make
+# new mapping objects, so the memo is bounded and simply starts over when full.
+_MEMO_LIMIT: Final = 256
+_memo: dict[tuple[int, int], MappingPlan] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One property fed by one flat field."""
+
+    prop: str
+    field: str
+    sf_type: str | None = None
+    parent: str | None = None  # the compound field this one is a component of
+    calculated: bool = False
+    # Without a schema nobody knows whether a field is compound until it arrives nested.
+    maybe_compound: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MappingPlan:
+    mapping: ObjectMapping
+    schema: ObjectSchema | None
+    targets: tuple[Target, ...]
+    name_field: Target
+    read_fields: tuple[str, ...]  # a full record's fields, compounds as components
+    watched: frozenset[str]  # every mapped field name, group name field included
+    dynamic: bool  # some target may turn out compound when it arrives nested
+    # flat field -> the targets it feeds; a compound parent -> all its components'
+    by_field: Mapping[str, tuple[Target, ...]]
+
+
+def plan_for(mapping: ObjectMapping, schema: ObjectSchema | None) -> MappingPlan:
+    """The compiled plan of ``mapping`` under ``schema``, built on first use."""
+    key = (id(mapping), id(schema))
+    plan = _memo.get(key)
+    if plan is None or plan.mapping is not mapping or plan.schema is not schema:
+        if len(_memo) >= _MEMO_LIMIT:
+            _memo.clear()
+        plan = _memo[key] = compile_plan(mapping, schema)
+    return plan
+
+
+def compile_plan(mapping: ObjectMapping, schema: ObjectSchema | None) -> MappingPlan:
+    targets = tuple(
+        target
+        for mapped in mapping.group_properties
+        for target in _targets_of(mapped.sfdc_field, mapped.amplitude_property, schema)
+    )
+    return MappingPlan(
+        mapping=mapping,
+        schema=schema,
+        targets=targets,
+        name_field=_target(mapping.group_name_field, mapping.group_name_field, schema),
+        read_fields=_read_fields(mapping, schema),
+        watched=frozenset(mapping.fields),
+        dynamic=any(target.maybe_compound for target in targets),
+        by_field=_index(targets),
+    )
+
+
+def live_targets(plan: MappingPlan, parts: Mapping[str, Mapping[str, str]]) -> Sequence[Target]:
+    """The plan's targets, with fields that arrived nested (``parts``) split per component."""
+    if not plan.dynamic or not parts:
+        return plan.targets
+    targets: list[Target] = []
+    for target in plan.targets:
+        nested = parts.get(target.field) if target.maybe_compound else None
+        if nested:
+            targets.extend(
+                Target(compound_property(target.prop, component), name, parent=target.field)
+                for component, name in nested.items()
+            )
+        else:
+            targets.append(target)
+    return targets
+
+
+def _targets_of(field: str, prop: str, schema: ObjectSchema | None) -> list[Target]:
+    if schema is None:
+        return [Target(prop, field, maybe_compound=True)]
+    if not schema.is_compound(field):
+        return [_target(field, prop, schema)]
+    return [
+        _target(info.name, compound_property(prop, component_key(field, info.name)), schema)
+        for info in schema.components_of(field)
+    ]
+
+
+def _target(field: str, prop: str, schema: ObjectSchema | None) -> Target:
+    info = None if schema is None else schema.field(field)
+    if info is None:
+        return Target(prop, field, maybe_compound=True)
+    return Target(prop, field, info.type, info.compound_parent, info.calculated)
+
+
+def _index(targets: Sequence[Target]) -> dict[str, tuple[Target, ...]]:
+    index: dict[str, list[Target]] = {}
+    for target in targets:
+        index.setdefault(target.field, []).append(target)
+        if target.parent is not None:
+            index.setdefault(target.parent, []).append(target)
+    return {name: tuple(found) for name, found in index.items()}
+
+
+def _read_fields(mapping: ObjectMapping, schema: ObjectSchema | None) -> tuple[str, ...]:
+    names: list[str] = []
+    for name in mapping.fields:
+        if schema is not None and schema.is_compound(name):
+            names.extend(info.name for info in schema.components_of(name))
+        else:
+            names.append(name)
+    return tuple(dict.fromkeys(names))

@@ -1,0 +1,150 @@
+"""What the transform needs to know about an object's fields, built from a REST describe.
+
+Two things depend on it: value conversion (the Salesforce ``type`` of a field)
+and compound fields. CDC nests a compound field's components under the parent
+with short component names (``BillingAddress: {"City": ...}``, Contact
+``Name: {"FirstName": ...}``), REST nests them with lower-case names
+(``BillingAddress: {"city": ...}``), and Bulk CSV has only the flat component
+fields (``BillingCity``). The schema ties the three together.
+
+Without a schema the transform still works: component names follow Salesforce's
+naming rule (:func:`component_field_name`) and values are kept as they come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pipeline.errors import SalesforceError
+
+COMPOUND_TYPES: Final[frozenset[str]] = frozenset(("address", "location"))
+
+
+@dataclass(frozen=True, slots=True)
+class FieldInfo:
+    """One field of a describe, reduced to what the transform and verification use."""
+
+    name: str
+    type: str
+    compound_parent: str | None = None
+    calculated: bool = False
+    unique: bool = False
+    id_lookup: bool = False
+    external_id: bool = False
+
+    @property
+    def component(self) -> str | None:
+        """The CDC component name (``BillingCity`` -> ``City``), for a compound component."""
+        if self.compound_parent is None:
+            return None
+        return component_key(self.compound_parent, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSchema:
+    """The fields of one object, with compound components indexed both ways."""
+
+    name: str
+    fields: Mapping[str, FieldInfo]
+    components: Mapping[str, tuple[FieldInfo, ...]] = field(default_factory=dict)
+    by_component: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    def field(self, name: str) -> FieldInfo | None:
+        return self.fields.get(name)
+
+    def type_of(self, name: str) -> str | None:
+        info = self.fields.get(name)
+        return None if info is None else info.type
+
+    def is_compound(self, name: str) -> bool:
+        return name in self.components
+
+    def components_of(self, parent: str) -> tuple[FieldInfo, ...]:
+        return self.components.get(parent, ())
+
+    def component_field(self, parent: str, component: str) -> str:
+        """The flat field name of ``parent.component`` (``BillingAddress``, ``City``)."""
+        known = self.by_component.get((parent, component.lower()))
+        return known if known is not None else component_field_name(parent, component)
+
+
+def schema_from_describe(describe: Mapping[str, Any]) -> ObjectSchema:
+    """Build the schema from ``GET /sobjects/{Object}/describe`` JSON.
+
+    A describe answer of the wrong shape raises :class:`SalesforceError`.
+    """
+    name = describe.get("name")
+    raw_fields = describe.get("fields")
+    if not isinstance(name, str) or not isinstance(raw_fields, list):
+        raise SalesforceError("describe answer has no object 'name' and 'fields' list")
+    infos = [_field_info(raw) for raw in raw_fields]
+    fields = {info.name: info for info in infos}
+    components: dict[str, list[FieldInfo]] = {}
+    for info in infos:
+        if info.compound_parent is not None:
+            components.setdefault(info.compound_parent, []).append(info)
+    by_component = {
+        (parent, component_key(parent, info.name).lower()): info.name
+        for parent, members in components.items()
+        for info in members
+    }
+    return ObjectSchema(
+        name=name,
+        fields=fields,
+        components={parent: tuple(members) for parent, members in components.items()},
+        by_component=by_component,
+    )
+
+
+def _field_info(raw: Any) -> FieldInfo:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
+        raise SalesforceError(f"describe field without a name: {raw!r:.200}")
+    parent = raw.get("compoundFieldName")
+    return FieldInfo(
+        name=raw["name"],
+        type=str(raw.get("type") or "string"),
+        compound_parent=parent if isinstance(parent, str) and parent else None,
+        calculated=raw.get("calculated") is True,
+        unique=raw.get("unique") is True,
+        id_lookup=raw.get("idLookup") is True,
+        external_id=raw.get("externalId") is True,
+    )
+
+
+def _prefix_of(parent: str) -> tuple[str, str]:
+    """The prefix and suffix that turn a component name into a field name.
+
+    ``BillingAddress`` -> ``Billing`` + City; ``Loc__c`` -> ``Loc__`` + Latitude +
+    ``__s``; a person ``Name`` (and User's ``Address``) -> the bare component.
+    """
+    if parent.endswith("__c"):
+        return parent[:-1], "__s"
+    if parent.endswith("Address"):
+        return parent[: -len("Address")], ""
+    return "", ""
+
+
+def component_key(parent: str, field_name: str) -> str:
+    """The CDC component name of a flat component field; inverse of :func:`component_field_name`.
+
+    ``BillingAddress``, ``BillingCity`` -> ``City``;
+    ``Loc__c``, ``Loc__Latitude__s`` -> ``Latitude``.
+    """
+    prefix, suffix = _prefix_of(parent)
+    key = field_name[len(prefix) :] if field_name.startswith(prefix) else field_name
+    if suffix and key.endswith(suffix):
+        key = key[: -len(suffix)]
+    return key
+
+
+def component_field_name(parent: str, component: str) -> str:
+    """``(BillingAddress, City)`` -> ``BillingCity``; REST's lower-case ``city`` works too."""
+    prefix, suffix = _prefix_of(parent)
+    return f"{prefix}{normalise_component(component)}{suffix}"
+
+
+def normalise_component(component: str) -> str:
+    """CDC spells components ``PostalCode``, REST ``postalCode``; properties use CDC's form."""
+    return component[:1].upper() + component[1:]

@@ -1,0 +1,170 @@
+"""Salesforce values to what Amplitude stores as group properties.
+
+The same value reaches sfamp in three spellings: CometD CDC JSON
+(``2024-04-26T18:38:05.000Z``), REST JSON (``2024-04-26T18:38:05.000+0000``) and
+Bulk CSV, where everything is a string and an empty cell is null. Conversion
+makes all three read the same in Amplitude, so a backfill and a stream of the
+same record leave identical properties:
+
+- null and ``""`` -> ``None``, which the caller turns into ``$unset``
+  (Salesforce stores no empty strings, so ``""`` only ever means null);
+- numbers (``int``, ``long``, ``double``, ``currency``, ``percent``) -> ``int`` when
+  integral, else ``float``; CSV text is parsed;
+- ``boolean`` -> ``True``/``False``; CSV ``"true"``/``"false"`` too;
+- ``multipicklist`` ``"A;B;C"`` -> ``["A", "B", "C"]``;
+- ``date`` -> ``"YYYY-MM-DD"``; ``datetime`` -> ``"YYYY-MM-DDTHH:MM:SS.sssZ"`` in UTC;
+- every other type, and any field without a known type, is kept as it came.
+
+A value that does not parse as its type is kept as text rather than dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
+
+import orjson
+
+from pipeline.transform.group_update import PropertyValue
+
+# Integers beyond this are not exact in a JSON double; keep them as floats.
+_MAX_EXACT: Final = 2**53
+_DATETIME = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?"
+)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_UTC_OFFSETS: Final = frozenset((None, "Z", "+0000", "+00:00", "-0000", "-00:00"))
+_EPOCH_DAY: Final = date(1970, 1, 1)
+_PLAIN: Final = frozenset((str, int, float, bool, list))
+
+
+def to_property_value(value: Any, sf_type: str | None) -> PropertyValue | None:
+    """The Amplitude form of ``value`` of Salesforce type ``sf_type``; ``None`` means unset."""
+    if value is None or value == "":
+        return None
+    convert = _CONVERTERS.get(sf_type) if sf_type is not None else None
+    if convert is not None:
+        return convert(value)
+    return value if type(value) in _PLAIN else keep_as_is(value)
+
+
+def to_group_value(value: Any) -> str | None:
+    """A group name from a field value; ``None`` when the field is null or empty."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(to_number(value))
+    return str(value)
+
+
+def compound_property(prop: str, component: str) -> str:
+    """The property a component of a mapped compound field lands in: ``billing_address.City``."""
+    return f"{prop}.{component}"
+
+
+def keep_as_is(value: Any) -> PropertyValue:
+    if isinstance(value, str | bool | int | float | list):
+        return value
+    # Amplitude has no nested objects; a structured value is kept readable as JSON text.
+    return orjson.dumps(value, default=str).decode()
+
+
+def to_number(value: Any) -> PropertyValue:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return _normalise_float(value)
+    if isinstance(value, str):
+        return _parse_number(value)
+    return keep_as_is(value)
+
+
+def _parse_number(text: str) -> PropertyValue:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return _normalise_float(number) if math.isfinite(number) else text
+
+
+def _normalise_float(number: float) -> int | float:
+    if number.is_integer() and abs(number) < _MAX_EXACT:
+        return int(number)
+    return number
+
+
+def to_boolean(value: Any) -> PropertyValue:
+    if isinstance(value, str):
+        lowered = value.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+    return keep_as_is(value)
+
+
+def to_multipicklist(value: Any) -> PropertyValue:
+    if isinstance(value, str):
+        return [item for item in value.split(";") if item]
+    return keep_as_is(value)
+
+
+def to_date(value: Any) -> PropertyValue:
+    if isinstance(value, str):
+        match = _DATE.match(value)
+        return match.group(0) if match else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        # Pub/Sub spells dates as days since the epoch.
+        return (_EPOCH_DAY + timedelta(days=value)).isoformat()
+    return keep_as_is(value)
+
+
+def to_datetime(value: Any) -> PropertyValue:
+    if isinstance(value, str):
+        return _parse_datetime(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # Pub/Sub spells datetimes as epoch milliseconds.
+        return _format_utc(datetime.fromtimestamp(value / 1000, UTC))
+    return keep_as_is(value)
+
+
+def _parse_datetime(text: str) -> str:
+    match = _DATETIME.fullmatch(text)
+    if match is None:
+        return text
+    day, clock, fraction, offset = match.groups()
+    millis = (fraction or "").ljust(3, "0")[:3]
+    if offset in _UTC_OFFSETS:
+        # The common case needs no calendar arithmetic.
+        return f"{day}T{clock}.{millis}Z"
+    if ":" not in offset:
+        offset = f"{offset[:3]}:{offset[3:]}"
+    try:
+        moment = datetime.fromisoformat(f"{day}T{clock}.{millis}{offset}")
+    except ValueError:
+        return text
+    return _format_utc(moment)
+
+
+def _format_utc(moment: datetime) -> str:
+    moment = moment.astimezone(UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+_NUMBER_TYPES: Final = ("int", "long", "double", "currency", "percent")
+_CONVERTERS: Final[dict[str, Callable[[Any], PropertyValue]]] = {
+    **dict.fromkeys(_NUMBER_TYPES, to_number),
+    "boolean": to_boolean,
+    "multipicklist": to_multipicklist,
+    "date": to_date,
+    "datetime": to_datetime,
+}

@@ -1,0 +1,137 @@
+"""A flat view of a change or a record: field name -> raw value, compound components unnested.
+
+CDC sends ``BillingAddress: {"City": "Oakland"}`` and ``changedFields`` entries
+like ``BillingAddress.City``; REST sends ``BillingAddress: {"city": ...}``; Bulk
+sends ``BillingCity``. In the view all three are ``values["BillingCity"]``, and
+``parts["BillingAddress"]["City"] == "BillingCity"`` remembers which components
+of a compound field the change carried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.transform.schema import ObjectSchema, component_field_name, normalise_component
+
+# What `RecordView.value_of` answers for a field the change says nothing about.
+MISSING: Any = object()
+
+
+@dataclass(slots=True)
+class RecordView:
+    """Raw values by flat field name; ``None`` is an explicit null."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, dict[str, str]] = field(default_factory=dict)
+    # changedFields as sent; flattened only if someone asks (most mappings never do).
+    changed: tuple[str, ...] = ()
+    # Large text sent as a unified diff: the new value is not in the change.
+    diffs: set[str] = field(default_factory=set)
+    schema: ObjectSchema | None = None
+    _changed_flat: set[str] | None = None
+
+    def has(self, name: str) -> bool:
+        """True when the change says something about ``name`` (a value or a null)."""
+        return name in self.values or self._parent_nulled(name)
+
+    def value_of(self, name: str, parent: str | None) -> Any:
+        """The raw value of ``name`` (a component of ``parent``), or :data:`MISSING`."""
+        value = self.values.get(name, MISSING)
+        if value is MISSING and parent is not None and self.values.get(parent, 0) is None:
+            return None  # the whole compound field was nulled
+        return value
+
+    def get(self, name: str) -> Any:
+        return self.values.get(name)
+
+    def was_changed(self, name: str) -> bool:
+        """Per ``changedFields`` when the change lists them, else by presence."""
+        if not self.changed:
+            return name in self.values
+        if self._changed_flat is None:
+            self._changed_flat = _flat_changed(self)
+        return name in self._changed_flat
+
+    def with_values_from(self, base: RecordView) -> RecordView:
+        """A copy whose fields sent as diffs take their value from a record read later."""
+        values = dict(self.values)
+        for name in self.diffs:
+            if base.has(name):
+                values[name] = base.get(name)
+        return RecordView(values, self.parts, self.changed, set(), self.schema)
+
+    def overlaid_on(self, base: RecordView) -> RecordView:
+        """``base`` (a full record) with this change's values on top."""
+        merged = RecordView(
+            values={**base.values, **self.values},
+            parts={key: dict(parts) for key, parts in base.parts.items()},
+            changed=self.changed,
+            schema=self.schema,
+        )
+        for parent, parts in self.parts.items():
+            merged.parts.setdefault(parent, {}).update(parts)
+        return merged
+
+    def _parent_nulled(self, name: str) -> bool:
+        if self.schema is None:
+            return False
+        info = self.schema.field(name)
+        parent = None if info is None else info.compound_parent
+        return parent is not None and parent in self.values and self.values[parent] is None
+
+
+def view_of(
+    fields: Mapping[str, Any],
+    schema: ObjectSchema | None,
+    *,
+    nulled: Iterable[str] = (),
+    changed: Iterable[str] = (),
+) -> RecordView:
+    """Flatten a CDC body or a REST/Bulk record, then apply nulled and changed names."""
+    view = RecordView(schema=schema)
+    for key, value in fields.items():
+        if "." in key:
+            continue  # a Bulk relationship column such as Owner.Name: never a field of ours
+        if type(value) is dict:
+            _add_nested(view, key, value)
+        else:
+            view.values[key] = value
+    for name in nulled:
+        view.values[_flat_name(view, name)] = None
+    view.changed = tuple(changed)
+    return view
+
+
+def _flat_changed(view: RecordView) -> set[str]:
+    """Changed names as flat fields, with each changed component's parent too."""
+    names = {_flat_name(view, name, register=False) for name in view.changed}
+    names.update(name.partition(".")[0] for name in view.changed)
+    return names
+
+
+def _add_nested(view: RecordView, key: str, value: dict[str, Any]) -> None:
+    if "attributes" in value:
+        return  # a REST relationship object (Owner: {...}), not record data
+    if len(value) == 1 and "diff" in value:
+        view.diffs.add(key)
+        return
+    for component, inner in value.items():
+        view.values[_component_name(view, key, component)] = inner
+
+
+def _flat_name(view: RecordView, name: str, *, register: bool = True) -> str:
+    parent, dot, component = name.partition(".")
+    return _component_name(view, parent, component, register=register) if dot else name
+
+
+def _component_name(view: RecordView, parent: str, component: str, *, register: bool = True) -> str:
+    key = normalise_component(component)
+    if view.schema is not None:
+        flat = view.schema.component_field(parent, key)
+    else:
+        flat = component_field_name(parent, key)
+    if register:
+        view.parts.setdefault(parent, {})[key] = flat
+    return flat

@@ -1,0 +1,95 @@
+"""Value conversion per Salesforce type, from CometD, REST and Bulk CSV spellings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.transform.values import compound_property, to_group_value, to_property_value
+
+
+@pytest.mark.parametrize(
+    ("sf_type", "value", "expected"),
+    [
+        # null: JSON null everywhere, the empty cell in CSV
+        ("string", None, None),
+        ("string", "", None),
+        ("double", "", None),
+        ("boolean", "", None),
+        # strings and string-like types stay as they are
+        ("string", "Acme", "Acme"),
+        ("picklist", "Hot", "Hot"),
+        ("reference", "005RM000001hv4SYAQ", "005RM000001hv4SYAQ"),
+        ("time", "20:26:27.000Z", "20:26:27.000Z"),
+        # numbers: JSON numbers and CSV text read the same
+        ("int", 42, 42),
+        ("int", "42", 42),
+        ("long", "9007199254740993", 9007199254740993),
+        ("double", 2.5, 2.5),
+        ("double", "2.5", 2.5),
+        ("currency", 1500000.0, 1500000),
+        ("currency", "1500000.0", 1500000),
+        ("currency", 1500000, 1500000),
+        ("percent", "12.75", 12.75),
+        ("double", "-0.5", -0.5),
+        ("double", "1e21", 1e21),
+        ("double", "not a number", "not a number"),
+        ("double", "NaN", "NaN"),
+        # booleans
+        ("boolean", True, True),
+        ("boolean", False, False),
+        ("boolean", "true", True),
+        ("boolean", "false", False),
+        ("boolean", "TRUE", True),
+        ("boolean", "maybe", "maybe"),
+        # multi-select picklists
+        ("multipicklist", "A;B;C", ["A", "B", "C"]),
+        ("multipicklist", "Only", ["Only"]),
+        ("multipicklist", ["A", "B"], ["A", "B"]),
+        # dates
+        ("date", "2024-04-09", "2024-04-09"),
+        ("date", 19822, "2024-04-09"),
+        # datetimes: CometD, REST, CSV, Pub/Sub forms -> ISO 8601 UTC with milliseconds
+        ("datetime", "2024-04-26T18:38:05.000Z", "2024-04-26T18:38:05.000Z"),
+        ("datetime", "2024-04-09T20:26:27.000+0000", "2024-04-09T20:26:27.000Z"),
+        ("datetime", "2024-04-09T20:26:27Z", "2024-04-09T20:26:27.000Z"),
+        ("datetime", "2024-04-09T20:26:27.5+00:00", "2024-04-09T20:26:27.500Z"),
+        ("datetime", "2024-04-09T20:26:27.123456Z", "2024-04-09T20:26:27.123Z"),
+        ("datetime", "2024-04-09T22:26:27.000+0200", "2024-04-09T20:26:27.000Z"),
+        ("datetime", "2024-04-09T00:30:00.000-05:30", "2024-04-09T06:00:00.000Z"),
+        ("datetime", 1714156685000, "2024-04-26T18:38:05.000Z"),
+        ("datetime", "yesterday", "yesterday"),
+        # unknown and untyped: kept as they came
+        ("anyType", "x", "x"),
+        ("complexvalue", {"a": 1}, '{"a":1}'),
+        (None, "2024-04-09T20:26:27.000+0000", "2024-04-09T20:26:27.000+0000"),
+        (None, "true", "true"),
+        (None, 7, 7),
+        (None, ["x"], ["x"]),
+        (None, "", None),
+    ],
+)
+def test_conversion(sf_type: str | None, value: Any, expected: Any) -> None:
+    converted = to_property_value(value, sf_type)
+    assert converted == expected
+    assert type(converted) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Acme", "Acme"),
+        ("", None),
+        (None, None),
+        (42, "42"),
+        (42.0, "42"),
+        (True, "true"),
+    ],
+)
+def test_group_value(value: Any, expected: str | None) -> None:
+    assert to_group_value(value) == expected
+
+
+def test_compound_property_name() -> None:
+    assert compound_property("billing_address", "City") == "billing_address.City"
