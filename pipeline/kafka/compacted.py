@@ -1,0 +1,66 @@
+"""Read and follow sfamp's compacted topics (``sfamp.replay``, ``sfamp.config``).
+
+These are read without a consumer group: every instance needs the whole
+table, and group joins would only add latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError as AIOKafkaError
+
+from pipeline.config.settings import KafkaSettings
+from pipeline.errors import KafkaUnavailableError
+from pipeline.kafka.connection import client_options
+
+Table = dict[bytes, tuple[bytes | None, int]]  # key -> (latest value, offset)
+
+
+async def _assigned(settings: KafkaSettings, topic: str) -> tuple[AIOKafkaConsumer, TopicPartition]:
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+    try:
+        await consumer.start()
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+    except AIOKafkaError as exc:
+        await consumer.stop()
+        raise KafkaUnavailableError(f"cannot read {topic}: {exc}") from exc
+    return consumer, tp
+
+
+async def read_table(settings: KafkaSettings, topic: str) -> tuple[Table, int]:
+    """Every key's latest value, and the offset to follow from afterwards."""
+    consumer, tp = await _assigned(settings, topic)
+    try:
+        end = (await consumer.end_offsets([tp]))[tp]
+        await consumer.seek_to_beginning(tp)
+        table: Table = {}
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            for record in batch.get(tp, []):
+                if record.key is not None:
+                    table[record.key] = (record.value, record.offset)
+        return table, end
+    except AIOKafkaError as exc:
+        raise KafkaUnavailableError(f"cannot read {topic}: {exc}") from exc
+    finally:
+        await consumer.stop()
+
+
+async def follow(
+    settings: KafkaSettings, topic: str, start_offset: int, *, poll_ms: int = 500
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Yield records appended to ``topic`` from ``start_offset`` on, until cancelled."""
+    consumer, tp = await _assigned(settings, topic)
+    try:
+        consumer.seek(tp, start_offset)
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=poll_ms)
+            for record in batch.get(tp, []):
+                yield record
+            await asyncio.sleep(0)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,72 @@
+"""The current mapping, kept in the compacted ``sfamp.config`` topic under key ``mapping``.
+
+`sfamp config import` publishes here; running services follow the topic and
+switch to a new mapping after validating it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import KafkaSettings
+from pipeline.config.validation import validate_document
+from pipeline.errors import MappingError
+from pipeline.kafka.compacted import read_table
+from pipeline.kafka.producer import ChangeProducer
+from pipeline.kafka.topics import TopicNames
+
+KEY = b"mapping"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedMapping:
+    revision: int
+    published_at_ms: int
+    mapping: MappingConfig
+
+
+def encode_published(published: PublishedMapping) -> bytes:
+    return orjson.dumps(
+        {
+            "revision": published.revision,
+            "published_at_ms": published.published_at_ms,
+            "mapping": published.mapping.model_dump(mode="json"),
+        }
+    )
+
+
+def decode_published(value: bytes) -> PublishedMapping:
+    """Parse and validate a published mapping; MappingError says why it cannot be used."""
+    try:
+        data = orjson.loads(value)
+        revision, published_at = int(data["revision"]), int(data["published_at_ms"])
+        document = data["mapping"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise MappingError(f"the record in sfamp.config is not a published mapping: {exc}") from exc
+    model, problems = validate_document(document)
+    if model is None:
+        raise MappingError(f"published mapping revision {revision} is invalid", problems)
+    return PublishedMapping(revision, published_at, model)
+
+
+async def latest_mapping(settings: KafkaSettings) -> tuple[PublishedMapping | None, int]:
+    """The mapping currently published (or None) and the offset to follow from."""
+    table, end = await read_table(settings, TopicNames(settings.topic_prefix).config)
+    value = table.get(KEY, (None, -1))[0]
+    return (decode_published(value) if value else None), end
+
+
+async def publish_mapping(
+    settings: KafkaSettings, mapping: MappingConfig, *, now_ms: int
+) -> PublishedMapping:
+    """Publish a new revision; returns once Kafka acknowledged it."""
+    current, _ = await latest_mapping(settings)
+    published = PublishedMapping((current.revision + 1) if current else 1, now_ms, mapping)
+    async with ChangeProducer(settings) as producer:
+        await producer.send(
+            TopicNames(settings.topic_prefix).config, KEY, encode_published(published)
+        )
+    return published

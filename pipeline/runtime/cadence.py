@@ -1,0 +1,46 @@
+"""When the next flush is due: pure functions of the cadence and the time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pipeline.config.mapping import DailyCadence, HourlyCadence, IntervalCadence
+
+Cadence = DailyCadence | HourlyCadence | IntervalCadence
+
+
+def next_flush_after(cadence: Cadence, last_flush: datetime) -> datetime:
+    """The first flush time strictly after ``last_flush``.
+
+    Daily and hourly flushes are wall-clock slots in UTC, so a restart never
+    flushes early; an interval flush is due ``every_seconds`` after the last one.
+    """
+    if isinstance(cadence, IntervalCadence):
+        return last_flush + timedelta(seconds=cadence.every_seconds)
+    if isinstance(cadence, HourlyCadence):
+        slot = last_flush.replace(minute=0, second=0, microsecond=0)
+        return slot + timedelta(hours=1)
+    hour, minute = (int(part) for part in cadence.at.split(":"))
+    slot = last_flush.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return slot if slot > last_flush else slot + timedelta(days=1)
+
+
+def is_due(cadence: Cadence, last_flush: datetime, now: datetime) -> bool:
+    return now >= next_flush_after(cadence, last_flush)
+
+
+def seconds_until(when: datetime, now: datetime) -> float:
+    return max(0.0, (when - now).total_seconds())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def describe(cadence: Cadence) -> str:
+    """Human wording, for status output and logs."""
+    if isinstance(cadence, IntervalCadence):
+        return f"every {cadence.every_seconds}s"
+    if isinstance(cadence, HourlyCadence):
+        return "hourly at minute 0"
+    return f"daily at {cadence.at} UTC"

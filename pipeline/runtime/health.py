@@ -1,0 +1,61 @@
+"""HTTP endpoints of a running service: /healthz, /readyz, /metrics, /status."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.state import ServiceState
+
+
+def create_health_app(state: ServiceState, metrics: Metrics) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        alive, problems = state.alive()
+        return _json({"alive": alive, "problems": problems}, 200 if alive else 503)
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready, waiting = state.ready()
+        return _json({"ready": ready, "waiting_for": waiting}, 200 if ready else 503)
+
+    async def status(_: web.Request) -> web.Response:
+        return _json(state.to_status(), 200)
+
+    async def metrics_endpoint(_: web.Request) -> web.Response:
+        response = web.Response(body=metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+def _json(data: object, status: int) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def serve_health(
+    state: ServiceState,
+    metrics: Metrics,
+    host: str,
+    port: int,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Serve until cancelled; ``started`` is set once the port is bound."""
+    runner = web.AppRunner(create_health_app(state, metrics), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        if started is not None:
+            started.set()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

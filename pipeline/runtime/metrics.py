@@ -1,0 +1,57 @@
+"""Prometheus metrics of one sfamp process (names are documented in the README)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """Every metric sfamp exports, on a registry of its own (one per service instance)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_ingested = Counter(
+            "sfamp_events_ingested", "CDC change records written to Kafka", ["object"], registry=r
+        )
+        self.replay_id_age = Gauge(
+            "sfamp_replay_id_age_seconds",
+            "Age of the newest replay id stored per channel",
+            ["channel"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "sfamp_consumer_lag_messages", "Messages not yet consumed by deliver", registry=r
+        )
+        self.pending_groups = Gauge(
+            "sfamp_pending_groups", "Groups waiting for the next flush", registry=r
+        )
+        self.flush_duration = Histogram(
+            "sfamp_flush_duration_seconds",
+            "Time to deliver one flush",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.flush_groups = Gauge(
+            "sfamp_flush_groups", "Identifications sent by the last flush", registry=r
+        )
+        self.amplitude_requests = Counter(
+            "sfamp_amplitude_requests", "Amplitude requests by HTTP status", ["status"], registry=r
+        )
+        self.dlq_messages = Counter(
+            "sfamp_dlq_messages", "Entries written to the DLQ", ["reason"], registry=r
+        )
+        self.last_successful_flush = Gauge(
+            "sfamp_last_successful_flush_timestamp_seconds",
+            "Unix time of the last flush that Amplitude accepted",
+            registry=r,
+        )
+        self.resyncs = Counter(
+            "sfamp_resyncs",
+            "Object re-syncs after GAP_OVERFLOW or an expired replay id",
+            ["object", "cause"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

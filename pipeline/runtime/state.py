@@ -1,0 +1,99 @@
+"""What a running service knows about itself: readiness, liveness, the last flush.
+
+Pumps write here; the health endpoints and `sfamp status` read it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    at: datetime
+    ok: bool
+    groups: int = 0
+    requests: int = 0
+    rejected: int = 0
+    changes: int = 0
+    duration_seconds: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at"] = self.at.isoformat()
+        return data
+
+
+@dataclass
+class ServiceState:
+    """Shared by the pumps of one process; touched only from its event loop."""
+
+    role: str
+    stale_after_seconds: float = 120.0
+    channels_expected: set[str] = field(default_factory=set)
+    channels_subscribed: set[str] = field(default_factory=set)
+    consumer_joined: bool = False
+    heartbeats: dict[str, float] = field(default_factory=dict)
+    last_flush: FlushResult | None = None
+    last_successful_flush: datetime | None = None
+    next_flush_at: datetime | None = None
+    cadence: str = ""
+    pending_groups: int = 0
+    mapping_revision: str = ""
+    mapping_objects: list[str] = field(default_factory=list)
+    resyncs: list[dict[str, Any]] = field(default_factory=list)
+
+    def beat(self, pump: str) -> None:
+        """A pump made progress (or is idle but looping): liveness evidence."""
+        self.heartbeats[pump] = time.monotonic()
+
+    @property
+    def runs_ingest(self) -> bool:
+        return self.role in ("all", "ingest")
+
+    @property
+    def runs_deliver(self) -> bool:
+        return self.role in ("all", "deliver")
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Ready once every CDC subscription is confirmed and deliver joined its group."""
+        waiting = []
+        if self.runs_ingest:
+            missing = self.channels_expected - self.channels_subscribed
+            if missing or not self.channels_expected:
+                waiting.append(f"subscriptions pending: {sorted(missing) or 'none configured'}")
+        if self.runs_deliver and not self.consumer_joined:
+            waiting.append("deliver consumer has not joined its group")
+        return not waiting, waiting
+
+    def alive(self, now: float | None = None) -> tuple[bool, list[str]]:
+        now = time.monotonic() if now is None else now
+        stale = [
+            f"{pump} silent for {now - seen:.0f}s"
+            for pump, seen in self.heartbeats.items()
+            if now - seen > self.stale_after_seconds
+        ]
+        return not stale, stale
+
+    def to_status(self) -> dict[str, Any]:
+        ready, waiting = self.ready()
+        return {
+            "role": self.role,
+            "ready": ready,
+            "waiting_for": waiting,
+            "cadence": self.cadence,
+            "next_flush_at": self.next_flush_at.isoformat() if self.next_flush_at else None,
+            "pending_groups": self.pending_groups,
+            "last_flush": self.last_flush.to_json() if self.last_flush else None,
+            "last_successful_flush_at": (
+                self.last_successful_flush.isoformat() if self.last_successful_flush else None
+            ),
+            "mapping_revision": self.mapping_revision,
+            "mapping_objects": self.mapping_objects,
+            "channels": sorted(self.channels_subscribed),
+            "resyncs": self.resyncs[-20:],
+        }
