@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from pipeline.cli.common import console, print_json
+from pipeline.cli.common import console, print_json, settings_or_exit
+from pipeline.cli.verify import run_verify
 from pipeline.config.validation import dump_mapping, load_mapping, read_document, validate_document
+from pipeline.errors import MappingError
+from pipeline.kafka.config_topic import latest_mapping, publish_mapping
+from pipeline.kafka.topics import TopicNames
 
 app = typer.Typer(
     help="Validate, show, verify, import and export the mapping.", no_args_is_help=True
 )
 
 FILE = typer.Argument(..., help="Mapping file (JSON).", show_default=False)
+NO_VERIFY = typer.Option(
+    False, "--no-verify", help="Skip the online checks against Salesforce and Amplitude."
+)
+OUTPUT = typer.Option(None, "--output", "-o", help="Write to this file instead of standard output.")
 
 
 @app.command()
@@ -53,3 +63,61 @@ def validate(
 def show(file: Path = FILE) -> None:
     """Print the normalized form of a valid mapping (what export writes)."""
     typer.echo(dump_mapping(load_mapping(file)), nl=False)
+
+
+@app.command()
+def verify(
+    file: Path = FILE,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
+) -> None:
+    """Check a mapping against the live Salesforce org and Amplitude project.
+
+    Exits 0 when no check failed (warnings allowed), 1 otherwise.
+    """
+    mapping = load_mapping(file)
+    settings = settings_or_exit()
+    report = run_verify(settings, mapping, json_output=as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("import")
+def import_(
+    file: Path = FILE,
+    no_verify: bool = NO_VERIFY,
+) -> None:
+    """Validate, verify, then publish a mapping to sfamp.config; running services switch to it."""
+    mapping = load_mapping(file)
+    settings = settings_or_exit()
+    if not no_verify:
+        report = run_verify(settings, mapping)
+        if not report.ok:
+            raise typer.Exit(1)
+    published = asyncio.run(
+        publish_mapping(settings.kafka, mapping, now_ms=int(time.time() * 1000))
+    )
+    console.print(
+        f"[green]published[/] revision {published.revision} of {file} to "
+        f"{TopicNames(settings.kafka.topic_prefix).config}",
+        highlight=False,
+    )
+
+
+@app.command()
+def export(
+    output: Path | None = OUTPUT,
+) -> None:
+    """Print (or write) the mapping currently published in sfamp.config."""
+    settings = settings_or_exit()
+    published, _ = asyncio.run(latest_mapping(settings.kafka))
+    if published is None:
+        raise MappingError(
+            f"no mapping is published in {TopicNames(settings.kafka.topic_prefix).config} yet; "
+            "publish one with 'sfamp config import FILE'"
+        )
+    text = dump_mapping(published.mapping)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        console.print(f"wrote revision {published.revision} to {output}", highlight=False)

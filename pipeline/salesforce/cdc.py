@@ -9,13 +9,16 @@ so every reconnect, internal or after a restart, replays from a durable point.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
 import orjson
+from aiocometd_ng.exceptions import AiocometdException
 from aiosfstream_ng.auth import AuthenticatorBase
 from aiosfstream_ng.client import Client, ReplayMarkerStoragePolicy
 from aiosfstream_ng.exceptions import (
@@ -35,6 +38,19 @@ from pipeline.errors import (
 LATEST = -1
 EARLIEST = -2
 _INVALID_REPLAY = re.compile(r"replayId \{?(-?\d+)\}? you provided was invalid", re.IGNORECASE)
+
+
+class _QuietCancelledPoll(logging.Filter):
+    """aiocometd logs a cancelled long poll, which every close cancels, as an ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (
+            isinstance(exc, asyncio.CancelledError) and "_connect_done" in record.getMessage()
+        )
+
+
+logging.getLogger("asyncio").addFilter(_QuietCancelledPoll())
 
 
 def channel_for(sfdc_object: str) -> str:
@@ -114,7 +130,8 @@ class CdcSubscriber:
 
     async def __aenter__(self) -> CdcSubscriber:
         try:
-            await self._client.open()
+            with translate_cometd_errors(None):
+                await self._client.open()
             for channel in self.channels:
                 await self.subscribe(channel)
         except BaseException:
@@ -136,10 +153,14 @@ class CdcSubscriber:
         await self.close()
 
     async def close(self) -> None:
-        if not self._client.closed:
-            # Closing a broken connection: nothing is left to save.
-            with contextlib.suppress(AiosfstreamException):
-                await self._client.close()
+        try:
+            if not self._client.closed:
+                # Closing a broken connection: nothing is left to save.
+                with contextlib.suppress(AiosfstreamException, AiocometdException, OSError):
+                    await self._client.close()
+        finally:
+            # A client whose open() failed or was cancelled still holds its HTTP session.
+            await self._client._close_http_session()
 
     async def batches(self, max_batch: int = 2000) -> AsyncIterator[list[dict[str, Any]]]:
         """Yield the messages waiting right now (at least one), in replay order."""

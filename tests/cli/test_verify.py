@@ -1,0 +1,258 @@
+"""Online verification of a mapping against the Salesforce and Amplitude sandboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from pipeline.cli.verify import Check, VerifyReport, run_verify, verify_mapping
+from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import AmplitudeSettings, SalesforceSettings, Settings
+from pipeline.logs import configure_logging
+from pipeline.sandbox.amplitude import US_API_KEY, AmplitudeSandbox
+from pipeline.sandbox.salesforce import SalesforceSandbox
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def salesforce() -> AsyncIterator[SalesforceSandbox]:
+    async with SalesforceSandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+async def amplitude() -> AsyncIterator[AmplitudeSandbox]:
+    async with AmplitudeSandbox() as sandbox:
+        yield sandbox
+
+
+def settings_for(
+    salesforce_url: str, amplitude_url: str, *, api_key: str = US_API_KEY, **sf: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "login_url": salesforce_url,
+        "client_id": "sandbox-client",
+        "client_secret": "sandbox-secret",
+        "username": "admin@sandbox.example",
+        "password": "sandbox",
+        "timeout_seconds": 5,
+        **sf,
+    }
+    return Settings(
+        salesforce=SalesforceSettings(**values),
+        amplitude=AmplitudeSettings(api_key=api_key, base_url=amplitude_url, timeout_seconds=5),
+    )
+
+
+@pytest.fixture
+def settings(salesforce: SalesforceSandbox, amplitude: AmplitudeSandbox) -> Settings:
+    return settings_for(salesforce.base_url, amplitude.base_url)
+
+
+def mapping_of(*relations: tuple[str, str, list[str]]) -> MappingConfig:
+    """``(object, group name field, property fields)`` per relation."""
+    return MappingConfig.model_validate(
+        {
+            "sync_cadence": {"mode": "interval", "every_seconds": 60},
+            "mappings": [
+                {
+                    "sfdc_object": sfdc_object,
+                    "group_type": sfdc_object.lower().removesuffix("__c"),
+                    "group_name_field": name_field,
+                    "group_properties": [
+                        {"sfdc_field": f, "amplitude_property": f.lower()} for f in fields
+                    ],
+                }
+                for sfdc_object, name_field, fields in relations
+            ],
+        }
+    )
+
+
+GOOD = mapping_of(
+    ("Account", "Id", ["Name", "Industry", "BillingAddress", "AnnualRevenue", "Regions__c"]),
+    ("Plan__c", "Id", ["Name"]),
+)
+
+
+def by_name(report: VerifyReport) -> dict[str, Check]:
+    return {check.name: check for check in report.checks}
+
+
+def statuses(report: VerifyReport) -> dict[str, str]:
+    return {check.name: check.status for check in report.checks}
+
+
+async def test_a_good_mapping_passes_every_check(
+    settings: Settings, salesforce: SalesforceSandbox
+) -> None:
+    report = await verify_mapping(settings, GOOD)
+    assert report.ok, report.checks
+    assert set(statuses(report).values()) == {"pass"}
+    assert report.user_email is not None
+    assert "@" in report.user_email
+    assert report.instance_url == salesforce.base_url
+    checks = by_name(report)
+    assert "Account: object" in checks
+    assert "Account -> account: group name field Id" in checks
+    assert checks["Account.AnnualRevenue -> annualrevenue"].detail == "currency -> number"
+    assert "BillingCity" in checks["Account.BillingAddress -> billingaddress"].detail
+    assert checks["Account.Regions__c -> regions__c"].detail == "multipicklist -> list of strings"
+    assert "CDC /data/AccountChangeEvent" in checks
+    assert "CDC /data/Plan__ChangeEvent" in checks
+    assert checks["Amplitude API key"].status == "pass"
+
+
+async def test_unknown_object_and_unknown_field_fail(settings: Settings) -> None:
+    mapping = mapping_of(
+        ("Nope__c", "Id", ["Name"]),
+        ("Account", "Id", ["Name", "Foo__c"]),
+    )
+    report = await verify_mapping(settings, mapping)
+    assert not report.ok
+    checks = by_name(report)
+    assert checks["Nope__c: object"].status == "fail"
+    assert "no object Nope__c" in checks["Nope__c: object"].detail
+    assert checks["Account.Foo__c -> foo__c"].status == "fail"
+    assert checks["Account.Foo__c -> foo__c"].detail == "no field Foo__c on Account"
+    assert checks["Account.Name -> name"].status == "pass"
+    assert "CDC /data/Nope__ChangeEvent" not in checks
+    assert checks["CDC /data/AccountChangeEvent"].status == "pass"
+
+
+async def test_group_name_field_suitability(settings: Settings) -> None:
+    mapping = mapping_of(
+        ("Account", "Industry", ["Name"]),
+        ("Account", "External_Id__c", ["Rating"]),
+        ("Contact", "BillingAddress", ["Email"]),
+    )
+    report = await verify_mapping(settings, mapping)
+    checks = by_name(report)
+    industry = checks["Account -> account: group name field Industry"]
+    assert industry.status == "warn"
+    assert "not unique" in industry.detail
+    external = checks["Account -> account: group name field External_Id__c"]
+    assert external.status == "pass"
+    assert "external id" in external.detail
+    assert checks["Contact -> contact: group name field BillingAddress"].status == "fail"
+
+
+async def test_warnings_alone_keep_the_report_ok(settings: Settings) -> None:
+    mapping = mapping_of(("Account", "Industry", ["Name", "Revenue_Per_Employee__c"]))
+    report = await verify_mapping(settings, mapping)
+    assert report.ok
+    formula = by_name(report)["Account.Revenue_Per_Employee__c -> revenue_per_employee__c"]
+    assert formula.status == "warn"
+    assert "formula" in formula.detail
+
+
+async def test_object_name_in_the_wrong_case_fails(settings: Settings) -> None:
+    report = await verify_mapping(settings, mapping_of(("account", "Id", ["Name"])))
+    check = by_name(report)["account: object"]
+    assert check.status == "fail"
+    assert "spell it Account" in check.detail
+
+
+async def test_a_wrong_amplitude_key_fails(
+    salesforce: SalesforceSandbox, amplitude: AmplitudeSandbox
+) -> None:
+    settings = settings_for(salesforce.base_url, amplitude.base_url, api_key="wrong-key")
+    report = await verify_mapping(settings, GOOD)
+    assert not report.ok
+    check = by_name(report)["Amplitude API key"]
+    assert check.status == "fail"
+    assert "refused the API key" in check.detail
+    assert "wrong-key" not in check.detail
+    assert by_name(report)["Account: object"].status == "pass"
+
+
+async def test_bad_salesforce_password_is_a_failed_login(
+    salesforce: SalesforceSandbox, amplitude: AmplitudeSandbox
+) -> None:
+    settings = settings_for(salesforce.base_url, amplitude.base_url, password="wrong")
+    report = await verify_mapping(settings, GOOD)
+    assert statuses(report) == {"Salesforce login": "fail", "Amplitude API key": "pass"}
+    assert "authentication failure (invalid_grant)" in report.checks[0].detail
+    assert report.user_email is None
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+async def test_salesforce_down_is_a_failed_check_not_an_exception(
+    amplitude: AmplitudeSandbox,
+) -> None:
+    settings = settings_for(closed_port_url(), amplitude.base_url)
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    report = await verify_mapping(settings, GOOD, sleep=no_wait)
+    assert not report.ok
+    login = by_name(report)["Salesforce login"]
+    assert login.status == "fail"
+    assert "cannot reach Salesforce login" in login.detail
+    assert len(waits) == 3  # retried, then given up
+    assert by_name(report)["Amplitude API key"].status == "pass"
+
+
+async def test_amplitude_down_is_a_failed_check(salesforce: SalesforceSandbox) -> None:
+    settings = settings_for(salesforce.base_url, closed_port_url())
+    report = await verify_mapping(settings, GOOD)
+    check = by_name(report)["Amplitude API key"]
+    assert check.status == "fail"
+    assert "did not answer" in check.detail
+
+
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """Logging as the CLI sets it up (to stderr), undone afterwards."""
+    configure_logging("json", "info")
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("cli_logging")
+async def test_run_verify_prints_json_or_a_table(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mapping = mapping_of(("Account", "Industry", ["Name", "Foo__c"]))
+    report = await asyncio.to_thread(run_verify, settings, mapping, json_output=True)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ok"] is False
+    assert printed["ok"] == report.ok
+    assert printed["user_email"] == report.user_email
+    assert {"name": "Account.Foo__c -> foo__c", "status": "fail"}.items() <= next(
+        c for c in printed["checks"] if c["name"] == "Account.Foo__c -> foo__c"
+    ).items()
+
+    await asyncio.to_thread(run_verify, settings, mapping)
+    table = capsys.readouterr().out
+    assert "Account.Foo__c -> foo__c" in table
+    assert "no field Foo__c on Account" in table
+    assert "1 check(s) failed" in table
+
+
+async def test_a_channel_that_does_not_exist_fails(
+    salesforce: SalesforceSandbox, amplitude: AmplitudeSandbox
+) -> None:
+    settings = settings_for(
+        salesforce.base_url, amplitude.base_url, cdc_channel="/data/Missing__chn"
+    )
+    report = await verify_mapping(settings, GOOD)
+    check = by_name(report)["CDC /data/Missing__chn"]
+    assert check.status == "fail"
+    assert "does not exist" in check.detail
+    assert "CDC /data/AccountChangeEvent" not in by_name(report)
