@@ -100,6 +100,12 @@ class KafkaSettings(_Section):
     replication_factor: int = Field(1, ge=1, le=10)
     consumer_group: str = Field("sfamp-deliver", min_length=1)
     request_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    consumer_session_timeout_seconds: float = Field(
+        30.0, ge=1, le=600, description="How long a silent deliver instance keeps its partitions."
+    )
+    metadata_max_age_seconds: float = Field(
+        30.0, ge=1, le=3600, description="How soon deliver notices a new changes topic."
+    )
     idempotent_producer: Literal["auto", "true", "false"] = Field(
         "auto",
         description="auto: idempotent when the broker supports it, else acks=all alone.",
@@ -142,6 +148,9 @@ class RuntimeSettings(_Section):
     health_port: int = Field(8080, ge=0, le=65535, description="0 turns the HTTP endpoint off.")
     health_host: str = "0.0.0.0"  # noqa: S104 - probes come from outside the pod
     drain_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    max_pending_groups: int = Field(
+        200_000, ge=1, description="Flush early when this many groups wait (bounds memory)."
+    )
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

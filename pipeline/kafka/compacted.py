@@ -20,7 +20,9 @@ Table = dict[bytes, tuple[bytes | None, int]]  # key -> (latest value, offset)
 
 
 async def _assigned(settings: KafkaSettings, topic: str) -> tuple[AIOKafkaConsumer, TopicPartition]:
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        **client_options(settings), enable_auto_commit=False, metadata_max_age_ms=10_000
+    )
     try:
         await consumer.start()
         tp = TopicPartition(topic, 0)

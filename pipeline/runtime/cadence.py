@@ -44,3 +44,29 @@ def describe(cadence: Cadence) -> str:
     if isinstance(cadence, HourlyCadence):
         return "hourly at minute 0"
     return f"daily at {cadence.at} UTC"
+
+
+class FlushSchedule:
+    """The deliver pump's timetable: when the next flush is due, and retries after a failure."""
+
+    def __init__(self, cadence: Cadence, now: datetime) -> None:
+        self.cadence = cadence
+        self.last = now
+        self.next_at = next_flush_after(cadence, now)
+
+    def due(self, now: datetime) -> bool:
+        return now >= self.next_at
+
+    def flushed(self, now: datetime) -> None:
+        self.last = now
+        self.next_at = next_flush_after(self.cadence, now)
+
+    def retry_after(self, now: datetime, seconds: float) -> None:
+        """A flush failed: try again soon rather than at the next cadence slot."""
+        self.next_at = now + timedelta(seconds=seconds)
+
+    def change(self, cadence: Cadence) -> None:
+        """A new mapping brought a new cadence; the next slot follows from the last flush."""
+        if cadence != self.cadence:
+            self.cadence = cadence
+            self.next_at = next_flush_after(cadence, self.last)

@@ -46,6 +46,11 @@ class Metrics:
             "Unix time of the last flush that Amplitude accepted",
             registry=r,
         )
+        self.flush_failures = Counter(
+            "sfamp_flush_failures",
+            "Flushes that failed and left their offsets uncommitted",
+            registry=r,
+        )
         self.resyncs = Counter(
             "sfamp_resyncs",
             "Object re-syncs after GAP_OVERFLOW or an expired replay id",

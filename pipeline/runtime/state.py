@@ -37,6 +37,7 @@ class ServiceState:
     channels_expected: set[str] = field(default_factory=set)
     channels_subscribed: set[str] = field(default_factory=set)
     consumer_joined: bool = False
+    partitions: list[str] = field(default_factory=list)
     heartbeats: dict[str, float] = field(default_factory=dict)
     last_flush: FlushResult | None = None
     last_successful_flush: datetime | None = None
@@ -95,5 +96,6 @@ class ServiceState:
             "mapping_revision": self.mapping_revision,
             "mapping_objects": self.mapping_objects,
             "channels": sorted(self.channels_subscribed),
+            "partitions": self.partitions,
             "resyncs": self.resyncs[-20:],
         }

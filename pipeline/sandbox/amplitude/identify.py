@@ -38,6 +38,8 @@ class IdentifyLimits:
     max_property_keys: int = MAX_PROPERTY_KEYS
     property_limit_per_request: bool = True
     strict_operations: bool = False
+    # Group values refused with a 400, to rehearse a rejected identification (tests, demo).
+    blocked_group_values: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,8 @@ def _identification(index: int, item: object, limits: IdentifyLimits) -> Identif
     group_value = _group_value(item.get("group_value"))
     if group_value is None:
         raise _invalid(index, "group_value must be a non-empty string or a number")
+    if group_value in limits.blocked_group_values:
+        raise _invalid(index, f"group_value {group_value!r} is not allowed")
     try:
         operations = normalize_operations(
             item.get("group_properties", {}), strict=limits.strict_operations

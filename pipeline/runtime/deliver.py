@@ -1,0 +1,517 @@
+"""The deliver pump: ``sfamp.changes.*`` → transform → coalesce → Amplitude, on the cadence.
+
+It is one member of the Kafka consumer group ``settings.kafka.consumer_group``
+and never commits an offset before everything read up to it is settled: sent
+to Amplitude and accepted, or written to ``sfamp.dlq`` with a reason. So:
+
+* a failed flush (Amplitude down past its retry deadline, Salesforce
+  unreachable for a lookup) commits nothing; the pump forgets what it held,
+  rewinds to the committed offsets, and retries soon after;
+* a rebalance forgets what the pump held too, and every partition it keeps or
+  gains restarts from its committed offset. Whoever owns a partition next
+  re-reads what was not committed. Replays only repeat ``$set`` / ``$unset``,
+  which is harmless.
+
+Group names missing from an update (a group name field other than ``Id``) and
+records named by gap events are read from Salesforce at flush time, in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import KafkaError as AIOKafkaError
+
+from pipeline.amplitude import AmplitudeClient, DeliveryReport
+from pipeline.config.mapping import MappingConfig, ObjectMapping
+from pipeline.config.settings import Settings
+from pipeline.errors import (
+    AmplitudeError,
+    EnvelopeError,
+    KafkaError,
+    KafkaUnavailableError,
+    SalesforceError,
+)
+from pipeline.kafka.connection import client_options
+from pipeline.kafka.envelope import ChangeEnvelope, decode, encode
+from pipeline.kafka.producer import ChangeProducer
+from pipeline.kafka.records import DlqEntry, DlqReason, dlq_id
+from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.cadence import FlushSchedule, utc_now
+from pipeline.runtime.mapping_source import MappingHolder
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.retry import Backoff
+from pipeline.runtime.salesforce_reads import RestReads, SchemaCache, records_by_id
+from pipeline.runtime.state import FlushResult, ServiceState
+from pipeline.transform.apply import (
+    NeedsLookup,
+    NeedsReread,
+    NeedsResync,
+    NothingToDo,
+    Outcome,
+    PropertyChanges,
+    changes_for,
+    changes_for_config,
+)
+from pipeline.transform.cdc import deleted_envelope, envelope_from_record
+from pipeline.transform.coalesce import Coalescer
+from pipeline.transform.plan import plan_for
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+_Record = ConsumerRecord[Any, Any]
+# Far above any real flush: the pump flushes early at settings.runtime.max_pending_groups.
+_COALESCER_CAPACITY = 1 << 40
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where a change came from, for DLQ entries."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """A change that needs Salesforce data before it names its group (resolved at flush)."""
+
+    envelope: ChangeEnvelope
+    mapping: ObjectMapping | None  # None: a gap re-read, for every mapping of the object
+    fields: tuple[str, ...]
+    full_record: bool
+    source: _Source
+
+
+@dataclass
+class _Window:
+    """What the pump holds between two flushes; thrown away whole on failure or rebalance."""
+
+    coalescer: Coalescer = field(default_factory=lambda: Coalescer(_COALESCER_CAPACITY))
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    lookups: list[_Lookup] = field(default_factory=list)
+    dlq: list[DlqEntry] = field(default_factory=list)
+    changes: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.offsets
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, pump: DeliverPump) -> None:
+        self._pump = pump
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._pump.forget("rebalance")
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._pump.rewind(assigned)
+        self._pump.state.consumer_joined = True
+        self._pump.state.partitions = _names(assigned)
+        log.info("deliver_partitions_assigned", partitions=_names(assigned))
+
+
+class DeliverPump:
+    """Consumes change envelopes and flushes coalesced group updates on the cadence."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        holder: MappingHolder,
+        amplitude: AmplitudeClient,
+        producer: ChangeProducer,
+        salesforce: RestReads,
+        state: ServiceState,
+        metrics: Metrics,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.holder = holder
+        self.state = state
+        self.metrics = metrics
+        self._amplitude = amplitude
+        self._producer = producer
+        self._salesforce = salesforce
+        self._schemas = SchemaCache(salesforce)
+        self._clock = clock
+        self._topics = TopicNames(settings.kafka.topic_prefix)
+        self._max_groups = settings.runtime.max_pending_groups
+        self._window = _Window()
+        self._generation = 0  # bumped whenever the window is thrown away
+        self._schedule = FlushSchedule(holder.current.sync_cadence, clock())
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._retry = Backoff(first=2.0, ceiling=60.0)
+        self.flushes = 0
+
+    # -- lifecycle -------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop taking new messages; an in-flight flush may finish (the caller bounds it)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        consumer = self._build_consumer()
+        try:
+            await consumer.start()
+        except AIOKafkaError as exc:
+            raise KafkaUnavailableError(f"deliver cannot reach Kafka: {exc}") from exc
+        self._consumer = consumer
+        try:
+            consumer.subscribe(pattern=self._topics.changes_pattern, listener=_Rebalance(self))
+            self._publish_schedule()
+            while not self._stopping.is_set():
+                await self._step(consumer)
+        finally:
+            self._consumer = None
+            self.state.consumer_joined = False
+            await consumer.stop()
+
+    def _build_consumer(self) -> AIOKafkaConsumer:
+        kafka = self.settings.kafka
+        session_ms = int(kafka.consumer_session_timeout_seconds * 1000)
+        return AIOKafkaConsumer(
+            **client_options(kafka),
+            group_id=kafka.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(100, session_ms // 6),
+            metadata_max_age_ms=int(kafka.metadata_max_age_seconds * 1000),
+            max_poll_interval_ms=int(self.settings.amplitude.retry_deadline_seconds * 1000)
+            + 120_000,
+        )
+
+    # -- one turn of the loop ---------------------------------------------
+
+    async def _step(self, consumer: AIOKafkaConsumer) -> None:
+        self.state.beat("deliver")
+        self._schedule.change(self.holder.current.sync_cadence)
+        now = self._clock()
+        wait_ms = int(min(1.0, max(0.0, (self._schedule.next_at - now).total_seconds())) * 1000)
+        try:
+            batch = await consumer.getmany(timeout_ms=max(wait_ms, 10), max_records=5000)
+            await self._take_all(batch)
+            if self._schedule.due(self._clock()) or self._full():
+                await self.flush()
+        except (AmplitudeError, SalesforceError, KafkaError, AIOKafkaError) as exc:
+            await self._failed(exc)
+        self._publish_schedule()
+        self._observe_lag(consumer)
+
+    def _full(self) -> bool:
+        return self._window.coalescer.pending_groups + len(self._window.lookups) >= self._max_groups
+
+    async def _take_all(
+        self, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> None:
+        records = [record for records in batch.values() for record in records]
+        if not records:
+            return
+        objects = {self._topics.object_of(record.topic) for record in records}
+        await self._schemas.ensure(o for o in objects if o in self.holder.current.objects)
+        config = self.holder.current
+        for record in records:
+            self._take(record, config)
+            if self._full():
+                await self.flush()
+        self.state.pending_groups = self._window.coalescer.pending_groups
+        self.metrics.pending_groups.set(self.state.pending_groups)
+
+    def _take(self, record: ConsumerRecord[Any, Any], config: MappingConfig) -> None:
+        window = self._window
+        tp = TopicPartition(record.topic, record.partition)
+        window.offsets[tp] = record.offset + 1
+        source = _Source(record.topic, record.partition, record.offset, _text(record.key))
+        try:
+            envelope = decode(record.value)
+        except EnvelopeError as exc:
+            self._to_dlq("malformed", str(exc), source, _text(record.value))
+            return
+        if envelope.object not in config.objects:
+            return  # an object no longer mapped
+        window.changes += 1
+        schema = self._schemas.cached(envelope.object)
+        for mapping, outcome in changes_for_config(envelope, config, schema):
+            self._settle(envelope, mapping, outcome, source)
+
+    def _settle(
+        self, envelope: ChangeEnvelope, mapping: ObjectMapping, outcome: Outcome, source: _Source
+    ) -> None:
+        window = self._window
+        if isinstance(outcome, PropertyChanges):
+            window.coalescer.add(outcome)
+        elif isinstance(outcome, NeedsLookup):
+            fields = (*outcome.fields, mapping.group_name_field)
+            window.lookups.append(_Lookup(envelope, mapping, fields, outcome.full_record, source))
+        elif isinstance(outcome, NeedsReread):
+            if not any(item.source == source for item in window.lookups):
+                window.lookups.append(_Lookup(envelope, None, (), True, source))
+        elif isinstance(outcome, NeedsResync):
+            # Ingest re-syncs objects; an overflow marker here is only informative.
+            log.info("deliver_saw_overflow", object=outcome.sfdc_object, reason=outcome.reason)
+        elif isinstance(outcome, NothingToDo):
+            pass
+
+    def _to_dlq(self, reason: DlqReason, detail: str, source: _Source, payload: Any) -> None:
+        self._window.dlq.append(
+            DlqEntry(
+                id=dlq_id(source.topic, source.partition, source.offset),
+                reason=reason,
+                detail=detail,
+                at_ms=_now_ms(),
+                key=source.key,
+                payload=payload,
+                source_topic=source.topic,
+                source_partition=source.partition,
+                source_offset=source.offset,
+            )
+        )
+
+    # -- the flush ----------------------------------------------------------
+
+    async def flush(self) -> FlushResult:
+        """Settle everything held: lookups, Amplitude, DLQ, then commit the offsets."""
+        started = time.monotonic()
+        generation = self._generation
+        window = self._window
+        await self._resolve_lookups(window)
+        updates = window.coalescer.drain()
+        report = await self._amplitude.send(updates) if updates else DeliveryReport()
+        for rejection in report.rejected:
+            self._reject(window, rejection.update.to_identification(), rejection)
+        await self._write_dlq(window.dlq)
+        committed = await self._commit(window.offsets, generation)
+        self._window = _Window()
+        result = FlushResult(
+            at=self._clock(),
+            ok=True,
+            groups=len(updates),
+            requests=report.requests,
+            rejected=len(report.rejected),
+            changes=window.changes,
+            duration_seconds=round(time.monotonic() - started, 3),
+            error=None if committed else "rebalanced during flush; offsets left for the new owner",
+        )
+        self._flushed(result, report, dlq=len(window.dlq))
+        return result
+
+    async def _resolve_lookups(self, window: _Window) -> None:
+        by_object: dict[str, list[_Lookup]] = {}
+        for item in window.lookups:
+            by_object.setdefault(item.envelope.object, []).append(item)
+        config = self.holder.current
+        for sfdc_object, items in by_object.items():
+            schema = self._schemas.cached(sfdc_object)
+            fields = {name for item in items for name in item.fields}
+            for mapping in config.for_object(sfdc_object):
+                fields |= {mapping.group_name_field, *plan_for(mapping, schema).read_fields}
+            records = await records_by_id(
+                self._salesforce, sfdc_object, (i.envelope.record_id for i in items), sorted(fields)
+            )
+            for item in items:
+                self._resolve(item, records.get(item.envelope.record_id), config)
+        window.lookups = []
+
+    def _resolve(
+        self, item: _Lookup, record: Mapping[str, Any] | None, config: MappingConfig
+    ) -> None:
+        envelope, schema = item.envelope, self._schemas.cached(item.envelope.object)
+        if item.mapping is None:  # a gap: the record as it is now replaces the event
+            now_ms = _now_ms()
+            full = (
+                envelope_from_record(envelope.object, record, source="rest", now_ms=now_ms)
+                if record is not None
+                else deleted_envelope(
+                    envelope.object, envelope.record_id, source="rest", now_ms=now_ms
+                )
+            )
+            for mapping, outcome in changes_for_config(full, config, schema):
+                self._settle_resolved(outcome, item, mapping)
+            return
+        if record is None:
+            self._to_dlq(
+                "unresolved",
+                f"{envelope.object} {envelope.record_id} is gone from Salesforce; "
+                f"its {item.mapping.group_type} group cannot be named",
+                item.source,
+                _envelope_payload(envelope),
+            )
+            return
+        if item.full_record:
+            outcome = changes_for(envelope, item.mapping, schema, full_record=record)
+        else:
+            name = record.get(item.mapping.group_name_field)
+            outcome = changes_for(
+                envelope, item.mapping, schema, group_value="" if name is None else str(name)
+            )
+        self._settle_resolved(outcome, item, item.mapping)
+
+    def _settle_resolved(self, outcome: Outcome, item: _Lookup, mapping: ObjectMapping) -> None:
+        if isinstance(outcome, PropertyChanges):
+            self._window.coalescer.add(outcome)
+        elif not isinstance(outcome, NothingToDo):
+            self._to_dlq(
+                "unresolved",
+                f"still incomplete after reading Salesforce ({type(outcome).__name__}) "
+                f"for {mapping.group_type}",
+                item.source,
+                _envelope_payload(item.envelope),
+            )
+
+    def _reject(self, window: _Window, identification: dict[str, Any], rejection: Any) -> None:
+        key = f"{identification['group_type']}:{identification['group_value']}"
+        window.dlq.append(
+            DlqEntry(
+                id=f"rejected:{key}:{_now_ms()}",
+                reason="rejected",
+                detail=f"Amplitude answered {rejection.status}: {rejection.reason}",
+                at_ms=_now_ms(),
+                key=key,
+                payload=identification,
+            )
+        )
+
+    async def _write_dlq(self, entries: list[DlqEntry]) -> None:
+        if not entries:
+            return
+        await self._producer.send_all([(self._topics.dlq, *entry.encode()) for entry in entries])
+        for entry in entries:
+            self.metrics.dlq_messages.labels(entry.reason).inc()
+            log.warning(
+                "dlq_written", reason=entry.reason, key=entry.key, id=entry.id, detail=entry.detail
+            )
+
+    async def _commit(self, offsets: dict[TopicPartition, int], generation: int) -> bool:
+        consumer = self._consumer
+        if not offsets or consumer is None:
+            return True
+        if generation != self._generation:
+            return False
+        assigned = consumer.assignment()
+        mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        try:
+            await consumer.commit(mine)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("deliver_commit_refused", reason=str(exc))
+            return False
+        return True
+
+    def _flushed(self, result: FlushResult, report: DeliveryReport, *, dlq: int) -> None:
+        self.flushes += 1
+        now = self._clock()
+        self._schedule.flushed(now)
+        self._retry.reset()
+        self.state.last_flush = result
+        self.state.last_successful_flush = now
+        self.state.pending_groups = 0
+        self.metrics.flush_duration.observe(result.duration_seconds)
+        self.metrics.flush_groups.set(result.groups)
+        self.metrics.last_successful_flush.set(now.timestamp())
+        self.metrics.pending_groups.set(0)
+        for status, count in report.statuses.items():
+            self.metrics.amplitude_requests.labels(status).inc(count)
+        log.log(
+            logging.INFO if result.changes or result.groups else logging.DEBUG,
+            "flush",
+            changes=result.changes,
+            groups=result.groups,
+            requests=result.requests,
+            retries=report.retries,
+            rejected=result.rejected,
+            dlq=dlq,
+            bytes=report.bytes_sent,
+            seconds=result.duration_seconds,
+            next_flush_at=self._schedule.next_at.isoformat(),
+        )
+
+    async def _failed(self, exc: Exception) -> None:
+        """Nothing of this window is committed: forget it, rewind, retry after a pause."""
+        delay = self._retry.next()
+        self.metrics.flush_failures.inc()
+        self.state.last_flush = FlushResult(at=self._clock(), ok=False, error=str(exc))
+        log.error(
+            "flush_failed",
+            error=type(exc).__name__,
+            reason=str(exc),
+            retry_in_seconds=round(delay, 1),
+            committed=False,
+        )
+        self.forget("failure")
+        consumer = self._consumer
+        if consumer is not None:
+            try:
+                await self.rewind(consumer.assignment())
+            except (AIOKafkaError, KafkaError) as rewind_error:
+                log.error("deliver_rewind_failed", reason=str(rewind_error))
+        self._schedule.retry_after(self._clock(), delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    # -- rebalance and rewind ---------------------------------------------------
+
+    def forget(self, why: str) -> None:
+        """Drop everything held since the last commit; Kafka still has it."""
+        if not self._window.empty:
+            log.info("deliver_window_dropped", why=why, changes=self._window.changes)
+        self._window = _Window()
+        self._generation += 1
+        self.state.pending_groups = 0
+
+    async def rewind(self, partitions: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp in partitions:
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+
+    # -- observability ------------------------------------------------------------
+
+    def _publish_schedule(self) -> None:
+        self.state.next_flush_at = self._schedule.next_at
+
+    def _observe_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Messages in the assigned partitions that this pump has not read yet."""
+        lag = 0
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            position = self._window.offsets.get(tp)
+            if highwater is not None and position is not None:
+                lag += max(0, highwater - position)
+        self.metrics.consumer_lag.set(lag)
+
+
+def _text(raw: bytes | None) -> str:
+    return "" if raw is None else raw.decode("utf-8", errors="replace")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _envelope_payload(envelope: ChangeEnvelope) -> str:
+    return encode(envelope).decode()
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)

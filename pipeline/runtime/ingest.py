@@ -1,0 +1,437 @@
+"""The ingest pump: Salesforce CDC over CometD → ``sfamp.changes.<Object>``.
+
+For every batch of CDC messages it writes one envelope per record id, waits
+until Kafka acknowledged all of them (acks=all), and only then stores each
+channel's newest replay id in ``sfamp.replay``. A crash therefore replays
+events, never skips them.
+
+Recovery, per DESIGN.md "Semantics that must hold":
+
+* ``GAP_*`` events: the named records are re-read through REST and written as
+  full records (or as deletes when they are gone).
+* ``GAP_OVERFLOW``, or a stored replay id Salesforce no longer retains: the
+  object is re-synced: every record is read and written as a full record. A
+  re-sync is first recorded in ``sfamp.replay`` (key ``resync:<Object>``) and
+  the record is removed only when it finished, so a crash mid-way restarts it.
+  A re-sync starts only after the subscription is confirmed, so nothing
+  between "read" and "subscribed" can fall through.
+* Network errors and Salesforce 5xx: reconnect with growing backoff, resuming
+  from the durable replay ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from aiosfstream_ng.auth import AuthenticatorBase
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import Settings
+from pipeline.errors import EnvelopeError, KafkaError, ReplayIdExpiredError, SfampError
+from pipeline.kafka.compacted import read_table
+from pipeline.kafka.envelope import GAP_OPS, ChangeEnvelope, encode
+from pipeline.kafka.producer import ChangeProducer, Record
+from pipeline.kafka.records import DlqEntry, ReplayMark, decode_replay_mark
+from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.mapping_source import MappingHolder
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.retry import Backoff
+from pipeline.runtime.salesforce_reads import (
+    RestReads,
+    SchemaCache,
+    all_records,
+    fields_to_read,
+    records_by_id,
+)
+from pipeline.runtime.state import ServiceState
+from pipeline.salesforce.cdc import (
+    EARLIEST,
+    LATEST,
+    CdcSubscriber,
+    DurableReplayStorage,
+    channel_for,
+)
+from pipeline.transform.cdc import deleted_envelope, envelope_from_record, envelopes_from_event
+
+log = structlog.get_logger(__name__)
+
+RESYNC_PREFIX = "resync:"
+# Full records written per Kafka batch during a re-sync.
+RESYNC_BATCH = 2000
+
+
+# Builds a fresh CometD authenticator for each (re)connection.
+AuthenticatorFactory = Callable[[], AuthenticatorBase]
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncRequest:
+    """An object that must be read whole into Kafka, and why."""
+
+    sfdc_object: str
+    cause: str  # "gap_overflow" | "replay_id_expired" | "requested"
+    requested_at_ms: int
+
+    def encode(self) -> tuple[bytes, bytes]:
+        return (
+            f"{RESYNC_PREFIX}{self.sfdc_object}".encode(),
+            orjson.dumps(
+                {
+                    "kind": "resync",
+                    "object": self.sfdc_object,
+                    "cause": self.cause,
+                    "requested_at_ms": self.requested_at_ms,
+                }
+            ),
+        )
+
+
+def decode_resync(value: bytes) -> ResyncRequest:
+    try:
+        data = orjson.loads(value)
+        return ResyncRequest(str(data["object"]), str(data["cause"]), int(data["requested_at_ms"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise EnvelopeError(f"not a re-sync request: {exc}") from exc
+
+
+@dataclass(slots=True)
+class _Checkpoints:
+    marks: dict[str, ReplayMark]
+    resyncs: dict[str, ResyncRequest]
+
+
+class IngestPump:
+    """One CometD connection for every mapped object's channel, feeding Kafka."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        holder: MappingHolder,
+        rest: RestReads,
+        authenticator: AuthenticatorFactory,
+        producer: ChangeProducer,
+        state: ServiceState,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.holder = holder
+        self.state = state
+        self.metrics = metrics
+        self._rest = rest
+        self._authenticator = authenticator
+        self._producer = producer
+        self._topics = TopicNames(settings.kafka.topic_prefix)
+        self._schemas = SchemaCache(rest)
+        self._backoff = Backoff(first=1.0, ceiling=60.0)
+        self._resyncs: dict[str, asyncio.Task[None]] = {}
+        self.resyncs_done = 0
+
+    # -- channels -------------------------------------------------------------
+
+    def channels(self, config: MappingConfig) -> list[str]:
+        if self.settings.salesforce.cdc_channel:
+            return [self.settings.salesforce.cdc_channel]
+        return [channel_for(obj) for obj in config.objects]
+
+    def objects_of(self, channel: str, config: MappingConfig) -> list[str]:
+        if self.settings.salesforce.cdc_channel == channel:
+            return config.objects
+        return [obj for obj in config.objects if channel_for(obj) == channel]
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Subscribe, pump, and start over after errors or when the channels change."""
+        try:
+            while True:
+                config = self.holder.current
+                self.state.channels_expected = set(self.channels(config))
+                try:
+                    await self._until_channels_change(config)
+                except ReplayIdExpiredError as exc:
+                    await self._on_replay_expired(exc, config)
+                except SfampError as exc:
+                    await self._pause(exc)
+        finally:
+            for task in self._resyncs.values():
+                task.cancel()
+            await asyncio.gather(*self._resyncs.values(), return_exceptions=True)
+            self.state.channels_subscribed.clear()
+
+    async def _pause(self, exc: SfampError) -> None:
+        self.state.channels_subscribed.clear()
+        delay = self._backoff.next()
+        log.error(
+            "ingest_interrupted",
+            error=type(exc).__name__,
+            reason=str(exc),
+            retriable=exc.retriable,
+            retry_in_seconds=round(delay, 1),
+        )
+        await asyncio.sleep(delay)
+
+    async def _until_channels_change(self, config: MappingConfig) -> None:
+        channels = self.channels(config)
+        pump = asyncio.create_task(self._subscribe_and_pump(config, channels))
+        while True:
+            changed = asyncio.create_task(self.holder.wait_changed())
+            done, _ = await asyncio.wait({pump, changed}, return_when=asyncio.FIRST_COMPLETED)
+            if pump in done:
+                changed.cancel()
+                pump.result()
+                return
+            if self.channels(self.holder.current) != channels:
+                log.info("ingest_resubscribing", channels=self.channels(self.holder.current))
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+                return
+
+    async def _subscribe_and_pump(self, config: MappingConfig, channels: list[str]) -> None:
+        checkpoints = await self._read_checkpoints()
+        default = EARLIEST if self.settings.salesforce.replay_start == "earliest" else LATEST
+        storage = DurableReplayStorage(
+            {c: m.replay_id for c, m in checkpoints.marks.items() if c in channels},
+            default=default,
+        )
+        subscriber = CdcSubscriber(
+            self._authenticator(),
+            channels,
+            storage,
+            api_version=self.settings.salesforce.api_version,
+        )
+        async with subscriber as cdc:
+            self.state.channels_subscribed = set(cdc.subscribed)
+            self.state.beat("ingest")
+            self._backoff.reset()
+            log.info(
+                "ingest_subscribed",
+                channels=sorted(cdc.subscribed),
+                replay_from={c: storage.marks.get(c, default) for c in channels},
+            )
+            for request in checkpoints.resyncs.values():
+                if request.sfdc_object in config.objects:
+                    self._start_resync(request)
+            async for batch in cdc.batches():
+                await self._handle(batch, storage, self.holder.current)
+                self.state.beat("ingest")
+
+    # -- one batch --------------------------------------------------------------
+
+    async def _handle(
+        self, batch: list[dict[str, Any]], storage: DurableReplayStorage, config: MappingConfig
+    ) -> None:
+        records: list[Record] = []
+        newest: dict[str, tuple[int, int | None]] = {}
+        gaps: dict[str, set[str]] = {}
+        overflows: set[str] = set()
+        counts: dict[str, int] = {}
+        for message in batch:
+            channel, replay_id = _position(message)
+            try:
+                envelopes = envelopes_from_event(message)
+            except EnvelopeError as exc:
+                records.append(self._malformed(message, channel, replay_id, exc))
+                envelopes = []
+            for envelope in envelopes:
+                if envelope.object not in config.objects:
+                    continue
+                if envelope.op == "gap_overflow" or envelope.record_id.endswith("*"):
+                    overflows.add(envelope.object)
+                elif envelope.op in GAP_OPS:
+                    gaps.setdefault(envelope.object, set()).add(envelope.record_id)
+                else:
+                    records.append(self._change(envelope))
+                    counts[envelope.object] = counts.get(envelope.object, 0) + 1
+            if replay_id is not None:
+                commit_ts = envelopes[-1].commit_ts if envelopes else None
+                newest[channel] = (replay_id, commit_ts)
+        records += await self._reread(gaps, config)
+        requests = [ResyncRequest(obj, "gap_overflow", _now_ms()) for obj in sorted(overflows)]
+        records += [(self._topics.replay, *request.encode()) for request in requests]
+        # Changes first: a replay id is stored only once Kafka holds every event up to it.
+        await self._producer.send_all(records)
+        await self._store_marks(newest, storage)
+        for obj, count in counts.items():
+            self.metrics.events_ingested.labels(obj).inc(count)
+        for request in requests:
+            log.error(
+                "cdc_gap_overflow",
+                object=request.sfdc_object,
+                action="re-syncing the whole object",
+            )
+            self._start_resync(request)
+
+    def _change(self, envelope: ChangeEnvelope) -> Record:
+        return (self._topics.changes(envelope.object), envelope.kafka_key, encode(envelope))
+
+    def _malformed(
+        self, message: Mapping[str, Any], channel: str, replay_id: int | None, exc: Exception
+    ) -> Record:
+        log.error("cdc_event_malformed", channel=channel, replay_id=replay_id, reason=str(exc))
+        self.metrics.dlq_messages.labels("malformed").inc()
+        entry = DlqEntry(
+            id=f"cdc:{channel}:{replay_id}",
+            reason="malformed",
+            detail=f"CDC event not understood: {exc}",
+            at_ms=_now_ms(),
+            key=channel,
+            payload=orjson.dumps(message, default=str).decode(),
+            extra={"channel": channel, "replay_id": replay_id},
+        )
+        return (self._topics.dlq, *entry.encode())
+
+    async def _reread(self, gaps: dict[str, set[str]], config: MappingConfig) -> list[Record]:
+        """Gap events name records but not their changes: read them as they are now."""
+        records: list[Record] = []
+        for obj, ids in gaps.items():
+            await self._schemas.ensure([obj])
+            fields = fields_to_read(config, obj, self._schemas.cached(obj))
+            found = await records_by_id(self._rest, obj, ids, fields)
+            now_ms = _now_ms()
+            for record_id in sorted(ids):
+                record = found.get(record_id)
+                if record is None or record.get("IsDeleted") is True:
+                    envelope = deleted_envelope(obj, record_id, source="rest", now_ms=now_ms)
+                else:
+                    envelope = envelope_from_record(obj, record, source="rest", now_ms=now_ms)
+                records.append(self._change(envelope))
+            log.warning("cdc_gap_reread", object=obj, records=len(ids))
+            self.metrics.events_ingested.labels(obj).inc(len(ids))
+        return records
+
+    async def _store_marks(
+        self, newest: Mapping[str, tuple[int, int | None]], storage: DurableReplayStorage
+    ) -> None:
+        marks = [
+            ReplayMark(channel, replay_id, _now_ms(), event_ts)
+            for channel, (replay_id, event_ts) in newest.items()
+        ]
+        if not marks:
+            return
+        await self._producer.send_all([(self._topics.replay, *mark.encode()) for mark in marks])
+        for mark in marks:
+            storage.advance(mark.channel, mark.replay_id)
+            if mark.event_ts_ms is not None:
+                age = max(0.0, (mark.stored_at_ms - mark.event_ts_ms) / 1000)
+                self.metrics.replay_id_age.labels(mark.channel).set(age)
+
+    # -- checkpoints --------------------------------------------------------------
+
+    async def _read_checkpoints(self) -> _Checkpoints:
+        table, _ = await read_table(self.settings.kafka, self._topics.replay)
+        checkpoints = _Checkpoints({}, {})
+        for key, (value, _offset) in table.items():
+            if value is None:
+                continue
+            name = key.decode(errors="replace")
+            try:
+                if name.startswith(RESYNC_PREFIX):
+                    request = decode_resync(value)
+                    checkpoints.resyncs[request.sfdc_object] = request
+                else:
+                    mark = decode_replay_mark(key, value)
+                    if mark is not None:
+                        checkpoints.marks[mark.channel] = mark
+            except EnvelopeError as exc:
+                log.error("replay_record_unreadable", key=name, reason=str(exc))
+        return checkpoints
+
+    # -- re-sync --------------------------------------------------------------------
+
+    async def _on_replay_expired(self, exc: ReplayIdExpiredError, config: MappingConfig) -> None:
+        """Salesforce dropped the events after our replay id: start fresh and read everything."""
+        objects = self.objects_of(exc.channel, config)
+        log.error(
+            "cdc_replay_id_expired",
+            channel=exc.channel,
+            replay_id=exc.replay_id,
+            objects=objects,
+            action="subscribing from the newest event and re-syncing the objects",
+        )
+        now = _now_ms()
+        records: list[Record] = [
+            (self._topics.replay, *ResyncRequest(obj, "replay_id_expired", now).encode())
+            for obj in objects
+        ]
+        records.append((self._topics.replay, *ReplayMark(exc.channel, LATEST, now).encode()))
+        await self._producer.send_all(records)
+
+    def _start_resync(self, request: ResyncRequest) -> None:
+        running = self._resyncs.get(request.sfdc_object)
+        if running is not None and not running.done():
+            return
+        self.state.resyncs.append(
+            {
+                "object": request.sfdc_object,
+                "cause": request.cause,
+                "requested_at_ms": request.requested_at_ms,
+                "status": "running",
+            }
+        )
+        self.metrics.resyncs.labels(request.sfdc_object, request.cause).inc()
+        self._resyncs[request.sfdc_object] = asyncio.create_task(self._resync(request))
+
+    async def _resync(self, request: ResyncRequest) -> None:
+        backoff = Backoff(first=2.0, ceiling=120.0)
+        while True:
+            try:
+                written = await self._read_into_kafka(request.sfdc_object)
+                break
+            except (SfampError, KafkaError) as exc:
+                delay = backoff.next()
+                log.error(
+                    "resync_failed",
+                    object=request.sfdc_object,
+                    reason=str(exc),
+                    retry_in_seconds=round(delay, 1),
+                )
+                await asyncio.sleep(delay)
+        key, _ = request.encode()
+        await self._producer.send(self._topics.replay, key, None)  # done: tombstone
+        self.resyncs_done += 1
+        self._mark_resync_done(request, written)
+        log.warning("resync_done", object=request.sfdc_object, records=written, cause=request.cause)
+
+    async def _read_into_kafka(self, sfdc_object: str) -> int:
+        config = self.holder.current
+        await self._schemas.ensure([sfdc_object])
+        fields = fields_to_read(config, sfdc_object, self._schemas.cached(sfdc_object))
+        batch: list[Record] = []
+        written = 0
+        async for record in all_records(self._rest, sfdc_object, fields):
+            envelope = envelope_from_record(sfdc_object, record, source="rest", now_ms=_now_ms())
+            batch.append(self._change(envelope))
+            if len(batch) >= RESYNC_BATCH:
+                written += await self._flush_batch(batch)
+                batch = []
+        written += await self._flush_batch(batch)
+        return written
+
+    async def _flush_batch(self, batch: list[Record]) -> int:
+        if batch:
+            await self._producer.send_all(batch)
+        return len(batch)
+
+    def _mark_resync_done(self, request: ResyncRequest, written: int) -> None:
+        for entry in reversed(self.state.resyncs):
+            if entry["object"] == request.sfdc_object and entry["status"] == "running":
+                entry.update(status="done", records=written, finished_at_ms=_now_ms())
+                break
+
+
+def _position(message: Mapping[str, Any]) -> tuple[str, int | None]:
+    channel = str(message.get("channel") or "")
+    data = message.get("data")
+    event = data.get("event") if isinstance(data, Mapping) else None
+    replay_id = event.get("replayId") if isinstance(event, Mapping) else None
+    return channel, replay_id if isinstance(replay_id, int) else None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,92 @@
+"""What the pumps read from Salesforce: object schemas and records by id.
+
+Both go through the REST adapter, so session expiry, limits and outages are
+already translated into the project's errors by the time they reach a pump.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.errors import SalesforceRequestError
+from pipeline.transform.plan import plan_for
+from pipeline.transform.schema import ObjectSchema, schema_from_describe
+
+# Ids per SOQL IN list: about 6 KB of URL, far below Salesforce's 16 KB limit.
+IDS_PER_QUERY = 300
+
+
+class RestReads(Protocol):
+    async def describe(self, sobject: str) -> dict[str, Any]: ...
+
+    def query(self, soql: str, *, all_rows: bool = False) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class SchemaCache:
+    """Describes each object once; the transform converts values by field type."""
+
+    def __init__(self, rest: RestReads) -> None:
+        self._rest = rest
+        self._schemas: dict[str, ObjectSchema | None] = {}
+
+    def cached(self, sfdc_object: str) -> ObjectSchema | None:
+        return self._schemas.get(sfdc_object)
+
+    async def ensure(self, objects: Iterable[str]) -> None:
+        for sfdc_object in objects:
+            if sfdc_object not in self._schemas:
+                self._schemas[sfdc_object] = schema_from_describe(
+                    await self._rest.describe(sfdc_object)
+                )
+
+    def forget(self) -> None:
+        self._schemas.clear()
+
+
+def fields_to_read(
+    config: MappingConfig, sfdc_object: str, schema: ObjectSchema | None
+) -> list[str]:
+    """Id and every field any mapping of the object reads, compounds as components."""
+    names = ["Id"]
+    for mapping in config.for_object(sfdc_object):
+        plan = plan_for(mapping, schema)
+        names += [mapping.group_name_field, *plan.read_fields]
+    return list(dict.fromkeys(names))
+
+
+async def records_by_id(
+    rest: RestReads, sfdc_object: str, ids: Iterable[str], fields: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Current values of the given records, deleted ones included (``queryAll``)."""
+    wanted = sorted(set(ids))
+    select = ", ".join(dict.fromkeys(["Id", "IsDeleted", *fields]))
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(wanted), IDS_PER_QUERY):
+        chunk = wanted[start : start + IDS_PER_QUERY]
+        in_list = ", ".join(f"'{_quoted(record_id)}'" for record_id in chunk)
+        # Names come from a validated mapping and ids are checked alphanumeric.
+        soql = f"SELECT {select} FROM {sfdc_object} WHERE Id IN ({in_list})"  # noqa: S608
+        async for record in rest.query(soql, all_rows=True):
+            found[str(record["Id"])] = record
+    # Callers may hold 15-character ids; index the 18-character answers by both.
+    for record_id, record in list(found.items()):
+        found.setdefault(record_id[:15], record)
+    return found
+
+
+async def all_records(
+    rest: RestReads, sfdc_object: str, fields: Sequence[str]
+) -> AsyncIterator[Mapping[str, Any]]:
+    """Every live record of the object (a re-sync reads the current state)."""
+    select = ", ".join(dict.fromkeys(["Id", *fields]))
+    soql = f"SELECT {select} FROM {sfdc_object}"  # noqa: S608 - validated API names
+    async for record in rest.query(soql):
+        yield record
+
+
+def _quoted(record_id: str) -> str:
+    if not record_id.isalnum():
+        raise SalesforceRequestError(f"not a Salesforce record id: {record_id!r}")
+    return record_id

@@ -1,0 +1,214 @@
+"""``sfamp run``: the pumps, the mapping watchers and the health endpoint in one task group.
+
+A pump that crashes with an unexpected error ends the task group, and with it
+the process, with a non-zero exit and the error logged: a supervisor restarts
+it from the durable checkpoints. Expected trouble (Salesforce or Amplitude
+down, a bad new mapping) never gets that far: the pumps log it and retry.
+
+Shutdown (SIGTERM/SIGINT, or ``stop`` set): intake stops at once; an in-flight
+flush may finish within ``runtime.drain_timeout_seconds`` and is abandoned
+otherwise, uncommitted, for the next start to redo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from pipeline.amplitude import AmplitudeClient
+from pipeline.config.settings import Settings
+from pipeline.errors import Problem, SettingsError
+from pipeline.kafka.admin import ensure_topics, sfamp_topics
+from pipeline.kafka.producer import ChangeProducer
+from pipeline.runtime.cadence import Cadence, describe, utc_now
+from pipeline.runtime.deliver import Clock, DeliverPump
+from pipeline.runtime.health import serve_health
+from pipeline.runtime.ingest import IngestPump
+from pipeline.runtime.mapping_source import (
+    MappingHolder,
+    initial_mapping,
+    watch_config_topic,
+    watch_file,
+)
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.state import ServiceState
+from pipeline.salesforce.client import SalesforceClient
+
+log = structlog.get_logger(__name__)
+
+Role = Literal["all", "ingest", "deliver"]
+
+
+@dataclass
+class Service:
+    """Handles a test or the CLI can hold on to while the service runs."""
+
+    state: ServiceState
+    metrics: Metrics = field(default_factory=Metrics)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    ingest: IngestPump | None = None
+    deliver: DeliverPump | None = None
+    holder: MappingHolder | None = None
+    health_started: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def run_service(
+    settings: Settings,
+    *,
+    role: Role = "all",
+    mapping_file: Path | None = None,
+    service: Service | None = None,
+    clock: Clock = utc_now,
+    handle_signals: bool = False,
+) -> None:
+    """Run until ``service.stop`` is set (or a signal arrives), then drain and return."""
+    service = service or Service(ServiceState(role=role))
+    service.state.role = role
+    mapping_file = mapping_file or settings.mapping_file
+    _check_credentials(settings, role)
+    # The control topics first: the config topic must exist before it is followed.
+    await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, []))
+    version, config_offset = await initial_mapping(settings.kafka, mapping_file)
+    holder = service.holder = MappingHolder(version)
+    await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, holder.current.objects))
+    _describe_mapping(service.state, holder)
+    log.info(
+        "service_starting",
+        role=role,
+        mapping=version.source,
+        objects=holder.current.objects,
+        cadence=describe(_cadence(holder)),
+    )
+    if handle_signals:
+        _install_signal_handlers(service.stop)
+    async with (
+        SalesforceClient.from_settings(settings.salesforce) as salesforce,
+        AmplitudeClient(settings.amplitude) as amplitude,
+        ChangeProducer(settings.kafka) as producer,
+    ):
+        pumps: dict[str, Coroutine[Any, Any, None]] = {}
+        if service.state.runs_ingest:
+            service.ingest = IngestPump(
+                settings,
+                holder,
+                salesforce.rest,
+                salesforce.auth.streaming_authenticator,
+                producer,
+                service.state,
+                service.metrics,
+            )
+            pumps["ingest"] = service.ingest.run()
+        if service.state.runs_deliver:
+            service.deliver = DeliverPump(
+                settings,
+                holder,
+                amplitude,
+                producer,
+                salesforce.rest,
+                service.state,
+                service.metrics,
+                clock=clock,
+            )
+            pumps["deliver"] = service.deliver.run()
+        await _supervise(settings, service, holder, pumps, mapping_file, config_offset)
+    log.info("service_stopped", role=role)
+
+
+async def _supervise(
+    settings: Settings,
+    service: Service,
+    holder: MappingHolder,
+    pumps: dict[str, Coroutine[Any, Any, None]],
+    mapping_file: Path | None,
+    config_offset: int,
+) -> None:
+    helpers: list[Coroutine[Any, Any, None]] = [
+        watch_config_topic(holder, settings.kafka, config_offset),
+        _follow_mapping(service.state, holder),
+    ]
+    if mapping_file is not None:
+        helpers.append(watch_file(holder, mapping_file))
+    if settings.runtime.health_port:
+        helpers.append(
+            serve_health(
+                service.state,
+                service.metrics,
+                settings.runtime.health_host,
+                settings.runtime.health_port,
+                service.health_started,
+            )
+        )
+    async with asyncio.TaskGroup() as group:
+        helper_tasks = [group.create_task(coro) for coro in helpers]
+        pump_tasks = {name: group.create_task(coro, name=name) for name, coro in pumps.items()}
+        stopper = group.create_task(_stop_when_asked(service, pump_tasks, settings))
+        await stopper
+        for task in helper_tasks:
+            task.cancel()
+
+
+async def _stop_when_asked(
+    service: Service, pumps: dict[str, asyncio.Task[None]], settings: Settings
+) -> None:
+    await service.stop.wait()
+    budget = settings.runtime.drain_timeout_seconds
+    log.info("service_draining", budget_seconds=budget)
+    ingest = pumps.get("ingest")
+    if ingest is not None:
+        ingest.cancel()  # intake stops now; its checkpoints are already durable
+    if service.deliver is not None:
+        service.deliver.request_stop()
+    remaining = [task for task in pumps.values() if not task.done()]
+    if remaining:
+        _, pending = await asyncio.wait(remaining, timeout=budget)
+        for task in pending:
+            log.warning("service_drain_timeout", pump=task.get_name(), action="abandoned")
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _follow_mapping(state: ServiceState, holder: MappingHolder) -> None:
+    while True:
+        await holder.wait_changed()
+        _describe_mapping(state, holder)
+
+
+def _describe_mapping(state: ServiceState, holder: MappingHolder) -> None:
+    state.mapping_revision = holder.version.source
+    state.mapping_objects = holder.current.objects
+    state.cadence = describe(_cadence(holder))
+
+
+def _cadence(holder: MappingHolder) -> Cadence:
+    return holder.current.sync_cadence
+
+
+def _check_credentials(settings: Settings, role: Role) -> None:
+    problems = settings.salesforce.credential_problems()
+    if role in ("all", "deliver") and settings.amplitude.api_key is None:
+        problems.append(_problem("SFAMP_AMPLITUDE__API_KEY", f"required for --role {role}"))
+    if problems:
+        raise SettingsError(problems)
+
+
+def _problem(name: str, message: str) -> Problem:
+    return Problem(name, message)
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    handler: Callable[[], None] = stop.set
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, handler)
+
+
+__all__ = ["Role", "Service", "run_service"]
