@@ -1,0 +1,460 @@
+"""``sfamp topics``: list, describe and tail sfamp's Kafka topics.
+
+Read-only: nothing here joins a consumer group or writes to Kafka, so it is
+safe to run next to a live service. ``run_inspection`` is shared with the
+``replay`` and ``dlq`` command groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypeVar
+
+import orjson
+import typer
+from rich.table import Table
+
+from pipeline.cli.common import console, fail, print_json, settings_or_exit
+from pipeline.config.settings import Settings
+from pipeline.errors import KafkaError, SfampError
+from pipeline.kafka.config_topic import decode_published
+from pipeline.kafka.envelope import decode
+from pipeline.kafka.inspect import (
+    KafkaInspector,
+    Message,
+    TopicKind,
+    TopicState,
+    format_duration,
+    topic_kind,
+)
+from pipeline.kafka.records import decode_dlq_entry, decode_replay_mark
+from pipeline.kafka.topics import TopicNames
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Inspect sfamp's Kafka topics (read-only).", no_args_is_help=True)
+
+JSON = typer.Option(False, "--json", help="Machine-readable output.")
+TOPIC = typer.Argument(
+    ..., help="Topic: full name, or short as changes.Account, Account, dlq, replay, config."
+)
+
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RELATIVE: Final = re.compile(r"^(\d+)\s*([smhd])$")
+_RAW_PREVIEW: Final = 120
+
+# Table columns of `tail` per topic kind; keys of the decoded row.
+COLUMNS: Final[dict[TopicKind, tuple[str, ...]]] = {
+    "changes": ("object", "record_id", "op", "changed", "commit_time", "replay_id"),
+    "replay": ("channel", "replay_id", "event_time", "stored_at"),
+    "config": ("revision", "published_at", "objects", "cadence"),
+    "dlq": ("id", "reason", "key", "at", "detail"),
+    "other": ("key", "value"),
+}
+
+
+# -- shared by the topics, replay and dlq command groups ------------------------
+
+
+def quiet_kafka_client() -> None:
+    """aiokafka logs every failed connection attempt; the command reports the outcome once."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def run_inspection(work: Callable[[Settings, KafkaInspector], Awaitable[T]]) -> T:
+    """Run ``work`` with an inspector on the configured cluster; known errors end the process."""
+    settings = settings_or_exit()
+    quiet_kafka_client()
+
+    async def inspect() -> T:
+        async with KafkaInspector(settings.kafka) as inspector:
+            return await work(settings, inspector)
+
+    try:
+        return asyncio.run(inspect())
+    except SfampError as exc:
+        fail(exc)
+
+
+async def require_topic(inspector: KafkaInspector, wanted: str) -> str:
+    """The full name of an existing topic, or a KafkaError naming what was asked for."""
+    topic = await inspector.resolve(wanted)
+    if topic is None:
+        raise KafkaError(
+            f"no topic {wanted!r} under prefix {inspector.names.prefix!r} (see 'sfamp topics list')"
+        )
+    return topic
+
+
+def format_time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso_time(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+# -- pure helpers ------------------------------------------------------------------
+
+
+def parse_since(text: str, now: datetime) -> int:
+    """``15m`` / ``2h`` / ``3d`` before ``now``, or an ISO 8601 time (UTC if no zone), in ms."""
+    relative = _RELATIVE.match(text.strip().lower())
+    if relative:
+        seconds = int(relative[1]) * _UNITS[relative[2]]
+        return int((now - timedelta(seconds=seconds)).timestamp() * 1000)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{text!r} is neither a relative time (15m, 2h, 1d) nor an ISO 8601 time"
+        ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def decode_row(kind: TopicKind, message: Message) -> dict[str, Any]:
+    """One message as a flat row: where it is, and its decoded fields or why it is malformed."""
+    row: dict[str, Any] = {
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "timestamp": iso_time(message.timestamp_ms),
+        "key": message.key_text,
+        "malformed": None,
+    }
+    if message.value is None:
+        return row | {"tombstone": True}
+    try:
+        return row | _DECODERS[kind](message)
+    except (SfampError, UnicodeDecodeError) as exc:
+        raw = message.value.decode("utf-8", errors="replace")
+        return row | {"malformed": str(exc).splitlines()[0], "raw": raw[:_RAW_PREVIEW]}
+
+
+def _change(message: Message) -> dict[str, Any]:
+    env = decode(message.value or b"")
+    changed = list(env.changed) if not env.full else [f"(full record: {len(env.fields)} fields)"]
+    return {
+        "object": env.object,
+        "record_id": env.record_id,
+        "op": env.op,
+        "changed": changed,
+        "nulled": list(env.nulled),
+        "commit_time": iso_time(env.commit_ts),
+        "replay_id": env.replay_id,
+        "source": env.source,
+        "fields": dict(env.fields),
+    }
+
+
+def _replay(message: Message) -> dict[str, Any]:
+    mark = decode_replay_mark(message.key, message.value)
+    assert mark is not None  # tombstones are handled before decoding
+    return {
+        "channel": mark.channel,
+        "replay_id": mark.replay_id,
+        "event_time": iso_time(mark.event_ts_ms),
+        "stored_at": iso_time(mark.stored_at_ms),
+    }
+
+
+def _config(message: Message) -> dict[str, Any]:
+    published = decode_published(message.value or b"")
+    cadence = published.mapping.sync_cadence.model_dump(mode="json", exclude_none=True)
+    return {
+        "revision": published.revision,
+        "published_at": iso_time(published.published_at_ms),
+        "objects": sorted(published.mapping.objects),
+        "cadence": " ".join(f"{k}={v}" for k, v in cadence.items()),
+    }
+
+
+def _dlq(message: Message) -> dict[str, Any]:
+    entry = decode_dlq_entry(message.value)
+    return {
+        "id": entry.id,
+        "reason": entry.reason,
+        "key": entry.key,
+        "at": iso_time(entry.at_ms),
+        "detail": entry.detail,
+        "replayed_id": entry.extra.get("replayed_id"),
+    }
+
+
+def _other(message: Message) -> dict[str, Any]:
+    return {"value": (message.value or b"").decode("utf-8", errors="replace")[:_RAW_PREVIEW]}
+
+
+_DECODERS: Final[dict[TopicKind, Callable[[Message], dict[str, Any]]]] = {
+    "changes": _change,
+    "replay": _replay,
+    "config": _config,
+    "dlq": _dlq,
+    "other": _other,
+}
+
+
+def cells(kind: TopicKind, row: dict[str, Any]) -> list[str]:
+    """The table cells of a decoded row, under ``COLUMNS[kind]`` after a partition:offset."""
+    where = f"{row['partition']}:{row['offset']}"
+    width = len(COLUMNS[kind])
+    if row["malformed"] is not None:
+        detail = f"{row['malformed']} | {row['raw']}"
+        return [where, "[bold red]malformed[/]", detail, *[""] * (width - 2)]
+    if row.get("tombstone"):
+        return [where, "[dim]tombstone[/]", row["key"], *[""] * (width - 2)]
+    return [where, *(_cell(row.get(column)) for column in COLUMNS[kind])]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, str) and re.match(r"^\d{4}-\d\d-\d\dT", value):
+        return value[:19].replace("T", " ")
+    return str(value)
+
+
+# -- topics list --------------------------------------------------------------------
+
+
+@app.command("list")
+def list_(as_json: bool = JSON) -> None:
+    """Every sfamp topic: partitions, messages, retention and the deliver group's lag."""
+
+    async def work(_: Settings, inspector: KafkaInspector) -> list[TopicState]:
+        return await inspector.states()
+
+    states = run_inspection(work)
+    now = now_ms()
+    if as_json:
+        print_json([_state_json(state, now) for state in states])
+        return
+    if not states:
+        console.print("no sfamp topics yet (nothing has run with this prefix)", highlight=False)
+        return
+    table = Table(title="sfamp topics", title_justify="left")
+    for column in ("topic", "kind", "partitions", "messages", "retention", "lag", "lag (time)"):
+        table.add_column(
+            column, justify="right" if column in ("partitions", "messages") else "left"
+        )
+    for state in states:
+        lag, lag_time = _lag_cells(state, now)
+        table.add_row(
+            state.name,
+            state.kind,
+            str(len(state.partitions)),
+            f"{state.messages:,}",
+            state.retention,
+            lag,
+            lag_time,
+        )
+    console.print(table)
+
+
+def _lag_cells(state: TopicState, now: int) -> tuple[str, str]:
+    seconds = state.lag_seconds(now)
+    if state.lag is None or seconds is None:
+        return "-", "-"
+    return f"{state.lag:,}", format_duration(seconds)
+
+
+def _state_json(state: TopicState, now: int) -> dict[str, Any]:
+    return {
+        "topic": state.name,
+        "kind": state.kind,
+        "partitions": len(state.partitions),
+        "messages": state.messages,
+        "retention": state.retention,
+        "config": None if state.config is None else dict(state.config),
+        "lag_messages": state.lag,
+        "lag_seconds": state.lag_seconds(now),
+        "oldest_unflushed": iso_time(state.oldest_unflushed_ms),
+    }
+
+
+# -- topics describe ------------------------------------------------------------------
+
+
+@app.command()
+def describe(topic: str = TOPIC, as_json: bool = JSON) -> None:
+    """Per-partition begin/end/committed offsets, lag and the topic's config."""
+
+    async def work(settings: Settings, inspector: KafkaInspector) -> tuple[TopicState, str]:
+        state = await inspector.state(await require_topic(inspector, topic))
+        return state, settings.kafka.consumer_group
+
+    state, deliver_group = run_inspection(work)
+    group = deliver_group if state.kind == "changes" else None
+    now = now_ms()
+    if as_json:
+        print_json(
+            _state_json(state, now)
+            | {
+                "consumer_group": group,
+                "partitions": [_partition_json(p) for p in state.partitions],
+            }
+        )
+        return
+    console.print(
+        f"[bold]{state.name}[/] ({state.kind}, {len(state.partitions)} partition(s), "
+        f"{state.messages:,} message(s), retention {state.retention})",
+        highlight=False,
+    )
+    if group is not None:
+        lag, lag_time = _lag_cells(state, now)
+        console.print(
+            f"deliver group {group}: lag {lag} message(s), oldest unflushed change {lag_time} old",
+            highlight=False,
+        )
+    console.print(_partition_table(state))
+    console.print(_config_table(state))
+
+
+def _partition_json(part: Any) -> dict[str, Any]:
+    return {
+        "partition": part.partition,
+        "begin": part.begin,
+        "end": part.end,
+        "messages": part.messages,
+        "committed": part.committed,
+        "lag": part.lag,
+    }
+
+
+def _partition_table(state: TopicState) -> Table:
+    table = Table(title="partitions", title_justify="left")
+    for column in ("partition", "begin", "end", "messages", "committed", "lag"):
+        table.add_column(column, justify="right")
+    changes = state.kind == "changes"
+    for part in state.partitions:
+        table.add_row(
+            str(part.partition),
+            str(part.begin),
+            str(part.end),
+            str(part.messages),
+            (str(part.committed) if part.committed is not None else "none") if changes else "-",
+            str(part.lag) if changes else "-",
+        )
+    return table
+
+
+def _config_table(state: TopicState) -> Table:
+    table = Table(title="config", title_justify="left")
+    table.add_column("name", style="cyan")
+    table.add_column("value")
+    if state.config is None:
+        table.add_row("(unknown)", "the broker does not describe topic configs")
+    elif not state.config:
+        table.add_row("(none set)", "broker defaults apply")
+    for name, value in sorted((state.config or {}).items()):
+        table.add_row(name, value)
+    return table
+
+
+# -- topics tail ----------------------------------------------------------------------
+
+
+@app.command()
+def tail(
+    topic: str = TOPIC,
+    lines: int = typer.Option(20, "--lines", "-n", min=1, help="How many messages to show."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new messages."),
+    key: str | None = typer.Option(None, "--key", help="Only this record id (Kafka key)."),
+    since: str | None = typer.Option(
+        None, "--since", help="Only messages Kafka received after: 15m, 2h, 1d or ISO time."
+    ),
+    max_messages: int | None = typer.Option(
+        None, "--max-messages", min=1, help="With --follow: stop after this many new messages."
+    ),
+    for_seconds: float | None = typer.Option(
+        None, "--for", min=0, help="With --follow: stop after this many seconds."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """The latest messages of a topic, decoded; malformed ones are shown as such.
+
+    --key shows one record's history; --follow keeps going until Ctrl-C
+    (or --max-messages / --for).
+    """
+    since_ms = parse_since(since, datetime.now(UTC)) if since is not None else None
+
+    async def work(settings: Settings, inspector: KafkaInspector) -> None:
+        name = await require_topic(inspector, topic)
+        kind = topic_kind(TopicNames(settings.kafka.topic_prefix), name)
+        messages, ends = await inspector.tail(name, lines, key=key, since_ms=since_ms)
+        rows = [decode_row(kind, m) for m in messages]
+        empty = "no messages match" if key or since_ms is not None else "the topic is empty"
+        _print_tail(name, kind, rows, as_json=as_json, empty=None if follow else empty)
+        if follow:
+            await _follow(inspector, name, kind, ends, key, as_json, max_messages, for_seconds)
+
+    run_inspection(work)
+
+
+def _print_tail(
+    topic: str, kind: TopicKind, rows: list[dict[str, Any]], *, as_json: bool, empty: str | None
+) -> None:
+    if as_json:
+        for row in rows:
+            _print_json_line(row)
+        return
+    if not rows:
+        if empty is not None:
+            console.print(f"{topic}: {empty}", highlight=False)
+        return
+    table = Table(title=f"{topic}: last {len(rows)} message(s)", title_justify="left")
+    table.add_column("p:offset", no_wrap=True)
+    for column in COLUMNS[kind]:
+        table.add_column(column.replace("_", " "), overflow="fold")
+    for row in rows:
+        table.add_row(*cells(kind, row))
+    console.print(table)
+
+
+async def _follow(
+    inspector: KafkaInspector,
+    topic: str,
+    kind: TopicKind,
+    start: dict[int, int],
+    key: str | None,
+    as_json: bool,
+    max_messages: int | None,
+    for_seconds: float | None,
+) -> None:
+    seen = 0
+    wanted = None if key is None else key.encode()
+    messages = inspector.follow(topic, start)
+    try:
+        async with asyncio.timeout(for_seconds), contextlib.aclosing(messages):
+            async for message in messages:
+                if wanted is not None and message.key != wanted:
+                    continue
+                row = decode_row(kind, message)
+                if as_json:
+                    _print_json_line(row)
+                else:
+                    console.print("  ".join(cells(kind, row)), highlight=False, soft_wrap=True)
+                seen += 1
+                if max_messages is not None and seen >= max_messages:
+                    return
+    except TimeoutError:
+        return
+
+
+def _print_json_line(row: dict[str, Any]) -> None:
+    typer.echo(orjson.dumps(row, default=str).decode())

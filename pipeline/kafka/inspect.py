@@ -1,0 +1,506 @@
+"""Read-only views of sfamp's topics for operators: offsets, lag, configs, recent messages.
+
+Nothing here joins a consumer group. A join costs seconds (much more on some
+brokers) and, with the deliver group's id, would rebalance the running
+service. Messages are read with ``assign()`` + ``seek``; the deliver group's
+committed offsets are fetched (OffsetFetch) by a consumer that carries the
+group id but never subscribes, so it never becomes a member.
+
+Lag in messages is ``end - committed`` per partition (``end - begin`` before
+the first commit, since deliver starts from the earliest offset). Lag in time
+is the age of the oldest unflushed change: the ``commit_ts`` of the message at
+the committed offset (the Kafka timestamp when that message is no envelope).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Literal
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError as AIOKafkaError
+
+from pipeline.config.settings import KafkaSettings
+from pipeline.errors import EnvelopeError, KafkaError, KafkaUnavailableError
+from pipeline.kafka.connection import client_options
+from pipeline.kafka.envelope import decode
+from pipeline.kafka.topics import TopicNames
+
+TopicKind = Literal["changes", "replay", "config", "dlq", "other"]
+
+# Operator commands should answer or give up quickly, not wait out a 30 s request timeout.
+QUICK_TIMEOUT_SECONDS: Final = 5.0
+_POLL_MS: Final = 500
+_FETCH_BATCH: Final = 2000
+_FETCH_WAIT_MS: Final = 50
+
+
+def quick_settings(
+    settings: KafkaSettings, seconds: float = QUICK_TIMEOUT_SECONDS
+) -> KafkaSettings:
+    """The same connection with a request timeout of at most ``seconds``."""
+    limit = min(settings.request_timeout_seconds, seconds)
+    return settings.model_copy(update={"request_timeout_seconds": limit})
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """Offsets of one partition, and where the deliver group stands in it."""
+
+    partition: int
+    begin: int
+    end: int
+    committed: int | None = None  # None: the group never committed here (or not asked)
+
+    @property
+    def messages(self) -> int:
+        return max(0, self.end - self.begin)
+
+    @property
+    def next_unflushed(self) -> int:
+        """The offset deliver resumes from: the committed one, or the first retained."""
+        return self.begin if self.committed is None else max(self.committed, self.begin)
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end - self.next_unflushed)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """One topic as ``topics list`` / ``topics describe`` show it."""
+
+    name: str
+    kind: TopicKind
+    partitions: tuple[PartitionState, ...]
+    config: Mapping[str, str] | None  # None: the broker does not answer DescribeConfigs
+    oldest_unflushed_ms: int | None = None  # commit time of the oldest unflushed change
+
+    @property
+    def messages(self) -> int:
+        return sum(p.messages for p in self.partitions)
+
+    @property
+    def lag(self) -> int | None:
+        """Deliver's lag in messages; None for topics deliver does not read."""
+        return sum(p.lag for p in self.partitions) if self.kind == "changes" else None
+
+    def lag_seconds(self, now_ms: int) -> float | None:
+        """Age of the oldest unflushed change; 0 when nothing waits, None if not a changes topic."""
+        if self.kind != "changes":
+            return None
+        if not self.lag or self.oldest_unflushed_ms is None:
+            return 0.0
+        return max(0.0, (now_ms - self.oldest_unflushed_ms) / 1000)
+
+    @property
+    def retention(self) -> str:
+        return describe_retention(self.config)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One raw Kafka message; decoding is up to whoever shows it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def key_text(self) -> str:
+        return "" if self.key is None else self.key.decode("utf-8", errors="replace")
+
+
+def topic_kind(names: TopicNames, topic: str) -> TopicKind:
+    if names.object_of(topic) is not None:
+        return "changes"
+    fixed: dict[str, TopicKind] = {names.replay: "replay", names.config: "config", names.dlq: "dlq"}
+    return fixed.get(topic, "other")
+
+
+def resolve_topic(names: TopicNames, wanted: str, existing: set[str]) -> str | None:
+    """The full name of an existing topic: `sfamp.dlq`, `dlq`, `changes.Account`, `Account`."""
+    candidates = [wanted, f"{names.prefix}.{wanted}", names.changes(wanted)]
+    return next((name for name in candidates if name in existing), None)
+
+
+def describe_retention(config: Mapping[str, str] | None) -> str:
+    """A short human form of a topic's retention: ``compact``, ``7d``, ``forever``, ..."""
+    if config is None:
+        return "unknown"
+    if "compact" in config.get("cleanup.policy", ""):
+        return "compact"
+    raw = config.get("retention.ms")
+    if raw is None:
+        return "broker default"
+    try:
+        ms = int(raw)
+    except ValueError:
+        return raw
+    return "forever" if ms < 0 else format_duration(ms / 1000)
+
+
+def format_duration(seconds: float) -> str:
+    """``45s``, ``12m``, ``3h``, ``2d 4h``: the two largest units that matter."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m"
+    if whole < 86400:
+        hours, minutes = divmod(whole // 60, 60)
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(whole // 3600, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+def change_time_ms(message: Message) -> int:
+    """When the change in ``message`` was committed in Salesforce (else: its Kafka time)."""
+    if message.value is not None:
+        with contextlib.suppress(EnvelopeError):
+            return decode(message.value).commit_ts
+    return message.timestamp_ms
+
+
+class KafkaInspector:
+    """Read-only queries over the topics under ``settings.topic_prefix``.
+
+    Use as ``async with KafkaInspector(settings) as inspector``. Every call gives
+    up with :class:`KafkaUnavailableError` when the broker does not answer
+    within ``timeout_seconds``.
+    """
+
+    def __init__(
+        self, settings: KafkaSettings, *, timeout_seconds: float = QUICK_TIMEOUT_SECONDS
+    ) -> None:
+        self.settings = quick_settings(settings, timeout_seconds)
+        self.names = TopicNames(settings.topic_prefix)
+        self.timeout_seconds = timeout_seconds
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> KafkaInspector:
+        consumer = self._new_consumer(group_id=None)
+        admin = AIOKafkaAdminClient(**client_options(self.settings))
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                await consumer.start()
+                await admin.start()
+        except (AIOKafkaError, OSError, TimeoutError) as exc:
+            await _stop_quietly(consumer, admin)
+            raise self._unavailable(exc) from exc
+        self._consumer, self._admin = consumer, admin
+        return self
+
+    def _new_consumer(self, group_id: str | None) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **client_options(self.settings),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Seeks abandon in-flight fetches; a broker holding an empty fetch for the
+            # default 500 ms would make every seek wait that long.
+            fetch_max_wait_ms=_FETCH_WAIT_MS,
+        )
+
+    async def stop(self) -> None:
+        consumer, admin = self._consumer, self._admin
+        self._consumer = self._admin = None
+        if consumer is not None and admin is not None:
+            await _stop_quietly(consumer, admin)
+
+    async def __aenter__(self) -> KafkaInspector:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- topics and offsets -------------------------------------------------
+
+    async def topics(self) -> list[str]:
+        """Every topic under the prefix, sorted."""
+        found: list[str] = await self._call(self._require_admin().list_topics())
+        return sorted(t for t in found if self.names.is_ours(t))
+
+    async def resolve(self, wanted: str) -> str | None:
+        """The full name of an existing topic given in full or short form, else None."""
+        existing = set(await self._call(self._require_admin().list_topics()))
+        return resolve_topic(self.names, wanted, existing)
+
+    async def partitions(self, topic: str) -> list[TopicPartition]:
+        described = await self._call(self._require_admin().describe_topics([topic]))
+        numbers = sorted(
+            p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"]
+        )
+        if not numbers:
+            raise KafkaError(f"topic {topic} does not exist")
+        return [TopicPartition(topic, n) for n in numbers]
+
+    async def state(self, topic: str, *, with_config: bool = True) -> TopicState:
+        """Offsets, the deliver group's position (changes topics) and the topic's config."""
+        kind = topic_kind(self.names, topic)
+        tps = await self.partitions(topic)
+        begins, ends = await self._bounds(tps)
+        committed = await self._committed(tps) if kind == "changes" else {}
+        parts = tuple(
+            PartitionState(tp.partition, begins[tp], ends[tp], committed.get(tp)) for tp in tps
+        )
+        oldest = await self._oldest_unflushed(topic, parts) if kind == "changes" else None
+        config = await self.config(topic) if with_config else None
+        return TopicState(topic, kind, parts, config, oldest)
+
+    async def states(self) -> list[TopicState]:
+        """The state of every topic under the prefix (configs fetched in one request)."""
+        names = await self.topics()
+        configs = await self.configs(names)
+        states = [await self.state(name, with_config=False) for name in names]
+        return [
+            TopicState(s.name, s.kind, s.partitions, configs.get(s.name), s.oldest_unflushed_ms)
+            for s in states
+        ]
+
+    async def config(self, topic: str) -> dict[str, str] | None:
+        return (await self.configs([topic])).get(topic)
+
+    async def configs(self, topics: list[str]) -> dict[str, dict[str, str]]:
+        """Topic configs by name; topics the broker would not describe are left out.
+
+        Not every Kafka-compatible broker implements DescribeConfigs, and some
+        answer only the settings given at creation; a missing answer is shown
+        as unknown rather than failing the whole command.
+        """
+        if not topics:
+            return {}
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in topics]
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                responses = await self._require_admin().describe_configs(resources)
+            return _parse_configs(responses)
+        except (AIOKafkaError, OSError, TimeoutError, ValueError, TypeError, IndexError):
+            return {}
+
+    async def _bounds(
+        self, tps: list[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        consumer = self._require()
+        begins = await self._call(consumer.beginning_offsets(tps))
+        ends = await self._call(consumer.end_offsets(tps))
+        return begins, {tp: await self._true_end(tp, begins[tp], ends[tp]) for tp in tps}
+
+    async def _true_end(self, tp: TopicPartition, begin: int, end: int) -> int:
+        """The end offset, checked against the last batch actually stored.
+
+        Some Kafka-compatible brokers (tansu) answer ListOffsets with the base
+        offset of the last record batch plus one, hiding the rest of that batch.
+        Fetching from ``end - 1`` returns the whole batch, whose last offset is
+        the truth; on Apache Kafka the answer is just the last record again.
+        """
+        if end <= begin:
+            return end
+        consumer = self._require()
+        consumer.assign([tp])
+        consumer.seek(tp, end - 1)
+        batch = await self._call(consumer.getmany(tp, timeout_ms=_POLL_MS))
+        return max([end, *(int(record.offset) + 1 for record in batch.get(tp, []))])
+
+    async def _committed(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The deliver group's committed offsets (OffsetFetch).
+
+        A consumer of its own carries the group id: it assigns once and never
+        subscribes, so it fetches offsets without ever joining the group.
+        """
+        consumer = self._new_consumer(group_id=self.settings.consumer_group)
+        found: dict[TopicPartition, int] = {}
+        try:
+            await self._call(consumer.start())
+            consumer.assign(tps)
+            for tp in tps:
+                offset = await self._call(consumer.committed(tp))
+                if offset is not None and offset >= 0:
+                    found[tp] = offset
+        finally:
+            with contextlib.suppress(AIOKafkaError, OSError):
+                await consumer.stop()
+        return found
+
+    async def _oldest_unflushed(self, topic: str, parts: tuple[PartitionState, ...]) -> int | None:
+        """The earliest change time among the first unflushed message of each partition."""
+        times: list[int] = []
+        for part in parts:
+            if part.lag:
+                tp = TopicPartition(topic, part.partition)
+                first = await self._read({tp: part.next_unflushed}, {tp: part.next_unflushed + 1})
+                times += [change_time_ms(m) for m in first]
+        return min(times, default=None)
+
+    # -- messages -----------------------------------------------------------
+
+    async def tail(
+        self,
+        topic: str,
+        count: int,
+        *,
+        key: str | None = None,
+        since_ms: int | None = None,
+    ) -> tuple[list[Message], dict[int, int]]:
+        """The latest ``count`` messages (of one key, after a time) and the end offsets.
+
+        Without a key only the last ``count`` offsets of each partition are
+        read; a key filter reads every partition from ``since_ms`` (or the
+        beginning), because a record's history is spread over the whole topic.
+        """
+        tps = await self.partitions(topic)
+        begins, ends = await self._bounds(tps)
+        if since_ms is not None:
+            starts = await self._offsets_at(tps, since_ms, ends)
+        elif key is None:
+            starts = {tp: max(begins[tp], ends[tp] - count) for tp in tps}
+        else:
+            starts = dict(begins)
+        wanted = None if key is None else key.encode()
+
+        def match(message: Message) -> bool:
+            # The time is checked here too: some brokers answer offsets_for_times loosely.
+            in_time = since_ms is None or message.timestamp_ms >= since_ms
+            return in_time and (wanted is None or message.key == wanted)
+
+        latest: list[Message] = []
+        for tp in tps:  # one partition at a time bounds memory to `count` messages each
+            latest += await self._read(
+                {tp: starts[tp]}, {tp: ends[tp]}, keep_last=count, match=match
+            )
+        return sorted(latest, key=_order)[-count:], {tp.partition: ends[tp] for tp in tps}
+
+    async def read_all(self, topic: str) -> list[Message]:
+        """Every retained message of ``topic``, in time order."""
+        tps = await self.partitions(topic)
+        begins, ends = await self._bounds(tps)
+        return sorted(await self._read(dict(begins), dict(ends)), key=_order)
+
+    async def follow(
+        self, topic: str, start: Mapping[int, int], *, poll_ms: int = _POLL_MS
+    ) -> AsyncGenerator[Message, None]:
+        """Messages appended after ``start`` (partition -> offset), until the caller stops."""
+        consumer = self._require()
+        tps = await self.partitions(topic)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, start.get(tp.partition, 0))
+        while True:
+            batch = await self._call(consumer.getmany(*tps, timeout_ms=poll_ms))
+            for records in batch.values():
+                for record in records:
+                    yield _message(record)
+
+    async def _offsets_at(
+        self, tps: list[TopicPartition], since_ms: int, ends: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        found = await self._call(self._require().offsets_for_times(dict.fromkeys(tps, since_ms)))
+        return {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
+
+    async def _read(
+        self,
+        starts: dict[TopicPartition, int],
+        ends: dict[TopicPartition, int],
+        *,
+        keep_last: int | None = None,
+        match: Callable[[Message], bool] | None = None,
+    ) -> list[Message]:
+        """Read ``[start, end)`` of each partition; gives up when the broker stops answering."""
+        consumer = self._require()
+        consumer.assign(list(starts))
+        pending = {tp for tp in starts if starts[tp] < ends[tp]}
+        for tp in pending:
+            consumer.seek(tp, starts[tp])
+        kept: deque[Message] = deque(maxlen=keep_last)
+        idle_since = time.monotonic()
+        while pending:
+            batch = await self._call(
+                consumer.getmany(*pending, timeout_ms=_POLL_MS, max_records=_FETCH_BATCH)
+            )
+            for tp, records in batch.items():
+                messages = (_message(r) for r in records if r.offset < ends[tp])
+                kept.extend(m for m in messages if match is None or match(m))
+            for tp in list(pending):
+                if await self._call(consumer.position(tp)) >= ends[tp]:
+                    pending.discard(tp)
+            if batch:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > self.timeout_seconds:
+                topics = ", ".join(sorted({tp.topic for tp in pending}))
+                raise KafkaUnavailableError(f"Kafka stopped returning messages of {topics}")
+        return list(kept)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _require(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise KafkaError("inspector used before start()")
+        return self._consumer
+
+    def _require_admin(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            raise KafkaError("inspector used before start()")
+        return self._admin
+
+    async def _call(self, awaitable: Any) -> Any:
+        """Await one broker call within the timeout, translating aiokafka's errors."""
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                return await awaitable
+        except (AIOKafkaError, OSError, TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> KafkaUnavailableError:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {self.timeout_seconds:g} s"
+        return KafkaUnavailableError(
+            f"cannot reach Kafka at {self.settings.bootstrap_servers}: {reason}"
+        )
+
+
+def _message(record: ConsumerRecord[Any, Any]) -> Message:
+    return Message(
+        record.topic, record.partition, record.offset, record.timestamp, record.key, record.value
+    )
+
+
+def _order(message: Message) -> tuple[int, int, int]:
+    return (message.timestamp_ms, message.partition, message.offset)
+
+
+def _parse_configs(responses: list[Any]) -> dict[str, dict[str, str]]:
+    """DescribeConfigs answers -> {topic: {name: value}}; resources with an error are left out."""
+    configs: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.resources:
+            error_code, name, entries = resource[0], resource[3], resource[4]
+            if error_code == 0:
+                configs[name] = {e[0]: e[1] for e in entries if e[1] is not None}
+    return configs
+
+
+async def _stop_quietly(consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient) -> None:
+    with contextlib.suppress(AIOKafkaError, OSError):
+        await consumer.stop()
+    with contextlib.suppress(AIOKafkaError, OSError):
+        await admin.close()
