@@ -34,8 +34,7 @@ format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff format pipeline tests benchmarks
 
 demo: install ## Run the end-to-end demo on the embedded broker and sandboxes
-	@echo "The demo arrives with the streaming service (sfamp run); it is not available yet."
-	@exit 1
+	$(PY) -m pipeline demo
 
 bench: install ## Run the benchmarks and print their figures
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
