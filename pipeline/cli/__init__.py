@@ -11,7 +11,16 @@ import sys
 import typer
 
 from pipeline import __version__
-from pipeline.cli import config_cmd, sandbox_cmd
+from pipeline.cli import (
+    config_cmd,
+    demo_cmd,
+    dlq_cmd,
+    replay_cmd,
+    run_cmd,
+    sandbox_cmd,
+    status_cmd,
+    topics_cmd,
+)
 from pipeline.cli.common import fail
 from pipeline.errors import SfampError
 
@@ -23,6 +32,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(config_cmd.app, name="config")
+app.command("run")(run_cmd.run)
+app.command("status")(status_cmd.status)
+app.command("demo")(demo_cmd.demo)
+app.add_typer(topics_cmd.app, name="topics")
+app.add_typer(replay_cmd.app, name="replay")
+app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(sandbox_cmd.app, name="sandbox")
 
 
