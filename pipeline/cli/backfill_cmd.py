@@ -1,0 +1,300 @@
+"""``sfamp backfill``: read every mapped record once and deliver it to Amplitude."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from pipeline.cli.common import console, err_console, fail, print_json, settings_or_exit
+from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import Settings
+from pipeline.config.validation import load_mapping
+from pipeline.errors import MappingError, SfampError
+from pipeline.kafka.config_topic import latest_mapping
+from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.backfill import (
+    DEFAULT_CHECKPOINT,
+    BackfillSummary,
+    LogProgress,
+    ObjectSummary,
+    ReadOptions,
+    run_backfill,
+)
+from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
+
+
+class ApiChoice(StrEnum):
+    auto = "auto"
+    bulk = "bulk"
+    rest = "rest"
+
+
+class DlqChoice(StrEnum):
+    auto = "auto"
+    kafka = "kafka"
+    file = "file"
+
+
+OBJECTS = typer.Option(
+    None,
+    "--object",
+    "-o",
+    help="Backfill only this object (repeatable). Default: every mapped one.",
+)
+WHERE = typer.Option(
+    None, "--where", help="SOQL condition added to every query, e.g. \"Type = 'Customer'\"."
+)
+DRY_RUN = typer.Option(
+    False, "--dry-run", help="Read and transform, send nothing: print the plan instead."
+)
+RESUME = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint.")
+MAPPING = typer.Option(
+    None,
+    "--mapping",
+    "-m",
+    help="Mapping file; overrides SFAMP_MAPPING_FILE. Without either, the mapping "
+    "published in sfamp.config is used.",
+)
+AS_JSON = typer.Option(False, "--json", help="Print the summary as JSON.")
+CHECKPOINT = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint file.")
+API = typer.Option(
+    ApiChoice.auto,
+    "--api",
+    help="auto: Bulk API 2.0, REST for small objects or when Bulk is unavailable.",
+)
+DLQ = typer.Option(
+    DlqChoice.auto,
+    "--dlq",
+    help="Where rejected identifications go: auto (sfamp.dlq if Kafka answers, else a file "
+    "beside the checkpoint), kafka, or file.",
+)
+MAX_RECORDS = typer.Option(
+    DEFAULT_MAX_RECORDS, "--max-records", min=1, hidden=True, help="Rows per Bulk result page."
+)
+BATCH_ROWS = typer.Option(
+    DEFAULT_BATCH_ROWS, "--batch-rows", min=1, hidden=True, help="Rows per delivered batch."
+)
+INTERVAL = typer.Option(
+    10.0, "--progress-interval", help="Seconds between progress log lines when not on a TTY."
+)
+
+
+def backfill(
+    objects: list[str] | None = OBJECTS,
+    where: str | None = WHERE,
+    dry_run: bool = DRY_RUN,
+    resume: bool = RESUME,
+    mapping: Path | None = MAPPING,
+    as_json: bool = AS_JSON,
+    checkpoint: Path = CHECKPOINT,
+    api: ApiChoice = API,
+    dlq: DlqChoice = DLQ,
+    progress_interval: float = INTERVAL,
+    max_records: int = MAX_RECORDS,
+    batch_rows: int = BATCH_ROWS,
+) -> None:
+    """Backfill every mapped Salesforce record into Amplitude group properties.
+
+    Reads through Bulk API 2.0 (REST for small objects), transforms with the same
+    code as the stream, and checkpoints after every delivered batch: --resume
+    continues an interrupted run. Exits 1 when the run stopped early (for example
+    on REQUEST_LIMIT_EXCEEDED); the checkpoint is kept.
+    """
+    settings = settings_or_exit()
+    try:
+        config = resolve_mapping(settings, mapping)
+        with _progress(as_json, progress_interval) as progress:
+            summary = asyncio.run(
+                run_backfill(
+                    settings,
+                    config,
+                    objects=objects or None,
+                    where=where,
+                    dry_run=dry_run,
+                    resume=resume,
+                    checkpoint_path=checkpoint,
+                    progress=progress,
+                    dlq=dlq.value,
+                    options=ReadOptions(
+                        api=api.value, max_records=max_records, batch_rows=batch_rows
+                    ),
+                )
+            )
+    except SfampError as exc:
+        fail(exc)
+    if as_json:
+        print_json(summary.to_json())
+    else:
+        print_summary(summary)
+    if summary.error is not None:
+        fail(summary.error)
+
+
+def resolve_mapping(settings: Settings, path: Path | None) -> MappingConfig:
+    """--mapping, else SFAMP_MAPPING_FILE, else the mapping published in sfamp.config."""
+    chosen = path or settings.mapping_file
+    if chosen is not None:
+        return load_mapping(chosen)
+    published, _ = asyncio.run(latest_mapping(settings.kafka))
+    if published is None:
+        raise MappingError(
+            "no mapping: pass --mapping FILE, set SFAMP_MAPPING_FILE, or publish one to "
+            f"{TopicNames(settings.kafka.topic_prefix).config} with 'sfamp config import'"
+        )
+    return published.mapping
+
+
+class RichProgress:
+    """One bar per object on stderr: rows read of the total, identifications, rate, ETA."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows  {task.fields[sent]:,} sent"),
+            TextColumn("{task.fields[rate]:,.0f}/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+        self._tasks[sfdc_object] = self._bar.add_task(
+            f"{sfdc_object} ({method})", total=total, sent=0, rate=0.0
+        )
+
+    def advance(self, sfdc_object: str, rows: int, identifications: int) -> None:
+        task_id = self._tasks[sfdc_object]
+        task = self._bar.tasks[self._tasks[sfdc_object]]
+        self._bar.update(
+            task_id,
+            advance=rows,
+            sent=int(task.fields["sent"]) + identifications,
+            rate=task.speed or 0.0,
+        )
+
+    def finish_object(self, summary: ObjectSummary) -> None:
+        task_id = self._tasks.get(summary.sfdc_object)
+        if task_id is not None:
+            self._bar.update(task_id, total=summary.rows_read, completed=summary.rows_read)
+
+    def __enter__(self) -> RichProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._bar.stop()
+
+
+class _LogContext(LogProgress):
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def _progress(as_json: bool, interval: float) -> RichProgress | _LogContext:
+    if sys.stderr.isatty() and not as_json:
+        return RichProgress()
+    return _LogContext(interval)
+
+
+def print_summary(summary: BackfillSummary) -> None:
+    """The final table, per-object rows, duplicate group values and (dry run) a sample."""
+    verb = "would send" if summary.dry_run else "sent"
+    title = "backfill" + (" (dry run)" if summary.dry_run else "")
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("", style="cyan", no_wrap=True)
+    table.add_column("", justify="right")
+    rejected = summary.total("rejected")
+    rows: list[tuple[str, Any]] = [
+        ("rows read", f"{summary.total('rows_read'):,}"),
+        (f"identifications {verb}", f"{summary.total('identifications'):,}"),
+        (f"Amplitude requests ({verb})", f"{summary.total('requests'):,}"),
+        ("bytes", f"{summary.total('bytes'):,}"),
+        ("rejected", f"{rejected:,}" + (f" -> {summary.rejected_to}" if rejected else "")),
+        ("duplicate group values", f"{_duplicate_values(summary):,}"),
+        ("records without a group value", f"{summary.total('without_group'):,}"),
+        ("Salesforce API calls", f"{summary.api_calls:,}"),
+        ("Bulk jobs", f"{summary.bulk_jobs:,}"),
+        ("elapsed", f"{summary.elapsed_seconds:.1f} s"),
+        ("status", _status(summary)),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+    _print_objects(summary)
+    _print_duplicates(summary)
+    if summary.dry_run and summary.sample:
+        console.print("[bold]sample identifications[/]")
+        for identification in summary.sample:
+            console.print_json(orjson.dumps(identification).decode())
+
+
+def _status(summary: BackfillSummary) -> str:
+    if summary.error is not None:
+        return f"[red]stopped[/] (checkpoint kept: {summary.checkpoint}; rerun with --resume)"
+    return "[green]complete[/]"
+
+
+def _duplicate_values(summary: BackfillSummary) -> int:
+    return sum(int(found["values"]) for found in summary.duplicates.values())
+
+
+def _print_objects(summary: BackfillSummary) -> None:
+    table = Table(title="objects", title_justify="left")
+    for column in ("object", "via", "rows", "identifications", "requests", "rejected", "state"):
+        table.add_column(column, justify="left" if column in ("object", "via") else "right")
+    for item in summary.objects:
+        state = "already done" if item.already_done else ("done" if item.finished else "partial")
+        table.add_row(
+            item.sfdc_object,
+            item.method or "-",
+            f"{item.rows_read:,}",
+            f"{item.identifications:,}",
+            f"{item.requests:,}",
+            f"{item.rejected:,}",
+            state,
+        )
+    console.print(table)
+
+
+def _print_duplicates(summary: BackfillSummary) -> None:
+    if not summary.duplicates:
+        return
+    table = Table(title="group values shared by several records", title_justify="left")
+    table.add_column("group type", style="cyan")
+    table.add_column("group value")
+    table.add_column("records", justify="right")
+    for group_type, found in summary.duplicates.items():
+        for value, count in found["top"].items():
+            table.add_row(group_type, value, f"{count:,}")
+        shown = len(found["top"])
+        if found["values"] > shown:
+            table.add_row(group_type, f"... {found['values'] - shown:,} more values", "")
+    console.print(table)

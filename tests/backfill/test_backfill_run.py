@@ -1,0 +1,301 @@
+"""Backfills against both sandboxes over real HTTP: state, resume, dry run, limits, rejects."""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.errors import AmplitudeUnavailableError, RequestLimitError
+from pipeline.runtime.backfill import (
+    LogProgress,
+    ReadOptions,
+    run_backfill,
+)
+from pipeline.runtime.salesforce_reads import fields_to_read
+from pipeline.salesforce.client import SalesforceClient
+from pipeline.sandbox.amplitude.state import Fault
+from pipeline.transform.schema import schema_from_describe
+from tests.backfill.conftest import (
+    BLOCKED_GROUP,
+    CliRun,
+    Sandboxes,
+    expected_groups,
+    log_events,
+    mapping,
+    read_dlq,
+)
+
+SMALL_PAGES = ReadOptions(max_records=2_000, batch_rows=1_000, rest_max_records=100)
+
+
+async def rest_expectation(
+    sandboxes: Sandboxes, config: MappingConfig
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The mapped values as the REST API reports them, through the stream's transform."""
+    async with SalesforceClient.from_settings(sandboxes.settings().salesforce) as sf:
+        schema = schema_from_describe(await sf.rest.describe("Account"))
+        fields = ", ".join(fields_to_read(config, "Account", schema))
+        records = [r async for r in sf.rest.query(f"SELECT {fields} FROM Account")]
+    return expected_groups(records, config, schema, "rest")
+
+
+class Hook(LogProgress):
+    """Progress that runs ``action`` once, after ``after`` batches."""
+
+    def __init__(self, after: int, action: Any) -> None:
+        super().__init__(interval_seconds=3600)
+        self.batches = 0
+        self._after, self._action = after, action
+
+    def advance(self, sfdc_object: str, rows: int, identifications: int) -> None:
+        super().advance(sfdc_object, rows, identifications)
+        self.batches += 1
+        if self.batches == self._after:
+            self._action()
+
+
+async def test_cli_backfills_20000_records_with_progress_lines(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 20_000)
+    args = ["--mapping", str(mapping_file), "--json", "--progress-interval", "0"]
+    run = await CliRun.start(args, sandboxes.environment(), tmp_path)
+    code, out, err = await run.finish()
+
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["completed"]
+    assert summary["rows_read"] == 20_000
+    assert summary["identifications"] == 20_000
+    assert summary["bulk_jobs"] == 1
+    assert summary["objects"][0]["method"] == "bulk"
+    progress = [e for e in log_events(err) if e["event"] == "backfill_progress"]
+    assert len(progress) >= 2
+    assert progress[-1]["rows_read"] == 20_000
+    assert progress[0]["total"] == 20_000
+    expected = await rest_expectation(sandboxes, mapping())
+    assert len(expected) == 20_000
+    assert sandboxes.groups() == expected
+    some_id = next(iter(expected))[1]
+    stored = (
+        await sandboxes.control.get(
+            f"{sandboxes.amplitude.base_url}/__sandbox/groups/account/{some_id}"
+        )
+    ).json()["properties"]
+    assert isinstance(stored["regions"], list)
+    assert isinstance(stored["active"], bool)
+    assert isinstance(stored["annual_revenue"], int)
+    assert stored["modified"].endswith("Z")
+    assert "billing.City" in stored
+    assert (tmp_path / ".sfamp" / "backfill-checkpoint.json").exists()
+
+
+async def test_killed_run_resumes_with_same_state_and_fewer_requests(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 20_000)
+    fresh = await run_backfill(
+        sandboxes.settings(),
+        mapping(),
+        checkpoint_path=tmp_path / "fresh.json",
+        options=SMALL_PAGES,
+    )
+    fresh_state, fresh_requests = sandboxes.groups(), sandboxes.requests
+    sandboxes.amplitude.state.reset()
+
+    args = ["--mapping", str(mapping_file), "--progress-interval", "0"]
+    args += ["--max-records", "2000", "--batch-rows", "1000"]
+    killed = await CliRun.start(args, sandboxes.environment(), tmp_path)
+    await killed.wait_for_lines("backfill_progress", 6)
+    killed.process.send_signal(signal.SIGKILL)
+    assert await killed.process.wait() == -signal.SIGKILL
+    partial, killed_requests = len(sandboxes.groups()), sandboxes.requests
+    assert 0 < partial < 20_000
+
+    resumed = await CliRun.start([*args, "--resume", "--json"], sandboxes.environment(), tmp_path)
+    code, out, err = await resumed.finish()
+
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["resumed"]
+    assert summary["completed"]
+    assert summary["rows_read"] < 20_000
+    assert summary["bulk_jobs"] == 0  # the interrupted run's job is reused
+    assert sandboxes.groups() == fresh_state
+    assert fresh.completed
+    assert 0 < sandboxes.requests - killed_requests < fresh_requests
+    assert summary["requests"] == sandboxes.requests - killed_requests
+
+
+async def test_amplitude_outage_stops_and_resume_finishes(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 6_000)
+    checkpoint = tmp_path / "checkpoint.json"
+    plan = await run_backfill(
+        sandboxes.settings(), mapping(), dry_run=True, checkpoint_path=checkpoint,
+        options=SMALL_PAGES,
+    )  # fmt: skip
+    outage = Fault("503", remaining=10_000, path="/groupidentify")
+    hook = Hook(after=2, action=lambda: sandboxes.amplitude.state.add_fault(outage))
+    first = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, progress=hook,
+        options=SMALL_PAGES,
+    )  # fmt: skip
+    assert isinstance(first.error, AmplitudeUnavailableError)
+    saved = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]
+    assert saved["method"] == "bulk"
+    assert not saved["finished"]
+    assert saved["locator"] is not None
+    assert saved["rows_done"] == 0  # after the first page
+
+    sandboxes.amplitude.state.faults.clear()
+    second = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, resume=True,
+        options=SMALL_PAGES,
+    )  # fmt: skip
+
+    assert second.completed
+    assert second.total("rows_read") == 4_000
+    assert sandboxes.groups() == await rest_expectation(sandboxes, mapping())
+    assert 0 < second.total("requests") < plan.total("requests")
+    again = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, resume=True
+    )
+    assert again.objects[0].already_done
+    assert again.total("rows_read") == 0
+
+
+async def test_dry_run_sends_nothing_and_plans(sandboxes: Sandboxes, tmp_path: Path) -> None:
+    await sandboxes.seed("Account", 3_000)
+    checkpoint = tmp_path / "checkpoint.json"
+    summary = await run_backfill(
+        sandboxes.settings(), mapping(), dry_run=True, checkpoint_path=checkpoint
+    )
+
+    assert summary.completed
+    assert summary.dry_run
+    assert summary.total("identifications") == 3_000
+    assert summary.total("requests") > 1
+    assert summary.total("bytes") > 100_000
+    assert len(summary.sample) == 3
+    assert "$set" in summary.sample[0]["group_properties"]
+    assert sandboxes.requests == 0
+    assert sandboxes.groups() == {}
+    answer = await sandboxes.control.get(f"{sandboxes.amplitude.base_url}/__sandbox/requests")
+    assert answer.json()["requests"] == []
+    assert not checkpoint.exists()
+
+
+async def test_duplicate_group_values_are_reported_with_counts(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 500)
+    config = mapping("Tier__c", {"Name": "name"}, group_type="tier")
+    summary = await run_backfill(sandboxes.settings(), config, checkpoint_path=tmp_path / "c.json")
+    async with SalesforceClient.from_settings(sandboxes.settings().salesforce) as sf:
+        tiers = collections.Counter(
+            [r["Tier__c"] async for r in sf.rest.query("SELECT Id, Tier__c FROM Account")]
+        )
+
+    found = summary.duplicates["tier"]
+    assert found["top"] == {tier: n for tier, n in tiers.items() if n > 1}
+    assert found["values"] == len(tiers)
+    assert found["records"] == 500
+    assert summary.total("identifications") == len(tiers)
+    assert "account" not in summary.duplicates
+
+
+async def test_request_limit_stops_with_checkpoint_kept(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 5_000)
+    checkpoint = tmp_path / "checkpoint.json"
+    faults = sandboxes.salesforce.state.faults
+    hook = Hook(after=1, action=lambda: faults.add("request_limit", 1, 0.0))
+    summary = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, progress=hook,
+        options=SMALL_PAGES,
+    )  # fmt: skip
+
+    assert isinstance(summary.error, RequestLimitError)
+    assert "request limit" in str(summary.error).lower()
+    assert 0 < summary.total("rows_read") < 5_000
+    assert orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"]
+
+
+async def test_cli_request_limit_exits_non_zero_with_one_line(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 100)
+    await sandboxes.control.post(
+        f"{sandboxes.salesforce.base_url}/__sandbox/limits", json={"max": 1, "used": 1}
+    )
+    run = await CliRun.start(["--mapping", str(mapping_file)], sandboxes.environment(), tmp_path)
+    code, _, err = await run.finish()
+
+    assert code == 1
+    assert "error: Salesforce API request limit reached" in err
+    assert "Traceback" not in err
+    assert sandboxes.requests == 0
+
+
+async def test_rejected_identification_goes_to_report_file(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 50)
+    config = mapping("External_Id__c", {"Name": "name"}, group_type="account_ext")
+    summary = await run_backfill(
+        sandboxes.settings(), config, checkpoint_path=tmp_path / "c.json", dlq="file"
+    )
+
+    assert summary.completed
+    assert summary.total("rejected") == 1
+    report = tmp_path / "backfill-rejected.jsonl"
+    assert summary.rejected_to == f"file:{report}"
+    entries = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [e["reason"] for e in entries] == ["rejected"]
+    assert entries[0]["payload"]["group_value"] == BLOCKED_GROUP
+    assert len(sandboxes.groups()) == 49
+
+
+async def test_rejected_identification_goes_to_kafka_dlq(
+    sandboxes: Sandboxes, tmp_path: Path, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    await sandboxes.seed("Account", 20)
+    config = mapping("External_Id__c", {"Name": "name"}, group_type="account_ext")
+    kafka = {"bootstrap_servers": kafka_bootstrap, "topic_prefix": topic_prefix}
+    settings = sandboxes.settings(kafka=kafka)
+    summary = await run_backfill(settings, config, checkpoint_path=tmp_path / "c.json")
+
+    assert summary.rejected_to == f"kafka:{topic_prefix}.dlq"
+    entries = await read_dlq(settings)
+    assert [(e.reason, e.payload["group_value"]) for e in entries] == [("rejected", BLOCKED_GROUP)]
+    assert not (tmp_path / "backfill-rejected.jsonl").exists()
+
+
+async def test_cli_dry_run_prints_the_plan_and_duplicates(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 400)
+    path = tmp_path / "tiers.json"
+    config = mapping("Tier__c", {"Name": "name"}, group_type="tier")
+    path.write_text(json.dumps(config.model_dump(mode="json")))
+    run = await CliRun.start(
+        ["--mapping", str(path), "--dry-run"], sandboxes.environment(COLUMNS="200"), tmp_path
+    )
+    code, out, err = await run.finish()
+
+    assert code == 0, err
+    assert "identifications would send" in out
+    assert "sample identifications" in out
+    assert "group values shared by several records" in out
+    assert "Enterprise" in out
+    assert sandboxes.requests == 0
+    assert not (tmp_path / ".sfamp").exists()
