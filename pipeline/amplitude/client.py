@@ -67,7 +67,9 @@ class AmplitudeClient:
     ) -> None:
         self.base_url = resolve_base_url(settings)
         self._api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        self._limits = limits or ChunkLimits()
+        self._limits = limits or ChunkLimits(
+            property_keys_per_request=settings.property_limit_scope == "request"
+        )
         self._concurrency = settings.max_concurrency
         self._policy = RetryPolicy(
             min_429_wait_seconds=settings.min_429_wait_seconds,

@@ -38,6 +38,9 @@ class ChunkLimits:
     max_identifications: int = MAX_IDENTIFICATIONS
     max_property_keys: int = MAX_PROPERTY_KEYS
     max_request_bytes: int = MAX_REQUEST_BYTES
+    # Amplitude's "1024 group properties per request" read strictly (summed over the
+    # request) or per identification; see SFAMP_AMPLITUDE__PROPERTY_LIMIT_SCOPE.
+    property_keys_per_request: bool = True
 
 
 def encoded_length(raw: bytes) -> int:
@@ -119,7 +122,10 @@ def plan_chunks(
         grown = size + item.encoded_size + (len(_SEPARATOR) if items else 0)
         fits = (
             len(items) < limits.max_identifications
-            and keys + item.property_keys <= limits.max_property_keys
+            and (
+                keys + item.property_keys <= limits.max_property_keys
+                or not limits.property_keys_per_request
+            )
             and prefix_len + _FRAME + grown <= limits.max_request_bytes
         )
         if items and not fits:

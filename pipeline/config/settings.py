@@ -133,6 +133,11 @@ class AmplitudeSettings(_Section):
     max_concurrency: int = Field(4, ge=1, le=64)
     retry_deadline_seconds: float = Field(300.0, gt=0)
     min_429_wait_seconds: float = Field(15.0, ge=0)
+    property_limit_scope: Literal["request", "identification"] = Field(
+        "request",
+        description="How to read Amplitude's 1024 group properties limit: summed per request "
+        "(safe) or per identification (up to 1024 groups per request).",
+    )
 
     @field_validator("base_url")
     @classmethod

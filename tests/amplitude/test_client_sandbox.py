@@ -10,7 +10,7 @@ import pytest
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.settings import AmplitudeSettings
 from pipeline.errors import AmplitudeAuthError, AmplitudeUnavailableError
-from pipeline.sandbox.amplitude import EU_API_KEY, US_API_KEY, AmplitudeSandbox
+from pipeline.sandbox.amplitude import EU_API_KEY, US_API_KEY, AmplitudeSandbox, IdentifyLimits
 from pipeline.transform.group_update import GroupUpdate
 
 pytestmark = pytest.mark.integration
@@ -215,3 +215,21 @@ async def test_an_identification_over_1_mb_is_rejected_and_the_rest_delivered(
     assert [(r.update, r.status, r.reason) for r in report.rejected] == [
         (huge, 413, "Payload too large")
     ]
+
+
+@pytest.mark.parametrize(("scope", "requests"), [("request", 16), ("identification", 2)])
+async def test_the_property_limit_scope_decides_groups_per_request(
+    sandbox_settings: AmplitudeSettings, scope: str, requests: int
+) -> None:
+    # 2000 groups of 8 properties: 16,000 keys. Summed per request that is 16 requests
+    # (128 groups each); per identification it is ceil(2000 / 1024) = 2.
+    limits = IdentifyLimits(property_limit_per_request=scope == "request")
+    updates = _accounts(2000, **{f"p{n}": n for n in range(7)})
+    async with AmplitudeSandbox(limits=limits) as sandbox:
+        settings = sandbox_settings.model_copy(
+            update={"base_url": sandbox.base_url, "property_limit_scope": scope}
+        )
+        async with AmplitudeClient(settings) as client:
+            report = await client.send(updates)
+        assert (report.delivered, report.requests, report.rejected) == (2000, requests, [])
+        assert len(sandbox.state.store("us").groups) == 2000
