@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -71,7 +71,7 @@ from pipeline.transform.plan import plan_for
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
-_Record = ConsumerRecord[Any, Any]
+_Record: TypeAlias = ConsumerRecord[Any, Any]
 # Far above any real flush: the pump flushes early at settings.runtime.max_pending_groups.
 _COALESCER_CAPACITY = 1 << 40
 
@@ -218,38 +218,48 @@ class DeliverPump:
     def _full(self) -> bool:
         return self._window.coalescer.pending_groups + len(self._window.lookups) >= self._max_groups
 
-    async def _take_all(
-        self, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
-    ) -> None:
-        records = [record for records in batch.values() for record in records]
-        if not records:
+    async def _take_all(self, batch: Mapping[TopicPartition, list[_Record]]) -> None:
+        if not any(batch.values()):
             return
-        objects = {self._topics.object_of(record.topic) for record in records}
+        generation = self._generation
+        objects = {self._topics.object_of(tp.topic) for tp in batch}
         await self._schemas.ensure(o for o in objects if o in self.holder.current.objects)
+        if generation != self._generation:
+            return  # rewound while describing: these records will be fetched again
         config = self.holder.current
-        for record in records:
-            self._take(record, config)
-            if self._full():
-                await self.flush()
+        mapped = frozenset(config.objects)
+        for tp, records in batch.items():
+            for record in records:
+                self._take(tp, record, config, mapped)
+                if self._full():
+                    await self.flush()
         self.state.pending_groups = self._window.coalescer.pending_groups
         self.metrics.pending_groups.set(self.state.pending_groups)
 
-    def _take(self, record: ConsumerRecord[Any, Any], config: MappingConfig) -> None:
+    def _take(
+        self,
+        tp: TopicPartition,
+        record: _Record,
+        config: MappingConfig,
+        mapped: frozenset[str],
+    ) -> None:
         window = self._window
-        tp = TopicPartition(record.topic, record.partition)
         window.offsets[tp] = record.offset + 1
-        source = _Source(record.topic, record.partition, record.offset, _text(record.key))
         try:
             envelope = decode(record.value)
         except EnvelopeError as exc:
-            self._to_dlq("malformed", str(exc), source, _text(record.value))
+            self._to_dlq("malformed", str(exc), _source_of(record), _text(record.value))
             return
-        if envelope.object not in config.objects:
+        if envelope.object not in mapped:
             return  # an object no longer mapped
         window.changes += 1
+        add = window.coalescer.add
         schema = self._schemas.cached(envelope.object)
         for mapping, outcome in changes_for_config(envelope, config, schema):
-            self._settle(envelope, mapping, outcome, source)
+            if type(outcome) is PropertyChanges:
+                add(outcome)
+            else:  # the rare cases: build the source reference only for them
+                self._settle(envelope, mapping, outcome, _source_of(record))
 
     def _settle(
         self, envelope: ChangeEnvelope, mapping: ObjectMapping, outcome: Outcome, source: _Source
@@ -478,6 +488,7 @@ class DeliverPump:
         consumer = self._consumer
         if consumer is None:
             return
+        self._generation += 1  # a batch fetched before the seek must not be taken
         for tp in partitions:
             committed = await consumer.committed(tp)
             if committed is None:
@@ -499,6 +510,10 @@ class DeliverPump:
             if highwater is not None and position is not None:
                 lag += max(0, highwater - position)
         self.metrics.consumer_lag.set(lag)
+
+
+def _source_of(record: _Record) -> _Source:
+    return _Source(record.topic, record.partition, record.offset, _text(record.key))
 
 
 def _text(raw: bytes | None) -> str:

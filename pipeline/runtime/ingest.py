@@ -25,6 +25,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -35,21 +36,22 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import EnvelopeError, KafkaError, ReplayIdExpiredError, SfampError
 from pipeline.kafka.compacted import read_table
-from pipeline.kafka.envelope import GAP_OPS, ChangeEnvelope, encode
+from pipeline.kafka.envelope import GAP_OPS, ChangeEnvelope, Source, encode
 from pipeline.kafka.producer import ChangeProducer, Record
 from pipeline.kafka.records import DlqEntry, ReplayMark, decode_replay_mark
 from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.backfill import ReadOptions, read_batches
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import (
     RestReads,
     SchemaCache,
-    all_records,
     fields_to_read,
     records_by_id,
 )
 from pipeline.runtime.state import ServiceState
+from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.cdc import (
     EARLIEST,
     LATEST,
@@ -57,13 +59,13 @@ from pipeline.salesforce.cdc import (
     DurableReplayStorage,
     channel_for,
 )
+from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.cdc import deleted_envelope, envelope_from_record, envelopes_from_event
 
 log = structlog.get_logger(__name__)
 
 RESYNC_PREFIX = "resync:"
-# Full records written per Kafka batch during a re-sync.
-RESYNC_BATCH = 2000
+MODSTAMP = "SystemModstamp"
 
 
 # Builds a fresh CometD authenticator for each (re)connection.
@@ -113,8 +115,7 @@ class IngestPump:
         self,
         settings: Settings,
         holder: MappingHolder,
-        rest: RestReads,
-        authenticator: AuthenticatorFactory,
+        salesforce: SalesforceClient,
         producer: ChangeProducer,
         state: ServiceState,
         metrics: Metrics,
@@ -123,11 +124,12 @@ class IngestPump:
         self.holder = holder
         self.state = state
         self.metrics = metrics
-        self._rest = rest
-        self._authenticator = authenticator
+        self._salesforce = salesforce
+        self._rest: RestReads = salesforce.rest
+        self._authenticator: AuthenticatorFactory = salesforce.auth.streaming_authenticator
         self._producer = producer
         self._topics = TopicNames(settings.kafka.topic_prefix)
-        self._schemas = SchemaCache(rest)
+        self._schemas = SchemaCache(self._rest)
         self._backoff = Backoff(first=1.0, ceiling=60.0)
         self._resyncs: dict[str, asyncio.Task[None]] = {}
         self.resyncs_done = 0
@@ -179,18 +181,23 @@ class IngestPump:
     async def _until_channels_change(self, config: MappingConfig) -> None:
         channels = self.channels(config)
         pump = asyncio.create_task(self._subscribe_and_pump(config, channels))
-        while True:
-            changed = asyncio.create_task(self.holder.wait_changed())
-            done, _ = await asyncio.wait({pump, changed}, return_when=asyncio.FIRST_COMPLETED)
-            if pump in done:
-                changed.cancel()
-                pump.result()
-                return
-            if self.channels(self.holder.current) != channels:
-                log.info("ingest_resubscribing", channels=self.channels(self.holder.current))
-                pump.cancel()
-                await asyncio.gather(pump, return_exceptions=True)
-                return
+        changed: asyncio.Task[object] | None = None
+        try:
+            while True:
+                changed = asyncio.create_task(self.holder.wait_changed())
+                done, _ = await asyncio.wait({pump, changed}, return_when=asyncio.FIRST_COMPLETED)
+                if pump in done:
+                    pump.result()
+                    return
+                if self.channels(self.holder.current) != channels:
+                    log.info("ingest_resubscribing", channels=self.channels(self.holder.current))
+                    return
+        finally:
+            # Also when this task is cancelled (shutdown): nothing may outlive the pump.
+            for task in (pump, changed):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
 
     async def _subscribe_and_pump(self, config: MappingConfig, channels: list[str]) -> None:
         checkpoints = await self._read_checkpoints()
@@ -291,7 +298,7 @@ class IngestPump:
         records: list[Record] = []
         for obj, ids in gaps.items():
             await self._schemas.ensure([obj])
-            fields = fields_to_read(config, obj, self._schemas.cached(obj))
+            fields = [*fields_to_read(config, obj, self._schemas.cached(obj)), MODSTAMP]
             found = await records_by_id(self._rest, obj, ids, fields)
             now_ms = _now_ms()
             for record_id in sorted(ids):
@@ -299,7 +306,7 @@ class IngestPump:
                 if record is None or record.get("IsDeleted") is True:
                     envelope = deleted_envelope(obj, record_id, source="rest", now_ms=now_ms)
                 else:
-                    envelope = envelope_from_record(obj, record, source="rest", now_ms=now_ms)
+                    envelope = _full_envelope(obj, record, "rest")
                 records.append(self._change(envelope))
             log.warning("cdc_gap_reread", object=obj, records=len(ids))
             self.metrics.events_ingested.labels(obj).inc(len(ids))
@@ -399,18 +406,27 @@ class IngestPump:
         log.warning("resync_done", object=request.sfdc_object, records=written, cause=request.cause)
 
     async def _read_into_kafka(self, sfdc_object: str) -> int:
+        """Every record of the object, as full envelopes, through the backfill's reader."""
         config = self.holder.current
         await self._schemas.ensure([sfdc_object])
-        fields = fields_to_read(config, sfdc_object, self._schemas.cached(sfdc_object))
-        batch: list[Record] = []
+        schema = self._schemas.cached(sfdc_object)
+        assert schema is not None
+        fields = [
+            name
+            for name in dict.fromkeys(
+                [*fields_to_read(config, sfdc_object, schema), "SystemModstamp"]
+            )
+            if schema.field(name) is not None
+        ]
         written = 0
-        async for record in all_records(self._rest, sfdc_object, fields):
-            envelope = envelope_from_record(sfdc_object, record, source="rest", now_ms=_now_ms())
-            batch.append(self._change(envelope))
-            if len(batch) >= RESYNC_BATCH:
-                written += await self._flush_batch(batch)
-                batch = []
-        written += await self._flush_batch(batch)
+        bulk = BulkQuery(self._salesforce.rest)
+        batches = read_batches(
+            self._salesforce, bulk, schema, fields, where=None, start=None, options=ReadOptions()
+        )
+        async for batch in batches:
+            written += await self._flush_batch(
+                [self._change(_full_envelope(sfdc_object, r, "bulk")) for r in batch.records]
+            )
         return written
 
     async def _flush_batch(self, batch: list[Record]) -> int:
@@ -431,6 +447,28 @@ def _position(message: Mapping[str, Any]) -> tuple[str, int | None]:
     event = data.get("event") if isinstance(data, Mapping) else None
     replay_id = event.get("replayId") if isinstance(event, Mapping) else None
     return channel, replay_id if isinstance(replay_id, int) else None
+
+
+def _full_envelope(sfdc_object: str, record: Mapping[str, Any], source: Source) -> ChangeEnvelope:
+    """A record read whole, ordered at its last modification.
+
+    Ordering a snapshot by ``SystemModstamp`` (not by when it was read) lets any
+    change event committed after the snapshot was taken win over it when both
+    meet in one flush; a tie goes to the event, which carries the same values.
+    """
+    return envelope_from_record(
+        sfdc_object, record, source=source, now_ms=_modified_ms(record) or _now_ms()
+    )
+
+
+def _modified_ms(record: Mapping[str, Any]) -> int | None:
+    stamp = record.get(MODSTAMP)
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(stamp).timestamp() * 1000)
+    except ValueError:
+        return None
 
 
 def _now_ms() -> int:

@@ -6,7 +6,7 @@ already translated into the project's errors by the time they reach a pump.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Protocol
 
 from pipeline.config.mapping import MappingConfig
@@ -74,16 +74,6 @@ async def records_by_id(
     for record_id, record in list(found.items()):
         found.setdefault(record_id[:15], record)
     return found
-
-
-async def all_records(
-    rest: RestReads, sfdc_object: str, fields: Sequence[str]
-) -> AsyncIterator[Mapping[str, Any]]:
-    """Every live record of the object (a re-sync reads the current state)."""
-    select = ", ".join(dict.fromkeys(["Id", *fields]))
-    soql = f"SELECT {select} FROM {sfdc_object}"  # noqa: S608 - validated API names
-    async for record in rest.query(soql):
-        yield record
 
 
 def _quoted(record_id: str) -> str:

@@ -98,8 +98,7 @@ async def run_service(
             service.ingest = IngestPump(
                 settings,
                 holder,
-                salesforce.rest,
-                salesforce.auth.streaming_authenticator,
+                salesforce,
                 producer,
                 service.state,
                 service.metrics,
