@@ -26,7 +26,6 @@ async def _assigned(settings: KafkaSettings, topic: str) -> tuple[AIOKafkaConsum
     try:
         await consumer.start()
         tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
     except AIOKafkaError as exc:
         await consumer.stop()
         raise KafkaUnavailableError(f"cannot read {topic}: {exc}") from exc
@@ -37,6 +36,10 @@ async def read_table(settings: KafkaSettings, topic: str) -> tuple[Table, int]:
     """Every key's latest value, and the offset to follow from afterwards."""
     consumer, tp = await _assigned(settings, topic)
     try:
+        if topic not in await consumer.topics():
+            # Asking a missing topic for offsets would auto-create it on some brokers.
+            return {}, 0
+        consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         await consumer.seek_to_beginning(tp)
         table: Table = {}
@@ -58,6 +61,7 @@ async def follow(
     """Yield records appended to ``topic`` from ``start_offset`` on, until cancelled."""
     consumer, tp = await _assigned(settings, topic)
     try:
+        consumer.assign([tp])
         consumer.seek(tp, start_offset)
         while True:
             batch = await consumer.getmany(tp, timeout_ms=poll_ms)

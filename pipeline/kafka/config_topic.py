@@ -14,6 +14,7 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
 from pipeline.config.validation import validate_document
 from pipeline.errors import MappingError
+from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import read_table
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
@@ -63,6 +64,7 @@ async def publish_mapping(
     settings: KafkaSettings, mapping: MappingConfig, *, now_ms: int
 ) -> PublishedMapping:
     """Publish a new revision; returns once Kafka acknowledged it."""
+    await ensure_topics(settings, sfamp_topics(settings, mapping.objects))
     current, _ = await latest_mapping(settings)
     published = PublishedMapping((current.revision + 1) if current else 1, now_ms, mapping)
     async with ChangeProducer(settings) as producer:

@@ -173,6 +173,9 @@ def change_time_ms(message: Message) -> int:
     return message.timestamp_ms
 
 
+_STOP_SECONDS = 2.0
+
+
 class KafkaInspector:
     """Read-only queries over the topics under ``settings.topic_prefix``.
 
@@ -332,13 +335,16 @@ class KafkaInspector:
         try:
             await self._call(consumer.start())
             consumer.assign(tps)
+            # Only OffsetFetch is wanted: a fetcher left to run would try to position and
+            # fetch these partitions, and stopping it mid-way can hang on some brokers.
+            consumer.pause(*tps)
             for tp in tps:
                 offset = await self._call(consumer.committed(tp))
                 if offset is not None and offset >= 0:
                     found[tp] = offset
         finally:
-            with contextlib.suppress(AIOKafkaError, OSError):
-                await consumer.stop()
+            with contextlib.suppress(AIOKafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(consumer.stop(), self.timeout_seconds)
         return found
 
     async def _oldest_unflushed(self, topic: str, parts: tuple[PartitionState, ...]) -> int | None:
@@ -500,7 +506,9 @@ def _parse_configs(responses: list[Any]) -> dict[str, dict[str, str]]:
 
 
 async def _stop_quietly(consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient) -> None:
-    with contextlib.suppress(AIOKafkaError, OSError):
-        await consumer.stop()
-    with contextlib.suppress(AIOKafkaError, OSError):
-        await admin.close()
+    # A consumer stopped while its fetcher waits on a partition position can hang on
+    # some brokers (seen with the embedded one); a read-only command need not wait.
+    with contextlib.suppress(AIOKafkaError, OSError, TimeoutError):
+        await asyncio.wait_for(consumer.stop(), _STOP_SECONDS)
+    with contextlib.suppress(AIOKafkaError, OSError, TimeoutError):
+        await asyncio.wait_for(admin.close(), _STOP_SECONDS)
