@@ -41,7 +41,7 @@ class ReconnectingClient(Client):
     dropped connection ``receive()`` fails at once; this is the method with that fixed."""
 
     # The library calls this hook with a timeout argument; the name is not ours to change.
-    async def _wait_connection_timeout(self, timeout: float) -> None:  # noqa: ASYNC109
+    async def _wait_connection_timeout(self, timeout: float) -> None:
         assert self._transport is not None
         while True:
             await self._transport.wait_for_state(TransportState.CONNECTING)

@@ -1,0 +1,152 @@
+"""Config import / export / verify and ``sfamp status`` as a user runs them, against the sandboxes.
+
+The commands run as real subprocesses; the sandboxes run in the test's own event
+loop, so every wait here is asynchronous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config.validation import dump_mapping, load_mapping
+from pipeline.sandbox.kafka import free_port
+from pipeline.sandbox.stack import SandboxStack
+from tests.runtime.conftest import MAPPING, running, settings_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def stack(kafka_bootstrap: str) -> AsyncIterator[SandboxStack]:
+    async with SandboxStack(kafka_bootstrap=kafka_bootstrap) as started:
+        yield started
+
+
+async def sfamp(env: dict[str, str], *args: str, cwd: Path) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pipeline",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=90)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def _env(stack: SandboxStack, topic_prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFAMP_")}
+    env.update(stack.environment(topic_prefix))
+    env.update({"PYTHONPATH": str(ROOT), "COLUMNS": "200", **extra})
+    return env
+
+
+def _write(path: Path, document: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(document))
+    return path
+
+
+async def test_import_verifies_publishes_and_export_round_trips(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    env = _env(stack, topic_prefix)
+    mapping = _write(tmp_path / "mapping.json", MAPPING)
+
+    code, _, err = await sfamp(env, "config", "export", cwd=tmp_path)
+    assert code == 1
+    assert "no mapping is published" in err
+    assert "Traceback" not in err
+
+    code, out, err = await sfamp(env, "config", "import", str(mapping), cwd=tmp_path)
+    assert code == 0, err
+    assert "admin@sandbox.example" in out  # verify ran and shows the connected user
+    assert "published revision 1" in out
+
+    code, out, err = await sfamp(env, "config", "export", "-o", "exported.json", cwd=tmp_path)
+    assert code == 0, err
+    exported = (tmp_path / "exported.json").read_text()
+    assert exported == dump_mapping(load_mapping(mapping))
+
+    # Editing is export -> edit -> import: the next revision replaces the first.
+    edited = json.loads(exported)
+    edited["sync_cadence"] = {"mode": "hourly"}
+    _write(tmp_path / "exported.json", edited)
+    code, out, err = await sfamp(
+        env, "config", "import", "--no-verify", "exported.json", cwd=tmp_path
+    )
+    assert code == 0, err
+    assert "published revision 2" in out
+    code, out, _ = await sfamp(env, "config", "export", cwd=tmp_path)
+    assert json.loads(out)["sync_cadence"] == {"mode": "hourly"}
+
+
+async def test_import_refuses_a_mapping_that_fails_verification(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    env = _env(stack, topic_prefix)
+    broken = json.loads(json.dumps(MAPPING))
+    broken["mappings"][0]["group_properties"][1]["sfdc_field"] = "No_Such_Field__c"
+    mapping = _write(tmp_path / "broken.json", broken)
+
+    code, out, _ = await sfamp(env, "config", "verify", "--json", str(mapping), cwd=tmp_path)
+    assert code == 1
+    report = json.loads(out)
+    failed = [c for c in report["checks"] if c["status"] == "fail"]
+    assert any("No_Such_Field__c" in c["name"] for c in failed)
+
+    code, _, _ = await sfamp(env, "config", "import", str(mapping), cwd=tmp_path)
+    assert code == 1
+    code, _, _ = await sfamp(env, "config", "export", cwd=tmp_path)
+    assert code == 1  # nothing was published
+
+
+async def test_status_reports_connection_mapping_lag_and_the_running_service(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = _env(stack, topic_prefix, SFAMP_RUNTIME__HEALTH_PORT=str(port))
+    mapping = _write(tmp_path / "mapping.json", MAPPING)
+    code, _, err = await sfamp(env, "config", "import", "--no-verify", str(mapping), cwd=tmp_path)
+    assert code == 0, err
+
+    code, out, err = await sfamp(env, "status", "--json", cwd=tmp_path)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["salesforce"]["user_email"] == "admin@sandbox.example"
+    assert report["kafka"]["mapping"]["revision"] == 1
+    assert report["kafka"]["mapping"]["cadence"] == "every 1s"
+    assert report["kafka"]["dlq_pending"] == 0
+    assert "no service answers" in report["service"]["error"]
+
+    settings = settings_for(
+        stack, topic_prefix, runtime={"health_port": port, "health_host": "127.0.0.1"}
+    )
+    async with running(settings, None) as service:
+        await service.health_started.wait()
+        code, out, err = await sfamp(env, "status", cwd=tmp_path)
+        assert code == 0, err
+        assert "ready" in out
+        assert "every 1s" in out
+        assert "Account -> account" in out
+
+
+async def test_status_without_kafka_is_one_line_and_exit_1(
+    stack: SandboxStack, tmp_path: Path
+) -> None:
+    env = _env(stack, "nokafka", SFAMP_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
+    code, out, err = await sfamp(env, "status", "--json", cwd=tmp_path)
+    assert code == 1
+    assert "error" in json.loads(out)["kafka"]
+    assert "Traceback" not in err
