@@ -1,0 +1,269 @@
+"""The ingest pump: Salesforce sandbox CDC over CometD -> ``<prefix>.changes.Account`` in Kafka.
+
+Runs ``sfamp run --role ingest`` in-process against the sandbox stack (the
+embedded broker, the Salesforce sandbox in this process too) and prints change
+records written to Kafka per second (acknowledged by the broker, acks=all, with
+the replay id stored after them), target >= 5,000/s, in three scenarios:
+
+1. backlog: ``--events`` single-record UPDATEs committed before the pump starts,
+   replayed from the earliest retained event (the catch-up after a restart);
+2. live: the pump follows new events (replay -1) while the org commits
+   ``--events`` single-record UPDATEs in bursts of ``--burst``;
+3. multi-record: ``--events`` records changed by UPDATE events naming
+   ``--ids-per-event`` records each (one CometD message, many envelopes).
+
+The rate runs from the start of the scenario (subscription confirmed for the
+backlog, first commit otherwise) to the last acknowledgement; the topic is then
+read back to count what it holds.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--events N] [--burst N] [--ids-per-event N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.config.settings import Settings
+from pipeline.logs import configure_logging
+from pipeline.runtime.service import Service, run_service
+from pipeline.runtime.state import ServiceState
+from pipeline.sandbox.salesforce.org import Org, Transaction
+from pipeline.sandbox.salesforce.seed import seed
+from pipeline.sandbox.stack import SandboxStack
+
+TARGET = 5_000
+INDUSTRIES = ("Energy", "Biotechnology", "Mining", "Retail", "Banking")
+MAPPING: dict[str, Any] = {
+    "version": 1,
+    "sync_cadence": {"mode": "interval", "every_seconds": 60},
+    "mappings": [
+        {
+            "sfdc_object": "Account",
+            "group_type": "account",
+            "group_name_field": "Id",
+            "group_properties": [
+                {"sfdc_field": "Name", "amplitude_property": "name"},
+                {"sfdc_field": "Industry", "amplitude_property": "industry"},
+                {"sfdc_field": "AnnualRevenue", "amplitude_property": "annual_revenue"},
+            ],
+        }
+    ],
+}
+
+
+def update_one_by_one(org: Org, ids: list[str], round_no: int) -> None:
+    """One transaction, one CDC event per record (what a user or a trigger produces)."""
+    for n, record_id in enumerate(ids):
+        values = {"Industry": INDUSTRIES[(n + round_no) % 5], "AnnualRevenue": n * 10.0 + round_no}
+        org.update("Account", record_id, values, Transaction(org.admin.id))
+
+
+def update_many_per_event(org: Org, ids: list[str], per_event: int) -> None:
+    """Mass updates: one UPDATE event names ``per_event`` records (as a data loader causes)."""
+    for start in range(0, len(ids), per_event):
+        chunk = ids[start : start + per_event]
+        org.multi_update("Account", chunk, {"Rating": "Hot"}, Transaction(org.admin.id))
+
+
+def ingested(service: Service) -> float:
+    """Change records the pump wrote and Kafka acknowledged (``sfamp_events_ingested``)."""
+    value = service.metrics.registry.get_sample_value(
+        "sfamp_events_ingested_total", {"object": "Account"}
+    )
+    return value or 0.0
+
+
+async def read_back(settings: Settings, expected: int) -> int:
+    """Records in the changes topic, read from the start.
+
+    Counted by reading rather than by end offsets: the embedded broker answers a
+    ListOffsets(latest) with the base offset of the last batch plus one, not the
+    log end offset, so end offsets under-count a topic written in batches.
+    """
+    topic = f"{settings.kafka.topic_prefix}.changes.Account"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(settings.kafka.partitions)])
+        await consumer.seek_to_beginning()
+        count = 0
+        while count < expected:
+            batch = await consumer.getmany(timeout_ms=2000, max_records=10_000)
+            if not batch:
+                break
+            count += sum(len(records) for records in batch.values())
+        return count
+    finally:
+        await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def ingest_service(settings: Settings, mapping: Path) -> AsyncIterator[Service]:
+    """``sfamp run --role ingest`` in a task; yields once its subscription is confirmed."""
+    service = Service(ServiceState(role="ingest"))
+    task = asyncio.create_task(
+        run_service(settings, role="ingest", mapping_file=mapping, service=service)
+    )
+    try:
+        await poll(lambda: service.state.ready()[0] or task.done(), 60, "the subscription")
+        if task.done():
+            task.result()
+        yield service
+    finally:
+        service.stop.set()
+        await asyncio.wait_for(task, timeout=60)
+        await cancel_leftovers()
+
+
+async def cancel_leftovers() -> None:
+    """Stop the CometD pump task the ingest pump leaves running after it is cancelled.
+
+    ``IngestPump._until_channels_change`` does not cancel the task it started when
+    it is cancelled itself; left alone, that task keeps reading CometD into the next
+    scenario until it fails on the closed producer.
+    """
+    leftovers = [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_coro().__qualname__  # type: ignore[union-attr]
+        in ("IngestPump._subscribe_and_pump", "MappingHolder.wait_changed")
+    ]
+    for task in leftovers:
+        task.cancel()
+    await asyncio.gather(*leftovers, return_exceptions=True)
+
+
+async def poll(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Wait for a condition of the in-process service; it offers no event to await."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if condition():
+                    return
+                await asyncio.sleep(0.002)
+    except TimeoutError:
+        raise RuntimeError(f"timed out after {within:.0f} s waiting for {what}") from None
+
+
+async def until_ingested(service: Service, total: int) -> float:
+    """Seconds until Kafka acknowledged ``total`` records."""
+    started = time.perf_counter()
+    await poll(lambda: ingested(service) >= total, 300, f"{total:,} records in Kafka")
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class Options:
+    events: int
+    burst: int
+    ids_per_event: int
+
+
+Outcome = tuple[float, str]  # records/s, and a note on what the time includes
+Scenario = Callable[[SandboxStack, Settings, Path, list[str], Options], Awaitable[Outcome]]
+
+
+async def backlog(
+    stack: SandboxStack, settings: Settings, mapping: Path, ids: list[str], options: Options
+) -> Outcome:
+    assert stack.salesforce is not None
+    update_one_by_one(stack.salesforce.org, ids, 1)
+    replaying = settings.model_copy(
+        update={"salesforce": settings.salesforce.model_copy(update={"replay_start": "earliest"})}
+    )
+    async with ingest_service(replaying, mapping) as service:
+        # From the confirmed subscription (the replay starts there) to the last acknowledgement.
+        seconds = await until_ingested(service, len(ids))
+    return len(ids) / seconds, ""
+
+
+async def live(
+    stack: SandboxStack, settings: Settings, mapping: Path, ids: list[str], options: Options
+) -> Outcome:
+    assert stack.salesforce is not None
+    org = stack.salesforce.org
+    committing = 0.0
+
+    async def commit() -> None:
+        nonlocal committing
+        for start in range(0, len(ids), options.burst):
+            began = time.perf_counter()
+            update_one_by_one(org, ids[start : start + options.burst], 2)
+            committing += time.perf_counter() - began
+            await asyncio.sleep(0)
+
+    async with ingest_service(settings, mapping) as service:
+        # From the first commit to the last acknowledgement; the org commits in this process.
+        publisher = asyncio.create_task(commit())
+        seconds = await until_ingested(service, len(ids))
+        await publisher
+    return len(ids) / seconds, f"the org's own commits took {committing:.2f} s of {seconds:.2f} s"
+
+
+async def multi(
+    stack: SandboxStack, settings: Settings, mapping: Path, ids: list[str], options: Options
+) -> Outcome:
+    assert stack.salesforce is not None
+    async with ingest_service(settings, mapping) as service:
+        started = time.perf_counter()
+        update_many_per_event(stack.salesforce.org, ids, options.ids_per_event)
+        await until_ingested(service, len(ids))
+        seconds = time.perf_counter() - started
+    events = -(-len(ids) // options.ids_per_event)
+    return len(ids) / seconds, f"{events:,} CometD events"
+
+
+async def run(options: Options) -> None:
+    configure_logging("console", "warning")
+    async with SandboxStack(salesforce_options={"poll_timeout": 5.0}) as stack:
+        assert stack.salesforce is not None
+        ids = seed(stack.salesforce.org, "Account", options.events)
+        print(
+            f"{options.events:,} Account records; change records acknowledged by Kafka per second"
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            mapping = Path(tmp) / "mapping.json"
+            mapping.write_text(json.dumps(MAPPING))
+            scenarios: list[tuple[str, Scenario]] = [
+                ("backlog replay (-2), 1 record/event", backlog),
+                (f"live (-1), bursts of {options.burst}, 1 record/event", live),
+                (f"live (-1), {options.ids_per_event} records/event", multi),
+            ]
+            for name, scenario in scenarios:
+                settings = stack.settings(f"bench{uuid.uuid4().hex[:8]}")
+                rate, note = await scenario(stack, settings, mapping, ids, options)
+                written = await read_back(settings, len(ids))
+                verdict = "ok" if rate >= TARGET else "BELOW target"
+                print(
+                    f"  {name:<40} {rate:>9,.0f} records/s  "
+                    f"({written:,} in the topic; {verdict}, target {TARGET:,}/s)"
+                )
+                if note:
+                    print(f"  {'':<40} {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=30_000, help="change records per scenario")
+    parser.add_argument("--burst", type=int, default=200, help="live commits between yields")
+    parser.add_argument("--ids-per-event", type=int, default=100, help="records per mass update")
+    args = parser.parse_args()
+    asyncio.run(run(Options(args.events, args.burst, args.ids_per_event)))
+
+
+if __name__ == "__main__":
+    main()
