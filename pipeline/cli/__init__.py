@@ -12,6 +12,7 @@ import typer
 
 from pipeline import __version__
 from pipeline.cli import (
+    backfill_cmd,
     config_cmd,
     demo_cmd,
     dlq_cmd,
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 app.command("run")(run_cmd.run)
+app.command("backfill")(backfill_cmd.backfill)
 app.command("status")(status_cmd.status)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(topics_cmd.app, name="topics")

@@ -8,6 +8,7 @@ Amplitude's group properties before and after, and shut everything down.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pipeline.config.settings import Settings
 from pipeline.config.validation import validate_document
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.config_topic import publish_mapping
+from pipeline.runtime.backfill import run_backfill
 from pipeline.runtime.service import Service, run_service
 from pipeline.runtime.state import ServiceState
 from pipeline.sandbox.salesforce.seed import seed
@@ -96,11 +98,8 @@ async def run_demo(
             f"{topic_prefix}.config: Account -> account, every 2 s",
         )
 
-        if backfill is not None:
-            summary = await backfill(settings, mapping)
-            _step(console, "4", f"backfill: {summary}")
-        else:
-            _step(console, "4", "backfill skipped")
+        summary = await (backfill or _backfill)(settings, mapping)
+        _step(console, "4", f"backfill: {summary}")
 
         service = Service(ServiceState(role="all"))
         task = asyncio.create_task(run_service(settings, service=service))
@@ -135,6 +134,20 @@ async def run_demo(
         _pointers(console, stack, topic_prefix)
     console.rule("[bold green]demo finished")
     return DemoResult(len(watched), time.monotonic() - started)
+
+
+async def _backfill(settings: Settings, mapping: MappingConfig) -> str:
+    with tempfile.TemporaryDirectory(prefix="sfamp-demo-") as state:
+        summary = await run_backfill(
+            settings, mapping, checkpoint_path=Path(state) / "checkpoint.json", dlq="file"
+        )
+    if summary.error is not None:
+        raise summary.error
+    return (
+        f"{summary.total('rows_read')} records read, {summary.total('identifications')} "
+        f"groups sent in {summary.total('requests')} request(s), "
+        f"{summary.elapsed_seconds:.1f}s"
+    )
 
 
 def _demo_mapping() -> MappingConfig:
@@ -222,4 +235,4 @@ async def _until(condition: Callable[[], bool], wait_seconds: float) -> None:
         await asyncio.sleep(0.1)
 
 
-__all__ = ["DEMO_MAPPING", "DemoResult", "Path", "run_demo"]
+__all__ = ["DEMO_MAPPING", "DemoResult", "run_demo"]
