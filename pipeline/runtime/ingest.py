@@ -66,6 +66,7 @@ log = structlog.get_logger(__name__)
 
 RESYNC_PREFIX = "resync:"
 MODSTAMP = "SystemModstamp"
+HEARTBEAT_SECONDS = 5.0
 
 
 # Builds a fresh CometD authenticator for each (re)connection.
@@ -169,6 +170,7 @@ class IngestPump:
     async def _pause(self, exc: SfampError) -> None:
         self.state.channels_subscribed.clear()
         delay = self._backoff.next()
+        self.state.beat("ingest")  # retrying is progress; a restart would not help
         log.error(
             "ingest_interrupted",
             error=type(exc).__name__,
@@ -224,9 +226,19 @@ class IngestPump:
             for request in checkpoints.resyncs.values():
                 if request.sfdc_object in config.objects:
                     self._start_resync(request)
-            async for batch in cdc.batches():
-                await self._handle(batch, storage, self.holder.current)
-                self.state.beat("ingest")
+            keepalive = asyncio.create_task(self._beat_while_open(cdc))
+            try:
+                async for batch in cdc.batches():
+                    await self._handle(batch, storage, self.holder.current)
+                    self.state.beat("ingest")
+            finally:
+                keepalive.cancel()
+
+    async def _beat_while_open(self, cdc: CdcSubscriber) -> None:
+        """Liveness while no change happens: an idle org is not a stuck process."""
+        while cdc.is_open:
+            self.state.beat("ingest")
+            await asyncio.sleep(HEARTBEAT_SECONDS)
 
     # -- one batch --------------------------------------------------------------
 

@@ -71,6 +71,10 @@ async def run_service(
     """Run until ``service.stop`` is set (or a signal arrives), then drain and return."""
     service = service or Service(ServiceState(role=role))
     service.state.role = role
+    # A flush may retry Amplitude for the whole retry deadline without looping.
+    service.state.stale_after_seconds = max(
+        service.state.stale_after_seconds, settings.amplitude.retry_deadline_seconds + 60
+    )
     mapping_file = mapping_file or settings.mapping_file
     _check_credentials(settings, role)
     # The control topics first: the config topic must exist before it is followed.

@@ -139,6 +139,11 @@ class CdcSubscriber:
             raise
         return self
 
+    @property
+    def is_open(self) -> bool:
+        """The CometD connection is up (aiocometd reconnects it on its own while it can)."""
+        return not self._client.closed
+
     async def subscribe(self, channel: str) -> None:
         with translate_cometd_errors(channel):
             await self._client.subscribe(channel)
