@@ -42,6 +42,7 @@ from pipeline.errors import (
     KafkaError,
     KafkaUnavailableError,
     SalesforceError,
+    SalesforceRequestError,
 )
 from pipeline.kafka.connection import client_options
 from pipeline.kafka.envelope import ChangeEnvelope, decode, encode
@@ -158,6 +159,7 @@ class DeliverPump:
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._retry = Backoff(first=2.0, ceiling=60.0)
+        self._must_rewind = False
         self.flushes = 0
 
     # -- lifecycle -------------------------------------------------------
@@ -202,6 +204,14 @@ class DeliverPump:
 
     async def _step(self, consumer: AIOKafkaConsumer) -> None:
         self.state.beat("deliver")
+        if self._must_rewind:
+            try:
+                await self.rewind(consumer.assignment())
+                self._must_rewind = False
+            except (AIOKafkaError, KafkaError) as exc:
+                log.error("deliver_rewind_failed", reason=str(exc), retrying=True)
+                await asyncio.sleep(1.0)
+            return
         self._schedule.change(self.holder.current.sync_cadence)
         now = self._clock()
         wait_ms = int(min(1.0, max(0.0, (self._schedule.next_at - now).total_seconds())) * 1000)
@@ -222,17 +232,19 @@ class DeliverPump:
         if not any(batch.values()):
             return
         generation = self._generation
-        objects = {self._topics.object_of(tp.topic) for tp in batch}
-        await self._schemas.ensure(o for o in objects if o in self.holder.current.objects)
-        if generation != self._generation:
-            return  # rewound while describing: these records will be fetched again
         config = self.holder.current
         mapped = frozenset(config.objects)
+        objects = {self._topics.object_of(tp.topic) for tp in batch}
+        await self._schemas.ensure(o for o in objects if o in mapped)
+        if generation != self._generation:
+            return  # rewound while describing: these records will be fetched again
         for tp, records in batch.items():
             for record in records:
                 self._take(tp, record, config, mapped)
                 if self._full():
                     await self.flush()
+                    if generation != self._generation:
+                        return  # rewound during the flush: the rest comes again
         self.state.pending_groups = self._window.coalescer.pending_groups
         self.metrics.pending_groups.set(self.state.pending_groups)
 
@@ -279,8 +291,15 @@ class DeliverPump:
         elif isinstance(outcome, NothingToDo):
             pass
 
-    def _to_dlq(self, reason: DlqReason, detail: str, source: _Source, payload: Any) -> None:
-        self._window.dlq.append(
+    def _to_dlq(
+        self,
+        reason: DlqReason,
+        detail: str,
+        source: _Source,
+        payload: Any,
+        window: _Window | None = None,
+    ) -> None:
+        (window or self._window).dlq.append(
             DlqEntry(
                 id=dlq_id(source.topic, source.partition, source.offset),
                 reason=reason,
@@ -308,7 +327,8 @@ class DeliverPump:
             self._reject(window, rejection.update.to_identification(), rejection)
         await self._write_dlq(window.dlq)
         committed = await self._commit(window.offsets, generation)
-        self._window = _Window()
+        if self._window is window:
+            self._window = _Window()
         result = FlushResult(
             at=self._clock(),
             ok=True,
@@ -332,28 +352,44 @@ class DeliverPump:
             fields = {name for item in items for name in item.fields}
             for mapping in config.for_object(sfdc_object):
                 fields |= {mapping.group_name_field, *plan_for(mapping, schema).read_fields}
-            records = await records_by_id(
-                self._salesforce, sfdc_object, (i.envelope.record_id for i in items), sorted(fields)
-            )
+            ids = (item.envelope.record_id for item in items)
+            try:
+                records = await records_by_id(self._salesforce, sfdc_object, ids, sorted(fields))
+            except SalesforceRequestError as exc:
+                # Salesforce refuses this read for good: park the changes, go on with the rest.
+                for item in items:
+                    self._to_dlq(
+                        "unresolved",
+                        f"Salesforce refused the lookup of {sfdc_object}: {exc}",
+                        item.source,
+                        _envelope_payload(item.envelope),
+                        window,
+                    )
+                continue
             for item in items:
-                self._resolve(item, records.get(item.envelope.record_id), config)
+                self._resolve(item, records.get(item.envelope.record_id), config, window)
         window.lookups = []
 
     def _resolve(
-        self, item: _Lookup, record: Mapping[str, Any] | None, config: MappingConfig
+        self,
+        item: _Lookup,
+        record: Mapping[str, Any] | None,
+        config: MappingConfig,
+        window: _Window,
     ) -> None:
         envelope, schema = item.envelope, self._schemas.cached(item.envelope.object)
         if item.mapping is None:  # a gap: the record as it is now replaces the event
             now_ms = _now_ms()
+            alive = record is not None and record.get("IsDeleted") is not True
             full = (
                 envelope_from_record(envelope.object, record, source="rest", now_ms=now_ms)
-                if record is not None
+                if record is not None and alive
                 else deleted_envelope(
                     envelope.object, envelope.record_id, source="rest", now_ms=now_ms
                 )
             )
             for mapping, outcome in changes_for_config(full, config, schema):
-                self._settle_resolved(outcome, item, mapping)
+                self._settle_resolved(outcome, item, mapping, window)
             return
         if record is None:
             self._to_dlq(
@@ -362,6 +398,7 @@ class DeliverPump:
                 f"its {item.mapping.group_type} group cannot be named",
                 item.source,
                 _envelope_payload(envelope),
+                window,
             )
             return
         if item.full_record:
@@ -371,11 +408,13 @@ class DeliverPump:
             outcome = changes_for(
                 envelope, item.mapping, schema, group_value="" if name is None else str(name)
             )
-        self._settle_resolved(outcome, item, item.mapping)
+        self._settle_resolved(outcome, item, item.mapping, window)
 
-    def _settle_resolved(self, outcome: Outcome, item: _Lookup, mapping: ObjectMapping) -> None:
+    def _settle_resolved(
+        self, outcome: Outcome, item: _Lookup, mapping: ObjectMapping, window: _Window
+    ) -> None:
         if isinstance(outcome, PropertyChanges):
-            self._window.coalescer.add(outcome)
+            window.coalescer.add(outcome)
         elif not isinstance(outcome, NothingToDo):
             self._to_dlq(
                 "unresolved",
@@ -383,6 +422,7 @@ class DeliverPump:
                 f"for {mapping.group_type}",
                 item.source,
                 _envelope_payload(item.envelope),
+                window,
             )
 
     def _reject(self, window: _Window, identification: dict[str, Any], rejection: Any) -> None:
@@ -469,7 +509,9 @@ class DeliverPump:
             try:
                 await self.rewind(consumer.assignment())
             except (AIOKafkaError, KafkaError) as rewind_error:
-                log.error("deliver_rewind_failed", reason=str(rewind_error))
+                # Consuming on from the old position would skip the dropped window.
+                self._must_rewind = True
+                log.error("deliver_rewind_failed", reason=str(rewind_error), retrying=True)
         self._schedule.retry_after(self._clock(), delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)

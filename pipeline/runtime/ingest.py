@@ -25,7 +25,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -34,7 +34,15 @@ from aiosfstream_ng.auth import AuthenticatorBase
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
-from pipeline.errors import EnvelopeError, KafkaError, ReplayIdExpiredError, SfampError
+from pipeline.errors import (
+    EnvelopeError,
+    KafkaError,
+    ReplayIdExpiredError,
+    SalesforceRequestError,
+    SalesforceUnavailableError,
+    SfampError,
+)
+from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import read_table
 from pipeline.kafka.envelope import GAP_OPS, ChangeEnvelope, Source, encode
 from pipeline.kafka.producer import ChangeProducer, Record
@@ -66,6 +74,8 @@ log = structlog.get_logger(__name__)
 
 RESYNC_PREFIX = "resync:"
 MODSTAMP = "SystemModstamp"
+# Catch-up reads after a re-sync snapshot, until no record changed during the last one.
+CATCH_UP_PASSES = 5
 HEARTBEAT_SECONDS = 5.0
 
 
@@ -133,6 +143,8 @@ class IngestPump:
         self._schemas = SchemaCache(self._rest)
         self._backoff = Backoff(first=1.0, ceiling=60.0)
         self._resyncs: dict[str, asyncio.Task[None]] = {}
+        self._rerun: dict[str, ResyncRequest] = {}
+        self._gap_resyncs: set[str] = set()
         self.resyncs_done = 0
 
     # -- channels -------------------------------------------------------------
@@ -184,13 +196,15 @@ class IngestPump:
         channels = self.channels(config)
         pump = asyncio.create_task(self._subscribe_and_pump(config, channels))
         changed: asyncio.Task[object] | None = None
+        seen = self.holder.generation
         try:
             while True:
-                changed = asyncio.create_task(self.holder.wait_changed())
+                changed = asyncio.create_task(self.holder.wait_changed(seen))
                 done, _ = await asyncio.wait({pump, changed}, return_when=asyncio.FIRST_COMPLETED)
                 if pump in done:
                     pump.result()
                     return
+                seen = self.holder.generation
                 if self.channels(self.holder.current) != channels:
                     log.info("ingest_resubscribing", channels=self.channels(self.holder.current))
                     return
@@ -202,6 +216,8 @@ class IngestPump:
             await asyncio.gather(pump, return_exceptions=True)
 
     async def _subscribe_and_pump(self, config: MappingConfig, channels: list[str]) -> None:
+        # A mapping edit may have added an object: its topic must exist before writes.
+        await ensure_topics(self.settings.kafka, sfamp_topics(self.settings.kafka, config.objects))
         checkpoints = await self._read_checkpoints()
         default = EARLIEST if self.settings.salesforce.replay_start == "earliest" else LATEST
         storage = DurableReplayStorage(
@@ -223,20 +239,58 @@ class IngestPump:
                 channels=sorted(cdc.subscribed),
                 replay_from={c: storage.marks.get(c, default) for c in channels},
             )
+            await self._mark_subscribed(channels, checkpoints, storage)
             for request in checkpoints.resyncs.values():
                 if request.sfdc_object in config.objects:
                     self._start_resync(request)
-            keepalive = asyncio.create_task(self._beat_while_open(cdc))
+            consume = asyncio.create_task(self._consume(cdc, storage))
+            watch = asyncio.create_task(self._watch(cdc))
             try:
-                async for batch in cdc.batches():
-                    await self._handle(batch, storage, self.holder.current)
-                    self.state.beat("ingest")
+                done, _ = await asyncio.wait({consume, watch}, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
             finally:
-                keepalive.cancel()
+                for task in (consume, watch):
+                    task.cancel()
+                await asyncio.gather(consume, watch, return_exceptions=True)
 
-    async def _beat_while_open(self, cdc: CdcSubscriber) -> None:
-        """Liveness while no change happens: an idle org is not a stuck process."""
+    async def _mark_subscribed(
+        self, channels: list[str], checkpoints: _Checkpoints, storage: DurableReplayStorage
+    ) -> None:
+        """Give every channel a durable starting point from its first subscription on.
+
+        Without one, a restart would subscribe from the newest event and skip what
+        changed while sfamp was down on a channel that had not seen an event yet.
+        Replaying the retained events instead (-2) is harmless.
+        """
+        fresh = [
+            ReplayMark(channel, EARLIEST, _now_ms())
+            for channel in channels
+            if channel not in checkpoints.marks or checkpoints.marks[channel].replay_id < 0
+        ]
+        if fresh:
+            await self._producer.send_all([(self._topics.replay, *m.encode()) for m in fresh])
+        for mark in fresh:  # also for aiocometd's own reconnects from now on
+            storage.restart_from(mark.channel, EARLIEST)
+
+    async def _consume(self, cdc: CdcSubscriber, storage: DurableReplayStorage) -> None:
+        async for batch in cdc.batches():
+            await self._handle(batch, storage, self.holder.current)
+            self.state.beat("ingest")
+
+    async def _watch(self, cdc: CdcSubscriber) -> None:
+        """Liveness while no change happens, and a check that no subscription was lost.
+
+        aiocometd resubscribes by itself after a reconnect; a refused resubscribe
+        would otherwise leave a channel silently dropped.
+        """
         while cdc.is_open:
+            missing = cdc.missing_subscriptions()
+            if missing:
+                self.state.channels_subscribed -= missing
+                raise SalesforceUnavailableError(
+                    f"CometD lost the subscription to {sorted(missing)}; resubscribing"
+                )
             self.state.beat("ingest")
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
@@ -271,6 +325,8 @@ class IngestPump:
                 commit_ts = envelopes[-1].commit_ts if envelopes else None
                 newest[channel] = (replay_id, commit_ts)
         records += await self._reread(gaps, config)
+        overflows |= self._gap_resyncs
+        self._gap_resyncs = set()
         requests = [ResyncRequest(obj, "gap_overflow", _now_ms()) for obj in sorted(overflows)]
         records += [(self._topics.replay, *request.encode()) for request in requests]
         # Changes first: a replay id is stored only once Kafka holds every event up to it.
@@ -309,9 +365,15 @@ class IngestPump:
         """Gap events name records but not their changes: read them as they are now."""
         records: list[Record] = []
         for obj, ids in gaps.items():
-            await self._schemas.ensure([obj])
-            fields = [*fields_to_read(config, obj, self._schemas.cached(obj)), MODSTAMP]
-            found = await records_by_id(self._rest, obj, ids, fields)
+            try:
+                await self._schemas.ensure([obj])
+                fields = [*fields_to_read(config, obj, self._schemas.cached(obj)), MODSTAMP]
+                found = await records_by_id(self._rest, obj, ids, fields)
+            except SalesforceRequestError as exc:
+                # Retrying the same read cannot help; reading the whole object can.
+                log.error("cdc_gap_reread_refused", object=obj, reason=str(exc))
+                self._gap_resyncs.add(obj)
+                continue
             now_ms = _now_ms()
             for record_id in sorted(ids):
                 record = found.get(record_id)
@@ -382,64 +444,97 @@ class IngestPump:
         await self._producer.send_all(records)
 
     def _start_resync(self, request: ResyncRequest) -> None:
-        running = self._resyncs.get(request.sfdc_object)
+        obj = request.sfdc_object
+        running = self._resyncs.get(obj)
         if running is not None and not running.done():
+            # A newer request (another overflow) must not be answered by an older read.
+            self._rerun[obj] = request
             return
         self.state.resyncs.append(
             {
-                "object": request.sfdc_object,
+                "object": obj,
                 "cause": request.cause,
                 "requested_at_ms": request.requested_at_ms,
                 "status": "running",
             }
         )
-        self.metrics.resyncs.labels(request.sfdc_object, request.cause).inc()
-        self._resyncs[request.sfdc_object] = asyncio.create_task(self._resync(request))
+        self.metrics.resyncs.labels(obj, request.cause).inc()
+        task = asyncio.create_task(self._resync(request), name=f"resync {obj}")
+        task.add_done_callback(self._resync_ended)
+        self._resyncs[obj] = task
+
+    def _resync_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # Not expected (errors are retried inside); say so loudly. The request stays in
+        # sfamp.replay, so the next (re)subscription starts it again.
+        log.error("resync_crashed", task=task.get_name(), error=repr(task.exception()))
 
     async def _resync(self, request: ResyncRequest) -> None:
+        obj = request.sfdc_object
         backoff = Backoff(first=2.0, ceiling=120.0)
         while True:
             try:
-                written = await self._read_into_kafka(request.sfdc_object)
+                written = await self._read_into_kafka(obj)
+                newer = self._rerun.pop(obj, None)
+                if newer is not None:
+                    request = newer  # read again: the newer overflow may postdate our read
+                    continue
+                key, _ = request.encode()
+                await self._producer.send(self._topics.replay, key, None)  # done: tombstone
                 break
-            except (SfampError, KafkaError) as exc:
+            except (SfampError, KafkaError, AssertionError) as exc:
                 delay = backoff.next()
-                log.error(
-                    "resync_failed",
-                    object=request.sfdc_object,
-                    reason=str(exc),
-                    retry_in_seconds=round(delay, 1),
-                )
+                log.error("resync_failed", object=obj, reason=str(exc), retry_in=round(delay, 1))
                 await asyncio.sleep(delay)
-        key, _ = request.encode()
-        await self._producer.send(self._topics.replay, key, None)  # done: tombstone
         self.resyncs_done += 1
         self._mark_resync_done(request, written)
-        log.warning("resync_done", object=request.sfdc_object, records=written, cause=request.cause)
+        log.warning("resync_done", object=obj, records=written, cause=request.cause)
 
     async def _read_into_kafka(self, sfdc_object: str) -> int:
-        """Every record of the object, as full envelopes, through the backfill's reader."""
+        """Every record of the object as full envelopes, then the records changed meanwhile.
+
+        The snapshot may reach Kafka after a newer change event was already flushed;
+        catch-up passes (``SystemModstamp`` at or after the newest one read) rewrite
+        every record changed since, so the last word in Kafka is always current.
+        """
         config = self.holder.current
         await self._schemas.ensure([sfdc_object])
         schema = self._schemas.cached(sfdc_object)
-        assert schema is not None
-        fields = [
-            name
-            for name in dict.fromkeys(
-                [*fields_to_read(config, sfdc_object, schema), "SystemModstamp"]
-            )
-            if schema.field(name) is not None
-        ]
-        written = 0
+        assert schema is not None, f"no describe for {sfdc_object}"
+        wanted = [*fields_to_read(config, sfdc_object, schema), MODSTAMP]
+        fields = [name for name in dict.fromkeys(wanted) if schema.field(name) is not None]
         bulk = BulkQuery(self._salesforce.rest)
         batches = read_batches(
             self._salesforce, bulk, schema, fields, where=None, start=None, options=ReadOptions()
         )
+        written, newest = 0, ""
         async for batch in batches:
             written += await self._flush_batch(
                 [self._change(_full_envelope(sfdc_object, r, "bulk")) for r in batch.records]
             )
+            newest = max([newest, *(_stamp(r) for r in batch.records)])
+        for _ in range(CATCH_UP_PASSES):
+            if not newest:
+                break
+            changed = await self._changed_since(sfdc_object, fields, newest)
+            later = max((_stamp(r) for r in changed), default="")
+            written += await self._flush_batch(
+                [self._change(_full_envelope(sfdc_object, r, "rest")) for r in changed]
+            )
+            if later <= newest:
+                break
+            newest = later
         return written
+
+    async def _changed_since(
+        self, sfdc_object: str, fields: list[str], stamp: str
+    ) -> list[Mapping[str, Any]]:
+        since = _soql_datetime(stamp)
+        select = ", ".join(dict.fromkeys(["Id", *fields]))
+        # Names come from the validated mapping and the describe; the stamp is reformatted.
+        soql = f"SELECT {select} FROM {sfdc_object} WHERE {MODSTAMP} >= {since}"  # noqa: S608
+        return [record async for record in self._rest.query(soql)]
 
     async def _flush_batch(self, batch: list[Record]) -> int:
         if batch:
@@ -471,6 +566,17 @@ def _full_envelope(sfdc_object: str, record: Mapping[str, Any], source: Source) 
     return envelope_from_record(
         sfdc_object, record, source=source, now_ms=_modified_ms(record) or _now_ms()
     )
+
+
+def _stamp(record: Mapping[str, Any]) -> str:
+    stamp = record.get(MODSTAMP)
+    return stamp if isinstance(stamp, str) else ""
+
+
+def _soql_datetime(stamp: str) -> str:
+    """A SOQL datetime literal (whole seconds, UTC) at or before ``stamp``."""
+    moment = datetime.fromisoformat(stamp).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _modified_ms(record: Mapping[str, Any]) -> int | None:

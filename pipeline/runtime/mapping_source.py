@@ -36,6 +36,7 @@ class MappingHolder:
 
     def __init__(self, version: MappingVersion) -> None:
         self.version = version
+        self.generation = 0  # bumped by every replace, so no waiter misses one
         self._changed = asyncio.Condition()
 
     @property
@@ -47,6 +48,7 @@ class MappingHolder:
             return
         old_objects = set(self.current.objects)
         self.version = version
+        self.generation += 1
         log.info(
             "mapping_reloaded",
             source=version.source,
@@ -56,9 +58,11 @@ class MappingHolder:
         async with self._changed:
             self._changed.notify_all()
 
-    async def wait_changed(self) -> MappingVersion:
+    async def wait_changed(self, seen: int | None = None) -> MappingVersion:
+        """The next version; at once if one arrived after generation ``seen``."""
         async with self._changed:
-            await self._changed.wait()
+            if seen is None or seen == self.generation:
+                await self._changed.wait()
         return self.version
 
 

@@ -144,6 +144,12 @@ class CdcSubscriber:
         """The CometD connection is up (aiocometd reconnects it on its own while it can)."""
         return not self._client.closed
 
+    def missing_subscriptions(self) -> set[str]:
+        """Channels subscribed once that the connection no longer holds."""
+        if self._client.closed:
+            return set()
+        return self.subscribed - set(self._client.subscriptions)
+
     async def subscribe(self, channel: str) -> None:
         with translate_cometd_errors(channel):
             await self._client.subscribe(channel)
