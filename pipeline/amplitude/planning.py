@@ -43,6 +43,18 @@ class ChunkLimits:
     property_keys_per_request: bool = True
 
 
+# quote_plus, byte by byte, as a lookup table: the same output about twice as fast.
+_FORM_BYTES = [
+    bytes([b]) if b in _ALWAYS_SAFE else (b"+" if b == ord(" ") else b"%%%02X" % b)
+    for b in range(256)
+]
+
+
+def form_quote(raw: bytes) -> bytes:
+    """``quote_plus(raw).encode()``, without the per-byte Python loop of ``urllib``."""
+    return b"".join(map(_FORM_BYTES.__getitem__, raw))
+
+
 def encoded_length(raw: bytes) -> int:
     """Length of ``quote_plus(raw)`` without building it (``translate`` runs in C)."""
     return len(raw) + 2 * (len(raw) - len(raw.translate(None, _ESCAPED)))
@@ -82,7 +94,7 @@ class Chunk:
     def body(self, prefix: bytes) -> bytes:
         """The form-encoded body; ``len(body(prefix)) == body_bytes`` for the planned key."""
         raw = b"[" + b",".join(item.json for item in self.items) + b"]"
-        return prefix + quote_plus(raw).encode()
+        return prefix + form_quote(raw)
 
     def halves(self, prefix_len: int) -> tuple[Chunk, Chunk]:
         """Split in two (for a 413, or to bisect a 400); needs two or more items."""

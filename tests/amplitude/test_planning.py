@@ -11,6 +11,7 @@ from pipeline.amplitude.planning import (
     ChunkLimits,
     encoded_length,
     form_prefix,
+    form_quote,
     make_chunk,
     plan_chunks,
 )
@@ -103,3 +104,11 @@ def test_halves_keep_order_and_exact_sizes() -> None:
 def test_custom_limits() -> None:
     limits = ChunkLimits(max_identifications=10, max_property_keys=5, max_request_bytes=10**6)
     assert [len(c) for c in plan_chunks(_updates(12), len(PREFIX), limits)] == [5, 5, 2]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b'[{"a": "b c"}]', "é ü 日本 ~._-".encode(), bytes(range(256)), b"%+&=?/#"],
+)
+def test_form_quote_is_exactly_quote_plus(raw: bytes) -> None:
+    assert form_quote(raw) == quote_plus(raw).encode()
