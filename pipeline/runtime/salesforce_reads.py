@@ -9,10 +9,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Protocol
 
+import structlog
+
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import SalesforceRequestError
 from pipeline.transform.plan import plan_for
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
+
+log = structlog.get_logger(__name__)
 
 # Ids per SOQL IN list: about 6 KB of URL, far below Salesforce's 16 KB limit.
 IDS_PER_QUERY = 300
@@ -37,9 +41,15 @@ class SchemaCache:
     async def ensure(self, objects: Iterable[str]) -> None:
         for sfdc_object in objects:
             if sfdc_object not in self._schemas:
-                self._schemas[sfdc_object] = schema_from_describe(
-                    await self._rest.describe(sfdc_object)
-                )
+                try:
+                    describe = await self._rest.describe(sfdc_object)
+                except SalesforceRequestError as exc:
+                    # Refused for good (object gone, no access): convert values as they
+                    # come rather than stop every object's changes. Verify tells why.
+                    log.error("describe_refused", object=sfdc_object, reason=str(exc))
+                    self._schemas[sfdc_object] = None
+                    continue
+                self._schemas[sfdc_object] = schema_from_describe(describe)
 
     def forget(self) -> None:
         self._schemas.clear()

@@ -1,0 +1,57 @@
+"""SchemaCache and record reads against a scripted REST adapter (pure unit tests)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from pipeline.errors import SalesforceRequestError, SalesforceUnavailableError
+from pipeline.runtime.salesforce_reads import IDS_PER_QUERY, SchemaCache, records_by_id
+
+
+class ScriptedRest:
+    def __init__(self, describe_error: Exception | None = None) -> None:
+        self.describe_error = describe_error
+        self.queries: list[tuple[str, bool]] = []
+
+    async def describe(self, sobject: str) -> dict[str, Any]:
+        if self.describe_error is not None:
+            raise self.describe_error
+        return {"name": sobject, "fields": [{"name": "Id", "type": "id"}]}
+
+    async def query(self, soql: str, *, all_rows: bool = False) -> AsyncIterator[dict[str, Any]]:
+        self.queries.append((soql, all_rows))
+        ids = soql.split("IN (")[1].rstrip(")").replace("'", "").split(", ")
+        for record_id in ids:
+            yield {"Id": record_id + "AAA", "IsDeleted": False}
+
+
+async def test_a_refused_describe_leaves_the_object_without_a_schema() -> None:
+    cache = SchemaCache(ScriptedRest(SalesforceRequestError("gone", error_code="NOT_FOUND")))
+    await cache.ensure(["Gone__c"])
+    assert cache.cached("Gone__c") is None
+
+
+async def test_an_unavailable_org_is_not_mistaken_for_a_missing_object() -> None:
+    cache = SchemaCache(ScriptedRest(SalesforceUnavailableError("503")))
+    with pytest.raises(SalesforceUnavailableError):
+        await cache.ensure(["Account"])
+
+
+async def test_records_by_id_reads_in_chunks_with_query_all_and_answers_15_char_ids() -> None:
+    rest = ScriptedRest()
+    ids = [f"001A{n:011d}" for n in range(IDS_PER_QUERY + 5)]
+    found = await records_by_id(rest, "Account", ids, ["Name"])
+    assert len(rest.queries) == 2
+    assert all(all_rows for _, all_rows in rest.queries)
+    assert rest.queries[0][0].startswith("SELECT Id, IsDeleted, Name FROM Account WHERE Id IN (")
+    assert found[ids[0]]["Id"] == ids[0] + "AAA"
+
+
+async def test_an_id_that_is_not_an_id_is_refused_before_any_query() -> None:
+    rest = ScriptedRest()
+    with pytest.raises(SalesforceRequestError):
+        await records_by_id(rest, "Account", ["001' OR Name != '"], ["Name"])
+    assert rest.queries == []
