@@ -45,14 +45,15 @@ PROPERTIES = {
 # -- child process: both sandboxes ----------------------------------------------------------
 
 
-async def serve() -> None:
+async def serve(scope: str) -> None:
     """Run both sandboxes until stdin closes; print their URLs as one JSON line."""
-    from pipeline.sandbox.amplitude import AmplitudeSandbox
+    from pipeline.sandbox.amplitude import AmplitudeSandbox, IdentifyLimits
     from pipeline.sandbox.salesforce import SalesforceSandbox
 
+    limits = IdentifyLimits(property_limit_per_request=scope == "request")
     async with (
         SalesforceSandbox(bulk_job_seconds=0.0, api_max=1_000_000_000) as sf,
-        AmplitudeSandbox() as amplitude,
+        AmplitudeSandbox(limits=limits) as amplitude,
     ):
         print(json.dumps({"salesforce": sf.base_url, "amplitude": amplitude.base_url}), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -61,7 +62,7 @@ async def serve() -> None:
 # -- child process: one backfill ------------------------------------------------------------
 
 
-async def backfill(salesforce: str, amplitude: str) -> None:
+async def backfill(salesforce: str, amplitude: str, scope: str) -> None:
     """One ``run_backfill`` of every Account; prints rows, seconds, requests and peak RSS."""
     from pipeline.config.mapping import MappingConfig
     from pipeline.config.settings import Settings
@@ -91,7 +92,11 @@ async def backfill(salesforce: str, amplitude: str) -> None:
             "username": "admin@sandbox.example",
             "password": "sandbox",
         },
-        amplitude={"api_key": "sandbox-api-key", "base_url": amplitude},
+        amplitude={
+            "api_key": "sandbox-api-key",
+            "base_url": amplitude,
+            "property_limit_scope": scope,
+        },
     )
     with tempfile.TemporaryDirectory() as state:
         started = time.perf_counter()
@@ -136,7 +141,7 @@ def seed(http: httpx.Client, urls: dict[str, str], rows: int) -> float:
 
 
 def run_sfamp(urls: dict[str, str]) -> dict[str, Any]:
-    return child(__file__, "_backfill", urls["salesforce"], urls["amplitude"])
+    return child(__file__, "_backfill", urls["salesforce"], urls["amplitude"], urls["scope"])
 
 
 def report_throughput(http: httpx.Client, urls: dict[str, str], rows: int) -> None:
@@ -194,16 +199,17 @@ def report_naive(http: httpx.Client, urls: dict[str, str], rows: int) -> None:
     )
 
 
-def main(rows: int, memory_rows: int, naive_rows: int) -> None:
+def main(rows: int, memory_rows: int, naive_rows: int, scope: str) -> None:
+    print(f"Amplitude property limit read per {scope} (SFAMP_AMPLITUDE__PROPERTY_LIMIT_SCOPE)")
     server = subprocess.Popen(
-        [sys.executable, __file__, "_serve"],
+        [sys.executable, __file__, "_serve", scope],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert server.stdout is not None
-        urls = json.loads(server.stdout.readline())
+        urls = {**json.loads(server.stdout.readline()), "scope": scope}
         with httpx.Client(timeout=600) as http:
             if rows:
                 report_throughput(http, urls, rows)
@@ -219,9 +225,9 @@ def main(rows: int, memory_rows: int, naive_rows: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_serve"]:
-        asyncio.run(serve())
+        asyncio.run(serve(sys.argv[2]))
     elif sys.argv[1:2] == ["_backfill"]:
-        asyncio.run(backfill(sys.argv[2], sys.argv[3]))
+        asyncio.run(backfill(sys.argv[2], sys.argv[3], sys.argv[4]))
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         parser.add_argument("--rows", type=int, default=200_000, help="throughput run (0: skip)")
@@ -231,5 +237,11 @@ if __name__ == "__main__":
         parser.add_argument(
             "--naive-rows", type=int, default=20_000, help="comparison run (0: skip)"
         )
+        parser.add_argument(
+            "--scope",
+            choices=["request", "identification"],
+            default="request",
+            help="how sfamp (and the sandbox) read Amplitude's 1024-properties limit",
+        )
         arguments = parser.parse_args()
-        main(arguments.rows, arguments.memory_rows, arguments.naive_rows)
+        main(arguments.rows, arguments.memory_rows, arguments.naive_rows, arguments.scope)
