@@ -27,10 +27,12 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from support import poll
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
@@ -38,8 +40,7 @@ from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.envelope import ChangeEnvelope, decode, encode
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.logs import configure_logging
-from pipeline.runtime.service import Service, run_service
-from pipeline.runtime.state import ServiceState
+from pipeline.runtime.service import Service, serving
 from pipeline.sandbox.salesforce.describe import describe_object
 from pipeline.sandbox.salesforce.objects import ACCOUNT
 from pipeline.sandbox.stack import SandboxStack
@@ -137,23 +138,9 @@ async def prefill(settings: Settings, envelopes: int, records: int) -> float:
     return envelopes / (time.perf_counter() - started)
 
 
-@contextlib.asynccontextmanager
-async def deliver_service(
-    settings: Settings, mapping: Path, clock: FakeClock
-) -> AsyncIterator[Service]:
-    """``sfamp run --role deliver`` in a task, until the block ends."""
-    service = Service(ServiceState(role="deliver"))
-    task = asyncio.create_task(
-        run_service(settings, role="deliver", mapping_file=mapping, service=service, clock=clock)
-    )
-    try:
-        await poll(lambda: service.deliver is not None or task.done(), 60, "the deliver pump")
-        if task.done():
-            task.result()
-        yield service
-    finally:
-        service.stop.set()
-        await asyncio.wait_for(task, timeout=60)
+def _pump_started(service: Service) -> bool:
+    # Measure from the first envelope on: do not wait for the group join first.
+    return service.deliver is not None
 
 
 def consumed(service: Service) -> int:
@@ -166,18 +153,6 @@ def consumed(service: Service) -> int:
     assert service.deliver is not None
     window = service.deliver._window
     return sum(window.offsets.values())
-
-
-async def poll(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Wait for a condition of the in-process service; it offers no event to await."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        raise RuntimeError(f"timed out after {within:.0f} s waiting for {what}") from None
 
 
 @contextlib.contextmanager
@@ -213,17 +188,19 @@ async def run(envelopes: int, records: int, profile: bool) -> None:
             mapping = Path(tmp) / "mapping.json"
             mapping.write_text(json.dumps(MAPPING))
             clock = FakeClock(SLOT - timedelta(hours=23))
-            async with deliver_service(settings, mapping, clock) as service:
+            async with serving(
+                settings, mapping, role="deliver", clock=clock, ready=_pump_started
+            ) as service:
                 await measure(service, envelopes, clock, profile)
     pure_path(envelopes, records)
 
 
 async def measure(service: Service, envelopes: int, clock: FakeClock, profile: bool) -> None:
     started_at = time.perf_counter()
-    await poll(lambda: consumed(service) > 0, 60, "the first envelope")
+    await poll(lambda: consumed(service) > 0, 60, "the first envelope", interval=0.002)
     first, first_at = consumed(service), time.perf_counter()
     with profiled(profile):
-        await poll(lambda: consumed(service) >= envelopes, 300, "every envelope")
+        await poll(lambda: consumed(service) >= envelopes, 300, "every envelope", interval=0.002)
     seconds = time.perf_counter() - first_at
     rate = (envelopes - first) / seconds
     verdict = "ok" if rate >= TARGET else "BELOW target"
@@ -235,7 +212,7 @@ async def measure(service: Service, envelopes: int, clock: FakeClock, profile: b
     deliver = service.deliver
     assert deliver is not None
     clock.now = SLOT
-    await poll(lambda: deliver.flushes > 0, 120, "the flush")
+    await poll(lambda: deliver.flushes > 0, 120, "the flush", interval=0.002)
     result = service.state.last_flush
     assert result is not None
     print(

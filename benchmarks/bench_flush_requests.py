@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from support import poll
 
 from pipeline.amplitude import ChunkLimits
 from pipeline.config.mapping import MappingConfig
@@ -37,8 +37,7 @@ from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.envelope import ChangeEnvelope, encode
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.logs import configure_logging
-from pipeline.runtime.service import Service, run_service
-from pipeline.runtime.state import ServiceState
+from pipeline.runtime.service import Service, serving
 from pipeline.sandbox.salesforce.describe import describe_object
 from pipeline.sandbox.salesforce.objects import ACCOUNT
 from pipeline.sandbox.stack import SandboxStack
@@ -157,37 +156,6 @@ class FakeClock:
         return self.now
 
 
-async def poll(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Wait for a condition of the in-process service; it offers no event to await."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise RuntimeError(f"timed out after {within:.0f} s waiting for {what}") from None
-
-
-@contextlib.asynccontextmanager
-async def deliver_service(
-    settings: Settings, mapping: Path, clock: FakeClock
-) -> AsyncIterator[Service]:
-    """``sfamp run --role deliver`` in a task; yields once its consumer joined the group."""
-    service = Service(ServiceState(role="deliver"))
-    task = asyncio.create_task(
-        run_service(settings, role="deliver", mapping_file=mapping, service=service, clock=clock)
-    )
-    try:
-        await poll(lambda: service.state.consumer_joined or task.done(), 60, "the consumer")
-        if task.done():
-            task.result()
-        yield service
-    finally:
-        service.stop.set()
-        await asyncio.wait_for(task, timeout=60)
-
-
 async def produce(
     producer: ChangeProducer, settings: Settings, envelopes: list[ChangeEnvelope]
 ) -> None:
@@ -236,7 +204,7 @@ async def run_mapping(stack: SandboxStack, run: Run, sizes: list[int], tmp: Path
     print(f"{run.label}")
     async with (
         ChangeProducer(settings.kafka) as producer,
-        deliver_service(settings, mapping, clock) as service,
+        serving(settings, mapping, role="deliver", clock=clock) as service,
     ):
         for shape in run.shapes:
             keys = run.keys(shape)

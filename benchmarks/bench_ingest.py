@@ -23,22 +23,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from support import poll
 
 from pipeline.config.settings import Settings
 from pipeline.logs import configure_logging
-from pipeline.runtime.service import Service, run_service
-from pipeline.runtime.state import ServiceState
+from pipeline.runtime.service import Service, serving
 from pipeline.sandbox.salesforce.org import Org, Transaction
 from pipeline.sandbox.salesforce.seed import seed
 from pipeline.sandbox.stack import SandboxStack
@@ -111,58 +110,12 @@ async def read_back(settings: Settings, expected: int) -> int:
         await consumer.stop()
 
 
-@contextlib.asynccontextmanager
-async def ingest_service(settings: Settings, mapping: Path) -> AsyncIterator[Service]:
-    """``sfamp run --role ingest`` in a task; yields once its subscription is confirmed."""
-    service = Service(ServiceState(role="ingest"))
-    task = asyncio.create_task(
-        run_service(settings, role="ingest", mapping_file=mapping, service=service)
-    )
-    try:
-        await poll(lambda: service.state.ready()[0] or task.done(), 60, "the subscription")
-        if task.done():
-            task.result()
-        yield service
-    finally:
-        service.stop.set()
-        await asyncio.wait_for(task, timeout=60)
-        await cancel_leftovers()
-
-
-async def cancel_leftovers() -> None:
-    """Stop the CometD pump task the ingest pump leaves running after it is cancelled.
-
-    ``IngestPump._until_channels_change`` does not cancel the task it started when
-    it is cancelled itself; left alone, that task keeps reading CometD into the next
-    scenario until it fails on the closed producer.
-    """
-    leftovers = [
-        task
-        for task in asyncio.all_tasks()
-        if task.get_coro().__qualname__  # type: ignore[union-attr]
-        in ("IngestPump._subscribe_and_pump", "MappingHolder.wait_changed")
-    ]
-    for task in leftovers:
-        task.cancel()
-    await asyncio.gather(*leftovers, return_exceptions=True)
-
-
-async def poll(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Wait for a condition of the in-process service; it offers no event to await."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        raise RuntimeError(f"timed out after {within:.0f} s waiting for {what}") from None
-
-
 async def until_ingested(service: Service, total: int) -> float:
     """Seconds until Kafka acknowledged ``total`` records."""
     started = time.perf_counter()
-    await poll(lambda: ingested(service) >= total, 300, f"{total:,} records in Kafka")
+    await poll(
+        lambda: ingested(service) >= total, 300, f"{total:,} records in Kafka", interval=0.002
+    )
     return time.perf_counter() - started
 
 
@@ -185,7 +138,7 @@ async def backlog(
     replaying = settings.model_copy(
         update={"salesforce": settings.salesforce.model_copy(update={"replay_start": "earliest"})}
     )
-    async with ingest_service(replaying, mapping) as service:
+    async with serving(replaying, mapping, role="ingest") as service:
         # From the confirmed subscription (the replay starts there) to the last acknowledgement.
         seconds = await until_ingested(service, len(ids))
     return len(ids) / seconds, ""
@@ -206,7 +159,7 @@ async def live(
             committing += time.perf_counter() - began
             await asyncio.sleep(0)
 
-    async with ingest_service(settings, mapping) as service:
+    async with serving(settings, mapping, role="ingest") as service:
         # From the first commit to the last acknowledgement; the org commits in this process.
         publisher = asyncio.create_task(commit())
         seconds = await until_ingested(service, len(ids))
@@ -218,7 +171,7 @@ async def multi(
     stack: SandboxStack, settings: Settings, mapping: Path, ids: list[str], options: Options
 ) -> Outcome:
     assert stack.salesforce is not None
-    async with ingest_service(settings, mapping) as service:
+    async with serving(settings, mapping, role="ingest") as service:
         started = time.perf_counter()
         update_many_per_event(stack.salesforce.org, ids, options.ids_per_event)
         await until_ingested(service, len(ids))

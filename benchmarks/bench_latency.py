@@ -16,23 +16,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from support import poll
 
 from pipeline.config.settings import Settings
 from pipeline.logs import configure_logging
-from pipeline.runtime.service import Service, run_service
-from pipeline.runtime.state import ServiceState
+from pipeline.runtime.service import serving
 from pipeline.sandbox.salesforce.seed import seed
 from pipeline.sandbox.stack import SandboxStack
 
@@ -55,35 +53,6 @@ def mapping(every_seconds: int) -> dict[str, Any]:
             }
         ],
     }
-
-
-async def poll(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Wait for a condition of the in-process service; it offers no event to await."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise RuntimeError(f"timed out after {within:.0f} s waiting for {what}") from None
-
-
-@contextlib.asynccontextmanager
-async def whole_service(settings: Settings, mapping_file: Path) -> AsyncIterator[Service]:
-    """``sfamp run --role all`` in a task; yields once it is ready (subscribed and joined)."""
-    service = Service(ServiceState(role="all"))
-    task = asyncio.create_task(
-        run_service(settings, role="all", mapping_file=mapping_file, service=service)
-    )
-    try:
-        await poll(lambda: service.state.ready()[0] or task.done(), 60, "readiness")
-        if task.done():
-            task.result()
-        yield service
-    finally:
-        service.stop.set()
-        await asyncio.wait_for(task, timeout=60)
 
 
 async def write_changes(base_url: str, ids: list[str], rate: float) -> dict[str, float]:
@@ -155,9 +124,14 @@ async def run(changes: int, rate: float, every: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             mapping_file = Path(tmp) / "mapping.json"
             mapping_file.write_text(json.dumps(mapping(every)))
-            async with whole_service(settings, mapping_file) as service:
+            async with serving(settings, mapping_file) as service:
                 committed = await write_changes(stack.salesforce.base_url, ids, rate)
-                await poll(lambda: len(arrivals(stack, ids)) >= len(committed), 60, "every change")
+                await poll(
+                    lambda: len(arrivals(stack, ids)) >= len(committed),
+                    60,
+                    "every change",
+                    interval=0.05,
+                )
                 flushes = service.deliver.flushes if service.deliver else 0
         seen, written = arrivals(stack, ids), await written_to_kafka(settings, len(ids))
     record_of = {name: name.rsplit(" ", 1)[1] for name in committed}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,7 @@ from pipeline.config.settings import Settings
 from pipeline.errors import Problem, SettingsError
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
-from pipeline.runtime.cadence import Cadence, describe, utc_now
+from pipeline.runtime.cadence import describe, utc_now
 from pipeline.runtime.deliver import Clock, DeliverPump
 from pipeline.runtime.health import serve_health
 from pipeline.runtime.ingest import IngestPump
@@ -59,6 +59,47 @@ class Service:
     health_started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def is_ready(service: Service) -> bool:
+    return service.state.ready()[0]
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings,
+    mapping_file: Path | None = None,
+    *,
+    role: Role = "all",
+    clock: Clock = utc_now,
+    ready: Callable[[Service], bool] = is_ready,
+    ready_within: float = 60.0,
+) -> AsyncIterator[Service]:
+    """The service in a task of the running loop, for embedding (the demo, tests, benchmarks).
+
+    Yields once ``ready(service)`` holds (by default: subscribed and joined), and stops
+    the service with the usual drain when the block ends. A service that fails before
+    it is ready raises its error here.
+    """
+    service = Service(ServiceState(role=role))
+    task = asyncio.create_task(
+        run_service(settings, role=role, mapping_file=mapping_file, service=service, clock=clock)
+    )
+    try:
+        async with asyncio.timeout(ready_within):
+            # Readiness is plain state the pumps set; there is no event to await.
+            while not (task.done() or ready(service)):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        if task.done():
+            task.result()
+        yield service
+    finally:
+        service.stop.set()
+        try:
+            await asyncio.wait_for(task, timeout=settings.runtime.drain_timeout_seconds + 30)
+        except BaseException:
+            task.cancel()
+            raise
+
+
 async def run_service(
     settings: Settings,
     *,
@@ -88,7 +129,7 @@ async def run_service(
         role=role,
         mapping=version.source,
         objects=holder.current.objects,
-        cadence=describe(_cadence(holder)),
+        cadence=describe(holder.current.sync_cadence),
     )
     if handle_signals:
         _install_signal_handlers(service.stop)
@@ -187,23 +228,15 @@ async def _follow_mapping(state: ServiceState, holder: MappingHolder) -> None:
 def _describe_mapping(state: ServiceState, holder: MappingHolder) -> None:
     state.mapping_revision = holder.version.source
     state.mapping_objects = holder.current.objects
-    state.cadence = describe(_cadence(holder))
-
-
-def _cadence(holder: MappingHolder) -> Cadence:
-    return holder.current.sync_cadence
+    state.cadence = describe(holder.current.sync_cadence)
 
 
 def _check_credentials(settings: Settings, role: Role) -> None:
     problems = settings.salesforce.credential_problems()
     if role in ("all", "deliver") and settings.amplitude.api_key is None:
-        problems.append(_problem("SFAMP_AMPLITUDE__API_KEY", f"required for --role {role}"))
+        problems.append(Problem("SFAMP_AMPLITUDE__API_KEY", f"required for --role {role}"))
     if problems:
         raise SettingsError(problems)
-
-
-def _problem(name: str, message: str) -> Problem:
-    return Problem(name, message)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
@@ -214,4 +247,4 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, handler)
 
 
-__all__ = ["Role", "Service", "run_service"]
+__all__ = ["Role", "Service", "run_service", "serving"]

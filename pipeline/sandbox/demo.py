@@ -25,8 +25,7 @@ from pipeline.config.validation import validate_document
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.config_topic import publish_mapping
 from pipeline.runtime.backfill import run_backfill
-from pipeline.runtime.service import Service, run_service
-from pipeline.runtime.state import ServiceState
+from pipeline.runtime.service import serving
 from pipeline.sandbox.salesforce.seed import seed
 from pipeline.sandbox.stack import SandboxStack
 
@@ -101,12 +100,7 @@ async def run_demo(
         summary = await (backfill or _backfill)(settings, mapping)
         _step(console, "4", f"backfill: {summary}")
 
-        service = Service(ServiceState(role="all"))
-        task = asyncio.create_task(run_service(settings, service=service))
-        try:
-            await _until(lambda: task.done() or service.state.ready()[0], wait_seconds)
-            if task.done():
-                task.result()
+        async with serving(settings, ready_within=wait_seconds):
             _step(console, "5", "service running: CDC subscribed, deliver joined its group")
 
             async with httpx.AsyncClient(base_url=stack.salesforce.base_url, timeout=10) as sf:
@@ -128,9 +122,6 @@ async def run_demo(
                 "of the demo's start",
             )
             console.print(_before_after(stack, before | {created: None}))
-        finally:
-            service.stop.set()
-            await asyncio.wait_for(task, timeout=30)
         _pointers(console, stack, topic_prefix)
     console.rule("[bold green]demo finished")
     return DemoResult(len(watched), time.monotonic() - started)

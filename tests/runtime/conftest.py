@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.config.settings import Settings
 from pipeline.kafka.records import DlqEntry, decode_dlq_entry
-from pipeline.runtime.cadence import utc_now
-from pipeline.runtime.deliver import Clock
-from pipeline.runtime.service import Role, Service, run_service
-from pipeline.runtime.state import ServiceState
+from pipeline.runtime.service import serving
 from pipeline.sandbox.amplitude.identify import IdentifyLimits
 from pipeline.sandbox.stack import SandboxStack
 
@@ -95,35 +91,8 @@ def mapping_file(tmp_path: Path) -> Path:
     return path
 
 
-@asynccontextmanager
-async def running(
-    settings: Settings,
-    mapping_file: Path | None,
-    *,
-    role: Role = "all",
-    clock: Clock = utc_now,
-) -> AsyncIterator[Service]:
-    """Run the service in a task until the block ends; yields once it is ready."""
-    service = Service(ServiceState(role=role))
-    task = asyncio.create_task(
-        run_service(settings, role=role, mapping_file=mapping_file, service=service, clock=clock)
-    )
-    try:
-        await wait_until(lambda: _ready_or_crashed(service, task), timeout=45)
-        if task.done():
-            task.result()
-        yield service
-    finally:
-        service.stop.set()
-        try:
-            await asyncio.wait_for(task, timeout=30)
-        except BaseException:
-            task.cancel()
-            raise
-
-
-async def _ready_or_crashed(service: Service, task: asyncio.Task[None]) -> bool:
-    return task.done() or service.state.ready()[0]
+# The service in a task of the test's loop, yielded once ready (subscribed and joined).
+running = serving
 
 
 async def wait_until(
