@@ -22,7 +22,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from pipeline.cli.common import console, err_console, fail, print_json, settings_or_exit
+from pipeline.cli.common import (
+    MAPPING,
+    console,
+    err_console,
+    fail,
+    print_json,
+    settings_or_exit,
+)
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.validation import load_mapping
@@ -65,13 +72,6 @@ DRY_RUN = typer.Option(
     False, "--dry-run", help="Read and transform, send nothing: print the plan instead."
 )
 RESUME = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint.")
-MAPPING = typer.Option(
-    None,
-    "--mapping",
-    "-m",
-    help="Mapping file; overrides SFAMP_MAPPING_FILE. Without either, the mapping "
-    "published in sfamp.config is used.",
-)
 AS_JSON = typer.Option(False, "--json", help="Print the summary as JSON.")
 CHECKPOINT = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint file.")
 API = typer.Option(

@@ -6,6 +6,7 @@ import sys
 from typing import NoReturn
 
 import orjson
+import typer
 from rich.console import Console
 
 from pipeline.config.settings import Settings, load_settings
@@ -13,6 +14,15 @@ from pipeline.errors import MappingError, SettingsError, SfampError
 from pipeline.logs import configure_logging
 
 console = Console()
+
+# --mapping, shared by the commands that run a mapping (run, backfill).
+MAPPING = typer.Option(
+    None,
+    "--mapping",
+    "-m",
+    help="Mapping file; overrides SFAMP_MAPPING_FILE. Without either, the mapping "
+    "published in sfamp.config is used.",
+)
 err_console = Console(stderr=True)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import structlog
 import typer
 
-from pipeline.cli.common import fail, settings_or_exit
+from pipeline.cli.common import MAPPING, fail, settings_or_exit
 from pipeline.errors import SfampError
 from pipeline.runtime.service import run_service
 
@@ -27,13 +27,6 @@ ROLE = typer.Option(
     "--role",
     help="ingest: CDC -> Kafka (one per org). deliver: Kafka -> Amplitude (scale out). "
     "all: both in one process.",
-)
-MAPPING = typer.Option(
-    None,
-    "--mapping",
-    "-m",
-    help="Mapping file; overrides SFAMP_MAPPING_FILE. Without either, the mapping "
-    "published in sfamp.config is used.",
 )
 
 

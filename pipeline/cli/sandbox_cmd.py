@@ -56,16 +56,14 @@ def salesforce(
 ) -> None:
     """Run the Salesforce sandbox (OAuth, REST, Bulk API 2.0, CDC over CometD)."""
 
-    async def run() -> None:
-        async with salesforce_sandbox.SalesforceSandbox(host, port) as org:
-            console.print(
-                f"Salesforce sandbox on [bold]{org.base_url}[/] (Ctrl-C to stop)\n"
-                f"export SFAMP_SALESFORCE__LOGIN_URL={org.base_url}",
-                highlight=False,
-            )
-            await asyncio.Event().wait()
+    def ready(url: str) -> None:
+        console.print(
+            f"Salesforce sandbox on [bold]{url}[/] (Ctrl-C to stop)\n"
+            f"export SFAMP_SALESFORCE__LOGIN_URL={url}",
+            highlight=False,
+        )
 
-    _until_interrupted(run())
+    _until_interrupted(salesforce_sandbox.serve(host, port, ready=ready))
 
 
 @app.command()
@@ -77,17 +75,15 @@ def amplitude(
 ) -> None:
     """Run the Amplitude sandbox (/groupidentify, /2/httpapi, /batch, read-back)."""
 
-    async def run() -> None:
-        async with amplitude_sandbox.AmplitudeSandbox(host, port) as project:
-            console.print(
-                f"Amplitude sandbox on [bold]{project.base_url}[/] (Ctrl-C to stop)\n"
-                f"export SFAMP_AMPLITUDE__BASE_URL={project.base_url}\n"
-                f"export SFAMP_AMPLITUDE__API_KEY={amplitude_sandbox.US_API_KEY}",
-                highlight=False,
-            )
-            await asyncio.Event().wait()
+    def ready(url: str) -> None:
+        console.print(
+            f"Amplitude sandbox on [bold]{url}[/] (Ctrl-C to stop)\n"
+            f"export SFAMP_AMPLITUDE__BASE_URL={url}\n"
+            f"export SFAMP_AMPLITUDE__API_KEY={amplitude_sandbox.US_API_KEY}",
+            highlight=False,
+        )
 
-    _until_interrupted(run())
+    _until_interrupted(amplitude_sandbox.serve(host, port, ready=ready))
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 
 from aiohttp import web
@@ -107,7 +108,14 @@ class SalesforceSandbox:
         await self.stop()
 
 
-async def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Serve the sandbox until cancelled (``sfamp sandbox salesforce``)."""
-    async with SalesforceSandbox(host, port):
+async def serve(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the sandbox until cancelled (``sfamp sandbox salesforce``); ``ready`` gets its URL."""
+    async with SalesforceSandbox(host, port) as sandbox:
+        if ready is not None:
+            ready(sandbox.base_url)
         await asyncio.Event().wait()
