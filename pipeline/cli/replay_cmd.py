@@ -21,8 +21,7 @@ from pipeline.cli.topics_cmd import iso_time, now_ms, require_topic, run_inspect
 from pipeline.config.settings import Settings
 from pipeline.errors import EnvelopeError
 from pipeline.kafka.inspect import KafkaInspector, Message, format_duration
-from pipeline.kafka.records import ReplayMark, decode_replay_mark
-from pipeline.runtime.ingest import RESYNC_PREFIX
+from pipeline.kafka.records import RESYNC_PREFIX, ReplayMark, decode_replay_mark
 
 app = typer.Typer(help="Stored CDC replay ids and their age.", no_args_is_help=True)
 

@@ -1,4 +1,5 @@
-"""Codecs of the small control records sfamp keeps in Kafka: replay marks and DLQ entries.
+"""Codecs of the small control records sfamp keeps in Kafka: replay marks, re-sync requests
+and DLQ entries.
 
 Change envelopes have their own module (:mod:`pipeline.kafka.envelope`). These
 stay pure: bytes in, dataclasses out, time passed in by the caller.
@@ -14,6 +15,8 @@ import orjson
 from pipeline.errors import EnvelopeError
 
 DlqReason = Literal["malformed", "rejected", "unresolved", "resync_failed"]
+# Key prefix of re-sync requests, kept in sfamp.replay beside the replay marks.
+RESYNC_PREFIX = "resync:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,36 @@ def decode_replay_mark(key: bytes | None, value: bytes | None) -> ReplayMark | N
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise EnvelopeError(f"not a replay mark: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncRequest:
+    """An object ingest must read whole into Kafka, and why; removed (tombstone) once done."""
+
+    sfdc_object: str
+    cause: str  # "gap_overflow" | "replay_id_expired" | "requested"
+    requested_at_ms: int
+
+    def encode(self) -> tuple[bytes, bytes]:
+        return (
+            f"{RESYNC_PREFIX}{self.sfdc_object}".encode(),
+            orjson.dumps(
+                {
+                    "kind": "resync",
+                    "object": self.sfdc_object,
+                    "cause": self.cause,
+                    "requested_at_ms": self.requested_at_ms,
+                }
+            ),
+        )
+
+
+def decode_resync(value: bytes) -> ResyncRequest:
+    try:
+        data = orjson.loads(value)
+        return ResyncRequest(str(data["object"]), str(data["cause"]), int(data["requested_at_ms"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise EnvelopeError(f"not a re-sync request: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,6 +130,14 @@ class RecordBatch:
 ReadProgress = Callable[[int, int | None], None]
 
 
+def snapshot_fields(config: MappingConfig, sfdc_object: str, schema: ObjectSchema) -> list[str]:
+    """What a whole-object read selects: every mapped field (compounds as components),
+    and ``SystemModstamp`` to order the snapshot against change events; only fields the
+    describe knows."""
+    wanted = [*fields_to_read(config, sfdc_object, schema), "SystemModstamp"]
+    return [name for name in dict.fromkeys(wanted) if schema.field(name) is not None]
+
+
 async def read_object(
     sf: SalesforceClient,
     mapping: ObjectMapping,
@@ -148,8 +156,7 @@ async def read_object(
     """
     schema = schema_from_describe(await sf.rest.describe(mapping.sfdc_object))
     config = MappingConfig(sync_cadence={"mode": "hourly"}, mappings=[mapping])
-    fields = [*fields_to_read(config, mapping.sfdc_object, schema), "SystemModstamp"]
-    fields = [name for name in dict.fromkeys(fields) if schema.field(name) is not None]
+    fields = snapshot_fields(config, mapping.sfdc_object, schema)
     bulk = BulkQuery(sf.rest)
     start = replace(checkpoint) if checkpoint is not None else None
     job_id: str | None = None

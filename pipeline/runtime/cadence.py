@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from pipeline.config.mapping import DailyCadence, HourlyCadence, IntervalCadence
@@ -35,6 +36,11 @@ def seconds_until(when: datetime, now: datetime) -> float:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch, as Kafka records and envelopes carry them."""
+    return int(time.time() * 1000)
 
 
 def describe(cadence: Cadence) -> str:

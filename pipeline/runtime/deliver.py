@@ -49,7 +49,7 @@ from pipeline.kafka.envelope import ChangeEnvelope, decode, encode
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry, DlqReason, dlq_id
 from pipeline.kafka.topics import TopicNames
-from pipeline.runtime.cadence import FlushSchedule, utc_now
+from pipeline.runtime.cadence import FlushSchedule, now_ms, utc_now
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.retry import Backoff
@@ -304,7 +304,7 @@ class DeliverPump:
                 id=dlq_id(source.topic, source.partition, source.offset),
                 reason=reason,
                 detail=detail,
-                at_ms=_now_ms(),
+                at_ms=now_ms(),
                 key=source.key,
                 payload=payload,
                 source_topic=source.topic,
@@ -379,13 +379,13 @@ class DeliverPump:
     ) -> None:
         envelope, schema = item.envelope, self._schemas.cached(item.envelope.object)
         if item.mapping is None:  # a gap: the record as it is now replaces the event
-            now_ms = _now_ms()
+            read_at = now_ms()
             alive = record is not None and record.get("IsDeleted") is not True
             full = (
-                envelope_from_record(envelope.object, record, source="rest", now_ms=now_ms)
+                envelope_from_record(envelope.object, record, source="rest", now_ms=read_at)
                 if record is not None and alive
                 else deleted_envelope(
-                    envelope.object, envelope.record_id, source="rest", now_ms=now_ms
+                    envelope.object, envelope.record_id, source="rest", now_ms=read_at
                 )
             )
             for mapping, outcome in changes_for_config(full, config, schema):
@@ -429,10 +429,10 @@ class DeliverPump:
         key = f"{identification['group_type']}:{identification['group_value']}"
         window.dlq.append(
             DlqEntry(
-                id=f"rejected:{key}:{_now_ms()}",
+                id=f"rejected:{key}:{now_ms()}",
                 reason="rejected",
                 detail=f"Amplitude answered {rejection.status}: {rejection.reason}",
-                at_ms=_now_ms(),
+                at_ms=now_ms(),
                 key=key,
                 payload=identification,
             )
@@ -560,10 +560,6 @@ def _source_of(record: _Record) -> _Source:
 
 def _text(raw: bytes | None) -> str:
     return "" if raw is None else raw.decode("utf-8", errors="replace")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _envelope_payload(envelope: ChangeEnvelope) -> str:

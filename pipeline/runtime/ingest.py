@@ -22,7 +22,6 @@ Recovery, per DESIGN.md "Semantics that must hold":
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,9 +45,17 @@ from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import read_table
 from pipeline.kafka.envelope import GAP_OPS, ChangeEnvelope, Source, encode
 from pipeline.kafka.producer import ChangeProducer, Record
-from pipeline.kafka.records import DlqEntry, ReplayMark, decode_replay_mark
+from pipeline.kafka.records import (
+    RESYNC_PREFIX,
+    DlqEntry,
+    ReplayMark,
+    ResyncRequest,
+    decode_replay_mark,
+    decode_resync,
+)
 from pipeline.kafka.topics import TopicNames
-from pipeline.runtime.backfill import ReadOptions, read_batches
+from pipeline.runtime.backfill import ReadOptions, read_batches, snapshot_fields
+from pipeline.runtime.cadence import now_ms
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.retry import Backoff
@@ -72,7 +79,6 @@ from pipeline.transform.cdc import deleted_envelope, envelope_from_record, envel
 
 log = structlog.get_logger(__name__)
 
-RESYNC_PREFIX = "resync:"
 MODSTAMP = "SystemModstamp"
 # Catch-up reads after a re-sync snapshot, until no record changed during the last one.
 CATCH_UP_PASSES = 5
@@ -81,36 +87,6 @@ HEARTBEAT_SECONDS = 5.0
 
 # Builds a fresh CometD authenticator for each (re)connection.
 AuthenticatorFactory = Callable[[], AuthenticatorBase]
-
-
-@dataclass(frozen=True, slots=True)
-class ResyncRequest:
-    """An object that must be read whole into Kafka, and why."""
-
-    sfdc_object: str
-    cause: str  # "gap_overflow" | "replay_id_expired" | "requested"
-    requested_at_ms: int
-
-    def encode(self) -> tuple[bytes, bytes]:
-        return (
-            f"{RESYNC_PREFIX}{self.sfdc_object}".encode(),
-            orjson.dumps(
-                {
-                    "kind": "resync",
-                    "object": self.sfdc_object,
-                    "cause": self.cause,
-                    "requested_at_ms": self.requested_at_ms,
-                }
-            ),
-        )
-
-
-def decode_resync(value: bytes) -> ResyncRequest:
-    try:
-        data = orjson.loads(value)
-        return ResyncRequest(str(data["object"]), str(data["cause"]), int(data["requested_at_ms"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise EnvelopeError(f"not a re-sync request: {exc}") from exc
 
 
 @dataclass(slots=True)
@@ -264,7 +240,7 @@ class IngestPump:
         Replaying the retained events instead (-2) is harmless.
         """
         fresh = [
-            ReplayMark(channel, EARLIEST, _now_ms())
+            ReplayMark(channel, EARLIEST, now_ms())
             for channel in channels
             if channel not in checkpoints.marks or checkpoints.marks[channel].replay_id < 0
         ]
@@ -327,7 +303,7 @@ class IngestPump:
         records += await self._reread(gaps, config)
         overflows |= self._gap_resyncs
         self._gap_resyncs = set()
-        requests = [ResyncRequest(obj, "gap_overflow", _now_ms()) for obj in sorted(overflows)]
+        requests = [ResyncRequest(obj, "gap_overflow", now_ms()) for obj in sorted(overflows)]
         records += [(self._topics.replay, *request.encode()) for request in requests]
         # Changes first: a replay id is stored only once Kafka holds every event up to it.
         await self._producer.send_all(records)
@@ -354,7 +330,7 @@ class IngestPump:
             id=f"cdc:{channel}:{replay_id}",
             reason="malformed",
             detail=f"CDC event not understood: {exc}",
-            at_ms=_now_ms(),
+            at_ms=now_ms(),
             key=channel,
             payload=orjson.dumps(message, default=str).decode(),
             extra={"channel": channel, "replay_id": replay_id},
@@ -374,11 +350,11 @@ class IngestPump:
                 log.error("cdc_gap_reread_refused", object=obj, reason=str(exc))
                 self._gap_resyncs.add(obj)
                 continue
-            now_ms = _now_ms()
+            read_at = now_ms()
             for record_id in sorted(ids):
                 record = found.get(record_id)
                 if record is None or record.get("IsDeleted") is True:
-                    envelope = deleted_envelope(obj, record_id, source="rest", now_ms=now_ms)
+                    envelope = deleted_envelope(obj, record_id, source="rest", now_ms=read_at)
                 else:
                     envelope = _full_envelope(obj, record, "rest")
                 records.append(self._change(envelope))
@@ -390,7 +366,7 @@ class IngestPump:
         self, newest: Mapping[str, tuple[int, int | None]], storage: DurableReplayStorage
     ) -> None:
         marks = [
-            ReplayMark(channel, replay_id, _now_ms(), event_ts)
+            ReplayMark(channel, replay_id, now_ms(), event_ts)
             for channel, (replay_id, event_ts) in newest.items()
         ]
         if not marks:
@@ -435,7 +411,7 @@ class IngestPump:
             objects=objects,
             action="subscribing from the newest event and re-syncing the objects",
         )
-        now = _now_ms()
+        now = now_ms()
         records: list[Record] = [
             (self._topics.replay, *ResyncRequest(obj, "replay_id_expired", now).encode())
             for obj in objects
@@ -502,8 +478,7 @@ class IngestPump:
         await self._schemas.ensure([sfdc_object])
         schema = self._schemas.cached(sfdc_object)
         assert schema is not None, f"no describe for {sfdc_object}"
-        wanted = [*fields_to_read(config, sfdc_object, schema), MODSTAMP]
-        fields = [name for name in dict.fromkeys(wanted) if schema.field(name) is not None]
+        fields = snapshot_fields(config, sfdc_object, schema)
         bulk = BulkQuery(self._salesforce.rest)
         batches = read_batches(
             self._salesforce, bulk, schema, fields, where=None, start=None, options=ReadOptions()
@@ -544,7 +519,7 @@ class IngestPump:
     def _mark_resync_done(self, request: ResyncRequest, written: int) -> None:
         for entry in reversed(self.state.resyncs):
             if entry["object"] == request.sfdc_object and entry["status"] == "running":
-                entry.update(status="done", records=written, finished_at_ms=_now_ms())
+                entry.update(status="done", records=written, finished_at_ms=now_ms())
                 break
 
 
@@ -564,7 +539,7 @@ def _full_envelope(sfdc_object: str, record: Mapping[str, Any], source: Source) 
     meet in one flush; a tie goes to the event, which carries the same values.
     """
     return envelope_from_record(
-        sfdc_object, record, source=source, now_ms=_modified_ms(record) or _now_ms()
+        sfdc_object, record, source=source, now_ms=_modified_ms(record) or now_ms()
     )
 
 
@@ -587,7 +562,3 @@ def _modified_ms(record: Mapping[str, Any]) -> int | None:
         return int(datetime.fromisoformat(stamp).timestamp() * 1000)
     except ValueError:
         return None
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
