@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NoReturn, cast
+from typing import Any, Final, Literal, NoReturn, cast, get_args
 
 import orjson
 
@@ -48,23 +48,11 @@ Op = Literal[
     "gap_undelete",
     "gap_overflow",
 ]
-OPS: Final[frozenset[str]] = frozenset(
-    (
-        "create",
-        "update",
-        "delete",
-        "undelete",
-        "gap_create",
-        "gap_update",
-        "gap_delete",
-        "gap_undelete",
-        "gap_overflow",
-    )
-)
+OPS: Final[frozenset[str]] = frozenset(get_args(Op))
 GAP_OPS: Final[frozenset[str]] = frozenset(op for op in OPS if op.startswith("gap_"))
 
 Source = Literal["cdc", "rest", "bulk"]
-SOURCES: Final[frozenset[str]] = frozenset(("cdc", "rest", "bulk"))
+SOURCES: Final[frozenset[str]] = frozenset(get_args(Source))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ envelopes: every field that was read is present, an absent one is null.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 from pipeline.errors import EnvelopeError
@@ -59,7 +60,7 @@ def envelopes_from_event(message: Mapping[str, Any]) -> list[ChangeEnvelope]:
         nulled=_nulled(header, body),
         fields=body,
     )
-    return [_with_record_id(template, record_id) for record_id in _record_ids(header, op)]
+    return [replace(template, record_id=record_id) for record_id in _record_ids(header, op)]
 
 
 def envelope_from_record(
@@ -91,23 +92,6 @@ def deleted_envelope(
     """A ``delete`` for a record a re-read no longer finds (retrieve answered null)."""
     return ChangeEnvelope(
         object=sfdc_object, record_id=record_id, op="delete", commit_ts=now_ms, source=source
-    )
-
-
-def _with_record_id(template: ChangeEnvelope, record_id: str) -> ChangeEnvelope:
-    return ChangeEnvelope(
-        object=template.object,
-        record_id=record_id,
-        op=template.op,
-        commit_ts=template.commit_ts,
-        commit_number=template.commit_number,
-        transaction_key=template.transaction_key,
-        sequence_number=template.sequence_number,
-        channel=template.channel,
-        replay_id=template.replay_id,
-        changed=template.changed,
-        nulled=template.nulled,
-        fields=template.fields,
     )
 
 
