@@ -17,19 +17,12 @@ from typing import Any
 
 import requests
 from amplitude import Amplitude, Config, Identify
+from bench_backfill import PROPERTIES
 from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
 
-FIELDS = {
-    "Name": "name",
-    "Industry": "industry",
-    "AnnualRevenue": "annual_revenue",
-    "NumberOfEmployees": "employees",
-    "Regions__c": "regions",
-    "Is_Active__c": "active",
-    "Health_Score__c": "health",
-    "Renewal_Date__c": "renewal",
-}
+# The fields the benchmark maps for sfamp too, so both move the same data.
+FIELDS = PROPERTIES
 
 
 class PlainHttpAdapter(HTTPAdapter):
