@@ -43,16 +43,32 @@ class ChunkLimits:
     property_keys_per_request: bool = True
 
 
-# quote_plus, byte by byte, as a lookup table: the same output about twice as fast.
+# quote_plus, byte by byte, as a lookup table (used when a body holds many kinds of
+# escaped bytes, e.g. much non-ASCII text).
 _FORM_BYTES = [
     bytes([b]) if b in _ALWAYS_SAFE else (b"+" if b == ord(" ") else b"%%%02X" % b)
     for b in range(256)
 ]
+# Up to this many kinds of escaped bytes, one C-speed ``replace`` per kind beats the table.
+_MAX_REPLACE_PASSES = 32
 
 
 def form_quote(raw: bytes) -> bytes:
-    """``quote_plus(raw).encode()``, without the per-byte Python loop of ``urllib``."""
-    return b"".join(map(_FORM_BYTES.__getitem__, raw))
+    """``quote_plus(raw).encode()``, without the per-byte Python loop of ``urllib``.
+
+    JSON uses few kinds of punctuation, so replacing each kind in one pass over the
+    body is about four times faster than mapping every byte. ``%`` goes first (the
+    other replacements add ``%``) and ``+`` before the space (which becomes ``+``).
+    """
+    kinds = set(raw.translate(None, _ALWAYS_SAFE))
+    if len(kinds) > _MAX_REPLACE_PASSES:
+        return b"".join(map(_FORM_BYTES.__getitem__, raw))
+    first = [byte for byte in (ord("%"), ord("+")) if byte in kinds]
+    space = ord(" ") in kinds
+    kinds.difference_update((ord("%"), ord("+"), ord(" ")))
+    for byte in (*first, *kinds):
+        raw = raw.replace(bytes((byte,)), _FORM_BYTES[byte])
+    return raw.replace(b" ", b"+") if space else raw
 
 
 def encoded_length(raw: bytes) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from urllib.parse import parse_qs, quote_plus
 
 import orjson
@@ -112,3 +113,14 @@ def test_custom_limits() -> None:
 )
 def test_form_quote_is_exactly_quote_plus(raw: bytes) -> None:
     assert form_quote(raw) == quote_plus(raw).encode()
+
+
+@pytest.mark.parametrize("kinds", [1, 31, 32, 33, 64])
+def test_form_quote_either_way_is_quote_plus(kinds: int) -> None:
+    # Few kinds of escaped bytes take the replace path, many the lookup table.
+    rng = random.Random(kinds)
+    escaped = rng.sample([b for b in range(256) if not chr(b).isalnum()], kinds)
+    alphabet = [*escaped, *b"%+ aZ09"]
+    for _ in range(50):
+        raw = bytes(rng.choice(alphabet) for _ in range(rng.randrange(200)))
+        assert form_quote(raw) == quote_plus(raw).encode()
