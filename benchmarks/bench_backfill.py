@@ -1,13 +1,16 @@
 """Backfill end to end: sandbox Bulk CSV -> transform -> Amplitude sandbox, in separate processes.
 
-Both sandboxes run in one child process; each backfill runs in another, so its
-peak RSS (``ru_maxrss``) is its own. Prints:
+Both sandboxes run in one child process; each backfill is the real
+``sfamp backfill --json`` command in another, so its peak RSS is its own. Prints:
 
-1. throughput of ``run_backfill`` over ``--rows`` Accounts (target >= 30,000 records/s);
+1. throughput of ``sfamp backfill`` over ``--rows`` Accounts (target >= 30,000 records/s);
 2. peak RSS of a backfill of ``--memory-rows`` Accounts (target < 250 MB);
 3. sfamp against ``naive_backfill.py`` (simple-salesforce ``query_all`` + the
    official Amplitude SDK, one group identify per record) over ``--naive-rows``:
    the speed ratio and the Amplitude request ratio.
+
+Times are the runs' own (login to last answer), without interpreter start-up,
+for sfamp and the naive script alike.
 
     .venv/bin/python benchmarks/bench_backfill.py [--rows N] [--memory-rows N] [--naive-rows N]
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,6 +43,19 @@ PROPERTIES = {
     "Health_Score__c": "health",
     "Renewal_Date__c": "renewal",
 }
+MAPPING = {
+    "sync_cadence": {"mode": "hourly"},
+    "mappings": [
+        {
+            "sfdc_object": "Account",
+            "group_type": "account",
+            "group_name_field": "Id",
+            "group_properties": [
+                {"sfdc_field": f, "amplitude_property": p} for f, p in PROPERTIES.items()
+            ],
+        }
+    ],
+}
 
 
 # -- child process: both sandboxes ----------------------------------------------------------
@@ -47,9 +63,11 @@ PROPERTIES = {
 
 async def serve(scope: str) -> None:
     """Run both sandboxes until stdin closes; print their URLs as one JSON line."""
+    from pipeline.gc_tuning import tune_gc
     from pipeline.sandbox.amplitude import AmplitudeSandbox, IdentifyLimits
     from pipeline.sandbox.salesforce import SalesforceSandbox
 
+    tune_gc()  # as `sfamp sandbox ...` does
     limits = IdentifyLimits(property_limit_per_request=scope == "request")
     async with (
         SalesforceSandbox(bulk_job_seconds=0.0, api_max=1_000_000_000) as sf,
@@ -59,61 +77,54 @@ async def serve(scope: str) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
-# -- child process: one backfill ------------------------------------------------------------
+# -- child process: one `sfamp backfill` ----------------------------------------------------
 
 
-async def backfill(salesforce: str, amplitude: str, scope: str) -> None:
-    """One ``run_backfill`` of every Account; prints rows, seconds, requests and peak RSS."""
-    from pipeline.config.mapping import MappingConfig
-    from pipeline.config.settings import Settings
-    from pipeline.runtime.backfill import run_backfill
-
-    config = MappingConfig.model_validate(
-        {
-            "sync_cadence": {"mode": "hourly"},
-            "mappings": [
-                {
-                    "sfdc_object": "Account",
-                    "group_type": "account",
-                    "group_name_field": "Id",
-                    "group_properties": [
-                        {"sfdc_field": f, "amplitude_property": p} for f, p in PROPERTIES.items()
-                    ],
-                }
-            ],
-        }
-    )
-    settings = Settings(
-        _env_file=None,
-        salesforce={
-            "login_url": salesforce,
-            "client_id": "sandbox-client",
-            "client_secret": "sandbox-secret",
-            "username": "admin@sandbox.example",
-            "password": "sandbox",
-        },
-        amplitude={
-            "api_key": "sandbox-api-key",
-            "base_url": amplitude,
-            "property_limit_scope": scope,
-        },
-    )
-    with tempfile.TemporaryDirectory() as state:
-        started = time.perf_counter()
-        summary = await run_backfill(
-            settings, config, checkpoint_path=Path(state) / "checkpoint.json", dlq="file"
-        )
-        seconds = time.perf_counter() - started
-    if summary.error is not None:
-        raise summary.error
-    result = {
-        "rows": summary.total("rows_read"),
-        "seconds": seconds,
-        "amplitude_requests": summary.total("requests"),
-        "salesforce_api_calls": summary.api_calls,
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+def sfamp_environment(urls: dict[str, str]) -> dict[str, str]:
+    """The caller's environment without its SFAMP_* settings, plus the sandboxes'."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SFAMP_")}
+    return environment | {
+        "SFAMP_SALESFORCE__LOGIN_URL": urls["salesforce"],
+        "SFAMP_SALESFORCE__CLIENT_ID": "sandbox-client",
+        "SFAMP_SALESFORCE__CLIENT_SECRET": "sandbox-secret",
+        "SFAMP_SALESFORCE__USERNAME": "admin@sandbox.example",
+        "SFAMP_SALESFORCE__PASSWORD": "sandbox",
+        "SFAMP_AMPLITUDE__API_KEY": "sandbox-api-key",
+        "SFAMP_AMPLITUDE__BASE_URL": urls["amplitude"],
+        "SFAMP_AMPLITUDE__PROPERTY_LIMIT_SCOPE": urls["scope"],
     }
-    print(json.dumps(result), flush=True)
+
+
+def run_measured(args: list[str], *, env: dict[str, str], cwd: str) -> tuple[str, float]:
+    """Run a command to the end; its stdout and its own peak RSS in MB (``wait4``)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(args, stdout=out, stderr=err, env=env, cwd=cwd)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        if process.returncode != 0:
+            raise SystemExit(f"{' '.join(args[:4])} failed:\n{err.read().decode()[-2000:]}")
+        return out.read().decode(), usage.ru_maxrss / 1024
+
+
+def run_sfamp(urls: dict[str, str]) -> dict[str, Any]:
+    """One ``sfamp backfill`` of every Account: rows, seconds, requests and peak RSS."""
+    with tempfile.TemporaryDirectory() as work:
+        mapping = Path(work) / "mapping.json"
+        mapping.write_text(json.dumps(MAPPING))
+        command = [sys.executable, "-m", "pipeline", "backfill", "--mapping", str(mapping)]
+        command += ["--json", "--dlq", "file", "--checkpoint", str(Path(work) / "checkpoint")]
+        out, max_rss_mb = run_measured(command, env=sfamp_environment(urls), cwd=work)
+    summary = json.loads(out)
+    if not summary["completed"]:
+        raise SystemExit(f"sfamp backfill stopped: {summary['error']}")
+    return {
+        "rows": summary["rows_read"],
+        "seconds": summary["elapsed_seconds"],
+        "amplitude_requests": summary["requests"],
+        "salesforce_api_calls": summary["salesforce_api_calls"],
+        "max_rss_mb": max_rss_mb,
+    }
 
 
 # -- the conductor --------------------------------------------------------------------------
@@ -138,10 +149,6 @@ def seed(http: httpx.Client, urls: dict[str, str], rows: int) -> float:
     body = {"object": "Account", "count": rows, "return_ids": False}
     http.post(f"{urls['salesforce']}/__sandbox/seed", json=body).raise_for_status()
     return time.perf_counter() - started
-
-
-def run_sfamp(urls: dict[str, str]) -> dict[str, Any]:
-    return child(__file__, "_backfill", urls["salesforce"], urls["amplitude"], urls["scope"])
 
 
 def report_throughput(http: httpx.Client, urls: dict[str, str], rows: int) -> None:
@@ -226,8 +233,6 @@ def main(rows: int, memory_rows: int, naive_rows: int, scope: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_serve"]:
         asyncio.run(serve(sys.argv[2]))
-    elif sys.argv[1:2] == ["_backfill"]:
-        asyncio.run(backfill(sys.argv[2], sys.argv[3], sys.argv[4]))
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         parser.add_argument("--rows", type=int, default=200_000, help="throughput run (0: skip)")

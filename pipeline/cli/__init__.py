@@ -24,6 +24,7 @@ from pipeline.cli import (
 )
 from pipeline.cli.common import fail
 from pipeline.errors import SfampError
+from pipeline.gc_tuning import tune_gc
 
 app = typer.Typer(
     name="sfamp",
@@ -65,6 +66,7 @@ def _root(
 
 def main() -> None:
     """Console entry point."""
+    tune_gc()
     try:
         app()
     except SfampError as exc:
