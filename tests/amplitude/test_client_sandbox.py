@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import httpx
@@ -233,3 +234,31 @@ async def test_the_property_limit_scope_decides_groups_per_request(
             report = await client.send(updates)
         assert (report.delivered, report.requests, report.rejected) == (2000, requests, [])
         assert len(sandbox.state.store("us").groups) == 2000
+
+
+class ImportWatch:
+    """A meta-path finder that only records which modules were looked for."""
+
+    def __init__(self) -> None:
+        self.looked_for: list[str] = []
+
+    def find_spec(self, name: str, *args: object) -> None:
+        self.looked_for.append(name)
+
+
+async def test_requests_import_nothing(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    # httpcore imports sniffio on every pool operation; were it missing, every request
+    # would rescan sys.path for it (hence the explicit sniffio dependency).
+    watch = ImportWatch()
+    async with AmplitudeClient(sandbox_settings) as client:
+        await client.send(_accounts(3))  # connections and lazy imports warmed up
+        sys.meta_path.insert(0, watch)
+        try:
+            for batch in range(5):
+                report = await client.send(_accounts(3 + batch))
+                assert report.delivered == 3 + batch
+        finally:
+            sys.meta_path.remove(watch)
+    assert watch.looked_for == []
