@@ -9,17 +9,38 @@ import random
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from pipeline.sandbox.kafka import free_port
+from pipeline.sandbox.kafka import EmbeddedKafka, free_port
 from pipeline.sandbox.stack import SandboxStack
+from tests.conftest import docker_engine_answers
 from tests.runtime.conftest import Org, groups, wait_until
 
 pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap(kafka_bootstrap: str) -> Iterator[str]:
+    """A broker of this module's own when the embedded one is used.
+
+    These tests SIGKILL Kafka clients mid-request again and again; the embedded
+    broker keeps their half-open sessions, so the modules after this one get a
+    fresh broker rather than one that may still be busy with the dead ones.
+    """
+    if os.environ.get("SFAMP_TEST_KAFKA_BOOTSTRAP") or docker_engine_answers():
+        yield kafka_bootstrap
+        return
+    broker = EmbeddedKafka().start_sync()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
 
 SIMPLE_MAPPING = {
     "version": 1,

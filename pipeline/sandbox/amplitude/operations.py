@@ -63,10 +63,15 @@ def count_property_keys(operations: Mapping[str, Any]) -> int:
     return sum(len(value) for key, value in operations.items() if key != "$clearAll")
 
 
+_UNCUT = frozenset((int, float, bool, type(None)))
+
+
 def truncate_value(value: Any) -> Any:
     """Cut every string (also inside arrays and objects) to Amplitude's 1024 characters."""
+    if type(value) in _UNCUT:
+        return value  # the common case first: a backfill sends mostly numbers and short text
     if isinstance(value, str):
-        return value[:MAX_STRING_LENGTH]
+        return value if len(value) <= MAX_STRING_LENGTH else value[:MAX_STRING_LENGTH]
     if isinstance(value, list):
         return [truncate_value(item) for item in value]
     if isinstance(value, dict):
