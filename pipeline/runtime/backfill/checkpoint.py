@@ -1,0 +1,150 @@
+"""Where a backfill keeps its state: the checkpoint file and the sink for rejected
+identifications (``sfamp.dlq``, or a file when Kafka does not answer)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import orjson
+import structlog
+
+from pipeline.amplitude import DeliveryReport
+from pipeline.config.settings import Settings
+from pipeline.errors import ConfigError, KafkaError
+from pipeline.kafka.producer import ChangeProducer
+from pipeline.kafka.records import DlqEntry
+from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.backfill.read import ReadPosition
+
+DEFAULT_STATE_DIR: Final = Path(".sfamp")
+DEFAULT_CHECKPOINT: Final = DEFAULT_STATE_DIR / "backfill-checkpoint.json"
+REJECTED_FILE: Final = "backfill-rejected.jsonl"
+CHECKPOINT_VERSION: Final = 1
+KAFKA_PROBE_SECONDS: Final = 5.0
+
+DlqMode = Literal["auto", "kafka", "file"]
+log = structlog.get_logger(__name__)
+
+
+class CheckpointFile:
+    """Per object: a fingerprint of what is read and the position delivered so far.
+
+    Written atomically (temporary file + rename) after every delivered batch.
+    A fingerprint that no longer matches (other fields, mapping or ``--where``)
+    makes ``--resume`` start that object again rather than skip rows it never sent.
+    """
+
+    def __init__(self, path: Path, objects: dict[str, dict[str, Any]] | None = None) -> None:
+        self.path = path
+        self.objects: dict[str, dict[str, Any]] = objects or {}
+
+    @classmethod
+    def load(cls, path: Path) -> CheckpointFile:
+        try:
+            data = orjson.loads(path.read_bytes())
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"no backfill checkpoint at {path}; run without --resume to start one"
+            ) from exc
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read the backfill checkpoint {path}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
+            raise ConfigError(
+                f"{path} is not a backfill checkpoint of version {CHECKPOINT_VERSION}"
+            )
+        return cls(path, dict(data.get("objects") or {}))
+
+    def position(self, sfdc_object: str, fingerprint: str) -> ReadPosition | None:
+        entry = self.objects.get(sfdc_object)
+        if entry is None:
+            return None
+        if entry.get("fingerprint") != fingerprint:
+            log.warning("backfill_checkpoint_mismatch", object=sfdc_object, action="start over")
+            return None
+        return ReadPosition.from_json(entry.get("position") or {})
+
+    def save(self, sfdc_object: str, fingerprint: str, position: ReadPosition) -> None:
+        self.objects[sfdc_object] = {"fingerprint": fingerprint, "position": position.to_json()}
+        document = {
+            "version": CHECKPOINT_VERSION,
+            "updated_at_ms": int(time.time() * 1000),
+            "objects": self.objects,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        os.replace(temporary, self.path)
+
+
+class RejectSink:
+    """Where rejected identifications go: ``sfamp.dlq`` when Kafka answers, else a file.
+
+    Opened on the first rejection only, so a clean run never needs Kafka. In
+    ``auto`` mode Kafka gets :data:`KAFKA_PROBE_SECONDS` to answer.
+    """
+
+    def __init__(self, settings: Settings, mode: DlqMode, file: Path) -> None:
+        self._settings = settings
+        self._mode = mode
+        self._file = file
+        self._producer: ChangeProducer | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self.destination: str | None = None
+
+    async def write(self, entries: Sequence[DlqEntry]) -> None:
+        if not entries:
+            return
+        if self.destination is None:
+            await self._open()
+        if self._producer is not None:
+            topic = TopicNames(self._settings.kafka.topic_prefix).dlq
+            await self._producer.send_all([(topic, *entry.encode()) for entry in entries])
+            return
+        with self._file.open("ab") as out:
+            for entry in entries:
+                out.write(orjson.dumps(asdict(entry)) + b"\n")
+
+    async def _open(self) -> None:
+        if self._mode != "file":
+            kafka = self._settings.kafka
+            if self._mode == "auto":
+                timeout = min(kafka.request_timeout_seconds, KAFKA_PROBE_SECONDS)
+                kafka = kafka.model_copy(update={"request_timeout_seconds": timeout})
+            try:
+                self._producer = await self._stack.enter_async_context(ChangeProducer(kafka))
+                self.destination = f"kafka:{TopicNames(kafka.topic_prefix).dlq}"
+                return
+            except KafkaError as exc:
+                if self._mode == "kafka":
+                    raise
+                log.warning("backfill_dlq_kafka_unreachable", reason=str(exc), file=str(self._file))
+        self._file.parent.mkdir(parents=True, exist_ok=True)
+        self.destination = f"file:{self._file}"
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+def rejected_entries(report: DeliveryReport, sfdc_object: str, now_ms: int) -> list[DlqEntry]:
+    entries = []
+    for rejection in report.rejected:
+        update = rejection.update
+        key = f"{update.group_type}:{update.group_value}"
+        entries.append(
+            DlqEntry(
+                id=f"backfill:{key}:{now_ms}",
+                reason="rejected",
+                detail=f"Amplitude answered {rejection.status}: {rejection.reason}",
+                at_ms=now_ms,
+                key=key,
+                payload=update.to_identification(),
+                extra={"source": "backfill", "object": sfdc_object},
+            )
+        )
+    return entries

@@ -1,0 +1,186 @@
+"""What a backfill found and did: duplicate group values, per-object and run summaries,
+and the progress protocol with its log-line implementation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Protocol
+
+import structlog
+
+from pipeline.errors import SfampError
+
+DUPLICATES_SHOWN: Final = 20
+log = structlog.get_logger(__name__)
+
+
+class DuplicateGroups:
+    """Group values shared by several records of one mapping (a non-unique group name field).
+
+    Amplitude would silently merge them into one group; a backfill reports them.
+    Seen values are kept as hashes (about 60 bytes each); mappings named by ``Id``
+    or by a field the describe marks unique cannot repeat and are not tracked.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, set[int]] = {}
+        self.repeated: dict[str, dict[str, int]] = {}
+
+    def track(self, group_type: str) -> None:
+        self._seen.setdefault(group_type, set())
+        self.repeated.setdefault(group_type, {})
+
+    def see(self, group_type: str, group_value: str) -> None:
+        seen = self._seen.get(group_type)
+        if seen is None:
+            return
+        marker = hash(group_value)
+        if marker in seen:
+            counts = self.repeated[group_type]
+            counts[group_value] = counts.get(group_value, 1) + 1
+        else:
+            seen.add(marker)
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Per group type: how many values repeat, and the most repeated with record counts."""
+        found: dict[str, dict[str, Any]] = {}
+        for group_type, counts in self.repeated.items():
+            if counts:
+                top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+                found[group_type] = {
+                    "values": len(counts),
+                    "records": sum(counts.values()),
+                    "top": dict(top[:DUPLICATES_SHOWN]),
+                }
+        return found
+
+
+@dataclass(slots=True)
+class ObjectSummary:
+    """What the backfill did for one Salesforce object."""
+
+    sfdc_object: str
+    method: str = ""
+    total: int | None = None
+    rows_read: int = 0
+    identifications: int = 0
+    requests: int = 0
+    bytes: int = 0
+    rejected: int = 0
+    without_group: int = 0  # records whose group name field is empty
+    already_done: bool = False
+    finished: bool = False
+
+
+@dataclass(slots=True)
+class BackfillSummary:
+    """The whole run; ``error`` is set (and ``completed`` false) when it stopped early.
+
+    The checkpoint then still points at the last delivered batch: ``--resume``
+    continues from there.
+    """
+
+    objects: list[ObjectSummary] = field(default_factory=list)
+    dry_run: bool = False
+    resumed: bool = False
+    api_calls: int = 0
+    bulk_jobs: int = 0
+    retries: int = 0
+    rejected_to: str | None = None
+    duplicates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_seconds: float = 0.0
+    checkpoint: str | None = None
+    error: SfampError | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.error is None
+
+    def total(self, name: str) -> int:
+        return int(sum(getattr(item, name) for item in self.objects))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "completed": self.completed,
+            "error": None if self.error is None else str(self.error),
+            "error_type": None if self.error is None else type(self.error).__name__,
+            "dry_run": self.dry_run,
+            "resumed": self.resumed,
+            "rows_read": self.total("rows_read"),
+            "identifications": self.total("identifications"),
+            "requests": self.total("requests"),
+            "bytes": self.total("bytes"),
+            "rejected": self.total("rejected"),
+            "rejected_to": self.rejected_to,
+            "without_group": self.total("without_group"),
+            "duplicates": self.duplicates,
+            "salesforce_api_calls": self.api_calls,
+            "bulk_jobs": self.bulk_jobs,
+            "amplitude_retries": self.retries,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "checkpoint": self.checkpoint,
+            "sample": self.sample,
+            "objects": [asdict(item) for item in self.objects],
+        }
+
+
+class BackfillProgress(Protocol):
+    """What the CLI shows while a backfill runs (a rich bar, or log lines)."""
+
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None: ...
+
+    def advance(self, sfdc_object: str, rows: int, identifications: int) -> None: ...
+
+    def finish_object(self, summary: ObjectSummary) -> None: ...
+
+
+class LogProgress:
+    """Progress as structlog lines: one per object start and end, one per ``interval``."""
+
+    def __init__(
+        self, interval_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = interval_seconds
+        self._clock = clock
+        self._started = self._last = 0.0
+        self._rows = self._sent = 0
+        self._total: int | None = None
+
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+        self._started = self._last = self._clock()
+        self._rows = self._sent = 0
+        self._total = total
+        log.info("backfill_object_started", object=sfdc_object, total=total, method=method)
+
+    def advance(self, sfdc_object: str, rows: int, identifications: int) -> None:
+        self._rows += rows
+        self._sent += identifications
+        now = self._clock()
+        if now - self._last < self._interval:
+            return
+        self._last = now
+        rate = self._rows / max(now - self._started, 1e-6)
+        remaining = None if self._total is None else max(0, self._total - self._rows)
+        log.info(
+            "backfill_progress",
+            object=sfdc_object,
+            rows_read=self._rows,
+            total=self._total,
+            identifications=self._sent,
+            rows_per_second=round(rate),
+            eta_seconds=None if remaining is None or rate <= 0 else round(remaining / rate, 1),
+        )
+
+    def finish_object(self, summary: ObjectSummary) -> None:
+        log.info(
+            "backfill_object_done",
+            object=summary.sfdc_object,
+            rows_read=summary.rows_read,
+            identifications=summary.identifications,
+            requests=summary.requests,
+            rejected=summary.rejected,
+            finished=summary.finished,
+        )
