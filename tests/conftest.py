@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -48,6 +49,13 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer() as container:
             yield container.get_bootstrap_server()
         return
+    with embedded_broker() as bootstrap:
+        yield bootstrap
+
+
+@contextlib.contextmanager
+def embedded_broker() -> Iterator[str]:
+    """A fresh embedded broker on a free port, stopped afterwards; yields its bootstrap."""
     broker = EmbeddedKafka().start_sync()
     try:
         yield broker.bootstrap_servers

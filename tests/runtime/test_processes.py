@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.sandbox.kafka import EmbeddedKafka, free_port
+from pipeline.sandbox.kafka import free_port
 from pipeline.sandbox.stack import SandboxStack
-from tests.conftest import docker_engine_answers
+from tests.conftest import docker_engine_answers, embedded_broker
 from tests.runtime.conftest import Org, groups, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -35,11 +35,8 @@ def kafka_bootstrap(kafka_bootstrap: str) -> Iterator[str]:
     if os.environ.get("SFAMP_TEST_KAFKA_BOOTSTRAP") or docker_engine_answers():
         yield kafka_bootstrap
         return
-    broker = EmbeddedKafka().start_sync()
-    try:
-        yield broker.bootstrap_servers
-    finally:
-        broker.stop()
+    with embedded_broker() as bootstrap:
+        yield bootstrap
 
 
 SIMPLE_MAPPING = {
