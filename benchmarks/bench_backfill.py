@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from support import account_mapping
 
 HERE = Path(__file__).resolve().parent
 TARGET_RATE = 30_000
@@ -44,19 +45,7 @@ PROPERTIES = {
     "Health_Score__c": "health",
     "Renewal_Date__c": "renewal",
 }
-MAPPING = {
-    "sync_cadence": {"mode": "hourly"},
-    "mappings": [
-        {
-            "sfdc_object": "Account",
-            "group_type": "account",
-            "group_name_field": "Id",
-            "group_properties": [
-                {"sfdc_field": f, "amplitude_property": p} for f, p in PROPERTIES.items()
-            ],
-        }
-    ],
-}
+MAPPING = account_mapping(PROPERTIES, {"mode": "hourly"})
 
 
 # -- child process: both sandboxes ----------------------------------------------------------

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from support import poll
+from support import DAILY, account_mapping, poll
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
@@ -52,26 +52,18 @@ TARGET = 50_000
 SLOT = datetime(2026, 1, 2, 0, 0, tzinfo=UTC)  # the daily slot; the run starts 23 h before it
 INDUSTRIES = ("Energy", "Biotechnology", "Mining", "Retail", "Banking")
 TYPES = ("Prospect", "Customer - Direct", "Partner")
-MAPPING: dict[str, Any] = {
-    "version": 1,
-    "sync_cadence": {"mode": "daily", "at": "00:00"},
-    "mappings": [
-        {
-            "sfdc_object": "Account",
-            "group_type": "account",
-            "group_name_field": "Id",
-            "group_properties": [
-                {"sfdc_field": "Name", "amplitude_property": "name"},
-                {"sfdc_field": "Industry", "amplitude_property": "industry"},
-                {"sfdc_field": "AnnualRevenue", "amplitude_property": "annual_revenue"},
-                {"sfdc_field": "NumberOfEmployees", "amplitude_property": "employees"},
-                {"sfdc_field": "Type", "amplitude_property": "type"},
-                {"sfdc_field": "BillingCountry", "amplitude_property": "billing_country"},
-            ],
-            "on_delete": "mark",
-        }
-    ],
-}
+MAPPING = account_mapping(
+    {
+        "Name": "name",
+        "Industry": "industry",
+        "AnnualRevenue": "annual_revenue",
+        "NumberOfEmployees": "employees",
+        "Type": "type",
+        "BillingCountry": "billing_country",
+    },
+    DAILY,
+    on_delete="mark",
+)
 
 
 class FakeClock:

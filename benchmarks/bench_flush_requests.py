@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from support import poll
+from support import DAILY, account_mapping, poll
 
 from pipeline.amplitude import ChunkLimits
 from pipeline.config.mapping import MappingConfig
@@ -104,22 +104,7 @@ class Run:
     shapes: list[Shape]
 
     def mapping(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "sync_cadence": {"mode": "daily", "at": "00:00"},
-            "mappings": [
-                {
-                    "sfdc_object": "Account",
-                    "group_type": "account",
-                    "group_name_field": "Id",
-                    "group_properties": [
-                        {"sfdc_field": field, "amplitude_property": prop}
-                        for field, prop in self.properties
-                    ],
-                    "on_delete": self.on_delete,
-                }
-            ],
-        }
+        return account_mapping(dict(self.properties), DAILY, on_delete=self.on_delete)
 
     def keys(self, shape: Shape) -> int:
         """Property keys one group carries after this change: what the client packs by."""

@@ -30,10 +30,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from support import poll
+from support import account_mapping, poll
 
 from pipeline.config.settings import Settings
 from pipeline.logs import configure_logging
@@ -44,22 +43,10 @@ from pipeline.sandbox.stack import SandboxStack
 
 TARGET = 5_000
 INDUSTRIES = ("Energy", "Biotechnology", "Mining", "Retail", "Banking")
-MAPPING: dict[str, Any] = {
-    "version": 1,
-    "sync_cadence": {"mode": "interval", "every_seconds": 60},
-    "mappings": [
-        {
-            "sfdc_object": "Account",
-            "group_type": "account",
-            "group_name_field": "Id",
-            "group_properties": [
-                {"sfdc_field": "Name", "amplitude_property": "name"},
-                {"sfdc_field": "Industry", "amplitude_property": "industry"},
-                {"sfdc_field": "AnnualRevenue", "amplitude_property": "annual_revenue"},
-            ],
-        }
-    ],
-}
+MAPPING = account_mapping(
+    {"Name": "name", "Industry": "industry", "AnnualRevenue": "annual_revenue"},
+    {"mode": "interval", "every_seconds": 60},
+)
 
 
 def update_one_by_one(org: Org, ids: list[str], round_no: int) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from support import poll
+from support import account_mapping, poll
 
 from pipeline.config.settings import Settings
 from pipeline.logs import configure_logging
@@ -38,21 +38,8 @@ TARGET_P99 = 3.0
 
 
 def mapping(every_seconds: int) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "sync_cadence": {"mode": "interval", "every_seconds": every_seconds},
-        "mappings": [
-            {
-                "sfdc_object": "Account",
-                "group_type": "account",
-                "group_name_field": "Id",
-                "group_properties": [
-                    {"sfdc_field": "Name", "amplitude_property": "name"},
-                    {"sfdc_field": "Industry", "amplitude_property": "industry"},
-                ],
-            }
-        ],
-    }
+    properties = {"Name": "name", "Industry": "industry"}
+    return account_mapping(properties, {"mode": "interval", "every_seconds": every_seconds})
 
 
 async def write_changes(base_url: str, ids: list[str], rate: float) -> dict[str, float]:

@@ -3,7 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
+
+DAILY: Mapping[str, Any] = {"mode": "daily", "at": "00:00"}
+
+
+def account_mapping(
+    properties: Mapping[str, str], cadence: Mapping[str, Any], *, on_delete: str = "ignore"
+) -> dict[str, Any]:
+    """The mapping every service benchmark runs: Account -> ``account`` named by Id,
+    ``properties`` as Salesforce field -> Amplitude property."""
+    return {
+        "version": 1,
+        "sync_cadence": dict(cadence),
+        "mappings": [
+            {
+                "sfdc_object": "Account",
+                "group_type": "account",
+                "group_name_field": "Id",
+                "group_properties": [
+                    {"sfdc_field": field, "amplitude_property": prop}
+                    for field, prop in properties.items()
+                ],
+                "on_delete": on_delete,
+            }
+        ],
+    }
 
 
 async def poll(
