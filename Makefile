@@ -5,10 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format demo bench clean
+.PHONY: help install test test-fast test-repeat lint format demo bench clean
+
+N ?= 5
 
 help: ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +25,13 @@ test: install ## Run the whole test suite (starts its own broker and emulators)
 
 test-fast: install ## Run only the tests that need no network
 	$(PY) -m pytest -m "not integration"
+
+test-repeat: install ## Run the integration tests N times (N=5) beside a CPU-bound process
+	@$(PY) -c "while True: pass" & burner=$$!; trap "kill $$burner" EXIT; \
+	for run in $$(seq $(N)); do \
+		echo "== integration run $$run of $(N), one core kept busy"; \
+		$(PY) -m pytest -q -m integration || exit 1; \
+	done
 
 lint: install ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check pipeline tests benchmarks

@@ -114,6 +114,26 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+async def deliver_turns(service: Any, turns: int, *, timeout: float = 30.0) -> None:
+    """Wait until the deliver loop has begun ``turns`` new turns.
+
+    Each turn starts with a heartbeat and checks the cadence against the clock, so after
+    two new turns at least one whole turn has seen whatever the test set before calling:
+    the state to wait for before asserting that something did *not* happen.
+    """
+    seen = service.state.heartbeats.get("deliver")
+    counted = 0
+
+    def advanced() -> bool:
+        nonlocal seen, counted
+        beat = service.state.heartbeats.get("deliver")
+        if beat != seen:
+            seen, counted = beat, counted + 1
+        return counted >= turns
+
+    await wait_until(advanced, timeout=timeout, interval=0.01, what=f"{turns} deliver turns")
+
+
 class Org:
     """The Salesforce sandbox's control API, as a user making changes in the org would."""
 

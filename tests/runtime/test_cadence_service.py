@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,14 @@ from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.envelope import ChangeEnvelope, encode
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.sandbox.stack import SandboxStack
-from tests.runtime.conftest import MAPPING, group, running, settings_for, wait_until
+from tests.runtime.conftest import (
+    MAPPING,
+    deliver_turns,
+    group,
+    running,
+    settings_for,
+    wait_until,
+)
 
 
 class FakeClock:
@@ -85,12 +91,13 @@ async def test_daily_and_hourly_cadences_wait_for_their_slot(
         # Consumed and coalesced, but not sent: one second before the slot, still nothing.
         await wait_until(lambda: service.state.pending_groups == 20, what="the coalesced window")
         clock.now = due_at - timedelta(seconds=1)
-        await asyncio.sleep(1.5)
+        await deliver_turns(service, 3)
         assert service.deliver.flushes == 0
         assert group(stack, "account", ids[0]) is None
 
         clock.now = due_at
         await wait_until(lambda: all(group(stack, "account", r) for r in ids), what="the flush")
+        await wait_until(lambda: service.state.last_flush is not None, what="the flush recorded")
         assert service.deliver.flushes == 1
         assert service.state.last_flush is not None
         assert service.state.last_flush.groups == 20
@@ -109,8 +116,12 @@ async def test_an_interval_cadence_flushes_every_n_seconds(
         assert service.deliver is not None
         await wait_until(lambda: service.state.pending_groups == 5)
         clock.now = start + timedelta(seconds=29)
-        await asyncio.sleep(1.0)
+        await deliver_turns(service, 3)
         assert service.deliver.flushes == 0
         clock.now = start + timedelta(seconds=30)
         await wait_until(lambda: all(group(stack, "account", r) for r in ids))
-        assert service.state.next_flush_at == start + timedelta(seconds=60)
+        # The next slot is published once the flush is recorded, a moment after Amplitude has it.
+        await wait_until(
+            lambda: service.state.next_flush_at == start + timedelta(seconds=60),
+            what=f"the next slot at +60s (published: {service.state.next_flush_at})",
+        )

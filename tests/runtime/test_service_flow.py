@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.config.validation import load_mapping
 from pipeline.kafka.config_topic import publish_mapping
+from pipeline.runtime.service import Service
 from pipeline.sandbox.kafka import free_port
 from pipeline.sandbox.stack import SandboxStack
 from tests.runtime.conftest import (
@@ -98,9 +99,8 @@ async def test_creates_updates_deletes_and_multi_record_events_reach_amplitude(
         )
         await wait_until(_has(stack, "account_ext", "EXT-G", {"name": "Gamma", "tier": "Free"}))
 
-        status = service.state.to_status()
-        assert status["cadence"] == "every 1s"
-        assert status["last_flush"]["ok"] is True
+        await wait_until(lambda: _last_flush_ok(service), what="the last flush to be recorded")
+        assert service.state.to_status()["cadence"] == "every 1s"
     assert group(stack, "account_ext", "EXT-1") == {"name": "Acme 2", "tier": "Growth"}
 
 
@@ -150,6 +150,8 @@ async def test_health_endpoints_report_readiness_status_and_metrics(
         await service.health_started.wait()
         account = await org.create("Account", Name="Observed")
         await wait_until(lambda: group(stack, "account", account) is not None)
+        # Amplitude holds the group before the pump records its flush: wait for the record.
+        await wait_until(lambda: _last_flush_ok(service), what="the flush to be recorded")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             assert (await http.get("/healthz")).status_code == 200
             ready = await http.get("/readyz")
@@ -212,4 +214,10 @@ async def test_amplitude_outage_commits_nothing_and_delivers_after_recovery(
         await wait_until(
             lambda: group(stack, "account", account) is not None, timeout=60, what="recovery"
         )
+        await wait_until(lambda: _last_flush_ok(service), what="the recovered flush recorded")
         assert orjson.loads(orjson.dumps(service.state.to_status()))["last_flush"]["ok"] is True
+
+
+def _last_flush_ok(service: Service) -> bool:
+    flush = service.state.last_flush
+    return flush is not None and flush.ok
