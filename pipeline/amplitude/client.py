@@ -17,10 +17,17 @@ from types import TracebackType
 
 import httpx
 import orjson
+import structlog
 
 from pipeline.amplitude.backoff import RetryPolicy, parse_retry_after
 from pipeline.amplitude.delivery import Answer, Clock, Delivery, Random, Sleep, Timing
-from pipeline.amplitude.planning import ChunkLimits, form_prefix, plan_chunks
+from pipeline.amplitude.planning import (
+    MAX_STRING_CHARS,
+    ChunkLimits,
+    cut_properties,
+    form_prefix,
+    plan_chunks,
+)
 from pipeline.amplitude.report import DeliveryPlan, DeliveryReport, KeyCheck
 from pipeline.config.settings import AmplitudeSettings
 from pipeline.errors import (
@@ -41,6 +48,7 @@ MAX_CONNECT_SECONDS = 10.0
 # Amplitude's answers are short tokens or small JSON; read no more than this.
 MAX_ANSWER_BYTES = 64_000
 _FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+log = structlog.get_logger(__name__)
 
 
 def resolve_base_url(settings: AmplitudeSettings) -> str:
@@ -84,6 +92,7 @@ class AmplitudeClient:
             max_keepalive_connections=settings.max_concurrency,
         )
         self._http = httpx.AsyncClient(timeout=timeout, limits=pool, transport=transport)
+        self._cuts_logged: set[tuple[str, str]] = set()  # log each cut property once
 
     @property
     def group_identify_url(self) -> str:
@@ -112,7 +121,21 @@ class AmplitudeClient:
         delivery = Delivery(self._post_form, prefix, self._policy, self._timing, self._concurrency)
         report = await delivery.run(chunks)
         report.skipped = sum(1 for update in listed if update.is_empty())
+        report.truncated = cut_properties(chunks)
+        self._log_cuts(report)
         return report
+
+    def _log_cuts(self, report: DeliveryReport) -> None:
+        """Say once per property that Amplitude would have cut its values anyway."""
+        for group_type, prop in report.truncated.keys() - self._cuts_logged:
+            self._cuts_logged.add((group_type, prop))
+            log.warning(
+                "amplitude_value_truncated",
+                group_type=group_type,
+                property=prop,
+                max_chars=MAX_STRING_CHARS,
+                detail="Amplitude keeps only this many characters of a string; sent cut",
+            )
 
     async def verify_api_key(self) -> KeyCheck:
         """Check that Amplitude accepts the API key, without changing any data.

@@ -131,6 +131,11 @@ class Delivery:
             log.info("amplitude_split", status=status, identifications=len(chunk))
             return chunk.halves(len(self._prefix))
         reason = answer.text.strip()[:MAX_REASON_CHARS] or f"HTTP {status}"
+        if status == 413:
+            reason += (
+                f" (this identification alone is {chunk.body_bytes} bytes form-encoded, "
+                "with its strings already cut to 1,024 characters)"
+            )
         update = chunk.items[0].update
         log.warning(
             "amplitude_rejected",

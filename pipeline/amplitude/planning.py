@@ -7,20 +7,31 @@ encoding. Form encoding turns every byte outside ``A-Za-z0-9_.-~`` into three
 bytes (``%7B``), so JSON punctuation and non-ASCII text grow a lot; sizes are
 therefore measured on the real encoded bytes, identification by identification,
 and the request body is built from the very same pieces.
+
+Amplitude keeps at most 1,024 characters of a string value and drops the rest
+(reference §1.6). sfamp cuts every string, also inside arrays, to that length
+before measuring, so a long text field costs no more than Amplitude keeps and
+cannot push an identification over the request limit; each cut is reported
+(:attr:`EncodedUpdate.cut`) so that it is counted and logged. An identification
+still too large on its own goes alone, and Amplitude's answer to it names the
+problem; its neighbours are unaffected.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote_plus
 
 import orjson
 
-from pipeline.transform.group_update import GroupUpdate
+from pipeline.transform.group_update import GroupUpdate, PropertyValue
 
 MAX_IDENTIFICATIONS = 1024
 MAX_PROPERTY_KEYS = 1024
+# Amplitude keeps this many characters of a string property value.
+MAX_STRING_CHARS = 1024
 # Amplitude says "1 MB" without saying 10**6 or 2**20 bytes; stay well under both.
 MAX_REQUEST_BYTES = 950_000
 
@@ -83,17 +94,58 @@ def form_prefix(api_key: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class EncodedUpdate:
-    """One update with its identification JSON and that JSON's encoded length."""
+    """One update (strings cut) with its identification JSON and that JSON's encoded length."""
 
     update: GroupUpdate
     json: bytes
     encoded_size: int
     property_keys: int
+    cut: tuple[str, ...] = ()  # properties whose strings were cut to MAX_STRING_CHARS
 
 
 def encode_update(update: GroupUpdate) -> EncodedUpdate:
+    update, cut = cut_strings(update)
     raw = orjson.dumps(update.to_identification())
-    return EncodedUpdate(update, raw, encoded_length(raw), len(update.set) + len(update.unset))
+    keys = len(update.set) + len(update.unset)
+    return EncodedUpdate(update, raw, encoded_length(raw), keys, cut)
+
+
+def cut_strings(
+    update: GroupUpdate, limit: int = MAX_STRING_CHARS
+) -> tuple[GroupUpdate, tuple[str, ...]]:
+    """``update`` with every string value (also in arrays) cut to ``limit`` characters.
+
+    Answers the same object, and no names, when nothing is too long (the common case).
+    """
+    # Inlined for the common case: a backfill measures every value it sends.
+    cut = tuple(
+        prop
+        for prop, value in update.set.items()
+        if (len(value) > limit if type(value) is str else type(value) is list)
+        and _too_long(value, limit)
+    )
+    if not cut:
+        return update, ()
+    values = dict(update.set)
+    for prop in cut:
+        values[prop] = _cut(values[prop], limit)
+    return replace(update, set=values), cut
+
+
+def _too_long(value: object, limit: int) -> bool:
+    if type(value) is str:
+        return len(value) > limit
+    if type(value) is list:
+        return any(_too_long(item, limit) for item in value)
+    return False
+
+
+def _cut(value: PropertyValue, limit: int) -> PropertyValue:
+    if isinstance(value, str):
+        return value[:limit]
+    if isinstance(value, list):
+        return [_cut(item, limit) for item in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +189,9 @@ def plan_chunks(
 ) -> list[Chunk]:
     """Fill requests in order, closing one as soon as the next update would break a limit.
 
-    Empty updates are left out. An update too big to share a request goes alone;
-    Amplitude's answer for it (400 or 413) then names the problem.
+    Empty updates are left out; strings are cut to :data:`MAX_STRING_CHARS` first.
+    An update too big to share a request goes alone; Amplitude's answer for it
+    (400 or 413) then names the problem.
     """
     chunks: list[Chunk] = []
     items: list[EncodedUpdate] = []
@@ -165,3 +218,13 @@ def plan_chunks(
     if items:
         chunks.append(make_chunk(items, prefix_len))
     return chunks
+
+
+def cut_properties(chunks: Iterable[Chunk]) -> Counter[tuple[str, str]]:
+    """How many values were cut, per (group type, property), over planned chunks."""
+    return Counter(
+        (item.update.group_type, prop)
+        for chunk in chunks
+        for item in chunk.items
+        for prop in item.cut
+    )

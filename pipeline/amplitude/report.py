@@ -29,6 +29,8 @@ class DeliveryReport:
     bytes_sent: int = 0
     retries: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
+    # Values cut to Amplitude's 1,024 characters, per (group type, property).
+    truncated: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
     def all_delivered(self) -> bool:

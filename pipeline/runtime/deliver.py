@@ -477,6 +477,8 @@ class DeliverPump:
         self.metrics.pending_groups.set(0)
         for status, count in report.statuses.items():
             self.metrics.amplitude_requests.labels(status).inc(count)
+        for (group_type, prop), count in report.truncated.items():
+            self.metrics.truncated_values.labels(group_type, prop).inc(count)
         log.log(
             logging.INFO if result.changes or result.groups else logging.DEBUG,
             "flush",

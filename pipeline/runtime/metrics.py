@@ -58,5 +58,18 @@ class Metrics:
             registry=r,
         )
 
+        self.unreadable_fields = Gauge(
+            "sfamp_unreadable_fields",
+            "1 while a mapped field cannot be read (field-level security); its re-syncs fail",
+            ["object", "field"],
+            registry=r,
+        )
+        self.truncated_values = Counter(
+            "sfamp_truncated_values",
+            "String values cut to the 1,024 characters Amplitude keeps, before sending",
+            ["group_type", "property"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
