@@ -60,5 +60,22 @@ def invalid_field(field: str, object_name: str, prefix: str = "") -> ApiError:
     )
 
 
+def not_writable(field: str) -> ApiError:
+    return ApiError(
+        400,
+        "INVALID_FIELD_FOR_INSERT_UPDATE",
+        f"Unable to create/update fields: {field}. Please check the security settings of this"
+        " field and verify that it is read/write for your profile or permission set.",
+        (field,),
+    )
+
+
+def no_such_column(field: str, object_name: str) -> ApiError:
+    """A write that names a field the org does not have (or the user cannot see)."""
+    return ApiError(
+        400, "INVALID_FIELD", f"No such column '{field}' on sobject of type {object_name}", (field,)
+    )
+
+
 def json_parser_error(detail: str) -> ApiError:
     return ApiError(400, "JSON_PARSER_ERROR", detail)

@@ -3,6 +3,10 @@
 A job goes UploadComplete -> InProgress -> JobComplete over ``job_seconds`` of emulator time.
 The matching records are snapshotted when the job is first seen complete; result pages are
 cut from that snapshot, so a locator returns the same rows for as long as the job exists.
+
+The query is checked against the user's field-level security twice: when the job is created
+(refused with ``INVALID_FIELD``, as REST refuses it) and again when it runs, so a field hidden
+in between makes the job ``Failed`` with that error as its ``errorMessage``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class BulkJob:
     final_state: str | None = None  # Aborted, or JobComplete once the snapshot is taken
     rows: list[Record] | None = None
     finished_at: float | None = None
+    error_message: str | None = None
 
     def state(self, now: float, job_seconds: float) -> str:
         if self.final_state is not None:
@@ -83,9 +88,16 @@ def refresh(state: SandboxState, job: BulkJob) -> str:
     now = state.clock.now()
     current = job.state(now, state.jobs.job_seconds)
     if current == "JobComplete" and job.rows is None:
-        job.rows = job.compiled.run(state.org, include_deleted=job.operation == "queryAll")
-        job.final_state = "JobComplete"
         job.finished_at = now
+        try:
+            compiled = _compile_for_bulk(state, job.compiled.query.text)
+        except ApiError as error:
+            job.final_state = "Failed"
+            job.error_message = f"{error.error_code}: {error.message.strip()}"
+            return job.final_state
+        job.compiled = compiled
+        job.rows = compiled.run(state.org, include_deleted=job.operation == "queryAll")
+        job.final_state = "JobComplete"
     return current
 
 
@@ -95,7 +107,7 @@ def job_info(state: SandboxState, job: BulkJob, *, queued: bool = False) -> dict
     created = datetime_rest(int(job.created_at) * 1000)
     processed = len(job.rows) if job.rows is not None else 0
     elapsed = (job.finished_at or state.clock.now()) - job.created_at
-    return {
+    info: dict[str, Any] = {
         "id": job.id,
         "operation": job.operation,
         "object": job.compiled.obj.name,
@@ -113,6 +125,9 @@ def job_info(state: SandboxState, job: BulkJob, *, queued: bool = False) -> dict
         "retries": 0,
         "totalProcessingTime": max(0, int(elapsed * 1000)) if current in TERMINAL else 0,
     }
+    if job.error_message is not None:
+        info["errorMessage"] = job.error_message
+    return info
 
 
 def _compile_for_bulk(state: SandboxState, text: str) -> CompiledQuery:

@@ -1,8 +1,32 @@
 """Control API under ``/__sandbox/`` (no auth): seed data, move the clock, script faults,
-inject CDC events, read records back, set API usage, reset.
+inject CDC events, read and write records, field-level security, API usage, reset.
 
-Writes made here emit CDC events like REST writes do (``changeOrigin`` of REST v62.0), except
-seeding, which is silent unless ``"emit_events": true``.
+The control API acts as an administrator: it reads and writes every field, whatever the API
+user's field-level security, and it alone can create person accounts.
+
+- ``POST /__sandbox/seed`` ``{"object": "Account", "count": N}`` adds generated records and
+  answers their ids. Seeding is silent unless ``"emit_events": true``;
+  ``"person_accounts": true`` makes generated Accounts person accounts.
+- ``POST /__sandbox/records/{object}`` with field values creates one record (a person account
+  with ``"IsPersonAccount": true`` and ``FirstName``/``LastName``/``Salutation``);
+  ``GET|PATCH|DELETE /__sandbox/records/{object}/{id}`` reads, changes or deletes one, and
+  ``POST .../{id}/undelete`` restores it. Each answers the record with every field.
+  Writes emit change events like REST writes do (``changeOrigin`` of REST v62.0) unless
+  ``"emit_events": false`` is in the body or ``?emit_events=false`` in the URL: then the
+  stored values change silently, as when Salesforce recalculates a formula or changes a field
+  in the background, and only ``SystemModstamp`` moves (``LastModifiedDate`` does not).
+- ``POST /__sandbox/field-security`` ``{"object": "Account", "field": "Industry",
+  "readable": false}`` hides a field from the API user (``true`` shows it again); ``GET``
+  reads the state. Both answer ``{"hidden": {"Account": ["Industry"]}}``. A hidden field is
+  left out of describe and of change events, and SOQL (REST query, queryAll, retrieve,
+  Bulk API 2.0 jobs) and API writes that name it fail with ``INVALID_FIELD``. Hiding one
+  part of an address hides the whole address.
+- ``POST /__sandbox/events`` injects merged updates (``multi_update``), ``gap`` and
+  ``gap_overflow`` events or a ``schema_change``; ``GET /__sandbox/events?after=N`` lists them.
+- ``GET|POST /__sandbox/clock`` (``{"advance_seconds": S}``), ``POST /__sandbox/faults``
+  (scripted REST and CometD failures), ``POST /__sandbox/limits`` (API usage).
+- ``POST /__sandbox/reset`` forgets records, jobs, cursors, faults, usage, events and
+  field-level security.
 """
 
 from __future__ import annotations
@@ -66,7 +90,7 @@ def _record_body(state: SandboxState, object_name: str, record_id: str) -> dict[
     found = state.org.find_record(store.obj.name, record_id)
     if found is None:
         raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
-    columns = all_columns(FieldResolver(state.org, store.obj, ""), store.obj)
+    columns = all_columns(FieldResolver(state.org, store.obj, "", secure=False), store.obj)
     return record_json(store.obj, columns, found, "62.0")
 
 
@@ -82,6 +106,7 @@ async def seed_records(request: web.Request) -> web.Response:
         count,
         emit_events=bool(body.get("emit_events", False)),
         seed_value=body.get("seed"),
+        person_accounts=bool(body.get("person_accounts", False)),
     )
     answer: dict[str, Any] = {
         "object": state.org.store(str(body["object"])).obj.name,
@@ -157,9 +182,21 @@ async def list_events(request: web.Request) -> web.Response:
     return json_response(state.events.events_after(after, entity_name=entity, limit=limit))
 
 
+def _emit_events(request: web.Request, body: dict[str, Any]) -> bool:
+    """``emit_events`` from the body (removed from it) or the query string; true by default."""
+    flag: Any = body.pop("emit_events", request.query.get("emit_events", True))
+    if isinstance(flag, str) and flag.lower() in {"true", "false", "1", "0"}:
+        flag = flag.lower() in {"true", "1"}
+    if not isinstance(flag, bool):
+        raise ValueError("emit_events must be true or false")
+    return flag
+
+
 async def create_record(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    record_id = state.org.create(request.match_info["object"], await _body(request), _tx(state))
+    body = await _body(request)
+    emit = _emit_events(request, body)
+    record_id = state.org.create(request.match_info["object"], body, _tx(state), emit=emit)
     return json_response({"id": record_id}, 201)
 
 
@@ -167,7 +204,9 @@ async def record(request: web.Request) -> web.Response:
     state = request.app[STATE]
     name, record_id = request.match_info["object"], request.match_info["id"]
     if request.method == "PATCH":
-        state.org.update(name, record_id, await _body(request), _tx(state))
+        body = await _body(request)
+        emit = _emit_events(request, body)
+        state.org.update(name, record_id, body, _tx(state), emit=emit)
     elif request.method == "DELETE":
         state.org.delete(name, record_id, _tx(state))
     return json_response(_record_body(state, name, record_id))
@@ -178,6 +217,18 @@ async def undelete(request: web.Request) -> web.Response:
     name, record_id = request.match_info["object"], request.match_info["id"]
     state.org.undelete(name, record_id, _tx(state))
     return json_response(_record_body(state, name, record_id))
+
+
+async def field_security(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if request.method == "POST":
+        body = await _body(request)
+        obj = state.org.store(str(body["object"])).obj
+        readable = body["readable"]
+        if not isinstance(readable, bool):
+            raise ValueError("readable must be true or false")
+        state.org.security.set_readable(obj, str(body["field"]), readable)
+    return json_response({"hidden": state.org.security.snapshot()})
 
 
 async def limits(request: web.Request) -> web.Response:
@@ -227,5 +278,7 @@ def add_control_routes(app: web.Application) -> None:
     for method in ("GET", "PATCH", "DELETE"):
         router.add_route(method, "/__sandbox/records/{object}/{id}", record)
     router.add_post("/__sandbox/records/{object}/{id}/undelete", undelete)
+    router.add_get("/__sandbox/field-security", field_security)
+    router.add_post("/__sandbox/field-security", field_security)
     router.add_post("/__sandbox/limits", limits)
     router.add_post("/__sandbox/reset", reset)

@@ -6,6 +6,7 @@ from typing import Any
 
 from pipeline.sandbox.salesforce.objects import OBJECTS
 from pipeline.sandbox.salesforce.schema import NUMBER_TYPES, SOAP_TYPES, FieldDef, ObjectDef
+from pipeline.sandbox.salesforce.security import permissionable
 
 
 def object_urls(obj: ObjectDef, version: str) -> dict[str, str]:
@@ -131,8 +132,8 @@ def describe_field(field: FieldDef) -> dict[str, Any]:
         "htmlFormatted": False,
         "encrypted": False,
         "deprecatedAndHidden": False,
-        "permissionable": field.nillable and not field.calculated,
-        "extraTypeInfo": "personname" if field.name == "Name" and field.derive else None,
+        "permissionable": permissionable(field),
+        "extraTypeInfo": field.extra_type_info,
         "inlineHelpText": None,
         "highScaleNumber": False,
     }
@@ -158,10 +159,14 @@ def child_relationships(obj: ObjectDef) -> list[dict[str, Any]]:
     return found
 
 
-def describe_object(obj: ObjectDef, version: str) -> dict[str, Any]:
+def describe_object(
+    obj: ObjectDef, version: str, hidden: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The object as a user sees it: fields ``hidden`` from them by field-level security are
+    left out, as if they did not exist."""
     described = object_summary(obj, version)
     described.update(
-        fields=[describe_field(f) for f in obj.fields],
+        fields=[describe_field(f) for f in obj.fields if f.name not in hidden],
         childRelationships=child_relationships(obj),
         recordTypeInfos=[
             {

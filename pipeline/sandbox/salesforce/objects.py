@@ -1,4 +1,9 @@
-"""The four sObject types of the sandbox org: Account, Contact, Opportunity and Plan__c."""
+"""The four sObject types of the sandbox org: Account, Contact, Opportunity and Plan__c.
+
+Between them they hold every field type the sandbox emulates (see ``FIELD_TYPES``), so each
+type can be exercised through describe, SOQL, Bulk CSV and change events. Accounts can be
+person accounts (``IsPersonAccount``; see :mod:`person`).
+"""
 
 from __future__ import annotations
 
@@ -45,8 +50,21 @@ STAGES = (
     "Closed Won",
     "Closed Lost",
 )
+SALUTATIONS = ("Mr.", "Ms.", "Mrs.", "Dr.", "Prof.")
 LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Trade Show", "Other")
 FEATURES = ("SSO", "Audit Log", "Sandbox", "API", "Priority Support")
+
+
+def person_name_fields() -> tuple[FieldDef, ...]:
+    """The components of a person account's name: null on business accounts, so nillable."""
+    return (
+        FieldDef(
+            "Salutation", "picklist", "Salutation", length=40, picklist=SALUTATIONS, compound="Name"
+        ),
+        text_field("FirstName", "First Name", 40, compound="Name"),
+        text_field("LastName", "Last Name", 80, compound="Name"),
+    )
+
 
 ACCOUNT = ObjectDef(
     "Account",
@@ -55,7 +73,24 @@ ACCOUNT = ObjectDef(
     "001",
     (
         *system_fields("Account"),
-        text_field("Name", "Account Name", nillable=False, id_lookup=True, name_field=True),
+        text_field(
+            "Name",
+            "Account Name",
+            nillable=False,
+            id_lookup=True,
+            name_field=True,
+            extra_type_info="switchablepersonname",
+        ),
+        *person_name_fields(),
+        FieldDef(
+            "IsPersonAccount",
+            "boolean",
+            "Is Person Account",
+            nillable=False,
+            createable=False,
+            updateable=False,
+            defaulted=True,
+        ),
         picklist_field("Type", "Account Type", ACCOUNT_TYPES),
         picklist_field("Industry", "Industry", INDUSTRIES),
         picklist_field("Rating", "Account Rating", RATINGS),
@@ -98,6 +133,9 @@ CONTACT = ObjectDef(
     (
         *system_fields("Contact"),
         lookup_field("AccountId", "Account ID", "Account", "Account"),
+        FieldDef(
+            "Salutation", "picklist", "Salutation", length=40, picklist=SALUTATIONS, compound="Name"
+        ),
         text_field("FirstName", "First Name", 40, compound="Name"),
         text_field("LastName", "Last Name", 80, nillable=False, compound="Name"),
         FieldDef(
@@ -111,6 +149,7 @@ CONTACT = ObjectDef(
             name_field=True,
             id_lookup=True,
             derive=full_name,
+            extra_type_info="personname",
         ),
         text_field("Email", "Email", 80, type="email", id_lookup=True),
         text_field("Phone", "Business Phone", 40, type="phone"),
@@ -170,3 +209,16 @@ OBJECTS_BY_PREFIX: dict[str, ObjectDef] = {o.key_prefix: o for o in OBJECTS.valu
 def find_object(name: str) -> ObjectDef | None:
     """Object names are case-insensitive, as in SOQL and REST paths."""
     return OBJECTS_BY_LOWER.get(name.lower())
+
+
+def _fields_by_type() -> dict[str, tuple[tuple[str, str], ...]]:
+    found: dict[str, list[tuple[str, str]]] = {}
+    for obj in OBJECTS.values():
+        for field in obj.fields:
+            kind = "formula" if field.calculated else field.type
+            found.setdefault(kind, []).append((obj.name, field.name))
+    return {kind: tuple(pairs) for kind, pairs in sorted(found.items())}
+
+
+# Every field type of the sandbox (formula fields under "formula") -> its (object, field) pairs.
+FIELD_TYPES: dict[str, tuple[tuple[str, str], ...]] = _fields_by_type()

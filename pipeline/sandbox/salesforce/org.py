@@ -3,6 +3,10 @@
 Records are immutable tuples (slot order = the object's stored fields); a write replaces the
 tuple. Readers that hold references (a Bulk job's snapshot, a query cursor) therefore keep
 seeing the data as it was when they took it, as Salesforce's result sets do.
+
+Change events apply the API user's field-level security (:attr:`Org.security`) whoever made
+the change. Writes through the API (``Transaction.api``) are held to it as well; the control
+API, an administrator, is not, and may also create person accounts.
 """
 
 from __future__ import annotations
@@ -12,12 +16,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.sandbox.salesforce import changes
-from pipeline.sandbox.salesforce.api_error import ApiError, invalid_type, not_found
+from pipeline.sandbox.salesforce import changes, person
+from pipeline.sandbox.salesforce.api_error import (
+    ApiError,
+    invalid_type,
+    no_such_column,
+    not_found,
+    not_writable,
+)
 from pipeline.sandbox.salesforce.cdc import RecordChange
 from pipeline.sandbox.salesforce.ids import IdSequence, make_id, to_18
 from pipeline.sandbox.salesforce.objects import OBJECTS, find_object
 from pipeline.sandbox.salesforce.schema import FieldDef, ObjectDef
+from pipeline.sandbox.salesforce.security import FieldSecurity
 from pipeline.sandbox.salesforce.values import coerce
 
 Record = tuple[Any, ...]
@@ -46,12 +57,14 @@ class User:
 
 @dataclass(slots=True)
 class Transaction:
-    """One API request's commit: one transaction key, sequence numbers 1..n."""
+    """One request's commit: one transaction key, sequence numbers 1..n. ``api`` marks a
+    write made through the API as the integration user, held to its field-level security."""
 
     user_id: str
     origin: str = DEFAULT_ORIGIN
     key: str = ""
     sequence: int = 0
+    api: bool = False
 
     def __post_init__(self) -> None:
         self.key = self.key or str(uuid.uuid4())
@@ -88,6 +101,7 @@ class Org:
         )
         self.users = {self.admin.id: self.admin}
         self.stores = {name: ObjectStore(obj) for name, obj in OBJECTS.items()}
+        self.security = FieldSecurity()
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -139,28 +153,19 @@ class Org:
             **kw,
         )
 
-    def _writable(self, obj: ObjectDef, name: str, creating: bool) -> FieldDef:
+    def _writable(self, obj: ObjectDef, name: str, creating: bool, tx: Transaction) -> FieldDef:
         field = obj.find(name)
-        if field is None:
-            raise ApiError(
-                400,
-                "INVALID_FIELD",
-                f"No such column '{name}' on sobject of type {obj.name}",
-                (name,),
-            )
+        if field is None or (tx.api and self.security.hides(obj.name, field.name)):
+            raise no_such_column(name, obj.name)
         if field.name == "Id":
             raise ApiError(
                 400, "INVALID_FIELD", "The Id field should not be specified in the sobject data."
             )
-        if not (field.createable if creating else field.updateable):
-            raise ApiError(
-                400,
-                "INVALID_FIELD_FOR_INSERT_UPDATE",
-                f"Unable to create/update fields: {field.name}. Please check the security settings"
-                " of this field and verify that it is read/write for your profile or permission"
-                " set.",
-                (field.name,),
-            )
+        # Only an administrator (the control API) makes a person account here; a real org
+        # does it through the person account record type.
+        admin_only = creating and not tx.api and field.name == "IsPersonAccount"
+        if not (field.createable if creating else field.updateable) and not admin_only:
+            raise not_writable(field.name)
         return field
 
     def _apply(
@@ -168,25 +173,34 @@ class Org:
         obj: ObjectDef,
         base: list[Any],
         values: Mapping[str, Any],
+        tx: Transaction,
+        *,
         creating: bool,
     ) -> list[str]:
         names = []
         for key, value in values.items():
             if key == "attributes":
                 continue
-            field = self._writable(obj, key, creating)
+            field = self._writable(obj, key, creating, tx)
             base[obj.slots[field.name]] = coerce(field, value)
             names.append(field.name)
+        person.check_writes(obj, names, person.is_person(obj, base))
+        person.compose_name(obj, base)
         return names
 
-    def _stamp(self, obj: ObjectDef, row: list[Any], user_id: str, *, created: bool) -> None:
+    def _stamp(
+        self, obj: ObjectDef, row: list[Any], user_id: str, *, created: bool, by_user: bool = True
+    ) -> None:
+        """Audit stamps of a write; a system change (``by_user`` false) moves only
+        ``SystemModstamp``, as background recalculations do."""
         now = self.now_ms()
         slots = obj.slots
         if created:
             row[slots["CreatedDate"]] = now
             row[slots["CreatedById"]] = user_id
-        row[slots["LastModifiedDate"]] = now
-        row[slots["LastModifiedById"]] = user_id
+        if by_user:
+            row[slots["LastModifiedDate"]] = now
+            row[slots["LastModifiedById"]] = user_id
         row[slots["SystemModstamp"]] = now
 
     def blank_row(self, obj: ObjectDef, record_id: str, owner_id: str) -> list[Any]:
@@ -198,12 +212,15 @@ class Org:
         row[obj.slots["OwnerId"]] = owner_id
         return row
 
-    def create(self, object_name: str, values: Mapping[str, Any], tx: Transaction) -> str:
+    def create(
+        self, object_name: str, values: Mapping[str, Any], tx: Transaction, *, emit: bool = True
+    ) -> str:
+        """Add a record; ``emit`` false stores it without a change event (a silent load)."""
         store = self.store(object_name)
         obj = store.obj
         row = self.blank_row(obj, "", tx.user_id)
-        self._apply(obj, row, values, creating=True)
-        missing = [f.name for f in obj.fields if f.required and row[obj.slots[f.name]] is None]
+        self._apply(obj, row, values, tx, creating=True)
+        missing = person.missing_fields(obj, row)
         if missing:
             raise ApiError(
                 400,
@@ -216,22 +233,33 @@ class Org:
         self._stamp(obj, row, tx.user_id, created=True)
         record = tuple(row)
         store.records[record_id] = record
-        self._emit(
-            self._change(obj, "CREATE", [record_id], tx, fields=changes.full_body(obj, record))
-        )
+        if emit:
+            body = changes.full_body(obj, record, self.security.hidden(obj.name))
+            self._emit(self._change(obj, "CREATE", [record_id], tx, fields=body))
         return record_id
 
     def update(
-        self, object_name: str, record_id: str, values: Mapping[str, Any], tx: Transaction
+        self,
+        object_name: str,
+        record_id: str,
+        values: Mapping[str, Any],
+        tx: Transaction,
+        *,
+        emit: bool = True,
     ) -> None:
+        """Change a record. With ``emit`` false no change event is published and only
+        ``SystemModstamp`` moves, as when Salesforce recalculates a value in the background."""
         store = self.store(object_name)
         old = self._for_write(store, record_id)
         row = list(old)
-        self._apply(store.obj, row, values, creating=False)
-        self._stamp(store.obj, row, tx.user_id, created=False)
+        self._apply(store.obj, row, values, tx, creating=False)
+        self._stamp(store.obj, row, tx.user_id, created=False, by_user=emit)
         new = tuple(row)
         store.records[new[0]] = new
-        body, changed, nulled = changes.update_body(store.obj, old, new)
+        if not emit:
+            return
+        hidden = self.security.hidden(store.obj.name)
+        body, changed, nulled = changes.update_body(store.obj, old, new, hidden)
         self._emit(
             self._change(
                 store.obj,
@@ -282,11 +310,8 @@ class Org:
         if not record[1]:
             raise ApiError(400, "UNDELETE_FAILED", "Entity is not in the recycle bin")
         new = self._set_deleted(store, record, False, tx.user_id)
-        self._emit(
-            self._change(
-                store.obj, "UNDELETE", [new[0]], tx, fields=changes.full_body(store.obj, new)
-            )
-        )
+        body = changes.full_body(store.obj, new, self.security.hidden(store.obj.name))
+        self._emit(self._change(store.obj, "UNDELETE", [new[0]], tx, fields=body))
 
     def multi_update(
         self, object_name: str, ids: Iterable[str], values: Mapping[str, Any], tx: Transaction
@@ -298,13 +323,14 @@ class Org:
         new: Record = ()
         for record_id in ids:
             row = list(self._for_write(store, record_id))
-            names = self._apply(store.obj, row, values, creating=False)
+            names = self._apply(store.obj, row, values, tx, creating=False)
             self._stamp(store.obj, row, tx.user_id, created=False)
             new = tuple(row)
             store.records[new[0]] = new
             updated.append(new[0])
         if updated:
-            body, changed, nulled = changes.merged_update_body(store.obj, names, new)
+            hidden = self.security.hidden(store.obj.name)
+            body, changed, nulled = changes.merged_update_body(store.obj, names, new, hidden)
             self._emit(
                 self._change(
                     store.obj,
@@ -329,9 +355,12 @@ class Org:
     def emit_creates(self, object_name: str, ids: Iterable[str], tx: Transaction) -> None:
         """CREATE events for records already stored (seeded data made visible to CDC)."""
         store = self.store(object_name)
+        hidden = self.security.hidden(store.obj.name)
         for record_id in ids:
-            body = changes.full_body(store.obj, store.records[record_id])
+            body = changes.full_body(store.obj, store.records[record_id], hidden)
             self._emit(self._change(store.obj, "CREATE", [record_id], tx, fields=body))
 
     def reset(self) -> None:
+        """Forget every record and restore every field's security."""
         self.stores = {name: ObjectStore(obj) for name, obj in OBJECTS.items()}
+        self.security.clear()

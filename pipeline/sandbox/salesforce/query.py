@@ -127,12 +127,27 @@ def _invalid_type_text(name: str) -> str:
 
 
 class FieldResolver:
-    """Turns field names (plain, compound, derived, parent.field) into getters over records."""
+    """Turns field names (plain, compound, derived, parent.field) into getters over records.
 
-    def __init__(self, org: Org, obj: ObjectDef, text: str) -> None:
+    With ``secure`` (every API read) a field hidden by field-level security does not exist;
+    the control API resolves without it.
+    """
+
+    def __init__(self, org: Org, obj: ObjectDef, text: str, *, secure: bool = True) -> None:
         self.org = org
         self.obj = obj
         self.text = text
+        self.secure = secure
+
+    def readable(self, obj: ObjectDef, field: FieldDef | None) -> FieldDef | None:
+        """``field`` if the reader may see it, else None."""
+        if field is None or (self.secure and self.org.security.hides(obj.name, field.name)):
+            return None
+        return field
+
+    def visible_fields(self) -> tuple[FieldDef, ...]:
+        """The object's fields this reader may see, in describe order."""
+        return tuple(f for f in self.obj.fields if self.readable(self.obj, f) is not None)
 
     def unknown(self, ref: FieldRef, name: str, entity: str) -> ApiError:
         caret = malformed(self.text, ref.pos, "").message.rsplit("\n", 1)[0] + "\n"
@@ -142,7 +157,7 @@ class FieldResolver:
         head, _, tail = ref.path.partition(".")
         if tail:
             return self.relationship(ref, head, tail)
-        field = self.obj.find(head)
+        field = self.readable(self.obj, self.obj.find(head))
         if field is None:
             raise self.unknown(ref, head, self.obj.name)
         return Column(field.name, field, self.getter(self.obj, field))
@@ -171,8 +186,9 @@ class FieldResolver:
             ),
             None,
         )
-        if lookup is None or "." in tail:
+        if self.readable(self.obj, lookup) is None or "." in tail:
             raise self.unknown(ref, head, self.obj.name)
+        assert lookup is not None
         slot = self.obj.slots[lookup.name]
         rel = lookup.relationship_name or head
         target = lookup.reference_to[0]
@@ -180,7 +196,7 @@ class FieldResolver:
             return self.user_column(ref, rel, slot, tail)
         parent_obj = find_object(target)
         assert parent_obj is not None
-        field = parent_obj.find(tail)
+        field = self.readable(parent_obj, parent_obj.find(tail))
         if field is None or field.type == "address":
             raise self.unknown(ref, tail, target)
         parents = self.org.stores[target].records

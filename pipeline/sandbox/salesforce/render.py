@@ -11,7 +11,7 @@ from pipeline.sandbox.salesforce.org import Record
 from pipeline.sandbox.salesforce.query import Column, FieldResolver
 from pipeline.sandbox.salesforce.schema import ObjectDef
 from pipeline.sandbox.salesforce.soql import FieldRef
-from pipeline.sandbox.salesforce.values import datetime_rest, datetime_z
+from pipeline.sandbox.salesforce.values import datetime_rest, datetime_z, java_double
 
 DELIMITERS = {
     "COMMA": ",",
@@ -32,7 +32,8 @@ def attributes(object_name: str, record_id: Any, version: str) -> dict[str, str]
 
 
 def all_columns(resolver: FieldResolver, obj: ObjectDef) -> tuple[Column, ...]:
-    return tuple(resolver.column(FieldRef(f.name, 0)) for f in obj.fields)
+    """Every field the resolver's reader may see (a record read without a field list)."""
+    return tuple(resolver.column(FieldRef(f.name, 0)) for f in resolver.visible_fields())
 
 
 def record_json(
@@ -65,13 +66,15 @@ def record_json(
 
 def _csv_cell(column: Column) -> Callable[[Record], Any] | None:
     """How to turn a value into CSV text; None when the csv module's own conversion is right
-    (it writes None as an empty cell, numbers and strings as they are)."""
+    (it writes None as an empty cell, ints and strings as they are)."""
     kind = column.field.type
     get = column.get
     if kind == "boolean":
         return lambda r: None if (v := get(r)) is None else ("true" if v else "false")
     if kind == "datetime":
         return lambda r: None if (v := get(r)) is None else datetime_z(v)
+    if kind in {"double", "currency", "percent"}:
+        return lambda r: None if (v := get(r)) is None else java_double(v)
     return None
 
 

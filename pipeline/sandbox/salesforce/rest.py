@@ -85,7 +85,7 @@ def transaction_for(request: web.Request) -> Transaction:
         name, _, value = option.strip().partition("=")
         if name.strip() == "client" and value.strip():
             origin += f";client={value.strip()}"
-    return Transaction(session_of(request).user.id, origin)
+    return Transaction(session_of(request).user.id, origin, api=True)
 
 
 def _release_label(version: int) -> str:
@@ -128,7 +128,9 @@ def _object(request: web.Request) -> Any:
 
 
 async def describe_object(request: web.Request) -> web.Response:
-    return json_response(describe.describe_object(_object(request), request.match_info["version"]))
+    obj = _object(request)
+    hidden = request.app[STATE].org.security.hidden(obj.name)
+    return json_response(describe.describe_object(obj, request.match_info["version"], hidden))
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class FieldDef:
     precision: int = 0
     scale: int = 0
     derive: Callable[[Getter], Any] | None = None  # set for fields computed on read
+    extra_type_info: str | None = None  # "personname" and friends, as describe reports
 
     @property
     def stored(self) -> bool:

@@ -18,10 +18,12 @@ from pipeline.sandbox.salesforce.objects import (
     LEAD_SOURCES,
     RATINGS,
     REGIONS,
+    SALUTATIONS,
     STAGES,
     TIERS,
 )
 from pipeline.sandbox.salesforce.org import Org, Transaction
+from pipeline.sandbox.salesforce.person import person_name
 from pipeline.sandbox.salesforce.schema import ObjectDef
 
 CITIES = (
@@ -70,6 +72,19 @@ def _account(n: int, rng: random.Random, parents: list[str]) -> dict[str, Any]:
     }
 
 
+def _person_account(n: int, rng: random.Random, parents: list[str]) -> dict[str, Any]:
+    values = _account(n, rng, parents)
+    first, last = rng.choice(FIRST_NAMES), f"{rng.choice(LAST_NAMES)} {n}"
+    values.update(
+        IsPersonAccount=True,
+        Salutation=rng.choice(SALUTATIONS),
+        FirstName=first,
+        LastName=last,
+        Name=person_name(first, last),
+    )
+    return values
+
+
 def _contact(n: int, rng: random.Random, parents: list[str]) -> dict[str, Any]:
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
     return {
@@ -110,6 +125,8 @@ def _plan(n: int, rng: random.Random, parents: list[str]) -> dict[str, Any]:
         "Monthly_Price__c": float(rng.randint(10, 5000)),
         "Active__c": rng.random() < 0.9,
         "Start_Date__c": _date(rng),
+        "Trial_Ends__c": rng.randint(1_700_000_000, 1_800_000_000) * 1000,
+        "Portal_Url__c": f"https://portal.example.com/plans/{n}",
     }
 
 
@@ -136,11 +153,12 @@ def seed(
     *,
     emit_events: bool = False,
     seed_value: int | None = None,
+    person_accounts: bool = False,
 ) -> list[str]:
     """Add ``count`` generated records and return their ids. Children get a random parent
     among the first 10,000 Accounts. With ``emit_events`` each record publishes a CREATE (one
     transaction for the whole seed), otherwise seeding is silent, as a data load before CDC
-    was enabled would be."""
+    was enabled would be. ``person_accounts`` makes generated Accounts person accounts."""
     store = org.store(object_name)
     obj = store.obj
     rng = random.Random(seed_value if seed_value is not None else len(store.records))
@@ -150,7 +168,7 @@ def seed(
     for name in ("CreatedDate", "LastModifiedDate", "SystemModstamp"):
         template[obj.slots[name]] = now
     template[obj.slots["CreatedById"]] = template[obj.slots["LastModifiedById"]] = org.admin.id
-    make = MAKERS[obj.name]
+    make = _person_account if person_accounts and obj.name == "Account" else MAKERS[obj.name]
     first = len(store.records) + 1
     ids = store.ids.take(count)
     records = store.records

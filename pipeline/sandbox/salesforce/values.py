@@ -2,12 +2,19 @@
 
 Stored forms: datetimes as epoch milliseconds (int), dates as ``YYYY-MM-DD`` strings (which sort
 correctly as text), booleans, ints, floats, and plain strings for every text-like type.
+
+Numbers: ``int`` fields hold ints; ``double``, ``currency`` and ``percent`` fields hold floats
+rounded half up to the field's scale on write (a ``Number(9, 0)`` given 250.4 stores 250.0).
+REST and change events carry them as JSON numbers (``250.0``); Bulk API 2.0 CSV prints them as
+Java prints a double: ``250.0``, and ``1.5E7`` from ten million up.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -84,15 +91,35 @@ def to_cdc(field: FieldDef, value: Any) -> Any:
     return value
 
 
+def java_double(value: float) -> str:
+    """A double as Java's ``Double.toString`` prints it, which is what Bulk API CSV holds:
+    ``250.0``, ``0.005``, ``1.5E7``, ``1.6147805824397E13``."""
+    number = float(value)
+    if number == 0 or 1e-3 <= abs(number) < 1e7:
+        return repr(number)  # positional in this range, with at least one decimal, as Java
+    sign, digits, exponent = Decimal(repr(number)).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    text = "".join(map(str, digits))
+    power = len(text) - 1 + exponent
+    return f"{'-' if sign else ''}{text[0]}.{text[1:] or '0'}E{power}"
+
+
+def _round_to_scale(number: float, scale: int) -> float:
+    quantum = Decimal(1).scaleb(-scale)
+    return float(Decimal(repr(number)).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
 def _coerce_number(field: FieldDef, value: Any) -> int | float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(value)
     number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
     if field.type == "int":
         if not number.is_integer():
             raise ValueError(value)
         return int(number)
-    return number
+    return _round_to_scale(number, field.scale)
 
 
 def _coerce_boolean(value: Any) -> bool:

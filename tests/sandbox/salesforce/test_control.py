@@ -121,3 +121,40 @@ async def test_reset_forgets_records_and_usage(
     summary = (await sf_http.get("/__sandbox")).json()
     assert summary["records"]["Account"] == 0
     assert summary["api_usage"]["used"] == 0
+
+
+async def test_patch_without_events_changes_values_silently(
+    salesforce_sandbox: SalesforceSandbox, sf_http: httpx.AsyncClient
+) -> None:
+    created = await sf_http.post("/__sandbox/records/Account", json={"Name": "Quiet"})
+    record_id = created.json()["id"]
+    before = (await sf_http.get(f"/__sandbox/records/Account/{record_id}")).json()
+    latest = salesforce_sandbox.events.latest_replay_id
+    await sf_http.post("/__sandbox/clock", json={"advance_seconds": 60})
+    by_body = await sf_http.patch(
+        f"/__sandbox/records/Account/{record_id}",
+        json={"AnnualRevenue": 500, "emit_events": False},
+    )
+    assert by_body.status_code == 200, by_body.text
+    by_query = await sf_http.patch(
+        f"/__sandbox/records/Account/{record_id}",
+        params={"emit_events": "false"},
+        json={"NumberOfEmployees": 5},
+    )
+    after = by_query.json()
+    assert salesforce_sandbox.events.latest_replay_id == latest
+    assert (after["AnnualRevenue"], after["NumberOfEmployees"]) == (500.0, 5)
+    assert after["Revenue_Per_Employee__c"] == 100.0
+    assert after["LastModifiedDate"] == before["LastModifiedDate"]
+    assert after["SystemModstamp"] > before["SystemModstamp"]
+    await sf_http.patch(f"/__sandbox/records/Account/{record_id}", json={"Phone": "1"})
+    assert salesforce_sandbox.events.latest_replay_id == latest + 1
+    bad = await sf_http.patch(
+        f"/__sandbox/records/Account/{record_id}", json={"Phone": "2", "emit_events": "maybe"}
+    )
+    assert bad.status_code == 400
+    silent = await sf_http.post(
+        "/__sandbox/records/Account", json={"Name": "Loaded", "emit_events": False}
+    )
+    assert silent.status_code == 201
+    assert salesforce_sandbox.events.latest_replay_id == latest + 1
