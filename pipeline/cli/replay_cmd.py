@@ -17,10 +17,10 @@ import typer
 from rich.table import Table
 
 from pipeline.cli.common import console, print_json
-from pipeline.cli.topics_cmd import iso_time, now_ms, require_topic, run_inspection
+from pipeline.cli.topics_cmd import find_topic, format_time, new_table, run_inspection
 from pipeline.config.settings import Settings
 from pipeline.errors import EnvelopeError
-from pipeline.kafka.inspect import KafkaInspector, Message, format_duration
+from pipeline.kafka.inspect import KafkaInspector, Message, format_duration, iso_time, now_ms
 from pipeline.kafka.records import RESYNC_PREFIX, ReplayMark, decode_replay_mark
 
 app = typer.Typer(help="Stored CDC replay ids and their age.", no_args_is_help=True)
@@ -101,12 +101,15 @@ def replay_ages(messages: Iterable[Message], now: int) -> list[ReplayAge]:
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Per CDC channel: stored replay id and its age against the 72-hour retention.
 
-    Warns from 24 h, fails from 60 h; exits 1 when any channel fails.
+    Warns from 24 h, fails from 60 h; exits 1 when any channel fails or Kafka
+    cannot be reached, 0 with "no replay ids stored yet" on a fresh cluster.
     """
 
     async def work(settings: Settings, inspector: KafkaInspector) -> tuple[str, list[Message]]:
-        topic = await require_topic(inspector, inspector.names.replay)
-        return topic, await inspector.read_all(topic)
+        found = await find_topic(inspector, inspector.names.replay)
+        if not found.exists:
+            return found.name, []
+        return found.name, await inspector.read_all(found.name)
 
     topic, messages = run_inspection(work)
     ages = replay_ages(messages, now_ms())
@@ -124,26 +127,20 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
 
 def _table(topic: str, ages: list[ReplayAge]) -> Table:
-    table = Table(
-        title=f"{topic}: replay ids (Salesforce retains events {RETENTION_HOURS} h; "
+    table = new_table(
+        f"{topic}: replay ids (Salesforce retains events {RETENTION_HOURS} h; "
         f"warn from {WARN_AFTER_HOURS} h, fail from {FAIL_AFTER_HOURS} h)",
-        title_justify="left",
+        ("channel", "replay id", "event time", "stored at", "age", "status"),
     )
-    for column in ("channel", "replay id", "event time", "stored at", "age", "status"):
-        table.add_column(column, no_wrap=column != "status")
     for age in ages:
         shown_age = "-" if age.age_seconds is None else format_duration(age.age_seconds)
         verdict = f"[{_STYLE[age.level]}]{age.level}[/]" + (f" ({age.note})" if age.note else "")
         table.add_row(
             age.channel,
             "-" if age.replay_id is None else str(age.replay_id),
-            _short(iso_time(age.event_ts_ms)),
-            _short(iso_time(age.stored_at_ms)),
+            format_time(age.event_ts_ms),
+            format_time(age.stored_at_ms),
             shown_age,
             verdict,
         )
     return table
-
-
-def _short(iso: str | None) -> str:
-    return "-" if iso is None else iso[:19].replace("T", " ")

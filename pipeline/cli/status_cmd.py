@@ -3,7 +3,8 @@
 Gathers what Kafka and Salesforce know (connection, mapping, lag, replay age,
 DLQ size) and, when a service answers on its health port, what the service
 knows (cadence, next flush, last flush). Each part that cannot be reached is
-shown as such instead of failing the whole command.
+shown as such instead of failing the whole command; the exit code then says
+that something is wrong (see :func:`status`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from typing import Any
 
 import httpx
 import typer
-from rich.table import Table
 
-from pipeline.cli.common import console, print_json, settings_or_exit
-from pipeline.cli.dlq_cmd import fold_dlq
+from pipeline.cli.common import console, print_json
 from pipeline.cli.replay_cmd import replay_ages
-from pipeline.cli.topics_cmd import quiet_kafka_client
+from pipeline.cli.topics_cmd import inspection_settings, new_table
 from pipeline.config.settings import Settings
 from pipeline.errors import SfampError
 from pipeline.kafka.config_topic import latest_mapping
+from pipeline.kafka.dlq import fold_dlq
 from pipeline.kafka.inspect import KafkaInspector, format_duration, quick_settings
 from pipeline.runtime.cadence import describe
 from pipeline.salesforce.client import SalesforceClient
@@ -39,18 +39,24 @@ JSON = typer.Option(False, "--json", help="Machine-readable output.")
 def status(service_url: str | None = SERVICE_URL, as_json: bool = JSON) -> None:
     """Salesforce connection, mapping, cadence, lag, replay age, last flush and DLQ size.
 
-    Exits 1 when Kafka cannot be reached (nothing else can be told without it).
+    Exits 1 when Kafka cannot be reached or Salesforce refuses the login (or has
+    no credentials): a deployment cannot work without either. No service
+    answering on the health port is shown but is no failure (it may run elsewhere).
     """
-    settings = settings_or_exit()
-    quiet_kafka_client()
+    settings = inspection_settings()
     url = service_url or f"http://127.0.0.1:{settings.runtime.health_port}"
     report = asyncio.run(gather_status(settings, url))
     if as_json:
         print_json(report)
     else:
         _render(report)
-    if "error" in report["kafka"]:
+    if failed_dependencies(report):
         raise typer.Exit(1)
+
+
+def failed_dependencies(report: dict[str, Any]) -> list[str]:
+    """The dependencies a status report found refusing or unreachable."""
+    return [name for name in ("salesforce", "kafka") if "error" in report[name]]
 
 
 async def gather_status(settings: Settings, service_url: str) -> dict[str, Any]:
@@ -108,9 +114,7 @@ async def _kafka(settings: Settings) -> dict[str, Any]:
         "lag_messages": sum(s.lag or 0 for s in states),
         "lag_seconds": max((x for x in lag_seconds if x is not None), default=0.0),
         "replay": [age.as_json() for age in replay_ages(replay, now)],
-        "dlq_pending": sum(
-            1 for item in fold_dlq(dlq) if item.entry is not None and item.replayed_at_ms is None
-        ),
+        "dlq_pending": sum(1 for item in fold_dlq(dlq) if item.pending),
     }
 
 
@@ -125,13 +129,13 @@ async def _service(url: str) -> dict[str, Any]:
 
 
 def _render(report: dict[str, Any]) -> None:
-    table = Table(show_header=False, title="sfamp status", title_justify="left")
-    table.add_column("what", style="bold cyan", no_wrap=True)
-    table.add_column("value")
+    table = new_table("sfamp status", ("what", "value"), show_header=False)
     sf, kafka, service = report["salesforce"], report["kafka"], report["service"]
     table.add_row(
         "Salesforce",
-        _error(sf) or f"{sf['user_email']} on {sf['instance_url']}",
+        f"[red]{sf['error']}[/]"
+        if "error" in sf
+        else f"{sf['user_email']} on {sf['instance_url']}",
     )
     if "error" in kafka:
         table.add_row("Kafka", f"[red]{kafka['error']}[/]")
@@ -161,6 +165,9 @@ def _render(report: dict[str, Any]) -> None:
         )
         table.add_row("DLQ", f"{kafka['dlq_pending']} entr(y/ies) not replayed")
     table.add_row("Service", _error(service) or _service_line(service))
+    unreadable = dict.fromkeys(u["reason"] for u in service.get("unreadable_fields") or ())
+    if unreadable:
+        table.add_row("Unreadable fields", "\n".join(f"[red]{r}[/]" for r in unreadable))
     console.print(table)
 
 

@@ -1,8 +1,15 @@
 """``sfamp topics``: list, describe and tail sfamp's Kafka topics.
 
 Read-only: nothing here joins a consumer group or writes to Kafka, so it is
-safe to run next to a live service. ``run_inspection`` is shared with the
-``replay`` and ``dlq`` command groups.
+safe to run next to a live service. ``run_inspection``, ``find_topic`` and
+``new_table`` are shared with the ``replay``, ``dlq`` and ``status`` commands.
+
+Exit codes are the same everywhere: 0 with an "empty" answer when sfamp's own
+topics were not written yet (a fresh cluster), 1 when Kafka cannot be reached
+or an unknown topic is named.
+
+Tables fit the terminal, or 80 columns when stdout is no terminal (cron,
+pipes): columns wrap instead of being cut; ``--json`` is always complete.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import orjson
 import typer
@@ -29,11 +37,15 @@ from pipeline.kafka.inspect import (
     Message,
     TopicKind,
     TopicState,
+    expected_topic,
     format_duration,
+    iso_time,
+    now_ms,
     topic_kind,
 )
 from pipeline.kafka.records import decode_dlq_entry, decode_replay_mark
 from pipeline.kafka.topics import TopicNames
+from pipeline.logs import configure_logging
 
 T = TypeVar("T")
 
@@ -66,10 +78,22 @@ def quiet_kafka_client() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
+def inspection_settings() -> Settings:
+    """Settings for a command that reports its own outcome: only warnings and errors are logged.
+
+    Its answer goes to stdout; stderr gets nothing but problems, so a table piped
+    or mailed by cron is not interleaved with progress lines.
+    """
+    settings = settings_or_exit()
+    level = settings.runtime.log_level
+    configure_logging(settings.runtime.log_format, "error" if level == "error" else "warning")
+    quiet_kafka_client()
+    return settings
+
+
 def run_inspection(work: Callable[[Settings, KafkaInspector], Awaitable[T]]) -> T:
     """Run ``work`` with an inspector on the configured cluster; known errors end the process."""
-    settings = settings_or_exit()
-    quiet_kafka_client()
+    settings = inspection_settings()
 
     async def inspect() -> T:
         async with KafkaInspector(settings.kafka) as inspector:
@@ -81,28 +105,49 @@ def run_inspection(work: Callable[[Settings, KafkaInspector], Awaitable[T]]) -> 
         fail(exc)
 
 
-async def require_topic(inspector: KafkaInspector, wanted: str) -> str:
-    """The full name of an existing topic, or a KafkaError naming what was asked for."""
+@dataclass(frozen=True, slots=True)
+class FoundTopic:
+    """A topic ``find_topic`` resolved: its full name, and whether it exists yet."""
+
+    name: str
+    exists: bool
+
+
+async def find_topic(inspector: KafkaInspector, wanted: str) -> FoundTopic:
+    """The topic ``wanted`` names; sfamp's own topics not written yet are found but empty.
+
+    Any other name that matches no topic is a KafkaError naming what was asked for.
+    """
     topic = await inspector.resolve(wanted)
-    if topic is None:
-        raise KafkaError(
-            f"no topic {wanted!r} under prefix {inspector.names.prefix!r} (see 'sfamp topics list')"
-        )
-    return topic
+    if topic is not None:
+        return FoundTopic(topic, exists=True)
+    expected = expected_topic(inspector.names, wanted)
+    if expected is not None:
+        return FoundTopic(expected, exists=False)
+    raise KafkaError(
+        f"no topic {wanted!r} under prefix {inspector.names.prefix!r} (see 'sfamp topics list')"
+    )
+
+
+def new_table(
+    title: str,
+    columns: tuple[str, ...],
+    *,
+    right: tuple[str, ...] = (),
+    show_header: bool = True,
+) -> Table:
+    """A table readable at 80 columns: every column may wrap (long words fold), none is cut."""
+    table = Table(title=title, title_justify="left", show_header=show_header)
+    justify: dict[bool, Literal["left", "right"]] = {True: "right", False: "left"}
+    for column in columns:
+        table.add_column(column, overflow="fold", justify=justify[column in right])
+    return table
 
 
 def format_time(ms: int | None) -> str:
     if ms is None:
         return "-"
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def iso_time(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
-
-
-def now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 # -- pure helpers ------------------------------------------------------------------
@@ -247,11 +292,11 @@ def list_(as_json: bool = JSON) -> None:
     if not states:
         console.print("no sfamp topics yet (nothing has run with this prefix)", highlight=False)
         return
-    table = Table(title="sfamp topics", title_justify="left")
-    for column in ("topic", "kind", "partitions", "messages", "retention", "lag", "lag (time)"):
-        table.add_column(
-            column, justify="right" if column in ("partitions", "messages") else "left"
-        )
+    table = new_table(
+        "sfamp topics",
+        ("topic", "kind", "parts", "messages", "retention", "lag", "lag age"),
+        right=("parts", "messages", "lag"),
+    )
     for state in states:
         lag, lag_time = _lag_cells(state, now)
         table.add_row(
@@ -294,11 +339,19 @@ def _state_json(state: TopicState, now: int) -> dict[str, Any]:
 def describe(topic: str = TOPIC, as_json: bool = JSON) -> None:
     """Per-partition begin/end/committed offsets, lag and the topic's config."""
 
-    async def work(settings: Settings, inspector: KafkaInspector) -> tuple[TopicState, str]:
-        state = await inspector.state(await require_topic(inspector, topic))
-        return state, settings.kafka.consumer_group
+    async def work(settings: Settings, inspector: KafkaInspector) -> tuple[TopicState | str, str]:
+        found = await find_topic(inspector, topic)
+        if not found.exists:
+            return found.name, settings.kafka.consumer_group
+        return await inspector.state(found.name), settings.kafka.consumer_group
 
     state, deliver_group = run_inspection(work)
+    if isinstance(state, str):
+        if as_json:
+            print_json({"topic": state, "exists": False, "messages": 0})
+        else:
+            console.print(f"{state} does not exist yet: nothing was written to it", highlight=False)
+        return
     group = deliver_group if state.kind == "changes" else None
     now = now_ms()
     if as_json:
@@ -337,9 +390,8 @@ def _partition_json(part: Any) -> dict[str, Any]:
 
 
 def _partition_table(state: TopicState) -> Table:
-    table = Table(title="partitions", title_justify="left")
-    for column in ("partition", "begin", "end", "messages", "committed", "lag"):
-        table.add_column(column, justify="right")
+    columns = ("partition", "begin", "end", "messages", "committed", "lag")
+    table = new_table("partitions", columns, right=columns)
     changes = state.kind == "changes"
     for part in state.partitions:
         table.add_row(
@@ -354,9 +406,7 @@ def _partition_table(state: TopicState) -> Table:
 
 
 def _config_table(state: TopicState) -> Table:
-    table = Table(title="config", title_justify="left")
-    table.add_column("name", style="cyan")
-    table.add_column("value")
+    table = new_table("config", ("name", "value"))
     if state.config is None:
         table.add_row("(unknown)", "the broker does not describe topic configs")
     elif not state.config:
@@ -394,7 +444,12 @@ def tail(
     since_ms = parse_since(since, datetime.now(UTC)) if since is not None else None
 
     async def work(settings: Settings, inspector: KafkaInspector) -> None:
-        name = await require_topic(inspector, topic)
+        found = await find_topic(inspector, topic)
+        name = found.name
+        if not found.exists:
+            if not as_json:
+                console.print(f"{name}: the topic is empty (nothing was written yet)")
+            return
         kind = topic_kind(TopicNames(settings.kafka.topic_prefix), name)
         messages, ends = await inspector.tail(name, lines, key=key, since_ms=since_ms)
         rows = [decode_row(kind, m) for m in messages]
@@ -417,10 +472,8 @@ def _print_tail(
         if empty is not None:
             console.print(f"{topic}: {empty}", highlight=False)
         return
-    table = Table(title=f"{topic}: last {len(rows)} message(s)", title_justify="left")
-    table.add_column("p:offset", no_wrap=True)
-    for column in COLUMNS[kind]:
-        table.add_column(column.replace("_", " "), overflow="fold")
+    headers = tuple(column.replace("_", " ") for column in COLUMNS[kind])
+    table = new_table(f"{topic}: last {len(rows)} message(s)", ("p:offset", *headers))
     for row in rows:
         table.add_row(*cells(kind, row))
     console.print(table)

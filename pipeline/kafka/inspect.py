@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Literal
 
@@ -135,6 +136,18 @@ def resolve_topic(names: TopicNames, wanted: str, existing: set[str]) -> str | N
     return next((name for name in candidates if name in existing), None)
 
 
+def expected_topic(names: TopicNames, wanted: str) -> str | None:
+    """The full name of one of sfamp's control topics named by ``wanted``, existing or not.
+
+    ``dlq``, ``replay`` and ``config`` (short or with the prefix) are created on
+    first write; before that they are empty, not missing. A changes topic is
+    created when ingest starts for a mapped object, so a missing one is a name
+    sfamp does not know (a misspelled object, another prefix).
+    """
+    fixed = {names.dlq, names.replay, names.config}
+    return next((c for c in (wanted, f"{names.prefix}.{wanted}") if c in fixed), None)
+
+
 def describe_retention(config: Mapping[str, str] | None) -> str:
     """A short human form of a topic's retention: ``compact``, ``7d``, ``forever``, ..."""
     if config is None:
@@ -163,6 +176,15 @@ def format_duration(seconds: float) -> str:
         return f"{hours}h {minutes}m" if minutes else f"{hours}h"
     days, hours = divmod(whole // 3600, 24)
     return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+def iso_time(ms: int | None) -> str | None:
+    """A Kafka or Salesforce time in ms as ISO 8601 (UTC); None stays None."""
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def change_time_ms(message: Message) -> int:

@@ -1,4 +1,4 @@
-"""Fixtures for the operator commands: real broker topics, a CLI runner, the Amplitude sandbox.
+"""Fixtures for the operator commands: real broker topics, a CLI runner, the sandboxes.
 
 The commands call ``asyncio.run`` themselves, so the runner invokes them in a
 worker thread while the test's own loop serves the Amplitude sandbox.
@@ -7,7 +7,9 @@ worker thread while the test's own loop serves the Amplitude sandbox.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 
 import pytest
 import typer
@@ -15,12 +17,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from click.testing import Result
 from typer.testing import CliRunner
 
-from pipeline.cli import dlq_cmd, replay_cmd, topics_cmd
+from pipeline.cli import dlq_cmd, replay_cmd, status_cmd, topics_cmd
 from pipeline.config.settings import KafkaSettings
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.envelope import ChangeEnvelope
 from pipeline.kafka.producer import ChangeProducer, Record
 from pipeline.sandbox.amplitude import US_API_KEY, AmplitudeSandbox, IdentifyLimits
+from pipeline.sandbox.stack import SandboxStack
+from tests.runtime.conftest import MAPPING, REJECTED_VALUE, Org
 
 BLOCKED_GROUP = "blocked-group"
 
@@ -28,6 +32,7 @@ cli_app = typer.Typer(pretty_exceptions_enable=False)
 cli_app.add_typer(topics_cmd.app, name="topics")
 cli_app.add_typer(replay_cmd.app, name="replay")
 cli_app.add_typer(dlq_cmd.app, name="dlq")
+cli_app.command("status")(status_cmd.status)
 
 Cli = Callable[..., Awaitable[Result]]
 
@@ -79,10 +84,56 @@ def environment(kafka: KafkaSettings, amplitude_url: str | None = None) -> dict[
 def cli(kafka: KafkaSettings) -> Cli:
     """``await cli("topics", "list", "--json")`` runs the command against the test's topics."""
 
-    async def run(*args: str, amplitude_url: str | None = None) -> Result:
+    async def run(
+        *args: str, amplitude_url: str | None = None, env: dict[str, str] | None = None
+    ) -> Result:
         runner = CliRunner()
-        env = environment(kafka, amplitude_url)
-        return await asyncio.to_thread(runner.invoke, cli_app, list(args), env=env)
+        full = environment(kafka, amplitude_url) | (env or {})
+        return await asyncio.to_thread(runner.invoke, cli_app, list(args), env=full)
+
+    return run
+
+
+@pytest.fixture
+async def stack(kafka_bootstrap: str) -> AsyncIterator[SandboxStack]:
+    """Both sandboxes (the Amplitude one refusing two group values) on the test's broker."""
+    blocked = frozenset({BLOCKED_GROUP, REJECTED_VALUE})
+    async with SandboxStack(
+        kafka_bootstrap=kafka_bootstrap,
+        salesforce_options={"bulk_job_seconds": 0.0, "poll_timeout": 5.0},
+        amplitude_options={"limits": IdentifyLimits(blocked_group_values=blocked)},
+    ) as started:
+        yield started
+
+
+@pytest.fixture
+async def org(stack: SandboxStack) -> AsyncIterator[Org]:
+    handle = Org(stack)
+    yield handle
+    await handle.close()
+
+
+@pytest.fixture
+def mapping_file(tmp_path: Path) -> Path:
+    """Account -> account (by Id, on_delete mark) and account_ext (by External_Id__c)."""
+    path = tmp_path / "mapping.json"
+    path.write_text(json.dumps(MAPPING))
+    return path
+
+
+@pytest.fixture
+def sfamp(kafka: KafkaSettings, stack: SandboxStack, mapping_file: Path) -> Cli:
+    """``await sfamp("dlq", "replay", "--all")`` against the test's topics and both sandboxes."""
+
+    async def run(*args: str, env: dict[str, str] | None = None) -> Result:
+        runner = CliRunner()
+        full = (
+            environment(kafka)
+            | stack.environment(kafka.topic_prefix)
+            | {"SFAMP_MAPPING_FILE": str(mapping_file)}
+            | (env or {})
+        )
+        return await asyncio.to_thread(runner.invoke, cli_app, list(args), env=full)
 
     return run
 

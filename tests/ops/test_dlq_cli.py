@@ -11,8 +11,9 @@ from pipeline.config.settings import KafkaSettings
 from pipeline.kafka.envelope import encode
 from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
-from pipeline.sandbox.amplitude import AmplitudeSandbox
+from pipeline.sandbox.stack import SandboxStack
 from tests.ops.conftest import BLOCKED_GROUP, Cli, change, produce
+from tests.runtime.conftest import Org, group
 
 pytestmark = pytest.mark.integration
 
@@ -21,19 +22,24 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def rejected(group_value: str, props: dict[str, object], unset: tuple[str, ...] = ()) -> DlqEntry:
+def rejected(
+    group_value: str,
+    props: dict[str, object],
+    unset: tuple[str, ...] = (),
+    group_type: str = "account",
+) -> DlqEntry:
     identification = {
-        "group_type": "account",
+        "group_type": group_type,
         "group_value": group_value,
         "group_properties": {"$set": props}
         | ({"$unset": dict.fromkeys(unset, "-")} if unset else {}),
     }
     return DlqEntry(
-        id=f"rejected:account:{group_value}:{now_ms()}",
+        id=f"rejected:{group_type}:{group_value}:{now_ms()}",
         reason="rejected",
         detail="Amplitude answered 400: invalid_identification",
         at_ms=now_ms(),
-        key=f"account:{group_value}",
+        key=f"{group_type}:{group_value}",
         payload=identification,
     )
 
@@ -90,58 +96,109 @@ async def test_list_shows_entries_and_unreadable_records(topics: KafkaSettings, 
     assert "malformed" in table.stdout
 
 
-async def test_replay_rejected_sends_to_amplitude_and_marks(
-    topics: KafkaSettings, cli: Cli, amplitude: AmplitudeSandbox
-) -> None:
-    good = rejected("001M", {"name": "Acme", "industry": "Energy"}, unset=("fax",))
-    await dead_letter(topics, good)
-    result = await cli("dlq", "replay", "--id", good.id, amplitude_url=amplitude.base_url)
+async def test_list_on_a_fresh_cluster_is_empty(kafka: KafkaSettings, cli: Cli) -> None:
+    """No DLQ topic yet (nothing was ever dead-lettered): empty, exit 0, nothing on stderr."""
+    result = await cli("dlq", "list")
     assert result.exit_code == 0, result.output
-    assert "accepted" in result.stdout
-    stored = amplitude.state.store("us").groups[("account", "001M")]
-    assert stored == {"name": "Acme", "industry": "Energy"}
+    assert "is empty" in result.stdout
+    assert result.stderr == ""
+    as_json = await cli("dlq", "list", "--json")
+    assert (as_json.exit_code, json.loads(as_json.stdout)) == (0, [])
+    replay = await cli("dlq", "replay", "--all")
+    assert (replay.exit_code, replay.stdout.strip()) == (0, "nothing to replay")
 
-    rows = await listing(cli)
-    assert list(rows) == [good.id]  # the marker is folded into its entry
-    assert rows[good.id]["replayed_how"] == "amplitude"
-    assert rows[good.id]["replayed_at"] is not None
-    again = await cli("dlq", "replay", "--all", amplitude_url=amplitude.base_url)
+
+async def test_replay_sends_the_record_as_salesforce_holds_it_now(
+    topics: KafkaSettings, sfamp: Cli, org: Org, stack: SandboxStack
+) -> None:
+    record = await org.create("Account", Name="Acme", Industry="Media")
+    stale = rejected(record, {"name": "Acme", "industry": "Energy"}, unset=("fax",))
+    await dead_letter(topics, stale)
+    result = await sfamp("dlq", "replay", "--id", stale.id)
+    assert result.exit_code == 0, result.output
+    assert "as Salesforce holds them now" in result.stdout
+    assert group(stack, "account", record) == {
+        "name": "Acme",
+        "industry": "Media",
+        "sfdc_deleted": False,
+    }
+
+    rows = await listing(sfamp)
+    assert list(rows) == [stale.id]  # the marker is folded into its entry
+    assert rows[stale.id]["replayed_how"] == "reread"
+    assert rows[stale.id]["replayed_at"] is not None
+    again = await sfamp("dlq", "replay", "--all")
     assert again.exit_code == 0
     assert "nothing to replay" in again.stdout
 
 
-async def test_replay_still_rejected_stays_unreplayed(
-    topics: KafkaSettings, cli: Cli, amplitude: AmplitudeSandbox
+async def test_replay_of_a_deleted_record_follows_on_delete(
+    topics: KafkaSettings, sfamp: Cli, org: Org, stack: SandboxStack
 ) -> None:
-    bad, fine = rejected(BLOCKED_GROUP, {"name": "Nope"}), rejected("001N", {"name": "Fine"})
-    await dead_letter(topics, bad, fine)
-    result = await cli("dlq", "replay", "--all", "--json", amplitude_url=amplitude.base_url)
+    record = await org.create("Account", Name="Gone Inc", Industry="Energy")
+    await org.delete("Account", record)
+    stale = rejected(record, {"name": "Gone Inc", "industry": "Energy"})
+    await dead_letter(topics, stale)
+    result = await sfamp("dlq", "replay", "--all", "--json")
+    assert result.exit_code == 0, result.output
+    (outcome,) = json.loads(result.stdout)
+    assert (outcome["ok"], outcome["groups"]) == (True, 1)
+    # on_delete=mark: the group is marked, the stale name and industry are not sent.
+    assert group(stack, "account", record) == {"sfdc_deleted": True}
+
+
+async def test_replay_rejected_again_stays_with_the_reason(
+    topics: KafkaSettings, sfamp: Cli, org: Org, stack: SandboxStack
+) -> None:
+    await org.create("Account", Name="Blocked", External_Id__c=BLOCKED_GROUP, Tier__c="Growth")
+    fine = await org.create("Account", Name="Fine", Industry="Retail")
+    bad = rejected(BLOCKED_GROUP, {"name": "Blocked"}, group_type="account_ext")
+    good = rejected(fine, {"name": "Fine"})
+    await dead_letter(topics, bad, good)
+    result = await sfamp("dlq", "replay", "--all", "--json")
     assert result.exit_code == 1
     outcomes = {o["id"]: o for o in json.loads(result.stdout)}
-    assert outcomes[fine.id]["ok"] is True
+    assert outcomes[good.id]["ok"] is True
     assert outcomes[bad.id]["ok"] is False
     assert "rejected again (400)" in outcomes[bad.id]["detail"]
-    rows = await listing(cli)
+    rows = await listing(sfamp)
     assert rows[bad.id]["replayed_at"] is None
-    assert rows[fine.id]["replayed_at"] is not None
+    assert rows[good.id]["replayed_at"] is not None
 
 
-async def test_replay_malformed_reproduces_to_source_topic(topics: KafkaSettings, cli: Cli) -> None:
+async def test_entry_whose_record_cannot_be_read_stays_with_the_reason(
+    topics: KafkaSettings, sfamp: Cli, org: Org
+) -> None:
+    record = await org.create("Account", Name="Acme")
+    stale = rejected(record, {"name": "Old"})
+    await dead_letter(topics, stale)
+    await org.fault("request_limit", count=50)
+    result = await sfamp("dlq", "replay", "--id", stale.id, "--json")
+    assert result.exit_code == 1
+    (outcome,) = json.loads(result.stdout)
+    assert outcome["ok"] is False
+    assert "cannot re-read the record from Salesforce" in outcome["detail"]
+    assert "request limit" in outcome["detail"]
+    assert (await listing(sfamp))[stale.id]["replayed_at"] is None
+
+
+async def test_unresolved_change_is_replayed_from_the_current_record(
+    topics: KafkaSettings, sfamp: Cli, org: Org, stack: SandboxStack
+) -> None:
     changes = TopicNames(topics.topic_prefix).changes("Account")
-    fixed = encode(change("001K", now_ms(), replay_id=9)).decode()
-    entry = from_source(changes, 0, fixed, reason="unresolved")
+    record = await org.create("Account", Name="Acme", Industry="Media")
+    envelope = encode(change(record, now_ms(), replay_id=9)).decode()  # Industry "value-9"
+    entry = from_source(changes, 0, envelope, reason="unresolved")
     await dead_letter(topics, entry)
-    result = await cli("dlq", "replay", "--id", entry.id)
+    result = await sfamp("dlq", "replay", "--id", entry.id)
     assert result.exit_code == 0, result.output
-    assert f"produced again to {changes}" in result.stdout
-
-    tail = await cli("topics", "tail", changes, "--key", "001K", "--json")
-    (row,) = [json.loads(line) for line in tail.stdout.splitlines()]
-    assert (row["record_id"], row["replay_id"], row["malformed"]) == ("001K", 9, None)
-    assert (await listing(cli))[entry.id]["replayed_how"] == "reproduce"
+    properties = group(stack, "account", record)
+    assert properties is not None
+    assert properties["industry"] == "Media"
+    assert (await listing(sfamp))[entry.id]["replayed_how"] == "reread"
 
 
-async def test_entry_without_source_cannot_be_replayed(topics: KafkaSettings, cli: Cli) -> None:
+async def test_entry_naming_no_record_cannot_be_replayed(topics: KafkaSettings, sfamp: Cli) -> None:
     cdc = DlqEntry(
         "cdc:/data/AccountChangeEvent:5",
         "malformed",
@@ -152,9 +209,9 @@ async def test_entry_without_source_cannot_be_replayed(topics: KafkaSettings, cl
         extra={"channel": "/data/AccountChangeEvent"},
     )
     await dead_letter(topics, cdc)
-    result = await cli("dlq", "replay", "--id", cdc.id)
+    result = await sfamp("dlq", "replay", "--id", cdc.id)
     assert result.exit_code == 1
-    assert "nothing to send again" in result.stdout
+    assert "cannot tell which record" in result.stdout
 
 
 @pytest.mark.parametrize(

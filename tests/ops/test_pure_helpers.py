@@ -4,28 +4,28 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 import typer
 
-from pipeline.cli.dlq_cmd import (
-    DlqItem,
-    fold_dlq,
-    replay_marker,
-    rounds,
-    update_from_identification,
-)
 from pipeline.cli.topics_cmd import parse_since
-from pipeline.errors import EnvelopeError
+from pipeline.config.validation import parse_mapping
+from pipeline.errors import ConfigError
+from pipeline.kafka.dlq import fold_dlq, replay_marker, select
+from pipeline.kafka.envelope import encode
 from pipeline.kafka.inspect import (
     Message,
     PartitionState,
     describe_retention,
+    expected_topic,
     format_duration,
     resolve_topic,
     topic_kind,
 )
 from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.dlq_targets import Target, changes_of, group_literal, targets_of
+from tests.ops.conftest import MAPPING, change
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
 NAMES = TopicNames("sfamp")
@@ -95,35 +95,136 @@ def _message(offset: int, entry: DlqEntry) -> Message:
 
 def test_marker_counts_only_for_earlier_writes_of_its_entry() -> None:
     entry = DlqEntry("t:0:5", "malformed", "bad", 1, "001", "{", source_topic="t")
-    marker = replay_marker(entry, "reproduce", "t", at_ms=2)
+    marker = replay_marker(entry, "reread", "sent 1 group(s)", at_ms=2)
     replayed = fold_dlq([_message(0, entry), _message(1, marker)])
-    assert [(i.id, i.replayed_how) for i in replayed] == [("t:0:5", "reproduce")]
+    assert [(i.id, i.replayed_how, i.pending) for i in replayed] == [("t:0:5", "reread", False)]
     # The same input dead-lettered again after the replay is pending again.
     again = fold_dlq([_message(0, entry), _message(1, marker), _message(2, entry)])
-    assert [(i.id, i.replayed_at_ms) for i in again] == [("t:0:5", None)]
+    assert [(i.id, i.replayed_at_ms, i.pending) for i in again] == [("t:0:5", None, True)]
 
 
-def test_update_from_identification() -> None:
-    update = update_from_identification(
-        {
-            "group_type": "account",
-            "group_value": "001",
-            "group_properties": {"$set": {"name": "Acme"}, "$unset": {"fax": "-"}},
+def test_select_by_id_or_every_pending_entry() -> None:
+    one = DlqEntry("a", "rejected", "", 0, "account:a", None)
+    two = DlqEntry("b", "rejected", "", 0, "account:b", None)
+    items = fold_dlq(
+        [_message(0, one), _message(1, two), _message(2, replay_marker(two, "reread", "", 3))]
+    )
+    assert [i.id for i in select(items, [], everything=True)] == ["a"]
+    assert [i.id for i in select(items, ["b", "b"], everything=False)] == ["b"]
+    with pytest.raises(ConfigError, match="no DLQ entry with id c"):
+        select(items, ["c"], everything=False)
+    with pytest.raises(ConfigError, match="not both"):
+        select(items, ["a"], everything=True)
+
+
+def test_expected_topics_are_the_control_topics_only() -> None:
+    assert expected_topic(NAMES, "dlq") == "sfamp.dlq"
+    assert expected_topic(NAMES, "sfamp.replay") == "sfamp.replay"
+    assert expected_topic(NAMES, "changes.Account") is None  # unmapped or misspelled
+    assert expected_topic(NAMES, "nope") is None
+
+
+# -- which records a DLQ entry stands for ------------------------------------------
+
+CONFIG = parse_mapping(orjson.dumps(MAPPING))
+ACCOUNT_ID = "001000000000001AAA"
+
+
+def _rejected(key: str) -> DlqEntry:
+    return DlqEntry("r", "rejected", "400", 0, key, {"group_properties": {}})
+
+
+def test_rejected_group_named_by_id_is_read_by_id() -> None:
+    (target,) = targets_of(_rejected(f"account:{ACCOUNT_ID}"), CONFIG)  # type: ignore[misc]
+    assert (target.sfdc_object, target.record_ids, target.by_group) == (
+        "Account",
+        (ACCOUNT_ID,),
+        False,
+    )
+
+
+def test_rejected_group_named_by_another_field_is_looked_up_by_it() -> None:
+    (target,) = targets_of(_rejected("account_ext:EXT-1"), CONFIG)  # type: ignore[misc]
+    assert (target.by_group, target.group_value, target.record_ids) == (True, "EXT-1", ())
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        (_rejected("contact:003000000000001AAA"), "no mapping writes group type 'contact'"),
+        (_rejected("account:not-an-id"), "is not a Salesforce record id"),
+        (_rejected("nogroup"), "names no group"),
+        (
+            DlqEntry("m", "malformed", "", 0, "k", "{oops", source_topic="t"),
+            "cannot tell which record",
+        ),
+        (
+            DlqEntry("c", "malformed", "", 0, "/data/X", "{}", extra={"channel": "/data/X"}),
+            "no readable header",
+        ),
+    ],
+)
+def test_entries_that_name_no_record_say_why(entry: DlqEntry, reason: str) -> None:
+    found = targets_of(entry, CONFIG)
+    assert isinstance(found, str)
+    assert reason in found
+
+
+def test_change_envelope_and_cdc_event_name_their_records() -> None:
+    envelope = encode(change(ACCOUNT_ID, 1)).decode()
+    unresolved = DlqEntry("u", "unresolved", "", 0, ACCOUNT_ID, envelope, source_topic="t")
+    assert targets_of(unresolved, CONFIG) == [Target("Account", (ACCOUNT_ID,))]
+    event = {
+        "data": {
+            "payload": {"ChangeEventHeader": {"entityName": "Account", "recordIds": [ACCOUNT_ID]}}
         }
+    }
+    cdc = DlqEntry(
+        "c",
+        "malformed",
+        "",
+        0,
+        "/data/AccountChangeEvent",
+        orjson.dumps(event).decode(),
+        extra={"channel": "/data/AccountChangeEvent"},
     )
-    assert (update.set, update.unset) == ({"name": "Acme"}, frozenset({"fax"}))
-    with pytest.raises(EnvelopeError):
-        update_from_identification({"group_value": "001"})
+    assert targets_of(cdc, CONFIG) == [Target("Account", (ACCOUNT_ID,))]
 
 
-def test_rounds_never_hold_a_group_twice() -> None:
-    a1, a2, b = (
-        update_from_identification(
-            {"group_type": "account", "group_value": v, "group_properties": {}}
-        )
-        for v in ("a", "a", "b")
-    )
-    entry = DlqEntry("x", "rejected", "", 0, "k", None)
-    item = DlqItem("x", _message(0, entry), entry)
-    split = rounds([(item, a1), (item, a2), (item, b)])
-    assert [[u.group_value for _, u in r] for r in split] == [["a", "b"], ["a"]]
+def test_a_gone_record_follows_on_delete_of_each_mapping() -> None:
+    target = Target("Account", (ACCOUNT_ID,))
+    found = changes_of(target, {ACCOUNT_ID: None}, CONFIG, None, now_ms=5)
+    marked = [(c.group_type, dict(c.set)) for c in found.changes]
+    assert marked == [("account", {"sfdc_deleted": True})]
+    # account_ext is named by External_Id__c, which a purged record no longer tells.
+    assert len(found.problems) == 1
+    assert "cannot be named" in found.problems[0]
+
+
+def test_a_current_record_sets_what_it_holds_and_unsets_its_nulls() -> None:
+    record = {
+        "Id": ACCOUNT_ID,
+        "IsDeleted": False,
+        "Name": "Acme",
+        "Industry": "Media",
+        "AnnualRevenue": None,
+    }
+    found = changes_of(Target("Account", (ACCOUNT_ID,)), {ACCOUNT_ID: record}, CONFIG, None, 5)
+    account = next(c for c in found.changes if c.group_type == "account")
+    assert (account.group_value, account.set["industry"]) == (ACCOUNT_ID, "Media")
+    assert account.unset == {"annual_revenue"}  # read as null: unset, as Salesforce says
+
+
+@pytest.mark.parametrize(
+    ("value", "sf_type", "literal"),
+    [
+        ("EXT-1", "string", "'EXT-1'"),
+        ("it's", None, "'it\\'s'"),
+        ("250", "double", "250"),
+        ("25O", "double", None),
+        ("true", "boolean", "true"),
+        ("2026-01-01", "date", None),
+    ],
+)
+def test_group_literal(value: str, sf_type: str | None, literal: str | None) -> None:
+    assert group_literal(value, sf_type) == literal

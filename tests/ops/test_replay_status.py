@@ -102,8 +102,11 @@ async def test_nothing_stored_yet(topics: KafkaSettings, cli: Cli) -> None:
 
 
 @pytest.mark.integration
-async def test_missing_replay_topic_is_one_line(kafka: KafkaSettings, cli: Cli) -> None:
+async def test_fresh_cluster_is_empty_not_an_error(kafka: KafkaSettings, cli: Cli) -> None:
+    """Before ingest ever ran there is no replay topic: nothing stored yet, exit 0."""
     result = await cli("replay", "status")
-    assert result.exit_code == 1
-    assert "no topic" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.exit_code == 0, result.output
+    assert "no replay ids stored" in result.stdout
+    assert result.stderr == ""
+    as_json = await cli("replay", "status", "--json")
+    assert (as_json.exit_code, json.loads(as_json.stdout)) == (0, [])
