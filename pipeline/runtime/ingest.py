@@ -163,7 +163,9 @@ class IngestPump:
             "ingest_interrupted",
             error=type(exc).__name__,
             reason=str(exc),
-            retriable=exc.retriable,
+            # Every error is retried here; whether waiting alone can fix it is the other field.
+            retriable=True,
+            fix_needed=not exc.retriable,
             retry_in_seconds=round(delay, 1),
         )
         await asyncio.sleep(delay)

@@ -5,6 +5,11 @@ the process dies before the event reaches Kafka, that event is skipped on
 restart. Here the storage policy is MANUAL and the storage answers only with
 marks the caller confirmed after Kafka acknowledged the events (``advance``),
 so every reconnect, internal or after a restart, replays from a durable point.
+
+Salesforce refuses a CometD handshake with a generic ``403::Handshake denied``
+and puts the reason in ``ext.sfdc.failureReason`` (an invalid session, the
+org's concurrent client limit, the daily event limit). The reason is kept in
+the translated error, so it reaches the log line and ``/status``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pipeline.errors import (
     SalesforceAuthError,
     SalesforceError,
     SalesforceUnavailableError,
+    SessionExpiredError,
 )
 
 LATEST = -1
@@ -199,6 +205,9 @@ def _translate(exc: AiosfstreamException, channel: str | None) -> SalesforceErro
         return SalesforceAuthError(f"Salesforce refused the streaming login: {exc}")
     if isinstance(exc, ServerError):
         text = str(exc.error or exc)
+        reason = failure_reason(exc)
+        if reason is not None:
+            return _refused_handshake(reason, text)
         invalid = _INVALID_REPLAY.search(text)
         if invalid:
             subscription = channel or _subscription_of(exc) or "?"
@@ -211,6 +220,26 @@ def _translate(exc: AiosfstreamException, channel: str | None) -> SalesforceErro
             return SalesforceError(f"CDC channel refused: {text}")
         return SalesforceUnavailableError(f"CometD server error: {text}")
     return SalesforceUnavailableError(f"CometD connection problem: {exc!r}")
+
+
+def failure_reason(exc: ServerError) -> str | None:
+    """Salesforce's own reason for a refusal (``ext.sfdc.failureReason``), if it gave one."""
+    response = exc.response if isinstance(exc.response, dict) else {}
+    ext = response.get("ext")
+    sfdc = ext.get("sfdc") if isinstance(ext, dict) else None
+    reason = sfdc.get("failureReason") if isinstance(sfdc, dict) else None
+    return str(reason) if reason else None
+
+
+def _refused_handshake(reason: str, error: str) -> SalesforceError:
+    message = f"Salesforce refused the CometD handshake: {reason} ({error})"
+    code = reason.split("::", 1)[0]
+    if code == "401":
+        # The session was revoked or expired: logging in again can help.
+        return SessionExpiredError(message, error_code=reason)
+    # Limits (concurrent clients, daily events) clear by themselves as clients leave or
+    # the day rolls over; the reason says which one so an operator can act sooner.
+    return SalesforceUnavailableError(message, error_code=reason)
 
 
 def _subscription_of(exc: ServerError) -> str | None:

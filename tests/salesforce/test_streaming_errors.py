@@ -1,0 +1,146 @@
+"""CometD refusals keep Salesforce's reason; a session refused at the handshake is renewed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from aiosfstream_ng.exceptions import ServerError
+from structlog.testing import capture_logs
+
+from pipeline.config.settings import KafkaSettings, Settings
+from pipeline.config.validation import parse_mapping
+from pipeline.errors import SalesforceError, SalesforceUnavailableError, SessionExpiredError
+from pipeline.kafka.producer import ChangeProducer
+from pipeline.runtime.ingest import IngestPump
+from pipeline.runtime.mapping_source import MappingHolder, MappingVersion
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.state import ServiceState
+from pipeline.salesforce.cdc import (
+    CdcSubscriber,
+    DurableReplayStorage,
+    channel_for,
+    translate_cometd_errors,
+)
+from pipeline.salesforce.client import SalesforceClient
+from pipeline.sandbox.salesforce import SalesforceSandbox
+from tests.runtime.conftest import wait_until
+from tests.salesforce.helpers import sandbox_settings
+
+CHANNEL = channel_for("Account")
+ACCOUNT_MAPPING = {
+    "version": 1,
+    "sync_cadence": {"mode": "interval", "every_seconds": 1},
+    "mappings": [
+        {
+            "sfdc_object": "Account",
+            "group_type": "account",
+            "group_name_field": "Id",
+            "group_properties": [{"sfdc_field": "Name", "amplitude_property": "name"}],
+        }
+    ],
+}
+
+
+def handshake_denied(reason: str) -> ServerError:
+    """The handshake answer Salesforce gives, as aiosfstream raises it."""
+    return ServerError(
+        "Handshake request failed.",
+        {
+            "channel": "/meta/handshake",
+            "successful": False,
+            "error": "403::Handshake denied",
+            "advice": {"reconnect": "none"},
+            "ext": {"sfdc": {"failureReason": reason}},
+        },
+    )
+
+
+def test_a_concurrent_client_limit_refusal_keeps_the_reason() -> None:
+    with (
+        pytest.raises(SalesforceUnavailableError) as caught,
+        translate_cometd_errors(None),
+    ):
+        raise handshake_denied("403::Organization concurrent user limit exceeded")
+    assert "Organization concurrent user limit exceeded" in str(caught.value)
+    assert "403::Handshake denied" in str(caught.value)
+    assert caught.value.error_code == "403::Organization concurrent user limit exceeded"
+
+
+def test_an_invalid_session_at_the_handshake_is_a_session_to_renew() -> None:
+    with pytest.raises(SessionExpiredError) as caught, translate_cometd_errors(None):
+        raise handshake_denied("401::Authentication invalid")
+    assert "401::Authentication invalid" in str(caught.value)
+    assert caught.value.retriable
+
+
+@pytest.mark.integration
+async def test_a_revoked_session_is_renewed_at_the_handshake(
+    sf_client: SalesforceClient, control: httpx.AsyncClient
+) -> None:
+    revoked = await sf_client.auth.token()
+    answer = await control.post("/services/oauth2/revoke", data={"token": revoked.access_token})
+    assert answer.status_code == 200, answer.text
+    subscriber = CdcSubscriber(
+        sf_client.auth.streaming_authenticator(),
+        [CHANNEL],
+        DurableReplayStorage({}),
+        connection_timeout=10,
+    )
+    async with subscriber as cdc:
+        assert cdc.subscribed == {CHANNEL}
+    assert sf_client.auth.logins == 2
+    assert sf_client.auth.current != revoked
+
+
+@pytest.mark.integration
+async def test_the_org_client_limit_is_named_in_the_error(
+    salesforce_sandbox: SalesforceSandbox, sf_client: SalesforceClient
+) -> None:
+    assert salesforce_sandbox.state.cometd is not None
+    salesforce_sandbox.state.cometd.max_clients = 0
+    subscriber = CdcSubscriber(
+        sf_client.auth.streaming_authenticator(), [CHANNEL], DurableReplayStorage({})
+    )
+    with pytest.raises(SalesforceError) as caught:
+        async with subscriber:
+            pass
+    assert "concurrent user limit exceeded" in str(caught.value)
+    assert caught.value.retriable  # it clears once other clients leave
+
+
+@pytest.mark.integration
+async def test_a_refused_login_is_logged_as_retried_and_needing_a_fix(
+    salesforce_sandbox: SalesforceSandbox, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The ingest loop retries every error: its log says so, and what waiting cannot fix."""
+    settings = Settings(
+        salesforce=sandbox_settings(salesforce_sandbox, password="wrong"),
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix),
+    )
+    config = parse_mapping(json.dumps(ACCOUNT_MAPPING))
+    holder = MappingHolder(MappingVersion(config, "test"))
+    with capture_logs() as logs:
+        async with (
+            SalesforceClient.from_settings(settings.salesforce) as salesforce,
+            ChangeProducer(settings.kafka) as producer,
+        ):
+            pump = IngestPump(
+                settings, holder, salesforce, producer, ServiceState(role="ingest"), Metrics()
+            )
+            task = asyncio.create_task(pump.run())
+            try:
+                await wait_until(
+                    lambda: any(e["event"] == "ingest_interrupted" for e in logs),
+                    timeout=20,
+                    what="the ingest loop to log the refused login",
+                )
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    line = next(e for e in logs if e["event"] == "ingest_interrupted")
+    assert (line["retriable"], line["fix_needed"]) == (True, True)
+    assert line["error"] == "SalesforceAuthError"
+    assert line["retry_in_seconds"] > 0
