@@ -1,21 +1,38 @@
 """The typed settings tree, read once from ``SFAMP_*`` variables and ``.env``.
 
 Nested settings use ``__``: ``SFAMP_KAFKA__BOOTSTRAP_SERVERS``. Adapters never
-read the environment themselves; they get their part of this tree.
+read the environment themselves; they get their part of this tree. A variable
+under the prefix that names no setting is an error (with the nearest name), not
+silently ignored: a misspelt name would otherwise leave its default in force.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from dotenv import dotenv_values
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import Problem, SettingsError
 
 ENV_PREFIX = "SFAMP_"
+ENV_FILE = ".env"
+# Under the prefix but not settings: the embedded broker's log level and the tests' Kafka.
+NOT_SETTINGS: Final = frozenset(("SFAMP_KAFKA_LOG", "SFAMP_TEST_KAFKA_BOOTSTRAP"))
 _API_VERSION = re.compile(r"^v\d{2,3}\.\d$")
 
 AuthFlow = Literal["password", "refresh_token", "client_credentials", "jwt"]
@@ -98,7 +115,18 @@ class KafkaSettings(_Section):
     topic_prefix: str = Field("sfamp", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(6, ge=1, le=1000)
     replication_factor: int = Field(1, ge=1, le=10)
-    consumer_group: str = Field("sfamp-deliver", min_length=1)
+    changes_retention_hours: int = Field(
+        168,
+        ge=1,
+        le=87_600,
+        description="retention.ms of the changes topics sfamp creates: must outlast the "
+        "cadence plus a day, or changes expire before they are delivered.",
+    )
+    consumer_group: str = Field(
+        "sfamp-deliver",
+        min_length=1,
+        description="Consumer group of the deliver instances; defaults to <topic_prefix>-deliver.",
+    )
     request_timeout_seconds: float = Field(30.0, gt=0, le=600)
     consumer_session_timeout_seconds: float = Field(
         30.0, ge=1, le=600, description="How long a silent deliver instance keeps its partitions."
@@ -110,6 +138,15 @@ class KafkaSettings(_Section):
         "auto",
         description="auto: idempotent when the broker supports it, else acks=all alone.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_follows_prefix(cls, data: Any) -> Any:
+        # Two deployments with different prefixes must not share (and rebalance) one group.
+        if isinstance(data, dict) and "consumer_group" not in data:
+            prefix = data.get("topic_prefix", "sfamp")
+            return {**data, "consumer_group": f"{prefix}-deliver"}
+        return data
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -133,6 +170,12 @@ class AmplitudeSettings(_Section):
     max_concurrency: int = Field(4, ge=1, le=64)
     retry_deadline_seconds: float = Field(300.0, gt=0)
     min_429_wait_seconds: float = Field(15.0, ge=0)
+    max_group_types: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Group types Amplitude tracks per project (5); it ignores any beyond.",
+    )
     property_limit_scope: Literal["request", "identification"] = Field(
         "request",
         description="How to read Amplitude's 1024 group properties limit: summed per request "
@@ -166,7 +209,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
@@ -178,13 +221,65 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     mapping_file: Path | None = None
 
+    def credential_problems(self, *, amplitude: bool = True) -> list[Problem]:
+        """What logging in to Salesforce (and, with ``amplitude``, sending) still needs."""
+        problems = self.salesforce.credential_problems()
+        if amplitude and self.amplitude.api_key is None:
+            problems.append(
+                Problem(f"{ENV_PREFIX}AMPLITUDE__API_KEY", "required to send to Amplitude")
+            )
+        return problems
 
-def load_settings(**overrides: object) -> Settings:
-    """Read and validate the settings, or raise one SettingsError listing every problem."""
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings, or raise one SettingsError listing every problem.
+
+    Unknown ``SFAMP_*`` names in the environment or the ``.env`` file are problems too.
+    """
+    env_file = overrides.get("_env_file", ENV_FILE)
+    unknown = unknown_variable_problems([*os.environ, *_dotenv_names(env_file)])
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        raise SettingsError([_problem(error) for error in exc.errors()]) from exc
+        named = {problem.path for problem in unknown}
+        problems = [_problem(error) for error in exc.errors()]
+        raise SettingsError(unknown + [p for p in problems if p.path not in named]) from exc
+    if unknown:
+        raise SettingsError(unknown)
+    return settings
+
+
+def setting_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> set[str]:
+    """Every variable the settings tree reads: nested sections joined with ``__``."""
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= setting_names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.add(f"{prefix}{name.upper()}")
+    return names
+
+
+def unknown_variable_problems(names: Iterable[str]) -> list[Problem]:
+    """A problem for each ``SFAMP_*`` name that is no setting, with the nearest known name."""
+    known = setting_names()
+    # A whole section may also come as JSON: SFAMP_KAFKA='{"partitions": 3}'.
+    sections = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    problems = []
+    for name in sorted({name.upper() for name in names}):
+        if not name.startswith(ENV_PREFIX) or name in known | sections | NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        problems.append(Problem(name, f"is not an sfamp setting{hint}"))
+    return problems
+
+
+def _dotenv_names(env_file: object) -> list[str]:
+    if not isinstance(env_file, str | Path) or not Path(env_file).is_file():
+        return []
+    return list(dotenv_values(env_file))
 
 
 def _problem(error: object) -> Problem:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config.settings import SalesforceSettings, load_settings
+from pipeline.config.settings import SalesforceSettings, load_settings, setting_names
 from pipeline.errors import SettingsError
 
 
@@ -108,3 +108,98 @@ def test_credential_problems_per_flow(flow: str, missing: set[str]) -> None:
         jwt_private_key_file=Path("key.pem"),
     )
     assert complete.credential_problems() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "nearest"),
+    [
+        ("SFAMP_MAPING_FILE", "SFAMP_MAPPING_FILE"),
+        ("SFAMP_KAFKA_BOOTSTRAP_SERVERS", "SFAMP_KAFKA__BOOTSTRAP_SERVERS"),
+        ("SFAMP_KAFKA__BOOTSTRAP_SERVER", "SFAMP_KAFKA__BOOTSTRAP_SERVERS"),
+        ("sfamp_amplitude__apikey", "SFAMP_AMPLITUDE__API_KEY"),
+    ],
+)
+def test_a_misspelt_variable_is_an_error_naming_the_nearest_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, nearest: str
+) -> None:
+    monkeypatch.setenv(name, "127.0.0.1:9092")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert [str(p) for p in info.value.problems] == [
+        f"{name.upper()}: is not an sfamp setting; did you mean {nearest}?"
+    ]
+
+
+def test_a_misspelt_variable_in_the_env_file_is_an_error_too(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SFAMP_KAFKA__TOPIC_PREFIXX=acme\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert info.value.problems[0].path == "SFAMP_KAFKA__TOPIC_PREFIXX"
+    assert "did you mean SFAMP_KAFKA__TOPIC_PREFIX?" in info.value.problems[0].message
+
+
+def test_unknown_names_are_listed_with_the_invalid_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFAMP_TOTALLY_UNRELATED", "x")
+    monkeypatch.setenv("SFAMP_KAFKA__PARTITIONS", "0")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert {p.path: p.message for p in info.value.problems}.keys() == {
+        "SFAMP_TOTALLY_UNRELATED",
+        "SFAMP_KAFKA__PARTITIONS",
+    }
+    assert info.value.problems[0].message == "is not an sfamp setting"
+
+
+def test_variables_that_are_not_settings_and_whole_sections_are_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SFAMP_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    monkeypatch.setenv("SFAMP_KAFKA_LOG", "debug")
+    monkeypatch.setenv("SFAMP_RUNTIME", '{"health_port": 0}')
+    assert load_settings().runtime.health_port == 0
+
+
+def test_every_setting_has_its_variable_name() -> None:
+    names = setting_names()
+    assert {
+        "SFAMP_MAPPING_FILE",
+        "SFAMP_KAFKA__CHANGES_RETENTION_HOURS",
+        "SFAMP_AMPLITUDE__MAX_GROUP_TYPES",
+        "SFAMP_SALESFORCE__LOGIN_URL",
+    } <= names
+    assert not any(name.startswith("SFAMP_KAFKA__KAFKA") for name in names)
+
+
+@pytest.mark.parametrize(
+    ("env", "group"),
+    [
+        ({}, "sfamp-deliver"),
+        ({"SFAMP_KAFKA__TOPIC_PREFIX": "acme"}, "acme-deliver"),
+        (
+            {"SFAMP_KAFKA__TOPIC_PREFIX": "acme", "SFAMP_KAFKA__CONSUMER_GROUP": "mine"},
+            "mine",
+        ),
+    ],
+)
+def test_the_deliver_group_follows_the_topic_prefix_unless_set(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], group: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().kafka.consumer_group == group
+
+
+def test_limits_default_to_amplitude_and_kafka_norms() -> None:
+    settings = load_settings()
+    assert settings.amplitude.max_group_types == 5
+    assert settings.kafka.changes_retention_hours == 7 * 24
+
+
+def test_credential_problems_cover_amplitude_when_sending() -> None:
+    settings = load_settings()
+    sending = {p.path for p in settings.credential_problems()}
+    assert "SFAMP_AMPLITUDE__API_KEY" in sending
+    assert "SFAMP_SALESFORCE__CLIENT_ID" in sending
+    assert "SFAMP_AMPLITUDE__API_KEY" not in {
+        p.path for p in settings.credential_problems(amplitude=False)
+    }
