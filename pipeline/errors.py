@@ -7,7 +7,8 @@ decides what to do by class and by the ``retriable`` flag alone::
     SfampError                      retriable?
     ├── ConfigError                 no   the user must fix something
     │   ├── SettingsError           no   bad SFAMP_* environment / .env
-    │   └── MappingError            no   mapping file missing, not JSON, or invalid
+    │   ├── MappingError            no   mapping file missing, not JSON, or invalid
+    │   └── ListenError             no   a port to listen on is taken or not allowed
     ├── SalesforceError             no
     │   ├── SalesforceAuthError     no   OAuth refused (bad client, user, grant)
     │   ├── SessionExpiredError     yes  INVALID_SESSION_ID: re-authenticate and retry
@@ -29,6 +30,7 @@ anything"; it never means "safe to drop".
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,6 +71,16 @@ class MappingError(ConfigError):
     def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
         self.problems = list(problems)
         super().__init__(message)
+
+
+class ListenError(ConfigError):
+    """A port sfamp should listen on cannot be opened; the message names what changes it."""
+
+    def __init__(self, what: str, host: str, port: int, cause: OSError, change: str) -> None:
+        self.host = host
+        self.port = port
+        reason = os.strerror(cause.errno).lower() if cause.errno else str(cause)
+        super().__init__(f"cannot listen on {host}:{port} for the {what}: {reason}; {change}")
 
 
 class SalesforceError(SfampError):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
-from typing import NoReturn
+from collections.abc import Coroutine
+from typing import Any, NoReturn
 
 import orjson
 import typer
@@ -48,3 +51,42 @@ def settings_or_exit(**overrides: object) -> Settings:
 
 def print_json(data: object) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def run_until_stopped(main: Coroutine[Any, Any, object]) -> bool:
+    """Run ``main`` until it returns or SIGTERM / SIGINT cancels it; True when a signal did.
+
+    Cancelling (rather than dying on the signal) lets ``main`` leave its ``async with``
+    blocks, so a child process such as the embedded broker is stopped with it. Known
+    errors end the process with one line.
+    """
+    try:
+        return asyncio.run(_cancelled_by_signals(main))
+    except SfampError as exc:
+        fail(exc)
+
+
+async def _cancelled_by_signals(main: Coroutine[Any, Any, object]) -> bool:
+    task = asyncio.ensure_future(main)
+
+    def stop() -> None:
+        if not task.cancelling():  # a second signal must not cut the clean-up short
+            task.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop)
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # cancelled from outside, not by a signal
+        return True
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+    return False

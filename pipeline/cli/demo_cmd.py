@@ -1,29 +1,49 @@
-"""``sfamp demo``: the product end to end on local stand-ins, then a clean exit."""
+"""``sfamp demo``: the product end to end on local stand-ins, then a clean exit (or ``--keep``)."""
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
 import typer
 
-from pipeline.cli.common import console, fail
+from pipeline.cli.common import console, run_until_stopped
 from pipeline.cli.topics_cmd import quiet_kafka_client
-from pipeline.errors import SfampError
 from pipeline.logs import configure_logging
 from pipeline.sandbox.demo import run_demo
+from pipeline.sandbox.stack import SandboxStack
 
 ACCOUNTS = typer.Option(300, "--accounts", min=10, max=100_000, help="Accounts to seed.")
+KEEP = typer.Option(
+    False,
+    "--keep",
+    help="Leave the stack and its data running after the demo (until Ctrl-C or SIGTERM) "
+    "and print the exports and commands to explore it from another shell.",
+)
 
 
-def demo(accounts: int = ACCOUNTS) -> None:
+def _port(name: str) -> Any:
+    return typer.Option(
+        0, f"--{name.lower()}-port", help=f"Port of the {name} stand-in (0: a free one)."
+    )
+
+
+def demo(
+    accounts: int = ACCOUNTS,
+    keep: bool = KEEP,
+    kafka_port: int = _port("Kafka"),
+    salesforce_port: int = _port("Salesforce"),
+    amplitude_port: int = _port("Amplitude"),
+) -> None:
     """Seed a sandbox org, backfill, stream live changes and show Amplitude before/after.
 
-    Starts the embedded Kafka broker and both sandboxes on free ports, and stops
-    them at the end. Nothing leaves this machine.
+    Starts the embedded Kafka broker and both sandboxes (on free ports unless the
+    --*-port options say otherwise) and stops them at the end, or on Ctrl-C with
+    --keep. Nothing leaves this machine.
     """
     configure_logging("console", "error")
     quiet_kafka_client()
-    try:
-        asyncio.run(run_demo(console, accounts=accounts))
-    except SfampError as exc:
-        fail(exc)
+    stack = SandboxStack(
+        kafka_port=kafka_port, salesforce_port=salesforce_port, amplitude_port=amplitude_port
+    )
+    if run_until_stopped(run_demo(console, accounts=accounts, stack=stack, keep=keep)):
+        console.print("stopped")

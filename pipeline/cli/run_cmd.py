@@ -11,6 +11,7 @@ import typer
 
 from pipeline.cli.common import MAPPING, fail, settings_or_exit
 from pipeline.errors import SfampError
+from pipeline.runtime.health import check_health_port
 from pipeline.runtime.service import run_service
 
 log = structlog.get_logger(__name__)
@@ -38,6 +39,7 @@ def run(role: RoleChoice = ROLE, mapping: Path | None = MAPPING) -> None:
     """
     settings = settings_or_exit()
     try:
+        check_health_port(settings.runtime)
         asyncio.run(
             run_service(settings, role=role.value, mapping_file=mapping, handle_signals=True)
         )

@@ -1,24 +1,39 @@
-"""``sfamp sandbox``: local stand-ins for Kafka, Salesforce and Amplitude."""
+"""``sfamp sandbox``: local stand-ins for Kafka, Salesforce and Amplitude.
+
+Each command runs until SIGTERM or Ctrl-C and then stops everything it started,
+the embedded broker's process included; a taken port is one line naming the
+option that changes it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 import typer
 
-from pipeline.cli.common import console
+from pipeline.cli.common import console, run_until_stopped
+from pipeline.errors import ListenError
 from pipeline.sandbox import amplitude as amplitude_sandbox
 from pipeline.sandbox import salesforce as salesforce_sandbox
 from pipeline.sandbox.kafka import DEFAULT_PORT, EmbeddedKafka
 from pipeline.sandbox.salesforce.seed import seed as sandbox_seed
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox.stack import SandboxStack, health_port_for_run
 
 app = typer.Typer(
     help="Run local stand-ins for Kafka, Salesforce and Amplitude (demo and tests).",
     no_args_is_help=True,
 )
+
+HOST = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a container).")
+OTHER_PORT = "choose another port with --port"
+
+
+class Serve(Protocol):
+    def __call__(
+        self, host: str, port: int, *, ready: Callable[[str], None] | None = None
+    ) -> Coroutine[Any, Any, None]: ...
 
 
 @app.command()
@@ -29,22 +44,20 @@ def kafka(
     """Run the embedded Kafka-compatible broker (memory only) until interrupted."""
 
     async def run() -> None:
-        async with EmbeddedKafka(port, host=host) as broker:
+        broker = EmbeddedKafka(port, host=host)
+        await _listening("embedded Kafka broker", host, broker.port, broker.start())
+        try:
             console.print(
                 f"embedded Kafka ready on [bold]{broker.bootstrap_servers}[/] "
-                "(in-memory; Ctrl-C to stop)\n"
-                f"export SFAMP_KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap_servers}",
+                "(in-memory; Ctrl-C to stop)",
                 highlight=False,
             )
+            _print_exports(f"export SFAMP_KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
             await broker.wait()
+        finally:
+            broker.stop()
 
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        console.print("stopped")
-
-
-HOST = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a container).")
+    _until_stopped(run())
 
 
 @app.command()
@@ -57,13 +70,10 @@ def salesforce(
     """Run the Salesforce sandbox (OAuth, REST, Bulk API 2.0, CDC over CometD)."""
 
     def ready(url: str) -> None:
-        console.print(
-            f"Salesforce sandbox on [bold]{url}[/] (Ctrl-C to stop)\n"
-            f"export SFAMP_SALESFORCE__LOGIN_URL={url}",
-            highlight=False,
-        )
+        console.print(f"Salesforce sandbox on [bold]{url}[/] (Ctrl-C to stop)", highlight=False)
+        _print_exports(f"export SFAMP_SALESFORCE__LOGIN_URL={url}")
 
-    _until_interrupted(salesforce_sandbox.serve(host, port, ready=ready))
+    _until_stopped(_serve("Salesforce sandbox", salesforce_sandbox.serve, host, port, ready))
 
 
 @app.command()
@@ -76,51 +86,90 @@ def amplitude(
     """Run the Amplitude sandbox (/groupidentify, /2/httpapi, /batch, read-back)."""
 
     def ready(url: str) -> None:
-        console.print(
-            f"Amplitude sandbox on [bold]{url}[/] (Ctrl-C to stop)\n"
+        console.print(f"Amplitude sandbox on [bold]{url}[/] (Ctrl-C to stop)", highlight=False)
+        _print_exports(
             f"export SFAMP_AMPLITUDE__BASE_URL={url}\n"
-            f"export SFAMP_AMPLITUDE__API_KEY={amplitude_sandbox.US_API_KEY}",
-            highlight=False,
+            f"export SFAMP_AMPLITUDE__API_KEY={amplitude_sandbox.US_API_KEY}"
         )
 
-    _until_interrupted(amplitude_sandbox.serve(host, port, ready=ready))
+    _until_stopped(_serve("Amplitude sandbox", amplitude_sandbox.serve, host, port, ready))
+
+
+def _port_option(name: str, default: int) -> Any:
+    return typer.Option(
+        0, f"--{name}-port", help=f"Port of the {name.capitalize()} stand-in (0: {default})."
+    )
 
 
 @app.command()
 def up(
     host: str = HOST,
+    kafka_port: int = _port_option("kafka", DEFAULT_PORT),
+    salesforce_port: int = _port_option("salesforce", salesforce_sandbox.DEFAULT_PORT),
+    amplitude_port: int = _port_option("amplitude", amplitude_sandbox.DEFAULT_PORT),
     seed: int = typer.Option(
         0, "--seed", help="Create this many Accounts in the Salesforce sandbox first."
     ),
 ) -> None:
-    """Start Kafka and both sandboxes on their default ports and leave them running.
+    """Start Kafka and both sandboxes and leave them running until Ctrl-C or SIGTERM.
 
-    Prints the SFAMP_* variables to export in another terminal.
+    Prints one block of SFAMP_* exports (credentials, Kafka, both URLs, the Amplitude
+    keys, a free health port): paste it in another shell and every sfamp command,
+    `sfamp run` included, uses the stack. A taken port is named with its option.
     """
+    stack = SandboxStack(
+        host=host,
+        kafka_port=kafka_port or DEFAULT_PORT,
+        salesforce_port=salesforce_port or salesforce_sandbox.DEFAULT_PORT,
+        amplitude_port=amplitude_port or amplitude_sandbox.DEFAULT_PORT,
+    )
 
     async def run() -> None:
-        stack = SandboxStack(
-            host=host,
-            kafka_port=DEFAULT_PORT,
-            salesforce_port=salesforce_sandbox.DEFAULT_PORT,
-            amplitude_port=amplitude_sandbox.DEFAULT_PORT,
-        )
         async with stack:
             assert stack.salesforce is not None
             if seed:
                 sandbox_seed(stack.salesforce.org, "Account", seed)
-            exports = "\n".join(f"export {k}={v}" for k, v in stack.environment().items())
             console.print(
-                "[bold green]sandbox stack is up[/] (Ctrl-C to stop everything)\n" + exports,
-                highlight=False,
+                "[bold green]sandbox stack is up[/] (Ctrl-C to stop everything)", highlight=False
             )
+            _print_exports(stack.export_block(health_port_for_run()))
             await asyncio.Event().wait()
 
-    _until_interrupted(run())
+    _until_stopped(run())
 
 
-def _until_interrupted(main: Coroutine[Any, Any, None]) -> None:
+async def _listening(what: str, host: str, port: int, start: Awaitable[object]) -> None:
     try:
-        asyncio.run(main)
-    except KeyboardInterrupt:
+        await start
+    except OSError as exc:
+        raise ListenError(what, host, port, exc, OTHER_PORT) from exc
+
+
+async def _serve(
+    what: str, serve: Serve, host: str, port: int, ready: Callable[[str], None]
+) -> None:
+    """Serve a sandbox; failing to listen (before ``ready``) is a :class:`ListenError`."""
+    opened = False
+
+    def on_ready(url: str) -> None:
+        nonlocal opened
+        opened = True
+        ready(url)
+
+    try:
+        await serve(host, port, ready=on_ready)
+    except OSError as exc:
+        if opened:
+            raise
+        raise ListenError(what, host, port, exc, OTHER_PORT) from exc
+
+
+def _print_exports(block: str) -> None:
+    """Exports as plain lines, never wrapped, so that they paste into a shell intact."""
+    console.print("# paste into the shell where you run sfamp:", highlight=False)
+    console.print(block, highlight=False, markup=False, soft_wrap=True)
+
+
+def _until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    if run_until_stopped(main):
         console.print("stopped")

@@ -8,8 +8,14 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from pipeline.config.settings import RuntimeSettings
+from pipeline.errors import ListenError
+from pipeline.runtime.listen import check_listen
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.state import ServiceState
+
+WHAT = "health endpoint"
+CHANGE = "set SFAMP_RUNTIME__HEALTH_PORT to a free port, or to 0 to turn the endpoint off"
 
 
 def create_health_app(state: ServiceState, metrics: Metrics) -> web.Application:
@@ -52,10 +58,18 @@ async def serve_health(
     runner = web.AppRunner(create_health_app(state, metrics), access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:  # taken since check_health_port looked
+            raise ListenError(WHAT, host, port, exc, CHANGE) from exc
         if started is not None:
             started.set()
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+def check_health_port(settings: RuntimeSettings) -> None:
+    """Refuse a taken health port before the service starts anything (``sfamp run``)."""
+    if settings.health_port:
+        check_listen(WHAT, settings.health_host, settings.health_port, CHANGE)

@@ -27,7 +27,7 @@ from pipeline.kafka.config_topic import publish_mapping
 from pipeline.runtime.backfill import run_backfill
 from pipeline.runtime.service import serving
 from pipeline.sandbox.salesforce.seed import seed
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox.stack import SandboxStack, health_port_for_run
 
 DEMO_MAPPING: dict[str, Any] = {
     "version": 1,
@@ -66,65 +66,98 @@ async def run_demo(
     topic_prefix: str = "sfamp",
     backfill: Backfill | None = None,
     wait_seconds: float = 60.0,
+    stack: SandboxStack | None = None,
+    keep: bool = False,
 ) -> DemoResult:
+    """Run the demo on ``stack`` (free ports by default).
+
+    With ``keep`` the stack and its data stay up after the demo until the task is
+    cancelled (Ctrl-C or SIGTERM in ``sfamp demo --keep``), and the exports to use it
+    are printed.
+    """
     started = time.monotonic()
     console.rule("[bold]sfamp demo")
-    async with SandboxStack() as stack:
-        assert stack.salesforce is not None
-        assert stack.amplitude is not None
-        settings = stack.settings(
+    async with stack or SandboxStack() as running:
+        settings = running.settings(
             topic_prefix,
             kafka={"consumer_session_timeout_seconds": 6, "partitions": 3},
             runtime={"drain_timeout_seconds": 10},
         )
+        ids = await _prepare(console, running, settings, accounts, backfill)
+        changed = await _stream(console, running, settings, ids, started, wait_seconds)
+        console.rule("[bold green]demo finished")
+        if keep:
+            _explore(console, running, topic_prefix, ids[0])
+            await asyncio.Event().wait()
+    _explore_hint(console)
+    return DemoResult(changed, time.monotonic() - started)
+
+
+async def _prepare(
+    console: Console,
+    stack: SandboxStack,
+    settings: Settings,
+    accounts: int,
+    backfill: Backfill | None,
+) -> list[str]:
+    """Steps 1-4: the stack, seeded Accounts, the published mapping, the backfill."""
+    assert stack.salesforce is not None
+    assert stack.amplitude is not None
+    _step(
+        console,
+        "1",
+        f"sandboxes up: Kafka {stack.kafka_bootstrap}, "
+        f"Salesforce {stack.salesforce.base_url}, Amplitude {stack.amplitude.base_url}",
+    )
+    ids = seed(stack.salesforce.org, "Account", accounts, seed_value=42)
+    _step(console, "2", f"seeded {len(ids)} Accounts in the Salesforce sandbox")
+
+    mapping = _demo_mapping()
+    await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, mapping.objects))
+    published = await publish_mapping(settings.kafka, mapping, now_ms=int(time.time() * 1000))
+    _step(
+        console,
+        "3",
+        f"published the mapping (revision {published.revision}) to "
+        f"{settings.kafka.topic_prefix}.config: Account -> account, every 2 s",
+    )
+    summary = await (backfill or _backfill)(settings, mapping)
+    _step(console, "4", f"backfill: {summary}")
+    return ids
+
+
+async def _stream(
+    console: Console,
+    stack: SandboxStack,
+    settings: Settings,
+    ids: list[str],
+    started: float,
+    wait_seconds: float,
+) -> int:
+    """Steps 5-7: the service follows live changes; Amplitude before and after."""
+    assert stack.salesforce is not None
+    async with serving(settings, ready_within=wait_seconds):
+        _step(console, "5", "service running: CDC subscribed, deliver joined its group")
+
+        async with httpx.AsyncClient(base_url=stack.salesforce.base_url, timeout=10) as sf:
+            chosen = ids[:3]
+            before = {rid: _group(stack, rid) for rid in chosen}
+            created, changes = await _live_changes(sf, chosen)
         _step(
             console,
-            "1",
-            f"sandboxes up: Kafka {stack.kafka_bootstrap}, "
-            f"Salesforce {stack.salesforce.base_url}, Amplitude {stack.amplitude.base_url}",
+            "6",
+            f"made {changes} live changes in Salesforce (create, update, null a field, delete)",
         )
 
-        ids = seed(stack.salesforce.org, "Account", accounts, seed_value=42)
-        _step(console, "2", f"seeded {len(ids)} Accounts in the Salesforce sandbox")
-
-        mapping = _demo_mapping()
-        await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, mapping.objects))
-        published = await publish_mapping(settings.kafka, mapping, now_ms=int(time.time() * 1000))
+        watched = [*chosen, created]
+        await _until(lambda: _settled(stack, watched), wait_seconds)
         _step(
             console,
-            "3",
-            f"published the mapping (revision {published.revision}) to "
-            f"{topic_prefix}.config: Account -> account, every 2 s",
+            "7",
+            f"flushed to Amplitude within {time.monotonic() - started:.1f}s of the demo's start",
         )
-
-        summary = await (backfill or _backfill)(settings, mapping)
-        _step(console, "4", f"backfill: {summary}")
-
-        async with serving(settings, ready_within=wait_seconds):
-            _step(console, "5", "service running: CDC subscribed, deliver joined its group")
-
-            async with httpx.AsyncClient(base_url=stack.salesforce.base_url, timeout=10) as sf:
-                chosen = ids[:3]
-                before = {rid: _group(stack, rid) for rid in chosen}
-                created, changes = await _live_changes(sf, chosen)
-            _step(
-                console,
-                "6",
-                f"made {changes} live changes in Salesforce (create, update, null a field, delete)",
-            )
-
-            watched = [*chosen, created]
-            await _until(lambda: _settled(stack, watched), wait_seconds)
-            _step(
-                console,
-                "7",
-                f"flushed to Amplitude within {time.monotonic() - started:.1f}s "
-                "of the demo's start",
-            )
-            console.print(_before_after(stack, before | {created: None}))
-        _pointers(console, stack, topic_prefix)
-    console.rule("[bold green]demo finished")
-    return DemoResult(len(watched), time.monotonic() - started)
+        console.print(_before_after(stack, before | {created: None}))
+    return len(watched)
 
 
 async def _backfill(settings: Settings, mapping: MappingConfig) -> str:
@@ -205,12 +238,51 @@ def _shown(value: Any) -> str:
     return "(unset)" if value is None else str(value)
 
 
-def _pointers(console: Console, stack: SandboxStack, prefix: str) -> None:
+def _explore(console: Console, stack: SandboxStack, prefix: str, record_id: str) -> None:
+    """How to use the kept stack from another shell; every line works as printed."""
+    assert stack.salesforce is not None
+    assert stack.amplitude is not None
+    record = f"{stack.salesforce.base_url}/__sandbox/records/Account/{record_id}"
+    group = f"{stack.amplitude.base_url}/__sandbox/groups/account/{record_id}"
     console.print(
-        "\nWith the stack running (`sfamp sandbox up`), inspect what happened with:\n"
-        "  sfamp topics list\n  sfamp topics tail changes.Account -n 10\n"
-        "  sfamp replay status\n  sfamp dlq list\n  sfamp status",
+        "\nThe stack keeps running with the demo's data until Ctrl-C. In another shell "
+        "(with .venv activated), paste:",
         highlight=False,
+    )
+    console.print(
+        stack.export_block(health_port_for_run(), prefix),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(
+        "then look around:\n"
+        "  sfamp topics list\n"
+        "  sfamp topics tail changes.Account -n 10\n"
+        "  sfamp replay status\n"
+        "  sfamp dlq list\n"
+        "  sfamp config export\n"
+        "  sfamp run                 # follows new changes with the published mapping\n"
+        "  sfamp status              # in a third shell, while sfamp run runs\n"
+        "with sfamp run running, change a record in the Salesforce sandbox and, after the\n"
+        "next flush (every 2 s), read its Amplitude group back:\n"
+        f"  curl -s -X PATCH {record} -H 'Content-Type: application/json' "
+        """-d '{"Industry": "Energy"}'\n"""
+        f"  curl -s {group}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _explore_hint(console: Console) -> None:
+    console.print(
+        "\nTo explore further:\n"
+        "  . .venv/bin/activate   # after make install / make demo; or call .venv/bin/sfamp\n"
+        "  sfamp demo --keep      # this demo, then the stack keeps running with its data\n"
+        "  sfamp sandbox up       # an empty stack on the default ports\n"
+        'See "Exploring by hand" in README.md.',
+        highlight=False,
+        soft_wrap=True,
     )
 
 

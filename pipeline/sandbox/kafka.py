@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError as AIOKafkaError
 
 from pipeline.errors import KafkaUnavailableError
+from pipeline.runtime.listen import bind_error
 
 DEFAULT_PORT = 19092
 START_TIMEOUT_SECONDS = 20.0
@@ -41,8 +46,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_in_use(port: int) -> bool:
-    return _accepts_connections("127.0.0.1", port)
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes Linux kill the broker when the process that started it dies.
+
+    Signal handlers stop the broker on SIGTERM and SIGINT; this covers the rest (SIGKILL, a
+    crash), which would otherwise leave an orphaned broker holding the port. The kernel
+    signals on the death of the *thread* that forked, so the broker is launched from the
+    event loop's thread, never from a worker thread. SIGKILL, since a memory-only broker has
+    nothing to save. Elsewhere only the signal handlers apply.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return preexec
 
 
 def _accepts_connections(host: str, port: int) -> bool:
@@ -72,8 +101,10 @@ class EmbeddedKafka:
         return self._process is not None and self._process.poll() is None
 
     def _launch(self) -> None:
-        if _port_in_use(self.port):
-            raise KafkaUnavailableError(f"port {self.port} is already in use")
+        """Start the broker process; a port that cannot be listened on raises its OSError."""
+        refused = bind_error(self.host, self.port)
+        if refused is not None:
+            raise refused
         url = f"tcp://{self.host}:{self.port}"
         command = [
             broker_binary(),
@@ -84,7 +115,11 @@ class EmbeddedKafka:
         ]  # fmt: skip
         env = {**os.environ, "RUST_LOG": os.environ.get("SFAMP_KAFKA_LOG", "error")}
         self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent(),
         )
 
     async def start(self) -> EmbeddedKafka:

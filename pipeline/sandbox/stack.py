@@ -7,13 +7,17 @@ production deployment sets.
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from pipeline.config.settings import Settings
-from pipeline.sandbox.amplitude import US_API_KEY, AmplitudeSandbox
-from pipeline.sandbox.kafka import EmbeddedKafka
+from pipeline.config.settings import RuntimeSettings, Settings
+from pipeline.errors import ListenError
+from pipeline.runtime.listen import bind_error
+from pipeline.sandbox.amplitude import SECRET_KEY, US_API_KEY, AmplitudeSandbox
+from pipeline.sandbox.kafka import EmbeddedKafka, free_port
 from pipeline.sandbox.salesforce import SalesforceSandbox
 
 SANDBOX_CLIENT_ID = "sandbox-client"
@@ -41,29 +45,44 @@ class SandboxStack:
     amplitude: AmplitudeSandbox | None = field(default=None, init=False)
 
     async def start(self) -> SandboxStack:
+        """Start all three; a taken port raises :class:`ListenError` naming its option."""
         try:
             if self.kafka_bootstrap is None:
-                self.kafka = await EmbeddedKafka(self.kafka_port, host=self.host).start()
-                self.kafka_bootstrap = self.kafka.bootstrap_servers
+                kafka = EmbeddedKafka(self.kafka_port, host=self.host)
+                await self._listen("embedded Kafka broker", kafka.port, "kafka", kafka.start())
+                self.kafka, self.kafka_bootstrap = kafka, kafka.bootstrap_servers
             options = {"api_max": 5_000_000, **self.salesforce_options}
             self.salesforce = SalesforceSandbox(self.host, self.salesforce_port, **options)
-            await self.salesforce.start()
+            await self._listen(
+                "Salesforce sandbox", self.salesforce_port, "salesforce", self.salesforce.start()
+            )
             self.amplitude = AmplitudeSandbox(
                 self.host, self.amplitude_port, **self.amplitude_options
             )
-            await self.amplitude.start()
+            await self._listen(
+                "Amplitude sandbox", self.amplitude_port, "amplitude", self.amplitude.start()
+            )
         except BaseException:
             await self.stop()
             raise
         return self
 
+    async def _listen(self, what: str, port: int, name: str, start: Awaitable[object]) -> None:
+        try:
+            await start
+        except OSError as exc:
+            change = f"choose another port with --{name}-port"
+            raise ListenError(what, self.host, port, exc, change) from exc
+
     async def stop(self) -> None:
-        if self.amplitude is not None:
-            await self.amplitude.stop()
-        if self.salesforce is not None:
-            await self.salesforce.stop()
-        if self.kafka is not None:
-            self.kafka.stop()
+        try:
+            if self.amplitude is not None:
+                await self.amplitude.stop()
+            if self.salesforce is not None:
+                await self.salesforce.stop()
+        finally:
+            if self.kafka is not None:  # never leave the broker process behind
+                self.kafka.stop()
 
     def environment(self, topic_prefix: str = "sfamp") -> dict[str, str]:
         """The ``SFAMP_*`` variables that point sfamp at this stack."""
@@ -82,6 +101,17 @@ class SandboxStack:
             "SFAMP_AMPLITUDE__API_KEY": US_API_KEY,
             "SFAMP_AMPLITUDE__BASE_URL": self.amplitude.base_url,
         }
+
+    def export_block(self, health_port: int, topic_prefix: str = "sfamp") -> str:
+        """Shell ``export`` lines that make ``sfamp run`` (and every other command) use this
+        stack: Salesforce's password flow, Kafka, both URLs, the Amplitude keys, the health
+        port."""
+        variables = {
+            **self.environment(topic_prefix),
+            "SFAMP_AMPLITUDE__SECRET_KEY": SECRET_KEY,
+            "SFAMP_RUNTIME__HEALTH_PORT": str(health_port),
+        }
+        return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in variables.items())
 
     def settings(self, topic_prefix: str = "sfamp", **sections: dict[str, Any]) -> Settings:
         """Settings for this stack, without reading the process environment or ``.env``."""
@@ -126,3 +156,10 @@ class SandboxStack:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def health_port_for_run() -> int:
+    """The health port to export for ``sfamp run``: its default when free, else a free one."""
+    defaults = RuntimeSettings.model_fields
+    port = int(defaults["health_port"].default)
+    return port if bind_error(str(defaults["health_host"].default), port) is None else free_port()

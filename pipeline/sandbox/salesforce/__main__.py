@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 
 from pipeline.sandbox.salesforce.server import DEFAULT_HOST, DEFAULT_PORT, serve
 
@@ -14,8 +15,13 @@ def main() -> None:
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(args.host, args.port))
+    except OSError as exc:  # the port is taken or not ours to open
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        where = f"{args.host}:{args.port}"
+        parser.exit(1, f"error: cannot listen on {where}: {reason}; choose another --port\n")
 
 
 if __name__ == "__main__":

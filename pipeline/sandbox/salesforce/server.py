@@ -85,8 +85,12 @@ class SalesforceSandbox:
             app, access_log=None, max_line_size=65536, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await web.TCPSite(self._runner, self.host, self.port).start()
+        except OSError:
+            # A taken port: release the runner so the caller can report it and exit cleanly.
+            await self.stop()
+            raise
         if self.port == 0:
             self.port = int(self._runner.addresses[0][1])
         return self

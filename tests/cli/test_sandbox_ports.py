@@ -1,0 +1,109 @@
+"""A port someone else holds is one line naming the port and what changes it, never a traceback.
+
+Each case runs the real CLI in a child process while a test socket listens on the port.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.errors import ListenError
+from pipeline.runtime.health import serve_health
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.state import ServiceState
+from pipeline.sandbox.kafka import free_port
+from tests.cli.sandbox_process import ROOT, cli_env, held_port, port_free, sfamp
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+# (arguments with {port} for the held port, the option or setting the message must name)
+CASES = {
+    "sandbox salesforce": (["sandbox", "salesforce", "--port", "{port}"], "--port"),
+    "sandbox amplitude": (["sandbox", "amplitude", "--port", "{port}"], "--port"),
+    "sandbox kafka": (["sandbox", "kafka", "--port", "{port}"], "--port"),
+    "sandbox up: Kafka": (["sandbox", "up", "--kafka-port", "{port}"], "--kafka-port"),
+    "sandbox up: Salesforce": (
+        ["sandbox", "up", "--kafka-port", "{free}", "--salesforce-port", "{port}"],
+        "--salesforce-port",
+    ),
+    "sandbox up: Amplitude": (
+        [
+            *["sandbox", "up", "--kafka-port", "{free}", "--salesforce-port", "{free2}"],
+            *["--amplitude-port", "{port}"],
+        ],
+        "--amplitude-port",
+    ),
+    "demo": (["demo", "--salesforce-port", "{port}"], "--salesforce-port"),
+}
+
+
+def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        sfamp(*args),
+        cwd=ROOT,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+
+
+def _assert_one_line(done: subprocess.CompletedProcess[str], port: int, change: str) -> None:
+    output = done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1, output
+    assert "Traceback" not in output, output
+    assert len(errors) == 1, output
+    assert f":{port} " in errors[0], errors[0]
+    assert "already in use" in errors[0], errors[0]
+    assert change in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_taken_port_is_one_line_naming_its_option(case: str) -> None:
+    template, change = CASES[case]
+    free, free2 = free_port(), free_port()
+    with held_port() as port:
+        values = {"port": port, "free": free, "free2": free2}
+        done = _run([arg.format(**values) for arg in template])
+    _assert_one_line(done, port, change)
+    # Whatever started before the refused listener was stopped with the command.
+    assert port_free(free), "the embedded broker outlived the refused start"
+    assert port_free(free2)
+
+
+def test_a_taken_health_port_stops_run_before_it_starts() -> None:
+    with held_port("0.0.0.0") as port:
+        done = _run(["run"], SFAMP_RUNTIME__HEALTH_PORT=str(port))
+    _assert_one_line(done, port, "SFAMP_RUNTIME__HEALTH_PORT")
+
+
+@pytest.mark.parametrize("module", ["pipeline.sandbox.salesforce", "pipeline.sandbox.amplitude"])
+def test_the_sandbox_modules_say_so_in_one_line(module: str) -> None:
+    with held_port() as port:
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--port", str(port)],
+            cwd=ROOT,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use; choose another --port"
+    ]
+
+
+async def test_a_health_port_taken_after_the_check_is_still_a_listen_error() -> None:
+    with (
+        held_port("127.0.0.1") as port,
+        pytest.raises(ListenError, match="SFAMP_RUNTIME__HEALTH_PORT") as raised,
+    ):
+        await serve_health(ServiceState(role="all"), Metrics(), "127.0.0.1", port)
+    assert raised.value.port == port

@@ -1,0 +1,98 @@
+"""``sfamp sandbox up`` prints one export block that, as a shell reads it, points every sfamp
+command at the stack: ``sfamp run`` starts and becomes ready, ``config verify`` passes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.sandbox.kafka import free_port
+from tests.cli.sandbox_process import ROOT, CliProcess, cli_env, sfamp, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+EXPECTED = {
+    "SFAMP_SALESFORCE__LOGIN_URL",
+    "SFAMP_SALESFORCE__AUTH_FLOW",
+    "SFAMP_SALESFORCE__CLIENT_ID",
+    "SFAMP_SALESFORCE__CLIENT_SECRET",
+    "SFAMP_SALESFORCE__USERNAME",
+    "SFAMP_SALESFORCE__PASSWORD",
+    "SFAMP_KAFKA__BOOTSTRAP_SERVERS",
+    "SFAMP_KAFKA__TOPIC_PREFIX",
+    "SFAMP_AMPLITUDE__API_KEY",
+    "SFAMP_AMPLITUDE__SECRET_KEY",
+    "SFAMP_AMPLITUDE__BASE_URL",
+    "SFAMP_RUNTIME__HEALTH_PORT",
+}
+MAPPING = str(ROOT / "examples" / "mapping.json")
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_the_printed_exports_make_sfamp_run_work(tmp_path: Path) -> None:
+    kafka, salesforce, amplitude = free_port(), free_port(), free_port()
+    ports = ["--kafka-port", str(kafka), "--salesforce-port", str(salesforce)]
+    ports += ["--amplitude-port", str(amplitude)]
+    up = CliProcess(["sandbox", "up", "--seed", "5", *ports], tmp_path)
+    (tmp_path / "run").mkdir()
+    run: CliProcess | None = None
+    try:
+        up.wait_for_output("SFAMP_RUNTIME__HEALTH_PORT=")
+        exports = up.exports()
+        assert set(exports) == EXPECTED, up.stdout
+        assert exports["SFAMP_KAFKA__BOOTSTRAP_SERVERS"] == f"127.0.0.1:{kafka}"
+        assert exports["SFAMP_SALESFORCE__LOGIN_URL"] == f"http://127.0.0.1:{salesforce}"
+        assert exports["SFAMP_AMPLITUDE__BASE_URL"] == f"http://127.0.0.1:{amplitude}"
+        env = cli_env(**exports)
+
+        verified = subprocess.run(
+            sfamp("config", "verify", MAPPING),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "verified:" in verified.stdout, verified.stdout
+
+        # The ingest role is ready once logged in, subscribed and writing to Kafka.
+        run = CliProcess(["run", "--role", "ingest", "--mapping", MAPPING], tmp_path / "run", env)
+        health = int(exports["SFAMP_RUNTIME__HEALTH_PORT"])
+        wait_for(lambda: _alive(run) and _ready(health), timeout=60, what="sfamp run ready")
+        assert run.stop() == 0, run.output
+    finally:
+        if run is not None:
+            run.stop()
+        assert up.stop() == 0, up.output
+
+
+def _alive(process: CliProcess) -> bool:
+    if process.process.poll() is not None:
+        raise AssertionError(f"sfamp run exited: {process.output[-3000:]}")
+    return True
+
+
+def test_port_options_default_to_the_documented_ports() -> None:
+    shown = subprocess.run(
+        sfamp("sandbox", "up", "--help"),
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    for option, default in (("--kafka-port", 19092), ("--salesforce-port", 8410)):
+        assert option in shown
+        assert f"(0: {default})" in shown
