@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from pipeline.config.settings import Settings, load_settings
-from pipeline.errors import MappingError, SettingsError, SfampError
+from pipeline.errors import SettingsError, SfampError
 from pipeline.logs import configure_logging
 
 console = Console()
@@ -31,11 +31,11 @@ err_console = Console(stderr=True)
 
 def fail(exc: SfampError, code: int = 1) -> NoReturn:
     """Print a known error as one line (plus its listed problems) and exit."""
-    message = str(exc).splitlines()[0] if not isinstance(exc, SettingsError) else str(exc)
+    message = str(exc).splitlines()[0]
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    if isinstance(exc, MappingError):
-        for problem in exc.problems:
-            err_console.print(f"  {problem}", highlight=False, soft_wrap=True)
+    # Settings, mapping and topic errors carry the list of what to fix: always print it.
+    for problem in getattr(exc, "problems", ()):
+        err_console.print(f"  {problem}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

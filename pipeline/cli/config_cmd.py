@@ -9,10 +9,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pipeline.cli.common import console, print_json, settings_or_exit
+from pipeline.cli.common import console, fail, print_json, settings_or_exit
 from pipeline.cli.verify import run_verify
+from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import Settings
 from pipeline.config.validation import dump_mapping, load_mapping, read_document, validate_document
-from pipeline.errors import MappingError
+from pipeline.errors import MappingError, SettingsError
 from pipeline.kafka.config_topic import latest_mapping, publish_mapping
 from pipeline.kafka.topics import TopicNames
 
@@ -34,9 +36,14 @@ def validate(
 ) -> None:
     """Check a mapping file offline and list every problem with its JSON path.
 
+    Also checks that the mapping writes at most SFAMP_AMPLITUDE__MAX_GROUP_TYPES
+    group types (Amplitude tracks 5 per project and ignores the others).
     Exits 0 when the mapping is valid, 1 when it is not.
     """
-    model, problems = validate_document(read_document(file))
+    settings = settings_or_exit()
+    model, problems = validate_document(
+        read_document(file), max_group_types=settings.amplitude.max_group_types
+    )
     if as_json:
         print_json(
             {
@@ -72,10 +79,11 @@ def verify(
 ) -> None:
     """Check a mapping against the live Salesforce org and Amplitude project.
 
-    Exits 0 when no check failed (warnings allowed), 1 otherwise.
+    Exits 0 when no check failed (warnings allowed), 1 otherwise; missing
+    credentials are listed like 'sfamp run' lists them.
     """
-    mapping = load_mapping(file)
     settings = settings_or_exit()
+    mapping = _load_for_org(settings, file)
     report = run_verify(settings, mapping, json_output=as_json)
     if not report.ok:
         raise typer.Exit(1)
@@ -86,10 +94,15 @@ def import_(
     file: Path = FILE,
     no_verify: bool = NO_VERIFY,
 ) -> None:
-    """Validate, verify, then publish a mapping to sfamp.config; running services switch to it."""
-    mapping = load_mapping(file)
+    """Validate, verify, then publish a mapping to sfamp.config; running services switch to it.
+
+    Running services check it against the org again and keep their current
+    mapping if it fails.
+    """
     settings = settings_or_exit()
+    mapping = load_mapping(file, max_group_types=settings.amplitude.max_group_types)
     if not no_verify:
+        _require_credentials(settings)
         report = run_verify(settings, mapping)
         if not report.ok:
             raise typer.Exit(1)
@@ -101,6 +114,18 @@ def import_(
         f"{TopicNames(settings.kafka.topic_prefix).config}",
         highlight=False,
     )
+
+
+def _load_for_org(settings: Settings, file: Path) -> MappingConfig:
+    mapping = load_mapping(file, max_group_types=settings.amplitude.max_group_types)
+    _require_credentials(settings)
+    return mapping
+
+
+def _require_credentials(settings: Settings) -> None:
+    problems = settings.credential_problems()
+    if problems:
+        fail(SettingsError(problems))
 
 
 @app.command()

@@ -38,11 +38,20 @@ class DailyCadence(_Model):
             raise ValueError("must be a UTC time HH:MM between 00:00 and 23:59")
         return value
 
+    @property
+    def period_seconds(self) -> int:
+        """The longest a change may wait in Kafka for its flush."""
+        return 86_400
+
 
 class HourlyCadence(_Model):
     """Flush at minute 0 of every hour."""
 
     mode: Literal["hourly"]
+
+    @property
+    def period_seconds(self) -> int:
+        return 3_600
 
 
 class IntervalCadence(_Model):
@@ -50,6 +59,10 @@ class IntervalCadence(_Model):
 
     mode: Literal["interval"]
     every_seconds: int = Field(ge=1, le=86_400)
+
+    @property
+    def period_seconds(self) -> int:
+        return self.every_seconds
 
 
 SyncCadence = Annotated[DailyCadence | HourlyCadence | IntervalCadence, Field(discriminator="mode")]

@@ -145,12 +145,51 @@ def _duplicate_relation_problems(document: object) -> list[Problem]:
     return problems
 
 
-def validate_document(document: object) -> tuple[MappingConfig | None, list[Problem]]:
-    """Validate a parsed JSON document; the model is None unless there are no problems."""
+def group_type_problems(document: object, limit: int) -> list[Problem]:
+    """Amplitude tracks at most ``limit`` group types per project and ignores any beyond.
+
+    It accepts identifications of a further type and drops them, so a mapping
+    with too many types would lose whole relations without an error anywhere.
+    """
+    seen: list[str] = []
+    problems = []
+    for m, mapping in _entries(document):
+        group_type = mapping.get("group_type")
+        if not isinstance(group_type, str) or group_type in seen:
+            continue
+        seen.append(group_type)
+        if len(seen) > limit:
+            problems.append(
+                Problem(
+                    f"$.mappings[{m}].group_type",
+                    f"group type {group_type!r} is number {len(seen)}: Amplitude tracks at most "
+                    f"{limit} group types per project and ignores the others "
+                    "(SFAMP_AMPLITUDE__MAX_GROUP_TYPES)",
+                )
+            )
+    return problems
+
+
+def check_group_types(mapping: MappingConfig, limit: int) -> None:
+    """Raise MappingError when ``mapping`` writes more group types than Amplitude tracks."""
+    problems = group_type_problems(mapping.model_dump(mode="json"), limit)
+    if problems:
+        raise MappingError(f"the mapping has more than {limit} group types", problems)
+
+
+def validate_document(
+    document: object, *, max_group_types: int | None = None
+) -> tuple[MappingConfig | None, list[Problem]]:
+    """Validate a parsed JSON document; the model is None unless there are no problems.
+
+    ``max_group_types`` also checks Amplitude's group-type limit (a setting).
+    """
     model, problems = _structure_problems(document)
     problems += _one_to_one_problems(document)
     problems += _shared_group_type_problems(document)
     problems += _duplicate_relation_problems(document)
+    if max_group_types is not None:
+        problems += group_type_problems(document, max_group_types)
     problems.sort(key=lambda p: p.path)
     return (model if not problems else None), problems
 
@@ -178,13 +217,15 @@ def read_document(path: Path) -> object:
         raise MappingError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def load_mapping(path: Path) -> MappingConfig:
-    """Read and validate a mapping file."""
-    return _require_valid(read_document(path), str(path))
+def load_mapping(path: Path, *, max_group_types: int | None = None) -> MappingConfig:
+    """Read and validate a mapping file (and its group types, given the limit)."""
+    return _require_valid(read_document(path), str(path), max_group_types)
 
 
-def _require_valid(document: object, source: str) -> MappingConfig:
-    model, problems = validate_document(document)
+def _require_valid(
+    document: object, source: str, max_group_types: int | None = None
+) -> MappingConfig:
+    model, problems = validate_document(document, max_group_types=max_group_types)
     if model is None:
         raise MappingError(f"{source} has {len(problems)} problem(s)", problems)
     return model

@@ -12,14 +12,16 @@ import pytest
 EXAMPLE = Path(__file__).parents[2] / "examples" / "mapping.json"
 
 
-def sfamp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def sfamp(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", **(env or {})},
     )
 
 
@@ -95,3 +97,46 @@ def test_help_everywhere(args: list[str]) -> None:
     result = sfamp(*args, "--help")
     assert result.returncode == 0
     assert "Usage" in result.stdout
+
+
+def six_group_types(tmp_path: Path) -> Path:
+    doc = json.loads(EXAMPLE.read_text())
+    relation = doc["mappings"][0]
+    doc["mappings"] = [{**relation, "group_type": f"type_{n}"} for n in range(6)]
+    path = tmp_path / "six.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_validate_reports_more_group_types_than_amplitude_tracks(tmp_path: Path) -> None:
+    path = six_group_types(tmp_path)
+    result = sfamp("config", "validate", str(path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "$.mappings[5].group_type" in result.stdout
+    assert "Amplitude tracks at most 5 group types" in result.stdout
+    raised = sfamp(
+        "config", "validate", str(path), cwd=tmp_path, env={"SFAMP_AMPLITUDE__MAX_GROUP_TYPES": "6"}
+    )
+    assert raised.returncode == 0, raised.stdout
+
+
+@pytest.mark.parametrize("command", [["verify"], ["import"]])
+def test_missing_credentials_are_listed_one_per_line(tmp_path: Path, command: list[str]) -> None:
+    result = sfamp("config", *command, str(EXAMPLE), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "invalid settings (5 problem(s))" in result.stderr
+    for name in ("CLIENT_ID", "CLIENT_SECRET", "USERNAME", "PASSWORD"):
+        assert f"SFAMP_SALESFORCE__{name}: required for auth_flow=password" in result.stderr
+    assert "SFAMP_AMPLITUDE__API_KEY: required to send to Amplitude" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_misspelt_variable_stops_every_command_with_the_nearest_name(tmp_path: Path) -> None:
+    result = sfamp(
+        "config", "validate", str(EXAMPLE), cwd=tmp_path, env={"SFAMP_MAPING_FILE": "m.json"}
+    )
+    assert result.returncode == 1
+    assert "invalid settings (1 problem(s))" in result.stderr
+    assert "SFAMP_MAPING_FILE: is not an sfamp setting; did you mean SFAMP_MAPPING_FILE?" in (
+        result.stderr
+    )

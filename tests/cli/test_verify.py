@@ -8,12 +8,15 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import structlog
 
-from pipeline.cli.verify import Check, VerifyReport, run_verify, verify_mapping
+from pipeline.cli.verify import run_verify
+from pipeline.config.checks import Check, VerifyReport
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import AmplitudeSettings, SalesforceSettings, Settings
+from pipeline.config.verify import verify_mapping
 from pipeline.logs import configure_logging
 from pipeline.sandbox.amplitude import US_API_KEY, AmplitudeSandbox
 from pipeline.sandbox.salesforce import SalesforceSandbox
@@ -121,7 +124,7 @@ async def test_unknown_object_and_unknown_field_fail(settings: Settings) -> None
     assert checks["Nope__c: object"].status == "fail"
     assert "no object Nope__c" in checks["Nope__c: object"].detail
     assert checks["Account.Foo__c -> foo__c"].status == "fail"
-    assert checks["Account.Foo__c -> foo__c"].detail == "no field Foo__c on Account"
+    assert checks["Account.Foo__c -> foo__c"].detail.startswith("no field Foo__c on Account")
     assert checks["Account.Name -> name"].status == "pass"
     assert "CDC /data/Nope__ChangeEvent" not in checks
     assert checks["CDC /data/AccountChangeEvent"].status == "pass"
@@ -256,3 +259,41 @@ async def test_a_channel_that_does_not_exist_fails(
     assert check.status == "fail"
     assert "does not exist" in check.detail
     assert "CDC /data/AccountChangeEvent" not in by_name(report)
+
+
+async def test_a_field_hidden_from_the_integration_user_fails(
+    settings: Settings, salesforce: SalesforceSandbox
+) -> None:
+    async with httpx.AsyncClient(base_url=salesforce.base_url) as control:
+        answer = await control.post(
+            "/__sandbox/field-security",
+            json={"object": "Account", "field": "Industry", "readable": False},
+        )
+        assert answer.status_code == 200, answer.text
+    report = await verify_mapping(settings, mapping_of(("Account", "Id", ["Name", "Industry"])))
+    assert not report.ok
+    check = by_name(report)["Account.Industry -> industry"]
+    assert check.status == "fail"
+    assert check.detail.endswith(
+        "not readable by the integration user: grant read access (field-level security)"
+    )
+    assert by_name(report)["Account.Name -> name"].status == "pass"
+
+
+async def test_fields_change_events_never_carry_are_warned(settings: Settings) -> None:
+    mapping = mapping_of(("Account", "Id", ["Name", "SystemModstamp", "IsDeleted"]))
+    report = await verify_mapping(settings, mapping)
+    assert report.ok
+    for name in ("Account.SystemModstamp -> systemmodstamp", "Account.IsDeleted -> isdeleted"):
+        check = by_name(report)[name]
+        assert check.status == "warn"
+        assert check.detail.endswith(
+            "change events never carry it; only backfills and re-syncs refresh it"
+        )
+
+
+async def test_a_misspelt_object_names_the_nearest_one(settings: Settings) -> None:
+    report = await verify_mapping(settings, mapping_of(("Acount", "Id", ["Name"])))
+    check = by_name(report)["Acount: object"]
+    assert check.status == "fail"
+    assert check.detail == "no object Acount in this org (did you mean Account?)"

@@ -5,10 +5,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 import pytest
 
 from pipeline.config.mapping import DailyCadence, HourlyCadence, IntervalCadence
-from pipeline.config.validation import dump_mapping, parse_mapping, validate_document
+from pipeline.config.validation import (
+    check_group_types,
+    dump_mapping,
+    parse_mapping,
+    validate_document,
+)
 from pipeline.errors import MappingError
 
 
@@ -224,3 +230,43 @@ def test_parse_mapping_errors() -> None:
     with pytest.raises(MappingError) as info:
         parse_mapping(b"[]")
     assert info.value.problems
+
+
+def with_group_types(count: int) -> dict[str, Any]:
+    doc = good()
+    relation = doc["mappings"][0]
+    doc["mappings"] = [{**relation, "group_type": f"type_{n}"} for n in range(count)]
+    return doc
+
+
+def test_more_group_types_than_amplitude_tracks_are_reported() -> None:
+    model, problems = validate_document(with_group_types(7), max_group_types=5)
+    assert model is None
+    assert [p.path for p in problems] == ["$.mappings[5].group_type", "$.mappings[6].group_type"]
+    assert "'type_5' is number 6: Amplitude tracks at most 5 group types" in problems[0].message
+    assert "SFAMP_AMPLITUDE__MAX_GROUP_TYPES" in problems[0].message
+
+
+def test_the_group_type_limit_counts_distinct_types_and_follows_the_setting() -> None:
+    doc = with_group_types(5)
+    again = {"sfdc_field": "Email", "amplitude_property": "email"}
+    doc["mappings"].append(  # type_0 again, from another object
+        {**doc["mappings"][0], "sfdc_object": "Contact", "group_properties": [again]}
+    )
+    assert validate_document(doc, max_group_types=5)[1] == []
+    assert validate_document(with_group_types(6), max_group_types=6)[1] == []
+    assert validate_document(with_group_types(6))[1] == [], "no limit unless asked"
+
+
+def test_check_group_types_refuses_a_loaded_mapping() -> None:
+    mapping = parse_mapping(orjson.dumps(with_group_types(6)))
+    check_group_types(mapping, 6)
+    with pytest.raises(MappingError) as info:
+        check_group_types(mapping, 5)
+    assert [p.path for p in info.value.problems] == ["$.mappings[5].group_type"]
+
+
+def test_cadence_periods() -> None:
+    assert DailyCadence(mode="daily").period_seconds == 86_400
+    assert HourlyCadence(mode="hourly").period_seconds == 3_600
+    assert IntervalCadence(mode="interval", every_seconds=90).period_seconds == 90

@@ -1,0 +1,214 @@
+"""The checks of online verification, as pure functions over what the org described.
+
+:mod:`pipeline.config.verify` asks Salesforce and Amplitude; everything here
+only judges the answers, so every rule is tested without a network. A check
+passes, warns (the mapping works, with a caveat the user should know) or fails
+(the mapping cannot work as written).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Literal
+
+from pipeline.config.mapping import ObjectMapping
+from pipeline.errors import Problem
+from pipeline.salesforce.cdc import channel_for
+from pipeline.transform.change_event_fields import never_in_change_events
+from pipeline.transform.schema import ObjectSchema
+
+Status = Literal["pass", "warn", "fail"]
+
+# Field types sfamp turns into group properties, with what Amplitude stores.
+_AS_TEXT: Final = (
+    "id reference string textarea picklist combobox email phone url time encryptedstring anyType"
+)
+CONVERSIONS: Final[Mapping[str, str]] = {
+    **dict.fromkeys(_AS_TEXT.split(), "string"),
+    **dict.fromkeys(("int", "long", "double", "currency", "percent"), "number"),
+    "boolean": "boolean",
+    "multipicklist": "list of strings",
+    "date": "date (YYYY-MM-DD)",
+    "datetime": "ISO 8601 UTC timestamp",
+    "address": "one property per component",
+    "location": "one property per component",
+}
+UNSUPPORTED: Final[Mapping[str, str]] = {
+    "base64": "binary content cannot be a group property",
+}
+UNREADABLE: Final = "not readable by the integration user: grant read access (field-level security)"
+NEVER_CARRIED: Final = "change events never carry it; only backfills and re-syncs refresh it"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+    def as_problem(self) -> Problem:
+        return Problem(self.name, self.detail)
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    user_email: str | None = None
+    instance_url: str | None = None
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No check failed (warnings are allowed)."""
+        return all(check.status != "fail" for check in self.checks)
+
+    def add(self, name: str, status: Status, detail: str) -> None:
+        self.checks.append(Check(name, status, detail))
+
+    def count(self, status: Status) -> int:
+        return sum(1 for check in self.checks if check.status == status)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "user_email": self.user_email,
+            "instance_url": self.instance_url,
+            "checks": [asdict(check) for check in self.checks],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DescribedObject:
+    """An object's describe, plus the mapped fields that exist but the user cannot read.
+
+    ``unreadable`` is ``None`` when the org would not say which fields exist
+    beyond the describe: then a missing field may be either.
+    """
+
+    schema: ObjectSchema
+    unreadable: frozenset[str] | None = frozenset()
+
+
+def object_entries(listing: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Global describe entries by lower-case name (API names are case-insensitive)."""
+    sobjects = listing.get("sobjects")
+    found: dict[str, Mapping[str, Any]] = {}
+    for entry in sobjects if isinstance(sobjects, list) else []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+            found[entry["name"].lower()] = entry
+    return found
+
+
+def object_check(sfdc_object: str, entries: Mapping[str, Mapping[str, Any]]) -> Check | None:
+    """A failed check when the object is missing, misspelt in case or not queryable."""
+    name = f"{sfdc_object}: object"
+    entry = entries.get(sfdc_object.lower())
+    if entry is None:
+        names = [str(entry["name"]) for entry in entries.values()]
+        close = difflib.get_close_matches(sfdc_object, names, n=1, cutoff=0.8)
+        hint = (
+            f"did you mean {close[0]}?"
+            if close
+            else "custom objects end in __c; the user may also lack access"
+        )
+        return Check(name, "fail", f"no object {sfdc_object} in this org ({hint})")
+    if entry["name"] != sfdc_object:
+        return Check(
+            name, "fail", f"spell it {entry['name']}: CDC channel names are case-sensitive"
+        )
+    if entry.get("queryable") is not True:
+        return Check(name, "fail", f"{sfdc_object} is not queryable, so it cannot be backfilled")
+    return None
+
+
+def change_entity_check(sfdc_object: str, entries: Mapping[str, Mapping[str, Any]]) -> Check | None:
+    """A failed check when Salesforce offers no change event for the object."""
+    entity = channel_for(sfdc_object).removeprefix("/data/")
+    if entity.lower() in entries:
+        return None
+    return Check(
+        f"{sfdc_object}: change events",
+        "fail",
+        f"Salesforce offers no {entity}: CDC supports custom objects and some standard ones",
+    )
+
+
+def field_checks(mapping: ObjectMapping, described: DescribedObject) -> list[Check]:
+    """The group name field and every property field of one mapping, against the describe."""
+    relation = f"{mapping.sfdc_object} -> {mapping.group_type}"
+    checks = [
+        group_name_check(
+            f"{relation}: group name field {mapping.group_name_field}",
+            described,
+            mapping.group_name_field,
+        )
+    ]
+    for prop in mapping.group_properties:
+        name = f"{mapping.sfdc_object}.{prop.sfdc_field} -> {prop.amplitude_property}"
+        checks.append(property_check(name, described, prop.sfdc_field))
+    return checks
+
+
+def missing_field(described: DescribedObject, field_name: str) -> str:
+    """Why a mapped field is not in the describe: hidden from the user, or not there."""
+    if described.unreadable is not None and field_name in described.unreadable:
+        return f"{field_name} is {UNREADABLE}"
+    schema = described.schema
+    detail = f"no field {field_name} on {schema.name}"
+    close = difflib.get_close_matches(field_name, list(schema.fields), n=1, cutoff=0.8)
+    if close:
+        detail += f" (did you mean {close[0]}?)"
+    if described.unreadable is None:
+        detail += f", or it is {UNREADABLE}"
+    return detail
+
+
+def group_name_check(name: str, described: DescribedObject, field_name: str) -> Check:
+    """Id, unique, idLookup or externalId fields name one record; others may merge groups."""
+    schema = described.schema
+    info = schema.field(field_name)
+    if info is None and not schema.is_compound(field_name):
+        return Check(name, "fail", missing_field(described, field_name))
+    if info is None or schema.is_compound(field_name) or info.type in UNSUPPORTED:
+        kind = "compound" if info is None else info.type
+        return Check(name, "fail", f"{kind} fields cannot name a group")
+    if field_name == "Id" or info.type == "id":
+        return Check(name, "pass", "the record Id: one group per record")
+    reasons = [
+        label
+        for label, flag in (
+            ("unique", info.unique),
+            ("external id", info.external_id),
+            ("id lookup", info.id_lookup),
+        )
+        if flag
+    ]
+    if reasons:
+        return Check(name, "pass", f"{' and '.join(reasons)}: one group per record")
+    return Check(
+        name,
+        "warn",
+        f"{field_name} ({info.type}) is not unique, an external id or an id lookup field: "
+        "records sharing a value share one group, and the last change wins",
+    )
+
+
+def property_check(name: str, described: DescribedObject, field_name: str) -> Check:
+    """Whether the field exists, can be read, and sfamp can convert its type."""
+    schema = described.schema
+    if schema.is_compound(field_name):
+        parts = ", ".join(part.name for part in schema.components_of(field_name))
+        return Check(name, "pass", f"compound: one property per component ({parts})")
+    info = schema.field(field_name)
+    if info is None:
+        return Check(name, "fail", missing_field(described, field_name))
+    if info.type in UNSUPPORTED:
+        return Check(name, "fail", f"{info.type}: {UNSUPPORTED[info.type]}")
+    converted = CONVERSIONS.get(info.type)
+    if converted is None:
+        return Check(name, "warn", f"unknown field type {info.type}: sent as it comes")
+    if never_in_change_events(field_name, calculated=info.calculated):
+        kind = f"formula ({info.type})" if info.calculated else f"{info.type} -> {converted}"
+        return Check(name, "warn", f"{kind}: {NEVER_CARRIED}")
+    return Check(name, "pass", f"{info.type} -> {converted}")

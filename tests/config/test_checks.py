@@ -1,0 +1,109 @@
+"""The verification rules as pure functions over a describe: no org, no network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.config.checks import (
+    NEVER_CARRIED,
+    UNREADABLE,
+    DescribedObject,
+    object_check,
+    object_entries,
+    property_check,
+)
+from pipeline.transform.change_event_fields import NEVER_IN_CHANGE_EVENTS, never_in_change_events
+from pipeline.transform.schema import schema_from_describe
+
+
+def field(name: str, type_: str = "string", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": type_, **extra}
+
+
+ACCOUNT = schema_from_describe(
+    {
+        "name": "Account",
+        "fields": [
+            field("Id", "id"),
+            field("Name"),
+            field("Industry", "picklist"),
+            field("SystemModstamp", "datetime"),
+            field("IsDeleted", "boolean"),
+            field("LastActivityDate", "date"),
+            field("LastViewedDate", "datetime"),
+            field("Score__c", "double", calculated=True),
+            field("Logo__c", "base64"),
+        ],
+    }
+)
+
+
+def check(field_name: str, unreadable: frozenset[str] | None = frozenset()) -> tuple[str, str]:
+    found = property_check("c", DescribedObject(ACCOUNT, unreadable), field_name)
+    return found.status, found.detail
+
+
+@pytest.mark.parametrize(
+    "name", ["SystemModstamp", "IsDeleted", "LastActivityDate", "LastViewedDate"]
+)
+def test_fields_change_events_never_carry_warn(name: str) -> None:
+    status, detail = check(name)
+    assert status == "warn"
+    assert detail.endswith(NEVER_CARRIED)
+    assert NEVER_CARRIED == "change events never carry it; only backfills and re-syncs refresh it"
+
+
+def test_formula_fields_warn_in_the_same_words() -> None:
+    assert check("Score__c") == ("warn", f"formula (double): {NEVER_CARRIED}")
+
+
+def test_ordinary_fields_pass_and_binary_ones_fail() -> None:
+    assert check("Industry") == ("pass", "picklist -> string")
+    assert check("Logo__c")[0] == "fail"
+
+
+def test_the_one_list_of_fields_events_never_carry() -> None:
+    assert {"SystemModstamp", "IsDeleted", "LastActivityDate", "LastReferencedDate"} <= (
+        NEVER_IN_CHANGE_EVENTS
+    )
+    assert never_in_change_events("Anything__c", calculated=True)
+    assert not never_in_change_events("Industry")
+
+
+def test_a_field_hidden_by_field_level_security_says_so() -> None:
+    assert check("Rating", frozenset({"Rating"})) == ("fail", f"Rating is {UNREADABLE}")
+
+
+def test_a_misspelt_field_names_the_nearest_one() -> None:
+    assert check("Industy") == ("fail", "no field Industy on Account (did you mean Industry?)")
+    assert check("Nothing__c") == ("fail", "no field Nothing__c on Account")
+
+
+def test_when_the_org_cannot_say_a_missing_field_may_be_either() -> None:
+    status, detail = check("Rating", None)
+    assert status == "fail"
+    assert detail == f"no field Rating on Account, or it is {UNREADABLE}"
+
+
+def test_object_names_are_checked_against_the_global_describe() -> None:
+    entries = object_entries(
+        {
+            "sobjects": [
+                {"name": "Account", "queryable": True},
+                {"name": "AccountChangeEvent", "queryable": False},
+                {"name": "Secret__c", "queryable": False},
+            ]
+        }
+    )
+    assert object_check("Account", entries) is None
+    missing = object_check("Acount", entries)
+    assert missing is not None
+    assert missing.detail == "no object Acount in this org (did you mean Account?)"
+    wrong_case = object_check("account", entries)
+    assert wrong_case is not None
+    assert "spell it Account" in wrong_case.detail
+    hidden = object_check("Secret__c", entries)
+    assert hidden is not None
+    assert "not queryable" in hidden.detail
