@@ -55,7 +55,8 @@ class ChangeProducer:
             except UnknownError as exc:
                 if mode == "true":
                     raise KafkaError("the broker refused an idempotent producer") from exc
-                log.warning("kafka_idempotence_unsupported", fallback="acks=all")
+                # Expected with brokers such as tansu (mode "auto"): worth a line, not a warning.
+                log.info("kafka_idempotence_unsupported", fallback="acks=all")
         self._producer = await self._started(self._build(idempotent=False))
         return self
 
