@@ -25,13 +25,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError
-from aiokafka.errors import KafkaError as AIOKafkaError
 
 from pipeline.amplitude import AmplitudeClient, DeliveryReport
 from pipeline.config.mapping import MappingConfig, ObjectMapping
@@ -40,11 +36,10 @@ from pipeline.errors import (
     AmplitudeError,
     EnvelopeError,
     KafkaError,
-    KafkaUnavailableError,
     SalesforceError,
     SalesforceRequestError,
 )
-from pipeline.kafka.connection import client_options
+from pipeline.kafka.consumer import ChangesConsumer, Partition, Record
 from pipeline.kafka.envelope import ChangeEnvelope, decode, encode
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry, DlqReason, dlq_id
@@ -72,7 +67,6 @@ from pipeline.transform.plan import plan_for
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
-_Record: TypeAlias = ConsumerRecord[Any, Any]
 # Far above any real flush: the pump flushes early at settings.runtime.max_pending_groups.
 _COALESCER_CAPACITY = 1 << 40
 
@@ -103,7 +97,7 @@ class _Window:
     """What the pump holds between two flushes; thrown away whole on failure or rebalance."""
 
     coalescer: Coalescer = field(default_factory=lambda: Coalescer(_COALESCER_CAPACITY))
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    offsets: dict[Partition, int] = field(default_factory=dict)
     lookups: list[_Lookup] = field(default_factory=list)
     dlq: list[DlqEntry] = field(default_factory=list)
     changes: int = 0
@@ -111,20 +105,6 @@ class _Window:
     @property
     def empty(self) -> bool:
         return not self.offsets
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, pump: DeliverPump) -> None:
-        self._pump = pump
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self._pump.forget("rebalance")
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._pump.rewind(assigned)
-        self._pump.state.consumer_joined = True
-        self._pump.state.partitions = _names(assigned)
-        log.info("deliver_partitions_assigned", partitions=_names(assigned))
 
 
 class DeliverPump:
@@ -157,7 +137,7 @@ class DeliverPump:
         self._generation = 0  # bumped whenever the window is thrown away
         self._schedule = FlushSchedule(holder.current.sync_cadence, clock())
         self._stopping = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: ChangesConsumer | None = None
         self._retry = Backoff(first=2.0, ceiling=60.0)
         self._must_rewind = False
         self.flushes = 0
@@ -169,14 +149,13 @@ class DeliverPump:
         self._stopping.set()
 
     async def run(self) -> None:
-        consumer = self._build_consumer()
-        try:
-            await consumer.start()
-        except AIOKafkaError as exc:
-            raise KafkaUnavailableError(f"deliver cannot reach Kafka: {exc}") from exc
+        consumer = ChangesConsumer(
+            self.settings.kafka,
+            max_poll_interval_seconds=self.settings.amplitude.retry_deadline_seconds + 120,
+        )
+        await consumer.start(self._topics.changes_pattern, self)
         self._consumer = consumer
         try:
-            consumer.subscribe(pattern=self._topics.changes_pattern, listener=_Rebalance(self))
             self._publish_schedule()
             while not self._stopping.is_set():
                 await self._step(consumer)
@@ -185,42 +164,38 @@ class DeliverPump:
             self.state.consumer_joined = False
             await consumer.stop()
 
-    def _build_consumer(self) -> AIOKafkaConsumer:
-        kafka = self.settings.kafka
-        session_ms = int(kafka.consumer_session_timeout_seconds * 1000)
-        return AIOKafkaConsumer(
-            **client_options(kafka),
-            group_id=kafka.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=session_ms,
-            heartbeat_interval_ms=max(100, session_ms // 6),
-            metadata_max_age_ms=int(kafka.metadata_max_age_seconds * 1000),
-            max_poll_interval_ms=int(self.settings.amplitude.retry_deadline_seconds * 1000)
-            + 120_000,
-        )
+    # -- the group moves partitions -----------------------------------------
+
+    async def partitions_revoked(self, revoked: set[Partition]) -> None:
+        self.forget("rebalance")
+
+    async def partitions_assigned(self, assigned: set[Partition]) -> None:
+        await self.rewind(assigned)
+        self.state.consumer_joined = True
+        self.state.partitions = _names(assigned)
+        log.info("deliver_partitions_assigned", partitions=_names(assigned))
 
     # -- one turn of the loop ---------------------------------------------
 
-    async def _step(self, consumer: AIOKafkaConsumer) -> None:
+    async def _step(self, consumer: ChangesConsumer) -> None:
         self.state.beat("deliver")
         if self._must_rewind:
             try:
                 await self.rewind(consumer.assignment())
                 self._must_rewind = False
-            except (AIOKafkaError, KafkaError) as exc:
+            except KafkaError as exc:
                 log.error("deliver_rewind_failed", reason=str(exc), retrying=True)
                 await asyncio.sleep(1.0)
             return
         self._schedule.change(self.holder.current.sync_cadence)
         now = self._clock()
-        wait_ms = int(min(1.0, max(0.0, (self._schedule.next_at - now).total_seconds())) * 1000)
+        wait = min(1.0, max(0.0, (self._schedule.next_at - now).total_seconds()))
         try:
-            batch = await consumer.getmany(timeout_ms=max(wait_ms, 10), max_records=5000)
+            batch = await consumer.fetch(timeout_seconds=max(wait, 0.01), max_records=5000)
             await self._take_all(batch)
             if self._schedule.due(self._clock()) or self._full():
                 await self.flush()
-        except (AmplitudeError, SalesforceError, KafkaError, AIOKafkaError) as exc:
+        except (AmplitudeError, SalesforceError, KafkaError) as exc:
             await self._failed(exc)
         self._publish_schedule()
         self._observe_lag(consumer)
@@ -228,7 +203,7 @@ class DeliverPump:
     def _full(self) -> bool:
         return self._window.coalescer.pending_groups + len(self._window.lookups) >= self._max_groups
 
-    async def _take_all(self, batch: Mapping[TopicPartition, list[_Record]]) -> None:
+    async def _take_all(self, batch: Mapping[Partition, list[Record]]) -> None:
         if not any(batch.values()):
             return
         generation = self._generation
@@ -250,8 +225,8 @@ class DeliverPump:
 
     def _take(
         self,
-        tp: TopicPartition,
-        record: _Record,
+        tp: Partition,
+        record: Record,
         config: MappingConfig,
         mapped: frozenset[str],
     ) -> None:
@@ -448,20 +423,13 @@ class DeliverPump:
                 "dlq_written", reason=entry.reason, key=entry.key, id=entry.id, detail=entry.detail
             )
 
-    async def _commit(self, offsets: dict[TopicPartition, int], generation: int) -> bool:
+    async def _commit(self, offsets: dict[Partition, int], generation: int) -> bool:
         consumer = self._consumer
         if not offsets or consumer is None:
             return True
         if generation != self._generation:
             return False
-        assigned = consumer.assignment()
-        mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-        try:
-            await consumer.commit(mine)
-        except (CommitFailedError, IllegalStateError) as exc:
-            log.warning("deliver_commit_refused", reason=str(exc))
-            return False
-        return True
+        return await consumer.commit(offsets)
 
     def _flushed(self, result: FlushResult, report: DeliveryReport, *, dlq: int) -> None:
         self.flushes += 1
@@ -510,7 +478,7 @@ class DeliverPump:
         if consumer is not None:
             try:
                 await self.rewind(consumer.assignment())
-            except (AIOKafkaError, KafkaError) as rewind_error:
+            except KafkaError as rewind_error:
                 # Consuming on from the old position would skip the dropped window.
                 self._must_rewind = True
                 log.error("deliver_rewind_failed", reason=str(rewind_error), retrying=True)
@@ -528,24 +496,19 @@ class DeliverPump:
         self._generation += 1
         self.state.pending_groups = 0
 
-    async def rewind(self, partitions: set[TopicPartition]) -> None:
+    async def rewind(self, partitions: set[Partition]) -> None:
         consumer = self._consumer
         if consumer is None:
             return
         self._generation += 1  # a batch fetched before the seek must not be taken
-        for tp in partitions:
-            committed = await consumer.committed(tp)
-            if committed is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, committed)
+        await consumer.rewind(partitions)
 
     # -- observability ------------------------------------------------------------
 
     def _publish_schedule(self) -> None:
         self.state.next_flush_at = self._schedule.next_at
 
-    def _observe_lag(self, consumer: AIOKafkaConsumer) -> None:
+    def _observe_lag(self, consumer: ChangesConsumer) -> None:
         """Messages in the assigned partitions that this pump has not read yet."""
         lag = 0
         for tp in consumer.assignment():
@@ -556,7 +519,7 @@ class DeliverPump:
         self.metrics.consumer_lag.set(lag)
 
 
-def _source_of(record: _Record) -> _Source:
+def _source_of(record: Record) -> _Source:
     return _Source(record.topic, record.partition, record.offset, _text(record.key))
 
 
@@ -568,5 +531,5 @@ def _envelope_payload(envelope: ChangeEnvelope) -> str:
     return encode(envelope).decode()
 
 
-def _names(partitions: set[TopicPartition]) -> list[str]:
+def _names(partitions: set[Partition]) -> list[str]:
     return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
