@@ -15,9 +15,9 @@ Wire form (JSON, version 1)::
 the object's schema is the transform's job, so ingest needs no describe call.
 
 A *full* envelope (``full: true``) comes from a REST or Bulk re-read rather than
-CDC: ``fields`` then holds every field that was read and an absent field means
-null. Its ``commit_ts`` is the read time, because the read reflects every commit
-before it.
+CDC: ``fields`` then holds every field that was read (nulls included); an absent
+field was not read and says nothing. Its ``commit_ts`` is the read time, because
+the read reflects every commit before it.
 
 ``gap_overflow`` names no record: its ``record_id`` is ``""`` (and
 :attr:`ChangeEnvelope.kafka_key` falls back to the object name). Every other op

@@ -16,8 +16,9 @@
     either ``group_value=`` (``full_record=False``: only the group name is
     missing; pass ``""`` if the record has none) or ``full_record=`` the record
     as read (``full_record=True``: the group name field changed, so the new
-    group gets every mapped property; or a mapped long text field came as a
-    diff). ``full_record`` also answers a group-name lookup.
+    group gets every mapped property; or the new value of a mapped field is not
+    in the change: a large-text diff, a part of a person name). ``full_record``
+    also answers a group-name lookup.
 ``NeedsReread``
     a ``gap_*`` event: re-read the record and feed the full envelope made by
     :func:`~pipeline.transform.cdc.envelope_from_record` (or
@@ -28,8 +29,14 @@
 
 Rules: only mapped fields produce properties; a null becomes an unset. An
 ``update`` touches the fields it carries. ``create``, ``undelete`` and full
-envelopes describe the whole record: every mapped field is set, or unset when
-null or absent (except formula fields, which CDC never sends). ``delete``
+envelopes describe the whole record: every mapped field they hold is set, or
+unset when null. Absent is not null: a full envelope (a REST or Bulk read) that
+lacks a mapped field did not read it, so the property is left alone; a ``create``
+or ``undelete`` lacks the fields that are null, so those are unset, except fields
+change events never carry (formulas, ``SystemModstamp``...) and fields the
+describe omits (hidden by field-level security). A person ``Name`` that a change
+event sends as its parts is composed as Salesforce composes it. Group names go
+through the same conversion as property values, by the field's type. ``delete``
 follows ``on_delete``: ``ignore`` does nothing, ``unset`` unsets every mapped
 property, ``mark`` sets :data:`DELETED_PROPERTY` to ``true``; under ``mark``
 every whole-record change sets it to ``false``, so an undelete clears the mark.
@@ -56,6 +63,7 @@ Order = tuple[int, int, int]
 _Pair = tuple[str, PropertyValue | None]
 _WHOLE_RECORD_OPS: Final = frozenset(("create", "undelete"))
 _NO_UNSET: Final[frozenset[str]] = frozenset()
+_NOT_IN_CHANGE: Final = "the new value of a mapped field is not in the change"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +179,11 @@ def _views(
 ) -> tuple[RecordView, RecordView | None]:
     # Both views are shared by every mapping of the object: from here on they are only
     # read or copied, never changed (bar the view's own lazy cache).
-    view = view_of(envelope.fields, schema, nulled=envelope.nulled, changed=envelope.changed)
+    fields = envelope.fields
+    if envelope.op in _WHOLE_RECORD_OPS and "Id" not in fields:
+        # A change event names its record in the header, never in the body.
+        fields = {**fields, "Id": envelope.record_id}
+    view = view_of(fields, schema, nulled=envelope.nulled, changed=envelope.changed)
     base = None if full_record is None else view_of(full_record, schema)
     return view, base
 
@@ -203,10 +215,11 @@ def _on_delete(
 def _on_whole_record(
     step: _Step, view: RecordView, base: RecordView | None, group_value: str | None
 ) -> Outcome:
+    view = view.with_composed_names()
     if base is not None:
         view = view.overlaid_on(base)
     elif _has_mapped_diffs(step, view):
-        return _needs_full(step, "a mapped long text field came as a diff")
+        return _needs_full(step, _NOT_IN_CHANGE)
     group = _group_of(step, view, base, group_value)
     if not isinstance(group, str):
         return group
@@ -221,7 +234,7 @@ def _on_update(
         return _on_group_renamed(step, view, base)
     if _has_mapped_diffs(step, view):
         if base is None:
-            return _needs_full(step, "a mapped long text field came as a diff")
+            return _needs_full(step, _NOT_IN_CHANGE)
         view = view.with_values_from(base)
     # Mapped changes first: an unmapped-only update must not cost a lookup.
     pairs = _property_pairs(step, view, whole=False)
@@ -233,11 +246,16 @@ def _on_update(
 
 def _on_group_renamed(step: _Step, view: RecordView, base: RecordView | None) -> Outcome:
     # Amplitude cannot rename a group: the old one keeps its properties as they were.
-    group = to_group_value(view.get(step.mapping.group_name_field))
+    renamed = "group name field changed: the new group needs every property"
+    if step.mapping.group_name_field in view.diffs:  # a person name sent as a part
+        if base is None:
+            return _needs_full(step, renamed)
+        view = view.with_values_from(base)
+    group = _to_group(step, view.get(step.mapping.group_name_field))
     if group is None:
         return NothingToDo("group name field cleared; the previous group is left as it was")
     if base is None:
-        return _needs_full(step, "group name field changed: the new group needs every property")
+        return _needs_full(step, renamed)
     return _result(step, group, _whole_record_pairs(step, view.overlaid_on(base)))
 
 
@@ -248,12 +266,14 @@ def _group_of(
     if name_field == "Id":
         return envelope.record_id
     if view.has(name_field):
-        return _named(view.get(name_field))
+        return _named(step, view.get(name_field))
     if group_value is not None:
-        return _named(group_value)
+        return _named(step, group_value)
     if base is not None:
-        return _named(base.get(name_field))
-    if _absent_means_null(step.envelope, step.plan.name_field):
+        return _named(step, base.get(name_field))
+    if envelope.full:
+        return NothingToDo(f"group name field {name_field} was not read")
+    if _absent_means_null(envelope, step.plan.name_field):
         return NothingToDo("group name field is empty")
     return NeedsLookup(
         sfdc_object=envelope.object,
@@ -265,9 +285,13 @@ def _group_of(
     )
 
 
-def _named(value: Any) -> str | NothingToDo:
-    group = to_group_value(value)
+def _named(step: _Step, value: Any) -> str | NothingToDo:
+    group = _to_group(step, value)
     return group if group is not None else NothingToDo("group name field is empty")
+
+
+def _to_group(step: _Step, value: Any) -> str | None:
+    return to_group_value(value, step.plan.name_field.sf_type)
 
 
 def _needs_full(step: _Step, reason: str) -> NeedsLookup:
@@ -320,10 +344,16 @@ def _pairs_by_value(step: _Step, view: RecordView) -> list[_Pair]:
 
 
 def _absent_means_null(envelope: ChangeEnvelope, target: Target) -> bool:
-    """Full envelopes hold every mapped field; CDC whole-record events all but formulas."""
+    """Whether a whole record that lacks ``target`` says it is null.
+
+    A CDC ``create`` or ``undelete`` carries every non-null field it can carry. A
+    read (a full envelope) holds what it selected, with explicit nulls; a field it
+    lacks was not read (hidden by field-level security, or not selected), and
+    saying nothing about a field never unsets it.
+    """
     if envelope.full:
-        return True
-    return envelope.op in _WHOLE_RECORD_OPS and not target.calculated
+        return False
+    return envelope.op in _WHOLE_RECORD_OPS and target.in_events
 
 
 def _has_mapped_diffs(step: _Step, view: RecordView) -> bool:

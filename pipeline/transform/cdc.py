@@ -7,7 +7,8 @@ becomes a single envelope with ``record_id == ""``. A wildcard id such as
 answers it with an object re-sync.
 
 Records read through REST or Bulk (gap re-reads, backfill) become *full*
-envelopes: every field that was read is present, an absent one is null.
+envelopes: every field that was read is present, null or not; a field that is
+absent was not read, and the transform leaves its property alone.
 """
 
 from __future__ import annotations

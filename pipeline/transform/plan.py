@@ -1,8 +1,10 @@
 """A mapping compiled against an object schema once, so each change costs dictionary look-ups.
 
-For every mapped field the plan knows the properties it feeds (a compound field
-feeds one per component), the Salesforce type for conversion and whether CDC
-ever sends it (formula fields never appear in change events).
+For every mapped field the plan knows the properties it feeds (an address or a
+geolocation feeds one per component), the Salesforce type for conversion and
+whether a whole-record change event would carry it: formula fields and system
+fields never appear in change events, and a field the describe omits (hidden by
+field-level security) is left out of them too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pipeline.config.mapping import ObjectMapping
+from pipeline.transform.change_event_fields import never_in_change_events
 from pipeline.transform.schema import ObjectSchema, component_key
 from pipeline.transform.values import compound_property
 
@@ -33,6 +36,9 @@ class Target:
     calculated: bool = False
     # Without a schema nobody knows whether a field is compound until it arrives nested.
     maybe_compound: bool = False
+    # A CREATE or UNDELETE carries every non-null field it can: for such a field,
+    # absent means null. False for formulas, system fields and undescribed fields.
+    in_events: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +102,7 @@ def live_targets(plan: MappingPlan, parts: Mapping[str, Mapping[str, str]]) -> S
 
 def _targets_of(field: str, prop: str, schema: ObjectSchema | None) -> list[Target]:
     if schema is None:
-        return [Target(prop, field, maybe_compound=True)]
+        return [_target(field, prop, None)]
     if not schema.is_compound(field):
         return [_target(field, prop, schema)]
     return [
@@ -106,10 +112,21 @@ def _targets_of(field: str, prop: str, schema: ObjectSchema | None) -> list[Targ
 
 
 def _target(field: str, prop: str, schema: ObjectSchema | None) -> Target:
-    info = None if schema is None else schema.field(field)
+    if schema is None:
+        in_events = not never_in_change_events(field)
+        return Target(prop, field, maybe_compound=True, in_events=in_events)
+    info = schema.field(field)
     if info is None:
-        return Target(prop, field, maybe_compound=True)
-    return Target(prop, field, info.type, info.compound_parent, info.calculated)
+        # Not in the describe: unknown, or hidden from this user. Events leave it out.
+        return Target(prop, field, maybe_compound=True, in_events=False)
+    return Target(
+        prop,
+        field,
+        info.type,
+        info.compound_parent,
+        info.calculated,
+        in_events=info.in_change_events,
+    )
 
 
 def _index(targets: Sequence[Target]) -> dict[str, tuple[Target, ...]]:

@@ -7,19 +7,27 @@ with short component names (``BillingAddress: {"City": ...}``, Contact
 (``BillingAddress: {"city": ...}``), and Bulk CSV has only the flat component
 fields (``BillingCity``). The schema ties the three together.
 
+Only address and geolocation fields split into one property per component. A
+person name (Contact, Lead, person-account ``Name``) is a text field of its own:
+REST and Bulk return it composed (``"Ada Lovelace"``), and a change event's nested
+``Name: {"FirstName": ...}`` is composed the same way (:func:`compose_person_name`).
+
 Without a schema the transform still works: component names follow Salesforce's
 naming rule (:func:`component_field_name`) and values are kept as they come.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pipeline.errors import SalesforceError
+from pipeline.transform.change_event_fields import never_in_change_events
 
 COMPOUND_TYPES: Final[frozenset[str]] = frozenset(("address", "location"))
+# A person name composes these components, in this order (Salutation is not part of it).
+PERSON_NAME_PARTS: Final = ("FirstName", "MiddleName", "LastName", "Suffix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +49,25 @@ class FieldInfo:
             return None
         return component_key(self.compound_parent, self.name)
 
+    @property
+    def in_change_events(self) -> bool:
+        """False for fields change events never carry (system stamps, formulas)."""
+        return not never_in_change_events(self.name, calculated=self.calculated)
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectSchema:
-    """The fields of one object, with compound components indexed both ways."""
+    """The fields of one object, with compound components indexed both ways.
+
+    ``components`` holds the compounds that split into one property per component
+    (addresses, geolocations); ``person_names`` the composed ones (``Name``).
+    """
 
     name: str
     fields: Mapping[str, FieldInfo]
     components: Mapping[str, tuple[FieldInfo, ...]] = field(default_factory=dict)
     by_component: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    person_names: frozenset[str] = frozenset()
 
     def field(self, name: str) -> FieldInfo | None:
         return self.fields.get(name)
@@ -59,7 +77,12 @@ class ObjectSchema:
         return None if info is None else info.type
 
     def is_compound(self, name: str) -> bool:
+        """True for a compound that splits into components (an address, a geolocation)."""
         return name in self.components
+
+    def is_person_name(self, name: str) -> bool:
+        """True for a composed name (``Name`` of a Contact or person account)."""
+        return name in self.person_names
 
     def components_of(self, parent: str) -> tuple[FieldInfo, ...]:
         return self.components.get(parent, ())
@@ -90,12 +113,45 @@ def schema_from_describe(describe: Mapping[str, Any]) -> ObjectSchema:
         for parent, members in components.items()
         for info in members
     }
+    names = frozenset(parent for parent in components if _composed(fields.get(parent)))
     return ObjectSchema(
         name=name,
         fields=fields,
-        components={parent: tuple(members) for parent, members in components.items()},
+        components={
+            parent: tuple(members) for parent, members in components.items() if parent not in names
+        },
         by_component=by_component,
+        person_names=names,
     )
+
+
+def _composed(parent: FieldInfo | None) -> bool:
+    """A compound whose parent is a text field of its own (a person name), not a split one."""
+    return parent is not None and parent.type not in COMPOUND_TYPES
+
+
+def unreadable_fields(schema: ObjectSchema, names: Iterable[str]) -> list[str]:
+    """The names a read cannot select: the describe omits them.
+
+    Describe leaves out a field the user may not read (field-level security) as
+    well as one that does not exist; either way a read without it must not pass
+    for a read of the whole record.
+    """
+    return [
+        name
+        for name in dict.fromkeys(names)
+        if schema.field(name) is None and not schema.is_compound(name)
+    ]
+
+
+def compose_person_name(parts: Mapping[str, Any]) -> str | None:
+    """A person ``Name`` from its components, as Salesforce composes it for REST and Bulk.
+
+    ``{"Salutation": "Dr.", "FirstName": "Ada", "LastName": "Lovelace"}`` ->
+    ``"Ada Lovelace"``; ``None`` when no component has a value.
+    """
+    words = [str(parts[key]) for key in PERSON_NAME_PARTS if parts.get(key)]
+    return " ".join(words) or None
 
 
 def _field_info(raw: Any) -> FieldInfo:

@@ -1,10 +1,12 @@
 """Salesforce values to what Amplitude stores as group properties.
 
-The same value reaches sfamp in three spellings: CometD CDC JSON
-(``2024-04-26T18:38:05.000Z``), REST JSON (``2024-04-26T18:38:05.000+0000``) and
-Bulk CSV, where everything is a string and an empty cell is null. Conversion
-makes all three read the same in Amplitude, so a backfill and a stream of the
-same record leave identical properties:
+The same value reaches sfamp in several spellings: CometD CDC JSON
+(``2024-04-26T18:38:05.000Z``), REST JSON (``2024-04-26T18:38:05.000+0000``),
+Bulk CSV, where everything is a string and an empty cell is null, and the text
+of a value looked up at flush time. This is the one conversion per Salesforce
+field type, used by every path for property values and group names alike, so a
+backfill, a re-read and a stream of the same record leave identical properties
+in identically named groups:
 
 - null and ``""`` -> ``None``, which the caller turns into ``$unset``
   (Salesforce stores no empty strings, so ``""`` only ever means null);
@@ -51,15 +53,27 @@ def to_property_value(value: Any, sf_type: str | None) -> PropertyValue | None:
     return value if type(value) in _PLAIN else keep_as_is(value)
 
 
-def to_group_value(value: Any) -> str | None:
-    """A group name from a field value; ``None`` when the field is null or empty."""
+def to_group_value(value: Any, sf_type: str | None = None) -> str | None:
+    """A group name from a field value of type ``sf_type``; ``None`` when null or empty.
+
+    The value goes through the same conversion as a property first, so the name is
+    the same whatever spelled it: ``250``, ``250.0`` and CSV ``"250.0"`` of a number
+    field all name group ``250``; ``True`` and ``"true"`` name ``true``.
+    """
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(to_number(value))
-    return str(value)
+    if sf_type == "multipicklist":
+        return str(value)  # "A;B" names one group; a list would not
+    converted = to_property_value(value, sf_type)
+    if converted is None:
+        return None
+    if isinstance(converted, bool):
+        return "true" if converted else "false"
+    if isinstance(converted, int | float):
+        return str(to_number(converted))
+    if isinstance(converted, str):
+        return converted
+    return orjson.dumps(converted, default=str).decode()
 
 
 def compound_property(prop: str, component: str) -> str:

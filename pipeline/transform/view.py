@@ -5,6 +5,12 @@ like ``BillingAddress.City``; REST sends ``BillingAddress: {"city": ...}``; Bulk
 sends ``BillingCity``. In the view all three are ``values["BillingCity"]``, and
 ``parts["BillingAddress"]["City"] == "BillingCity"`` remembers which components
 of a compound field the change carried.
+
+A person name is different: REST and Bulk return ``Name`` composed, CDC nests its
+parts (``Name: {"FirstName": "Ada", "LastName": "Lovelace"}``). The parts become
+flat values as above, and ``Name`` itself is a value the change does not hold
+(like a large-text diff) until :meth:`RecordView.with_composed_names` composes it
+for a change that carries the whole record.
 """
 
 from __future__ import annotations
@@ -13,7 +19,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.transform.schema import ObjectSchema, component_field_name, normalise_component
+from pipeline.transform.schema import (
+    COMPOUND_TYPES,
+    ObjectSchema,
+    component_field_name,
+    compose_person_name,
+    normalise_component,
+)
 
 # What `RecordView.value_of` answers for a field the change says nothing about.
 MISSING: Any = object()
@@ -27,9 +39,12 @@ class RecordView:
     parts: dict[str, dict[str, str]] = field(default_factory=dict)
     # changedFields as sent; flattened only if someone asks (most mappings never do).
     changed: tuple[str, ...] = ()
-    # Large text sent as a unified diff: the new value is not in the change.
+    # Fields whose new value is not in the change: large text sent as a unified diff,
+    # a person name sent as some of its parts.
     diffs: set[str] = field(default_factory=set)
     schema: ObjectSchema | None = None
+    # Person names composed from the parts a change carried; whole only in a whole record.
+    composed: dict[str, str | None] = field(default_factory=dict)
     _changed_flat: set[str] | None = None
 
     def has(self, name: str) -> bool:
@@ -61,6 +76,15 @@ class RecordView:
             if base.has(name):
                 values[name] = base.get(name)
         return RecordView(values, self.parts, self.changed, set(), self.schema)
+
+    def with_composed_names(self) -> RecordView:
+        """A copy in which person names are composed from their parts (whole records only:
+        a CREATE or UNDELETE carries every part that has a value)."""
+        if not self.composed:
+            return self
+        values = {**self.values, **self.composed}
+        diffs = self.diffs - self.composed.keys()
+        return RecordView(values, self.parts, self.changed, diffs, self.schema)
 
     def overlaid_on(self, base: RecordView) -> RecordView:
         """``base`` (a full record) with this change's values on top."""
@@ -117,13 +141,33 @@ def _add_nested(view: RecordView, key: str, value: dict[str, Any]) -> None:
     if len(value) == 1 and "diff" in value:
         view.diffs.add(key)
         return
+    person = _is_person_name(view.schema, key)
     for component, inner in value.items():
-        view.values[_component_name(view, key, component)] = inner
+        view.values[_component_name(view, key, component, register=not person)] = inner
+    if person:
+        view.diffs.add(key)
+        view.composed[key] = compose_person_name(
+            {normalise_component(part): inner for part, inner in value.items()}
+        )
+
+
+def _is_person_name(schema: ObjectSchema | None, key: str) -> bool:
+    """A nested value under a field that is not an address or a geolocation: a person name."""
+    if schema is not None:
+        if schema.is_person_name(key):
+            return True
+        sf_type = schema.type_of(key)
+        if sf_type is not None:
+            return sf_type not in COMPOUND_TYPES
+    return key == "Name"
 
 
 def _flat_name(view: RecordView, name: str, *, register: bool = True) -> str:
     parent, dot, component = name.partition(".")
-    return _component_name(view, parent, component, register=register) if dot else name
+    if not dot:
+        return name
+    register = register and not _is_person_name(view.schema, parent)
+    return _component_name(view, parent, component, register=register)
 
 
 def _component_name(view: RecordView, parent: str, component: str, *, register: bool = True) -> str:

@@ -48,7 +48,14 @@ ACCOUNT_DESCRIBE: dict[str, Any] = {
     "name": "Account",
     "fields": [
         describe_field("Id", "id", idLookup=True, nillable=False),
-        describe_field("Name", "string", nameField=True),
+        describe_field("Name", "string", nameField=True, extraTypeInfo="switchablepersonname"),
+        # Person accounts: the parts of a person's Name (null on business accounts).
+        describe_field("Salutation", "picklist", compoundFieldName="Name"),
+        describe_field("FirstName", "string", compoundFieldName="Name"),
+        describe_field("LastName", "string", compoundFieldName="Name"),
+        describe_field("IsPersonAccount", "boolean"),
+        describe_field("SystemModstamp", "datetime"),
+        describe_field("LastActivityDate", "date"),
         describe_field("Industry", "picklist"),
         describe_field("AnnualRevenue", "currency"),
         describe_field("NumberOfEmployees", "int"),

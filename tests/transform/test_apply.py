@@ -21,6 +21,7 @@ from pipeline.transform.apply import (
 )
 from pipeline.transform.cdc import deleted_envelope, envelope_from_record, envelopes_from_event
 from pipeline.transform.plan import plan_for
+from pipeline.transform.schema import schema_from_describe
 from tests.transform.fixtures import (
     ACCOUNT_ID,
     CONTACT_ID,
@@ -30,6 +31,7 @@ from tests.transform.fixtures import (
     account_schema,
     cdc_message,
     contact_schema,
+    describe_field,
     mapping,
 )
 
@@ -234,7 +236,7 @@ def test_create_with_mapped_compound_unsets_missing_components() -> None:
     assert out.unset == frozenset({"billing_address.Latitude"})
 
 
-def test_full_csv_record_is_converted_and_absent_fields_unset() -> None:
+def test_full_csv_record_is_converted_and_empty_cells_unset() -> None:
     typed = mapping(
         {
             "AnnualRevenue": "revenue",
@@ -261,7 +263,8 @@ def test_full_csv_record_is_converted_and_absent_fields_unset() -> None:
         "billing_address.City": "Oakland",
         "billing_address.Latitude": 37.8,
     }
-    assert {"fax", "since", "billing_address.Street"} <= out.unset
+    # The empty cell is a null; columns the read did not have say nothing (absent is not null).
+    assert out.unset == frozenset({"fax"})
     assert out.order == (1714160000000, 0, 0)
 
 
@@ -407,3 +410,43 @@ def test_compiled_plans_are_reused_per_mapping_and_schema() -> None:
     assert plan_for(BASIC, SCHEMA) is first
     assert plan_for(BASIC, None) is not first
     assert plan_for(BASIC, account_schema()).targets == first.targets
+
+
+# --- one value whatever the read path ------------------------------------------------------
+
+PLAN_SCHEMA = schema_from_describe(
+    {
+        "name": "Plan__c",
+        "fields": [
+            describe_field("Id", "id"),
+            describe_field("Seats__c", "double"),
+            describe_field("Tier__c", "picklist"),
+        ],
+    }
+)
+BY_SEATS = mapping(
+    {"Tier__c": "tier"}, sfdc_object="Plan__c", group_type="plan", group_name_field="Seats__c"
+)
+
+
+def test_a_number_group_name_looked_up_at_flush_time_names_the_same_group() -> None:
+    plan_id = "a0BRM0000001AbCYAU"
+    (created,) = envelopes_from_event(
+        cdc_message(
+            "CREATE",
+            [plan_id],
+            {"Seats__c": 250.0, "Tier__c": "Growth"},
+            entity="Plan__c",
+        )
+    )
+    assert changes(changes_for(created, BY_SEATS, PLAN_SCHEMA)).key == ("plan", "250")
+    (updated,) = envelopes_from_event(
+        cdc_message("UPDATE", [plan_id], {"Tier__c": "Free"}, entity="Plan__c", changed=["Tier__c"])
+    )
+    assert isinstance(changes_for(updated, BY_SEATS, PLAN_SCHEMA), NeedsLookup)
+    # The flush-time lookup hands over the value as text: str(250.0) == "250.0".
+    looked_up = changes(changes_for(updated, BY_SEATS, PLAN_SCHEMA, group_value=str(250.0)))
+    assert looked_up.key == ("plan", "250")
+    row = {"Id": plan_id, "Seats__c": "250.0", "Tier__c": "Free"}  # Bulk CSV
+    read = envelope_from_record("Plan__c", row, source="bulk", now_ms=1)
+    assert changes(changes_for(read, BY_SEATS, PLAN_SCHEMA)).key == ("plan", "250")

@@ -91,5 +91,34 @@ def test_group_value(value: Any, expected: str | None) -> None:
     assert to_group_value(value) == expected
 
 
+@pytest.mark.parametrize(
+    ("sf_type", "spellings", "expected"),
+    [
+        # CDC and REST JSON, Bulk CSV, and str() of a value read at flush time
+        ("double", [250, 250.0, "250", "250.0"], "250"),
+        ("currency", [1500000.5, "1500000.5"], "1500000.5"),
+        ("int", [7, "7", "7.0"], "7"),
+        ("boolean", [True, "true", "True"], "true"),
+        ("boolean", [False, "false", "False"], "false"),
+        (
+            "datetime",
+            ["2024-04-26T18:38:05.000Z", "2024-04-26T18:38:05.000+0000"],
+            "2024-04-26T18:38:05.000Z",
+        ),
+        ("date", ["2024-04-09"], "2024-04-09"),
+        ("multipicklist", ["A;B"], "A;B"),
+        ("string", ["007", "250.0"], None),
+    ],
+)
+def test_group_value_is_the_same_whatever_spelled_it(
+    sf_type: str, spellings: list[Any], expected: str | None
+) -> None:
+    names = {to_group_value(spelling, sf_type) for spelling in spellings}
+    if expected is None:  # text stays exactly as it is
+        assert names == {str(spelling) for spelling in spellings}
+    else:
+        assert names == {expected}
+
+
 def test_compound_property_name() -> None:
     assert compound_property("billing_address", "City") == "billing_address.City"
