@@ -285,3 +285,14 @@ async def test_unreachable_kafka_is_one_clear_line(
     assert result.exit_code == 1
     assert "cannot reach Kafka" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [("describe", "dlq"), ("tail", "replay"), ("tail", "config")])
+async def test_control_topics_not_written_yet_are_empty_not_errors(
+    kafka: KafkaSettings, cli: Cli, args: tuple[str, ...]
+) -> None:
+    """A fresh cluster: sfamp's control topics are created on first write."""
+    result = await cli("topics", *args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert "nothing was written" in result.stdout
