@@ -13,6 +13,7 @@ decides what to do by class and by the ``retriable`` flag alone::
     │   ├── SalesforceAuthError     no   OAuth refused (bad client, user, grant)
     │   ├── SessionExpiredError     yes  INVALID_SESSION_ID: re-authenticate and retry
     │   ├── SalesforceRequestError  no   a 4xx with an errorCode (INVALID_FIELD, ...)
+    │   │   └── UnreadableFieldsError no  mapped fields the user may not read (field security)
     │   ├── RequestLimitError       no   REQUEST_LIMIT_EXCEEDED: stop until the window resets
     │   ├── SalesforceUnavailableError yes  5xx, timeouts, connection errors
     │   └── ReplayIdExpiredError    no   replay id outside retention: re-sync the object
@@ -103,6 +104,25 @@ class SessionExpiredError(SalesforceError):
 
 class SalesforceRequestError(SalesforceError):
     """Salesforce answered 4xx with an error code; retrying will not help."""
+
+
+class UnreadableFieldsError(SalesforceRequestError):
+    """Describe omits mapped fields: the API user may not read them, or they are gone.
+
+    A read without them would pass for a whole record and say nothing of them, so
+    reads that must be whole (re-syncs) refuse instead, until someone grants access.
+    """
+
+    def __init__(self, sfdc_object: str, fields: Sequence[str]) -> None:
+        self.sfdc_object = sfdc_object
+        self.fields = list(fields)
+        names = ", ".join(f"{sfdc_object}.{name}" for name in self.fields)
+        super().__init__(
+            f"cannot read {names}: the Salesforce user lacks field-level security read "
+            "access (or the field no longer exists); grant Read Access in its profile or a "
+            "permission set, or remove the field from the mapping",
+            error_code="INVALID_FIELD",
+        )
 
 
 class RequestLimitError(SalesforceError):

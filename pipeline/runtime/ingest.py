@@ -40,6 +40,7 @@ from pipeline.errors import (
     SalesforceRequestError,
     SalesforceUnavailableError,
     SfampError,
+    UnreadableFieldsError,
 )
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import read_table
@@ -76,6 +77,7 @@ from pipeline.salesforce.cdc import (
 )
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.cdc import deleted_envelope, envelope_from_record, envelopes_from_event
+from pipeline.transform.schema import ObjectSchema, unreadable_fields
 
 log = structlog.get_logger(__name__)
 
@@ -463,6 +465,7 @@ class IngestPump:
                 break
             except (SfampError, KafkaError, AssertionError) as exc:
                 delay = backoff.next()
+                self._resync_failed(request, exc)
                 log.error("resync_failed", object=obj, reason=str(exc), retry_in=round(delay, 1))
                 await asyncio.sleep(delay)
         self.resyncs_done += 1
@@ -477,9 +480,7 @@ class IngestPump:
         every record changed since, so the last word in Kafka is always current.
         """
         config = self.holder.current
-        await self._schemas.ensure([sfdc_object])
-        schema = self._schemas.cached(sfdc_object)
-        assert schema is not None, f"no describe for {sfdc_object}"
+        schema = await self._whole_record_schema(config, sfdc_object)
         fields = snapshot_fields(config, sfdc_object, schema)
         bulk = BulkQuery(self._salesforce.rest)
         batches = read_batches(
@@ -504,6 +505,23 @@ class IngestPump:
             newest = later
         return written
 
+    async def _whole_record_schema(self, config: MappingConfig, sfdc_object: str) -> ObjectSchema:
+        """A fresh describe, and proof that it lets us select every mapped field.
+
+        Field-level security hides a field from describe and from SOQL. A snapshot
+        without it would look whole and say nothing about it; refusing instead keeps
+        every group's property as it is, and says why, until read access is granted.
+        Described afresh on every attempt, so a re-sync resumes once it is.
+        """
+        self._schemas.forget()
+        await self._schemas.ensure([sfdc_object])
+        schema = self._schemas.cached(sfdc_object)
+        assert schema is not None, f"no describe for {sfdc_object}"
+        missing = unreadable_fields(schema, fields_to_read(config, sfdc_object, schema))
+        if missing:
+            raise UnreadableFieldsError(sfdc_object, missing)
+        return schema
+
     async def _changed_since(
         self, sfdc_object: str, fields: list[str], stamp: str
     ) -> list[Mapping[str, Any]]:
@@ -522,7 +540,31 @@ class IngestPump:
         for entry in reversed(self.state.resyncs):
             if entry["object"] == request.sfdc_object and entry["status"] == "running":
                 entry.update(status="done", records=written, finished_at_ms=now_ms())
+                entry.pop("error", None)
                 break
+        for name in self.state.fields_readable(request.sfdc_object):
+            self.metrics.unreadable_fields.labels(request.sfdc_object, name).set(0)
+            log.warning("salesforce_field_readable", object=request.sfdc_object, field=name)
+
+    def _resync_failed(self, request: ResyncRequest, exc: Exception) -> None:
+        """Say why in /status; for unreadable fields also in a metric and a log line of its own."""
+        for entry in reversed(self.state.resyncs):
+            if entry["object"] == request.sfdc_object and entry["status"] == "running":
+                entry["error"] = str(exc)
+                break
+        if not isinstance(exc, UnreadableFieldsError):
+            return
+        self.state.fields_unreadable(exc.sfdc_object, exc.fields, str(exc), now_ms())
+        for name in exc.fields:
+            self.metrics.unreadable_fields.labels(exc.sfdc_object, name).set(1)
+        log.error(
+            "salesforce_fields_unreadable",
+            object=exc.sfdc_object,
+            fields=exc.fields,
+            permission="field-level security: Read Access",
+            action="re-sync waits; no property is unset meanwhile",
+            reason=str(exc),
+        )
 
 
 def _position(message: Mapping[str, Any]) -> tuple[str, int | None]:

@@ -47,6 +47,8 @@ class ServiceState:
     mapping_revision: str = ""
     mapping_objects: list[str] = field(default_factory=list)
     resyncs: list[dict[str, Any]] = field(default_factory=list)
+    # "Object.Field" -> why sfamp cannot read a mapped field; nothing is unset meanwhile.
+    unreadable_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def beat(self, pump: str) -> None:
         """A pump made progress (or is idle but looping): liveness evidence."""
@@ -70,6 +72,30 @@ class ServiceState:
         if self.runs_deliver and not self.consumer_joined:
             waiting.append("deliver consumer has not joined its group")
         return not waiting, waiting
+
+    def fields_unreadable(
+        self, sfdc_object: str, fields: list[str], reason: str, at_ms: int
+    ) -> None:
+        """Mapped fields Salesforce will not let sfamp read (field-level security)."""
+        for name in fields:
+            key = f"{sfdc_object}.{name}"
+            since = self.unreadable_fields.get(key, {}).get("since_ms", at_ms)
+            self.unreadable_fields[key] = {
+                "object": sfdc_object,
+                "field": name,
+                "reason": reason,
+                "since_ms": since,
+                "last_seen_ms": at_ms,
+            }
+
+    def fields_readable(self, sfdc_object: str) -> list[str]:
+        """Every mapped field of the object was read: forget the problem; answers the fields."""
+        cleared = [
+            v["field"] for v in self.unreadable_fields.values() if v["object"] == sfdc_object
+        ]
+        for name in cleared:
+            del self.unreadable_fields[f"{sfdc_object}.{name}"]
+        return cleared
 
     def alive(self, now: float | None = None) -> tuple[bool, list[str]]:
         now = time.monotonic() if now is None else now
@@ -98,4 +124,7 @@ class ServiceState:
             "channels": sorted(self.channels_subscribed),
             "partitions": self.partitions,
             "resyncs": self.resyncs[-20:],
+            "unreadable_fields": sorted(
+                self.unreadable_fields.values(), key=lambda v: (v["object"], v["field"])
+            ),
         }
