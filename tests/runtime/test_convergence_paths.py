@@ -110,3 +110,38 @@ async def test_a_number_group_name_and_a_person_name_are_the_same_on_every_path(
     accounts = _values(stack, "account")
     assert accounts[person]["name"] == "Ada King"
     assert accounts[business] == {"name": "Acme Ltd", "industry": "Energy"}
+
+
+async def test_a_long_text_is_delivered_cut_to_what_amplitude_keeps(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix)
+    described = {
+        **MAPPING,
+        "mappings": [
+            {
+                "sfdc_object": "Account",
+                "group_type": "account",
+                "group_name_field": "Id",
+                "group_properties": [
+                    {"sfdc_field": "Name", "amplitude_property": "name"},
+                    {"sfdc_field": "Description", "amplitude_property": "description"},
+                ],
+            }
+        ],
+    }
+    mapping_file = tmp_path / "mapping.json"
+    mapping_file.write_text(json.dumps(described))
+    assert stack.salesforce is not None
+    assert stack.amplitude is not None
+    async with running(settings, mapping_file) as service:
+        text = "é" * 30_000
+        account = await org.create("Account", Name="Verbose", Description=text)
+        await wait_until(
+            lambda: _values(stack, "account").get(account, {}).get("name") == "Verbose",
+            what="the account with a long description",
+        )
+        assert _values(stack, "account")[account]["description"] == text[:1024]
+        counter = service.metrics.truncated_values.labels("account", "description")
+        assert counter._value.get() == 1
+        await wait_converged(stack.salesforce, stack.amplitude, described, timeout=10)
