@@ -18,7 +18,8 @@ decides what to do by class and by the ``retriable`` flag alone::
     │   ├── SalesforceUnavailableError yes  5xx, timeouts, connection errors
     │   └── ReplayIdExpiredError    no   replay id outside retention: re-sync the object
     ├── KafkaError                  no
-    │   └── KafkaUnavailableError   yes  broker unreachable or request timed out
+    │   ├── KafkaUnavailableError   yes  broker unreachable or request timed out
+    │   └── TopicConfigError        no   an existing topic is configured to lose data
     ├── EnvelopeError               no   a Kafka message that is not a valid change envelope
     └── AmplitudeError              no
         ├── AmplitudeAuthError      no   invalid API key: stop the flush loudly
@@ -152,6 +153,15 @@ class KafkaUnavailableError(KafkaError):
     """The Kafka cluster could not be reached in time."""
 
     retriable = True
+
+
+class TopicConfigError(KafkaError):
+    """Existing topics are configured so that they would lose data; ``problems`` says how
+    to fix each one."""
+
+    def __init__(self, message: str, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__(message)
 
 
 class EnvelopeError(SfampError):

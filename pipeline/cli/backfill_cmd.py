@@ -33,6 +33,7 @@ from pipeline.cli.common import (
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.validation import load_mapping
+from pipeline.config.verify import check_mapping_against_org
 from pipeline.errors import MappingError, SfampError
 from pipeline.kafka.config_topic import latest_mapping
 from pipeline.kafka.topics import TopicNames
@@ -120,6 +121,7 @@ def backfill(
     settings = settings_or_exit()
     try:
         config = resolve_mapping(settings, mapping)
+        asyncio.run(check_mapping_against_org(settings, config))  # refuse unknown objects/fields
         with _progress(as_json, progress_interval) as progress:
             summary = asyncio.run(
                 run_backfill(

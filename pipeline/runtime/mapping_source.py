@@ -2,27 +2,38 @@
 
 Two sources feed it: the mapping file (``--mapping`` / ``SFAMP_MAPPING_FILE``)
 and the ``sfamp.config`` topic that ``sfamp config import`` writes. At start the
-newer of the two wins; afterwards any new, valid version from either replaces
-the current one. An invalid new version is refused with a logged reason and the
-current mapping keeps running.
+newer of the two wins; afterwards any new version from either that is valid and
+passes the service's check (the org still has its objects and fields, its topics
+keep data long enough) replaces the current one. A refused version is logged,
+kept in ``refusal`` for ``/status``, and the current mapping keeps running.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
 from pipeline.config.validation import load_mapping
-from pipeline.errors import MappingError
+from pipeline.errors import ConfigError, MappingError, Problem, SfampError, TopicConfigError
 from pipeline.kafka.compacted import follow
 from pipeline.kafka.config_topic import KEY, decode_published, latest_mapping
+from pipeline.runtime.retry import Backoff
 
 log = structlog.get_logger(__name__)
+
+# Checks a mapping before it runs: raises a REFUSALS error to refuse it, any other
+# SfampError when it cannot tell yet (Salesforce or Kafka unreachable, login refused);
+# returns warnings.
+MappingCheck = Callable[[MappingConfig], Awaitable[list[Problem]]]
+REFUSALS = (ConfigError, TopicConfigError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +42,101 @@ class MappingVersion:
     source: str  # "file:<path>" or "sfamp.config revision N"
 
 
+@dataclass(frozen=True, slots=True)
+class MappingRefusal:
+    """A new mapping version that was not switched to, and why."""
+
+    source: str
+    reason: str
+    problems: tuple[str, ...] = ()
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "reason": self.reason,
+            "problems": list(self.problems),
+            "at": self.at.isoformat(),
+        }
+
+
+async def checked(
+    check: MappingCheck, mapping: MappingConfig, *, source: str, backoff: Backoff | None = None
+) -> list[Problem]:
+    """Run ``check`` until it answers; log its warnings.
+
+    A refusal (the mapping or a topic must be fixed) raises. Anything else, even a
+    refused login, is retried with backoff like the pumps retry it: someone fixes
+    it outside sfamp, and the check then runs.
+    """
+    backoff = backoff or Backoff(first=1.0, ceiling=30.0)
+    while True:
+        try:
+            warnings = await check(mapping)
+        except REFUSALS:
+            raise
+        except SfampError as exc:
+            delay = backoff.next()
+            log.warning(
+                "mapping_check_retrying",
+                source=source,
+                reason=str(exc),
+                retriable=exc.retriable,
+                retry_in=round(delay, 1),
+            )
+            await asyncio.sleep(delay)
+            continue
+        if warnings:
+            log.warning("mapping_warnings", source=source, warnings=[str(w) for w in warnings])
+        return warnings
+
+
 class MappingHolder:
     """The current mapping; pumps read ``current`` and may wait for a change."""
 
-    def __init__(self, version: MappingVersion) -> None:
+    def __init__(
+        self,
+        version: MappingVersion,
+        *,
+        check: MappingCheck | None = None,
+        on_refusal: Callable[[MappingRefusal | None], None] | None = None,
+    ) -> None:
         self.version = version
         self.generation = 0  # bumped by every replace, so no waiter misses one
+        self.refusal: MappingRefusal | None = None
+        self._check = check
+        self._on_refusal = on_refusal
         self._changed = asyncio.Condition()
 
     @property
     def current(self) -> MappingConfig:
         return self.version.mapping
+
+    async def offer(self, version: MappingVersion) -> bool:
+        """Switch to ``version`` if it passes the check; else keep running the current one."""
+        if version.mapping == self.current:
+            self._set_refusal(None)  # the source agrees with what runs again
+            return False
+        if self._check is not None:
+            try:
+                await checked(self._check, version.mapping, source=version.source)
+            except REFUSALS as exc:
+                self.refuse(version.source, exc)
+                return False
+        await self.replace(version)
+        return True
+
+    def refuse(self, source: str, exc: SfampError) -> None:
+        """Keep the current mapping; log and record why ``source`` was not switched to."""
+        problems = tuple(str(problem) for problem in getattr(exc, "problems", ()))
+        reason = str(exc).splitlines()[0]
+        log.error("mapping_refused", source=source, reason=reason, problems=list(problems))
+        self._set_refusal(MappingRefusal(source, reason, problems))
+
+    def _set_refusal(self, refusal: MappingRefusal | None) -> None:
+        self.refusal = refusal
+        if self._on_refusal is not None:
+            self._on_refusal(refusal)
 
     async def replace(self, version: MappingVersion) -> None:
         if version.mapping == self.current:
@@ -49,6 +144,7 @@ class MappingHolder:
         old_objects = set(self.current.objects)
         self.version = version
         self.generation += 1
+        self._set_refusal(None)
         log.info(
             "mapping_reloaded",
             source=version.source,
@@ -108,9 +204,9 @@ async def watch_config_topic(holder: MappingHolder, settings: KafkaSettings, off
         try:
             published = decode_published(record.value)
         except MappingError as exc:
-            log.error("mapping_refused", source=topic, reason=str(exc), problems=_lines(exc))
+            holder.refuse(topic, exc)
             continue
-        await holder.replace(_published_version(published.revision, published.mapping))
+        await holder.offer(_published_version(published.revision, published.mapping))
 
 
 async def watch_file(holder: MappingHolder, path: Path, *, interval: float = 2.0) -> None:
@@ -125,9 +221,9 @@ async def watch_file(holder: MappingHolder, path: Path, *, interval: float = 2.0
         try:
             version = _file_version(path)
         except MappingError as exc:
-            log.error("mapping_refused", source=str(path), reason=str(exc), problems=_lines(exc))
+            holder.refuse(f"file:{path}", exc)
             continue
-        await holder.replace(version)
+        await holder.offer(version)
 
 
 def _mtime(path: Path) -> float | None:
@@ -135,7 +231,3 @@ def _mtime(path: Path) -> float | None:
         return path.stat().st_mtime_ns / 1e9
     except OSError:
         return None
-
-
-def _lines(exc: MappingError) -> list[str]:
-    return [str(problem) for problem in exc.problems]

@@ -5,6 +5,12 @@ the process, with a non-zero exit and the error logged: a supervisor restarts
 it from the durable checkpoints. Expected trouble (Salesforce or Amplitude
 down, a bad new mapping) never gets that far: the pumps log it and retry.
 
+At start the mapping is checked against the org (objects and fields exist and
+can be read) and against the topics (compacted control topics, changes topics
+that outlast the cadence); a mapping or topic that fails ends the start with
+the list of problems. Later versions pass the same check or are refused while
+the current mapping keeps running.
+
 Shutdown (SIGTERM/SIGINT, or ``stop`` set): intake stops at once; an in-flight
 flush may finish within ``runtime.drain_timeout_seconds`` and is abandoned
 otherwise, uncommitted, for the next start to redo.
@@ -23,9 +29,11 @@ from typing import Any, Literal
 import structlog
 
 from pipeline.amplitude import AmplitudeClient
+from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
+from pipeline.config.verify import check_mapping_against_org
 from pipeline.errors import Problem, SettingsError
-from pipeline.kafka.admin import ensure_topics, sfamp_topics
+from pipeline.kafka.admin import check_topic_configs, ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.cadence import describe, utc_now
 from pipeline.runtime.deliver import Clock, DeliverPump
@@ -33,6 +41,9 @@ from pipeline.runtime.health import serve_health
 from pipeline.runtime.ingest import IngestPump
 from pipeline.runtime.mapping_source import (
     MappingHolder,
+    MappingRefusal,
+    MappingVersion,
+    checked,
     initial_mapping,
     watch_config_topic,
     watch_file,
@@ -121,23 +132,23 @@ async def run_service(
     # The control topics first: the config topic must exist before it is followed.
     await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, []))
     version, config_offset = await initial_mapping(settings.kafka, mapping_file)
-    holder = service.holder = MappingHolder(version)
-    await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, holder.current.objects))
-    _describe_mapping(service.state, holder)
-    log.info(
-        "service_starting",
-        role=role,
-        mapping=version.source,
-        objects=holder.current.objects,
-        cadence=describe(holder.current.sync_cadence),
-    )
-    if handle_signals:
-        _install_signal_handlers(service.stop)
     async with (
         SalesforceClient.from_settings(settings.salesforce) as salesforce,
         AmplitudeClient(settings.amplitude) as amplitude,
         ChangeProducer(settings.kafka) as producer,
     ):
+        holder = service.holder = await _checked_holder(settings, service, salesforce, version)
+        await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, holder.current.objects))
+        _describe_mapping(service.state, holder)
+        log.info(
+            "service_starting",
+            role=role,
+            mapping=version.source,
+            objects=holder.current.objects,
+            cadence=describe(holder.current.sync_cadence),
+        )
+        if handle_signals:
+            _install_signal_handlers(service.stop)
         pumps: dict[str, Coroutine[Any, Any, None]] = {}
         if service.state.runs_ingest:
             service.ingest = IngestPump(
@@ -232,11 +243,32 @@ def _describe_mapping(state: ServiceState, holder: MappingHolder) -> None:
 
 
 def _check_credentials(settings: Settings, role: Role) -> None:
-    problems = settings.salesforce.credential_problems()
-    if role in ("all", "deliver") and settings.amplitude.api_key is None:
-        problems.append(Problem("SFAMP_AMPLITUDE__API_KEY", f"required for --role {role}"))
+    problems = settings.credential_problems(amplitude=role in ("all", "deliver"))
     if problems:
         raise SettingsError(problems)
+
+
+async def _checked_holder(
+    settings: Settings, service: Service, salesforce: SalesforceClient, version: MappingVersion
+) -> MappingHolder:
+    """Check the starting mapping (a refusal ends the start) and hold it with the same
+    check for every later version."""
+    change_events = service.state.runs_ingest and not settings.salesforce.cdc_channel
+
+    async def check(mapping: MappingConfig) -> list[Problem]:
+        warnings = await check_mapping_against_org(
+            settings, mapping, salesforce=salesforce, change_events=change_events
+        )
+        await check_topic_configs(
+            settings.kafka, mapping.objects, cadence_seconds=mapping.sync_cadence.period_seconds
+        )
+        return warnings
+
+    def on_refusal(refusal: MappingRefusal | None) -> None:
+        service.state.mapping_refused = refusal.to_json() if refusal else None
+
+    await checked(check, version.mapping, source=version.source)
+    return MappingHolder(version, check=check, on_refusal=on_refusal)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

@@ -46,6 +46,7 @@ class ServiceState:
     pending_groups: int = 0
     mapping_revision: str = ""
     mapping_objects: list[str] = field(default_factory=list)
+    mapping_refused: dict[str, Any] | None = None  # the last new mapping that was not taken
     resyncs: list[dict[str, Any]] = field(default_factory=list)
     # "Object.Field" -> why sfamp cannot read a mapped field; nothing is unset meanwhile.
     unreadable_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -121,6 +122,7 @@ class ServiceState:
             ),
             "mapping_revision": self.mapping_revision,
             "mapping_objects": self.mapping_objects,
+            "mapping_refused": self.mapping_refused,
             "channels": sorted(self.channels_subscribed),
             "partitions": self.partitions,
             "resyncs": self.resyncs[-20:],
