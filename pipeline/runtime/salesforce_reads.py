@@ -6,13 +6,14 @@ already translated into the project's errors by the time they reach a pump.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import structlog
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.errors import SalesforceRequestError
+from pipeline.errors import SalesforceError, SalesforceRequestError
 from pipeline.transform.plan import plan_for
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
 
@@ -20,6 +21,10 @@ log = structlog.get_logger(__name__)
 
 # Ids per SOQL IN list: about 6 KB of URL, far below Salesforce's 16 KB limit.
 IDS_PER_QUERY = 300
+# Field-level security can hide or show a field at any time, and the transform must
+# know: a CREATE or UNDELETE lacking a hidden field says nothing about it. A describe
+# older than this is read again.
+SCHEMA_MAX_AGE_SECONDS = 300.0
 
 
 class RestReads(Protocol):
@@ -29,30 +34,49 @@ class RestReads(Protocol):
 
 
 class SchemaCache:
-    """Describes each object once; the transform converts values by field type."""
+    """Describes each object, again once that is ``max_age_seconds`` old; the transform
+    converts values by field type and knows which fields the user may read."""
 
-    def __init__(self, rest: RestReads) -> None:
+    def __init__(
+        self,
+        rest: RestReads,
+        *,
+        max_age_seconds: float = SCHEMA_MAX_AGE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._rest = rest
         self._schemas: dict[str, ObjectSchema | None] = {}
+        self._read_at: dict[str, float] = {}
+        self._max_age = max_age_seconds
+        self._clock = clock
 
     def cached(self, sfdc_object: str) -> ObjectSchema | None:
         return self._schemas.get(sfdc_object)
 
     async def ensure(self, objects: Iterable[str]) -> None:
         for sfdc_object in objects:
-            if sfdc_object not in self._schemas:
-                try:
-                    describe = await self._rest.describe(sfdc_object)
-                except SalesforceRequestError as exc:
-                    # Refused for good (object gone, no access): convert values as they
-                    # come rather than stop every object's changes. Verify tells why.
-                    log.error("describe_refused", object=sfdc_object, reason=str(exc))
-                    self._schemas[sfdc_object] = None
-                    continue
+            read_at = self._read_at.get(sfdc_object)
+            if read_at is not None and self._clock() - read_at < self._max_age:
+                continue
+            try:
+                describe = await self._rest.describe(sfdc_object)
+            except SalesforceRequestError as exc:
+                # Refused for good (object gone, no access): convert values as they
+                # come rather than stop every object's changes. Verify tells why.
+                log.error("describe_refused", object=sfdc_object, reason=str(exc))
+                self._schemas[sfdc_object] = None
+            except SalesforceError as exc:
+                if read_at is None:
+                    raise
+                # A refresh failed (outage, limits): keep the describe we have.
+                log.warning("describe_refresh_failed", object=sfdc_object, reason=str(exc))
+            else:
                 self._schemas[sfdc_object] = schema_from_describe(describe)
+            self._read_at[sfdc_object] = self._clock()
 
     def forget(self) -> None:
         self._schemas.clear()
+        self._read_at.clear()
 
 
 def fields_to_read(

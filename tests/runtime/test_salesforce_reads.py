@@ -55,3 +55,49 @@ async def test_an_id_that_is_not_an_id_is_refused_before_any_query() -> None:
     with pytest.raises(SalesforceRequestError):
         await records_by_id(rest, "Account", ["001' OR Name != '"], ["Name"])
     assert rest.queries == []
+
+
+class ChangingRest(ScriptedRest):
+    """Describes whatever fields the test sets; fails when ``error`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields = ["Id", "Industry"]
+        self.error: Exception | None = None
+        self.describes = 0
+
+    async def describe(self, sobject: str) -> dict[str, Any]:
+        self.describes += 1
+        if self.error is not None:
+            raise self.error
+        return {"name": sobject, "fields": [{"name": f, "type": "string"} for f in self.fields]}
+
+
+async def test_a_describe_is_read_again_once_it_is_old() -> None:
+    # Field-level security may hide a field at any time; the schema must learn it.
+    now = [0.0]
+    rest = ChangingRest()
+    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    await cache.ensure(["Account"])
+    rest.fields = ["Id"]
+    now[0] = 299.0
+    await cache.ensure(["Account"])
+    assert rest.describes == 1
+    assert cache.cached("Account").field("Industry") is not None  # type: ignore[union-attr]
+    now[0] = 300.0
+    await cache.ensure(["Account"])
+    assert rest.describes == 2
+    assert cache.cached("Account").field("Industry") is None  # type: ignore[union-attr]
+
+
+async def test_a_failed_refresh_keeps_the_describe_it_has() -> None:
+    now = [0.0]
+    rest = ChangingRest()
+    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    await cache.ensure(["Account"])
+    rest.error = SalesforceUnavailableError("503")
+    now[0] = 301.0
+    await cache.ensure(["Account"])  # no error: the stale describe still converts values
+    assert cache.cached("Account") is not None
+    await cache.ensure(["Account"])
+    assert rest.describes == 2, "a failed refresh waits another max age before it retries"
