@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import typer
 
 from pipeline.cli.common import console, run_until_stopped
-from pipeline.errors import ListenError
+from pipeline.errors import KafkaUnavailableError, ListenError
 from pipeline.sandbox import amplitude as amplitude_sandbox
 from pipeline.sandbox import salesforce as salesforce_sandbox
 from pipeline.sandbox.kafka import DEFAULT_PORT, EmbeddedKafka
@@ -53,9 +53,10 @@ def kafka(
                 highlight=False,
             )
             _print_exports(f"export SFAMP_KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
-            await broker.wait()
+            code = await broker.wait()
         finally:
             broker.stop()
+        raise KafkaUnavailableError(f"the embedded broker exited on its own (exit code {code})")
 
     _until_stopped(run())
 

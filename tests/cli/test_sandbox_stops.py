@@ -3,6 +3,7 @@ when that command is killed outright (no orphaned broker holding the port)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -50,3 +51,15 @@ def test_the_broker_stops_with_its_command(
         assert "Traceback" not in started.output
     wait_for(lambda: pid_gone(broker), timeout=15, what=f"the broker to stop after {sig.name}")
     wait_for(lambda: port_free(kafka_port), timeout=15, what=f"port {kafka_port} to be free")
+
+
+def test_a_broker_that_dies_ends_sandbox_kafka_with_one_line(tmp_path: Path) -> None:
+    kafka_port = free_port()
+    started = _start("kafka", kafka_port, tmp_path)
+    os.kill(started.broker_pid(), signal.SIGKILL)
+
+    code = started.process.wait(30)
+
+    errors = [line for line in started.stderr_path.read_text().splitlines() if line.strip()]
+    assert code == 1, started.output
+    assert errors == ["error: the embedded broker exited on its own (exit code -9)"], started.output
