@@ -8,7 +8,7 @@ import orjson
 import pytest
 import typer
 
-from pipeline.cli.topics_cmd import parse_since
+from pipeline.cli.topic_rows import parse_since
 from pipeline.config.validation import parse_mapping
 from pipeline.errors import ConfigError
 from pipeline.kafka.dlq import fold_dlq, replay_marker, select

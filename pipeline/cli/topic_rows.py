@@ -1,0 +1,153 @@
+"""Messages of sfamp's topics as rows: decoded per topic kind, malformed ones shown as such.
+
+Pure (no Kafka, no I/O): ``topics tail`` renders these rows as a table or JSON lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import typer
+
+from pipeline.errors import SfampError
+from pipeline.kafka.config_topic import decode_published
+from pipeline.kafka.envelope import decode
+from pipeline.kafka.inspect import Message, TopicKind, iso_time
+from pipeline.kafka.records import decode_dlq_entry, decode_replay_mark
+
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RELATIVE: Final = re.compile(r"^(\d+)\s*([smhd])$")
+_RAW_PREVIEW: Final = 120
+
+# Table columns of `tail` per topic kind; keys of the decoded row.
+COLUMNS: Final[dict[TopicKind, tuple[str, ...]]] = {
+    "changes": ("object", "record_id", "op", "changed", "commit_time", "replay_id"),
+    "replay": ("channel", "replay_id", "event_time", "stored_at"),
+    "config": ("revision", "published_at", "objects", "cadence"),
+    "dlq": ("id", "reason", "key", "at", "detail"),
+    "other": ("key", "value"),
+}
+
+
+def parse_since(text: str, now: datetime) -> int:
+    """``15m`` / ``2h`` / ``3d`` before ``now``, or an ISO 8601 time (UTC if no zone), in ms."""
+    relative = _RELATIVE.match(text.strip().lower())
+    if relative:
+        seconds = int(relative[1]) * _UNITS[relative[2]]
+        return int((now - timedelta(seconds=seconds)).timestamp() * 1000)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{text!r} is neither a relative time (15m, 2h, 1d) nor an ISO 8601 time"
+        ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def decode_row(kind: TopicKind, message: Message) -> dict[str, Any]:
+    """One message as a flat row: where it is, and its decoded fields or why it is malformed."""
+    row: dict[str, Any] = {
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "timestamp": iso_time(message.timestamp_ms),
+        "key": message.key_text,
+        "malformed": None,
+    }
+    if message.value is None:
+        return row | {"tombstone": True}
+    try:
+        return row | _DECODERS[kind](message)
+    except (SfampError, UnicodeDecodeError) as exc:
+        raw = message.value.decode("utf-8", errors="replace")
+        return row | {"malformed": str(exc).splitlines()[0], "raw": raw[:_RAW_PREVIEW]}
+
+
+def _change(message: Message) -> dict[str, Any]:
+    env = decode(message.value or b"")
+    changed = list(env.changed) if not env.full else [f"(full record: {len(env.fields)} fields)"]
+    return {
+        "object": env.object,
+        "record_id": env.record_id,
+        "op": env.op,
+        "changed": changed,
+        "nulled": list(env.nulled),
+        "commit_time": iso_time(env.commit_ts),
+        "replay_id": env.replay_id,
+        "source": env.source,
+        "fields": dict(env.fields),
+    }
+
+
+def _replay(message: Message) -> dict[str, Any]:
+    mark = decode_replay_mark(message.key, message.value)
+    assert mark is not None  # tombstones are handled before decoding
+    return {
+        "channel": mark.channel,
+        "replay_id": mark.replay_id,
+        "event_time": iso_time(mark.event_ts_ms),
+        "stored_at": iso_time(mark.stored_at_ms),
+    }
+
+
+def _config(message: Message) -> dict[str, Any]:
+    published = decode_published(message.value or b"")
+    cadence = published.mapping.sync_cadence.model_dump(mode="json", exclude_none=True)
+    return {
+        "revision": published.revision,
+        "published_at": iso_time(published.published_at_ms),
+        "objects": sorted(published.mapping.objects),
+        "cadence": " ".join(f"{k}={v}" for k, v in cadence.items()),
+    }
+
+
+def _dlq(message: Message) -> dict[str, Any]:
+    entry = decode_dlq_entry(message.value)
+    return {
+        "id": entry.id,
+        "reason": entry.reason,
+        "key": entry.key,
+        "at": iso_time(entry.at_ms),
+        "detail": entry.detail,
+        "replayed_id": entry.extra.get("replayed_id"),
+    }
+
+
+def _other(message: Message) -> dict[str, Any]:
+    return {"value": (message.value or b"").decode("utf-8", errors="replace")[:_RAW_PREVIEW]}
+
+
+_DECODERS: Final[dict[TopicKind, Callable[[Message], dict[str, Any]]]] = {
+    "changes": _change,
+    "replay": _replay,
+    "config": _config,
+    "dlq": _dlq,
+    "other": _other,
+}
+
+
+def cells(kind: TopicKind, row: dict[str, Any]) -> list[str]:
+    """The table cells of a decoded row, under ``COLUMNS[kind]`` after a partition:offset."""
+    where = f"{row['partition']}:{row['offset']}"
+    width = len(COLUMNS[kind])
+    if row["malformed"] is not None:
+        detail = f"{row['malformed']} | {row['raw']}"
+        return [where, "[bold red]malformed[/]", detail, *[""] * (width - 2)]
+    if row.get("tombstone"):
+        return [where, "[dim]tombstone[/]", row["key"], *[""] * (width - 2)]
+    return [where, *(_cell(row.get(column)) for column in COLUMNS[kind])]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, str) and re.match(r"^\d{4}-\d\d-\d\dT", value):
+        return value[:19].replace("T", " ")
+    return str(value)
