@@ -16,8 +16,8 @@ import pytest
 from pipeline.config.checks import UNREADABLE
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import SalesforceSettings, Settings
-from pipeline.config.verify import check_mapping_against_org
-from pipeline.errors import MappingError
+from pipeline.config.verify import check_mapping_against_org, message_of
+from pipeline.errors import MappingError, Problem, SettingsError
 from pipeline.salesforce.client import SalesforceClient
 
 ORG = "https://org.example"
@@ -108,3 +108,10 @@ async def test_a_mapping_that_fits_returns_its_warnings() -> None:
     warnings = await check(mapping("Name", "SystemModstamp"))
     assert [p.path for p in warnings] == ["Account.SystemModstamp -> systemmodstamp"]
     assert "change events never carry it" in warnings[0].message
+
+
+def test_a_check_detail_keeps_every_settings_problem() -> None:
+    error = SettingsError([Problem("SFAMP_A", "required"), Problem("SFAMP_B", "required")])
+    assert (
+        message_of(error) == "invalid settings (2 problem(s)): SFAMP_A: required; SFAMP_B: required"
+    )
