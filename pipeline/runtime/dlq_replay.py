@@ -160,30 +160,7 @@ def _settled(works: list[_Work], done: dict[str, ReplayOutcome]) -> list[_Work]:
 
 async def _send(amplitude: AmplitudeClient, reader: _Reader, works: list[_Work]) -> None:
     """Send the updates the latest reads mean; note rejections and problems on each work."""
-    coalescer = Coalescer(_COALESCER_CAPACITY)
-    owners: dict[tuple[str, str], list[_Work]] = {}
-    at = now_ms()
-    for work in works:
-        work.sent = []
-        changes = [reader.changes(t, r, at) for t, r in zip(work.targets, work.reads, strict=True)]
-        merged = Changes(
-            [c for part in changes for c in part.changes],
-            [n for part in changes for n in part.notes],
-            [p for part in changes for p in part.problems],
-        )
-        if merged.problems:
-            work.problem = "; ".join(merged.problems)
-            continue
-        work.notes = merged.notes
-        for change in merged.changes:
-            coalescer.add(change)
-            sharing = owners.setdefault(change.key, [])
-            if not any(other is work for other in sharing):
-                sharing.append(work)
-    updates = coalescer.drain()
-    for update in updates:
-        for work in owners[update.key]:
-            work.sent.append(update)
+    updates, owners = _plan(reader, works)
     if not updates:
         return
     try:
@@ -196,6 +173,33 @@ async def _send(amplitude: AmplitudeClient, reader: _Reader, works: list[_Work])
     for rejection in report.rejected:
         for work in owners[rejection.update.key]:
             work.problem = f"rejected again ({rejection.status}): {rejection.reason}"
+
+
+def _plan(
+    reader: _Reader, works: list[_Work]
+) -> tuple[list[GroupUpdate], dict[tuple[str, str], list[_Work]]]:
+    """One update per group over every work (latest read wins), and the works behind each."""
+    coalescer = Coalescer(_COALESCER_CAPACITY)
+    owners: dict[tuple[str, str], list[_Work]] = {}
+    at = now_ms()
+    for work in works:
+        work.sent = []
+        parts = [reader.changes(t, r, at) for t, r in zip(work.targets, work.reads, strict=True)]
+        problems = [p for part in parts for p in part.problems]
+        if problems:
+            work.problem = "; ".join(problems)
+            continue
+        work.notes = [n for part in parts for n in part.notes]
+        for change in (c for part in parts for c in part.changes):
+            coalescer.add(change)
+            sharing = owners.setdefault(change.key, [])
+            if not any(other is work for other in sharing):
+                sharing.append(work)
+    updates = coalescer.drain()
+    for update in updates:
+        for work in owners[update.key]:
+            work.sent.append(update)
+    return updates, owners
 
 
 def _succeeded(work: _Work) -> ReplayOutcome:

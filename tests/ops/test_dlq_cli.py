@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -11,9 +12,10 @@ from pipeline.config.settings import KafkaSettings
 from pipeline.kafka.envelope import encode
 from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
+from pipeline.sandbox.amplitude.state import parse_fault
 from pipeline.sandbox.stack import SandboxStack
 from tests.ops.conftest import BLOCKED_GROUP, Cli, change, produce
-from tests.runtime.conftest import Org, group
+from tests.runtime.conftest import Org, group, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +231,22 @@ async def test_replay_selection_errors_are_one_line(
     assert result.exit_code == 1
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_a_change_made_while_the_replay_sends_is_sent_after_it(
+    topics: KafkaSettings, sfamp: Cli, org: Org, stack: SandboxStack
+) -> None:
+    """The read after the send catches a change made in between: the newer value goes last."""
+    assert stack.amplitude is not None
+    record = await org.create("Account", Name="Acme", Industry="Media")
+    await dead_letter(topics, rejected(record, {"industry": "Energy"}))
+    held = parse_fault({"kind": "timeout", "count": 1, "delay_seconds": 2})
+    stack.amplitude.state.add_fault(held)  # the first send is held, then answered 504
+    replay = asyncio.create_task(sfamp("dlq", "replay", "--all", "--json"))
+    await wait_until(lambda: not stack.amplitude.state.faults, what="the held send")
+    await org.update("Account", record, Industry="Retail")
+    result = await replay
+    assert result.exit_code == 0, result.output
+    properties = group(stack, "account", record)
+    assert properties is not None
+    assert properties["industry"] == "Retail"
