@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -40,12 +41,16 @@ from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import (
     DEFAULT_CHECKPOINT,
     BackfillSummary,
+    CheckpointFile,
     LogProgress,
     ObjectSummary,
     ReadOptions,
+    StopRequest,
     run_backfill,
 )
 from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class ApiChoice(StrEnum):
@@ -73,8 +78,18 @@ DRY_RUN = typer.Option(
     False, "--dry-run", help="Read and transform, send nothing: print the plan instead."
 )
 RESUME = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint.")
+RESUME_OR_START = typer.Option(
+    False,
+    "--resume-or-start",
+    help="Resume when the checkpoint exists, else start a new run: for Jobs and containers "
+    "that are retried. A finished run's checkpoint makes it skip finished objects.",
+)
 AS_JSON = typer.Option(False, "--json", help="Print the summary as JSON.")
-CHECKPOINT = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint file.")
+CHECKPOINT = typer.Option(
+    DEFAULT_CHECKPOINT,
+    "--checkpoint",
+    help="Checkpoint file, on a writable and persistent disk (checked before anything is sent).",
+)
 API = typer.Option(
     ApiChoice.auto,
     "--api",
@@ -102,6 +117,7 @@ def backfill(
     where: str | None = WHERE,
     dry_run: bool = DRY_RUN,
     resume: bool = RESUME,
+    resume_or_start: bool = RESUME_OR_START,
     mapping: Path | None = MAPPING,
     as_json: bool = AS_JSON,
     checkpoint: Path = CHECKPOINT,
@@ -115,16 +131,21 @@ def backfill(
 
     Reads through Bulk API 2.0 (REST for small objects), transforms with the same
     code as the stream, and checkpoints after every delivered batch: --resume
-    continues an interrupted run. Exits 1 when the run stopped early (for example
-    on REQUEST_LIMIT_EXCEEDED); the checkpoint is kept.
+    continues an interrupted run. Each object ends with catch-up reads of records
+    changed meanwhile, so no value read earlier lands over a newer one. Exits 1 when
+    the run stopped early (for example on REQUEST_LIMIT_EXCEEDED), 130 on Ctrl-C
+    and 143 on SIGTERM; the checkpoint of what was delivered is kept.
     """
     settings = settings_or_exit()
+    resume = resume or (resume_or_start and checkpoint.exists())
     try:
+        if not dry_run:  # before anything is asked of Salesforce, Kafka or Amplitude
+            CheckpointFile(checkpoint).check_writable()
         config = resolve_mapping(settings, mapping)
         asyncio.run(check_mapping_against_org(settings, config))  # refuse unknown objects/fields
         with _progress(as_json, progress_interval) as progress:
             summary = asyncio.run(
-                run_backfill(
+                _until_signal(
                     settings,
                     config,
                     objects=objects or None,
@@ -145,6 +166,33 @@ def backfill(
         print_json(summary.to_json())
     else:
         print_summary(summary)
+    _exit(summary)
+
+
+async def _until_signal(
+    settings: Settings, config: MappingConfig, **options: Any
+) -> BackfillSummary:
+    """The backfill, stopped cleanly by SIGINT (Ctrl-C) or SIGTERM."""
+    stop = StopRequest()
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set, sig.name)
+    try:
+        return await run_backfill(settings, config, stop=stop, **options)
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def _exit(summary: BackfillSummary) -> None:
+    """Exit 0 when complete, 1 on an error, 128 + the signal's number when interrupted."""
+    if summary.interrupted is not None:
+        err_console.print(
+            f"[bold yellow]interrupted[/] by {summary.interrupted}: {summary.next_step()}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(128 + signal.Signals[summary.interrupted].value)
     if summary.error is not None:
         fail(summary.error)
 
@@ -242,6 +290,7 @@ def print_summary(summary: BackfillSummary) -> None:
         ("rejected", f"{rejected:,}" + (f" -> {summary.rejected_to}" if rejected else "")),
         ("duplicate group values", f"{_duplicate_values(summary):,}"),
         ("records without a group value", f"{summary.total('without_group'):,}"),
+        ("re-sent after changing meanwhile", _caught_up(summary)),
         ("Salesforce API calls", f"{summary.api_calls:,}"),
         ("Bulk jobs", f"{summary.bulk_jobs:,}"),
         ("elapsed", f"{summary.elapsed_seconds:.1f} s"),
@@ -259,9 +308,18 @@ def print_summary(summary: BackfillSummary) -> None:
 
 
 def _status(summary: BackfillSummary) -> str:
+    if summary.interrupted is not None:
+        return f"[yellow]interrupted[/] ({summary.next_step()})"
     if summary.error is not None:
-        return f"[red]stopped[/] (checkpoint kept: {summary.checkpoint}; rerun with --resume)"
+        return f"[red]stopped[/] ({summary.next_step()})"
     return "[green]complete[/]"
+
+
+def _caught_up(summary: BackfillSummary) -> str:
+    text = f"{summary.total('caught_up'):,}"
+    if not summary.quiescent:
+        text += " [yellow](records kept changing: see the log)[/]"
+    return text
 
 
 def _duplicate_values(summary: BackfillSummary) -> int:

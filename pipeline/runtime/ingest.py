@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -55,7 +55,7 @@ from pipeline.kafka.records import (
     decode_resync,
 )
 from pipeline.kafka.topics import TopicNames
-from pipeline.runtime.backfill import ReadOptions, read_batches, snapshot_fields
+from pipeline.runtime.backfill import ReadOptions, begin_catch_up, read_batches, snapshot_fields
 from pipeline.runtime.cadence import now_ms
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
@@ -82,8 +82,6 @@ from pipeline.transform.schema import ObjectSchema, unreadable_fields
 log = structlog.get_logger(__name__)
 
 MODSTAMP = "SystemModstamp"
-# Catch-up reads after a re-sync snapshot, until no record changed during the last one.
-CATCH_UP_PASSES = 5
 HEARTBEAT_SECONDS = 5.0
 
 
@@ -476,33 +474,31 @@ class IngestPump:
         """Every record of the object as full envelopes, then the records changed meanwhile.
 
         The snapshot may reach Kafka after a newer change event was already flushed;
-        catch-up passes (``SystemModstamp`` at or after the newest one read) rewrite
-        every record changed since, so the last word in Kafka is always current.
+        catch-up rounds (``SystemModstamp`` at or after the snapshot's start, shared
+        with ``sfamp backfill``) rewrite every record changed since, so the last word
+        in Kafka is always current.
         """
         config = self.holder.current
         schema = await self._whole_record_schema(config, sfdc_object)
         fields = snapshot_fields(config, sfdc_object, schema)
+        catch_up = await begin_catch_up(self._salesforce.rest, sfdc_object, fields)
         bulk = BulkQuery(self._salesforce.rest)
         batches = read_batches(
             self._salesforce, bulk, schema, fields, where=None, start=None, options=ReadOptions()
         )
-        written, newest = 0, ""
+        written = 0
         async for batch in batches:
             written += await self._flush_batch(
                 [self._change(_full_envelope(sfdc_object, r, "bulk")) for r in batch.records]
             )
-            newest = max([newest, *(_stamp(r) for r in batch.records)])
-        for _ in range(CATCH_UP_PASSES):
-            if not newest:
-                break
-            changed = await self._changed_since(sfdc_object, fields, newest)
-            later = max((_stamp(r) for r in changed), default="")
-            written += await self._flush_batch(
-                [self._change(_full_envelope(sfdc_object, r, "rest")) for r in changed]
-            )
-            if later <= newest:
-                break
-            newest = later
+            if catch_up is not None:
+                catch_up.track(batch.records)
+        if catch_up is not None:
+            async for changed in catch_up.rounds():
+                written += await self._flush_batch(
+                    [self._change(_full_envelope(sfdc_object, r, "rest")) for r in changed]
+                )
+                catch_up.track(changed)
         return written
 
     async def _whole_record_schema(self, config: MappingConfig, sfdc_object: str) -> ObjectSchema:
@@ -521,15 +517,6 @@ class IngestPump:
         if missing:
             raise UnreadableFieldsError(sfdc_object, missing)
         return schema
-
-    async def _changed_since(
-        self, sfdc_object: str, fields: list[str], stamp: str
-    ) -> list[Mapping[str, Any]]:
-        since = _soql_datetime(stamp)
-        select = ", ".join(dict.fromkeys(["Id", *fields]))
-        # Names come from the validated mapping and the describe; the stamp is reformatted.
-        soql = f"SELECT {select} FROM {sfdc_object} WHERE {MODSTAMP} >= {since}"  # noqa: S608
-        return [record async for record in self._rest.query(soql)]
 
     async def _flush_batch(self, batch: list[Record]) -> int:
         if batch:
@@ -585,17 +572,6 @@ def _full_envelope(sfdc_object: str, record: Mapping[str, Any], source: Source) 
     return envelope_from_record(
         sfdc_object, record, source=source, now_ms=_modified_ms(record) or now_ms()
     )
-
-
-def _stamp(record: Mapping[str, Any]) -> str:
-    stamp = record.get(MODSTAMP)
-    return stamp if isinstance(stamp, str) else ""
-
-
-def _soql_datetime(stamp: str) -> str:
-    """A SOQL datetime literal (whole seconds, UTC) at or before ``stamp``."""
-    moment = datetime.fromisoformat(stamp).astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _modified_ms(record: Mapping[str, Any]) -> int | None:

@@ -18,6 +18,8 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -107,6 +109,20 @@ class SalesforceRest:
 
     async def limits(self) -> dict[str, Any]:
         return await self._get_json("limits/")
+
+    async def server_time(self) -> datetime | None:
+        """Salesforce's clock, to whole seconds: the ``Date`` header of a light call.
+
+        Windows over ``SystemModstamp`` are measured on this clock, never the local
+        one. ``None`` when the answer carries no usable ``Date``.
+        """
+        response = await self.request("GET", "")
+        try:
+            moment = parsedate_to_datetime(response.headers.get("Date", ""))
+        except (TypeError, ValueError):
+            return None
+        # HTTP dates are GMT; a "-0000" zone parses as naive.
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
     def query(self, soql: str, *, all_rows: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Every record of ``soql``, following ``nextRecordsUrl``; ``all_rows`` uses queryAll."""

@@ -12,6 +12,11 @@ Two users share this package:
   replay id with :func:`read_batches` (``read.py``), writing the records to
   Kafka as envelopes.
 
+Newest wins over the stream: a snapshot's page is read at one moment and delivered
+later, so each snapshot (backfill and re-sync alike) ends with catch-up reads of the
+records changed since it started, on Salesforce's clock, until a round finds nothing
+new (``catch_up.py``).
+
 Checkpoints follow the project rule: a position (Bulk job id + page locator +
 rows done in that page, or the last Id of a REST read ordered by Id) is written
 only after Amplitude accepted the batch before it, or the rejected part of it
@@ -20,6 +25,7 @@ batch on ``--resume``; ``$set``/``$unset`` make that harmless. ``report.py``
 holds what a run found and did.
 """
 
+from pipeline.runtime.backfill.catch_up import CatchUp, begin_catch_up
 from pipeline.runtime.backfill.checkpoint import (
     DEFAULT_CHECKPOINT,
     DEFAULT_STATE_DIR,
@@ -46,7 +52,7 @@ from pipeline.runtime.backfill.report import (
     LogProgress,
     ObjectSummary,
 )
-from pipeline.runtime.backfill.run import run_backfill
+from pipeline.runtime.backfill.run import StopRequest, run_backfill
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
@@ -56,6 +62,7 @@ __all__ = [
     "Api",
     "BackfillProgress",
     "BackfillSummary",
+    "CatchUp",
     "CheckpointFile",
     "DlqMode",
     "DuplicateGroups",
@@ -65,6 +72,8 @@ __all__ = [
     "ReadPosition",
     "RecordBatch",
     "RejectSink",
+    "StopRequest",
+    "begin_catch_up",
     "count_records",
     "read_batches",
     "read_object",

@@ -4,10 +4,11 @@ identifications (``sfamp.dlq``, or a file when Kafka does not answer)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -32,8 +33,19 @@ DlqMode = Literal["auto", "kafka", "file"]
 log = structlog.get_logger(__name__)
 
 
+@dataclass(slots=True)
+class ObjectCheckpoint:
+    """One object's saved state: the read position, whether it is complete (snapshot and
+    catch-up), and the catch-up state of the run that started it."""
+
+    position: ReadPosition
+    complete: bool
+    catch_up: dict[str, Any]
+
+
 class CheckpointFile:
-    """Per object: a fingerprint of what is read and the position delivered so far.
+    """Per object: a fingerprint of what is read, the position delivered so far, and
+    what its catch-up needs (the snapshot's start, the stamps delivered since).
 
     Written atomically (temporary file + rename) after every delivered batch.
     A fingerprint that no longer matches (other fields, mapping or ``--where``)
@@ -43,6 +55,7 @@ class CheckpointFile:
     def __init__(self, path: Path, objects: dict[str, dict[str, Any]] | None = None) -> None:
         self.path = path
         self.objects: dict[str, dict[str, Any]] = objects or {}
+        self.saved = False
 
     @classmethod
     def load(cls, path: Path) -> CheckpointFile:
@@ -58,28 +71,77 @@ class CheckpointFile:
             raise ConfigError(
                 f"{path} is not a backfill checkpoint of version {CHECKPOINT_VERSION}"
             )
-        return cls(path, dict(data.get("objects") or {}))
+        found = cls(path, dict(data.get("objects") or {}))
+        found.saved = True
+        return found
 
-    def position(self, sfdc_object: str, fingerprint: str) -> ReadPosition | None:
+    def check_writable(self) -> None:
+        """Fail before anything is sent when the checkpoint could not be written later."""
+        try:
+            if self.path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "it is a directory")
+            for parent in (self.path.parent, *self.path.parent.parents):
+                if parent.exists():
+                    if not parent.is_dir():
+                        raise NotADirectoryError(errno.ENOTDIR, f"{parent} is not a directory")
+                    break
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            probe = self._temporary()
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
+
+    def entry(self, sfdc_object: str, fingerprint: str) -> ObjectCheckpoint | None:
         entry = self.objects.get(sfdc_object)
         if entry is None:
             return None
         if entry.get("fingerprint") != fingerprint:
             log.warning("backfill_checkpoint_mismatch", object=sfdc_object, action="start over")
             return None
-        return ReadPosition.from_json(entry.get("position") or {})
+        position = ReadPosition.from_json(entry.get("position") or {})
+        # Checkpoints written before catch-up reads existed: done once read.
+        complete = bool(entry.get("complete", position.finished))
+        return ObjectCheckpoint(position, complete, dict(entry.get("catch_up") or {}))
 
-    def save(self, sfdc_object: str, fingerprint: str, position: ReadPosition) -> None:
-        self.objects[sfdc_object] = {"fingerprint": fingerprint, "position": position.to_json()}
+    def save(
+        self,
+        sfdc_object: str,
+        fingerprint: str,
+        position: ReadPosition,
+        *,
+        catch_up: dict[str, Any] | None = None,
+        complete: bool = False,
+    ) -> None:
+        self.objects[sfdc_object] = {
+            "fingerprint": fingerprint,
+            "position": position.to_json(),
+            "complete": complete,
+            "catch_up": catch_up or {},
+        }
         document = {
             "version": CHECKPOINT_VERSION,
             "updated_at_ms": int(time.time() * 1000),
             "objects": self.objects,
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-        os.replace(temporary, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self._temporary()
+            temporary.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
+        self.saved = True
+
+    def _temporary(self) -> Path:
+        return self.path.with_name(self.path.name + ".tmp")
+
+    def _unwritable(self, exc: OSError) -> ConfigError:
+        reason = exc.strerror or str(exc)
+        return ConfigError(
+            f"cannot write the backfill checkpoint {self.path}: {reason}; "
+            "choose a writable, persistent path with --checkpoint"
+        )
 
 
 class RejectSink:

@@ -10,9 +10,19 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from pipeline.errors import SfampError
+from pipeline.errors import ConfigError, SalesforceRequestError, SfampError
 
 DUPLICATES_SHOWN: Final = 20
+# Salesforce refusing the query itself: the same read fails the same way on every run.
+REFUSED_QUERY_CODES: Final = frozenset(
+    {
+        "MALFORMED_QUERY",
+        "INVALID_FIELD",
+        "INVALID_TYPE",
+        "NOT_FOUND",
+        "INVALID_QUERY_FILTER_OPERATOR",
+    }
+)
 log = structlog.get_logger(__name__)
 
 
@@ -70,16 +80,19 @@ class ObjectSummary:
     bytes: int = 0
     rejected: int = 0
     without_group: int = 0  # records whose group name field is empty
+    caught_up: int = 0  # records re-read and re-sent because they changed meanwhile
+    catch_up_rounds: int = 0
+    quiescent: bool | None = None  # None: no catch-up (dry run, or no SystemModstamp)
     already_done: bool = False
     finished: bool = False
 
 
 @dataclass(slots=True)
 class BackfillSummary:
-    """The whole run; ``error`` is set (and ``completed`` false) when it stopped early.
+    """The whole run; ``error`` or ``interrupted`` is set when it stopped early.
 
     The checkpoint then still points at the last delivered batch: ``--resume``
-    continues from there.
+    continues from there, unless :attr:`resumable` says it cannot help.
     """
 
     objects: list[ObjectSummary] = field(default_factory=list)
@@ -93,11 +106,37 @@ class BackfillSummary:
     sample: list[dict[str, Any]] = field(default_factory=list)
     elapsed_seconds: float = 0.0
     checkpoint: str | None = None
+    checkpoint_saved: bool = False
     error: SfampError | None = None
+    interrupted: str | None = None  # the signal that stopped the run, e.g. SIGINT
 
     @property
     def completed(self) -> bool:
-        return self.error is None
+        return self.error is None and self.interrupted is None
+
+    @property
+    def resumable(self) -> bool:
+        """False when running again cannot get further without someone fixing something."""
+        return self.error is None or resumable(self.error)
+
+    @property
+    def quiescent(self) -> bool:
+        return all(item.quiescent is not False for item in self.objects)
+
+    def next_step(self) -> str | None:
+        """What to do after a run that stopped early, in one line; None when complete."""
+        if self.completed:
+            return None
+        if not self.resumable:
+            if isinstance(self.error, SalesforceRequestError):
+                return (
+                    f"resuming cannot help: Salesforce refuses the query itself "
+                    f"({self.error.error_code}); fix the mapping or --where and run again"
+                )
+            return "resuming cannot help: fix the problem and run again"
+        if self.checkpoint_saved:
+            return f"checkpoint kept: {self.checkpoint}; rerun with --resume"
+        return "nothing was delivered yet; run again"
 
     def total(self, name: str) -> int:
         return int(sum(getattr(item, name) for item in self.objects))
@@ -107,6 +146,10 @@ class BackfillSummary:
             "completed": self.completed,
             "error": None if self.error is None else str(self.error),
             "error_type": None if self.error is None else type(self.error).__name__,
+            "interrupted": self.interrupted,
+            "resumable": self.resumable,
+            "next_step": self.next_step(),
+            "quiescent": self.quiescent,
             "dry_run": self.dry_run,
             "resumed": self.resumed,
             "rows_read": self.total("rows_read"),
@@ -122,9 +165,21 @@ class BackfillSummary:
             "amplitude_retries": self.retries,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "checkpoint": self.checkpoint,
+            "checkpoint_saved": self.checkpoint_saved,
+            "caught_up": self.total("caught_up"),
             "sample": self.sample,
             "objects": [asdict(item) for item in self.objects],
         }
+
+
+def resumable(error: SfampError) -> bool:
+    """Whether ``--resume`` can get past ``error``: not when the query itself is refused
+    (a bad ``--where``, an unknown object or field) or the user must fix something first."""
+    if isinstance(error, ConfigError):
+        return False
+    return not (
+        isinstance(error, SalesforceRequestError) and error.error_code in REFUSED_QUERY_CODES
+    )
 
 
 class BackfillProgress(Protocol):

@@ -1,17 +1,16 @@
-"""``run_backfill``: every object of the mapping read, transformed and delivered in batches,
-with the next batch read and transformed while the previous one is on the wire."""
+"""``run_backfill``: every object of the mapping read, transformed and delivered in batches
+(the next batch read and transformed while the previous one is on the wire), each
+object's snapshot ended by catch-up reads of what changed meanwhile."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -19,14 +18,22 @@ import structlog
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.config.settings import Settings
-from pipeline.errors import MappingError, SfampError
+from pipeline.errors import MappingError, SalesforceError, SfampError
+from pipeline.kafka.envelope import Source
+from pipeline.runtime.backfill.catch_up import MODSTAMP, CatchUp, begin_catch_up, parse_stamp
 from pipeline.runtime.backfill.checkpoint import (
     DEFAULT_CHECKPOINT,
     REJECTED_FILE,
     CheckpointFile,
     DlqMode,
+    ObjectCheckpoint,
     RejectSink,
-    rejected_entries,
+)
+from pipeline.runtime.backfill.deliver import (
+    BackfillRun,
+    DeliveryWindow,
+    ObjectRun,
+    prefetched,
 )
 from pipeline.runtime.backfill.read import (
     DEFAULT_READ_OPTIONS,
@@ -36,14 +43,9 @@ from pipeline.runtime.backfill.read import (
     forget_job,
     read_batches,
 )
-from pipeline.runtime.backfill.report import (
-    BackfillProgress,
-    BackfillSummary,
-    DuplicateGroups,
-    ObjectSummary,
-)
+from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, ObjectSummary
 from pipeline.runtime.salesforce_reads import fields_to_read
-from pipeline.salesforce.bulk import BulkQuery
+from pipeline.salesforce.bulk import BulkQuery, batched
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.apply import PropertyChanges, changes_for_config
 from pipeline.transform.cdc import envelope_from_record
@@ -52,27 +54,20 @@ from pipeline.transform.group_update import GroupUpdate
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
 
 SAMPLE_SIZE: Final = 3
-# Batches being sent at once; two lets one transform while the other is on the wire.
-MAX_IN_FLIGHT: Final = 2
 log = structlog.get_logger(__name__)
 
 
-@dataclass(slots=True)
-class _Run:
-    """Everything one backfill shares across its objects."""
+class StopRequest:
+    """Set from a signal handler: the run stops at once and keeps its checkpoint."""
 
-    config: MappingConfig
-    sf: SalesforceClient
-    bulk: BulkQuery
-    amplitude: AmplitudeClient
-    checkpoint: CheckpointFile | None  # None in a dry run: nothing is delivered
-    resume_from: CheckpointFile | None
-    sink: RejectSink
-    progress: BackfillProgress | None
-    options: ReadOptions
-    where: str | None
-    summary: BackfillSummary
-    duplicates: DuplicateGroups = field(default_factory=DuplicateGroups)
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.event.set()
 
 
 async def run_backfill(
@@ -88,19 +83,25 @@ async def run_backfill(
     dlq: DlqMode = "auto",
     options: ReadOptions = DEFAULT_READ_OPTIONS,
     salesforce: SalesforceClient | None = None,
+    stop: StopRequest | None = None,
 ) -> BackfillSummary:
     """Backfill the mapped objects (or ``objects``) and say what happened.
 
     Known failures (REQUEST_LIMIT_EXCEEDED, Amplitude unavailable or refusing the
     key, ...) do not raise: they end the run with ``summary.error`` set and the
-    checkpoint kept. A dry run reads and transforms everything, sends nothing,
-    writes no checkpoint and fills ``summary.requests``/``bytes`` with the plan.
-    Rejected identifications go to ``sfamp.dlq`` or, without Kafka, to
-    ``backfill-rejected.jsonl`` beside the checkpoint.
+    checkpoint kept; so does ``stop`` (``summary.interrupted``). An unwritable
+    checkpoint raises before anything is sent. A dry run reads and transforms
+    everything, sends nothing, writes no checkpoint and fills
+    ``summary.requests``/``bytes`` with the plan. Rejected identifications go to
+    ``sfamp.dlq`` or, without Kafka, to ``backfill-rejected.jsonl`` beside the
+    checkpoint. Each object's snapshot ends with catch-up reads (``catch_up.py``).
     """
     config = _selected(mapping_config, objects)
     summary = BackfillSummary(dry_run=dry_run, resumed=resume, checkpoint=str(checkpoint_path))
     resume_from = CheckpointFile.load(checkpoint_path) if resume else None
+    checkpoint = None if dry_run else resume_from or CheckpointFile(checkpoint_path)
+    if checkpoint is not None:
+        checkpoint.check_writable()
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         sf = salesforce
@@ -111,17 +112,13 @@ async def run_backfill(
         amplitude = await stack.enter_async_context(AmplitudeClient(settings.amplitude))
         sink = RejectSink(settings, dlq, checkpoint_path.parent / REJECTED_FILE)
         stack.push_async_callback(sink.aclose)
-        checkpoint = None
-        if not dry_run:
-            checkpoint = resume_from or CheckpointFile(checkpoint_path)
-        run = _Run(
+        run = BackfillRun(
             config, sf, BulkQuery(sf.rest), amplitude, checkpoint, resume_from, sink,
             progress, options, where, summary,
         )  # fmt: skip
         calls_before = sf.rest.api_calls
         try:
-            for sfdc_object in config.objects:
-                await _backfill_object(run, sfdc_object)
+            summary.interrupted = await _until_stopped(_backfill_objects(run), stop)
         except SfampError as exc:
             log.error("backfill_stopped", error=type(exc).__name__, reason=str(exc))
             summary.error = exc
@@ -131,7 +128,34 @@ async def run_backfill(
             summary.rejected_to = sink.destination
             summary.duplicates = run.duplicates.report()
             summary.elapsed_seconds = time.monotonic() - started
+            summary.checkpoint_saved = checkpoint is not None and checkpoint.saved
     return summary
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: StopRequest | None) -> str | None:
+    """Run ``work``; when ``stop`` is set first, cancel it and return the reason."""
+    task = asyncio.create_task(work)
+    if stop is None:
+        await task
+        return None
+    waiter = asyncio.create_task(stop.event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, waiter):
+            pending.cancel()
+        # The work leaves its finally blocks (in-flight deliveries cancelled) before we go on.
+        await asyncio.gather(task, waiter, return_exceptions=True)
+    if task.cancelled():
+        log.warning("backfill_interrupted", signal=stop.reason)
+        return stop.reason
+    task.result()
+    return None
+
+
+async def _backfill_objects(run: BackfillRun) -> None:
+    for sfdc_object in run.config.objects:
+        await _backfill_object(run, sfdc_object)
 
 
 def _selected(config: MappingConfig, objects: Sequence[str] | None) -> MappingConfig:
@@ -148,163 +172,145 @@ def _selected(config: MappingConfig, objects: Sequence[str] | None) -> MappingCo
     )
 
 
-async def _backfill_object(run: _Run, sfdc_object: str) -> None:
+async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
+    obj = await _open_object(run, sfdc_object)
+    if obj is None:
+        return
+    await _snapshot(run, obj)
+    await _catch_up(run, obj)
+    obj.item.finished = True
+    if run.checkpoint is not None:
+        obj.save(run, ReadPosition(finished=True), complete=True)
+        await forget_job(run.bulk, obj.job_id)
+    if run.progress is not None:
+        run.progress.finish_object(obj.item)
+
+
+async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
+    """What to read for the object and from where; None when a resumed run finished it."""
     item = ObjectSummary(sfdc_object)
     run.summary.objects.append(item)
     schema = schema_from_describe(await run.sf.rest.describe(sfdc_object))
-    fields = fields_to_read(run.config, sfdc_object, schema)
+    mapped = fields_to_read(run.config, sfdc_object, schema)
     mappings = run.config.for_object(sfdc_object)
-    fingerprint = _fingerprint(mappings, fields, run.where)
-    start = None if run.resume_from is None else run.resume_from.position(sfdc_object, fingerprint)
-    if start is not None and start.finished:
+    fingerprint = _fingerprint(mappings, mapped, run.where)
+    saved = None if run.resume_from is None else run.resume_from.entry(sfdc_object, fingerprint)
+    if saved is not None and saved.complete:
         item.already_done = item.finished = True
         log.info("backfill_object_already_done", object=sfdc_object)
-        return
+        return None
     for mapping in mappings:
         if not _unique_by_schema(mapping, schema):
             run.duplicates.track(mapping.group_type)
-    object_config = run.config.model_copy(update={"mappings": mappings})
-    reader = read_batches(
-        run.sf, run.bulk, schema, fields, where=run.where, start=start, options=run.options
+    # SystemModstamp is read too (when the object has one): catch-up compares it.
+    fields = [*mapped, MODSTAMP] if schema.field(MODSTAMP) is not None else mapped
+    return ObjectRun(
+        item,
+        schema,
+        run.config.model_copy(update={"mappings": mappings}),
+        fields,
+        fingerprint,
+        None if saved is None else saved.position,
+        await _catch_up_for(run, sfdc_object, fields, saved),
     )
-    job_id: str | None = None
-    window = _Window(run, item, fingerprint)
+
+
+async def _catch_up_for(
+    run: BackfillRun, sfdc_object: str, fields: list[str], saved: ObjectCheckpoint | None
+) -> CatchUp | None:
+    """The object's catch-up: resumed from the checkpoint, or starting now (before reading)."""
+    if run.checkpoint is None:
+        return None  # a dry run delivers nothing, so nothing can land out of order
+    if saved is None or "since" not in saved.catch_up or MODSTAMP not in fields:
+        return await begin_catch_up(run.sf.rest, sfdc_object, fields, where=run.where)
+    since = parse_stamp(saved.catch_up["since"])
+    seen = dict(saved.catch_up.get("seen") or {})
+    return CatchUp(run.sf.rest, sfdc_object, fields, since, run.where, seen)
+
+
+async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:
+    reader = read_batches(
+        run.sf, run.bulk, obj.schema, obj.fields, where=run.where, start=obj.start,
+        options=run.options,
+    )  # fmt: skip
+    window = DeliveryWindow(run, obj)
     try:
-        async for batch in _prefetched(reader):
-            if not item.method:
-                item.method, item.total = batch.source, batch.total
-                if run.progress is not None:
-                    run.progress.start_object(sfdc_object, batch.total, batch.source)
-            job_id = batch.position.job_id or job_id
-            # Transformed while the previous batch is still on the wire (see _Window).
-            updates = _updates(run, item, object_config, schema, batch)
-            await window.push(batch, updates)
+        try:
+            async for batch in prefetched(reader):
+                _started(run, obj, batch)
+                # Transformed while the previous batch is still on the wire.
+                await window.push(batch, _updates(run, obj, batch.records, batch.source))
+        except SalesforceError as exc:
+            await window.settle_after(exc)
+            raise
         await window.drain()
     finally:
         await window.cancel()
-    item.finished = True
-    if run.checkpoint is not None:
-        run.checkpoint.save(sfdc_object, fingerprint, ReadPosition(finished=True))
-        await forget_job(run.bulk, job_id)
-    if run.progress is not None:
-        run.progress.finish_object(item)
 
 
-class _Window:
-    """Deliveries of one object in flight, settled in read order.
-
-    While one batch is being sent the next is transformed; a batch's position
-    is checkpointed only once it and every batch before it were delivered.
-    """
-
-    def __init__(self, run: _Run, item: ObjectSummary, fingerprint: str) -> None:
-        self._run, self._item, self._fingerprint = run, item, fingerprint
-        self._pending: collections.deque[tuple[asyncio.Task[int], RecordBatch]] = (
-            collections.deque()
-        )
-
-    async def push(self, batch: RecordBatch, updates: list[GroupUpdate]) -> None:
-        task = asyncio.create_task(_deliver(self._run, self._item, updates))
-        self._pending.append((task, batch))
-        while len(self._pending) >= MAX_IN_FLIGHT:
-            await self._settle_oldest()
-
-    async def drain(self) -> None:
-        while self._pending:
-            await self._settle_oldest()
-
-    async def cancel(self) -> None:
-        """Stop whatever is still in flight (after an error); nothing is checkpointed."""
-        tasks = [task for task, _ in self._pending]
-        self._pending.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _settle_oldest(self) -> None:
-        task, batch = self._pending[0]
-        sent = await task
-        self._pending.popleft()
-        run, name = self._run, self._item.sfdc_object
-        if run.checkpoint is not None:
-            run.checkpoint.save(name, self._fingerprint, batch.position)
+def _started(run: BackfillRun, obj: ObjectRun, batch: RecordBatch) -> None:
+    obj.job_id = batch.position.job_id or obj.job_id
+    if not obj.item.method:
+        obj.item.method, obj.item.total = batch.source, batch.total
         if run.progress is not None:
-            run.progress.advance(name, len(batch.records), sent)
+            run.progress.start_object(obj.item.sfdc_object, batch.total, batch.source)
 
 
-async def _prefetched(batches: AsyncIterator[RecordBatch]) -> AsyncIterator[RecordBatch]:
-    """The batches, with the next one read from Salesforce while this one is delivered.
-
-    The reader task is owned here: it is cancelled and awaited however the loop ends,
-    and its errors come out of this generator.
-    """
-    queue: asyncio.Queue[RecordBatch | BaseException | None] = asyncio.Queue(maxsize=1)
-
-    async def read() -> None:
-        try:
-            async for batch in batches:
-                await queue.put(batch)
-            await queue.put(None)
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            await queue.put(exc)
-
-    reader = asyncio.create_task(read())
+async def _catch_up(run: BackfillRun, obj: ObjectRun) -> None:
+    """Re-read and re-send what changed since the snapshot started, round by round."""
+    if obj.catch_up is None:
+        return
+    window = DeliveryWindow(run, obj, progress=False)
+    done = ReadPosition(finished=True)
     try:
-        while (item := await queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        async for records in obj.catch_up.rounds():
+            for chunk in batched(iter(records), run.options.batch_rows):
+                updates = _updates(run, obj, chunk, "rest", first_read=False)
+                await window.push(RecordBatch(chunk, "rest", done, None), updates)
+            await window.drain()  # each round lands before the next one reads
+            obj.item.caught_up += len(records)
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-
-
-async def _deliver(run: _Run, item: ObjectSummary, updates: list[GroupUpdate]) -> int:
-    """Send (or, in a dry run, plan) one batch's updates; rejects go to the sink."""
-    if run.checkpoint is None:
-        plan = run.amplitude.plan(updates)
-        item.identifications += plan.identifications
-        item.requests += len(plan.requests)
-        item.bytes += plan.total_bytes
-        return plan.identifications
-    report = await run.amplitude.send(updates)
-    item.identifications += report.delivered
-    item.requests += report.requests
-    item.bytes += report.bytes_sent
-    item.rejected += len(report.rejected)
-    run.summary.retries += report.retries
-    await run.sink.write(rejected_entries(report, item.sfdc_object, int(time.time() * 1000)))
-    return report.delivered
+        await window.cancel()
+        obj.item.catch_up_rounds = obj.catch_up.rounds_done
+        obj.item.quiescent = obj.catch_up.quiescent
 
 
 def _updates(
-    run: _Run, item: ObjectSummary, config: MappingConfig, schema: ObjectSchema, batch: RecordBatch
+    run: BackfillRun,
+    obj: ObjectRun,
+    records: list[dict[str, Any]],
+    source: Source,
+    *,
+    first_read: bool = True,
 ) -> list[GroupUpdate]:
     """Full envelopes through the stream's transform, one update per group.
 
     Groups named by a unique field under a single mapping occur once per batch,
-    so their changes become updates directly; anything else is coalesced.
+    so their changes become updates directly; anything else is coalesced. Only a
+    record's first read counts in the summary (rows, duplicates, sample).
     """
     now_ms = int(time.time() * 1000)
     changes: list[PropertyChanges] = []
-    see = run.duplicates.see
-    for record in batch.records:
-        envelope = envelope_from_record(
-            item.sfdc_object, record, source=batch.source, now_ms=now_ms
-        )
-        for _mapping, outcome in changes_for_config(envelope, config, schema):
+    see = run.duplicates.see if first_read else _unseen
+    item = obj.item
+    for record in records:
+        envelope = envelope_from_record(item.sfdc_object, record, source=source, now_ms=now_ms)
+        for _mapping, outcome in changes_for_config(envelope, obj.config, obj.schema):
             if isinstance(outcome, PropertyChanges):
                 changes.append(outcome)
                 see(outcome.group_type, outcome.group_value)
-            else:
+            elif first_read:
                 item.without_group += 1
-    item.rows_read += len(batch.records)
-    updates = _merged(changes, config, schema)
-    if len(run.summary.sample) < SAMPLE_SIZE:
+    updates = _merged(changes, obj.config, obj.schema)
+    if first_read:
+        item.rows_read += len(records)
         room = SAMPLE_SIZE - len(run.summary.sample)
-        run.summary.sample += [update.to_identification() for update in updates[:room]]
+        run.summary.sample += [update.to_identification() for update in updates[: max(0, room)]]
     return updates
+
+
+def _unseen(group_type: str, group_value: str) -> None:
+    return None
 
 
 def _merged(

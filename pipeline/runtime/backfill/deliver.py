@@ -1,0 +1,173 @@
+"""Delivering a backfill's batches: the state a run and an object share, the window of
+deliveries in flight (settled in read order, checkpointed once delivered), and the read
+of the next batch while the previous one is on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Final
+
+import structlog
+
+from pipeline.amplitude import AmplitudeClient
+from pipeline.config.mapping import MappingConfig
+from pipeline.errors import SfampError
+from pipeline.runtime.backfill.catch_up import CatchUp
+from pipeline.runtime.backfill.checkpoint import CheckpointFile, RejectSink, rejected_entries
+from pipeline.runtime.backfill.read import ReadOptions, ReadPosition, RecordBatch
+from pipeline.runtime.backfill.report import (
+    BackfillProgress,
+    BackfillSummary,
+    DuplicateGroups,
+    ObjectSummary,
+)
+from pipeline.salesforce.bulk import BulkQuery
+from pipeline.salesforce.client import SalesforceClient
+from pipeline.transform.group_update import GroupUpdate
+from pipeline.transform.schema import ObjectSchema
+
+# Batches being sent at once; two lets one transform while the other is on the wire.
+MAX_IN_FLIGHT: Final = 2
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class BackfillRun:
+    """Everything one backfill shares across its objects."""
+
+    config: MappingConfig
+    sf: SalesforceClient
+    bulk: BulkQuery
+    amplitude: AmplitudeClient
+    checkpoint: CheckpointFile | None  # None in a dry run: nothing is delivered
+    resume_from: CheckpointFile | None
+    sink: RejectSink
+    progress: BackfillProgress | None
+    options: ReadOptions
+    where: str | None
+    summary: BackfillSummary
+    duplicates: DuplicateGroups = field(default_factory=DuplicateGroups)
+
+
+@dataclass(slots=True)
+class ObjectRun:
+    """One object being backfilled: what is read, from where, and its catch-up."""
+
+    item: ObjectSummary
+    schema: ObjectSchema
+    config: MappingConfig  # the mappings of this object only
+    fields: list[str]
+    fingerprint: str
+    start: ReadPosition | None
+    catch_up: CatchUp | None  # None in a dry run, or without SystemModstamp
+    job_id: str | None = None
+
+    def save(self, run: BackfillRun, position: ReadPosition, *, complete: bool = False) -> None:
+        if run.checkpoint is None:
+            return
+        catch_up = None if self.catch_up is None else self.catch_up.to_json()
+        run.checkpoint.save(
+            self.item.sfdc_object, self.fingerprint, position, catch_up=catch_up, complete=complete
+        )
+
+
+class DeliveryWindow:
+    """Deliveries of one object in flight, settled in read order.
+
+    While one batch is being sent the next is transformed; a batch's position
+    is checkpointed only once it and every batch before it were delivered.
+    """
+
+    def __init__(self, run: BackfillRun, obj: ObjectRun, *, progress: bool = True) -> None:
+        self._run, self._obj, self._progress = run, obj, progress
+        self._pending: collections.deque[tuple[asyncio.Task[int], RecordBatch]] = (
+            collections.deque()
+        )
+
+    async def push(self, batch: RecordBatch, updates: list[GroupUpdate]) -> None:
+        task = asyncio.create_task(deliver(self._run, self._obj.item, updates))
+        self._pending.append((task, batch))
+        while len(self._pending) >= MAX_IN_FLIGHT:
+            await self._settle_oldest()
+
+    async def drain(self) -> None:
+        while self._pending:
+            await self._settle_oldest()
+
+    async def settle_after(self, cause: SfampError) -> None:
+        """After a failed read: what was already sent still counts, so settle and checkpoint
+        it; a delivery that fails now is logged, ``cause`` stays the reason the run stops."""
+        try:
+            await self.drain()
+        except SfampError as exc:
+            log.error("backfill_settle_failed", reason=str(exc), stopped_by=str(cause))
+
+    async def cancel(self) -> None:
+        """Stop whatever is still in flight (after an error); nothing is checkpointed."""
+        tasks = [task for task, _ in self._pending]
+        self._pending.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _settle_oldest(self) -> None:
+        task, batch = self._pending[0]
+        sent = await task
+        self._pending.popleft()
+        obj, run = self._obj, self._run
+        if obj.catch_up is not None:
+            obj.catch_up.track(batch.records)
+        obj.save(run, batch.position)
+        if self._progress and run.progress is not None:
+            run.progress.advance(obj.item.sfdc_object, len(batch.records), sent)
+
+
+async def prefetched(batches: AsyncIterator[RecordBatch]) -> AsyncIterator[RecordBatch]:
+    """The batches, with the next one read from Salesforce while this one is delivered.
+
+    The reader task is owned here: it is cancelled and awaited however the loop ends,
+    and its errors come out of this generator.
+    """
+    queue: asyncio.Queue[RecordBatch | BaseException | None] = asyncio.Queue(maxsize=1)
+
+    async def read() -> None:
+        try:
+            async for batch in batches:
+                await queue.put(batch)
+            await queue.put(None)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            await queue.put(exc)
+
+    reader = asyncio.create_task(read())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def deliver(run: BackfillRun, item: ObjectSummary, updates: list[GroupUpdate]) -> int:
+    """Send (or, in a dry run, plan) one batch's updates; rejects go to the sink."""
+    if run.checkpoint is None:
+        plan = run.amplitude.plan(updates)
+        item.identifications += plan.identifications
+        item.requests += len(plan.requests)
+        item.bytes += plan.total_bytes
+        return plan.identifications
+    report = await run.amplitude.send(updates)
+    item.identifications += report.delivered
+    item.requests += report.requests
+    item.bytes += report.bytes_sent
+    item.rejected += len(report.rejected)
+    run.summary.retries += report.retries
+    await run.sink.write(rejected_entries(report, item.sfdc_object, int(time.time() * 1000)))
+    return report.delivered

@@ -1,0 +1,158 @@
+"""``sfamp backfill`` stopping early, run as a user runs it (a subprocess, no TTY): a
+signal, an error on a later page, a query Salesforce refuses, an unwritable checkpoint.
+Each keeps a checkpoint of what was delivered and says what to do next in one line."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline.sandbox.amplitude.state import Fault
+from tests.backfill.conftest import CliRun, Sandboxes
+
+pytestmark = pytest.mark.integration
+
+REST = ["--api", "rest", "--progress-interval", "0"]
+WIDE = {"COLUMNS": "200"}  # the summary table unwrapped, as on a wide terminal
+
+
+def saved_position(cwd: Path) -> dict[str, Any]:
+    document = orjson.loads((cwd / ".sfamp" / "backfill-checkpoint.json").read_bytes())
+    entry: dict[str, Any] = document["objects"]["Account"]
+    assert not entry["complete"]
+    position: dict[str, Any] = entry["position"]
+    return position
+
+
+def delivered(sandboxes: Sandboxes) -> set[str]:
+    return {value for _group_type, value in sandboxes.groups()}
+
+
+async def resume_to_the_end(
+    sandboxes: Sandboxes, args: list[str], cwd: Path, expected_rows: int
+) -> None:
+    run = await CliRun.start([*args, "--resume", "--json"], sandboxes.environment(), cwd)
+    code, out, err = await run.finish()
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["completed"]
+    assert summary["rows_read"] == expected_rows
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+async def test_a_signal_keeps_what_was_delivered_and_says_rerun_with_resume(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    ids = sorted(await sandboxes.seed("Account", 20_000))
+    args = ["--mapping", str(mapping_file), *REST]
+    run = await CliRun.start(args, sandboxes.environment(**WIDE), tmp_path)
+    await run.wait_for_lines("backfill_progress", 1)
+    # Amplitude now holds every request, so the signal finds the run mid-delivery.
+    hold = Fault("timeout", remaining=10_000, delay_seconds=60, path="/groupidentify")
+    sandboxes.amplitude.state.add_fault(hold)
+    run.process.send_signal(sig)
+    exit_code, out, err = await run.finish()
+
+    assert exit_code == code, err
+    assert "Traceback" not in err
+    assert f"interrupted by {sig.name}: checkpoint kept:" in err
+    assert "rerun with --resume" in out  # the summary table's status
+    position = saved_position(tmp_path)
+    assert position["method"] == "rest"
+    done = [record_id for record_id in ids if record_id <= position["last_id"]]
+    assert len(done) >= 2_000
+    assert set(done) <= delivered(sandboxes)  # the checkpoint claims only what Amplitude has
+
+    sandboxes.amplitude.state.faults.clear()
+    await resume_to_the_end(sandboxes, args, tmp_path, 20_000 - len(done))
+    assert delivered(sandboxes) == set(ids)
+
+
+async def test_a_limit_on_a_later_page_keeps_a_checkpoint_of_the_first(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    ids = sorted(await sandboxes.seed("Account", 5_000))
+    args = ["--mapping", str(mapping_file), *REST]
+    usage = sandboxes.salesforce.state.usage
+    # Salesforce allows every call up to the first page, and no more. A dry run counts
+    # them: the same calls, less its three pages, plus the server's time and page one.
+    dry = await CliRun.start([*args, "--dry-run"], sandboxes.environment(), tmp_path)
+    assert (await dry.finish())[0] == 0
+    usage.max, usage.used = usage.used - 3 + 2, 0
+    run = await CliRun.start(args, sandboxes.environment(**WIDE), tmp_path)
+    code, out, err = await run.finish()
+
+    assert code == 1
+    assert "error: Salesforce API request limit reached" in err
+    assert "rerun with --resume" in out
+    assert saved_position(tmp_path)["last_id"] == ids[1_999]
+    assert delivered(sandboxes) == set(ids[:2_000])
+
+    usage.max, usage.used = 1_000_000, 0
+    await resume_to_the_end(sandboxes, args, tmp_path, 3_000)
+    assert delivered(sandboxes) == set(ids)
+
+
+@pytest.mark.parametrize(
+    "where", ["Industy = 'Energy'", "Industry = "], ids=["misspelt field", "malformed"]
+)
+async def test_resume_is_not_suggested_when_salesforce_refuses_the_query(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path, where: str
+) -> None:
+    await sandboxes.seed("Account", 50)
+    args = ["--mapping", str(mapping_file), "--where", where]
+    run = await CliRun.start(args, sandboxes.environment(**WIDE), tmp_path)
+    code, out, err = await run.finish()
+
+    assert code == 1
+    assert "Traceback" not in err
+    assert "--resume" not in out + err
+    assert "resuming cannot help" in out
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    assert sandboxes.requests == 0
+
+
+async def test_an_unwritable_checkpoint_fails_in_one_line_before_anything_is_sent(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 3_000)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a directory cannot be made where a file is, even for root
+    checkpoint = blocker / "checkpoint.json"
+    args = ["--mapping", str(mapping_file), "--checkpoint", str(checkpoint)]
+    run = await CliRun.start(args, sandboxes.environment(**WIDE), tmp_path)
+    code, out, err = await run.finish()
+
+    assert code == 1
+    assert err.strip() == (
+        f"error: cannot write the backfill checkpoint {checkpoint}: {blocker} is not a "
+        "directory; "
+        "choose a writable, persistent path with --checkpoint"
+    )
+    assert out == ""
+    assert sandboxes.requests == 0
+
+
+async def test_resume_or_start_starts_once_then_skips_what_is_done(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 300)
+    args = ["--mapping", str(mapping_file), "--resume-or-start", "--json"]
+    summaries = []
+    for _ in range(2):
+        run = await CliRun.start(args, sandboxes.environment(), tmp_path)
+        code, out, err = await run.finish()
+        assert code == 0, err
+        summaries.append(json.loads(out))
+
+    first, second = summaries
+    assert (first["resumed"], first["rows_read"]) == (False, 300)
+    assert (second["resumed"], second["rows_read"]) == (True, 0)
+    assert second["objects"][0]["already_done"]
