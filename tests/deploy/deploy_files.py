@@ -6,12 +6,14 @@ import importlib.util
 import re
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+import typer
 from pydantic import BaseModel
 
+from pipeline.cli.backfill_cmd import backfill
 from pipeline.config.settings import ENV_PREFIX, RuntimeSettings, Settings
 
 yaml = pytest.importorskip("yaml")
@@ -128,6 +130,31 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
         for line in lines
         if line and not line.startswith("#")
     ]
+
+
+def backfill_options() -> set[str]:
+    """Every option ``sfamp backfill`` accepts, from the command itself."""
+    app = typer.Typer()
+    app.command()(backfill)
+    command = typer.main.get_command(app)
+    return {name for param in command.params for name in param.opts if name.startswith("--")}
+
+
+def checkpoint_of(args: list[str]) -> PurePosixPath:
+    """The ``--checkpoint`` a backfill command line names; every option must exist."""
+    unknown = {arg for arg in args if arg.startswith("--")} - backfill_options()
+    assert not unknown, f"sfamp backfill has no {unknown}"
+    assert args[0] == "backfill"
+    # A retried container must continue, and the first one must start.
+    assert "--resume-or-start" in args
+    return PurePosixPath(args[args.index("--checkpoint") + 1])
+
+
+def holding_mount(mounts: list[tuple[str, str]], path: PurePosixPath) -> tuple[str, str]:
+    """The (source, target) of the innermost mount that holds ``path``."""
+    holding = [(s, t) for s, t in mounts if path.is_relative_to(t)]
+    assert holding, f"{path} is on no mounted volume"
+    return max(holding, key=lambda mount: len(PurePosixPath(mount[1]).parts))
 
 
 def containers(document: dict[str, Any]) -> list[dict[str, Any]]:

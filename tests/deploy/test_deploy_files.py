@@ -28,11 +28,13 @@ from tests.deploy.deploy_files import (
     ENV_LINE,
     ROOT,
     SFAMP_SERVICES,
+    checkpoint_of,
     compose_command,
     dockerfile_instructions,
     drain_timeout_seconds,
     duration_seconds,
     env_example_entries,
+    holding_mount,
     load_compose,
     settings_env_names,
 )
@@ -90,6 +92,26 @@ def test_compose_runs_the_roles_the_cli_has() -> None:
     for name, service in services.items():
         if name not in SFAMP_SERVICES:
             assert "test" in service["healthcheck"], f"{name} has no healthcheck"
+
+
+def test_compose_backfill_keeps_its_checkpoint_on_a_named_volume() -> None:
+    """A container's own filesystem goes with it: the checkpoint lives on a named volume,
+    which the image prepares for its user, so --resume-or-start continues after a stop."""
+    compose = load_compose()
+    services = compose["services"]
+    backfill = services["backfill"]
+    checkpoint = checkpoint_of(backfill["command"])
+    mounts = [tuple(entry.split(":")) for entry in backfill["volumes"]]
+    source, target = holding_mount([(m[0], m[1]) for m in mounts], checkpoint)
+    assert source in compose["volumes"], "a named volume, not a bind mount"
+    assert (source, target) in mounts, "mounted read-write"
+    # Its own volumes replace the shared ones: the mapping must still be there.
+    assert set(services["ingest"]["volumes"]) <= set(backfill["volumes"])
+    user = dict(dockerfile_instructions())["USER"].split(":")[0]
+    runs = [text for name, text in dockerfile_instructions() if name == "RUN"]
+    assert any(f"-o {user}" in run and str(target) in run.split() for run in runs), (
+        f"the image does not create {target} for uid {user}"
+    )
 
 
 def test_compose_sfamp_services_read_dot_env_and_drain_in_time() -> None:

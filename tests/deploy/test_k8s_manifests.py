@@ -22,8 +22,10 @@ from tests.deploy.deploy_files import (
     KUBERNETES_VERSION,
     OUTSIDE_KUSTOMIZATIONS,
     RULES_FILE,
+    checkpoint_of,
     containers,
     drain_timeout_seconds,
+    holding_mount,
     k8s_documents,
     kustomization_files,
     manifest_files,
@@ -150,6 +152,30 @@ def test_probes_and_scraping_use_the_health_port(name: str) -> None:
     assert annotations["prometheus.io/path"] == "/metrics"
     (service,) = k8s_documents(K8S / "metrics-service.yaml")
     assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+
+
+def test_backfill_job_keeps_its_checkpoint_on_a_claim_it_declares() -> None:
+    """The root filesystem is read-only: the checkpoint needs a writable volume, and one
+    that outlives the pod, or a retried pod starts over."""
+    pod = workload("sfamp-backfill")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    checkpoint = checkpoint_of(container["args"])
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    _, target = holding_mount([(m["name"], path) for path, m in mounts.items()], checkpoint)
+    assert not mounts[target].get("readOnly")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mounts[target]["name"]]
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    kustomization = yaml.safe_load((K8S / "backfill" / "kustomization.yaml").read_text())
+    claims = [
+        doc
+        for resource in kustomization["resources"]
+        for doc in k8s_documents(K8S / "backfill" / resource)
+        if doc["kind"] == "PersistentVolumeClaim"
+    ]
+    assert [doc["metadata"]["name"] for doc in claims] == [claim]
+    assert "ReadWriteOnce" in claims[0]["spec"]["accessModes"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
 
 
 def test_k8s_settings_and_secret_name_real_settings_only() -> None:
