@@ -48,7 +48,7 @@ from pipeline.runtime.cadence import FlushSchedule, now_ms, utc_now
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.retry import Backoff
-from pipeline.runtime.salesforce_reads import RestReads, SchemaCache, records_by_id
+from pipeline.runtime.salesforce_reads import RecordReads, RestReads, SchemaCache, read_records
 from pipeline.runtime.state import FlushResult, ServiceState
 from pipeline.transform.apply import (
     NeedsLookup,
@@ -329,7 +329,7 @@ class DeliverPump:
                 fields |= {mapping.group_name_field, *plan_for(mapping, schema).read_fields}
             ids = (item.envelope.record_id for item in items)
             try:
-                records = await records_by_id(self._salesforce, sfdc_object, ids, sorted(fields))
+                reads = await read_records(self._salesforce, sfdc_object, ids, sorted(fields))
             except SalesforceRequestError as exc:
                 # Salesforce refuses this read for good: park the changes, go on with the rest.
                 for item in items:
@@ -342,8 +342,20 @@ class DeliverPump:
                     )
                 continue
             for item in items:
-                self._resolve(item, records.get(item.envelope.record_id), config, window)
+                self._resolve_read(item, reads, config, window)
         window.lookups = []
+
+    def _resolve_read(
+        self, item: _Lookup, reads: RecordReads, config: MappingConfig, window: _Window
+    ) -> None:
+        record_id = item.envelope.record_id
+        problem = reads.refused.get(record_id)
+        if problem is None:
+            self._resolve(item, reads.found.get(record_id), config, window)
+        else:  # a bad id fails alone: its neighbours in the same read are resolved
+            self._to_dlq(
+                "malformed", problem, item.source, _envelope_payload(item.envelope), window
+            )
 
     def _resolve(
         self,

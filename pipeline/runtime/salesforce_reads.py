@@ -2,12 +2,20 @@
 
 Both go through the REST adapter, so session expiry, limits and outages are
 already translated into the project's errors by the time they reach a pump.
+
+Records are read by id in batches (SOQL ``Id IN (...)``), and one bad id must
+not fail its neighbours: ids that cannot be Salesforce ids are refused before
+any query, and a batch Salesforce refuses because of an id is split in halves
+until that id is alone. A refusal that concerns every id (a field the user may
+not read, an unknown object) is raised as before.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -21,6 +29,10 @@ log = structlog.get_logger(__name__)
 
 # Ids per SOQL IN list: about 6 KB of URL, far below Salesforce's 16 KB limit.
 IDS_PER_QUERY = 300
+# Error codes with which Salesforce refuses a query for one bad id in its IN list.
+_ID_ERROR_CODES = frozenset({"MALFORMED_ID", "INVALID_ID_FIELD", "INVALID_QUERY_FILTER_OPERATOR"})
+_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-5]{3})?")
+_CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 # Field-level security can hide or show a field at any time, and the transform must
 # know: a CREATE or UNDELETE lacking a hidden field says nothing about it. A describe
 # older than this is read again.
@@ -90,27 +102,83 @@ def fields_to_read(
     return list(dict.fromkeys(names))
 
 
+@dataclass(slots=True)
+class RecordReads:
+    """Records found by id (deleted ones too), and the ids that cannot be read, with why."""
+
+    found: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+async def read_records(
+    rest: RestReads, sfdc_object: str, ids: Iterable[str], fields: Sequence[str]
+) -> RecordReads:
+    """Current values of the given records, deleted ones included (``queryAll``).
+
+    A bad id lands in ``refused`` alone; an unknown one is simply not found.
+    """
+    reads = RecordReads()
+    wanted: list[str] = []
+    for record_id in sorted(set(ids)):
+        problem = id_problem(record_id)
+        if problem is None:
+            wanted.append(record_id)
+        else:
+            reads.refused[record_id] = problem
+    select = ", ".join(dict.fromkeys(["Id", "IsDeleted", *fields]))
+
+    def soql(chunk: Sequence[str]) -> str:
+        in_list = ", ".join(f"'{record_id}'" for record_id in chunk)
+        # Names come from a validated mapping; ids passed id_problem (letters and digits).
+        return f"SELECT {select} FROM {sfdc_object} WHERE Id IN ({in_list})"  # noqa: S608
+
+    for start in range(0, len(wanted), IDS_PER_QUERY):
+        await _read_chunk(rest, soql, wanted[start : start + IDS_PER_QUERY], reads)
+    # Callers may hold 15-character ids; index the 18-character answers by both.
+    for record_id, record in list(reads.found.items()):
+        reads.found.setdefault(record_id[:15], record)
+    return reads
+
+
+async def _read_chunk(
+    rest: RestReads, soql: Callable[[Sequence[str]], str], chunk: Sequence[str], reads: RecordReads
+) -> None:
+    try:
+        async for record in rest.query(soql(chunk), all_rows=True):
+            reads.found[str(record["Id"])] = record
+    except SalesforceRequestError as exc:
+        if exc.error_code not in _ID_ERROR_CODES:
+            raise  # about the query, not one id: every id of it fails alike
+        if len(chunk) == 1:
+            reads.refused[chunk[0]] = f"Salesforce refused the id {chunk[0]!r}: {exc}"
+            return
+        half = len(chunk) // 2
+        await _read_chunk(rest, soql, chunk[:half], reads)
+        await _read_chunk(rest, soql, chunk[half:], reads)
+
+
 async def records_by_id(
     rest: RestReads, sfdc_object: str, ids: Iterable[str], fields: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    """Current values of the given records, deleted ones included (``queryAll``)."""
-    wanted = sorted(set(ids))
-    select = ", ".join(dict.fromkeys(["Id", "IsDeleted", *fields]))
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(wanted), IDS_PER_QUERY):
-        chunk = wanted[start : start + IDS_PER_QUERY]
-        in_list = ", ".join(f"'{_quoted(record_id)}'" for record_id in chunk)
-        # Names come from a validated mapping and ids are checked alphanumeric.
-        soql = f"SELECT {select} FROM {sfdc_object} WHERE Id IN ({in_list})"  # noqa: S608
-        async for record in rest.query(soql, all_rows=True):
-            found[str(record["Id"])] = record
-    # Callers may hold 15-character ids; index the 18-character answers by both.
-    for record_id, record in list(found.items()):
-        found.setdefault(record_id[:15], record)
-    return found
+    """Like :func:`read_records`, but any bad id raises SalesforceRequestError."""
+    reads = await read_records(rest, sfdc_object, ids, fields)
+    if reads.refused:
+        raise SalesforceRequestError("; ".join(reads.refused.values()), error_code="MALFORMED_ID")
+    return reads.found
 
 
-def _quoted(record_id: str) -> str:
-    if not record_id.isalnum():
-        raise SalesforceRequestError(f"not a Salesforce record id: {record_id!r}")
-    return record_id
+def id_problem(record_id: str) -> str | None:
+    """Why ``record_id`` cannot name a Salesforce record, or None when it can.
+
+    A record id is 15 case-sensitive letters and digits, or those and a
+    3-character checksum whose bits say which of the 15 are upper-case
+    letters (the 18-character form may be written in any case).
+    """
+    if not _ID.fullmatch(record_id):
+        return f"not a Salesforce record id: {record_id!r} (15 or 18 letters and digits)"
+    for chunk, letter in enumerate(record_id[15:].upper()):
+        bits = _CHECKSUM_ALPHABET.index(letter)
+        group = record_id[chunk * 5 : chunk * 5 + 5]
+        if any(bits >> n & 1 and not char.isalpha() for n, char in enumerate(group)):
+            return f"not a Salesforce record id: {record_id!r} (its last 3 characters do not fit)"
+    return None
