@@ -131,6 +131,13 @@ class KafkaSettings(_Section):
     consumer_session_timeout_seconds: float = Field(
         30.0, ge=1, le=600, description="How long a silent deliver instance keeps its partitions."
     )
+    consumer_max_poll_interval_seconds: float = Field(
+        300.0,
+        ge=1,
+        le=3600,
+        description="How long deliver may go without polling before the group gives its "
+        "partitions away; a flush keeps polling, so only a stuck process reaches it.",
+    )
     metadata_max_age_seconds: float = Field(
         30.0, ge=1, le=3600, description="How soon deliver notices a new changes topic."
     )

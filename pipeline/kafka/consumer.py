@@ -5,18 +5,35 @@ settings, joining the group by pattern, fetching, committing, rewinding and
 stopping. aiokafka's exceptions become sfamp's (:mod:`pipeline.errors`) here,
 so the runtime decides by class alone. Offsets are never committed
 automatically: the pump commits after Amplitude has accepted a flush.
+
+Group membership, which decides who may commit:
+
+* While the pump works on what it fetched (a flush can take minutes of 429
+  back-offs), :meth:`ChangesConsumer.held` pauses every partition and keeps
+  polling, so the member never exceeds ``consumer_max_poll_interval_seconds``
+  and keeps its partitions; nothing new is read until the work is done.
+* :meth:`ChangesConsumer.fetch` also returns when the pump is asked to stop,
+  even while the group is still being joined (aiokafka's poll waits for an
+  assignment without a timeout).
+* :meth:`ChangesConsumer.stop` leaves the group, so the next member gets the
+  partitions at once instead of after the session timeout, and gives up
+  joining rather than waiting for the broker to answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol, TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.client import ConnectionGroup
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.protocol.group import LeaveGroupRequest
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaError, KafkaUnavailableError
@@ -27,6 +44,11 @@ log = structlog.get_logger(__name__)
 # aiokafka's own types, named for the runtime so that it never imports aiokafka.
 Partition: TypeAlias = TopicPartition
 Record: TypeAlias = ConsumerRecord[Any, Any]
+
+# How long to wait between polls while partitions are held.
+_HOLD_POLL_SECONDS = 0.5
+# A LeaveGroup unanswered after this is left to the session timeout.
+_LEAVE_SECONDS = 1.0
 
 
 class RebalanceHandler(Protocol):
@@ -51,11 +73,13 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class ChangesConsumer:
     """One group member subscribed to every changes topic; ``start`` before use, then ``stop``."""
 
-    def __init__(self, settings: KafkaSettings, *, max_poll_interval_seconds: float) -> None:
+    def __init__(self, settings: KafkaSettings) -> None:
         self._settings = settings
-        self._consumer = self._build(max_poll_interval_seconds)
+        self._consumer = self._build()
+        # Work shorter than this never pauses: pausing drops what was prefetched.
+        self._hold_after = min(1.0, settings.consumer_max_poll_interval_seconds / 4)
 
-    def _build(self, max_poll_interval_seconds: float) -> AIOKafkaConsumer:
+    def _build(self) -> AIOKafkaConsumer:
         kafka = self._settings
         session_ms = int(kafka.consumer_session_timeout_seconds * 1000)
         return AIOKafkaConsumer(
@@ -66,7 +90,7 @@ class ChangesConsumer:
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(100, session_ms // 6),
             metadata_max_age_ms=int(kafka.metadata_max_age_seconds * 1000),
-            max_poll_interval_ms=int(max_poll_interval_seconds * 1000),
+            max_poll_interval_ms=int(kafka.consumer_max_poll_interval_seconds * 1000),
         )
 
     async def start(self, pattern: str, handler: RebalanceHandler) -> None:
@@ -77,36 +101,120 @@ class ChangesConsumer:
             raise KafkaUnavailableError(f"deliver cannot reach Kafka: {exc}") from exc
         self._consumer.subscribe(pattern=pattern, listener=_Listener(handler))
 
-    async def stop(self) -> None:
-        await self._consumer.stop()
+    async def stop(self, *, within: float) -> None:
+        """Leave the group and close, joined or still joining, in at most ``within`` seconds."""
+        try:
+            async with asyncio.timeout(within):
+                await self._leave_group()
+                await self._consumer.stop()
+        except TimeoutError:
+            log.warning("deliver_consumer_stop_timeout", seconds=round(within, 1))
+        except AIOKafkaError as exc:
+            log.warning("deliver_consumer_stop_failed", reason=str(exc))
+
+    async def _leave_group(self) -> None:
+        """Stop joining and leave the group, without waiting for the broker's join answer.
+
+        aiokafka's stop first waits for a join in progress (the embedded broker
+        answers a join after half the session timeout), then sends LeaveGroup on
+        the same connection, and only from generation 1 on (the embedded broker
+        numbers a group's first generation 0). So: cancel the coordination task
+        (besides joining it only auto-commits, which is off here), send LeaveGroup
+        on another connection, and tell aiokafka the member is gone. This uses
+        private aiokafka state; without it (another aiokafka), stop still stops.
+        """
+        consumer = self._consumer
+        coordinator = getattr(consumer, "_coordinator", None)
+        routine = getattr(coordinator, "_coordination_task", None)
+        client = getattr(consumer, "_client", None)
+        if coordinator is None or routine is None or client is None:
+            return
+        if not routine.done():
+            routine.cancel()
+            await asyncio.wait([routine])
+        member_id, node_id = coordinator.member_id, coordinator.coordinator_id
+        if not member_id or node_id is None:
+            return  # the broker knows no member of ours
+        request = LeaveGroupRequest(self._settings.consumer_group, member_id)
+        with contextlib.suppress(AIOKafkaError, TimeoutError):
+            sent = client.send(node_id, request, group=ConnectionGroup.DEFAULT)
+            await asyncio.wait_for(sent, timeout=_LEAVE_SECONDS)
+        coordinator.reset_generation()  # so that aiokafka's stop does not leave once more
+
+    @property
+    def member_id(self) -> str:
+        """The broker's name for this member; a new one after the group dropped it."""
+        return str(getattr(getattr(self._consumer, "_coordinator", None), "member_id", ""))
 
     async def fetch(
-        self, *, timeout_seconds: float, max_records: int
+        self, *, timeout_seconds: float, max_records: int, until: asyncio.Event
     ) -> Mapping[Partition, list[Record]]:
-        """Whatever arrives within the timeout, by partition (often nothing)."""
+        """Whatever arrives within the timeout, by partition; nothing once ``until`` is set."""
+        getting = asyncio.ensure_future(
+            self._consumer.getmany(timeout_ms=int(timeout_seconds * 1000), max_records=max_records)
+        )
+        stopping = asyncio.ensure_future(until.wait())
         try:
-            batch: dict[Partition, list[Record]] = await self._consumer.getmany(
-                timeout_ms=int(timeout_seconds * 1000), max_records=max_records
-            )
+            await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not getting.done():
+                getting.cancel()  # nothing was taken from the fetched records yet
+                await asyncio.wait([getting])
+        if getting.cancelled():
+            return {}
+        try:
+            batch: dict[Partition, list[Record]] = getting.result()
         except AIOKafkaError as exc:
             raise _translated(exc, "reading the changes topics") from exc
         return batch
 
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Keep the partitions (and fetch nothing new) while the body works, however long."""
+        keeper = asyncio.ensure_future(self._keep_polling())
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            await asyncio.wait([keeper])
+            self._consumer.resume(*self._consumer.assignment())
+
+    async def _keep_polling(self) -> None:
+        """Poll with every partition paused: the group sees a live member, the pump no records."""
+        consumer = self._consumer
+        await asyncio.sleep(self._hold_after)
+        while True:
+            consumer.pause(*consumer.assignment())
+            try:
+                batch = await consumer.getmany(timeout_ms=int(_HOLD_POLL_SECONDS * 1000))
+            except AIOKafkaError as exc:
+                log.warning("deliver_hold_poll_failed", reason=str(exc))
+                await asyncio.sleep(_HOLD_POLL_SECONDS)
+                continue
+            for tp, records in batch.items():
+                # A partition assigned meanwhile, before it was paused: read it again later.
+                if records:
+                    consumer.seek(tp, records[0].offset)
+
     def assignment(self) -> set[Partition]:
         return set(self._consumer.assignment())
 
-    async def commit(self, offsets: Mapping[Partition, int]) -> bool:
-        """Commit the offsets of partitions still assigned; False when the group has moved on."""
+    async def commit(self, offsets: Mapping[Partition, int]) -> dict[Partition, int] | None:
+        """Commit the offsets of the partitions still assigned and return them.
+
+        None when the group refuses: it is rebalancing, or has moved on without this member.
+        """
         assigned = self._consumer.assignment()
         mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
         try:
             await self._consumer.commit(mine)
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning("deliver_commit_refused", reason=str(exc))
-            return False
+            return None
         except AIOKafkaError as exc:
             raise _translated(exc, "committing offsets") from exc
-        return True
+        return mine
 
     async def rewind(self, partitions: set[Partition]) -> None:
         """Read each partition again from its committed offset (or its beginning)."""
@@ -120,6 +228,13 @@ class ChangesConsumer:
                     consumer.seek(tp, committed)
         except AIOKafkaError as exc:
             raise _translated(exc, "rewinding to the committed offsets") from exc
+
+    def seek(self, offsets: Mapping[Partition, int]) -> None:
+        """Move the read positions of assigned partitions (the next fetch starts there)."""
+        assigned = self._consumer.assignment()
+        for tp, offset in offsets.items():
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
 
     def highwater(self, tp: Partition) -> int | None:
         value = self._consumer.highwater(tp)

@@ -12,6 +12,13 @@ to Amplitude and accepted, or written to ``sfamp.dlq`` with a reason. So:
   re-reads what was not committed. Replays only repeat ``$set`` / ``$unset``,
   which is harmless.
 
+A flush keeps the group membership however long it takes (Amplitude's 429s
+can stretch it over minutes): the consumer holds its partitions and keeps
+polling meanwhile. If a rebalance lands during a flush, the partitions the
+member kept are committed when Amplitude has accepted the flush, and a flush
+whose partitions all went to another member stops early and logs
+``revoked``: the new owner re-reads it.
+
 Group names missing from an update (a group name field other than ``Id``) and
 records named by gap events are read from Salesforce at flush time, in batches.
 """
@@ -22,10 +29,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -62,11 +69,13 @@ from pipeline.transform.apply import (
 )
 from pipeline.transform.cdc import deleted_envelope, envelope_from_record
 from pipeline.transform.coalesce import Coalescer
+from pipeline.transform.group_update import GroupUpdate
 from pipeline.transform.plan import plan_for
 
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 # Far above any real flush: the pump flushes early at settings.runtime.max_pending_groups.
 _COALESCER_CAPACITY = 1 << 40
 
@@ -107,6 +116,28 @@ class _Window:
         return not self.offsets
 
 
+@dataclass
+class _Flushing:
+    """A window being flushed, and what rebalances took from it meanwhile."""
+
+    window: _Window
+    member_id: str
+    lost: set[Partition] = field(default_factory=set)
+    rebalanced: bool = False
+    reassigned: asyncio.Event = field(default_factory=asyncio.Event)
+    revoked: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def assigned(self, partitions: set[Partition], member_id: str) -> None:
+        """Another member may own, or have owned, what this member no longer holds."""
+        read = set(self.window.offsets)
+        # A new member id means the group dropped this member: it kept nothing.
+        self.lost |= read - partitions if member_id == self.member_id else read
+        self.rebalanced = True
+        self.reassigned.set()
+        if read and self.lost >= read:
+            self.revoked.set()
+
+
 class DeliverPump:
     """Consumes change envelopes and flushes coalesced group updates on the cadence."""
 
@@ -138,6 +169,8 @@ class DeliverPump:
         self._schedule = FlushSchedule(holder.current.sync_cadence, clock())
         self._stopping = asyncio.Event()
         self._consumer: ChangesConsumer | None = None
+        self._flushing: _Flushing | None = None
+        self._stop_requested_at: float | None = None
         self._retry = Backoff(first=2.0, ceiling=60.0)
         self._must_rewind = False
         self.flushes = 0
@@ -146,13 +179,11 @@ class DeliverPump:
 
     def request_stop(self) -> None:
         """Stop taking new messages; an in-flight flush may finish (the caller bounds it)."""
+        self._stop_requested_at = time.monotonic()
         self._stopping.set()
 
     async def run(self) -> None:
-        consumer = ChangesConsumer(
-            self.settings.kafka,
-            max_poll_interval_seconds=self.settings.amplitude.retry_deadline_seconds + 120,
-        )
+        consumer = ChangesConsumer(self.settings.kafka)
         await consumer.start(self._topics.changes_pattern, self)
         self._consumer = consumer
         try:
@@ -162,7 +193,14 @@ class DeliverPump:
         finally:
             self._consumer = None
             self.state.consumer_joined = False
-            await consumer.stop()
+            await consumer.stop(within=self._stop_budget())
+
+    def _stop_budget(self) -> float:
+        """What is left of the drain budget for leaving the group (all of it after a crash)."""
+        budget = self.settings.runtime.drain_timeout_seconds
+        if self._stop_requested_at is not None:
+            budget -= time.monotonic() - self._stop_requested_at
+        return max(0.5, budget - 0.5)
 
     # -- the group moves partitions -----------------------------------------
 
@@ -170,10 +208,17 @@ class DeliverPump:
         self.forget("rebalance")
 
     async def partitions_assigned(self, assigned: set[Partition]) -> None:
+        flushing, consumer = self._flushing, self._consumer
+        if flushing is not None and consumer is not None:
+            flushing.assigned(assigned, consumer.member_id)
         await self.rewind(assigned)
         self.state.consumer_joined = True
         self.state.partitions = _names(assigned)
-        log.info("deliver_partitions_assigned", partitions=_names(assigned))
+        log.info(
+            "deliver_partitions_assigned",
+            partitions=_names(assigned),
+            during_flush=flushing is not None,
+        )
 
     # -- one turn of the loop ---------------------------------------------
 
@@ -191,14 +236,27 @@ class DeliverPump:
         now = self._clock()
         wait = min(1.0, max(0.0, (self._schedule.next_at - now).total_seconds()))
         try:
-            batch = await consumer.fetch(timeout_seconds=max(wait, 0.01), max_records=5000)
+            batch = await consumer.fetch(
+                timeout_seconds=max(wait, 0.01), max_records=5000, until=self._stopping
+            )
+        except KafkaError as exc:
+            async with consumer.held():
+                await self._failed(exc)
+            return
+        if self._stopping.is_set():
+            return  # what this fetch brought is read again at the next start
+        async with consumer.held():  # however long this takes, the member stays in its group
+            await self._process(batch)
+        self._publish_schedule()
+        self._observe_lag(consumer)
+
+    async def _process(self, batch: Mapping[Partition, list[Record]]) -> None:
+        try:
             await self._take_all(batch)
             if self._schedule.due(self._clock()) or self._full():
                 await self.flush()
         except (AmplitudeError, SalesforceError, KafkaError) as exc:
             await self._failed(exc)
-        self._publish_schedule()
-        self._observe_lag(consumer)
 
     def _full(self) -> bool:
         return self._window.coalescer.pending_groups + len(self._window.lookups) >= self._max_groups
@@ -293,17 +351,15 @@ class DeliverPump:
     async def flush(self) -> FlushResult:
         """Settle everything held: lookups, Amplitude, DLQ, then commit the offsets."""
         started = time.monotonic()
-        generation = self._generation
-        window = self._window
-        await self._resolve_lookups(window)
-        updates = window.coalescer.drain()
-        report = await self._amplitude.send(updates) if updates else DeliveryReport()
-        for rejection in report.rejected:
-            self._reject(window, rejection.update.to_identification(), rejection)
-        await self._write_dlq(window.dlq)
-        committed = await self._commit(window.offsets, generation)
-        if self._window is window:
-            self._window = _Window()
+        window, self._window = self._window, _Window()
+        member_id = self._consumer.member_id if self._consumer is not None else ""
+        flushing = self._flushing = _Flushing(window, member_id)
+        try:
+            settled = await self._unless_revoked(flushing, self._settle_window(window))
+            committed = await self._commit(flushing) if settled is not None else {}
+        finally:
+            self._flushing = None
+        updates, report = settled or ([], DeliveryReport())
         result = FlushResult(
             at=self._clock(),
             ok=True,
@@ -312,10 +368,33 @@ class DeliverPump:
             rejected=len(report.rejected),
             changes=window.changes,
             duration_seconds=round(time.monotonic() - started, 3),
-            error=None if committed else "rebalanced during flush; offsets left for the new owner",
+            error=_flush_note(flushing, stopped=settled is None, committed=committed),
         )
-        self._flushed(result, report, dlq=len(window.dlq))
+        self._flushed(result, report, dlq=len(window.dlq), flushing=flushing, committed=committed)
         return result
+
+    async def _settle_window(self, window: _Window) -> tuple[list[GroupUpdate], DeliveryReport]:
+        await self._resolve_lookups(window)
+        updates = window.coalescer.drain()
+        report = await self._amplitude.send(updates) if updates else DeliveryReport()
+        for rejection in report.rejected:
+            self._reject(window, rejection.update.to_identification(), rejection)
+        await self._write_dlq(window.dlq)
+        return updates, report
+
+    @staticmethod
+    async def _unless_revoked(flushing: _Flushing, work: Coroutine[Any, Any, _T]) -> _T | None:
+        """The work's result, or None once the group gave every partition it is for away."""
+        task = asyncio.ensure_future(work)
+        revoked = asyncio.ensure_future(flushing.revoked.wait())
+        try:
+            await asyncio.wait({task, revoked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            revoked.cancel()
+            if not task.done():
+                task.cancel()  # the new owner re-reads and re-sends all of it
+                await asyncio.wait([task])
+        return None if task.cancelled() else task.result()
 
     async def _resolve_lookups(self, window: _Window) -> None:
         by_object: dict[str, list[_Lookup]] = {}
@@ -435,15 +514,35 @@ class DeliverPump:
                 "dlq_written", reason=entry.reason, key=entry.key, id=entry.id, detail=entry.detail
             )
 
-    async def _commit(self, offsets: dict[Partition, int], generation: int) -> bool:
+    async def _commit(self, flushing: _Flushing) -> dict[Partition, int]:
+        """Commit the partitions this member held throughout; in a rebalance, once it settles."""
         consumer = self._consumer
-        if not offsets or consumer is None:
-            return True
-        if generation != self._generation:
-            return False
-        return await consumer.commit(offsets)
+        committed: dict[Partition, int] | None = {}
+        for _ in range(2):
+            flushing.reassigned.clear()
+            kept = {tp: n for tp, n in flushing.window.offsets.items() if tp not in flushing.lost}
+            committed = await consumer.commit(kept) if kept and consumer is not None else {}
+            if committed is not None:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flushing.reassigned.wait(), timeout=self._rejoin_seconds)
+        if committed and flushing.rebalanced and consumer is not None:
+            consumer.seek(committed)  # the re-assignment rewound them to before this flush
+        return committed or {}
 
-    def _flushed(self, result: FlushResult, report: DeliveryReport, *, dlq: int) -> None:
+    @property
+    def _rejoin_seconds(self) -> float:
+        return 2 * self.settings.kafka.consumer_session_timeout_seconds
+
+    def _flushed(
+        self,
+        result: FlushResult,
+        report: DeliveryReport,
+        *,
+        dlq: int,
+        flushing: _Flushing,
+        committed: Mapping[Partition, int],
+    ) -> None:
         self.flushes += 1
         now = self._clock()
         self._schedule.flushed(now)
@@ -470,6 +569,9 @@ class DeliverPump:
             dlq=dlq,
             bytes=report.bytes_sent,
             seconds=result.duration_seconds,
+            committed=len(committed) == len(flushing.window.offsets),
+            **({"revoked": _names(flushing.lost)} if flushing.lost else {}),
+            **({"stopped_early": True} if flushing.revoked.is_set() else {}),
             next_flush_at=self._schedule.next_at.isoformat(),
         )
 
@@ -541,6 +643,19 @@ def _text(raw: bytes | None) -> str:
 
 def _envelope_payload(envelope: ChangeEnvelope) -> str:
     return encode(envelope).decode()
+
+
+def _flush_note(
+    flushing: _Flushing, *, stopped: bool, committed: Mapping[Partition, int]
+) -> str | None:
+    lost = ", ".join(_names(flushing.lost))
+    if stopped:
+        return f"stopped early: the group gave {lost} to another member, which reads them again"
+    if lost:
+        return f"the group gave {lost} to another member during the flush; it reads them again"
+    if flushing.window.offsets and not committed:
+        return "offsets not committed: the group was rebalancing; they are read again"
+    return None
 
 
 def _names(partitions: set[Partition]) -> list[str]:

@@ -1,0 +1,184 @@
+"""Deliver's group membership: long flushes keep it, revoked flushes stop, stops leave the group."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from structlog.testing import capture_logs
+
+from pipeline.config.settings import Settings
+from pipeline.runtime.service import Service, run_service
+from pipeline.runtime.state import ServiceState
+from pipeline.sandbox.stack import SandboxStack
+from tests.runtime.conftest import Org, group, running, settings_for, wait_until
+
+
+async def _amplitude_faults(stack: SandboxStack, **fault: Any) -> None:
+    assert stack.amplitude is not None
+    async with httpx.AsyncClient(base_url=stack.amplitude.base_url) as http:
+        answer = await http.post("/__sandbox/faults", json=fault)
+    assert answer.status_code == 201, answer.text
+
+
+def _applied(stack: SandboxStack, group_type: str, value: str) -> int:
+    """How many identifications of this group the Amplitude sandbox has applied."""
+    assert stack.amplitude is not None
+    return len(stack.amplitude.state.store("us").history.get((group_type, value), ()))
+
+
+async def _committed_and_end(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
+    """The group's committed offsets and the ends of the Account changes topic, by partition."""
+    topic = f"{settings.kafka.topic_prefix}.changes.Account"
+    # A consumer that carries the group id but never subscribes does not join the group.
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=settings.kafka.consumer_group,
+        enable_auto_commit=False,
+    )
+    await reader.start()
+    try:
+        partitions = [TopicPartition(topic, n) for n in range(settings.kafka.partitions)]
+        ends = await reader.end_offsets(partitions)
+        committed = {tp.partition: await reader.committed(tp) for tp in partitions}
+    finally:
+        await reader.stop()
+    return (
+        {partition: offset for partition, offset in committed.items() if offset is not None},
+        {tp.partition: end for tp, end in ends.items() if end > 0},
+    )
+
+
+async def _members(settings: Settings) -> list[Any]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        [answer] = await admin.describe_consumer_groups([settings.kafka.consumer_group])
+    finally:
+        await admin.close()
+    [described] = answer.groups
+    return list(described[5])  # (error_code, group, state, protocol_type, protocol, members)
+
+
+async def test_a_flush_longer_than_the_poll_limit_is_committed_once(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    settings = settings_for(
+        stack,
+        topic_prefix,
+        kafka={"consumer_max_poll_interval_seconds": 2},
+        amplitude={"retry_deadline_seconds": 60},
+    )
+    async with running(settings, mapping_file) as service:
+        # Three 429s asking for 1.5 s each: the flush outlasts the 2 s poll limit.
+        await _amplitude_faults(stack, kind="429", count=3, retry_after=1.5)
+        slow = await org.create("Account", Name="Patient")
+        await wait_until(
+            lambda: _applied(stack, "account", slow) == 1, timeout=60, what="the slow flush"
+        )
+
+        async def all_committed() -> bool:
+            committed, ends = await _committed_and_end(settings)
+            return bool(ends) and all(committed.get(p) == end for p, end in ends.items())
+
+        await wait_until(all_committed, what="the slow flush's offsets to be committed")
+        flush = service.state.last_flush
+        assert flush is not None
+        assert flush.ok, flush
+        assert flush.error is None, flush
+        # A later change flows, and the slow one was never sent again.
+        later = await org.create("Account", Name="Later")
+        await wait_until(lambda: group(stack, "account", later) is not None, what="a later flush")
+        await wait_until(all_committed, what="the later flush's offsets to be committed")
+        assert _applied(stack, "account", slow) == 1
+        assert service.state.partitions, "the member kept its partitions"
+
+
+async def test_a_flush_whose_partitions_go_to_another_member_stops_early(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    settings = settings_for(
+        stack, topic_prefix, kafka={"partitions": 1}, amplitude={"retry_deadline_seconds": 120}
+    )
+    topic = f"{topic_prefix}.changes.Account"
+    async with running(settings, mapping_file) as service:
+        # 429s for about two minutes: only the rebalance can end this flush soon.
+        await _amplitude_faults(stack, kind="429", count=60, retry_after=2)
+        account = await org.create("Account", Name="Handed over")
+        assert stack.amplitude is not None
+        await wait_until(
+            lambda: stack.amplitude.state.request_count >= 1,  # type: ignore[union-attr]
+            what="the flush to meet the first 429",
+        )
+        # Round-robin gives the one partition to the member whose id sorts first.
+        other = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            group_id=settings.kafka.consumer_group,
+            client_id="0-other-member",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=3000,
+            heartbeat_interval_ms=500,
+        )
+        with capture_logs() as logs:
+            await other.start()
+            try:
+                taken = await other.getmany(timeout_ms=30_000)
+                await wait_until(
+                    lambda: (service.state.last_flush.error or "").startswith("stopped early")
+                    if service.state.last_flush
+                    else False,
+                    timeout=30,
+                    what="the revoked flush to stop",
+                )
+            finally:
+                await other.stop()
+    # The new owner reads what was not committed; nothing reached Amplitude.
+    assert [r.key.decode() for records in taken.values() for r in records] == [account]
+    assert group(stack, "account", account) is None
+    flushes = [entry for entry in logs if entry["event"] == "flush"]
+    assert flushes
+    assert flushes[-1]["stopped_early"] is True
+    assert flushes[-1]["revoked"] == [f"{topic}[0]"]
+    assert flushes[-1]["committed"] is False
+
+
+async def test_a_stopped_deliver_leaves_its_group(
+    stack: SandboxStack, topic_prefix: str, mapping_file: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix)
+    async with running(settings, mapping_file, role="deliver"):
+        assert len(await _members(settings)) == 1
+    # At once, not after the session timeout: the next member need not wait for it.
+    assert await _members(settings) == []
+
+
+async def test_a_stop_while_joining_returns_within_the_drain_budget(
+    stack: SandboxStack, topic_prefix: str, mapping_file: Path
+) -> None:
+    # A long session makes the embedded broker take seconds to answer the join.
+    settings = settings_for(
+        stack,
+        topic_prefix,
+        kafka={"consumer_session_timeout_seconds": 20},
+        runtime={"drain_timeout_seconds": 2},
+    )
+    service = Service(ServiceState(role="deliver"))
+    task = asyncio.create_task(
+        run_service(settings, role="deliver", mapping_file=mapping_file, service=service)
+    )
+    try:
+        await wait_until(lambda: service.deliver is not None, what="the deliver pump")
+        assert not service.state.consumer_joined
+        asked = time.monotonic()
+        service.stop.set()
+        await asyncio.wait_for(task, timeout=settings.runtime.drain_timeout_seconds)
+        assert time.monotonic() - asked < settings.runtime.drain_timeout_seconds
+    finally:
+        task.cancel()
