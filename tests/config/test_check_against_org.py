@@ -1,8 +1,8 @@
-"""check_mapping_against_org at the HTTP edge: a stand-in org that also answers FieldDefinition.
+"""check_mapping_against_org at the HTTP edge: a stand-in org that answers FieldDefinition, or not.
 
-The Salesforce sandbox has no FieldDefinition (so a hidden field there reads "no field ...,
-or it is not readable"); a real org lists every field in it whatever the user's field access,
-which is what tells a field hidden by field-level security from a misspelt one.
+An org lists every field in FieldDefinition whatever the user's field access, which is what
+tells a field hidden by field-level security from a misspelt one; an org where the user may not
+query FieldDefinition leaves both possible ("no field ..., or it is not readable").
 """
 
 from __future__ import annotations

@@ -96,7 +96,12 @@ def _sort_key(column: Column, descending: bool, nulls_first: bool) -> Callable[[
 
 def compile_query(org: Org, text: str) -> CompiledQuery:
     """Parse and resolve; raises ApiError with MALFORMED_QUERY, INVALID_TYPE or INVALID_FIELD."""
-    query = parse(text)
+    return compile_parsed(org, parse(text))
+
+
+def compile_parsed(org: Org, query: Query) -> CompiledQuery:
+    """Resolve a parsed query against the org's objects (see :func:`compile_query`)."""
+    text = query.text
     obj = find_object(query.object_name)
     if obj is None:
         error = malformed(text, query.object_pos, "")
@@ -254,7 +259,7 @@ class FieldResolver:
             return _membership(cmp.op, get, values, lower)
         assert isinstance(cmp.value, Literal)
         if cmp.op == "like":
-            regex = _like_regex(str(cmp.value.value))
+            regex = like_regex(str(cmp.value.value))
             return lambda r: (v := get(r)) is not None and regex.match(v) is not None
         if cmp.value.kind == "dateword" and column.field.type == "datetime":
             return self.datetime_range(cmp, get)
@@ -327,7 +332,7 @@ def _day_range(now_ms: int, word: str, amount: int) -> tuple[str, tuple[int, int
     return start.date().isoformat(), (int(start.timestamp()) * 1000, int(end.timestamp()) * 1000)
 
 
-def _like_regex(pattern: str) -> re.Pattern[str]:
+def like_regex(pattern: str) -> re.Pattern[str]:
     parts = ("." + "*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
     return re.compile("".join(parts) + r"\Z", re.IGNORECASE | re.DOTALL)
 

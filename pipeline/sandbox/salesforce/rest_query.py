@@ -1,4 +1,6 @@
-"""REST query, queryAll, query-more and sObject Collections retrieve (reference §2.4, §2.6)."""
+"""REST query, queryAll, query-more and sObject Collections retrieve (reference §2.4, §2.6).
+
+``FieldDefinition`` queries are answered from the schema by :mod:`field_definitions`."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ import orjson
 from aiohttp import web
 
 from pipeline.sandbox.salesforce.api_error import ApiError, invalid_field, json_parser_error
+from pipeline.sandbox.salesforce.field_definitions import answer as field_definitions
+from pipeline.sandbox.salesforce.field_definitions import is_field_definition
 from pipeline.sandbox.salesforce.ids import to_18
 from pipeline.sandbox.salesforce.org import Record
-from pipeline.sandbox.salesforce.query import Column, CompiledQuery, FieldResolver, compile_query
+from pipeline.sandbox.salesforce.query import Column, CompiledQuery, FieldResolver, compile_parsed
 from pipeline.sandbox.salesforce.render import record_json
-from pipeline.sandbox.salesforce.soql import FieldRef
+from pipeline.sandbox.salesforce.soql import FieldRef, parse
 from pipeline.sandbox.salesforce.state import STATE, SandboxState, json_response
 
 DEFAULT_BATCH = 2000
@@ -102,7 +106,10 @@ async def run_query(request: web.Request) -> web.Response:
     text = request.query.get("q")
     if not text:
         raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
-    compiled = compile_query(state.org, text)
+    query = parse(text)
+    if is_field_definition(query):
+        return json_response(field_definitions(query, request.match_info["version"]))
+    compiled = compile_parsed(state.org, query)
     rows = compiled.run(state.org, include_deleted=endpoint == "queryAll")
     if compiled.query.count:
         return json_response({"totalSize": len(rows), "done": True, "records": []})
