@@ -107,7 +107,11 @@ async def test_the_org_client_limit_is_named_in_the_error(
     with pytest.raises(SalesforceError) as caught:
         async with subscriber:
             pass
-    assert "concurrent user limit exceeded" in str(caught.value)
+    # The sandbox refuses as Salesforce does (403::Handshake denied, the reason in
+    # ext.sfdc.failureReason): the reason, not the generic refusal, names the error.
+    assert isinstance(caught.value, SalesforceUnavailableError)
+    assert caught.value.error_code == "403::Organization concurrent user limit exceeded"
+    assert "403::Handshake denied" in str(caught.value)
     assert caught.value.retriable  # it clears once other clients leave
 
 

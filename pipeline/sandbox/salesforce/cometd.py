@@ -2,7 +2,9 @@
 
 ``POST /cometd/{version}`` answers handshake, connect, subscribe (with the replay extension),
 unsubscribe and disconnect, with Salesforce's advice values and ``code::message`` error
-strings. Events come from a :class:`~pipeline.sandbox.salesforce.cdc.ChangeEventLog`; a held
+strings. A refused handshake (invalid session, the org's concurrent client limit) answers
+``403::Handshake denied`` with the reason in ``ext.sfdc.failureReason``, as Salesforce does.
+Events come from a :class:`~pipeline.sandbox.salesforce.cdc.ChangeEventLog`; a held
 ``/meta/connect`` returns as soon as the log publishes something a subscription wants.
 
 Each delivered event is the pre-serialized ``data`` bytes of the log wrapped with the
@@ -30,6 +32,9 @@ NO_RECONNECT_ADVICE = {"reconnect": "none", "interval": 0}
 UNKNOWN_CLIENT = "403::Unknown client"
 AUTHENTICATION_INVALID = "401::Authentication invalid"
 AUTHENTICATION_REQUIRED = "401::Request requires authentication"
+HANDSHAKE_DENIED = "403::Handshake denied"
+CONCURRENT_CLIENT_LIMIT = "403::Organization concurrent user limit exceeded"
+HANDSHAKE_EXT = {"replay": True, "payload.format": True}
 MAX_REQUEST_BYTES = 32_768
 MIN_API_VERSION = 37.0
 FAULT_KINDS = frozenset({"drop_long_poll", "unknown_client", "expire_sessions"})
@@ -77,6 +82,15 @@ def failure(message: Message, error: str, advice: Message | None = None) -> Mess
     reply = reply_to(message, successful=False, error=error)
     if advice is not None:
         reply["advice"] = advice
+    return reply
+
+
+def handshake_denied(message: Message, reason: str) -> Message:
+    """A refused handshake as Salesforce words it: the generic ``403::Handshake denied`` in
+    ``error``, the actual reason in ``ext.sfdc.failureReason``, next to the extensions every
+    handshake answer advertises, and advice not to reconnect."""
+    reply = failure(message, HANDSHAKE_DENIED, {"reconnect": "none"})
+    reply["ext"] = {"sfdc": {"failureReason": reason}, **HANDSHAKE_EXT}
     return reply
 
 
@@ -246,9 +260,7 @@ class CometdServer:
     @staticmethod
     def _auth_failure(message: Message, error: str) -> Message:
         if message.get("channel") == "/meta/handshake":
-            reply = failure(message, "403::Handshake denied", NO_RECONNECT_ADVICE)
-            reply["ext"] = {"sfdc": {"failureReason": error}}
-            return reply
+            return handshake_denied(message, error)
         return failure(message, error, NO_RECONNECT_ADVICE)
 
     # -- meta channels ------------------------------------------------------------------------
@@ -293,9 +305,7 @@ class CometdServer:
         if "long-polling" not in offered:
             return failure(message, f"400::Invalid connection type {offered}")
         if len(self._clients) >= self.max_clients:
-            return failure(
-                message, "403::Organization concurrent user limit exceeded", NO_RECONNECT_ADVICE
-            )
+            return handshake_denied(message, CONCURRENT_CLIENT_LIMIT)
         client = BayeuxClient(new_client_id(), last_seen=self._clock())
         self._clients[client.client_id] = client
         return reply_to(
@@ -305,7 +315,7 @@ class CometdServer:
             version="1.0",
             minimumVersion="1.0",
             supportedConnectionTypes=["long-polling"],
-            ext={"replay": True, "payload.format": True},
+            ext=dict(HANDSHAKE_EXT),
         )
 
     def _subscribe(self, client: BayeuxClient, message: Message) -> Message:
