@@ -18,6 +18,7 @@ from pipeline.errors import KafkaUnavailableError, ListenError
 from pipeline.sandbox import amplitude as amplitude_sandbox
 from pipeline.sandbox import salesforce as salesforce_sandbox
 from pipeline.sandbox.kafka import DEFAULT_PORT, EmbeddedKafka
+from pipeline.sandbox.latency import MAX_LATENCY_MS
 from pipeline.sandbox.salesforce.seed import seed as sandbox_seed
 from pipeline.sandbox.stack import SandboxStack, health_port_for_run
 
@@ -28,11 +29,24 @@ app = typer.Typer(
 
 HOST = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a container).")
 OTHER_PORT = "choose another port with --port"
+LATENCY = typer.Option(
+    0,
+    "--latency-ms",
+    min=0,
+    max=MAX_LATENCY_MS,
+    help="Answer every API request this many milliseconds later, like a WAN round trip "
+    "(0: at once; the control API is never delayed; change it with POST /__sandbox/latency).",
+)
 
 
 class Serve(Protocol):
     def __call__(
-        self, host: str, port: int, *, ready: Callable[[str], None] | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        ready: Callable[[str], None] | None = None,
+        latency_ms: int = 0,
     ) -> Coroutine[Any, Any, None]: ...
 
 
@@ -67,6 +81,7 @@ def salesforce(
         salesforce_sandbox.DEFAULT_PORT, "--port", "-p", help="Port to listen on."
     ),
     host: str = HOST,
+    latency_ms: int = LATENCY,
 ) -> None:
     """Run the Salesforce sandbox (OAuth, REST, Bulk API 2.0, CDC over CometD)."""
 
@@ -74,7 +89,8 @@ def salesforce(
         console.print(f"Salesforce sandbox on [bold]{url}[/] (Ctrl-C to stop)", highlight=False)
         _print_exports(f"export SFAMP_SALESFORCE__LOGIN_URL={url}")
 
-    _until_stopped(_serve("Salesforce sandbox", salesforce_sandbox.serve, host, port, ready))
+    serve = salesforce_sandbox.serve
+    _until_stopped(_serve("Salesforce sandbox", serve, host, port, ready, latency_ms))
 
 
 @app.command()
@@ -83,6 +99,7 @@ def amplitude(
         amplitude_sandbox.DEFAULT_PORT, "--port", "-p", help="Port to listen on."
     ),
     host: str = HOST,
+    latency_ms: int = LATENCY,
 ) -> None:
     """Run the Amplitude sandbox (/groupidentify, /2/httpapi, /batch, read-back)."""
 
@@ -93,7 +110,8 @@ def amplitude(
             f"export SFAMP_AMPLITUDE__API_KEY={amplitude_sandbox.US_API_KEY}"
         )
 
-    _until_stopped(_serve("Amplitude sandbox", amplitude_sandbox.serve, host, port, ready))
+    serve = amplitude_sandbox.serve
+    _until_stopped(_serve("Amplitude sandbox", serve, host, port, ready, latency_ms))
 
 
 def _port_option(name: str, default: int) -> Any:
@@ -111,6 +129,7 @@ def up(
     seed: int = typer.Option(
         0, "--seed", help="Create this many Accounts in the Salesforce sandbox first."
     ),
+    latency_ms: int = LATENCY,
 ) -> None:
     """Start Kafka and both sandboxes and leave them running until Ctrl-C or SIGTERM.
 
@@ -123,6 +142,8 @@ def up(
         kafka_port=kafka_port or DEFAULT_PORT,
         salesforce_port=salesforce_port or salesforce_sandbox.DEFAULT_PORT,
         amplitude_port=amplitude_port or amplitude_sandbox.DEFAULT_PORT,
+        salesforce_options={"latency_ms": latency_ms},
+        amplitude_options={"latency_ms": latency_ms},
     )
 
     async def run() -> None:
@@ -147,7 +168,12 @@ async def _listening(what: str, host: str, port: int, start: Awaitable[object]) 
 
 
 async def _serve(
-    what: str, serve: Serve, host: str, port: int, ready: Callable[[str], None]
+    what: str,
+    serve: Serve,
+    host: str,
+    port: int,
+    ready: Callable[[str], None],
+    latency_ms: int = 0,
 ) -> None:
     """Serve a sandbox; failing to listen (before ``ready``) is a :class:`ListenError`."""
     opened = False
@@ -158,7 +184,7 @@ async def _serve(
         ready(url)
 
     try:
-        await serve(host, port, ready=on_ready)
+        await serve(host, port, ready=on_ready, latency_ms=latency_ms)
     except OSError as exc:
         if opened:
             raise

@@ -1,4 +1,4 @@
-"""``python -m pipeline.sandbox.amplitude [--host H] [--port P]``: the sandbox on its own."""
+"""``python -m pipeline.sandbox.amplitude [--host H] [--port P] [--latency-ms N]``."""
 
 from __future__ import annotations
 
@@ -8,16 +8,25 @@ import contextlib
 import os
 
 from pipeline.sandbox.amplitude.server import DEFAULT_HOST, DEFAULT_PORT, serve
+from pipeline.sandbox.latency import MAX_LATENCY_MS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the Amplitude sandbox until interrupted.")
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument(
+        "--latency-ms",
+        type=int,
+        default=0,
+        help="answer every API request this many milliseconds later, like a WAN round trip",
+    )
     args = parser.parse_args()
+    if not 0 <= args.latency_ms <= MAX_LATENCY_MS:
+        parser.error(f"--latency-ms must be from 0 to {MAX_LATENCY_MS}")
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(args.host, args.port))
+            asyncio.run(serve(args.host, args.port, latency_ms=args.latency_ms))
     except OSError as exc:  # the port is taken or not ours to open
         reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         where = f"{args.host}:{args.port}"

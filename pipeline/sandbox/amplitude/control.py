@@ -1,4 +1,4 @@
-"""Test-only endpoints under ``/__sandbox``: read-back, request log, faults, reset.
+"""Test-only endpoints under ``/__sandbox``: read-back, request log, faults, latency, reset.
 
 They are served at the root and under ``/eu``; the prefix (or ``?region=eu``)
 chooses which region's groups are read.
@@ -47,6 +47,8 @@ class Control:
                 ("GET", "/requests", self.requests),
                 ("GET", "/faults", self.faults),
                 ("POST", "/faults", self.add_faults),
+                ("GET", "/latency", self.latency),
+                ("POST", "/latency", self.set_latency),
                 ("POST", "/reset", self.reset),
             ]
             for method, path, handler in routes:
@@ -104,6 +106,20 @@ class Control:
         for fault in faults:
             self.state.add_fault(fault)
         return _json({"queued": [fault.as_dict() for fault in faults]}, 201)
+
+    async def latency(self, request: web.Request, region: Region) -> web.Response:
+        return _json(self.state.latency.as_dict())
+
+    async def set_latency(self, request: web.Request, region: Region) -> web.Response:
+        """``{"ms": N}``: every API request (not this control API) is answered N ms later."""
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ValueError('body must be a JSON object such as {"ms": 50}')
+            self.state.latency.set_from(body)
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return _json({"error": str(exc)}, 400)
+        return _json(self.state.latency.as_dict())
 
     async def reset(self, request: web.Request, region: Region) -> web.Response:
         self.state.reset()

@@ -12,6 +12,7 @@ from pipeline.sandbox.amplitude.control import Control
 from pipeline.sandbox.amplitude.identify import IdentifyLimits
 from pipeline.sandbox.amplitude.ingest import CLIENT_MAX_SIZE, Ingestion
 from pipeline.sandbox.amplitude.state import SandboxState
+from pipeline.sandbox.latency import latency_middleware, parse_latency_ms
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8420
@@ -22,10 +23,16 @@ SHUTDOWN_TIMEOUT_SECONDS = 5.0
 def build_app(
     state: SandboxState, limits: IdentifyLimits, closing: asyncio.Event
 ) -> web.Application:
-    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    delay = latency_middleware(state.latency, is_control)
+    app = web.Application(middlewares=[delay], client_max_size=CLIENT_MAX_SIZE)
     Ingestion(state, limits, closing).register(app)
     Control(state).register(app)
     return app
+
+
+def is_control(path: str) -> bool:
+    """The control API (US and EU), which the simulated latency never delays."""
+    return path.startswith(("/__sandbox", "/eu/__sandbox"))
 
 
 class AmplitudeSandbox:
@@ -34,6 +41,7 @@ class AmplitudeSandbox:
     ``async with AmplitudeSandbox() as sandbox:`` serves until the block ends;
     ``sandbox.base_url`` is the US root (EU under ``sandbox.base_url + "/eu"``)
     and ``sandbox.state`` gives tests direct access to groups, requests, faults.
+    ``latency_ms`` adds a simulated round trip to every API request.
     """
 
     def __init__(
@@ -43,10 +51,13 @@ class AmplitudeSandbox:
         *,
         limits: IdentifyLimits | None = None,
         state: SandboxState | None = None,
+        latency_ms: int = 0,
     ) -> None:
         self.host = host
         self.port = port
         self.state = state or SandboxState()
+        if latency_ms:
+            self.state.latency.ms = parse_latency_ms(latency_ms)
         self.limits = limits or IdentifyLimits()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -103,9 +114,10 @@ async def serve(
     port: int = DEFAULT_PORT,
     *,
     ready: Callable[[str], None] | None = None,
+    latency_ms: int = 0,
 ) -> None:
     """Serve the sandbox until cancelled (``sfamp sandbox amplitude``); ``ready`` gets its URL."""
-    async with AmplitudeSandbox(host, port) as sandbox:
+    async with AmplitudeSandbox(host, port, latency_ms=latency_ms) as sandbox:
         if ready is not None:
             ready(sandbox.base_url)
         await asyncio.Event().wait()

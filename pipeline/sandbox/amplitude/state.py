@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.sandbox.amplitude.operations import apply_operations
+from pipeline.sandbox.latency import Latency
 
 Region = Literal["us", "eu"]
 US_API_KEY = "sandbox-api-key"
@@ -127,13 +128,15 @@ def parse_fault(payload: object) -> Fault:
 
 @dataclass(slots=True)
 class SandboxState:
-    """Everything the emulator holds; :meth:`reset` empties it all but the projects."""
+    """Everything the emulator holds; :meth:`reset` empties it all but the projects and the
+    simulated latency (settings, not data)."""
 
     projects: tuple[Project, ...] = DEFAULT_PROJECTS
     stores: dict[str, GroupStore] = field(default_factory=dict)
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
     faults: deque[Fault] = field(default_factory=lambda: deque(maxlen=MAX_QUEUED_FAULTS))
     request_count: int = 0
+    latency: Latency = field(default_factory=Latency)
 
     def project_for(self, api_key: str | None, region: Region) -> Project | None:
         """The project of a key, only on its own region's endpoints (else: invalid key)."""

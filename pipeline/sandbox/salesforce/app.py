@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from pipeline.sandbox.latency import latency_middleware
 from pipeline.sandbox.salesforce.auth_routes import add_auth_routes
 from pipeline.sandbox.salesforce.bulk import add_bulk_routes
 from pipeline.sandbox.salesforce.cometd import add_cometd_routes
@@ -18,8 +19,9 @@ CLIENT_MAX_SIZE = 8 * 1024 * 1024
 def build_app(
     state: SandboxState, *, poll_timeout: float = 110.0, client_timeout: float = 40.0
 ) -> web.Application:
+    delay = latency_middleware(state.latency, is_control)
     app = web.Application(
-        middlewares=[control_errors, api_middleware], client_max_size=CLIENT_MAX_SIZE
+        middlewares=[delay, control_errors, api_middleware], client_max_size=CLIENT_MAX_SIZE
     )
     app[STATE] = state
     add_auth_routes(app)
@@ -35,3 +37,8 @@ def build_app(
         client_timeout=client_timeout,
     )
     return app
+
+
+def is_control(path: str) -> bool:
+    """The control API, which the simulated latency never delays."""
+    return path.startswith("/__sandbox")

@@ -25,8 +25,11 @@ user's field-level security, and it alone can create person accounts.
   ``gap_overflow`` events or a ``schema_change``; ``GET /__sandbox/events?after=N`` lists them.
 - ``GET|POST /__sandbox/clock`` (``{"advance_seconds": S}``), ``POST /__sandbox/faults``
   (scripted REST and CometD failures), ``POST /__sandbox/limits`` (API usage).
+- ``GET|POST /__sandbox/latency`` (``{"ms": N}``): every API request (REST, Bulk, OAuth,
+  CometD, not this control API) is answered N ms later, like a WAN round trip; see
+  :mod:`pipeline.sandbox.latency`.
 - ``POST /__sandbox/reset`` forgets records, jobs, cursors, faults, usage, events and
-  field-level security.
+  field-level security; the latency stays, as it is a setting of the sandbox, not its data.
 """
 
 from __future__ import annotations
@@ -239,6 +242,13 @@ async def limits(request: web.Request) -> web.Response:
     return json_response({"max": state.usage.max, "used": state.usage.used})
 
 
+async def latency(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if request.method == "POST":
+        state.latency.set_from(await _body(request))
+    return json_response(state.latency.as_dict())
+
+
 async def reset(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.org.reset()
@@ -281,4 +291,6 @@ def add_control_routes(app: web.Application) -> None:
     router.add_get("/__sandbox/field-security", field_security)
     router.add_post("/__sandbox/field-security", field_security)
     router.add_post("/__sandbox/limits", limits)
+    router.add_get("/__sandbox/latency", latency)
+    router.add_post("/__sandbox/latency", latency)
     router.add_post("/__sandbox/reset", reset)

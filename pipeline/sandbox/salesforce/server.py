@@ -8,6 +8,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from pipeline.sandbox.latency import Latency
 from pipeline.sandbox.salesforce.app import build_app
 from pipeline.sandbox.salesforce.bulk import BulkJobs
 from pipeline.sandbox.salesforce.cdc import ChangeEventLog
@@ -33,7 +34,8 @@ class SalesforceSandbox:
 
     Options: ``bulk_job_seconds`` (how long a Bulk query job takes to complete, 0.2 s),
     ``api_max`` (daily API allocation, 15,000), ``retention_seconds`` and ``max_events`` of
-    the change log, ``poll_timeout`` and ``client_timeout`` of CometD, ``credentials``.
+    the change log, ``poll_timeout`` and ``client_timeout`` of CometD, ``credentials``, and
+    ``latency_ms``, a simulated round trip added to every API request (0).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class SalesforceSandbox:
         poll_timeout: float = 110.0,
         client_timeout: float = 40.0,
         credentials: Credentials | None = None,
+        latency_ms: int = 0,
     ) -> None:
         self.host = host
         self.port = port
@@ -64,6 +67,7 @@ class SalesforceSandbox:
             cursors=QueryCursors(),
             jobs=BulkJobs(job_seconds=bulk_job_seconds),
             usage=ApiUsage(max=api_max),
+            latency=Latency(latency_ms),
         )
         self._poll_timeout = poll_timeout
         self._client_timeout = client_timeout
@@ -117,9 +121,10 @@ async def serve(
     port: int = DEFAULT_PORT,
     *,
     ready: Callable[[str], None] | None = None,
+    latency_ms: int = 0,
 ) -> None:
     """Serve the sandbox until cancelled (``sfamp sandbox salesforce``); ``ready`` gets its URL."""
-    async with SalesforceSandbox(host, port) as sandbox:
+    async with SalesforceSandbox(host, port, latency_ms=latency_ms) as sandbox:
         if ready is not None:
             ready(sandbox.base_url)
         await asyncio.Event().wait()

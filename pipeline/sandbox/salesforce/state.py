@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from pipeline.sandbox.latency import Latency
 from pipeline.sandbox.salesforce.api_error import (
     ApiError,
     invalid_session,
@@ -106,6 +107,7 @@ class SandboxState:
     faults: FaultPlan = field(default_factory=FaultPlan)
     cometd: CometdServer | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    latency: Latency = field(default_factory=Latency)
 
 
 STATE = web.AppKey("sfamp_salesforce_sandbox", SandboxState)
