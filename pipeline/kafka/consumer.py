@@ -98,6 +98,8 @@ class ChangesConsumer:
         try:
             await self._consumer.start()
         except AIOKafkaError as exc:
+            with contextlib.suppress(AIOKafkaError):
+                await self._consumer.stop()
             raise KafkaUnavailableError(f"deliver cannot reach Kafka: {exc}") from exc
         self._consumer.subscribe(pattern=pattern, listener=_Listener(handler))
 

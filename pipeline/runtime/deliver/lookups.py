@@ -1,0 +1,115 @@
+"""Flush-time Salesforce reads: group names missing from a change, and records named by gaps.
+
+The changes of one window that need a read are read together, one batched read
+per object. A bad record id fails alone (see :mod:`pipeline.runtime.salesforce_reads`);
+a read Salesforce refuses for every id (a field the user may not read) parks
+that object's changes in the DLQ, and the other objects go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.config.mapping import MappingConfig, ObjectMapping
+from pipeline.errors import SalesforceRequestError
+from pipeline.runtime.cadence import now_ms
+from pipeline.runtime.deliver.window import Lookup, Window, envelope_payload
+from pipeline.runtime.salesforce_reads import RecordReads, RestReads, SchemaCache, read_records
+from pipeline.transform.apply import (
+    NothingToDo,
+    Outcome,
+    PropertyChanges,
+    changes_for,
+    changes_for_config,
+)
+from pipeline.transform.cdc import deleted_envelope, envelope_from_record
+from pipeline.transform.plan import plan_for
+
+
+async def resolve_lookups(
+    rest: RestReads, schemas: SchemaCache, config: MappingConfig, window: Window
+) -> None:
+    """Turn the window's lookups into group updates or DLQ entries, then forget them."""
+    by_object: dict[str, list[Lookup]] = {}
+    for item in window.lookups:
+        by_object.setdefault(item.envelope.object, []).append(item)
+    for sfdc_object, items in by_object.items():
+        schema = schemas.cached(sfdc_object)
+        fields = {name for item in items for name in item.fields}
+        for mapping in config.for_object(sfdc_object):
+            fields |= {mapping.group_name_field, *plan_for(mapping, schema).read_fields}
+        ids = (item.envelope.record_id for item in items)
+        try:
+            reads = await read_records(rest, sfdc_object, ids, sorted(fields))
+        except SalesforceRequestError as exc:
+            # Salesforce refuses this read for good: park the changes, go on with the rest.
+            for item in items:
+                detail = f"Salesforce refused the lookup of {sfdc_object}: {exc}"
+                window.to_dlq("unresolved", detail, item.source, envelope_payload(item.envelope))
+            continue
+        for item in items:
+            _resolve_read(item, reads, schemas, config, window)
+    window.lookups = []
+
+
+def _resolve_read(
+    item: Lookup, reads: RecordReads, schemas: SchemaCache, config: MappingConfig, window: Window
+) -> None:
+    record_id = item.envelope.record_id
+    problem = reads.refused.get(record_id)
+    if problem is None:
+        _resolve(item, reads.found.get(record_id), schemas, config, window)
+    else:  # a bad id fails alone: its neighbours in the same read are resolved
+        window.to_dlq("malformed", problem, item.source, envelope_payload(item.envelope))
+
+
+def _resolve(
+    item: Lookup,
+    record: Mapping[str, Any] | None,
+    schemas: SchemaCache,
+    config: MappingConfig,
+    window: Window,
+) -> None:
+    envelope, schema = item.envelope, schemas.cached(item.envelope.object)
+    if item.mapping is None:  # a gap: the record as it is now replaces the event
+        read_at = now_ms()
+        alive = record is not None and record.get("IsDeleted") is not True
+        full = (
+            envelope_from_record(envelope.object, record, source="rest", now_ms=read_at)
+            if record is not None and alive
+            else deleted_envelope(
+                envelope.object, envelope.record_id, source="rest", now_ms=read_at
+            )
+        )
+        for mapping, outcome in changes_for_config(full, config, schema):
+            _settle_resolved(outcome, item, mapping, window)
+        return
+    if record is None:
+        detail = (
+            f"{envelope.object} {envelope.record_id} is gone from Salesforce; "
+            f"its {item.mapping.group_type} group cannot be named"
+        )
+        window.to_dlq("unresolved", detail, item.source, envelope_payload(envelope))
+        return
+    if item.full_record:
+        outcome = changes_for(envelope, item.mapping, schema, full_record=record)
+    else:
+        name = record.get(item.mapping.group_name_field)
+        outcome = changes_for(
+            envelope, item.mapping, schema, group_value="" if name is None else str(name)
+        )
+    _settle_resolved(outcome, item, item.mapping, window)
+
+
+def _settle_resolved(
+    outcome: Outcome, item: Lookup, mapping: ObjectMapping, window: Window
+) -> None:
+    if isinstance(outcome, PropertyChanges):
+        window.coalescer.add(outcome)
+    elif not isinstance(outcome, NothingToDo):
+        detail = (
+            f"still incomplete after reading Salesforce ({type(outcome).__name__}) "
+            f"for {mapping.group_type}"
+        )
+        window.to_dlq("unresolved", detail, item.source, envelope_payload(item.envelope))

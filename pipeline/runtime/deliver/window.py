@@ -1,0 +1,163 @@
+"""What the deliver pump holds between two flushes, and what a flush learns from rebalances."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from pipeline.config.mapping import ObjectMapping
+from pipeline.kafka.consumer import Partition, Record
+from pipeline.kafka.envelope import ChangeEnvelope, encode
+from pipeline.kafka.records import DlqEntry, DlqReason, dlq_id
+from pipeline.runtime.cadence import now_ms
+from pipeline.transform.apply import (
+    NeedsLookup,
+    NeedsReread,
+    NeedsResync,
+    NothingToDo,
+    Outcome,
+    PropertyChanges,
+)
+from pipeline.transform.coalesce import Coalescer
+
+log = structlog.get_logger(__name__)
+
+# Far above any real flush: the pump flushes early at settings.runtime.max_pending_groups.
+_COALESCER_CAPACITY = 1 << 40
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a change came from, for DLQ entries."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A change that needs Salesforce data before it names its group (resolved at flush)."""
+
+    envelope: ChangeEnvelope
+    mapping: ObjectMapping | None  # None: a gap re-read, for every mapping of the object
+    fields: tuple[str, ...]
+    full_record: bool
+    source: Source
+
+
+@dataclass
+class Window:
+    """What the pump holds between two flushes; thrown away whole on failure or rebalance."""
+
+    coalescer: Coalescer = field(default_factory=lambda: Coalescer(_COALESCER_CAPACITY))
+    offsets: dict[Partition, int] = field(default_factory=dict)
+    lookups: list[Lookup] = field(default_factory=list)
+    dlq: list[DlqEntry] = field(default_factory=list)
+    changes: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.offsets
+
+    def add(
+        self, envelope: ChangeEnvelope, mapping: ObjectMapping, outcome: Outcome, source: Source
+    ) -> None:
+        """Hold what one change means for one mapping until the flush."""
+        if isinstance(outcome, PropertyChanges):
+            self.coalescer.add(outcome)
+        elif isinstance(outcome, NeedsLookup):
+            fields = (*outcome.fields, mapping.group_name_field)
+            self.lookups.append(Lookup(envelope, mapping, fields, outcome.full_record, source))
+        elif isinstance(outcome, NeedsReread):
+            if not any(item.source == source for item in self.lookups):
+                self.lookups.append(Lookup(envelope, None, (), True, source))
+        elif isinstance(outcome, NeedsResync):
+            # Ingest re-syncs objects; an overflow marker here is only informative.
+            log.info("deliver_saw_overflow", object=outcome.sfdc_object, reason=outcome.reason)
+        elif isinstance(outcome, NothingToDo):
+            pass
+
+    def to_dlq(self, reason: DlqReason, detail: str, source: Source, payload: Any) -> None:
+        """Park one change, with why, for the flush to write to ``sfamp.dlq``."""
+        self.dlq.append(
+            DlqEntry(
+                id=dlq_id(source.topic, source.partition, source.offset),
+                reason=reason,
+                detail=detail,
+                at_ms=now_ms(),
+                key=source.key,
+                payload=payload,
+                source_topic=source.topic,
+                source_partition=source.partition,
+                source_offset=source.offset,
+            )
+        )
+
+    def reject(self, identification: dict[str, Any], status: int, reason: str) -> None:
+        """Park one identification Amplitude refused."""
+        key = f"{identification['group_type']}:{identification['group_value']}"
+        self.dlq.append(
+            DlqEntry(
+                id=f"rejected:{key}:{now_ms()}",
+                reason="rejected",
+                detail=f"Amplitude answered {status}: {reason}",
+                at_ms=now_ms(),
+                key=key,
+                payload=identification,
+            )
+        )
+
+
+@dataclass
+class Flushing:
+    """A window being flushed, and what rebalances took from it meanwhile."""
+
+    window: Window
+    member_id: str
+    lost: set[Partition] = field(default_factory=set)
+    rebalanced: bool = False
+    reassigned: asyncio.Event = field(default_factory=asyncio.Event)
+    revoked: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def assigned(self, partitions: set[Partition], member_id: str) -> None:
+        """Another member may own, or have owned, what this member no longer holds."""
+        read = set(self.window.offsets)
+        # A new member id means the group dropped this member: it kept nothing.
+        self.lost |= read - partitions if member_id == self.member_id else read
+        self.rebalanced = True
+        self.reassigned.set()
+        if read and self.lost >= read:
+            self.revoked.set()
+
+    def note(self, *, stopped: bool, committed: Mapping[Partition, int]) -> str | None:
+        """What the flush result says about the group, or None when nothing happened."""
+        lost = ", ".join(partition_names(self.lost))
+        if stopped:
+            return f"stopped early: the group gave {lost} to another member, which reads them again"
+        if lost:
+            return f"the group gave {lost} to another member during the flush; it reads them again"
+        if self.window.offsets and not committed:
+            return "offsets not committed: the group was rebalancing; they are read again"
+        return None
+
+
+def source_of(record: Record) -> Source:
+    return Source(record.topic, record.partition, record.offset, text(record.key))
+
+
+def text(raw: bytes | None) -> str:
+    return "" if raw is None else raw.decode("utf-8", errors="replace")
+
+
+def envelope_payload(envelope: ChangeEnvelope) -> str:
+    return encode(envelope).decode()
+
+
+def partition_names(partitions: set[Partition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
