@@ -33,8 +33,10 @@ def _applied(stack: SandboxStack, group_type: str, value: str) -> int:
 
 
 async def _committed_and_end(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
-    """The group's committed offsets and the ends of the Account changes topic, by partition."""
+    """The group's committed offsets and, for partitions holding changes, the offset after
+    the last one (read from the messages: the embedded broker's end offsets count batches)."""
     topic = f"{settings.kafka.topic_prefix}.changes.Account"
+    partitions = [TopicPartition(topic, n) for n in range(settings.kafka.partitions)]
     # A consumer that carries the group id but never subscribes does not join the group.
     reader = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
@@ -43,14 +45,29 @@ async def _committed_and_end(settings: Settings) -> tuple[dict[int, int], dict[i
     )
     await reader.start()
     try:
-        partitions = [TopicPartition(topic, n) for n in range(settings.kafka.partitions)]
-        ends = await reader.end_offsets(partitions)
         committed = {tp.partition: await reader.committed(tp) for tp in partitions}
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        ends: dict[int, int] = {}
+        while batch := await reader.getmany(timeout_ms=500):
+            for tp, records in batch.items():
+                ends[tp.partition] = records[-1].offset + 1
     finally:
         await reader.stop()
-    return (
-        {partition: offset for partition, offset in committed.items() if offset is not None},
-        {tp.partition: end for tp, end in ends.items() if end > 0},
+    return ({p: offset for p, offset in committed.items() if offset is not None}, ends)
+
+
+def _other_member(settings: Settings, client_id: str) -> AIOKafkaConsumer:
+    """Another member of deliver's group; its client id orders it among the members."""
+    return AIOKafkaConsumer(
+        f"{settings.kafka.topic_prefix}.changes.Account",
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=settings.kafka.consumer_group,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=500,
     )
 
 
@@ -116,24 +133,17 @@ async def test_a_flush_whose_partitions_go_to_another_member_stops_early(
             what="the flush to meet the first 429",
         )
         # Round-robin gives the one partition to the member whose id sorts first.
-        other = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=settings.kafka.bootstrap_servers,
-            group_id=settings.kafka.consumer_group,
-            client_id="0-other-member",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=3000,
-            heartbeat_interval_ms=500,
-        )
+        other = _other_member(settings, "0-other-member")
         with capture_logs() as logs:
             await other.start()
             try:
                 taken = await other.getmany(timeout_ms=30_000)
                 await wait_until(
-                    lambda: (service.state.last_flush.error or "").startswith("stopped early")
-                    if service.state.last_flush
-                    else False,
+                    lambda: (
+                        (service.state.last_flush.error or "").startswith("stopped early")
+                        if service.state.last_flush
+                        else False
+                    ),
                     timeout=30,
                     what="the revoked flush to stop",
                 )
@@ -147,6 +157,50 @@ async def test_a_flush_whose_partitions_go_to_another_member_stops_early(
     assert flushes[-1]["stopped_early"] is True
     assert flushes[-1]["revoked"] == [f"{topic}[0]"]
     assert flushes[-1]["committed"] is False
+
+
+async def test_a_rebalance_during_a_flush_commits_the_partitions_kept(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix, amplitude={"retry_deadline_seconds": 60})
+    async with running(settings, mapping_file) as service:
+        await _amplitude_faults(stack, kind="429", count=4, retry_after=2)
+        ids = [await org.create("Account", Name=f"Kept {n}") for n in range(6)]
+        assert stack.amplitude is not None
+        await wait_until(
+            lambda: stack.amplitude.state.request_count >= 1,  # type: ignore[union-attr]
+            what="the flush to meet the first 429",
+        )
+        # Sorted after this service's member: round-robin gives it partition 1 of 3.
+        other = _other_member(settings, "zz-other-member")
+        with capture_logs() as logs:
+            await other.start()
+            try:
+                await wait_until(
+                    lambda: all(group(stack, "account", i) is not None for i in ids),
+                    timeout=60,
+                    what="the slow flush",
+                )
+                await wait_until(
+                    lambda: any(e["event"] == "flush" and e["changes"] for e in logs),
+                    what="the slow flush's log line",
+                )
+                committed, ends = await _committed_and_end(settings)
+            finally:
+                await other.stop()
+    assert 1 in ends, "a change in the partition given away"
+    assert committed.get(1) is None  # left to the other member
+    assert {p: committed.get(p) for p in ends if p != 1} == {
+        p: n for p, n in ends.items() if p != 1
+    }
+    [flush] = [e for e in logs if e["event"] == "flush" and e["changes"]]
+    assert "stopped_early" not in flush
+    assert flush["revoked"] == [f"{topic_prefix}.changes.Account[1]"]
+    assert service.state.partitions == [
+        f"{topic_prefix}.changes.Account[0]",
+        f"{topic_prefix}.changes.Account[2]",
+    ]
+    assert all(_applied(stack, "account", i) == 1 for i in ids), "sent once, not re-read"
 
 
 async def test_a_stopped_deliver_leaves_its_group(
