@@ -180,6 +180,8 @@ class ChangesConsumer:
         finally:
             keeper.cancel()
             await asyncio.wait([keeper])
+            if not keeper.cancelled() and keeper.exception() is not None:
+                log.error("deliver_hold_failed", reason=repr(keeper.exception()))
             self._consumer.resume(*self._consumer.assignment())
 
     async def _keep_polling(self) -> None:
