@@ -59,7 +59,7 @@ async def test_a_malformed_record_id_goes_to_the_dlq_alone(
     [entry] = await read_dlq(settings)
     assert entry.key == "bad'id"
     assert entry.reason == "malformed"
-    assert "not a Salesforce record id: \"bad'id\"" in entry.detail
+    assert 'not a Salesforce record id: "bad\'id"' in entry.detail
 
 
 class ScriptedRest:
