@@ -6,9 +6,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.sandbox.kafka import free_port
 from pipeline.sandbox.stack import SandboxStack
 from tests.conftest import docker_engine_answers, embedded_broker
 from tests.runtime.conftest import Org, groups, wait_until
+from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -55,67 +52,6 @@ SIMPLE_MAPPING = {
     ],
 }
 INDUSTRIES = ["Banking", "Energy", "Retail", None]
-
-
-class ServiceProcess:
-    """One ``python -m pipeline run`` child with its own health port and log file."""
-
-    def __init__(self, env: dict[str, str], workdir: Path, role: str, name: str) -> None:
-        self.port = free_port()
-        self.env = {**env, "SFAMP_RUNTIME__HEALTH_PORT": str(self.port)}
-        self.workdir = workdir
-        self.role = role
-        self.log = workdir / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ServiceProcess:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "run", "--role", self.role],
-                cwd=self.workdir,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        return self
-
-    async def ready(self) -> None:
-        async def answers() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"service exited: {self.log.read_text()[-3000:]}")
-            try:
-                async with httpx.AsyncClient(timeout=1) as http:
-                    response = await http.get(f"http://127.0.0.1:{self.port}/readyz")
-            except httpx.HTTPError:
-                return False
-            return response.status_code == 200
-
-        await wait_until(answers, timeout=60, what=f"{self.role} to be ready")
-
-    async def status(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=2) as http:
-            response = await http.get(f"http://127.0.0.1:{self.port}/status")
-        return dict(response.json())
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    async def terminate(self) -> int:
-        """SIGTERM, then wait without blocking the loop that serves the sandboxes."""
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        for _ in range(300):
-            code = self.process.poll()
-            if code is not None:
-                return code
-            await asyncio.sleep(0.1)
-        self.process.kill()
-        raise AssertionError(f"{self.role} ignored SIGTERM: {self.log.read_text()[-2000:]}")
 
 
 def _environment(stack: SandboxStack, topic_prefix: str, workdir: Path) -> dict[str, str]:
