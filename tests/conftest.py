@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from pipeline.sandbox.kafka import EmbeddedKafka
 
@@ -35,6 +36,17 @@ def docker_engine_answers() -> bool:
             return b" 200 " in sock.recv(64)
         except OSError:
             return False
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """Every test starts from structlog's defaults.
+
+    A command run in-process configures logging for the whole process (a level filter,
+    a renderer); left in place, a later test's ``capture_logs`` would miss its info lines.
+    """
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
