@@ -34,13 +34,13 @@ test-repeat: install ## Run the integration tests N times (N=5) beside a CPU-bou
 	done
 
 lint: install ## ruff (lint + format check) and mypy --strict
-	$(VENV)/bin/ruff check pipeline tests benchmarks
-	$(VENV)/bin/ruff format --check pipeline tests benchmarks
-	$(VENV)/bin/mypy pipeline
+	$(VENV)/bin/ruff check pipeline sfamp_sandbox tests benchmarks
+	$(VENV)/bin/ruff format --check pipeline sfamp_sandbox tests benchmarks
+	$(VENV)/bin/mypy pipeline sfamp_sandbox
 
 format: install ## Apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix pipeline tests benchmarks
-	$(VENV)/bin/ruff format pipeline tests benchmarks
+	$(VENV)/bin/ruff check --fix pipeline sfamp_sandbox tests benchmarks
+	$(VENV)/bin/ruff format pipeline sfamp_sandbox tests benchmarks
 
 demo: install ## Run the end-to-end demo on the embedded broker and sandboxes
 	$(PY) -m pipeline demo

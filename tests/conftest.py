@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from pipeline.sandbox.kafka import EmbeddedKafka
+from sfamp_sandbox.kafka import EmbeddedKafka
 
 
 def docker_engine_answers() -> bool:

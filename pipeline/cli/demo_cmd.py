@@ -9,8 +9,6 @@ import typer
 from pipeline.cli.common import console, run_until_stopped
 from pipeline.cli.topics_cmd import quiet_kafka_client
 from pipeline.logs import configure_logging
-from pipeline.sandbox.demo import run_demo
-from pipeline.sandbox.stack import SandboxStack
 
 ACCOUNTS = typer.Option(300, "--accounts", min=10, max=100_000, help="Accounts to seed.")
 KEEP = typer.Option(
@@ -40,6 +38,9 @@ def demo(
     --*-port options say otherwise) and stops them at the end, or on Ctrl-C with
     --keep. Nothing leaves this machine.
     """
+    from pipeline.demo import run_demo
+    from pipeline.sandbox_stack import SandboxStack
+
     configure_logging("console", "error")
     quiet_kafka_client()
     stack = SandboxStack(

@@ -15,12 +15,14 @@ import typer
 
 from pipeline.cli.common import console, run_until_stopped
 from pipeline.errors import KafkaUnavailableError, ListenError
-from pipeline.sandbox import amplitude as amplitude_sandbox
-from pipeline.sandbox import salesforce as salesforce_sandbox
-from pipeline.sandbox.kafka import DEFAULT_PORT, EmbeddedKafka
-from pipeline.sandbox.latency import MAX_LATENCY_MS
-from pipeline.sandbox.salesforce.seed import seed as sandbox_seed
-from pipeline.sandbox.stack import SandboxStack, health_port_for_run
+
+# The emulators (sfamp_sandbox) are imported inside each command, so that loading the
+# CLI for `sfamp run` loads none of them; tests/cli/test_cli_imports.py checks that
+# these defaults match the emulators' own.
+KAFKA_PORT = 19092
+SALESFORCE_PORT = 8410
+AMPLITUDE_PORT = 8420
+MAX_LATENCY_MS = 60_000
 
 app = typer.Typer(
     help="Run local stand-ins for Kafka, Salesforce and Amplitude (demo and tests).",
@@ -52,10 +54,11 @@ class Serve(Protocol):
 
 @app.command()
 def kafka(
-    port: int = typer.Option(DEFAULT_PORT, "--port", "-p", help="Port to listen on."),
+    port: int = typer.Option(KAFKA_PORT, "--port", "-p", help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
 ) -> None:
     """Run the embedded Kafka-compatible broker (memory only) until interrupted."""
+    from sfamp_sandbox.kafka import EmbeddedKafka
 
     async def run() -> None:
         broker = EmbeddedKafka(port, host=host)
@@ -77,13 +80,12 @@ def kafka(
 
 @app.command()
 def salesforce(
-    port: int = typer.Option(
-        salesforce_sandbox.DEFAULT_PORT, "--port", "-p", help="Port to listen on."
-    ),
+    port: int = typer.Option(SALESFORCE_PORT, "--port", "-p", help="Port to listen on."),
     host: str = HOST,
     latency_ms: int = LATENCY,
 ) -> None:
     """Run the Salesforce sandbox (OAuth, REST, Bulk API 2.0, CDC over CometD)."""
+    from sfamp_sandbox import salesforce as salesforce_sandbox
 
     def ready(url: str) -> None:
         console.print(f"Salesforce sandbox on [bold]{url}[/] (Ctrl-C to stop)", highlight=False)
@@ -95,13 +97,12 @@ def salesforce(
 
 @app.command()
 def amplitude(
-    port: int = typer.Option(
-        amplitude_sandbox.DEFAULT_PORT, "--port", "-p", help="Port to listen on."
-    ),
+    port: int = typer.Option(AMPLITUDE_PORT, "--port", "-p", help="Port to listen on."),
     host: str = HOST,
     latency_ms: int = LATENCY,
 ) -> None:
     """Run the Amplitude sandbox (/groupidentify, /2/httpapi, /batch, read-back)."""
+    from sfamp_sandbox import amplitude as amplitude_sandbox
 
     def ready(url: str) -> None:
         console.print(f"Amplitude sandbox on [bold]{url}[/] (Ctrl-C to stop)", highlight=False)
@@ -123,9 +124,9 @@ def _port_option(name: str, default: int) -> Any:
 @app.command()
 def up(
     host: str = HOST,
-    kafka_port: int = _port_option("kafka", DEFAULT_PORT),
-    salesforce_port: int = _port_option("salesforce", salesforce_sandbox.DEFAULT_PORT),
-    amplitude_port: int = _port_option("amplitude", amplitude_sandbox.DEFAULT_PORT),
+    kafka_port: int = _port_option("kafka", KAFKA_PORT),
+    salesforce_port: int = _port_option("salesforce", SALESFORCE_PORT),
+    amplitude_port: int = _port_option("amplitude", AMPLITUDE_PORT),
     seed: int = typer.Option(
         0, "--seed", help="Create this many Accounts in the Salesforce sandbox first."
     ),
@@ -137,11 +138,14 @@ def up(
     keys, a free health port): paste it in another shell and every sfamp command,
     `sfamp run` included, uses the stack. A taken port is named with its option.
     """
+    from pipeline.sandbox_stack import SandboxStack, health_port_for_run
+    from sfamp_sandbox.salesforce.seed import seed as sandbox_seed
+
     stack = SandboxStack(
         host=host,
-        kafka_port=kafka_port or DEFAULT_PORT,
-        salesforce_port=salesforce_port or salesforce_sandbox.DEFAULT_PORT,
-        amplitude_port=amplitude_port or amplitude_sandbox.DEFAULT_PORT,
+        kafka_port=kafka_port or KAFKA_PORT,
+        salesforce_port=salesforce_port or SALESFORCE_PORT,
+        amplitude_port=amplitude_port or AMPLITUDE_PORT,
         salesforce_options={"latency_ms": latency_ms},
         amplitude_options={"latency_ms": latency_ms},
     )
@@ -161,10 +165,14 @@ def up(
 
 
 async def _listening(what: str, host: str, port: int, start: Awaitable[object]) -> None:
+    from sfamp_sandbox.kafka import EmbeddedKafkaError
+
     try:
         await start
     except OSError as exc:
         raise ListenError(what, host, port, exc, OTHER_PORT) from exc
+    except EmbeddedKafkaError as exc:
+        raise KafkaUnavailableError(str(exc)) from exc
 
 
 async def _serve(

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pipeline.config.settings import AmplitudeSettings
-from pipeline.sandbox.amplitude import US_API_KEY, AmplitudeSandbox
+from sfamp_sandbox.amplitude import US_API_KEY, AmplitudeSandbox
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.settings import AmplitudeSettings
 from pipeline.errors import AmplitudeAuthError, AmplitudeUnavailableError
-from pipeline.sandbox.amplitude import EU_API_KEY, US_API_KEY, AmplitudeSandbox, IdentifyLimits
 from pipeline.transform.group_update import GroupUpdate
+from sfamp_sandbox.amplitude import EU_API_KEY, US_API_KEY, AmplitudeSandbox, IdentifyLimits
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from pipeline.amplitude.planning import (
     plan_chunks,
 )
 from pipeline.config.settings import AmplitudeSettings
-from pipeline.sandbox.amplitude import AmplitudeSandbox
 from pipeline.transform.group_update import GroupUpdate
+from sfamp_sandbox.amplitude import AmplitudeSandbox
 
 
 def test_strings_and_strings_in_arrays_are_cut() -> None:

@@ -19,12 +19,12 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.kafka.envelope import Source
 from pipeline.kafka.records import DlqEntry, decode_dlq_entry
-from pipeline.sandbox.amplitude import US_API_KEY, AmplitudeSandbox
-from pipeline.sandbox.amplitude.identify import IdentifyLimits
-from pipeline.sandbox.salesforce import SalesforceSandbox
 from pipeline.transform.apply import PropertyChanges, changes_for
 from pipeline.transform.cdc import envelope_from_record
 from pipeline.transform.schema import ObjectSchema
+from sfamp_sandbox.amplitude import US_API_KEY, AmplitudeSandbox
+from sfamp_sandbox.amplitude.identify import IdentifyLimits
+from sfamp_sandbox.salesforce import SalesforceSandbox
 
 # Seeding is deterministic: the second Account always has this external id.
 BLOCKED_GROUP = "EXT-0000002"

@@ -19,8 +19,8 @@ from pipeline.runtime.backfill import (
 )
 from pipeline.runtime.salesforce_reads import fields_to_read
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.sandbox.amplitude.state import Fault
 from pipeline.transform.schema import schema_from_describe
+from sfamp_sandbox.amplitude.state import Fault
 from tests.backfill.conftest import (
     BLOCKED_GROUP,
     CliRun,

@@ -21,7 +21,7 @@ from pipeline.runtime.backfill import CatchUp, ReadOptions, run_backfill
 from pipeline.runtime.backfill.catch_up import MAX_ROUNDS, snapshot_start
 from pipeline.runtime.service import serving
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org, group, settings_for, wait_until
 
 START = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)

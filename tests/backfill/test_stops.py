@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.sandbox.amplitude.state import Fault
+from sfamp_sandbox.amplitude.state import Fault
 from tests.backfill.conftest import CliRun, Sandboxes
 
 pytestmark = pytest.mark.integration

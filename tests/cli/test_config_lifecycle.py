@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from pipeline.config.validation import dump_mapping, load_mapping
-from pipeline.sandbox.kafka import free_port
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import MAPPING, running, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from pipeline.errors import ListenError
 from pipeline.runtime.health import serve_health
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.state import ServiceState
-from pipeline.sandbox.kafka import free_port
+from sfamp_sandbox.kafka import free_port
 from tests.cli.sandbox_process import ROOT, cli_env, held_port, port_free, sfamp
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -82,7 +82,7 @@ def test_a_taken_health_port_stops_run_before_it_starts() -> None:
     _assert_one_line(done, port, "SFAMP_RUNTIME__HEALTH_PORT")
 
 
-@pytest.mark.parametrize("module", ["pipeline.sandbox.salesforce", "pipeline.sandbox.amplitude"])
+@pytest.mark.parametrize("module", ["sfamp_sandbox.salesforce", "sfamp_sandbox.amplitude"])
 def test_the_sandbox_modules_say_so_in_one_line(module: str) -> None:
     with held_port() as port:
         done = subprocess.run(

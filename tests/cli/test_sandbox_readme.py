@@ -8,10 +8,10 @@ import asyncio
 import re
 import subprocess
 
-from pipeline.sandbox.amplitude import IdentifyLimits, SandboxState
-from pipeline.sandbox.amplitude import build_app as amplitude_app
-from pipeline.sandbox.salesforce import SalesforceSandbox
-from pipeline.sandbox.salesforce.app import build_app as salesforce_app
+from sfamp_sandbox.amplitude import IdentifyLimits, SandboxState
+from sfamp_sandbox.amplitude import build_app as amplitude_app
+from sfamp_sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce.app import build_app as salesforce_app
 from tests.cli.sandbox_process import ROOT, cli_env, sfamp
 from tests.cli.test_sandbox_up import EXPECTED
 

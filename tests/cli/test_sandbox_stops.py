@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sandbox.kafka import free_port
+from sfamp_sandbox.kafka import free_port
 from tests.cli.sandbox_process import CliProcess, pid_gone, port_free, wait_for
 
 pytestmark = [

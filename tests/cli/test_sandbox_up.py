@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.sandbox.kafka import free_port
+from sfamp_sandbox.kafka import free_port
 from tests.cli.sandbox_process import ROOT, CliProcess, cli_env, sfamp, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -18,8 +18,8 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import AmplitudeSettings, SalesforceSettings, Settings
 from pipeline.config.verify import verify_mapping
 from pipeline.logs import configure_logging
-from pipeline.sandbox.amplitude import US_API_KEY, AmplitudeSandbox
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.amplitude import US_API_KEY, AmplitudeSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from pipeline.config.mapping import MappingConfig, ObjectMapping
-from pipeline.sandbox.salesforce import SalesforceSandbox
-from pipeline.sandbox.salesforce.org import Org, Record
-from pipeline.sandbox.salesforce.query import FieldResolver
-from pipeline.sandbox.salesforce.schema import FieldDef, ObjectDef, cdc_component
-from pipeline.sandbox.salesforce.soql import FieldRef
+from sfamp_sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce.org import Org, Record
+from sfamp_sandbox.salesforce.query import FieldResolver
+from sfamp_sandbox.salesforce.schema import FieldDef, ObjectDef, cdc_component
+from sfamp_sandbox.salesforce.soql import FieldRef
 
 GroupKey = tuple[str, str]
 Getter = Callable[[Record], Any]

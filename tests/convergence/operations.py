@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pipeline.sandbox.salesforce.objects import FEATURES, INDUSTRIES, REGIONS, TIERS
+from sfamp_sandbox.salesforce.objects import FEATURES, INDUSTRIES, REGIONS, TIERS
 
 ACCOUNT, PLAN = "Account", "Plan__c"
 MAPPING: Final[dict[str, Any]] = {

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.sandbox.amplitude import server as amplitude_server
-from pipeline.sandbox.amplitude.state import SandboxState as AmplitudeState
-from pipeline.sandbox.salesforce import SalesforceSandbox
-from pipeline.sandbox.salesforce.org import Org
+from sfamp_sandbox.amplitude import server as amplitude_server
+from sfamp_sandbox.amplitude.state import SandboxState as AmplitudeState
+from sfamp_sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce.org import Org
 
 from .expected import (
     ABSENT,

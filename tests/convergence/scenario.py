@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org, wait_until
 from tests.support.processes import BackfillProcess, ServiceProcess
 

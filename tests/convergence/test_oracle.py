@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.sandbox.amplitude.state import SandboxState as AmplitudeState
-from pipeline.sandbox.salesforce.org import Org, Transaction
+from sfamp_sandbox.amplitude.state import SandboxState as AmplitudeState
+from sfamp_sandbox.salesforce.org import Org, Transaction
 
 from .oracle import (
     ABSENT,

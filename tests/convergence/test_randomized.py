@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from tests.conftest import docker_engine_answers, embedded_broker
 
 from .oracle import wait_converged

@@ -22,8 +22,8 @@ from pipeline.config.settings import KafkaSettings
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.envelope import ChangeEnvelope
 from pipeline.kafka.producer import ChangeProducer, Record
-from pipeline.sandbox.amplitude import US_API_KEY, AmplitudeSandbox, IdentifyLimits
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.amplitude import US_API_KEY, AmplitudeSandbox, IdentifyLimits
 from tests.runtime.conftest import MAPPING, REJECTED_VALUE, Org
 
 BLOCKED_GROUP = "blocked-group"

@@ -12,8 +12,8 @@ from pipeline.config.settings import KafkaSettings
 from pipeline.kafka.envelope import encode
 from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
-from pipeline.sandbox.amplitude.state import parse_fault
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.amplitude.state import parse_fault
 from tests.ops.conftest import BLOCKED_GROUP, Cli, change, produce
 from tests.runtime.conftest import Org, group, wait_until
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config.settings import KafkaSettings
-from pipeline.sandbox.amplitude import AmplitudeSandbox
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.amplitude import AmplitudeSandbox
 from tests.ops.conftest import Cli
 from tests.runtime.conftest import (
     REJECTED_VALUE,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.logs import LibraryLogFilter
-from pipeline.sandbox.kafka import EmbeddedKafka, free_port
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.kafka import EmbeddedKafka, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTAGE_SECONDS = 4.0

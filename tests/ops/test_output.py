@@ -12,7 +12,7 @@ from pipeline.config.settings import KafkaSettings
 from pipeline.kafka.envelope import encode
 from pipeline.kafka.records import DlqEntry, ReplayMark
 from pipeline.kafka.topics import TopicNames
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from tests.ops.conftest import Cli, change, commit, produce
 from tests.runtime.conftest import Org
 

@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline.config.settings import Settings
 from pipeline.kafka.records import DlqEntry, decode_dlq_entry
 from pipeline.runtime.service import serving
-from pipeline.sandbox.amplitude.identify import IdentifyLimits
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.amplitude.identify import IdentifyLimits
 
 REJECTED_VALUE = "REJECT-ME"
 

@@ -12,7 +12,7 @@ import pytest
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.envelope import ChangeEnvelope, encode
 from pipeline.kafka.producer import ChangeProducer
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import (
     MAPPING,
     deliver_turns,

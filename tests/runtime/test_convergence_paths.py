@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.runtime.backfill import ReadOptions, run_backfill
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from tests.convergence.oracle import wait_converged
 from tests.runtime.conftest import Org, groups, running, settings_for, wait_until
 

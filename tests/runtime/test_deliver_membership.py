@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from pipeline.config.settings import Settings
 from pipeline.runtime.service import Service, run_service
 from pipeline.runtime.state import ServiceState
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org, group, running, settings_for, wait_until
 
 

@@ -23,7 +23,7 @@ from pipeline.errors import (
 from pipeline.kafka.admin import TopicSpec, ensure_topics
 from pipeline.runtime.mapping_source import checked
 from pipeline.runtime.retry import Backoff
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import MAPPING, Org, group, running, settings_for, wait_until
 
 

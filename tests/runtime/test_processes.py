@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from tests.conftest import docker_engine_answers, embedded_broker
 from tests.runtime.conftest import Org, groups, wait_until
 from tests.support.processes import ServiceProcess

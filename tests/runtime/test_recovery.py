@@ -7,7 +7,7 @@ from pathlib import Path
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import ResyncRequest
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org, group, running, settings_for, wait_until
 
 

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaProducer
 from pipeline.config.validation import load_mapping
 from pipeline.kafka.config_topic import publish_mapping
 from pipeline.runtime.service import Service
-from pipeline.sandbox.kafka import free_port
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import (
     MAPPING,
     REJECTED_VALUE,

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config.settings import SalesforceSettings
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 from tests.salesforce.helpers import Sleeps, sandbox_settings
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from pipeline.config.settings import SalesforceSettings
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 
 CLIENT_ID = "sandbox-client"
 CLIENT_SECRET = "sandbox-secret"

@@ -16,7 +16,7 @@ from pipeline.config.settings import SalesforceSettings
 from pipeline.errors import SalesforceAuthError, SalesforceUnavailableError, SettingsError
 from pipeline.salesforce.auth import SalesforceAuth
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 from tests.salesforce.helpers import (
     CLIENT_SECRET,
     PASSWORD,

@@ -12,7 +12,7 @@ from pipeline.errors import (
 )
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.salesforce.rest import backoff_seconds, normalise_id, one_line
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 from tests.salesforce.helpers import Sleeps, fault, sandbox_settings, seed
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from aiosfstream_ng.exceptions import AuthenticationError
 from pipeline.errors import SalesforceAuthError
 from pipeline.salesforce.cdc import CdcSubscriber, DurableReplayStorage, channel_for
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 from tests.salesforce.helpers import fault, sandbox_settings
 
 pytestmark = pytest.mark.integration

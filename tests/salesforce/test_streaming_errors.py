@@ -25,7 +25,7 @@ from pipeline.salesforce.cdc import (
     translate_cometd_errors,
 )
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 from tests.runtime.conftest import wait_until
 from tests.salesforce.helpers import sandbox_settings
 

@@ -1,5 +1,5 @@
 """``--latency-ms`` reaches the sandboxes from every way of starting them: ``sfamp sandbox
-salesforce|amplitude|up`` and ``python -m pipeline.sandbox.salesforce|amplitude``."""
+salesforce|amplitude|up`` and ``python -m sfamp_sandbox.salesforce|amplitude``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.sandbox.kafka import free_port
+from sfamp_sandbox.kafka import free_port
 from tests.cli.sandbox_process import ROOT, CliProcess, cli_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -57,7 +57,7 @@ def test_sandbox_up_gives_both_sandboxes_the_latency(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sandbox", ["salesforce", "amplitude"])
 def test_python_m_sandbox_takes_latency_ms(sandbox: str) -> None:
     port = free_port()
-    module = f"pipeline.sandbox.{sandbox}"
+    module = f"sfamp_sandbox.{sandbox}"
     args = [sys.executable, "-m", module, "--port", str(port), "--latency-ms", "90"]
     process = subprocess.Popen(args, cwd=ROOT, env=cli_env())
     try:
@@ -71,7 +71,7 @@ def test_python_m_sandbox_takes_latency_ms(sandbox: str) -> None:
 def test_a_negative_latency_is_refused_before_anything_starts() -> None:
     for args in (
         [sys.executable, "-m", "pipeline", "sandbox", "salesforce", "--latency-ms", "-1"],
-        [sys.executable, "-m", "pipeline.sandbox.amplitude", "--latency-ms", "-1"],
+        [sys.executable, "-m", "sfamp_sandbox.amplitude", "--latency-ms", "-1"],
     ):
         done = subprocess.run(
             args, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=60, check=False

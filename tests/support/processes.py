@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.sandbox.kafka import free_port
+from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import wait_until
 
 

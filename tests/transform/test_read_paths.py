@@ -20,16 +20,16 @@ import pytest
 from pipeline.config.mapping import ObjectMapping
 from pipeline.kafka.envelope import ChangeEnvelope
 from pipeline.salesforce.bulk import parse_csv, rest_converters
-from pipeline.sandbox.salesforce.cdc import RecordChange, build_header, channel_for_entity
-from pipeline.sandbox.salesforce.describe import describe_object
-from pipeline.sandbox.salesforce.objects import FIELD_TYPES, OBJECTS
-from pipeline.sandbox.salesforce.org import Org, Transaction
-from pipeline.sandbox.salesforce.query import compile_query
-from pipeline.sandbox.salesforce.render import csv_page, record_json
 from pipeline.transform.apply import NeedsLookup, PropertyChanges, changes_for
 from pipeline.transform.cdc import envelope_from_record, envelopes_from_event
 from pipeline.transform.plan import plan_for
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
+from sfamp_sandbox.salesforce.cdc import RecordChange, build_header, channel_for_entity
+from sfamp_sandbox.salesforce.describe import describe_object
+from sfamp_sandbox.salesforce.objects import FIELD_TYPES, OBJECTS
+from sfamp_sandbox.salesforce.org import Org, Transaction
+from sfamp_sandbox.salesforce.query import compile_query
+from sfamp_sandbox.salesforce.render import csv_page, record_json
 from tests.transform.fixtures import mapping
 
 PATHS = ("cdc_create", "cdc_update", "rest", "bulk_csv", "lookup")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from pipeline.sandbox.amplitude import AmplitudeSandbox
+from sfamp_sandbox.amplitude import AmplitudeSandbox
 
 
 @pytest.fixture

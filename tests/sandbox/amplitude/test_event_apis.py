@@ -10,7 +10,7 @@ import httpx
 import pytest
 from amplitude import Amplitude, BaseEvent, Config, Identify
 
-from pipeline.sandbox.amplitude import EU_API_KEY, US_API_KEY, AmplitudeSandbox
+from sfamp_sandbox.amplitude import EU_API_KEY, US_API_KEY, AmplitudeSandbox
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.sandbox.amplitude import EU_API_KEY, US_API_KEY, AmplitudeSandbox
+from sfamp_sandbox.amplitude import EU_API_KEY, US_API_KEY, AmplitudeSandbox
 
 pytestmark = pytest.mark.integration
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.sandbox.amplitude.identify import (
+from sfamp_sandbox.amplitude.identify import (
     IdentifyLimits,
     RequestRefused,
     parse_identifications,
 )
-from pipeline.sandbox.amplitude.operations import (
+from sfamp_sandbox.amplitude.operations import (
     InvalidPropertiesError,
     apply_operations,
     normalize_operations,

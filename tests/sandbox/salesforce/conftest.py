@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 
 CLIENT_ID = "sandbox-client"
 CLIENT_SECRET = "sandbox-secret"

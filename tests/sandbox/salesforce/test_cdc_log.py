@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.sandbox.salesforce.cdc import (
+from sfamp_sandbox.salesforce.cdc import (
     ALL_CHANGES_CHANNEL,
     ChangeEventLog,
     InvalidReplayIdError,

@@ -15,8 +15,8 @@ from aiosfstream_ng.client import Client
 from aiosfstream_ng.exceptions import ServerError
 from aiosfstream_ng.replay import ReplayMarker, ReplayOption
 
-from pipeline.sandbox.salesforce.cdc import ChangeEventLog, RecordChange
-from pipeline.sandbox.salesforce.cometd import CometdServer, add_cometd_routes
+from sfamp_sandbox.salesforce.cdc import ChangeEventLog, RecordChange
+from sfamp_sandbox.salesforce.cometd import CometdServer, add_cometd_routes
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from aiosfstream_ng.client import Client
 from aiosfstream_ng.exceptions import ServerError
 from aiosfstream_ng.replay import ReplayMarker, ReplayOption
 
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from pipeline.sandbox.salesforce.cdc import ChangeEventLog, RecordChange
-from pipeline.sandbox.salesforce.cometd import CometdServer, add_cometd_routes
+from sfamp_sandbox.salesforce.cdc import ChangeEventLog, RecordChange
+from sfamp_sandbox.salesforce.cometd import CometdServer, add_cometd_routes
 
 pytestmark = pytest.mark.integration
 

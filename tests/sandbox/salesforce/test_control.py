@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 
 from .conftest import API
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME
 

@@ -10,9 +10,9 @@ import io
 import httpx
 import pytest
 
-from pipeline.sandbox.salesforce import SalesforceSandbox
-from pipeline.sandbox.salesforce.objects import FIELD_TYPES, PLAN
-from pipeline.sandbox.salesforce.values import java_double
+from sfamp_sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce.objects import FIELD_TYPES, PLAN
+from sfamp_sandbox.salesforce.values import java_double
 
 from .conftest import API
 

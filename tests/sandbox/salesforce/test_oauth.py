@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME
 

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from pipeline.sandbox.salesforce.api_error import ApiError
-from pipeline.sandbox.salesforce.cdc import RecordChange
-from pipeline.sandbox.salesforce.ids import checksum, to_18
-from pipeline.sandbox.salesforce.org import Org, Transaction
-from pipeline.sandbox.salesforce.seed import seed
+from sfamp_sandbox.salesforce.api_error import ApiError
+from sfamp_sandbox.salesforce.cdc import RecordChange
+from sfamp_sandbox.salesforce.ids import checksum, to_18
+from sfamp_sandbox.salesforce.org import Org, Transaction
+from sfamp_sandbox.salesforce.seed import seed
 
 
 def test_ids_have_prefix_and_checksum() -> None:

@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 
 from .conftest import API
 

@@ -19,7 +19,7 @@ from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
-from pipeline.sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce import SalesforceSandbox
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def _client(sf: SalesforceSandbox, token: str, session: requests.Session) -> Sal
 async def test_query_all_pages_through_more_than_2000_rows(
     salesforce_sandbox: SalesforceSandbox, sf_token: str, http_session: requests.Session
 ) -> None:
-    from pipeline.sandbox.salesforce.seed import seed
+    from sfamp_sandbox.salesforce.seed import seed
 
     ids = seed(salesforce_sandbox.org, "Account", 4500)
     client = _client(salesforce_sandbox, sf_token, http_session)
@@ -95,7 +95,7 @@ async def test_malformed_query_raises(
 async def test_bulk2_query_reads_every_row(
     salesforce_sandbox: SalesforceSandbox, sf_token: str, http_session: requests.Session
 ) -> None:
-    from pipeline.sandbox.salesforce.seed import seed
+    from sfamp_sandbox.salesforce.seed import seed
 
     ids = seed(salesforce_sandbox.org, "Opportunity", 3000)
     client = _client(salesforce_sandbox, sf_token, http_session)

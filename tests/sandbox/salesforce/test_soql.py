@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.sandbox.salesforce.api_error import ApiError
-from pipeline.sandbox.salesforce.org import Org, Transaction
-from pipeline.sandbox.salesforce.query import compile_query
-from pipeline.sandbox.salesforce.soql import BoolOp, Comparison, Literal, Not, parse
+from sfamp_sandbox.salesforce.api_error import ApiError
+from sfamp_sandbox.salesforce.org import Org, Transaction
+from sfamp_sandbox.salesforce.query import compile_query
+from sfamp_sandbox.salesforce.soql import BoolOp, Comparison, Literal, Not, parse
 
 NOW = 1_715_340_000.0  # 2024-05-10T11:20:00Z
 

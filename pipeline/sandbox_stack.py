@@ -1,0 +1,170 @@
+"""All three stand-ins at once: the embedded broker, the Salesforce and the Amplitude sandbox.
+
+``sfamp sandbox up`` and ``sfamp demo`` run this stack; its :meth:`environment`
+is the set of ``SFAMP_*`` variables that point sfamp at it, the same names a
+production deployment sets.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from pipeline.config.settings import RuntimeSettings, Settings
+from pipeline.errors import KafkaUnavailableError, ListenError
+from pipeline.runtime.listen import bind_error
+from sfamp_sandbox.amplitude import SECRET_KEY, US_API_KEY, AmplitudeSandbox
+from sfamp_sandbox.kafka import EmbeddedKafka, EmbeddedKafkaError, free_port
+from sfamp_sandbox.salesforce import SalesforceSandbox
+
+SANDBOX_CLIENT_ID = "sandbox-client"
+SANDBOX_CLIENT_SECRET = "sandbox-secret"  # noqa: S105 - the sandbox's documented credential
+SANDBOX_USERNAME = "admin@sandbox.example"
+SANDBOX_PASSWORD = "sandbox"  # noqa: S105 - the sandbox's documented credential
+
+
+@dataclass
+class SandboxStack:
+    """Start with ``async with SandboxStack(...) as stack``; ports 0 pick free ones.
+
+    ``kafka_bootstrap`` uses an existing broker instead of starting the embedded one.
+    """
+
+    host: str = "127.0.0.1"
+    kafka_port: int = 0
+    salesforce_port: int = 0
+    amplitude_port: int = 0
+    kafka_bootstrap: str | None = None
+    salesforce_options: dict[str, Any] = field(default_factory=dict)
+    amplitude_options: dict[str, Any] = field(default_factory=dict)
+    kafka: EmbeddedKafka | None = field(default=None, init=False)
+    salesforce: SalesforceSandbox | None = field(default=None, init=False)
+    amplitude: AmplitudeSandbox | None = field(default=None, init=False)
+
+    async def start(self) -> SandboxStack:
+        """Start all three; a taken port raises :class:`ListenError` naming its option."""
+        try:
+            if self.kafka_bootstrap is None:
+                kafka = EmbeddedKafka(self.kafka_port, host=self.host)
+                await self._listen("embedded Kafka broker", kafka.port, "kafka", kafka.start())
+                self.kafka, self.kafka_bootstrap = kafka, kafka.bootstrap_servers
+            options = {"api_max": 5_000_000, **self.salesforce_options}
+            self.salesforce = SalesforceSandbox(self.host, self.salesforce_port, **options)
+            await self._listen(
+                "Salesforce sandbox", self.salesforce_port, "salesforce", self.salesforce.start()
+            )
+            self.amplitude = AmplitudeSandbox(
+                self.host, self.amplitude_port, **self.amplitude_options
+            )
+            await self._listen(
+                "Amplitude sandbox", self.amplitude_port, "amplitude", self.amplitude.start()
+            )
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _listen(self, what: str, port: int, name: str, start: Awaitable[object]) -> None:
+        try:
+            await start
+        except OSError as exc:
+            change = f"choose another port with --{name}-port"
+            raise ListenError(what, self.host, port, exc, change) from exc
+        except EmbeddedKafkaError as exc:
+            raise KafkaUnavailableError(str(exc)) from exc
+
+    async def stop(self) -> None:
+        try:
+            if self.amplitude is not None:
+                await self.amplitude.stop()
+            if self.salesforce is not None:
+                await self.salesforce.stop()
+        finally:
+            if self.kafka is not None:  # never leave the broker process behind
+                self.kafka.stop()
+
+    def environment(self, topic_prefix: str = "sfamp") -> dict[str, str]:
+        """The ``SFAMP_*`` variables that point sfamp at this stack."""
+        assert self.salesforce is not None
+        assert self.amplitude is not None
+        assert self.kafka_bootstrap is not None
+        return {
+            "SFAMP_SALESFORCE__LOGIN_URL": self.salesforce.base_url,
+            "SFAMP_SALESFORCE__AUTH_FLOW": "password",
+            "SFAMP_SALESFORCE__CLIENT_ID": SANDBOX_CLIENT_ID,
+            "SFAMP_SALESFORCE__CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+            "SFAMP_SALESFORCE__USERNAME": SANDBOX_USERNAME,
+            "SFAMP_SALESFORCE__PASSWORD": SANDBOX_PASSWORD,
+            "SFAMP_KAFKA__BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "SFAMP_KAFKA__TOPIC_PREFIX": topic_prefix,
+            "SFAMP_AMPLITUDE__API_KEY": US_API_KEY,
+            "SFAMP_AMPLITUDE__BASE_URL": self.amplitude.base_url,
+        }
+
+    def export_block(self, health_port: int, topic_prefix: str = "sfamp") -> str:
+        """Shell ``export`` lines that make ``sfamp run`` (and every other command) use this
+        stack: Salesforce's password flow, Kafka, both URLs, the Amplitude keys, the health
+        port."""
+        variables = {
+            **self.environment(topic_prefix),
+            "SFAMP_AMPLITUDE__SECRET_KEY": SECRET_KEY,
+            # The embedded broker answers a group join after half the session timeout:
+            # 6 s lets deliver start in about 3 s instead of 15.
+            "SFAMP_KAFKA__CONSUMER_SESSION_TIMEOUT_SECONDS": "6",
+            "SFAMP_RUNTIME__HEALTH_PORT": str(health_port),
+        }
+        return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in variables.items())
+
+    def settings(self, topic_prefix: str = "sfamp", **sections: dict[str, Any]) -> Settings:
+        """Settings for this stack, without reading the process environment or ``.env``."""
+        assert self.salesforce is not None
+        assert self.amplitude is not None
+        assert self.kafka_bootstrap is not None
+        salesforce = {
+            "login_url": self.salesforce.base_url,
+            "auth_flow": "password",
+            "client_id": SANDBOX_CLIENT_ID,
+            "client_secret": SANDBOX_CLIENT_SECRET,
+            "username": SANDBOX_USERNAME,
+            "password": SANDBOX_PASSWORD,
+            **sections.get("salesforce", {}),
+        }
+        kafka = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "topic_prefix": topic_prefix,
+            **sections.get("kafka", {}),
+        }
+        amplitude = {
+            "api_key": US_API_KEY,
+            "base_url": self.amplitude.base_url,
+            **sections.get("amplitude", {}),
+        }
+        runtime = {"health_port": 0, **sections.get("runtime", {})}
+        return Settings(
+            _env_file=None,
+            salesforce=salesforce,
+            kafka=kafka,
+            amplitude=amplitude,
+            runtime=runtime,
+        )
+
+    async def __aenter__(self) -> SandboxStack:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def health_port_for_run() -> int:
+    """The health port to export for ``sfamp run``: its default when free, else a free one."""
+    defaults = RuntimeSettings.model_fields
+    port = int(defaults["health_port"].default)
+    return port if bind_error(str(defaults["health_host"].default), port) is None else free_port()

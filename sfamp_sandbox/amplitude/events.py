@@ -1,0 +1,235 @@
+"""Validation of the JSON event APIs (``/2/httpapi`` and ``/batch``).
+
+Pure. Every answer of these APIs is a JSON object carrying ``code``: the
+official Python SDK reads the status from ``body["code"]`` and loses events
+silently on a non-JSON 200, so even errors are JSON here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sfamp_sandbox.amplitude.operations import InvalidPropertiesError, normalize_operations
+
+GROUP_IDENTIFY_EVENT = "$groupidentify"
+DEFAULT_MIN_ID_LENGTH = 5
+MAX_EVENTS = 2000
+# Amplitude refuses these as user or device ids.
+BLOCKED_IDS = frozenset(
+    {
+        "anonymous",
+        "nil",
+        "none",
+        "null",
+        "n/a",
+        "na",
+        "undefined",
+        "unknown",
+        "00000000-0000-0000-0000-000000000000",
+        "{}",
+        "lmy47d",
+        "0",
+        "-1",
+        "",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventApi:
+    """One JSON endpoint and its documented limits."""
+
+    path: str
+    max_request_bytes: int
+    eps_threshold: int
+
+
+HTTP_V2 = EventApi("/2/httpapi", 1_000_000, 30)
+BATCH = EventApi("/batch", 20_000_000, 1000)
+
+
+class JsonRefused(Exception):
+    """The request is refused as a whole with this JSON ``body``."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        super().__init__(str(body))
+
+    @property
+    def status(self) -> int:
+        return int(self.body["code"])
+
+
+@dataclass(frozen=True, slots=True)
+class EventRequest:
+    api_key: str
+    events: list[Any]
+    min_id_length: int
+
+
+@dataclass(slots=True)
+class AcceptedEvent:
+    event_type: str
+    insert_id: str | None
+    device_id: str
+    groups: list[tuple[str, str]] = field(default_factory=list)
+    operations: dict[str, Any] = field(default_factory=dict)
+
+
+def too_large() -> JsonRefused:
+    return JsonRefused({"code": 413, "error": "Payload too large"})
+
+
+def parse_event_request(body: bytes, api: EventApi) -> EventRequest:
+    """Size, JSON and required fields; the API key is checked by the caller next."""
+    if len(body) > api.max_request_bytes:
+        raise too_large()
+    if not body.strip():
+        raise JsonRefused({"code": 400, "error": "Missing request body"})
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise JsonRefused({"code": 400, "error": "Invalid JSON request body"}) from exc
+    if not isinstance(document, dict):
+        raise JsonRefused({"code": 400, "error": "Invalid JSON request body"})
+    for required in ("api_key", "events"):
+        if not document.get(required):
+            raise JsonRefused(
+                {"code": 400, "error": "Request missing required field", "missing_field": required}
+            )
+    events = document["events"]
+    if not isinstance(events, list):
+        raise JsonRefused({"code": 400, "error": "Invalid event JSON"})
+    if len(events) > MAX_EVENTS:
+        raise too_large()
+    options = document.get("options")
+    min_length = options.get("min_id_length") if isinstance(options, dict) else None
+    if not isinstance(min_length, int) or isinstance(min_length, bool) or min_length < 0:
+        min_length = DEFAULT_MIN_ID_LENGTH
+    return EventRequest(str(document["api_key"]), events, min_length)
+
+
+class _Findings:
+    def __init__(self) -> None:
+        self.missing: dict[str, list[int]] = defaultdict(list)
+        self.invalid: dict[str, list[int]] = defaultdict(list)
+        self.id_lengths: dict[str, list[int]] = defaultdict(list)
+
+    def refusal(self) -> JsonRefused | None:
+        if self.missing:
+            return JsonRefused(
+                {
+                    "code": 400,
+                    "error": "Request missing required field",
+                    "events_with_missing_fields": dict(self.missing),
+                }
+            )
+        if self.invalid:
+            return JsonRefused(
+                {
+                    "code": 400,
+                    "error": "Invalid field values on some events",
+                    "events_with_invalid_fields": dict(self.invalid),
+                }
+            )
+        if self.id_lengths:
+            return JsonRefused(
+                {
+                    "code": 400,
+                    "error": "Invalid id length for user_id or device_id",
+                    "events_with_invalid_id_lengths": dict(self.id_lengths),
+                }
+            )
+        return None
+
+
+def validate_events(request: EventRequest) -> list[AcceptedEvent]:
+    """Check every event; any failure refuses the request, listing the failing indexes."""
+    findings = _Findings()
+    accepted = [
+        _event(index, event, request, findings) for index, event in enumerate(request.events)
+    ]
+    refusal = findings.refusal()
+    if refusal is not None:
+        raise refusal
+    return [event for event in accepted if event is not None]
+
+
+def _event(
+    index: int, event: object, request: EventRequest, findings: _Findings
+) -> AcceptedEvent | None:
+    if not isinstance(event, dict):
+        findings.invalid["event"].append(index)
+        return None
+    event_type = event.get("event_type")
+    if not isinstance(event_type, str) or not event_type:
+        findings.missing["event_type"].append(index)
+        return None
+    time = event.get("time")
+    if time is not None and (not isinstance(time, int) or isinstance(time, bool)):
+        findings.invalid["time"].append(index)
+    device_id = event.get("device_id")
+    accepted = AcceptedEvent(
+        event_type=event_type,
+        insert_id=_text(event.get("insert_id")),
+        device_id=device_id if isinstance(device_id, str) else "",
+    )
+    if event_type == GROUP_IDENTIFY_EVENT:
+        # The official SDK sends $groupidentify with no user or device id.
+        _group_identify(index, event, accepted, findings)
+    else:
+        _check_ids(index, event, request.min_id_length, findings)
+    return accepted
+
+
+def _group_identify(
+    index: int, event: dict[str, Any], accepted: AcceptedEvent, findings: _Findings
+) -> None:
+    groups = event.get("groups") or {}
+    if not isinstance(groups, dict):
+        findings.invalid["groups"].append(index)
+        return
+    for group_type, value in groups.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, bool) or not isinstance(item, str | int | float) or item == "":
+                findings.invalid["groups"].append(index)
+                return
+            accepted.groups.append((str(group_type), str(item)))
+    try:
+        accepted.operations = normalize_operations(event.get("group_properties") or {})
+    except InvalidPropertiesError:
+        findings.invalid["group_properties"].append(index)
+
+
+def _check_ids(index: int, event: dict[str, Any], min_length: int, findings: _Findings) -> None:
+    ids = {
+        name: str(event[name]) for name in ("user_id", "device_id") if event.get(name) is not None
+    }
+    if not ids:
+        findings.missing["user_id"].append(index)
+        return
+    blocked = [name for name, value in ids.items() if value.lower() in BLOCKED_IDS]
+    for name in blocked:
+        findings.invalid[name].append(index)
+    short = [name for name, value in ids.items() if name not in blocked and len(value) < min_length]
+    # A too-short id next to a usable one is dropped, not refused.
+    if short and len(short) + len(blocked) == len(ids):
+        for name in short:
+            findings.id_lengths[name].append(index)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def success_body(ingested: int, payload_bytes: int, now_ms: int) -> dict[str, Any]:
+    return {
+        "code": 200,
+        "events_ingested": ingested,
+        "payload_size_bytes": payload_bytes,
+        "server_upload_time": now_ms,
+    }
