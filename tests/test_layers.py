@@ -1,0 +1,46 @@
+"""Which package may import which library: the adapters own their third-party clients."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pipeline
+
+ROOT = Path(pipeline.__file__).parent
+
+
+def _imports(path: Path, *, module_level: bool = False) -> set[str]:
+    """Top-level names imported anywhere in the module (or only in its own body)."""
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in tree.body if module_level else ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _importers(library: str, *, module_level: bool = False) -> set[str]:
+    return {
+        path.relative_to(ROOT).as_posix()
+        for path in ROOT.rglob("*.py")
+        if library in _imports(path, module_level=module_level)
+    }
+
+
+def test_only_the_kafka_adapter_imports_aiokafka() -> None:
+    outside = {path for path in _importers("aiokafka") if not path.startswith("kafka/")}
+    assert outside == set(), f"modules outside pipeline/kafka import aiokafka: {outside}"
+
+
+def test_the_check_sees_the_adapter_itself() -> None:
+    assert "kafka/consumer.py" in _importers("aiokafka")
+
+
+def test_the_product_never_imports_the_emulators_at_module_level() -> None:
+    """Only the sandbox and demo glue may; the CLI imports them inside its commands."""
+    glue = {"sandbox_stack.py", "demo.py"}
+    importers = _importers("sfamp_sandbox", module_level=True) - glue
+    assert importers == set(), f"product modules import sfamp_sandbox: {importers}"
