@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
+from pipeline.backoff import exponential_delay
+
 RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -42,8 +44,9 @@ def backoff_delay(
     ``jitter`` is a number in [0, 1): the delay lies between half and all of the
     exponential step ("equal jitter"), so it still grows while spreading out.
     """
-    step = min(policy.cap_seconds, policy.base_seconds * 2.0 ** max(0, attempt - 1))
-    delay = step / 2 + step / 2 * jitter
+    delay = exponential_delay(
+        attempt - 1, jitter, first=policy.base_seconds, ceiling=policy.cap_seconds
+    )
     if throttled:
         delay = max(delay, policy.min_429_wait_seconds * (1 + jitter))
     if retry_after is not None:

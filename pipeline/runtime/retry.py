@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from pipeline.backoff import exponential_delay
+
 
 @dataclass
 class Backoff:
@@ -15,10 +17,12 @@ class Backoff:
     attempts: int = field(default=0, init=False)
 
     def next(self) -> float:
-        delay = min(self.ceiling, self.first * 2.0**self.attempts)
+        jitter = random.random()  # noqa: S311 - jitter, not security
+        delay = exponential_delay(
+            self.attempts, jitter, first=self.first, ceiling=self.ceiling, kind="proportional"
+        )
         self.attempts += 1
-        jitter: float = random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
-        return delay * jitter
+        return delay
 
     def reset(self) -> None:
         self.attempts = 0

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
+from pipeline.backoff import exponential_delay
 from pipeline.errors import (
     RequestLimitError,
     SalesforceError,
@@ -46,16 +47,6 @@ _CHECKSUM_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
 Sleep = Callable[[float], Awaitable[None]]
 log = structlog.get_logger(__name__)
-
-
-def backoff_seconds(attempt: int, jitter: float, *, base: float, cap: float) -> float:
-    """Delay before retry number ``attempt`` (0-based): exponential, capped, half jittered.
-
-    ``jitter`` is a number in [0, 1); the delay lies in [half, full] of the step so
-    that clients that failed together do not retry together.
-    """
-    step = min(cap, base * 2.0**attempt)
-    return step / 2 + step / 2 * jitter
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +200,8 @@ class SalesforceRest:
             except SalesforceUnavailableError as exc:
                 if attempt + 1 >= self._max_attempts:
                     raise
-                delay = backoff_seconds(
-                    attempt, self._jitter(), base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS
+                delay = exponential_delay(
+                    attempt, self._jitter(), first=BACKOFF_BASE_SECONDS, ceiling=BACKOFF_CAP_SECONDS
                 )
                 log.warning("salesforce_retry", method=method, error=str(exc), delay=delay)
                 await self._sleep(delay)

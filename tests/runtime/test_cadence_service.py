@@ -21,14 +21,7 @@ from tests.runtime.conftest import (
     settings_for,
     wait_until,
 )
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def _mapping(tmp_path: Path, cadence: dict[str, Any]) -> Path:

@@ -11,7 +11,7 @@ from pipeline.errors import (
     SalesforceUnavailableError,
 )
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.salesforce.rest import backoff_seconds, normalise_id, one_line
+from pipeline.salesforce.rest import normalise_id, one_line
 from sfamp_sandbox.salesforce import SalesforceSandbox
 from tests.salesforce.helpers import Sleeps, fault, sandbox_settings, seed
 
@@ -185,13 +185,6 @@ async def test_a_timeout_is_retried(
         response.raise_for_status()
         assert "DailyApiRequests" in await client.rest.limits()
     assert len(sleeps.delays) == 1
-
-
-def test_backoff_doubles_up_to_the_cap_and_jitters_within_half() -> None:
-    assert backoff_seconds(0, 0.0, base=0.5, cap=8) == 0.25
-    assert backoff_seconds(0, 0.999, base=0.5, cap=8) == pytest.approx(0.5, abs=0.001)
-    assert backoff_seconds(3, 1.0, base=0.5, cap=8) == 4.0
-    assert backoff_seconds(10, 1.0, base=0.5, cap=8) == 8.0
 
 
 def test_normalise_id() -> None:

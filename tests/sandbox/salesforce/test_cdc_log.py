@@ -12,16 +12,9 @@ from sfamp_sandbox.salesforce.cdc import (
     channel_for_entity,
     entity_for_channel,
 )
+from tests.support.clock import FakeClock
 
 START = 1_714_156_685.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def create(entity: str = "Account", record_id: str = "001RM000004UF9sYAG") -> RecordChange:
@@ -29,7 +22,7 @@ def create(entity: str = "Account", record_id: str = "001RM000004UF9sYAG") -> Re
 
 
 def test_publish_builds_the_cometd_data_member() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     log = ChangeEventLog(clock)
     change = RecordChange(
         "Account",
@@ -66,7 +59,7 @@ def test_publish_builds_the_cometd_data_member() -> None:
 
 
 def test_replay_ids_commit_numbers_and_transaction_keys() -> None:
-    log = ChangeEventLog(FakeClock())
+    log = ChangeEventLog(FakeClock(START))
     ids = [log.publish(create()) for _ in range(3)]
     assert ids == [1, 2, 3]
     headers = [d["payload"]["ChangeEventHeader"] for d in log.events_after(0)]
@@ -79,7 +72,7 @@ def test_replay_ids_commit_numbers_and_transaction_keys() -> None:
 
 
 def test_schema_is_stable_per_entity_and_can_change() -> None:
-    log = ChangeEventLog(FakeClock())
+    log = ChangeEventLog(FakeClock(START))
     assert log.schema_id("Account") == log.schema_id("Account")
     assert log.schema_id("Account") != log.schema_id("Contact")
     old = log.schema_id("Plan__c")
@@ -90,14 +83,14 @@ def test_schema_is_stable_per_entity_and_can_change() -> None:
 
 
 def test_unknown_change_type_is_refused() -> None:
-    log = ChangeEventLog(FakeClock())
+    log = ChangeEventLog(FakeClock(START))
     with pytest.raises(ValueError, match="SNAPSHOT"):
         log.publish(RecordChange("Account", "SNAPSHOT", (), {}))
     assert log.latest_replay_id == 0
 
 
 def test_resolve_replay_values() -> None:
-    log = ChangeEventLog(FakeClock())
+    log = ChangeEventLog(FakeClock(START))
     for _ in range(5):
         log.publish(create())
     assert log.resolve_replay(-1) == 5
@@ -113,7 +106,7 @@ def test_resolve_replay_values() -> None:
 
 
 def test_retention_drops_old_events_by_emulator_time() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     log = ChangeEventLog(clock, retention_seconds=100.0)
     log.publish(create(record_id="old"))
     clock.now += 60
@@ -134,7 +127,7 @@ def test_retention_drops_old_events_by_emulator_time() -> None:
 
 
 def test_ring_keeps_at_most_max_events() -> None:
-    log = ChangeEventLog(FakeClock(), max_events=4)
+    log = ChangeEventLog(FakeClock(START), max_events=4)
     for _ in range(10):
         log.publish(create())
     assert len(log) == 4
@@ -145,7 +138,7 @@ def test_ring_keeps_at_most_max_events() -> None:
 
 
 def test_read_after_filters_by_entity_and_limits() -> None:
-    log = ChangeEventLog(FakeClock())
+    log = ChangeEventLog(FakeClock(START))
     for entity in ("Account", "Contact", "Account", "Plan__c", "Account"):
         log.publish(create(entity))
     events, cursor = log.read_after(0, "Account", limit=2)
@@ -158,7 +151,7 @@ def test_read_after_filters_by_entity_and_limits() -> None:
 
 
 def test_reset_forgets_events_but_keeps_replay_ids_increasing() -> None:
-    log = ChangeEventLog(FakeClock())
+    log = ChangeEventLog(FakeClock(START))
     log.publish(create())
     log.reset()
     assert len(log) == 0
@@ -167,7 +160,7 @@ def test_reset_forgets_events_but_keeps_replay_ids_increasing() -> None:
 
 
 def test_listeners_run_on_publish() -> None:
-    log = ChangeEventLog(FakeClock())
+    log = ChangeEventLog(FakeClock(START))
     calls: list[int] = []
 
     def listener() -> None:
@@ -202,7 +195,7 @@ def test_malformed_channels_have_no_entity(channel: str) -> None:
 
 
 def test_channel_filter_honours_selected_entities() -> None:
-    log = ChangeEventLog(FakeClock())
+    log = ChangeEventLog(FakeClock(START))
     assert log.channel_filter(ALL_CHANGES_CHANNEL) == ""
     assert log.channel_filter("/data/LeadChangeEvent") == "Lead"
     log.select_entities(["Account", "Plan__c"])

@@ -17,6 +17,7 @@ from aiosfstream_ng.replay import ReplayMarker, ReplayOption
 
 from sfamp_sandbox.salesforce.cdc import ChangeEventLog, RecordChange
 from sfamp_sandbox.salesforce.cometd import CometdServer, add_cometd_routes
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -52,20 +53,12 @@ class ReconnectingClient(Client):
                 return
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_714_156_685.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Org:
     base_url: str
     log: ChangeEventLog
     server: CometdServer
-    clock: FakeClock
+    clock: FakeClock[float]
     valid_tokens: set[str] = field(default_factory=set)
     tokens_issued: int = 0
     sessions_disabled: bool = False  # no token, old or new, is accepted
@@ -84,7 +77,7 @@ class Org:
 
 @pytest.fixture
 async def org() -> AsyncIterator[Org]:
-    clock = FakeClock()
+    clock = FakeClock(1_714_156_685.0)
     log = ChangeEventLog(clock, retention_seconds=RETENTION)
     app = web.Application()
     state: dict[str, Org] = {}

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from sfamp_sandbox.salesforce.cdc import ChangeEventLog, RecordChange
 from sfamp_sandbox.salesforce.cometd import CometdServer, add_cometd_routes
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -24,20 +25,12 @@ INVALID_REPLAY = (
 )
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_714_156_685.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Endpoint:
     http: httpx.AsyncClient
     log: ChangeEventLog
     server: CometdServer
-    clock: FakeClock
+    clock: FakeClock[float]
 
     async def post(
         self, *messages: dict[str, Any], auth: str | None = f"Bearer {TOKEN}", path: str = "45.0"
@@ -97,7 +90,7 @@ def account_change(change_type: str = "CREATE", record_id: str = "001A") -> Reco
 
 @pytest.fixture
 async def endpoint() -> AsyncIterator[Endpoint]:
-    clock = FakeClock()
+    clock = FakeClock(1_714_156_685.0)
     log = ChangeEventLog(clock, retention_seconds=3600.0)
     app = web.Application()
     server = add_cometd_routes(
