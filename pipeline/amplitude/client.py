@@ -1,5 +1,11 @@
 """The Group Identify client: ``GroupUpdate``s in, a ``DeliveryReport`` out.
 
+Two transports (``SFAMP_AMPLITUDE__TRANSPORT``): ``groupidentify`` posts
+form-encoded identifications to ``/groupidentify``; ``httpapi`` posts
+``$groupidentify`` events to ``/2/httpapi`` (see :mod:`pipeline.amplitude.httpapi`).
+Requests in flight follow a :class:`ConcurrencyController` shared by every send
+of the client, with ``max_concurrency`` as its ceiling.
+
 Where requests go: ``settings.base_url`` when set, else the region's ingestion
 host (US ``https://api2.amplitude.com``, EU ``https://api.eu.amplitude.com``).
 A base URL replaces the host entirely, region included: for the sandbox's EU
@@ -20,15 +26,19 @@ import orjson
 import structlog
 
 from pipeline.amplitude.backoff import RetryPolicy, parse_retry_after
+from pipeline.amplitude.concurrency import ConcurrencyController
 from pipeline.amplitude.delivery import Answer, Clock, Delivery, Random, Sleep, Timing
+from pipeline.amplitude.httpapi import EventWire, event_prefix, plan_events
 from pipeline.amplitude.planning import (
     MAX_STRING_CHARS,
+    Chunk,
     ChunkLimits,
     cut_properties,
     form_prefix,
     plan_chunks,
 )
 from pipeline.amplitude.report import DeliveryPlan, DeliveryReport, KeyCheck
+from pipeline.amplitude.wire import FormWire, Wire
 from pipeline.config.settings import AmplitudeSettings
 from pipeline.errors import (
     AmplitudeAuthError,
@@ -47,7 +57,8 @@ HTTP_API_PATH = "/2/httpapi"
 MAX_CONNECT_SECONDS = 10.0
 # Amplitude's answers are short tokens or small JSON; read no more than this.
 MAX_ANSWER_BYTES = 64_000
-_FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+# Requests in flight at the start, before any answer says more are welcome.
+INITIAL_CONCURRENCY = 4
 log = structlog.get_logger(__name__)
 
 
@@ -56,7 +67,7 @@ def resolve_base_url(settings: AmplitudeSettings) -> str:
 
 
 class AmplitudeClient:
-    """Sends group updates to ``/groupidentify``; use as ``async with``.
+    """Sends group updates to Amplitude; use as ``async with``.
 
     ``transport``, ``sleep``, ``clock`` and ``jitter`` (numbers in [0, 1)) exist
     for tests: an ``httpx.MockTransport`` for unit-level HTTP, and a fake sleep
@@ -78,7 +89,12 @@ class AmplitudeClient:
         self._limits = limits or ChunkLimits(
             property_keys_per_request=settings.property_limit_scope == "request"
         )
-        self._concurrency = settings.max_concurrency
+        self.transport = settings.transport
+        self.concurrency = ConcurrencyController(
+            settings.max_concurrency,
+            initial=INITIAL_CONCURRENCY,
+            slow_seconds=settings.slow_answer_seconds,
+        )
         self._policy = RetryPolicy(
             min_429_wait_seconds=settings.min_429_wait_seconds,
             deadline_seconds=settings.retry_deadline_seconds,
@@ -98,16 +114,33 @@ class AmplitudeClient:
     def group_identify_url(self) -> str:
         return self.base_url + GROUP_IDENTIFY_PATH
 
+    @property
+    def url(self) -> str:
+        """Where ``send`` posts: ``/groupidentify`` or ``/2/httpapi``."""
+        path = HTTP_API_PATH if self.transport == "httpapi" else GROUP_IDENTIFY_PATH
+        return self.base_url + path
+
+    def _wire(self, api_key: str) -> Wire:
+        if self.transport == "httpapi":
+            return EventWire(self.url, event_prefix(api_key))
+        return FormWire(self.url, form_prefix(api_key))
+
+    def _plan_chunks(self, updates: list[GroupUpdate], wire: Wire) -> list[Chunk]:
+        if isinstance(wire, EventWire):
+            return plan_events(updates, len(wire.prefix))
+        assert isinstance(wire, FormWire)
+        return plan_chunks(updates, len(wire.prefix), self._limits)
+
     def plan(self, updates: Iterable[GroupUpdate]) -> DeliveryPlan:
         """The requests ``send`` would start with, measured exactly; sends nothing.
 
         Without a configured API key the sizes assume an empty one.
         """
         listed = list(updates)
-        prefix = form_prefix(self._api_key or "")
-        chunks = plan_chunks(listed, len(prefix), self._limits)
+        wire = self._wire(self._api_key or "")
+        chunks = self._plan_chunks(listed, wire)
         skipped = sum(1 for update in listed if update.is_empty())
-        return DeliveryPlan.from_chunks(self.group_identify_url, chunks, skipped)
+        return DeliveryPlan.from_chunks(self.url, chunks, skipped)
 
     async def send(self, updates: Iterable[GroupUpdate]) -> DeliveryReport:
         """Deliver every update, or raise AmplitudeAuthError / AmplitudeUnavailableError.
@@ -116,9 +149,14 @@ class AmplitudeClient:
         so two updates of one group in one call have no guaranteed order.
         """
         listed = list(updates)
-        prefix = form_prefix(self._require_key())
-        chunks = plan_chunks(listed, len(prefix), self._limits)
-        delivery = Delivery(self._post_form, prefix, self._policy, self._timing, self._concurrency)
+        wire = self._wire(self._require_key())
+        chunks = self._plan_chunks(listed, wire)
+        headers = {"Content-Type": wire.content_type}
+
+        async def post(body: bytes) -> Answer:
+            return await self._post(wire.url, body, headers)
+
+        delivery = Delivery(post, wire, self._policy, self._timing, self.concurrency)
         report = await delivery.run(chunks)
         report.skipped = sum(1 for update in listed if update.is_empty())
         report.truncated = cut_properties(chunks)
@@ -165,9 +203,6 @@ class AmplitudeClient:
         if not self._api_key:
             raise ConfigError("no Amplitude API key: set SFAMP_AMPLITUDE__API_KEY")
         return self._api_key
-
-    async def _post_form(self, body: bytes) -> Answer:
-        return await self._post(self.group_identify_url, body, _FORM_HEADERS)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         try:

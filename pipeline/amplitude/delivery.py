@@ -1,30 +1,37 @@
-"""Deliver planned chunks: bounded concurrency, retries, 413 splits, 400 bisection.
+"""Deliver planned chunks: adaptive concurrency, retries, 413 splits, 400 bisection.
 
-Delivery semantics:
+Delivery semantics (both transports, see :mod:`pipeline.amplitude.wire`):
 - 2xx: every identification of the chunk is delivered.
 - 429, 5xx, timeouts, connection errors: the same chunk is sent again after a
   backoff, until the request's deadline; then AmplitudeUnavailableError. Only
   ``$set``/``$unset`` are sent, so a repeat of a request Amplitude had already
   applied (a 500 after apply, a lost answer) leaves the same state.
 - 413: the chunk is split in half and both halves are sent.
-- 400: Amplitude refuses a whole request for one bad identification, so the
-  chunk is bisected until the bad identification stands alone; it is then
-  reported as rejected with Amplitude's answer, and all others are delivered.
+- 400: Amplitude refuses a whole request for one bad identification. When the
+  answer names the bad events (HTTP V2), they are rejected with its reason and
+  the rest is sent again; otherwise the chunk is bisected until the bad
+  identification stands alone, which is then rejected with Amplitude's answer.
+- 429 naming some events as throttled (HTTP V2): the others go again at once,
+  the throttled ones after the backoff.
 - 400 naming an invalid API key: AmplitudeAuthError at once; nothing can succeed.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
 from pipeline.amplitude.backoff import RetryPolicy, backoff_delay, is_retriable, within_deadline
+from pipeline.amplitude.concurrency import ConcurrencyController, Outcome
 from pipeline.amplitude.planning import Chunk
 from pipeline.amplitude.report import DeliveryReport, Rejection
+from pipeline.amplitude.wire import Wire
 from pipeline.errors import AmplitudeAuthError, AmplitudeError, AmplitudeUnavailableError
+from pipeline.transform.group_update import GroupUpdate
 
 log = structlog.get_logger(__name__)
 
@@ -69,32 +76,35 @@ class Timing:
 
 
 class Delivery:
-    """One ``send``: a fixed pool of workers drains a queue of chunks.
+    """One ``send``: chunks wait in a queue; at most the controller's level are in flight.
 
-    Splits go back on the queue, so the queue never holds more than the planned
-    chunks plus their halves, and at most ``concurrency`` requests are in flight.
+    Splits and the parts of a chunk that must go again go back on the queue. The
+    level is read before each start, so it follows the answers as they come.
     """
 
     def __init__(
-        self, post: Post, prefix: bytes, policy: RetryPolicy, timing: Timing, concurrency: int
+        self,
+        post: Post,
+        wire: Wire,
+        policy: RetryPolicy,
+        timing: Timing,
+        control: ConcurrencyController,
     ) -> None:
         self._post = post
-        self._prefix = prefix
+        self._wire = wire
         self._policy = policy
         self._timing = timing
-        self._concurrency = concurrency
-        self._queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
-        self._pending = 0
+        self._control = control
+        self._waiting: deque[Chunk] = deque()
+        self._in_flight = 0
+        self._changed = asyncio.Event()
         self.report = DeliveryReport()
 
     async def run(self, chunks: list[Chunk]) -> DeliveryReport:
-        for chunk in chunks:
-            self._enqueue(chunk)
-        workers = min(self._concurrency, len(chunks))
+        self._waiting.extend(chunks)
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(workers):
-                    group.create_task(self._work(workers))
+                await self._schedule(group)
         except BaseExceptionGroup as failures:
             error = _first_error(failures)
             if error is None:
@@ -103,22 +113,32 @@ class Delivery:
             raise error from error.__cause__
         return self.report
 
-    def _enqueue(self, chunk: Chunk) -> None:
-        self._pending += 1
-        self._queue.put_nowait(chunk)
+    async def _schedule(self, group: asyncio.TaskGroup) -> None:
+        while self._waiting or self._in_flight:
+            pause = self._control.pause_remaining(self._timing.clock())
+            if pause > 0 and self._waiting and not self._in_flight:
+                await self._timing.sleep(pause)
+                continue
+            while self._waiting and self._in_flight < self._control.level and pause <= 0:
+                self._in_flight += 1
+                group.create_task(self._one(self._waiting.popleft()))
+            self._changed.clear()
+            await self._changed.wait()
 
-    async def _work(self, workers: int) -> None:
-        while (chunk := await self._queue.get()) is not None:
-            for half in await self._deliver(chunk):
-                self._enqueue(half)
-            self._pending -= 1
-            if self._pending == 0:
-                for _ in range(workers):
-                    self._queue.put_nowait(None)
+    async def _one(self, chunk: Chunk) -> None:
+        try:
+            self._waiting.extend(await self._deliver(chunk))
+        finally:
+            self._in_flight -= 1
+            self._changed.set()
+
+    def _requeue(self, chunk: Chunk) -> None:
+        self._waiting.append(chunk)
+        self._changed.set()
 
     async def _deliver(self, chunk: Chunk) -> tuple[Chunk, ...]:
-        """Send one chunk; return the halves to send instead, if it must be split."""
-        answer = await self._send_with_retries(chunk)
+        """Send one chunk; return what to send instead (halves, or the events not refused)."""
+        chunk, answer = await self._send_with_retries(chunk)
         status = answer.status or 0
         if 200 <= status < 300:
             self.report.delivered += len(chunk)
@@ -127,16 +147,25 @@ class Delivery:
             raise AmplitudeAuthError(f"Amplitude refused the API key: {answer.text.strip()}")
         if status not in (400, 413):
             raise AmplitudeError(f"unexpected answer from Amplitude: {status} {answer.text}")
+        refused = self._wire.refused_items(chunk, answer.text) if status == 400 else {}
+        if refused:
+            for index, reason in sorted(refused.items()):
+                self._reject(chunk.items[index].update, reason[:MAX_REASON_CHARS], status)
+            rest = [i for i in range(len(chunk)) if i not in refused]
+            return (self._wire.pick(chunk, rest),) if rest else ()
         if len(chunk) > 1:
             log.info("amplitude_split", status=status, identifications=len(chunk))
-            return chunk.halves(len(self._prefix))
+            return self._wire.halves(chunk)
         reason = answer.text.strip()[:MAX_REASON_CHARS] or f"HTTP {status}"
         if status == 413:
             reason += (
-                f" (this identification alone is {chunk.body_bytes} bytes form-encoded, "
+                f" (this identification alone is {chunk.body_bytes} bytes encoded, "
                 "with its strings already cut to 1,024 characters)"
             )
-        update = chunk.items[0].update
+        self._reject(chunk.items[0].update, reason, status)
+        return ()
+
+    def _reject(self, update: GroupUpdate, reason: str, status: int) -> None:
         log.warning(
             "amplitude_rejected",
             group_type=update.group_type,
@@ -145,19 +174,22 @@ class Delivery:
             reason=reason,
         )
         self.report.rejected.append(Rejection(update, reason, status))
-        return ()
 
-    async def _send_with_retries(self, chunk: Chunk) -> Answer:
-        body = chunk.body(self._prefix)
+    async def _send_with_retries(self, chunk: Chunk) -> tuple[Chunk, Answer]:
+        """The chunk finally answered (only its throttled part after a partial 429), and how."""
+        body = self._wire.body(chunk)
         started = self._timing.clock()
         attempt = 0
         while True:
+            sent_at = self._timing.clock()
             answer = await self._post(body)
-            self.report.requests += 1
-            self.report.bytes_sent += len(body)
-            self.report.statuses[answer.label] += 1
+            self._count(answer, len(body), sent_at)
             if not answer.retriable:
-                return answer
+                return chunk, answer
+            if answer.status == 429:
+                narrowed = self._split_throttled(chunk, answer)
+                if narrowed is not chunk:
+                    chunk, body = narrowed, self._wire.body(narrowed)
             attempt += 1
             delay = backoff_delay(
                 self._policy,
@@ -174,6 +206,23 @@ class Delivery:
             log.warning("amplitude_retry", answer=answer.label, attempt=attempt, delay=delay)
             self.report.retries += 1
             await self._timing.sleep(delay)
+
+    def _split_throttled(self, chunk: Chunk, answer: Answer) -> Chunk:
+        """Send again at once what a 429 did not name; answers the part that must wait."""
+        throttled = self._wire.throttled_items(chunk, answer.text)
+        if not throttled or len(throttled) >= len(chunk):
+            return chunk
+        rest = [i for i in range(len(chunk)) if i not in throttled]
+        self._requeue(self._wire.pick(chunk, rest))
+        return self._wire.pick(chunk, sorted(throttled))
+
+    def _count(self, answer: Answer, body_bytes: int, sent_at: float) -> None:
+        self.report.requests += 1
+        self.report.bytes_sent += body_bytes
+        self.report.statuses[answer.label] += 1
+        now = self._timing.clock()
+        outcome = Outcome(answer.status, sent_at, now - sent_at, answer.retry_after)
+        self.report.concurrency = self._control.record(outcome)
 
 
 def _first_error(failures: BaseExceptionGroup[BaseException]) -> AmplitudeError | None:

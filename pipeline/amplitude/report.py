@@ -29,6 +29,7 @@ class DeliveryReport:
     bytes_sent: int = 0
     retries: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
+    concurrency: int = 0  # requests allowed in flight when the send ended (adaptive)
     # Values cut to Amplitude's 1,024 characters, per (group type, property).
     truncated: Counter[tuple[str, str]] = field(default_factory=Counter)
 

@@ -174,7 +174,20 @@ class AmplitudeSettings(_Section):
         None, description="Overrides the region's host, e.g. the Amplitude sandbox."
     )
     timeout_seconds: float = Field(30.0, gt=0, le=600)
-    max_concurrency: int = Field(4, ge=1, le=64)
+    max_concurrency: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description="Ceiling of requests in flight; the level adapts below it (starts at 4).",
+    )
+    slow_answer_seconds: float = Field(
+        5.0, gt=0, description="An answer slower than this does not raise the concurrency."
+    )
+    transport: Literal["groupidentify", "httpapi"] = Field(
+        "groupidentify",
+        description="groupidentify: /groupidentify form requests; httpapi: $groupidentify "
+        "events through HTTP V2 (/2/httpapi).",
+    )
     retry_deadline_seconds: float = Field(300.0, gt=0)
     min_429_wait_seconds: float = Field(15.0, ge=0)
     max_group_types: int = Field(

@@ -156,3 +156,58 @@ async def test_missing_key_is_a_config_error_but_planning_works() -> None:
         assert (plan.identifications, plan.skipped, len(plan.requests)) == (3, 1, 1)
         with pytest.raises(ConfigError, match="SFAMP_AMPLITUDE__API_KEY"):
             await client.send(_updates(1))
+
+
+async def test_requests_in_flight_grow_towards_the_ceiling_while_answers_are_fast() -> None:
+    in_flight = peak = 0
+
+    async def handler(_request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.002)
+        in_flight -= 1
+        return httpx.Response(200, text="success")
+
+    settings = AmplitudeSettings(api_key="key-123", max_concurrency=8)
+    async with _client(handler, settings=settings) as client:
+        assert client.concurrency.level == 4
+        report = await client.send(_updates(60 * 1024))
+    assert report.requests == 60
+    assert report.concurrency == client.concurrency.level == 8
+    assert client.concurrency.increases == 4
+    assert peak <= 8
+
+
+async def test_429_and_5xx_halve_the_requests_in_flight_and_the_level_is_kept() -> None:
+    time = FakeTime()
+    answers = iter([httpx.Response(503), httpx.Response(429, text="too_many_requests")])
+
+    def handler(_request: httpx.Request) -> httpx.Response:
+        return next(answers, httpx.Response(200, text="success"))
+
+    settings = AmplitudeSettings(api_key="key-123", max_concurrency=8, min_429_wait_seconds=1)
+    async with _client(handler, time, settings=settings) as client:
+        report = await client.send(_updates(1))
+        # 4 -> 2 (503) -> 1 (429) -> 2 (one fast success is a round at level 1)
+        assert (report.delivered, report.retries, client.concurrency.level) == (1, 2, 2)
+        assert (client.concurrency.decreases, client.concurrency.increases) == (2, 1)
+        # The next send starts from the level the last one left.
+        assert (await client.send(_updates(1))).concurrency == 2
+
+
+async def test_a_retry_after_holds_back_the_other_requests_too() -> None:
+    time = FakeTime()
+    started: list[float] = []
+
+    def handler(_request: httpx.Request) -> httpx.Response:
+        started.append(time.now)
+        if len(started) == 1:
+            return httpx.Response(429, headers={"Retry-After": "40"})
+        return httpx.Response(200, text="success")
+
+    settings = AmplitudeSettings(api_key="key-123", max_concurrency=1, min_429_wait_seconds=1)
+    async with _client(handler, time, settings=settings) as client:
+        report = await client.send(_updates(3 * 1024))
+    assert report.delivered == 3 * 1024
+    assert all(at >= 1040 for at in started[1:]), started

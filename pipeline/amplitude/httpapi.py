@@ -1,0 +1,169 @@
+"""Group identifies as ``$groupidentify`` events through HTTP V2 (``/2/httpapi``).
+
+Pure: no I/O. Each update becomes the event the official SDKs send for a
+group identify::
+
+    {"event_type": "$groupidentify", "groups": {type: value},
+     "group_properties": {"$set": {...}, "$unset": {...}},
+     "insert_id": "...", "time": ms, "library": "sfamp"}
+
+without ``user_id`` or ``device_id`` (as the Python SDK does), so no per-user or
+per-device throttle applies to one fixed id. ``insert_id`` is new for every
+identification of a send and travels unchanged in every retry of it, so
+Amplitude drops a repeat of a request it had already applied (7-day window);
+a later update of the same group gets a new one and is never mistaken for a
+repeat.
+
+A request holds fewer than 2,000 events and stays under 1 MB of JSON. HTTP V2
+has no limit on property keys per request. A 400 lists the failing events by
+index (``events_with_invalid_fields``, ``events_with_missing_fields``,
+``events_with_invalid_id_lengths``, ``silenced_events``); a 429 lists the
+throttled ones in ``throttled_events``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from pipeline.amplitude.planning import MAX_REQUEST_BYTES, Chunk, EncodedUpdate, cut_strings
+from pipeline.transform.group_update import GroupUpdate
+
+GROUP_IDENTIFY_EVENT = "$groupidentify"
+# "Send fewer than 2000 events per request" (HTTP V2 limits).
+MAX_EVENTS = 1999
+LIBRARY = "sfamp"
+_SUFFIX = b"]}"
+_PER_EVENT_FIELDS = (
+    "events_with_invalid_fields",
+    "events_with_missing_fields",
+    "events_with_invalid_id_lengths",
+)
+
+
+def event_prefix(api_key: str) -> bytes:
+    """The body up to the first event: ``{"api_key":"...","events":[``."""
+    return b'{"api_key":' + orjson.dumps(api_key) + b',"events":['
+
+
+def encode_event(update: GroupUpdate, insert_id: str, time_ms: int) -> EncodedUpdate:
+    update, cut = cut_strings(update)
+    identification = update.to_identification()
+    event = {
+        "event_type": GROUP_IDENTIFY_EVENT,
+        "groups": {update.group_type: update.group_value},
+        "group_properties": identification["group_properties"],
+        "insert_id": insert_id,
+        "time": time_ms,
+        "library": LIBRARY,
+    }
+    raw = orjson.dumps(event)
+    return EncodedUpdate(update, raw, len(raw), len(update.set) + len(update.unset), cut)
+
+
+def event_body_bytes(prefix_len: int, sizes: int, count: int) -> int:
+    return prefix_len + sizes + max(0, count - 1) + len(_SUFFIX)
+
+
+def make_event_chunk(items: Sequence[EncodedUpdate], prefix_len: int) -> Chunk:
+    sizes = sum(item.encoded_size for item in items)
+    keys = sum(item.property_keys for item in items)
+    return Chunk(tuple(items), event_body_bytes(prefix_len, sizes, len(items)), keys)
+
+
+def plan_events(
+    updates: Iterable[GroupUpdate],
+    prefix_len: int,
+    *,
+    max_events: int = MAX_EVENTS,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+    now_ms: int | None = None,
+) -> list[Chunk]:
+    """Fill requests in order; empty updates are left out, strings cut to 1,024 characters."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    token = uuid.uuid4().hex[:20]
+    chunks: list[Chunk] = []
+    items: list[EncodedUpdate] = []
+    size = 0
+    for number, update in enumerate(updates):
+        if update.is_empty():
+            continue
+        item = encode_event(update, f"sfamp-{token}-{number}", now_ms)
+        grown = size + item.encoded_size + (1 if items else 0)
+        fits = len(items) < max_events and prefix_len + grown + len(_SUFFIX) <= max_request_bytes
+        if items and not fits:
+            chunks.append(make_event_chunk(items, prefix_len))
+            items, grown = [], item.encoded_size
+        items.append(item)
+        size = grown
+    if items:
+        chunks.append(make_event_chunk(items, prefix_len))
+    return chunks
+
+
+def refused_events(text: str, count: int) -> dict[int, str]:
+    """Event index -> reason, from a 400's per-event fields; empty when it names none."""
+    answer = _json(text)
+    error = str(answer.get("error") or "refused")
+    refused: dict[int, str] = {}
+    for name in _PER_EVENT_FIELDS:
+        fields = answer.get(name)
+        if not isinstance(fields, dict):
+            continue
+        for field, indexes in fields.items():
+            for index in _indexes(indexes, count):
+                refused.setdefault(index, f"{error} ({name}: {field})")
+    for index in _indexes(answer.get("silenced_events"), count):
+        refused.setdefault(index, f"{error} (silenced_events)")
+    return refused
+
+
+def throttled_events(text: str, count: int) -> set[int]:
+    return set(_indexes(_json(text).get("throttled_events"), count))
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        answer = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def _indexes(value: object, count: int) -> list[int]:
+    if not isinstance(value, list):
+        return []
+    return [i for i in value if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < count]
+
+
+class EventWire:
+    """``/2/httpapi``: ``{"api_key": ..., "events": [...]}`` as JSON."""
+
+    content_type = "application/json"
+
+    def __init__(self, url: str, prefix: bytes) -> None:
+        self.url = url
+        self.prefix = prefix
+
+    def body(self, chunk: Chunk) -> bytes:
+        return self.prefix + b",".join(item.json for item in chunk.items) + _SUFFIX
+
+    def halves(self, chunk: Chunk) -> tuple[Chunk, Chunk]:
+        middle = len(chunk.items) // 2
+        return (
+            make_event_chunk(chunk.items[:middle], len(self.prefix)),
+            make_event_chunk(chunk.items[middle:], len(self.prefix)),
+        )
+
+    def pick(self, chunk: Chunk, indexes: Iterable[int]) -> Chunk:
+        return make_event_chunk([chunk.items[i] for i in indexes], len(self.prefix))
+
+    def refused_items(self, chunk: Chunk, text: str) -> dict[int, str]:
+        return refused_events(text, len(chunk))
+
+    def throttled_items(self, chunk: Chunk, text: str) -> set[int]:
+        return throttled_events(text, len(chunk))
