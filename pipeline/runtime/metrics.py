@@ -70,6 +70,11 @@ class Metrics:
             ["group_type", "property"],
             registry=r,
         )
+        self.amplitude_concurrency = Gauge(
+            "sfamp_amplitude_concurrency",
+            "Requests to Amplitude allowed in flight now (adaptive, up to the ceiling)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

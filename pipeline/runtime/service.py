@@ -137,6 +137,8 @@ async def run_service(
         AmplitudeClient(settings.amplitude) as amplitude,
         ChangeProducer(settings.kafka) as producer,
     ):
+        service.metrics.amplitude_concurrency.set_function(lambda: amplitude.concurrency.level)
+        service.state.amplitude_concurrency = amplitude.concurrency.snapshot
         holder = service.holder = await _checked_holder(settings, service, salesforce, version)
         await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, holder.current.objects))
         _describe_mapping(service.state, holder)

@@ -6,6 +6,7 @@ Pumps write here; the health endpoints and `sfamp status` read it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,8 @@ class ServiceState:
     resyncs: list[dict[str, Any]] = field(default_factory=list)
     # "Object.Field" -> why sfamp cannot read a mapped field; nothing is unset meanwhile.
     unreadable_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The Amplitude client's adaptive concurrency (level, ceiling, moves), read live.
+    amplitude_concurrency: Callable[[], dict[str, Any]] | None = None
 
     def beat(self, pump: str) -> None:
         """A pump made progress (or is idle but looping): liveness evidence."""
@@ -128,5 +131,8 @@ class ServiceState:
             "resyncs": self.resyncs[-20:],
             "unreadable_fields": sorted(
                 self.unreadable_fields.values(), key=lambda v: (v["object"], v["field"])
+            ),
+            "amplitude_concurrency": (
+                self.amplitude_concurrency() if self.amplitude_concurrency else None
             ),
         }

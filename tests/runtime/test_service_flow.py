@@ -165,6 +165,10 @@ async def test_health_endpoints_report_readiness_status_and_metrics(
         assert 'sfamp_events_ingested_total{object="Account"}' in metrics
         assert "sfamp_last_successful_flush_timestamp_seconds" in metrics
         assert 'sfamp_amplitude_requests_total{status="200"}' in metrics
+        concurrency = status["amplitude_concurrency"]
+        assert concurrency["ceiling"] == settings.amplitude.max_concurrency
+        assert 1 <= concurrency["level"] <= concurrency["ceiling"]
+        assert f"sfamp_amplitude_concurrency {float(concurrency['level'])}" in metrics
 
 
 async def test_a_new_mapping_is_picked_up_and_an_invalid_one_refused(
