@@ -33,11 +33,8 @@ from pipeline.cli.common import (
 )
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
-from pipeline.config.validation import load_mapping
 from pipeline.config.verify import check_mapping_against_org
-from pipeline.errors import MappingError, SfampError
-from pipeline.kafka.config_topic import latest_mapping
-from pipeline.kafka.topics import TopicNames
+from pipeline.errors import SfampError
 from pipeline.runtime.backfill import (
     DEFAULT_CHECKPOINT,
     BackfillSummary,
@@ -48,6 +45,7 @@ from pipeline.runtime.backfill import (
     StopRequest,
     run_backfill,
 )
+from pipeline.runtime.mapping_source import initial_mapping
 from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -141,7 +139,8 @@ def backfill(
     try:
         if not dry_run:  # before anything is asked of Salesforce, Kafka or Amplitude
             CheckpointFile(checkpoint).check_writable()
-        config = resolve_mapping(settings, mapping)
+        version, _ = asyncio.run(initial_mapping(settings.kafka, mapping or settings.mapping_file))
+        config = version.mapping
         asyncio.run(check_mapping_against_org(settings, config))  # refuse unknown objects/fields
         with _progress(as_json, progress_interval) as progress:
             summary = asyncio.run(
@@ -195,20 +194,6 @@ def _exit(summary: BackfillSummary) -> None:
         sys.exit(128 + signal.Signals[summary.interrupted].value)
     if summary.error is not None:
         fail(summary.error)
-
-
-def resolve_mapping(settings: Settings, path: Path | None) -> MappingConfig:
-    """--mapping, else SFAMP_MAPPING_FILE, else the mapping published in sfamp.config."""
-    chosen = path or settings.mapping_file
-    if chosen is not None:
-        return load_mapping(chosen)
-    published, _ = asyncio.run(latest_mapping(settings.kafka))
-    if published is None:
-        raise MappingError(
-            "no mapping: pass --mapping FILE, set SFAMP_MAPPING_FILE, or publish one to "
-            f"{TopicNames(settings.kafka.topic_prefix).config} with 'sfamp config import'"
-        )
-    return published.mapping
 
 
 class RichProgress:

@@ -1,8 +1,9 @@
 """``sfamp topics``: list, describe and tail sfamp's Kafka topics.
 
 Read-only: nothing here joins a consumer group or writes to Kafka, so it is
-safe to run next to a live service. ``run_inspection``, ``find_topic`` and
-``new_table`` are shared with the ``replay``, ``dlq`` and ``status`` commands.
+safe to run next to a live service. ``run_inspection`` and ``new_table`` are
+shared with the ``replay``, ``dlq`` and ``status`` commands; what they decide
+(which topic a name means, how a message reads) is in :mod:`pipeline.kafka`.
 
 Exit codes are the same everywhere: 0 with an "empty" answer when sfamp's own
 topics were not written yet (a fresh cluster), 1 when Kafka cannot be reached
@@ -17,29 +18,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import orjson
 import typer
 from rich.table import Table
 
 from pipeline.cli.common import console, fail, print_json, settings_or_exit
-from pipeline.cli.topic_rows import COLUMNS, cells, decode_row, parse_since
 from pipeline.config.settings import Settings
-from pipeline.errors import KafkaError, SfampError
+from pipeline.errors import SfampError
 from pipeline.kafka.inspect import (
     KafkaInspector,
     TopicKind,
     TopicState,
-    expected_topic,
     format_duration,
     iso_time,
     now_ms,
     topic_kind,
 )
+from pipeline.kafka.topic_lookup import find_topic
+from pipeline.kafka.topic_rows import decode_row, parse_since
 from pipeline.kafka.topics import TopicNames
 from pipeline.logs import configure_logging
 
@@ -85,30 +86,6 @@ def run_inspection(work: Callable[[Settings, KafkaInspector], Awaitable[T]]) -> 
         return asyncio.run(inspect())
     except SfampError as exc:
         fail(exc)
-
-
-@dataclass(frozen=True, slots=True)
-class FoundTopic:
-    """A topic ``find_topic`` resolved: its full name, and whether it exists yet."""
-
-    name: str
-    exists: bool
-
-
-async def find_topic(inspector: KafkaInspector, wanted: str) -> FoundTopic:
-    """The topic ``wanted`` names; sfamp's own topics not written yet are found but empty.
-
-    Any other name that matches no topic is a KafkaError naming what was asked for.
-    """
-    topic = await inspector.resolve(wanted)
-    if topic is not None:
-        return FoundTopic(topic, exists=True)
-    expected = expected_topic(inspector.names, wanted)
-    if expected is not None:
-        return FoundTopic(expected, exists=False)
-    raise KafkaError(
-        f"no topic {wanted!r} under prefix {inspector.names.prefix!r} (see 'sfamp topics list')"
-    )
 
 
 def new_table(
@@ -299,7 +276,7 @@ def tail(
     --key shows one record's history; --follow keeps going until Ctrl-C
     (or --max-messages / --for).
     """
-    since_ms = parse_since(since, datetime.now(UTC)) if since is not None else None
+    since_ms = _since_ms(since)
 
     async def work(settings: Settings, inspector: KafkaInspector) -> None:
         found = await find_topic(inspector, topic)
@@ -317,6 +294,15 @@ def tail(
             await _follow(inspector, name, kind, ends, key, as_json, max_messages, for_seconds)
 
     run_inspection(work)
+
+
+def _since_ms(since: str | None) -> int | None:
+    if since is None:
+        return None
+    try:
+        return parse_since(since, datetime.now(UTC))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _print_tail(
@@ -369,3 +355,35 @@ async def _follow(
 
 def _print_json_line(row: dict[str, Any]) -> None:
     typer.echo(orjson.dumps(row, default=str).decode())
+
+
+# Table columns of `tail` per topic kind; keys of the decoded row (pipeline/kafka/topic_rows.py).
+COLUMNS: Final[dict[TopicKind, tuple[str, ...]]] = {
+    "changes": ("object", "record_id", "op", "changed", "commit_time", "replay_id"),
+    "replay": ("channel", "replay_id", "event_time", "stored_at"),
+    "config": ("revision", "published_at", "objects", "cadence"),
+    "dlq": ("id", "reason", "key", "at", "detail"),
+    "other": ("key", "value"),
+}
+
+
+def cells(kind: TopicKind, row: dict[str, Any]) -> list[str]:
+    """The table cells of a decoded row, under ``COLUMNS[kind]`` after a partition:offset."""
+    where = f"{row['partition']}:{row['offset']}"
+    width = len(COLUMNS[kind])
+    if row["malformed"] is not None:
+        detail = f"{row['malformed']} | {row['raw']}"
+        return [where, "[bold red]malformed[/]", detail, *[""] * (width - 2)]
+    if row.get("tombstone"):
+        return [where, "[dim]tombstone[/]", row["key"], *[""] * (width - 2)]
+    return [where, *(_cell(row.get(column)) for column in COLUMNS[kind])]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, str) and re.match(r"^\d{4}-\d\d-\d\dT", value):
+        return value[:19].replace("T", " ")
+    return str(value)

@@ -2,7 +2,8 @@
 
 Two sources feed it: the mapping file (``--mapping`` / ``SFAMP_MAPPING_FILE``)
 and the ``sfamp.config`` topic that ``sfamp config import`` writes. At start the
-newer of the two wins; afterwards any new version from either that is valid and
+newer of the two wins (:func:`initial_mapping`, the rule of every command that runs
+a mapping); afterwards any new version from either that is valid and
 passes the service's check (the org still has its objects and fields, its topics
 keep data long enough) replaces the current one. A refused version is logged,
 kept in ``refusal`` for ``/status``, and the current mapping keeps running.
@@ -22,9 +23,16 @@ import structlog
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
 from pipeline.config.validation import load_mapping
-from pipeline.errors import ConfigError, MappingError, Problem, SfampError, TopicConfigError
+from pipeline.errors import (
+    ConfigError,
+    KafkaError,
+    MappingError,
+    Problem,
+    SfampError,
+    TopicConfigError,
+)
 from pipeline.kafka.compacted import follow
-from pipeline.kafka.config_topic import KEY, decode_published, latest_mapping
+from pipeline.kafka.config_topic import KEY, PublishedMapping, decode_published, latest_mapping
 from pipeline.runtime.retry import Backoff
 
 log = structlog.get_logger(__name__)
@@ -165,12 +173,19 @@ class MappingHolder:
 async def initial_mapping(
     settings: KafkaSettings, mapping_file: Path | None
 ) -> tuple[MappingVersion, int]:
-    """The mapping to start with, and the sfamp.config offset to follow from."""
-    try:
-        published, offset = await latest_mapping(settings)
-    except MappingError as exc:
-        log.error("published_mapping_refused", reason=str(exc))
-        published, offset = None, -1
+    """The mapping to run, and the sfamp.config offset to follow from.
+
+    One rule for ``sfamp run``, ``sfamp backfill`` and ``sfamp dlq replay``: when both
+    a file and a published mapping exist, the newer wins (the file's modification time
+    against the revision's publication time). A running service applies whichever
+    source changed last, so "newer" is the only rule under which a restart, a
+    backfill or a replay uses the mapping the service is running right now; letting
+    an explicit file win would make a backfill send, and a restart silently go back
+    to, a file that ``sfamp config import`` has since replaced. A published mapping
+    that is invalid, or that cannot be read because Kafka does not answer while a
+    file is given (a backfill needs no Kafka), is logged and the file runs.
+    """
+    published, offset = await _published(settings, mapping_file)
     file_version = _file_version(mapping_file) if mapping_file else None
     if file_version and published:
         assert mapping_file is not None
@@ -185,6 +200,20 @@ async def initial_mapping(
         "no mapping to run: pass --mapping FILE (or set SFAMP_MAPPING_FILE), "
         "or publish one with 'sfamp config import FILE'"
     )
+
+
+async def _published(
+    settings: KafkaSettings, mapping_file: Path | None
+) -> tuple[PublishedMapping | None, int]:
+    try:
+        return await latest_mapping(settings)
+    except MappingError as exc:
+        log.error("published_mapping_refused", reason=str(exc))
+    except KafkaError as exc:
+        if mapping_file is None:
+            raise
+        log.warning("published_mapping_unreadable", reason=str(exc), mapping_file=str(mapping_file))
+    return None, -1
 
 
 def _file_version(path: Path) -> MappingVersion:

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from pipeline.cli.replay_cmd import age_level, replay_age
 from pipeline.config.settings import KafkaSettings
 from pipeline.kafka.records import ReplayMark
+from pipeline.kafka.replay_age import age_level, replay_age
 from pipeline.kafka.topics import TopicNames
 from tests.ops.conftest import Cli, produce
 

@@ -1,6 +1,6 @@
 """Messages of sfamp's topics as rows: decoded per topic kind, malformed ones shown as such.
 
-Pure (no Kafka, no I/O): ``topics tail`` renders these rows as a table or JSON lines.
+Pure (no Kafka, no I/O): ``sfamp topics tail`` renders these rows as a table or JSON lines.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-
-import typer
 
 from pipeline.errors import SfampError
 from pipeline.kafka.config_topic import decode_published
@@ -22,18 +20,12 @@ _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RELATIVE: Final = re.compile(r"^(\d+)\s*([smhd])$")
 _RAW_PREVIEW: Final = 120
 
-# Table columns of `tail` per topic kind; keys of the decoded row.
-COLUMNS: Final[dict[TopicKind, tuple[str, ...]]] = {
-    "changes": ("object", "record_id", "op", "changed", "commit_time", "replay_id"),
-    "replay": ("channel", "replay_id", "event_time", "stored_at"),
-    "config": ("revision", "published_at", "objects", "cadence"),
-    "dlq": ("id", "reason", "key", "at", "detail"),
-    "other": ("key", "value"),
-}
-
 
 def parse_since(text: str, now: datetime) -> int:
-    """``15m`` / ``2h`` / ``3d`` before ``now``, or an ISO 8601 time (UTC if no zone), in ms."""
+    """``15m`` / ``2h`` / ``3d`` before ``now``, or an ISO 8601 time (UTC if no zone), in ms.
+
+    Anything else is a :class:`ValueError` saying what is accepted.
+    """
     relative = _RELATIVE.match(text.strip().lower())
     if relative:
         seconds = int(relative[1]) * _UNITS[relative[2]]
@@ -41,7 +33,7 @@ def parse_since(text: str, now: datetime) -> int:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError as exc:
-        raise typer.BadParameter(
+        raise ValueError(
             f"{text!r} is neither a relative time (15m, 2h, 1d) nor an ISO 8601 time"
         ) from exc
     if moment.tzinfo is None:
@@ -129,25 +121,3 @@ _DECODERS: Final[dict[TopicKind, Callable[[Message], dict[str, Any]]]] = {
     "dlq": _dlq,
     "other": _other,
 }
-
-
-def cells(kind: TopicKind, row: dict[str, Any]) -> list[str]:
-    """The table cells of a decoded row, under ``COLUMNS[kind]`` after a partition:offset."""
-    where = f"{row['partition']}:{row['offset']}"
-    width = len(COLUMNS[kind])
-    if row["malformed"] is not None:
-        detail = f"{row['malformed']} | {row['raw']}"
-        return [where, "[bold red]malformed[/]", detail, *[""] * (width - 2)]
-    if row.get("tombstone"):
-        return [where, "[dim]tombstone[/]", row["key"], *[""] * (width - 2)]
-    return [where, *(_cell(row.get(column)) for column in COLUMNS[kind])]
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value) or "-"
-    if isinstance(value, str) and re.match(r"^\d{4}-\d\d-\d\dT", value):
-        return value[:19].replace("T", " ")
-    return str(value)

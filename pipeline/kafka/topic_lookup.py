@@ -1,0 +1,32 @@
+"""Which topic a name given on the command line means: full, or short as ``Account``, ``dlq``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.errors import KafkaError
+from pipeline.kafka.inspect import KafkaInspector, expected_topic
+
+
+@dataclass(frozen=True, slots=True)
+class FoundTopic:
+    """A topic ``find_topic`` resolved: its full name, and whether it exists yet."""
+
+    name: str
+    exists: bool
+
+
+async def find_topic(inspector: KafkaInspector, wanted: str) -> FoundTopic:
+    """The topic ``wanted`` names; sfamp's own topics not written yet are found but empty.
+
+    Any other name that matches no topic is a KafkaError naming what was asked for.
+    """
+    topic = await inspector.resolve(wanted)
+    if topic is not None:
+        return FoundTopic(topic, exists=True)
+    expected = expected_topic(inspector.names, wanted)
+    if expected is not None:
+        return FoundTopic(expected, exists=False)
+    raise KafkaError(
+        f"no topic {wanted!r} under prefix {inspector.names.prefix!r} (see 'sfamp topics list')"
+    )

@@ -1,0 +1,98 @@
+"""What ``sfamp status`` reports: the health of a deployment as one JSON-ready dict.
+
+Gathers what Kafka and Salesforce know (connection, mapping, lag, replay age,
+DLQ size) and, when a service answers on its health port, what the service
+knows (cadence, next flush, last flush). A part that cannot be reached carries
+an ``error`` instead of failing the whole report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from pipeline.config.settings import Settings
+from pipeline.errors import SfampError
+from pipeline.kafka.config_topic import latest_mapping
+from pipeline.kafka.dlq import fold_dlq
+from pipeline.kafka.inspect import KafkaInspector, quick_settings
+from pipeline.kafka.replay_age import replay_ages
+from pipeline.runtime.cadence import describe
+from pipeline.salesforce.client import SalesforceClient
+
+
+def failed_dependencies(report: dict[str, Any]) -> list[str]:
+    """The dependencies a status report found refusing or unreachable."""
+    return [name for name in ("salesforce", "kafka") if "error" in report[name]]
+
+
+async def gather_status(settings: Settings, service_url: str) -> dict[str, Any]:
+    salesforce, kafka, service = await asyncio.gather(
+        _salesforce(settings), _kafka(settings), _service(service_url)
+    )
+    return {"salesforce": salesforce, "kafka": kafka, "service": service}
+
+
+async def _salesforce(settings: Settings) -> dict[str, Any]:
+    if settings.salesforce.credential_problems():
+        return {"error": "Salesforce credentials are not configured"}
+    try:
+        async with SalesforceClient.from_settings(settings.salesforce, max_attempts=1) as sf:
+            user = await sf.rest.userinfo()
+            token = await sf.auth.token()
+    except SfampError as exc:
+        return {"error": str(exc)}
+    return {"instance_url": token.instance_url, "user_email": user.get("email")}
+
+
+async def _kafka(settings: Settings) -> dict[str, Any]:
+    now = int(time.time() * 1000)
+    try:
+        published, _ = await latest_mapping(quick_settings(settings.kafka, 5.0))
+        async with KafkaInspector(settings.kafka) as inspector:
+            states = [s for s in await inspector.states() if s.kind == "changes"]
+            topics = set(await inspector.topics())
+            replay = (
+                await inspector.read_all(inspector.names.replay)
+                if inspector.names.replay in topics
+                else []
+            )
+            dlq = (
+                await inspector.read_all(inspector.names.dlq)
+                if inspector.names.dlq in topics
+                else []
+            )
+    except SfampError as exc:
+        return {"error": str(exc)}
+    lag_seconds = [s.lag_seconds(now) for s in states]
+    return {
+        "bootstrap_servers": settings.kafka.bootstrap_servers,
+        "mapping": None
+        if published is None
+        else {
+            "revision": published.revision,
+            "cadence": describe(published.mapping.sync_cadence),
+            "relations": [
+                f"{m.sfdc_object} -> {m.group_type} (name: {m.group_name_field}, "
+                f"{len(m.group_properties)} properties)"
+                for m in published.mapping.mappings
+            ],
+        },
+        "lag_messages": sum(s.lag or 0 for s in states),
+        "lag_seconds": max((x for x in lag_seconds if x is not None), default=0.0),
+        "replay": [age.as_json() for age in replay_ages(replay, now)],
+        "dlq_pending": sum(1 for item in fold_dlq(dlq) if item.pending),
+    }
+
+
+async def _service(url: str) -> dict[str, Any]:
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            response = await http.get(f"{url.rstrip('/')}/status")
+        response.raise_for_status()
+        return {"url": url, **response.json()}
+    except (httpx.HTTPError, ValueError) as exc:
+        return {"url": url, "error": f"no service answers at {url} ({type(exc).__name__})"}

@@ -1,0 +1,53 @@
+"""One rule for which mapping runs (run, backfill, dlq replay): the newer of file and published."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.config.settings import KafkaSettings
+from pipeline.config.validation import load_mapping
+from pipeline.errors import KafkaError
+from pipeline.kafka.config_topic import publish_mapping
+from pipeline.runtime.mapping_source import initial_mapping
+from sfamp_sandbox.kafka import free_port
+from tests.runtime.conftest import MAPPING
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def mapping_file(tmp_path: Path) -> Path:
+    path = tmp_path / "mapping.json"
+    path.write_text(json.dumps(MAPPING))
+    os.utime(path, (1_700_000_000, 1_700_000_000))  # 2023-11-14T22:13:20Z
+    return path
+
+
+async def test_the_newer_of_the_file_and_the_published_mapping_runs(
+    kafka_bootstrap: str, topic_prefix: str, mapping_file: Path
+) -> None:
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    config = load_mapping(mapping_file)
+    await publish_mapping(settings, config, now_ms=1_600_000_000_000)  # older than the file
+    version, _ = await initial_mapping(settings, mapping_file)
+    assert version.source == f"file:{mapping_file}"
+
+    await publish_mapping(settings, config, now_ms=1_800_000_000_000)  # newer than the file
+    version, _ = await initial_mapping(settings, mapping_file)
+    assert version.source == "sfamp.config revision 2"
+
+
+async def test_a_file_runs_when_kafka_does_not_answer_and_nothing_runs_without_one(
+    topic_prefix: str, mapping_file: Path
+) -> None:
+    settings = KafkaSettings(
+        bootstrap_servers=f"127.0.0.1:{free_port()}", topic_prefix=topic_prefix
+    )
+    version, offset = await initial_mapping(settings, mapping_file)
+    assert (version.source, offset) == (f"file:{mapping_file}", -1)
+    with pytest.raises(KafkaError, match="cannot read"):
+        await initial_mapping(settings, None)
