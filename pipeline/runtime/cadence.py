@@ -26,14 +26,6 @@ def next_flush_after(cadence: Cadence, last_flush: datetime) -> datetime:
     return slot if slot > last_flush else slot + timedelta(days=1)
 
 
-def is_due(cadence: Cadence, last_flush: datetime, now: datetime) -> bool:
-    return now >= next_flush_after(cadence, last_flush)
-
-
-def seconds_until(when: datetime, now: datetime) -> float:
-    return max(0.0, (when - now).total_seconds())
-
-
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -42,7 +42,6 @@ DEFAULT_ATTEMPTS: Final = 4
 BACKOFF_BASE_SECONDS: Final = 0.5
 BACKOFF_CAP_SECONDS: Final = 8.0
 CALL_OPTIONS: Final = "client=sfamp"
-_GONE: Final = frozenset(("NOT_FOUND", "ENTITY_IS_DELETED"))
 _CHECKSUM_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -167,19 +166,6 @@ class SalesforceRest:
                     for key in (full, *wanted[full]):
                         found[key] = cleaned
         return found
-
-    async def get_record(
-        self, sobject: str, record_id: str, fields: Sequence[str]
-    ) -> dict[str, Any] | None:
-        """One record, or ``None`` when it does not exist or is deleted."""
-        path = f"sobjects/{_name(sobject)}/{quote(record_id, safe='')}"
-        params = {"fields": ",".join(fields)} if fields else None
-        try:
-            return strip_attributes(await self._get_json(path, params=params))
-        except SalesforceRequestError as exc:
-            if exc.error_code in _GONE:
-                return None
-            raise
 
     # -- the one way out --------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.config.mapping import DailyCadence, HourlyCadence, IntervalCadence
-from pipeline.runtime.cadence import describe, is_due, next_flush_after
+from pipeline.runtime.cadence import describe, next_flush_after
 
 
 def at(text: str) -> datetime:
@@ -26,10 +26,9 @@ def test_interval(last: str, expected: str) -> None:
     assert next_flush_after(cadence, at(last)) == at(expected)
 
 
-def test_interval_due_exactly_on_time() -> None:
+def test_interval_due_exactly_every_interval() -> None:
     cadence = IntervalCadence(mode="interval", every_seconds=5)
-    assert not is_due(cadence, at("2026-01-01T10:00:00"), at("2026-01-01T10:00:04.999"))
-    assert is_due(cadence, at("2026-01-01T10:00:00"), at("2026-01-01T10:00:05"))
+    assert next_flush_after(cadence, at("2026-01-01T10:00:00")) == at("2026-01-01T10:00:05")
 
 
 @pytest.mark.parametrize(
@@ -47,8 +46,7 @@ def test_hourly_slots(last: str, expected: str) -> None:
 def test_hourly_never_flushes_early() -> None:
     cadence = HourlyCadence(mode="hourly")
     started = at("2026-01-01T10:20:00")
-    assert not is_due(cadence, started, at("2026-01-01T10:59:59"))
-    assert is_due(cadence, started, at("2026-01-01T11:00:00"))
+    assert next_flush_after(cadence, started) == at("2026-01-01T11:00:00")
 
 
 @pytest.mark.parametrize(
@@ -68,8 +66,7 @@ def test_daily_slots(last: str, expected: str) -> None:
 def test_daily_never_flushes_early() -> None:
     cadence = DailyCadence(mode="daily", at="00:00")
     started = at("2026-01-01T00:00:01")
-    assert not is_due(cadence, started, at("2026-01-01T23:59:59"))
-    assert is_due(cadence, started, at("2026-01-02T00:00:00"))
+    assert next_flush_after(cadence, started) == at("2026-01-02T00:00:00")
 
 
 def test_describe() -> None:

@@ -87,18 +87,6 @@ async def test_retrieve_chunks_by_2000_and_accepts_15_character_ids(
     assert len({key for key in found if len(key) == 18}) == 4099
 
 
-async def test_get_record_and_missing_record(
-    sf_client: SalesforceClient, control: httpx.AsyncClient
-) -> None:
-    ids = await seed(control, "Account", 2)
-    record = await sf_client.rest.get_record("Account", ids[0], ["Name"])
-    assert record is not None
-    assert record["Name"]
-    assert "attributes" not in record
-    await sf_client.rest.request("DELETE", f"sobjects/Account/{ids[1]}")
-    assert await sf_client.rest.get_record("Account", ids[1], ["Name"]) is None
-
-
 async def test_request_takes_full_urls_host_paths_and_data_paths(
     sf_client: SalesforceClient,
 ) -> None:
