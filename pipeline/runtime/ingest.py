@@ -8,13 +8,20 @@ events, never skips them.
 Recovery, per DESIGN.md "Semantics that must hold":
 
 * ``GAP_*`` events: the named records are re-read through REST and written as
-  full records (or as deletes when they are gone).
+  full records (or as deletes when they are gone), after every event up to the
+  gap event is queued (same key, same partition, before the re-read). A re-read
+  is ordered at the later of its ``SystemModstamp`` and the gap event's commit,
+  and deliver places it after every change of its record held before it, so it
+  never loses to an older event of the same second (stamps have whole seconds).
 * ``GAP_OVERFLOW``, or a stored replay id Salesforce no longer retains: the
   object is re-synced: every record is read and written as a full record. A
   re-sync is first recorded in ``sfamp.replay`` (key ``resync:<Object>``) and
   the record is removed only when it finished, so a crash mid-way restarts it.
   A re-sync starts only after the subscription is confirmed, so nothing
-  between "read" and "subscribed" can fall through.
+  between "read" and "subscribed" can fall through. Its snapshot rows are not in
+  read order with the events (a slow page can land after a newer event); the
+  catch-up rounds that end it re-send every record whose read differs from the
+  one written, until a round finds none, so the last word in Kafka is current.
 * Network errors and Salesforce 5xx: reconnect with growing backoff, resuming
   from the durable replay ids.
 """
@@ -24,7 +31,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -76,7 +82,12 @@ from pipeline.salesforce.cdc import (
     channel_for,
 )
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.transform.cdc import deleted_envelope, envelope_from_record, envelopes_from_event
+from pipeline.transform.cdc import (
+    envelope_from_record,
+    envelopes_from_event,
+    modified_ms,
+    reread_envelope,
+)
 from pipeline.transform.schema import ObjectSchema, unreadable_fields
 
 log = structlog.get_logger(__name__)
@@ -279,7 +290,7 @@ class IngestPump:
     ) -> None:
         records: list[Record] = []
         newest: dict[str, tuple[int, int | None]] = {}
-        gaps: dict[str, set[str]] = {}
+        gaps: dict[str, dict[str, int]] = {}  # object -> record id -> newest gap commit
         overflows: set[str] = set()
         counts: dict[str, int] = {}
         for message in batch:
@@ -295,7 +306,10 @@ class IngestPump:
                 if envelope.op == "gap_overflow" or envelope.record_id.endswith("*"):
                     overflows.add(envelope.object)
                 elif envelope.op in GAP_OPS:
-                    gaps.setdefault(envelope.object, set()).add(envelope.record_id)
+                    named = gaps.setdefault(envelope.object, {})
+                    named[envelope.record_id] = max(
+                        envelope.commit_ts, named.get(envelope.record_id, envelope.commit_ts)
+                    )
                 else:
                     records.append(self._change(envelope))
                     counts[envelope.object] = counts.get(envelope.object, 0) + 1
@@ -339,8 +353,12 @@ class IngestPump:
         )
         return (self._topics.dlq, *entry.encode())
 
-    async def _reread(self, gaps: dict[str, set[str]], config: MappingConfig) -> list[Record]:
-        """Gap events name records but not their changes: read them as they are now."""
+    async def _reread(self, gaps: dict[str, dict[str, int]], config: MappingConfig) -> list[Record]:
+        """Gap events name records but not their changes: read them as they are now.
+
+        Each read follows its gap event (and every event before it), so it is ordered
+        no earlier than the gap event's commit; deliver places it after them too.
+        """
         records: list[Record] = []
         for obj, ids in gaps.items():
             try:
@@ -352,13 +370,8 @@ class IngestPump:
                 log.error("cdc_gap_reread_refused", object=obj, reason=str(exc))
                 self._gap_resyncs.add(obj)
                 continue
-            read_at = now_ms()
-            for record_id in sorted(ids):
-                record = found.get(record_id)
-                if record is None or record.get("IsDeleted") is True:
-                    envelope = deleted_envelope(obj, record_id, source="rest", now_ms=read_at)
-                else:
-                    envelope = _full_envelope(obj, record, "rest")
+            for record_id, gap_ts in sorted(ids.items()):
+                envelope = reread_envelope(obj, record_id, found.get(record_id), floor_ms=gap_ts)
                 records.append(self._change(envelope))
             log.warning("cdc_gap_reread", object=obj, records=len(ids))
             self.metrics.events_ingested.labels(obj).inc(len(ids))
@@ -475,13 +488,16 @@ class IngestPump:
 
         The snapshot may reach Kafka after a newer change event was already flushed;
         catch-up rounds (``SystemModstamp`` at or after the snapshot's start, shared
-        with ``sfamp backfill``) rewrite every record changed since, so the last word
-        in Kafka is always current.
+        with ``sfamp backfill``, through ``queryAll``) rewrite every record whose read
+        differs from the one written (deleted ones as deletes), so the last word in
+        Kafka is always current.
         """
         config = self.holder.current
         schema = await self._whole_record_schema(config, sfdc_object)
         fields = snapshot_fields(config, sfdc_object, schema)
-        catch_up = await begin_catch_up(self._salesforce.rest, sfdc_object, fields)
+        catch_up = await begin_catch_up(
+            self._salesforce.rest, sfdc_object, fields, meaning=(config, schema)
+        )
         bulk = BulkQuery(self._salesforce.rest)
         batches = read_batches(
             self._salesforce, bulk, schema, fields, where=None, start=None, options=ReadOptions()
@@ -563,22 +579,10 @@ def _position(message: Mapping[str, Any]) -> tuple[str, int | None]:
 
 
 def _full_envelope(sfdc_object: str, record: Mapping[str, Any], source: Source) -> ChangeEnvelope:
-    """A record read whole, ordered at its last modification.
-
-    Ordering a snapshot by ``SystemModstamp`` (not by when it was read) lets any
-    change event committed after the snapshot was taken win over it when both
-    meet in one flush; a tie goes to the event, which carries the same values.
-    """
+    """A re-sync's row (``IsDeleted`` rows of catch-up rounds become deletes), ordered at
+    its ``SystemModstamp``; deliver places it after the changes of its record held before
+    it, and the catch-up rounds correct it when it was stale (see the module docstring)."""
+    stamp = modified_ms(record)
     return envelope_from_record(
-        sfdc_object, record, source=source, now_ms=_modified_ms(record) or now_ms()
+        sfdc_object, record, source=source, now_ms=now_ms() if stamp is None else stamp
     )
-
-
-def _modified_ms(record: Mapping[str, Any]) -> int | None:
-    stamp = record.get(MODSTAMP)
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return int(datetime.fromisoformat(stamp).timestamp() * 1000)
-    except ValueError:
-        return None

@@ -40,6 +40,8 @@ through the same conversion as property values, by the field's type. ``delete``
 follows ``on_delete``: ``ignore`` does nothing, ``unset`` unsets every mapped
 property, ``mark`` sets :data:`DELETED_PROPERTY` to ``true``; under ``mark``
 every whole-record change sets it to ``false``, so an undelete clears the mark.
+A full ``delete`` (a read of a deleted record) also carries the values the record
+was deleted with: ``ignore`` and ``mark`` set them too.
 """
 
 from __future__ import annotations
@@ -202,13 +204,19 @@ def _on_delete(
     step: _Step, view: RecordView, base: RecordView | None, group_value: str | None
 ) -> Outcome:
     policy = step.mapping.on_delete
+    # A read of a deleted record (queryAll) also holds the values it was deleted with,
+    # which a silent write (a gap, an overflow) may have changed since the last event.
+    full = step.envelope.full
     if policy == "ignore":
+        if full:
+            return _on_whole_record(step, view, base, group_value)
         return NothingToDo("delete ignored (on_delete=ignore)")
     group = _group_of(step, view, base, group_value)
     if not isinstance(group, str):
         return group
     if policy == "mark":
-        return _result(step, group, [(DELETED_PROPERTY, True)])
+        last = _property_pairs(step, view.with_composed_names(), whole=True) if full else []
+        return _result(step, group, [*last, (DELETED_PROPERTY, True)])
     return _result(step, group, [(target.prop, None) for target in step.plan.targets])
 
 

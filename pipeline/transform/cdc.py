@@ -9,12 +9,20 @@ answers it with an object re-sync.
 Records read through REST or Bulk (gap re-reads, backfill) become *full*
 envelopes: every field that was read is present, null or not; a field that is
 absent was not read, and the transform leaves its property alone.
+
+A read is ordered by :func:`read_order`: the later of its ``SystemModstamp`` and a
+floor known to precede the read (the ``commitTimestamp`` of the gap event that asked
+for it), both on Salesforce's clock. ``SystemModstamp`` has whole seconds, so that
+alone can sort a read before a change event it reflects; the deliver pump therefore
+also places every read after the changes of its record that came before it in the
+partition (:class:`~pipeline.transform.coalesce.ReadOrders`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Final
 
 from pipeline.errors import EnvelopeError
@@ -34,6 +42,7 @@ _OPS: Final[dict[str, Op]] = {
 }
 # REST returns these beside the fields; they are never record data.
 _NOT_FIELDS: Final = frozenset(("attributes",))
+MODSTAMP: Final = "SystemModstamp"
 
 
 def envelopes_from_event(message: Mapping[str, Any]) -> list[ChangeEnvelope]:
@@ -85,6 +94,36 @@ def envelope_from_record(
         full=True,
         source=source,
     )
+
+
+def read_order(record: Mapping[str, Any] | None, floor_ms: int) -> int:
+    """The ``commit_ts`` of a read: the record's ``SystemModstamp`` (whole seconds) or
+    ``floor_ms`` (a commit the read is known to follow), whichever is later."""
+    stamp = None if record is None else modified_ms(record)
+    return floor_ms if stamp is None else max(stamp, floor_ms)
+
+
+def modified_ms(record: Mapping[str, Any]) -> int | None:
+    """The record's ``SystemModstamp`` in epoch milliseconds, if it was read."""
+    stamp = record.get(MODSTAMP)
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(stamp).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def reread_envelope(
+    sfdc_object: str, record_id: str, record: Mapping[str, Any] | None, *, floor_ms: int
+) -> ChangeEnvelope:
+    """What a REST re-read of one record says: the whole record, or a delete when it is
+    gone (a ``delete`` with the values it was deleted with when ``IsDeleted``, without
+    any when not found); ordered by :func:`read_order`."""
+    at = read_order(record, floor_ms)
+    if record is None:
+        return deleted_envelope(sfdc_object, record_id, source="rest", now_ms=at)
+    return envelope_from_record(sfdc_object, record, source="rest", now_ms=at)
 
 
 def deleted_envelope(

@@ -6,6 +6,19 @@ re-reads interleave, so arrival order is not commit order. A set and an unset
 of the same property are resolved by the same rule. On an exact tie the later
 arrival wins.
 
+Reads (REST or Bulk re-reads of a whole record, ``source`` other than ``cdc``) are
+placed by :class:`ReadOrders` before they are transformed: a read is ordered after
+every change of its record that came before it in the partition (same key, same
+partition). A read reflects every commit before the moment it was made, and its
+``SystemModstamp`` has whole seconds while change events carry milliseconds, so
+ordered at its stamp alone it would lose to an older event of the same second. A
+change that comes after the read in the partition keeps its own commit order: one
+committed after the read wins; one committed before it carries values the read
+already holds. A read that is stale (a re-sync's snapshot page that landed after a
+newer event) is corrected by the catch-up rounds that end every snapshot
+(:mod:`pipeline.runtime.backfill.catch_up`). Across windows, a later window simply
+applies after an earlier one, which is the same rule.
+
 The buffer is bounded by group count. :meth:`Coalescer.is_full` tells the
 runtime to flush early; a change for a new group while full is refused rather
 than dropped, so a forgotten check shows up at once instead of as lost data.
@@ -13,9 +26,10 @@ than dropped, so a forgotten check shows up at once instead of as lost data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipeline.errors import SfampError
+from pipeline.kafka.envelope import ChangeEnvelope
 from pipeline.transform.apply import Order, PropertyChanges
 from pipeline.transform.group_update import GroupUpdate, PropertyValue
 
@@ -32,6 +46,37 @@ class CoalesceStats:
     groups_out: int
     properties_out: int
     superseded: int  # property writes that lost to a later commit
+
+
+class ReadOrders:
+    """Per record, the newest order among the changes taken in one window, in arrival order.
+
+    :meth:`place` every envelope as it arrives, before transforming it; keep one per
+    window (a new window starts empty, since what came before is already applied).
+    """
+
+    __slots__ = ("_newest",)
+
+    def __init__(self) -> None:
+        self._newest: dict[tuple[str, str], Order] = {}
+
+    def place(self, envelope: ChangeEnvelope) -> ChangeEnvelope:
+        """``envelope``, a read moved just after its record's newest change so far."""
+        key = (envelope.object, envelope.record_id)
+        held = self._newest.get(key)
+        order = envelope.ordering
+        if held is not None and order <= held and envelope.source != "cdc":
+            commit_ts, commit_number, sequence_number = held
+            envelope = replace(
+                envelope,
+                commit_ts=commit_ts,
+                commit_number=commit_number,
+                sequence_number=sequence_number + 1,
+            )
+            order = envelope.ordering
+        if held is None or order > held:
+            self._newest[key] = order
+        return envelope
 
 
 class _Pending:

@@ -5,9 +5,16 @@ record at one moment and delivers it later. When the record changes in between,
 its change event can reach Amplitude first and the snapshot's older value land
 over it. So every snapshot ends with catch-up rounds: read again each record whose
 ``SystemModstamp`` is at or after the snapshot's start (minus :data:`MARGIN_SECONDS`),
-deliver those whose stamp differs from the one delivered for it, and repeat until a
+deliver those whose read differs from the one delivered for it, and repeat until a
 round finds nothing new. The value delivered last for a record was then read after
 its last change.
+
+"Differs" compares a digest of what the read means (the mapped values, or the
+fields read, with the stamp), not the stamp alone: ``SystemModstamp`` has whole
+seconds, so a second change within the second a record was read keeps its stamp.
+Rounds read through ``queryAll`` with ``IsDeleted`` (when the object has it), so
+a record deleted after its page was read gets its ``on_delete`` outcome rather
+than keeping the live values delivered last.
 
 Every time here is Salesforce's: the snapshot starts at the server's ``Date``, and a
 later round looks back from the newest ``SystemModstamp`` the round before it saw.
@@ -16,26 +23,39 @@ The local clock is never used, so a skewed host cannot shrink the window.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import hashlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
+import orjson
 import structlog
 
+from pipeline.config.mapping import MappingConfig
+from pipeline.errors import EnvelopeError
+from pipeline.transform.apply import PropertyChanges, changes_for_config
+from pipeline.transform.cdc import envelope_from_record
+from pipeline.transform.schema import ObjectSchema
+
 MODSTAMP: Final = "SystemModstamp"
+DELETED: Final = "IsDeleted"
 # Stamps are taken when a write happens but become visible at commit, so a long
 # transaction (a Bulk API ingest batch, heavy Apex) lands "in the past". ETL tools
 # look back several minutes for the same reason.
 MARGIN_SECONDS: Final = 300
 MAX_ROUNDS: Final = 5
-# Records whose delivered stamp is remembered. Past this, catch-up re-sends records it
+# Records whose delivered read (its digest) is remembered. Past this, catch-up re-sends records it
 # cannot tell apart, which is harmless ($set is idempotent), only slower.
 MAX_TRACKED: Final = 100_000
 # A stamp compared to the millisecond, without its zone (REST +0000, Bulk Z: both UTC).
 _STAMP_CHARS: Final = 23
 
 log = structlog.get_logger(__name__)
+
+# What a read of one record means, as a short digest: equal digests, nothing to send again.
+Digest = Callable[[Mapping[str, Any]], str]
+_NOT_DATA: Final = frozenset(("attributes", DELETED, MODSTAMP))
 
 
 class SnapshotReads(Protocol):
@@ -62,17 +82,85 @@ async def snapshot_start(rest: SnapshotReads, sfdc_object: str) -> datetime | No
 
 
 async def begin_catch_up(
-    rest: SnapshotReads, sfdc_object: str, fields: Sequence[str], *, where: str | None = None
+    rest: SnapshotReads,
+    sfdc_object: str,
+    fields: Sequence[str],
+    *,
+    where: str | None = None,
+    meaning: tuple[MappingConfig, ObjectSchema] | None = None,
 ) -> CatchUp | None:
     """The catch-up of a snapshot that starts now: call it before the first read.
 
-    ``None`` (and a warning) when ``fields`` lack ``SystemModstamp``, i.e. the
-    object has none to order by.
+    ``meaning`` (the mapping and the object's describe) makes rounds compare mapped
+    values and read deleted records too. ``None`` (and a warning) when ``fields``
+    lack ``SystemModstamp``, i.e. the object has none to order by.
     """
     if MODSTAMP not in fields:
         log.warning("snapshot_catch_up_unavailable", object=sfdc_object, missing=MODSTAMP)
         return None
-    return CatchUp(rest, sfdc_object, fields, await snapshot_start(rest, sfdc_object), where)
+    start = await snapshot_start(rest, sfdc_object)
+    return catch_up_for(rest, sfdc_object, fields, start, where=where, meaning=meaning)
+
+
+def catch_up_for(
+    rest: SnapshotReads,
+    sfdc_object: str,
+    fields: Sequence[str],
+    since: datetime | None,
+    *,
+    where: str | None = None,
+    meaning: tuple[MappingConfig, ObjectSchema] | None = None,
+    seen: dict[str, str] | None = None,
+) -> CatchUp:
+    """A catch-up from ``since`` (a new one, or one resumed with what it had ``seen``)."""
+    if meaning is None:
+        return CatchUp(rest, sfdc_object, fields, since, where, dict(seen or {}))
+    config, schema = meaning
+    return CatchUp(
+        rest, sfdc_object, fields, since, where, dict(seen or {}),
+        digest=mapped_digest(sfdc_object, config, schema),
+        with_deleted=schema.field(DELETED) is not None,
+    )  # fmt: skip
+
+
+def record_digest(record: Mapping[str, Any], fields: Sequence[str]) -> str:
+    """The ``fields`` a read holds, with its stamp and whether it is deleted."""
+    data = [record.get(name) for name in fields if name not in _NOT_DATA]
+    return _digest([_stamp_of(record), _is_deleted(record), data])
+
+
+def mapped_digest(sfdc_object: str, config: MappingConfig, schema: ObjectSchema) -> Digest:
+    """What a read means for Amplitude (per mapping: group and values, or the outcome),
+    with its stamp: the same record read through Bulk CSV or REST gives the same digest."""
+
+    def digest(record: Mapping[str, Any]) -> str:
+        try:
+            envelope = envelope_from_record(sfdc_object, record, source="rest", now_ms=0)
+        except EnvelopeError:
+            return record_digest(record, sorted(record))
+        meaning: list[Any] = [_stamp_of(record)]
+        for mapping, outcome in changes_for_config(envelope, config, schema):
+            if isinstance(outcome, PropertyChanges):
+                unset = sorted(outcome.unset)
+                meaning.append([outcome.group_type, outcome.group_value, dict(outcome.set), unset])
+            else:
+                meaning.append([mapping.group_type, type(outcome).__name__])
+        return _digest(meaning)
+
+    return digest
+
+
+def _stamp_of(record: Mapping[str, Any]) -> str:
+    return str(record.get(MODSTAMP))[:_STAMP_CHARS]
+
+
+def _is_deleted(record: Mapping[str, Any]) -> bool:
+    return record.get(DELETED) in (True, "true")
+
+
+def _digest(meaning: object) -> str:
+    data = orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def parse_stamp(stamp: object) -> datetime | None:
@@ -104,7 +192,8 @@ class CatchUp:
 
     Call :meth:`track` with every record once it was delivered (snapshot batches
     and catch-up rounds alike), and deliver each round of :meth:`rounds` before
-    asking for the next.
+    asking for the next. A round's rows include deleted records (``IsDeleted``
+    true) when ``with_deleted``: deliver them as deletes.
     """
 
     rest: SnapshotReads
@@ -115,9 +204,11 @@ class CatchUp:
     seen: dict[str, str] = field(default_factory=dict)
     rounds_done: int = 0
     quiescent: bool = False
+    digest: Digest | None = None  # None: the fields read (see :func:`record_digest`)
+    with_deleted: bool = False
 
     def track(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Remember the stamps of delivered records that a catch-up round could find again."""
+        """Remember the reads of delivered records that a catch-up round could find again."""
         floor = None if self.since is None else soql_since(self.since)[:19]
         seen = self.seen
         for record in records:
@@ -126,22 +217,25 @@ class CatchUp:
                 continue
             record_id = str(record.get("Id"))
             if record_id in seen or len(seen) < MAX_TRACKED:
-                seen[record_id] = stamp[:_STAMP_CHARS]
+                seen[record_id] = self.digest_of(record)
 
     def changed(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """The records whose stamp is not the one delivered for them."""
-        seen = self.seen
-        return [
-            dict(record)
-            for record in records
-            if seen.get(str(record.get("Id"))) != str(record.get(MODSTAMP))[:_STAMP_CHARS]
-        ]
+        """The records whose read differs from the one delivered for them."""
+        seen, digest = self.seen, self.digest_of
+        return [dict(r) for r in records if seen.get(str(r.get("Id"))) != digest(r)]
+
+    def digest_of(self, record: Mapping[str, Any]) -> str:
+        """What ``record`` means, as compared between reads."""
+        if self.digest is not None:
+            return self.digest(record)
+        return record_digest(record, self.fields)
 
     async def rounds(self) -> AsyncIterator[list[dict[str, Any]]]:
         """Rounds of changed records, until one finds nothing new (at most :data:`MAX_ROUNDS`)."""
         start = self.since
         for _ in range(MAX_ROUNDS):
-            found = [record async for record in self.rest.query(self.soql(start))]
+            query = self.rest.query(self.soql(start), all_rows=self.with_deleted)
+            found = [record async for record in query]
             self.rounds_done += 1
             fresh = self.changed(found)
             log.info(
@@ -167,7 +261,8 @@ class CatchUp:
         )
 
     def soql(self, start: datetime | None) -> str:
-        select = ", ".join(dict.fromkeys(["Id", *self.fields, MODSTAMP]))
+        deleted = [DELETED] if self.with_deleted else []
+        select = ", ".join(dict.fromkeys(["Id", *self.fields, MODSTAMP, *deleted]))
         conditions = [f"({self.where})"] if self.where else []
         if start is not None:
             conditions.append(f"{MODSTAMP} >= {soql_since(start)}")

@@ -20,7 +20,13 @@ from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
 from pipeline.kafka.envelope import Source
-from pipeline.runtime.backfill.catch_up import MODSTAMP, CatchUp, begin_catch_up, parse_stamp
+from pipeline.runtime.backfill.catch_up import (
+    MODSTAMP,
+    CatchUp,
+    begin_catch_up,
+    catch_up_for,
+    parse_stamp,
+)
 from pipeline.runtime.backfill.checkpoint import (
     DEFAULT_CHECKPOINT,
     REJECTED_FILE,
@@ -202,30 +208,36 @@ async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
     for mapping in mappings:
         if not _unique_by_schema(mapping, schema):
             run.duplicates.track(mapping.group_type)
-    # SystemModstamp is read too (when the object has one): catch-up compares it.
+    # SystemModstamp is read too (when the object has one): catch-up orders by it.
     fields = [*mapped, MODSTAMP] if schema.field(MODSTAMP) is not None else mapped
+    config = run.config.model_copy(update={"mappings": mappings})
     return ObjectRun(
         item,
         schema,
-        run.config.model_copy(update={"mappings": mappings}),
+        config,
         fields,
         fingerprint,
         None if saved is None else saved.position,
-        await _catch_up_for(run, sfdc_object, fields, saved),
+        await _catch_up_for(run, sfdc_object, fields, saved, (config, schema)),
     )
 
 
 async def _catch_up_for(
-    run: BackfillRun, sfdc_object: str, fields: list[str], saved: ObjectCheckpoint | None
+    run: BackfillRun,
+    sfdc_object: str,
+    fields: list[str],
+    saved: ObjectCheckpoint | None,
+    meaning: tuple[MappingConfig, ObjectSchema],
 ) -> CatchUp | None:
     """The object's catch-up: resumed from the checkpoint, or starting now (before reading)."""
     if run.checkpoint is None:
         return None  # a dry run delivers nothing, so nothing can land out of order
+    rest, where = run.sf.rest, run.where
     if saved is None or "since" not in saved.catch_up or MODSTAMP not in fields:
-        return await begin_catch_up(run.sf.rest, sfdc_object, fields, where=run.where)
+        return await begin_catch_up(rest, sfdc_object, fields, where=where, meaning=meaning)
     since = parse_stamp(saved.catch_up["since"])
     seen = dict(saved.catch_up.get("seen") or {})
-    return CatchUp(run.sf.rest, sfdc_object, fields, since, run.where, seen)
+    return catch_up_for(rest, sfdc_object, fields, since, where=where, meaning=meaning, seen=seen)
 
 
 async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.errors import SalesforceRequestError
-from pipeline.runtime.cadence import now_ms
 from pipeline.runtime.deliver.window import Lookup, Window, envelope_payload
 from pipeline.runtime.salesforce_reads import RecordReads, RestReads, SchemaCache, read_records
 from pipeline.transform.apply import (
@@ -23,7 +22,7 @@ from pipeline.transform.apply import (
     changes_for,
     changes_for_config,
 )
-from pipeline.transform.cdc import deleted_envelope, envelope_from_record
+from pipeline.transform.cdc import reread_envelope
 from pipeline.transform.plan import plan_for
 
 
@@ -73,15 +72,11 @@ def _resolve(
 ) -> None:
     envelope, schema = item.envelope, schemas.cached(item.envelope.object)
     if item.mapping is None:  # a gap: the record as it is now replaces the event
-        read_at = now_ms()
-        alive = record is not None and record.get("IsDeleted") is not True
-        full = (
-            envelope_from_record(envelope.object, record, source="rest", now_ms=read_at)
-            if record is not None and alive
-            else deleted_envelope(
-                envelope.object, envelope.record_id, source="rest", now_ms=read_at
-            )
+        # Read at the flush: after every change of the record this window holds.
+        read = reread_envelope(
+            envelope.object, envelope.record_id, record, floor_ms=envelope.commit_ts
         )
+        full = window.reads.place(read)
         for mapping, outcome in changes_for_config(full, config, schema):
             _settle_resolved(outcome, item, mapping, window)
         return

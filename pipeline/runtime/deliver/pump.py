@@ -221,6 +221,7 @@ class DeliverPump:
             return
         if envelope.object not in mapped:
             return  # an object no longer mapped
+        envelope = window.reads.place(envelope)  # a read after the changes it reflects
         window.changes += 1
         add = window.coalescer.add
         schema = self._schemas.cached(envelope.object)

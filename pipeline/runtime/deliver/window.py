@@ -22,7 +22,7 @@ from pipeline.transform.apply import (
     Outcome,
     PropertyChanges,
 )
-from pipeline.transform.coalesce import Coalescer
+from pipeline.transform.coalesce import Coalescer, ReadOrders
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +56,7 @@ class Window:
     """What the pump holds between two flushes; thrown away whole on failure or rebalance."""
 
     coalescer: Coalescer = field(default_factory=lambda: Coalescer(_COALESCER_CAPACITY))
+    reads: ReadOrders = field(default_factory=ReadOrders)  # reads after what came before
     offsets: dict[Partition, int] = field(default_factory=dict)
     lookups: list[Lookup] = field(default_factory=list)
     dlq: list[DlqEntry] = field(default_factory=list)
