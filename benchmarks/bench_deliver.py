@@ -37,7 +37,6 @@ from support import DAILY, account_mapping, poll
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
-from pipeline.kafka.envelope import ChangeEnvelope, decode, encode
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.logs import configure_logging
 from pipeline.runtime.service import Service, serving
@@ -46,6 +45,7 @@ from pipeline.sandbox.salesforce.objects import ACCOUNT
 from pipeline.sandbox.stack import SandboxStack
 from pipeline.transform.apply import PropertyChanges, changes_for_config
 from pipeline.transform.coalesce import Coalescer
+from pipeline.transform.envelope import ChangeEnvelope, decode, encode
 from pipeline.transform.schema import schema_from_describe
 
 TARGET = 50_000

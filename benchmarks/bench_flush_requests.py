@@ -34,7 +34,6 @@ from pipeline.amplitude import ChunkLimits
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
-from pipeline.kafka.envelope import ChangeEnvelope, encode
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.logs import configure_logging
 from pipeline.runtime.service import Service, serving
@@ -42,6 +41,7 @@ from pipeline.sandbox.salesforce.describe import describe_object
 from pipeline.sandbox.salesforce.objects import ACCOUNT
 from pipeline.sandbox.stack import SandboxStack
 from pipeline.transform.apply import PropertyChanges, changes_for_config
+from pipeline.transform.envelope import ChangeEnvelope, encode
 from pipeline.transform.schema import schema_from_describe
 
 START = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)  # 23 h before the first daily slot

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.kafka.envelope import ChangeEnvelope, decode, encode
 from pipeline.transform.apply import PropertyChanges, changes_for_config
 from pipeline.transform.coalesce import Coalescer
+from pipeline.transform.envelope import ChangeEnvelope, decode, encode
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
 
 TARGET = 50_000

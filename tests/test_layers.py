@@ -22,6 +22,20 @@ def _imports(path: Path, *, module_level: bool = False) -> set[str]:
     return names
 
 
+def _pipeline_packages(path: Path) -> set[str]:
+    """The ``pipeline`` subpackages (or top-level modules) a module imports, anywhere in it."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules = [node.module]
+        else:
+            continue
+        names |= {m.split(".")[1] for m in modules if m.startswith("pipeline.")}
+    return names
+
+
 def _importers(library: str, *, module_level: bool = False) -> set[str]:
     return {
         path.relative_to(ROOT).as_posix()
@@ -44,3 +58,20 @@ def test_the_product_never_imports_the_emulators_at_module_level() -> None:
     glue = {"sandbox_stack.py", "demo.py"}
     importers = _importers("sfamp_sandbox", module_level=True) - glue
     assert importers == set(), f"product modules import sfamp_sandbox: {importers}"
+
+
+ADAPTERS = frozenset(("kafka", "salesforce", "amplitude", "runtime"))
+
+
+def test_the_transform_imports_no_adapter() -> None:
+    """The pure core reads change envelopes and a mapping; it never reaches an adapter."""
+    reached = {
+        path.name: found
+        for path in (ROOT / "transform").rglob("*.py")
+        if (found := _pipeline_packages(path) & ADAPTERS)
+    }
+    assert reached == {}, f"pipeline/transform modules import adapters: {reached}"
+
+
+def test_the_adapter_check_sees_an_adapter_import() -> None:
+    assert "kafka" in _pipeline_packages(ROOT / "runtime" / "deliver" / "pump.py")

@@ -1,7 +1,7 @@
 """Codecs of the small control records sfamp keeps in Kafka: replay marks, re-sync requests
 and DLQ entries.
 
-Change envelopes have their own module (:mod:`pipeline.kafka.envelope`). These
+Change envelopes have their own module (:mod:`pipeline.transform.envelope`). These
 stay pure: bytes in, dataclasses out, time passed in by the caller.
 """
 

@@ -12,9 +12,9 @@ from typing import Any, Final
 
 from pipeline.errors import SfampError
 from pipeline.kafka.config_topic import decode_published
-from pipeline.kafka.envelope import decode
 from pipeline.kafka.inspect import Message, TopicKind, iso_time
 from pipeline.kafka.records import decode_dlq_entry, decode_replay_mark
+from pipeline.transform.envelope import decode
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RELATIVE: Final = re.compile(r"^(\d+)\s*([smhd])$")

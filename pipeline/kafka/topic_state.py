@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pipeline.errors import EnvelopeError
-from pipeline.kafka.envelope import decode
 from pipeline.kafka.topics import TopicNames
+from pipeline.transform.envelope import decode
 
 TopicKind = Literal["changes", "replay", "config", "dlq", "other"]
 

@@ -28,8 +28,8 @@ import orjson
 
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.errors import EnvelopeError
-from pipeline.kafka.envelope import ChangeEnvelope, decode
 from pipeline.kafka.records import DlqEntry
+from pipeline.salesforce.change_events import HEADER
 from pipeline.transform.apply import (
     NothingToDo,
     Outcome,
@@ -37,7 +37,8 @@ from pipeline.transform.apply import (
     changes_for,
     changes_for_config,
 )
-from pipeline.transform.cdc import HEADER, deleted_envelope, envelope_from_record
+from pipeline.transform.envelope import ChangeEnvelope, decode
+from pipeline.transform.reads import deleted_envelope, envelope_from_record
 from pipeline.transform.schema import ObjectSchema
 
 # Records by id as one read found them; None: not found at all (purged).

@@ -50,7 +50,6 @@ from pipeline.errors import (
 )
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import read_table
-from pipeline.kafka.envelope import GAP_OPS, ChangeEnvelope, Source, encode
 from pipeline.kafka.producer import ChangeProducer, Record
 from pipeline.kafka.records import (
     RESYNC_PREFIX,
@@ -81,10 +80,11 @@ from pipeline.salesforce.cdc import (
     DurableReplayStorage,
     channel_for,
 )
+from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.transform.cdc import (
+from pipeline.transform.envelope import GAP_OPS, ChangeEnvelope, Source, encode
+from pipeline.transform.reads import (
     envelope_from_record,
-    envelopes_from_event,
     modified_ms,
     reread_envelope,
 )

@@ -21,8 +21,8 @@
     also answers a group-name lookup.
 ``NeedsReread``
     a ``gap_*`` event: re-read the record and feed the full envelope made by
-    :func:`~pipeline.transform.cdc.envelope_from_record` (or
-    :func:`~pipeline.transform.cdc.deleted_envelope` when it is gone).
+    :func:`~pipeline.transform.reads.envelope_from_record` (or
+    :func:`~pipeline.transform.reads.deleted_envelope` when it is gone).
 ``NeedsResync``
     ``gap_overflow`` or a wildcard record id (``001*``): re-sync the whole object
     (a backfill of records changed since ``since_ms``).
@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pipeline.config.mapping import MappingConfig, ObjectMapping
-from pipeline.kafka.envelope import GAP_OPS, ChangeEnvelope
+from pipeline.transform.envelope import GAP_OPS, ChangeEnvelope
 from pipeline.transform.group_update import PropertyValue
 from pipeline.transform.plan import MappingPlan, Target, live_targets, plan_for
 from pipeline.transform.schema import ObjectSchema

@@ -29,8 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pipeline.errors import SfampError
-from pipeline.kafka.envelope import ChangeEnvelope
 from pipeline.transform.apply import Order, PropertyChanges
+from pipeline.transform.envelope import ChangeEnvelope
 from pipeline.transform.group_update import GroupUpdate, PropertyValue
 
 

@@ -17,10 +17,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
-from pipeline.kafka.envelope import Source
 from pipeline.kafka.records import DlqEntry, decode_dlq_entry
 from pipeline.transform.apply import PropertyChanges, changes_for
-from pipeline.transform.cdc import envelope_from_record
+from pipeline.transform.envelope import Source
+from pipeline.transform.reads import envelope_from_record
 from pipeline.transform.schema import ObjectSchema
 from sfamp_sandbox.amplitude import US_API_KEY, AmplitudeSandbox
 from sfamp_sandbox.amplitude.identify import IdentifyLimits

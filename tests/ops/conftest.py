@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 from pipeline.cli import dlq_cmd, replay_cmd, status_cmd, topics_cmd
 from pipeline.config.settings import KafkaSettings
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
-from pipeline.kafka.envelope import ChangeEnvelope
 from pipeline.kafka.producer import ChangeProducer, Record
 from pipeline.sandbox_stack import SandboxStack
+from pipeline.transform.envelope import ChangeEnvelope
 from sfamp_sandbox.amplitude import US_API_KEY, AmplitudeSandbox, IdentifyLimits
 from tests.runtime.conftest import MAPPING, REJECTED_VALUE, Org
 

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from pipeline.config.settings import KafkaSettings
-from pipeline.kafka.envelope import encode
 from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
 from pipeline.sandbox_stack import SandboxStack
+from pipeline.transform.envelope import encode
 from sfamp_sandbox.amplitude.state import parse_fault
 from tests.ops.conftest import BLOCKED_GROUP, Cli, change, produce
 from tests.runtime.conftest import Org, group, wait_until

@@ -9,10 +9,10 @@ import pytest
 from aiokafka import TopicPartition
 
 from pipeline.config.settings import KafkaSettings
-from pipeline.kafka.envelope import encode
 from pipeline.kafka.records import DlqEntry, ReplayMark
 from pipeline.kafka.topics import TopicNames
 from pipeline.sandbox_stack import SandboxStack
+from pipeline.transform.envelope import encode
 from tests.ops.conftest import Cli, change, commit, produce
 from tests.runtime.conftest import Org
 

@@ -10,7 +10,6 @@ import pytest
 from pipeline.config.validation import parse_mapping
 from pipeline.errors import ConfigError
 from pipeline.kafka.dlq import fold_dlq, replay_marker, select
-from pipeline.kafka.envelope import encode
 from pipeline.kafka.inspect import (
     Message,
     PartitionState,
@@ -24,6 +23,7 @@ from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topic_rows import parse_since
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.dlq_targets import Target, changes_of, group_literal, targets_of
+from pipeline.transform.envelope import encode
 from tests.ops.conftest import MAPPING, change
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)

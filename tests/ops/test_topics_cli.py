@@ -13,9 +13,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from typer.testing import CliRunner
 
 from pipeline.config.settings import KafkaSettings
-from pipeline.kafka.envelope import encode
 from pipeline.kafka.records import DlqEntry, ReplayMark
 from pipeline.kafka.topics import TopicNames
+from pipeline.transform.envelope import encode
 from tests.ops.conftest import Cli, change, cli_app, commit, environment, produce
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
-from pipeline.kafka.envelope import ChangeEnvelope, encode
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.sandbox_stack import SandboxStack
+from pipeline.transform.envelope import ChangeEnvelope, encode
 from tests.runtime.conftest import (
     MAPPING,
     deliver_turns,

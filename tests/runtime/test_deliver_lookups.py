@@ -10,10 +10,10 @@ import pytest
 
 from pipeline.errors import SalesforceRequestError
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
-from pipeline.kafka.envelope import ChangeEnvelope, encode
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.salesforce_reads import id_problem, read_records, records_by_id
 from pipeline.sandbox_stack import SandboxStack
+from pipeline.transform.envelope import ChangeEnvelope, encode
 from tests.runtime.conftest import Org, group, read_dlq, running, settings_for, wait_until
 
 GOOD_18 = "001RM0000000001YAA"  # 15 characters and the checksum of their case

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pipeline.config.mapping import ObjectMapping
-from pipeline.kafka.envelope import ChangeEnvelope, Source
 from pipeline.transform.apply import PropertyChanges, changes_for
-from pipeline.transform.cdc import read_order, reread_envelope
 from pipeline.transform.coalesce import Coalescer, ReadOrders
+from pipeline.transform.envelope import ChangeEnvelope, Source
+from pipeline.transform.reads import read_order, reread_envelope
 
 SECOND_MS = 1_715_342_400_000  # 2024-05-10T12:00:00Z
 STAMP = "2024-05-10T12:00:00.000+0000"

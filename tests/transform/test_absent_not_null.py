@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.kafka.envelope import ChangeEnvelope
+from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.transform.apply import NeedsLookup, NothingToDo, PropertyChanges, changes_for
-from pipeline.transform.cdc import envelope_from_record, envelopes_from_event
+from pipeline.transform.envelope import ChangeEnvelope
+from pipeline.transform.reads import envelope_from_record
 from pipeline.transform.schema import schema_from_describe, unreadable_fields
 from tests.transform.fixtures import (
     ACCOUNT_DESCRIBE,

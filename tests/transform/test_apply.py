@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.kafka.envelope import ChangeEnvelope
+from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.transform.apply import (
     DELETED_PROPERTY,
     NeedsLookup,
@@ -19,8 +19,9 @@ from pipeline.transform.apply import (
     changes_for,
     changes_for_config,
 )
-from pipeline.transform.cdc import deleted_envelope, envelope_from_record, envelopes_from_event
+from pipeline.transform.envelope import ChangeEnvelope
 from pipeline.transform.plan import plan_for
+from pipeline.transform.reads import deleted_envelope, envelope_from_record
 from pipeline.transform.schema import schema_from_describe
 from tests.transform.fixtures import (
     ACCOUNT_ID,

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from pipeline.errors import EnvelopeError
-from pipeline.kafka.envelope import decode, encode
-from pipeline.transform.cdc import deleted_envelope, envelope_from_record, envelopes_from_event
+from pipeline.salesforce.change_events import envelopes_from_event
+from pipeline.transform.envelope import decode, encode
+from pipeline.transform.reads import deleted_envelope, envelope_from_record
 from tests.transform.fixtures import (
     ACCOUNT_ID,
     CREATE_BODY,

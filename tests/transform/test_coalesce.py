@@ -6,10 +6,10 @@ from itertools import permutations
 
 import pytest
 
-from pipeline.kafka.envelope import decode, encode
+from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.transform.apply import Order, PropertyChanges, changes_for
-from pipeline.transform.cdc import envelopes_from_event
 from pipeline.transform.coalesce import Coalescer, CoalescerFullError
+from pipeline.transform.envelope import decode, encode
 from pipeline.transform.group_update import GroupUpdate, PropertyValue
 from tests.transform.fixtures import (
     ACCOUNT_ID,

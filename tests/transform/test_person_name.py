@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.kafka.envelope import ChangeEnvelope
+from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.transform.apply import NeedsLookup, PropertyChanges, changes_for
-from pipeline.transform.cdc import envelope_from_record, envelopes_from_event
+from pipeline.transform.envelope import ChangeEnvelope
 from pipeline.transform.plan import plan_for
+from pipeline.transform.reads import envelope_from_record
 from pipeline.transform.schema import compose_person_name
 from tests.transform.fixtures import (
     ACCOUNT_ID,

@@ -18,11 +18,12 @@ import orjson
 import pytest
 
 from pipeline.config.mapping import ObjectMapping
-from pipeline.kafka.envelope import ChangeEnvelope
 from pipeline.salesforce.bulk import parse_csv, rest_converters
+from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.transform.apply import NeedsLookup, PropertyChanges, changes_for
-from pipeline.transform.cdc import envelope_from_record, envelopes_from_event
+from pipeline.transform.envelope import ChangeEnvelope
 from pipeline.transform.plan import plan_for
+from pipeline.transform.reads import envelope_from_record
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
 from sfamp_sandbox.salesforce.cdc import RecordChange, build_header, channel_for_entity
 from sfamp_sandbox.salesforce.describe import describe_object

@@ -35,7 +35,7 @@ import structlog
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import EnvelopeError
 from pipeline.transform.apply import PropertyChanges, changes_for_config
-from pipeline.transform.cdc import envelope_from_record
+from pipeline.transform.reads import envelope_from_record
 from pipeline.transform.schema import ObjectSchema
 
 MODSTAMP: Final = "SystemModstamp"

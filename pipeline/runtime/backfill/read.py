@@ -19,7 +19,6 @@ from pipeline.errors import (
     SalesforceUnavailableError,
     SfampError,
 )
-from pipeline.kafka.envelope import Source
 from pipeline.runtime.salesforce_reads import fields_to_read
 from pipeline.salesforce.bulk import (
     DEFAULT_BATCH_ROWS,
@@ -30,6 +29,7 @@ from pipeline.salesforce.bulk import (
     select_list,
 )
 from pipeline.salesforce.client import SalesforceClient
+from pipeline.transform.envelope import Source
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
 
 # Objects this small are cheaper through REST (a few query pages) than a Bulk job.

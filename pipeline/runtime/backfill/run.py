@@ -19,7 +19,6 @@ from pipeline.amplitude import AmplitudeClient
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
-from pipeline.kafka.envelope import Source
 from pipeline.runtime.backfill.catch_up import (
     MODSTAMP,
     CatchUp,
@@ -54,9 +53,10 @@ from pipeline.runtime.salesforce_reads import fields_to_read
 from pipeline.salesforce.bulk import BulkQuery, batched
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.apply import PropertyChanges, changes_for_config
-from pipeline.transform.cdc import envelope_from_record
 from pipeline.transform.coalesce import Coalescer
+from pipeline.transform.envelope import Source
 from pipeline.transform.group_update import GroupUpdate
+from pipeline.transform.reads import envelope_from_record
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
 
 SAMPLE_SIZE: Final = 3

@@ -22,8 +22,8 @@ from pipeline.transform.apply import (
     changes_for,
     changes_for_config,
 )
-from pipeline.transform.cdc import reread_envelope
 from pipeline.transform.plan import plan_for
+from pipeline.transform.reads import reread_envelope
 
 
 async def resolve_lookups(

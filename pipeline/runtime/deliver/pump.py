@@ -41,7 +41,6 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import AmplitudeError, EnvelopeError, KafkaError, SalesforceError
 from pipeline.kafka.consumer import ChangesConsumer, Partition, Record
-from pipeline.kafka.envelope import decode
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
@@ -54,6 +53,7 @@ from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import RestReads, SchemaCache
 from pipeline.runtime.state import FlushResult, ServiceState
 from pipeline.transform.apply import PropertyChanges, changes_for_config
+from pipeline.transform.envelope import decode
 from pipeline.transform.group_update import GroupUpdate
 
 log = structlog.get_logger(__name__)

@@ -11,7 +11,6 @@ import structlog
 
 from pipeline.config.mapping import ObjectMapping
 from pipeline.kafka.consumer import Partition, Record
-from pipeline.kafka.envelope import ChangeEnvelope, encode
 from pipeline.kafka.records import DlqEntry, DlqReason, dlq_id
 from pipeline.runtime.cadence import now_ms
 from pipeline.transform.apply import (
@@ -23,6 +22,7 @@ from pipeline.transform.apply import (
     PropertyChanges,
 )
 from pipeline.transform.coalesce import Coalescer, ReadOrders
+from pipeline.transform.envelope import ChangeEnvelope, encode
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""Salesforce change events and re-read records turned into change envelopes.
+"""Salesforce change events (CometD CDC messages) turned into change envelopes.
 
 One CometD CDC message becomes one envelope per entry of ``recordIds`` (a merged
 event applies the same body to every id). A ``GAP_OVERFLOW`` names no record and
@@ -6,27 +6,18 @@ becomes a single envelope with ``record_id == ""``. A wildcard id such as
 ``001*`` ("every record of the object") is kept as the record id; the transform
 answers it with an object re-sync.
 
-Records read through REST or Bulk (gap re-reads, backfill) become *full*
-envelopes: every field that was read is present, null or not; a field that is
-absent was not read, and the transform leaves its property alone.
-
-A read is ordered by :func:`read_order`: the later of its ``SystemModstamp`` and a
-floor known to precede the read (the ``commitTimestamp`` of the gap event that asked
-for it), both on Salesforce's clock. ``SystemModstamp`` has whole seconds, so that
-alone can sort a read before a change event it reflects; the deliver pump therefore
-also places every read after the changes of its record that came before it in the
-partition (:class:`~pipeline.transform.coalesce.ReadOrders`).
+The header's ``entityName`` is Salesforce's wire name for the object; it stops here
+and becomes the envelope's ``object``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
 from typing import Any, Final
 
 from pipeline.errors import EnvelopeError
-from pipeline.kafka.envelope import ChangeEnvelope, Op, Source
+from pipeline.transform.envelope import ChangeEnvelope, Op
 
 HEADER: Final = "ChangeEventHeader"
 _OPS: Final[dict[str, Op]] = {
@@ -40,9 +31,6 @@ _OPS: Final[dict[str, Op]] = {
     "GAP_UNDELETE": "gap_undelete",
     "GAP_OVERFLOW": "gap_overflow",
 }
-# REST returns these beside the fields; they are never record data.
-_NOT_FIELDS: Final = frozenset(("attributes",))
-MODSTAMP: Final = "SystemModstamp"
 
 
 def envelopes_from_event(message: Mapping[str, Any]) -> list[ChangeEnvelope]:
@@ -71,68 +59,6 @@ def envelopes_from_event(message: Mapping[str, Any]) -> list[ChangeEnvelope]:
         fields=body,
     )
     return [replace(template, record_id=record_id) for record_id in _record_ids(header, op)]
-
-
-def envelope_from_record(
-    sfdc_object: str, record: Mapping[str, Any], *, source: Source, now_ms: int
-) -> ChangeEnvelope:
-    """A full envelope for a record read at ``now_ms`` through REST or Bulk (CSV row dicts).
-
-    A row with ``IsDeleted`` true (``queryAll``) becomes a ``delete``; anything else an
-    ``update`` that carries the whole record.
-    """
-    record_id = record.get("Id")
-    if not isinstance(record_id, str) or not record_id:
-        raise EnvelopeError(f"{sfdc_object} record without an Id")
-    deleted = record.get("IsDeleted") in (True, "true")
-    return ChangeEnvelope(
-        object=sfdc_object,
-        record_id=record_id,
-        op="delete" if deleted else "update",
-        commit_ts=now_ms,
-        fields={key: value for key, value in record.items() if key not in _NOT_FIELDS},
-        full=True,
-        source=source,
-    )
-
-
-def read_order(record: Mapping[str, Any] | None, floor_ms: int) -> int:
-    """The ``commit_ts`` of a read: the record's ``SystemModstamp`` (whole seconds) or
-    ``floor_ms`` (a commit the read is known to follow), whichever is later."""
-    stamp = None if record is None else modified_ms(record)
-    return floor_ms if stamp is None else max(stamp, floor_ms)
-
-
-def modified_ms(record: Mapping[str, Any]) -> int | None:
-    """The record's ``SystemModstamp`` in epoch milliseconds, if it was read."""
-    stamp = record.get(MODSTAMP)
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return int(datetime.fromisoformat(stamp).timestamp() * 1000)
-    except ValueError:
-        return None
-
-
-def reread_envelope(
-    sfdc_object: str, record_id: str, record: Mapping[str, Any] | None, *, floor_ms: int
-) -> ChangeEnvelope:
-    """What a REST re-read of one record says: the whole record, or a delete when it is
-    gone (a ``delete`` with the values it was deleted with when ``IsDeleted``, without
-    any when not found); ordered by :func:`read_order`."""
-    at = read_order(record, floor_ms)
-    if record is None:
-        return deleted_envelope(sfdc_object, record_id, source="rest", now_ms=at)
-    return envelope_from_record(sfdc_object, record, source="rest", now_ms=at)
-
-
-def deleted_envelope(
-    sfdc_object: str, record_id: str, *, source: Source, now_ms: int
-) -> ChangeEnvelope:
-    """A ``delete`` for a record a re-read no longer finds (retrieve answered null)."""
-    return ChangeEnvelope(
-        object=sfdc_object, record_id=record_id, op="delete", commit_ts=now_ms, source=source
-    )
 
 
 def _op_of(header: Mapping[str, Any]) -> Op:

@@ -1,4 +1,10 @@
-"""The change envelope: one Kafka message of ``sfamp.changes.<Object>`` per changed record.
+"""The change envelope: one change to one Salesforce record, sfamp's domain record.
+
+It lives in ``transform/`` beside its output (:mod:`pipeline.transform.group_update`):
+every stage speaks it (Salesforce parsing builds it, Kafka carries it, the transform
+reads it), and its codec is a pure function over data, so no adapter owns it and the
+transform depends on no adapter. Kafka carries one per message of
+``sfamp.changes.<Object>``.
 
 Wire form (JSON, version 1)::
 

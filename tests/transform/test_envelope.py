@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from pipeline.errors import EnvelopeError
-from pipeline.kafka.envelope import ChangeEnvelope, decode, encode
+from pipeline.transform.envelope import ChangeEnvelope, decode, encode
 
 UPDATE = ChangeEnvelope(
     object="Account",
