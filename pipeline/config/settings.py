@@ -184,7 +184,7 @@ class AmplitudeSettings(_Section):
         5.0, gt=0, description="An answer slower than this does not raise the concurrency."
     )
     transport: Literal["groupidentify", "httpapi"] = Field(
-        "groupidentify",
+        "httpapi",
         description="groupidentify: /groupidentify form requests; httpapi: $groupidentify "
         "events through HTTP V2 (/2/httpapi).",
     )

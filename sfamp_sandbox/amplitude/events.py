@@ -147,11 +147,18 @@ class _Findings:
         return None
 
 
-def validate_events(request: EventRequest) -> list[AcceptedEvent]:
-    """Check every event; any failure refuses the request, listing the failing indexes."""
+def validate_events(
+    request: EventRequest, blocked_group_values: frozenset[str] = frozenset()
+) -> list[AcceptedEvent]:
+    """Check every event; any failure refuses the request, listing the failing indexes.
+
+    A ``$groupidentify`` naming one of ``blocked_group_values`` (the sandbox's way to
+    rehearse a refused identification) fails as an invalid ``groups`` field.
+    """
     findings = _Findings()
     accepted = [
-        _event(index, event, request, findings) for index, event in enumerate(request.events)
+        _event(index, event, request, findings, blocked_group_values)
+        for index, event in enumerate(request.events)
     ]
     refusal = findings.refusal()
     if refusal is not None:
@@ -160,7 +167,11 @@ def validate_events(request: EventRequest) -> list[AcceptedEvent]:
 
 
 def _event(
-    index: int, event: object, request: EventRequest, findings: _Findings
+    index: int,
+    event: object,
+    request: EventRequest,
+    findings: _Findings,
+    blocked: frozenset[str] = frozenset(),
 ) -> AcceptedEvent | None:
     if not isinstance(event, dict):
         findings.invalid["event"].append(index)
@@ -180,14 +191,18 @@ def _event(
     )
     if event_type == GROUP_IDENTIFY_EVENT:
         # The official SDK sends $groupidentify with no user or device id.
-        _group_identify(index, event, accepted, findings)
+        _group_identify(index, event, accepted, findings, blocked)
     else:
         _check_ids(index, event, request.min_id_length, findings)
     return accepted
 
 
 def _group_identify(
-    index: int, event: dict[str, Any], accepted: AcceptedEvent, findings: _Findings
+    index: int,
+    event: dict[str, Any],
+    accepted: AcceptedEvent,
+    findings: _Findings,
+    blocked: frozenset[str],
 ) -> None:
     groups = event.get("groups") or {}
     if not isinstance(groups, dict):
@@ -195,7 +210,12 @@ def _group_identify(
         return
     for group_type, value in groups.items():
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, bool) or not isinstance(item, str | int | float) or item == "":
+            if (
+                isinstance(item, bool)
+                or not isinstance(item, str | int | float)
+                or item == ""
+                or str(item) in blocked
+            ):
                 findings.invalid["groups"].append(index)
                 return
             accepted.groups.append((str(group_type), str(item)))

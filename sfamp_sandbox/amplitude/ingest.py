@@ -150,7 +150,7 @@ class Ingestion:
         parsed = parse_event_request(body, api)
         if self.state.project_for(parsed.api_key, region) is None:
             raise JsonRefused({"code": 400, "error": f"Invalid API key: {parsed.api_key}"})
-        accepted = validate_events(parsed)
+        accepted = validate_events(parsed, self.limits.blocked_group_values)
         store, now, stamp = self.state.store(region), time.time(), _history_stamp(entry)
         ingested, types, groups = 0, Counter[str](), 0
         for event in accepted:

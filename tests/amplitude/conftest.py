@@ -21,6 +21,7 @@ def sandbox_settings(amplitude_sandbox: AmplitudeSandbox) -> AmplitudeSettings:
     """US key against the sandbox; short timeouts and waits so retries cost little time."""
     return AmplitudeSettings(
         api_key=US_API_KEY,
+        transport="groupidentify",
         base_url=amplitude_sandbox.base_url,
         timeout_seconds=5,
         retry_deadline_seconds=30,

@@ -15,7 +15,11 @@ from pipeline.errors import AmplitudeError, AmplitudeUnavailableError, ConfigErr
 from pipeline.transform.group_update import GroupUpdate
 
 SETTINGS = AmplitudeSettings(
-    api_key="key-123", retry_deadline_seconds=120, min_429_wait_seconds=15, max_concurrency=3
+    api_key="key-123",
+    retry_deadline_seconds=120,
+    min_429_wait_seconds=15,
+    max_concurrency=3,
+    transport="groupidentify",
 )
 
 
@@ -150,7 +154,9 @@ async def test_no_more_requests_in_flight_than_max_concurrency() -> None:
 
 
 async def test_missing_key_is_a_config_error_but_planning_works() -> None:
-    client = _client(lambda _r: httpx.Response(200), settings=AmplitudeSettings())
+    client = _client(
+        lambda _r: httpx.Response(200), settings=AmplitudeSettings(transport="groupidentify")
+    )
     async with client:
         plan = client.plan([*_updates(3), GroupUpdate("account", "empty")])
         assert (plan.identifications, plan.skipped, len(plan.requests)) == (3, 1, 1)
@@ -169,7 +175,7 @@ async def test_requests_in_flight_grow_towards_the_ceiling_while_answers_are_fas
         in_flight -= 1
         return httpx.Response(200, text="success")
 
-    settings = AmplitudeSettings(api_key="key-123", max_concurrency=8)
+    settings = AmplitudeSettings(api_key="key-123", max_concurrency=8, transport="groupidentify")
     async with _client(handler, settings=settings) as client:
         assert client.concurrency.level == 4
         report = await client.send(_updates(60 * 1024))
@@ -186,7 +192,9 @@ async def test_429_and_5xx_halve_the_requests_in_flight_and_the_level_is_kept() 
     def handler(_request: httpx.Request) -> httpx.Response:
         return next(answers, httpx.Response(200, text="success"))
 
-    settings = AmplitudeSettings(api_key="key-123", max_concurrency=8, min_429_wait_seconds=1)
+    settings = AmplitudeSettings(
+        api_key="key-123", max_concurrency=8, min_429_wait_seconds=1, transport="groupidentify"
+    )
     async with _client(handler, time, settings=settings) as client:
         report = await client.send(_updates(1))
         # 4 -> 2 (503) -> 1 (429) -> 2 (one fast success is a round at level 1)
@@ -206,7 +214,9 @@ async def test_a_retry_after_holds_back_the_other_requests_too() -> None:
             return httpx.Response(429, headers={"Retry-After": "40"})
         return httpx.Response(200, text="success")
 
-    settings = AmplitudeSettings(api_key="key-123", max_concurrency=1, min_429_wait_seconds=1)
+    settings = AmplitudeSettings(
+        api_key="key-123", max_concurrency=1, min_429_wait_seconds=1, transport="groupidentify"
+    )
     async with _client(handler, time, settings=settings) as client:
         report = await client.send(_updates(3 * 1024))
     assert report.delivered == 3 * 1024

@@ -10,7 +10,7 @@ from pipeline.amplitude import AmplitudeClient
 from pipeline.config.settings import AmplitudeSettings
 from pipeline.errors import AmplitudeAuthError
 from pipeline.transform.group_update import GroupUpdate
-from sfamp_sandbox.amplitude import AmplitudeSandbox
+from sfamp_sandbox.amplitude import AmplitudeSandbox, IdentifyLimits
 from tests.amplitude.test_client_sandbox import RecordedSleep, _accounts, _fault, _with
 
 pytestmark = pytest.mark.integration
@@ -93,3 +93,17 @@ async def test_an_invalid_key_is_fatal(
         with pytest.raises(AmplitudeAuthError, match="Invalid API key"):
             await client.send(_accounts(5))
     assert amplitude_sandbox.state.store("us").groups == {}
+
+
+async def test_a_group_value_the_sandbox_refuses_is_named_by_index_and_dead_lettered(
+    settings: AmplitudeSettings,
+) -> None:
+    limits = IdentifyLimits(blocked_group_values=frozenset({"001A000004"}))
+    async with AmplitudeSandbox(limits=limits) as sandbox:
+        configured = _with(settings, {"base_url": sandbox.base_url})
+        async with AmplitudeClient(configured) as client:
+            report = await client.send(_accounts(10))
+        assert report.delivered == 9
+        assert [r.update.group_value for r in report.rejected] == ["001A000004"]
+        answer = sandbox.state.requests[0]["response"]
+        assert '"events_with_invalid_fields":{"groups":[4]}' in answer

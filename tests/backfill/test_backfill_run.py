@@ -142,7 +142,7 @@ async def test_amplitude_outage_stops_and_resume_finishes(
         sandboxes.settings(), mapping(), dry_run=True, checkpoint_path=checkpoint,
         options=SMALL_PAGES,
     )  # fmt: skip
-    outage = Fault("503", remaining=10_000, path="/groupidentify")
+    outage = Fault("503", remaining=10_000, path="/2/httpapi")
     hook = Hook(after=2, action=lambda: sandboxes.amplitude.state.add_fault(outage))
     first = await run_backfill(
         sandboxes.settings(), mapping(), checkpoint_path=checkpoint, progress=hook,

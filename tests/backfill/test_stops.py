@@ -55,7 +55,7 @@ async def test_a_signal_keeps_what_was_delivered_and_says_rerun_with_resume(
     run = await CliRun.start(args, sandboxes.environment(**WIDE), tmp_path)
     await run.wait_for_lines("backfill_progress", 1)
     # Amplitude now holds every request, so the signal finds the run mid-delivery.
-    hold = Fault("timeout", remaining=10_000, delay_seconds=60, path="/groupidentify")
+    hold = Fault("timeout", remaining=10_000, delay_seconds=60, path="/2/httpapi")
     sandboxes.amplitude.state.add_fault(hold)
     run.process.send_signal(sig)
     exit_code, out, err = await run.finish()
