@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from pipeline.amplitude import AmplitudeClient, ChunkLimits, DeliveryPlan
 from pipeline.config.settings import AmplitudeSettings
-from pipeline.sandbox.amplitude import US_API_KEY, AmplitudeSandbox
 from pipeline.transform.group_update import GroupUpdate
+from sfamp_sandbox.amplitude import US_API_KEY, AmplitudeSandbox
 
 FULL = 0.95
 
@@ -85,7 +85,7 @@ async def sandbox(in_process: bool) -> AsyncIterator[str]:
         return
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.sandbox.amplitude", "--port", str(port)
+        sys.executable, "-m", "sfamp_sandbox.amplitude", "--port", str(port)
     )
     try:
         await wait_for_port(port)
@@ -110,7 +110,9 @@ async def wait_for_port(port: int) -> None:
 
 async def run(accounts: int, flushes: int, in_process: bool) -> None:
     async with sandbox(in_process) as base_url:
-        settings = AmplitudeSettings(api_key=US_API_KEY, base_url=base_url)
+        settings = AmplitudeSettings(
+            api_key=US_API_KEY, base_url=base_url, transport="groupidentify"
+        )
         limits = ChunkLimits()
         print(f"sandbox {base_url}; {flushes} flushes of up to {accounts} accounts per scenario")
         header = (

@@ -1,18 +1,23 @@
 """Backfill end to end: sandbox Bulk CSV -> transform -> Amplitude sandbox, in separate processes.
 
 Both sandboxes run in one child process; each backfill is the real
-``sfamp backfill --json`` command in another, so its peak RSS is its own. Prints:
+``sfamp backfill --json`` command in another, so its peak RSS is its own. At
+each ``--latencies`` round trip (both sandboxes answer every API request that
+much later, like a WAN) it runs over the same ``--records`` Accounts:
 
-1. throughput of ``sfamp backfill`` over ``--rows`` Accounts (target >= 30,000 records/s);
-2. peak RSS of a backfill of ``--memory-rows`` Accounts (target < 250 MB);
-3. sfamp against ``naive_backfill.py`` (simple-salesforce ``query_all`` + the
-   official Amplitude SDK, one group identify per record) over ``--naive-rows``:
-   the speed ratio and the Amplitude request ratio.
+1. ``sfamp backfill`` with each ``--transports`` value (``SFAMP_AMPLITUDE__TRANSPORT``);
+   at 0 ms the throughput target is >= 30,000 records/s;
+2. ``naive_backfill.py`` (simple-salesforce ``query_all`` + the official
+   Amplitude SDK, one group identify per record);
+3. the ratios, with the targets at 50 ms: sfamp >= 10x faster than the naive
+   script and <= 1/5 of its Amplitude requests.
 
+Then the peak RSS of a backfill of ``--memory-rows`` Accounts at 0 ms (target < 250 MB).
 Times are the runs' own (login to last answer), without interpreter start-up,
 for sfamp and the naive script alike.
 
-    .venv/bin/python benchmarks/bench_backfill.py [--rows N] [--memory-rows N] [--naive-rows N]
+    .venv/bin/python benchmarks/bench_backfill.py [--records N] [--latencies 0,50]
+        [--transports groupidentify,httpapi] [--no-naive] [--memory-rows N]
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from support import account_mapping
 HERE = Path(__file__).resolve().parent
 TARGET_RATE = 30_000
 TARGET_RSS_MB = 250
-MAX_IDENTIFICATIONS = 1024  # per /groupidentify request (Amplitude's limit)
+TARGET_LATENCY_MS = 50  # the speed and request targets hold at this round trip
+TARGET_SPEEDUP = 10
+TARGET_REQUEST_SHARE = 1 / 5
 PROPERTIES = {
     "Name": "name",
     "Industry": "industry",
@@ -54,8 +61,8 @@ MAPPING = account_mapping(PROPERTIES, {"mode": "hourly"})
 async def serve(scope: str) -> None:
     """Run both sandboxes until stdin closes; print their URLs as one JSON line."""
     from pipeline.gc_tuning import tune_gc
-    from pipeline.sandbox.amplitude import AmplitudeSandbox, IdentifyLimits
-    from pipeline.sandbox.salesforce import SalesforceSandbox
+    from sfamp_sandbox.amplitude import AmplitudeSandbox, IdentifyLimits
+    from sfamp_sandbox.salesforce import SalesforceSandbox
 
     tune_gc()  # as `sfamp sandbox ...` does
     limits = IdentifyLimits(property_limit_per_request=scope == "request")
@@ -97,14 +104,15 @@ def run_measured(args: list[str], *, env: dict[str, str], cwd: str) -> tuple[str
         return out.read().decode(), usage.ru_maxrss / 1024
 
 
-def run_sfamp(urls: dict[str, str]) -> dict[str, Any]:
+def run_sfamp(urls: dict[str, str], transport: str = "groupidentify") -> dict[str, Any]:
     """One ``sfamp backfill`` of every Account: rows, seconds, requests and peak RSS."""
     with tempfile.TemporaryDirectory() as work:
         mapping = Path(work) / "mapping.json"
         mapping.write_text(json.dumps(MAPPING))
         command = [sys.executable, "-m", "pipeline", "backfill", "--mapping", str(mapping)]
         command += ["--json", "--dlq", "file", "--checkpoint", str(Path(work) / "checkpoint")]
-        out, max_rss_mb = run_measured(command, env=sfamp_environment(urls), cwd=work)
+        environment = sfamp_environment(urls) | {"SFAMP_AMPLITUDE__TRANSPORT": transport}
+        out, max_rss_mb = run_measured(command, env=environment, cwd=work)
     summary = json.loads(out)
     if not summary["completed"]:
         raise SystemExit(f"sfamp backfill stopped: {summary['error']}")
@@ -141,68 +149,76 @@ def seed(http: httpx.Client, urls: dict[str, str], rows: int) -> float:
     return time.perf_counter() - started
 
 
-def report_throughput(http: httpx.Client, urls: dict[str, str], rows: int) -> None:
-    reset(http, urls, org=True)
-    seed(http, urls, rows)
-    result = run_sfamp(urls)
+def set_latency(http: httpx.Client, urls: dict[str, str], ms: int) -> None:
+    for sandbox in ("salesforce", "amplitude"):
+        http.post(f"{urls[sandbox]}/__sandbox/latency", json={"ms": ms}).raise_for_status()
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "BELOW"
+
+
+def line(label: str, result: dict[str, Any]) -> str:
     rate = result["rows"] / result["seconds"]
-    verdict = "ok" if rate >= TARGET_RATE else "BELOW TARGET"
-    print(
-        f"throughput  {result['rows']:>9,} records in {result['seconds']:6.2f} s = "
-        f"{rate:>8,.0f} records/s (target >= {TARGET_RATE:,}: {verdict}); "
-        f"{result['amplitude_requests']:,} Amplitude requests, "
-        f"{result['salesforce_api_calls']} Salesforce API calls"
+    return (
+        f"  {label:<20} {result['rows']:>9,} records in {result['seconds']:7.2f} s = "
+        f"{rate:>8,.0f}/s, {result['amplitude_requests']:>6,} Amplitude requests"
     )
 
 
+def compare(
+    http: httpx.Client, urls: dict[str, str], ms: int, transports: list[str], naive: bool
+) -> None:
+    """sfamp (each transport) and the naive script on the same records at one latency."""
+    set_latency(http, urls, ms)
+    print(f"latency {ms} ms")
+    ours: dict[str, dict[str, Any]] = {}
+    for transport in transports:
+        reset(http, urls, org=False)
+        ours[transport] = run_sfamp(urls, transport)
+        result = ours[transport]
+        extra = ""
+        if ms == 0:
+            rate = result["rows"] / result["seconds"]
+            extra = f" (>= {TARGET_RATE:,}/s at 0 ms: {verdict(rate >= TARGET_RATE)})"
+        print(line(f"sfamp {transport}", result) + extra)
+    if not naive:
+        return
+    reset(http, urls, org=False)
+    theirs = child(
+        str(HERE / "naive_backfill.py"), "--salesforce", urls["salesforce"],
+        "--amplitude", urls["amplitude"],
+    )  # fmt: skip
+    print(line("naive (SDK)", theirs))
+    for transport, result in ours.items():
+        speed = theirs["seconds"] / result["seconds"]
+        share = result["amplitude_requests"] / max(1, theirs["amplitude_requests"])
+        faster = requests = ""
+        if ms >= TARGET_LATENCY_MS:
+            faster = f" (target >= {TARGET_SPEEDUP}x: {verdict(speed >= TARGET_SPEEDUP)})"
+            requests = f" (target <= 1/5: {verdict(share <= TARGET_REQUEST_SHARE)})"
+        print(
+            f"  ratio {transport:<14} {speed:5.1f}x faster than naive{faster}; "
+            f"{share:.3f} of its Amplitude requests{requests}"
+        )
+
+
 def report_memory(http: httpx.Client, urls: dict[str, str], rows: int) -> None:
+    set_latency(http, urls, 0)
     reset(http, urls, org=True)
     seconds = seed(http, urls, rows)
     print(f"seeded      {rows:>9,} records in {seconds:6.2f} s")
     result = run_sfamp(urls)
-    verdict = "ok" if result["max_rss_mb"] < TARGET_RSS_MB else "ABOVE TARGET"
     print(
-        f"memory      {result['rows']:>9,} records: peak RSS {result['max_rss_mb']:6.1f} MB "
-        f"(target < {TARGET_RSS_MB} MB: {verdict}); "
+        f"memory      {result['rows']:>9,} records at 0 ms: "
+        f"peak RSS {result['max_rss_mb']:6.1f} MB "
+        f"(target < {TARGET_RSS_MB} MB: {verdict(result['max_rss_mb'] < TARGET_RSS_MB)}); "
         f"{result['rows'] / result['seconds']:,.0f} records/s"
     )
 
 
-def report_naive(http: httpx.Client, urls: dict[str, str], rows: int) -> None:
-    reset(http, urls, org=True)
-    seed(http, urls, rows)
-    ours = run_sfamp(urls)
-    reset(http, urls, org=False)
-    naive = child(
-        str(HERE / "naive_backfill.py"),
-        "--salesforce",
-        urls["salesforce"],
-        "--amplitude",
-        urls["amplitude"],
-    )
-    speed = naive["seconds"] / ours["seconds"]
-    requests = naive["amplitude_requests"] / max(1, ours["amplitude_requests"])
-    print(
-        f"naive       {naive['rows']:>9,} records in {naive['seconds']:6.2f} s, "
-        f"{naive['amplitude_requests']:,} Amplitude requests"
-    )
-    print(
-        f"sfamp       {ours['rows']:>9,} records in {ours['seconds']:6.2f} s, "
-        f"{ours['amplitude_requests']:,} Amplitude requests"
-    )
-    print(
-        f"ratio       naive/sfamp time {speed:,.1f}x (target >= 10x); "
-        f"naive/sfamp Amplitude requests {requests:,.2f}x (target >= 100x)"
-    )
-    per_request = naive["rows"] / max(1, naive["amplitude_requests"])
-    print(
-        f"bound       the SDK batched {per_request:,.0f} group identifies per request; "
-        f"/groupidentify takes at most {MAX_IDENTIFICATIONS:,}, so no client can send fewer "
-        f"than 1/{MAX_IDENTIFICATIONS / per_request:,.1f} of its requests"
-    )
-
-
-def main(rows: int, memory_rows: int, naive_rows: int, scope: str) -> None:
+def main(arguments: argparse.Namespace) -> None:
+    scope = arguments.scope
     print(f"Amplitude property limit read per {scope} (SFAMP_AMPLITUDE__PROPERTY_LIMIT_SCOPE)")
     server = subprocess.Popen(
         [sys.executable, __file__, "_serve", scope],
@@ -214,16 +230,22 @@ def main(rows: int, memory_rows: int, naive_rows: int, scope: str) -> None:
         assert server.stdout is not None
         urls = {**json.loads(server.stdout.readline()), "scope": scope}
         with httpx.Client(timeout=600) as http:
-            if rows:
-                report_throughput(http, urls, rows)
-            if naive_rows:
-                report_naive(http, urls, naive_rows)
-            if memory_rows:
-                report_memory(http, urls, memory_rows)
+            if arguments.records:
+                reset(http, urls, org=True)
+                seconds = seed(http, urls, arguments.records)
+                print(f"seeded      {arguments.records:>9,} records in {seconds:6.2f} s")
+                for ms in arguments.latencies:
+                    compare(http, urls, ms, arguments.transports, not arguments.no_naive)
+            if arguments.memory_rows:
+                report_memory(http, urls, arguments.memory_rows)
     finally:
         assert server.stdin is not None
         server.stdin.close()
         server.wait(timeout=30)
+
+
+def numbers(text: str) -> list[int]:
+    return [int(item) for item in text.split(",") if item.strip()]
 
 
 if __name__ == "__main__":
@@ -231,12 +253,22 @@ if __name__ == "__main__":
         asyncio.run(serve(sys.argv[2]))
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-        parser.add_argument("--rows", type=int, default=200_000, help="throughput run (0: skip)")
         parser.add_argument(
-            "--memory-rows", type=int, default=1_000_000, help="peak-RSS run (0: skip)"
-        )
+            "--records", "--rows", type=int, default=200_000,
+            help="records compared at each latency (0: skip); 20000 for a quick run",
+        )  # fmt: skip
         parser.add_argument(
-            "--naive-rows", type=int, default=20_000, help="comparison run (0: skip)"
+            "--latencies", type=numbers, default=[0, 50],
+            help="simulated round trips in ms, comma-separated (default 0,50)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--transports", type=lambda text: text.split(","),
+            default=["groupidentify", "httpapi"],
+            help="SFAMP_AMPLITUDE__TRANSPORT values to run sfamp with (default both)",
+        )  # fmt: skip
+        parser.add_argument("--no-naive", action="store_true", help="skip the naive script")
+        parser.add_argument(
+            "--memory-rows", type=int, default=1_000_000, help="peak-RSS run at 0 ms (0: skip)"
         )
         parser.add_argument(
             "--scope",
@@ -244,5 +276,4 @@ if __name__ == "__main__":
             default="request",
             help="how sfamp (and the sandbox) read Amplitude's 1024-properties limit",
         )
-        arguments = parser.parse_args()
-        main(arguments.rows, arguments.memory_rows, arguments.naive_rows, arguments.scope)
+        main(parser.parse_args())

@@ -37,12 +37,12 @@ from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.logs import configure_logging
 from pipeline.runtime.service import Service, serving
-from pipeline.sandbox.salesforce.describe import describe_object
-from pipeline.sandbox.salesforce.objects import ACCOUNT
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from pipeline.transform.apply import PropertyChanges, changes_for_config
 from pipeline.transform.envelope import ChangeEnvelope, encode
 from pipeline.transform.schema import schema_from_describe
+from sfamp_sandbox.salesforce.describe import describe_object
+from sfamp_sandbox.salesforce.objects import ACCOUNT
 
 START = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)  # 23 h before the first daily slot
 # examples/mapping.json with a daily cadence: six mapped fields.
@@ -181,6 +181,8 @@ async def run_mapping(stack: SandboxStack, run: Run, sizes: list[int], tmp: Path
             "consumer_session_timeout_seconds": 3,
             "metadata_max_age_seconds": 2,
         },
+        # What this script counts: /groupidentify requests (SFAMP_AMPLITUDE__TRANSPORT).
+        amplitude={"transport": "groupidentify"},
     )
     await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, ["Account"]))
     mapping = tmp / f"{uuid.uuid4().hex}.json"
