@@ -75,3 +75,17 @@ def test_the_transform_imports_no_adapter() -> None:
 
 def test_the_adapter_check_sees_an_adapter_import() -> None:
     assert "kafka" in _pipeline_packages(ROOT / "runtime" / "deliver" / "pump.py")
+
+
+MAX_MODULE_LINES = 450
+
+
+def test_no_product_module_is_over_450_lines() -> None:
+    """Split by responsibility when one grows (the style guide aims under ~400)."""
+    lengths = {path.relative_to(ROOT).as_posix(): path.read_text() for path in ROOT.rglob("*.py")}
+    over = {
+        name: count
+        for name, text in lengths.items()
+        if (count := text.count("\n")) > MAX_MODULE_LINES
+    }
+    assert over == {}, f"product modules over {MAX_MODULE_LINES} lines: {over}"

@@ -14,14 +14,11 @@ Recovery, per DESIGN.md "Semantics that must hold":
   and deliver places it after every change of its record held before it, so it
   never loses to an older event of the same second (stamps have whole seconds).
 * ``GAP_OVERFLOW``, or a stored replay id Salesforce no longer retains: the
-  object is re-synced: every record is read and written as a full record. A
-  re-sync is first recorded in ``sfamp.replay`` (key ``resync:<Object>``) and
-  the record is removed only when it finished, so a crash mid-way restarts it.
-  A re-sync starts only after the subscription is confirmed, so nothing
-  between "read" and "subscribed" can fall through. Its snapshot rows are not in
-  read order with the events (a slow page can land after a newer event); the
-  catch-up rounds that end it re-send every record whose read differs from the
-  one written, until a round finds none, so the last word in Kafka is current.
+  object is re-synced (:mod:`pipeline.runtime.resync`): every record is read and
+  written as a full record. A re-sync is first recorded in ``sfamp.replay`` (key
+  ``resync:<Object>``) and the record is removed only when it finished, so a crash
+  mid-way restarts it. A re-sync starts only after the subscription is confirmed,
+  so nothing between "read" and "subscribed" can fall through.
 * Network errors and Salesforce 5xx: reconnect with growing backoff, resuming
   from the durable replay ids.
 """
@@ -41,12 +38,10 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import (
     EnvelopeError,
-    KafkaError,
     ReplayIdExpiredError,
     SalesforceRequestError,
     SalesforceUnavailableError,
     SfampError,
-    UnreadableFieldsError,
 )
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import read_table
@@ -60,10 +55,10 @@ from pipeline.kafka.records import (
     decode_resync,
 )
 from pipeline.kafka.topics import TopicNames
-from pipeline.runtime.backfill import ReadOptions, begin_catch_up, read_batches, snapshot_fields
 from pipeline.runtime.cadence import now_ms
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.resync import Resyncs
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import (
     RestReads,
@@ -72,7 +67,6 @@ from pipeline.runtime.salesforce_reads import (
     records_by_id,
 )
 from pipeline.runtime.state import ServiceState
-from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.cdc import (
     EARLIEST,
     LATEST,
@@ -82,13 +76,10 @@ from pipeline.salesforce.cdc import (
 )
 from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.transform.envelope import GAP_OPS, ChangeEnvelope, Source, encode
+from pipeline.transform.envelope import GAP_OPS, ChangeEnvelope, encode
 from pipeline.transform.reads import (
-    envelope_from_record,
-    modified_ms,
     reread_envelope,
 )
-from pipeline.transform.schema import ObjectSchema, unreadable_fields
 
 log = structlog.get_logger(__name__)
 
@@ -129,10 +120,15 @@ class IngestPump:
         self._topics = TopicNames(settings.kafka.topic_prefix)
         self._schemas = SchemaCache(self._rest)
         self._backoff = Backoff(first=1.0, ceiling=60.0)
-        self._resyncs: dict[str, asyncio.Task[None]] = {}
-        self._rerun: dict[str, ResyncRequest] = {}
+        self._resyncs = Resyncs(
+            holder, salesforce, producer, self._topics, self._schemas, state, metrics
+        )
         self._gap_resyncs: set[str] = set()
-        self.resyncs_done = 0
+
+    @property
+    def resyncs_done(self) -> int:
+        """How many object re-syncs finished since start."""
+        return self._resyncs.done
 
     # -- channels -------------------------------------------------------------
 
@@ -157,13 +153,12 @@ class IngestPump:
                 try:
                     await self._until_channels_change(config)
                 except ReplayIdExpiredError as exc:
-                    await self._on_replay_expired(exc, config)
+                    objects = self.objects_of(exc.channel, config)
+                    await self._resyncs.on_replay_expired(exc, objects)
                 except SfampError as exc:
                     await self._pause(exc)
         finally:
-            for task in self._resyncs.values():
-                task.cancel()
-            await asyncio.gather(*self._resyncs.values(), return_exceptions=True)
+            await self._resyncs.cancel_all()
             self.state.channels_subscribed.clear()
 
     async def _pause(self, exc: SfampError) -> None:
@@ -231,7 +226,7 @@ class IngestPump:
             await self._mark_subscribed(channels, checkpoints, storage)
             for request in checkpoints.resyncs.values():
                 if request.sfdc_object in config.objects:
-                    self._start_resync(request)
+                    self._resyncs.start(request)
             consume = asyncio.create_task(self._consume(cdc, storage))
             watch = asyncio.create_task(self._watch(cdc))
             try:
@@ -332,7 +327,7 @@ class IngestPump:
                 object=request.sfdc_object,
                 action="re-syncing the whole object",
             )
-            self._start_resync(request)
+            self._resyncs.start(request)
 
     def _change(self, envelope: ChangeEnvelope) -> Record:
         return (self._topics.changes(envelope.object), envelope.kafka_key, encode(envelope))
@@ -414,161 +409,6 @@ class IngestPump:
                 log.error("replay_record_unreadable", key=name, reason=str(exc))
         return checkpoints
 
-    # -- re-sync --------------------------------------------------------------------
-
-    async def _on_replay_expired(self, exc: ReplayIdExpiredError, config: MappingConfig) -> None:
-        """Salesforce dropped the events after our replay id: start fresh and read everything."""
-        objects = self.objects_of(exc.channel, config)
-        log.error(
-            "cdc_replay_id_expired",
-            channel=exc.channel,
-            replay_id=exc.replay_id,
-            objects=objects,
-            action="subscribing from the newest event and re-syncing the objects",
-        )
-        now = now_ms()
-        records: list[Record] = [
-            (self._topics.replay, *ResyncRequest(obj, "replay_id_expired", now).encode())
-            for obj in objects
-        ]
-        records.append((self._topics.replay, *ReplayMark(exc.channel, LATEST, now).encode()))
-        await self._producer.send_all(records)
-
-    def _start_resync(self, request: ResyncRequest) -> None:
-        obj = request.sfdc_object
-        running = self._resyncs.get(obj)
-        if running is not None and not running.done():
-            # A newer request (another overflow) must not be answered by an older read.
-            self._rerun[obj] = request
-            return
-        self.state.resyncs.append(
-            {
-                "object": obj,
-                "cause": request.cause,
-                "requested_at_ms": request.requested_at_ms,
-                "status": "running",
-            }
-        )
-        self.metrics.resyncs.labels(obj, request.cause).inc()
-        task = asyncio.create_task(self._resync(request), name=f"resync {obj}")
-        task.add_done_callback(self._resync_ended)
-        self._resyncs[obj] = task
-
-    def _resync_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        # Not expected (errors are retried inside); say so loudly. The request stays in
-        # sfamp.replay, so the next (re)subscription starts it again.
-        log.error("resync_crashed", task=task.get_name(), error=repr(task.exception()))
-
-    async def _resync(self, request: ResyncRequest) -> None:
-        obj = request.sfdc_object
-        backoff = Backoff(first=2.0, ceiling=120.0)
-        while True:
-            try:
-                written = await self._read_into_kafka(obj)
-                newer = self._rerun.pop(obj, None)
-                if newer is not None:
-                    request = newer  # read again: the newer overflow may postdate our read
-                    continue
-                key, _ = request.encode()
-                await self._producer.send(self._topics.replay, key, None)  # done: tombstone
-                break
-            except (SfampError, KafkaError, AssertionError) as exc:
-                delay = backoff.next()
-                self._resync_failed(request, exc)
-                log.error("resync_failed", object=obj, reason=str(exc), retry_in=round(delay, 1))
-                await asyncio.sleep(delay)
-        self.resyncs_done += 1
-        self._mark_resync_done(request, written)
-        log.warning("resync_done", object=obj, records=written, cause=request.cause)
-
-    async def _read_into_kafka(self, sfdc_object: str) -> int:
-        """Every record of the object as full envelopes, then the records changed meanwhile.
-
-        The snapshot may reach Kafka after a newer change event was already flushed;
-        catch-up rounds (``SystemModstamp`` at or after the snapshot's start, shared
-        with ``sfamp backfill``, through ``queryAll``) rewrite every record whose read
-        differs from the one written (deleted ones as deletes), so the last word in
-        Kafka is always current.
-        """
-        config = self.holder.current
-        schema = await self._whole_record_schema(config, sfdc_object)
-        fields = snapshot_fields(config, sfdc_object, schema)
-        catch_up = await begin_catch_up(
-            self._salesforce.rest, sfdc_object, fields, meaning=(config, schema)
-        )
-        bulk = BulkQuery(self._salesforce.rest)
-        batches = read_batches(
-            self._salesforce, bulk, schema, fields, where=None, start=None, options=ReadOptions()
-        )
-        written = 0
-        async for batch in batches:
-            written += await self._flush_batch(
-                [self._change(_full_envelope(sfdc_object, r, "bulk")) for r in batch.records]
-            )
-            if catch_up is not None:
-                catch_up.track(batch.records)
-        if catch_up is not None:
-            async for changed in catch_up.rounds():
-                written += await self._flush_batch(
-                    [self._change(_full_envelope(sfdc_object, r, "rest")) for r in changed]
-                )
-                catch_up.track(changed)
-        return written
-
-    async def _whole_record_schema(self, config: MappingConfig, sfdc_object: str) -> ObjectSchema:
-        """A fresh describe, and proof that it lets us select every mapped field.
-
-        Field-level security hides a field from describe and from SOQL. A snapshot
-        without it would look whole and say nothing about it; refusing instead keeps
-        every group's property as it is, and says why, until read access is granted.
-        Described afresh on every attempt, so a re-sync resumes once it is.
-        """
-        self._schemas.forget()
-        await self._schemas.ensure([sfdc_object])
-        schema = self._schemas.cached(sfdc_object)
-        assert schema is not None, f"no describe for {sfdc_object}"
-        missing = unreadable_fields(schema, fields_to_read(config, sfdc_object, schema))
-        if missing:
-            raise UnreadableFieldsError(sfdc_object, missing)
-        return schema
-
-    async def _flush_batch(self, batch: list[Record]) -> int:
-        if batch:
-            await self._producer.send_all(batch)
-        return len(batch)
-
-    def _mark_resync_done(self, request: ResyncRequest, written: int) -> None:
-        for entry in reversed(self.state.resyncs):
-            if entry["object"] == request.sfdc_object and entry["status"] == "running":
-                entry.update(status="done", records=written, finished_at_ms=now_ms())
-                entry.pop("error", None)
-                break
-        for name in self.state.fields_readable(request.sfdc_object):
-            self.metrics.unreadable_fields.labels(request.sfdc_object, name).set(0)
-            log.warning("salesforce_field_readable", object=request.sfdc_object, field=name)
-
-    def _resync_failed(self, request: ResyncRequest, exc: Exception) -> None:
-        """Say why in /status; for unreadable fields also in a metric and a log line of its own."""
-        for entry in reversed(self.state.resyncs):
-            if entry["object"] == request.sfdc_object and entry["status"] == "running":
-                entry["error"] = str(exc)
-                break
-        if not isinstance(exc, UnreadableFieldsError):
-            return
-        self.state.fields_unreadable(exc.sfdc_object, exc.fields, str(exc), now_ms())
-        for name in exc.fields:
-            self.metrics.unreadable_fields.labels(exc.sfdc_object, name).set(1)
-        log.error(
-            "salesforce_fields_unreadable",
-            object=exc.sfdc_object,
-            fields=exc.fields,
-            permission="field-level security: Read Access",
-            action="re-sync waits; no property is unset meanwhile",
-            reason=str(exc),
-        )
-
 
 def _position(message: Mapping[str, Any]) -> tuple[str, int | None]:
     channel = str(message.get("channel") or "")
@@ -576,13 +416,3 @@ def _position(message: Mapping[str, Any]) -> tuple[str, int | None]:
     event = data.get("event") if isinstance(data, Mapping) else None
     replay_id = event.get("replayId") if isinstance(event, Mapping) else None
     return channel, replay_id if isinstance(replay_id, int) else None
-
-
-def _full_envelope(sfdc_object: str, record: Mapping[str, Any], source: Source) -> ChangeEnvelope:
-    """A re-sync's row (``IsDeleted`` rows of catch-up rounds become deletes), ordered at
-    its ``SystemModstamp``; deliver places it after the changes of its record held before
-    it, and the catch-up rounds correct it when it was stale (see the module docstring)."""
-    stamp = modified_ms(record)
-    return envelope_from_record(
-        sfdc_object, record, source=source, now_ms=now_ms() if stamp is None else stamp
-    )
