@@ -220,7 +220,7 @@ def main() -> None:
         help="simulated round trips in ms, comma-separated (default 0,50)",
     )
     parser.add_argument(
-        "--transport", choices=["groupidentify", "httpapi"], default="groupidentify",
+        "--transport", choices=["groupidentify", "httpapi"], default="httpapi",
         help="SFAMP_AMPLITUDE__TRANSPORT for sfamp",
     )  # fmt: skip
     args = parser.parse_args()
