@@ -1,7 +1,7 @@
 """``sfamp dlq``: see what sfamp could not deliver, and replay it after a fix.
 
 The DLQ logic lives in the library (:mod:`pipeline.kafka.dlq` folds entries and
-replay markers; :mod:`pipeline.runtime.dlq_replay` replays); this module only
+replay markers; :mod:`pipeline.runtime.dlq_redeliver` re-reads and redelivers); this module only
 renders.
 """
 
@@ -18,7 +18,7 @@ from pipeline.cli.topics_cmd import format_time, new_table, run_inspection
 from pipeline.config.settings import Settings
 from pipeline.kafka.dlq import DlqItem, DlqView, read_dlq, select
 from pipeline.kafka.inspect import KafkaInspector
-from pipeline.runtime.dlq_replay import ReplayOutcome, replay_items
+from pipeline.runtime.dlq_redeliver import RedeliveryOutcome, redeliver_items
 from pipeline.runtime.mapping_source import initial_mapping
 
 app = typer.Typer(help="List and replay dead-lettered entries.", no_args_is_help=True)
@@ -88,13 +88,13 @@ def replay_(
     the reason. Exits 1 when any selected entry could not be replayed.
     """
 
-    async def work(settings: Settings, inspector: KafkaInspector) -> list[ReplayOutcome]:
+    async def work(settings: Settings, inspector: KafkaInspector) -> list[RedeliveryOutcome]:
         view = await read_dlq(inspector)
         chosen = select(view.items, ids, everything)
         if not chosen:
             return []
         version, _ = await initial_mapping(settings.kafka, mapping or settings.mapping_file)
-        return await replay_items(settings, version.mapping, chosen)
+        return await redeliver_items(settings, version.mapping, chosen)
 
     outcomes = run_inspection(work)
     _print_outcomes(outcomes, as_json=as_json)
@@ -102,7 +102,7 @@ def replay_(
         raise typer.Exit(1)
 
 
-def _print_outcomes(outcomes: list[ReplayOutcome], *, as_json: bool) -> None:
+def _print_outcomes(outcomes: list[RedeliveryOutcome], *, as_json: bool) -> None:
     if as_json:
         print_json([o.as_json() for o in outcomes])
         return

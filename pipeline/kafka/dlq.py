@@ -78,7 +78,7 @@ class DlqView:
         return [item for item in self.items if item.pending]
 
 
-def replay_marker(entry: DlqEntry, how: str, detail: str, at_ms: int) -> DlqEntry:
+def redelivery_marker(entry: DlqEntry, how: str, detail: str, at_ms: int) -> DlqEntry:
     """The DLQ record that says ``entry`` was replayed (see the module docstring)."""
     return DlqEntry(
         id=f"replayed:{entry.id}",

@@ -1,7 +1,7 @@
 """Which Salesforce records a DLQ entry stands for, and what they mean for Amplitude now.
 
-Pure: entries and records in, targets and property changes out. The replay
-(:mod:`pipeline.runtime.dlq_replay`) does the reading and the sending.
+Pure: entries and records in, targets and property changes out. The redelivery
+(:mod:`pipeline.runtime.dlq_redeliver`) does the reading and the sending.
 
 Which records an entry names:
 

@@ -87,8 +87,8 @@ class SalesforceRest:
 
     # -- resources ------------------------------------------------------------------------
 
-    async def describe(self, sobject: str) -> dict[str, Any]:
-        return await self._get_json(f"sobjects/{_name(sobject)}/describe/")
+    async def describe(self, sfdc_object: str) -> dict[str, Any]:
+        return await self._get_json(f"sobjects/{_name(sfdc_object)}/describe/")
 
     async def describe_global(self) -> dict[str, Any]:
         return await self._get_json("sobjects/")
@@ -139,7 +139,7 @@ class SalesforceRest:
             body = await self._get_json(next_url)
 
     async def retrieve(
-        self, sobject: str, ids: Sequence[str], fields: Sequence[str]
+        self, sfdc_object: str, ids: Sequence[str], fields: Sequence[str]
     ) -> dict[str, dict[str, Any]]:
         """Current records by id, in POSTs of up to 2000 ids; deleted or unknown ids are absent.
 
@@ -158,7 +158,7 @@ class SalesforceRest:
         for start in range(0, len(order), RETRIEVE_CHUNK):
             chunk = order[start : start + RETRIEVE_CHUNK]
             answer = await self._post_json(
-                f"composite/sobjects/{_name(sobject)}", {"ids": chunk, "fields": names}
+                f"composite/sobjects/{_name(sfdc_object)}", {"ids": chunk, "fields": names}
             )
             for full, record in zip(chunk, answer, strict=False):
                 if isinstance(record, dict):
@@ -290,8 +290,8 @@ def _page(body: dict[str, Any]) -> QueryPage:
     )
 
 
-def _name(sobject: str) -> str:
-    return quote(sobject, safe="")
+def _name(sfdc_object: str) -> str:
+    return quote(sfdc_object, safe="")
 
 
 def _short(url: str) -> str:

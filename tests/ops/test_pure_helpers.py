@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config.validation import parse_mapping
 from pipeline.errors import ConfigError
-from pipeline.kafka.dlq import fold_dlq, replay_marker, select
+from pipeline.kafka.dlq import fold_dlq, redelivery_marker, select
 from pipeline.kafka.inspect import (
     Message,
     PartitionState,
@@ -94,7 +94,7 @@ def _message(offset: int, entry: DlqEntry) -> Message:
 
 def test_marker_counts_only_for_earlier_writes_of_its_entry() -> None:
     entry = DlqEntry("t:0:5", "malformed", "bad", 1, "001", "{", source_topic="t")
-    marker = replay_marker(entry, "reread", "sent 1 group(s)", at_ms=2)
+    marker = redelivery_marker(entry, "reread", "sent 1 group(s)", at_ms=2)
     replayed = fold_dlq([_message(0, entry), _message(1, marker)])
     assert [(i.id, i.replayed_how, i.pending) for i in replayed] == [("t:0:5", "reread", False)]
     # The same input dead-lettered again after the replay is pending again.
@@ -106,7 +106,7 @@ def test_select_by_id_or_every_pending_entry() -> None:
     one = DlqEntry("a", "rejected", "", 0, "account:a", None)
     two = DlqEntry("b", "rejected", "", 0, "account:b", None)
     items = fold_dlq(
-        [_message(0, one), _message(1, two), _message(2, replay_marker(two, "reread", "", 3))]
+        [_message(0, one), _message(1, two), _message(2, redelivery_marker(two, "reread", "", 3))]
     )
     assert [i.id for i in select(items, [], everything=True)] == ["a"]
     assert [i.id for i in select(items, ["b", "b"], everything=False)] == ["b"]

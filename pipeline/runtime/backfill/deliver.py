@@ -76,7 +76,7 @@ class ObjectRun:
         )
 
 
-class DeliveryWindow:
+class InFlightBatches:
     """Deliveries of one object in flight, settled in read order.
 
     While one batch is being sent the next is transformed; a batch's position

@@ -36,7 +36,7 @@ from pipeline.runtime.backfill.checkpoint import (
 )
 from pipeline.runtime.backfill.deliver import (
     BackfillRun,
-    DeliveryWindow,
+    InFlightBatches,
     ObjectRun,
     prefetched,
 )
@@ -245,7 +245,7 @@ async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:
         run.sf, run.bulk, obj.schema, obj.fields, where=run.where, start=obj.start,
         options=run.options,
     )  # fmt: skip
-    window = DeliveryWindow(run, obj)
+    window = InFlightBatches(run, obj)
     try:
         try:
             async for batch in prefetched(reader):
@@ -272,7 +272,7 @@ async def _catch_up(run: BackfillRun, obj: ObjectRun) -> None:
     """Re-read and re-send what changed since the snapshot started, round by round."""
     if obj.catch_up is None:
         return
-    window = DeliveryWindow(run, obj, progress=False)
+    window = InFlightBatches(run, obj, progress=False)
     done = ReadPosition(finished=True)
     try:
         async for records in obj.catch_up.rounds():

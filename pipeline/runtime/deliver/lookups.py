@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.errors import SalesforceRequestError
-from pipeline.runtime.deliver.window import Lookup, Window, envelope_payload
+from pipeline.runtime.deliver.window import FlushWindow, Lookup, envelope_payload
 from pipeline.runtime.salesforce_reads import RecordReads, RestReads, SchemaCache, read_records
 from pipeline.transform.apply import (
     NothingToDo,
@@ -27,7 +27,7 @@ from pipeline.transform.reads import reread_envelope
 
 
 async def resolve_lookups(
-    rest: RestReads, schemas: SchemaCache, config: MappingConfig, window: Window
+    rest: RestReads, schemas: SchemaCache, config: MappingConfig, window: FlushWindow
 ) -> None:
     """Turn the window's lookups into group updates or DLQ entries, then forget them."""
     by_object: dict[str, list[Lookup]] = {}
@@ -53,7 +53,11 @@ async def resolve_lookups(
 
 
 def _resolve_read(
-    item: Lookup, reads: RecordReads, schemas: SchemaCache, config: MappingConfig, window: Window
+    item: Lookup,
+    reads: RecordReads,
+    schemas: SchemaCache,
+    config: MappingConfig,
+    window: FlushWindow,
 ) -> None:
     record_id = item.envelope.record_id
     problem = reads.refused.get(record_id)
@@ -68,7 +72,7 @@ def _resolve(
     record: Mapping[str, Any] | None,
     schemas: SchemaCache,
     config: MappingConfig,
-    window: Window,
+    window: FlushWindow,
 ) -> None:
     envelope, schema = item.envelope, schemas.cached(item.envelope.object)
     if item.mapping is None:  # a gap: the record as it is now replaces the event
@@ -98,7 +102,7 @@ def _resolve(
 
 
 def _settle_resolved(
-    outcome: Outcome, item: Lookup, mapping: ObjectMapping, window: Window
+    outcome: Outcome, item: Lookup, mapping: ObjectMapping, window: FlushWindow
 ) -> None:
     if isinstance(outcome, PropertyChanges):
         window.coalescer.add(outcome)

@@ -46,7 +46,7 @@ from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.cadence import FlushSchedule, utc_now
 from pipeline.runtime.deliver.lookups import resolve_lookups
-from pipeline.runtime.deliver.window import Flushing, Window, partition_names, source_of, text
+from pipeline.runtime.deliver.window import Flushing, FlushWindow, partition_names, source_of, text
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.retry import Backoff
@@ -88,7 +88,7 @@ class DeliverPump:
         self._clock = clock
         self._topics = TopicNames(settings.kafka.topic_prefix)
         self._max_groups = settings.runtime.max_pending_groups
-        self._window = Window()
+        self._window = FlushWindow()
         self._generation = 0  # bumped whenever the window is thrown away
         self._schedule = FlushSchedule(holder.current.sync_cadence, clock())
         self._stopping = asyncio.Event()
@@ -236,7 +236,7 @@ class DeliverPump:
     async def flush(self) -> FlushResult:
         """Settle everything held: lookups, Amplitude, DLQ, then commit the offsets."""
         started = time.monotonic()
-        window, self._window = self._window, Window()
+        window, self._window = self._window, FlushWindow()
         member_id = self._consumer.member_id if self._consumer is not None else ""
         flushing = self._flushing = Flushing(window, member_id)
         try:
@@ -258,7 +258,7 @@ class DeliverPump:
         self._flushed(result, report, dlq=len(window.dlq), flushing=flushing, committed=committed)
         return result
 
-    async def _settle_window(self, window: Window) -> tuple[list[GroupUpdate], DeliveryReport]:
+    async def _settle_window(self, window: FlushWindow) -> tuple[list[GroupUpdate], DeliveryReport]:
         await resolve_lookups(self._salesforce, self._schemas, self.holder.current, window)
         updates = window.coalescer.drain()
         report = await self._amplitude.send(updates) if updates else DeliveryReport()
@@ -370,7 +370,7 @@ class DeliverPump:
         """Drop everything held since the last commit; Kafka still has it."""
         if not self._window.empty:
             log.info("deliver_window_dropped", why=why, changes=self._window.changes)
-        self._window = Window()
+        self._window = FlushWindow()
         self._generation += 1
         self.state.pending_groups = 0
 

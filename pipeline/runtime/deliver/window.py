@@ -52,7 +52,7 @@ class Lookup:
 
 
 @dataclass
-class Window:
+class FlushWindow:
     """What the pump holds between two flushes; thrown away whole on failure or rebalance."""
 
     coalescer: Coalescer = field(default_factory=lambda: Coalescer(_COALESCER_CAPACITY))
@@ -119,7 +119,7 @@ class Window:
 class Flushing:
     """A window being flushed, and what rebalances took from it meanwhile."""
 
-    window: Window
+    window: FlushWindow
     member_id: str
     lost: set[Partition] = field(default_factory=set)
     rebalanced: bool = False

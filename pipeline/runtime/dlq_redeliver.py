@@ -1,7 +1,11 @@
-"""Replaying dead letters: send what Salesforce holds now, never the stale payload.
+"""Redelivering dead letters (``sfamp dlq replay``): send what Salesforce holds now,
+never the stale payload.
+
+"Replay" elsewhere in sfamp means CometD replay ids; re-sending a dead letter is called
+*redelivery* in the code, while the command and its output keep the word "replay".
 
 An entry in ``sfamp.dlq`` keeps what was sent (or read) back then. Sending that
-again could put an old value over a newer one delivered since, so a replay
+again could put an old value over a newer one delivered since, so a redelivery
 obeys "newest wins" like every other write path:
 
 1. re-read the records behind each entry (:mod:`pipeline.runtime.dlq_targets`)
@@ -15,7 +19,7 @@ obeys "newest wins" like every other write path:
 
 An entry that cannot be re-read (no record can be named, Salesforce refuses
 the read) or that Amplitude rejects again stays in the DLQ with the reason;
-the others get a replay marker (see :mod:`pipeline.kafka.dlq`).
+the others get a redelivery marker, written as ``replayed:<id>`` (see :mod:`pipeline.kafka.dlq`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from pipeline.amplitude import AmplitudeClient
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import AmplitudeError, ConfigError, SalesforceError
-from pipeline.kafka.dlq import DlqItem, replay_marker
+from pipeline.kafka.dlq import DlqItem, redelivery_marker
 from pipeline.kafka.inspect import now_ms, quick_settings
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
@@ -60,7 +64,7 @@ _COALESCER_CAPACITY: Final = 1 << 40
 
 
 @dataclass(frozen=True, slots=True)
-class ReplayOutcome:
+class RedeliveryOutcome:
     """What became of one selected entry."""
 
     id: str
@@ -91,18 +95,18 @@ class _Work:
     notes: list[str] = field(default_factory=list)
 
 
-async def replay_items(
+async def redeliver_items(
     settings: Settings, config: MappingConfig, chosen: Sequence[DlqItem]
-) -> list[ReplayOutcome]:
+) -> list[RedeliveryOutcome]:
     """Re-read and send ``chosen`` entries; mark the replayed ones in the DLQ."""
-    outcomes: dict[str, ReplayOutcome] = {}
+    outcomes: dict[str, RedeliveryOutcome] = {}
     works: list[_Work] = []
     for item in chosen:
         targets = (
             "the record is unreadable" if item.entry is None else targets_of(item.entry, config)
         )
         if isinstance(targets, str):
-            outcomes[item.id] = ReplayOutcome(item.id, item.key, False, targets)
+            outcomes[item.id] = RedeliveryOutcome(item.id, item.key, False, targets)
         else:
             works.append(_Work(item, targets))
     if works:
@@ -117,15 +121,15 @@ async def replay_items(
             AmplitudeClient(settings.amplitude) as amplitude,
         ):
             reader = _Reader(salesforce.rest, config)
-            outcomes |= await _replay(reader, amplitude, works)
+            outcomes |= await _redeliver(reader, amplitude, works)
         await _mark(settings, [w.item for w in works if outcomes[w.item.id].ok], outcomes)
     return [outcomes[item.id] for item in chosen]
 
 
-async def _replay(
+async def _redeliver(
     reader: _Reader, amplitude: AmplitudeClient, works: list[_Work]
-) -> dict[str, ReplayOutcome]:
-    done: dict[str, ReplayOutcome] = {}
+) -> dict[str, RedeliveryOutcome]:
+    done: dict[str, RedeliveryOutcome] = {}
     live = works
     await reader.read(live)
     for _ in range(MAX_ROUNDS):
@@ -150,7 +154,7 @@ async def _replay(
     return done
 
 
-def _settled(works: list[_Work], done: dict[str, ReplayOutcome]) -> list[_Work]:
+def _settled(works: list[_Work], done: dict[str, RedeliveryOutcome]) -> list[_Work]:
     """Record the works that hit a problem as failed; the rest go on."""
     for work in works:
         if work.problem is not None:
@@ -202,28 +206,28 @@ def _plan(
     return updates, owners
 
 
-def _succeeded(work: _Work) -> ReplayOutcome:
+def _succeeded(work: _Work) -> RedeliveryOutcome:
     groups = len(work.sent)
     if groups:
         detail = f"sent {groups} group(s) as Salesforce holds them now"
     else:
         detail = "nothing to send: " + ("; ".join(dict.fromkeys(work.notes)) or "no change")
-    return ReplayOutcome(work.item.id, work.item.key, True, detail, groups)
+    return RedeliveryOutcome(work.item.id, work.item.key, True, detail, groups)
 
 
-def _failed(work: _Work, why: str) -> ReplayOutcome:
-    return ReplayOutcome(work.item.id, work.item.key, False, why, len(work.sent))
+def _failed(work: _Work, why: str) -> RedeliveryOutcome:
+    return RedeliveryOutcome(work.item.id, work.item.key, False, why, len(work.sent))
 
 
 async def _mark(
-    settings: Settings, items: Iterable[DlqItem], outcomes: dict[str, ReplayOutcome]
+    settings: Settings, items: Iterable[DlqItem], outcomes: dict[str, RedeliveryOutcome]
 ) -> None:
     entries = [item.entry for item in items if item.entry is not None]
     if not entries:
         return
     topic = TopicNames(settings.kafka.topic_prefix).dlq
     at = now_ms()
-    markers = [replay_marker(e, REPLAYED_HOW, outcomes[e.id].detail, at) for e in entries]
+    markers = [redelivery_marker(e, REPLAYED_HOW, outcomes[e.id].detail, at) for e in entries]
     async with ChangeProducer(quick_settings(settings.kafka)) as producer:
         await producer.send_all([(topic, *marker.encode()) for marker in markers])
 
