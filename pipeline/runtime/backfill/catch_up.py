@@ -23,7 +23,9 @@ The local clock is never used, so a skewed host cannot shrink the window.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+from array import array
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,9 +47,10 @@ DELETED: Final = "IsDeleted"
 # look back several minutes for the same reason.
 MARGIN_SECONDS: Final = 300
 MAX_ROUNDS: Final = 5
-# Records whose delivered read (its digest) is remembered. Past this, catch-up re-sends records it
-# cannot tell apart, which is harmless ($set is idempotent), only slower.
-MAX_TRACKED: Final = 100_000
+# What was delivered is remembered as one 64-bit number per read of a record a round can
+# find again (record id and digest hashed together, about 60 bytes each in a set): none
+# is forgotten, so a round re-sends only what really changed and a quiet object always
+# ends the rounds, even after a bulk load put every record inside the window.
 # A stamp compared to the millisecond, without its zone (REST +0000, Bulk Z: both UTC).
 _STAMP_CHARS: Final = 23
 
@@ -110,14 +113,16 @@ def catch_up_for(
     *,
     where: str | None = None,
     meaning: tuple[MappingConfig, ObjectSchema] | None = None,
-    seen: dict[str, str] | None = None,
+    seen: object = None,
 ) -> CatchUp:
-    """A catch-up from ``since`` (a new one, or one resumed with what it had ``seen``)."""
+    """A catch-up from ``since``: a new one, or one resumed with what a checkpoint's
+    ``seen`` says was delivered (as :meth:`CatchUp.to_json` wrote it)."""
+    remembered = load_seen(seen)
     if meaning is None:
-        return CatchUp(rest, sfdc_object, fields, since, where, dict(seen or {}))
+        return CatchUp(rest, sfdc_object, fields, since, where, remembered)
     config, schema = meaning
     return CatchUp(
-        rest, sfdc_object, fields, since, where, dict(seen or {}),
+        rest, sfdc_object, fields, since, where, remembered,
         digest=mapped_digest(sfdc_object, config, schema),
         with_deleted=schema.field(DELETED) is not None,
     )  # fmt: skip
@@ -201,7 +206,7 @@ class CatchUp:
     fields: Sequence[str]
     since: datetime | None
     where: str | None = None
-    seen: dict[str, str] = field(default_factory=dict)
+    seen: set[int] = field(default_factory=set)
     rounds_done: int = 0
     quiescent: bool = False
     digest: Digest | None = None  # None: the fields read (see :func:`record_digest`)
@@ -215,14 +220,17 @@ class CatchUp:
             stamp = record.get(MODSTAMP)
             if not isinstance(stamp, str) or (floor is not None and stamp[:19] < floor):
                 continue
-            record_id = str(record.get("Id"))
-            if record_id in seen or len(seen) < MAX_TRACKED:
-                seen[record_id] = self.digest_of(record)
+            seen.add(self.read_key(record))
 
     def changed(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """The records whose read differs from the one delivered for them."""
-        seen, digest = self.seen, self.digest_of
-        return [dict(r) for r in records if seen.get(str(r.get("Id"))) != digest(r)]
+        """The records whose read differs from every one delivered for them."""
+        seen, key = self.seen, self.read_key
+        return [dict(r) for r in records if key(r) not in seen]
+
+    def read_key(self, record: Mapping[str, Any]) -> int:
+        """The record id and what its read means, as one 64-bit number."""
+        text = f"{record.get('Id')}\0{self.digest_of(record)}".encode()
+        return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
     def digest_of(self, record: Mapping[str, Any]) -> str:
         """What ``record`` means, as compared between reads."""
@@ -273,4 +281,25 @@ class CatchUp:
 
     def to_json(self) -> dict[str, Any]:
         """What a checkpoint keeps, so that a resumed run catches up from the first start."""
-        return {"since": None if self.since is None else self.since.isoformat(), "seen": self.seen}
+        # Packed as they lie in the set (8 bytes each, no sorting): a checkpoint is
+        # written after every batch.
+        return {
+            "since": None if self.since is None else self.since.isoformat(),
+            "seen": base64.b64encode(array("Q", self.seen).tobytes()).decode(),
+        }
+
+
+def load_seen(saved: object) -> set[int]:
+    """What a checkpoint's ``seen`` holds (packed 64-bit numbers, base64).
+
+    Anything else (an older checkpoint's layout) is forgotten: its records are only
+    sent once more, which ``$set`` makes harmless.
+    """
+    if not isinstance(saved, str):
+        return set()
+    keys = array("Q")
+    try:
+        keys.frombytes(base64.b64decode(saved, validate=True))
+    except ValueError:
+        return set()
+    return set(keys)

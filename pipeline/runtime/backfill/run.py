@@ -236,7 +236,7 @@ async def _catch_up_for(
     if saved is None or "since" not in saved.catch_up or MODSTAMP not in fields:
         return await begin_catch_up(rest, sfdc_object, fields, where=where, meaning=meaning)
     since = parse_stamp(saved.catch_up["since"])
-    seen = dict(saved.catch_up.get("seen") or {})
+    seen = saved.catch_up.get("seen")
     return catch_up_for(rest, sfdc_object, fields, since, where=where, meaning=meaning, seen=seen)
 
 
