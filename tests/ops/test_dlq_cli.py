@@ -138,6 +138,7 @@ async def test_replay_of_a_deleted_record_follows_on_delete(
     topics: KafkaSettings, sfamp: Cli, org: Org, stack: SandboxStack
 ) -> None:
     record = await org.create("Account", Name="Gone Inc", Industry="Energy")
+    await org.update("Account", record, Industry="Retail")
     await org.delete("Account", record)
     stale = rejected(record, {"name": "Gone Inc", "industry": "Energy"})
     await dead_letter(topics, stale)
@@ -145,8 +146,13 @@ async def test_replay_of_a_deleted_record_follows_on_delete(
     assert result.exit_code == 0, result.output
     (outcome,) = json.loads(result.stdout)
     assert (outcome["ok"], outcome["groups"]) == (True, 1)
-    # on_delete=mark: the group is marked, the stale name and industry are not sent.
-    assert group(stack, "account", record) == {"sfdc_deleted": True}
+    # on_delete=mark: the group is marked and holds the values the record was deleted
+    # with, read from Salesforce; the stale payload's industry is not sent.
+    assert group(stack, "account", record) == {
+        "name": "Gone Inc",
+        "industry": "Retail",
+        "sfdc_deleted": True,
+    }
 
 
 async def test_replay_rejected_again_stays_with_the_reason(
