@@ -26,7 +26,7 @@ than dropped, so a forgotten check shows up at once instead of as lost data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from pipeline.errors import SfampError
 from pipeline.transform.apply import Order, PropertyChanges
@@ -36,16 +36,6 @@ from pipeline.transform.group_update import GroupUpdate, PropertyValue
 
 class CoalescerFullError(SfampError):
     """A change for a new group arrived while the coalescer was full: flush first."""
-
-
-@dataclass(frozen=True, slots=True)
-class CoalesceStats:
-    """Running totals for logs and metrics."""
-
-    changes_in: int
-    groups_out: int
-    properties_out: int
-    superseded: int  # property writes that lost to a later commit
 
 
 class ReadOrders:
@@ -89,10 +79,8 @@ class _Pending:
         self.orders: dict[str, Order] = {}
         self.latest: Order = (-1, -1, -1)
 
-    def merge(self, change: PropertyChanges) -> int:
-        """Apply ``change``; answers how many earlier writes it met (won or lost)."""
-        before = len(self.values)
-        written = len(change.set) + len(change.unset)
+    def merge(self, change: PropertyChanges) -> None:
+        """Apply ``change``: per property, the later commit wins."""
         if change.order >= self.latest:
             # In commit order, the common case: nothing pending can be newer.
             self.latest = change.order
@@ -106,7 +94,6 @@ class _Pending:
                 self._put_if_newer(prop, value, change.order)
             for prop in change.unset:
                 self._put_if_newer(prop, None, change.order)
-        return written - (len(self.values) - before)
 
     def _put_if_newer(self, prop: str, value: PropertyValue | None, order: Order) -> None:
         if order >= self.orders.get(prop, order):
@@ -132,10 +119,6 @@ class Coalescer:
             raise ValueError("max_groups must be at least 1")
         self.max_groups = max_groups
         self._groups: dict[tuple[str, str], _Pending] = {}
-        self._changes_in = 0
-        self._groups_out = 0
-        self._properties_out = 0
-        self._superseded = 0
 
     @property
     def pending_groups(self) -> int:
@@ -153,21 +136,9 @@ class Coalescer:
                     f"coalescer holds {self.max_groups} groups; drain before adding more"
                 )
             pending = self._groups[change.key] = _Pending()
-        self._changes_in += 1
-        self._superseded += pending.merge(change)
+        pending.merge(change)
 
     def drain(self) -> list[GroupUpdate]:
         """Every pending group as one update, sorted by (group type, group value); empties."""
         groups, self._groups = self._groups, {}
-        updates = [groups[key].to_update(key) for key in sorted(groups)]
-        self._groups_out += len(updates)
-        self._properties_out += sum(len(u.set) + len(u.unset) for u in updates)
-        return updates
-
-    def stats(self) -> CoalesceStats:
-        return CoalesceStats(
-            changes_in=self._changes_in,
-            groups_out=self._groups_out,
-            properties_out=self._properties_out,
-            superseded=self._superseded,
-        )
+        return [groups[key].to_update(key) for key in sorted(groups)]

@@ -126,17 +126,6 @@ def test_max_groups_must_be_positive() -> None:
         Coalescer(max_groups=0)
 
 
-def test_stats_count_changes_in_and_groups_out() -> None:
-    coalescer = Coalescer(max_groups=10)
-    coalescer.add(change((1, 0, 0), {"n": 1, "m": 1}, group="a"))
-    coalescer.add(change((2, 0, 0), {"n": 2}, group="a"))
-    coalescer.add(change((0, 0, 0), {"n": 0}, unset={"k"}, group="b"))
-    coalescer.drain()
-    stats = coalescer.stats()
-    assert (stats.changes_in, stats.groups_out, stats.properties_out) == (3, 2, 4)
-    assert stats.superseded == 1
-
-
 def test_cdc_to_group_identification_end_to_end() -> None:
     basic = mapping({"Industry": "industry", "Fax": "fax", "BillingCity": "city"})
     schema = account_schema()

@@ -1,4 +1,4 @@
-"""Flush-time Salesforce reads: group names missing from a change, and records named by gaps.
+"""Flush-time Salesforce reads: group names and fields a change does not carry.
 
 The changes of one window that need a read are read together, one batched read
 per object. A bad record id fails alone (see :mod:`pipeline.runtime.salesforce_reads`);
@@ -20,10 +20,8 @@ from pipeline.transform.apply import (
     Outcome,
     PropertyChanges,
     changes_for,
-    changes_for_config,
 )
 from pipeline.transform.plan import plan_for
-from pipeline.transform.reads import reread_envelope
 
 
 async def resolve_lookups(
@@ -48,42 +46,25 @@ async def resolve_lookups(
                 window.to_dlq("unresolved", detail, item.source, envelope_payload(item.envelope))
             continue
         for item in items:
-            _resolve_read(item, reads, schemas, config, window)
+            _resolve_read(item, reads, schemas, window)
     window.lookups = []
 
 
 def _resolve_read(
-    item: Lookup,
-    reads: RecordReads,
-    schemas: SchemaCache,
-    config: MappingConfig,
-    window: FlushWindow,
+    item: Lookup, reads: RecordReads, schemas: SchemaCache, window: FlushWindow
 ) -> None:
     record_id = item.envelope.record_id
     problem = reads.refused.get(record_id)
     if problem is None:
-        _resolve(item, reads.found.get(record_id), schemas, config, window)
+        _resolve(item, reads.found.get(record_id), schemas, window)
     else:  # a bad id fails alone: its neighbours in the same read are resolved
         window.to_dlq("malformed", problem, item.source, envelope_payload(item.envelope))
 
 
 def _resolve(
-    item: Lookup,
-    record: Mapping[str, Any] | None,
-    schemas: SchemaCache,
-    config: MappingConfig,
-    window: FlushWindow,
+    item: Lookup, record: Mapping[str, Any] | None, schemas: SchemaCache, window: FlushWindow
 ) -> None:
     envelope, schema = item.envelope, schemas.cached(item.envelope.object)
-    if item.mapping is None:  # a gap: the record as it is now replaces the event
-        # Read at the flush: after every change of the record this window holds.
-        read = reread_envelope(
-            envelope.object, envelope.record_id, record, floor_ms=envelope.commit_ts
-        )
-        full = window.reads.place(read)
-        for mapping, outcome in changes_for_config(full, config, schema):
-            _settle_resolved(outcome, item, mapping, window)
-        return
     if record is None:
         detail = (
             f"{envelope.object} {envelope.record_id} is gone from Salesforce; "

@@ -20,8 +20,9 @@ whose partitions all went to another member stops early and logs
 ``revoked``: the new owner re-reads it.
 
 Group names missing from an update (a group name field other than ``Id``) and
-records named by gap events are read from Salesforce at flush time, in batches
-(:mod:`pipeline.runtime.deliver.lookups`).
+fields a change does not carry are read from Salesforce at flush time, in batches
+(:mod:`pipeline.runtime.deliver.lookups`). Gap and overflow events never reach
+Kafka: ingest re-reads or re-syncs first.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ class Lookup:
     """A change that needs Salesforce data before it names its group (resolved at flush)."""
 
     envelope: ChangeEnvelope
-    mapping: ObjectMapping | None  # None: a gap re-read, for every mapping of the object
+    mapping: ObjectMapping
     fields: tuple[str, ...]
     full_record: bool
     source: Source
@@ -75,12 +75,10 @@ class FlushWindow:
         elif isinstance(outcome, NeedsLookup):
             fields = (*outcome.fields, mapping.group_name_field)
             self.lookups.append(Lookup(envelope, mapping, fields, outcome.full_record, source))
-        elif isinstance(outcome, NeedsReread):
-            if not any(item.source == source for item in self.lookups):
-                self.lookups.append(Lookup(envelope, None, (), True, source))
-        elif isinstance(outcome, NeedsResync):
-            # Ingest re-syncs objects; an overflow marker here is only informative.
-            log.info("deliver_saw_overflow", object=outcome.sfdc_object, reason=outcome.reason)
+        elif isinstance(outcome, NeedsReread | NeedsResync):
+            # Ingest answers gap and overflow events itself (a re-read, a re-sync) and
+            # never writes them to Kafka; one here is only informative.
+            log.info("deliver_saw_gap_event", object=outcome.sfdc_object, reason=outcome.reason)
         elif isinstance(outcome, NothingToDo):
             pass
 
