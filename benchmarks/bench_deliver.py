@@ -40,13 +40,13 @@ from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.logs import configure_logging
 from pipeline.runtime.service import Service, serving
-from pipeline.sandbox.salesforce.describe import describe_object
-from pipeline.sandbox.salesforce.objects import ACCOUNT
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from pipeline.transform.apply import PropertyChanges, changes_for_config
 from pipeline.transform.coalesce import Coalescer
 from pipeline.transform.envelope import ChangeEnvelope, decode, encode
 from pipeline.transform.schema import schema_from_describe
+from sfamp_sandbox.salesforce.describe import describe_object
+from sfamp_sandbox.salesforce.objects import ACCOUNT
 
 TARGET = 50_000
 SLOT = datetime(2026, 1, 2, 0, 0, tzinfo=UTC)  # the daily slot; the run starts 23 h before it

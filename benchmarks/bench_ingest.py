@@ -37,9 +37,9 @@ from support import account_mapping, poll
 from pipeline.config.settings import Settings
 from pipeline.logs import configure_logging
 from pipeline.runtime.service import Service, serving
-from pipeline.sandbox.salesforce.org import Org, Transaction
-from pipeline.sandbox.salesforce.seed import seed
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.salesforce.org import Org, Transaction
+from sfamp_sandbox.salesforce.seed import seed
 
 TARGET = 5_000
 INDUSTRIES = ("Energy", "Biotechnology", "Mining", "Retail", "Banking")

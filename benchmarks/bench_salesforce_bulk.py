@@ -16,10 +16,10 @@ import time
 
 import httpx
 
-from pipeline.sandbox.salesforce import SalesforceSandbox
-from pipeline.sandbox.salesforce.query import compile_query
-from pipeline.sandbox.salesforce.render import csv_page
-from pipeline.sandbox.salesforce.seed import seed
+from sfamp_sandbox.salesforce import SalesforceSandbox
+from sfamp_sandbox.salesforce.query import compile_query
+from sfamp_sandbox.salesforce.render import csv_page
+from sfamp_sandbox.salesforce.seed import seed
 
 TARGET_ROWS_PER_SECOND = 100_000
 QUERY = (

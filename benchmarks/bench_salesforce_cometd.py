@@ -23,8 +23,8 @@ from aiosfstream_ng.auth import PasswordAuthenticator
 from aiosfstream_ng.client import Client
 from aiosfstream_ng.replay import ReplayOption
 
-from pipeline.sandbox.salesforce.cdc import ChangeEventLog, RecordChange
-from pipeline.sandbox.salesforce.cometd import CometdServer, add_cometd_routes
+from sfamp_sandbox.salesforce.cdc import ChangeEventLog, RecordChange
+from sfamp_sandbox.salesforce.cometd import CometdServer, add_cometd_routes
 
 TOKEN = "00DRM000000abcd!bench"
 TARGET = 10_000

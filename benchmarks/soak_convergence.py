@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package
 
-from pipeline.sandbox.stack import SandboxStack
+from pipeline.sandbox_stack import SandboxStack
 from tests.convergence.oracle import ConvergenceReport
 from tests.convergence.scenario import OP_KINDS, Scenario
 
