@@ -1,0 +1,40 @@
+"""The ``python -m sfamp_sandbox.<emulator>`` command line, shared by both emulators."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from sfamp_sandbox.latency import MAX_LATENCY_MS
+
+Serve = Callable[..., Coroutine[Any, Any, None]]
+
+
+def run_until_interrupted(name: str, serve: Serve, host: str, port: int) -> None:
+    """Parse ``--host``, ``--port`` and ``--latency-ms``, then ``serve`` until Ctrl-C.
+
+    A port that cannot be opened is one line and exit status 1.
+    """
+    parser = argparse.ArgumentParser(description=f"Run the {name} sandbox until interrupted.")
+    parser.add_argument("--host", default=host)
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument(
+        "--latency-ms",
+        type=int,
+        default=0,
+        help="answer every API request this many milliseconds later, like a WAN round trip",
+    )
+    args = parser.parse_args()
+    if not 0 <= args.latency_ms <= MAX_LATENCY_MS:
+        parser.error(f"--latency-ms must be from 0 to {MAX_LATENCY_MS}")
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(args.host, args.port, latency_ms=args.latency_ms))
+    except OSError as exc:  # the port is taken or not ours to open
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        where = f"{args.host}:{args.port}"
+        parser.exit(1, f"error: cannot listen on {where}: {reason}; choose another --port\n")
