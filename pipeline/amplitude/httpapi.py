@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.amplitude.payload import to_identification
 from pipeline.amplitude.planning import MAX_REQUEST_BYTES, Chunk, EncodedUpdate, cut_strings
 from pipeline.transform.group_update import GroupUpdate
 
@@ -52,7 +53,7 @@ def event_prefix(api_key: str) -> bytes:
 
 def encode_event(update: GroupUpdate, insert_id: str, time_ms: int) -> EncodedUpdate:
     update, cut = cut_strings(update)
-    identification = update.to_identification()
+    identification = to_identification(update)
     event = {
         "event_type": GROUP_IDENTIFY_EVENT,
         "groups": {update.group_type: update.group_value},

@@ -26,6 +26,7 @@ from urllib.parse import quote_plus
 
 import orjson
 
+from pipeline.amplitude.payload import to_identification
 from pipeline.transform.group_update import GroupUpdate, PropertyValue
 
 MAX_IDENTIFICATIONS = 1024
@@ -105,7 +106,7 @@ class EncodedUpdate:
 
 def encode_update(update: GroupUpdate) -> EncodedUpdate:
     update, cut = cut_strings(update)
-    raw = orjson.dumps(update.to_identification())
+    raw = orjson.dumps(to_identification(update))
     keys = len(update.set) + len(update.unset)
     return EncodedUpdate(update, raw, encoded_length(raw), keys, cut)
 

@@ -29,16 +29,3 @@ class GroupUpdate:
 
     def is_empty(self) -> bool:
         return not self.set and not self.unset
-
-    def to_identification(self) -> dict[str, Any]:
-        """The JSON object Amplitude's Group Identify API expects for this group."""
-        operations: dict[str, Any] = {}
-        if self.set:
-            operations["$set"] = dict(self.set)
-        if self.unset:
-            operations["$unset"] = dict.fromkeys(sorted(self.unset), "-")
-        return {
-            "group_type": self.group_type,
-            "group_value": self.group_value,
-            "group_properties": operations,
-        }

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from pipeline.amplitude import AmplitudeClient
+from pipeline.amplitude.payload import to_identification
 from pipeline.config.settings import AmplitudeSettings
 from pipeline.errors import AmplitudeAuthError, AmplitudeUnavailableError
 from pipeline.transform.group_update import GroupUpdate
@@ -138,7 +139,7 @@ async def test_500_after_apply_then_retry_leaves_the_same_state(
     store = amplitude_sandbox.state.store("us")
     assert store.groups[("account", "001X")] == {"tier": "Gold"}
     history = [entry["operations"] for entry in store.history[("account", "001X")]]
-    assert history == [update.to_identification()["group_properties"]] * 2
+    assert history == [to_identification(update)["group_properties"]] * 2
 
 
 async def test_one_bad_identification_among_1000_is_rejected_alone(

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, quote_plus
 import orjson
 import pytest
 
+from pipeline.amplitude.payload import to_identification
 from pipeline.amplitude.planning import (
     ChunkLimits,
     encoded_length,
@@ -74,7 +75,7 @@ def test_planned_size_is_the_real_body_size() -> None:
     assert len(body) == chunk.body_bytes
     fields = parse_qs(body.decode())
     assert fields["api_key"] == [KEY]
-    assert orjson.loads(fields["identification"][0]) == [u.to_identification() for u in updates]
+    assert orjson.loads(fields["identification"][0]) == [to_identification(u) for u in updates]
 
 
 def test_empty_updates_are_left_out() -> None:

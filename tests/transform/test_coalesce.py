@@ -6,6 +6,7 @@ from itertools import permutations
 
 import pytest
 
+from pipeline.amplitude.payload import to_identification
 from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.transform.apply import Order, PropertyChanges, changes_for
 from pipeline.transform.coalesce import Coalescer, CoalescerFullError
@@ -144,7 +145,7 @@ def test_cdc_to_group_identification_end_to_end() -> None:
             assert isinstance(outcome, PropertyChanges)
             coalescer.add(outcome)
     first, second = coalescer.drain()
-    assert first.to_identification() == {
+    assert to_identification(first) == {
         "group_type": "account",
         "group_value": ACCOUNT_ID,
         "group_properties": {"$set": {"city": "Oakland", "fax": "555", "industry": "Energy"}},

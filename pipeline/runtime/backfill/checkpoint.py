@@ -16,6 +16,7 @@ import orjson
 import structlog
 
 from pipeline.amplitude import DeliveryReport
+from pipeline.amplitude.payload import to_identification
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, KafkaError
 from pipeline.kafka.producer import ChangeProducer
@@ -205,7 +206,7 @@ def rejected_entries(report: DeliveryReport, sfdc_object: str, now_ms: int) -> l
                 detail=f"Amplitude answered {rejection.status}: {rejection.reason}",
                 at_ms=now_ms,
                 key=key,
-                payload=update.to_identification(),
+                payload=to_identification(update),
                 extra={"source": "backfill", "object": sfdc_object},
             )
         )

@@ -16,6 +16,7 @@ import orjson
 import structlog
 
 from pipeline.amplitude import AmplitudeClient
+from pipeline.amplitude.payload import to_identification
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
@@ -317,7 +318,7 @@ def _updates(
     if first_read:
         item.rows_read += len(records)
         room = SAMPLE_SIZE - len(run.summary.sample)
-        run.summary.sample += [update.to_identification() for update in updates[: max(0, room)]]
+        run.summary.sample += [to_identification(update) for update in updates[: max(0, room)]]
     return updates
 
 

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import structlog
 
 from pipeline.amplitude import AmplitudeClient, DeliveryReport
+from pipeline.amplitude.payload import to_identification
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import AmplitudeError, EnvelopeError, KafkaError, SalesforceError
@@ -264,7 +265,7 @@ class DeliverPump:
         updates = window.coalescer.drain()
         report = await self._amplitude.send(updates) if updates else DeliveryReport()
         for rejection in report.rejected:
-            identification = rejection.update.to_identification()
+            identification = to_identification(rejection.update)
             window.reject(identification, rejection.status, rejection.reason)
         await self._write_dlq(window.dlq)
         return updates, report

@@ -1,0 +1,29 @@
+"""The Group Identify payload: what Amplitude receives for one group update.
+
+Shape (Amplitude's Group Identify API, ``shared/reference/amplitude-api.md``)::
+
+    {"group_type": "account", "group_value": "001…",
+     "group_properties": {"$set": {...}, "$unset": {"name": "-"}}}
+
+The HTTP V2 transport wraps the same object in a ``$groupidentify`` event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.transform.group_update import GroupUpdate
+
+
+def to_identification(update: GroupUpdate) -> dict[str, Any]:
+    """The JSON object Amplitude's Group Identify API expects for ``update``."""
+    operations: dict[str, Any] = {}
+    if update.set:
+        operations["$set"] = dict(update.set)
+    if update.unset:
+        operations["$unset"] = dict.fromkeys(sorted(update.unset), "-")
+    return {
+        "group_type": update.group_type,
+        "group_value": update.group_value,
+        "group_properties": operations,
+    }
