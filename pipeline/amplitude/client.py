@@ -27,7 +27,15 @@ import structlog
 
 from pipeline.amplitude.backoff import RetryPolicy, parse_retry_after
 from pipeline.amplitude.concurrency import ConcurrencyController
-from pipeline.amplitude.delivery import Answer, Clock, Delivery, Random, Sleep, Timing
+from pipeline.amplitude.delivery import (
+    REFUSED_KEY,
+    Answer,
+    Clock,
+    Delivery,
+    Random,
+    Sleep,
+    Timing,
+)
 from pipeline.amplitude.httpapi import EventWire, event_prefix, plan_events
 from pipeline.amplitude.planning import (
     MAX_STRING_CHARS,
@@ -191,7 +199,7 @@ class AmplitudeClient:
         if answer.status is None:
             raise AmplitudeUnavailableError(f"Amplitude did not answer ({answer.failure})")
         if answer.status == 400 and "invalid api key" in answer.text.lower():
-            raise AmplitudeAuthError(f"Amplitude refused the API key: {answer.text.strip()}")
+            raise AmplitudeAuthError(REFUSED_KEY)
         if answer.status >= 500 or answer.status == 429:
             raise AmplitudeUnavailableError(f"Amplitude answered {answer.status}")
         accepted = answer.status < 300 or "missing" in answer.text.lower()

@@ -62,6 +62,14 @@ class Answer:
 Post = Callable[[bytes], Awaitable[Answer]]
 
 
+# Amplitude's answer quotes the key it refused ("Invalid API key: <key>"): never
+# repeat it, the message reaches logs and /status.
+REFUSED_KEY = (
+    "Amplitude refused the API key: check SFAMP_AMPLITUDE__API_KEY and that "
+    "SFAMP_AMPLITUDE__REGION is the project's (us or eu)"
+)
+
+
 def is_invalid_api_key(answer: Answer) -> bool:
     """``invalid_api_key`` (group identify) or ``Invalid API key: ...`` (JSON APIs)."""
     text = answer.text.lower()
@@ -144,7 +152,7 @@ class Delivery:
             self.report.delivered += len(chunk)
             return ()
         if is_invalid_api_key(answer):
-            raise AmplitudeAuthError(f"Amplitude refused the API key: {answer.text.strip()}")
+            raise AmplitudeAuthError(REFUSED_KEY)
         if status not in (400, 413):
             raise AmplitudeError(f"unexpected answer from Amplitude: {status} {answer.text}")
         refused = self._wire.refused_items(chunk, answer.text) if status == 400 else {}
