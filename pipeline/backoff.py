@@ -21,7 +21,8 @@ def exponential_delay(
     retry: int, jitter: float, *, first: float, ceiling: float, kind: Jitter = "equal"
 ) -> float:
     """Seconds to wait before retry number ``retry`` (0 for the first retry)."""
-    step = min(ceiling, first * 2.0 ** max(0, retry))
+    # 2.0 ** 1024 overflows a float: past 64 doublings every step is the ceiling anyway.
+    step = min(ceiling, first * 2.0 ** min(max(0, retry), 64))
     if kind == "equal":
         return step / 2 + step / 2 * jitter
     return step * (0.8 + 0.4 * jitter)

@@ -29,3 +29,10 @@ def test_a_loop_backoff_grows_from_first_to_its_ceiling_and_starts_over_on_reset
         assert 0.8 * step <= delay <= 1.2 * step
     backoff.reset()
     assert 1.6 <= backoff.next() <= 2.4
+
+
+def test_a_retry_loop_that_never_ends_never_overflows() -> None:
+    # A day and more of failures: every loop keeps waiting the ceiling, never raises.
+    for kind in ("equal", "proportional"):
+        delay = exponential_delay(100_000, 0.5, first=2.0, ceiling=60.0, kind=kind)  # type: ignore[arg-type]
+        assert 30.0 <= delay <= 60.0
