@@ -47,10 +47,11 @@ from pipeline.runtime.dlq_targets import (
     targets_of,
 )
 from pipeline.runtime.salesforce_reads import (
+    RecordReads,
     RestReads,
     SchemaCache,
     fields_to_read,
-    records_by_id,
+    read_records,
 )
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.coalesce import Coalescer
@@ -251,7 +252,7 @@ class _Reader:
             for target in work.targets:
                 if not target.by_group:
                     by_object.setdefault(target.sfdc_object, set()).update(target.record_ids)
-        found: dict[str, dict[str, Any] | str] = {}
+        found: dict[str, RecordReads | str] = {}
         for sfdc_object, ids in by_object.items():
             found[sfdc_object] = await self._by_id(sfdc_object, ids)
         for work in works:
@@ -260,23 +261,24 @@ class _Reader:
             except SalesforceError as exc:
                 work.problem = f"cannot re-read the record from Salesforce: {exc}"
 
-    async def _target(self, target: Target, found: dict[str, dict[str, Any] | str]) -> Read:
+    async def _target(self, target: Target, found: dict[str, RecordReads | str]) -> Read:
         if target.by_group:
             return await self._by_group(target)
-        records = found[target.sfdc_object]
-        if isinstance(records, str):
-            raise SalesforceError(records)
-        return {record_id: records.get(record_id) for record_id in target.record_ids}
+        reads = found[target.sfdc_object]
+        if isinstance(reads, str):
+            raise SalesforceError(reads)
+        refused = [reads.refused[i] for i in target.record_ids if i in reads.refused]
+        if refused:  # a bad id fails its own entry, not its neighbours
+            raise SalesforceError("; ".join(refused))
+        return {record_id: reads.found.get(record_id) for record_id in target.record_ids}
 
     async def _fields(self, sfdc_object: str) -> list[str]:
         await self._schemas.ensure([sfdc_object])
         return fields_to_read(self._config, sfdc_object, self._schemas.cached(sfdc_object))
 
-    async def _by_id(self, sfdc_object: str, ids: set[str]) -> dict[str, Any] | str:
+    async def _by_id(self, sfdc_object: str, ids: set[str]) -> RecordReads | str:
         try:
-            return await records_by_id(
-                self._rest, sfdc_object, ids, await self._fields(sfdc_object)
-            )
+            return await read_records(self._rest, sfdc_object, ids, await self._fields(sfdc_object))
         except SalesforceError as exc:
             return str(exc)
 

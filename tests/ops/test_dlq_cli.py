@@ -256,3 +256,24 @@ async def test_a_change_made_while_the_replay_sends_is_sent_after_it(
     properties = group(stack, "account", record)
     assert properties is not None
     assert properties["industry"] == "Retail"
+
+
+async def test_a_bad_record_id_fails_its_own_entry_alone(
+    topics: KafkaSettings, sfamp: Cli, org: Org, stack: SandboxStack
+) -> None:
+    fine = await org.create("Account", Name="Fine", Industry="Retail")
+    # Well formed, but its last three characters are not the checksum of the first fifteen.
+    bad = rejected("001RM0000000001AAE", {"name": "Ghost"})
+    good = rejected(fine, {"name": "Old"})
+    await dead_letter(topics, bad, good)
+    result = await sfamp("dlq", "replay", "--all", "--json")
+    assert result.exit_code == 1
+    outcomes = {o["id"]: o for o in json.loads(result.stdout)}
+    assert outcomes[good.id]["ok"] is True
+    assert outcomes[bad.id]["ok"] is False
+    assert "001RM0000000001AAE" in outcomes[bad.id]["detail"]
+    assert group(stack, "account", fine) == {
+        "name": "Fine",
+        "industry": "Retail",
+        "sfdc_deleted": False,
+    }
