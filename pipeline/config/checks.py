@@ -17,6 +17,7 @@ from pipeline.config.mapping import ObjectMapping
 from pipeline.errors import Problem
 from pipeline.salesforce.cdc import channel_for
 from pipeline.transform.change_event_fields import never_in_change_events
+from pipeline.transform.formulas import formula_inputs
 from pipeline.transform.schema import ObjectSchema
 
 Status = Literal["pass", "warn", "fail"]
@@ -40,6 +41,7 @@ UNSUPPORTED: Final[Mapping[str, str]] = {
 }
 UNREADABLE: Final = "not readable by the integration user: grant read access (field-level security)"
 NEVER_CARRIED: Final = "change events never carry it; only backfills and re-syncs refresh it"
+NOT_FOLLOWABLE: Final = "reads another record, a global or the clock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +210,22 @@ def property_check(name: str, described: DescribedObject, field_name: str) -> Ch
     converted = CONVERSIONS.get(info.type)
     if converted is None:
         return Check(name, "warn", f"unknown field type {info.type}: sent as it comes")
+    if info.calculated and info.formula is not None:
+        return formula_check(name, info.type, info.formula)
     if never_in_change_events(field_name, calculated=info.calculated):
         kind = f"formula ({info.type})" if info.calculated else f"{info.type} -> {converted}"
         return Check(name, "warn", f"{kind}: {NEVER_CARRIED}")
     return Check(name, "pass", f"{info.type} -> {converted}")
+
+
+def formula_check(name: str, sf_type: str, formula: str) -> Check:
+    """A formula whose inputs are fields of the same record is re-read when one changes;
+    one that reads another record, a global or the clock only by backfills and re-syncs."""
+    inputs = formula_inputs(formula)
+    if inputs is None:
+        return Check(name, "warn", f"formula ({sf_type}) {NOT_FOLLOWABLE}: {NEVER_CARRIED}")
+    if not inputs:
+        return Check(name, "pass", f"formula ({sf_type}) of constants")
+    return Check(
+        name, "pass", f"formula ({sf_type}): re-read when {', '.join(sorted(inputs))} change"
+    )

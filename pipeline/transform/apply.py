@@ -17,7 +17,9 @@
     missing; pass ``""`` if the record has none) or ``full_record=`` the record
     as read (``full_record=True``: the group name field changed, so the new
     group gets every mapped property; or the new value of a mapped field is not
-    in the change: a large-text diff, a part of a person name). ``full_record``
+    in the change: a large-text diff, a part of a person name; or the change changed
+    a field a mapped formula field reads, and the formula's new value is read
+    with the record). ``full_record``
     also answers a group-name lookup.
 ``NeedsReread``
     a ``gap_*`` event: re-read the record and feed the full envelope made by
@@ -66,6 +68,7 @@ _Pair = tuple[str, PropertyValue | None]
 _WHOLE_RECORD_OPS: Final = frozenset(("create", "undelete"))
 _NO_UNSET: Final[frozenset[str]] = frozenset()
 _NOT_IN_CHANGE: Final = "the new value of a mapped field is not in the change"
+_FORMULA_READ: Final = "a mapped formula field reads a field the change changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,8 @@ def _on_whole_record(
         view = view.overlaid_on(base)
     elif _has_mapped_diffs(step, view):
         return _needs_full(step, _NOT_IN_CHANGE)
+    elif _stale_formulas(step, view):
+        return _needs_full(step, _FORMULA_READ)
     group = _group_of(step, view, base, group_value)
     if not isinstance(group, str):
         return group
@@ -240,10 +245,11 @@ def _on_update(
     name_field = step.mapping.group_name_field
     if name_field != "Id" and view.was_changed(name_field):
         return _on_group_renamed(step, view, base)
-    if _has_mapped_diffs(step, view):
+    formulas = _stale_formulas(step, view)
+    if formulas or _has_mapped_diffs(step, view):
         if base is None:
-            return _needs_full(step, _NOT_IN_CHANGE)
-        view = view.with_values_from(base)
+            return _needs_full(step, _FORMULA_READ if formulas else _NOT_IN_CHANGE)
+        view = view.with_values_from(base, also=formulas)
     # Mapped changes first: an unmapped-only update must not cost a lookup.
     pairs = _property_pairs(step, view, whole=False)
     if not pairs:
@@ -362,6 +368,20 @@ def _absent_means_null(envelope: ChangeEnvelope, target: Target) -> bool:
     if envelope.full:
         return False
     return envelope.op in _WHOLE_RECORD_OPS and target.in_events
+
+
+def _stale_formulas(step: _Step, view: RecordView) -> tuple[str, ...]:
+    """The mapped formula fields that read a field this change changed."""
+    readers = step.plan.formula_inputs
+    if not readers:
+        return ()
+    found = (
+        formula
+        for name, formulas in readers.items()
+        if view.was_changed(name)
+        for formula in formulas
+    )
+    return tuple(dict.fromkeys(found))
 
 
 def _has_mapped_diffs(step: _Step, view: RecordView) -> bool:

@@ -4,7 +4,9 @@ For every mapped field the plan knows the properties it feeds (an address or a
 geolocation feeds one per component), the Salesforce type for conversion and
 whether a whole-record change event would carry it: formula fields and system
 fields never appear in change events, and a field the describe omits (hidden by
-field-level security) is left out of them too.
+field-level security) is left out of them too. For mapped formula fields whose
+inputs are all fields of the same record, the plan knows those inputs
+(``formula_inputs``): a change to one of them re-reads the formulas at flush time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Final
 
 from pipeline.config.mapping import ObjectMapping
 from pipeline.transform.change_event_fields import never_in_change_events
+from pipeline.transform.formulas import formula_inputs
 from pipeline.transform.schema import ObjectSchema, component_key
 from pipeline.transform.values import compound_property
 
@@ -52,6 +55,8 @@ class MappingPlan:
     dynamic: bool  # some target may turn out compound when it arrives nested
     # flat field -> the targets it feeds; a compound parent -> all its components'
     by_field: Mapping[str, tuple[Target, ...]]
+    # the same-record fields the mapped followable formula fields read -> those formulas
+    formula_inputs: Mapping[str, tuple[str, ...]]
 
 
 def plan_for(mapping: ObjectMapping, schema: ObjectSchema | None) -> MappingPlan:
@@ -80,6 +85,7 @@ def compile_plan(mapping: ObjectMapping, schema: ObjectSchema | None) -> Mapping
         watched=frozenset(mapping.fields),
         dynamic=any(target.maybe_compound for target in targets),
         by_field=_index(targets),
+        formula_inputs=_formula_inputs(mapping, schema),
     )
 
 
@@ -146,3 +152,20 @@ def _read_fields(mapping: ObjectMapping, schema: ObjectSchema | None) -> tuple[s
         else:
             names.append(name)
     return tuple(dict.fromkeys(names))
+
+
+def _formula_inputs(
+    mapping: ObjectMapping, schema: ObjectSchema | None
+) -> dict[str, tuple[str, ...]]:
+    """Input field -> the mapped followable formula fields that read it."""
+    if schema is None:
+        return {}
+    by_lower = {name.lower(): name for name in schema.fields}
+    readers: dict[str, list[str]] = {}
+    for name in mapping.fields:
+        info = schema.field(name)
+        inputs = None if info is None or info.formula is None else formula_inputs(info.formula)
+        for written in inputs or ():
+            # Salesforce matches formula names case-insensitively; events use the describe's.
+            readers.setdefault(by_lower.get(written.lower(), written), []).append(name)
+    return {name: tuple(found) for name, found in readers.items()}

@@ -38,6 +38,7 @@ class FieldInfo:
     type: str
     compound_parent: str | None = None
     calculated: bool = False
+    formula: str | None = None  # a formula field's calculatedFormula
     unique: bool = False
     id_lookup: bool = False
     external_id: bool = False
@@ -163,6 +164,7 @@ def _field_info(raw: Any) -> FieldInfo:
         type=str(raw.get("type") or "string"),
         compound_parent=parent if isinstance(parent, str) and parent else None,
         calculated=raw.get("calculated") is True,
+        formula=formula if isinstance(formula := raw.get("calculatedFormula"), str) else None,
         unique=raw.get("unique") is True,
         id_lookup=raw.get("idLookup") is True,
         external_id=raw.get("externalId") is True,

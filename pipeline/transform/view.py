@@ -69,10 +69,11 @@ class RecordView:
             self._changed_flat = _flat_changed(self)
         return name in self._changed_flat
 
-    def with_values_from(self, base: RecordView) -> RecordView:
-        """A copy whose fields sent as diffs take their value from a record read later."""
+    def with_values_from(self, base: RecordView, also: Iterable[str] = ()) -> RecordView:
+        """A copy whose fields sent as diffs (and the fields ``also`` names, such as
+        formulas) take their value from a record read later."""
         values = dict(self.values)
-        for name in self.diffs:
+        for name in (*self.diffs, *also):
             if base.has(name):
                 values[name] = base.get(name)
         return RecordView(values, self.parts, self.changed, set(), self.schema)

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.config.checks import (
     NEVER_CARRIED,
+    NOT_FOLLOWABLE,
     UNREADABLE,
     DescribedObject,
     object_check,
@@ -34,6 +35,9 @@ ACCOUNT = schema_from_describe(
             field("LastActivityDate", "date"),
             field("LastViewedDate", "datetime"),
             field("Score__c", "double", calculated=True),
+            field("Per__c", "currency", calculated=True, calculatedFormula="AnnualRevenue / Seats"),
+            field("Age__c", "double", calculated=True, calculatedFormula="TODAY() - Since__c"),
+            field("Owner_Name__c", calculated=True, calculatedFormula="Owner.Name"),
             field("Logo__c", "base64"),
         ],
     }
@@ -57,6 +61,13 @@ def test_fields_change_events_never_carry_warn(name: str) -> None:
 
 def test_formula_fields_warn_in_the_same_words() -> None:
     assert check("Score__c") == ("warn", f"formula (double): {NEVER_CARRIED}")
+
+
+def test_formulas_of_the_same_record_are_followed_the_others_only_refreshed() -> None:
+    followed = "formula (currency): re-read when AnnualRevenue, Seats change"
+    assert check("Per__c") == ("pass", followed)
+    for name, sf_type in (("Age__c", "double"), ("Owner_Name__c", "string")):
+        assert check(name) == ("warn", f"formula ({sf_type}) {NOT_FOLLOWABLE}: {NEVER_CARRIED}")
 
 
 def test_ordinary_fields_pass_and_binary_ones_fail() -> None:
