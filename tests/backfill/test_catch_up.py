@@ -276,6 +276,14 @@ def test_a_checkpoint_keeps_what_was_delivered() -> None:
 
     assert resumed.seen == catch_up.seen
     assert resumed.changed([record]) == []
+    # A checkpoint written after the resume still holds what it resumed from, plus the new.
+    later = {"Id": "001B", "Industry": "Retail", "SystemModstamp": stamp(START)}
+    resumed.track([later])
+    again = catch_up_for(
+        ChangingOrg(changes=0), "Account", ["Id", "Industry"], START,
+        seen=json.loads(json.dumps(resumed.to_json()))["seen"],
+    )  # fmt: skip
+    assert again.seen == catch_up.seen | {catch_up.read_key(later)}
     # An older checkpoint's layout is forgotten, not an error.
     assert (
         catch_up_for(ChangingOrg(changes=0), "Account", ["Id"], START, seen={"001A": "x"}).seen

@@ -119,13 +119,17 @@ def catch_up_for(
     ``seen`` says was delivered (as :meth:`CatchUp.to_json` wrote it)."""
     remembered = load_seen(seen)
     if meaning is None:
-        return CatchUp(rest, sfdc_object, fields, since, where, remembered)
-    config, schema = meaning
-    return CatchUp(
-        rest, sfdc_object, fields, since, where, remembered,
-        digest=mapped_digest(sfdc_object, config, schema),
-        with_deleted=schema.field(DELETED) is not None,
-    )  # fmt: skip
+        catch_up = CatchUp(rest, sfdc_object, fields, since, where, remembered)
+    else:
+        config, schema = meaning
+        catch_up = CatchUp(
+            rest, sfdc_object, fields, since, where, remembered,
+            digest=mapped_digest(sfdc_object, config, schema),
+            with_deleted=schema.field(DELETED) is not None,
+        )  # fmt: skip
+    if remembered:  # the next checkpoint keeps what this one resumed from
+        catch_up._packed.extend(seen)  # type: ignore[arg-type]  # load_seen checked it
+    return catch_up
 
 
 def record_digest(record: Mapping[str, Any], fields: Sequence[str]) -> str:
@@ -207,6 +211,10 @@ class CatchUp:
     since: datetime | None
     where: str | None = None
     seen: set[int] = field(default_factory=set)
+    # Keys tracked since the last checkpoint, and the packed chunks written before: a
+    # checkpoint after every batch encodes only what is new.
+    _fresh: list[int] = field(default_factory=list)
+    _packed: list[str] = field(default_factory=list)
     rounds_done: int = 0
     quiescent: bool = False
     digest: Digest | None = None  # None: the fields read (see :func:`record_digest`)
@@ -220,7 +228,10 @@ class CatchUp:
             stamp = record.get(MODSTAMP)
             if not isinstance(stamp, str) or (floor is not None and stamp[:19] < floor):
                 continue
-            seen.add(self.read_key(record))
+            key = self.read_key(record)
+            if key not in seen:
+                seen.add(key)
+                self._fresh.append(key)
 
     def changed(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The records whose read differs from every one delivered for them."""
@@ -281,25 +292,27 @@ class CatchUp:
 
     def to_json(self) -> dict[str, Any]:
         """What a checkpoint keeps, so that a resumed run catches up from the first start."""
-        # Packed as they lie in the set (8 bytes each, no sorting): a checkpoint is
-        # written after every batch.
+        if self._fresh:
+            self._packed.append(base64.b64encode(array("Q", self._fresh).tobytes()).decode())
+            self._fresh.clear()
         return {
             "since": None if self.since is None else self.since.isoformat(),
-            "seen": base64.b64encode(array("Q", self.seen).tobytes()).decode(),
+            "seen": list(self._packed),
         }
 
 
 def load_seen(saved: object) -> set[int]:
-    """What a checkpoint's ``seen`` holds (packed 64-bit numbers, base64).
+    """What a checkpoint's ``seen`` holds (chunks of packed 64-bit numbers, base64).
 
     Anything else (an older checkpoint's layout) is forgotten: its records are only
     sent once more, which ``$set`` makes harmless.
     """
-    if not isinstance(saved, str):
+    if not isinstance(saved, list) or not all(isinstance(chunk, str) for chunk in saved):
         return set()
     keys = array("Q")
     try:
-        keys.frombytes(base64.b64decode(saved, validate=True))
+        for chunk in saved:
+            keys.frombytes(base64.b64decode(chunk, validate=True))
     except ValueError:
         return set()
     return set(keys)
