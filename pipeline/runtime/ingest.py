@@ -154,7 +154,10 @@ class IngestPump:
                     await self._until_channels_change(config)
                 except ReplayIdExpiredError as exc:
                     objects = self.objects_of(exc.channel, config)
-                    await self._resyncs.on_replay_expired(exc, objects)
+                    try:
+                        await self._resyncs.on_replay_expired(exc, objects)
+                    except SfampError as recording:  # Kafka down: the next turn meets it again
+                        await self._pause(recording)
                 except SfampError as exc:
                     await self._pause(exc)
         finally:

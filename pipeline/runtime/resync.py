@@ -22,7 +22,13 @@ from typing import Any
 import structlog
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.errors import KafkaError, ReplayIdExpiredError, SfampError, UnreadableFieldsError
+from pipeline.errors import (
+    KafkaError,
+    ReplayIdExpiredError,
+    SalesforceError,
+    SfampError,
+    UnreadableFieldsError,
+)
 from pipeline.kafka.producer import ChangeProducer, Record
 from pipeline.kafka.records import ReplayMark, ResyncRequest
 from pipeline.kafka.topics import TopicNames
@@ -67,6 +73,7 @@ class Resyncs:
         self._schemas = schemas
         self._running: dict[str, asyncio.Task[None]] = {}
         self._rerun: dict[str, ResyncRequest] = {}
+        self._answering: dict[str, ResyncRequest] = {}  # what each running re-sync answers
         self.done = 0
 
     async def cancel_all(self) -> None:
@@ -100,9 +107,13 @@ class Resyncs:
         obj = request.sfdc_object
         running = self._running.get(obj)
         if running is not None and not running.done():
-            # A newer request (another overflow) must not be answered by an older read.
-            self._rerun[obj] = request
+            # A newer request (another overflow) must not be answered by an older read. The
+            # same request again (every resubscription restarts the stored ones) is already
+            # being answered: reading the object again for it could go on forever.
+            if request.requested_at_ms > self._answering[obj].requested_at_ms:
+                self._rerun[obj] = request
             return
+        self._answering[obj] = request
         self.state.resyncs.append(
             {
                 "object": obj,
@@ -131,11 +142,17 @@ class Resyncs:
                 written = await self._read_into_kafka(obj)
                 newer = self._rerun.pop(obj, None)
                 if newer is not None:
-                    request = newer  # read again: the newer overflow may postdate our read
+                    request = self._answering[obj] = newer  # it may postdate our read
                     continue
                 key, _ = request.encode()
                 await self._producer.send(self._topics.replay, key, None)  # done: tombstone
-                break
+                newer = self._rerun.pop(obj, None)
+                if newer is None:
+                    break
+                # Requested while the tombstone was written, which removed its record too:
+                # record it again, then answer it.
+                await self._producer.send(self._topics.replay, *newer.encode())
+                request = self._answering[obj] = newer
             except (SfampError, KafkaError, AssertionError) as exc:
                 delay = backoff.next()
                 self._resync_failed(request, exc)
@@ -188,7 +205,8 @@ class Resyncs:
         self._schemas.forget()
         await self._schemas.ensure([sfdc_object])
         schema = self._schemas.cached(sfdc_object)
-        assert schema is not None, f"no describe for {sfdc_object}"
+        if schema is None:
+            raise SalesforceError(f"no describe for {sfdc_object}")
         missing = unreadable_fields(schema, fields_to_read(config, sfdc_object, schema))
         if missing:
             raise UnreadableFieldsError(sfdc_object, missing)
