@@ -157,6 +157,10 @@ async def test_a_flush_whose_partitions_go_to_another_member_stops_early(
     assert flushes[-1]["stopped_early"] is True
     assert flushes[-1]["revoked"] == [f"{topic}[0]"]
     assert flushes[-1]["committed"] is False
+    # Nothing was settled: the flush does not count as a successful one.
+    assert service.state.last_flush is not None
+    assert service.state.last_flush.ok is False
+    assert service.state.last_successful_flush is None
 
 
 async def test_a_rebalance_during_a_flush_commits_the_partitions_kept(

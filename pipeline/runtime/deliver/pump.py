@@ -249,7 +249,8 @@ class DeliverPump:
         updates, report = settled or ([], DeliveryReport())
         result = FlushResult(
             at=self._clock(),
-            ok=True,
+            # Stopped early (its partitions went to another member): nothing was settled.
+            ok=settled is not None,
             groups=len(updates),
             requests=report.requests,
             rejected=len(report.rejected),
@@ -314,11 +315,12 @@ class DeliverPump:
         self._schedule.flushed(now)
         self._retry.reset()
         self.state.last_flush = result
-        self.state.last_successful_flush = now
         self.state.pending_groups = 0
         self.metrics.flush_duration.observe(result.duration_seconds)
         self.metrics.flush_groups.set(result.groups)
-        self.metrics.last_successful_flush.set(now.timestamp())
+        if result.ok:
+            self.state.last_successful_flush = now
+            self.metrics.last_successful_flush.set(now.timestamp())
         self.metrics.pending_groups.set(0)
         for status, count in report.statuses.items():
             self.metrics.amplitude_requests.labels(status).inc(count)
