@@ -223,6 +223,21 @@ class RuntimeSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class ConsoleSettings(_Section):
+    """Where ``sfamp console`` listens and who may change things through it."""
+
+    host: str = Field("127.0.0.1", description="Any address but a loopback one requires a token.")
+    port: int = Field(8430, ge=1, le=65535)
+    token: SecretStr | None = Field(
+        None, description="Required to sign in and for every state-changing request."
+    )
+    service_url: str | None = Field(
+        None,
+        description="The running service's health endpoint, for the Status page; "
+        "defaults to http://127.0.0.1:<runtime.health_port>.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything sfamp reads from its environment."""
 
@@ -239,6 +254,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     amplitude: AmplitudeSettings = AmplitudeSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    console: ConsoleSettings = ConsoleSettings()
     mapping_file: Path | None = None
 
     def credential_problems(self, *, amplitude: bool = True) -> list[Problem]:
