@@ -1,0 +1,115 @@
+"""A real Chromium, driven by Playwright, for the console's browser tests.
+
+Chromium comes from the system (Debian's ``chromium`` package or ``SFAMP_CHROMIUM``),
+never from ``playwright install``: Playwright launches it by its executable path.
+Without one, every test here skips with one line saying how to enable them.
+
+The tests use Playwright's async API: its sync API refuses to run inside a running
+event loop, and the sandboxes the console talks to serve from the tests' loop. Every
+test and fixture here shares the session's loop so that one browser serves them all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from tests.console.browser.pages import ConsoleMessages
+from tests.console.browser.stack import ConsoleStack, console_stack
+
+ENABLE = (
+    "Chromium not found: install it (apt-get install chromium) or set SFAMP_CHROMIUM "
+    "to run the console's browser tests"
+)
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
+
+# Headless, and nothing that phones home: on a closed network Chromium's own background
+# connections (component updates, sync, QUIC probes) get refused and slow every page.
+# Playwright gives each launch a fresh, temporary user-data directory of its own.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def find_chromium() -> str | None:
+    """``SFAMP_CHROMIUM``, else /usr/bin/chromium, else the first Chromium on PATH."""
+    configured = os.environ.get("SFAMP_CHROMIUM")
+    if configured:
+        return configured if os.access(configured, os.X_OK) else None
+    if os.access("/usr/bin/chromium", os.X_OK):
+        return "/usr/bin/chromium"
+    for name in CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip before any fixture starts a broker or a sandbox for nothing.
+
+    Raised here rather than in a fixture, every skip has this one location, so the
+    summary groups them all into a single line.
+    """
+    if find_chromium() is None:
+        pytest.skip(ENABLE)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    found = find_chromium()
+    assert found is not None, ENABLE
+    return Path(found)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    """A fresh profile per test: no cookies, storage or downloads carried over."""
+    fresh = await browser.new_context(accept_downloads=True)
+    fresh.set_default_timeout(10_000)
+    yield fresh
+    await fresh.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def page(context: BrowserContext) -> Page:
+    return await context.new_page()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def console(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ConsoleStack]:
+    """One console per module, on sandboxes and a topic prefix of its own."""
+    async with console_stack(kafka_bootstrap, tmp_path_factory.mktemp("console")) as stack:
+        yield stack
+
+
+@pytest.fixture
+def console_messages(page: Page) -> ConsoleMessages:
+    """Every console message and page error of ``page``, collected from its creation."""
+    return ConsoleMessages.attach(page)
