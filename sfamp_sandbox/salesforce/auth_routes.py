@@ -1,4 +1,4 @@
-"""HTTP side of OAuth: token, revoke, identity URL and userinfo."""
+"""HTTP side of OAuth: authorize (login page), token, revoke, identity URL and userinfo."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import binascii
 from aiohttp import web
 
 from sfamp_sandbox.salesforce.api_error import not_found
+from sfamp_sandbox.salesforce.authorize_routes import add_authorize_routes
 from sfamp_sandbox.salesforce.oauth import (
     OAuthError,
     identity_body,
@@ -82,6 +83,7 @@ async def userinfo(request: web.Request) -> web.Response:
 
 def add_auth_routes(app: web.Application) -> None:
     router = app.router
+    add_authorize_routes(app)
     router.add_post("/services/oauth2/token", token)
     router.add_post("/services/oauth2/revoke", revoke)
     router.add_get("/id/{org_id}/{user_id}", identity)

@@ -1,7 +1,9 @@
 """OAuth 2.0 token endpoint, revocation and identity of the sandbox (reference §1).
 
-Grants: password, refresh_token, client_credentials and JWT bearer (the JWT must be well formed,
-name the client id as ``iss`` and a known user as ``sub``; its signature is not checked).
+Grants: password, refresh_token, client_credentials, JWT bearer (the JWT must be well formed,
+name the client id as ``iss`` and a known user as ``sub``; its signature is not checked) and
+authorization_code, the web server flow with PKCE (:mod:`sfamp_sandbox.salesforce.oauth_code`),
+which also issues a refresh token for the refresh_token grant.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sfamp_sandbox.salesforce.oauth_code import (
+    DEFAULT_SCOPE,
+    AuthorizationCodes,
+    CodeError,
+    grants_refresh_token,
+)
 from sfamp_sandbox.salesforce.org import Org, User
 from sfamp_sandbox.salesforce.values import datetime_rest
 
@@ -33,6 +41,8 @@ class Credentials:
     client_secret: str = "sandbox-secret"  # noqa: S105
     password: str = "sandbox"  # noqa: S105
     refresh_token: str = "sandbox-refresh-token"  # noqa: S105
+    # Callback URLs of the web server flow besides any loopback .../oauth/callback.
+    callback_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +50,8 @@ class Session:
     token: str
     user: User
     issued_ms: int
+    refresh_token: str | None = None
+    scope: str = DEFAULT_SCOPE
 
 
 class OAuthError(Exception):
@@ -57,11 +69,15 @@ class SessionStore:
         self.clock = clock
         self.credentials = credentials
         self.refresh_token_valid = True
+        self.codes = AuthorizationCodes(clock)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._refresh_tokens: OrderedDict[str, User] = OrderedDict()
 
-    def issue(self, user: User) -> Session:
+    def issue(
+        self, user: User, *, refresh_token: str | None = None, scope: str = DEFAULT_SCOPE
+    ) -> Session:
         token = f"{self.org.org_id[:15]}!{secrets.token_urlsafe(48)}"
-        session = Session(token, user, int(self.clock() * 1000))
+        session = Session(token, user, int(self.clock() * 1000), refresh_token, scope)
         self._sessions[token] = session
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
@@ -83,6 +99,8 @@ class SessionStore:
         if token == self.credentials.refresh_token and self.refresh_token_valid:
             self.refresh_token_valid = False
             return True
+        if self._refresh_tokens.pop(token, None) is not None:
+            return True
         return self._sessions.pop(token, None) is not None
 
     def expire_all(self) -> int:
@@ -100,8 +118,7 @@ class SessionStore:
             "client_credentials": self._client_credentials,
             JWT_GRANT: self._jwt,
         }
-        handler = handlers.get(grant_type)
-        if handler is None:
+        if grant_type not in handlers and grant_type != "authorization_code":
             raise OAuthError("unsupported_grant_type", "grant type not supported")
         client_id, secret = basic or (params.get("client_id", ""), params.get("client_secret"))
         if grant_type == JWT_GRANT:
@@ -110,7 +127,26 @@ class SessionStore:
             raise OAuthError("invalid_client_id", "client identifier invalid")
         if secret is not None and secret != self.credentials.client_secret:
             raise OAuthError("invalid_client", "invalid client credentials")
-        return self.issue(handler(params, secret))
+        if grant_type == "authorization_code":
+            return self._code_grant(params, client_id, secret)
+        return self.issue(handlers[grant_type](params, secret))
+
+    def _code_grant(self, params: Mapping[str, str], client_id: str, secret: str | None) -> Session:
+        try:
+            entry = self.codes.redeem(params, client_id)
+        except CodeError as exc:
+            raise OAuthError(exc.error, exc.description) from exc
+        # Like a connected app that does not require the secret for the web server flow once
+        # PKCE protects the code; without PKCE the secret is required.
+        if secret is None and entry.request.code_challenge is None:
+            raise OAuthError("invalid_client", "invalid client credentials")
+        refresh_token = None
+        if grants_refresh_token(entry.request.scope):
+            refresh_token = f"5Aep{secrets.token_urlsafe(64)}"
+            self._refresh_tokens[refresh_token] = entry.user
+            while len(self._refresh_tokens) > MAX_SESSIONS:
+                self._refresh_tokens.popitem(last=False)
+        return self.issue(entry.user, refresh_token=refresh_token, scope=entry.request.scope)
 
     def _password(self, params: Mapping[str, str], secret: str | None) -> User:
         if secret is None:
@@ -121,7 +157,10 @@ class SessionStore:
         return user
 
     def _refresh(self, params: Mapping[str, str], secret: str | None) -> User:
-        token = params.get("refresh_token")
+        token = params.get("refresh_token", "")
+        issued = self._refresh_tokens.get(token)
+        if issued is not None:
+            return issued
         if token != self.credentials.refresh_token or not self.refresh_token_valid:
             raise OAuthError("invalid_grant", "expired access/refresh token")
         return self.org.admin
@@ -166,15 +205,18 @@ def token_response(session: Session, base_url: str, store: SessionStore) -> dict
     digest = hmac.new(
         store.credentials.client_secret.encode(), (identity + issued_at).encode(), hashlib.sha256
     ).digest()
-    return {
+    body = {
         "access_token": session.token,
         "instance_url": base_url,
         "id": identity,
         "token_type": "Bearer",
         "issued_at": issued_at,
         "signature": base64.b64encode(digest).decode(),
-        "scope": "api refresh_token",
+        "scope": session.scope,
     }
+    if session.refresh_token is not None:
+        body["refresh_token"] = session.refresh_token
+    return body
 
 
 def identity_body(session: Session, base_url: str, org: Org, version: str) -> dict[str, Any]:
