@@ -14,6 +14,7 @@ from pipeline import __version__
 from pipeline.cli import (
     backfill_cmd,
     config_cmd,
+    console_cmd,
     demo_cmd,
     dlq_cmd,
     replay_cmd,
@@ -42,6 +43,7 @@ app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(replay_cmd.app, name="replay")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(sandbox_cmd.app, name="sandbox")
+app.command("console")(console_cmd.console_)
 
 
 def _version(value: bool) -> None:

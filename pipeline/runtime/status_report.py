@@ -31,12 +31,13 @@ def failed_dependencies(report: dict[str, Any]) -> list[str]:
 
 async def gather_status(settings: Settings, service_url: str) -> dict[str, Any]:
     salesforce, kafka, service = await asyncio.gather(
-        _salesforce(settings), _kafka(settings), _service(service_url)
+        salesforce_status(settings), kafka_status(settings), service_status(service_url)
     )
     return {"salesforce": salesforce, "kafka": kafka, "service": service}
 
 
-async def _salesforce(settings: Settings) -> dict[str, Any]:
+async def salesforce_status(settings: Settings) -> dict[str, Any]:
+    """The connected user's email and the org's URL, or an ``error``."""
     if settings.salesforce.credential_problems():
         return {"error": "Salesforce credentials are not configured"}
     try:
@@ -48,7 +49,8 @@ async def _salesforce(settings: Settings) -> dict[str, Any]:
     return {"instance_url": token.instance_url, "user_email": user.get("email")}
 
 
-async def _kafka(settings: Settings) -> dict[str, Any]:
+async def kafka_status(settings: Settings) -> dict[str, Any]:
+    """Mapping, lag, replay id ages and DLQ size as Kafka holds them, or an ``error``."""
     now = int(time.time() * 1000)
     try:
         published, _ = await latest_mapping(quick_settings(settings.kafka, 5.0))
@@ -88,7 +90,8 @@ async def _kafka(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def _service(url: str) -> dict[str, Any]:
+async def service_status(url: str) -> dict[str, Any]:
+    """A running service's own /status, or an ``error`` when none answers at ``url``."""
     try:
         async with httpx.AsyncClient(timeout=2.0) as http:
             response = await http.get(f"{url.rstrip('/')}/status")

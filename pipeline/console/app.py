@@ -1,0 +1,59 @@
+"""The console's aiohttp application: pages, static files, sessions and security headers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from pipeline.config.settings import Settings
+from pipeline.console import pages_connection, pages_mapping
+from pipeline.console.catalog import OrgCatalog
+from pipeline.console.context import CONSOLE, Console, template_environment
+from pipeline.console.login import register as register_login
+from pipeline.console.security import Sessions, headers_middleware, session_middleware
+
+STATIC: Final = Path(__file__).parent / "static"
+# A mapping file is small; an upload bigger than this is refused before it is read.
+MAX_REQUEST_BYTES: Final = 2 << 20
+
+
+def service_url_of(settings: Settings) -> str:
+    """Where the running service's /status answers (the Status page reads it)."""
+    url = settings.console.service_url
+    return (url or f"http://127.0.0.1:{settings.runtime.health_port}").rstrip("/")
+
+
+def create_console_app(
+    settings: Settings, *, clock: Callable[[], float] | None = None
+) -> web.Application:
+    """The whole console for ``settings``; ``clock`` (seconds) exists for tests."""
+    token = settings.console.token.get_secret_value() if settings.console.token else None
+    sessions = Sessions(token)
+    console = Console(
+        settings=settings,
+        sessions=sessions,
+        catalog=OrgCatalog(settings.salesforce),
+        templates=template_environment(settings),
+        service_url=service_url_of(settings),
+    )
+    if clock is not None:
+        console.clock = clock
+    app = web.Application(
+        middlewares=[headers_middleware(), session_middleware(sessions)],
+        client_max_size=MAX_REQUEST_BYTES,
+    )
+    app[CONSOLE] = console
+    app.cleanup_ctx.append(_close_catalog)
+    register_login(app)
+    for pages in (pages_connection, pages_mapping):
+        pages.register(app)
+    app.router.add_static("/static/", STATIC, follow_symlinks=False)
+    return app
+
+
+async def _close_catalog(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[CONSOLE].catalog.aclose()

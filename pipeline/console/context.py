@@ -1,0 +1,113 @@
+"""What every console page shares: the settings, the sessions, the org catalog, rendering.
+
+Templates are Jinja2 with autoescaping on; every rendered value passes through
+the secret redactor (:func:`pipeline.console.security.redactor`), and every page
+gets the session's CSRF token for its forms and for the meta tag htmx reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import jinja2
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from pipeline.config.settings import Settings
+from pipeline.console.catalog import OrgCatalog
+from pipeline.console.security import CSRF, Sessions, redactor
+
+NAVIGATION: Final = (
+    ("/", "Connection"),
+    ("/mapping", "Mapping setup"),
+    ("/status", "Status"),
+    ("/dead-letters", "Dead letters"),
+)
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold: none of them may reach a browser."""
+    candidates = (
+        settings.salesforce.client_secret,
+        settings.salesforce.password,
+        settings.salesforce.security_token,
+        settings.salesforce.refresh_token,
+        settings.kafka.sasl_password,
+        settings.amplitude.api_key,
+        settings.amplitude.secret_key,
+        settings.console.token,
+    )
+    return [secret.get_secret_value() for secret in candidates if secret is not None]
+
+
+def template_environment(settings: Settings) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline.console", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        finalize=redactor(secret_values(settings)),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+@dataclass
+class Console:
+    """One console process's shared parts (an aiohttp application key holds it)."""
+
+    settings: Settings
+    sessions: Sessions
+    catalog: OrgCatalog
+    templates: jinja2.Environment
+    service_url: str
+    clock: Callable[[], float] = time.time
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+
+CONSOLE: Final = web.AppKey("console", Console)
+
+
+def console_of(request: web.Request) -> Console:
+    return request.app[CONSOLE]
+
+
+def is_htmx(request: web.Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def render_text(request: web.Request, template: str, **context: Any) -> str:
+    console = console_of(request)
+    return console.templates.get_template(template).render(
+        csrf=request.get(CSRF, ""),
+        navigation=NAVIGATION,
+        path=request.path,
+        signed_in_by_token=console.sessions.needs_sign_in,
+        **context,
+    )
+
+
+def render(
+    request: web.Request, template: str, *, status: int = 200, **context: Any
+) -> web.Response:
+    """A page or fragment from ``templates/``, with the CSRF token and navigation in context."""
+    return web.Response(
+        text=render_text(request, template, **context),
+        status=status,
+        content_type="text/html",
+    )
+
+
+async def form_fields(request: web.Request) -> dict[str, str]:
+    """The posted text fields (files are left out); the last value of a repeated name wins."""
+    posted: MultiDictProxy[Any] = await request.post()
+    return text_fields(posted)
+
+
+def text_fields(values: Mapping[str, Any]) -> dict[str, str]:
+    return {name: value for name, value in values.items() if isinstance(value, str)}

@@ -1,0 +1,206 @@
+"""The Mapping setup form as data: form fields to a mapping document and back.
+
+Pure: no I/O. The document is exactly what ``sfamp config validate`` reads, so
+the page validates it with the same code, and each problem's JSON path is turned
+back into the id of the control it is about (:func:`control_for`).
+
+Field names: ``cadence_mode``, ``cadence_at``, ``cadence_every``;
+``m<i>.sfdc_object``, ``m<i>.group_type``, ``m<i>.group_name_field``,
+``m<i>.on_delete``; ``m<i>.p<j>.sfdc_field``, ``m<i>.p<j>.amplitude_property``.
+Sections and rows are numbered from 0 each time the form is drawn; a gap left
+by a removal is closed by the next drawing, so reading sorts by number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pipeline.errors import Problem
+
+ON_DELETE: Final = ("ignore", "mark", "unset")
+CADENCE_MODES: Final = ("daily", "hourly", "interval")
+DEFAULT_AT: Final = "00:00"
+_SECTION = re.compile(r"^m(\d+)\.(sfdc_object|group_type|group_name_field|on_delete)$")
+_ROW = re.compile(r"^m(\d+)\.p(\d+)\.(sfdc_field|amplitude_property)$")
+_PATH = re.compile(r"^\$\.mappings\[(\d+)\](?:\.(\w+)(?:\[(\d+)\](?:\.(\w+))?)?)?$")
+_CADENCE_CONTROLS: Final = {
+    "$.sync_cadence": "cadence_mode",
+    "$.sync_cadence.mode": "cadence_mode",
+    "$.sync_cadence.at": "cadence_at",
+    "$.sync_cadence.every_seconds": "cadence_every",
+    "$.mappings": "add_mapping",
+}
+
+
+@dataclass
+class RowForm:
+    sfdc_field: str = ""
+    amplitude_property: str = ""
+
+
+@dataclass
+class SectionForm:
+    sfdc_object: str = ""
+    group_type: str = ""
+    group_name_field: str = ""
+    on_delete: str = "ignore"
+    rows: list[RowForm] = field(default_factory=list)
+
+
+@dataclass
+class MappingForm:
+    """What the form holds, whether or not it is a valid mapping."""
+
+    cadence_mode: str = "daily"
+    cadence_at: str = DEFAULT_AT
+    cadence_every: str = "60"
+    sections: list[SectionForm] = field(default_factory=list)
+
+    def document(self) -> dict[str, Any]:
+        """The mapping document the form stands for; an empty field is left out (required)."""
+        return {
+            "version": 1,
+            "sync_cadence": self._cadence(),
+            "mappings": [_section_document(section) for section in self.sections],
+        }
+
+    def _cadence(self) -> dict[str, Any]:
+        if self.cadence_mode == "daily":
+            return {"mode": "daily", "at": self.cadence_at}
+        if self.cadence_mode == "interval":
+            every = self.cadence_every.strip()
+            return {"mode": "interval", "every_seconds": int(every) if every.isdigit() else every}
+        return {"mode": self.cadence_mode}
+
+    def apply(self, action: str) -> None:
+        """A structural change: add_mapping, remove_mapping:<i>, add_property:<i>,
+        remove_property:<i>:<j>; anything else (a refresh) changes nothing."""
+        name, _, where = action.partition(":")
+        at = [int(part) for part in where.split(":") if part.isdigit()]
+        if name == "add_mapping":
+            self.sections.append(SectionForm(rows=[RowForm()]))
+        elif name == "remove_mapping" and len(at) == 1 and at[0] < len(self.sections):
+            del self.sections[at[0]]
+        elif name == "add_property" and len(at) == 1 and at[0] < len(self.sections):
+            self.sections[at[0]].rows.append(RowForm())
+        elif name == "remove_property" and len(at) == 2 and at[0] < len(self.sections):
+            rows = self.sections[at[0]].rows
+            if at[1] < len(rows):
+                del rows[at[1]]
+
+
+def _section_document(section: SectionForm) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        key: value
+        for key in ("sfdc_object", "group_type", "group_name_field")
+        if (value := getattr(section, key))
+    }
+    entry["group_properties"] = [
+        {k: v for k in ("sfdc_field", "amplitude_property") if (v := getattr(row, k))}
+        for row in section.rows
+    ]
+    entry["on_delete"] = section.on_delete
+    return entry
+
+
+def form_from_fields(fields: Mapping[str, str]) -> MappingForm:
+    """Read the posted form (unknown names, such as the CSRF token, are ignored)."""
+    form = MappingForm(
+        cadence_mode=fields.get("cadence_mode", "daily"),
+        cadence_at=fields.get("cadence_at", DEFAULT_AT) or DEFAULT_AT,
+        cadence_every=fields.get("cadence_every", "60"),
+    )
+    sections: dict[int, SectionForm] = {}
+    rows: dict[tuple[int, int], RowForm] = {}
+    for name, value in fields.items():
+        if match := _SECTION.match(name):
+            section = sections.setdefault(int(match[1]), SectionForm())
+            setattr(section, match[2], value.strip())
+        elif match := _ROW.match(name):
+            sections.setdefault(int(match[1]), SectionForm())
+            row = rows.setdefault((int(match[1]), int(match[2])), RowForm())
+            setattr(row, match[3], value.strip())
+    for (m, _), row in sorted(rows.items()):
+        sections[m].rows.append(row)
+    form.sections = [sections[m] for m in sorted(sections)]
+    return form
+
+
+def form_from_document(document: object) -> MappingForm:
+    """Fill the form from an imported (or published) document, as far as it has the shape."""
+    doc: dict[str, Any] = document if isinstance(document, dict) else {}
+    cadence = _part(doc, "sync_cadence", dict)
+    form = MappingForm(
+        cadence_mode=_text(cadence.get("mode")) or "daily",
+        cadence_at=_text(cadence.get("at")) or DEFAULT_AT,
+        cadence_every=_text(cadence.get("every_seconds")) or "60",
+    )
+    mappings = _part(doc, "mappings", list)
+    for entry in mappings:
+        if not isinstance(entry, dict):
+            continue
+        props = entry.get("group_properties")
+        form.sections.append(
+            SectionForm(
+                sfdc_object=_text(entry.get("sfdc_object")),
+                group_type=_text(entry.get("group_type")),
+                group_name_field=_text(entry.get("group_name_field")),
+                on_delete=_text(entry.get("on_delete")) or "ignore",
+                rows=[
+                    RowForm(_text(p.get("sfdc_field")), _text(p.get("amplitude_property")))
+                    for p in (props if isinstance(props, list) else [])
+                    if isinstance(p, dict)
+                ],
+            )
+        )
+    return form
+
+
+def _part(doc: dict[str, Any], key: str, kind: type[Any]) -> Any:
+    value = doc.get(key)
+    return value if isinstance(value, kind) else kind()
+
+
+def _text(value: object) -> str:
+    return "" if value is None or isinstance(value, dict | list) else str(value)
+
+
+def control_for(path: str) -> str | None:
+    """The id of the control a JSON path is about, or None (shown in the list only)."""
+    if path in _CADENCE_CONTROLS:
+        return _CADENCE_CONTROLS[path]
+    match = _PATH.match(path)
+    if match is None:
+        return None
+    m, key, p, row_key = match.groups()
+    if key is None:
+        return f"m{m}-section"
+    if key != "group_properties":
+        return f"m{m}-{key}"
+    if p is None:
+        return f"m{m}-add_property"
+    return f"m{m}-p{p}-{row_key}" if row_key else f"m{m}-p{p}-row"
+
+
+def messages_by_control(problems: list[Problem]) -> dict[str, list[str]]:
+    """Each control's failures, in the order validation reported them."""
+    found: dict[str, list[str]] = {}
+    for problem in problems:
+        control = control_for(problem.path)
+        if control is not None:
+            found.setdefault(control, []).append(problem.message)
+    return found
+
+
+def control_ids(form: MappingForm) -> list[str]:
+    """Every control that can carry a message, for clearing the old ones."""
+    ids = ["cadence_mode", "cadence_at", "cadence_every", "add_mapping"]
+    for m, section in enumerate(form.sections):
+        keys = ("section", "sfdc_object", "group_type", "group_name_field", "on_delete")
+        ids += [f"m{m}-{key}" for key in keys] + [f"m{m}-add_property"]
+        for p in range(len(section.rows)):
+            ids += [f"m{m}-p{p}-{key}" for key in ("row", "sfdc_field", "amplitude_property")]
+    return ids

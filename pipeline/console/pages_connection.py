@@ -1,0 +1,86 @@
+"""Connection (home): Salesforce, Amplitude, Kafka and the established connection.
+
+Each part is asked at once and shown on its own: one that cannot be reached
+says why without hiding the others. The Salesforce part is the one ``sfamp
+status`` shows; the Amplitude key check is the one of ``sfamp config verify``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from pipeline.config.checks import Check
+from pipeline.config.settings import Settings
+from pipeline.config.verify import check_amplitude
+from pipeline.console.context import console_of, render
+from pipeline.errors import SfampError
+from pipeline.kafka.config_topic import PublishedMapping, latest_mapping
+from pipeline.kafka.inspect import quick_settings
+from pipeline.runtime.cadence import describe
+from pipeline.runtime.status_report import salesforce_status
+
+
+async def _salesforce(settings: Settings) -> dict[str, Any]:
+    missing = [problem.path for problem in settings.salesforce.credential_problems()]
+    if missing:
+        return {"missing": missing}
+    return await salesforce_status(settings)
+
+
+async def _amplitude(settings: Settings) -> Check | None:
+    if settings.amplitude.api_key is None:
+        return None
+    return await check_amplitude(settings.amplitude)
+
+
+async def _published(settings: Settings) -> PublishedMapping | str | None:
+    try:
+        published, _ = await latest_mapping(quick_settings(settings.kafka))
+    except SfampError as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return published
+
+
+def _published_view(published: PublishedMapping) -> dict[str, Any]:
+    at = datetime.fromtimestamp(published.published_at_ms / 1000, UTC)
+    return {
+        "revision": published.revision,
+        "published_at": at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "cadence": describe(published.mapping.sync_cadence),
+        "relations": [
+            {
+                "object": m.sfdc_object,
+                "group_type": m.group_type,
+                "group_name_field": m.group_name_field,
+                "properties": len(m.group_properties),
+                "on_delete": m.on_delete,
+            }
+            for m in published.mapping.mappings
+        ],
+    }
+
+
+async def connection_page(request: web.Request) -> web.Response:
+    settings = console_of(request).settings
+    salesforce, amplitude, published = await asyncio.gather(
+        _salesforce(settings), _amplitude(settings), _published(settings)
+    )
+    return render(
+        request,
+        "connection.html",
+        settings=settings,
+        salesforce=salesforce,
+        amplitude=amplitude,
+        kafka_error=published if isinstance(published, str) else None,
+        published=_published_view(published)
+        if published is not None and not isinstance(published, str)
+        else None,
+    )
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/", connection_page)

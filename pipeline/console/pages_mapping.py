@@ -1,0 +1,179 @@
+"""Mapping setup: the form, validation on every change, import and export.
+
+Validation is :func:`pipeline.config.validation.validate_document`, the code of
+``sfamp config validate``; export writes :func:`pipeline.config.validation.dump_mapping`,
+the bytes of ``sfamp config export``. Nothing here is saved: Next leads to the
+final verification (:mod:`pipeline.console.pages_verify`), whose Save publishes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from pipeline.config.validation import dump_mapping, validate_document
+from pipeline.console.context import (
+    Console,
+    console_of,
+    form_fields,
+    is_htmx,
+    render,
+    text_fields,
+)
+from pipeline.console.forms import (
+    CADENCE_MODES,
+    ON_DELETE,
+    MappingForm,
+    control_ids,
+    form_from_document,
+    form_from_fields,
+    messages_by_control,
+)
+from pipeline.errors import Problem, SfampError
+from pipeline.kafka.config_topic import latest_mapping
+from pipeline.kafka.inspect import quick_settings
+
+EXPORT_NAME: Final = "sfamp-mapping.json"
+MAX_IMPORT_BYTES: Final = 1 << 20
+
+
+def checked(console: Console, form: MappingForm) -> tuple[dict[str, Any], list[Problem]]:
+    """The form's document and its problems, as ``sfamp config validate`` reports them."""
+    document = form.document()
+    _, problems = validate_document(
+        document, max_group_types=console.settings.amplitude.max_group_types
+    )
+    return document, problems
+
+
+def config_text(document: dict[str, Any], problems: list[Problem]) -> str:
+    """What Copy and Export give: the normalized export when valid, else the draft as it is."""
+    if not problems:
+        model, _ = validate_document(document)
+        if model is not None:
+            return dump_mapping(model)
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE).decode()
+
+
+async def form_view(
+    console: Console, form: MappingForm, extra: list[Problem] | None = None
+) -> dict[str, Any]:
+    """Everything the form template needs: values, choices from the org, failures."""
+    document, problems = checked(console, form)
+    problems = [*(extra or []), *problems]
+    catalog = console.catalog
+    objects = await catalog.objects()
+    fields = {s.sfdc_object: await catalog.fields(s.sfdc_object) for s in form.sections}
+    return {
+        "form": form,
+        "problems": problems,
+        "messages": messages_by_control(problems),
+        "control_ids": control_ids(form),
+        "config_json": config_text(document, problems),
+        "objects": objects,
+        "object_names": {o.name for o in objects or ()},
+        "fields": fields,
+        "catalog_problem": catalog.problem if objects is None else None,
+        "cadence_modes": CADENCE_MODES,
+        "on_delete_policies": ON_DELETE,
+    }
+
+
+async def _published_form(console: Console) -> tuple[MappingForm, int | None, str | None]:
+    """The published mapping as a form (to edit it), or an empty form and why."""
+    try:
+        published, _ = await latest_mapping(quick_settings(console.settings.kafka))
+    except SfampError as exc:
+        return MappingForm(), None, f"the published mapping could not be read: {exc}"
+    if published is None:
+        return MappingForm(), None, None
+    return form_from_document(published.mapping.model_dump(mode="json")), published.revision, None
+
+
+async def _page(
+    request: web.Request,
+    form: MappingForm,
+    *,
+    status: int = 200,
+    extra: list[Problem] | None = None,
+    **context: Any,
+) -> web.Response:
+    view = await form_view(console_of(request), form, extra)
+    template = "_mapping_form.html" if is_htmx(request) else "mapping.html"
+    context.setdefault("revision", None)
+    context.setdefault("notice", None)
+    return render(request, template, status=status, **view, **context)
+
+
+async def mapping_page(request: web.Request) -> web.Response:
+    form, revision, notice = await _published_form(console_of(request))
+    return await _page(request, form, revision=revision, notice=notice)
+
+
+async def validate(request: web.Request) -> web.Response:
+    """The failure list, each control's messages and Next's state (htmx swaps them in)."""
+    console = console_of(request)
+    form = form_from_fields(await form_fields(request))
+    document, problems = checked(console, form)
+    return render(
+        request,
+        "_validation.html",
+        problems=problems,
+        messages=messages_by_control(problems),
+        control_ids=control_ids(form),
+        config_json=config_text(document, problems),
+    )
+
+
+async def change_form(request: web.Request) -> web.Response:
+    """A structural change (add or remove a section or row, a new object or cadence mode)."""
+    fields = await form_fields(request)
+    form = form_from_fields(fields)
+    form.apply(fields.get("action", ""))
+    return await _page(request, form)
+
+
+async def import_config(request: web.Request) -> web.Response:
+    """Fill the form from an uploaded file (or the draft sent back from verification)."""
+    posted = await request.post()
+    upload = posted.get("file")
+    raw = upload.file.read(MAX_IMPORT_BYTES + 1) if isinstance(upload, web.FileField) else None
+    if raw is None:
+        raw = str(posted.get("mapping", "")).encode()
+    if len(raw) > MAX_IMPORT_BYTES:
+        return await _page(request, MappingForm(), extra=[Problem("$", "the file is over 1 MB")])
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        problem = Problem("$", f"the imported file is not valid JSON: {exc}")
+        return await _page(request, MappingForm(), extra=[problem])
+    return await _page(request, form_from_document(document), notice="imported: not saved yet")
+
+
+async def export_config(request: web.Request) -> web.Response:
+    """Download the form's mapping (its fields in the query) or else the published one."""
+    console = console_of(request)
+    query = text_fields(request.query)
+    if "cadence_mode" in query:
+        document, problems = checked(console, form_from_fields(query))
+        text = config_text(document, problems)
+    else:
+        published, _ = await latest_mapping(quick_settings(console.settings.kafka))
+        if published is None:
+            raise web.HTTPNotFound(text="no mapping is published yet\n")
+        text = dump_mapping(published.mapping)
+    return web.Response(
+        text=text,
+        content_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{EXPORT_NAME}"'},
+    )
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/mapping", mapping_page)
+    app.router.add_post("/mapping/validate", validate)
+    app.router.add_post("/mapping/form", change_form)
+    app.router.add_post("/mapping/import", import_config)
+    app.router.add_get("/mapping/export", export_config)

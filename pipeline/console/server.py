@@ -1,0 +1,65 @@
+"""Serving the console until cancelled (``sfamp console`` cancels it on SIGINT / SIGTERM)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Callable
+from typing import Final
+
+from aiohttp import web
+
+from pipeline.config.settings import Settings
+from pipeline.console.app import create_console_app
+from pipeline.errors import ConfigError, ListenError
+
+WHAT: Final = "web console"
+CHANGE: Final = "choose another port with --port (or SFAMP_CONSOLE__PORT)"
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and the loopback addresses, the only ones served without a token."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything
+
+
+def check_exposure(host: str, settings: Settings) -> None:
+    """Refuse a non-loopback address without a token: anyone reaching it could change the
+    mapping and replay dead letters."""
+    if settings.console.token is None and not is_loopback(host):
+        raise ConfigError(
+            f"the console would listen on {host}, which is not a loopback address: set "
+            "SFAMP_CONSOLE__TOKEN to require a sign-in, or use --host 127.0.0.1"
+        )
+
+
+def console_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}"
+
+
+async def serve_console(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    started: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until cancelled; ``started`` gets the URL once the port is bound."""
+    check_exposure(host, settings)
+    runner = web.AppRunner(create_console_app(settings), access_log=None)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise ListenError(WHAT, host, port, exc, CHANGE) from exc
+        if started is not None:
+            started(console_url(host, port))
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
