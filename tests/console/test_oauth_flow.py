@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
 from yarl import URL
 
 from pipeline.config.settings import Settings
@@ -206,3 +207,16 @@ async def test_without_a_client_id_start_names_the_setting(stack: Stack) -> None
         page = await browser.get(f"{url}/oauth/start")
     assert page.status_code == 400
     assert "SFAMP_SALESFORCE__CLIENT_ID" in page.text
+
+
+async def test_with_a_console_token_connecting_needs_the_sign_in(stack: Stack) -> None:
+    settings = console_settings(stack.sandbox)
+    settings = settings.model_copy(
+        update={"console": settings.console.model_copy(update={"token": SecretStr("t" * 24)})}
+    )
+    async with running_console(settings, stack) as url, stack.browser() as browser:
+        start = await browser.get(f"{url}/oauth/start")
+        callback = await browser.get(f"{url}/oauth/callback", params={"code": "c", "state": "s"})
+    for page in (start, callback):
+        assert page.url.path == "/login"
+        assert "Console token" in page.text
