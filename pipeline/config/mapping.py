@@ -8,7 +8,7 @@ type), a *group name field* (whose value names the group) and *group properties*
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,18 +25,19 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
+def _check_hh_mm(value: str) -> str:
+    if not _HH_MM.match(value):
+        raise ValueError("must be a UTC time HH:MM between 00:00 and 23:59")
+    return value
+
+
 class DailyCadence(_Model):
     """Flush once a day at HH:MM UTC."""
 
     mode: Literal["daily"]
     at: str = "00:00"
 
-    @field_validator("at")
-    @classmethod
-    def _at(cls, value: str) -> str:
-        if not _HH_MM.match(value):
-            raise ValueError("must be a UTC time HH:MM between 00:00 and 23:59")
-        return value
+    _at = field_validator("at")(_check_hh_mm)
 
     @property
     def period_seconds(self) -> int:
@@ -66,6 +67,34 @@ class IntervalCadence(_Model):
 
 
 SyncCadence = Annotated[DailyCadence | HourlyCadence | IntervalCadence, Field(discriminator="mode")]
+
+
+class DailyReconcile(_Model):
+    """Re-read what change events cannot keep fresh once a day at HH:MM UTC."""
+
+    mode: Literal["daily"]
+    at: str = "03:00"
+
+    _at = field_validator("at")(_check_hh_mm)
+
+
+class HourlyReconcile(_Model):
+    """Re-read what change events cannot keep fresh every hour, at ``minute``."""
+
+    mode: Literal["hourly"]
+    minute: int = Field(0, ge=0, le=59)
+
+
+class ReconcileOff(_Model):
+    """No scheduled reconcile: formulas that change events cannot follow go stale."""
+
+    mode: Literal["off"]
+
+
+ReconcileSchedule = Annotated[
+    DailyReconcile | HourlyReconcile | ReconcileOff, Field(discriminator="mode")
+]
+DEFAULT_RECONCILE: Final = DailyReconcile(mode="daily")
 
 
 def _check_sfdc_name(value: str) -> str:
@@ -121,10 +150,12 @@ class ObjectMapping(_Model):
 
 
 class MappingConfig(_Model):
-    """The whole exported config: format version, cadence and the relations."""
+    """The whole exported config: format version, cadence, reconcile and the relations."""
 
     version: Literal[1] = 1
     sync_cadence: SyncCadence
+    # Costs nothing for objects without formula fields or fields events never carry.
+    reconcile: ReconcileSchedule = DEFAULT_RECONCILE
     mappings: list[ObjectMapping] = Field(min_length=1)
 
     def for_object(self, sfdc_object: str) -> list[ObjectMapping]:

@@ -20,14 +20,13 @@ from pydantic_core import ErrorDetails
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import MappingError, Problem
 
-_CADENCE_TAGS = {"daily", "hourly", "interval"}
+# The keys whose value is a union told apart by its "mode", and the modes of each.
+_MODES = {"sync_cadence": ("daily", "hourly", "interval"), "reconcile": ("daily", "hourly", "off")}
 _FRIENDLY = {
     "missing": "is required",
     "extra_forbidden": "is not a known key of the mapping format",
     "too_short": "must not be empty",
     "literal_error": None,  # pydantic's own text lists the allowed values
-    "union_tag_invalid": "mode must be one of 'daily', 'hourly', 'interval'",
-    "union_tag_not_found": "needs a 'mode': 'daily', 'hourly' or 'interval'",
 }
 
 
@@ -39,6 +38,11 @@ def json_path(loc: Sequence[int | str]) -> str:
 
 
 def _message(error: ErrorDetails) -> str:
+    modes = _MODES.get(str(error["loc"][0])) if error["loc"] else None
+    if modes is not None and error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        if error["type"] == "union_tag_invalid":
+            return "mode must be one of " + ", ".join(repr(mode) for mode in modes)
+        return f"needs a 'mode': {modes[0]!r}, {modes[1]!r} or {modes[2]!r}"
     friendly = _FRIENDLY.get(error["type"])
     if friendly:
         return friendly
@@ -49,7 +53,7 @@ def _message(error: ErrorDetails) -> str:
 def _loc(error: ErrorDetails) -> list[int | str]:
     loc = list(error["loc"])
     # Discriminated unions add the tag to the path; users never wrote it.
-    if len(loc) > 1 and loc[0] == "sync_cadence" and loc[1] in _CADENCE_TAGS:
+    if len(loc) > 1 and loc[1] in _MODES.get(str(loc[0]), ()):
         del loc[1]
     return loc
 
