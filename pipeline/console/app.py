@@ -9,7 +9,7 @@ from typing import Final
 from aiohttp import web
 
 from pipeline.config.settings import Settings
-from pipeline.console import pages_connection, pages_mapping
+from pipeline.console import oauth_routes, pages_connection, pages_mapping, pages_verify
 from pipeline.console.catalog import OrgCatalog
 from pipeline.console.context import CONSOLE, Console, template_environment
 from pipeline.console.login import register as register_login
@@ -48,8 +48,9 @@ def create_console_app(
     app[CONSOLE] = console
     app.cleanup_ctx.append(_close_catalog)
     register_login(app)
-    for pages in (pages_connection, pages_mapping):
+    for pages in (pages_connection, pages_mapping, pages_verify):
         pages.register(app)
+    oauth_routes.register(app)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     return app
 

@@ -1,0 +1,230 @@
+"""Mapping setup over HTTP: validation fragments, structural changes, import and export, Save.
+
+The console runs in-process behind aiohttp's test client, against the sandboxes and the
+real broker; what it validates, exports and publishes is compared with the library and the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestClient
+
+from pipeline.config.settings import Settings
+from pipeline.config.validation import dump_mapping, parse_mapping
+from pipeline.kafka.config_topic import latest_mapping, publish_mapping
+from pipeline.sandbox_stack import SandboxStack
+from tests.console.conftest import csrf_of, sfamp_env
+
+Client = TestClient[Any, Any]
+
+FORM = {
+    "cadence_mode": "interval",
+    "cadence_every": "30",
+    "m0.sfdc_object": "Account",
+    "m0.group_type": "account",
+    "m0.group_name_field": "Id",
+    "m0.on_delete": "mark",
+    "m0.p0.sfdc_field": "Name",
+    "m0.p0.amplitude_property": "name",
+    "m0.p1.sfdc_field": "Industry",
+    "m0.p1.amplitude_property": "industry",
+}
+MAPPING = {
+    "version": 1,
+    "sync_cadence": {"mode": "daily", "at": "06:30"},
+    "mappings": [
+        {
+            "sfdc_object": "Account",
+            "group_type": "account",
+            "group_name_field": "Id",
+            "group_properties": [
+                {"sfdc_field": "Name", "amplitude_property": "name"},
+                {"sfdc_field": "Industry", "amplitude_property": "industry"},
+            ],
+            "on_delete": "unset",
+        }
+    ],
+}
+
+
+async def post(client: Client, path: str, fields: dict[str, str], **headers: str) -> str:
+    csrf = await csrf_of(client)
+    response = await client.post(path, data={"csrf_token": csrf, **fields}, headers=headers)
+    text = await response.text()
+    assert response.status == 200, text
+    return text
+
+
+def oob_span(html: str, control: str) -> str:
+    start = html.index(f'<span id="err-{control}"')
+    return html[html.index(">", start) + 1 : html.index("</span>", start)]
+
+
+async def test_a_field_mapped_twice_and_an_empty_group_type_fail_beside_their_controls(
+    client: Client,
+) -> None:
+    fields = {**FORM, "m0.group_type": "", "m0.p1.sfdc_field": "Name"}
+    html = await post(client, "/mapping/validate", fields)
+
+    region = html[: html.index("</div>")]
+    assert 'role="region" aria-label="Validation failures"' in region
+    assert "$.mappings[0].group_type" in region
+    assert "$.mappings[0].group_properties[1].sfdc_field" in region
+    assert oob_span(html, "m0-group_type") == "is required"
+    assert "&#39;Name&#39; is already mapped at group_properties[0]" in oob_span(
+        html, "m0-p1-sfdc_field"
+    )
+    assert oob_span(html, "m0-p0-sfdc_field") == ""  # the first use is fine
+    assert '<button type="submit" id="next" class="primary" disabled hx-swap-oob="true">' in html
+
+
+async def test_a_valid_form_enables_next_and_shows_the_export_json(client: Client) -> None:
+    html = await post(client, "/mapping/validate", FORM)
+
+    assert "No validation failures." in html
+    assert (
+        '<button type="submit" id="next" class="primary" hx-swap-oob="true">Next</button>' in html
+    )
+    assert "&#34;every_seconds&#34;: 30" in html
+
+
+async def test_structural_changes_add_and_remove_sections_and_rows(client: Client) -> None:
+    hx = {"HX-Request": "true"}
+    html = await post(
+        client, "/mapping/form", {"cadence_mode": "daily", "action": "add_mapping"}, **hx
+    )
+    assert html.startswith('<form id="mapping-form"')
+    assert html.count('data-testid="group-mapping"') == 1
+    assert html.count('data-testid="group-property"') == 1
+
+    html = await post(client, "/mapping/form", {**FORM, "action": "add_property:0"}, **hx)
+    assert html.count('data-testid="group-property"') == 3
+
+    html = await post(client, "/mapping/form", {**FORM, "action": "remove_property:0:0"}, **hx)
+    assert html.count('data-testid="group-property"') == 1
+    assert 'value="Industry" selected' in html  # the second row moved up
+
+    html = await post(client, "/mapping/form", {**FORM, "action": "remove_mapping:0"}, **hx)
+    assert 'data-testid="group-mapping"' not in html
+    assert "$.mappings</code> must not be empty" in html
+
+
+async def test_the_org_supplies_objects_with_change_events_and_fields_id_first(
+    client: Client,
+) -> None:
+    html = await post(
+        client, "/mapping/form", {**FORM, "action": "refresh"}, **{"HX-Request": "true"}
+    )
+
+    assert '<option value="Account" selected>Account (Account, change events)</option>' in html
+    names = html[html.index('id="m0-group_name_field"') :]
+    first = names.index('<option value="Id"')
+    assert first < names.index('<option value="External_Id__c"') < names.index('"Industry"')
+    assert "Industry (Industry, picklist): not unique" in names
+
+
+async def test_import_then_export_equals_sfamp_config_export(
+    client: Client, stack: SandboxStack, settings: Settings, topic_prefix: str, tmp_path: Path
+) -> None:
+    text = json.dumps(MAPPING)
+    csrf = await csrf_of(client)
+    form = aiohttp.FormData({"csrf_token": csrf})
+    form.add_field("file", text.encode(), filename="mapping.json")
+    response = await client.post("/mapping/import", data=form, headers={"HX-Request": "true"})
+    html = await response.text()
+    assert response.status == 200, html
+    assert 'value="06:30"' in html
+    assert "imported: not saved yet" in html
+
+    exported = await client.get("/mapping/export", params=_fields_of(html))
+    assert exported.headers["Content-Disposition"].startswith("attachment")
+    body = await exported.text()
+
+    await publish_mapping(settings.kafka, parse_mapping(text), now_ms=1)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "config", "export",
+        env=sfamp_env(stack, topic_prefix), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    assert body == out.decode() == dump_mapping(parse_mapping(text))
+    published = await client.get("/mapping/export")  # no form: the published mapping
+    assert await published.text() == body
+
+
+def _fields_of(html: str) -> dict[str, str]:
+    """The values an imported form would submit (inputs and selected options), by name."""
+    fields: dict[str, str] = {}
+    for match in re.finditer(
+        r'<input type="(?:text|time|number)" id="[^"]+" name="([^"]+)" '
+        r'(?:min="1" max="86400" )?value="([^"]*)"',
+        html,
+    ):
+        fields[match[1]] = match[2]
+    for select in re.finditer(r'<select id="[^"]+" name="([^"]+)"(.*?)</select>', html, re.S):
+        chosen = re.search(r'<option value="([^"]*)" selected>', select[2])
+        fields[select[1]] = chosen[1] if chosen else ""
+    return fields
+
+
+async def test_next_verifies_online_and_save_publishes_a_revision(
+    client: Client, settings: Settings
+) -> None:
+    html = await post(client, "/mapping/verify", FORM)
+    assert '<table aria-label="Final verification">' in html
+    assert "Salesforce login" in html
+    assert "Amplitude API key" in html
+    assert '<button type="submit" id="save" class="primary">Save</button>' in html
+
+    start = html.index('name="mapping" value="') + len('name="mapping" value="')
+    mapping_json = html[start : html.index('"', start)].replace("&#34;", '"').replace("&#39;", "'")
+    html = await post(client, "/mapping/save", {"mapping": mapping_json})
+    assert 'data-testid="saved-revision">1<' in html
+
+    published, _ = await latest_mapping(settings.kafka)
+    assert published is not None
+    assert published.revision == 1
+    assert published.mapping.sync_cadence.model_dump() == {"mode": "interval", "every_seconds": 30}
+    assert [p.sfdc_field for p in published.mapping.mappings[0].group_properties] == [
+        "Name",
+        "Industry",
+    ]
+
+
+async def test_a_failing_check_disables_save_and_save_refuses_it(
+    client: Client, settings: Settings
+) -> None:
+    fields = {**FORM, "m0.p1.sfdc_field": "No_Such_Field__c"}
+    csrf = await csrf_of(client)
+    response = await client.post("/mapping/verify", data={"csrf_token": csrf, **fields})
+    html = await response.text()
+    assert response.status == 422
+    assert "no field No_Such_Field__c on Account" in html
+    assert '<button type="submit" id="save" class="primary" disabled>Save</button>' in html
+
+    mapping = {**MAPPING, "mappings": [{**MAPPING["mappings"][0], "group_name_field": "Nope__c"}]}  # type: ignore[dict-item]
+    response = await client.post(
+        "/mapping/save", data={"csrf_token": csrf, "mapping": json.dumps(mapping)}
+    )
+    assert response.status == 422
+    assert "not saved" in (await response.text())
+    published, _ = await latest_mapping(settings.kafka)
+    assert published is None
+
+
+async def test_next_with_failures_stays_on_the_form(client: Client) -> None:
+    csrf = await csrf_of(client)
+    fields = {**FORM, "m0.group_type": ""}
+    response = await client.post("/mapping/verify", data={"csrf_token": csrf, **fields})
+    assert response.status == 422
+    html = await response.text()
+    assert "<h1>Mapping setup</h1>" in html
+    assert "Final verification" not in html
