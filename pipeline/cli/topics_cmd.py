@@ -363,6 +363,7 @@ COLUMNS: Final[dict[TopicKind, tuple[str, ...]]] = {
     "replay": ("channel", "replay_id", "event_time", "stored_at"),
     "config": ("revision", "published_at", "objects", "cadence"),
     "dlq": ("id", "reason", "key", "at", "detail"),
+    "sent": ("group_type", "group_value", "property", "digest"),
     "other": ("key", "value"),
 }
 

@@ -41,6 +41,7 @@ def sfamp_topics(settings: KafkaSettings, objects: Iterable[str]) -> list[TopicS
         TopicSpec(names.replay, 1, compacted),
         TopicSpec(names.config, 1, compacted),
         TopicSpec(names.dlq, 1),
+        TopicSpec(names.sent, 1, compacted),
     ]
     retention = {"retention.ms": str(settings.changes_retention_hours * 3_600_000)}
     specs += [TopicSpec(names.changes(obj), settings.partitions, retention) for obj in objects]
@@ -71,7 +72,8 @@ async def check_topic_configs(
     names = TopicNames(settings.topic_prefix)
     problems = retention_setting_problems(settings.changes_retention_hours, cadence_seconds)
     configs = await describe_topic_configs(
-        settings, [names.replay, names.config, *(names.changes(obj) for obj in objects)]
+        settings,
+        [names.replay, names.config, names.sent, *(names.changes(obj) for obj in objects)],
     )
     for topic, found in configs.items():
         if names.object_of(topic) is None:

@@ -1,4 +1,4 @@
-"""Read and follow sfamp's compacted topics (``sfamp.replay``, ``sfamp.config``).
+"""Read and follow sfamp's compacted topics (``sfamp.replay``, ``sfamp.config``, ``sfamp.sent``).
 
 These are read without a consumer group: every instance needs the whole
 table, and group joins would only add latency.
@@ -49,6 +49,32 @@ async def read_table(settings: KafkaSettings, topic: str) -> tuple[Table, int]:
                 if record.key is not None:
                     table[record.key] = (record.value, record.offset)
         return table, end
+    except AIOKafkaError as exc:
+        raise KafkaUnavailableError(f"cannot read {topic}: {exc}") from exc
+    finally:
+        await consumer.stop()
+
+
+async def scan_table(
+    settings: KafkaSettings, topic: str
+) -> AsyncIterator[tuple[bytes, bytes | None]]:
+    """Every (key, value) of ``topic`` in offset order, up to its end when the scan began.
+
+    For tables too large to hold as :func:`read_table` does: the caller keeps only
+    what it needs (the latest value of a key is the last one yielded).
+    """
+    consumer, tp = await _assigned(settings, topic)
+    try:
+        if topic not in await consumer.topics():
+            return
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        await consumer.seek_to_beginning(tp)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
+            for record in batch.get(tp, []):
+                if record.key is not None and record.offset < end:
+                    yield record.key, record.value
     except AIOKafkaError as exc:
         raise KafkaUnavailableError(f"cannot read {topic}: {exc}") from exc
     finally:

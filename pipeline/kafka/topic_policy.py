@@ -4,9 +4,10 @@ Pure functions over the configs a broker reported; :mod:`pipeline.kafka.admin`
 asks the broker. Two ways a topic created outside sfamp (or before these
 checks) loses data without any error:
 
-- ``<prefix>.replay`` and ``<prefix>.config`` hold one current value per key and
-  are read in full at start; under ``cleanup.policy=delete`` retention removes
-  the stored replay ids and the published mapping.
+- ``<prefix>.replay``, ``<prefix>.config`` and ``<prefix>.sent`` hold one current
+  value per key and are read in full; under ``cleanup.policy=delete`` retention
+  removes the stored replay ids, the published mapping and the digest of what was
+  sent (the reconcile would then send every value it re-reads again).
 - A changes topic buffers changes until the next flush; when its retention is
   shorter than the cadence, plus a margin for a deliver outage, changes expire
   before they are delivered. A compacted changes topic keeps only the newest
@@ -61,7 +62,7 @@ def retention_setting_problems(retention_hours: int, cadence_seconds: int) -> li
 def compacted_topic_problems(
     topic: str, configs: Mapping[str, str], bootstrap: str
 ) -> list[Problem]:
-    """A replay or config topic must be compacted, or retention deletes what it keeps."""
+    """A replay, config or sent topic must be compacted, or retention deletes what it keeps."""
     policy = configs.get("cleanup.policy")
     if policy is None or "compact" in _policies(policy):
         return []

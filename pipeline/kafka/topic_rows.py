@@ -14,6 +14,7 @@ from pipeline.errors import SfampError
 from pipeline.kafka.config_topic import decode_published
 from pipeline.kafka.inspect import Message, TopicKind, iso_time
 from pipeline.kafka.records import decode_dlq_entry, decode_replay_mark
+from pipeline.kafka.sent import decode_sent_digest, decode_sent_key
 from pipeline.transform.envelope import decode
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -110,6 +111,20 @@ def _dlq(message: Message) -> dict[str, Any]:
     }
 
 
+def _sent(message: Message) -> dict[str, Any]:
+    key = decode_sent_key(message.key)
+    digest = decode_sent_digest(message.value)
+    if key is None or digest is None:
+        raise SfampError("not a sent digest: [group_type, group_value, property] -> 16 hex digits")
+    group_type, group_value, prop = key
+    return {
+        "group_type": group_type,
+        "group_value": group_value,
+        "property": prop,
+        "digest": f"{digest:016x}",
+    }
+
+
 def _other(message: Message) -> dict[str, Any]:
     return {"value": (message.value or b"").decode("utf-8", errors="replace")[:_RAW_PREVIEW]}
 
@@ -119,5 +134,6 @@ _DECODERS: Final[dict[TopicKind, Callable[[Message], dict[str, Any]]]] = {
     "replay": _replay,
     "config": _config,
     "dlq": _dlq,
+    "sent": _sent,
     "other": _other,
 }

@@ -17,7 +17,7 @@ from pipeline.errors import EnvelopeError
 from pipeline.kafka.topics import TopicNames
 from pipeline.transform.envelope import decode
 
-TopicKind = Literal["changes", "replay", "config", "dlq", "other"]
+TopicKind = Literal["changes", "replay", "config", "dlq", "sent", "other"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,12 @@ class Message:
 def topic_kind(names: TopicNames, topic: str) -> TopicKind:
     if names.object_of(topic) is not None:
         return "changes"
-    fixed: dict[str, TopicKind] = {names.replay: "replay", names.config: "config", names.dlq: "dlq"}
+    fixed: dict[str, TopicKind] = {
+        names.replay: "replay",
+        names.config: "config",
+        names.dlq: "dlq",
+        names.sent: "sent",
+    }
     return fixed.get(topic, "other")
 
 
@@ -107,12 +112,12 @@ def resolve_topic(names: TopicNames, wanted: str, existing: set[str]) -> str | N
 def expected_topic(names: TopicNames, wanted: str) -> str | None:
     """The full name of one of sfamp's control topics named by ``wanted``, existing or not.
 
-    ``dlq``, ``replay`` and ``config`` (short or with the prefix) are created on
+    ``dlq``, ``replay``, ``config`` and ``sent`` (short or with the prefix) are created on
     first write; before that they are empty, not missing. A changes topic is
     created when ingest starts for a mapped object, so a missing one is a name
     sfamp does not know (a misspelled object, another prefix).
     """
-    fixed = {names.dlq, names.replay, names.config}
+    fixed = {names.dlq, names.replay, names.config, names.sent}
     return next((c for c in (wanted, f"{names.prefix}.{wanted}") if c in fixed), None)
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
-    """``sfamp.changes.<Object>``, ``sfamp.replay``, ``sfamp.config`` and ``sfamp.dlq``."""
+    """``sfamp.changes.<Object>``, ``sfamp.replay``, ``sfamp.config``, ``sfamp.dlq`` and
+    ``sfamp.sent``."""
 
     prefix: str = "sfamp"
 
@@ -31,6 +32,11 @@ class TopicNames:
     @property
     def dlq(self) -> str:
         return f"{self.prefix}.dlq"
+
+    @property
+    def sent(self) -> str:
+        """Compacted: what was last sent per group and reconciled property (a digest)."""
+        return f"{self.prefix}.sent"
 
     def object_of(self, topic: str) -> str | None:
         """The Salesforce object a changes topic carries, or None for other topics."""

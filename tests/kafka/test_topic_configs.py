@@ -71,6 +71,7 @@ def test_topics_sfamp_creates_carry_the_retention_setting() -> None:
     specs = {spec.name: spec for spec in sfamp_topics(settings, ["Account"])}
     assert specs["sfamp.changes.Account"].config == {"retention.ms": str(48 * 3_600_000)}
     assert specs["sfamp.replay"].config == {"cleanup.policy": "compact"}
+    assert specs["sfamp.sent"].config == {"cleanup.policy": "compact"}  # read back by reconciles
 
 
 @pytest.mark.integration

@@ -51,6 +51,7 @@ from pipeline.runtime.deliver.lookups import resolve_lookups
 from pipeline.runtime.deliver.window import Flushing, FlushWindow, partition_names, source_of, text
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.reconcile.recorder import SentRecorder
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import RestReads, SchemaCache
 from pipeline.runtime.state import FlushResult, ServiceState
@@ -89,6 +90,7 @@ class DeliverPump:
         self._schemas = SchemaCache(salesforce)
         self._clock = clock
         self._topics = TopicNames(settings.kafka.topic_prefix)
+        self._sent = SentRecorder(producer.send_all, self._topics.sent, self._schemas)
         self._max_groups = settings.runtime.max_pending_groups
         self._window = FlushWindow()
         self._generation = 0  # bumped whenever the window is thrown away
@@ -265,6 +267,7 @@ class DeliverPump:
         await resolve_lookups(self._salesforce, self._schemas, self.holder.current, window)
         updates = window.coalescer.drain()
         report = await self._amplitude.send(updates) if updates else DeliveryReport()
+        await self._sent.record(self.holder.current, updates, report)  # what a reconcile compares
         for rejection in report.rejected:
             identification = to_identification(rejection.update)
             window.reject(identification, rejection.status, rejection.reason)
@@ -318,6 +321,7 @@ class DeliverPump:
         self.state.pending_groups = 0
         self.metrics.flush_duration.observe(result.duration_seconds)
         self.metrics.flush_groups.set(result.groups)
+        self.state.per_minute.add("groups_flushed", result.groups, now.timestamp())
         if result.ok:
             self.state.last_successful_flush = now
             self.metrics.last_successful_flush.set(now.timestamp())
