@@ -324,6 +324,7 @@ class IngestPump:
         await self._store_marks(newest, storage)
         for obj, count in counts.items():
             self.metrics.events_ingested.labels(obj).inc(count)
+        self.state.per_minute.add("changes_ingested", sum(counts.values()), now_ms() / 1000)
         for request in requests:
             log.error(
                 "cdc_gap_overflow",
@@ -373,6 +374,7 @@ class IngestPump:
                 records.append(self._change(envelope))
             log.warning("cdc_gap_reread", object=obj, records=len(ids))
             self.metrics.events_ingested.labels(obj).inc(len(ids))
+            self.state.per_minute.add("changes_ingested", len(ids), now_ms() / 1000)
         return records
 
     async def _store_marks(

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pipeline.runtime.throughput import MinuteCounts
+
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
@@ -53,6 +55,8 @@ class ServiceState:
     unreadable_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The Amplitude client's adaptive concurrency (level, ceiling, moves), read live.
     amplitude_concurrency: Callable[[], dict[str, Any]] | None = None
+    # Changes ingested and groups flushed per minute over the last hour (the console's chart).
+    per_minute: MinuteCounts = field(default_factory=MinuteCounts)
 
     def beat(self, pump: str) -> None:
         """A pump made progress (or is idle but looping): liveness evidence."""
@@ -135,4 +139,5 @@ class ServiceState:
             "amplitude_concurrency": (
                 self.amplitude_concurrency() if self.amplitude_concurrency else None
             ),
+            "per_minute": self.per_minute.last_hour(time.time()),
         }
