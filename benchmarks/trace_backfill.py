@@ -1,0 +1,210 @@
+"""Where a backfill's time goes: every HTTP request on a timeline, and optionally a profile.
+
+Starts both sandboxes in a child process (as ``bench_backfill.py`` does), seeds
+``--records`` Accounts, sets ``--latency-ms`` and runs :func:`run_backfill`
+in this process with every HTTP request recorded (start, end, what, bytes). It
+prints the requests grouped into phases (runs of the same kind of request), the
+delivered batches, the CPU time of this process, and with ``--profile`` a
+pyinstrument profile (``pip install pyinstrument``; not a project dependency).
+
+    .venv/bin/python benchmarks/trace_backfill.py [--records N] [--latency-ms MS]
+        [--transport httpapi] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from bench_backfill import MAPPING, reset, seed, set_latency, sfamp_environment
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(slots=True)
+class Call:
+    kind: str
+    started: float
+    ended: float
+    sent: int
+    received: int
+    status: int
+
+
+CALLS: list[Call] = []
+BATCHES: list[tuple[float, int, int]] = []
+_ORIGINAL_SEND = httpx.AsyncClient.send
+
+
+def kind_of(request: httpx.Request) -> str:
+    """A short name for what a request does: ``bulk results``, ``query page``, ``amplitude``..."""
+    path = request.url.path
+    if "/__sandbox" in path:
+        return "control"
+    if path.endswith(("/2/httpapi", "/groupidentify")):
+        return "amplitude"
+    if "/jobs/query" in path:
+        if path.endswith("/results"):
+            return "bulk results"
+        if request.method == "POST":
+            return "bulk create"
+        return "bulk delete" if request.method == "DELETE" else "bulk poll"
+    if "/queryAll" in path or "/query" in path:
+        soql = request.url.params.get("q", "")
+        if "COUNT()" in soql:
+            return "count"
+        return "query first page" if soql else "query next page"
+    if "oauth2" in path:
+        return "login"
+    return re.sub(r"/services/data/v[\d.]+", "", path) or "/"
+
+
+async def recorded_send(
+    self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
+) -> httpx.Response:
+    started = time.perf_counter()
+    response = await _ORIGINAL_SEND(self, request, **kwargs)
+    if not kwargs.get("stream"):
+        await response.aread()
+    size = len(request.content) if request.content else 0
+    received = len(response.content) if not kwargs.get("stream") else 0
+    call = Call(
+        kind_of(request), started, time.perf_counter(), size, received, response.status_code
+    )
+    CALLS.append(call)
+    return response
+
+
+class TracedProgress:
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+        BATCHES.append((time.perf_counter(), 0, 0))
+
+    def advance(self, sfdc_object: str, rows: int, identifications: int) -> None:
+        BATCHES.append((time.perf_counter(), rows, identifications))
+
+    def finish_object(self, summary: Any) -> None:
+        return None
+
+
+async def backfill(work: Path) -> Any:
+    from pipeline.config.mapping import MappingConfig
+    from pipeline.config.settings import Settings
+    from pipeline.runtime.backfill import run_backfill
+
+    settings = Settings()
+    config = MappingConfig.model_validate(MAPPING)
+    return await run_backfill(
+        settings, config, checkpoint_path=work / "checkpoint", dlq="file",
+        progress=TracedProgress(),
+    )  # fmt: skip
+
+
+def phases(origin: float) -> list[str]:
+    """Consecutive requests of one kind as one line: count, span, bytes."""
+    lines: list[str] = []
+    ordered = sorted(CALLS, key=lambda call: call.started)
+    group: list[Call] = []
+    for call in [*ordered, None]:
+        if group and (call is None or call.kind != group[0].kind):
+            first, last = group[0].started - origin, max(c.ended for c in group) - origin
+            busy = sum(c.ended - c.started for c in group)
+            received = sum(c.received for c in group) / 1e6
+            sent = sum(c.sent for c in group) / 1e6
+            lines.append(
+                f"  {first:7.3f}-{last:7.3f} s  {group[0].kind:<18} x{len(group):<4} "
+                f"busy {busy:6.2f} s, sent {sent:6.2f} MB, received {received:6.2f} MB"
+            )
+            group = []
+        if call is not None:
+            group.append(call)
+    return lines
+
+
+def main(arguments: argparse.Namespace) -> None:
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "bench_backfill.py"), "_serve", "request"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        urls = {**json.loads(server.stdout.readline()), "scope": "request"}
+        with httpx.Client(timeout=600) as http:
+            reset(http, urls, org=True)
+            seed(http, urls, arguments.records)
+            set_latency(http, urls, arguments.latency_ms)
+        environment = sfamp_environment(urls) | {"SFAMP_AMPLITUDE__TRANSPORT": arguments.transport}
+        os.environ.update({k: v for k, v in environment.items() if k.startswith("SFAMP_")})
+        httpx.AsyncClient.send = recorded_send  # type: ignore[method-assign]
+        profiler = None
+        if arguments.profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(async_mode="enabled")
+            profiler.start()
+        import pipeline.runtime.backfill  # noqa: F401 - imports are not the backfill's time
+
+        cpu, origin = (time.process_time(), cpu_seconds(server.pid)), time.perf_counter()
+        with tempfile.TemporaryDirectory() as work:
+            summary = asyncio.run(backfill(Path(work)))
+        wall = time.perf_counter() - origin
+        cpu = (time.process_time() - cpu[0], cpu_seconds(server.pid) - cpu[1])
+        if profiler is not None:
+            profiler.stop()
+        report(summary, origin, wall, cpu, arguments)
+        if profiler is not None:
+            print(profiler.output_text(unicode=True, color=False, show_all=False))
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def report(
+    summary: Any,
+    origin: float,
+    wall: float,
+    cpu: tuple[float, float],
+    arguments: argparse.Namespace,
+) -> None:
+    print(
+        f"{arguments.records:,} records at {arguments.latency_ms} ms, {arguments.transport}: "
+        f"{wall:.2f} s wall; CPU {cpu[0]:.2f} s in sfamp, {cpu[1]:.2f} s in the sandboxes; "
+        f"{summary.total('requests')} Amplitude requests, {summary.api_calls} Salesforce calls"
+    )
+    print("requests (runs of one kind):")
+    print("\n".join(phases(origin)))
+    print("batches settled (s: rows, identifications):")
+    print("  " + ", ".join(f"{t - origin:.2f}: {r}/{i}" for t, r, i in BATCHES[1:]))
+    for item in summary.objects:
+        print(
+            f"  {item.sfdc_object}: rows {item.rows_read}, caught up {item.caught_up} in "
+            f"{item.catch_up_rounds} rounds, identifications {item.identifications}"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--transport", default="httpapi", choices=["httpapi", "groupidentify"])
+    parser.add_argument("--profile", action="store_true", help="pyinstrument profile (CPU)")
+    main(parser.parse_args())
