@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from pipeline.cli.common import console, fail, run_until_stopped, settings_or_exit
-from pipeline.console.server import check_exposure, serve_console
 from pipeline.errors import ConfigError
 
 HOST = typer.Option(
@@ -36,6 +35,9 @@ def console_(host: str | None = HOST, port: int | None = PORT) -> None:
     With SFAMP_CONSOLE__TOKEN set, the console asks for the token once per browser
     session; every change also needs the page's CSRF token. Stop it with Ctrl-C.
     """
+    # The web stack (Jinja2, the pages) loads only for this command, not for every sfamp call.
+    from pipeline.console.server import check_exposure, serve_console
+
     settings = settings_or_exit()
     host = host or settings.console.host
     port = port or settings.console.port

@@ -16,10 +16,9 @@ from rich.table import Table
 from pipeline.cli.common import MAPPING, console, print_json
 from pipeline.cli.topics_cmd import format_time, new_table, run_inspection
 from pipeline.config.settings import Settings
-from pipeline.kafka.dlq import DlqItem, DlqView, read_dlq, select
+from pipeline.kafka.dlq import DlqItem, DlqView, read_dlq
 from pipeline.kafka.inspect import KafkaInspector
-from pipeline.runtime.dlq_redeliver import RedeliveryOutcome, redeliver_items
-from pipeline.runtime.mapping_source import initial_mapping
+from pipeline.runtime.dlq_redeliver import RedeliveryOutcome, replay_dead_letters
 
 app = typer.Typer(help="List and replay dead-lettered entries.", no_args_is_help=True)
 
@@ -89,12 +88,8 @@ def replay_(
     """
 
     async def work(settings: Settings, inspector: KafkaInspector) -> list[RedeliveryOutcome]:
-        view = await read_dlq(inspector)
-        chosen = select(view.items, ids, everything)
-        if not chosen:
-            return []
-        version, _ = await initial_mapping(settings.kafka, mapping or settings.mapping_file)
-        return await redeliver_items(settings, version.mapping, chosen)
+        file = mapping or settings.mapping_file
+        return await replay_dead_letters(settings, inspector, ids, everything, file)
 
     outcomes = run_inspection(work)
     _print_outcomes(outcomes, as_json=as_json)

@@ -9,7 +9,14 @@ from typing import Final
 from aiohttp import web
 
 from pipeline.config.settings import Settings
-from pipeline.console import oauth_routes, pages_connection, pages_mapping, pages_verify
+from pipeline.console import (
+    oauth_routes,
+    pages_connection,
+    pages_dead_letters,
+    pages_mapping,
+    pages_status,
+    pages_verify,
+)
 from pipeline.console.catalog import OrgCatalog
 from pipeline.console.context import CONSOLE, Console, template_environment
 from pipeline.console.login import register as register_login
@@ -48,7 +55,13 @@ def create_console_app(
     app[CONSOLE] = console
     app.cleanup_ctx.append(_close_catalog)
     register_login(app)
-    for pages in (pages_connection, pages_mapping, pages_verify):
+    for pages in (
+        pages_connection,
+        pages_mapping,
+        pages_verify,
+        pages_status,
+        pages_dead_letters,
+    ):
         pages.register(app)
     oauth_routes.register(app)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)

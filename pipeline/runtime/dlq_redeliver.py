@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -34,8 +35,8 @@ from pipeline.amplitude import AmplitudeClient
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import AmplitudeError, ConfigError, SalesforceError
-from pipeline.kafka.dlq import DlqItem, redelivery_marker
-from pipeline.kafka.inspect import now_ms, quick_settings
+from pipeline.kafka.dlq import DlqItem, read_dlq, redelivery_marker, select
+from pipeline.kafka.inspect import KafkaInspector, now_ms, quick_settings
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.dlq_targets import (
@@ -46,6 +47,7 @@ from pipeline.runtime.dlq_targets import (
     group_literal,
     targets_of,
 )
+from pipeline.runtime.mapping_source import initial_mapping
 from pipeline.runtime.salesforce_reads import (
     RecordReads,
     RestReads,
@@ -94,6 +96,23 @@ class _Work:
     problem: str | None = None
     sent: list[GroupUpdate] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+async def replay_dead_letters(
+    settings: Settings,
+    inspector: KafkaInspector,
+    ids: Sequence[str],
+    everything: bool,
+    mapping_file: Path | None,
+) -> list[RedeliveryOutcome]:
+    """``sfamp dlq replay`` (and the console's Replay): the entries named by ``ids``, or every
+    pending one with ``everything``, redelivered under the mapping that runs now (the newer
+    of ``mapping_file`` and the published one)."""
+    chosen = select((await read_dlq(inspector)).items, ids, everything)
+    if not chosen:
+        return []
+    version, _ = await initial_mapping(settings.kafka, mapping_file)
+    return await redeliver_items(settings, version.mapping, chosen)
 
 
 async def redeliver_items(

@@ -1,0 +1,70 @@
+"""Dead letters: entries with reason and time; Replay one or Replay all.
+
+The same calls as ``sfamp dlq list`` and ``sfamp dlq replay``
+(:func:`pipeline.kafka.dlq.read_dlq`, :func:`pipeline.runtime.dlq_redeliver.replay_dead_letters`):
+a replay re-reads the records from Salesforce and sends what they hold now, never
+the stale payload, and marks the replayed entries.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from pipeline.console.context import console_of, form_fields, render
+from pipeline.errors import SfampError
+from pipeline.kafka.dlq import DlqView, read_dlq
+from pipeline.kafka.inspect import KafkaInspector
+from pipeline.runtime.dlq_redeliver import RedeliveryOutcome, replay_dead_letters
+
+
+async def _view(request: web.Request) -> DlqView | str:
+    settings = console_of(request).settings
+    try:
+        async with KafkaInspector(settings.kafka) as inspector:
+            return await read_dlq(inspector)
+    except SfampError as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+async def _page(
+    request: web.Request,
+    outcomes: list[RedeliveryOutcome] | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> web.Response:
+    view = await _view(request)
+    return render(
+        request,
+        "dead_letters.html",
+        status=status,
+        view=None if isinstance(view, str) else view,
+        items=[] if isinstance(view, str) else [item.as_json() for item in view.items],
+        kafka_error=view if isinstance(view, str) else None,
+        outcomes=outcomes,
+        error=error,
+    )
+
+
+async def dead_letters_page(request: web.Request) -> web.Response:
+    return await _page(request)
+
+
+async def replay(request: web.Request) -> web.Response:
+    """Replay the entry named by ``id``, or every pending one with ``all``."""
+    console = console_of(request)
+    fields = await form_fields(request)
+    ids = [fields["id"]] if fields.get("id") else []
+    settings = console.settings
+    try:
+        async with KafkaInspector(settings.kafka) as inspector:
+            outcomes = await replay_dead_letters(
+                settings, inspector, ids, bool(fields.get("all")), settings.mapping_file
+            )
+    except SfampError as exc:
+        return await _page(request, error=str(exc).splitlines()[0], status=422)
+    return await _page(request, outcomes=outcomes)
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/dead-letters", dead_letters_page)
+    app.router.add_post("/dead-letters/replay", replay)

@@ -1,0 +1,112 @@
+"""Status and Dead letters over HTTP, against a service running in the test's loop."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp.test_utils import TestClient
+
+from pipeline.config.settings import ConsoleSettings, Settings
+from pipeline.config.validation import parse_mapping
+from pipeline.kafka.config_topic import publish_mapping
+from pipeline.kafka.producer import ChangeProducer
+from pipeline.kafka.records import DlqEntry
+from pipeline.kafka.topics import TopicNames
+from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.kafka import free_port
+from tests.console.conftest import console_client, csrf_of
+from tests.runtime.conftest import MAPPING, Org, group, running, settings_for, wait_until
+
+Client = TestClient[Any, Any]
+
+
+async def test_status_shows_the_flush_and_the_per_minute_chart(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = settings_for(
+        stack, topic_prefix, kafka={"partitions": 1}, runtime={"health_port": port}
+    )
+    mapping_file = tmp_path / "mapping.json"
+    mapping_file.write_text(json.dumps(MAPPING))
+    org = Org(stack)
+    console_settings = settings.model_copy(
+        update={"console": ConsoleSettings(service_url=f"http://127.0.0.1:{port}")}
+    )
+    async with running(settings, mapping_file), console_client(console_settings) as client:
+        await org.create("Account", Name="Status Co", Industry="Energy")
+
+        async def flushed() -> bool:
+            async with httpx.AsyncClient(timeout=2) as http:
+                status = (await http.get(f"http://127.0.0.1:{port}/status")).json()
+            minutes = status["per_minute"]
+            return bool(sum(m["changes_ingested"] for m in minutes)) and bool(
+                sum(m["groups_flushed"] for m in minutes)
+            )
+
+        await wait_until(flushed, timeout=30, what="a change ingested and flushed")
+        live = await (await client.get("/status/live")).text()
+    await org.close()
+    assert live.startswith('<div id="status-live"')
+    assert 'data-testid="throughput-chart"' in live
+    assert "Changes ingested (1) and groups flushed (1)" in live
+    assert '<span class="ok-text">ok</span>' in live  # the last flush
+    assert "/data/AccountChangeEvent" in live  # its replay id's age
+    assert 'data-testid="dlq-count">0 not replayed' in live
+
+
+async def test_status_without_a_service_says_so(client: Client) -> None:
+    response = await client.get("/status")
+    html = await response.text()
+    assert response.status == 200, html
+    assert "<h1>Status</h1>" in html
+    assert 'hx-get="/status/live" hx-trigger="every 5s"' in html
+    assert "no service answers at" in html
+    assert "The chart needs a running service" in html
+
+
+async def test_dead_letters_list_and_replay_one(
+    client: Client, stack: SandboxStack, settings: Settings
+) -> None:
+    empty = await (await client.get("/dead-letters")).text()
+    assert "<h1>Dead letters</h1>" in empty
+    assert "nothing was dead-lettered" in empty
+
+    org = Org(stack)
+    record_id = await org.create("Account", Name="Replayed Co", Industry="Retail")
+    await org.close()
+    await publish_mapping(settings.kafka, parse_mapping(json.dumps(MAPPING)), now_ms=1)
+    now = int(time.time() * 1000)
+    entry = DlqEntry(
+        id=f"rejected:account:{record_id}:{now}",
+        reason="rejected",
+        detail="Amplitude answered 400: invalid_identification",
+        at_ms=now,
+        key=f"account:{record_id}",
+        payload={
+            "group_type": "account",
+            "group_value": record_id,
+            "group_properties": {"$set": {"name": "stale"}},
+        },
+    )
+    async with ChangeProducer(settings.kafka) as producer:
+        await producer.send_all([(TopicNames(settings.kafka.topic_prefix).dlq, *entry.encode())])
+
+    listed = await (await client.get("/dead-letters")).text()
+    assert f'data-id="{entry.id}"' in listed
+    assert "invalid_identification" in listed
+    assert ">Replay all</button>" in listed
+
+    csrf = await csrf_of(client, "/dead-letters")
+    response = await client.post("/dead-letters/replay", data={"csrf_token": csrf, "id": entry.id})
+    html = await response.text()
+    assert response.status == 200, html
+    assert "Replayed 1 of 1" in html
+    stored = group(stack, "account", record_id)
+    assert stored is not None
+    assert stored["name"] == "Replayed Co"  # what Salesforce holds now, not the stale payload
+    assert "1 not replayed" not in html
