@@ -221,6 +221,11 @@ class RuntimeSettings(_Section):
     )
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    state_dir: Path = Field(
+        Path(".sfamp"),
+        description="Where the reconcile keeps its checkpoint; persistent, so that an "
+        "interrupted reconcile resumes instead of starting over.",
+    )
 
 
 class ConsoleSettings(_Section):

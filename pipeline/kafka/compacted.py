@@ -58,10 +58,12 @@ async def read_table(settings: KafkaSettings, topic: str) -> tuple[Table, int]:
 async def scan_table(
     settings: KafkaSettings, topic: str
 ) -> AsyncIterator[tuple[bytes, bytes | None]]:
-    """Every (key, value) of ``topic`` in offset order, up to its end when the scan began.
+    """Every (key, value) of ``topic`` in offset order, until it is read to its end.
 
     For tables too large to hold as :func:`read_table` does: the caller keeps only
-    what it needs (the latest value of a key is the last one yielded).
+    what it needs (the latest value of a key is the last one yielded). The end is
+    where the scan finds no more records after passing the end offset the broker
+    reported at the start (some brokers count batches there, not records).
     """
     consumer, tp = await _assigned(settings, topic)
     try:
@@ -70,10 +72,16 @@ async def scan_table(
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         await consumer.seek_to_beginning(tp)
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
-            for record in batch.get(tp, []):
-                if record.key is not None and record.offset < end:
+        while True:
+            past_end = await consumer.position(tp) >= end
+            batch = await consumer.getmany(
+                tp, timeout_ms=200 if past_end else 1000, max_records=10_000
+            )
+            records = batch.get(tp, [])
+            if not records and past_end:
+                return
+            for record in records:
+                if record.key is not None:
                     yield record.key, record.value
     except AIOKafkaError as exc:
         raise KafkaUnavailableError(f"cannot read {topic}: {exc}") from exc

@@ -1,0 +1,158 @@
+"""What a reconcile found and did, and how it shows progress (log lines; the CLI adds a bar)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from pipeline.errors import SfampError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class ObjectReconcile:
+    """One object: records read, what differed from the digest, what was written."""
+
+    sfdc_object: str
+    fields: list[str] = field(default_factory=list)
+    method: str = ""
+    total: int | None = None
+    records_read: int = 0
+    properties: Counter[str] = field(default_factory=Counter)  # per property: groups differing
+    groups: int = 0  # groups with at least one differing property
+    records_written: int = 0  # envelopes written to the changes topic
+    caught_up: int = 0  # records written again by catch-up rounds
+    already_done: bool = False  # finished by the run this one resumed
+    finished: bool = False
+
+    @property
+    def properties_differing(self) -> int:
+        return sum(self.properties.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "object": self.sfdc_object,
+            "fields": self.fields,
+            "method": self.method,
+            "records_read": self.records_read,
+            "properties_differing": self.properties_differing,
+            "by_property": dict(sorted(self.properties.items())),
+            "groups": self.groups,
+            "records_written": self.records_written,
+            "caught_up": self.caught_up,
+            "already_done": self.already_done,
+            "finished": self.finished,
+        }
+
+
+@dataclass(slots=True)
+class ReconcileSummary:
+    """A whole run; ``error`` or ``interrupted`` set when it stopped early (checkpoint kept)."""
+
+    dry_run: bool = False
+    resumed: bool = False
+    checkpoint: str = ""
+    started_at_ms: int = 0
+    objects: list[ObjectReconcile] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # object -> why nothing is read
+    digests_known: int = 0
+    api_calls: int = 0
+    bulk_jobs: int = 0
+    elapsed_seconds: float = 0.0
+    error: SfampError | None = None
+    interrupted: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.error is None and self.interrupted is None
+
+    @property
+    def records_read(self) -> int:
+        return sum(item.records_read for item in self.objects)
+
+    @property
+    def properties_differing(self) -> int:
+        return sum(item.properties_differing for item in self.objects)
+
+    @property
+    def groups(self) -> int:
+        return sum(item.groups for item in self.objects)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "resumed": self.resumed,
+            "completed": self.completed,
+            "checkpoint": self.checkpoint,
+            "started_at_ms": self.started_at_ms,
+            "records_read": self.records_read,
+            "properties_differing": self.properties_differing,
+            "groups": self.groups,
+            "digests_known": self.digests_known,
+            "api_calls": self.api_calls,
+            "bulk_jobs": self.bulk_jobs,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "error": None if self.error is None else str(self.error),
+            "interrupted": self.interrupted,
+            "objects": [item.to_json() for item in self.objects],
+            "skipped": self.skipped,
+        }
+
+
+class ReconcileProgress(Protocol):
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None: ...
+
+    def advance(self, sfdc_object: str, rows: int, properties: int) -> None: ...
+
+    def finish_object(self, item: ObjectReconcile) -> None: ...
+
+
+class LogProgress:
+    """Progress as structlog lines: one per object start and end, one per ``interval``."""
+
+    def __init__(
+        self, interval_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = interval_seconds
+        self._clock = clock
+        self._last = 0.0
+        self._rows = self._properties = 0
+        self._total: int | None = None
+
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+        self._last = self._clock()
+        self._rows = self._properties = 0
+        self._total = total
+        log.info("reconcile_object_started", object=sfdc_object, total=total, method=method)
+
+    def advance(self, sfdc_object: str, rows: int, properties: int) -> None:
+        self._rows += rows
+        self._properties += properties
+        now = self._clock()
+        if now - self._last < self._interval:
+            return
+        self._last = now
+        log.info(
+            "reconcile_progress",
+            object=sfdc_object,
+            records_read=self._rows,
+            total=self._total,
+            properties_differing=self._properties,
+        )
+
+    def finish_object(self, item: ObjectReconcile) -> None:
+        log.info(
+            "reconcile_object_done",
+            object=item.sfdc_object,
+            records_read=item.records_read,
+            properties_differing=item.properties_differing,
+            groups=item.groups,
+            caught_up=item.caught_up,
+            already_done=item.already_done,
+        )

@@ -1,0 +1,334 @@
+"""``run_reconcile``: re-read what change events cannot keep fresh and write what differs.
+
+Per mapped object with formula fields or fields change events never carry:
+
+1. read ``Id``, the group name fields, those fields and ``SystemModstamp`` of every
+   record with the backfill's reader (Bulk API 2.0; a REST query for objects under
+   10,000 records or when Bulk is unavailable);
+2. compare each record's values with what was last sent (``sfamp.sent``, read back
+   at the start) and write one *full* read envelope per record with differences to
+   ``sfamp.changes.<Object>``, holding only the fields that differ: deliver sends it
+   on its cadence, ordered against the stream like any read, and records the new
+   digests once Amplitude accepted them;
+3. end with the snapshot catch-up rounds shared with backfills and re-syncs: a
+   record changed while the object was read is read again and written with all of
+   its reconciled fields, so a value read before a change never lands last.
+
+Progress is checkpointed after every written batch with the backfill's
+checkpoint file: a run that is killed resumes from it on the next run. A dry
+run reads and compares only: it writes nothing to Kafka and no checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import structlog
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import Settings
+from pipeline.errors import ConfigError, SfampError
+from pipeline.kafka.admin import ensure_topics, sfamp_topics
+from pipeline.kafka.compacted import scan_table
+from pipeline.kafka.producer import ChangeProducer
+from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, read_batches
+from pipeline.runtime.backfill.catch_up import DELETED, CatchUp
+from pipeline.runtime.backfill.read import forget_job
+from pipeline.runtime.reconcile.checkpoint import ReconcileCheckpoint, open_checkpoint
+from pipeline.runtime.reconcile.compare import ObjectPlan, Tally, differing_envelope
+from pipeline.runtime.reconcile.digest import SentDigests, reconciled_mapping
+from pipeline.runtime.reconcile.report import ObjectReconcile, ReconcileProgress, ReconcileSummary
+from pipeline.runtime.salesforce_reads import fields_to_read
+from pipeline.salesforce.bulk import BulkQuery
+from pipeline.salesforce.client import SalesforceClient
+from pipeline.salesforce.rest import SalesforceRest
+from pipeline.transform.envelope import ChangeEnvelope, Source, encode
+from pipeline.transform.reads import MODSTAMP
+from pipeline.transform.schema import schema_from_describe
+
+CHECKPOINT_FILE: Final = "reconcile-checkpoint.json"
+NOTHING_TO_READ: Final = "no formula field or field change events never carry is mapped"
+log = structlog.get_logger(__name__)
+
+
+def default_checkpoint(settings: Settings) -> Path:
+    return settings.runtime.state_dir / CHECKPOINT_FILE
+
+
+@dataclass(slots=True)
+class _Run:
+    settings: Settings
+    sf: SalesforceClient
+    bulk: BulkQuery
+    producer: ChangeProducer | None  # None: a dry run writes nothing
+    checkpoint: ReconcileCheckpoint | None
+    digests: SentDigests
+    progress: ReconcileProgress | None
+    options: ReadOptions
+    summary: ReconcileSummary
+
+    async def write(self, sfdc_object: str, envelopes: list[ChangeEnvelope]) -> None:
+        if self.producer is None or not envelopes:
+            return
+        topic = TopicNames(self.settings.kafka.topic_prefix).changes(sfdc_object)
+        await self.producer.send_all([(topic, e.kafka_key, encode(e)) for e in envelopes])
+
+
+async def run_reconcile(
+    settings: Settings,
+    config: MappingConfig,
+    *,
+    dry_run: bool = False,
+    checkpoint_path: Path | None = None,
+    progress: ReconcileProgress | None = None,
+    options: ReadOptions = ReadOptions(),  # noqa: B008 - frozen
+    salesforce: SalesforceClient | None = None,
+    producer: ChangeProducer | None = None,
+    stop: StopRequest | None = None,
+) -> ReconcileSummary:
+    """Reconcile every mapped object and say what happened.
+
+    Known failures (Salesforce or Kafka unavailable, limits) do not raise: they end
+    the run with ``summary.error`` set and the checkpoint kept; so does ``stop``
+    (``summary.interrupted``). A second run on the same checkpoint while one is
+    going raises :class:`ConfigError` before anything is read.
+    """
+    path = checkpoint_path or default_checkpoint(settings)
+    summary = ReconcileSummary(dry_run=dry_run, checkpoint=str(path))
+    summary.started_at_ms = int(time.time() * 1000)
+    started = time.monotonic()
+    async with contextlib.AsyncExitStack() as stack:
+        if not dry_run:
+            stack.enter_context(exclusive(path))
+        sf = salesforce
+        if sf is None:
+            sf = await stack.enter_async_context(
+                SalesforceClient.from_settings(settings.salesforce)
+            )
+        calls_before = sf.rest.api_calls
+        bulk = BulkQuery(sf.rest)
+        try:
+            work = _reconcile(
+                settings, config, sf, bulk, producer, stack, summary, progress, options
+            )
+            summary.interrupted = await _until_stopped(work, stop)
+        except SfampError as exc:
+            log.error("reconcile_stopped", error=type(exc).__name__, reason=str(exc))
+            summary.error = exc
+        finally:
+            summary.api_calls = sf.rest.api_calls - calls_before
+            summary.bulk_jobs = bulk.jobs_created
+            summary.elapsed_seconds = time.monotonic() - started
+    return summary
+
+
+async def _reconcile(
+    settings: Settings,
+    config: MappingConfig,
+    sf: SalesforceClient,
+    bulk: BulkQuery,
+    producer: ChangeProducer | None,
+    stack: contextlib.AsyncExitStack,
+    summary: ReconcileSummary,
+    progress: ReconcileProgress | None,
+    options: ReadOptions,
+) -> None:
+    plans, summary.skipped = await plan_objects(sf.rest, config)
+    if not plans:
+        return
+    checkpoint = None
+    if not summary.dry_run:
+        checkpoint = open_checkpoint(Path(summary.checkpoint), plans)
+        summary.resumed = checkpoint.resumed
+        await ensure_topics(
+            settings.kafka, sfamp_topics(settings.kafka, [p.sfdc_object for p in plans])
+        )
+        if producer is None:
+            producer = await stack.enter_async_context(ChangeProducer(settings.kafka))
+    group_types = {group_type for plan in plans for group_type in plan.group_types}
+    digests = await load_digests(settings, group_types)
+    summary.digests_known = len(digests)
+    run = _Run(settings, sf, bulk, producer, checkpoint, digests, progress, options, summary)
+    for plan in plans:
+        await _reconcile_object(run, plan)
+
+
+async def plan_objects(
+    rest: SalesforceRest, config: MappingConfig
+) -> tuple[list[ObjectPlan], dict[str, str]]:
+    """What to read per object (one describe each); the objects with nothing to read."""
+    plans: list[ObjectPlan] = []
+    skipped: dict[str, str] = {}
+    for sfdc_object in config.objects:
+        schema = schema_from_describe(await rest.describe(sfdc_object))
+        found = (reconciled_mapping(m, schema) for m in config.for_object(sfdc_object))
+        kept = [mapping for mapping in found if mapping is not None]
+        if not kept:
+            skipped[sfdc_object] = NOTHING_TO_READ
+            continue
+        subset = config.model_copy(update={"mappings": kept})
+        fields = fields_to_read(subset, sfdc_object, schema)
+        if schema.field(MODSTAMP) is not None:
+            fields = list(dict.fromkeys([*fields, MODSTAMP]))
+        document = {"mappings": [m.model_dump(mode="json") for m in kept], "fields": fields}
+        fingerprint = hashlib.sha256(orjson.dumps(document)).hexdigest()[:16]
+        plans.append(ObjectPlan(sfdc_object, schema, subset, fields, fingerprint))
+    return plans, skipped
+
+
+async def load_digests(settings: Settings, group_types: set[str]) -> SentDigests:
+    """What was last sent for these group types, from ``sfamp.sent`` (read to its end)."""
+    digests = SentDigests()
+    prefixes = tuple(orjson.dumps([group_type])[:-1] + b"," for group_type in group_types)
+    topic = TopicNames(settings.kafka.topic_prefix).sent
+    async for key, value in scan_table(settings.kafka, topic):
+        if key.startswith(prefixes):
+            digests.load(key, value)
+    log.info("reconcile_digests_loaded", digests=len(digests), group_types=sorted(group_types))
+    return digests
+
+
+async def _reconcile_object(run: _Run, plan: ObjectPlan) -> None:
+    item = ObjectReconcile(plan.sfdc_object, fields=plan.fields)
+    run.summary.objects.append(item)
+    saved = None if run.checkpoint is None else run.checkpoint.entry(plan)
+    if saved is not None and saved.complete:
+        item.already_done = item.finished = True
+        log.info("reconcile_object_already_done", object=plan.sfdc_object)
+        return
+    catch_up = None
+    if run.checkpoint is not None:
+        catch_up = await run.checkpoint.catch_up(run.sf.rest, plan, saved)
+    start = None if saved is None or saved.position.method is None else saved.position
+    tally = Tally()
+    job_id = await _snapshot(run, plan, item, start, catch_up, tally)
+    if catch_up is not None:
+        await _catch_up(run, plan, item, catch_up, tally)
+    item.properties, item.groups, item.finished = tally.properties, tally.groups, True
+    if run.checkpoint is not None:
+        run.checkpoint.save(plan, ReadPosition(finished=True), catch_up, complete=True)
+        await forget_job(run.bulk, job_id)
+    if run.progress is not None:
+        run.progress.finish_object(item)
+
+
+async def _snapshot(
+    run: _Run,
+    plan: ObjectPlan,
+    item: ObjectReconcile,
+    start: ReadPosition | None,
+    catch_up: CatchUp | None,
+    tally: Tally,
+) -> str | None:
+    """Every record from ``start``, compared and written batch by batch; the Bulk job id."""
+    job_id: str | None = None
+    batches = read_batches(
+        run.sf, run.bulk, plan.schema, plan.fields, where=None, start=start, options=run.options
+    )
+    async for batch in batches:
+        if not item.method:
+            item.method, item.total = batch.source, batch.total
+            if run.progress is not None:
+                run.progress.start_object(plan.sfdc_object, batch.total, batch.source)
+        job_id = batch.position.job_id or job_id
+        before = tally.properties.total()
+        envelopes = _envelopes(run, plan, batch.records, batch.source, tally)
+        await run.write(plan.sfdc_object, envelopes)
+        item.records_read += len(batch.records)
+        item.records_written += len(envelopes) if run.producer is not None else 0
+        item.properties, item.groups = tally.properties, tally.groups
+        if catch_up is not None:
+            catch_up.track(batch.records)  # every read, written or not: rounds find changes
+        if run.checkpoint is not None:
+            run.checkpoint.save(plan, batch.position, catch_up)
+        if run.progress is not None:
+            differing = tally.properties.total() - before
+            run.progress.advance(plan.sfdc_object, len(batch.records), differing)
+    return job_id
+
+
+async def _catch_up(
+    run: _Run, plan: ObjectPlan, item: ObjectReconcile, catch_up: CatchUp, tally: Tally
+) -> None:
+    """Records changed since the snapshot started, written again with every reconciled field:
+    an older read of theirs may still be on its way to Amplitude, so the digest cannot tell."""
+    assert run.checkpoint is not None
+    async for records in catch_up.rounds():
+        live = [r for r in records if r.get(DELETED) not in (True, "true")]
+        envelopes = _envelopes(run, plan, live, "rest", tally, every_field=True)
+        await run.write(plan.sfdc_object, envelopes)
+        item.caught_up += len(envelopes)
+        catch_up.track(records)
+        run.checkpoint.save(plan, ReadPosition(finished=True), catch_up)
+
+
+def _envelopes(
+    run: _Run,
+    plan: ObjectPlan,
+    records: list[dict[str, Any]],
+    source: Source,
+    tally: Tally,
+    *,
+    every_field: bool = False,
+) -> list[ChangeEnvelope]:
+    now_ms = int(time.time() * 1000)
+    digests = None if every_field else run.digests
+    found = (
+        differing_envelope(plan, record, digests, source=source, now_ms=now_ms, tally=tally)
+        for record in records
+    )
+    return [envelope for envelope in found if envelope is not None]
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: StopRequest | None) -> str | None:
+    """Run ``work``; when ``stop`` is set first, cancel it and return the reason."""
+    task = asyncio.ensure_future(work)
+    if stop is None:
+        await task
+        return None
+    waiter = asyncio.ensure_future(stop.event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, waiter):
+            pending.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+    if task.cancelled():
+        log.warning("reconcile_interrupted", signal=stop.reason)
+        return stop.reason
+    task.result()
+    return None
+
+
+@contextlib.contextmanager
+def exclusive(checkpoint: Path) -> Iterator[None]:
+    """One reconcile per checkpoint at a time, across processes (an advisory lock file)."""
+    lock_path = checkpoint.with_name(checkpoint.name + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock_path.open("a")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the reconcile checkpoint beside {lock_path}: {exc}"
+        ) from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ConfigError(
+                f"a reconcile is already running with the checkpoint {checkpoint}"
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

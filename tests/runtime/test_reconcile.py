@@ -1,0 +1,126 @@
+"""The reconcile against the sandboxes and the real broker, with the service delivering.
+
+The sandbox's ``Revenue_Per_Employee__c`` is a formula of ``AnnualRevenue`` and
+``NumberOfEmployees``. Changing ``NumberOfEmployees`` with ``"emit_events": false``
+changes the formula the way Salesforce recalculates one (or a ``TODAY()`` formula
+moves): no change event, only ``SystemModstamp``. Only a reconcile can see it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import Settings
+from pipeline.runtime.backfill import ReadOptions, StopRequest
+from pipeline.runtime.reconcile.report import ObjectReconcile
+from pipeline.runtime.reconcile.run import run_reconcile
+from pipeline.sandbox_stack import SandboxStack
+from tests.runtime.conftest import Org, group, running, settings_for, wait_until
+
+MAPPING: dict[str, Any] = {
+    "version": 1,
+    "sync_cadence": {"mode": "interval", "every_seconds": 1},
+    "reconcile": {"mode": "off"},
+    "mappings": [
+        {
+            "sfdc_object": "Account",
+            "group_type": "account",
+            "group_name_field": "Id",
+            "group_properties": [
+                {"sfdc_field": "Name", "amplitude_property": "name"},
+                {"sfdc_field": "Revenue_Per_Employee__c", "amplitude_property": "per_employee"},
+            ],
+        }
+    ],
+}
+CONFIG = MappingConfig.model_validate(MAPPING)
+
+
+async def amplitude_requests(stack: SandboxStack) -> int:
+    """Requests the Amplitude sandbox has answered, from its control API."""
+    assert stack.amplitude is not None
+    async with httpx.AsyncClient(base_url=stack.amplitude.base_url) as http:
+        answer = await http.get("/__sandbox/requests", params={"limit": 1})
+    requests = answer.json()["requests"]
+    return int(requests[-1]["id"]) if requests else 0
+
+
+def per_employee(stack: SandboxStack, account: str) -> Any:
+    return (group(stack, "account", account) or {}).get("per_employee")
+
+
+async def everything_delivered(settings: Settings) -> bool:
+    """Deliver has committed every message of the changes topic (ends read from messages)."""
+    topic = f"{settings.kafka.topic_prefix}.changes.Account"
+    partitions = [TopicPartition(topic, n) for n in range(settings.kafka.partitions)]
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=settings.kafka.consumer_group,
+        enable_auto_commit=False,
+    )
+    await reader.start()
+    try:
+        committed = {tp.partition: await reader.committed(tp) for tp in partitions}
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        ends: dict[int, int] = {}
+        while batch := await reader.getmany(timeout_ms=300):
+            for tp, records in batch.items():
+                ends[tp.partition] = records[-1].offset + 1
+    finally:
+        await reader.stop()
+    return all(committed.get(p) == end for p, end in ends.items())
+
+
+async def test_a_silent_formula_change_is_refreshed_and_nothing_else_is_sent(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
+    mapping_file = tmp_path / "mapping.json"
+    mapping_file.write_text(json.dumps(MAPPING))
+    async with running(settings, mapping_file):
+        accounts = [
+            await org.create("Account", Name=f"A{n}", AnnualRevenue=1000, NumberOfEmployees=10)
+            for n in range(3)
+        ]
+        await wait_until(
+            lambda: all(per_employee(stack, a) == 100 for a in accounts),
+            what="the creates and their formula values",
+        )
+        await wait_until(lambda: everything_delivered(settings), what="the creates committed")
+
+        # Everything was sent by the stream, and recorded: a reconcile finds nothing.
+        before = await amplitude_requests(stack)
+        quiet = await run_reconcile(settings, CONFIG)
+        assert quiet.completed, quiet.error
+        [account] = quiet.objects
+        assert (account.records_read, account.properties_differing) == (3, 0)
+        assert account.records_written == 0
+        assert quiet.digests_known == 3
+
+        # A silent change of what the formula reads: no change event, only the reconcile.
+        await org.update("Account", accounts[1], NumberOfEmployees=20, emit_events=False)
+        dry = await run_reconcile(settings, CONFIG, dry_run=True)
+        assert dry.objects[0].properties == {"per_employee": 1}
+        assert dry.objects[0].groups == 1
+        assert dry.objects[0].records_written == 0
+
+        sent = await run_reconcile(settings, CONFIG)
+        assert sent.objects[0].records_written == 1
+        await wait_until(lambda: per_employee(stack, accounts[1]) == 50, what="the refresh")
+        assert per_employee(stack, accounts[0]) == 100
+        await wait_until(lambda: everything_delivered(settings), what="the refresh committed")
+        assert await amplitude_requests(stack) > before
+
+        # What the refresh sent was recorded too: the next reconcile sends nothing.
+        after = await amplitude_requests(stack)
+        again = await run_reconcile(settings, CONFIG)
+        assert again.objects[0].properties_differing == 0
+        assert again.objects[0].records_written == 0
+        assert await amplitude_requests(stack) == after
