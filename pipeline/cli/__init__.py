@@ -17,6 +17,7 @@ from pipeline.cli import (
     console_cmd,
     demo_cmd,
     dlq_cmd,
+    reconcile_cmd,
     replay_cmd,
     run_cmd,
     sandbox_cmd,
@@ -37,6 +38,7 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.command("run")(run_cmd.run)
 app.command("backfill")(backfill_cmd.backfill)
+app.command("reconcile")(reconcile_cmd.reconcile)
 app.command("status")(status_cmd.status)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(topics_cmd.app, name="topics")

@@ -27,7 +27,8 @@ JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
 
 def status(service_url: str | None = SERVICE_URL, as_json: bool = JSON) -> None:
-    """Salesforce connection, mapping, cadence, lag, replay age, last flush and DLQ size.
+    """Salesforce connection, mapping, cadence, lag, replay age, last flush, DLQ size and the
+    reconcile (schedule, next run, last run).
 
     Exits 1 when Kafka cannot be reached or Salesforce refuses the login (or has
     no credentials): a deployment cannot work without either. No service
@@ -81,6 +82,8 @@ def _render(report: dict[str, Any]) -> None:
         )
         table.add_row("DLQ", f"{kafka['dlq_pending']} entr(y/ies) not replayed")
     table.add_row("Service", _error(service) or _service_line(service))
+    if service.get("reconcile"):
+        table.add_row("Reconcile", _reconcile_line(service["reconcile"]))
     unreadable = dict.fromkeys(u["reason"] for u in service.get("unreadable_fields") or ())
     if unreadable:
         table.add_row("Unreadable fields", "\n".join(f"[red]{r}[/]" for r in unreadable))
@@ -102,6 +105,29 @@ def _service_line(service: dict[str, Any]) -> str:
         f"next flush {service.get('next_flush_at')}; {service.get('pending_groups')} group(s) "
         f"pending; {flush}"
     )
+
+
+def _reconcile_line(reconcile: dict[str, Any]) -> str:
+    """Schedule, the run going on or the next one, and how the last one ended."""
+    running, last = reconcile.get("running"), reconcile.get("last") or {}
+    line = str(reconcile.get("schedule"))
+    if running:
+        line += (
+            f"; running since {running.get('started_at')} ({running.get('object') or 'starting'}, "
+            f"{running.get('records_read', 0)} record(s) read)"
+        )
+    else:
+        line += f"; next {reconcile.get('next_at') or 'not scheduled'}"
+    if last.get("error"):
+        line += f"\n[red]last failed {last.get('finished_at')}: {last['error']}[/]"
+    elif last:
+        line += f"\nlast finished {last.get('finished_at')}"
+        if "records_read" in last:
+            line += (
+                f": {last['records_read']} record(s) read, {last['properties_sent']} "
+                f"propert(y/ies) sent for {last['groups']} group(s)"
+            )
+    return line
 
 
 def _error(part: dict[str, Any]) -> str | None:

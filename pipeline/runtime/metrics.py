@@ -70,6 +70,32 @@ class Metrics:
             ["group_type", "property"],
             registry=r,
         )
+        self.reconcile_runs = Counter(
+            "sfamp_reconcile_runs",
+            "Reconciles run, by outcome (ok, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.reconcile_records_read = Counter(
+            "sfamp_reconcile_records_read",
+            "Records the reconcile read from Salesforce",
+            ["object"],
+            registry=r,
+        )
+        self.reconcile_properties_sent = Counter(
+            "sfamp_reconcile_properties_sent",
+            "Properties the reconcile found different from what was sent, and sent",
+            ["object"],
+            registry=r,
+        )
+        self.reconcile_last_success = Gauge(
+            "sfamp_reconcile_last_success_timestamp_seconds",
+            "Unix time at which the last reconcile that completed ended",
+            registry=r,
+        )
+        self.reconcile_duration = Gauge(
+            "sfamp_reconcile_duration_seconds", "How long the last reconcile took", registry=r
+        )
         self.amplitude_concurrency = Gauge(
             "sfamp_amplitude_concurrency",
             "Requests to Amplitude allowed in flight now (adaptive, up to the ceiling)",

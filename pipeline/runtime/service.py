@@ -49,6 +49,7 @@ from pipeline.runtime.mapping_source import (
     watch_file,
 )
 from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.reconcile.scheduler import ReconcileScheduler
 from pipeline.runtime.state import ServiceState
 from pipeline.salesforce.client import SalesforceClient
 
@@ -66,6 +67,7 @@ class Service:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     ingest: IngestPump | None = None
     deliver: DeliverPump | None = None
+    reconcile: ReconcileScheduler | None = None
     holder: MappingHolder | None = None
     health_started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -162,6 +164,10 @@ async def run_service(
                 service.metrics,
             )
             pumps["ingest"] = service.ingest.run()
+            service.reconcile = ReconcileScheduler(
+                settings, holder, salesforce, producer, service.state, service.metrics, clock=clock
+            )
+            pumps["reconcile"] = service.reconcile.run()
         if service.state.runs_deliver:
             service.deliver = DeliverPump(
                 settings,
@@ -217,9 +223,9 @@ async def _stop_when_asked(
     await service.stop.wait()
     budget = settings.runtime.drain_timeout_seconds
     log.info("service_draining", budget_seconds=budget)
-    ingest = pumps.get("ingest")
-    if ingest is not None:
-        ingest.cancel()  # intake stops now; its checkpoints are already durable
+    for name in ("ingest", "reconcile"):
+        if name in pumps:
+            pumps[name].cancel()  # intake stops now; their checkpoints are already durable
     if service.deliver is not None:
         service.deliver.request_stop()
     remaining = [task for task in pumps.values() if not task.done()]

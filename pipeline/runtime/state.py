@@ -53,6 +53,8 @@ class ServiceState:
     resyncs: list[dict[str, Any]] = field(default_factory=list)
     # "Object.Field" -> why sfamp cannot read a mapped field; nothing is unset meanwhile.
     unreadable_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The reconcile's schedule, next run, the run going on and the last one (ingest role).
+    reconcile: dict[str, Any] = field(default_factory=dict)
     # The Amplitude client's adaptive concurrency (level, ceiling, moves), read live.
     amplitude_concurrency: Callable[[], dict[str, Any]] | None = None
     # Changes ingested and groups flushed per minute over the last hour (the console's chart).
@@ -136,6 +138,7 @@ class ServiceState:
             "unreadable_fields": sorted(
                 self.unreadable_fields.values(), key=lambda v: (v["object"], v["field"])
             ),
+            "reconcile": self.reconcile or None,
             "amplitude_concurrency": (
                 self.amplitude_concurrency() if self.amplitude_concurrency else None
             ),

@@ -1,0 +1,217 @@
+"""``sfamp reconcile``: re-read what change events cannot keep fresh, now, and say what differs."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from pipeline.cli.backfill_cmd import ApiChoice
+from pipeline.cli.common import MAPPING, console, err_console, fail, print_json, settings_or_exit
+from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import Settings
+from pipeline.errors import SfampError
+from pipeline.runtime.backfill import ReadOptions, StopRequest
+from pipeline.runtime.mapping_source import initial_mapping
+from pipeline.runtime.reconcile.report import LogProgress, ObjectReconcile, ReconcileSummary
+from pipeline.runtime.reconcile.run import run_reconcile
+from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+DRY_RUN = typer.Option(
+    False,
+    "--dry-run",
+    help="Read and compare only: write nothing to Kafka and no checkpoint; print what "
+    "would be sent.",
+)
+AS_JSON = typer.Option(False, "--json", help="Print the summary as JSON.")
+CHECKPOINT = typer.Option(
+    None,
+    "--checkpoint",
+    help="Checkpoint file (default $SFAMP_RUNTIME__STATE_DIR/reconcile-checkpoint.json, the "
+    "service's own): an interrupted reconcile resumes from it on the next run.",
+)
+INTERVAL = typer.Option(
+    10.0, "--progress-interval", help="Seconds between progress log lines when not on a TTY."
+)
+API = typer.Option(ApiChoice.auto, "--api", hidden=True, help="auto, bulk or rest.")
+MAX_RECORDS = typer.Option(
+    DEFAULT_MAX_RECORDS, "--max-records", min=1, hidden=True, help="Rows per Bulk result page."
+)
+BATCH_ROWS = typer.Option(
+    DEFAULT_BATCH_ROWS, "--batch-rows", min=1, hidden=True, help="Rows per written batch."
+)
+
+
+def reconcile(
+    dry_run: bool = DRY_RUN,
+    mapping: Path | None = MAPPING,
+    as_json: bool = AS_JSON,
+    checkpoint: Path | None = CHECKPOINT,
+    progress_interval: float = INTERVAL,
+    api: ApiChoice = API,
+    max_records: int = MAX_RECORDS,
+    batch_rows: int = BATCH_ROWS,
+) -> None:
+    """Run a reconcile now and print what differed from what sfamp last sent.
+
+    Reads the mapped fields change events cannot keep fresh (formula fields, and
+    fields events never carry such as LastActivityDate) of every record, through
+    Bulk API 2.0 (REST for objects under 10,000 records), and compares them with
+    the digest of what was sent (sfamp.sent). Each record with differences is
+    written to its changes topic with only those fields: the running service
+    (sfamp run) sends them at its next flush, after any newer change. The service
+    also runs this on the mapping's "reconcile" schedule.
+
+    An interrupted run resumes from its checkpoint on the next run. Exits 1 when
+    the run stopped early (Salesforce or Kafka unavailable, another reconcile
+    running), 130 on Ctrl-C and 143 on SIGTERM.
+    """
+    settings = settings_or_exit()
+    options = ReadOptions(api=api.value, max_records=max_records, batch_rows=batch_rows)
+    try:
+        version, _ = asyncio.run(initial_mapping(settings.kafka, mapping or settings.mapping_file))
+        with _progress(as_json, progress_interval) as progress:
+            summary = asyncio.run(
+                _until_signal(
+                    settings,
+                    version.mapping,
+                    dry_run=dry_run,
+                    checkpoint_path=checkpoint,
+                    progress=progress,
+                    options=options,
+                )
+            )
+    except SfampError as exc:
+        fail(exc)
+    if as_json:
+        print_json(summary.to_json())
+    else:
+        print_summary(summary)
+    _exit(summary)
+
+
+async def _until_signal(
+    settings: Settings, config: MappingConfig, **options: Any
+) -> ReconcileSummary:
+    """The reconcile, stopped cleanly (its checkpoint kept) by SIGINT or SIGTERM."""
+    stop = StopRequest()
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set, sig.name)
+    try:
+        return await run_reconcile(settings, config, stop=stop, **options)
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def _exit(summary: ReconcileSummary) -> None:
+    if summary.interrupted is not None:
+        err_console.print(
+            f"[bold yellow]interrupted[/] by {summary.interrupted}: the next sfamp reconcile "
+            f"(or the service's) resumes from {summary.checkpoint}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(128 + signal.Signals[summary.interrupted].value)
+    if summary.error is not None:
+        fail(summary.error)
+
+
+def print_summary(summary: ReconcileSummary) -> None:
+    """Per object: records read, properties that differ (by property), groups to send."""
+    verb = "would send" if summary.dry_run else "written for the next flush"
+    title = "reconcile" + (" (dry run)" if summary.dry_run else "")
+    title += " (resumed)" if summary.resumed else ""
+    table = Table(title=title, title_justify="left")
+    for column in ("object", "via", "records read", "differing properties", f"groups ({verb})"):
+        table.add_column(column, justify="left" if column in ("object", "via") else "right")
+    for item in summary.objects:
+        via = "already done" if item.already_done else (item.method or "-")
+        table.add_row(
+            item.sfdc_object,
+            via,
+            f"{item.records_read:,}",
+            _by_property(item),
+            f"{item.groups:,}" + (f" (+{item.caught_up:,} re-read)" if item.caught_up else ""),
+        )
+    for sfdc_object, why in summary.skipped.items():
+        table.add_row(sfdc_object, "-", "0", f"[dim]{why}[/]", "0")
+    console.print(table)
+    console.print(
+        f"{summary.api_calls:,} Salesforce API call(s), {summary.bulk_jobs:,} Bulk job(s), "
+        f"{summary.digests_known:,} digest(s) of sent values known, "
+        f"{summary.elapsed_seconds:.1f} s",
+        highlight=False,
+    )
+
+
+def _by_property(item: ObjectReconcile) -> str:
+    if not item.properties:
+        return "0"
+    parts = ", ".join(f"{name} {count:,}" for name, count in sorted(item.properties.items()))
+    return f"{item.properties_differing:,} ({parts})"
+
+
+class RichProgress:
+    """One bar per object on stderr: records read of the total, properties that differ."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("records  {task.fields[differing]:,} differing"),
+            console=err_console,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+        self._tasks[sfdc_object] = self._bar.add_task(
+            f"{sfdc_object} ({method})", total=total, differing=0
+        )
+
+    def advance(self, sfdc_object: str, rows: int, properties: int) -> None:
+        task_id = self._tasks[sfdc_object]
+        differing = int(self._bar.tasks[task_id].fields["differing"]) + properties
+        self._bar.update(task_id, advance=rows, differing=differing)
+
+    def finish_object(self, item: ObjectReconcile) -> None:
+        task_id = self._tasks.get(item.sfdc_object)
+        if task_id is not None:
+            self._bar.update(task_id, total=item.records_read, completed=item.records_read)
+
+    def __enter__(self) -> RichProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._bar.stop()
+
+
+class _LogContext(LogProgress):
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def _progress(as_json: bool, interval: float) -> RichProgress | _LogContext:
+    if sys.stderr.isatty() and not as_json:
+        return RichProgress()
+    return _LogContext(interval)
