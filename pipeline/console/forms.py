@@ -4,7 +4,8 @@ Pure: no I/O. The document is exactly what ``sfamp config validate`` reads, so
 the page validates it with the same code, and each problem's JSON path is turned
 back into the id of the control it is about (:func:`control_for`).
 
-Field names: ``cadence_mode``, ``cadence_at``, ``cadence_every``;
+Field names: ``cadence_mode``, ``cadence_at``, ``cadence_every``; ``reconcile_mode``,
+``reconcile_at``, ``reconcile_minute``;
 ``m<i>.sfdc_object``, ``m<i>.group_type``, ``m<i>.group_name_field``,
 ``m<i>.on_delete``; ``m<i>.p<j>.sfdc_field``, ``m<i>.p<j>.amplitude_property``.
 Sections and rows are numbered from 0 each time the form is drawn; a gap left
@@ -22,7 +23,9 @@ from pipeline.errors import Problem
 
 ON_DELETE: Final = ("ignore", "mark", "unset")
 CADENCE_MODES: Final = ("daily", "hourly", "interval")
+RECONCILE_MODES: Final = ("daily", "hourly", "off")
 DEFAULT_AT: Final = "00:00"
+DEFAULT_RECONCILE_AT: Final = "03:00"
 _SECTION = re.compile(r"^m(\d+)\.(sfdc_object|group_type|group_name_field|on_delete)$")
 _ROW = re.compile(r"^m(\d+)\.p(\d+)\.(sfdc_field|amplitude_property)$")
 _PATH = re.compile(r"^\$\.mappings\[(\d+)\](?:\.(\w+)(?:\[(\d+)\](?:\.(\w+))?)?)?$")
@@ -31,6 +34,10 @@ _CADENCE_CONTROLS: Final = {
     "$.sync_cadence.mode": "cadence_mode",
     "$.sync_cadence.at": "cadence_at",
     "$.sync_cadence.every_seconds": "cadence_every",
+    "$.reconcile": "reconcile_mode",
+    "$.reconcile.mode": "reconcile_mode",
+    "$.reconcile.at": "reconcile_at",
+    "$.reconcile.minute": "reconcile_minute",
     "$.mappings": "add_mapping",
 }
 
@@ -57,6 +64,9 @@ class MappingForm:
     cadence_mode: str = "daily"
     cadence_at: str = DEFAULT_AT
     cadence_every: str = "60"
+    reconcile_mode: str = "daily"
+    reconcile_at: str = DEFAULT_RECONCILE_AT
+    reconcile_minute: str = "0"
     sections: list[SectionForm] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
@@ -64,6 +74,7 @@ class MappingForm:
         return {
             "version": 1,
             "sync_cadence": self._cadence(),
+            "reconcile": self._reconcile(),
             "mappings": [_section_document(section) for section in self.sections],
         }
 
@@ -74,6 +85,25 @@ class MappingForm:
             every = self.cadence_every.strip()
             return {"mode": "interval", "every_seconds": int(every) if every.isdigit() else every}
         return {"mode": self.cadence_mode}
+
+    def _reconcile(self) -> dict[str, Any]:
+        if self.reconcile_mode == "daily":
+            return {"mode": "daily", "at": self.reconcile_at}
+        if self.reconcile_mode == "hourly":
+            minute = self.reconcile_minute.strip()
+            return {"mode": "hourly", "minute": int(minute) if minute.isdigit() else minute}
+        return {"mode": self.reconcile_mode}
+
+    def shown_controls(self) -> list[str]:
+        """The schedule controls the current modes show (the others are not drawn)."""
+        cadence = {"daily": ["cadence_at"], "interval": ["cadence_every"]}
+        reconcile = {"daily": ["reconcile_at"], "hourly": ["reconcile_minute"]}
+        return [
+            "cadence_mode",
+            *cadence.get(self.cadence_mode, []),
+            "reconcile_mode",
+            *reconcile.get(self.reconcile_mode, []),
+        ]
 
     def apply(self, action: str) -> None:
         """A structural change: add_mapping, remove_mapping:<i>, add_property:<i>,
@@ -112,6 +142,9 @@ def form_from_fields(fields: Mapping[str, str]) -> MappingForm:
         cadence_mode=fields.get("cadence_mode", "daily"),
         cadence_at=fields.get("cadence_at", DEFAULT_AT) or DEFAULT_AT,
         cadence_every=fields.get("cadence_every", "60"),
+        reconcile_mode=fields.get("reconcile_mode", "daily"),
+        reconcile_at=fields.get("reconcile_at", DEFAULT_RECONCILE_AT) or DEFAULT_RECONCILE_AT,
+        reconcile_minute=fields.get("reconcile_minute", "0"),
     )
     sections: dict[int, SectionForm] = {}
     rows: dict[tuple[int, int], RowForm] = {}
@@ -133,10 +166,14 @@ def form_from_document(document: object) -> MappingForm:
     """Fill the form from an imported (or published) document, as far as it has the shape."""
     doc: dict[str, Any] = document if isinstance(document, dict) else {}
     cadence = _part(doc, "sync_cadence", dict)
+    reconcile = _part(doc, "reconcile", dict)
     form = MappingForm(
         cadence_mode=_text(cadence.get("mode")) or "daily",
         cadence_at=_text(cadence.get("at")) or DEFAULT_AT,
         cadence_every=_text(cadence.get("every_seconds")) or "60",
+        reconcile_mode=_text(reconcile.get("mode")) or "daily",
+        reconcile_at=_text(reconcile.get("at")) or DEFAULT_RECONCILE_AT,
+        reconcile_minute=_text(reconcile.get("minute")) or "0",
     )
     mappings = _part(doc, "mappings", list)
     for entry in mappings:
@@ -197,7 +234,7 @@ def messages_by_control(problems: list[Problem]) -> dict[str, list[str]]:
 
 def control_ids(form: MappingForm) -> list[str]:
     """Every control that can carry a message, for clearing the old ones."""
-    ids = ["cadence_mode", "cadence_at", "cadence_every", "add_mapping"]
+    ids = [*form.shown_controls(), "add_mapping"]
     for m, section in enumerate(form.sections):
         keys = ("section", "sfdc_object", "group_type", "group_name_field", "on_delete")
         ids += [f"m{m}-{key}" for key in keys] + [f"m{m}-add_property"]

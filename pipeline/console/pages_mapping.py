@@ -25,6 +25,7 @@ from pipeline.console.context import (
 from pipeline.console.forms import (
     CADENCE_MODES,
     ON_DELETE,
+    RECONCILE_MODES,
     MappingForm,
     control_ids,
     form_from_document,
@@ -77,6 +78,7 @@ async def form_view(
         "fields": fields,
         "catalog_problem": catalog.problem if objects is None else None,
         "cadence_modes": CADENCE_MODES,
+        "reconcile_modes": RECONCILE_MODES,
         "on_delete_policies": ON_DELETE,
     }
 

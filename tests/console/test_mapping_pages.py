@@ -39,6 +39,7 @@ FORM = {
 MAPPING = {
     "version": 1,
     "sync_cadence": {"mode": "daily", "at": "06:30"},
+    "reconcile": {"mode": "hourly", "minute": 15},
     "mappings": [
         {
             "sfdc_object": "Account",
@@ -141,6 +142,7 @@ async def test_import_then_export_equals_sfamp_config_export(
     html = await response.text()
     assert response.status == 200, html
     assert 'value="06:30"' in html
+    assert 'name="reconcile_minute" min="0" max="59" value="15"' in html
     assert "imported: not saved yet" in html
 
     exported = await client.get("/mapping/export", params=_fields_of(html))
@@ -165,7 +167,7 @@ def _fields_of(html: str) -> dict[str, str]:
     fields: dict[str, str] = {}
     for match in re.finditer(
         r'<input type="(?:text|time|number)" id="[^"]+" name="([^"]+)" '
-        r'(?:min="1" max="86400" )?value="([^"]*)"',
+        r'(?:min="\d+" max="\d+" )?value="([^"]*)"',
         html,
     ):
         fields[match[1]] = match[2]
