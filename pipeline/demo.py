@@ -26,7 +26,7 @@ from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.config_topic import publish_mapping
 from pipeline.runtime.backfill import run_backfill
 from pipeline.runtime.service import serving
-from pipeline.sandbox_stack import SandboxStack, health_port_for_run
+from pipeline.sandbox_stack import SandboxStack, console_url, health_port_for_run
 from sfamp_sandbox.salesforce.seed import seed
 
 DEMO_MAPPING: dict[str, Any] = {
@@ -264,6 +264,7 @@ def _explore(console: Console, stack: SandboxStack, prefix: str, record_id: str)
         "  sfamp config export\n"
         "  sfamp run                 # follows new changes with the published mapping\n"
         "  sfamp status              # in a third shell, while sfamp run runs\n"
+        f"  sfamp console             # the web console at {console_url()}\n"
         "with sfamp run running, change a record in the Salesforce sandbox and, after the\n"
         "next flush (every 2 s), read its Amplitude group back:\n"
         f"  curl -s -X PATCH {record} -H 'Content-Type: application/json' "
@@ -280,7 +281,8 @@ def _explore_hint(console: Console) -> None:
         "  . .venv/bin/activate   # after make install / make demo; or call .venv/bin/sfamp\n"
         "  sfamp demo --keep      # this demo, then the stack keeps running with its data\n"
         "  sfamp sandbox up       # an empty stack on the default ports\n"
-        'See "Exploring by hand" in README.md.',
+        "With the exports either prints pasted, sfamp console serves the web console at "
+        f'{console_url()} (README.md: "Exploring by hand", "Web console").',
         highlight=False,
         soft_wrap=True,
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from pipeline.config.settings import RuntimeSettings, Settings
+from pipeline.config.settings import ConsoleSettings, RuntimeSettings, Settings
 from pipeline.errors import KafkaUnavailableError, ListenError
 from pipeline.runtime.listen import bind_error
 from sfamp_sandbox.amplitude import SECRET_KEY, US_API_KEY, AmplitudeSandbox
@@ -161,6 +161,12 @@ class SandboxStack:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def console_url() -> str:
+    """Where ``sfamp console`` serves by default (what the demo and ``sandbox up`` print)."""
+    defaults = ConsoleSettings()
+    return f"http://{defaults.host}:{defaults.port}"
 
 
 def health_port_for_run() -> int:

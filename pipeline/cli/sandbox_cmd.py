@@ -138,7 +138,7 @@ def up(
     keys, a free health port): paste it in another shell and every sfamp command,
     `sfamp run` included, uses the stack. A taken port is named with its option.
     """
-    from pipeline.sandbox_stack import SandboxStack, health_port_for_run
+    from pipeline.sandbox_stack import SandboxStack, console_url, health_port_for_run
     from sfamp_sandbox.salesforce.seed import seed as sandbox_seed
 
     stack = SandboxStack(
@@ -159,6 +159,11 @@ def up(
                 "[bold green]sandbox stack is up[/] (Ctrl-C to stop everything)", highlight=False
             )
             _print_exports(stack.export_block(health_port_for_run()))
+            console.print(
+                f"# then, in that shell, sfamp console serves the web console at {console_url()}",
+                highlight=False,
+                soft_wrap=True,
+            )
             await asyncio.Event().wait()
 
     _until_stopped(run())
