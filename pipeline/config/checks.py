@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
+from pipeline.config.mapping import DEFAULT_RECONCILE as DEFAULT_RECONCILE_SCHEDULE
 from pipeline.config.mapping import ObjectMapping
 from pipeline.errors import Problem
 from pipeline.salesforce.cdc import channel_for
@@ -40,8 +41,11 @@ UNSUPPORTED: Final[Mapping[str, str]] = {
     "base64": "binary content cannot be a group property",
 }
 UNREADABLE: Final = "not readable by the integration user: grant read access (field-level security)"
-NEVER_CARRIED: Final = "change events never carry it; only backfills and re-syncs refresh it"
+NEVER_CARRIED: Final = "change events never carry it"
 NOT_FOLLOWABLE: Final = "reads another record, a global or the clock"
+RECONCILE_OFF: Final = 'the reconcile is off, so it goes stale (set "reconcile" in the mapping)'
+# How the default mapping refreshes what change events cannot (its "reconcile" key).
+DEFAULT_RECONCILE: Final = DEFAULT_RECONCILE_SCHEDULE.description
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +140,11 @@ def change_entity_check(sfdc_object: str, entries: Mapping[str, Mapping[str, Any
     )
 
 
-def field_checks(mapping: ObjectMapping, described: DescribedObject) -> list[Check]:
-    """The group name field and every property field of one mapping, against the describe."""
+def field_checks(
+    mapping: ObjectMapping, described: DescribedObject, *, reconcile: str = DEFAULT_RECONCILE
+) -> list[Check]:
+    """The group name field and every property field of one mapping, against the describe;
+    ``reconcile`` is the mapping's schedule as words (``off``: none)."""
     relation = f"{mapping.sfdc_object} -> {mapping.group_type}"
     checks = [
         group_name_check(
@@ -148,7 +155,7 @@ def field_checks(mapping: ObjectMapping, described: DescribedObject) -> list[Che
     ]
     for prop in mapping.group_properties:
         name = f"{mapping.sfdc_object}.{prop.sfdc_field} -> {prop.amplitude_property}"
-        checks.append(property_check(name, described, prop.sfdc_field))
+        checks.append(property_check(name, described, prop.sfdc_field, reconcile=reconcile))
     return checks
 
 
@@ -196,8 +203,11 @@ def group_name_check(name: str, described: DescribedObject, field_name: str) -> 
     )
 
 
-def property_check(name: str, described: DescribedObject, field_name: str) -> Check:
-    """Whether the field exists, can be read, and sfamp can convert its type."""
+def property_check(
+    name: str, described: DescribedObject, field_name: str, *, reconcile: str = DEFAULT_RECONCILE
+) -> Check:
+    """Whether the field exists, can be read, and sfamp can convert its type; what keeps it
+    fresh when change events cannot (the reconcile, on the ``reconcile`` schedule)."""
     schema = described.schema
     if schema.is_compound(field_name):
         parts = ", ".join(part.name for part in schema.components_of(field_name))
@@ -211,19 +221,27 @@ def property_check(name: str, described: DescribedObject, field_name: str) -> Ch
     if converted is None:
         return Check(name, "warn", f"unknown field type {info.type}: sent as it comes")
     if info.calculated and info.formula is not None:
-        return formula_check(name, info.type, info.formula)
+        return formula_check(name, info.type, info.formula, reconcile=reconcile)
     if never_in_change_events(field_name, calculated=info.calculated):
         kind = f"formula ({info.type})" if info.calculated else f"{info.type} -> {converted}"
-        return Check(name, "warn", f"{kind}: {NEVER_CARRIED}")
+        if reconcile == "off":
+            return Check(name, "warn", f"{kind}: {NEVER_CARRIED}; {RECONCILE_OFF}")
+        refreshed = f"refreshed by the reconcile ({reconcile}), backfills and re-syncs"
+        return Check(name, "warn", f"{kind}: {NEVER_CARRIED}; {refreshed}")
     return Check(name, "pass", f"{info.type} -> {converted}")
 
 
-def formula_check(name: str, sf_type: str, formula: str) -> Check:
+def formula_check(
+    name: str, sf_type: str, formula: str, *, reconcile: str = DEFAULT_RECONCILE
+) -> Check:
     """A formula whose inputs are fields of the same record is re-read when one changes;
-    one that reads another record, a global or the clock only by backfills and re-syncs."""
+    one that reads another record, a global or the clock only by the reconcile."""
     inputs = formula_inputs(formula)
     if inputs is None:
-        return Check(name, "warn", f"formula ({sf_type}) {NOT_FOLLOWABLE}: {NEVER_CARRIED}")
+        only = f"formula ({sf_type}) {NOT_FOLLOWABLE}: refreshed by the reconcile only"
+        if reconcile == "off":
+            return Check(name, "warn", f"{only}, and {RECONCILE_OFF}")
+        return Check(name, "warn", f"{only} ({reconcile})")
     if not inputs:
         return Check(name, "pass", f"formula ({sf_type}) of constants")
     return Check(

@@ -77,6 +77,10 @@ class DailyReconcile(_Model):
 
     _at = field_validator("at")(_check_hh_mm)
 
+    @property
+    def description(self) -> str:
+        return f"daily at {self.at} UTC"
+
 
 class HourlyReconcile(_Model):
     """Re-read what change events cannot keep fresh every hour, at ``minute``."""
@@ -84,11 +88,19 @@ class HourlyReconcile(_Model):
     mode: Literal["hourly"]
     minute: int = Field(0, ge=0, le=59)
 
+    @property
+    def description(self) -> str:
+        return f"hourly at minute {self.minute}"
+
 
 class ReconcileOff(_Model):
     """No scheduled reconcile: formulas that change events cannot follow go stale."""
 
     mode: Literal["off"]
+
+    @property
+    def description(self) -> str:
+        return "off"
 
 
 ReconcileSchedule = Annotated[

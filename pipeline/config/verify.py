@@ -115,7 +115,7 @@ async def _object_checks(
     count = len(described.schema.fields)
     checks = [Check(f"{sfdc_object}: object", "pass", f"exists and is queryable ({count} fields)")]
     for object_mapping in mapping.for_object(sfdc_object):
-        checks += field_checks(object_mapping, described)
+        checks += field_checks(object_mapping, described, reconcile=mapping.reconcile.description)
     no_events = change_entity_check(sfdc_object, entries) if change_events else None
     return checks if no_events is None else [*checks, no_events]
 

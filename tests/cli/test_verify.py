@@ -14,7 +14,7 @@ import structlog
 
 from pipeline.cli.verify import run_verify
 from pipeline.config.checks import Check, VerifyReport
-from pipeline.config.mapping import MappingConfig
+from pipeline.config.mapping import MappingConfig, ReconcileOff
 from pipeline.config.settings import AmplitudeSettings, SalesforceSettings, Settings
 from pipeline.config.verify import verify_mapping
 from pipeline.logs import configure_logging
@@ -292,8 +292,20 @@ async def test_fields_change_events_never_carry_are_warned(settings: Settings) -
         check = by_name(report)[name]
         assert check.status == "warn"
         assert check.detail.endswith(
-            "change events never carry it; only backfills and re-syncs refresh it"
+            "change events never carry it; "
+            "refreshed by the reconcile (daily at 03:00 UTC), backfills and re-syncs"
         )
+
+
+async def test_with_the_reconcile_off_verify_warns_they_go_stale(settings: Settings) -> None:
+    mapping = mapping_of(("Account", "Id", ["Name", "SystemModstamp"]))
+    off = mapping.model_copy(update={"reconcile": ReconcileOff(mode="off")})
+    check = by_name(await verify_mapping(settings, off))["Account.SystemModstamp -> systemmodstamp"]
+    assert check.status == "warn"
+    assert check.detail.endswith(
+        "change events never carry it; the reconcile is off, so it goes stale "
+        '(set "reconcile" in the mapping)'
+    )
 
 
 async def test_a_misspelt_object_names_the_nearest_one(settings: Settings) -> None:

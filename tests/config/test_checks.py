@@ -9,6 +9,7 @@ import pytest
 from pipeline.config.checks import (
     NEVER_CARRIED,
     NOT_FOLLOWABLE,
+    RECONCILE_OFF,
     UNREADABLE,
     DescribedObject,
     object_check,
@@ -55,19 +56,44 @@ def check(field_name: str, unreadable: frozenset[str] | None = frozenset()) -> t
 def test_fields_change_events_never_carry_warn(name: str) -> None:
     status, detail = check(name)
     assert status == "warn"
-    assert detail.endswith(NEVER_CARRIED)
-    assert NEVER_CARRIED == "change events never carry it; only backfills and re-syncs refresh it"
+    assert detail.endswith(
+        "change events never carry it; "
+        "refreshed by the reconcile (daily at 03:00 UTC), backfills and re-syncs"
+    )
+    assert NEVER_CARRIED == "change events never carry it"
 
 
 def test_formula_fields_warn_in_the_same_words() -> None:
-    assert check("Score__c") == ("warn", f"formula (double): {NEVER_CARRIED}")
+    assert check("Score__c") == (
+        "warn",
+        f"formula (double): {NEVER_CARRIED}; "
+        "refreshed by the reconcile (daily at 03:00 UTC), backfills and re-syncs",
+    )
 
 
 def test_formulas_of_the_same_record_are_followed_the_others_only_refreshed() -> None:
     followed = "formula (currency): re-read when AnnualRevenue, Seats change"
     assert check("Per__c") == ("pass", followed)
     for name, sf_type in (("Age__c", "double"), ("Owner_Name__c", "string")):
-        assert check(name) == ("warn", f"formula ({sf_type}) {NOT_FOLLOWABLE}: {NEVER_CARRIED}")
+        assert check(name) == (
+            "warn",
+            f"formula ({sf_type}) {NOT_FOLLOWABLE}: "
+            "refreshed by the reconcile only (daily at 03:00 UTC)",
+        )
+
+
+def test_with_the_reconcile_off_they_are_said_to_go_stale() -> None:
+    def off(field_name: str) -> tuple[str, str]:
+        found = property_check("c", DescribedObject(ACCOUNT), field_name, reconcile="off")
+        return found.status, found.detail
+
+    assert off("Age__c") == (
+        "warn",
+        f"formula (double) {NOT_FOLLOWABLE}: refreshed by the reconcile only, and {RECONCILE_OFF}",
+    )
+    assert off("LastActivityDate")[1].endswith(f"{NEVER_CARRIED}; {RECONCILE_OFF}")
+    assert "goes stale" in RECONCILE_OFF
+    assert off("Per__c")[0] == "pass"  # followed by change events whatever the schedule
 
 
 def test_ordinary_fields_pass_and_binary_ones_fail() -> None:

@@ -16,17 +16,12 @@ from pathlib import Path
 import structlog
 
 from pipeline.errors import ConfigError
-from pipeline.runtime.backfill.catch_up import (
-    MODSTAMP,
-    CatchUp,
-    begin_catch_up,
-    catch_up_for,
-    parse_stamp,
-)
+from pipeline.runtime.backfill.catch_up import CatchUp, begin_catch_up, catch_up_for, parse_stamp
 from pipeline.runtime.backfill.checkpoint import CheckpointFile, ObjectCheckpoint
 from pipeline.runtime.backfill.read import ReadPosition
 from pipeline.runtime.reconcile.compare import ObjectPlan
 from pipeline.salesforce.rest import SalesforceRest
+from pipeline.transform.reads import MODSTAMP
 
 log = structlog.get_logger(__name__)
 

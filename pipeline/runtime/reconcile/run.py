@@ -42,7 +42,7 @@ from pipeline.kafka.compacted import scan_table
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, read_batches
-from pipeline.runtime.backfill.catch_up import DELETED, CatchUp
+from pipeline.runtime.backfill.catch_up import CatchUp
 from pipeline.runtime.backfill.read import forget_job
 from pipeline.runtime.reconcile.checkpoint import ReconcileCheckpoint, open_checkpoint
 from pipeline.runtime.reconcile.compare import ObjectPlan, Tally, differing_envelope
@@ -58,6 +58,7 @@ from pipeline.transform.schema import schema_from_describe
 
 CHECKPOINT_FILE: Final = "reconcile-checkpoint.json"
 NOTHING_TO_READ: Final = "no formula field or field change events never carry is mapped"
+DELETED: Final = "IsDeleted"  # catch-up rounds read deleted records too (queryAll)
 log = structlog.get_logger(__name__)
 
 

@@ -50,8 +50,4 @@ def next_run(
 
 def describe(schedule: Schedule) -> str:
     """Human wording, for status output and logs."""
-    if isinstance(schedule, ReconcileOff):
-        return "off"
-    if isinstance(schedule, HourlyReconcile):
-        return f"hourly at minute {schedule.minute}"
-    return f"daily at {schedule.at} UTC"
+    return schedule.description
