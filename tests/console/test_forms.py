@@ -1,0 +1,103 @@
+"""The Mapping setup form as data: fields to document and back, paths to controls."""
+
+from __future__ import annotations
+
+from pipeline.config.validation import dump_mapping, validate_document
+from pipeline.console.forms import (
+    control_for,
+    control_ids,
+    form_from_document,
+    form_from_fields,
+    messages_by_control,
+)
+from pipeline.errors import Problem
+
+DOCUMENT = {
+    "version": 1,
+    "sync_cadence": {"mode": "interval", "every_seconds": 15},
+    "reconcile": {"mode": "off"},
+    "mappings": [
+        {
+            "sfdc_object": "Account",
+            "group_type": "account",
+            "group_name_field": "External_Id__c",
+            "group_properties": [{"sfdc_field": "Name", "amplitude_property": "name"}],
+            "on_delete": "mark",
+        }
+    ],
+}
+
+
+def test_a_document_survives_the_form_unchanged() -> None:
+    form = form_from_document(DOCUMENT)
+    assert form.document() == DOCUMENT
+    model, problems = validate_document(form.document())
+    assert problems == []
+    assert model is not None
+    assert dump_mapping(model).startswith('{\n  "version": 1,')
+
+
+def test_posted_fields_are_read_in_number_order_and_empty_ones_are_left_out() -> None:
+    form = form_from_fields(
+        {
+            "csrf_token": "ignored",
+            "cadence_mode": "daily",
+            "cadence_at": "07:15",
+            "m1.sfdc_object": "Contact",
+            "m0.sfdc_object": "Account",
+            "m0.p2.sfdc_field": "Industry",
+            "m0.p0.sfdc_field": "Name",
+            "m0.p0.amplitude_property": " name ",
+            "m0.group_type": "",
+        }
+    )
+    document = form.document()
+    assert document["sync_cadence"] == {"mode": "daily", "at": "07:15"}
+    first, second = document["mappings"]
+    assert first["sfdc_object"] == "Account"
+    assert "group_type" not in first  # empty: "is required"
+    assert first["group_properties"] == [
+        {"sfdc_field": "Name", "amplitude_property": "name"},
+        {"sfdc_field": "Industry"},
+    ]
+    assert second == {"sfdc_object": "Contact", "group_properties": [], "on_delete": "ignore"}
+
+
+def test_a_non_number_interval_is_kept_for_validation_to_refuse() -> None:
+    form = form_from_fields({"cadence_mode": "interval", "cadence_every": "soon"})
+    _, problems = validate_document(form.document())
+    assert "$.sync_cadence.every_seconds" in [p.path for p in problems]
+
+
+def test_structural_actions() -> None:
+    form = form_from_document(DOCUMENT)
+    form.apply("add_property:0")
+    form.apply("add_mapping")
+    assert [len(s.rows) for s in form.sections] == [2, 1]
+    form.apply("remove_property:0:0")
+    form.apply("remove_mapping:1")
+    form.apply("remove_mapping:7")  # gone already: nothing happens
+    assert [len(s.rows) for s in form.sections] == [1]
+    assert form.sections[0].rows[0].sfdc_field == ""
+
+
+def test_every_path_validation_reports_names_its_control() -> None:
+    assert control_for("$.sync_cadence.every_seconds") == "cadence_every"
+    assert control_for("$.reconcile.minute") == "reconcile_minute"
+    assert control_for("$.mappings") == "add_mapping"
+    assert control_for("$.mappings[2]") == "m2-section"
+    assert control_for("$.mappings[0].group_type") == "m0-group_type"
+    assert control_for("$.mappings[1].group_properties") == "m1-add_property"
+    assert control_for("$.mappings[1].group_properties[3]") == "m1-p3-row"
+    assert control_for("$.mappings[1].group_properties[3].sfdc_field") == "m1-p3-sfdc_field"
+    assert control_for("$.version") is None
+    problems = [Problem("$.mappings[0].group_type", "is required"), Problem("$", "x")]
+    assert messages_by_control(problems) == {"m0-group_type": ["is required"]}
+
+
+def test_only_the_schedule_controls_shown_carry_messages() -> None:
+    ids = control_ids(form_from_document(DOCUMENT))
+    assert "cadence_every" in ids
+    assert "cadence_at" not in ids
+    assert "reconcile_at" not in ids
+    assert "m0-p0-amplitude_property" in ids
