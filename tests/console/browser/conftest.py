@@ -109,7 +109,7 @@ async def console(
         yield stack
 
 
-@pytest.fixture
-def console_messages(page: Page) -> ConsoleMessages:
+@pytest_asyncio.fixture(loop_scope="session")
+async def console_messages(page: Page) -> ConsoleMessages:
     """Every console message and page error of ``page``, collected from its creation."""
     return ConsoleMessages.attach(page)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from playwright.async_api import ConsoleMessage, Error, Page
+from playwright.async_api import ConsoleMessage, Error, Locator, Page, expect
 
 
 @dataclass
@@ -32,3 +32,85 @@ class ConsoleMessages:
 
     def errors(self) -> list[str]:
         return [line for line in self.lines if line.startswith(("error:", "pageerror:"))]
+
+
+class MappingSetup:
+    """The Mapping setup page, driven only by the accessible names of its controls.
+
+    Choosing an object or adding a row redraws the form (htmx); every step waits for
+    the redrawn control it needs next, so no step acts on a control about to be replaced.
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.failures = page.get_by_role("region", name="Validation failures")
+        self.next = page.get_by_role("button", name="Next", exact=True)
+
+    async def settled(self) -> None:
+        """Wait until htmx has no request in flight and has wired up what it swapped in.
+
+        htmx attaches its handlers to new content when it settles (a few ms after the
+        swap); a control changed before that would change without telling the server.
+        """
+        await self.page.wait_for_function(
+            "() => !document.querySelector("
+            "'.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')"
+        )
+
+    def control(self, name: str, nth: int = 0) -> Locator:
+        return self.page.get_by_label(name, exact=True).nth(nth)
+
+    async def open(self, console_url: str) -> MappingSetup:
+        await self.page.goto(console_url + "/mapping")
+        await expect(self.page.get_by_role("heading", name="Mapping setup")).to_be_visible()
+        return self
+
+    async def interval(self, seconds: int) -> None:
+        await self.control("Sync Cadence").select_option("interval")
+        await self.settled()
+        await self.control("Every (seconds)").fill(str(seconds))
+
+    async def add_group_mapping(
+        self,
+        sfdc_object: str,
+        group_type: str,
+        name_field: str,
+        properties: list[tuple[str, str]],
+        on_delete: str = "ignore",
+    ) -> int:
+        """A new section filled in; returns its index."""
+        sections = self.page.get_by_test_id("group-mapping")
+        m = await sections.count()
+        await self.page.get_by_role("button", name="Set up new group mapping").click()
+        await expect(sections).to_have_count(m + 1)
+        await self.settled()
+        await self.control("Salesforce object", m).select_option(sfdc_object)
+        await self.settled()
+        # The object's fields arrive with the redrawn form: a list instead of a text box.
+        name = self.page.get_by_role("combobox", name="Group Name Field", exact=True).nth(m)
+        await expect(name).to_be_visible()
+        await name.select_option(name_field)
+        await self.control("Amplitude group type", m).fill(group_type)
+        for p, (sfdc_field, amplitude_property) in enumerate(properties):
+            await self.property_row(m, p, sfdc_field, amplitude_property)
+        await self.control("On delete", m).select_option(on_delete)
+        return m
+
+    async def property_row(self, m: int, p: int, sfdc_field: str, amplitude_property: str) -> None:
+        """Fill row ``p`` of section ``m``, adding the row first when it is not there yet."""
+        section = self.page.get_by_test_id("group-mapping").nth(m)
+        rows = section.get_by_label("Salesforce field", exact=True)
+        if await rows.count() <= p:
+            await section.get_by_role("button", name="Add group property").click()
+            await expect(rows).to_have_count(p + 1)
+            await self.settled()
+        await rows.nth(p).select_option(sfdc_field)
+        await (
+            section.get_by_label("Amplitude group property", exact=True)
+            .nth(p)
+            .fill(amplitude_property)
+        )
+
+    async def no_failures(self) -> None:
+        await expect(self.failures).to_contain_text("No validation failures")
+        await expect(self.next).to_be_enabled()

@@ -10,20 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from pipeline.sandbox_stack import SandboxStack
-from sfamp_sandbox.kafka import free_port
-from tests.runtime.conftest import wait_until
+from tests.console.conftest import console_process
 from tests.support.processes import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -96,56 +90,8 @@ async def console_stack(kafka_bootstrap: str, workdir: Path) -> AsyncIterator[Co
         env["SFAMP_CONSOLE__SERVICE_URL"] = f"http://127.0.0.1:{service.port}"
         stack = ConsoleStack(sandboxes, env, workdir, service)
         try:
-            async with console_process(env, workdir) as url:
+            async with console_process(env, workdir) as (url, _):
                 stack.url = url
                 yield stack
         finally:
             await service.terminate()
-
-
-@contextlib.asynccontextmanager
-async def console_process(env: dict[str, str], workdir: Path) -> AsyncIterator[str]:
-    """``python -m pipeline console --port <free>``; yields its URL once ``GET /`` answers."""
-    port = free_port()
-    log = workdir / "console.log"
-    process = spawn(["console", "--port", str(port)], env, log)
-    url = f"http://127.0.0.1:{port}"
-
-    async def answers() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"sfamp console exited: {log.read_text()[-3000:]}")
-        try:
-            async with httpx.AsyncClient(timeout=5) as http:
-                return (await http.get(url + "/")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        await wait_until(answers, timeout=60, what="sfamp console to answer GET /")
-        yield url
-    finally:
-        await stopped(process, log)
-
-
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``python -m pipeline ARGS`` in the background, its output appended to ``log``."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "pipeline", *args],
-            cwd=log.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-async def stopped(process: subprocess.Popen[bytes], log: Path) -> None:
-    """SIGTERM, waited for without blocking the loop that serves the sandboxes."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        await wait_until(lambda: process.poll() is not None, timeout=15, what="console to stop")
-    except AssertionError:
-        process.kill()
-        process.wait(5)
-        raise AssertionError(f"sfamp console ignored SIGTERM: {log.read_text()[-2000:]}") from None

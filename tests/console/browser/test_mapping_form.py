@@ -1,0 +1,134 @@
+"""Mapping setup in a real browser: failures block Next, a failing verification blocks
+Save, Import then Export gives the bytes of ``sfamp config export``, and no page trips
+the Content-Security-Policy. Nothing here saves: the module's org stays without a
+published mapping."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, expect
+
+from pipeline.config.validation import load_mapping
+from pipeline.kafka.config_topic import publish_mapping
+from tests.console.browser.org import hide_field, sfamp
+from tests.console.browser.pages import ConsoleMessages, MappingSetup
+from tests.console.browser.stack import ConsoleStack
+from tests.runtime.conftest import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_failures_show_beside_their_control_and_in_the_list_and_block_next(
+    page: Page, console: ConsoleStack
+) -> None:
+    form = await MappingSetup(page).open(console.url)
+    await form.add_group_mapping("Account", "", "Id", [("Name", "name"), ("Name", "company")])
+
+    group_type = form.control("Amplitude group type")
+    await expect(group_type).to_have_accessible_description("is required")
+    await expect(group_type).to_have_attribute("aria-invalid", "true")
+    await expect(form.failures).to_contain_text("$.mappings[0].group_type is required")
+    twice = form.control("Salesforce field", 1)
+    await expect(twice).to_have_accessible_description(re.compile("'Name' is already mapped"))
+    await expect(form.failures).to_contain_text(
+        "$.mappings[0].group_properties[1].sfdc_field Salesforce field 'Name' is already mapped"
+    )
+    await expect(form.failures).to_contain_text("Validation failures (2)")
+    await expect(form.next).to_be_disabled()
+
+    await group_type.fill("account")
+    await expect(form.failures).to_contain_text("Validation failures (1)")
+    await expect(group_type).to_have_accessible_description("")
+    await expect(form.next).to_be_disabled()
+
+    await twice.select_option("Industry")
+    await form.no_failures()
+    await expect(twice).to_have_accessible_description("")
+
+
+async def test_a_failing_verification_keeps_save_disabled(
+    page: Page, console: ConsoleStack
+) -> None:
+    form = await MappingSetup(page).open(console.url)
+    await form.add_group_mapping("Account", "account", "Id", [("Name", "name"), ("Industry", "x")])
+    await form.no_failures()
+    # The org changes under the form: the integration user loses read access to Industry.
+    await hide_field(console.salesforce_url, "Account", "Industry", hidden=True)
+    try:
+        await form.next.click()
+        table = page.get_by_role("table", name="Final verification")
+        failed = table.get_by_role("row").filter(has_text="Account.Industry -> x")
+        await expect(failed).to_contain_text("fail")
+        await expect(failed).to_contain_text("not readable by the integration user")
+        await expect(
+            table.get_by_role("row").filter(has_text="Account.Name -> name")
+        ).to_contain_text("pass")
+        await expect(page.get_by_role("button", name="Save", exact=True)).to_be_disabled()
+    finally:
+        await hide_field(console.salesforce_url, "Account", "Industry", hidden=False)
+
+
+async def test_import_then_export_gives_the_bytes_of_sfamp_config_export(
+    page: Page, console: ConsoleStack, tmp_path: Path
+) -> None:
+    # The example mapping, written as a person might: other key order, other spacing.
+    document = json.loads((ROOT / "examples" / "mapping.json").read_text())
+    upload = tmp_path / "mine.json"
+    upload.write_text(json.dumps(dict(reversed(document.items())), separators=(",", ":")))
+
+    form = await MappingSetup(page).open(console.url)
+    await form.control("Import config").set_input_files(upload)
+    await expect(page.get_by_text("imported: not saved yet")).to_be_visible()
+    await expect(form.control("Amplitude group type")).to_have_value("account")
+    await expect(form.control("Salesforce field", 5)).to_have_value("BillingCountry")
+    await form.no_failures()
+    async with page.expect_download() as download:
+        await page.get_by_role("button", name="Export config").click()
+    exported = Path(await (await download.value).path()).read_text()
+
+    # sfamp config export of the same mapping, published under a prefix of its own.
+    prefix = console.topic_prefix + "cli"
+    kafka = console.sandboxes.settings(prefix).kafka
+    await publish_mapping(kafka, load_mapping(upload), now_ms=int(time.time() * 1000))
+    cli_env = {**console.env, "SFAMP_KAFKA__TOPIC_PREFIX": prefix}
+    assert exported == await sfamp(cli_env, tmp_path, "config", "export")
+
+
+async def test_no_page_trips_the_content_security_policy(
+    page: Page, console: ConsoleStack, console_messages: ConsoleMessages
+) -> None:
+    answer = await page.goto(console.url + "/")
+    assert answer is not None
+    assert "script-src 'self'" in answer.headers["content-security-policy"]
+    await expect(page.get_by_text("admin@sandbox.example")).to_be_visible()
+
+    form = await MappingSetup(page).open(console.url)
+    await form.add_group_mapping("Account", "account", "Id", [("Name", "name")])
+    await form.no_failures()
+    await form.next.click()
+    await expect(page.get_by_role("table", name="Final verification")).to_be_visible()
+    await page.goto(console.url + "/status")
+    await expect(page.get_by_role("heading", name="Status", exact=True)).to_be_visible()
+    await page.goto(console.url + "/dead-letters")
+    await expect(page.get_by_role("heading", name="Dead letters")).to_be_visible()
+    assert console_messages.csp_violations() == []
+    assert console_messages.errors() == []
+
+    # The policy is enforced, not only sent: an inline script is refused and reported.
+    await page.evaluate(
+        "() => { const s = document.createElement('script');"
+        " s.textContent = 'window.inlineRan = true'; document.body.append(s); }"
+    )
+    assert await page.evaluate("() => window.inlineRan === undefined")
+    await wait_until(
+        lambda: len(console_messages.csp_violations()) == 1,
+        timeout=5,
+        what="Chromium to report the refused inline script",
+    )
