@@ -5,6 +5,7 @@ The sandboxes run in the test's own event loop: every wait here is asynchronous.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -18,7 +19,10 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from click.testing import Result
+from typer.testing import CliRunner
 
+from pipeline.cli import app as cli_app
 from pipeline.config.settings import Settings
 from pipeline.console.app import create_console_app
 from pipeline.sandbox_stack import SandboxStack
@@ -72,6 +76,15 @@ async def console_process(
             except AssertionError:
                 process.kill()
                 process.wait(5)
+
+
+async def sfamp_in_process(env: dict[str, str], *args: str) -> Result:
+    """``sfamp ARGS`` through the CLI's own app, in a thread (the commands call asyncio.run);
+    ``env`` holds the SFAMP_* settings, the process's own SFAMP_* variables are hidden."""
+    hidden: dict[str, str | None] = {k: None for k in os.environ if k.startswith("SFAMP_")}
+    settings = {k: v for k, v in env.items() if k.startswith("SFAMP_")}
+    runner = CliRunner()
+    return await asyncio.to_thread(runner.invoke, cli_app, list(args), env=hidden | settings)
 
 
 def sfamp_env(stack: SandboxStack, topic_prefix: str, **extra: str) -> dict[str, str]:

@@ -6,10 +6,8 @@ real broker; what it validates, exports and publishes is compared with the libra
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from pipeline.config.settings import Settings
 from pipeline.config.validation import dump_mapping, parse_mapping
 from pipeline.kafka.config_topic import latest_mapping, publish_mapping
 from pipeline.sandbox_stack import SandboxStack
-from tests.console.conftest import csrf_of, sfamp_env
+from tests.console.conftest import csrf_of, sfamp_env, sfamp_in_process
 
 Client = TestClient[Any, Any]
 
@@ -150,14 +148,9 @@ async def test_import_then_export_equals_sfamp_config_export(
     body = await exported.text()
 
     await publish_mapping(settings.kafka, parse_mapping(text), now_ms=1)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline", "config", "export",
-        env=sfamp_env(stack, topic_prefix), cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, err.decode()
-    assert body == out.decode() == dump_mapping(parse_mapping(text))
+    result = await sfamp_in_process(sfamp_env(stack, topic_prefix), "config", "export")
+    assert result.exit_code == 0, result.output
+    assert body == result.stdout == dump_mapping(parse_mapping(text))
     published = await client.get("/mapping/export")  # no form: the published mapping
     assert await published.text() == body
 

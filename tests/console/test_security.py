@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from typing import Any
 
 import aiohttp
@@ -17,7 +15,13 @@ from pipeline.config.settings import Settings
 from pipeline.console.security import CONTENT_SECURITY_POLICY, redactor
 from pipeline.console.server import is_loopback
 from pipeline.sandbox_stack import SandboxStack
-from tests.console.conftest import console_client, console_process, csrf_of, sfamp_env
+from tests.console.conftest import (
+    console_client,
+    console_process,
+    csrf_of,
+    sfamp_env,
+    sfamp_in_process,
+)
 
 Client = TestClient[Any, Any]
 TOKEN = "console-token-for-the-tests"
@@ -191,17 +195,13 @@ def test_which_hosts_are_loopback(host: str, loopback: bool) -> None:
 async def test_a_non_loopback_host_without_a_token_refuses_to_start(
     stack: SandboxStack, topic_prefix: str
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline", "console", "--host", "0.0.0.0", "--port", "1",
-        env=sfamp_env(stack, topic_prefix),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    lines = err.decode().strip().splitlines()
-    assert process.returncode == 2
+    env = sfamp_env(stack, topic_prefix, SFAMP_RUNTIME__LOG_FORMAT="json")
+    result = await sfamp_in_process(env, "console", "--host", "0.0.0.0", "--port", "1")
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2
     assert len(lines) == 1, lines
     assert "0.0.0.0, which is not a loopback address: set SFAMP_CONSOLE__TOKEN" in lines[0]
-    assert out == b""
+    assert result.stdout == ""
 
 
 async def test_the_console_process_serves_on_loopback(
