@@ -63,9 +63,13 @@ from pipeline.transform.view import MISSING, RecordView, view_of
 # The property `on_delete: mark` writes: true once deleted, false while the record exists.
 DELETED_PROPERTY: Final = "sfdc_deleted"
 
+# Why a change means nothing, in the words both the rules here and the compiled config use.
+NO_MAPPED_FIELD: Final = "no mapped field in the change"
+DELETE_IGNORED: Final = "delete ignored (on_delete=ignore)"
+
 Order = tuple[int, int, int]
 _Pair = tuple[str, PropertyValue | None]
-_WHOLE_RECORD_OPS: Final = frozenset(("create", "undelete"))
+WHOLE_RECORD_OPS: Final = frozenset(("create", "undelete"))
 _NO_UNSET: Final[frozenset[str]] = frozenset()
 _NOT_IN_CHANGE: Final = "the new value of a mapped field is not in the change"
 _FORMULA_READ: Final = "a mapped formula field reads a field the change changed"
@@ -185,7 +189,7 @@ def _views(
     # Both views are shared by every mapping of the object: from here on they are only
     # read or copied, never changed (bar the view's own lazy cache).
     fields = envelope.fields
-    if envelope.op in _WHOLE_RECORD_OPS and "Id" not in fields:
+    if envelope.op in WHOLE_RECORD_OPS and "Id" not in fields:
         # A change event names its record in the header, never in the body.
         fields = {**fields, "Id": envelope.record_id}
     view = view_of(fields, schema, nulled=envelope.nulled, changed=envelope.changed)
@@ -198,7 +202,7 @@ def _outcome(
 ) -> Outcome:
     if step.envelope.op == "delete":
         return _on_delete(step, view, base, group_value)
-    if step.envelope.full or step.envelope.op in _WHOLE_RECORD_OPS:
+    if step.envelope.full or step.envelope.op in WHOLE_RECORD_OPS:
         return _on_whole_record(step, view, base, group_value)
     return _on_update(step, view, base, group_value)
 
@@ -213,7 +217,7 @@ def _on_delete(
     if policy == "ignore":
         if full:
             return _on_whole_record(step, view, base, group_value)
-        return NothingToDo("delete ignored (on_delete=ignore)")
+        return NothingToDo(DELETE_IGNORED)
     group = _group_of(step, view, base, group_value)
     if not isinstance(group, str):
         return group
@@ -253,7 +257,7 @@ def _on_update(
     # Mapped changes first: an unmapped-only update must not cost a lookup.
     pairs = _property_pairs(step, view, whole=False)
     if not pairs:
-        return NothingToDo("no mapped field in the change")
+        return NothingToDo(NO_MAPPED_FIELD)
     group = _group_of(step, view, base, group_value)
     return _result(step, group, pairs) if isinstance(group, str) else group
 
@@ -367,7 +371,7 @@ def _absent_means_null(envelope: ChangeEnvelope, target: Target) -> bool:
     """
     if envelope.full:
         return False
-    return envelope.op in _WHOLE_RECORD_OPS and target.in_events
+    return envelope.op in WHOLE_RECORD_OPS and target.in_events
 
 
 def _stale_formulas(step: _Step, view: RecordView) -> tuple[str, ...]:
@@ -390,7 +394,7 @@ def _has_mapped_diffs(step: _Step, view: RecordView) -> bool:
 
 def _result(step: _Step, group: str, pairs: list[_Pair]) -> PropertyChanges | NothingToDo:
     if not pairs:
-        return NothingToDo("no mapped field in the change")
+        return NothingToDo(NO_MAPPED_FIELD)
     values = {prop: value for prop, value in pairs if value is not None}
     unset = _NO_UNSET if len(values) == len(pairs) else _unset_of(pairs)
     envelope = step.envelope

@@ -26,6 +26,7 @@ than dropped, so a forgotten check shows up at once instead of as lost data.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from pipeline.errors import SfampError
@@ -79,21 +80,23 @@ class _Pending:
         self.orders: dict[str, Order] = {}
         self.latest: Order = (-1, -1, -1)
 
-    def merge(self, change: PropertyChanges) -> None:
-        """Apply ``change``: per property, the later commit wins."""
-        if change.order >= self.latest:
+    def merge(
+        self, order: Order, values: Mapping[str, PropertyValue], unset: Collection[str]
+    ) -> None:
+        """Apply one change's sets, then its unsets: per property, the later commit wins."""
+        if order >= self.latest:
             # In commit order, the common case: nothing pending can be newer.
-            self.latest = change.order
-            self.values.update(change.set)
-            self.orders.update(dict.fromkeys(change.set, change.order))
-            if change.unset:
-                self.values.update(dict.fromkeys(change.unset))
-                self.orders.update(dict.fromkeys(change.unset, change.order))
+            self.latest = order
+            self.values.update(values)
+            self.orders.update(dict.fromkeys(values, order))
+            if unset:
+                self.values.update(dict.fromkeys(unset))
+                self.orders.update(dict.fromkeys(unset, order))
         else:
-            for prop, value in change.set.items():
-                self._put_if_newer(prop, value, change.order)
-            for prop in change.unset:
-                self._put_if_newer(prop, None, change.order)
+            for prop, value in values.items():
+                self._put_if_newer(prop, value, order)
+            for prop in unset:
+                self._put_if_newer(prop, None, order)
 
     def _put_if_newer(self, prop: str, value: PropertyValue | None, order: Order) -> None:
         if order >= self.orders.get(prop, order):
@@ -129,14 +132,25 @@ class Coalescer:
 
     def add(self, change: PropertyChanges) -> None:
         """Merge one change; raises :class:`CoalescerFullError` for a new group when full."""
-        pending = self._groups.get(change.key)
+        self.add_properties(change.key, change.order, change.set, change.unset)
+
+    def add_properties(
+        self,
+        key: tuple[str, str],
+        order: Order,
+        values: Mapping[str, PropertyValue],
+        unset: Collection[str],
+    ) -> None:
+        """:meth:`add` without a :class:`PropertyChanges`: set ``values``, then unset ``unset``,
+        in group ``key`` (group type, group value) as of commit ``order``."""
+        pending = self._groups.get(key)
         if pending is None:
             if len(self._groups) >= self.max_groups:
                 raise CoalescerFullError(
                     f"coalescer holds {self.max_groups} groups; drain before adding more"
                 )
-            pending = self._groups[change.key] = _Pending()
-        pending.merge(change)
+            pending = self._groups[key] = _Pending()
+        pending.merge(order, values, unset)
 
     def drain(self) -> list[GroupUpdate]:
         """Every pending group as one update, sorted by (group type, group value); empties."""

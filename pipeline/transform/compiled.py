@@ -1,0 +1,296 @@
+"""A mapping config compiled once per revision, so that most changes cost a few look-ups.
+
+:func:`~pipeline.transform.apply.changes_for_config` follows every rule of the
+transform for every change: a view of the record, a step per mapping, and an
+outcome that the coalescer takes apart again. Nearly every change of a stream or
+a backfill takes the same short road through those rules: a create, update,
+delete or undelete (from a change event or a read) of an object whose mappings
+
+* name their groups by ``Id``, so the group is the record id and needs no lookup,
+* are planned under a describe, so every field's type and compounds are known, and
+* map no formula field that follows other fields, so nothing is read at flush time,
+
+carrying neither a large-text diff nor a person name sent as parts. What such a
+change means depends only on which mapped fields it carries. A
+:class:`CompiledConfig` answers it from tables built once per (config, describe):
+it flattens the change's fields once, converts each mapped value once, and hands
+the properties straight to the coalescer. Every other change goes through
+``changes_for_config`` itself. Both roads give the same answers; the tests compare
+them on random changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pipeline.config.mapping import MappingConfig, ObjectMapping
+from pipeline.transform.apply import (
+    DELETE_IGNORED,
+    DELETED_PROPERTY,
+    NO_MAPPED_FIELD,
+    WHOLE_RECORD_OPS,
+    NothingToDo,
+    Order,
+    Outcome,
+    PropertyChanges,
+    changes_for_config,
+)
+from pipeline.transform.coalesce import Coalescer
+from pipeline.transform.envelope import ChangeEnvelope
+from pipeline.transform.group_update import PropertyValue
+from pipeline.transform.plan import Target, plan_for
+from pipeline.transform.schema import COMPOUND_TYPES, ObjectSchema, normalise_component
+from pipeline.transform.values import to_property_value
+
+# The ops of the short road; gap events and wildcard ids ask Salesforce first.
+_SHORT_OPS: Final = frozenset(("create", "update", "delete", "undelete"))
+_NO_UNSET: Final[frozenset[str]] = frozenset()
+# Like plan_for's memo: entries keep their config alive, so an id is never reused meanwhile.
+_MEMO_LIMIT: Final = 64
+_memo: dict[int, CompiledConfig] = {}
+# Field names seen in changes are remembered per object up to this many (a bound against
+# messages that make up names).
+_NAMES_LIMIT: Final = 10_000
+
+# What one change does to one group: the properties it sets, and those it unsets; or, as
+# a string, why it does nothing.
+_Properties = tuple[dict[str, PropertyValue], list[str]]
+_Answer = _Properties | str
+_ABSENT: Final[Any] = object()
+
+
+def compiled(config: MappingConfig) -> CompiledConfig:
+    """The compiled form of ``config``, built on first use (configs are immutable)."""
+    found = _memo.get(id(config))
+    if found is None or found.config is not config:
+        if len(_memo) >= _MEMO_LIMIT:
+            _memo.clear()
+        found = _memo[id(config)] = CompiledConfig(config)
+    return found
+
+
+class CompiledConfig:
+    """``config`` compiled per object and describe; use :func:`compiled` to share one."""
+
+    __slots__ = ("_objects", "config")
+
+    def __init__(self, config: MappingConfig) -> None:
+        self.config = config
+        self._objects: dict[str, _ObjectRoad] = {}
+
+    def changes(
+        self, envelope: ChangeEnvelope, schema: ObjectSchema | None
+    ) -> list[tuple[ObjectMapping, Outcome]]:
+        """Exactly what ``changes_for_config(envelope, config, schema)`` answers."""
+        road = self._road(envelope.object, schema)
+        found = road.properties(envelope) if road.rules is not None else None
+        if found is None:
+            return changes_for_config(envelope, self.config, schema)
+        order, record_id = envelope.ordering, envelope.record_id
+        return [
+            (rule.mapping, _outcome(rule.group_type, record_id, order, answer))
+            for rule, answer in zip(road.rules or (), found, strict=True)
+        ]
+
+    def fold(
+        self, envelope: ChangeEnvelope, schema: ObjectSchema | None, coalescer: Coalescer
+    ) -> list[tuple[ObjectMapping, Outcome]]:
+        """Add what ``envelope`` sets and unsets to ``coalescer``.
+
+        Returns the outcomes a coalescer cannot take (lookups, gap events), in config
+        order, for the caller to hold; outcomes that mean nothing are left out.
+        """
+        road = self._road(envelope.object, schema)
+        found = road.properties(envelope) if road.rules is not None else None
+        if found is None:
+            rest: list[tuple[ObjectMapping, Outcome]] = []
+            for mapping, outcome in changes_for_config(envelope, self.config, schema):
+                if type(outcome) is PropertyChanges:
+                    coalescer.add(outcome)
+                elif type(outcome) is not NothingToDo:
+                    rest.append((mapping, outcome))
+            return rest
+        order, record_id = envelope.ordering, envelope.record_id
+        for rule, answer in zip(road.rules or (), found, strict=True):
+            if type(answer) is tuple:
+                values, unset = answer
+                coalescer.add_properties((rule.group_type, record_id), order, values, unset)
+        return []
+
+    def on_short_road(self, envelope: ChangeEnvelope, schema: ObjectSchema | None) -> bool:
+        """Whether the tables answer ``envelope`` (rather than ``changes_for_config``)."""
+        return self._road(envelope.object, schema).properties(envelope) is not None
+
+    def _road(self, sfdc_object: str, schema: ObjectSchema | None) -> _ObjectRoad:
+        road = self._objects.get(sfdc_object)
+        if road is None or road.schema is not schema:
+            road = self._objects[sfdc_object] = _ObjectRoad(
+                self.config.for_object(sfdc_object), schema
+            )
+        return road
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """One mapping on the short road."""
+
+    mapping: ObjectMapping
+    group_type: str
+    on_delete: str
+    # flat field -> (property, Salesforce type) of each target it feeds; a compound
+    # parent feeds all its components' targets
+    by_field: Mapping[str, tuple[tuple[str, str | None], ...]]
+    targets: tuple[Target, ...]
+
+
+class _ObjectRoad:
+    """The short road for one object under one describe; ``rules`` None: there is none."""
+
+    __slots__ = ("_flat", "_splits", "rules", "schema")
+
+    def __init__(self, mappings: Sequence[ObjectMapping], schema: ObjectSchema | None) -> None:
+        self.schema = schema
+        self.rules = _rules(mappings, schema)
+        self._splits: dict[str, bool] = {}  # nested field -> split into components?
+        self._flat: dict[tuple[str, str], str] = {}  # (field, component) -> flat field
+
+    def properties(self, envelope: ChangeEnvelope) -> list[_Answer] | None:
+        """Per rule, what the change sets and unsets; None when it is not for this road."""
+        rules = self.rules
+        if rules is None or envelope.op not in _SHORT_OPS or envelope.record_id.endswith("*"):
+            return None
+        values = self._flatten(envelope)
+        if values is None:
+            return None
+        return [_rule_properties(rule, envelope, values) for rule in rules]
+
+    def _flatten(self, envelope: ChangeEnvelope) -> dict[str, Any] | None:
+        """The change's fields flat, as :func:`~pipeline.transform.view.view_of` makes them;
+        None for a large-text diff or a person name sent as parts."""
+        values: dict[str, Any] = {}
+        for key, value in envelope.fields.items():
+            if "." in key:
+                continue  # a Bulk relationship column such as Owner.Name
+            if type(value) is not dict:
+                values[key] = value
+            elif "attributes" not in value:  # else a REST relationship object
+                if (len(value) == 1 and "diff" in value) or not self._split(key):
+                    return None
+                for component, inner in value.items():
+                    values[self._component(key, component)] = inner
+        if envelope.op in WHOLE_RECORD_OPS and "Id" not in envelope.fields:
+            values["Id"] = envelope.record_id  # events name the record in the header only
+        for name in envelope.nulled:
+            parent, dot, component = name.partition(".")
+            values[self._component(parent, component) if dot else name] = None
+        return values
+
+    def _split(self, key: str) -> bool:
+        """Whether a nested value of ``key`` is an address or a geolocation (not a person name)."""
+        split = self._splits.get(key)
+        if split is None:
+            split = _splits_into_components(self.schema, key)
+            if len(self._splits) < _NAMES_LIMIT:
+                self._splits[key] = split
+        return split
+
+    def _component(self, parent: str, component: str) -> str:
+        flat = self._flat.get((parent, component))
+        if flat is None:
+            assert self.schema is not None  # the short road needs a describe
+            flat = self.schema.component_field(parent, normalise_component(component))
+            if len(self._flat) < _NAMES_LIMIT:
+                self._flat[(parent, component)] = flat
+        return flat
+
+
+def _rules(
+    mappings: Sequence[ObjectMapping], schema: ObjectSchema | None
+) -> tuple[_Rule, ...] | None:
+    if schema is None:
+        return None
+    rules: list[_Rule] = []
+    for mapping in mappings:
+        plan = plan_for(mapping, schema)
+        if mapping.group_name_field != "Id" or plan.dynamic or plan.formula_inputs:
+            return None
+        by_field = {
+            name: tuple((target.prop, target.sf_type) for target in targets)
+            for name, targets in plan.by_field.items()
+        }
+        rules.append(_Rule(mapping, mapping.group_type, mapping.on_delete, by_field, plan.targets))
+    return tuple(rules)
+
+
+def _splits_into_components(schema: ObjectSchema | None, key: str) -> bool:
+    """``not view._is_person_name``: a nested value under a field that is not a person name."""
+    if schema is not None:
+        if schema.is_person_name(key):
+            return False
+        sf_type = schema.type_of(key)
+        if sf_type is not None:
+            return sf_type in COMPOUND_TYPES
+    return key != "Name"
+
+
+def _rule_properties(rule: _Rule, envelope: ChangeEnvelope, values: dict[str, Any]) -> _Answer:
+    """What :mod:`pipeline.transform.apply` answers for a mapping on the short road."""
+    if envelope.op == "delete":
+        if rule.on_delete == "ignore":
+            return _whole(rule, values, absent_is_null=False) if envelope.full else DELETE_IGNORED
+        if rule.on_delete == "mark":
+            found = _whole(rule, values, absent_is_null=False) if envelope.full else ({}, [])
+            return _with(found, DELETED_PROPERTY, True)
+        unset = [target.prop for target in rule.targets]
+        return ({}, unset) if unset else NO_MAPPED_FIELD
+    if envelope.full or envelope.op in WHOLE_RECORD_OPS:
+        found = _whole(rule, values, absent_is_null=not envelope.full)
+        return _with(found, DELETED_PROPERTY, False) if rule.on_delete == "mark" else found
+    sets: dict[str, PropertyValue] = {}
+    unset = []
+    by_field = rule.by_field
+    for name, value in values.items():
+        for prop, sf_type in by_field.get(name, ()):
+            converted = to_property_value(value, sf_type)
+            if converted is None:
+                unset.append(prop)
+            else:
+                sets[prop] = converted
+    return (sets, unset) if sets or unset else NO_MAPPED_FIELD
+
+
+def _whole(rule: _Rule, values: dict[str, Any], *, absent_is_null: bool) -> _Answer:
+    """Every mapped field of a whole record; absent ones unset when ``absent_is_null``."""
+    sets: dict[str, PropertyValue] = {}
+    unset: list[str] = []
+    for target in rule.targets:
+        value = values.get(target.field, _ABSENT)
+        if value is _ABSENT and target.parent is not None and values.get(target.parent, 0) is None:
+            value = None  # the whole compound field was nulled
+        if value is not _ABSENT:
+            converted = to_property_value(value, target.sf_type)
+            if converted is None:
+                unset.append(target.prop)
+            else:
+                sets[target.prop] = converted
+        elif absent_is_null and target.in_events:
+            unset.append(target.prop)
+    return (sets, unset) if sets or unset else NO_MAPPED_FIELD
+
+
+def _with(found: _Answer, prop: str, value: PropertyValue) -> _Properties:
+    """``found`` and then ``prop`` set to ``value``."""
+    sets, unset = found if type(found) is tuple else ({}, [])
+    sets[prop] = value
+    return sets, unset
+
+
+def _outcome(group_type: str, record_id: str, order: Order, answer: _Answer) -> Outcome:
+    if isinstance(answer, str):
+        return NothingToDo(answer)
+    values, unset = answer
+    return PropertyChanges(
+        group_type, record_id, order, values, frozenset(unset) if unset else _NO_UNSET, record_id
+    )
