@@ -162,7 +162,10 @@ async def export_config(request: web.Request) -> web.Response:
         document, problems = checked(console, form_from_fields(query))
         text = config_text(document, problems)
     else:
-        published, _ = await latest_mapping(quick_settings(console.settings.kafka))
+        try:
+            published, _ = await latest_mapping(quick_settings(console.settings.kafka))
+        except SfampError as exc:
+            raise web.HTTPServiceUnavailable(text=f"{str(exc).splitlines()[0]}\n") from exc
         if published is None:
             raise web.HTTPNotFound(text="no mapping is published yet\n")
         text = dump_mapping(published.mapping)

@@ -223,3 +223,15 @@ async def test_next_with_failures_stays_on_the_form(client: Client) -> None:
     html = await response.text()
     assert "<h1>Mapping setup</h1>" in html
     assert "Final verification" not in html
+
+
+async def test_a_new_section_asks_for_the_object_before_its_fields(client: Client) -> None:
+    html = await post(
+        client,
+        "/mapping/form",
+        {"cadence_mode": "daily", "action": "add_mapping"},
+        HX_Request="true",
+    )
+    assert '<select id="m0-group_name_field" name="m0.group_name_field" disabled' in html
+    assert '<select id="m0-p0-sfdc_field" name="m0.p0.sfdc_field" disabled' in html
+    assert "Choose a Salesforce object first" in html
