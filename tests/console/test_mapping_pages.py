@@ -226,12 +226,9 @@ async def test_next_with_failures_stays_on_the_form(client: Client) -> None:
 
 
 async def test_a_new_section_asks_for_the_object_before_its_fields(client: Client) -> None:
-    html = await post(
-        client,
-        "/mapping/form",
-        {"cadence_mode": "daily", "action": "add_mapping"},
-        HX_Request="true",
-    )
+    fields = {"cadence_mode": "daily", "action": "add_mapping"}
+    html = await post(client, "/mapping/form", fields, **{"HX-Request": "true"})
+    assert html.startswith('<form id="mapping-form"')
     assert '<select id="m0-group_name_field" name="m0.group_name_field" disabled' in html
     assert '<select id="m0-p0-sfdc_field" name="m0.p0.sfdc_field" disabled' in html
     assert "Choose a Salesforce object first" in html
