@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from tests.console.browser.pages import ConsoleMessages
 from tests.console.browser.stack import ConsoleStack, console_stack
@@ -76,8 +76,13 @@ def chromium() -> Path:
     return Path(found)
 
 
+# Generous for a loaded 2-core machine: a wait ends as soon as its state is there.
+TIMEOUT_MS = 15_000
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    expect.set_options(timeout=TIMEOUT_MS)
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
             executable_path=chromium, headless=True, args=CHROMIUM_ARGS
@@ -90,7 +95,7 @@ async def browser(chromium: Path) -> AsyncIterator[Browser]:
 async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     """A fresh profile per test: no cookies, storage or downloads carried over."""
     fresh = await browser.new_context(accept_downloads=True)
-    fresh.set_default_timeout(10_000)
+    fresh.set_default_timeout(TIMEOUT_MS)
     yield fresh
     await fresh.close()
 
