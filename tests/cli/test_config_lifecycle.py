@@ -81,7 +81,9 @@ async def test_import_verifies_publishes_and_export_round_trips(
 
     # Editing is export -> edit -> import: the next revision replaces the first.
     edited = json.loads(exported)
+    assert edited["reconcile"] == {"mode": "daily", "at": "03:00"}  # the default, written out
     edited["sync_cadence"] = {"mode": "hourly"}
+    edited["reconcile"] = {"mode": "hourly", "minute": 45}
     _write(tmp_path / "exported.json", edited)
     code, out, err = await sfamp(
         env, "config", "import", "--no-verify", "exported.json", cwd=tmp_path
@@ -90,6 +92,7 @@ async def test_import_verifies_publishes_and_export_round_trips(
     assert "published revision 2" in out
     code, out, _ = await sfamp(env, "config", "export", cwd=tmp_path)
     assert json.loads(out)["sync_cadence"] == {"mode": "hourly"}
+    assert json.loads(out)["reconcile"] == {"mode": "hourly", "minute": 45}
 
 
 async def test_import_refuses_a_mapping_that_fails_verification(
@@ -140,6 +143,7 @@ async def test_status_reports_connection_mapping_lag_and_the_running_service(
         assert "ready" in out
         assert "every 1s" in out
         assert "Account -> account" in out
+        assert "daily at 03:00 UTC; next 20" in out  # the reconcile's schedule and next run
 
 
 async def test_status_without_kafka_is_one_line_and_exit_1(

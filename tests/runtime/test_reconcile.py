@@ -78,7 +78,23 @@ async def everything_delivered(settings: Settings) -> bool:
     return all(committed.get(p) == end for p, end in ends.items())
 
 
-async def test_a_silent_formula_change_is_refreshed_and_nothing_else_is_sent(
+class StopAfterFirstBatch:
+    """Progress that stops the run once its first batch is written (and checkpointed)."""
+
+    def __init__(self, stop: StopRequest) -> None:
+        self.stop = stop
+
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+        return None
+
+    def advance(self, sfdc_object: str, rows: int, properties: int) -> None:
+        self.stop.set("SIGTERM")
+
+    def finish_object(self, item: ObjectReconcile) -> None:
+        return None
+
+
+async def test_silent_changes_are_refreshed_nothing_else_is_sent_and_the_stream_wins(
     stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
 ) -> None:
     settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
@@ -87,40 +103,73 @@ async def test_a_silent_formula_change_is_refreshed_and_nothing_else_is_sent(
     async with running(settings, mapping_file):
         accounts = [
             await org.create("Account", Name=f"A{n}", AnnualRevenue=1000, NumberOfEmployees=10)
-            for n in range(3)
+            for n in range(4)
         ]
         await wait_until(
             lambda: all(per_employee(stack, a) == 100 for a in accounts),
             what="the creates and their formula values",
         )
         await wait_until(lambda: everything_delivered(settings), what="the creates committed")
+        await _nothing_differs_nothing_is_sent(stack, settings, records=4)
+        await _a_silent_change_is_refreshed(stack, org, settings, accounts)
+        await _a_read_older_than_the_stream_does_not_land_last(stack, org, settings, accounts)
 
-        # Everything was sent by the stream, and recorded: a reconcile finds nothing.
-        before = await amplitude_requests(stack)
-        quiet = await run_reconcile(settings, CONFIG)
-        assert quiet.completed, quiet.error
-        [account] = quiet.objects
-        assert (account.records_read, account.properties_differing) == (3, 0)
-        assert account.records_written == 0
-        assert quiet.digests_known == 3
 
-        # A silent change of what the formula reads: no change event, only the reconcile.
-        await org.update("Account", accounts[1], NumberOfEmployees=20, emit_events=False)
-        dry = await run_reconcile(settings, CONFIG, dry_run=True)
-        assert dry.objects[0].properties == {"per_employee": 1}
-        assert dry.objects[0].groups == 1
-        assert dry.objects[0].records_written == 0
+async def _nothing_differs_nothing_is_sent(
+    stack: SandboxStack, settings: Settings, *, records: int
+) -> None:
+    """Everything was sent and recorded (by the stream or a reconcile): nothing goes out."""
+    before = await amplitude_requests(stack)
+    quiet = await run_reconcile(settings, CONFIG)
+    assert quiet.completed, quiet.error
+    [account] = quiet.objects
+    assert (account.records_read, account.properties_differing) == (records, 0)
+    assert account.records_written == 0
+    assert quiet.digests_known == records
+    assert await amplitude_requests(stack) == before
 
-        sent = await run_reconcile(settings, CONFIG)
-        assert sent.objects[0].records_written == 1
-        await wait_until(lambda: per_employee(stack, accounts[1]) == 50, what="the refresh")
-        assert per_employee(stack, accounts[0]) == 100
-        await wait_until(lambda: everything_delivered(settings), what="the refresh committed")
-        assert await amplitude_requests(stack) > before
 
-        # What the refresh sent was recorded too: the next reconcile sends nothing.
-        after = await amplitude_requests(stack)
-        again = await run_reconcile(settings, CONFIG)
-        assert again.objects[0].properties_differing == 0
-        assert again.objects[0].records_written == 0
-        assert await amplitude_requests(stack) == after
+async def _a_silent_change_is_refreshed(
+    stack: SandboxStack, org: Org, settings: Settings, accounts: list[str]
+) -> None:
+    """What the formula reads changes without a change event: only the reconcile sees it."""
+    await org.update("Account", accounts[1], NumberOfEmployees=20, emit_events=False)
+    dry = await run_reconcile(settings, CONFIG, dry_run=True)
+    assert dry.objects[0].properties == {"per_employee": 1}
+    assert dry.objects[0].groups == 1
+    assert dry.objects[0].records_written == 0
+
+    sent = await run_reconcile(settings, CONFIG)
+    assert sent.objects[0].records_written == 1
+    await wait_until(lambda: per_employee(stack, accounts[1]) == 50, what="the refresh")
+    assert per_employee(stack, accounts[0]) == 100
+    await wait_until(lambda: everything_delivered(settings), what="the refresh committed")
+    # What the refresh sent was recorded too: the next reconcile sends nothing.
+    await _nothing_differs_nothing_is_sent(stack, settings, records=len(accounts))
+
+
+async def _a_read_older_than_the_stream_does_not_land_last(
+    stack: SandboxStack, org: Org, settings: Settings, accounts: list[str]
+) -> None:
+    """A resumed run reads the rest of its Bulk job: rows read before a change the stream
+    delivered since. Its catch-up rounds write the record again, so the stream's value stays."""
+    pages = ReadOptions(api="bulk", max_records=2, batch_rows=2)
+    late = accounts[-1]  # on the job's second page
+    await org.update("Account", late, NumberOfEmployees=20, emit_events=False)  # 50
+    stop = StopRequest()
+    first = await run_reconcile(settings, CONFIG, options=pages, stop=stop,
+                                progress=StopAfterFirstBatch(stop))  # fmt: skip
+    assert first.interrupted == "SIGTERM"
+    assert first.objects[0].records_read == 2  # the job's rows were all read at once
+
+    # The stream delivers a newer value before the rest of the job is written.
+    await org.update("Account", late, AnnualRevenue=3000)  # with a change event: 150
+    await wait_until(lambda: per_employee(stack, late) == 150, what="the stream's value")
+
+    second = await run_reconcile(settings, CONFIG, options=pages)
+    assert second.resumed
+    assert second.completed
+    assert second.bulk_jobs == 0  # the first run's job, read before the change
+    assert second.objects[0].caught_up == 1
+    await wait_until(lambda: everything_delivered(settings), what="the reconcile delivered")
+    assert per_employee(stack, late) == 150

@@ -57,7 +57,7 @@ from pipeline.transform.reads import MODSTAMP
 from pipeline.transform.schema import schema_from_describe
 
 CHECKPOINT_FILE: Final = "reconcile-checkpoint.json"
-NOTHING_TO_READ: Final = "no formula field or field change events never carry is mapped"
+NOTHING_TO_READ: Final = "nothing mapped that change events cannot keep fresh"
 DELETED: Final = "IsDeleted"  # catch-up rounds read deleted records too (queryAll)
 log = structlog.get_logger(__name__)
 
@@ -218,7 +218,7 @@ async def _reconcile_object(run: _Run, plan: ObjectPlan) -> None:
     item.properties, item.groups, item.finished = tally.properties, tally.groups, True
     if run.checkpoint is not None:
         run.checkpoint.save(plan, ReadPosition(finished=True), catch_up, complete=True)
-        await forget_job(run.bulk, job_id)
+    await forget_job(run.bulk, job_id)  # its results are no longer needed
     if run.progress is not None:
         run.progress.finish_object(item)
 

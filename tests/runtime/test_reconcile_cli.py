@@ -1,0 +1,117 @@
+"""``sfamp reconcile`` as a user runs it: a dry run, and a run killed with SIGKILL that resumes.
+
+Accounts seeded silently were never sent: the digest knows none of them, so every
+record's formula value differs and is written to the changes topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.sandbox_stack import SandboxStack
+from tests.runtime.conftest import Org
+from tests.runtime.test_reconcile import MAPPING
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(stack: SandboxStack, topic_prefix: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFAMP_")}
+    env.update(stack.environment(topic_prefix))
+    env.update(
+        SFAMP_RUNTIME__STATE_DIR=str(tmp_path / "state"),
+        SFAMP_RUNTIME__LOG_FORMAT="json",
+        PYTHONPATH=str(ROOT),
+        COLUMNS="200",
+    )
+    return env
+
+
+async def _start(env: dict[str, str], cwd: Path, *args: str) -> asyncio.subprocess.Process:
+    (cwd / "mapping.json").write_text(json.dumps(MAPPING))
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "reconcile", "--mapping", "mapping.json", *args,
+        cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def _finish(process: asyncio.subprocess.Process) -> tuple[int, str, str]:
+    out, err = await asyncio.wait_for(process.communicate(), 90)
+    return int(process.returncode or 0), out.decode(), err.decode()
+
+
+async def _written(bootstrap: str, topic: str) -> Counter[str]:
+    """How many times each record id was written to ``topic`` (none when it does not exist)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return Counter()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        found: Counter[str] = Counter()
+        while batch := await consumer.getmany(timeout_ms=500):
+            for records in batch.values():
+                found.update(record.key.decode() for record in records if record.key)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_a_dry_run_prints_what_differs_and_writes_nothing(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    await org.seed("Account", 3)
+    env = _env(stack, topic_prefix, tmp_path)
+    code, out, err = await _finish(await _start(env, tmp_path, "--dry-run"))
+    assert code == 0, err
+    assert "reconcile (dry run)" in out
+    [row] = [line for line in out.splitlines() if "Account" in line]
+    # object, via, records read, differing properties (per property), groups to send
+    cells = [cell.strip() for cell in row.split("│")[1:6]]
+    assert cells == ["Account", "rest", "3", "3 (per_employee 3)", "3"]
+    assert not (tmp_path / "state" / "reconcile-checkpoint.json").exists()
+    assert await _written(stack.kafka_bootstrap, f"{topic_prefix}.changes.Account") == Counter()
+
+
+async def test_a_killed_reconcile_resumes_without_writing_again_what_it_wrote(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    total, page = 400, 50
+    await org.seed("Account", total)
+    await org.http.post("/__sandbox/latency", json={"ms": 50})  # pages take a while
+    env = _env(stack, topic_prefix, tmp_path)
+    small = ["--api", "bulk", "--max-records", str(page), "--batch-rows", str(page)]
+    killed = await _start(env, tmp_path, *small, "--progress-interval", "0")
+    assert killed.stderr is not None
+    progressed = 0
+    while progressed < 3:
+        line = await asyncio.wait_for(killed.stderr.readline(), 60)
+        assert line, "the reconcile ended before it could be killed"
+        progressed += b'"reconcile_progress"' in line
+    killed.send_signal(signal.SIGKILL)
+    assert await killed.wait() == -signal.SIGKILL
+    topic = f"{topic_prefix}.changes.Account"
+    before = await _written(stack.kafka_bootstrap, topic)
+    assert 3 * page <= sum(before.values()) < total
+
+    code, out, err = await _finish(await _start(env, tmp_path, *small, "--json"))
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["resumed"]
+    assert summary["completed"]
+    assert summary["bulk_jobs"] == 0  # the killed run's job is read on
+    assert summary["records_read"] == total - sum(before.values())
+    assert summary["properties_differing"] == summary["groups"] == summary["records_read"]
+    written = await _written(stack.kafka_bootstrap, topic)
+    assert len(written) == total  # every record once, none twice
+    assert max(written.values()) == 1
