@@ -48,6 +48,7 @@ from pipeline.runtime.dlq_targets import (
     targets_of,
 )
 from pipeline.runtime.mapping_source import initial_mapping
+from pipeline.runtime.reconcile.recorder import LazyKafkaWrite, SentRecorder
 from pipeline.runtime.salesforce_reads import (
     RecordReads,
     RestReads,
@@ -136,12 +137,18 @@ async def redeliver_items(
                 "a replay re-reads the records from Salesforce, which needs credentials: "
                 + "; ".join(map(str, problems))
             )
+        writer = LazyKafkaWrite(settings.kafka)  # what a reconcile compares (sfamp.sent)
         async with (
             SalesforceClient.from_settings(settings.salesforce) as salesforce,
             AmplitudeClient(settings.amplitude) as amplitude,
         ):
             reader = _Reader(salesforce.rest, config)
-            outcomes |= await _redeliver(reader, amplitude, works)
+            topic = TopicNames(settings.kafka.topic_prefix).sent
+            reader.sent = SentRecorder(writer, topic, reader._schemas)
+            try:
+                outcomes |= await _redeliver(reader, amplitude, works)
+            finally:
+                await writer.aclose()
         await _mark(settings, [w.item for w in works if outcomes[w.item.id].ok], outcomes)
     return [outcomes[item.id] for item in chosen]
 
@@ -197,6 +204,8 @@ async def _send(amplitude: AmplitudeClient, reader: _Reader, works: list[_Work])
     for rejection in report.rejected:
         for work in owners[rejection.update.key]:
             work.problem = f"rejected again ({rejection.status}): {rejection.reason}"
+    if reader.sent is not None:
+        await reader.sent.record(reader._config, updates, report)
 
 
 def _plan(
@@ -259,6 +268,7 @@ class _Reader:
         self._rest = rest
         self._config = config
         self._schemas = SchemaCache(rest)
+        self.sent: SentRecorder | None = None  # records what Amplitude accepted
 
     def changes(self, target: Target, read: Read, at_ms: int) -> Changes:
         schema = self._schemas.cached(target.sfdc_object)
