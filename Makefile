@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-repeat lint format demo bench clean
+.PHONY: help install test test-fast test-browser test-repeat lint format demo bench screenshots clean
 
 N ?= 5
 
@@ -26,6 +26,9 @@ test: install ## Run the whole test suite (starts its own broker and emulators)
 test-fast: install ## Run only the tests that need no network
 	$(PY) -m pytest -m "not integration"
 
+test-browser: install ## Run the web console's browser tests (they skip without Chromium)
+	$(PY) -m pytest tests/console/browser
+
 test-repeat: install ## Run the integration tests N times (N=5) beside a CPU-bound process
 	@$(PY) -c "while True: pass" & burner=$$!; trap "kill $$burner" EXIT; \
 	for run in $$(seq $(N)); do \
@@ -34,19 +37,22 @@ test-repeat: install ## Run the integration tests N times (N=5) beside a CPU-bou
 	done
 
 lint: install ## ruff (lint + format check) and mypy --strict
-	$(VENV)/bin/ruff check pipeline sfamp_sandbox tests benchmarks
-	$(VENV)/bin/ruff format --check pipeline sfamp_sandbox tests benchmarks
+	$(VENV)/bin/ruff check pipeline sfamp_sandbox tests benchmarks scripts
+	$(VENV)/bin/ruff format --check pipeline sfamp_sandbox tests benchmarks scripts
 	$(VENV)/bin/mypy pipeline sfamp_sandbox
 
 format: install ## Apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix pipeline sfamp_sandbox tests benchmarks
-	$(VENV)/bin/ruff format pipeline sfamp_sandbox tests benchmarks
+	$(VENV)/bin/ruff check --fix pipeline sfamp_sandbox tests benchmarks scripts
+	$(VENV)/bin/ruff format pipeline sfamp_sandbox tests benchmarks scripts
 
 demo: install ## Run the end-to-end demo on the embedded broker and sandboxes
 	$(PY) -m pipeline demo
 
 bench: install ## Run the benchmarks and print their figures
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+screenshots: install ## Redraw the README's web console screenshots (docs/console/*.png)
+	$(PY) -m scripts.console_screenshots
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -11,8 +11,6 @@ test and fixture here shares the session's loop so that one browser serves them 
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,42 +18,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
+from tests.console.browser.chromium import CHROMIUM_ARGS, ENABLE, find_chromium
 from tests.console.browser.pages import ConsoleMessages
 from tests.console.browser.stack import ConsoleStack, console_stack
-
-ENABLE = (
-    "Chromium not found: install it (apt-get install chromium) or set SFAMP_CHROMIUM "
-    "to run the console's browser tests"
-)
-CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
-
-# Headless, and nothing that phones home: on a closed network Chromium's own background
-# connections (component updates, sync, QUIC probes) get refused and slow every page.
-# Playwright gives each launch a fresh, temporary user-data directory of its own.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def find_chromium() -> str | None:
-    """``SFAMP_CHROMIUM``, else /usr/bin/chromium, else the first Chromium on PATH."""
-    configured = os.environ.get("SFAMP_CHROMIUM")
-    if configured:
-        return configured if os.access(configured, os.X_OK) else None
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    for name in CANDIDATES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 @pytest.hookimpl(tryfirst=True)

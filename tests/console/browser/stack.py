@@ -58,11 +58,13 @@ class ConsoleStack:
         assert self.sandboxes.salesforce is not None
         return self.sandboxes.salesforce.base_url
 
-    def start_service(self, mapping: dict[str, Any]) -> ServiceProcess:
-        """``sfamp run`` from ``mapping`` as a file; the console's Status page reads it."""
-        path = self.workdir / "service-mapping.json"
-        path.write_text(json.dumps(mapping))
-        self.service.env["SFAMP_MAPPING_FILE"] = str(path)
+    def start_service(self, mapping: dict[str, Any] | None = None) -> ServiceProcess:
+        """``sfamp run``, from ``mapping`` as a file or else the published mapping; the
+        console's Status page reads its health port."""
+        if mapping is not None:
+            path = self.workdir / "service-mapping.json"
+            path.write_text(json.dumps(mapping))
+            self.service.env["SFAMP_MAPPING_FILE"] = str(path)
         return self.service.start()
 
 
@@ -76,16 +78,19 @@ def sfamp_environment(sandboxes: SandboxStack, topic_prefix: str) -> dict[str, s
 
 
 @contextlib.asynccontextmanager
-async def console_stack(kafka_bootstrap: str, workdir: Path) -> AsyncIterator[ConsoleStack]:
-    """Sandboxes, a fresh topic prefix (nothing published) and ``sfamp console`` on them.
+async def console_stack(
+    kafka_bootstrap: str, workdir: Path, *, topic_prefix: str = "", **ports: int
+) -> AsyncIterator[ConsoleStack]:
+    """Sandboxes (on free ports unless ``salesforce_port``/``amplitude_port`` say), a topic
+    prefix with nothing published (a fresh one unless given) and ``sfamp console`` on them.
 
     The service is prepared, not started: its health port is known up front so that
     the console's Status page (``SFAMP_CONSOLE__SERVICE_URL``) points at it.
     """
     async with SandboxStack(
-        kafka_bootstrap=kafka_bootstrap, salesforce_options={"poll_timeout": 5.0}
+        kafka_bootstrap=kafka_bootstrap, salesforce_options={"poll_timeout": 5.0}, **ports
     ) as sandboxes:
-        env = sfamp_environment(sandboxes, f"c{uuid.uuid4().hex[:10]}")
+        env = sfamp_environment(sandboxes, topic_prefix or f"c{uuid.uuid4().hex[:10]}")
         service = ServiceProcess(env, workdir, "all", "service")
         env["SFAMP_CONSOLE__SERVICE_URL"] = f"http://127.0.0.1:{service.port}"
         stack = ConsoleStack(sandboxes, env, workdir, service)
