@@ -103,8 +103,8 @@ class LazyKafkaWrite:
             log.warning(
                 "sent_digest_not_recorded",
                 reason=self.failed,
-                consequence="the next reconcile may not resend a value this run changed "
-                "if Salesforce changes it back; values it never sent are still resent",
+                consequence="the digests of the groups this run sends stay as they were: a "
+                "reconcile may then miss a value that returns to the one recorded before",
             )
 
     async def aclose(self) -> None:
