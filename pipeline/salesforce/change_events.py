@@ -13,8 +13,9 @@ and becomes the envelope's ``object``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, Final
+
+from msgspec.structs import replace
 
 from pipeline.errors import EnvelopeError
 from pipeline.transform.envelope import ChangeEnvelope, Op

@@ -27,7 +27,8 @@ than dropped, so a forgotten check shows up at once instead of as lost data.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import replace
+
+from msgspec.structs import replace
 
 from pipeline.errors import SfampError
 from pipeline.transform.apply import Order, PropertyChanges
@@ -55,8 +56,10 @@ class ReadOrders:
         """``envelope``, a read moved just after its record's newest change so far."""
         key = (envelope.object, envelope.record_id)
         held = self._newest.get(key)
-        order = envelope.ordering
-        if held is not None and order <= held and envelope.source != "cdc":
+        order = (envelope.commit_ts, envelope.commit_number, envelope.sequence_number)
+        if held is None or order > held:
+            self._newest[key] = order
+        elif envelope.source != "cdc":
             commit_ts, commit_number, sequence_number = held
             envelope = replace(
                 envelope,
@@ -64,9 +67,7 @@ class ReadOrders:
                 commit_number=commit_number,
                 sequence_number=sequence_number + 1,
             )
-            order = envelope.ordering
-        if held is None or order > held:
-            self._newest[key] = order
+            self._newest[key] = envelope.ordering
         return envelope
 
 
@@ -80,23 +81,15 @@ class _Pending:
         self.orders: dict[str, Order] = {}
         self.latest: Order = (-1, -1, -1)
 
-    def merge(
+    def merge_older(
         self, order: Order, values: Mapping[str, PropertyValue], unset: Collection[str]
     ) -> None:
-        """Apply one change's sets, then its unsets: per property, the later commit wins."""
-        if order >= self.latest:
-            # In commit order, the common case: nothing pending can be newer.
-            self.latest = order
-            self.values.update(values)
-            self.orders.update(dict.fromkeys(values, order))
-            if unset:
-                self.values.update(dict.fromkeys(unset))
-                self.orders.update(dict.fromkeys(unset, order))
-        else:
-            for prop, value in values.items():
-                self._put_if_newer(prop, value, order)
-            for prop in unset:
-                self._put_if_newer(prop, None, order)
+        """Apply a change older than the latest: its sets, then its unsets, each only over
+        what an older commit wrote. (:meth:`Coalescer.add_properties` applies the rest.)"""
+        for prop, value in values.items():
+            self._put_if_newer(prop, value, order)
+        for prop in unset:
+            self._put_if_newer(prop, None, order)
 
     def _put_if_newer(self, prop: str, value: PropertyValue | None, order: Order) -> None:
         if order >= self.orders.get(prop, order):
@@ -150,7 +143,16 @@ class Coalescer:
                     f"coalescer holds {self.max_groups} groups; drain before adding more"
                 )
             pending = self._groups[key] = _Pending()
-        pending.merge(order, values, unset)
+        if order >= pending.latest:
+            # In commit order, the common case: nothing pending can be newer.
+            pending.latest = order
+            pending.values.update(values)
+            pending.orders.update(dict.fromkeys(values, order))
+            if unset:
+                pending.values.update(dict.fromkeys(unset))
+                pending.orders.update(dict.fromkeys(unset, order))
+        else:
+            pending.merge_older(order, values, unset)
 
     def drain(self) -> list[GroupUpdate]:
         """Every pending group as one update, sorted by (group type, group value); empties."""

@@ -84,14 +84,15 @@ class CompiledConfig:
         self, envelope: ChangeEnvelope, schema: ObjectSchema | None
     ) -> list[tuple[ObjectMapping, Outcome]]:
         """Exactly what ``changes_for_config(envelope, config, schema)`` answers."""
-        road = self._road(envelope.object, schema)
-        found = road.properties(envelope) if road.rules is not None else None
+        found = self._road(envelope.object, schema).properties(envelope)
         if found is None:
             return changes_for_config(envelope, self.config, schema)
         order, record_id = envelope.ordering, envelope.record_id
         return [
             (rule.mapping, _outcome(rule.group_type, record_id, order, answer))
-            for rule, answer in zip(road.rules or (), found, strict=True)
+            for rule, answer in zip(
+                self._road(envelope.object, schema).rules or (), found, strict=True
+            )
         ]
 
     def fold(
@@ -102,8 +103,10 @@ class CompiledConfig:
         Returns the outcomes a coalescer cannot take (lookups, gap events), in config
         order, for the caller to hold; outcomes that mean nothing are left out.
         """
-        road = self._road(envelope.object, schema)
-        found = road.properties(envelope) if road.rules is not None else None
+        road = self._objects.get(envelope.object)
+        if road is None or road.schema is not schema:
+            road = self._road(envelope.object, schema)
+        found = road.properties(envelope)
         if found is None:
             rest: list[tuple[ObjectMapping, Outcome]] = []
             for mapping, outcome in changes_for_config(envelope, self.config, schema):
@@ -112,11 +115,13 @@ class CompiledConfig:
                 elif type(outcome) is not NothingToDo:
                     rest.append((mapping, outcome))
             return rest
-        order, record_id = envelope.ordering, envelope.record_id
+        order = (envelope.commit_ts, envelope.commit_number, envelope.sequence_number)
         for rule, answer in zip(road.rules or (), found, strict=True):
             if type(answer) is tuple:
                 values, unset = answer
-                coalescer.add_properties((rule.group_type, record_id), order, values, unset)
+                coalescer.add_properties(
+                    (rule.group_type, envelope.record_id), order, values, unset
+                )
         return []
 
     def on_short_road(self, envelope: ChangeEnvelope, schema: ObjectSchema | None) -> bool:
@@ -148,13 +153,15 @@ class _Rule:
 class _ObjectRoad:
     """The short road for one object under one describe; ``rules`` None: there is none."""
 
-    __slots__ = ("_flat", "_splits", "rules", "schema")
+    __slots__ = ("_components", "_nulled", "rules", "schema")
 
     def __init__(self, mappings: Sequence[ObjectMapping], schema: ObjectSchema | None) -> None:
         self.schema = schema
         self.rules = _rules(mappings, schema)
-        self._splits: dict[str, bool] = {}  # nested field -> split into components?
-        self._flat: dict[tuple[str, str], str] = {}  # (field, component) -> flat field
+        # nested field -> its components' flat fields as met so far; None: not split (a
+        # person name: the general rules compose it)
+        self._components: dict[str, dict[str, str] | None] = {}
+        self._nulled: dict[str, str] = {}  # a nulled name (Parent.Component) -> flat field
 
     def properties(self, envelope: ChangeEnvelope) -> list[_Answer] | None:
         """Per rule, what the change sets and unsets; None when it is not for this road."""
@@ -164,45 +171,59 @@ class _ObjectRoad:
         values = self._flatten(envelope)
         if values is None:
             return None
+        if len(rules) == 1:
+            return [_rule_properties(rules[0], envelope, values)]
         return [_rule_properties(rule, envelope, values) for rule in rules]
 
     def _flatten(self, envelope: ChangeEnvelope) -> dict[str, Any] | None:
         """The change's fields flat, as :func:`~pipeline.transform.view.view_of` makes them;
         None for a large-text diff or a person name sent as parts."""
         values: dict[str, Any] = {}
+        known = self._components
         for key, value in envelope.fields.items():
-            if "." in key:
-                continue  # a Bulk relationship column such as Owner.Name
             if type(value) is not dict:
-                values[key] = value
-            elif "attributes" not in value:  # else a REST relationship object
-                if (len(value) == 1 and "diff" in value) or not self._split(key):
+                if "." not in key:  # else a Bulk relationship column such as Owner.Name
+                    values[key] = value
+            elif "." not in key and "attributes" not in value:  # else a REST relationship
+                names = known.get(key, _ABSENT)
+                if names is _ABSENT:
+                    names = self._learn(key)
+                if names is None or (len(value) == 1 and "diff" in value):
                     return None
                 for component, inner in value.items():
-                    values[self._component(key, component)] = inner
+                    flat = names.get(component)
+                    values[self._component(key, component) if flat is None else flat] = inner
         if envelope.op in WHOLE_RECORD_OPS and "Id" not in envelope.fields:
             values["Id"] = envelope.record_id  # events name the record in the header only
         for name in envelope.nulled:
-            parent, dot, component = name.partition(".")
-            values[self._component(parent, component) if dot else name] = None
+            flat = self._nulled.get(name)
+            if flat is None:
+                flat = self._nulled_name(name)
+            values[flat] = None
         return values
 
-    def _split(self, key: str) -> bool:
-        """Whether a nested value of ``key`` is an address or a geolocation (not a person name)."""
-        split = self._splits.get(key)
-        if split is None:
-            split = _splits_into_components(self.schema, key)
-            if len(self._splits) < _NAMES_LIMIT:
-                self._splits[key] = split
-        return split
+    def _learn(self, key: str) -> dict[str, str] | None:
+        """Whether a nested value of ``key`` splits into components (an address or a
+        geolocation, not a person name): an empty table of them if so."""
+        names: dict[str, str] | None = {} if _splits_into_components(self.schema, key) else None
+        if len(self._components) < _NAMES_LIMIT:
+            self._components[key] = names
+        return names
 
     def _component(self, parent: str, component: str) -> str:
-        flat = self._flat.get((parent, component))
-        if flat is None:
-            assert self.schema is not None  # the short road needs a describe
-            flat = self.schema.component_field(parent, normalise_component(component))
-            if len(self._flat) < _NAMES_LIMIT:
-                self._flat[(parent, component)] = flat
+        assert self.schema is not None  # the short road needs a describe
+        flat = self.schema.component_field(parent, normalise_component(component))
+        names = self._components.get(parent)
+        if names is not None and len(names) < _NAMES_LIMIT:
+            names[component] = flat
+        return flat
+
+    def _nulled_name(self, name: str) -> str:
+        parent, dot, component = name.partition(".")
+        assert self.schema is not None
+        flat = self.schema.component_field(parent, normalise_component(component)) if dot else name
+        if len(self._nulled) < _NAMES_LIMIT:
+            self._nulled[name] = flat
         return flat
 
 

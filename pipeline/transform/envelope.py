@@ -40,7 +40,6 @@ another order, goes through the checks below, which say what is wrong.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal, NoReturn, cast, get_args
 
 import msgspec
@@ -68,9 +67,13 @@ Source = Literal["cdc", "rest", "bulk"]
 SOURCES: Final[frozenset[str]] = frozenset(get_args(Source))
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeEnvelope:
-    """One change to one record, as carried through Kafka. Treat ``fields`` as read-only."""
+class ChangeEnvelope(msgspec.Struct, frozen=True, gc=False):
+    """One change to one record, as carried through Kafka. Treat ``fields`` as read-only.
+
+    A frozen msgspec Struct (the deliver pump makes one per Kafka message, and a Struct
+    is built in C): copy one with changes by ``msgspec.structs.replace``. Not tracked by
+    the garbage collector: an envelope never refers back to itself.
+    """
 
     object: str
     record_id: str
@@ -83,7 +86,7 @@ class ChangeEnvelope:
     replay_id: int | None = None
     changed: tuple[str, ...] = ()
     nulled: tuple[str, ...] = ()
-    fields: Mapping[str, Any] = field(default_factory=dict)
+    fields: Mapping[str, Any] = msgspec.field(default_factory=dict)
     full: bool = False
     source: Source = "cdc"
 
@@ -162,7 +165,7 @@ _Inner = str | _Int64 | float | bool | None | list[Any] | dict[str, Any]
 _Value = str | _Int64 | float | bool | None | list[_Inner] | dict[str, _Inner]
 
 
-class _Wire(msgspec.Struct, tag_field="v", tag=ENVELOPE_VERSION):
+class _Wire(msgspec.Struct, tag_field="v", tag=ENVELOPE_VERSION, gc=False):
     """The wire form as msgspec checks it: the same keys and types as the checks below.
 
     A Struct rather than :class:`ChangeEnvelope` itself because every key but ``full``
