@@ -39,7 +39,6 @@ import structlog
 
 from pipeline.amplitude import AmplitudeClient, DeliveryReport
 from pipeline.amplitude.payload import to_identification
-from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import AmplitudeError, EnvelopeError, KafkaError, SalesforceError
 from pipeline.kafka.consumer import ChangesConsumer, Partition, Record
@@ -55,7 +54,7 @@ from pipeline.runtime.reconcile.recorder import SentRecorder
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import RestReads, SchemaCache
 from pipeline.runtime.state import FlushResult, ServiceState
-from pipeline.transform.apply import PropertyChanges, changes_for_config
+from pipeline.transform.compiled import CompiledConfig, compiled
 from pipeline.transform.envelope import decode
 from pipeline.transform.group_update import GroupUpdate
 
@@ -199,9 +198,11 @@ class DeliverPump:
         await self._schemas.ensure(o for o in objects if o in mapped)
         if generation != self._generation:
             return  # rewound while describing: these records will be fetched again
+        table = compiled(config)  # once per mapping revision
         for tp, records in batch.items():
-            for record in records:
-                self._take(tp, record, config, mapped)
+            taken = 0
+            while taken < len(records):
+                taken = self._take(tp, records, taken, table, mapped)
                 if self._full():
                     await self.flush()
                     if generation != self._generation:
@@ -212,28 +213,42 @@ class DeliverPump:
     def _take(
         self,
         tp: Partition,
-        record: Record,
-        config: MappingConfig,
+        records: list[Record],
+        start: int,
+        table: CompiledConfig,
         mapped: frozenset[str],
-    ) -> None:
+    ) -> int:
+        """Take ``records[start:]`` into the window until it is full; returns how far it got.
+
+        This runs once per Kafka message, so it keeps to local names and leaves the rare
+        cases (lookups, gap events, malformed messages) to the window.
+        """
         window = self._window
-        window.offsets[tp] = record.offset + 1
-        try:
-            envelope = decode(record.value)
-        except EnvelopeError as exc:
-            window.to_dlq("malformed", str(exc), source_of(record), text(record.value))
-            return
-        if envelope.object not in mapped:
-            return  # an object no longer mapped
-        envelope = window.reads.place(envelope)  # a read after the changes it reflects
-        window.changes += 1
-        add = window.coalescer.add
-        schema = self._schemas.cached(envelope.object)
-        for mapping, outcome in changes_for_config(envelope, config, schema):
-            if type(outcome) is PropertyChanges:
-                add(outcome)
-            else:  # the rare cases: build the source reference only for them
-                window.add(envelope, mapping, outcome, source_of(record))
+        coalescer, lookups, place = window.coalescer, window.lookups, window.reads.place
+        cached = self._schemas.cached
+        room = self._max_groups
+        index, end = start, len(records)
+        while index < end:
+            record = records[index]
+            index += 1
+            try:
+                envelope = decode(record.value)
+            except EnvelopeError as exc:
+                window.to_dlq("malformed", str(exc), source_of(record), text(record.value))
+                continue
+            if envelope.object not in mapped:
+                continue  # an object no longer mapped
+            envelope = place(envelope)  # a read after the changes it reflects
+            window.changes += 1
+            rest = table.fold(envelope, cached(envelope.object), coalescer)
+            if rest:  # the rare cases: build the source reference only for them
+                source = source_of(record)
+                for mapping, outcome in rest:
+                    window.add(envelope, mapping, outcome, source)
+            if coalescer.pending_groups + len(lookups) >= room:
+                break
+        window.offsets[tp] = records[index - 1].offset + 1
+        return index
 
     # -- the flush ----------------------------------------------------------
 
