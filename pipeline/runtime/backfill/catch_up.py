@@ -10,11 +10,14 @@ round finds nothing new. The value delivered last for a record was then read aft
 its last change.
 
 "Differs" compares a digest of what the read means (the mapped values, or the
-fields read, with the stamp), not the stamp alone: ``SystemModstamp`` has whole
-seconds, so a second change within the second a record was read keeps its stamp.
-Rounds read through ``queryAll`` with ``IsDeleted`` (when the object has it), so
-a record deleted after its page was read gets its ``on_delete`` outcome rather
-than keeping the live values delivered last.
+fields read, with the stamp; see :mod:`~pipeline.runtime.backfill.meaning`), not
+the stamp alone: ``SystemModstamp`` has whole seconds, so a second change within
+the second a record was read keeps its stamp. Rounds read through ``queryAll``
+with ``IsDeleted`` (when the object has it), so a record deleted after its page
+was read gets its ``on_delete`` outcome rather than keeping the live values
+delivered last. A round expected to be large (a window a bulk load filled) reads
+through a Bulk API 2.0 job when the caller allows it, and every round is compared
+page by page, keeping only what changed.
 
 Every time here is Salesforce's: the snapshot starts at the server's ``Date``, and a
 later round looks back from the newest ``SystemModstamp`` the round before it saw.
@@ -24,41 +27,44 @@ The local clock is never used, so a skewed host cannot shrink the window.
 from __future__ import annotations
 
 import base64
-import hashlib
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
-import orjson
 import structlog
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.errors import EnvelopeError
-from pipeline.transform.apply import PropertyChanges, changes_for_config
-from pipeline.transform.reads import envelope_from_record
+from pipeline.runtime.backfill.keys import ReadKeys
+from pipeline.runtime.backfill.meaning import (
+    DELETED,
+    MODSTAMP,
+    STAMP_CHARS,
+    Outcomes,
+    ReadMeaning,
+    fields_digest,
+    read_key,
+)
+from pipeline.runtime.backfill.read import prefetched
 from pipeline.transform.schema import ObjectSchema
 
-MODSTAMP: Final = "SystemModstamp"
-DELETED: Final = "IsDeleted"
 # Stamps are taken when a write happens but become visible at commit, so a long
 # transaction (a Bulk API ingest batch, heavy Apex) lands "in the past". ETL tools
 # look back several minutes for the same reason.
 MARGIN_SECONDS: Final = 300
 MAX_ROUNDS: Final = 5
 # What was delivered is remembered as one 64-bit number per read of a record a round can
-# find again (record id and digest hashed together, about 60 bytes each in a set): none
-# is forgotten, so a round re-sends only what really changed and a quiet object always
+# find again (record id and digest hashed together, 8 bytes each: keys.py): none is
+# forgotten, so a round re-sends only what really changed and a quiet object always
 # ends the rounds, even after a bulk load put every record inside the window.
-# A stamp compared to the millisecond, without its zone (REST +0000, Bulk Z: both UTC).
-_STAMP_CHARS: Final = 23
+# A round expected to read this many records or more reads through Bulk API 2.0 (when
+# the caller gives it a way to): a few CSV pages instead of a REST call per 2,000 rows.
+BULK_MIN_ROWS: Final = 10_000
+_SECOND_CHARS: Final = 19  # a stamp to the second, as the SOQL literal has it
+REST_PAGE_ROWS: Final = 2_000  # records compared at a time in a round read through REST
 
 log = structlog.get_logger(__name__)
-
-# What a read of one record means, as a short digest: equal digests, nothing to send again.
-Digest = Callable[[Mapping[str, Any]], str]
-_NOT_DATA: Final = frozenset(("attributes", DELETED, MODSTAMP))
 
 
 class SnapshotReads(Protocol):
@@ -67,6 +73,12 @@ class SnapshotReads(Protocol):
     async def server_time(self) -> datetime | None: ...
 
     def query(self, soql: str, *, all_rows: bool = False) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class WindowPages(Protocol):
+    """A SOQL query's records in pages through Bulk API 2.0 (``BulkWindowReads`` in ``read.py``)."""
+
+    def pages(self, soql: str, *, all_rows: bool) -> AsyncIterator[list[dict[str, Any]]]: ...
 
 
 async def snapshot_start(rest: SnapshotReads, sfdc_object: str) -> datetime | None:
@@ -91,18 +103,20 @@ async def begin_catch_up(
     *,
     where: str | None = None,
     meaning: tuple[MappingConfig, ObjectSchema] | None = None,
+    bulk: WindowPages | None = None,
 ) -> CatchUp | None:
     """The catch-up of a snapshot that starts now: call it before the first read.
 
     ``meaning`` (the mapping and the object's describe) makes rounds compare mapped
-    values and read deleted records too. ``None`` (and a warning) when ``fields``
-    lack ``SystemModstamp``, i.e. the object has none to order by.
+    values and read deleted records too; ``bulk`` lets a large round read through
+    Bulk API 2.0. ``None`` (and a warning) when ``fields`` lack ``SystemModstamp``,
+    i.e. the object has none to order by.
     """
     if MODSTAMP not in fields:
         log.warning("snapshot_catch_up_unavailable", object=sfdc_object, missing=MODSTAMP)
         return None
     start = await snapshot_start(rest, sfdc_object)
-    return catch_up_for(rest, sfdc_object, fields, start, where=where, meaning=meaning)
+    return catch_up_for(rest, sfdc_object, fields, start, where=where, meaning=meaning, bulk=bulk)
 
 
 def catch_up_for(
@@ -114,62 +128,24 @@ def catch_up_for(
     where: str | None = None,
     meaning: tuple[MappingConfig, ObjectSchema] | None = None,
     seen: object = None,
+    bulk: WindowPages | None = None,
 ) -> CatchUp:
     """A catch-up from ``since``: a new one, or one resumed with what a checkpoint's
     ``seen`` says was delivered (as :meth:`CatchUp.to_json` wrote it)."""
     remembered = load_seen(seen)
-    if meaning is None:
-        catch_up = CatchUp(rest, sfdc_object, fields, since, where, remembered)
-    else:
+    catch_up = CatchUp(rest, sfdc_object, fields, since, where, ReadKeys(remembered), bulk=bulk)
+    if meaning is not None:
         config, schema = meaning
-        catch_up = CatchUp(
-            rest, sfdc_object, fields, since, where, remembered,
-            digest=mapped_digest(sfdc_object, config, schema),
-            with_deleted=schema.field(DELETED) is not None,
-        )  # fmt: skip
+        catch_up.meaning = ReadMeaning(sfdc_object, config, schema)
+        catch_up.with_deleted = schema.field(DELETED) is not None
     if remembered:  # the next checkpoint keeps what this one resumed from
         catch_up._packed.extend(seen)  # type: ignore[arg-type]  # load_seen checked it
     return catch_up
 
 
-def record_digest(record: Mapping[str, Any], fields: Sequence[str]) -> str:
+def record_digest(record: Mapping[str, Any], fields: Sequence[str]) -> bytes:
     """The ``fields`` a read holds, with its stamp and whether it is deleted."""
-    data = [record.get(name) for name in fields if name not in _NOT_DATA]
-    return _digest([_stamp_of(record), _is_deleted(record), data])
-
-
-def mapped_digest(sfdc_object: str, config: MappingConfig, schema: ObjectSchema) -> Digest:
-    """What a read means for Amplitude (per mapping: group and values, or the outcome),
-    with its stamp: the same record read through Bulk CSV or REST gives the same digest."""
-
-    def digest(record: Mapping[str, Any]) -> str:
-        try:
-            envelope = envelope_from_record(sfdc_object, record, source="rest", now_ms=0)
-        except EnvelopeError:
-            return record_digest(record, sorted(record))
-        meaning: list[Any] = [_stamp_of(record)]
-        for mapping, outcome in changes_for_config(envelope, config, schema):
-            if isinstance(outcome, PropertyChanges):
-                unset = sorted(outcome.unset)
-                meaning.append([outcome.group_type, outcome.group_value, dict(outcome.set), unset])
-            else:
-                meaning.append([mapping.group_type, type(outcome).__name__])
-        return _digest(meaning)
-
-    return digest
-
-
-def _stamp_of(record: Mapping[str, Any]) -> str:
-    return str(record.get(MODSTAMP))[:_STAMP_CHARS]
-
-
-def _is_deleted(record: Mapping[str, Any]) -> bool:
-    return record.get(DELETED) in (True, "true")
-
-
-def _digest(meaning: object) -> str:
-    data = orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS, default=str)
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
+    return fields_digest(record, tuple(fields))
 
 
 def parse_stamp(stamp: object) -> datetime | None:
@@ -187,11 +163,20 @@ def soql_since(moment: datetime, margin_seconds: float = MARGIN_SECONDS) -> str:
 
 
 def newest(moment: datetime | None, records: Iterable[Mapping[str, Any]]) -> datetime | None:
-    """The later of ``moment`` and the newest ``SystemModstamp`` among ``records``."""
-    for record in records:
-        stamp = parse_stamp(record.get(MODSTAMP))
-        if stamp is not None and (moment is None or stamp > moment):
-            moment = stamp
+    """The later of ``moment`` and the newest ``SystemModstamp`` among ``records``.
+
+    Stamps are UTC in either spelling (``Z``, ``+0000``), so the latest is found by
+    comparing their text to the millisecond and only that one is parsed.
+    """
+    stamps = (r.get(MODSTAMP) for r in records)
+    texts = [stamp for stamp in stamps if isinstance(stamp, str)]
+    latest = max(texts, key=lambda text: text[:STAMP_CHARS], default=None)
+    stamp = parse_stamp(latest)
+    if stamp is None and latest is not None:  # not a stamp: look at each one
+        parsed = [found for text in texts if (found := parse_stamp(text)) is not None]
+        stamp = max(parsed, default=None)
+    if stamp is not None and (moment is None or stamp > moment):
+        return stamp
     return moment
 
 
@@ -200,9 +185,10 @@ class CatchUp:
     """The catch-up of one snapshot: what was delivered since its start, and the rounds.
 
     Call :meth:`track` with every record once it was delivered (snapshot batches
-    and catch-up rounds alike), and deliver each round of :meth:`rounds` before
-    asking for the next. A round's rows include deleted records (``IsDeleted``
-    true) when ``with_deleted``: deliver them as deletes.
+    and catch-up rounds alike), or :meth:`remember` with the keys :meth:`key_of`
+    gave for them, and deliver each round of :meth:`rounds` before asking for the
+    next. A round's rows include deleted records (``IsDeleted`` true) when
+    ``with_deleted``: deliver them as deletes.
     """
 
     rest: SnapshotReads
@@ -210,66 +196,92 @@ class CatchUp:
     fields: Sequence[str]
     since: datetime | None
     where: str | None = None
-    seen: set[int] = field(default_factory=set)
+    keys: ReadKeys = field(default_factory=ReadKeys)  # what was delivered, as read keys
     # Keys tracked since the last checkpoint, and the packed chunks written before: a
     # checkpoint after every batch encodes only what is new.
-    _fresh: list[int] = field(default_factory=list)
+    _fresh: array[int] = field(default_factory=lambda: array("Q"))
     _packed: list[str] = field(default_factory=list)
     rounds_done: int = 0
     quiescent: bool = False
-    digest: Digest | None = None  # None: the fields read (see :func:`record_digest`)
+    # What a read means (mapped values); None: the fields read (see :func:`record_digest`).
+    meaning: ReadMeaning | None = None
     with_deleted: bool = False
+    bulk: WindowPages | None = None  # large rounds read through Bulk API 2.0 when set
+    bulk_min_rows: int = BULK_MIN_ROWS
+
+    @property
+    def floor(self) -> str | None:
+        """The window's first second as text: reads stamped earlier are never found again."""
+        return None if self.since is None else soql_since(self.since)[:_SECOND_CHARS]
+
+    def in_window(self, record: Mapping[str, Any], floor: str | None) -> bool:
+        stamp = record.get(MODSTAMP)
+        return isinstance(stamp, str) and (floor is None or stamp[:_SECOND_CHARS] >= floor)
 
     def track(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Remember the reads of delivered records that a catch-up round could find again."""
-        floor = None if self.since is None else soql_since(self.since)[:19]
-        seen = self.seen
-        for record in records:
-            stamp = record.get(MODSTAMP)
-            if not isinstance(stamp, str) or (floor is not None and stamp[:19] < floor):
-                continue
-            key = self.read_key(record)
-            if key not in seen:
-                seen.add(key)
-                self._fresh.append(key)
+        floor = self.floor
+        self.remember([self.read_key(r) for r in records if self.in_window(r, floor)])
+
+    @property
+    def seen(self) -> set[int]:
+        """Every read key remembered (a copy, for inspection)."""
+        return set(self.keys)
+
+    def remember(self, keys: Iterable[int]) -> None:
+        """Remember delivered reads by their keys (:meth:`key_of`, for reads in the window)."""
+        added = array("Q", keys)
+        self.keys.add(added)
+        self._fresh.extend(added)
 
     def changed(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The records whose read differs from every one delivered for them."""
-        seen, key = self.seen, self.read_key
+        seen, key = self.keys, self.read_key
         return [dict(r) for r in records if key(r) not in seen]
 
     def read_key(self, record: Mapping[str, Any]) -> int:
         """The record id and what its read means, as one 64-bit number."""
-        text = f"{record.get('Id')}\0{self.digest_of(record)}".encode()
-        return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+        return read_key(record.get("Id"), self.digest_of(record))
 
-    def digest_of(self, record: Mapping[str, Any]) -> str:
+    def key_of(self, record: Mapping[str, Any], outcomes: Outcomes) -> int:
+        """:meth:`read_key` of a read already transformed into ``outcomes``."""
+        if self.meaning is None:
+            return self.read_key(record)
+        return read_key(record.get("Id"), self.meaning.digest(record, outcomes))
+
+    def digest_of(self, record: Mapping[str, Any]) -> bytes:
         """What ``record`` means, as compared between reads."""
-        if self.digest is not None:
-            return self.digest(record)
+        if self.meaning is not None:
+            return self.meaning.digest_of(record)
         return record_digest(record, self.fields)
 
     async def rounds(self) -> AsyncIterator[list[dict[str, Any]]]:
-        """Rounds of changed records, until one finds nothing new (at most :data:`MAX_ROUNDS`)."""
-        start = self.since
+        """Rounds of changed records, until one finds nothing new (at most :data:`MAX_ROUNDS`).
+
+        A round is read page by page (the next page read while this one is compared)
+        and keeps only what changed, so memory holds a page and the changes.
+        """
+        start, expected = self.since, len(self.keys)
         for _ in range(MAX_ROUNDS):
-            query = self.rest.query(self.soql(start), all_rows=self.with_deleted)
-            found = [record async for record in query]
+            found, fresh, latest = 0, [], start
+            async for page in prefetched(self._pages(self.soql(start), expected)):
+                found += len(page)
+                fresh += self.changed(page)
+                # A change after this round's read gets a later stamp than any it saw.
+                latest = newest(latest, page)
             self.rounds_done += 1
-            fresh = self.changed(found)
             log.info(
                 "snapshot_catch_up_round",
                 object=self.sfdc_object,
                 round=self.rounds_done,
-                read=len(found),
+                read=found,
                 changed=len(fresh),
             )
             if not fresh:
                 self.quiescent = True
                 return
             yield fresh
-            # A change after this round's read gets a later stamp than any it saw.
-            start = newest(start, found)
+            start, expected = latest, found
         log.error(
             "snapshot_catch_up_not_quiescent",
             object=self.sfdc_object,
@@ -278,6 +290,21 @@ class CatchUp:
             "their later changes, but run the snapshot again once the object is quiet "
             "to be sure no older value landed last",
         )
+
+    async def _pages(self, soql: str, expected: int) -> AsyncIterator[list[dict[str, Any]]]:
+        """The round's records in pages: Bulk CSV pages when it is expected to be large."""
+        if self.bulk is not None and expected >= self.bulk_min_rows:
+            async for page in self.bulk.pages(soql, all_rows=self.with_deleted):
+                yield page
+            return
+        rows: list[dict[str, Any]] = []
+        async for record in self.rest.query(soql, all_rows=self.with_deleted):
+            rows.append(record)
+            if len(rows) >= REST_PAGE_ROWS:
+                yield rows
+                rows = []
+        if rows:
+            yield rows
 
     def soql(self, start: datetime | None) -> str:
         deleted = [DELETED] if self.with_deleted else []
@@ -293,26 +320,26 @@ class CatchUp:
     def to_json(self) -> dict[str, Any]:
         """What a checkpoint keeps, so that a resumed run catches up from the first start."""
         if self._fresh:
-            self._packed.append(base64.b64encode(array("Q", self._fresh).tobytes()).decode())
-            self._fresh.clear()
+            self._packed.append(base64.b64encode(self._fresh.tobytes()).decode())
+            self._fresh = array("Q")
         return {
             "since": None if self.since is None else self.since.isoformat(),
             "seen": list(self._packed),
         }
 
 
-def load_seen(saved: object) -> set[int]:
+def load_seen(saved: object) -> array[int]:
     """What a checkpoint's ``seen`` holds (chunks of packed 64-bit numbers, base64).
 
     Anything else (an older checkpoint's layout) is forgotten: its records are only
     sent once more, which ``$set`` makes harmless.
     """
-    if not isinstance(saved, list) or not all(isinstance(chunk, str) for chunk in saved):
-        return set()
     keys = array("Q")
+    if not isinstance(saved, list) or not all(isinstance(chunk, str) for chunk in saved):
+        return keys
     try:
         for chunk in saved:
             keys.frombytes(base64.b64decode(chunk, validate=True))
     except ValueError:
-        return set()
-    return set(keys)
+        return array("Q")
+    return keys

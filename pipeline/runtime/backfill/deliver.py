@@ -1,14 +1,11 @@
-"""Delivering a backfill's batches: the state a run and an object share, the window of
-deliveries in flight (settled in read order, checkpointed once delivered), and the read
-of the next batch while the previous one is on the wire."""
+"""Delivering a backfill's batches: the state a run and an object share, and the window
+of deliveries in flight (settled in read order, checkpointed once delivered)."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -19,6 +16,7 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.errors import SfampError
 from pipeline.runtime.backfill.catch_up import CatchUp
 from pipeline.runtime.backfill.checkpoint import CheckpointFile, RejectSink, rejected_entries
+from pipeline.runtime.backfill.meaning import ReadMeaning
 from pipeline.runtime.backfill.read import ReadOptions, ReadPosition, RecordBatch
 from pipeline.runtime.backfill.report import (
     BackfillProgress,
@@ -65,6 +63,7 @@ class ObjectRun:
     fingerprint: str
     start: ReadPosition | None
     catch_up: CatchUp | None  # None in a dry run, or without SystemModstamp
+    meaning: ReadMeaning
     job_id: str | None = None
 
     def save(self, run: BackfillRun, position: ReadPosition, *, complete: bool = False) -> None:
@@ -76,6 +75,14 @@ class ObjectRun:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    task: asyncio.Task[int]
+    position: ReadPosition
+    rows: int
+    keys: list[int]
+
+
 class InFlightBatches:
     """Deliveries of one object in flight, settled in read order.
 
@@ -85,13 +92,14 @@ class InFlightBatches:
 
     def __init__(self, run: BackfillRun, obj: ObjectRun, *, progress: bool = True) -> None:
         self._run, self._obj, self._progress = run, obj, progress
-        self._pending: collections.deque[tuple[asyncio.Task[int], RecordBatch]] = (
-            collections.deque()
-        )
+        self._pending: collections.deque[_Pending] = collections.deque()
 
-    async def push(self, batch: RecordBatch, updates: list[GroupUpdate]) -> None:
+    async def push(self, batch: RecordBatch, updates: list[GroupUpdate], keys: list[int]) -> None:
+        """Start delivering ``updates`` of ``batch``; ``keys`` are its reads' catch-up keys
+        (:meth:`CatchUp.key_of`), remembered once the batch was delivered."""
         task = asyncio.create_task(deliver(self._run, self._obj.item, updates))
-        self._pending.append((task, batch))
+        # The records are not kept: only where they end and how many they were.
+        self._pending.append(_Pending(task, batch.position, len(batch.records), keys))
         while len(self._pending) >= MAX_IN_FLIGHT:
             await self._settle_oldest()
 
@@ -109,50 +117,22 @@ class InFlightBatches:
 
     async def cancel(self) -> None:
         """Stop whatever is still in flight (after an error); nothing is checkpointed."""
-        tasks = [task for task, _ in self._pending]
+        tasks = [pending.task for pending in self._pending]
         self._pending.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _settle_oldest(self) -> None:
-        task, batch = self._pending[0]
-        sent = await task
+        pending = self._pending[0]
+        sent = await pending.task
         self._pending.popleft()
         obj, run = self._obj, self._run
         if obj.catch_up is not None:
-            obj.catch_up.track(batch.records)
-        obj.save(run, batch.position)
+            obj.catch_up.remember(pending.keys)
+        obj.save(run, pending.position)
         if self._progress and run.progress is not None:
-            run.progress.advance(obj.item.sfdc_object, len(batch.records), sent)
-
-
-async def prefetched(batches: AsyncIterator[RecordBatch]) -> AsyncIterator[RecordBatch]:
-    """The batches, with the next one read from Salesforce while this one is delivered.
-
-    The reader task is owned here: it is cancelled and awaited however the loop ends,
-    and its errors come out of this generator.
-    """
-    queue: asyncio.Queue[RecordBatch | BaseException | None] = asyncio.Queue(maxsize=1)
-
-    async def read() -> None:
-        try:
-            async for batch in batches:
-                await queue.put(batch)
-            await queue.put(None)
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            await queue.put(exc)
-
-    reader = asyncio.create_task(read())
-    try:
-        while (item := await queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+            run.progress.advance(obj.item.sfdc_object, pending.rows, sent)
 
 
 async def deliver(run: BackfillRun, item: ObjectSummary, updates: list[GroupUpdate]) -> int:

@@ -6,9 +6,11 @@ resume from once it (and everything before it) was delivered.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import structlog
 
@@ -36,6 +38,7 @@ from pipeline.transform.schema import ObjectSchema, schema_from_describe
 DEFAULT_REST_MAX_RECORDS: Final = 10_000
 
 Api = Literal["auto", "bulk", "rest"]
+T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 
@@ -210,7 +213,8 @@ async def _bulk_batches(
     converters = rest_converters({name: info.type for name, info in schema.fields.items()})
     locator = start.locator if start is not None and start.job_id == job_id else None
     skip = start.rows_done if start is not None and start.job_id == job_id else 0
-    async for page in bulk.pages(job_id, locator=locator, max_records=options.max_records):
+    pages = bulk.pages(job_id, locator=locator, max_records=options.max_records)
+    async for page in prefetched(pages):  # the next page downloads while this one is used
         rows = page.rows(converters)
         for _ in range(skip):
             next(rows, None)
@@ -221,14 +225,17 @@ async def _bulk_batches(
             # Only reached for an empty page, or a resume that had done a page exactly.
             yield _bulk_batch([], job_id, page.next_locator, 0, total)
             continue
+        counted = page.number_of_records >= 0
         while current is not None:
-            following = next(batches, None)
             done += len(current)
-            if following is None:
+            # The page's row count says which batch is its last; without it, look ahead
+            # (which holds one more batch in memory).
+            following = None if counted else next(batches, None)
+            if (done >= page.number_of_records) if counted else following is None:
                 yield _bulk_batch(current, job_id, page.next_locator, 0, total)
             else:
                 yield _bulk_batch(current, job_id, page.locator, done, total, last=False)
-            current = following
+            current = next(batches, None) if counted else following
 
 
 def _bulk_batch(
@@ -293,3 +300,53 @@ async def forget_job(bulk: BulkQuery, job_id: str | None) -> None:
         await bulk.delete(job_id)
     except SfampError as exc:
         log.warning("bulk_job_delete_failed", job_id=job_id, reason=str(exc))
+
+
+async def prefetched(items: AsyncIterator[T], ahead: int = 1) -> AsyncIterator[T]:
+    """``items``, with up to ``ahead`` more read (from Salesforce) while this one is used.
+
+    The reader task is owned here: it is cancelled and awaited however the loop ends,
+    and its errors come out of this generator.
+    """
+    queue: asyncio.Queue[tuple[T] | BaseException | None] = asyncio.Queue(maxsize=ahead)
+
+    async def read() -> None:
+        try:
+            async for item in items:
+                await queue.put((item,))
+            await queue.put(None)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            await queue.put(exc)
+
+    reader = asyncio.create_task(read())
+    try:
+        while (entry := await queue.get()) is not None:
+            if isinstance(entry, BaseException):
+                raise entry
+            yield entry[0]
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+class BulkWindowReads:
+    """A query's records page by page through a Bulk API 2.0 job, typed as REST JSON;
+    the job is deleted once read (catch-up rounds of a large window read this way)."""
+
+    def __init__(self, bulk: BulkQuery, schema: ObjectSchema, options: ReadOptions) -> None:
+        self._bulk = bulk
+        self._converters = rest_converters({n: info.type for n, info in schema.fields.items()})
+        self._options = options
+
+    async def pages(self, soql: str, *, all_rows: bool) -> AsyncIterator[list[dict[str, Any]]]:
+        """Lists of up to ``batch_rows`` records; the next CSV page downloads meanwhile."""
+        job = await self._bulk.create(soql, all_rows=all_rows)
+        try:
+            await self._bulk.wait(job.id)
+            pages = self._bulk.pages(job.id, max_records=self._options.max_records)
+            async for page in prefetched(pages):
+                for rows in batched(page.rows(self._converters), self._options.batch_rows):
+                    yield rows
+        finally:
+            await forget_job(self._bulk, job.id)

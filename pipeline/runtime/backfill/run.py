@@ -21,7 +21,6 @@ from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
 from pipeline.runtime.backfill.catch_up import (
-    MODSTAMP,
     CatchUp,
     begin_catch_up,
     catch_up_for,
@@ -35,29 +34,26 @@ from pipeline.runtime.backfill.checkpoint import (
     ObjectCheckpoint,
     RejectSink,
 )
-from pipeline.runtime.backfill.deliver import (
-    BackfillRun,
-    InFlightBatches,
-    ObjectRun,
-    prefetched,
-)
+from pipeline.runtime.backfill.deliver import BackfillRun, InFlightBatches, ObjectRun
+from pipeline.runtime.backfill.meaning import MODSTAMP, ReadMeaning
 from pipeline.runtime.backfill.read import (
     DEFAULT_READ_OPTIONS,
+    BulkWindowReads,
     ReadOptions,
     ReadPosition,
     RecordBatch,
     forget_job,
+    prefetched,
     read_batches,
 )
 from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, ObjectSummary
 from pipeline.runtime.salesforce_reads import fields_to_read
 from pipeline.salesforce.bulk import BulkQuery, batched
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.transform.apply import PropertyChanges, changes_for_config
+from pipeline.transform.apply import PropertyChanges
 from pipeline.transform.coalesce import Coalescer
 from pipeline.transform.envelope import Source
 from pipeline.transform.group_update import GroupUpdate
-from pipeline.transform.reads import envelope_from_record
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
 
 SAMPLE_SIZE: Final = 3
@@ -212,6 +208,8 @@ async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
     # SystemModstamp is read too (when the object has one): catch-up orders by it.
     fields = [*mapped, MODSTAMP] if schema.field(MODSTAMP) is not None else mapped
     config = run.config.model_copy(update={"mappings": mappings})
+    catch_up = await _catch_up_for(run, sfdc_object, fields, saved, (config, schema))
+    meaning = catch_up.meaning if catch_up is not None else None
     return ObjectRun(
         item,
         schema,
@@ -219,7 +217,8 @@ async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
         fields,
         fingerprint,
         None if saved is None else saved.position,
-        await _catch_up_for(run, sfdc_object, fields, saved, (config, schema)),
+        catch_up,
+        meaning or ReadMeaning(sfdc_object, config, schema),
     )
 
 
@@ -234,11 +233,17 @@ async def _catch_up_for(
     if run.checkpoint is None:
         return None  # a dry run delivers nothing, so nothing can land out of order
     rest, where = run.sf.rest, run.where
+    # A large window (a bulk load just before the backfill) is read again through Bulk.
+    bulk = None if run.options.api == "rest" else BulkWindowReads(run.bulk, meaning[1], run.options)
     if saved is None or "since" not in saved.catch_up or MODSTAMP not in fields:
-        return await begin_catch_up(rest, sfdc_object, fields, where=where, meaning=meaning)
+        return await begin_catch_up(
+            rest, sfdc_object, fields, where=where, meaning=meaning, bulk=bulk
+        )
     since = parse_stamp(saved.catch_up["since"])
     seen = saved.catch_up.get("seen")
-    return catch_up_for(rest, sfdc_object, fields, since, where=where, meaning=meaning, seen=seen)
+    return catch_up_for(
+        rest, sfdc_object, fields, since, where=where, meaning=meaning, seen=seen, bulk=bulk
+    )
 
 
 async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:
@@ -252,7 +257,8 @@ async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:
             async for batch in prefetched(reader):
                 _started(run, obj, batch)
                 # Transformed while the previous batch is still on the wire.
-                await window.push(batch, _updates(run, obj, batch.records, batch.source))
+                updates, keys = _updates(run, obj, batch.records, batch.source)
+                await window.push(batch, updates, keys)
         except SalesforceError as exc:
             await window.settle_after(exc)
             raise
@@ -278,8 +284,8 @@ async def _catch_up(run: BackfillRun, obj: ObjectRun) -> None:
     try:
         async for records in obj.catch_up.rounds():
             for chunk in batched(iter(records), run.options.batch_rows):
-                updates = _updates(run, obj, chunk, "rest", first_read=False)
-                await window.push(RecordBatch(chunk, "rest", done, None), updates)
+                updates, keys = _updates(run, obj, chunk, "rest", first_read=False)
+                await window.push(RecordBatch(chunk, "rest", done, None), updates, keys)
             await window.drain()  # each round lands before the next one reads
             obj.item.caught_up += len(records)
     finally:
@@ -295,8 +301,9 @@ def _updates(
     source: Source,
     *,
     first_read: bool = True,
-) -> list[GroupUpdate]:
-    """Full envelopes through the stream's transform, one update per group.
+) -> tuple[list[GroupUpdate], list[int]]:
+    """One transform per record: the batch's updates (one per group) and the catch-up keys
+    of its reads inside the window.
 
     Groups named by a unique field under a single mapping occur once per batch,
     so their changes become updates directly; anything else is coalesced. Only a
@@ -304,22 +311,26 @@ def _updates(
     """
     now_ms = int(time.time() * 1000)
     changes: list[PropertyChanges] = []
+    keys: list[int] = []
     see = run.duplicates.see if first_read else _unseen
-    item = obj.item
+    item, outcomes_of, catch_up = obj.item, obj.meaning.outcomes, obj.catch_up
+    floor = None if catch_up is None else catch_up.floor
     for record in records:
-        envelope = envelope_from_record(item.sfdc_object, record, source=source, now_ms=now_ms)
-        for _mapping, outcome in changes_for_config(envelope, obj.config, obj.schema):
+        outcomes = outcomes_of(record, source=source, now_ms=now_ms)
+        for _mapping, outcome in outcomes:
             if isinstance(outcome, PropertyChanges):
                 changes.append(outcome)
                 see(outcome.group_type, outcome.group_value)
             elif first_read:
                 item.without_group += 1
+        if catch_up is not None and catch_up.in_window(record, floor):
+            keys.append(catch_up.key_of(record, outcomes))
     updates = _merged(changes, obj.config, obj.schema)
     if first_read:
         item.rows_read += len(records)
         room = SAMPLE_SIZE - len(run.summary.sample)
         run.summary.sample += [to_identification(update) for update in updates[: max(0, room)]]
-    return updates
+    return updates, keys
 
 
 def _unseen(group_type: str, group_value: str) -> None:

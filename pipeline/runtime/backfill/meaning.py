@@ -1,0 +1,205 @@
+"""What a read of a record means for Amplitude, worked out once per record.
+
+A snapshot (``sfamp backfill``, a re-sync) needs two things of every record it
+reads: each mapping's outcome (the group and its property changes) and a digest
+of that meaning, which catch-up rounds compare between reads of the record. Both
+come from one transform here.
+
+Most reads are flat and live: Bulk CSV rows always are, REST rows unless they
+hold a compound field or a relationship as a nested object. For such a read the
+whole-record rules of :mod:`pipeline.transform.apply` come down to: the group
+from the group name field (not read: no group; empty: no group), every mapped
+field that was read set, or unset when null, a field that was not read left
+alone, and ``sfdc_deleted: false`` under ``on_delete: mark``. :class:`ReadMeaning`
+applies exactly that with the same compiled plan and the same value conversion
+(:func:`to_property_value`, :func:`to_group_value`), without building an
+envelope and a view per record. Any other read (a deleted record, a nested value,
+a mapping with formula fields that follow other fields, no schema) goes through
+:func:`changes_for_config` itself; a test compares both on generated records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from pipeline.config.mapping import MappingConfig, ObjectMapping
+from pipeline.errors import EnvelopeError
+from pipeline.transform.apply import (
+    DELETED_PROPERTY,
+    NothingToDo,
+    Outcome,
+    PropertyChanges,
+    changes_for_config,
+)
+from pipeline.transform.envelope import Source
+from pipeline.transform.group_update import PropertyValue
+from pipeline.transform.plan import MappingPlan, plan_for
+from pipeline.transform.reads import envelope_from_record
+from pipeline.transform.schema import ObjectSchema
+from pipeline.transform.values import to_group_value, to_property_value
+
+MODSTAMP: Final = "SystemModstamp"
+DELETED: Final = "IsDeleted"
+# A stamp compared to the millisecond, without its zone (REST +0000, Bulk Z: both UTC).
+STAMP_CHARS: Final = 23
+Outcomes = list[tuple[ObjectMapping, Outcome]]
+_MISSING: Any = object()
+_EMPTY: Final[frozenset[str]] = frozenset()
+_NOT_DATA: Final = frozenset(("attributes", DELETED, MODSTAMP))
+
+
+@dataclass(frozen=True, slots=True)
+class _FlatPlan:
+    """One mapping's plan as plain tuples, for flat live reads."""
+
+    mapping: ObjectMapping
+    name_field: str | None  # None: the group is the record Id
+    name_type: str | None
+    name_parent: str | None
+    targets: tuple[tuple[str, str, str | None, str | None], ...]  # field, prop, type, parent
+    mark: bool
+
+
+def _flat_plan(plan: MappingPlan) -> _FlatPlan | None:
+    """The plan for flat reads, or None when some read of it needs the general rules."""
+    fields = [target.field for target in plan.targets] + [plan.name_field.field]
+    if plan.schema is None or plan.dynamic or plan.formula_inputs:
+        return None
+    if any("." in name for name in fields):
+        return None  # a dotted column is never a field of ours in the general rules
+    by_id = plan.mapping.group_name_field == "Id"
+    return _FlatPlan(
+        plan.mapping,
+        None if by_id else plan.name_field.field,
+        plan.name_field.sf_type,
+        plan.name_field.parent,
+        tuple((t.field, t.prop, t.sf_type, t.parent) for t in plan.targets),
+        plan.mapping.on_delete == "mark",
+    )
+
+
+class ReadMeaning:
+    """Outcomes and digests of the reads of one object under ``config`` and ``schema``."""
+
+    def __init__(self, sfdc_object: str, config: MappingConfig, schema: ObjectSchema) -> None:
+        self.sfdc_object = sfdc_object
+        self.config = config
+        self.schema = schema
+        plans = [_flat_plan(plan_for(m, schema)) for m in config.for_object(sfdc_object)]
+        self._flat = tuple(p for p in plans if p is not None) if None not in plans else None
+
+    def outcomes(self, record: Mapping[str, Any], *, source: Source, now_ms: int) -> Outcomes:
+        """Each mapping's outcome for ``record``, as :func:`changes_for_config` answers.
+
+        Raises :class:`EnvelopeError` for a record without an Id.
+        """
+        if self._flat is not None and _flat_and_live(record):
+            return self._flat_outcomes(record, now_ms)
+        envelope = envelope_from_record(self.sfdc_object, record, source=source, now_ms=now_ms)
+        return changes_for_config(envelope, self.config, self.schema)
+
+    def _flat_outcomes(self, record: Mapping[str, Any], now_ms: int) -> Outcomes:
+        record_id: str = record["Id"]
+        found: Outcomes = []
+        for plan in self._flat or ():
+            group = record_id if plan.name_field is None else _group(plan, record)
+            if isinstance(group, NothingToDo):
+                found.append((plan.mapping, group))
+                continue
+            pairs: list[tuple[str, PropertyValue | None]] = []
+            for name, prop, sf_type, parent in plan.targets:
+                value = record.get(name, _MISSING)
+                if value is _MISSING:
+                    if parent is None or record.get(parent, 0) is not None:
+                        continue  # not read: left alone
+                    value = None  # the whole compound field is null
+                pairs.append((prop, to_property_value(value, sf_type)))
+            if plan.mark:
+                pairs.append((DELETED_PROPERTY, False))
+            found.append((plan.mapping, _changes(plan, group, pairs, now_ms, record_id)))
+        return found
+
+    def digest(self, record: Mapping[str, Any], outcomes: Outcomes) -> bytes:
+        """What the read means, with its stamp: equal for equal meanings, whatever API read it."""
+        meaning: list[Any] = [stamp_of(record)]
+        for mapping, outcome in outcomes:
+            if isinstance(outcome, PropertyChanges):
+                unset = sorted(outcome.unset)
+                meaning.append([outcome.group_type, outcome.group_value, outcome.set, unset])
+            else:
+                meaning.append([mapping.group_type, type(outcome).__name__])
+        return canonical(meaning)
+
+    def digest_of(self, record: Mapping[str, Any]) -> bytes:
+        """:meth:`digest` of a read not transformed yet (one without an Id: its fields)."""
+        try:
+            outcomes = self.outcomes(record, source="rest", now_ms=0)
+        except EnvelopeError:
+            return fields_digest(record, sorted(record))
+        return self.digest(record, outcomes)
+
+
+def _flat_and_live(record: Mapping[str, Any]) -> bool:
+    record_id = record.get("Id")
+    if type(record_id) is not str or not record_id:
+        return False
+    if record.get(DELETED) in (True, "true"):
+        return False
+    return dict not in map(type, record.values())
+
+
+def _group(plan: _FlatPlan, record: Mapping[str, Any]) -> str | NothingToDo:
+    name = plan.name_field
+    assert name is not None
+    if name in record:
+        value = record[name]
+    elif plan.name_parent is not None and record.get(plan.name_parent, 0) is None:
+        value = None  # the compound field holding it is null
+    else:
+        return NothingToDo(f"group name field {name} was not read")
+    group = to_group_value(value, plan.name_type)
+    return group if group is not None else NothingToDo("group name field is empty")
+
+
+def _changes(
+    plan: _FlatPlan,
+    group: str,
+    pairs: list[tuple[str, PropertyValue | None]],
+    now_ms: int,
+    record_id: str,
+) -> PropertyChanges | NothingToDo:
+    if not pairs:
+        return NothingToDo("no mapped field in the change")
+    values = {prop: value for prop, value in pairs if value is not None}
+    unset = _EMPTY if len(values) == len(pairs) else frozenset(p for p, v in pairs if v is None)
+    order = (now_ms, 0, 0)
+    return PropertyChanges(plan.mapping.group_type, group, order, values, unset, record_id)
+
+
+def stamp_of(record: Mapping[str, Any]) -> str:
+    return str(record.get(MODSTAMP))[:STAMP_CHARS]
+
+
+def is_deleted(record: Mapping[str, Any]) -> bool:
+    return record.get(DELETED) in (True, "true")
+
+
+def fields_digest(record: Mapping[str, Any], fields: list[str] | tuple[str, ...]) -> bytes:
+    """The ``fields`` a read holds, with its stamp and whether it is deleted."""
+    data = [record.get(name) for name in fields if name not in _NOT_DATA]
+    return canonical([stamp_of(record), is_deleted(record), data])
+
+
+def canonical(meaning: object) -> bytes:
+    return orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS, default=str)
+
+
+def read_key(record_id: object, digest: bytes) -> int:
+    """A record's id and what its read means, as one 64-bit number."""
+    text = str(record_id).encode() + b"\0" + digest
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")

@@ -1,0 +1,143 @@
+"""A read's meaning (pipeline/runtime/backfill/meaning.py) equals the stream transform's.
+
+ReadMeaning answers flat live reads without building envelopes and views; every
+answer must be the one changes_for_config gives for the same full envelope, for
+every kind of value, absent and null fields, group name fields and on_delete policy.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.errors import EnvelopeError
+from pipeline.runtime.backfill.meaning import ReadMeaning, read_key
+from pipeline.transform.apply import changes_for_config
+from pipeline.transform.reads import envelope_from_record
+from pipeline.transform.schema import schema_from_describe
+
+FIELDS: list[dict[str, Any]] = [
+    {"name": "Id", "type": "id"},
+    {"name": "Name", "type": "string"},
+    {"name": "AccountNumber", "type": "string", "unique": True},
+    {"name": "AnnualRevenue", "type": "currency"},
+    {"name": "NumberOfEmployees", "type": "int"},
+    {"name": "Regions__c", "type": "multipicklist"},
+    {"name": "Is_Active__c", "type": "boolean"},
+    {"name": "Renewal_Date__c", "type": "date"},
+    {"name": "Last_Touch__c", "type": "datetime"},
+    {"name": "BillingAddress", "type": "address"},
+    {"name": "BillingCity", "type": "string", "compoundFieldName": "BillingAddress"},
+    {"name": "BillingCountry", "type": "string", "compoundFieldName": "BillingAddress"},
+    {"name": "SystemModstamp", "type": "datetime"},
+    {"name": "IsDeleted", "type": "boolean"},
+]
+SCHEMA = schema_from_describe({"name": "Account", "fields": FIELDS})
+PROPERTIES = {
+    "Name": "name",
+    "AnnualRevenue": "revenue",
+    "NumberOfEmployees": "employees",
+    "Regions__c": "regions",
+    "Is_Active__c": "active",
+    "Renewal_Date__c": "renewal",
+    "Last_Touch__c": "touched",
+    "BillingAddress": "billing",
+}
+VALUES: dict[str, list[Any]] = {
+    "Name": ["Acme", "", None, "x" * 1100, "Zoë"],
+    "AccountNumber": ["A-1", "", None, "250.0", "250"],
+    "AnnualRevenue": [1500000.0, 2.5, "1500000.0", None, 0, "n/a"],
+    "NumberOfEmployees": [12, 12.0, "12", None],
+    "Regions__c": ["APAC;EMEA", "APAC", None, ""],
+    "Is_Active__c": [True, False, "true", "false", None],
+    "Renewal_Date__c": ["2025-05-05", None, "2025-13-40"],
+    "Last_Touch__c": ["2024-04-09T20:26:27.000+0000", "2024-04-09T20:26:27.000Z", None],
+    "BillingCity": ["Oakland", None],
+    "BillingCountry": ["US", None],
+    "BillingAddress": [None],
+    "SystemModstamp": ["2024-04-09T20:26:27.000+0000"],
+    "IsDeleted": [False, "false", True, "true"],
+}
+
+
+def config(name_field: str, on_delete: str, *, twice: bool = False) -> MappingConfig:
+    mapping = {
+        "sfdc_object": "Account",
+        "group_type": "account",
+        "group_name_field": name_field,
+        "group_properties": [
+            {"sfdc_field": field, "amplitude_property": prop} for field, prop in PROPERTIES.items()
+        ],
+        "on_delete": on_delete,
+    }
+    mappings = [mapping]
+    if twice:
+        mappings.append({**mapping, "group_type": "company", "group_name_field": "Id"})
+    return MappingConfig.model_validate(
+        {"version": 1, "sync_cadence": {"mode": "hourly"}, "mappings": mappings}
+    )
+
+
+def record(rng: random.Random, number: int) -> dict[str, Any]:
+    """A read of some fields (others not selected), values of every spelling."""
+    found: dict[str, Any] = {"Id": f"001{number:015d}"}
+    for name, values in VALUES.items():
+        if rng.random() < 0.8:
+            found[name] = rng.choice(values)
+    if rng.random() < 0.1:
+        found["BillingAddress"] = {"city": "Oakland"}  # REST nests a compound field
+    if rng.random() < 0.05:
+        found["attributes"] = {"type": "Account"}
+    if rng.random() < 0.05:
+        found["Owner.Name"] = "Ada"  # a Bulk relationship column
+    return found
+
+
+@pytest.mark.parametrize("name_field", ["Id", "AccountNumber"])
+@pytest.mark.parametrize("on_delete", ["ignore", "unset", "mark"])
+@pytest.mark.parametrize("twice", [False, True])
+def test_every_read_means_what_the_stream_transform_says(
+    name_field: str, on_delete: str, twice: bool
+) -> None:
+    cfg = config(name_field, on_delete, twice=twice)
+    meaning = ReadMeaning("Account", cfg, SCHEMA)
+    rng = random.Random(f"{name_field}-{on_delete}-{twice}")
+    for number in range(600):
+        read = record(rng, number)
+        envelope = envelope_from_record("Account", read, source="bulk", now_ms=number)
+        expected = changes_for_config(envelope, cfg, SCHEMA)
+        assert meaning.outcomes(read, source="bulk", now_ms=number) == expected, read
+
+
+def test_flat_reads_take_the_fast_path() -> None:
+    meaning = ReadMeaning("Account", config("Id", "ignore"), SCHEMA)
+    assert meaning._flat is not None
+    formula = [*FIELDS, {"name": "Score__c", "type": "double", "calculated": True,
+                         "calculatedFormula": "NumberOfEmployees * 2"}]  # fmt: skip
+    schema = schema_from_describe({"name": "Account", "fields": formula})
+    cfg = config("Id", "ignore").model_dump(mode="json")
+    cfg["mappings"][0]["group_properties"].append(
+        {"sfdc_field": "Score__c", "amplitude_property": "score"}
+    )
+    following = ReadMeaning("Account", MappingConfig.model_validate(cfg), schema)
+    assert following._flat is None  # formulas that follow fields: the general rules
+
+
+def test_a_read_without_an_id_fails_as_the_envelope_does() -> None:
+    meaning = ReadMeaning("Account", config("Id", "ignore"), SCHEMA)
+    with pytest.raises(EnvelopeError):
+        meaning.outcomes({"Name": "Acme"}, source="bulk", now_ms=0)
+
+
+def test_digests_and_keys_follow_the_meaning_not_the_spelling() -> None:
+    meaning = ReadMeaning("Account", config("Id", "ignore"), SCHEMA)
+    stamp = "2024-04-09T20:26:27.000"
+    bulk = {"Id": "001A", "AnnualRevenue": 1500000.0, "SystemModstamp": stamp + "Z"}
+    rest = {"Id": "001A", "AnnualRevenue": 1500000, "SystemModstamp": stamp + "+0000",
+            "IsDeleted": False, "attributes": {"type": "Account"}}  # fmt: skip
+    changed = {**rest, "AnnualRevenue": 1500001}
+    keys = [read_key(r["Id"], meaning.digest_of(r)) for r in (bulk, rest, changed)]
+    assert keys[0] == keys[1] != keys[2]
