@@ -46,17 +46,25 @@ class ObjectCheckpoint:
 
 class CheckpointFile:
     """Per object: a fingerprint of what is read, the position delivered so far, and
-    what its catch-up needs (the snapshot's start, the stamps delivered since).
+    what its catch-up needs (the snapshot's start, the reads delivered since).
 
     Written atomically (temporary file + rename) after every delivered batch.
     A fingerprint that no longer matches (other fields, mapping or ``--where``)
     makes ``--resume`` start that object again rather than skip rows it never sent.
+
+    The catch-up's ``seen`` chunks (8 bytes per delivered read, a million after a
+    bulk load) grow with the run, so they are not rewritten with every batch: they
+    go to a file beside the checkpoint, one per object (``<checkpoint>.<Object>.seen``,
+    a chunk a line), appended before the checkpoint that counts them is written; the
+    checkpoint keeps its name and valid length, and a resumed run reads that much.
     """
 
     def __init__(self, path: Path, objects: dict[str, dict[str, Any]] | None = None) -> None:
         self.path = path
         self.objects: dict[str, dict[str, Any]] = objects or {}
         self.saved = False
+        # Per object: the chunks already in its seen file, and the file's valid length.
+        self._seen_written: dict[str, tuple[list[str], int]] = {}
 
     @classmethod
     def load(cls, path: Path) -> CheckpointFile:
@@ -103,7 +111,10 @@ class CheckpointFile:
         position = ReadPosition.from_json(entry.get("position") or {})
         # Checkpoints written before catch-up reads existed: done once read.
         complete = bool(entry.get("complete", position.finished))
-        return ObjectCheckpoint(position, complete, dict(entry.get("catch_up") or {}))
+        catch_up = dict(entry.get("catch_up") or {})
+        if isinstance(entry.get("seen_bytes"), int):
+            catch_up["seen"] = self._read_seen(sfdc_object, entry["seen_bytes"])
+        return ObjectCheckpoint(position, complete, catch_up)
 
     def save(
         self,
@@ -114,11 +125,13 @@ class CheckpointFile:
         catch_up: dict[str, Any] | None = None,
         complete: bool = False,
     ) -> None:
-        self.objects[sfdc_object] = {
+        state = dict(catch_up or {})
+        seen = state.pop("seen", None)
+        entry = {
             "fingerprint": fingerprint,
             "position": position.to_json(),
             "complete": complete,
-            "catch_up": catch_up or {},
+            "catch_up": state,
         }
         document = {
             "version": CHECKPOINT_VERSION,
@@ -127,6 +140,10 @@ class CheckpointFile:
         }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(seen, list):
+                entry["seen_file"] = self._seen_path(sfdc_object).name
+                entry["seen_bytes"] = self._write_seen(sfdc_object, seen)
+            self.objects[sfdc_object] = entry
             temporary = self._temporary()
             temporary.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
             os.replace(temporary, self.path)
@@ -136,6 +153,44 @@ class CheckpointFile:
 
     def _temporary(self) -> Path:
         return self.path.with_name(self.path.name + ".tmp")
+
+    def _seen_path(self, sfdc_object: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.{sfdc_object}.seen")
+
+    def _write_seen(self, sfdc_object: str, chunks: list[str]) -> int:
+        """Append the chunks not yet in the object's seen file; answers its valid length.
+
+        Bytes past the valid length (appended by a run that stopped before its
+        checkpoint counted them) are cut first; chunks that do not continue what the
+        file holds (a catch-up started over) replace it.
+        """
+        written, size = self._seen_written.get(sfdc_object, ([], 0))
+        if chunks[: len(written)] != written:
+            written, size = [], 0
+        fresh = chunks[len(written) :]
+        path = self._seen_path(sfdc_object)
+        with path.open("r+b" if size and path.exists() else "wb") as out:
+            out.truncate(size)
+            out.seek(size)
+            data = "".join(f"{chunk}\n" for chunk in fresh).encode()
+            out.write(data)
+        self._seen_written[sfdc_object] = (written + fresh, size + len(data))
+        return size + len(data)
+
+    def _read_seen(self, sfdc_object: str, size: int) -> list[str]:
+        """The chunks a checkpoint counted; none (sent again, harmlessly) when unreadable."""
+        try:
+            with self._seen_path(sfdc_object).open("rb") as saved:
+                data = saved.read(size)
+        except OSError as exc:
+            log.warning("backfill_checkpoint_seen_unreadable", object=sfdc_object, reason=str(exc))
+            return []
+        if len(data) != size:
+            log.warning("backfill_checkpoint_seen_short", object=sfdc_object, expected=size)
+            return []
+        chunks = data.decode("ascii", "replace").splitlines()
+        self._seen_written[sfdc_object] = (chunks, size)
+        return chunks
 
     def _unwritable(self, exc: OSError) -> ConfigError:
         reason = exc.strerror or str(exc)
