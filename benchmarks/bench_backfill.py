@@ -241,7 +241,7 @@ def main(arguments: argparse.Namespace) -> None:
     finally:
         assert server.stdin is not None
         server.stdin.close()
-        server.wait(timeout=30)
+        server.wait(timeout=300)  # a sandbox holding a million records takes a while
 
 
 def numbers(text: str) -> list[int]:

@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -188,6 +189,7 @@ def report(
     print(
         f"{arguments.records:,} records at {arguments.latency_ms} ms, {arguments.transport}: "
         f"{wall:.2f} s wall; CPU {cpu[0]:.2f} s in sfamp, {cpu[1]:.2f} s in the sandboxes; "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
         f"{summary.total('requests')} Amplitude requests, {summary.api_calls} Salesforce calls"
     )
     print("requests (runs of one kind):")
