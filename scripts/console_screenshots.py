@@ -77,7 +77,7 @@ async def fill_demo_mapping(page: Page, console: ConsoleStack, out: Path) -> Non
     await expect(form.failures).to_contain_text("is already mapped")
     await expect(form.next).to_be_disabled()
     await page.screenshot(path=out / "mapping-setup.png", full_page=True)
-    await form.control("Amplitude group property", len(rows) - 1).fill(rows[-1][1])
+    await form.type(form.control("Amplitude group property", len(rows) - 1), rows[-1][1])
     await form.no_failures()
 
 

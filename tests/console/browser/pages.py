@@ -37,8 +37,10 @@ class ConsoleMessages:
 class MappingSetup:
     """The Mapping setup page, driven only by the accessible names of its controls.
 
-    Choosing an object or adding a row redraws the form (htmx); every step waits for
-    the redrawn control it needs next, so no step acts on a control about to be replaced.
+    Choosing an object or adding a row redraws the form (htmx), and every change is
+    validated by a request whose answer replaces the failure list and the Next button.
+    Every step waits for htmx to settle, so no step acts on a control about to be
+    replaced (a click whose button is swapped between mouse down and up is lost).
     """
 
     def __init__(self, page: Page) -> None:
@@ -60,15 +62,28 @@ class MappingSetup:
     def control(self, name: str, nth: int = 0) -> Locator:
         return self.page.get_by_label(name, exact=True).nth(nth)
 
+    async def type(self, control: Locator, text: str) -> None:
+        """Type into a text box and leave it, as a person tabbing on does.
+
+        Typing validates after a pause; leaving the box sends its change at once and
+        cancels the pending one, so :meth:`settled` sees the last request.
+        """
+        await control.fill(text)
+        await control.blur()
+        await self.settled()
+
+    async def choose(self, control: Locator, value: str) -> None:
+        await control.select_option(value)
+        await self.settled()
+
     async def open(self, console_url: str) -> MappingSetup:
         await self.page.goto(console_url + "/mapping")
         await expect(self.page.get_by_role("heading", name="Mapping setup")).to_be_visible()
         return self
 
     async def interval(self, seconds: int) -> None:
-        await self.control("Sync Cadence").select_option("interval")
-        await self.settled()
-        await self.control("Every (seconds)").fill(str(seconds))
+        await self.choose(self.control("Sync Cadence"), "interval")
+        await self.type(self.control("Every (seconds)"), str(seconds))
 
     async def add_group_mapping(
         self,
@@ -84,16 +99,15 @@ class MappingSetup:
         await self.page.get_by_role("button", name="Set up new group mapping").click()
         await expect(sections).to_have_count(m + 1)
         await self.settled()
-        await self.control("Salesforce object", m).select_option(sfdc_object)
-        await self.settled()
+        await self.choose(self.control("Salesforce object", m), sfdc_object)
         # The object's fields arrive with the redrawn form: a list instead of a text box.
         name = self.page.get_by_role("combobox", name="Group Name Field", exact=True).nth(m)
         await expect(name).to_be_visible()
-        await name.select_option(name_field)
-        await self.control("Amplitude group type", m).fill(group_type)
+        await self.choose(name, name_field)
+        await self.type(self.control("Amplitude group type", m), group_type)
         for p, (sfdc_field, amplitude_property) in enumerate(properties):
             await self.property_row(m, p, sfdc_field, amplitude_property)
-        await self.control("On delete", m).select_option(on_delete)
+        await self.choose(self.control("On delete", m), on_delete)
         return m
 
     async def property_row(self, m: int, p: int, sfdc_field: str, amplitude_property: str) -> None:
@@ -104,13 +118,11 @@ class MappingSetup:
             await section.get_by_role("button", name="Add group property").click()
             await expect(rows).to_have_count(p + 1)
             await self.settled()
-        await rows.nth(p).select_option(sfdc_field)
-        await (
-            section.get_by_label("Amplitude group property", exact=True)
-            .nth(p)
-            .fill(amplitude_property)
-        )
+        await self.choose(rows.nth(p), sfdc_field)
+        prop = section.get_by_label("Amplitude group property", exact=True).nth(p)
+        await self.type(prop, amplitude_property)
 
     async def no_failures(self) -> None:
+        await self.settled()
         await expect(self.failures).to_contain_text("No validation failures")
         await expect(self.next).to_be_enabled()

@@ -43,12 +43,12 @@ async def test_failures_show_beside_their_control_and_in_the_list_and_block_next
     await expect(form.failures).to_contain_text("Validation failures (2)")
     await expect(form.next).to_be_disabled()
 
-    await group_type.fill("account")
+    await form.type(group_type, "account")
     await expect(form.failures).to_contain_text("Validation failures (1)")
     await expect(group_type).to_have_accessible_description("")
     await expect(form.next).to_be_disabled()
 
-    await twice.select_option("Industry")
+    await form.choose(twice, "Industry")
     await form.no_failures()
     await expect(twice).to_have_accessible_description("")
 
