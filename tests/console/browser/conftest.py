@@ -6,7 +6,8 @@ Without one, every test here skips with one line saying how to enable them.
 
 The tests use Playwright's async API: its sync API refuses to run inside a running
 event loop, and the sandboxes the console talks to serve from the tests' loop. Every
-test and fixture here shares the session's loop so that one browser serves them all.
+test and fixture here shares this package's loop, so that one browser serves them all
+and closes when they are done.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def chromium() -> Path:
 TIMEOUT_MS = 15_000
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
 async def browser(chromium: Path) -> AsyncIterator[Browser]:
     expect.set_options(timeout=TIMEOUT_MS)
     async with async_playwright() as playwright:
@@ -56,7 +57,7 @@ async def browser(chromium: Path) -> AsyncIterator[Browser]:
         await launched.close()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="package")
 async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     """A fresh profile per test: no cookies, storage or downloads carried over."""
     fresh = await browser.new_context(accept_downloads=True)
@@ -65,12 +66,12 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     await fresh.close()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="package")
 async def page(context: BrowserContext) -> Page:
     return await context.new_page()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="package")
 async def console(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ConsoleStack]:
@@ -79,7 +80,7 @@ async def console(
         yield stack
 
 
-@pytest_asyncio.fixture(loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="package")
 async def console_messages(page: Page) -> ConsoleMessages:
     """Every console message and page error of ``page``, collected from its creation."""
     return ConsoleMessages.attach(page)

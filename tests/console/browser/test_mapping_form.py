@@ -20,7 +20,7 @@ from tests.console.browser.pages import ConsoleMessages, MappingSetup
 from tests.console.browser.stack import ConsoleStack
 from tests.runtime.conftest import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="package")]
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -19,7 +19,7 @@ from tests.console.browser.pages import MappingSetup
 from tests.console.browser.stack import ConsoleStack
 from tests.runtime.conftest import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="package")]
 
 # What the service runs until the console saves: another group type, another field.
 FILE_MAPPING: dict[str, Any] = {
