@@ -15,7 +15,7 @@ from playwright.async_api import Page, expect
 from pipeline.config.validation import dump_mapping
 from pipeline.kafka.config_topic import latest_mapping
 from tests.console.browser.org import SalesforceRest, amplitude_group
-from tests.console.browser.pages import MappingSetup
+from tests.console.browser.pages import ConsoleMessages, MappingSetup
 from tests.console.browser.stack import ConsoleStack
 from tests.runtime.conftest import wait_until
 
@@ -43,7 +43,7 @@ async def service_status(console: ConsoleStack) -> dict[str, Any]:
 
 
 async def test_from_no_mapping_to_save_and_a_salesforce_change_reaching_amplitude(
-    page: Page, console: ConsoleStack
+    page: Page, console: ConsoleStack, console_messages: ConsoleMessages
 ) -> None:
     service = console.start_service(FILE_MAPPING)
     await page.goto(console.url + "/")
@@ -102,3 +102,6 @@ async def test_from_no_mapping_to_save_and_a_salesforce_change_reaching_amplitud
     published, _ = await latest_mapping(console.sandboxes.settings(console.topic_prefix).kafka)
     assert published is not None
     assert exported == dump_mapping(published.mapping)
+    # Saved, Status while it polls, and the form of a published mapping: no CSP reports.
+    assert console_messages.csp_violations() == []
+    assert console_messages.errors() == []
