@@ -24,6 +24,7 @@ from pipeline.runtime.backfill.report import (
     DuplicateGroups,
     ObjectSummary,
 )
+from pipeline.runtime.reconcile.recorder import SentRecorder
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.group_update import GroupUpdate
@@ -50,6 +51,7 @@ class BackfillRun:
     where: str | None
     summary: BackfillSummary
     duplicates: DuplicateGroups = field(default_factory=DuplicateGroups)
+    sent: SentRecorder | None = None  # records reconciled properties sent (sfamp.sent)
 
 
 @dataclass(slots=True)
@@ -144,6 +146,8 @@ async def deliver(run: BackfillRun, item: ObjectSummary, updates: list[GroupUpda
         item.bytes += plan.total_bytes
         return plan.identifications
     report = await run.amplitude.send(updates)
+    if run.sent is not None:
+        await run.sent.record(run.config, updates, report)
     item.identifications += report.delivered
     item.requests += report.requests
     item.bytes += report.bytes_sent

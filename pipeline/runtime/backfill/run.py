@@ -47,6 +47,7 @@ from pipeline.runtime.backfill.read import (
     read_batches,
 )
 from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, ObjectSummary
+from pipeline.runtime.reconcile.recorder import command_recorder
 from pipeline.runtime.salesforce_reads import fields_to_read
 from pipeline.salesforce.bulk import BulkQuery, batched
 from pipeline.salesforce.client import SalesforceClient
@@ -119,6 +120,8 @@ async def run_backfill(
             config, sf, BulkQuery(sf.rest), amplitude, checkpoint, resume_from, sink,
             progress, options, where, summary,
         )  # fmt: skip
+        if checkpoint is not None:  # what a reconcile compares; a dry run sends nothing
+            run.sent = command_recorder(settings.kafka, None, stack)  # learns each describe
         calls_before = sf.rest.api_calls
         try:
             summary.interrupted = await _until_stopped(_backfill_objects(run), stop)
@@ -194,6 +197,8 @@ async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
     item = ObjectSummary(sfdc_object)
     run.summary.objects.append(item)
     schema = schema_from_describe(await run.sf.rest.describe(sfdc_object))
+    if run.sent is not None:
+        run.sent.learn(schema)
     mapped = fields_to_read(run.config, sfdc_object, schema)
     mappings = run.config.for_object(sfdc_object)
     fingerprint = _fingerprint(mappings, mapped, run.where)

@@ -27,7 +27,9 @@ from pipeline.amplitude import DeliveryReport
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaError
+from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer, Record
+from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.reconcile.digest import reconciled_properties, sent_records
 from pipeline.transform.group_update import GroupUpdate
 from pipeline.transform.schema import ObjectSchema
@@ -46,13 +48,28 @@ class SchemaSource(Protocol):
 
 
 class SentRecorder:
-    """Writes the digests of accepted reconciled properties to ``topic``."""
+    """Writes the digests of accepted reconciled properties to ``topic``.
 
-    def __init__(self, write: Write, topic: str, schemas: SchemaSource) -> None:
+    Which properties are reconciled depends on the describe: ``schemas`` describes
+    on demand; without it, only the objects :meth:`learn` was given are known (a
+    backfill has described them already, and must not spend API calls again).
+    """
+
+    def __init__(self, write: Write, topic: str, schemas: SchemaSource | None) -> None:
         self._write = write
         self._topic = topic
         self._schemas = schemas
+        self._known: dict[str, ObjectSchema] = {}
         self.written = 0
+
+    def learn(self, schema: ObjectSchema) -> None:
+        self._known[schema.name] = schema
+
+    def _schema_of(self, sfdc_object: str) -> ObjectSchema | None:
+        known = self._known.get(sfdc_object)
+        if known is None and self._schemas is not None:
+            return self._schemas.cached(sfdc_object)
+        return known
 
     async def record(
         self, config: MappingConfig, updates: Sequence[GroupUpdate], report: DeliveryReport
@@ -62,8 +79,9 @@ class SentRecorder:
         objects = [m.sfdc_object for m in config.mappings if m.group_type in group_types]
         if not objects:
             return 0
-        await self._schemas.ensure(dict.fromkeys(objects))
-        reconciled = reconciled_properties(config, self._schemas.cached)
+        if self._schemas is not None:
+            await self._schemas.ensure(o for o in dict.fromkeys(objects) if o not in self._known)
+        reconciled = reconciled_properties(config, self._schema_of)
         if not reconciled:
             return 0
         rejected = (rejection.update.key for rejection in report.rejected)
@@ -74,11 +92,22 @@ class SentRecorder:
         return len(records)
 
 
+def command_recorder(
+    settings: KafkaSettings, schemas: SchemaSource | None, stack: contextlib.AsyncExitStack
+) -> SentRecorder:
+    """The recorder of a command that may run without Kafka (closed with ``stack``)."""
+    writer = LazyKafkaWrite(settings)
+    stack.push_async_callback(writer.aclose)
+    return SentRecorder(writer, TopicNames(settings.topic_prefix).sent, schemas)
+
+
 class LazyKafkaWrite:
     """A producer opened on the first write, for commands that may run without Kafka.
 
-    When Kafka does not answer (within :data:`KAFKA_PROBE_SECONDS`), or later fails,
-    the writes stop with one warning: the command's own work goes on.
+    sfamp's control topics are created first when missing (``sfamp.sent`` must be
+    compacted, with one partition, not what a broker creates on its own). When Kafka
+    does not answer (within :data:`KAFKA_PROBE_SECONDS`), or later fails, the writes
+    stop with one warning: the command's own work goes on.
     """
 
     def __init__(self, settings: KafkaSettings) -> None:
@@ -95,6 +124,7 @@ class LazyKafkaWrite:
         try:
             async with self._lock:
                 if self._producer is None:
+                    await ensure_topics(self._settings, sfamp_topics(self._settings, []))
                     producer = ChangeProducer(self._settings)
                     self._producer = await self._stack.enter_async_context(producer)
             await self._producer.send_all(records)
