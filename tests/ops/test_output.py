@@ -81,7 +81,7 @@ async def test_topics_list_prints_only_its_table_at_80_columns(
     assert_only_a_table(result.stdout)
     assert_readable_at_80(result.stdout, "compact", "2h", "retention", "lag")
     complete = json.loads((await cli("topics", "list", "--json", env=NARROW)).stdout)
-    assert {row["kind"] for row in complete} == {"changes", "replay", "config", "dlq"}
+    assert {row["kind"] for row in complete} == {"changes", "replay", "config", "dlq", "sent"}
 
 
 async def test_replay_status_keeps_age_and_status_at_80_columns(

@@ -50,13 +50,14 @@ async def test_list_shows_messages_retention_and_lag(topics: KafkaSettings, cli:
     result = await cli("topics", "list", "--json")
     assert result.exit_code == 0, result.output
     by_name = {row["topic"]: row for row in json.loads(result.stdout)}
-    assert set(by_name) == {changes, names.replay, names.config, names.dlq}
+    assert set(by_name) == {changes, names.replay, names.config, names.dlq, names.sent}
     row = by_name[changes]
     assert (row["partitions"], row["messages"], row["lag_messages"]) == (2, 4, 3)
     # The oldest unflushed change is the one at the committed offset: 2 hours old.
     assert 2 * 3600 <= row["lag_seconds"] < 3 * 3600
     assert by_name[names.replay]["retention"] == "compact"
     assert by_name[names.replay]["lag_messages"] is None
+    assert (by_name[names.sent]["kind"], by_name[names.sent]["retention"]) == ("sent", "compact")
 
     table = await cli("topics", "list")
     assert table.exit_code == 0
