@@ -27,7 +27,7 @@ import fcntl
 import hashlib
 import time
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -71,12 +71,12 @@ class _Run:
     settings: Settings
     sf: SalesforceClient
     bulk: BulkQuery
-    producer: ChangeProducer | None  # None: a dry run writes nothing
-    checkpoint: ReconcileCheckpoint | None
-    digests: SentDigests
     progress: ReconcileProgress | None
     options: ReadOptions
     summary: ReconcileSummary
+    producer: ChangeProducer | None = None  # None: a dry run writes nothing
+    checkpoint: ReconcileCheckpoint | None = None  # None in a dry run
+    digests: SentDigests = field(default_factory=SentDigests)
 
     async def write(self, sfdc_object: str, envelopes: list[ChangeEnvelope]) -> None:
         if self.producer is None or not envelopes:
@@ -115,51 +115,38 @@ async def run_reconcile(
             sf = await stack.enter_async_context(
                 SalesforceClient.from_settings(settings.salesforce)
             )
+        run = _Run(settings, sf, BulkQuery(sf.rest), progress, options, summary, producer)
         calls_before = sf.rest.api_calls
-        bulk = BulkQuery(sf.rest)
         try:
-            work = _reconcile(
-                settings, config, sf, bulk, producer, stack, summary, progress, options
-            )
-            summary.interrupted = await _until_stopped(work, stop)
+            summary.interrupted = await _until_stopped(_reconcile(run, config, stack), stop)
         except SfampError as exc:
             log.error("reconcile_stopped", error=type(exc).__name__, reason=str(exc))
             summary.error = exc
         finally:
             summary.api_calls = sf.rest.api_calls - calls_before
-            summary.bulk_jobs = bulk.jobs_created
+            summary.bulk_jobs = run.bulk.jobs_created
             summary.elapsed_seconds = time.monotonic() - started
     return summary
 
 
-async def _reconcile(
-    settings: Settings,
-    config: MappingConfig,
-    sf: SalesforceClient,
-    bulk: BulkQuery,
-    producer: ChangeProducer | None,
-    stack: contextlib.AsyncExitStack,
-    summary: ReconcileSummary,
-    progress: ReconcileProgress | None,
-    options: ReadOptions,
-) -> None:
-    plans, summary.skipped = await plan_objects(sf.rest, config)
+async def _reconcile(run: _Run, config: MappingConfig, stack: contextlib.AsyncExitStack) -> None:
+    plans, run.summary.skipped = await plan_objects(run.sf.rest, config)
     if not plans:
         return
-    checkpoint = None
-    if not summary.dry_run:
+    settings, summary = run.settings, run.summary
+    if summary.dry_run:
+        run.producer = None
+    else:
         stack.enter_context(exclusive(Path(summary.checkpoint)))
-        checkpoint = open_checkpoint(Path(summary.checkpoint), plans)
-        summary.resumed = checkpoint.resumed
-        await ensure_topics(
-            settings.kafka, sfamp_topics(settings.kafka, [p.sfdc_object for p in plans])
-        )
-        if producer is None:
-            producer = await stack.enter_async_context(ChangeProducer(settings.kafka))
+        run.checkpoint = open_checkpoint(Path(summary.checkpoint), plans)
+        summary.resumed = run.checkpoint.resumed
+        objects = [plan.sfdc_object for plan in plans]
+        await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, objects))
+        if run.producer is None:
+            run.producer = await stack.enter_async_context(ChangeProducer(settings.kafka))
     group_types = {group_type for plan in plans for group_type in plan.group_types}
-    digests = await load_digests(settings, group_types)
-    summary.digests_known = len(digests)
-    run = _Run(settings, sf, bulk, producer, checkpoint, digests, progress, options, summary)
+    run.digests = await load_digests(settings, group_types)
+    summary.digests_known = len(run.digests)
     for plan in plans:
         await _reconcile_object(run, plan)
 
