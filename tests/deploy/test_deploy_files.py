@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -94,6 +94,16 @@ def test_compose_runs_the_roles_the_cli_has() -> None:
             assert "test" in service["healthcheck"], f"{name} has no healthcheck"
 
 
+def test_compose_ingest_keeps_the_reconcile_checkpoint_on_a_named_volume() -> None:
+    compose = load_compose()
+    ingest = compose["services"]["ingest"]
+    state = PurePosixPath(ingest["environment"]["SFAMP_RUNTIME__STATE_DIR"])
+    mounts = [(entry.split(":")[0], entry.split(":")[1]) for entry in ingest["volumes"]]
+    source, _ = holding_mount(mounts, state)
+    assert source in compose["volumes"], "a named volume, not a bind mount"
+    assert set(compose["services"]["deliver"]["volumes"]) <= set(ingest["volumes"])
+
+
 def test_compose_backfill_keeps_its_checkpoint_on_a_named_volume() -> None:
     """A container's own filesystem goes with it: the checkpoint lives on a named volume,
     which the image prepares for its user, so --resume-or-start continues after a stop."""
@@ -106,7 +116,7 @@ def test_compose_backfill_keeps_its_checkpoint_on_a_named_volume() -> None:
     assert source in compose["volumes"], "a named volume, not a bind mount"
     assert (source, target) in mounts, "mounted read-write"
     # Its own volumes replace the shared ones: the mapping must still be there.
-    assert set(services["ingest"]["volumes"]) <= set(backfill["volumes"])
+    assert set(services["deliver"]["volumes"]) <= set(backfill["volumes"])
     user = dict(dockerfile_instructions())["USER"].split(":")[0]
     runs = [text for name, text in dockerfile_instructions() if name == "RUN"]
     assert any(f"-o {user}" in run and str(target) in run.split() for run in runs), (

@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -114,6 +114,17 @@ def test_ingest_is_a_single_recreated_replica() -> None:
     assert ingest["spec"]["replicas"] == 1
     assert ingest["spec"]["strategy"] == {"type": "Recreate"}
     assert containers(ingest)[0]["args"] == ["run", "--role", "ingest"]
+
+
+def test_ingest_keeps_the_reconcile_checkpoint_on_a_writable_volume() -> None:
+    ingest = workload("sfamp-ingest")
+    (container,) = containers(ingest)
+    env = {item["name"]: item["value"] for item in container.get("env", [])}
+    state = PurePosixPath(env["SFAMP_RUNTIME__STATE_DIR"])
+    mounts = [(m["name"], m["mountPath"]) for m in container["volumeMounts"]]
+    name, _ = holding_mount(mounts, state)  # the root filesystem is read-only
+    volumes = {v["name"]: v for v in ingest["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes[name] or "persistentVolumeClaim" in volumes[name]
 
 
 def test_deliver_scales_without_host_ports_and_has_a_budget() -> None:
