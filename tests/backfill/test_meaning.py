@@ -141,3 +141,33 @@ def test_digests_and_keys_follow_the_meaning_not_the_spelling() -> None:
     changed = {**rest, "AnnualRevenue": 1500001}
     keys = [read_key(r["Id"], meaning.digest_of(r)) for r in (bulk, rest, changed)]
     assert keys[0] == keys[1] != keys[2]
+
+
+def test_a_round_keeps_only_reads_that_differ_as_read_and_by_meaning() -> None:
+    from datetime import UTC, datetime
+
+    from pipeline.runtime.backfill.catch_up import catch_up_for
+
+    class NoOrg:
+        async def server_time(self) -> datetime | None:
+            return None
+
+        def query(self, soql: str, *, all_rows: bool = False) -> Any:
+            raise AssertionError("not read here")
+
+    fields = ["Id", "AnnualRevenue", "SystemModstamp"]
+    start = datetime(2024, 4, 9, 20, 26, tzinfo=UTC)
+    catch_up = catch_up_for(
+        NoOrg(), "Account", fields, start, meaning=(config("Id", "mark"), SCHEMA)
+    )
+    stamp = "2024-04-09T20:26:27.000"
+    bulk = {"Id": "001A", "AnnualRevenue": 1500000.0, "SystemModstamp": stamp + "+0000"}
+    catch_up.track([bulk])
+    assert catch_up.raw_key(bulk) in catch_up.raw_keys
+
+    same = {**bulk, "IsDeleted": False}  # read again through Bulk (queryAll)
+    spelled = {**bulk, "AnnualRevenue": 1500000, "attributes": {"type": "Account"}}  # REST
+    changed = {**bulk, "AnnualRevenue": 1500001.0}
+    deleted = {**bulk, "IsDeleted": True}
+    assert catch_up.raw_key(spelled) not in catch_up.raw_keys
+    assert catch_up.changed([same, spelled, changed, deleted]) == [changed, deleted]

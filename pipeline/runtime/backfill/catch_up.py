@@ -44,6 +44,7 @@ from pipeline.runtime.backfill.meaning import (
     Outcomes,
     ReadMeaning,
     fields_digest,
+    raw_key,
     read_key,
 )
 from pipeline.runtime.backfill.read import prefetched
@@ -197,6 +198,9 @@ class CatchUp:
     since: datetime | None
     where: str | None = None
     keys: ReadKeys = field(default_factory=ReadKeys)  # what was delivered, as read keys
+    # The same reads as read (:func:`raw_key`): a round skips the transform of a read
+    # found here. Not checkpointed: after a resume, earlier reads are compared by meaning.
+    raw_keys: ReadKeys = field(default_factory=ReadKeys)
     # Keys tracked since the last checkpoint, and the packed chunks written before: a
     # checkpoint after every batch encodes only what is new.
     _fresh: array[int] = field(default_factory=lambda: array("Q"))
@@ -221,23 +225,28 @@ class CatchUp:
     def track(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Remember the reads of delivered records that a catch-up round could find again."""
         floor = self.floor
-        self.remember([self.read_key(r) for r in records if self.in_window(r, floor)])
+        found = [r for r in records if self.in_window(r, floor)]
+        self.remember([self.read_key(r) for r in found], [self.raw_key(r) for r in found])
 
     @property
     def seen(self) -> set[int]:
         """Every read key remembered (a copy, for inspection)."""
         return set(self.keys)
 
-    def remember(self, keys: Iterable[int]) -> None:
-        """Remember delivered reads by their keys (:meth:`key_of`, for reads in the window)."""
+    def remember(self, keys: Iterable[int], raw: Iterable[int] = ()) -> None:
+        """Remember delivered reads (in the window) by :meth:`key_of` and :meth:`raw_key`."""
         added = array("Q", keys)
         self.keys.add(added)
         self._fresh.extend(added)
+        self.raw_keys.add(raw)
 
     def changed(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The records whose read differs from every one delivered for them."""
-        seen, key = self.keys, self.read_key
-        return [dict(r) for r in records if key(r) not in seen]
+        raw_seen, raw, seen, key = self.raw_keys, self.raw_key, self.keys, self.read_key
+        return [dict(r) for r in records if raw(r) not in raw_seen and key(r) not in seen]
+
+    def raw_key(self, record: Mapping[str, Any]) -> int:
+        return raw_key(record, self.fields)
 
     def read_key(self, record: Mapping[str, Any]) -> int:
         """The record id and what its read means, as one 64-bit number."""

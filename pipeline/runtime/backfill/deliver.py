@@ -82,7 +82,7 @@ class _Pending:
     task: asyncio.Task[int]
     position: ReadPosition
     rows: int
-    keys: list[int]
+    keys: tuple[list[int], list[int]]
 
 
 class InFlightBatches:
@@ -96,9 +96,11 @@ class InFlightBatches:
         self._run, self._obj, self._progress = run, obj, progress
         self._pending: collections.deque[_Pending] = collections.deque()
 
-    async def push(self, batch: RecordBatch, updates: list[GroupUpdate], keys: list[int]) -> None:
+    async def push(
+        self, batch: RecordBatch, updates: list[GroupUpdate], keys: tuple[list[int], list[int]]
+    ) -> None:
         """Start delivering ``updates`` of ``batch``; ``keys`` are its reads' catch-up keys
-        (:meth:`CatchUp.key_of`), remembered once the batch was delivered."""
+        (:meth:`CatchUp.key_of`, :meth:`CatchUp.raw_key`), remembered once it was delivered."""
         task = asyncio.create_task(deliver(self._run, self._obj.item, updates))
         # The records are not kept: only where they end and how many they were.
         self._pending.append(_Pending(task, batch.position, len(batch.records), keys))
@@ -131,7 +133,7 @@ class InFlightBatches:
         self._pending.popleft()
         obj, run = self._obj, self._run
         if obj.catch_up is not None:
-            obj.catch_up.remember(pending.keys)
+            obj.catch_up.remember(*pending.keys)
         obj.save(run, pending.position)
         if self._progress and run.progress is not None:
             run.progress.advance(obj.item.sfdc_object, pending.rows, sent)

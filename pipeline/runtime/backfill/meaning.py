@@ -21,7 +21,7 @@ a mapping with formula fields that follow other fields, no schema) goes through
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -47,6 +47,9 @@ MODSTAMP: Final = "SystemModstamp"
 DELETED: Final = "IsDeleted"
 # A stamp compared to the millisecond, without its zone (REST +0000, Bulk Z: both UTC).
 STAMP_CHARS: Final = 23
+# Conversions remembered per mapped field; a field with more distinct values (names,
+# amounts) just stops being remembered.
+MEMO_VALUES: Final = 4096
 Outcomes = list[tuple[ObjectMapping, Outcome]]
 _MISSING: Any = object()
 _EMPTY: Final[frozenset[str]] = frozenset()
@@ -61,7 +64,8 @@ class _FlatPlan:
     name_field: str | None  # None: the group is the record Id
     name_type: str | None
     name_parent: str | None
-    targets: tuple[tuple[str, str, str | None, str | None], ...]  # field, prop, type, parent
+    # field, property, type, compound parent, and the conversions of values seen so far
+    targets: tuple[tuple[str, str, str | None, str | None, dict[Any, Any]], ...]
     mark: bool
 
 
@@ -78,7 +82,7 @@ def _flat_plan(plan: MappingPlan) -> _FlatPlan | None:
         None if by_id else plan.name_field.field,
         plan.name_field.sf_type,
         plan.name_field.parent,
-        tuple((t.field, t.prop, t.sf_type, t.parent) for t in plan.targets),
+        tuple((t.field, t.prop, t.sf_type, t.parent, {}) for t in plan.targets),
         plan.mapping.on_delete == "mark",
     )
 
@@ -112,13 +116,13 @@ class ReadMeaning:
                 found.append((plan.mapping, group))
                 continue
             pairs: list[tuple[str, PropertyValue | None]] = []
-            for name, prop, sf_type, parent in plan.targets:
+            for name, prop, sf_type, parent, memo in plan.targets:
                 value = record.get(name, _MISSING)
                 if value is _MISSING:
                     if parent is None or record.get(parent, 0) is not None:
                         continue  # not read: left alone
                     value = None  # the whole compound field is null
-                pairs.append((prop, to_property_value(value, sf_type)))
+                pairs.append((prop, _converted(value, sf_type, memo)))
             if plan.mark:
                 pairs.append((DELETED_PROPERTY, False))
             found.append((plan.mapping, _changes(plan, group, pairs, now_ms, record_id)))
@@ -151,6 +155,26 @@ def _flat_and_live(record: Mapping[str, Any]) -> bool:
     if record.get(DELETED) in (True, "true"):
         return False
     return dict not in map(type, record.values())
+
+
+def _converted(value: Any, sf_type: str | None, memo: dict[Any, Any]) -> PropertyValue | None:
+    """:func:`to_property_value`, remembered per field for up to :data:`MEMO_VALUES` values.
+
+    Picklists, booleans, dates and the like repeat across records: their conversion
+    (a regular expression, a split) is worth doing once. Keyed by type and value, as
+    ``1``, ``1.0`` and ``True`` are equal keys that convert differently. A list (a
+    multi-select picklist) is copied, as every update must own its values.
+    """
+    key = (type(value), value)
+    try:
+        converted = memo.get(key, _MISSING)
+    except TypeError:  # an unhashable value
+        return to_property_value(value, sf_type)
+    if converted is _MISSING:
+        converted = to_property_value(value, sf_type)
+        if len(memo) < MEMO_VALUES:
+            memo[key] = converted
+    return list(converted) if type(converted) is list else converted
 
 
 def _group(plan: _FlatPlan, record: Mapping[str, Any]) -> str | NothingToDo:
@@ -203,3 +227,17 @@ def read_key(record_id: object, digest: bytes) -> int:
     """A record's id and what its read means, as one 64-bit number."""
     text = str(record_id).encode() + b"\0" + digest
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def raw_key(record: Mapping[str, Any], fields: Sequence[str]) -> int:
+    """A read exactly as it was read (id, stamp, deleted or not, ``fields`` as typed), as one
+    64-bit number: equal for two reads through the same API that hold the same values.
+
+    Equal raw reads mean the same, so a catch-up round skips the transform for them;
+    a read through another API (REST after Bulk) may spell a value differently and is
+    then compared by what it means.
+    """
+    values = [record.get(name) for name in fields]
+    data = [record.get("Id"), record.get(MODSTAMP), is_deleted(record), values]
+    raw = orjson.dumps(data, default=str)
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")

@@ -306,9 +306,9 @@ def _updates(
     source: Source,
     *,
     first_read: bool = True,
-) -> tuple[list[GroupUpdate], list[int]]:
+) -> tuple[list[GroupUpdate], tuple[list[int], list[int]]]:
     """One transform per record: the batch's updates (one per group) and the catch-up keys
-    of its reads inside the window.
+    (by meaning, and as read) of its reads inside the window.
 
     Groups named by a unique field under a single mapping occur once per batch,
     so their changes become updates directly; anything else is coalesced. Only a
@@ -317,6 +317,7 @@ def _updates(
     now_ms = int(time.time() * 1000)
     changes: list[PropertyChanges] = []
     keys: list[int] = []
+    raw: list[int] = []
     see = run.duplicates.see if first_read else _unseen
     item, outcomes_of, catch_up = obj.item, obj.meaning.outcomes, obj.catch_up
     floor = None if catch_up is None else catch_up.floor
@@ -330,12 +331,13 @@ def _updates(
                 item.without_group += 1
         if catch_up is not None and catch_up.in_window(record, floor):
             keys.append(catch_up.key_of(record, outcomes))
+            raw.append(catch_up.raw_key(record))
     updates = _merged(changes, obj.config, obj.schema)
     if first_read:
         item.rows_read += len(records)
         room = SAMPLE_SIZE - len(run.summary.sample)
         run.summary.sample += [to_identification(update) for update in updates[: max(0, room)]]
-    return updates, keys
+    return updates, (keys, raw)
 
 
 def _unseen(group_type: str, group_value: str) -> None:
