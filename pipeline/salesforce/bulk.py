@@ -30,13 +30,16 @@ from pipeline.salesforce.rest import SalesforceRest
 TERMINAL: Final = frozenset(("JobComplete", "Failed", "Aborted"))
 DEFAULT_MAX_RECORDS: Final = 50_000
 # Rows handed on at a time: small enough that the typed dicts of one batch stay a
-# few MB, large enough that per-batch work (a send, a checkpoint) is amortised.
-DEFAULT_BATCH_ROWS: Final = 5_000
+# few MB, large enough that per-batch work (a send, a checkpoint) is amortised; two
+# full HTTP V2 requests (1,999 events each) for a mapping of unique groups.
+DEFAULT_BATCH_ROWS: Final = 3_998
 POLL_FIRST_SECONDS: Final = 0.25
 POLL_MAX_SECONDS: Final = 30.0
 POLL_GROWTH: Final = 1.5
 WAIT_DEADLINE_SECONDS: Final = 6 * 3600.0
 NO_MORE: Final = "null"  # Sforce-Locator of the last page
+MEMO_TEXTS: Final = 4096  # conversions remembered per typed column and page
+_UNSEEN: Any = object()
 
 Sleep = Callable[[float], Awaitable[None]]
 Convert = Callable[[str], Any]
@@ -99,16 +102,40 @@ def parse_csv(
     header = next(reader, None)
     if header is None:
         return
-    typed = [(name, convert) for name, convert in (converters or {}).items() if name in header]
+    width, converters = len(header), converters or {}
+    # Typed columns by position, each with the conversions of the texts seen so far
+    # (booleans, picklist-like numbers and stamps repeat); bounded per column.
+    typed: list[tuple[int, Convert, dict[str, Any]]] = [
+        (i, converters[name], {}) for i, name in enumerate(header) if name in converters
+    ]
     for cells in reader:
         if not cells:
             continue
-        record = dict(zip(header, [cell or None for cell in cells], strict=False))
-        for name, convert in typed:
-            value = record[name]
-            if value is not None:
-                record[name] = convert(value)
-        yield record
+        values: list[Any] = [cell or None for cell in cells]
+        if len(values) == width:
+            for index, convert, memo in typed:
+                value = values[index]
+                if value is not None:
+                    converted = memo.get(value, _UNSEEN)
+                    if converted is _UNSEEN:
+                        converted = convert(value)
+                        if len(memo) < MEMO_TEXTS:
+                            memo[value] = converted
+                    values[index] = converted
+            yield dict(zip(header, values, strict=True))
+        else:  # a short or long row: names for what it has, converted by name
+            yield _ragged(header, values, converters)
+
+
+def _ragged(
+    header: list[str], values: list[Any], converters: Mapping[str, Convert]
+) -> dict[str, Any]:
+    record: dict[str, Any] = dict(zip(header, values, strict=False))
+    for name, convert in converters.items():
+        value = record.get(name)
+        if value is not None:
+            record[name] = convert(value)
+    return record
 
 
 def rest_converters(types: Mapping[str, str]) -> dict[str, Convert]:

@@ -146,3 +146,16 @@ def test_parse_csv_handles_quotes_newlines_and_empty_cells() -> None:
     assert rows[1]["Name"] is None
     assert rows[1]["Seats"] is None
     assert list(parse_csv(b"")) == []
+
+
+def test_parse_csv_converts_repeated_texts_alike_and_names_ragged_rows() -> None:
+    content = (
+        b'"Id","Seats","Score"\n'
+        + b'"001A","12","1.0"\n' * 3
+        + b'"001B","7"\n"001C","5","2.5","x"\n'
+    )
+    rows = list(parse_csv(content, rest_converters({"Seats": "int", "Score": "double"})))
+
+    assert rows[:3] == [{"Id": "001A", "Seats": 12, "Score": 1.0}] * 3
+    assert rows[3] == {"Id": "001B", "Seats": 7}  # a short row has the columns it has
+    assert rows[4] == {"Id": "001C", "Seats": 5, "Score": 2.5}
