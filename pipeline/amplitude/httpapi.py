@@ -31,7 +31,13 @@ from typing import Any
 import orjson
 
 from pipeline.amplitude.payload import to_identification
-from pipeline.amplitude.planning import MAX_REQUEST_BYTES, Chunk, EncodedUpdate, cut_strings
+from pipeline.amplitude.planning import (
+    MAX_REQUEST_BYTES,
+    MAX_STRING_CHARS,
+    Chunk,
+    EncodedUpdate,
+    cut_strings,
+)
 from pipeline.transform.group_update import GroupUpdate
 
 GROUP_IDENTIFY_EVENT = "$groupidentify"
@@ -52,18 +58,29 @@ def event_prefix(api_key: str) -> bytes:
 
 
 def encode_event(update: GroupUpdate, insert_id: str, time_ms: int) -> EncodedUpdate:
-    update, cut = cut_strings(update)
-    identification = to_identification(update)
-    event = {
-        "event_type": GROUP_IDENTIFY_EVENT,
-        "groups": {update.group_type: update.group_value},
-        "group_properties": identification["group_properties"],
-        "insert_id": insert_id,
-        "time": time_ms,
-        "library": LIBRARY,
-    }
-    raw = orjson.dumps(event)
+    raw = _event_json(update, insert_id, time_ms)
+    cut: tuple[str, ...] = ()
+    # A string over MAX_STRING_CHARS characters takes at least that many bytes, so a
+    # shorter event has none to cut (nearly every one): it is encoded once.
+    if len(raw) > MAX_STRING_CHARS:
+        update, cut = cut_strings(update)
+        if cut:
+            raw = _event_json(update, insert_id, time_ms)
     return EncodedUpdate(update, raw, len(raw), len(update.set) + len(update.unset), cut)
+
+
+def _event_json(update: GroupUpdate, insert_id: str, time_ms: int) -> bytes:
+    """The ``$groupidentify`` event: ``group_properties`` as :func:`to_identification` has it."""
+    return orjson.dumps(
+        {
+            "event_type": GROUP_IDENTIFY_EVENT,
+            "groups": {update.group_type: update.group_value},
+            "group_properties": to_identification(update)["group_properties"],
+            "insert_id": insert_id,
+            "time": time_ms,
+            "library": LIBRARY,
+        }
+    )
 
 
 def event_body_bytes(prefix_len: int, sizes: int, count: int) -> int:

@@ -93,9 +93,13 @@ def form_prefix(api_key: str) -> bytes:
     return f"api_key={quote_plus(api_key)}&identification=".encode()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class EncodedUpdate:
-    """One update (strings cut) with its identification JSON and that JSON's encoded length."""
+    """One update (strings cut) with its identification JSON and that JSON's encoded length.
+
+    Never changed once made; not frozen only because a frozen dataclass costs a
+    ``object.__setattr__`` per field, and a backfill makes one per record.
+    """
 
     update: GroupUpdate
     json: bytes

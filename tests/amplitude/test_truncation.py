@@ -7,9 +7,11 @@ identification still too large after cutting is refused, alone, with the reason.
 
 from __future__ import annotations
 
+import orjson
 from structlog.testing import capture_logs
 
 from pipeline.amplitude import AmplitudeClient
+from pipeline.amplitude.httpapi import encode_event
 from pipeline.amplitude.planning import (
     MAX_STRING_CHARS,
     cut_properties,
@@ -90,3 +92,27 @@ async def test_an_identification_too_large_even_cut_fails_alone_with_the_reason(
     assert all(
         ("account", u.group_value) in amplitude_sandbox.state.store("us").groups for u in neighbours
     )
+
+
+def test_http_v2_events_carry_cut_strings_and_keep_values_that_fit() -> None:
+    long = GroupUpdate("account", "001A", {"notes": "x" * 5000, "tags": ["y" * 2000]})
+    item = encode_event(long, "sfamp-1", 5)
+    assert item.cut == ("notes", "tags")
+    event = orjson.loads(item.json)
+    assert event["group_properties"]["$set"] == {
+        "notes": "x" * MAX_STRING_CHARS,
+        "tags": ["y" * MAX_STRING_CHARS],
+    }
+    assert item.encoded_size == len(item.json)
+    # As many characters as Amplitude keeps, in more bytes than that: nothing to cut.
+    fits = GroupUpdate("account", "001B", {"name": "é" * MAX_STRING_CHARS}, frozenset({"fax"}))
+    kept = encode_event(fits, "sfamp-2", 5)
+    assert kept.cut == ()
+    assert orjson.loads(kept.json) == {
+        "event_type": "$groupidentify",
+        "groups": {"account": "001B"},
+        "group_properties": {"$set": {"name": "é" * MAX_STRING_CHARS}, "$unset": {"fax": "-"}},
+        "insert_id": "sfamp-2",
+        "time": 5,
+        "library": "sfamp",
+    }
