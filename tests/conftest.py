@@ -38,6 +38,22 @@ def docker_engine_answers() -> bool:
             return False
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Services and commands started by tests keep their state (the reconcile's
+    checkpoint) in a directory of this run, not in ``.sfamp`` of the working copy,
+    so that a run left unfinished by one test or an earlier run never resumes in another.
+    """
+    name = "SFAMP_RUNTIME__STATE_DIR"
+    before = os.environ.get(name)
+    os.environ[name] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if before is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = before
+
+
 @pytest.fixture(autouse=True)
 def _structlog_defaults() -> Iterator[None]:
     """Every test starts from structlog's defaults.
