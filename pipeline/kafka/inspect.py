@@ -3,8 +3,8 @@
 Nothing here joins a consumer group. A join costs seconds (much more on some
 brokers) and, with the deliver group's id, would rebalance the running
 service. Messages are read with ``assign()`` + ``seek``; the deliver group's
-committed offsets are fetched (OffsetFetch) by a consumer that carries the
-group id but never subscribes, so it never becomes a member.
+committed offsets are fetched (OffsetFetch) by the admin client, which is
+never a member of any group.
 
 Lag in messages is ``end - committed`` per partition (``end - begin`` before
 the first commit, since deliver starts from the earliest offset). Lag in time
@@ -15,13 +15,13 @@ the committed offset (the Kafka timestamp when that message is no envelope).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
 from types import TracebackType
 from typing import Any, Final
 
+import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -65,6 +65,8 @@ __all__ = [
     "topic_kind",
 ]
 
+log = structlog.get_logger(__name__)
+
 # Operator commands should answer or give up quickly, not wait out a 30 s request timeout.
 QUICK_TIMEOUT_SECONDS: Final = 5.0
 _POLL_MS: Final = 500
@@ -103,7 +105,14 @@ class KafkaInspector:
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> KafkaInspector:
-        consumer = self._new_consumer(group_id=None)
+        consumer = AIOKafkaConsumer(
+            **client_options(self.settings),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Seeks abandon in-flight fetches; a broker holding an empty fetch for the
+            # default 500 ms would make every seek wait that long.
+            fetch_max_wait_ms=_FETCH_WAIT_MS,
+        )
         admin = AIOKafkaAdminClient(**client_options(self.settings))
         try:
             async with asyncio.timeout(self.timeout_seconds):
@@ -114,17 +123,6 @@ class KafkaInspector:
             raise self._unavailable(exc) from exc
         self._consumer, self._admin = consumer, admin
         return self
-
-    def _new_consumer(self, group_id: str | None) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            **client_options(self.settings),
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # Seeks abandon in-flight fetches; a broker holding an empty fetch for the
-            # default 500 ms would make every seek wait that long.
-            fetch_max_wait_ms=_FETCH_WAIT_MS,
-        )
 
     async def stop(self) -> None:
         consumer, admin = self._consumer, self._admin
@@ -164,31 +162,34 @@ class KafkaInspector:
             raise KafkaError(f"topic {topic} does not exist")
         return [TopicPartition(topic, n) for n in numbers]
 
-    async def state(self, topic: str, *, with_config: bool = True) -> TopicState:
+    async def state(self, topic: str) -> TopicState:
         """Offsets, the deliver group's position (changes topics) and the topic's config."""
-        kind = topic_kind(self.names, topic)
-        tps = await self.partitions(topic)
-        begins, ends = await self._bounds(tps)
-        committed = await self._committed(tps) if kind == "changes" else {}
-        parts = tuple(
-            PartitionState(tp.partition, begins[tp], ends[tp], committed.get(tp)) for tp in tps
-        )
-        oldest = await self._oldest_unflushed(topic, parts) if kind == "changes" else None
-        config = await self.config(topic) if with_config else None
-        return TopicState(topic, kind, parts, config, oldest)
+        return (await self._states([topic]))[0]
 
     async def states(self) -> list[TopicState]:
-        """The state of every topic under the prefix (configs fetched in one request)."""
-        names = await self.topics()
-        configs = await self.configs(names)
-        states = [await self.state(name, with_config=False) for name in names]
-        return [
-            TopicState(s.name, s.kind, s.partitions, configs.get(s.name), s.oldest_unflushed_ms)
-            for s in states
-        ]
+        """The state of every topic under the prefix."""
+        return await self._states(await self.topics())
 
-    async def config(self, topic: str) -> dict[str, str] | None:
-        return (await self.configs([topic])).get(topic)
+    async def _states(self, topics: list[str]) -> list[TopicState]:
+        """One request of each kind for all ``topics`` (ListOffsets, OffsetFetch,
+        DescribeConfigs), not a round per topic: a ListOffsets for a topic the
+        consumer has no metadata for waits out a metadata refresh each time."""
+        by_topic = {topic: await self.partitions(topic) for topic in topics}
+        every = [tp for tps in by_topic.values() for tp in tps]
+        begins, ends = await self._bounds(every)
+        committed = await self._committed(
+            [tp for tp in every if topic_kind(self.names, tp.topic) == "changes"]
+        )
+        configs = await self.configs(topics)
+        found: list[TopicState] = []
+        for topic, tps in by_topic.items():
+            kind = topic_kind(self.names, topic)
+            parts = tuple(
+                PartitionState(tp.partition, begins[tp], ends[tp], committed.get(tp)) for tp in tps
+            )
+            oldest = await self._oldest_unflushed(topic, parts) if kind == "changes" else None
+            found.append(TopicState(topic, kind, parts, configs.get(topic), oldest))
+        return found
 
     async def configs(self, topics: list[str]) -> dict[str, dict[str, str]]:
         """Topic configs by name; topics the broker would not describe are left out.
@@ -210,49 +211,48 @@ class KafkaInspector:
     async def _bounds(
         self, tps: list[TopicPartition]
     ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        if not tps:
+            return {}, {}
         consumer = self._require()
         begins = await self._call(consumer.beginning_offsets(tps))
         ends = await self._call(consumer.end_offsets(tps))
-        return begins, {tp: await self._true_end(tp, begins[tp], ends[tp]) for tp in tps}
+        return begins, await self._true_ends(begins, ends)
 
-    async def _true_end(self, tp: TopicPartition, begin: int, end: int) -> int:
-        """The end offset, checked against the last batch actually stored.
+    async def _true_ends(
+        self, begins: dict[TopicPartition, int], ends: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        """The end offsets, checked against the last batch actually stored.
 
         Some Kafka-compatible brokers (tansu) answer ListOffsets with the base
         offset of the last record batch plus one, hiding the rest of that batch.
         Fetching from ``end - 1`` returns the whole batch, whose last offset is
         the truth; on Apache Kafka the answer is just the last record again.
         """
-        if end <= begin:
-            return end
+        true = dict(ends)
+        waiting = {tp for tp in ends if ends[tp] > begins[tp]}
+        if not waiting:
+            return true
         consumer = self._require()
-        consumer.assign([tp])
-        consumer.seek(tp, end - 1)
-        batch = await self._call(consumer.getmany(tp, timeout_ms=_POLL_MS))
-        return max([end, *(int(record.offset) + 1 for record in batch.get(tp, []))])
+        consumer.assign(list(waiting))
+        for tp in waiting:
+            consumer.seek(tp, ends[tp] - 1)
+        while waiting:
+            batch = await self._call(consumer.getmany(*waiting, timeout_ms=_POLL_MS))
+            if not batch:
+                break
+            for tp, records in batch.items():
+                true[tp] = max([true[tp], *(int(record.offset) + 1 for record in records)])
+            waiting -= batch.keys()
+        return true
 
     async def _committed(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """The deliver group's committed offsets (OffsetFetch).
-
-        A consumer of its own carries the group id: it assigns once and never
-        subscribes, so it fetches offsets without ever joining the group.
-        """
-        consumer = self._new_consumer(group_id=self.settings.consumer_group)
-        found: dict[TopicPartition, int] = {}
-        try:
-            await self._call(consumer.start())
-            consumer.assign(tps)
-            # Only OffsetFetch is wanted: a fetcher left to run would try to position and
-            # fetch these partitions, and stopping it mid-way can hang on some brokers.
-            consumer.pause(*tps)
-            for tp in tps:
-                offset = await self._call(consumer.committed(tp))
-                if offset is not None and offset >= 0:
-                    found[tp] = offset
-        finally:
-            with contextlib.suppress(AIOKafkaError, OSError, TimeoutError):
-                await asyncio.wait_for(consumer.stop(), self.timeout_seconds)
-        return found
+        """The deliver group's committed offsets, by one OffsetFetch of the admin client
+        (which never joins the group)."""
+        if not tps:
+            return {}
+        admin, group = self._require_admin(), self.settings.consumer_group
+        found = await self._call(admin.list_consumer_group_offsets(group, None, tps))
+        return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
 
     async def _oldest_unflushed(self, topic: str, parts: tuple[PartitionState, ...]) -> int | None:
         """The earliest change time among the first unflushed message of each partition."""
@@ -308,6 +308,13 @@ class KafkaInspector:
         begins, ends = await self._bounds(tps)
         return sorted(await self._read(dict(begins), dict(ends)), key=_order)
 
+    async def read_state(self, state: TopicState) -> list[Message]:
+        """Every message of a topic between the offsets ``state`` holds, in time order."""
+        parts = {TopicPartition(state.name, p.partition): p for p in state.partitions}
+        starts = {tp: part.begin for tp, part in parts.items()}
+        ends = {tp: part.end for tp, part in parts.items()}
+        return sorted(await self._read(starts, ends), key=_order)
+
     async def follow(
         self, topic: str, start: Mapping[int, int], *, poll_ms: int = _POLL_MS
     ) -> AsyncGenerator[Message, None]:
@@ -338,9 +345,13 @@ class KafkaInspector:
         match: Callable[[Message], bool] | None = None,
     ) -> list[Message]:
         """Read ``[start, end)`` of each partition; gives up when the broker stops answering."""
-        consumer = self._require()
-        consumer.assign(list(starts))
         pending = {tp for tp in starts if starts[tp] < ends[tp]}
+        if not pending:
+            # Nothing to read, so no new assignment: aiokafka's fetcher loses a stop()
+            # that comes while it switches assignments, and stop() then hangs.
+            return []
+        consumer = self._require()
+        consumer.assign(list(pending))
         for tp in pending:
             consumer.seek(tp, starts[tp])
         kept: deque[Message] = deque(maxlen=keep_last)
@@ -413,9 +424,15 @@ def _parse_configs(responses: list[Any]) -> dict[str, dict[str, str]]:
 
 
 async def _stop_quietly(consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient) -> None:
-    # A consumer stopped while its fetcher waits on a partition position can hang on
-    # some brokers (seen with the embedded one); a read-only command need not wait.
-    with contextlib.suppress(AIOKafkaError, OSError, TimeoutError):
-        await asyncio.wait_for(consumer.stop(), _STOP_SECONDS)
-    with contextlib.suppress(AIOKafkaError, OSError, TimeoutError):
-        await asyncio.wait_for(admin.close(), _STOP_SECONDS)
+    # aiokafka's fetcher can lose the cancel of a stop() that comes while it switches
+    # assignments, and stop() then waits forever; a read-only command need not wait.
+    for client, close in (("consumer", consumer.stop), ("admin", admin.close)):
+        budget = asyncio.timeout(_STOP_SECONDS)
+        try:
+            async with budget:
+                await close()
+        except (AIOKafkaError, OSError, TimeoutError) as exc:
+            log.debug("kafka_inspector_stop_failed", client=client, error=repr(exc))
+        # Checked apart: a lost cancel ends the wait without raising TimeoutError.
+        if budget.expired():
+            log.warning("kafka_inspector_stop_timeout", client=client, seconds=_STOP_SECONDS)

@@ -16,9 +16,9 @@ import httpx
 
 from pipeline.config.settings import Settings
 from pipeline.errors import SfampError
-from pipeline.kafka.config_topic import latest_mapping
+from pipeline.kafka.config_topic import KEY, PublishedMapping, decode_published
 from pipeline.kafka.dlq import fold_dlq
-from pipeline.kafka.inspect import KafkaInspector, quick_settings
+from pipeline.kafka.inspect import KafkaInspector, Message
 from pipeline.kafka.replay_age import replay_ages
 from pipeline.runtime.cadence import describe
 from pipeline.salesforce.client import SalesforceClient
@@ -50,43 +50,50 @@ async def salesforce_status(settings: Settings) -> dict[str, Any]:
 
 
 async def kafka_status(settings: Settings) -> dict[str, Any]:
-    """Mapping, lag, replay id ages and DLQ size as Kafka holds them, or an ``error``."""
+    """Mapping, lag, replay id ages and DLQ size as Kafka holds them, or an ``error``.
+
+    One connection, one offsets round for every topic; the small control topics
+    are then read up to the offsets that round found.
+    """
     now = int(time.time() * 1000)
     try:
-        published, _ = await latest_mapping(quick_settings(settings.kafka, 5.0))
         async with KafkaInspector(settings.kafka) as inspector:
-            states = [s for s in await inspector.states() if s.kind == "changes"]
-            topics = set(await inspector.topics())
-            replay = (
-                await inspector.read_all(inspector.names.replay)
-                if inspector.names.replay in topics
-                else []
-            )
-            dlq = (
-                await inspector.read_all(inspector.names.dlq)
-                if inspector.names.dlq in topics
-                else []
-            )
+            states = {state.name: state for state in await inspector.states()}
+            names = inspector.names
+            config, replay, dlq = [
+                await inspector.read_state(states[name]) if name in states else []
+                for name in (names.config, names.replay, names.dlq)
+            ]
+        published = _published(config)
     except SfampError as exc:
         return {"error": str(exc)}
-    lag_seconds = [s.lag_seconds(now) for s in states]
+    changes = [state for state in states.values() if state.kind == "changes"]
+    lag_seconds = [state.lag_seconds(now) for state in changes]
     return {
         "bootstrap_servers": settings.kafka.bootstrap_servers,
-        "mapping": None
-        if published is None
-        else {
-            "revision": published.revision,
-            "cadence": describe(published.mapping.sync_cadence),
-            "relations": [
-                f"{m.sfdc_object} -> {m.group_type} (name: {m.group_name_field}, "
-                f"{len(m.group_properties)} properties)"
-                for m in published.mapping.mappings
-            ],
-        },
-        "lag_messages": sum(s.lag or 0 for s in states),
+        "mapping": None if published is None else _mapping_summary(published),
+        "lag_messages": sum(state.lag or 0 for state in changes),
         "lag_seconds": max((x for x in lag_seconds if x is not None), default=0.0),
         "replay": [age.as_json() for age in replay_ages(replay, now)],
         "dlq_pending": sum(1 for item in fold_dlq(dlq) if item.pending),
+    }
+
+
+def _published(config: list[Message]) -> PublishedMapping | None:
+    """The mapping the last record of ``sfamp.config`` publishes (None after a tombstone)."""
+    latest = [message.value for message in config if message.key == KEY]
+    return decode_published(latest[-1]) if latest and latest[-1] else None
+
+
+def _mapping_summary(published: PublishedMapping) -> dict[str, Any]:
+    return {
+        "revision": published.revision,
+        "cadence": describe(published.mapping.sync_cadence),
+        "relations": [
+            f"{m.sfdc_object} -> {m.group_type} (name: {m.group_name_field}, "
+            f"{len(m.group_properties)} properties)"
+            for m in published.mapping.mappings
+        ],
     }
 
 
