@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import httpx
@@ -159,3 +160,22 @@ def test_parse_csv_converts_repeated_texts_alike_and_names_ragged_rows() -> None
     assert rows[:3] == [{"Id": "001A", "Seats": 12, "Score": 1.0}] * 3
     assert rows[3] == {"Id": "001B", "Seats": 7}  # a short row has the columns it has
     assert rows[4] == {"Id": "001C", "Seats": 5, "Score": 2.5}
+
+
+async def test_result_pages_are_freed_page_by_page_whatever_the_collector_thresholds(
+    sandboxes: Sandboxes,
+) -> None:
+    # httpx keeps each response in a reference cycle: without the collection per page,
+    # every page's body would stay until the cyclic collector ran (here: never).
+    await sandboxes.seed("Account", 6_000)
+    options = ReadOptions(rest_max_records=0, max_records=500, batch_rows=500)
+    alive: list[int] = []
+    gc.disable()
+    try:
+        async with SalesforceClient.from_settings(sandboxes.settings().salesforce) as sf:
+            async for _page in read_object(sf, mapping().mappings[0], options=options):
+                alive.append(sum(isinstance(o, httpx.Response) for o in gc.get_objects()))
+    finally:
+        gc.enable()
+    assert len(alive) == 12
+    assert max(alive) <= 4, alive  # the page in use, the one downloading, and few others

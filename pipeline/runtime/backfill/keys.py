@@ -4,10 +4,11 @@ A snapshot remembers one 64-bit key per delivered read inside its catch-up windo
 which after a bulk load is every record of the object. A Python set of ints costs
 about 70 bytes a key, and a million small ints allocated between the snapshot's
 short-lived batches keep those batches' memory from being returned. So the keys
-live in arrays: those added since the last look-up in one array, the rest sorted in
-another, merged (one sort) on the first look-up after many were added, which is the
-start of a catch-up round. Look-ups are a binary search, or a small set of the keys
-added since the merge.
+live in arrays, in 256 buckets by their top byte: those added since the last
+look-up in one array per bucket, the rest sorted in another, merged on the first
+look-up after many were added (the start of a catch-up round) one bucket at a
+time, so the sort never holds more than a bucket's keys as Python ints. Look-ups
+are a binary search in one bucket, or a small set of the keys added since the merge.
 """
 
 from __future__ import annotations
@@ -19,44 +20,58 @@ from itertools import chain
 from typing import Final
 
 # Keys added since the merge are looked up in a set up to this many (and an eighth of
-# the sorted ones); beyond, they are merged into the sorted array first.
+# the sorted ones); beyond, they are merged into the sorted arrays first.
 _SMALL: Final = 4096
+_BUCKETS: Final = 256
+_SHIFT: Final = 56  # the top byte of a 64-bit key names its bucket
 
 
 class ReadKeys:
     """A set of 64-bit keys (duplicates allowed, never observable) for catch-up rounds."""
 
     def __init__(self, keys: Iterable[int] = ()) -> None:
-        self._sorted = array("Q", sorted(keys))
-        self._added = array("Q")
+        self._sorted = [array("Q") for _ in range(_BUCKETS)]
+        self._added = [array("Q") for _ in range(_BUCKETS)]
+        self._sorted_count = self._added_count = 0
         self._added_set: set[int] | None = None
+        self.add(keys)
 
     def add(self, keys: Iterable[int]) -> None:
-        self._added.extend(keys)
-        self._added_set = None
+        added = self._added
+        count = 0
+        for key in keys:
+            added[key >> _SHIFT].append(key)
+            count += 1
+        if count:
+            self._added_count += count
+            self._added_set = None
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, int):
+        if not isinstance(key, int) or not 0 <= key >> _SHIFT < _BUCKETS:
             return False
-        if self._added:
-            if len(self._added) > max(_SMALL, len(self._sorted) // 8):
+        if self._added_count:
+            if self._added_count > max(_SMALL, self._sorted_count // 8):
                 self._merge()
             else:
                 if self._added_set is None:
-                    self._added_set = set(self._added)
+                    self._added_set = set(chain.from_iterable(self._added))
                 if key in self._added_set:
                     return True
-        keys = self._sorted
+        keys = self._sorted[key >> _SHIFT]
         index = bisect_left(keys, key)
         return index < len(keys) and keys[index] == key
 
     def __len__(self) -> int:
-        return len(self._sorted) + len(self._added)
+        return self._sorted_count + self._added_count
 
     def __iter__(self) -> Iterator[int]:
-        return chain(self._sorted, self._added)
+        return chain(chain.from_iterable(self._sorted), chain.from_iterable(self._added))
 
     def _merge(self) -> None:
-        self._sorted = array("Q", sorted(chain(self._sorted, self._added)))
-        self._added = array("Q")
+        for bucket, added in enumerate(self._added):
+            if added:
+                self._sorted[bucket] = array("Q", sorted(chain(self._sorted[bucket], added)))
+                self._added[bucket] = array("Q")
+        self._sorted_count += self._added_count
+        self._added_count = 0
         self._added_set = None
