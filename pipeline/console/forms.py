@@ -8,8 +8,11 @@ Field names: ``cadence_mode``, ``cadence_at``, ``cadence_every``; ``reconcile_mo
 ``reconcile_at``, ``reconcile_minute``;
 ``m<i>.sfdc_object``, ``m<i>.group_type``, ``m<i>.group_name_field``,
 ``m<i>.on_delete``; ``m<i>.p<j>.sfdc_field``, ``m<i>.p<j>.amplitude_property``.
-Sections and rows are numbered from 0 each time the form is drawn; a gap left
-by a removal is closed by the next drawing, so reading sorts by number.
+Each section and row keeps the number it was drawn with (its ``key``) for as long
+as the page shows it: a removal deletes only its own controls and an addition
+takes the next free number, so the controls around them are never redrawn. Reading
+sorts by number; a problem's path, which counts positions, is turned back into
+the keys of the controls it is about.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ _CADENCE_CONTROLS: Final = {
 class RowForm:
     sfdc_field: str = ""
     amplitude_property: str = ""
+    key: int = 0
 
 
 @dataclass
@@ -55,6 +59,25 @@ class SectionForm:
     group_name_field: str = ""
     on_delete: str = "ignore"
     rows: list[RowForm] = field(default_factory=list)
+    key: int = 0
+
+    def row(self, key: int) -> RowForm | None:
+        return next((row for row in self.rows if row.key == key), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a structural action changed, by keys: the page redraws only that part.
+
+    ``kind`` is ``cadence`` or ``reconcile`` (a schedule mode: its details),
+    ``object`` (a section's object: the controls listing its fields),
+    ``add_mapping``/``remove_mapping`` (a section) or ``add_property``/
+    ``remove_property`` (a row of ``section``).
+    """
+
+    kind: str
+    section: int | None = None
+    row: int | None = None
 
 
 @dataclass
@@ -105,21 +128,42 @@ class MappingForm:
             *reconcile.get(self.reconcile_mode, []),
         ]
 
-    def apply(self, action: str) -> None:
-        """A structural change: add_mapping, remove_mapping:<i>, add_property:<i>,
-        remove_property:<i>:<j>; anything else (a refresh) changes nothing."""
+    def section(self, key: int) -> SectionForm | None:
+        return next((section for section in self.sections if section.key == key), None)
+
+    def apply(self, action: str) -> Change | None:
+        """A structural change by keys: ``add_mapping``, ``remove_mapping:<m>``,
+        ``add_property:<m>``, ``remove_property:<m>:<p>``; ``cadence``, ``reconcile`` and
+        ``object:<m>`` change nothing here but name the part to redraw. None: no change
+        (an unknown action, or a section or row already gone)."""
         name, _, where = action.partition(":")
         at = [int(part) for part in where.split(":") if part.isdigit()]
+        if name in ("cadence", "reconcile"):
+            return Change(name)
         if name == "add_mapping":
-            self.sections.append(SectionForm(rows=[RowForm()]))
-        elif name == "remove_mapping" and len(at) == 1 and at[0] < len(self.sections):
-            del self.sections[at[0]]
-        elif name == "add_property" and len(at) == 1 and at[0] < len(self.sections):
-            self.sections[at[0]].rows.append(RowForm())
-        elif name == "remove_property" and len(at) == 2 and at[0] < len(self.sections):
-            rows = self.sections[at[0]].rows
-            if at[1] < len(rows):
-                del rows[at[1]]
+            key = _next_key(self.sections)
+            self.sections.append(SectionForm(key=key, rows=[RowForm()]))
+            return Change(name, key)
+        section = self.section(at[0]) if at else None
+        if section is None:
+            return None
+        if name == "object":
+            return Change(name, section.key)
+        if name == "remove_mapping":
+            self.sections = [s for s in self.sections if s is not section]
+            return Change(name, section.key)
+        if name == "add_property":
+            section.rows.append(RowForm(key=_next_key(section.rows)))
+            return Change(name, section.key, section.rows[-1].key)
+        row = section.row(at[1]) if name == "remove_property" and len(at) == 2 else None
+        if row is None:
+            return None
+        section.rows = [r for r in section.rows if r is not row]
+        return Change(name, section.key, row.key)
+
+
+def _next_key(items: list[SectionForm] | list[RowForm]) -> int:
+    return max((item.key for item in items), default=-1) + 1
 
 
 def _section_document(section: SectionForm) -> dict[str, Any]:
@@ -150,11 +194,13 @@ def form_from_fields(fields: Mapping[str, str]) -> MappingForm:
     rows: dict[tuple[int, int], RowForm] = {}
     for name, value in fields.items():
         if match := _SECTION.match(name):
-            section = sections.setdefault(int(match[1]), SectionForm())
+            m = int(match[1])
+            section = sections.setdefault(m, SectionForm(key=m))
             setattr(section, match[2], value.strip())
         elif match := _ROW.match(name):
-            sections.setdefault(int(match[1]), SectionForm())
-            row = rows.setdefault((int(match[1]), int(match[2])), RowForm())
+            m, p = int(match[1]), int(match[2])
+            sections.setdefault(m, SectionForm(key=m))
+            row = rows.setdefault((m, p), RowForm(key=p))
             setattr(row, match[3], value.strip())
     for (m, _), row in sorted(rows.items()):
         sections[m].rows.append(row)
@@ -175,11 +221,10 @@ def form_from_document(document: object) -> MappingForm:
         reconcile_at=_text(reconcile.get("at")) or DEFAULT_RECONCILE_AT,
         reconcile_minute=_text(reconcile.get("minute")) or "0",
     )
-    mappings = _part(doc, "mappings", list)
-    for entry in mappings:
-        if not isinstance(entry, dict):
-            continue
+    entries = [entry for entry in _part(doc, "mappings", list) if isinstance(entry, dict)]
+    for m, entry in enumerate(entries):
         props = entry.get("group_properties")
+        rows = [p for p in (props if isinstance(props, list) else []) if isinstance(p, dict)]
         form.sections.append(
             SectionForm(
                 sfdc_object=_text(entry.get("sfdc_object")),
@@ -187,10 +232,10 @@ def form_from_document(document: object) -> MappingForm:
                 group_name_field=_text(entry.get("group_name_field")),
                 on_delete=_text(entry.get("on_delete")) or "ignore",
                 rows=[
-                    RowForm(_text(p.get("sfdc_field")), _text(p.get("amplitude_property")))
-                    for p in (props if isinstance(props, list) else [])
-                    if isinstance(p, dict)
+                    RowForm(_text(row.get("sfdc_field")), _text(row.get("amplitude_property")), p)
+                    for p, row in enumerate(rows)
                 ],
+                key=m,
             )
         )
     return form
@@ -205,14 +250,22 @@ def _text(value: object) -> str:
     return "" if value is None or isinstance(value, dict | list) else str(value)
 
 
-def control_for(path: str) -> str | None:
-    """The id of the control a JSON path is about, or None (shown in the list only)."""
+def control_for(path: str, form: MappingForm | None = None) -> str | None:
+    """The id of the control a JSON path is about, or None (shown in the list only).
+
+    Paths count positions; with ``form``, the ids carry its sections' and rows' keys.
+    """
     if path in _CADENCE_CONTROLS:
         return _CADENCE_CONTROLS[path]
     match = _PATH.match(path)
     if match is None:
         return None
     m, key, p, row_key = match.groups()
+    section = form.sections[int(m)] if form and int(m) < len(form.sections) else None
+    if section is not None:
+        m = str(section.key)
+        if p is not None and int(p) < len(section.rows):
+            p = str(section.rows[int(p)].key)
     if key is None:
         return f"m{m}-section"
     if key != "group_properties":
@@ -222,11 +275,13 @@ def control_for(path: str) -> str | None:
     return f"m{m}-p{p}-{row_key}" if row_key else f"m{m}-p{p}-row"
 
 
-def messages_by_control(problems: list[Problem]) -> dict[str, list[str]]:
+def messages_by_control(
+    problems: list[Problem], form: MappingForm | None = None
+) -> dict[str, list[str]]:
     """Each control's failures, in the order validation reported them."""
     found: dict[str, list[str]] = {}
     for problem in problems:
-        control = control_for(problem.path)
+        control = control_for(problem.path, form)
         if control is not None:
             found.setdefault(control, []).append(problem.message)
     return found
@@ -235,9 +290,11 @@ def messages_by_control(problems: list[Problem]) -> dict[str, list[str]]:
 def control_ids(form: MappingForm) -> list[str]:
     """Every control that can carry a message, for clearing the old ones."""
     ids = [*form.shown_controls(), "add_mapping"]
-    for m, section in enumerate(form.sections):
+    for section in form.sections:
+        m = section.key
         keys = ("section", "sfdc_object", "group_type", "group_name_field", "on_delete")
         ids += [f"m{m}-{key}" for key in keys] + [f"m{m}-add_property"]
-        for p in range(len(section.rows)):
+        for row in section.rows:
+            p = row.key
             ids += [f"m{m}-p{p}-{key}" for key in ("row", "sfdc_field", "amplitude_property")]
     return ids

@@ -4,6 +4,12 @@ Validation is :func:`pipeline.config.validation.validate_document`, the code of
 ``sfamp config validate``; export writes :func:`pipeline.config.validation.dump_mapping`,
 the bytes of ``sfamp config export``. Nothing here is saved: Next leads to the
 final verification (:mod:`pipeline.console.pages_verify`), whose Save publishes.
+
+The page's requests (validation, structural changes) are answered with out-of-band
+parts only (``_mapping_update.html``): the failure list, each control's message and
+what a structural change redraws, never a control the person may be using. Whether
+the form validates travels in the ``HX-Trigger-After-Swap`` header, from which
+console.js sets Next's state on the same button.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pipeline.console.forms import (
     CADENCE_MODES,
     ON_DELETE,
     RECONCILE_MODES,
+    Change,
     MappingForm,
     control_ids,
     form_from_document,
@@ -38,6 +45,7 @@ from pipeline.kafka.inspect import quick_settings
 
 EXPORT_NAME: Final = "sfamp-mapping.json"
 MAX_IMPORT_BYTES: Final = 1 << 20
+VALIDATED_EVENT: Final = "sfamp-validated"
 
 
 def checked(console: Console, form: MappingForm) -> tuple[dict[str, Any], list[Problem]]:
@@ -58,21 +66,30 @@ def config_text(document: dict[str, Any], problems: list[Problem]) -> str:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE).decode()
 
 
+def failures_view(
+    console: Console, form: MappingForm, extra: list[Problem] | None = None
+) -> dict[str, Any]:
+    """The form's failures, by control, and its JSON: what a validation answer shows."""
+    document, problems = checked(console, form)
+    problems = [*(extra or []), *problems]
+    return {
+        "form": form,
+        "problems": problems,
+        "messages": messages_by_control(problems, form),
+        "control_ids": control_ids(form),
+        "config_json": config_text(document, problems),
+    }
+
+
 async def form_view(
     console: Console, form: MappingForm, extra: list[Problem] | None = None
 ) -> dict[str, Any]:
     """Everything the form template needs: values, choices from the org, failures."""
-    document, problems = checked(console, form)
-    problems = [*(extra or []), *problems]
     catalog = console.catalog
     objects = await catalog.objects()
     fields = {s.sfdc_object: await catalog.fields(s.sfdc_object) for s in form.sections}
     return {
-        "form": form,
-        "problems": problems,
-        "messages": messages_by_control(problems),
-        "control_ids": control_ids(form),
-        "config_json": config_text(document, problems),
+        **failures_view(console, form, extra),
         "objects": objects,
         "object_names": {o.name for o in objects or ()},
         "fields": fields,
@@ -114,27 +131,35 @@ async def mapping_page(request: web.Request) -> web.Response:
     return await _page(request, form, revision=revision, notice=notice)
 
 
-async def validate(request: web.Request) -> web.Response:
-    """The failure list, each control's messages and Next's state (htmx swaps them in)."""
+async def _update(
+    request: web.Request, form: MappingForm, change: Change | None = None
+) -> web.Response:
+    """The failure list, each control's messages and what ``change`` redraws, out of band.
+
+    Only a change draws controls, so only a change asks the org for its choices.
+    """
     console = console_of(request)
-    form = form_from_fields(await form_fields(request))
-    document, problems = checked(console, form)
-    return render(
-        request,
-        "_validation.html",
-        problems=problems,
-        messages=messages_by_control(problems),
-        control_ids=control_ids(form),
-        config_json=config_text(document, problems),
-    )
+    view = await form_view(console, form) if change else failures_view(console, form)
+    response = render(request, "_mapping_update.html", change=change, **view)
+    valid = {VALIDATED_EVENT: {"valid": not view["problems"]}}
+    response.headers["HX-Trigger-After-Swap"] = orjson.dumps(valid).decode()
+    return response
+
+
+async def validate(request: web.Request) -> web.Response:
+    """Every change of a control: the failures and Next's state, the controls untouched."""
+    return await _update(request, form_from_fields(await form_fields(request)))
 
 
 async def change_form(request: web.Request) -> web.Response:
-    """A structural change (add or remove a section or row, a new object or cadence mode)."""
+    """A structural change (add or remove a section or row, a new object or schedule mode):
+    only that part is redrawn. Without htmx (no script) the whole page is."""
     fields = await form_fields(request)
     form = form_from_fields(fields)
-    form.apply(fields.get("action", ""))
-    return await _page(request, form)
+    change = form.apply(fields.get("action", ""))
+    if not is_htmx(request):
+        return await _page(request, form)
+    return await _update(request, form, change)
 
 
 async def import_config(request: web.Request) -> web.Response:

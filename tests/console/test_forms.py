@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.config.validation import dump_mapping, validate_document
 from pipeline.console.forms import (
+    Change,
     control_for,
     control_ids,
     form_from_document,
@@ -71,14 +72,41 @@ def test_a_non_number_interval_is_kept_for_validation_to_refuse() -> None:
 
 def test_structural_actions() -> None:
     form = form_from_document(DOCUMENT)
-    form.apply("add_property:0")
-    form.apply("add_mapping")
+    assert form.apply("add_property:0") == Change("add_property", 0, 1)
+    assert form.apply("add_mapping") == Change("add_mapping", 1)
     assert [len(s.rows) for s in form.sections] == [2, 1]
-    form.apply("remove_property:0:0")
-    form.apply("remove_mapping:1")
-    form.apply("remove_mapping:7")  # gone already: nothing happens
+    assert form.apply("remove_property:0:0") == Change("remove_property", 0, 0)
+    assert form.apply("remove_mapping:1") == Change("remove_mapping", 1)
+    assert form.apply("remove_mapping:7") is None  # gone already: nothing happens
     assert [len(s.rows) for s in form.sections] == [1]
     assert form.sections[0].rows[0].sfdc_field == ""
+    assert form.apply("object:0") == Change("object", 0)
+    assert form.apply("cadence") == Change("cadence")
+
+
+def test_sections_and_rows_keep_their_numbers_and_new_ones_take_the_next() -> None:
+    form = form_from_fields(
+        {"m3.sfdc_object": "Account", "m3.p1.sfdc_field": "Name", "m3.p4.sfdc_field": "Industry"}
+    )
+    [section] = form.sections
+    assert (section.key, [row.key for row in section.rows]) == (3, [1, 4])
+    assert form.apply("add_property:3") == Change("add_property", 3, 5)
+    assert form.apply("add_mapping") == Change("add_mapping", 4)
+    assert form.apply("remove_property:3:1") == Change("remove_property", 3, 1)
+    assert [row.key for row in section.rows] == [4, 5]
+    assert "m3-p4-sfdc_field" in control_ids(form)
+    assert "m3-p1-sfdc_field" not in control_ids(form)
+
+
+def test_a_path_names_the_control_by_the_keys_of_its_section_and_row() -> None:
+    form = form_from_fields({"m3.sfdc_object": "Account", "m3.p4.sfdc_field": "Industry"})
+    path = "$.mappings[0].group_properties[0].sfdc_field"
+    assert control_for(path) == "m0-p0-sfdc_field"
+    assert control_for(path, form) == "m3-p4-sfdc_field"
+    assert control_for("$.mappings[0].group_properties", form) == "m3-add_property"
+    assert control_for("$.mappings[5].group_type", form) == "m5-group_type"  # not drawn
+    problems = [Problem("$.mappings[0].group_type", "is required")]
+    assert messages_by_control(problems, form) == {"m3-group_type": ["is required"]}
 
 
 def test_every_path_validation_reports_names_its_control() -> None:

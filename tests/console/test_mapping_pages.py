@@ -61,19 +61,37 @@ async def post(client: Client, path: str, fields: dict[str, str], **headers: str
     return text
 
 
+async def update(client: Client, path: str, fields: dict[str, str]) -> tuple[str, bool]:
+    """An htmx request of the form: the answer and whether it says the form validates."""
+    csrf = await csrf_of(client)
+    response = await client.post(
+        path, data={"csrf_token": csrf, **fields}, headers={"HX-Request": "true"}
+    )
+    text = await response.text()
+    assert response.status == 200, text
+    trigger = json.loads(response.headers["HX-Trigger-After-Swap"])
+    return text, trigger["sfamp-validated"]["valid"]
+
+
 def oob_span(html: str, control: str) -> str:
-    start = html.index(f'<span id="err-{control}"')
+    start = html.index(f'<span id="err-{control}" hx-swap-oob="innerHTML"')
     return html[html.index(">", start) + 1 : html.index("</span>", start)]
+
+
+def controls(html: str) -> list[str]:
+    """The ids of the form controls an answer draws."""
+    return re.findall(r'<(?:input|select|button)[^>]* id="([^"]+)"', html)
 
 
 async def test_a_field_mapped_twice_and_an_empty_group_type_fail_beside_their_controls(
     client: Client,
 ) -> None:
     fields = {**FORM, "m0.group_type": "", "m0.p1.sfdc_field": "Name"}
-    html = await post(client, "/mapping/validate", fields)
+    html, valid = await update(client, "/mapping/validate", fields)
 
+    assert not valid
     region = html[: html.index("</div>")]
-    assert 'role="region" aria-label="Validation failures"' in region
+    assert region.startswith('<div id="failures" hx-swap-oob="innerHTML">')
     assert "$.mappings[0].group_type" in region
     assert "$.mappings[0].group_properties[1].sfdc_field" in region
     assert oob_span(html, "m0-group_type") == "is required"
@@ -81,47 +99,72 @@ async def test_a_field_mapped_twice_and_an_empty_group_type_fail_beside_their_co
         html, "m0-p1-sfdc_field"
     )
     assert oob_span(html, "m0-p0-sfdc_field") == ""  # the first use is fine
-    assert '<button type="submit" id="next" class="primary" disabled hx-swap-oob="true">' in html
+    assert controls(html) == []  # Next and every control stay as they are
 
 
 async def test_a_valid_form_enables_next_and_shows_the_export_json(client: Client) -> None:
-    html = await post(client, "/mapping/validate", FORM)
+    html, valid = await update(client, "/mapping/validate", FORM)
 
+    assert valid
     assert "No validation failures." in html
-    assert (
-        '<button type="submit" id="next" class="primary" hx-swap-oob="true">Next</button>' in html
-    )
     assert "&#34;every_seconds&#34;: 30" in html
+    assert controls(html) == []
 
 
-async def test_structural_changes_add_and_remove_sections_and_rows(client: Client) -> None:
-    hx = {"HX-Request": "true"}
-    html = await post(
-        client, "/mapping/form", {"cadence_mode": "daily", "action": "add_mapping"}, **hx
-    )
-    assert html.startswith('<form id="mapping-form"')
+async def test_structural_changes_redraw_only_their_part(client: Client) -> None:
+    html, valid = await update(client, "/mapping/form", {"action": "add_mapping"})
+    assert not valid
+    assert '<div hx-swap-oob="beforeend:#group-mappings">' in html
     assert html.count('data-testid="group-mapping"') == 1
     assert html.count('data-testid="group-property"') == 1
+    assert 'id="m0-sfdc_object"' in html
 
-    html = await post(client, "/mapping/form", {**FORM, "action": "add_property:0"}, **hx)
-    assert html.count('data-testid="group-property"') == 3
+    html, _ = await update(client, "/mapping/form", {**FORM, "action": "add_property:0"})
+    assert '<div hx-swap-oob="beforeend:#m0-rows">' in html
+    assert controls(html) == ["m0-p2-sfdc_field", "m0-p2-amplitude_property"]
+    assert oob_span(html, "m0-p2-amplitude_property") == "is required"
 
-    html = await post(client, "/mapping/form", {**FORM, "action": "remove_property:0:0"}, **hx)
-    assert html.count('data-testid="group-property"') == 1
-    assert 'value="Industry" selected' in html  # the second row moved up
+    html, valid = await update(client, "/mapping/form", {**FORM, "action": "remove_property:0:0"})
+    assert valid
+    assert '<div hx-swap-oob="delete:#m0-p0-row"></div>' in html
+    assert controls(html) == []
+    assert oob_span(html, "m0-p1-sfdc_field") == ""  # the row left keeps its number
+    assert 'id="err-m0-p0-sfdc_field"' not in html
 
-    html = await post(client, "/mapping/form", {**FORM, "action": "remove_mapping:0"}, **hx)
-    assert 'data-testid="group-mapping"' not in html
+    html, valid = await update(client, "/mapping/form", {**FORM, "action": "remove_mapping:0"})
+    assert not valid
+    assert '<div hx-swap-oob="delete:#m0-section"></div>' in html
     assert "$.mappings</code> must not be empty" in html
+    assert oob_span(html, "add_mapping") == "must not be empty"
+
+
+async def test_a_message_reaches_the_row_that_is_left_after_a_removal(client: Client) -> None:
+    fields = {k: v for k, v in FORM.items() if not k.startswith("m0.p0.")}
+    fields |= {"m0.p2.sfdc_field": "Industry", "m0.p2.amplitude_property": "sector"}
+    html, valid = await update(client, "/mapping/validate", fields)
+    assert not valid
+    assert "already mapped" in oob_span(html, "m0-p2-sfdc_field")
+    assert oob_span(html, "m0-p1-sfdc_field") == ""
+
+
+async def test_choosing_an_object_redraws_only_the_controls_listing_its_fields(
+    client: Client,
+) -> None:
+    fields = {**FORM, "m0.sfdc_object": "Contact", "action": "object:0"}
+    html, _ = await update(client, "/mapping/form", fields)
+    assert controls(html) == ["m0-group_name_field", "m0-p0-sfdc_field", "m0-p1-sfdc_field"]
+    assert '<div id="m0-name-control" class="control" hx-swap-oob="true">' in html
+    assert '<option value="Email"' in html  # a field of Contact
+    assert '<h3 id="m0-title" hx-swap-oob="innerHTML">Contact → account</h3>' in html
 
 
 async def test_the_org_supplies_objects_with_change_events_and_fields_id_first(
     client: Client,
 ) -> None:
-    html = await post(
-        client, "/mapping/form", {**FORM, "action": "refresh"}, **{"HX-Request": "true"}
-    )
+    # Without htmx (no script), a structural change redraws the whole page.
+    html = await post(client, "/mapping/form", {**FORM, "action": "refresh"})
 
+    assert "<h1>Mapping setup</h1>" in html
     assert '<option value="Account" selected>Account (Account, change events)</option>' in html
     names = html[html.index('id="m0-group_name_field"') :]
     first = names.index('<option value="Id"')
@@ -226,9 +269,7 @@ async def test_next_with_failures_stays_on_the_form(client: Client) -> None:
 
 
 async def test_a_new_section_asks_for_the_object_before_its_fields(client: Client) -> None:
-    fields = {"cadence_mode": "daily", "action": "add_mapping"}
-    html = await post(client, "/mapping/form", fields, **{"HX-Request": "true"})
-    assert html.startswith('<form id="mapping-form"')
+    html, _ = await update(client, "/mapping/form", {"action": "add_mapping"})
     assert '<select id="m0-group_name_field" name="m0.group_name_field" disabled' in html
     assert '<select id="m0-p0-sfdc_field" name="m0.p0.sfdc_field" disabled' in html
     assert "Choose a Salesforce object first" in html

@@ -46,6 +46,15 @@
   }
   document.addEventListener("htmx:afterSettle", markInvalid);
 
+  /* Every answer of the Mapping setup form says whether the form validates (the
+     HX-Trigger-After-Swap header): Next follows it on the same button, never a new one,
+     so a click on Next is never lost to a swap. */
+  document.addEventListener("sfamp-validated", function (event) {
+    var next = document.getElementById("next");
+    if (next) { next.disabled = !(event.detail && event.detail.valid === true); }
+    markInvalid();
+  });
+
   function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {
       return navigator.clipboard.writeText(text);

@@ -37,10 +37,11 @@ class ConsoleMessages:
 class MappingSetup:
     """The Mapping setup page, driven only by the accessible names of its controls.
 
-    Choosing an object or adding a row redraws the form (htmx), and every change is
-    validated by a request whose answer replaces the failure list and the Next button.
-    Every step waits for htmx to settle, so no step acts on a control about to be
-    replaced (a click whose button is swapped between mouse down and up is lost).
+    Nothing here waits for htmx: its answers never replace a control being used (only
+    the failure list, the messages and what a structural change redraws), its requests
+    wait for one another, and what it swaps in is wired at once. Each step waits for
+    the state it needs instead, such as the rows it added or a list that is no longer
+    disabled.
     """
 
     def __init__(self, page: Page) -> None:
@@ -48,33 +49,14 @@ class MappingSetup:
         self.failures = page.get_by_role("region", name="Validation failures")
         self.next = page.get_by_role("button", name="Next", exact=True)
 
-    async def settled(self) -> None:
-        """Wait until htmx has no request in flight and has wired up what it swapped in.
-
-        htmx attaches its handlers to new content when it settles (a few ms after the
-        swap); a control changed before that would change without telling the server.
-        """
-        await self.page.wait_for_function(
-            "() => !document.querySelector("
-            "'.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')"
-        )
-
     def control(self, name: str, nth: int = 0) -> Locator:
         return self.page.get_by_label(name, exact=True).nth(nth)
 
     async def type(self, control: Locator, text: str) -> None:
-        """Type into a text box and leave it, as a person tabbing on does.
-
-        Typing validates after a pause; leaving the box sends its change at once and
-        cancels the pending one, so :meth:`settled` sees the last request.
-        """
         await control.fill(text)
-        await control.blur()
-        await self.settled()
 
     async def choose(self, control: Locator, value: str) -> None:
         await control.select_option(value)
-        await self.settled()
 
     async def open(self, console_url: str) -> MappingSetup:
         await self.page.goto(console_url + "/mapping")
@@ -98,11 +80,10 @@ class MappingSetup:
         m = await sections.count()
         await self.page.get_by_role("button", name="Set up new group mapping").click()
         await expect(sections).to_have_count(m + 1)
-        await self.settled()
         await self.choose(self.control("Salesforce object", m), sfdc_object)
-        # The object's fields arrive with the redrawn form: a list instead of a text box.
-        name = self.page.get_by_role("combobox", name="Group Name Field", exact=True).nth(m)
-        await expect(name).to_be_visible()
+        # The object's fields arrive with its answer: until then the list is disabled.
+        name = self.control("Group Name Field", m)
+        await expect(name).to_be_enabled()
         await self.choose(name, name_field)
         await self.type(self.control("Amplitude group type", m), group_type)
         for p, (sfdc_field, amplitude_property) in enumerate(properties):
@@ -117,12 +98,10 @@ class MappingSetup:
         if await rows.count() <= p:
             await section.get_by_role("button", name="Add group property").click()
             await expect(rows).to_have_count(p + 1)
-            await self.settled()
         await self.choose(rows.nth(p), sfdc_field)
         prop = section.get_by_label("Amplitude group property", exact=True).nth(p)
         await self.type(prop, amplitude_property)
 
     async def no_failures(self) -> None:
-        await self.settled()
         await expect(self.failures).to_contain_text("No validation failures")
         await expect(self.next).to_be_enabled()

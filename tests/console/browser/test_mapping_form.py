@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import ElementHandle, Locator, Page, Route, expect
 
 from pipeline.config.validation import load_mapping
 from pipeline.kafka.config_topic import publish_mapping
@@ -51,6 +51,91 @@ async def test_failures_show_beside_their_control_and_in_the_list_and_block_next
     await form.choose(twice, "Industry")
     await form.no_failures()
     await expect(twice).to_have_accessible_description("")
+
+
+async def same_element(page: Page, before: ElementHandle, now: Locator) -> bool:
+    """Whether ``now`` is still the element ``before`` was, in the page."""
+    return bool(
+        await page.evaluate(
+            "([a, b]) => a === b && a.isConnected", [before, await now.element_handle()]
+        )
+    )
+
+
+async def test_validation_answers_keep_next_and_the_controls_in_place(
+    page: Page, console: ConsoleStack
+) -> None:
+    form = await MappingSetup(page).open(console.url)
+    await form.add_group_mapping("Account", "account", "Id", [("Name", "name")])
+    await form.no_failures()
+    group_type = form.control("Amplitude group type")
+    next_before = await form.next.element_handle()
+    typed_before = await group_type.element_handle()
+
+    await group_type.fill("")
+    await expect(group_type).to_have_accessible_description("is required")
+    await expect(group_type).to_have_attribute("aria-invalid", "true")
+    await expect(form.next).to_be_disabled()
+    await group_type.fill("account")
+    await form.no_failures()
+    await expect(group_type).not_to_have_attribute("aria-invalid", "true")
+
+    assert await same_element(page, next_before, form.next), "Next was replaced"
+    assert await same_element(page, typed_before, group_type), "the text box was replaced"
+
+
+async def test_a_press_on_next_lasting_past_a_validation_answer_still_clicks_it(
+    page: Page, console: ConsoleStack
+) -> None:
+    """Typing, then Next at once: pressing Next leaves the text box, whose validation is
+    answered before the button is released (as a person's click often is)."""
+    form = await MappingSetup(page).open(console.url)
+    await form.add_group_mapping("Account", "account", "Id", [("Name", "name")])
+    await form.no_failures()
+    await form.control("Amplitude group type").fill("customer")
+
+    await form.next.scroll_into_view_if_needed()
+    box = await form.next.bounding_box()
+    assert box is not None
+    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    async with page.expect_response("**/mapping/validate"):
+        await page.mouse.down()
+    await page.mouse.up()
+
+    table = page.get_by_role("table", name="Final verification")
+    await expect(table.get_by_role("row").filter(has_text="Account -> customer")).to_contain_text(
+        "pass"
+    )
+
+
+async def test_choosing_an_object_redraws_only_its_fields_and_a_row_added_at_once_counts(
+    page: Page, console: ConsoleStack
+) -> None:
+    form = await MappingSetup(page).open(console.url)
+    await page.get_by_role("button", name="Set up new group mapping").click()
+    await expect(page.get_by_test_id("group-property")).to_have_count(1)
+    group_type = form.control("Amplitude group type")
+    typed_before = await group_type.element_handle()
+    # The object's answer is held back while the person types on and adds a row.
+    held: list[Route] = []
+    await page.route("**/mapping/form", lambda route: held.append(route))
+
+    await form.control("Salesforce object").select_option("Account")
+    await wait_until(lambda: len(held) == 1, timeout=10, what="the object's request")
+    await group_type.fill("account")
+    await page.get_by_role("button", name="Add group property").click()
+
+    async def answered() -> bool:
+        while held:  # each answer in turn; a request waiting for the one before comes next
+            await held.pop(0).continue_()
+        return await page.get_by_test_id("group-property").count() == 2
+
+    await wait_until(answered, timeout=15, what="both structural changes to be answered")
+    await expect(group_type).to_have_value("account")
+    assert await same_element(page, typed_before, group_type), "the text box was replaced"
+    await form.choose(form.control("Group Name Field"), "Id")
+    await form.choose(form.control("Salesforce field", 1), "Industry")  # Account's fields
+    await expect(page.get_by_test_id("group-property")).to_have_count(2)
 
 
 async def test_a_failing_verification_keeps_save_disabled(
