@@ -7,6 +7,7 @@ gets the session's CSRF token for its forms and for the meta tag htmx reads.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Final
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup, escape
 from multidict import MultiDictProxy
 
 from pipeline.config.settings import Settings
@@ -26,6 +28,8 @@ NAVIGATION: Final = (
     ("/status", "Status"),
     ("/dead-letters", "Dead letters"),
 )
+# Where a long address may wrap: after @ / ? & = and before a dot (never inside "//").
+SOFT_BREAK: Final = re.compile(r"(?<=[@/?&=])(?=[^/])|(?<=[^./])(?=\.)")
 
 
 def secret_values(settings: Settings) -> list[str]:
@@ -43,15 +47,32 @@ def secret_values(settings: Settings) -> list[str]:
     return [secret.get_secret_value() for secret in candidates if secret is not None]
 
 
+def breakable(finalize: Callable[[object], object]) -> Callable[[object], Markup]:
+    """A filter: the value escaped, with ``<wbr>`` where a long address may wrap (emails,
+    URLs, host:port lists), so a narrow column breaks it there and not inside a word.
+
+    The value is redacted first: a secret cut by ``<wbr>`` would escape ``finalize``.
+    """
+
+    def apply(value: object) -> Markup:
+        text = str(finalize(value))
+        return Markup("<wbr>").join(escape(part) for part in SOFT_BREAK.split(text))
+
+    return apply
+
+
 def template_environment(settings: Settings) -> jinja2.Environment:
-    return jinja2.Environment(
+    finalize = redactor(secret_values(settings))
+    environment = jinja2.Environment(
         loader=jinja2.PackageLoader("pipeline.console", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
-        finalize=redactor(secret_values(settings)),
+        finalize=finalize,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.filters["breakable"] = breakable(finalize)
+    return environment
 
 
 @dataclass

@@ -38,7 +38,7 @@ async def console_process(
     env: dict[str, str], workdir: Path | None = None, *args: str
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     """``python -m pipeline console --port <free>`` with ``env``; yields (URL, process) once
-    ``GET /`` answers 200, and stops it (SIGTERM) at the end. Its output goes to
+    ``GET /`` answers, and stops it (SIGTERM) at the end. Its output goes to
     ``console.log`` in ``workdir`` (a temporary directory by default)."""
     with contextlib.ExitStack() as stack:
         folder = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -59,7 +59,8 @@ async def console_process(
                 raise AssertionError(f"sfamp console exited: {log.read_text()[-3000:]}")
             try:
                 async with httpx.AsyncClient(timeout=5) as http:
-                    return (await http.get(url + "/")).status_code == 200
+                    # 200, or with a token set 303 to the sign-in page
+                    return (await http.get(url + "/")).status_code in (200, 303)
             except httpx.HTTPError:
                 return False
 

@@ -34,6 +34,45 @@ class ConsoleMessages:
         return [line for line in self.lines if line.startswith(("error:", "pageerror:"))]
 
 
+# The text of an element as the browser lays it out: one string per line box (a space
+# where a line was broken stays at the end of the line before).
+_LINES = """(element) => {
+  const lines = [];
+  let top = null;
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (let i = 0; i < node.data.length; i++) {
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      const box = range.getClientRects()[0];
+      const blank = !node.data[i].trim();
+      if (!box || (blank && top === null)) { continue; }
+      if (!blank && (top === null || box.top > top + box.height / 2)) {
+        lines.push("");
+        top = box.top;
+      }
+      lines[lines.length - 1] += node.data[i];
+    }
+  }
+  return lines;
+}"""
+
+
+async def text_lines(element: Locator) -> list[str]:
+    lines: list[str] = await element.evaluate(_LINES)
+    return lines
+
+
+async def sign_in(page: Page, console_url: str, token: str, path: str = "/") -> None:
+    """Open ``path``, which sends a browser without a session to the sign-in page first."""
+    await page.goto(console_url + path)
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await page.get_by_label("Console token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(console_url + path)
+
+
 class MappingSetup:
     """The Mapping setup page, driven only by the accessible names of its controls.
 

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,10 +79,16 @@ def sfamp_environment(sandboxes: SandboxStack, topic_prefix: str) -> dict[str, s
 
 @contextlib.asynccontextmanager
 async def console_stack(
-    kafka_bootstrap: str, workdir: Path, *, topic_prefix: str = "", **ports: int
+    kafka_bootstrap: str,
+    workdir: Path,
+    *,
+    topic_prefix: str = "",
+    console_env: Mapping[str, str] | None = None,
+    **ports: int,
 ) -> AsyncIterator[ConsoleStack]:
     """Sandboxes (on free ports unless ``salesforce_port``/``amplitude_port`` say), a topic
-    prefix with nothing published (a fresh one unless given) and ``sfamp console`` on them.
+    prefix with nothing published (a fresh one unless given) and ``sfamp console`` on them,
+    with ``console_env`` added to its environment (such as ``SFAMP_CONSOLE__TOKEN``).
 
     The service is prepared, not started: its health port is known up front so that
     the console's Status page (``SFAMP_CONSOLE__SERVICE_URL``) points at it.
@@ -95,7 +101,7 @@ async def console_stack(
         env["SFAMP_CONSOLE__SERVICE_URL"] = f"http://127.0.0.1:{service.port}"
         stack = ConsoleStack(sandboxes, env, workdir, service)
         try:
-            async with console_process(env, workdir) as (url, _):
+            async with console_process({**env, **(console_env or {})}, workdir) as (url, _):
                 stack.url = url
                 yield stack
         finally:
