@@ -12,12 +12,15 @@ much later, like a WAN) it runs over the same ``--records`` Accounts:
 3. the ratios, with the targets at 50 ms: sfamp >= 10x faster than the naive
    script and <= 1/5 of its Amplitude requests.
 
+``--repeat N`` runs each comparison N times and prints the range of each ratio.
 Then the peak RSS of a backfill of ``--memory-rows`` Accounts at 0 ms (target < 250 MB).
 Times are the runs' own (login to last answer), without interpreter start-up,
-for sfamp and the naive script alike.
+for sfamp and the naive script alike; each line also gives the process's CPU
+seconds, the sandboxes' CPU seconds meanwhile, and the whole command's wall time
+(interpreter start-up, sfamp's mapping check against the org, the run).
 
     .venv/bin/python benchmarks/bench_backfill.py [--records N] [--latencies 0,50]
-        [--transports groupidentify,httpapi] [--no-naive] [--memory-rows N]
+        [--transports groupidentify,httpapi] [--no-naive] [--repeat N] [--memory-rows N]
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +82,7 @@ async def serve(scope: str) -> None:
 # -- child process: one `sfamp backfill` ----------------------------------------------------
 
 
-def sfamp_environment(urls: dict[str, str]) -> dict[str, str]:
+def sfamp_environment(urls: dict[str, Any]) -> dict[str, str]:
     """The caller's environment without its SFAMP_* settings, plus the sandboxes'."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SFAMP_")}
     return environment | {
@@ -92,27 +97,49 @@ def sfamp_environment(urls: dict[str, str]) -> dict[str, str]:
     }
 
 
-def run_measured(args: list[str], *, env: dict[str, str], cwd: str) -> tuple[str, float]:
-    """Run a command to the end; its stdout and its own peak RSS in MB (``wait4``)."""
+def run_measured(
+    args: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None
+) -> tuple[str, dict[str, float]]:
+    """Run a command to the end: its stdout, and its own peak RSS (MB), CPU and wall
+    seconds (``wait4``)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
         process = subprocess.Popen(args, stdout=out, stderr=err, env=env, cwd=cwd)
         _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         if process.returncode != 0:
             raise SystemExit(f"{' '.join(args[:4])} failed:\n{err.read().decode()[-2000:]}")
-        return out.read().decode(), usage.ru_maxrss / 1024
+        cost = {
+            "max_rss_mb": usage.ru_maxrss / 1024,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "command_seconds": wall,
+        }
+        return out.read().decode(), cost
 
 
-def run_sfamp(urls: dict[str, str], transport: str = "groupidentify") -> dict[str, Any]:
-    """One ``sfamp backfill`` of every Account: rows, seconds, requests and peak RSS."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_sfamp(urls: dict[str, Any], transport: str | None = None) -> dict[str, Any]:
+    """One ``sfamp backfill`` of every Account (with the default Amplitude transport, or
+    ``transport``): rows, seconds, requests, peak RSS, CPU."""
     with tempfile.TemporaryDirectory() as work:
         mapping = Path(work) / "mapping.json"
         mapping.write_text(json.dumps(MAPPING))
         command = [sys.executable, "-m", "pipeline", "backfill", "--mapping", str(mapping)]
         command += ["--json", "--dlq", "file", "--checkpoint", str(Path(work) / "checkpoint")]
-        environment = sfamp_environment(urls) | {"SFAMP_AMPLITUDE__TRANSPORT": transport}
-        out, max_rss_mb = run_measured(command, env=environment, cwd=work)
+        environment = sfamp_environment(urls)
+        if transport is not None:
+            environment["SFAMP_AMPLITUDE__TRANSPORT"] = transport
+        out, cost = run_measured(command, env=environment, cwd=work)
     summary = json.loads(out)
     if not summary["completed"]:
         raise SystemExit(f"sfamp backfill stopped: {summary['error']}")
@@ -121,35 +148,27 @@ def run_sfamp(urls: dict[str, str], transport: str = "groupidentify") -> dict[st
         "seconds": summary["elapsed_seconds"],
         "amplitude_requests": summary["requests"],
         "salesforce_api_calls": summary["salesforce_api_calls"],
-        "max_rss_mb": max_rss_mb,
+        **cost,
     }
 
 
 # -- the conductor --------------------------------------------------------------------------
 
 
-def child(*args: str) -> dict[str, Any]:
-    """Run this script (or the naive one) in a fresh interpreter; its last line is JSON."""
-    completed = subprocess.run(
-        [sys.executable, *args], check=True, capture_output=True, text=True, timeout=3600
-    )
-    return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
-
-
-def reset(http: httpx.Client, urls: dict[str, str], *, org: bool) -> None:
+def reset(http: httpx.Client, urls: dict[str, Any], *, org: bool) -> None:
     http.post(f"{urls['amplitude']}/__sandbox/reset").raise_for_status()
     if org:
         http.post(f"{urls['salesforce']}/__sandbox/reset").raise_for_status()
 
 
-def seed(http: httpx.Client, urls: dict[str, str], rows: int) -> float:
+def seed(http: httpx.Client, urls: dict[str, Any], rows: int) -> float:
     started = time.perf_counter()
     body = {"object": "Account", "count": rows, "return_ids": False}
     http.post(f"{urls['salesforce']}/__sandbox/seed", json=body).raise_for_status()
     return time.perf_counter() - started
 
 
-def set_latency(http: httpx.Client, urls: dict[str, str], ms: int) -> None:
+def set_latency(http: httpx.Client, urls: dict[str, Any], ms: int) -> None:
     for sandbox in ("salesforce", "amplitude"):
         http.post(f"{urls[sandbox]}/__sandbox/latency", json={"ms": ms}).raise_for_status()
 
@@ -162,55 +181,86 @@ def line(label: str, result: dict[str, Any]) -> str:
     rate = result["rows"] / result["seconds"]
     return (
         f"  {label:<20} {result['rows']:>9,} records in {result['seconds']:7.2f} s = "
-        f"{rate:>8,.0f}/s, {result['amplitude_requests']:>6,} Amplitude requests"
+        f"{rate:>8,.0f}/s, {result['amplitude_requests']:>6,} Amplitude requests; CPU "
+        f"{result['cpu_seconds']:5.1f} s, sandboxes {result['sandbox_cpu_seconds']:5.1f} s; "
+        f"command {result['command_seconds']:6.2f} s"
     )
 
 
+def measured(server_pid: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()``'s result, with the CPU the sandboxes spent meanwhile."""
+    before = cpu_seconds(server_pid)
+    result = run()
+    return result | {"sandbox_cpu_seconds": cpu_seconds(server_pid) - before}
+
+
+def run_naive(urls: dict[str, Any]) -> dict[str, Any]:
+    script = [sys.executable, str(HERE / "naive_backfill.py")]
+    out, cost = run_measured(
+        [*script, "--salesforce", urls["salesforce"], "--amplitude", urls["amplitude"]]
+    )
+    return dict(json.loads(out.strip().splitlines()[-1])) | cost
+
+
 def compare(
-    http: httpx.Client, urls: dict[str, str], ms: int, transports: list[str], naive: bool
-) -> None:
-    """sfamp (each transport) and the naive script on the same records at one latency."""
+    http: httpx.Client, urls: dict[str, Any], ms: int, arguments: argparse.Namespace
+) -> dict[str, tuple[float, float]]:
+    """sfamp (each transport) and the naive script on the same records at one latency;
+    answers per transport (times faster, share of the naive script's requests)."""
     set_latency(http, urls, ms)
     print(f"latency {ms} ms")
     ours: dict[str, dict[str, Any]] = {}
-    for transport in transports:
+    for transport in arguments.transports:
         reset(http, urls, org=False)
-        ours[transport] = run_sfamp(urls, transport)
-        result = ours[transport]
+        ours[transport] = result = measured(urls["pid"], partial(run_sfamp, urls, transport))
         extra = ""
         if ms == 0:
             rate = result["rows"] / result["seconds"]
             extra = f" (>= {TARGET_RATE:,}/s at 0 ms: {verdict(rate >= TARGET_RATE)})"
         print(line(f"sfamp {transport}", result) + extra)
-    if not naive:
-        return
+    if arguments.no_naive:
+        return {}
     reset(http, urls, org=False)
-    theirs = child(
-        str(HERE / "naive_backfill.py"), "--salesforce", urls["salesforce"],
-        "--amplitude", urls["amplitude"],
-    )  # fmt: skip
+    theirs = measured(urls["pid"], lambda: run_naive(urls))
     print(line("naive (SDK)", theirs))
+    ratios = {}
     for transport, result in ours.items():
         speed = theirs["seconds"] / result["seconds"]
         share = result["amplitude_requests"] / max(1, theirs["amplitude_requests"])
+        ratios[transport] = (speed, share)
         faster = requests = ""
         if ms >= TARGET_LATENCY_MS:
             faster = f" (target >= {TARGET_SPEEDUP}x: {verdict(speed >= TARGET_SPEEDUP)})"
             requests = f" (target <= 1/5: {verdict(share <= TARGET_REQUEST_SHARE)})"
+        commands = theirs["command_seconds"] / result["command_seconds"]
         print(
             f"  ratio {transport:<14} {speed:5.1f}x faster than naive{faster}; "
-            f"{share:.3f} of its Amplitude requests{requests}"
+            f"{share:.3f} of its Amplitude requests{requests}; whole commands {commands:.1f}x"
         )
+    return ratios
 
 
-def report_memory(http: httpx.Client, urls: dict[str, str], rows: int) -> None:
+def summarise(ms: int, runs: list[dict[str, tuple[float, float]]]) -> None:
+    """The range of each ratio over the repeated runs, with the targets at 50 ms."""
+    for transport in runs[0]:
+        speeds = [run[transport][0] for run in runs]
+        shares = [run[transport][1] for run in runs]
+        faster = f"{min(speeds):.1f}-{max(speeds):.1f}x faster"
+        fewer = f"{min(shares):.3f}-{max(shares):.3f} of its requests"
+        if ms >= TARGET_LATENCY_MS:
+            faster += f" (>= {TARGET_SPEEDUP}x: {verdict(min(speeds) >= TARGET_SPEEDUP)})"
+            fewer += f" (<= 1/5: {verdict(max(shares) <= TARGET_REQUEST_SHARE)})"
+        print(f"{len(runs)} runs at {ms} ms, {transport}: {faster}; {fewer}")
+
+
+def report_memory(http: httpx.Client, urls: dict[str, Any], rows: int) -> None:
     set_latency(http, urls, 0)
     reset(http, urls, org=True)
     seconds = seed(http, urls, rows)
     print(f"seeded      {rows:>9,} records in {seconds:6.2f} s")
     result = run_sfamp(urls)
     print(
-        f"memory      {result['rows']:>9,} records at 0 ms: "
+        f"memory      {result['rows']:>9,} records at 0 ms (default transport): "
         f"peak RSS {result['max_rss_mb']:6.1f} MB "
         f"(target < {TARGET_RSS_MB} MB: {verdict(result['max_rss_mb'] < TARGET_RSS_MB)}); "
         f"{result['rows'] / result['seconds']:,.0f} records/s"
@@ -228,14 +278,16 @@ def main(arguments: argparse.Namespace) -> None:
     )
     try:
         assert server.stdout is not None
-        urls = {**json.loads(server.stdout.readline()), "scope": scope}
+        urls = {**json.loads(server.stdout.readline()), "scope": scope, "pid": server.pid}
         with httpx.Client(timeout=600) as http:
             if arguments.records:
                 reset(http, urls, org=True)
                 seconds = seed(http, urls, arguments.records)
                 print(f"seeded      {arguments.records:>9,} records in {seconds:6.2f} s")
                 for ms in arguments.latencies:
-                    compare(http, urls, ms, arguments.transports, not arguments.no_naive)
+                    runs = [compare(http, urls, ms, arguments) for _ in range(arguments.repeat)]
+                    if len(runs) > 1 and runs[0]:
+                        summarise(ms, runs)
             if arguments.memory_rows:
                 report_memory(http, urls, arguments.memory_rows)
     finally:
@@ -267,6 +319,9 @@ if __name__ == "__main__":
             help="SFAMP_AMPLITUDE__TRANSPORT values to run sfamp with (default both)",
         )  # fmt: skip
         parser.add_argument("--no-naive", action="store_true", help="skip the naive script")
+        parser.add_argument(
+            "--repeat", type=int, default=1, help="comparisons at each latency (ranges when > 1)"
+        )
         parser.add_argument(
             "--memory-rows", type=int, default=1_000_000, help="peak-RSS run at 0 ms (0: skip)"
         )

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_backfill import MAPPING, reset, seed, set_latency, sfamp_environment
+from bench_backfill import MAPPING, cpu_seconds, reset, seed, set_latency, sfamp_environment
 
 HERE = Path(__file__).resolve().parent
 
@@ -171,12 +171,6 @@ def main(arguments: argparse.Namespace) -> None:
         assert server.stdin is not None
         server.stdin.close()
         server.wait(timeout=30)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def report(

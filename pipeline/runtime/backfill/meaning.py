@@ -237,7 +237,6 @@ def raw_key(record: Mapping[str, Any], fields: Sequence[str]) -> int:
     a read through another API (REST after Bulk) may spell a value differently and is
     then compared by what it means.
     """
-    values = [record.get(name) for name in fields]
-    data = [record.get("Id"), record.get(MODSTAMP), is_deleted(record), values]
+    data = [record.get("Id"), record.get(MODSTAMP), is_deleted(record), *map(record.get, fields)]
     raw = orjson.dumps(data, default=str)
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
