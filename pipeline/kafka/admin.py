@@ -14,8 +14,8 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.errors import TopicAlreadyExistsError
 
 from pipeline.config.settings import KafkaSettings
-from pipeline.errors import KafkaError, KafkaUnavailableError, TopicConfigError
-from pipeline.kafka.connection import client_options
+from pipeline.errors import KafkaError, TopicConfigError
+from pipeline.kafka.connection import client_options, unavailable
 from pipeline.kafka.topic_policy import (
     changes_topic_problems,
     compacted_topic_problems,
@@ -126,9 +126,7 @@ async def _started_admin(settings: KafkaSettings) -> AIOKafkaAdminClient:
     try:
         await admin.start()
     except AIOKafkaError as exc:
-        raise KafkaUnavailableError(
-            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
-        ) from exc
+        raise await unavailable(settings, exc) from exc
     return admin
 
 

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaUnavailableError
-from pipeline.kafka.connection import client_options
+from pipeline.kafka.connection import client_options, describe_failure, unavailable
 
 Table = dict[bytes, tuple[bytes | None, int]]  # key -> (latest value, offset)
 
@@ -28,7 +28,8 @@ async def _assigned(settings: KafkaSettings, topic: str) -> tuple[AIOKafkaConsum
         tp = TopicPartition(topic, 0)
     except AIOKafkaError as exc:
         await consumer.stop()
-        raise KafkaUnavailableError(f"cannot read {topic}: {exc}") from exc
+        error = await unavailable(settings, exc)
+        raise KafkaUnavailableError(f"cannot read {topic}: {error}") from exc
     return consumer, tp
 
 
@@ -50,7 +51,7 @@ async def read_table(settings: KafkaSettings, topic: str) -> tuple[Table, int]:
                     table[record.key] = (record.value, record.offset)
         return table, end
     except AIOKafkaError as exc:
-        raise KafkaUnavailableError(f"cannot read {topic}: {exc}") from exc
+        raise KafkaUnavailableError(f"cannot read {topic}: {describe_failure(exc)}") from exc
     finally:
         await consumer.stop()
 
@@ -84,7 +85,7 @@ async def scan_table(
                 if record.key is not None:
                     yield record.key, record.value
     except AIOKafkaError as exc:
-        raise KafkaUnavailableError(f"cannot read {topic}: {exc}") from exc
+        raise KafkaUnavailableError(f"cannot read {topic}: {describe_failure(exc)}") from exc
     finally:
         await consumer.stop()
 

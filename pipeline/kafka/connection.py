@@ -1,12 +1,35 @@
-"""aiokafka connection options from KafkaSettings: plaintext, TLS, SASL over TLS."""
+"""aiokafka connection options from KafkaSettings (plaintext, TLS, SASL over TLS), and
+the one line that says why Kafka does not answer.
+
+aiokafka reports a cluster it cannot reach as "Unable to bootstrap from [('host', 9092,
+<AddressFamily.AF_INET: 2>)]" and logs the actual cause separately. :func:`unavailable`
+turns that into "Kafka at host:9092 is not answering (connection refused)": on a
+failed bootstrap it tries a plain TCP connection to each server, once and briefly, to
+tell a refused connection from an unknown host, silence, or a listener that does not
+speak Kafka as configured.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import re
+import socket
 import ssl
-from typing import Any
+from typing import Any, Final
+
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaError as AIOKafkaError
 
 from pipeline.config.settings import KafkaSettings
-from pipeline.errors import Problem, SettingsError
+from pipeline.errors import KafkaUnavailableError, Problem, SettingsError
+
+PROBE_SECONDS: Final = 1.0
+HANDSHAKE: Final = "accepts connections"  # the probe's verdict on a listener that answers
+_REPR: Final = re.compile(
+    r"<([\w.]+): [^<>]*>"
+)  # <AddressFamily.AF_INET: 2> -> AddressFamily.AF_INET
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
@@ -47,3 +70,67 @@ def _sasl_options(settings: KafkaSettings) -> dict[str, Any]:
         "sasl_plain_username": settings.sasl_username,
         "sasl_plain_password": settings.sasl_password.get_secret_value(),
     }
+
+
+def describe_failure(exc: BaseException, timeout_seconds: float | None = None) -> str:
+    """A short clause on why a connection or a request failed, without Python reprs."""
+    if isinstance(exc, TimeoutError):
+        if timeout_seconds is None:
+            return "no answer in time"
+        return f"no answer within {timeout_seconds:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "the host name does not resolve"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    if _bootstrap_failed(exc):
+        return "no bootstrap server answered"
+    text = _REPR.sub(r"\1", str(exc)).strip()
+    if isinstance(exc, AIOKafkaError):
+        text = text.removeprefix(f"{type(exc).__name__}: ")
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+async def unavailable(
+    settings: KafkaSettings, exc: BaseException, *, timeout_seconds: float | None = None
+) -> KafkaUnavailableError:
+    """The error that says, in one line, that the cluster is not answering and why."""
+    servers = settings.bootstrap_servers
+    reason = describe_failure(exc, timeout_seconds)
+    if _bootstrap_failed(exc):
+        reason = await probe(servers)
+    if reason == HANDSHAKE:
+        return KafkaUnavailableError(
+            f"Kafka at {servers} accepts connections but no Kafka handshake succeeds: check "
+            "SFAMP_KAFKA__SECURITY_PROTOCOL and the TLS and SASL settings"
+        )
+    return KafkaUnavailableError(f"Kafka at {servers} is not answering ({reason})")
+
+
+async def probe(bootstrap_servers: str, seconds: float = PROBE_SECONDS) -> str:
+    """Why the servers cannot be reached over TCP, or :data:`HANDSHAKE` when they can."""
+    reasons: dict[str, str] = {}
+    for server in (s.strip() for s in bootstrap_servers.split(",") if s.strip()):
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit():
+            reasons[server] = "not host:port"
+            continue
+        try:
+            async with asyncio.timeout(seconds):
+                _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        except (OSError, TimeoutError) as exc:
+            reasons[server] = describe_failure(exc, seconds)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        reasons[server] = HANDSHAKE
+    if len(set(reasons.values())) == 1:
+        return next(iter(reasons.values()))
+    return "; ".join(f"{server}: {reason}" for server, reason in reasons.items())
+
+
+def _bootstrap_failed(exc: BaseException) -> bool:
+    """aiokafka's "Unable to bootstrap from [...]": no server answered; the cause was logged."""
+    return isinstance(exc, KafkaConnectionError) and "bootstrap" in str(exc)

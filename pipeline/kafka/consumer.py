@@ -37,7 +37,7 @@ from aiokafka.protocol.group import LeaveGroupRequest
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaError, KafkaUnavailableError
-from pipeline.kafka.connection import client_options
+from pipeline.kafka.connection import client_options, describe_failure, unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +100,7 @@ class ChangesConsumer:
         except AIOKafkaError as exc:
             with contextlib.suppress(AIOKafkaError):
                 await self._consumer.stop()
-            raise KafkaUnavailableError(f"deliver cannot reach Kafka: {exc}") from exc
+            raise await unavailable(self._settings, exc) from exc
         self._consumer.subscribe(pattern=pattern, listener=_Listener(handler))
 
     async def stop(self, *, within: float) -> None:
@@ -246,6 +246,7 @@ class ChangesConsumer:
 
 
 def _translated(exc: AIOKafkaError, doing: str) -> KafkaError:
+    reason = describe_failure(exc)
     if exc.retriable:
-        return KafkaUnavailableError(f"Kafka failed while {doing}: {exc}")
-    return KafkaError(f"Kafka failed while {doing}: {exc}")
+        return KafkaUnavailableError(f"Kafka failed while {doing}: {reason}")
+    return KafkaError(f"Kafka failed while {doing}: {reason}")

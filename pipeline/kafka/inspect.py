@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaError, KafkaUnavailableError
-from pipeline.kafka.connection import client_options
+from pipeline.kafka.connection import client_options, unavailable
 from pipeline.kafka.topic_state import (
     Message,
     PartitionState,
@@ -120,7 +120,9 @@ class KafkaInspector:
                 await admin.start()
         except (AIOKafkaError, OSError, TimeoutError) as exc:
             await _stop_quietly(consumer, admin)
-            raise self._unavailable(exc) from exc
+            raise await unavailable(
+                self.settings, exc, timeout_seconds=self.timeout_seconds
+            ) from exc
         self._consumer, self._admin = consumer, admin
         return self
 
@@ -391,15 +393,9 @@ class KafkaInspector:
             async with asyncio.timeout(self.timeout_seconds):
                 return await awaitable
         except (AIOKafkaError, OSError, TimeoutError) as exc:
-            raise self._unavailable(exc) from exc
-
-    def _unavailable(self, exc: BaseException) -> KafkaUnavailableError:
-        reason = str(exc) or type(exc).__name__
-        if isinstance(exc, TimeoutError):
-            reason = f"no answer within {self.timeout_seconds:g} s"
-        return KafkaUnavailableError(
-            f"cannot reach Kafka at {self.settings.bootstrap_servers}: {reason}"
-        )
+            raise await unavailable(
+                self.settings, exc, timeout_seconds=self.timeout_seconds
+            ) from exc
 
 
 def _message(record: ConsumerRecord[Any, Any]) -> Message:

@@ -20,7 +20,7 @@ from aiokafka.errors import UnknownError
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaError, KafkaUnavailableError
-from pipeline.kafka.connection import client_options
+from pipeline.kafka.connection import client_options, describe_failure, unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,8 @@ class ChangeProducer:
             for future in futures:
                 await future
         except AIOKafkaError as exc:
-            raise KafkaUnavailableError(f"Kafka did not acknowledge a write: {exc}") from exc
+            reason = describe_failure(exc)
+            raise KafkaUnavailableError(f"Kafka did not acknowledge a write: {reason}") from exc
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         await self.send_all([(topic, key, value)])
@@ -97,9 +98,7 @@ class ChangeProducer:
         try:
             return await self.start()
         except AIOKafkaError as exc:
-            raise KafkaUnavailableError(
-                f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc}"
-            ) from exc
+            raise await unavailable(self._settings, exc) from exc
 
     async def __aexit__(
         self,
