@@ -174,7 +174,9 @@ def missing_field(described: DescribedObject, field_name: str) -> str:
 
 
 def group_name_check(name: str, described: DescribedObject, field_name: str) -> Check:
-    """Id, unique, idLookup or externalId fields name one record; others may merge groups."""
+    """Only Id and fields the describe marks ``unique`` name one record per value. An id
+    lookup field (Account.Name, Contact.Email) or an external id without the unique flag
+    may repeat, so records sharing a value share one group: a warning."""
     schema = described.schema
     info = schema.field(field_name)
     if info is None and not schema.is_compound(field_name):
@@ -184,22 +186,23 @@ def group_name_check(name: str, described: DescribedObject, field_name: str) -> 
         return Check(name, "fail", f"{kind} fields cannot name a group")
     if field_name == "Id" or info.type == "id":
         return Check(name, "pass", "the record Id: one group per record")
-    reasons = [
+    if info.unique:
+        kind = "unique external id" if info.external_id else "unique"
+        return Check(name, "pass", f"{kind}: one group per record")
+    kinds = [
         label
         for label, flag in (
-            ("unique", info.unique),
-            ("external id", info.external_id),
-            ("id lookup", info.id_lookup),
+            ("an id lookup field", info.id_lookup),
+            ("an external id", info.external_id),
         )
         if flag
     ]
-    if reasons:
-        return Check(name, "pass", f"{' and '.join(reasons)}: one group per record")
+    what = f"{' and '.join(kinds)} but not unique" if kinds else "not unique"
     return Check(
         name,
         "warn",
-        f"{field_name} ({info.type}) is not unique, an external id or an id lookup field: "
-        "records sharing a value share one group, and the last change wins",
+        f"{field_name} ({info.type}) is {what}: records sharing a value share one group, "
+        "and the last change wins",
     )
 
 

@@ -145,6 +145,11 @@ async def test_group_name_field_suitability(settings: Settings) -> None:
     assert external.status == "pass"
     assert "external id" in external.detail
     assert checks["Contact -> contact: group name field BillingAddress"].status == "fail"
+    # Account.Name is an id lookup field, as in a real org, yet two accounts may share it.
+    name = checks["Account -> account: group name field Name"]
+    assert name.status == "warn"
+    assert "id lookup field but not unique" in name.detail
+    assert "records sharing a value share one group" in name.detail
 
 
 async def test_warnings_alone_keep_the_report_ok(settings: Settings) -> None:

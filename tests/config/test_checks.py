@@ -12,6 +12,7 @@ from pipeline.config.checks import (
     RECONCILE_OFF,
     UNREADABLE,
     DescribedObject,
+    group_name_check,
     object_check,
     object_entries,
     property_check,
@@ -144,3 +145,55 @@ def test_object_names_are_checked_against_the_global_describe() -> None:
     hidden = object_check("Secret__c", entries)
     assert hidden is not None
     assert "not queryable" in hidden.detail
+
+
+# As real orgs describe them: Id and Name are id lookup fields, and only Id names one record.
+CONTACT = schema_from_describe(
+    {
+        "name": "Contact",
+        "fields": [
+            field("Id", "id", idLookup=True, unique=False),
+            field("Name", idLookup=True, unique=False),
+            field("Email", "email", idLookup=True, unique=False),
+            field("Legacy_Id__c", externalId=True, idLookup=True, unique=False),
+            field("Badge__c", externalId=True, idLookup=True, unique=True),
+            field("Code__c", unique=True),
+            field("Title"),
+        ],
+    }
+)
+
+
+def name_check(field_name: str) -> tuple[str, str]:
+    found = group_name_check("g", DescribedObject(CONTACT, frozenset()), field_name)
+    return found.status, found.detail
+
+
+@pytest.mark.parametrize(
+    ("name", "detail"),
+    [
+        ("Id", "the record Id: one group per record"),
+        ("Code__c", "unique: one group per record"),
+        ("Badge__c", "unique external id: one group per record"),
+    ],
+)
+def test_only_id_and_unique_fields_name_one_group_per_record(name: str, detail: str) -> None:
+    assert name_check(name) == ("pass", detail)
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("Name", "Name (string) is an id lookup field but not unique"),
+        ("Email", "Email (email) is an id lookup field but not unique"),
+        ("Legacy_Id__c", "Legacy_Id__c (string) is an id lookup field and an external id but "),
+        ("Title", "Title (string) is not unique"),
+    ],
+)
+def test_id_lookup_and_other_repeatable_fields_warn_that_records_share_groups(
+    name: str, what: str
+) -> None:
+    status, detail = name_check(name)
+    assert status == "warn"
+    assert detail.startswith(what), detail
+    assert detail.endswith("records sharing a value share one group, and the last change wins")
