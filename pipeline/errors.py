@@ -8,7 +8,7 @@ decides what to do by class and by the ``retriable`` flag alone::
     ├── ConfigError                 no   the user must fix something
     │   ├── SettingsError           no   bad SFAMP_* environment / .env
     │   ├── MappingError            no   mapping file missing, not JSON, or invalid
-    │   └── ListenError             no   a port to listen on is taken or not allowed
+    │   └── ListenError             no   an address to listen on is taken or not this machine's
     ├── SalesforceError             no
     │   ├── SalesforceAuthError     no   OAuth refused (bad client, user, grant)
     │   ├── SessionExpiredError     yes  INVALID_SESSION_ID: re-authenticate and retry
@@ -32,7 +32,9 @@ anything"; it never means "safe to drop".
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,13 +78,46 @@ class MappingError(ConfigError):
 
 
 class ListenError(ConfigError):
-    """A port sfamp should listen on cannot be opened; the message names what changes it."""
+    """An address sfamp should listen on cannot be opened; the message names what changes
+    it: ``change`` (the port option) when the port is taken or not allowed,
+    ``change_host`` when the host is the problem (not an address of this machine, or a
+    name that does not resolve)."""
 
-    def __init__(self, what: str, host: str, port: int, cause: OSError, change: str) -> None:
+    def __init__(
+        self,
+        what: str,
+        host: str,
+        port: int,
+        cause: OSError,
+        change: str,
+        *,
+        change_host: str = "choose another address to listen on",
+    ) -> None:
         self.host = host
         self.port = port
-        reason = os.strerror(cause.errno).lower() if cause.errno else str(cause)
-        super().__init__(f"cannot listen on {host}:{port} for the {what}: {reason}; {change}")
+        self.host_is_the_problem = host_refused(cause)
+        fix = change_host if self.host_is_the_problem else change
+        super().__init__(
+            f"cannot listen on {host}:{port} for the {what}: {listen_reason(cause)}; {fix}"
+        )
+
+
+# Errors that say the host is wrong, whatever the port: an address this machine does not
+# have (EADDRNOTAVAIL), one of a family it cannot use, or a name that does not resolve.
+_HOST_ERRNOS = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+
+
+def host_refused(cause: OSError) -> bool:
+    """Whether binding failed because of the host rather than the port (EADDRINUSE, EACCES)."""
+    return isinstance(cause, socket.gaierror) or cause.errno in _HOST_ERRNOS
+
+
+def listen_reason(cause: OSError) -> str:
+    """Why a bind failed, in words: "address already in use", "cannot assign requested
+    address" (the host), "the host name does not resolve"."""
+    if isinstance(cause, socket.gaierror):
+        return "the host name does not resolve"
+    return os.strerror(cause.errno).lower() if cause.errno else str(cause)
 
 
 class SalesforceError(SfampError):

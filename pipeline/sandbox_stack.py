@@ -24,6 +24,7 @@ SANDBOX_CLIENT_ID = "sandbox-client"
 SANDBOX_CLIENT_SECRET = "sandbox-secret"  # noqa: S105 - the sandbox's documented credential
 SANDBOX_USERNAME = "admin@sandbox.example"
 SANDBOX_PASSWORD = "sandbox"  # noqa: S105 - the sandbox's documented credential
+OTHER_HOST = "choose another address with --host"
 
 
 @dataclass
@@ -72,7 +73,7 @@ class SandboxStack:
             await start
         except OSError as exc:
             change = f"choose another port with --{name}-port"
-            raise ListenError(what, self.host, port, exc, change) from exc
+            raise ListenError(what, self.host, port, exc, change, change_host=OTHER_HOST) from exc
         except EmbeddedKafkaError as exc:
             raise KafkaUnavailableError(str(exc)) from exc
 

@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import os
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sfamp_sandbox.latency import MAX_LATENCY_MS
 
 Serve = Callable[..., Coroutine[Any, Any, None]]
+# Bind errors that blame the host (not an address of this machine), not the port.
+HOST_ERRNOS = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 
 
 def run_until_interrupted(name: str, serve: Serve, host: str, port: int) -> None:
     """Parse ``--host``, ``--port`` and ``--latency-ms``, then ``serve`` until Ctrl-C.
 
-    A port that cannot be opened is one line and exit status 1.
+    A port or host that cannot be listened on is one line (naming the option to change)
+    and exit status 1.
     """
     parser = argparse.ArgumentParser(description=f"Run the {name} sandbox until interrupted.")
     parser.add_argument("--host", default=host)
@@ -34,7 +39,12 @@ def run_until_interrupted(name: str, serve: Serve, host: str, port: int) -> None
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(args.host, args.port, latency_ms=args.latency_ms))
-    except OSError as exc:  # the port is taken or not ours to open
-        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    except OSError as exc:  # the port is taken or not ours to open, or the host not ours
+        host_refused = isinstance(exc, socket.gaierror) or exc.errno in HOST_ERRNOS
+        if isinstance(exc, socket.gaierror):
+            reason = "the host name does not resolve"
+        else:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        change = "choose another --host" if host_refused else "choose another --port"
         where = f"{args.host}:{args.port}"
-        parser.exit(1, f"error: cannot listen on {where}: {reason}; choose another --port\n")
+        parser.exit(1, f"error: cannot listen on {where}: {reason}; {change}\n")

@@ -31,6 +31,7 @@ app = typer.Typer(
 
 HOST = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a container).")
 OTHER_PORT = "choose another port with --port"
+OTHER_HOST = "choose another address with --host"
 LATENCY = typer.Option(
     0,
     "--latency-ms",
@@ -175,7 +176,7 @@ async def _listening(what: str, host: str, port: int, start: Awaitable[object]) 
     try:
         await start
     except OSError as exc:
-        raise ListenError(what, host, port, exc, OTHER_PORT) from exc
+        raise ListenError(what, host, port, exc, OTHER_PORT, change_host=OTHER_HOST) from exc
     except EmbeddedKafkaError as exc:
         raise KafkaUnavailableError(str(exc)) from exc
 
@@ -201,7 +202,7 @@ async def _serve(
     except OSError as exc:
         if opened:
             raise
-        raise ListenError(what, host, port, exc, OTHER_PORT) from exc
+        raise ListenError(what, host, port, exc, OTHER_PORT, change_host=OTHER_HOST) from exc
 
 
 def _print_exports(block: str) -> None:

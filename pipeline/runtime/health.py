@@ -16,6 +16,7 @@ from pipeline.runtime.state import ServiceState
 
 WHAT = "health endpoint"
 CHANGE = "set SFAMP_RUNTIME__HEALTH_PORT to a free port, or to 0 to turn the endpoint off"
+CHANGE_HOST = "set SFAMP_RUNTIME__HEALTH_HOST to an address of this machine (0.0.0.0: all)"
 
 
 def create_health_app(state: ServiceState, metrics: Metrics) -> web.Application:
@@ -61,7 +62,7 @@ async def serve_health(
         try:
             await web.TCPSite(runner, host, port).start()
         except OSError as exc:  # taken since check_health_port looked
-            raise ListenError(WHAT, host, port, exc, CHANGE) from exc
+            raise ListenError(WHAT, host, port, exc, CHANGE, change_host=CHANGE_HOST) from exc
         if started is not None:
             started.set()
         await asyncio.Event().wait()
@@ -72,4 +73,6 @@ async def serve_health(
 def check_health_port(settings: RuntimeSettings) -> None:
     """Refuse a taken health port before the service starts anything (``sfamp run``)."""
     if settings.health_port:
-        check_listen(WHAT, settings.health_host, settings.health_port, CHANGE)
+        check_listen(
+            WHAT, settings.health_host, settings.health_port, CHANGE, change_host=CHANGE_HOST
+        )

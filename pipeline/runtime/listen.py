@@ -30,11 +30,12 @@ def bind_error(host: str, port: int) -> OSError | None:
     return None
 
 
-def check_listen(what: str, host: str, port: int, change: str) -> None:
-    """Raise :class:`ListenError` (saying ``change``) when ``host:port`` is not free."""
+def check_listen(what: str, host: str, port: int, change: str, *, change_host: str) -> None:
+    """Raise :class:`ListenError` when ``host:port`` cannot be listened on, saying
+    ``change`` when the port is the problem and ``change_host`` when the host is."""
     refused = bind_error(host, port)
     if refused is not None:
-        raise ListenError(what, host, port, refused, change)
+        raise ListenError(what, host, port, refused, change, change_host=change_host)
 
 
 def _family(host: str) -> socket.AddressFamily:

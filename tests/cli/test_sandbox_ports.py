@@ -5,6 +5,8 @@ Each case runs the real CLI in a child process while a test socket listens on th
 
 from __future__ import annotations
 
+import errno
+import socket
 import subprocess
 import sys
 
@@ -107,3 +109,56 @@ async def test_a_health_port_taken_after_the_check_is_still_a_listen_error() -> 
     ):
         await serve_health(ServiceState(role="all"), Metrics(), "127.0.0.1", port)
     assert raised.value.port == port
+
+
+# TEST-NET-1 (RFC 5737): never an address of this machine, so binding it fails on the host.
+NOT_OURS = "192.0.2.1"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sandbox", "salesforce", "--host", NOT_OURS, "--port", "{free}"],
+        ["sandbox", "up", "--host", NOT_OURS, "--kafka-port", "{free}"],
+    ],
+    ids=["sandbox salesforce", "sandbox up"],
+)
+def test_a_host_that_is_not_this_machines_names_the_host_option(args: list[str]) -> None:
+    done = _run([arg.format(free=free_port()) for arg in args])
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert len(errors) == 1, done.stderr
+    assert f"cannot listen on {NOT_OURS}:" in errors[0]
+    assert "cannot assign requested address; choose another address with --host" in errors[0]
+    assert "port" not in errors[0].split(";")[1], errors[0]
+
+
+def test_the_sandbox_modules_name_the_host_when_it_is_the_problem() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sfamp_sandbox.amplitude", "--host", NOT_OURS, "--port", "0"],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot listen on {NOT_OURS}:0: cannot assign requested address; "
+        "choose another --host"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cause", "says"),
+    [
+        (OSError(errno.EADDRINUSE, "in use"), "address already in use; --port"),
+        (OSError(errno.EACCES, "denied"), "permission denied; --port"),
+        (OSError(errno.EADDRNOTAVAIL, "no"), "cannot assign requested address; --host"),
+        (socket.gaierror(socket.EAI_NONAME, "x"), "the host name does not resolve; --host"),
+    ],
+)
+def test_the_message_blames_the_port_or_the_host_by_errno(cause: OSError, says: str) -> None:
+    error = ListenError("web console", "h", 1, cause, "--port", change_host="--host")
+    assert str(error) == f"cannot listen on h:1 for the web console: {says}"
