@@ -43,7 +43,7 @@ class FieldOption:
     name: str
     label: str
     type: str
-    names_group: bool  # Id, unique, external id or id lookup: one group per record
+    names_group: bool  # Id or unique: one group per record
     can_name_group: bool  # not compound, not binary
     can_be_property: bool
 
@@ -73,13 +73,20 @@ def object_options(listing: Mapping[str, Any]) -> list[ObjectOption]:
 
 
 def field_options(describe: Mapping[str, Any]) -> list[FieldOption]:
-    """An object's fields: Id first, then those naming one record, then the rest, by name."""
+    """An object's fields: Id first, then those naming one record, then the rest, by name.
+
+    Only Id and fields the describe marks ``unique`` name one record. External ids and
+    id lookup fields need not be unique (an external id is unique only when the
+    describe says so; Account.Name and Contact.Email are id lookups that repeat in
+    real orgs): records sharing a value would share one group, so they go with the
+    rest, with that hint.
+    """
     options = []
     for entry in describe.get("fields") or ():
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
             continue
         kind = str(entry.get("type", ""))
-        naming = kind == "id" or any(entry.get(k) for k in ("unique", "externalId", "idLookup"))
+        naming = kind == "id" or entry.get("unique") is True
         options.append(
             FieldOption(
                 name=entry["name"],
