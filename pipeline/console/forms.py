@@ -32,6 +32,7 @@ DEFAULT_RECONCILE_AT: Final = "03:00"
 _SECTION = re.compile(r"^m(\d+)\.(sfdc_object|group_type|group_name_field|on_delete)$")
 _ROW = re.compile(r"^m(\d+)\.p(\d+)\.(sfdc_field|amplitude_property)$")
 _PATH = re.compile(r"^\$\.mappings\[(\d+)\](?:\.(\w+)(?:\[(\d+)\](?:\.(\w+))?)?)?$")
+_PATH_START = re.compile(r"^\$\.mappings\[(\d+)\](?:\.(\w+)(?:\[(\d+)\](?:\.(\w+))?)?)?")
 _CADENCE_CONTROLS: Final = {
     "$.sync_cadence": "cadence_mode",
     "$.sync_cadence.mode": "cadence_mode",
@@ -184,10 +185,12 @@ def form_from_fields(fields: Mapping[str, str]) -> MappingForm:
     """Read the posted form (unknown names, such as the CSRF token, are ignored)."""
     form = MappingForm(
         cadence_mode=fields.get("cadence_mode", "daily"),
-        cadence_at=fields.get("cadence_at", DEFAULT_AT) or DEFAULT_AT,
+        # A time typed empty stays empty, for validation to refuse (the mapping's default
+        # would otherwise take its place unseen); one not drawn takes the default.
+        cadence_at=fields.get("cadence_at", DEFAULT_AT).strip(),
         cadence_every=fields.get("cadence_every", "60"),
         reconcile_mode=fields.get("reconcile_mode", "daily"),
-        reconcile_at=fields.get("reconcile_at", DEFAULT_RECONCILE_AT) or DEFAULT_RECONCILE_AT,
+        reconcile_at=fields.get("reconcile_at", DEFAULT_RECONCILE_AT).strip(),
         reconcile_minute=fields.get("reconcile_minute", "0"),
     )
     sections: dict[int, SectionForm] = {}
@@ -285,6 +288,48 @@ def messages_by_control(
         if control is not None:
             found.setdefault(control, []).append(problem.message)
     return found
+
+
+# Top to bottom as the page draws them: the schedules, then each section's controls.
+_SCHEDULE_ORDER: Final = ("$.sync_cadence", "$.reconcile")
+_SCHEDULE_DETAILS: Final = ("mode", "at", "every_seconds", "minute")
+_SECTION_ORDER: Final = ("sfdc_object", "group_type", "group_name_field", "group_properties")
+_ROW_ORDER: Final = ("sfdc_field", "amplitude_property")
+_LAST: Final = 1 << 30
+
+
+def form_position(path: str) -> tuple[int, ...]:
+    """Where the control a problem's path is about stands on the page, as a sort key.
+
+    The document as a whole and unknown keys first, then Sync Cadence and Reconcile
+    (mode before details), each section in turn (object, group type, name field, the
+    rows in order, On delete), and the list of sections (shown by its add button) last.
+    Positions are numbers: section 10 comes after section 2.
+    """
+    for rank, block in enumerate(_SCHEDULE_ORDER, start=1):
+        if path == block or path.startswith(block + "."):
+            detail = path[len(block) + 1 :].split(".")[0]
+            return (rank, _rank(detail, _SCHEDULE_DETAILS) if detail else -1)
+    match = _PATH_START.match(path)
+    if match is None:
+        return (4,) if path == "$.mappings" else (0,)
+    m, key, p, row_key = match.groups()
+    if key is None:
+        return (3, int(m), -1)
+    if key != "group_properties":
+        return (3, int(m), _rank(key, (*_SECTION_ORDER, "on_delete")))
+    if p is None:
+        return (3, int(m), 3, _LAST)
+    return (3, int(m), 3, int(p), _rank(row_key, _ROW_ORDER) if row_key else -1)
+
+
+def _rank(name: str, order: tuple[str, ...]) -> int:
+    return order.index(name) if name in order else len(order)
+
+
+def in_form_order(problems: list[Problem]) -> list[Problem]:
+    """``problems`` as the page draws their controls (stable for one control's messages)."""
+    return sorted(problems, key=lambda problem: form_position(problem.path))
 
 
 def control_ids(form: MappingForm) -> list[str]:

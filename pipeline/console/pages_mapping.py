@@ -37,9 +37,10 @@ from pipeline.console.forms import (
     control_ids,
     form_from_document,
     form_from_fields,
+    in_form_order,
     messages_by_control,
 )
-from pipeline.errors import Problem, SfampError
+from pipeline.errors import MappingError, Problem, SfampError
 from pipeline.kafka.config_topic import latest_mapping
 from pipeline.kafka.inspect import quick_settings
 
@@ -54,7 +55,7 @@ def checked(console: Console, form: MappingForm) -> tuple[dict[str, Any], list[P
     _, problems = validate_document(
         document, max_group_types=console.settings.amplitude.max_group_types
     )
-    return document, problems
+    return document, in_form_order(problems)
 
 
 def config_text(document: dict[str, Any], problems: list[Problem]) -> str:

@@ -9,6 +9,7 @@ from pipeline.console.forms import (
     control_ids,
     form_from_document,
     form_from_fields,
+    in_form_order,
     messages_by_control,
 )
 from pipeline.errors import Problem
@@ -129,3 +130,61 @@ def test_only_the_schedule_controls_shown_carry_messages() -> None:
     assert "cadence_at" not in ids
     assert "reconcile_at" not in ids
     assert "m0-p0-amplitude_property" in ids
+
+
+def test_failures_are_listed_in_the_order_the_form_draws_their_controls() -> None:
+    """Schedules first, then each section top to bottom (rows in order)."""
+    fields = {"cadence_mode": "daily", "cadence_at": "24:00", "reconcile_mode": "hourly"}
+    fields |= {"reconcile_minute": "61"}
+    for m in (0, 1, 2):
+        fields |= {f"m{m}.sfdc_object": "Account", f"m{m}.group_name_field": "Id"}
+        fields |= {f"m{m}.p0.sfdc_field": "Name", f"m{m}.p1.sfdc_field": "Name"}
+    _, problems = validate_document(form_from_fields(fields).document())
+    paths = [problem.path for problem in in_form_order(problems)]
+
+    assert paths[:2] == ["$.sync_cadence.at", "$.reconcile.minute"]
+    section_1 = [path for path in paths if path.startswith("$.mappings[1].")]
+    assert section_1 == [
+        "$.mappings[1].group_type",
+        "$.mappings[1].group_properties[0].amplitude_property",
+        "$.mappings[1].group_properties[1].sfdc_field",
+        "$.mappings[1].group_properties[1].amplitude_property",
+    ]
+    sections = [int(path.split("[")[1].split("]")[0]) for path in paths[2:]]
+    assert sections == sorted(sections)
+    assert sorted(paths) != paths  # a text sort puts the sections before the schedules
+
+
+def test_the_form_order_puts_unknown_keys_first_and_the_list_of_sections_last() -> None:
+    problems = [
+        Problem("$.mappings[10].group_type", "is required"),
+        Problem("$.mappings[2].group_type", "is required"),
+        Problem("$.mappings", "must not be empty"),
+        Problem("$.mappings[0].on_delete", "x"),
+        Problem("$.mappings[0].group_properties", "y"),
+        Problem("$.mappings[0].group_properties[0]", "z"),
+        Problem("$.mappings[0]", "duplicate relation"),
+        Problem("$.reconcile", "r"),
+        Problem("$.sync_cadence.mode", "m"),
+        Problem("$.extra", "not allowed"),
+    ]
+    assert [p.path for p in in_form_order(problems)] == [
+        "$.extra",
+        "$.sync_cadence.mode",
+        "$.reconcile",
+        "$.mappings[0]",
+        "$.mappings[0].group_properties[0]",
+        "$.mappings[0].group_properties",
+        "$.mappings[0].on_delete",
+        "$.mappings[2].group_type",
+        "$.mappings[10].group_type",  # by number: a text sort puts it before [2]
+        "$.mappings",
+    ]
+
+
+def test_a_time_typed_empty_is_refused_not_replaced_by_the_default() -> None:
+    typed = form_from_fields({"cadence_mode": "daily", "cadence_at": " ", "reconcile_at": ""})
+    _, problems = validate_document(typed.document())
+    assert {p.path for p in problems} >= {"$.sync_cadence.at", "$.reconcile.at"}
+    drawn_later = form_from_fields({"cadence_mode": "daily"})  # was hourly: no time field yet
+    assert drawn_later.document()["sync_cadence"] == {"mode": "daily", "at": "00:00"}

@@ -268,6 +268,43 @@ async def test_next_with_failures_stays_on_the_form(client: Client) -> None:
     assert "Final verification" not in html
 
 
+async def test_times_of_day_are_24_hour_text_checked_as_the_mapping_checks_them(
+    client: Client,
+) -> None:
+    page = await (await client.get("/mapping")).text()
+    box = page[page.index('id="cadence_at"') - 20 :]
+    box = box[: box.index(">")]
+    assert '<input type="text" id="cadence_at" name="cadence_at" value="00:00"' in box
+    assert 'pattern="([01][0-9]|2[0-3]):[0-5][0-9]"' in box
+    assert 'aria-describedby="hint-cadence_at err-cadence_at"' in box
+    assert '<span id="hint-cadence_at" class="hint">24-hour clock, HH:MM</span>' in page
+    assert 'type="time"' not in page  # the browser's picker shows "12:00 AM" in some locales
+
+    for typed in ("7:30", "24:00", ""):
+        html, valid = await update(
+            client, "/mapping/validate", {**FORM, "cadence_mode": "daily", "cadence_at": typed}
+        )
+        assert not valid, typed
+        assert oob_span(html, "cadence_at") == "must be a UTC time HH:MM between 00:00 and 23:59"
+    html, valid = await update(
+        client, "/mapping/validate", {**FORM, "cadence_mode": "daily", "cadence_at": "07:30"}
+    )
+    assert valid
+
+
+async def test_the_failure_list_follows_the_form_top_to_bottom(client: Client) -> None:
+    fields = {**FORM, "cadence_mode": "daily", "cadence_at": "9", "m0.group_type": ""}
+    fields |= {"m0.p1.sfdc_field": "Name", "m0.on_delete": "drop"}
+    html, _ = await update(client, "/mapping/validate", fields)
+    listed = re.findall(r"<li><code>([^<]+)</code>", html)
+    assert listed == [
+        "$.sync_cadence.at",
+        "$.mappings[0].group_type",
+        "$.mappings[0].group_properties[1].sfdc_field",
+        "$.mappings[0].on_delete",
+    ]
+
+
 async def test_a_new_section_asks_for_the_object_before_its_fields(client: Client) -> None:
     html, _ = await update(client, "/mapping/form", {"action": "add_mapping"})
     assert '<select id="m0-group_name_field" name="m0.group_name_field" disabled' in html

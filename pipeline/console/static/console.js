@@ -35,7 +35,7 @@
   /* A control whose message span is not empty is marked invalid for screen readers. */
   function markInvalid() {
     document.querySelectorAll(".field-error").forEach(function (span) {
-      document.querySelectorAll('[aria-describedby="' + span.id + '"]').forEach(function (control) {
+      document.querySelectorAll('[aria-describedby~="' + span.id + '"]').forEach(function (control) {
         if (span.textContent.trim()) {
           control.setAttribute("aria-invalid", "true");
         } else {
