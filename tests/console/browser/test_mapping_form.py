@@ -42,6 +42,7 @@ async def test_failures_show_beside_their_control_and_in_the_list_and_block_next
     )
     await expect(form.failures).to_contain_text("Validation failures (2)")
     await expect(form.next).to_be_disabled()
+    await row_keeps_its_grid(page.get_by_test_id("group-property").nth(1))
 
     await form.type(group_type, "account")
     await expect(form.failures).to_contain_text("Validation failures (1)")
@@ -51,6 +52,25 @@ async def test_failures_show_beside_their_control_and_in_the_list_and_block_next
     await form.choose(twice, "Industry")
     await form.no_failures()
     await expect(twice).to_have_accessible_description("")
+
+
+async def row_keeps_its_grid(row: Locator) -> None:
+    """A row whose field has a message keeps field, property and Remove on one line: the
+    message wraps under its field instead of widening it."""
+    boxes = [
+        await part.bounding_box()
+        for part in (
+            row.get_by_label("Salesforce field", exact=True),
+            row.get_by_label("Amplitude group property", exact=True),
+            row.get_by_role("button", name="Remove group property"),
+            row,
+        )
+    ]
+    field, prop, remove, whole = (box for box in boxes if box is not None)
+    assert field["width"] < whole["width"] / 2, (field, whole)
+    assert field["x"] + field["width"] < prop["x"] < remove["x"], (field, prop, remove)
+    middle = remove["y"] + remove["height"] / 2
+    assert field["y"] < middle < field["y"] + field["height"], (field, remove)
 
 
 async def same_element(page: Page, before: ElementHandle, now: Locator) -> bool:
