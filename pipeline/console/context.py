@@ -15,12 +15,14 @@ from typing import Any, Final
 
 import jinja2
 from aiohttp import web
+from jinja2.runtime import Context
 from markupsafe import Markup, escape
 from multidict import MultiDictProxy
 
 from pipeline.config.settings import Settings
 from pipeline.console.catalog import OrgCatalog
-from pipeline.console.security import CSRF, Sessions, redactor
+from pipeline.console.moments import moment
+from pipeline.console.security import CSRF, SESSION, Sessions, redactor
 
 NAVIGATION: Final = (
     ("/", "Connection"),
@@ -61,6 +63,25 @@ def breakable(finalize: Callable[[object], object]) -> Callable[[object], Markup
     return apply
 
 
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``count`` (with thousands separators) and the noun in the number it calls for:
+    "1 group", "2 groups", "1,204 records"; never "group(s)"."""
+    word = singular if count == 1 else (plural_form or f"{singular}s")
+    return f"{count:,} {word}"
+
+
+@jinja2.pass_context
+def _moment(context: Context, value: object) -> Markup:
+    """A filter: an ISO time as ``<time>``, its clock time in UTC and how long ago (or how
+    soon) as text, the exact time in ``datetime`` and ``title``; other values as they are."""
+    if value is None or value == "":
+        return Markup("-")
+    found = moment(str(value), context["now"])
+    if found is None:
+        return escape(value)
+    return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(found.iso, found.text)
+
+
 def template_environment(settings: Settings) -> jinja2.Environment:
     finalize = redactor(secret_values(settings))
     environment = jinja2.Environment(
@@ -72,6 +93,8 @@ def template_environment(settings: Settings) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     environment.filters["breakable"] = breakable(finalize)
+    environment.filters["moment"] = _moment
+    environment.globals["plural"] = plural
     return environment
 
 
@@ -109,6 +132,7 @@ def render_text(request: web.Request, template: str, **context: Any) -> str:
         navigation=NAVIGATION,
         path=request.path,
         signed_in_by_token=console.sessions.needs_sign_in,
+        now=console.clock(),
         **context,
     )
 

@@ -8,7 +8,6 @@ status`` shows; the Amplitude key check is the one of ``sfamp config verify``.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +16,7 @@ from pipeline.config.checks import Check
 from pipeline.config.settings import Settings
 from pipeline.config.verify import check_amplitude
 from pipeline.console.context import console_of, render
+from pipeline.console.moments import moment_of_ms
 from pipeline.errors import SfampError
 from pipeline.kafka.config_topic import PublishedMapping, latest_mapping
 from pipeline.kafka.inspect import quick_settings
@@ -46,10 +46,9 @@ async def _published(settings: Settings) -> PublishedMapping | str | None:
 
 
 def _published_view(published: PublishedMapping) -> dict[str, Any]:
-    at = datetime.fromtimestamp(published.published_at_ms / 1000, UTC)
     return {
         "revision": published.revision,
-        "published_at": at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "published_at": moment_of_ms(published.published_at_ms),
         "cadence": describe(published.mapping.sync_cadence),
         "relations": [
             {

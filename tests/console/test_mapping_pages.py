@@ -218,6 +218,7 @@ async def test_next_verifies_online_and_save_publishes_a_revision(
 ) -> None:
     html = await post(client, "/mapping/verify", FORM)
     assert '<table aria-label="Final verification">' in html
+    assert re.search(r"admin@sandbox.example at http://127.0.0.1:\d+\) and the Amplitude", html)
     assert "Salesforce login" in html
     assert "Amplitude API key" in html
     assert '<button type="submit" id="save" class="primary">Save</button>' in html

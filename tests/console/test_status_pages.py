@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,15 @@ async def test_status_shows_the_flush_and_the_per_minute_chart(
     assert '<span class="ok-text">ok</span>' in live  # the last flush
     assert "/data/AccountChangeEvent" in live  # its replay id's age
     assert 'data-testid="dlq-count">0 not replayed' in live
+    assert f'data-testid="service-mapping">file:{mapping_file}; cadence' in live
+    assert re.search(
+        r'data-testid="reconcile">daily at 03:00 UTC; next <time datetime="[^"]+"', live
+    )
+    assert re.search(
+        r'data-testid="last-flush"><time datetime="[^"]+" title="[^"]+">'
+        r"\d\d:\d\d:\d\d UTC \((now|\d+s ago)\)</time>: ",
+        live,
+    )
 
 
 async def test_status_without_a_service_says_so(client: Client) -> None:
