@@ -7,9 +7,12 @@ gets the session's CSRF token for its forms and for the meta tag htmx reads.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -32,6 +35,8 @@ NAVIGATION: Final = (
 )
 # Where a long address may wrap: after @ / ? & = and before a dot (never inside "//").
 SOFT_BREAK: Final = re.compile(r"(?<=[@/?&=])(?=[^/])|(?<=[^./])(?=\.)")
+# What a POST did, kept for the page it redirects to (Post/Redirect/Get): a few at most.
+KEPT_RESULTS: Final = 32
 
 
 def secret_values(settings: Settings) -> list[str]:
@@ -98,6 +103,27 @@ def template_environment(settings: Settings) -> jinja2.Environment:
     return environment
 
 
+class RecentResults:
+    """What recent POSTs did, by a one-time key, for the page each redirects to: a reload
+    of that page shows it again and repeats nothing. Only the session that made a result
+    sees it; the oldest go first."""
+
+    def __init__(self, size: int = KEPT_RESULTS) -> None:
+        self._size = size
+        self._kept: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+
+    def keep(self, session: str, result: Any) -> str:
+        key = secrets.token_urlsafe(9)
+        self._kept[key] = (session, result)
+        while len(self._kept) > self._size:
+            self._kept.popitem(last=False)
+        return key
+
+    def get(self, session: str, key: str | None) -> Any:
+        owner, result = self._kept.get(key or "", ("", None))
+        return result if owner == session else None
+
+
 @dataclass
 class Console:
     """One console process's shared parts (an aiohttp application key holds it)."""
@@ -109,6 +135,10 @@ class Console:
     service_url: str
     clock: Callable[[], float] = time.time
     extra: dict[str, Any] = field(default_factory=dict)
+    # One Save at a time in this process: two tabs saving at once would both see the
+    # same current revision and both publish over it.
+    saving: asyncio.Lock = field(default_factory=asyncio.Lock)
+    results: RecentResults = field(default_factory=RecentResults)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -154,5 +184,18 @@ async def form_fields(request: web.Request) -> dict[str, str]:
     return text_fields(posted)
 
 
+def session_of(request: web.Request) -> str:
+    return str(request.get(SESSION, ""))
+
+
 def text_fields(values: Mapping[str, Any]) -> dict[str, str]:
     return {name: value for name, value in values.items() if isinstance(value, str)}
+
+
+def redirect_get(target: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A GET handler for a path only POSTs use: it sends the browser to ``target``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther(target)
+
+    return handler

@@ -8,9 +8,17 @@ the stale payload, and marks the replayed entries.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
-from pipeline.console.context import console_of, form_fields, render
+from pipeline.console.context import (
+    console_of,
+    form_fields,
+    redirect_get,
+    render,
+    session_of,
+)
 from pipeline.errors import SfampError
 from pipeline.kafka.dlq import DlqView, read_dlq
 from pipeline.kafka.inspect import KafkaInspector
@@ -30,13 +38,11 @@ async def _page(
     request: web.Request,
     outcomes: list[RedeliveryOutcome] | None = None,
     error: str | None = None,
-    status: int = 200,
 ) -> web.Response:
     view = await _view(request)
     return render(
         request,
         "dead_letters.html",
-        status=status,
         view=None if isinstance(view, str) else view,
         items=[] if isinstance(view, str) else [item.as_json() for item in view.items],
         kafka_error=view if isinstance(view, str) else None,
@@ -45,12 +51,26 @@ async def _page(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """What one Replay did, kept for the page it redirects to."""
+
+    outcomes: list[RedeliveryOutcome] | None
+    error: str | None = None
+
+
 async def dead_letters_page(request: web.Request) -> web.Response:
+    """The entries; after a Replay (``?replay=<key>``) also what it did."""
+    console = console_of(request)
+    result = console.results.get(session_of(request), request.query.get("replay"))
+    if isinstance(result, ReplayResult):
+        return await _page(request, outcomes=result.outcomes, error=result.error)
     return await _page(request)
 
 
-async def replay(request: web.Request) -> web.Response:
-    """Replay the entry named by ``id``, or every pending one with ``all``."""
+async def replay(request: web.Request) -> web.StreamResponse:
+    """Replay the entry named by ``id``, or every pending one with ``all``; then back to the
+    list (Post/Redirect/Get): reloading it shows what was done and replays nothing again."""
     console = console_of(request)
     fields = await form_fields(request)
     ids = [fields["id"]] if fields.get("id") else []
@@ -60,11 +80,14 @@ async def replay(request: web.Request) -> web.Response:
             outcomes = await replay_dead_letters(
                 settings, inspector, ids, bool(fields.get("all")), settings.mapping_file
             )
+        result = ReplayResult(outcomes)
     except SfampError as exc:
-        return await _page(request, error=str(exc).splitlines()[0], status=422)
-    return await _page(request, outcomes=outcomes)
+        result = ReplayResult(None, str(exc).splitlines()[0])
+    key = console.results.keep(session_of(request), result)
+    raise web.HTTPSeeOther(f"/dead-letters?replay={key}")
 
 
 def register(app: web.Application) -> None:
     app.router.add_get("/dead-letters", dead_letters_page)
     app.router.add_post("/dead-letters/replay", replay)
+    app.router.add_get("/dead-letters/replay", redirect_get("/dead-letters"))

@@ -14,6 +14,7 @@ console.js sets Next's state on the same button.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
@@ -25,6 +26,7 @@ from pipeline.console.context import (
     console_of,
     form_fields,
     is_htmx,
+    redirect_get,
     render,
     text_fields,
 )
@@ -47,6 +49,7 @@ from pipeline.kafka.inspect import quick_settings
 EXPORT_NAME: Final = "sfamp-mapping.json"
 MAX_IMPORT_BYTES: Final = 1 << 20
 VALIDATED_EVENT: Final = "sfamp-validated"
+NOT_A_MAPPING: Final = "the file must hold a JSON object with version and mappings"
 
 
 def checked(console: Console, form: MappingForm) -> tuple[dict[str, Any], list[Problem]]:
@@ -101,35 +104,53 @@ async def form_view(
     }
 
 
-async def _published_form(console: Console) -> tuple[MappingForm, int | None, str | None]:
-    """The published mapping as a form (to edit it), or an empty form and why."""
+def base_revision_of(fields: Mapping[str, object]) -> int:
+    """The revision the form was loaded from (0: none was published), which Save requires
+    to be still the current one."""
+    value = fields.get("base_revision")
+    return int(value) if isinstance(value, str) and value.isdigit() else 0
+
+
+async def _published_form(console: Console) -> tuple[MappingForm, int, str | None]:
+    """The published mapping as a form (to edit it) and its revision, or an empty form
+    and why."""
     try:
         published, _ = await latest_mapping(quick_settings(console.settings.kafka))
     except SfampError as exc:
-        return MappingForm(), None, f"the published mapping could not be read: {exc}"
+        return MappingForm(), 0, f"the published mapping could not be read: {exc}"
     if published is None:
-        return MappingForm(), None, None
-    return form_from_document(published.mapping.model_dump(mode="json")), published.revision, None
+        return MappingForm(), 0, None
+    form = form_from_document(published.mapping.model_dump(mode="json"))
+    return form, published.revision, None
 
 
-async def _page(
+async def form_page(
     request: web.Request,
     form: MappingForm,
     *,
+    base_revision: int,
     status: int = 200,
     extra: list[Problem] | None = None,
-    **context: Any,
+    notice: str | None = None,
+    error: str | None = None,
 ) -> web.Response:
+    """The Mapping setup page (or, for htmx, its form) holding ``form``."""
     view = await form_view(console_of(request), form, extra)
     template = "_mapping_form.html" if is_htmx(request) else "mapping.html"
-    context.setdefault("revision", None)
-    context.setdefault("notice", None)
-    return render(request, template, status=status, **view, **context)
+    return render(
+        request,
+        template,
+        status=status,
+        base_revision=base_revision,
+        notice=notice,
+        error=error,
+        **view,
+    )
 
 
 async def mapping_page(request: web.Request) -> web.Response:
-    form, revision, notice = await _published_form(console_of(request))
-    return await _page(request, form, revision=revision, notice=notice)
+    form, revision, error = await _published_form(console_of(request))
+    return await form_page(request, form, base_revision=revision, error=error)
 
 
 async def _update(
@@ -159,25 +180,55 @@ async def change_form(request: web.Request) -> web.Response:
     form = form_from_fields(fields)
     change = form.apply(fields.get("action", ""))
     if not is_htmx(request):
-        return await _page(request, form)
+        return await form_page(request, form, base_revision=base_revision_of(fields))
     return await _update(request, form, change)
 
 
-async def import_config(request: web.Request) -> web.Response:
-    """Fill the form from an uploaded file (or the draft sent back from verification)."""
-    posted = await request.post()
-    upload = posted.get("file")
-    raw = upload.file.read(MAX_IMPORT_BYTES + 1) if isinstance(upload, web.FileField) else None
-    if raw is None:
-        raw = str(posted.get("mapping", "")).encode()
+def read_import(raw: bytes) -> dict[str, Any]:
+    """The mapping document an imported file holds; MappingError says in one line why a
+    file is not one (a document with validation problems is one: the form shows them)."""
     if len(raw) > MAX_IMPORT_BYTES:
-        return await _page(request, MappingForm(), extra=[Problem("$", "the file is over 1 MB")])
+        raise MappingError("the file is over 1 MB")
     try:
-        document = orjson.loads(raw)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MappingError("the file is not UTF-8 text") from exc
+    if not text.strip():
+        raise MappingError("the file is empty")
+    try:
+        document = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        problem = Problem("$", f"the imported file is not valid JSON: {exc}")
-        return await _page(request, MappingForm(), extra=[problem])
-    return await _page(request, form_from_document(document), notice="imported: not saved yet")
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise MappingError(f"the file is not JSON ({exc.msg} at {where})") from exc
+    if not isinstance(document, dict):
+        raise MappingError(NOT_A_MAPPING)
+    return document
+
+
+async def import_config(request: web.Request) -> web.Response:
+    """Fill the form from an uploaded file (or the draft sent back from verification).
+
+    A file that is not a mapping document leaves the form as it was: htmx does not swap
+    a 422, and console.js shows its one line. Without script the page is drawn again
+    from the published mapping, with that line.
+    """
+    posted = await request.post()
+    base = base_revision_of(posted)
+    upload = posted.get("file")
+    if isinstance(upload, web.FileField):
+        raw = upload.file.read(MAX_IMPORT_BYTES + 1)
+    else:
+        raw = str(posted.get("mapping", "")).encode()
+    try:
+        document = read_import(raw)
+    except MappingError as exc:
+        line = f"Import config: {exc}; the form is unchanged."
+        if is_htmx(request):
+            return web.Response(status=422, text=line + "\n")
+        form, revision, _ = await _published_form(console_of(request))
+        return await form_page(request, form, base_revision=revision, status=422, error=line)
+    form = form_from_document(document)
+    return await form_page(request, form, base_revision=base, notice="imported: not saved yet")
 
 
 async def export_config(request: web.Request) -> web.Response:
@@ -208,3 +259,6 @@ def register(app: web.Application) -> None:
     app.router.add_post("/mapping/form", change_form)
     app.router.add_post("/mapping/import", import_config)
     app.router.add_get("/mapping/export", export_config)
+    # Only POSTs answer there: a GET (a bookmark, a typed address) goes to the form.
+    for path in ("/mapping/validate", "/mapping/form", "/mapping/import"):
+        app.router.add_get(path, redirect_get("/mapping"))

@@ -1,14 +1,21 @@
-"""Final verification (after Next) and Save.
+"""Final verification (after Next), Save, and the Saved page.
 
 The checks are :func:`pipeline.config.verify.verify_mapping`, those of ``sfamp
 config verify``; Save publishes with :func:`pipeline.kafka.config_topic.publish_mapping`
 as ``sfamp config import`` does, after the same checks once more: the page's
 hidden mapping comes back from the browser and is not trusted to be the one verified.
+
+Save is conditional on the revision the form was loaded from (its hidden
+``base_revision``): if ``sfamp.config`` has moved on since (``sfamp config import``,
+another tab), it refuses rather than publish an older mapping over the newer one.
+A mapping equal to the current one publishes nothing. Save answers with a redirect
+to the Saved page (Post/Redirect/Get), so reloading that page repeats nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 import orjson
 from aiohttp import web
@@ -17,46 +24,72 @@ from pipeline.config.checks import VerifyReport
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.validation import dump_mapping, parse_mapping
 from pipeline.config.verify import verify_mapping
-from pipeline.console.context import Console, console_of, form_fields, render
+from pipeline.console.context import (
+    Console,
+    console_of,
+    form_fields,
+    redirect_get,
+    render,
+    session_of,
+)
 from pipeline.console.forms import form_from_document, form_from_fields
-from pipeline.console.pages_mapping import checked, form_view
+from pipeline.console.pages_mapping import base_revision_of, checked, form_page
 from pipeline.errors import MappingError, Problem, SfampError
-from pipeline.kafka.config_topic import publish_mapping
+from pipeline.kafka.config_topic import latest_mapping, publish_mapping
+from pipeline.kafka.inspect import quick_settings
 from pipeline.kafka.topics import TopicNames
+
+SAVED_PATH: Final = "/mapping/saved"
+
+
+@dataclass(frozen=True, slots=True)
+class SaveOutcome:
+    """What Save did: ``published`` a new revision, found the mapping ``unchanged``, or
+    found that another revision was published since the form was loaded (``moved``)."""
+
+    kind: Literal["published", "unchanged", "moved"]
+    revision: int
+    mapping_json: str = ""
 
 
 async def _verification(
-    request: web.Request, mapping: MappingConfig, report: VerifyReport, **context: Any
+    request: web.Request,
+    mapping: MappingConfig,
+    report: VerifyReport,
+    base_revision: int,
+    *,
+    status: int | None = None,
+    **context: Any,
 ) -> web.Response:
     context.setdefault("error", None)
+    context.setdefault("moved_to", None)
     return render(
         request,
         "verification.html",
-        status=200 if report.ok else 422,
+        status=status or (200 if report.ok else 422),
         report=report,
         mapping_json=dump_mapping(mapping),
+        base_revision=base_revision,
         **context,
     )
 
 
-async def _back_to_form(
-    request: web.Request, document: object, problems: list[Problem]
-) -> web.Response:
-    view = await form_view(console_of(request), form_from_document(document), problems)
-    return render(request, "mapping.html", status=422, revision=None, notice=None, **view)
-
-
 async def verify(request: web.Request) -> web.Response:
-    """Next: the form must validate; then every online check runs and shows as a table."""
+    """Next: the form must validate; then every online check runs and shows as a table.
+
+    Nothing changes here: a reload asks the browser to send the form again and only
+    runs the checks again.
+    """
     console = console_of(request)
-    form = form_from_fields(await form_fields(request))
+    fields = await form_fields(request)
+    base = base_revision_of(fields)
+    form = form_from_fields(fields)
     document, problems = checked(console, form)
     if problems:
-        view = await form_view(console, form)
-        return render(request, "mapping.html", status=422, revision=None, notice=None, **view)
+        return await form_page(request, form, base_revision=base, status=422)
     mapping = MappingConfig.model_validate(document)
     report = await verify_mapping(console.settings, mapping)
-    return await _verification(request, mapping, report)
+    return await _verification(request, mapping, report, base)
 
 
 def _mapping_from(console: Console, text: str) -> MappingConfig:
@@ -67,29 +100,71 @@ def _mapping_from(console: Console, text: str) -> MappingConfig:
     return mapping
 
 
-async def save(request: web.Request) -> web.Response:
-    """Save: verify again, then publish a new revision to sfamp.config."""
+async def publish_over(console: Console, mapping: MappingConfig, base: int) -> SaveOutcome:
+    """Publish ``mapping`` if revision ``base`` is still the current one and differs from it.
+
+    The console saves one at a time (``console.saving``); a publication by another
+    process between this read and the write is not excluded (Kafka offers no compare
+    and set here), only made a matter of milliseconds instead of however long a tab
+    stayed open.
+    """
+    current, _ = await latest_mapping(quick_settings(console.settings.kafka))
+    revision = current.revision if current is not None else 0
+    if revision != base:
+        return SaveOutcome("moved", revision)
+    if current is not None and dump_mapping(current.mapping) == dump_mapping(mapping):
+        return SaveOutcome("unchanged", revision, dump_mapping(mapping))
+    published = await publish_mapping(console.settings.kafka, mapping, now_ms=console.now_ms())
+    return SaveOutcome("published", published.revision, dump_mapping(mapping))
+
+
+async def save(request: web.Request) -> web.StreamResponse:
+    """Save: verify again, then publish a new revision over the one the form came from."""
     console = console_of(request)
-    text = (await form_fields(request)).get("mapping", "")
+    fields = await form_fields(request)
+    text, base = fields.get("mapping", ""), base_revision_of(fields)
     try:
         mapping = _mapping_from(console, text)
     except MappingError as exc:
         problems = list(exc.problems) or [Problem("$", str(exc))]
-        return await _back_to_form(request, _document(text), problems)
+        form = form_from_document(_document(text))
+        return await form_page(request, form, base_revision=base, status=422, extra=problems)
     report = await verify_mapping(console.settings, mapping)
     if not report.ok:
-        return await _verification(request, mapping, report, error="A check failed: not saved.")
+        return await _verification(
+            request, mapping, report, base, error="A check failed: not saved."
+        )
     try:
-        published = await publish_mapping(console.settings.kafka, mapping, now_ms=console.now_ms())
+        async with console.saving:
+            outcome = await publish_over(console, mapping, base)
     except SfampError as exc:
         message = f"Not saved: {str(exc).splitlines()[0]}"
-        return await _verification(request, mapping, report, error=message)
+        return await _verification(request, mapping, report, base, error=message)
+    if outcome.kind == "moved":
+        error = (
+            f"revision {outcome.revision} was published since you loaded this form; "
+            "reload to see it"
+            if outcome.revision
+            else "the published mapping was withdrawn since you loaded this form; reload to see it"
+        )
+        return await _verification(
+            request, mapping, report, base, status=409, error=error, moved_to=outcome.revision
+        )
+    key = console.results.keep(session_of(request), outcome)
+    raise web.HTTPSeeOther(f"{SAVED_PATH}?result={key}")
+
+
+async def saved_page(request: web.Request) -> web.Response:
+    """What Save did; the result is kept by its key, so a reload shows it again."""
+    console = console_of(request)
+    outcome = console.results.get(session_of(request), request.query.get("result"))
+    if not isinstance(outcome, SaveOutcome):
+        raise web.HTTPSeeOther("/mapping")  # an old or foreign key: the current mapping
     return render(
         request,
         "saved.html",
-        revision=published.revision,
+        outcome=outcome,
         topic=TopicNames(console.settings.kafka.topic_prefix).config,
-        mapping_json=dump_mapping(mapping),
     )
 
 
@@ -103,3 +178,6 @@ def _document(text: str) -> object:
 def register(app: web.Application) -> None:
     app.router.add_post("/mapping/verify", verify)
     app.router.add_post("/mapping/save", save)
+    app.router.add_get(SAVED_PATH, saved_page)
+    for path in ("/mapping/verify", "/mapping/save"):
+        app.router.add_get(path, redirect_get("/mapping"))

@@ -112,10 +112,18 @@ async def test_dead_letters_list_and_replay_one(
     assert ">Replay all</button>" in listed
 
     csrf = await csrf_of(client, "/dead-letters")
-    response = await client.post("/dead-letters/replay", data={"csrf_token": csrf, "id": entry.id})
+    response = await client.post(
+        "/dead-letters/replay", data={"csrf_token": csrf, "id": entry.id}, allow_redirects=False
+    )
+    # Post/Redirect/Get: the list with what was done; its reload replays nothing again.
+    assert response.status == 303
+    assert response.headers["Location"].startswith("/dead-letters?replay=")
+    response = await client.get(response.headers["Location"])
     html = await response.text()
     assert response.status == 200, html
     assert "Replayed 1 of 1" in html
+    bare = await client.get("/dead-letters/replay", allow_redirects=False)
+    assert (bare.status, bare.headers["Location"]) == (303, "/dead-letters")
     stored = group(stack, "account", record_id)
     assert stored is not None
     assert stored["name"] == "Replayed Co"  # what Salesforce holds now, not the stale payload

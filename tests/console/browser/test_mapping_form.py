@@ -194,6 +194,17 @@ async def test_import_then_export_gives_the_bytes_of_sfamp_config_export(
     await expect(form.control("Amplitude group type")).to_have_value("account")
     await expect(form.control("Salesforce field", 5)).to_have_value("BillingCountry")
     await form.no_failures()
+
+    # A file that is not a mapping leaves the form as it was and says why in one line.
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"version": 1, "mappings": [')
+    await form.control("Import config").set_input_files(broken)
+    await expect(page.get_by_role("alert")).to_have_text(
+        "Import config: the file is not JSON (unexpected end of data at line 1, column 29); "
+        "the form is unchanged."
+    )
+    await expect(form.control("Amplitude group type")).to_have_value("account")
+    await expect(form.control("Salesforce field", 5)).to_have_value("BillingCountry")
     async with page.expect_download() as download:
         await page.get_by_role("button", name="Export config").click()
     exported = Path(await (await download.value).path()).read_text()

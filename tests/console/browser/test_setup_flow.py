@@ -70,6 +70,13 @@ async def test_from_no_mapping_to_save_and_a_salesforce_change_reaching_amplitud
     assert (await service_status(console))["mapping_revision"].startswith("file:")
     await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("saved-revision")).to_have_text("1")
+    # The Saved page is a GET (Post/Redirect/Get): reloading it publishes nothing more.
+    await expect(page).to_have_url(re.compile(r"/mapping/saved\?result="))
+    await page.reload()
+    await expect(page.get_by_test_id("saved-revision")).to_have_text("1")
+    published, _ = await latest_mapping(console.sandboxes.settings(console.topic_prefix).kafka)
+    assert published is not None
+    assert published.revision == 1
 
     async def switched() -> bool:
         return (await service_status(console))["mapping_revision"] == "sfamp.config revision 1"
