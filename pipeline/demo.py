@@ -27,6 +27,7 @@ from pipeline.kafka.config_topic import publish_mapping
 from pipeline.runtime.backfill import run_backfill
 from pipeline.runtime.service import serving
 from pipeline.sandbox_stack import SandboxStack, console_url, health_port_for_run
+from pipeline.wording import plural
 from sfamp_sandbox.salesforce.seed import seed
 
 DEMO_MAPPING: dict[str, Any] = {
@@ -168,8 +169,9 @@ async def _backfill(settings: Settings, mapping: MappingConfig) -> str:
     if summary.error is not None:
         raise summary.error
     return (
-        f"{summary.total('rows_read')} records read, {summary.total('identifications')} "
-        f"groups sent in {summary.total('requests')} request(s), "
+        f"{plural(summary.total('rows_read'), 'record')} read, "
+        f"{plural(summary.total('identifications'), 'group')} sent in "
+        f"{plural(summary.total('requests'), 'request')}, "
         f"{summary.elapsed_seconds:.1f}s"
     )
 

@@ -38,6 +38,8 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline.wording import plural
+
 
 class SfampError(Exception):
     """Base of every error sfamp raises on purpose."""
@@ -66,7 +68,7 @@ class SettingsError(ConfigError):
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = list(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(f"invalid settings ({len(self.problems)} problem(s)):\n{lines}")
+        super().__init__(f"invalid settings ({plural(len(self.problems), 'problem')}):\n{lines}")
 
 
 class MappingError(ConfigError):

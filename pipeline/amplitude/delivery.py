@@ -32,6 +32,7 @@ from pipeline.amplitude.report import DeliveryReport, Rejection
 from pipeline.amplitude.wire import Wire
 from pipeline.errors import AmplitudeAuthError, AmplitudeError, AmplitudeUnavailableError
 from pipeline.transform.group_update import GroupUpdate
+from pipeline.wording import plural
 
 log = structlog.get_logger(__name__)
 
@@ -208,8 +209,9 @@ class Delivery:
             )
             if not within_deadline(self._policy, started, self._timing.clock(), delay):
                 raise AmplitudeUnavailableError(
-                    f"Amplitude still answers {answer.label} after {attempt} tries; "
-                    f"gave up at the {self._policy.deadline_seconds:g} s retry deadline"
+                    f"Amplitude still answers {answer.label} after "
+                    f"{plural(attempt, 'try', 'tries')}; gave up at the "
+                    f"{self._policy.deadline_seconds:g} s retry deadline"
                 )
             log.warning("amplitude_retry", answer=answer.label, attempt=attempt, delay=delay)
             self.report.retries += 1

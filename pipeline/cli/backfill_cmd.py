@@ -47,6 +47,7 @@ from pipeline.runtime.backfill import (
 )
 from pipeline.runtime.mapping_source import initial_mapping
 from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
+from pipeline.wording import plural
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -341,5 +342,5 @@ def _print_duplicates(summary: BackfillSummary) -> None:
             table.add_row(group_type, value, f"{count:,}")
         shown = len(found["top"])
         if found["values"] > shown:
-            table.add_row(group_type, f"... {found['values'] - shown:,} more values", "")
+            table.add_row(group_type, f"... {plural(found['values'] - shown, 'more value')}", "")
     console.print(table)

@@ -17,6 +17,7 @@ from pipeline.config.validation import dump_mapping, load_mapping, read_document
 from pipeline.errors import MappingError, SettingsError
 from pipeline.kafka.config_topic import latest_mapping, publish_mapping
 from pipeline.kafka.topics import TopicNames
+from pipeline.wording import plural
 
 app = typer.Typer(
     help="Validate, show, verify, import and export the mapping.", no_args_is_help=True
@@ -56,7 +57,7 @@ def validate(
         relations = ", ".join(f"{m.sfdc_object} -> {m.group_type}" for m in model.mappings)
         console.print(f"[green]valid[/]: {file} ({relations})", highlight=False)
     else:
-        table = Table(title=f"{file}: {len(problems)} problem(s)", title_justify="left")
+        table = Table(title=f"{file}: {plural(len(problems), 'problem')}", title_justify="left")
         table.add_column("path", style="cyan", no_wrap=True)
         table.add_column("problem")
         for problem in problems:

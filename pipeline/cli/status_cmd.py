@@ -16,6 +16,7 @@ from pipeline.cli.common import console, print_json
 from pipeline.cli.topics_cmd import inspection_settings, new_table
 from pipeline.kafka.inspect import format_duration
 from pipeline.runtime.status_report import failed_dependencies, gather_status
+from pipeline.wording import plural
 
 SERVICE_URL = typer.Option(
     None,
@@ -68,7 +69,7 @@ def _render(report: dict[str, Any]) -> None:
         )
         table.add_row(
             "Lag",
-            f"{kafka['lag_messages']} message(s), oldest unflushed change "
+            f"{plural(kafka['lag_messages'], 'message')}, oldest unflushed change "
             f"{format_duration(kafka['lag_seconds'])} old",
         )
         replay = kafka["replay"] or [{"channel": "(none stored yet)", "status": "ok"}]
@@ -80,7 +81,7 @@ def _render(report: dict[str, Any]) -> None:
                 for r in replay
             ),
         )
-        table.add_row("DLQ", f"{kafka['dlq_pending']} entr(y/ies) not replayed")
+        table.add_row("DLQ", f"{plural(kafka['dlq_pending'], 'entry', 'entries')} not replayed")
     table.add_row("Service", _error(service) or _service_line(service))
     if service.get("reconcile"):
         table.add_row("Reconcile", _reconcile_line(service["reconcile"]))
@@ -97,13 +98,14 @@ def _service_line(service: dict[str, Any]) -> str:
         if not last
         else f"last flush {last.get('at')}: "
         + ("ok" if last.get("ok") else f"failed ({last.get('error')})")
-        + f", {last.get('groups', 0)} group(s), {last.get('requests', 0)} request(s)"
+        + f", {plural(last.get('groups', 0), 'group')}, "
+        + plural(last.get("requests", 0), "request")
     )
     return (
         f"{service.get('role')} at {service['url']}, "
         f"{'ready' if service.get('ready') else 'not ready'}; cadence {service.get('cadence')}, "
-        f"next flush {service.get('next_flush_at')}; {service.get('pending_groups')} group(s) "
-        f"pending; {flush}"
+        f"next flush {service.get('next_flush_at')}; "
+        f"{plural(service.get('pending_groups') or 0, 'group')} pending; {flush}"
     )
 
 
@@ -114,7 +116,7 @@ def _reconcile_line(reconcile: dict[str, Any]) -> str:
     if running:
         line += (
             f"; running since {running.get('started_at')} ({running.get('object') or 'starting'}, "
-            f"{running.get('records_read', 0)} record(s) read)"
+            f"{plural(running.get('records_read', 0), 'record')} read)"
         )
     else:
         line += f"; next {reconcile.get('next_at') or 'not scheduled'}"
@@ -124,8 +126,9 @@ def _reconcile_line(reconcile: dict[str, Any]) -> str:
         line += f"\nlast finished {last.get('finished_at')}"
         if "records_read" in last:
             line += (
-                f": {last['records_read']} record(s) read, {last['properties_sent']} "
-                f"propert(y/ies) sent for {last['groups']} group(s)"
+                f": {plural(last['records_read'], 'record')} read, "
+                f"{plural(last['properties_sent'], 'property', 'properties')} sent for "
+                f"{plural(last['groups'], 'group')}"
             )
     return line
 

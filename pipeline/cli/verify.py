@@ -16,6 +16,7 @@ from pipeline.config.checks import VerifyReport
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.verify import verify_mapping
+from pipeline.wording import plural
 
 _STYLE: Final[Mapping[str, str]] = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
@@ -45,8 +46,8 @@ def render(report: VerifyReport) -> None:
     for check in report.checks:
         table.add_row(check.name, f"[{_STYLE[check.status]}]{check.status}[/]", check.detail)
     console.print(table)
-    summary = f"{report.count('pass')} passed, {report.count('warn')} warning(s)"
+    summary = f"{report.count('pass')} passed, {plural(report.count('warn'), 'warning')}"
     if report.ok:
         console.print(f"[green]verified[/]: {summary}", highlight=False)
     else:
-        console.print(f"[bold red]{report.count('fail')} check(s) failed[/], {summary}")
+        console.print(f"[bold red]{plural(report.count('fail'), 'check')} failed[/], {summary}")

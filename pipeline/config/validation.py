@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import MappingError, Problem
+from pipeline.wording import plural
 
 # The keys whose value is a union told apart by its "mode", and the modes of each.
 _MODES = {"sync_cadence": ("daily", "hourly", "interval"), "reconcile": ("daily", "hourly", "off")}
@@ -231,7 +232,7 @@ def _require_valid(
 ) -> MappingConfig:
     model, problems = validate_document(document, max_group_types=max_group_types)
     if model is None:
-        raise MappingError(f"{source} has {len(problems)} problem(s)", problems)
+        raise MappingError(f"{source} has {plural(len(problems), 'problem')}", problems)
     return model
 
 

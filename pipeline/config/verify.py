@@ -41,6 +41,7 @@ from pipeline.salesforce.client import SalesforceClient
 from pipeline.salesforce.fields import unreadable_fields
 from pipeline.salesforce.rest import Sleep
 from pipeline.transform.schema import schema_from_describe
+from pipeline.wording import plural
 
 _SUBSCRIBED: Final = (
     "subscribed; events flow only if the object is selected in Setup > Change Data Capture"
@@ -83,7 +84,8 @@ async def check_mapping_against_org(
     failed = [check.as_problem() for check in checks if check.status == "fail"]
     if failed:
         raise MappingError(
-            f"the mapping does not match the Salesforce org: {len(failed)} problem(s)", failed
+            f"the mapping does not match the Salesforce org: {plural(len(failed), 'problem')}",
+            failed,
         )
     return [check.as_problem() for check in checks if check.status == "warn"]
 
@@ -113,7 +115,11 @@ async def _object_checks(
     if isinstance(described, Check):
         return [described]
     count = len(described.schema.fields)
-    checks = [Check(f"{sfdc_object}: object", "pass", f"exists and is queryable ({count} fields)")]
+    checks = [
+        Check(
+            f"{sfdc_object}: object", "pass", f"exists and is queryable ({plural(count, 'field')})"
+        )
+    ]
     for object_mapping in mapping.for_object(sfdc_object):
         checks += field_checks(object_mapping, described, reconcile=mapping.reconcile.description)
     no_events = change_entity_check(sfdc_object, entries) if change_events else None

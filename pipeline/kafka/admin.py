@@ -22,6 +22,7 @@ from pipeline.kafka.topic_policy import (
     retention_setting_problems,
 )
 from pipeline.kafka.topics import TopicNames
+from pipeline.wording import plural
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +85,7 @@ async def check_topic_configs(
             )
     if problems:
         raise TopicConfigError(
-            f"{len(problems)} topic setting(s) would lose data; fix them and start again",
+            f"{plural(len(problems), 'topic setting')} would lose data; fix them and start again",
             problems,
         )
 

@@ -16,6 +16,7 @@ from pipeline.kafka.inspect import Message, TopicKind, iso_time
 from pipeline.kafka.records import decode_dlq_entry, decode_replay_mark
 from pipeline.kafka.sent import decode_sent_digest, decode_sent_key
 from pipeline.transform.envelope import decode
+from pipeline.wording import plural
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RELATIVE: Final = re.compile(r"^(\d+)\s*([smhd])$")
@@ -63,7 +64,11 @@ def decode_row(kind: TopicKind, message: Message) -> dict[str, Any]:
 
 def _change(message: Message) -> dict[str, Any]:
     env = decode(message.value or b"")
-    changed = list(env.changed) if not env.full else [f"(full record: {len(env.fields)} fields)"]
+    changed = (
+        list(env.changed)
+        if not env.full
+        else [f"(full record: {plural(len(env.fields), 'field')})"]
+    )
     return {
         "object": env.object,
         "record_id": env.record_id,

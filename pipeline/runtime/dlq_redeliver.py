@@ -59,6 +59,7 @@ from pipeline.runtime.salesforce_reads import (
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.coalesce import Coalescer
 from pipeline.transform.group_update import GroupUpdate
+from pipeline.wording import plural
 
 log = structlog.get_logger(__name__)
 
@@ -238,7 +239,7 @@ def _plan(
 def _succeeded(work: _Work) -> RedeliveryOutcome:
     groups = len(work.sent)
     if groups:
-        detail = f"sent {groups} group(s) as Salesforce holds them now"
+        detail = f"sent {plural(groups, 'group')} as Salesforce holds them now"
     else:
         detail = "nothing to send: " + ("; ".join(dict.fromkeys(work.notes)) or "no change")
     return RedeliveryOutcome(work.item.id, work.item.key, True, detail, groups)

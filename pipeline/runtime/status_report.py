@@ -22,6 +22,7 @@ from pipeline.kafka.inspect import KafkaInspector, Message
 from pipeline.kafka.replay_age import replay_ages
 from pipeline.runtime.cadence import describe
 from pipeline.salesforce.client import SalesforceClient
+from pipeline.wording import plural
 
 
 def failed_dependencies(report: dict[str, Any]) -> list[str]:
@@ -91,7 +92,7 @@ def _mapping_summary(published: PublishedMapping) -> dict[str, Any]:
         "cadence": describe(published.mapping.sync_cadence),
         "relations": [
             f"{m.sfdc_object} -> {m.group_type} (name: {m.group_name_field}, "
-            f"{len(m.group_properties)} properties)"
+            f"{plural(len(m.group_properties), 'property', 'properties')})"
             for m in published.mapping.mappings
         ],
     }

@@ -25,7 +25,7 @@ async def test_a_misspelt_object_or_field_stops_the_backfill_before_anything_is_
     code, _, err = await run.finish()
 
     assert code == 1
-    assert "error: the mapping does not match the Salesforce org: 2 problem(s)" in err
+    assert "error: the mapping does not match the Salesforce org: 2 problems" in err
     assert "Acount: object: no object Acount in this org (did you mean Account?)" in err
     assert "Account.Industy -> industry: no field Industy on Account (did you mean Industry?" in (
         err

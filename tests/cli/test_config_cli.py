@@ -124,7 +124,7 @@ def test_validate_reports_more_group_types_than_amplitude_tracks(tmp_path: Path)
 def test_missing_credentials_are_listed_one_per_line(tmp_path: Path, command: list[str]) -> None:
     result = sfamp("config", *command, str(EXAMPLE), cwd=tmp_path)
     assert result.returncode == 1
-    assert "invalid settings (5 problem(s))" in result.stderr
+    assert "invalid settings (5 problems)" in result.stderr
     for name in ("CLIENT_ID", "CLIENT_SECRET", "USERNAME", "PASSWORD"):
         assert f"SFAMP_SALESFORCE__{name}: required for auth_flow=password" in result.stderr
     assert "SFAMP_AMPLITUDE__API_KEY: required to send to Amplitude" in result.stderr
@@ -136,7 +136,7 @@ def test_a_misspelt_variable_stops_every_command_with_the_nearest_name(tmp_path:
         "config", "validate", str(EXAMPLE), cwd=tmp_path, env={"SFAMP_MAPING_FILE": "m.json"}
     )
     assert result.returncode == 1
-    assert "invalid settings (1 problem(s))" in result.stderr
+    assert "invalid settings (1 problem)" in result.stderr
     assert "SFAMP_MAPING_FILE: is not an sfamp setting; did you mean SFAMP_MAPPING_FILE?" in (
         result.stderr
     )

@@ -37,7 +37,7 @@ def test_examples_bad_json_gives_the_problems_the_readme_shows() -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     shown = README[README.index("$ sfamp config validate examples/bad.json") :]
     shown = shown[: shown.index("$ echo $?")]
-    assert "examples/bad.json: 3 problem(s)" in done.stdout
+    assert "examples/bad.json: 3 problems" in done.stdout
     for path in re.findall(r"\$\.[\w\[\].]+", shown):
         assert path in done.stdout, path
     assert len(re.findall(r"\$\.[\w\[\].]+", shown)) == 3

@@ -95,7 +95,7 @@ async def test_a_hidden_field_is_refused_as_unreadable_and_a_misspelt_one_as_mis
         f"Account.Industry -> industry: Industry is {UNREADABLE}",
         "Account.Names -> names: no field Names on Account (did you mean Name?)",
     ]
-    assert str(info.value) == "the mapping does not match the Salesforce org: 2 problem(s)"
+    assert str(info.value) == "the mapping does not match the Salesforce org: 2 problems"
 
 
 async def test_without_field_definitions_a_missing_field_may_be_either() -> None:
@@ -113,5 +113,5 @@ async def test_a_mapping_that_fits_returns_its_warnings() -> None:
 def test_a_check_detail_keeps_every_settings_problem() -> None:
     error = SettingsError([Problem("SFAMP_A", "required"), Problem("SFAMP_B", "required")])
     assert (
-        message_of(error) == "invalid settings (2 problem(s)): SFAMP_A: required; SFAMP_B: required"
+        message_of(error) == "invalid settings (2 problems): SFAMP_A: required; SFAMP_B: required"
     )

@@ -94,7 +94,7 @@ def _message(offset: int, entry: DlqEntry) -> Message:
 
 def test_marker_counts_only_for_earlier_writes_of_its_entry() -> None:
     entry = DlqEntry("t:0:5", "malformed", "bad", 1, "001", "{", source_topic="t")
-    marker = redelivery_marker(entry, "reread", "sent 1 group(s)", at_ms=2)
+    marker = redelivery_marker(entry, "reread", "sent 1 group", at_ms=2)
     replayed = fold_dlq([_message(0, entry), _message(1, marker)])
     assert [(i.id, i.replayed_how, i.pending) for i in replayed] == [("t:0:5", "reread", False)]
     # The same input dead-lettered again after the replay is pending again.

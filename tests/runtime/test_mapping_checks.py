@@ -126,7 +126,7 @@ async def test_the_check_is_retried_until_salesforce_answers(trouble: Salesforce
 
 async def test_a_refusal_is_not_retried() -> None:
     async def check(config: MappingConfig) -> list[Problem]:
-        raise MappingError("the mapping does not match the Salesforce org: 1 problem(s)")
+        raise MappingError("the mapping does not match the Salesforce org: 1 problem")
 
     with pytest.raises(MappingError):
         await checked(check, MappingConfig.model_validate(MAPPING), source="test")
