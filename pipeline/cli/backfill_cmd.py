@@ -29,6 +29,7 @@ from pipeline.cli.common import (
     err_console,
     fail,
     print_json,
+    quiet_kafka_client,
     settings_or_exit,
 )
 from pipeline.config.mapping import MappingConfig
@@ -136,6 +137,7 @@ def backfill(
     and 143 on SIGTERM; the checkpoint of what was delivered is kept.
     """
     settings = settings_or_exit()
+    quiet_kafka_client()
     resume = resume or (resume_or_start and checkpoint.exists())
     try:
         if not dry_run:  # before anything is asked of Salesforce, Kafka or Amplitude
@@ -162,11 +164,22 @@ def backfill(
             )
     except SfampError as exc:
         fail(exc)
+    if summary.error is not None and not did_anything(summary):
+        # Refused before anything was sent: the reason alone, and what to do when it is
+        # not to run again (the query itself is refused).
+        fail(summary.error, hint=None if summary.resumable else summary.next_step())
     if as_json:
         print_json(summary.to_json())
     else:
         print_summary(summary)
     _exit(summary)
+
+
+def did_anything(summary: BackfillSummary) -> bool:
+    """Whether the run sent (or would send) something, or kept a checkpoint: only then is
+    its summary worth printing beside an error."""
+    done = summary.total("identifications") + summary.total("rejected")
+    return done > 0 or summary.checkpoint_saved or any(o.already_done for o in summary.objects)
 
 
 async def _until_signal(

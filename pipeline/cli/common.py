@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
 
 import orjson
@@ -29,13 +30,16 @@ MAPPING = typer.Option(
 err_console = Console(stderr=True)
 
 
-def fail(exc: SfampError, code: int = 1) -> NoReturn:
-    """Print a known error as one line (plus its listed problems) and exit."""
+def fail(exc: SfampError, code: int = 1, *, hint: str | None = None) -> NoReturn:
+    """Print a known error as one line (plus its listed problems, and ``hint`` on what to
+    do when the error cannot say it) and exit."""
     message = str(exc).splitlines()[0]
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     # Settings, mapping and topic errors carry the list of what to fix: always print it.
     for problem in getattr(exc, "problems", ()):
         err_console.print(f"  {problem}", highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(f"  {hint}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -49,8 +53,48 @@ def settings_or_exit(**overrides: object) -> Settings:
     return settings
 
 
+def reporting_settings() -> Settings:
+    """Settings for a command that reports its own outcome: only warnings and errors are
+    logged, and aiokafka's connection attempts not at all.
+
+    Its answer goes to stdout; stderr gets nothing but problems, so a table piped
+    or mailed by cron is not interleaved with progress lines.
+    """
+    settings = settings_or_exit()
+    level = settings.runtime.log_level
+    configure_logging(settings.runtime.log_format, "error" if level == "error" else "warning")
+    quiet_kafka_client()
+    return settings
+
+
+def quiet_kafka_client() -> None:
+    """aiokafka logs every failed connection attempt; a command that ends with its own
+    line (or table) on the outcome says it once."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
 def print_json(data: object) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def clause_lines(clauses: Sequence[str], width: int) -> list[str]:
+    """Clauses joined by ", " into lines of at most ``width``, broken only between clauses."""
+    lines: list[str] = []
+    line = ""
+    for clause in clauses:
+        joined = f"{line}, {clause}" if line else clause
+        if line and len(joined) > width - 1:  # room for the comma that ends the line
+            lines.append(line + ",")
+            joined = clause
+        line = joined
+    return [*lines, line] if line else lines
+
+
+def print_clauses(clauses: Sequence[str], to: Console = console) -> None:
+    """A summary line of clauses ("8 Salesforce API calls, ..., 1.8 s") that wraps only
+    between clauses, so a number never ends a line without its unit."""
+    for line in clause_lines(clauses, to.width):
+        to.print(line, highlight=False, soft_wrap=True)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pipeline.cli.common import console, fail, print_json, settings_or_exit
+from pipeline.cli.common import console, fail, print_json, reporting_settings, settings_or_exit
 from pipeline.cli.verify import run_verify
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
@@ -83,7 +83,7 @@ def verify(
     Exits 0 when no check failed (warnings allowed), 1 otherwise; missing
     credentials are listed like 'sfamp run' lists them.
     """
-    settings = settings_or_exit()
+    settings = reporting_settings()
     mapping = _load_for_org(settings, file)
     report = run_verify(settings, mapping, json_output=as_json)
     if not report.ok:
@@ -100,7 +100,7 @@ def import_(
     Running services check it against the org again and keep their current
     mapping if it fails.
     """
-    settings = settings_or_exit()
+    settings = reporting_settings()
     mapping = load_mapping(file, max_group_types=settings.amplitude.max_group_types)
     if not no_verify:
         _require_credentials(settings)
@@ -134,7 +134,7 @@ def export(
     output: Path | None = OUTPUT,
 ) -> None:
     """Print (or write) the mapping currently published in sfamp.config."""
-    settings = settings_or_exit()
+    settings = reporting_settings()
     published, _ = asyncio.run(latest_mapping(settings.kafka))
     if published is None:
         raise MappingError(

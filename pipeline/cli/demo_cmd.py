@@ -6,8 +6,7 @@ from typing import Any
 
 import typer
 
-from pipeline.cli.common import console, run_until_stopped
-from pipeline.cli.topics_cmd import quiet_kafka_client
+from pipeline.cli.common import console, quiet_kafka_client, run_until_stopped
 from pipeline.logs import configure_logging
 
 ACCOUNTS = typer.Option(300, "--accounts", min=10, max=100_000, help="Accounts to seed.")

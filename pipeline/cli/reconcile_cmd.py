@@ -14,7 +14,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from pipeline.cli.backfill_cmd import ApiChoice
-from pipeline.cli.common import MAPPING, console, err_console, fail, print_json, settings_or_exit
+from pipeline.cli.common import (
+    MAPPING,
+    console,
+    err_console,
+    fail,
+    print_clauses,
+    print_json,
+    quiet_kafka_client,
+    settings_or_exit,
+)
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import SfampError
@@ -23,6 +32,7 @@ from pipeline.runtime.mapping_source import initial_mapping
 from pipeline.runtime.reconcile.report import LogProgress, ObjectReconcile, ReconcileSummary
 from pipeline.runtime.reconcile.run import run_reconcile
 from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
+from pipeline.wording import plural
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -76,6 +86,7 @@ def reconcile(
     running), 130 on Ctrl-C and 143 on SIGTERM.
     """
     settings = settings_or_exit()
+    quiet_kafka_client()
     options = ReadOptions(api=api.value, max_records=max_records, batch_rows=batch_rows)
     try:
         version, _ = asyncio.run(initial_mapping(settings.kafka, mapping or settings.mapping_file))
@@ -92,11 +103,19 @@ def reconcile(
             )
     except SfampError as exc:
         fail(exc)
+    if summary.error is not None and not did_anything(summary):
+        fail(summary.error)  # refused before a record was read: the reason alone, as backfill
     if as_json:
         print_json(summary.to_json())
     else:
         print_summary(summary)
     _exit(summary)
+
+
+def did_anything(summary: ReconcileSummary) -> bool:
+    """Whether the run read a record (or found objects done by the run it resumed): only
+    then is its summary worth printing beside an error."""
+    return summary.records_read > 0 or any(item.already_done for item in summary.objects)
 
 
 async def _until_signal(
@@ -147,11 +166,13 @@ def print_summary(summary: ReconcileSummary) -> None:
     for sfdc_object, why in summary.skipped.items():
         table.add_row(sfdc_object, "-", "0", f"[dim]{why}[/]", "0")
     console.print(table)
-    console.print(
-        f"{summary.api_calls:,} Salesforce API call(s), {summary.bulk_jobs:,} Bulk job(s), "
-        f"{summary.digests_known:,} digest(s) of sent values known, "
-        f"{summary.elapsed_seconds:.1f} s",
-        highlight=False,
+    print_clauses(
+        [
+            plural(summary.api_calls, "Salesforce API call"),
+            plural(summary.bulk_jobs, "Bulk job"),
+            f"{plural(summary.digests_known, 'digest')} of sent values known",
+            f"{summary.elapsed_seconds:.1f} s",
+        ]
     )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from pipeline.cli.common import console, fail, print_json, settings_or_exit
+from pipeline.cli.common import console, fail, print_json, reporting_settings
 from pipeline.config.settings import Settings
 from pipeline.errors import SfampError
 from pipeline.kafka.inspect import (
@@ -42,7 +41,7 @@ from pipeline.kafka.inspect import (
 from pipeline.kafka.topic_lookup import find_topic
 from pipeline.kafka.topic_rows import decode_row, parse_since
 from pipeline.kafka.topics import TopicNames
-from pipeline.logs import configure_logging
+from pipeline.wording import plural
 
 T = TypeVar("T")
 
@@ -56,22 +55,7 @@ TOPIC = typer.Argument(
 # -- shared by the topics, replay and dlq command groups ------------------------
 
 
-def quiet_kafka_client() -> None:
-    """aiokafka logs every failed connection attempt; the command reports the outcome once."""
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-
-def inspection_settings() -> Settings:
-    """Settings for a command that reports its own outcome: only warnings and errors are logged.
-
-    Its answer goes to stdout; stderr gets nothing but problems, so a table piped
-    or mailed by cron is not interleaved with progress lines.
-    """
-    settings = settings_or_exit()
-    level = settings.runtime.log_level
-    configure_logging(settings.runtime.log_format, "error" if level == "error" else "warning")
-    quiet_kafka_client()
-    return settings
+inspection_settings = reporting_settings  # the name the replay, dlq and status commands use
 
 
 def run_inspection(work: Callable[[Settings, KafkaInspector], Awaitable[T]]) -> T:
@@ -199,14 +183,15 @@ def describe(topic: str = TOPIC, as_json: bool = JSON) -> None:
         )
         return
     console.print(
-        f"[bold]{state.name}[/] ({state.kind}, {len(state.partitions)} partition(s), "
-        f"{state.messages:,} message(s), retention {state.retention})",
+        f"[bold]{state.name}[/] ({state.kind}, {plural(len(state.partitions), 'partition')}, "
+        f"{plural(state.messages, 'message')}, retention {state.retention})",
         highlight=False,
     )
     if group is not None:
-        lag, lag_time = _lag_cells(state, now)
+        _, lag_time = _lag_cells(state, now)
+        lag = "-" if state.lag is None else plural(state.lag, "message")
         console.print(
-            f"deliver group {group}: lag {lag} message(s), oldest unflushed change {lag_time} old",
+            f"deliver group {group}: lag {lag}, oldest unflushed change {lag_time} old",
             highlight=False,
         )
     console.print(_partition_table(state))
@@ -317,7 +302,7 @@ def _print_tail(
             console.print(f"{topic}: {empty}", highlight=False)
         return
     headers = tuple(column.replace("_", " ") for column in COLUMNS[kind])
-    table = new_table(f"{topic}: last {len(rows)} message(s)", ("p:offset", *headers))
+    table = new_table(f"{topic}: last {plural(len(rows), 'message')}", ("p:offset", *headers))
     for row in rows:
         table.add_row(*cells(kind, row))
     console.print(table)

@@ -114,7 +114,8 @@ async def test_resume_is_not_suggested_when_salesforce_refuses_the_query(
     assert code == 1
     assert "Traceback" not in err
     assert "--resume" not in out + err
-    assert "resuming cannot help" in out
+    assert "resuming cannot help" in err
+    assert out == ""  # nothing was sent: the reason and what to do, no summary
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
     assert sandboxes.requests == 0
 
@@ -156,3 +157,21 @@ async def test_resume_or_start_starts_once_then_skips_what_is_done(
     assert (first["resumed"], first["rows_read"]) == (False, 300)
     assert (second["resumed"], second["rows_read"]) == (True, 0)
     assert second["objects"][0]["already_done"]
+
+
+async def test_a_refused_amplitude_key_is_the_reason_alone_with_no_summary(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 20)
+    env = {**sandboxes.environment(**WIDE), "SFAMP_AMPLITUDE__API_KEY": "not-a-key"}
+    run = await CliRun.start(["--mapping", str(mapping_file)], env, tmp_path)
+    code, out, err = await run.finish()
+
+    assert code == 1
+    assert out == ""  # no summary of a run that sent nothing
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: Amplitude refused the API key: check SFAMP_AMPLITUDE__API_KEY and that "
+        "SFAMP_AMPLITUDE__REGION is the project's (us or eu)"
+    ]
+    assert err.rstrip().endswith(errors[0])

@@ -7,6 +7,7 @@ record's formula value differs and is written to the changes topic.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -115,3 +116,34 @@ async def test_a_killed_reconcile_resumes_without_writing_again_what_it_wrote(
     written = await _written(stack.kafka_bootstrap, topic)
     assert len(written) == total  # every record once, none twice
     assert max(written.values()) == 1
+
+
+async def test_a_refused_login_is_the_reason_alone_on_stderr(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    env = _env(stack, topic_prefix, tmp_path) | {"SFAMP_SALESFORCE__PASSWORD": "wrong"}
+    code, out, err = await _finish(await _start(env, tmp_path))
+    assert code == 1
+    assert out == ""  # no empty table, no footer
+    assert err.strip().splitlines() == [
+        f"error: Salesforce refused the password login at "
+        f"{env['SFAMP_SALESFORCE__LOGIN_URL']}/services/oauth2/token: authentication failure "
+        "(invalid_grant)"
+    ]
+
+
+async def test_a_second_reconcile_while_one_runs_says_so_in_one_line(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    await org.seed("Account", 2)
+    env = _env(stack, topic_prefix, tmp_path)
+    checkpoint = tmp_path / "state" / "reconcile-checkpoint.json"
+    checkpoint.parent.mkdir(parents=True)
+    with (checkpoint.parent / f"{checkpoint.name}.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running reconcile holds it
+        code, out, err = await _finish(await _start(env, tmp_path))
+    assert code == 1
+    assert out == ""
+    # Progress lines (the login) may come first; no error log repeats the reason.
+    lines = [line for line in err.splitlines() if '"level": "info"' not in line]
+    assert lines == [f"error: a reconcile is already running with the checkpoint {checkpoint}"]

@@ -119,8 +119,7 @@ async def run_reconcile(
         calls_before = sf.rest.api_calls
         try:
             summary.interrupted = await _until_stopped(_reconcile(run, config, stack), stop)
-        except SfampError as exc:
-            log.error("reconcile_stopped", error=type(exc).__name__, reason=str(exc))
+        except SfampError as exc:  # the caller reports it: the command's line, the service's log
             summary.error = exc
         finally:
             summary.api_calls = sf.rest.api_calls - calls_before

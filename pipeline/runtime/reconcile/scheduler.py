@@ -142,7 +142,12 @@ class ReconcileScheduler:
         self.interrupted = True
         delay = self._retry.next()
         self._retry_at = now + timedelta(seconds=delay)
-        log.error("reconcile_failed", reason=str(summary.error), retry_in_seconds=round(delay))
+        log.error(
+            "reconcile_failed",
+            error=None if summary.error is None else type(summary.error).__name__,
+            reason=str(summary.error),
+            retry_in_seconds=round(delay),
+        )
 
 
 def _last_run(
