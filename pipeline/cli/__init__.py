@@ -25,10 +25,11 @@ from pipeline.cli import (
     topics_cmd,
 )
 from pipeline.cli.common import fail
+from pipeline.cli.help import SfampTyper
 from pipeline.errors import SfampError
 from pipeline.gc_tuning import tune_gc
 
-app = typer.Typer(
+app = SfampTyper(
     name="sfamp",
     help="Keep Amplitude group properties in step with Salesforce.",
     no_args_is_help=True,

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from pipeline.cli.common import console, fail, print_json, reporting_settings, settings_or_exit
+from pipeline.cli.help import SfampTyper
 from pipeline.cli.verify import run_verify
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
@@ -19,7 +20,7 @@ from pipeline.kafka.config_topic import latest_mapping, publish_mapping
 from pipeline.kafka.topics import TopicNames
 from pipeline.wording import plural
 
-app = typer.Typer(
+app = SfampTyper(
     help="Validate, show, verify, import and export the mapping.", no_args_is_help=True
 )
 

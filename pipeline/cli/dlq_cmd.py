@@ -14,20 +14,21 @@ import typer
 from rich.table import Table
 
 from pipeline.cli.common import MAPPING, console, print_json
+from pipeline.cli.help import SfampTyper
 from pipeline.cli.topics_cmd import format_time, new_table, run_inspection
 from pipeline.config.settings import Settings
 from pipeline.kafka.dlq import DlqItem, DlqView, read_dlq
 from pipeline.kafka.inspect import KafkaInspector
 from pipeline.runtime.dlq_redeliver import RedeliveryOutcome, replay_dead_letters
 
-app = typer.Typer(help="List and replay dead-lettered entries.", no_args_is_help=True)
+app = SfampTyper(help="List and replay dead-lettered entries.", no_args_is_help=True)
 
 _DETAIL_WIDTH: Final = 160
 
 
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Every DLQ entry: id, reason, key, when, whether it was replayed, and why it is there.
+    """List every DLQ entry: id, reason, key, time, whether it was replayed, and why.
 
     Exits 0 with "empty" when nothing was dead-lettered yet (also before the
     topic exists); 1 only when Kafka cannot be reached.

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from pipeline.cli.common import console, print_json
+from pipeline.cli.help import SfampTyper
 from pipeline.cli.topics_cmd import format_time, new_table, run_inspection
 from pipeline.config.settings import Settings
 from pipeline.kafka.inspect import KafkaInspector, Message, format_duration, now_ms
@@ -24,14 +25,14 @@ from pipeline.kafka.replay_age import (
 )
 from pipeline.kafka.topic_lookup import find_topic
 
-app = typer.Typer(help="Stored CDC replay ids and their age.", no_args_is_help=True)
+app = SfampTyper(help="Check the stored CDC replay ids and their age.", no_args_is_help=True)
 
 _STYLE: Final[dict[Level, str]] = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Per CDC channel: stored replay id and its age against the 72-hour retention.
+    """Show each CDC channel's stored replay id and its age against the 72-hour retention.
 
     Warns from 24 h, fails from 60 h; exits 1 when any channel fails or Kafka
     cannot be reached, 0 with "no replay ids stored yet" on a fresh cluster.

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import typer
 
 from pipeline.cli.common import console, run_until_stopped
+from pipeline.cli.help import SfampTyper
 from pipeline.errors import KafkaUnavailableError, ListenError
 
 # The emulators (sfamp_sandbox) are imported inside each command, so that loading the
@@ -24,7 +25,7 @@ SALESFORCE_PORT = 8410
 AMPLITUDE_PORT = 8420
 MAX_LATENCY_MS = 60_000
 
-app = typer.Typer(
+app = SfampTyper(
     help="Run local stand-ins for Kafka, Salesforce and Amplitude (demo and tests).",
     no_args_is_help=True,
 )

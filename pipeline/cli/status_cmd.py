@@ -28,8 +28,10 @@ JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
 
 def status(service_url: str | None = SERVICE_URL, as_json: bool = JSON) -> None:
-    """Salesforce connection, mapping, cadence, lag, replay age, last flush, DLQ size and the
-    reconcile (schedule, next run, last run).
+    """Show a deployment's health on one screen.
+
+    Salesforce connection, mapping, cadence, lag, replay age, last flush, DLQ size
+    and the reconcile (schedule, next run, last run).
 
     Exits 1 when Kafka cannot be reached or Salesforce refuses the login (or has
     no credentials): a deployment cannot work without either. No service

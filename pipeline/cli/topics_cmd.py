@@ -27,6 +27,7 @@ import typer
 from rich.table import Table
 
 from pipeline.cli.common import console, fail, print_json, reporting_settings
+from pipeline.cli.help import SfampTyper
 from pipeline.config.settings import Settings
 from pipeline.errors import SfampError
 from pipeline.kafka.inspect import (
@@ -45,7 +46,7 @@ from pipeline.wording import plural
 
 T = TypeVar("T")
 
-app = typer.Typer(help="Inspect sfamp's Kafka topics (read-only).", no_args_is_help=True)
+app = SfampTyper(help="Inspect sfamp's Kafka topics (read-only).", no_args_is_help=True)
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
 TOPIC = typer.Argument(
@@ -98,7 +99,7 @@ def format_time(ms: int | None) -> str:
 
 @app.command("list")
 def list_(as_json: bool = JSON) -> None:
-    """Every sfamp topic: partitions, messages, retention and the deliver group's lag."""
+    """List every sfamp topic with its partitions, messages, retention and lag."""
 
     async def work(_: Settings, inspector: KafkaInspector) -> list[TopicState]:
         return await inspector.states()
@@ -156,7 +157,7 @@ def _state_json(state: TopicState, now: int) -> dict[str, Any]:
 
 @app.command()
 def describe(topic: str = TOPIC, as_json: bool = JSON) -> None:
-    """Per-partition begin/end/committed offsets, lag and the topic's config."""
+    """Show a topic's begin, end and committed offsets per partition, its lag and config."""
 
     async def work(settings: Settings, inspector: KafkaInspector) -> tuple[TopicState | str, str]:
         found = await find_topic(inspector, topic)
@@ -256,7 +257,7 @@ def tail(
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
-    """The latest messages of a topic, decoded; malformed ones are shown as such.
+    """Print the latest messages of a topic, decoded (malformed ones shown as such).
 
     --key shows one record's history; --follow keeps going until Ctrl-C
     (or --max-messages / --for).
