@@ -1,8 +1,9 @@
-"""``sfamp dlq``: see what sfamp could not deliver, and replay it after a fix.
+"""``sfamp dlq``: see what sfamp could not deliver, replay it after a fix, or dismiss it.
 
 The DLQ logic lives in the library (:mod:`pipeline.kafka.dlq` folds entries and
-replay markers; :mod:`pipeline.runtime.dlq_redeliver` re-reads and redelivers); this module only
-renders.
+replay markers; :mod:`pipeline.runtime.dlq_redeliver` re-reads and redelivers;
+:mod:`pipeline.runtime.dlq_dismiss` settles what nothing can replay); this module
+only renders.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from pipeline.cli.topics_cmd import format_time, new_table, run_inspection
 from pipeline.config.settings import Settings
 from pipeline.kafka.dlq import DlqItem, DlqView, read_dlq
 from pipeline.kafka.inspect import KafkaInspector
+from pipeline.runtime.dlq_dismiss import Dismissal, dismiss_dead_letters
 from pipeline.runtime.dlq_redeliver import RedeliveryOutcome, replay_dead_letters
+from pipeline.wording import plural
 
-app = SfampTyper(help="List and replay dead-lettered entries.", no_args_is_help=True)
+app = SfampTyper(help="List, replay and dismiss dead-lettered entries.", no_args_is_help=True)
 
 _DETAIL_WIDTH: Final = 160
 
@@ -44,9 +47,11 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     if not view.items:
         console.print(f"{view.topic} is empty: nothing was dead-lettered", highlight=False)
         return
-    waiting = sum(1 for item in view.items if item.replayed_at_ms is None)
+    waiting = sum(1 for item in view.items if not item.settled)
+    dismissed = sum(1 for item in view.items if item.dismissed)
+    title = f"{view.topic}: {plural(len(view.items), 'entry', 'entries')}, {waiting} not replayed"
     table = new_table(
-        f"{view.topic}: {len(view.items)} entries, {waiting} not replayed",
+        title + (f", {dismissed} dismissed" if dismissed else ""),
         ("id", "reason", "key", "when", "replayed", "detail"),
     )
     for item in view.items:
@@ -55,12 +60,12 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
 
 def _list_cells(item: DlqItem) -> list[str]:
-    if item.entry is None:
-        return [item.id, "[bold red]malformed[/]", item.key, "-", "-", item.problem or ""]
-    entry = item.entry
     replayed = "no" if item.replayed_at_ms is None else format_time(item.replayed_at_ms)
     if item.replayed_how:
         replayed += f" ({item.replayed_how})"
+    if item.entry is None:
+        return [item.id, "[bold red]malformed[/]", item.key, "-", replayed, item.problem or ""]
+    entry = item.entry
     return [
         entry.id,
         entry.reason,
@@ -110,4 +115,50 @@ def _print_outcomes(outcomes: list[RedeliveryOutcome], *, as_json: bool) -> None
     for o in outcomes:
         result = f"[green]{o.detail}[/]" if o.ok else f"[bold red]{o.detail}[/]"
         table.add_row(o.id, o.key, result)
+    console.print(table)
+
+
+@app.command("dismiss")
+def dismiss(
+    ids: list[str] = typer.Option([], "--id", help="Entry id to dismiss (repeatable)."),  # noqa: B008
+    unreplayable: bool = typer.Option(
+        False, "--unreplayable", help="Every waiting entry that names no record to replay."
+    ),
+    note: str | None = typer.Option(
+        None,
+        "--note",
+        help="Why, kept in the DLQ with the dismissal (default: the reason it cannot be replayed).",
+    ),
+    mapping: Path | None = MAPPING,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Settle entries no replay can deliver, so that they stop counting as waiting.
+
+    An entry that names no record (an undecodable change, a CDC event without a
+    readable header, a group type no longer mapped) can never be replayed. A
+    dismissal is written to the DLQ as a marker, as a replay is; the entry stays
+    listed, shown as dismissed, and sfamp status and dlq replay --all stop
+    counting it. --unreplayable picks those entries under the mapping that runs
+    now; --id dismisses any entry you name. Exits 0 unless Kafka cannot be reached
+    or an id is unknown.
+    """
+
+    async def work(settings: Settings, inspector: KafkaInspector) -> list[Dismissal]:
+        file = mapping or settings.mapping_file
+        return await dismiss_dead_letters(settings, inspector, ids, unreplayable, file, note)
+
+    _print_dismissals(run_inspection(work), as_json=as_json)
+
+
+def _print_dismissals(outcomes: list[Dismissal], *, as_json: bool) -> None:
+    if as_json:
+        print_json([o.as_json() for o in outcomes])
+        return
+    if not outcomes:
+        console.print("nothing to dismiss: every waiting entry can be replayed", highlight=False)
+        return
+    done = sum(1 for o in outcomes if o.dismissed)
+    table: Table = new_table(f"dismissed {done} of {len(outcomes)}", ("id", "key", "result"))
+    for o in outcomes:
+        table.add_row(o.id, o.key, o.detail if o.dismissed else f"[dim]{o.detail}[/]")
     console.print(table)

@@ -6,19 +6,29 @@ replay appends a small *marker* entry: same key and reason, ``payload`` null and
 the entries they name; a marker counts only for the writes of that id before
 it, so an entry that fails again shows up again.
 
+An entry nothing can replay (it names no record, or the record is not even a DLQ
+entry) is *dismissed* by an operator with the same kind of marker,
+``replayed_how = "dismissed"`` and the operator's note as its detail: it stops
+counting as waiting, and older readers see it as settled too.
+
 Pure apart from :func:`read_dlq`, which reads the topic through a
-:class:`~pipeline.kafka.inspect.KafkaInspector`.
+:class:`~pipeline.kafka.inspect.KafkaInspector`, and :func:`append_markers`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
+from pipeline.config.settings import KafkaSettings
 from pipeline.errors import ConfigError, EnvelopeError
-from pipeline.kafka.inspect import KafkaInspector, Message, iso_time
+from pipeline.kafka.inspect import KafkaInspector, Message, iso_time, quick_settings
+from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry, decode_dlq_entry
+from pipeline.kafka.topics import TopicNames
+
+DISMISSED: Final = "dismissed"  # the replayed_how of a dismissal marker
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +41,21 @@ class DlqItem:
     problem: str | None = None
     replayed_at_ms: int | None = None
     replayed_how: str | None = None
+    replayed_detail: str | None = None  # what the replay sent, or why it was dismissed
+
+    @property
+    def settled(self) -> bool:
+        """Replayed or dismissed: no longer waiting."""
+        return self.replayed_at_ms is not None
+
+    @property
+    def dismissed(self) -> bool:
+        return self.settled and self.replayed_how == DISMISSED
 
     @property
     def pending(self) -> bool:
-        """Readable and not replayed yet: what ``dlq replay --all`` picks."""
-        return self.entry is not None and self.replayed_at_ms is None
+        """Readable and not settled yet: what ``dlq replay --all`` picks."""
+        return self.entry is not None and not self.settled
 
     @property
     def key(self) -> str:
@@ -48,6 +68,7 @@ class DlqItem:
             "malformed": self.problem,
             "replayed_at": iso_time(self.replayed_at_ms),
             "replayed_how": self.replayed_how,
+            "replayed_detail": self.replayed_detail,
         }
         if self.entry is None:
             return base
@@ -91,6 +112,21 @@ def redelivery_marker(entry: DlqEntry, how: str, detail: str, at_ms: int) -> Dlq
     )
 
 
+def dismissal_marker(item: DlqItem, note: str, at_ms: int) -> DlqEntry:
+    """The DLQ record that settles ``item`` without a replay (a replay marker saying so)."""
+    if item.entry is not None:
+        return redelivery_marker(item.entry, DISMISSED, note, at_ms)
+    return DlqEntry(
+        id=f"{DISMISSED}:{item.id}",
+        reason="malformed",
+        detail=note,
+        at_ms=at_ms,
+        key=item.key,
+        payload=None,
+        extra={"replayed_id": item.id, "replayed_how": DISMISSED},
+    )
+
+
 def fold_dlq(messages: Iterable[Message]) -> list[DlqItem]:
     """Entries in log order, with replay markers applied; unreadable records kept as such."""
     items: dict[str, DlqItem] = {}
@@ -108,7 +144,10 @@ def fold_dlq(messages: Iterable[Message]) -> list[DlqItem]:
         elif str(replayed) in items:
             how = entry.extra.get("replayed_how")
             items[str(replayed)] = replace(
-                items[str(replayed)], replayed_at_ms=entry.at_ms, replayed_how=how
+                items[str(replayed)],
+                replayed_at_ms=entry.at_ms,
+                replayed_how=how,
+                replayed_detail=entry.detail,
             )
     return list(items.values())
 
@@ -119,6 +158,11 @@ def select(items: Sequence[DlqItem], ids: Sequence[str], everything: bool) -> li
         raise ConfigError("name entries with --id ID (repeatable) or use --all, not both")
     if everything:
         return [item for item in items if item.pending]
+    return by_ids(items, ids)
+
+
+def by_ids(items: Sequence[DlqItem], ids: Sequence[str]) -> list[DlqItem]:
+    """The entries named by ``ids``, each once; an unknown id is a :class:`ConfigError`."""
     known = {item.id: item for item in items}
     unknown = [i for i in ids if i not in known]
     if unknown:
@@ -132,3 +176,12 @@ async def read_dlq(inspector: KafkaInspector) -> DlqView:
     if await inspector.resolve(topic) is None:
         return DlqView(topic, [], exists=False)
     return DlqView(topic, fold_dlq(await inspector.read_all(topic)))
+
+
+async def append_markers(settings: KafkaSettings, markers: Sequence[DlqEntry]) -> None:
+    """Write replay or dismissal markers to the DLQ topic (acknowledged before returning)."""
+    if not markers:
+        return
+    topic = TopicNames(settings.topic_prefix).dlq
+    async with ChangeProducer(quick_settings(settings)) as producer:
+        await producer.send_all([(topic, *marker.encode()) for marker in markers])

@@ -20,6 +20,9 @@ obeys "newest wins" like every other write path:
 An entry that cannot be re-read (no record can be named, Salesforce refuses
 the read) or that Amplitude rejects again stays in the DLQ with the reason;
 the others get a redelivery marker, written as ``replayed:<id>`` (see :mod:`pipeline.kafka.dlq`).
+One that names no record can never be replayed: an operator dismisses it
+(:mod:`pipeline.runtime.dlq_dismiss`). A login or API key that is refused is no
+entry's fault: it stops the whole replay with that one reason.
 """
 
 from __future__ import annotations
@@ -34,10 +37,15 @@ import structlog
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
-from pipeline.errors import AmplitudeError, ConfigError, SalesforceError
-from pipeline.kafka.dlq import DlqItem, read_dlq, redelivery_marker, select
-from pipeline.kafka.inspect import KafkaInspector, now_ms, quick_settings
-from pipeline.kafka.producer import ChangeProducer
+from pipeline.errors import (
+    AmplitudeAuthError,
+    AmplitudeError,
+    ConfigError,
+    SalesforceAuthError,
+    SalesforceError,
+)
+from pipeline.kafka.dlq import DlqItem, append_markers, read_dlq, redelivery_marker, select
+from pipeline.kafka.inspect import KafkaInspector, now_ms
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.dlq_targets import (
     Changes,
@@ -65,6 +73,7 @@ log = structlog.get_logger(__name__)
 
 MAX_ROUNDS: Final = 3
 REPLAYED_HOW: Final = "reread"
+UNREPLAYABLE_HINT: Final = "nothing can replay it: 'sfamp dlq dismiss --unreplayable' settles it"
 _COALESCER_CAPACITY: Final = 1 << 40
 
 
@@ -128,7 +137,8 @@ async def redeliver_items(
             "the record is unreadable" if item.entry is None else targets_of(item.entry, config)
         )
         if isinstance(targets, str):
-            outcomes[item.id] = RedeliveryOutcome(item.id, item.key, False, targets)
+            detail = f"{targets}; {UNREPLAYABLE_HINT}"
+            outcomes[item.id] = RedeliveryOutcome(item.id, item.key, False, detail)
         else:
             works.append(_Work(item, targets))
     if works:
@@ -197,6 +207,8 @@ async def _send(amplitude: AmplitudeClient, reader: _Reader, works: list[_Work])
         return
     try:
         report = await amplitude.send(updates)
+    except AmplitudeAuthError:
+        raise  # no entry's fault: the whole replay stops with the one reason
     except AmplitudeError as exc:
         for work in works:
             if work.problem is None:
@@ -253,13 +265,9 @@ async def _mark(
     settings: Settings, items: Iterable[DlqItem], outcomes: dict[str, RedeliveryOutcome]
 ) -> None:
     entries = [item.entry for item in items if item.entry is not None]
-    if not entries:
-        return
-    topic = TopicNames(settings.kafka.topic_prefix).dlq
     at = now_ms()
     markers = [redelivery_marker(e, REPLAYED_HOW, outcomes[e.id].detail, at) for e in entries]
-    async with ChangeProducer(quick_settings(settings.kafka)) as producer:
-        await producer.send_all([(topic, *marker.encode()) for marker in markers])
+    await append_markers(settings.kafka, markers)
 
 
 class _Reader:
@@ -288,6 +296,8 @@ class _Reader:
         for work in works:
             try:
                 work.reads = [await self._target(t, found) for t in work.targets]
+            except SalesforceAuthError:
+                raise  # no entry's fault: the whole replay stops with the one reason
             except SalesforceError as exc:
                 work.problem = f"cannot re-read the record from Salesforce: {exc}"
 
@@ -309,6 +319,8 @@ class _Reader:
     async def _by_id(self, sfdc_object: str, ids: set[str]) -> RecordReads | str:
         try:
             return await read_records(self._rest, sfdc_object, ids, await self._fields(sfdc_object))
+        except SalesforceAuthError:
+            raise
         except SalesforceError as exc:
             return str(exc)
 

@@ -277,3 +277,49 @@ async def test_a_bad_record_id_fails_its_own_entry_alone(
         "industry": "Retail",
         "sfdc_deleted": False,
     }
+
+
+async def test_an_unreplayable_entry_is_dismissed_and_stops_counting(
+    topics: KafkaSettings, sfamp: Cli
+) -> None:
+    changes = TopicNames(topics.topic_prefix).changes("Account")
+    nameless = from_source(changes, 7, "{oops")  # an undecodable change names no record
+    await dead_letter(topics, nameless)
+    await produce(topics, [(TopicNames(topics.topic_prefix).dlq, b"k", b"not a dlq entry")])
+    status = await sfamp("status")
+    assert "1 entry not replayed" in status.stdout, status.stdout
+    replay = await sfamp("dlq", "replay", "--all", "--json")
+    assert replay.exit_code == 1
+    [outcome] = json.loads(replay.stdout)
+    assert "'sfamp dlq dismiss --unreplayable' settles it" in outcome["detail"]
+
+    dismissed = await sfamp("dlq", "dismiss", "--unreplayable", "--json")
+    assert dismissed.exit_code == 0, dismissed.output
+    outcomes = {o["id"]: o for o in json.loads(dismissed.stdout)}
+    assert set(outcomes) == {nameless.id, f"{TopicNames(topics.topic_prefix).dlq}:0:1"}
+    assert all(o["dismissed"] for o in outcomes.values())
+    assert "cannot tell which record" in outcomes[nameless.id]["detail"]
+
+    rows = await listing(sfamp)
+    assert rows[nameless.id]["replayed_how"] == "dismissed"
+    table = await sfamp("dlq", "list")
+    assert "2 entries, 0 not replayed, 2 dismissed" in table.stdout
+    assert "0 entries not replayed" in (await sfamp("status")).stdout
+    again = await sfamp("dlq", "replay", "--all")
+    assert (again.exit_code, again.stdout.strip()) == (0, "nothing to replay")
+    twice = await sfamp("dlq", "dismiss", "--id", nameless.id, "--json")
+    assert [o["dismissed"] for o in json.loads(twice.stdout)] == [False]
+
+
+async def test_a_refused_login_stops_the_replay_in_one_line(
+    topics: KafkaSettings, sfamp: Cli, org: Org
+) -> None:
+    record = await org.create("Account", Name="Acme")
+    await dead_letter(topics, rejected(record, {"name": "Old"}), rejected(record, {"name": "X"}))
+    result = await sfamp("dlq", "replay", "--all", env={"SFAMP_SALESFORCE__PASSWORD": "wrong"})
+    assert result.exit_code == 1
+    assert result.stdout == ""  # no table of entries each failing for the same reason
+    assert result.stderr.strip().startswith("error: Salesforce refused the password login")
+    assert len(result.stderr.strip().splitlines()) == 1
+    rows = await listing(sfamp)
+    assert all(row["replayed_at"] is None for row in rows.values())

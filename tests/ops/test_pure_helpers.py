@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config.validation import parse_mapping
 from pipeline.errors import ConfigError
-from pipeline.kafka.dlq import fold_dlq, redelivery_marker, select
+from pipeline.kafka.dlq import dismissal_marker, fold_dlq, redelivery_marker, select
 from pipeline.kafka.inspect import (
     Message,
     PartitionState,
@@ -22,6 +22,7 @@ from pipeline.kafka.inspect import (
 from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topic_rows import parse_since
 from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.dlq_dismiss import dismissals, unreplayable
 from pipeline.runtime.dlq_targets import Target, changes_of, group_literal, targets_of
 from pipeline.transform.envelope import encode
 from tests.ops.conftest import MAPPING, change
@@ -227,3 +228,37 @@ def test_a_current_record_sets_what_it_holds_and_unsets_its_nulls() -> None:
 )
 def test_group_literal(value: str, sf_type: str | None, literal: str | None) -> None:
     assert group_literal(value, sf_type) == literal
+
+
+def test_a_dismissal_settles_entries_and_unreadable_records_alike() -> None:
+    malformed = DlqEntry("t:0:5", "malformed", "bad", 1, "001", "{", source_topic="t")
+    garbage = Message("sfamp.dlq", 0, 1, 1001, b"k", b"not a dlq entry")
+    items = fold_dlq([_message(0, malformed), garbage])
+    assert [(i.id, i.settled) for i in items] == [("t:0:5", False), ("sfamp.dlq:0:1", False)]
+    marks = [dismissal_marker(item, "looked at it", 7) for item in items]
+    markers = [_message(2 + n, marker) for n, marker in enumerate(marks)]
+    folded = fold_dlq([_message(0, malformed), garbage, *markers])
+    assert [(i.id, i.dismissed, i.pending, i.replayed_detail) for i in folded] == [
+        ("t:0:5", True, False, "looked at it"),
+        ("sfamp.dlq:0:1", True, False, "looked at it"),
+    ]
+    assert select(folded, [], everything=True) == []
+
+
+def test_unreplayable_names_what_no_replay_can_deliver_and_why() -> None:
+    nameless = DlqEntry("m", "malformed", "", 0, "k", "{oops", source_topic="t")
+    fine = _rejected(f"account:{ACCOUNT_ID}")
+    garbage = Message("sfamp.dlq", 0, 2, 1002, b"k", b"{")
+    items = fold_dlq([_message(0, nameless), _message(1, fine), garbage])
+    found = unreplayable(items, CONFIG)
+    assert set(found) == {"m", "sfamp.dlq:0:2"}
+    assert "cannot tell which record" in found["m"]
+    assert "not a DLQ entry" in found["sfamp.dlq:0:2"]
+    outcomes = dismissals(items, found, note=None)
+    assert [(o.id, o.dismissed) for o in outcomes] == [
+        ("m", True),
+        (fine.id, True),  # named by id: the operator's call
+        ("sfamp.dlq:0:2", True),
+    ]
+    assert outcomes[0].detail == found["m"]
+    assert outcomes[1].detail == "dismissed by an operator"
