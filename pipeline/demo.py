@@ -283,8 +283,8 @@ def _explore_hint(console: Console) -> None:
         "  . .venv/bin/activate   # after make install / make demo; or call .venv/bin/sfamp\n"
         "  sfamp demo --keep      # this demo, then the stack keeps running with its data\n"
         "  sfamp sandbox up       # an empty stack on the default ports\n"
-        "With the exports either prints pasted, sfamp console serves the web console at "
-        f'{console_url()} (README.md: "Exploring by hand", "Web console").',
+        "Both print export lines; in the shell where you paste them, sfamp console serves the "
+        f'web console at {console_url()} (README.md: "Exploring by hand", "Web console").',
         highlight=False,
         soft_wrap=True,
     )

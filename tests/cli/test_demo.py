@@ -3,6 +3,7 @@ the stack and its data running, usable with the exports it prints, until SIGTERM
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from rich.console import Console
 
+from pipeline.demo import _explore_hint
 from tests.cli.sandbox_process import (
     ROOT,
     CliProcess,
@@ -84,3 +87,12 @@ def test_demo_keep_leaves_the_stack_and_its_data_running(tmp_path: Path) -> None
     wait_for(lambda: pid_gone(broker), timeout=15, what="the broker to stop with the demo")
     wait_for(lambda: port_free(kafka_port), timeout=15, what="the Kafka port to be free")
     assert port_free(salesforce_port)
+
+
+def test_the_closing_hint_reads_plainly_and_as_the_readme_quotes_it() -> None:
+    out = io.StringIO()
+    _explore_hint(Console(file=out, width=80))
+    lines = out.getvalue().strip().splitlines()
+    assert lines[0] == "To explore further:"
+    assert lines[-1].startswith("Both print export lines; in the shell where you paste them, ")
+    assert lines[-1] in (ROOT / "README.md").read_text()  # the README quotes it as printed
