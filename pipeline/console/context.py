@@ -26,6 +26,7 @@ from pipeline.config.settings import Settings
 from pipeline.console.catalog import OrgCatalog
 from pipeline.console.moments import moment
 from pipeline.console.security import CSRF, SESSION, Sessions, redactor
+from pipeline.wording import plural
 
 NAVIGATION: Final = (
     ("/", "Connection"),
@@ -66,13 +67,6 @@ def breakable(finalize: Callable[[object], object]) -> Callable[[object], Markup
         return Markup("<wbr>").join(escape(part) for part in SOFT_BREAK.split(text))
 
     return apply
-
-
-def plural(count: int, singular: str, plural_form: str | None = None) -> str:
-    """``count`` (with thousands separators) and the noun in the number it calls for:
-    "1 group", "2 groups", "1,204 records"; never "group(s)"."""
-    word = singular if count == 1 else (plural_form or f"{singular}s")
-    return f"{count:,} {word}"
 
 
 @jinja2.pass_context
