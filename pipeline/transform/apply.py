@@ -235,7 +235,8 @@ def _on_whole_record(
         view = view.overlaid_on(base)
     elif _has_mapped_diffs(step, view):
         return _needs_full(step, _NOT_IN_CHANGE)
-    elif _stale_formulas(step, view):
+    elif not step.envelope.full and _stale_formulas(step, view):
+        # A read holds the formulas' values as they were read with their inputs.
         return _needs_full(step, _FORMULA_READ)
     group = _group_of(step, view, base, group_value)
     if not isinstance(group, str):

@@ -7,6 +7,7 @@ import pytest
 from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.transform.apply import NeedsLookup, PropertyChanges, changes_for
 from pipeline.transform.formulas import followable, formula_inputs
+from pipeline.transform.reads import envelope_from_record
 from pipeline.transform.schema import schema_from_describe
 from tests.transform.fixtures import ACCOUNT_DESCRIBE, cdc_message, describe_field, mapping
 
@@ -95,3 +96,19 @@ def test_a_create_reads_the_formulas_its_fields_feed() -> None:
     done = changes_for(env, MAPPING, SCHEMA, full_record={"Id": env.record_id, "Score__c": 5.0})
     assert isinstance(done, PropertyChanges), done
     assert done.set["score"] == 5.0
+
+
+def test_a_read_holding_a_formula_and_its_input_needs_no_second_read() -> None:
+    # A backfill, re-sync or reconcile read carries the formula as read with its inputs.
+    both = mapping({"AnnualRevenue": "arr", "Score__c": "score"})
+    record = {
+        "Id": "001000000000001AAA",
+        "AnnualRevenue": 10.0,
+        "Score__c": 5.0,
+        "SystemModstamp": "2026-11-30T00:00:00.000+0000",
+    }
+    out = changes_for(
+        envelope_from_record("Account", record, source="rest", now_ms=1), both, SCHEMA
+    )
+    assert isinstance(out, PropertyChanges), out
+    assert out.set == {"arr": 10.0, "score": 5.0}
