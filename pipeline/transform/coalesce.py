@@ -35,6 +35,9 @@ from pipeline.transform.apply import Order, PropertyChanges
 from pipeline.transform.envelope import ChangeEnvelope
 from pipeline.transform.group_update import GroupUpdate, PropertyValue
 
+# A property's pending state: its latest value (None: unset) and the commit that wrote it.
+Stamped = tuple[PropertyValue | None, Order]
+
 
 class CoalescerFullError(SfampError):
     """A change for a new group arrived while the coalescer was full: flush first."""
@@ -72,39 +75,35 @@ class ReadOrders:
 
 
 class _Pending:
-    """One group's properties: latest value (None = unset) and the commit that wrote it."""
+    """One group's properties: each one's latest value (None = unset) and the commit that
+    wrote it, and the latest commit of all."""
 
-    __slots__ = ("latest", "orders", "values")
+    __slots__ = ("latest", "props")
 
     def __init__(self) -> None:
-        self.values: dict[str, PropertyValue | None] = {}
-        self.orders: dict[str, Order] = {}
+        self.props: dict[str, Stamped] = {}
         self.latest: Order = (-1, -1, -1)
-
-    def merge_older(
-        self, order: Order, values: Mapping[str, PropertyValue], unset: Collection[str]
-    ) -> None:
-        """Apply a change older than the latest: its sets, then its unsets, each only over
-        what an older commit wrote. (:meth:`Coalescer.add_properties` applies the rest.)"""
-        for prop, value in values.items():
-            self._put_if_newer(prop, value, order)
-        for prop in unset:
-            self._put_if_newer(prop, None, order)
-
-    def _put_if_newer(self, prop: str, value: PropertyValue | None, order: Order) -> None:
-        if order >= self.orders.get(prop, order):
-            self.values[prop] = value
-            self.orders[prop] = order
 
     def to_update(self, key: tuple[str, str]) -> GroupUpdate:
         values: dict[str, PropertyValue] = {}
         unset: list[str] = []
-        for prop, value in sorted(self.values.items()):
+        for prop, (value, _) in sorted(self.props.items()):
             if value is None:
                 unset.append(prop)
             else:
                 values[prop] = value
         return GroupUpdate(key[0], key[1], values, frozenset(unset))
+
+
+def stamp(
+    values: Mapping[str, PropertyValue], unset: Collection[str], order: Order
+) -> dict[str, Stamped]:
+    """One change's sets, then its unsets (a property both set and unset ends unset), each
+    stamped with the change's commit ``order``: what :meth:`Coalescer.add_stamped` takes."""
+    stamped: dict[str, Stamped] = {prop: (value, order) for prop, value in values.items()}
+    for prop in unset:
+        stamped[prop] = (None, order)
+    return stamped
 
 
 class Coalescer:
@@ -125,7 +124,7 @@ class Coalescer:
 
     def add(self, change: PropertyChanges) -> None:
         """Merge one change; raises :class:`CoalescerFullError` for a new group when full."""
-        self.add_properties(change.key, change.order, change.set, change.unset)
+        self.add_stamped(change.key, change.order, stamp(change.set, change.unset, change.order))
 
     def add_properties(
         self,
@@ -136,6 +135,10 @@ class Coalescer:
     ) -> None:
         """:meth:`add` without a :class:`PropertyChanges`: set ``values``, then unset ``unset``,
         in group ``key`` (group type, group value) as of commit ``order``."""
+        self.add_stamped(key, order, stamp(values, unset, order))
+
+    def add_stamped(self, key: tuple[str, str], order: Order, stamped: dict[str, Stamped]) -> None:
+        """:meth:`add_properties` with the properties already :func:`stamp`-ed by ``order``."""
         pending = self._groups.get(key)
         if pending is None:
             if len(self._groups) >= self.max_groups:
@@ -146,13 +149,13 @@ class Coalescer:
         if order >= pending.latest:
             # In commit order, the common case: nothing pending can be newer.
             pending.latest = order
-            pending.values.update(values)
-            pending.orders.update(dict.fromkeys(values, order))
-            if unset:
-                pending.values.update(dict.fromkeys(unset))
-                pending.orders.update(dict.fromkeys(unset, order))
-        else:
-            pending.merge_older(order, values, unset)
+            pending.props.update(stamped)
+            return
+        props = pending.props
+        for prop, item in stamped.items():
+            held = props.get(prop)
+            if held is None or order >= held[1]:
+                props[prop] = item
 
     def drain(self) -> list[GroupUpdate]:
         """Every pending group as one update, sorted by (group type, group value); empties."""

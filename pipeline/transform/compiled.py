@@ -37,11 +37,18 @@ from pipeline.transform.apply import (
     PropertyChanges,
     changes_for_config,
 )
-from pipeline.transform.coalesce import Coalescer
+from pipeline.transform.coalesce import Coalescer, Stamped, stamp
 from pipeline.transform.envelope import ChangeEnvelope
 from pipeline.transform.group_update import PropertyValue
 from pipeline.transform.plan import Target, plan_for
 from pipeline.transform.schema import COMPOUND_TYPES, ObjectSchema, normalise_component
+from pipeline.transform.update_tables import (
+    BAIL,
+    NAMES_LIMIT,
+    SKIP,
+    UpdateTables,
+    put_converted,
+)
 from pipeline.transform.values import to_property_value
 
 # The ops of the short road; gap events and wildcard ids ask Salesforce first.
@@ -50,9 +57,6 @@ _NO_UNSET: Final[frozenset[str]] = frozenset()
 # Like plan_for's memo: entries keep their config alive, so an id is never reused meanwhile.
 _MEMO_LIMIT: Final = 64
 _memo: dict[int, CompiledConfig] = {}
-# Field names seen in changes are remembered per object up to this many (a bound against
-# messages that make up names).
-_NAMES_LIMIT: Final = 10_000
 
 # What one change does to one group: the properties it sets, and those it unsets; or, as
 # a string, why it does nothing.
@@ -97,7 +101,7 @@ class CompiledConfig:
 
     def fold(
         self, envelope: ChangeEnvelope, schema: ObjectSchema | None, coalescer: Coalescer
-    ) -> list[tuple[ObjectMapping, Outcome]]:
+    ) -> Sequence[tuple[ObjectMapping, Outcome]]:
         """Add what ``envelope`` sets and unsets to ``coalescer``.
 
         Returns the outcomes a coalescer cannot take (lookups, gap events), in config
@@ -106,23 +110,35 @@ class CompiledConfig:
         road = self._objects.get(envelope.object)
         if road is None or road.schema is not schema:
             road = self._road(envelope.object, schema)
-        found = road.properties(envelope)
-        if found is None:
-            rest: list[tuple[ObjectMapping, Outcome]] = []
-            for mapping, outcome in changes_for_config(envelope, self.config, schema):
-                if type(outcome) is PropertyChanges:
-                    coalescer.add(outcome)
-                elif type(outcome) is not NothingToDo:
-                    rest.append((mapping, outcome))
-            return rest
         order = (envelope.commit_ts, envelope.commit_number, envelope.sequence_number)
-        for rule, answer in zip(road.rules or (), found, strict=True):
+        if road.single is not None and envelope.op == "update" and not envelope.full:
+            # Most changes: one pass from the change's fields to what the coalescer keeps.
+            stamped = road.stamped_update(envelope, order)
+            if stamped is not None:
+                if stamped:
+                    key = (road.single.group_type, envelope.record_id)
+                    coalescer.add_stamped(key, order, stamped)
+                return ()
+        values = road.values_of(envelope)
+        if values is None:
+            return self._fold_by_rules(envelope, schema, coalescer)
+        for rule in road.rules or ():
+            answer = _rule_properties(rule, envelope, values)
             if type(answer) is tuple:
-                values, unset = answer
-                coalescer.add_properties(
-                    (rule.group_type, envelope.record_id), order, values, unset
-                )
-        return []
+                key = (rule.group_type, envelope.record_id)
+                coalescer.add_stamped(key, order, stamp(*answer, order))
+        return ()
+
+    def _fold_by_rules(
+        self, envelope: ChangeEnvelope, schema: ObjectSchema | None, coalescer: Coalescer
+    ) -> list[tuple[ObjectMapping, Outcome]]:
+        rest: list[tuple[ObjectMapping, Outcome]] = []
+        for mapping, outcome in changes_for_config(envelope, self.config, schema):
+            if type(outcome) is PropertyChanges:
+                coalescer.add(outcome)
+            elif type(outcome) is not NothingToDo:
+                rest.append((mapping, outcome))
+        return rest
 
     def on_short_road(self, envelope: ChangeEnvelope, schema: ObjectSchema | None) -> bool:
         """Whether the tables answer ``envelope`` (rather than ``changes_for_config``)."""
@@ -153,31 +169,73 @@ class _Rule:
 class _ObjectRoad:
     """The short road for one object under one describe; ``rules`` None: there is none."""
 
-    __slots__ = ("_components", "_nulled", "rules", "schema")
+    __slots__ = ("_components", "_nulled", "_update", "rules", "schema", "single")
 
     def __init__(self, mappings: Sequence[ObjectMapping], schema: ObjectSchema | None) -> None:
         self.schema = schema
         self.rules = _rules(mappings, schema)
+        self.single = self.rules[0] if self.rules is not None and len(self.rules) == 1 else None
         # nested field -> its components' flat fields as met so far; None: not split (a
         # person name: the general rules compose it)
         self._components: dict[str, dict[str, str] | None] = {}
         self._nulled: dict[str, str] = {}  # a nulled name (Parent.Component) -> flat field
+        self._update = (
+            UpdateTables(self.single.by_field, schema) if self.single is not None else None
+        )
+
+    def stamped_update(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
+        """What a partial update means for the single rule, stamped for the coalescer, in
+        one pass over its fields; None when it needs :meth:`values_of` (a field named both
+        flat and nested, a field not in the describe nested, a diff, a person name...)."""
+        tables = self._update
+        if tables is None or "*" in envelope.record_id:  # a wildcard: the general rules
+            return None
+        stamped: dict[str, Stamped] = {}
+        unset: list[str] = []
+        plain, nested = tables.plain, tables.nested
+        for key, value in envelope.fields.items():
+            if type(value) is not dict:
+                targets = plain.get(key)
+                if targets is None:
+                    targets = tables.learn_plain(key)
+            else:
+                components = nested.get(key)
+                if components is None:
+                    components = tables.learn_nested(key)
+                if components is SKIP or "attributes" in value:
+                    continue
+                if components is BAIL or (len(value) == 1 and "diff" in value):
+                    return None
+                for component, inner in value.items():
+                    found = components.get(component)
+                    if found is None:
+                        found = tables.learn_component(key, components, component)
+                    if found:
+                        put_converted(stamped, unset, found, inner, order)
+                continue
+            if targets is BAIL:
+                return None
+            if targets:
+                put_converted(stamped, unset, targets, value, order)
+        for name in envelope.nulled:
+            put_converted(stamped, unset, tables.nulled_targets(name), None, order)
+        for prop in unset:  # after the sets, as the coalescer applies a change
+            stamped[prop] = (None, order)
+        return stamped
 
     def properties(self, envelope: ChangeEnvelope) -> list[_Answer] | None:
         """Per rule, what the change sets and unsets; None when it is not for this road."""
-        rules = self.rules
-        if rules is None or envelope.op not in _SHORT_OPS or envelope.record_id.endswith("*"):
-            return None
-        values = self._flatten(envelope)
+        values = self.values_of(envelope)
         if values is None:
             return None
-        if len(rules) == 1:
-            return [_rule_properties(rules[0], envelope, values)]
-        return [_rule_properties(rule, envelope, values) for rule in rules]
+        return [_rule_properties(rule, envelope, values) for rule in self.rules or ()]
 
-    def _flatten(self, envelope: ChangeEnvelope) -> dict[str, Any] | None:
+    def values_of(self, envelope: ChangeEnvelope) -> dict[str, Any] | None:
         """The change's fields flat, as :func:`~pipeline.transform.view.view_of` makes them;
-        None for a large-text diff or a person name sent as parts."""
+        None when the change is not for this road (a large-text diff, a person name sent
+        as parts, a gap event...)."""
+        if self.rules is None or envelope.op not in _SHORT_OPS or envelope.record_id.endswith("*"):
+            return None
         values: dict[str, Any] = {}
         known = self._components
         for key, value in envelope.fields.items():
@@ -206,7 +264,7 @@ class _ObjectRoad:
         """Whether a nested value of ``key`` splits into components (an address or a
         geolocation, not a person name): an empty table of them if so."""
         names: dict[str, str] | None = {} if _splits_into_components(self.schema, key) else None
-        if len(self._components) < _NAMES_LIMIT:
+        if len(self._components) < NAMES_LIMIT:
             self._components[key] = names
         return names
 
@@ -214,7 +272,7 @@ class _ObjectRoad:
         assert self.schema is not None  # the short road needs a describe
         flat = self.schema.component_field(parent, normalise_component(component))
         names = self._components.get(parent)
-        if names is not None and len(names) < _NAMES_LIMIT:
+        if names is not None and len(names) < NAMES_LIMIT:
             names[component] = flat
         return flat
 
@@ -222,7 +280,7 @@ class _ObjectRoad:
         parent, dot, component = name.partition(".")
         assert self.schema is not None
         flat = self.schema.component_field(parent, normalise_component(component)) if dot else name
-        if len(self._nulled) < _NAMES_LIMIT:
+        if len(self._nulled) < NAMES_LIMIT:
             self._nulled[name] = flat
         return flat
 

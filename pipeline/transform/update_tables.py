@@ -1,0 +1,106 @@
+"""Tables for the compiled config's one-pass update: what each field name of a change feeds.
+
+A partial update (a change event's ``update``) carries a few fields; for a mapping on
+the short road (:mod:`pipeline.transform.compiled`) each one feeds known properties.
+These tables learn, per field name on first sight, which (property, type) targets it
+feeds, so that the update costs one look-up per field. A name that could arrive
+twice in one change (a component both flat and nested), or nesting that needs the
+general rules, is marked :data:`BAIL`: the caller then flattens the change first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, TypeVar
+
+from pipeline.transform.apply import Order
+from pipeline.transform.coalesce import Stamped
+from pipeline.transform.schema import ObjectSchema, normalise_component
+from pipeline.transform.values import to_property_value
+
+# (property, Salesforce type) of each target a flat field feeds
+Targets = tuple[tuple[str, str | None], ...]
+# What the tables learn of a field: refuse the change (the flattening road answers it),
+# or skip the field.
+BAIL: Final[Any] = ((), ())
+SKIP: Final[Any] = {}
+# Field names seen in changes are remembered per object up to this many (a bound against
+# messages that make up names).
+NAMES_LIMIT: Final = 10_000
+_T = TypeVar("_T")
+
+
+def put_converted(
+    stamped: dict[str, Stamped],
+    unset: list[str],
+    targets: Targets,
+    value: Any,
+    order: Order,
+) -> None:
+    """``value`` of a field, converted for each of its ``targets``: into ``stamped`` as of
+    ``order``, or onto ``unset`` when it is null (the caller stamps those last)."""
+    for prop, sf_type in targets:
+        converted = to_property_value(value, sf_type)
+        if converted is None:
+            unset.append(prop)
+        else:
+            stamped[prop] = (converted, order)
+
+
+class UpdateTables:
+    """For the one-pass update: each field name met, what it feeds, learned on first sight.
+
+    It gives the same answers as flattening the change first (``values_of``) wherever a
+    flat field name can arrive only once: it refuses (``BAIL``) a top-level field that is
+    also a compound's component, and nesting under anything but a described compound.
+    """
+
+    __slots__ = ("_by_field", "_components", "_schema", "nested", "nulled", "plain")
+
+    def __init__(self, by_field: Mapping[str, Targets], schema: ObjectSchema | None) -> None:
+        assert schema is not None  # the short road needs a describe
+        self._schema = schema
+        self._by_field = by_field
+        self._components = frozenset(schema.by_component.values())
+        self.plain: dict[str, Targets] = {}  # top-level field -> targets
+        self.nested: dict[str, dict[str, Targets]] = {}  # compound -> component -> targets
+        self.nulled: dict[str, Targets] = {}  # a nulled name -> targets
+
+    def learn_plain(self, key: str) -> Targets:
+        if "." in key:
+            targets: Targets = ()  # a Bulk relationship column such as Owner.Name
+        elif key in self._components:
+            targets = BAIL
+        else:
+            targets = self._by_field.get(key, ())
+        return remember(self.plain, key, targets)
+
+    def learn_nested(self, key: str) -> dict[str, Targets]:
+        if "." in key:
+            components = SKIP
+        elif self._schema.is_compound(key):
+            components = {}
+        else:
+            components = BAIL  # a person name, or a field the describe does not know
+        return remember(self.nested, key, components)
+
+    def learn_component(
+        self, parent: str, components: dict[str, Targets], component: str
+    ) -> Targets:
+        flat = self._schema.component_field(parent, normalise_component(component))
+        return remember(components, component, self._by_field.get(flat, ()))
+
+    def nulled_targets(self, name: str) -> Targets:
+        targets = self.nulled.get(name)
+        if targets is None:
+            parent, dot, component = name.partition(".")
+            schema = self._schema
+            flat = schema.component_field(parent, normalise_component(component)) if dot else name
+            targets = remember(self.nulled, name, self._by_field.get(flat, ()))
+        return targets
+
+
+def remember(table: dict[str, _T], key: str, value: _T) -> _T:
+    if len(table) < NAMES_LIMIT:
+        table[key] = value
+    return value
