@@ -40,22 +40,21 @@ import structlog
 from pipeline.amplitude import AmplitudeClient, DeliveryReport
 from pipeline.amplitude.payload import to_identification
 from pipeline.config.settings import Settings
-from pipeline.errors import AmplitudeError, EnvelopeError, KafkaError, SalesforceError
+from pipeline.errors import AmplitudeError, KafkaError, SalesforceError
 from pipeline.kafka.consumer import ChangesConsumer, Partition, Record
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.cadence import FlushSchedule, utc_now
 from pipeline.runtime.deliver.lookups import resolve_lookups
-from pipeline.runtime.deliver.window import Flushing, FlushWindow, partition_names, source_of, text
+from pipeline.runtime.deliver.window import Flushing, FlushWindow, partition_names
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.reconcile.recorder import SentRecorder
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import RestReads, SchemaCache
 from pipeline.runtime.state import FlushResult, ServiceState
-from pipeline.transform.compiled import CompiledConfig, compiled
-from pipeline.transform.envelope import decode
+from pipeline.transform.compiled import compiled
 from pipeline.transform.group_update import GroupUpdate
 
 log = structlog.get_logger(__name__)
@@ -199,56 +198,17 @@ class DeliverPump:
         if generation != self._generation:
             return  # rewound while describing: these records will be fetched again
         table = compiled(config)  # once per mapping revision
+        schemas = {sfdc_object: self._schemas.cached(sfdc_object) for sfdc_object in mapped}
         for tp, records in batch.items():
             taken = 0
             while taken < len(records):
-                taken = self._take(tp, records, taken, table, mapped)
+                taken = self._window.take(tp, records, taken, table, schemas, self._max_groups)
                 if self._full():
                     await self.flush()
                     if generation != self._generation:
                         return  # rewound during the flush: the rest comes again
         self.state.pending_groups = self._window.coalescer.pending_groups
         self.metrics.pending_groups.set(self.state.pending_groups)
-
-    def _take(
-        self,
-        tp: Partition,
-        records: list[Record],
-        start: int,
-        table: CompiledConfig,
-        mapped: frozenset[str],
-    ) -> int:
-        """Take ``records[start:]`` into the window until it is full; returns how far it got.
-
-        This runs once per Kafka message, so it keeps to local names and leaves the rare
-        cases (lookups, gap events, malformed messages) to the window.
-        """
-        window = self._window
-        coalescer, lookups, place = window.coalescer, window.lookups, window.reads.place
-        cached = self._schemas.cached
-        room = self._max_groups
-        index, end = start, len(records)
-        while index < end:
-            record = records[index]
-            index += 1
-            try:
-                envelope = decode(record.value)
-            except EnvelopeError as exc:
-                window.to_dlq("malformed", str(exc), source_of(record), text(record.value))
-                continue
-            if envelope.object not in mapped:
-                continue  # an object no longer mapped
-            envelope = place(envelope)  # a read after the changes it reflects
-            window.changes += 1
-            rest = table.fold(envelope, cached(envelope.object), coalescer)
-            if rest:  # the rare cases: build the source reference only for them
-                source = source_of(record)
-                for mapping, outcome in rest:
-                    window.add(envelope, mapping, outcome, source)
-            if coalescer.pending_groups + len(lookups) >= room:
-                break
-        window.offsets[tp] = records[index - 1].offset + 1
-        return index
 
     # -- the flush ----------------------------------------------------------
 

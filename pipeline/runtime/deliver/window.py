@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from pipeline.config.mapping import ObjectMapping
+from pipeline.errors import EnvelopeError
 from pipeline.kafka.consumer import Partition, Record
 from pipeline.kafka.records import DlqEntry, DlqReason, dlq_id
 from pipeline.runtime.cadence import now_ms
@@ -22,7 +23,9 @@ from pipeline.transform.apply import (
     PropertyChanges,
 )
 from pipeline.transform.coalesce import Coalescer, ReadOrders
-from pipeline.transform.envelope import ChangeEnvelope, encode
+from pipeline.transform.compiled import CompiledConfig
+from pipeline.transform.envelope import ChangeEnvelope, decode, encode
+from pipeline.transform.schema import ObjectSchema
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +84,53 @@ class FlushWindow:
             log.info("deliver_saw_gap_event", object=outcome.sfdc_object, reason=outcome.reason)
         elif isinstance(outcome, NothingToDo):
             pass
+
+    def take(
+        self,
+        tp: Partition,
+        records: list[Record],
+        start: int,
+        table: CompiledConfig,
+        schemas: Mapping[str, ObjectSchema | None],
+        max_groups: int,
+    ) -> int:
+        """Take ``records[start:]`` until groups and lookups reach ``max_groups``; returns
+        how far it got.
+
+        ``schemas`` holds the describe of every mapped object. This runs once per Kafka
+        message, so it keeps to local names and leaves the rare cases (lookups, gap
+        events, malformed messages) to :meth:`add` and :meth:`to_dlq`.
+        """
+        coalescer, lookups, place = self.coalescer, self.lookups, self.reads.place
+        # One change adds at most one group or lookup per mapping: check for a full window
+        # only once this many changes could have filled it.
+        growth = max(1, len(table.config.mappings))
+        spare = max_groups - coalescer.pending_groups - len(lookups)
+        index, end, changes = start, len(records), 0
+        while index < end and spare > 0:
+            record = records[index]
+            index += 1
+            try:
+                envelope = decode(record.value)
+            except EnvelopeError as exc:
+                self.to_dlq("malformed", str(exc), source_of(record), text(record.value))
+                continue
+            if envelope.object not in schemas:
+                continue  # an object no longer mapped
+            envelope = place(envelope)  # a read after the changes it reflects
+            changes += 1
+            rest = table.fold(envelope, schemas[envelope.object], coalescer)
+            if rest:  # the rare cases: build the source reference only for them
+                source = source_of(record)
+                for mapping, outcome in rest:
+                    self.add(envelope, mapping, outcome, source)
+            spare -= growth
+            if spare <= 0:
+                spare = max_groups - coalescer.pending_groups - len(lookups)
+        self.changes += changes
+        if index > start:
+            self.offsets[tp] = records[index - 1].offset + 1
+        return index
 
     def to_dlq(self, reason: DlqReason, detail: str, source: Source, payload: Any) -> None:
         """Park one change, with why, for the flush to write to ``sfamp.dlq``."""
