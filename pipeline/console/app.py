@@ -20,7 +20,12 @@ from pipeline.console import (
 from pipeline.console.catalog import OrgCatalog
 from pipeline.console.context import CONSOLE, Console, template_environment
 from pipeline.console.login import register as register_login
-from pipeline.console.security import Sessions, headers_middleware, session_middleware
+from pipeline.console.security import (
+    Sessions,
+    headers_middleware,
+    origin_middleware,
+    session_middleware,
+)
 
 STATIC: Final = Path(__file__).parent / "static"
 # A mapping file is small; an upload bigger than this is refused before it is read.
@@ -49,7 +54,11 @@ def create_console_app(
     if clock is not None:
         console.clock = clock
     app = web.Application(
-        middlewares=[headers_middleware(), session_middleware(sessions)],
+        middlewares=[
+            headers_middleware(),
+            origin_middleware(sessions),
+            session_middleware(sessions),
+        ],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[CONSOLE] = console

@@ -5,20 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from pipeline.console.context import console_of, form_fields, render
-from pipeline.console.security import set_session_cookie
-
-
-def _next_path(value: str | None) -> str:
-    """Only a path on this console: never another site (an open redirect)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
+from pipeline.console.security import local_path, set_session_cookie
 
 
 async def login_page(request: web.Request) -> web.Response:
     if not console_of(request).sessions.needs_sign_in:
         raise web.HTTPSeeOther("/")
-    return render(request, "login.html", next=_next_path(request.query.get("next")), error=None)
+    return render(request, "login.html", next=local_path(request.query.get("next")), error=None)
 
 
 async def login(request: web.Request) -> web.Response:
@@ -26,7 +19,7 @@ async def login(request: web.Request) -> web.Response:
     if not sessions.needs_sign_in:
         raise web.HTTPSeeOther("/")
     fields = await form_fields(request)
-    target = _next_path(fields.get("next"))
+    target = local_path(fields.get("next"))
     if not sessions.token_ok(fields.get("token")):
         return render(
             request, "login.html", status=403, next=target, error="That is not the console token."

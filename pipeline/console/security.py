@@ -7,7 +7,11 @@
   sign-in page and the static files needs it.
 - Every POST also needs the session's CSRF token (a hidden form field, or the
   ``X-CSRF-Token`` header that console.js copies from a meta tag for htmx),
-  so another site cannot make a signed-in browser change anything.
+  so another site cannot make a signed-in browser change anything, and an
+  ``Origin``, when the browser sends one, must be the console itself.
+- Without a token, only requests addressed to a loopback name (``Host``) are
+  answered: a site whose name an attacker points at 127.0.0.1 (DNS rebinding)
+  would otherwise be the console's own origin, with its session and CSRF token.
 
 Sessions are stateless: the cookie is ``<id>.<state>.<signature>``, signed with
 a key made fresh for each process (a restart signs everyone out). The CSRF token
@@ -18,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import yarl
 from aiohttp import web
 
 COOKIE: Final = "sfamp_console"
@@ -45,7 +51,7 @@ HEADERS: Final = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make Chromium send Origin: null
 }
 
 State = Literal["in", "anon"]
@@ -98,7 +104,35 @@ class Sessions:
 
 
 def set_session_cookie(response: web.StreamResponse, value: str) -> None:
-    response.set_cookie(COOKIE, value, httponly=True, samesite="Strict", path="/")
+    # Lax, not Strict: Salesforce's redirect back to /oauth/callback is a cross-site
+    # navigation that must arrive signed in. A cross-site POST still carries no cookie,
+    # and every POST needs the CSRF token besides.
+    response.set_cookie(COOKIE, value, httponly=True, samesite="Lax", path="/")
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and the loopback addresses, the only ones served without a token."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything
+
+
+def local_path(value: str | None) -> str:
+    """``value`` if it is a path on this console, else ``/``: never another site.
+
+    Browsers drop tabs and line breaks from URLs and read a backslash as a slash, so a
+    tab after the first slash would turn a path into another site's address: paths with
+    whitespace, control characters or backslashes are refused.
+    """
+    if not value or not value.startswith("/") or any(c.isspace() or c < " " for c in value):
+        return "/"
+    if "\\" in value or value.startswith("//"):
+        return "/"
+    url = yarl.URL(value)
+    return value if not url.scheme and not url.host else "/"
 
 
 def forbidden(reason: str) -> web.HTTPForbidden:
@@ -122,6 +156,38 @@ def headers_middleware() -> web.middleware:  # type: ignore[valid-type]
         return response
 
     return middleware
+
+
+def origin_middleware(sessions: Sessions) -> web.middleware:  # type: ignore[valid-type]
+    """Refuse requests for another host name (without a token) and cross-origin POSTs."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = yarl.URL(f"http://{request.host}").host or ""
+        if not sessions.needs_sign_in and not is_loopback(host):
+            raise forbidden(
+                f"this console answers only to localhost without SFAMP_CONSOLE__TOKEN "
+                f"(the request was for {host or 'no host'})"
+            )
+        origin = request.headers.get("Origin")
+        # "null" (a privacy-minded browser, a sandboxed frame) says nothing: the CSRF token decides.
+        if (
+            request.method == "POST"
+            and origin not in (None, "null")
+            and (_authority(origin) != request.host.lower())
+        ):
+            raise forbidden(f"a request from {origin} cannot change this console")
+        return await handler(request)
+
+    return middleware
+
+
+def _authority(origin: str) -> str:
+    url = yarl.URL(origin)
+    if url.host is None:
+        return ""
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{host}:{url.port}" if not url.is_default_port() else host
 
 
 def session_middleware(sessions: Sessions) -> web.middleware:  # type: ignore[valid-type]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Callable
 from typing import Final
 
@@ -11,20 +10,11 @@ from aiohttp import web
 
 from pipeline.config.settings import Settings
 from pipeline.console.app import create_console_app
+from pipeline.console.security import is_loopback
 from pipeline.errors import ConfigError, ListenError
 
 WHAT: Final = "web console"
 CHANGE: Final = "choose another port with --port (or SFAMP_CONSOLE__PORT)"
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and the loopback addresses, the only ones served without a token."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name may resolve to anything
 
 
 def check_exposure(host: str, settings: Settings) -> None:

@@ -12,8 +12,7 @@ from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 
 from pipeline.config.settings import Settings
-from pipeline.console.security import CONTENT_SECURITY_POLICY, redactor
-from pipeline.console.server import is_loopback
+from pipeline.console.security import CONTENT_SECURITY_POLICY, is_loopback, local_path, redactor
 from pipeline.sandbox_stack import SandboxStack
 from tests.console.conftest import (
     console_client,
@@ -111,7 +110,7 @@ async def test_with_a_token_everything_waits_for_sign_in(settings: Settings) -> 
         assert (signed.status, signed.headers["Location"]) == (303, "/mapping")
         cookie = signed.headers["Set-Cookie"]
         assert "HttpOnly" in cookie
-        assert "SameSite=Strict" in cookie
+        assert "SameSite=Lax" in cookie  # Salesforce's redirect back arrives signed in
         assert TOKEN not in cookie
 
         assert (await client.get("/")).status == 200
@@ -215,3 +214,49 @@ async def test_the_console_process_serves_on_loopback(
         assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
         assert 'aria-label="Validation failures"' in response.text
     assert process.returncode == 0
+
+
+async def test_without_a_token_only_loopback_names_are_answered(client: Client) -> None:
+    # A rebinding site's name resolves to 127.0.0.1 but its requests carry that name.
+    rebound = await client.get("/", headers={"Host": "attacker.example:8430"})
+    assert rebound.status == 403
+    assert "answers only to localhost" in await rebound.text()
+    assert (await client.get("/", headers={"Host": "localhost:8430"})).status == 200
+
+
+async def test_a_post_from_another_origin_is_refused(client: Client) -> None:
+    csrf = await csrf_of(client)
+    data = {"csrf_token": csrf, **FORM}
+    foreign = await client.post(
+        "/mapping/validate", data=data, headers={"Origin": "http://evil.example"}
+    )
+    assert foreign.status == 403
+    assert "cannot change this console" in await foreign.text()
+    own = f"http://{client.server.host}:{client.server.port}"
+    assert (
+        await client.post("/mapping/validate", data=data, headers={"Origin": own})
+    ).status == 200
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["//evil.example", "/\\evil.example", "/\t/evil.example", "/\n/evil.example",
+     "https://evil.example/", "/%09/evil.example", "", None],
+)  # fmt: skip
+def test_sign_in_returns_only_to_a_path_of_the_console(target: str | None) -> None:
+    assert local_path(target) in ("/", target)
+    if target is not None and target != "/%09/evil.example":
+        assert local_path(target) == "/"
+
+
+async def test_sign_in_never_redirects_to_another_site(settings: Settings) -> None:
+    # /login?next=/%09/evil.example puts a tab in the form; browsers drop it from URLs.
+    async with console_client(with_token(settings)) as client:
+        for target in ("/\t/evil.example", "/\n/evil.example", "//evil.example", "/\\x.example"):
+            assert (await client.get("/login", params={"next": target})).status == 200
+            signed = await client.post(
+                "/login",
+                data={"csrf_token": await csrf_of(client), "token": TOKEN, "next": target},
+                allow_redirects=False,
+            )
+            assert (signed.status, signed.headers["Location"]) == (303, "/"), repr(target)
