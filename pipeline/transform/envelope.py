@@ -175,12 +175,12 @@ class _Wire(msgspec.Struct, tag_field="v", tag=ENVELOPE_VERSION, gc=False):
     object: str
     record_id: str
     op: Op
-    commit_ts: int
-    commit_number: int
+    commit_ts: _Int64
+    commit_number: _Int64
     transaction_key: str
-    sequence_number: int
+    sequence_number: _Int64
     channel: str
-    replay_id: int | None
+    replay_id: _Int64 | None
     changed: tuple[str, ...]
     nulled: tuple[str, ...]
     fields: dict[str, _Value]

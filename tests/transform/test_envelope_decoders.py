@@ -100,3 +100,15 @@ def test_both_decoders_accept_and_refuse_the_same_messages() -> None:
                 data[key] = rng.choice(MUTATIONS)
         raw = orjson.dumps(data)
         assert outcome(raw, decode) == outcome(raw, _decode_checked), raw
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("commit_ts", 2**70), ("commit_number", -(2**66)), ("sequence_number", 2**64),
+     ("replay_id", 2**65)],
+)  # fmt: skip
+def test_an_order_beyond_64_bits_is_refused_by_both(key: str, value: int) -> None:
+    # It would order its record after every later change, and no encoder could write it again.
+    raw = EARLIER.replace(b'"%s":' % key.encode(), b'"%s":%d,"was":' % (key.encode(), value))
+    assert outcome(raw, decode) == outcome(raw, _decode_checked)
+    assert outcome(raw, decode)[0] == "refused", raw
