@@ -5,22 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from contextlib import nullcontext
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pipeline.cli.common import (
@@ -32,6 +24,7 @@ from pipeline.cli.common import (
     quiet_kafka_client,
     settings_or_exit,
 )
+from pipeline.cli.progress import ObjectBars, choose_progress
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.verify import check_mapping_against_org
@@ -210,25 +203,17 @@ def _exit(summary: BackfillSummary) -> None:
         fail(summary.error)
 
 
-class RichProgress:
+class RichProgress(ObjectBars):
     """One bar per object on stderr: rows read of the total, identifications, rate, ETA."""
 
     def __init__(self) -> None:
-        self._bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
+        super().__init__(
             TextColumn("rows  {task.fields[sent]:,} sent"),
             TextColumn("{task.fields[rate]:,.0f}/s"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=err_console,
-        )
-        self._tasks: dict[str, TaskID] = {}
-
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
-        self._tasks[sfdc_object] = self._bar.add_task(
-            f"{sfdc_object} ({method})", total=total, sent=0, rate=0.0
+            sent=0,
+            rate=0.0,
         )
 
     def advance(self, sfdc_object: str, rows: int, identifications: int) -> None:
@@ -242,35 +227,11 @@ class RichProgress:
         )
 
     def finish_object(self, summary: ObjectSummary) -> None:
-        task_id = self._tasks.get(summary.sfdc_object)
-        if task_id is not None:
-            self._bar.update(task_id, total=summary.rows_read, completed=summary.rows_read)
-
-    def __enter__(self) -> RichProgress:
-        self._bar.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._bar.stop()
+        self._finish(summary.sfdc_object, summary.rows_read)
 
 
-class _LogContext(LogProgress):
-    def __enter__(self) -> LogProgress:
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-
-def _progress(as_json: bool, interval: float) -> RichProgress | _LogContext:
-    if sys.stderr.isatty() and not as_json:
-        return RichProgress()
-    return _LogContext(interval)
+def _progress(as_json: bool, interval: float) -> RichProgress | nullcontext[LogProgress]:
+    return choose_progress(as_json, RichProgress, lambda: LogProgress(interval))
 
 
 def print_summary(summary: BackfillSummary) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.progress import TextColumn
 from rich.table import Table
 
 from pipeline.cli.backfill_cmd import ApiChoice
@@ -24,6 +24,7 @@ from pipeline.cli.common import (
     quiet_kafka_client,
     settings_or_exit,
 )
+from pipeline.cli.progress import ObjectBars, choose_progress
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import SfampError
@@ -183,23 +184,11 @@ def _by_property(item: ObjectReconcile) -> str:
     return f"{item.properties_differing:,} ({parts})"
 
 
-class RichProgress:
+class RichProgress(ObjectBars):
     """One bar per object on stderr: records read of the total, properties that differ."""
 
     def __init__(self) -> None:
-        self._bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("records  {task.fields[differing]:,} differing"),
-            console=err_console,
-        )
-        self._tasks: dict[str, TaskID] = {}
-
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
-        self._tasks[sfdc_object] = self._bar.add_task(
-            f"{sfdc_object} ({method})", total=total, differing=0
-        )
+        super().__init__(TextColumn("records  {task.fields[differing]:,} differing"), differing=0)
 
     def advance(self, sfdc_object: str, rows: int, properties: int) -> None:
         task_id = self._tasks[sfdc_object]
@@ -207,32 +196,8 @@ class RichProgress:
         self._bar.update(task_id, advance=rows, differing=differing)
 
     def finish_object(self, item: ObjectReconcile) -> None:
-        task_id = self._tasks.get(item.sfdc_object)
-        if task_id is not None:
-            self._bar.update(task_id, total=item.records_read, completed=item.records_read)
-
-    def __enter__(self) -> RichProgress:
-        self._bar.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._bar.stop()
+        self._finish(item.sfdc_object, item.records_read)
 
 
-class _LogContext(LogProgress):
-    def __enter__(self) -> LogProgress:
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-
-def _progress(as_json: bool, interval: float) -> RichProgress | _LogContext:
-    if sys.stderr.isatty() and not as_json:
-        return RichProgress()
-    return _LogContext(interval)
+def _progress(as_json: bool, interval: float) -> RichProgress | nullcontext[LogProgress]:
+    return choose_progress(as_json, RichProgress, lambda: LogProgress(interval))

@@ -1,0 +1,72 @@
+"""Progress while a backfill or reconcile reads objects: a rich bar per object on a TTY,
+the run's own log lines otherwise (and always with ``--json``)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+)
+
+from pipeline.cli.common import err_console
+
+BarsT = TypeVar("BarsT", bound="ObjectBars")
+LinesT = TypeVar("LinesT")
+
+
+class ObjectBars:
+    """One bar per object on stderr: the object and how it is read, rows of the total, then
+    the command's own ``columns`` over the task ``fields`` it counts (started at their value)."""
+
+    def __init__(self, *columns: ProgressColumn, **fields: Any) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            *columns,
+            console=err_console,
+        )
+        self._fields = fields
+        self._tasks: dict[str, TaskID] = {}
+
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+        self._tasks[sfdc_object] = self._bar.add_task(
+            f"{sfdc_object} ({method})", total=total, **self._fields
+        )
+
+    def _finish(self, sfdc_object: str, rows: int) -> None:
+        """The bar ends full at the rows read (the total was only an estimate)."""
+        task_id = self._tasks.get(sfdc_object)
+        if task_id is not None:
+            self._bar.update(task_id, total=rows, completed=rows)
+
+    def __enter__(self) -> Self:
+        self._bar.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._bar.stop()
+
+
+def choose_progress(
+    as_json: bool, bars: Callable[[], BarsT], lines: Callable[[], LinesT]
+) -> BarsT | contextlib.nullcontext[LinesT]:
+    """Bars on a TTY unless the summary is JSON; else log lines (nothing to start or stop)."""
+    if sys.stderr.isatty() and not as_json:
+        return bars()
+    return contextlib.nullcontext(lines())
