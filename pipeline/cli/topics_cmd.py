@@ -91,7 +91,10 @@ def new_table(
 def format_time(ms: int | None) -> str:
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # any 64-bit stamp can be produced
+        return f"{ms} ms (not a date)"
 
 
 # -- topics list --------------------------------------------------------------------

@@ -152,8 +152,16 @@ def format_duration(seconds: float) -> str:
 
 
 def iso_time(ms: int | None) -> str | None:
-    """A Kafka or Salesforce time in ms as ISO 8601 (UTC); None stays None."""
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+    """A Kafka or Salesforce time in ms as ISO 8601 (UTC); None stays None.
+
+    A producer may stamp any 64-bit number: one past year 9999 is shown as the number.
+    """
+    if ms is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms (not a date)"
 
 
 def now_ms() -> int:

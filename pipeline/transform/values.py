@@ -138,7 +138,10 @@ def to_date(value: Any) -> PropertyValue:
         return match.group(0) if match else value
     if isinstance(value, int) and not isinstance(value, bool):
         # Pub/Sub spells dates as days since the epoch.
-        return (_EPOCH_DAY + timedelta(days=value)).isoformat()
+        try:
+            return (_EPOCH_DAY + timedelta(days=value)).isoformat()
+        except OverflowError:  # beyond year 9999: no date, so sent as it came
+            return keep_as_is(value)
     return keep_as_is(value)
 
 
@@ -147,7 +150,10 @@ def to_datetime(value: Any) -> PropertyValue:
         return _parse_datetime(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         # Pub/Sub spells datetimes as epoch milliseconds.
-        return _format_utc(datetime.fromtimestamp(value / 1000, UTC))
+        try:
+            return _format_utc(datetime.fromtimestamp(value / 1000, UTC))
+        except (OverflowError, OSError, ValueError):  # no such moment: sent as it came
+            return keep_as_is(value)
     return keep_as_is(value)
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from pipeline.cli.topics_cmd import format_time
 from pipeline.config.validation import parse_mapping
 from pipeline.errors import ConfigError
 from pipeline.kafka.dlq import dismissal_marker, fold_dlq, redelivery_marker, select
@@ -21,6 +22,7 @@ from pipeline.kafka.inspect import (
 )
 from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topic_rows import parse_since
+from pipeline.kafka.topic_state import iso_time
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.dlq_dismiss import dismissals, unreplayable
 from pipeline.runtime.dlq_targets import Target, changes_of, group_literal, targets_of
@@ -262,3 +264,10 @@ def test_unreplayable_names_what_no_replay_can_deliver_and_why() -> None:
     ]
     assert outcomes[0].detail == found["m"]
     assert outcomes[1].detail == "dismissed by an operator"
+
+
+def test_a_time_stamp_beyond_the_calendar_is_shown_as_the_number() -> None:
+    # Any producer can stamp a record with any 64-bit number; listing it must not fail.
+    assert format_time(2**62) == f"{2**62} ms (not a date)"
+    assert iso_time(-(2**62)) == f"{-(2**62)} ms (not a date)"
+    assert iso_time(0) == "1970-01-01T00:00:00+00:00"

@@ -122,3 +122,12 @@ def test_group_value_is_the_same_whatever_spelled_it(
 
 def test_compound_property_name() -> None:
     assert compound_property("billing_address", "City") == "billing_address.City"
+
+
+@pytest.mark.parametrize(
+    ("value", "sf_type"),
+    [(10**12, "date"), (-(10**12), "date"), (10**20, "datetime"), (1e300, "datetime")],
+)
+def test_a_number_beyond_the_calendar_is_sent_as_it_came(value: Any, sf_type: str) -> None:
+    # A malformed event must not stop the pump: no date exists past year 9999.
+    assert to_property_value(value, sf_type) == value
