@@ -3,14 +3,13 @@ and the progress protocol with its log-line implementation."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import structlog
 
 from pipeline.errors import ConfigError, SalesforceRequestError, SfampError
+from pipeline.runtime.progress import IntervalCounter, ObjectProgress
 
 DUPLICATES_SHOWN: Final = 20
 # Salesforce refusing the query itself: the same read fails the same way on every run.
@@ -182,41 +181,21 @@ def resumable(error: SfampError) -> bool:
     )
 
 
-class BackfillProgress(Protocol):
-    """What the CLI shows while a backfill runs (a rich bar, or log lines)."""
-
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None: ...
-
-    def advance(self, sfdc_object: str, rows: int, identifications: int) -> None: ...
-
-    def finish_object(self, summary: ObjectSummary) -> None: ...
+# What the CLI shows while a backfill runs (a rich bar, or log lines).
+BackfillProgress = ObjectProgress[ObjectSummary]
 
 
-class LogProgress:
+class LogProgress(IntervalCounter):
     """Progress as structlog lines: one per object start and end, one per ``interval``."""
 
-    def __init__(
-        self, interval_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._interval = interval_seconds
-        self._clock = clock
-        self._started = self._last = 0.0
-        self._rows = self._sent = 0
-        self._total: int | None = None
-
     def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
-        self._started = self._last = self._clock()
-        self._rows = self._sent = 0
-        self._total = total
+        self._start(total)
         log.info("backfill_object_started", object=sfdc_object, total=total, method=method)
 
     def advance(self, sfdc_object: str, rows: int, identifications: int) -> None:
-        self._rows += rows
-        self._sent += identifications
-        now = self._clock()
-        if now - self._last < self._interval:
+        now = self._count(rows, identifications)
+        if now is None:
             return
-        self._last = now
         rate = self._rows / max(now - self._started, 1e-6)
         remaining = None if self._total is None else max(0, self._total - self._rows)
         log.info(
@@ -224,7 +203,7 @@ class LogProgress:
             object=sfdc_object,
             rows_read=self._rows,
             total=self._total,
-            identifications=self._sent,
+            identifications=self._found,
             rows_per_second=round(rate),
             eta_seconds=None if remaining is None or rate <= 0 else round(remaining / rate, 1),
         )

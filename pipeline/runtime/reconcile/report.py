@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from pipeline.errors import SfampError
+from pipeline.runtime.progress import IntervalCounter, ObjectProgress
 
 log = structlog.get_logger(__name__)
 
@@ -105,45 +104,25 @@ class ReconcileSummary:
         }
 
 
-class ReconcileProgress(Protocol):
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None: ...
-
-    def advance(self, sfdc_object: str, rows: int, properties: int) -> None: ...
-
-    def finish_object(self, item: ObjectReconcile) -> None: ...
+ReconcileProgress = ObjectProgress[ObjectReconcile]
 
 
-class LogProgress:
+class LogProgress(IntervalCounter):
     """Progress as structlog lines: one per object start and end, one per ``interval``."""
 
-    def __init__(
-        self, interval_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._interval = interval_seconds
-        self._clock = clock
-        self._last = 0.0
-        self._rows = self._properties = 0
-        self._total: int | None = None
-
     def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
-        self._last = self._clock()
-        self._rows = self._properties = 0
-        self._total = total
+        self._start(total)
         log.info("reconcile_object_started", object=sfdc_object, total=total, method=method)
 
     def advance(self, sfdc_object: str, rows: int, properties: int) -> None:
-        self._rows += rows
-        self._properties += properties
-        now = self._clock()
-        if now - self._last < self._interval:
+        if self._count(rows, properties) is None:
             return
-        self._last = now
         log.info(
             "reconcile_progress",
             object=sfdc_object,
             records_read=self._rows,
             total=self._total,
-            properties_differing=self._properties,
+            properties_differing=self._found,
         )
 
     def finish_object(self, item: ObjectReconcile) -> None:
