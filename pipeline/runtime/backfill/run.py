@@ -124,7 +124,9 @@ async def run_backfill(
             run.sent = command_recorder(settings.kafka, None, stack)  # learns each describe
         calls_before = sf.rest.api_calls
         try:
-            summary.interrupted = await _until_stopped(_backfill_objects(run), stop)
+            summary.interrupted = await until_stopped(_backfill_objects(run), stop)
+            if summary.interrupted is not None:
+                log.warning("backfill_interrupted", signal=summary.interrupted)
         except SfampError as exc:
             log.error("backfill_stopped", error=type(exc).__name__, reason=str(exc))
             summary.error = exc
@@ -138,8 +140,9 @@ async def run_backfill(
     return summary
 
 
-async def _until_stopped(work: Coroutine[Any, Any, None], stop: StopRequest | None) -> str | None:
-    """Run ``work``; when ``stop`` is set first, cancel it and return the reason."""
+async def until_stopped(work: Coroutine[Any, Any, None], stop: StopRequest | None) -> str | None:
+    """Run ``work``; when ``stop`` is set first, cancel it and return the reason (a backfill's
+    and a reconcile's: the caller logs it)."""
     task = asyncio.create_task(work)
     if stop is None:
         await task
@@ -153,7 +156,6 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: StopRequest | No
         # The work leaves its finally blocks (in-flight deliveries cancelled) before we go on.
         await asyncio.gather(task, waiter, return_exceptions=True)
     if task.cancelled():
-        log.warning("backfill_interrupted", signal=stop.reason)
         return stop.reason
     task.result()
     return None

@@ -21,12 +21,11 @@ run reads and compares only: it writes nothing to Kafka and no checkpoint.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import hashlib
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -44,6 +43,7 @@ from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, read_batches
 from pipeline.runtime.backfill.catch_up import CatchUp
 from pipeline.runtime.backfill.read import forget_job
+from pipeline.runtime.backfill.run import until_stopped
 from pipeline.runtime.reconcile.checkpoint import ReconcileCheckpoint, open_checkpoint
 from pipeline.runtime.reconcile.compare import ObjectPlan, Tally, differing_envelope
 from pipeline.runtime.reconcile.digest import SentDigests, reconciled_mapping
@@ -118,7 +118,9 @@ async def run_reconcile(
         run = _Run(settings, sf, BulkQuery(sf.rest), progress, options, summary, producer)
         calls_before = sf.rest.api_calls
         try:
-            summary.interrupted = await _until_stopped(_reconcile(run, config, stack), stop)
+            summary.interrupted = await until_stopped(_reconcile(run, config, stack), stop)
+            if summary.interrupted is not None:
+                log.warning("reconcile_interrupted", signal=summary.interrupted)
         except SfampError as exc:  # the caller reports it: the command's line, the service's log
             summary.error = exc
         finally:
@@ -275,26 +277,6 @@ def _envelopes(
         for record in records
     )
     return [envelope for envelope in found if envelope is not None]
-
-
-async def _until_stopped(work: Coroutine[Any, Any, None], stop: StopRequest | None) -> str | None:
-    """Run ``work``; when ``stop`` is set first, cancel it and return the reason."""
-    task = asyncio.ensure_future(work)
-    if stop is None:
-        await task
-        return None
-    waiter = asyncio.ensure_future(stop.event.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, waiter):
-            pending.cancel()
-        await asyncio.gather(task, waiter, return_exceptions=True)
-    if task.cancelled():
-        log.warning("reconcile_interrupted", signal=stop.reason)
-        return stop.reason
-    task.result()
-    return None
 
 
 @contextlib.contextmanager
