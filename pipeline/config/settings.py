@@ -228,6 +228,9 @@ class RuntimeSettings(_Section):
     )
 
 
+MIN_CONSOLE_TOKEN_LENGTH: Final = 16
+
+
 class ConsoleSettings(_Section):
     """Where ``sfamp console`` listens and who may change things through it."""
 
@@ -241,6 +244,17 @@ class ConsoleSettings(_Section):
         description="The running service's health endpoint, for the Status page; "
         "defaults to http://127.0.0.1:<runtime.health_port>.",
     )
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # The token is all that stands between the network and a published mapping.
+        if value is not None and len(value.get_secret_value()) < MIN_CONSOLE_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_CONSOLE_TOKEN_LENGTH} characters; "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe())' makes one"
+            )
+        return value
 
 
 class Settings(BaseSettings):

@@ -15,6 +15,7 @@ from pipeline.errors import ConfigError, ListenError
 
 WHAT: Final = "web console"
 CHANGE: Final = "choose another port with --port (or SFAMP_CONSOLE__PORT)"
+CHANGE_HOST: Final = "choose another address with --host (or SFAMP_CONSOLE__HOST)"
 
 
 def check_exposure(host: str, settings: Settings) -> None:
@@ -47,7 +48,7 @@ async def serve_console(
         try:
             await web.TCPSite(runner, host, port).start()
         except OSError as exc:
-            raise ListenError(WHAT, host, port, exc, CHANGE) from exc
+            raise ListenError(WHAT, host, port, exc, CHANGE, change_host=CHANGE_HOST) from exc
         if started is not None:
             started(console_url(host, port))
         await asyncio.Event().wait()

@@ -203,3 +203,15 @@ def test_credential_problems_cover_amplitude_when_sending() -> None:
     assert "SFAMP_AMPLITUDE__API_KEY" not in {
         p.path for p in settings.credential_problems(amplitude=False)
     }
+
+
+def test_a_short_console_token_is_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SFAMP_CONSOLE__TOKEN", "hunter2")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    (problem,) = info.value.problems
+    assert problem.path == "SFAMP_CONSOLE__TOKEN"
+    assert "at least 16 characters" in str(problem)
+    assert "hunter2" not in str(info.value)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from typing import Any
 
 import aiohttp
@@ -201,6 +203,22 @@ async def test_a_non_loopback_host_without_a_token_refuses_to_start(
     assert len(lines) == 1, lines
     assert "0.0.0.0, which is not a loopback address: set SFAMP_CONSOLE__TOKEN" in lines[0]
     assert result.stdout == ""
+
+
+async def test_an_address_this_machine_lacks_names_the_host_option(
+    stack: SandboxStack, topic_prefix: str
+) -> None:
+    env = sfamp_env(stack, topic_prefix, SFAMP_CONSOLE__TOKEN=TOKEN)
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): never an address of this machine.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "console", "--host", "192.0.2.1", "--port", "8430",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    lines = stderr.decode().strip().splitlines()
+    assert process.returncode == 1
+    assert len(lines) == 1, lines
+    assert "choose another address with --host (or SFAMP_CONSOLE__HOST)" in lines[0]
 
 
 async def test_the_console_process_serves_on_loopback(
