@@ -103,9 +103,11 @@ class CliProcess:
         def shown() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(f"sfamp exited early: {self.output[-3000:]}")
-            return text in self.stdout
+            # The whole line: a value after ``text`` may still be on its way through the pipe.
+            at = self.stdout.find(text)
+            return at >= 0 and "\n" in self.stdout[at:]
 
-        wait_for(shown, timeout=timeout, what=f"{text!r} in the output")
+        wait_for(shown, timeout=timeout, what=f"a line with {text!r} in the output")
 
     def exports(self) -> dict[str, str]:
         """The variables of the printed ``export NAME=VALUE`` block, as a shell reads them."""

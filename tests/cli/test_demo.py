@@ -59,8 +59,15 @@ def test_demo_keep_leaves_the_stack_and_its_data_running(tmp_path: Path) -> None
         exports = demo.exports()
         broker = demo.broker_pid()
 
-        # The printed read-back command shows the demo's live update, kept in Amplitude.
-        group_url = re.search(r"curl -s (http://\S+/__sandbox/groups/account/\S+)", demo.stdout)
+        # The printed read-back command shows the demo's live update, kept in Amplitude. It is
+        # the last line printed, after the exports: wait for the whole line.
+        read_back = r"curl -s (http://\S+/__sandbox/groups/account/\S+)\n"
+        wait_for(
+            lambda: re.search(read_back, demo.stdout) is not None,
+            timeout=30,
+            what="the read-back curl line in the output",
+        )
+        group_url = re.search(read_back, demo.stdout)
         assert group_url is not None, demo.stdout
         group = httpx.get(group_url[1], timeout=5).json()
         assert group["properties"]["tier"] == "Enterprise", group
