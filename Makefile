@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: help install test test-fast test-browser test-repeat lint format demo bench screenshots clean
 
 N ?= 5
+# Test processes (pytest-xdist); each starts its own broker and emulators. 0 runs in one.
+WORKERS ?= 2
+XDIST = -n $(WORKERS) --dist loadfile
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,11 +23,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install sfamp with its dev tools
 
-test: install ## Run the whole test suite (starts its own broker and emulators)
-	$(PY) -m pytest
+test: install ## Run the whole test suite in WORKERS=2 processes (each starts its own broker and emulators)
+	$(PY) -m pytest $(XDIST)
 
 test-fast: install ## Run only the tests that need no network
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest $(XDIST) -m "not integration"
 
 test-browser: install ## Run the web console's browser tests (they skip without Chromium)
 	$(PY) -m pytest tests/console/browser
@@ -33,7 +36,7 @@ test-repeat: install ## Run the integration tests N times (N=5) beside a CPU-bou
 	@$(PY) -c "while True: pass" & burner=$$!; trap "kill $$burner" EXIT; \
 	for run in $$(seq $(N)); do \
 		echo "== integration run $$run of $(N), one core kept busy"; \
-		$(PY) -m pytest -q -m integration || exit 1; \
+		$(PY) -m pytest $(XDIST) -q -m integration || exit 1; \
 	done
 
 lint: install ## ruff (lint + format check) and mypy --strict

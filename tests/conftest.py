@@ -19,6 +19,14 @@ import structlog
 from sfamp_sandbox.kafka import EmbeddedKafka
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist a worker starts with ``COLUMNS=80`` in its environment, and a rich
+    Console created at import would keep that width for good; the tests that run the CLI in
+    process set ``COLUMNS`` per call, as a terminal would, so a worker starts without it."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.pop("COLUMNS", None)
+
+
 def docker_engine_answers() -> bool:
     """True only when a Docker engine answers /_ping within a second (the client alone is not
     enough). Probed over the socket directly so a missing engine costs no time and no warnings."""
