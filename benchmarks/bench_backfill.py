@@ -14,6 +14,9 @@ much later, like a WAN) it runs over the same ``--records`` Accounts:
 
 ``--repeat N`` runs each comparison N times and prints the range of each ratio.
 Then the peak RSS of a backfill of ``--memory-rows`` Accounts at 0 ms (target < 250 MB).
+Seeded records last changed 30 days before the run, like an org's existing records;
+``--fresh`` stamps them just before it instead, so that each one is inside sfamp's
+catch-up window and read twice (sfamp's worst case). Both programs read the same records.
 Times are the runs' own (login to last answer), without interpreter start-up,
 for sfamp and the naive script alike; each line also gives the process's CPU
 seconds, the sandboxes' CPU seconds meanwhile, and the whole command's wall time
@@ -21,6 +24,7 @@ seconds, the sandboxes' CPU seconds meanwhile, and the whole command's wall time
 
     .venv/bin/python benchmarks/bench_backfill.py [--records N] [--latencies 0,50]
         [--transports groupidentify,httpapi] [--no-naive] [--repeat N] [--memory-rows N]
+        [--fresh]
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ TARGET_RSS_MB = 250
 TARGET_LATENCY_MS = 50  # the speed and request targets hold at this round trip
 TARGET_SPEEDUP = 10
 TARGET_REQUEST_SHARE = 1 / 5
+# Seeded records last changed this long before the run (a backfill of an org's existing
+# records); --fresh stamps them just before it, inside every snapshot's catch-up window.
+SEED_AGE_SECONDS = 30 * 86_400
 PROPERTIES = {
     "Name": "name",
     "Industry": "industry",
@@ -161,9 +168,11 @@ def reset(http: httpx.Client, urls: dict[str, Any], *, org: bool) -> None:
         http.post(f"{urls['salesforce']}/__sandbox/reset").raise_for_status()
 
 
-def seed(http: httpx.Client, urls: dict[str, Any], rows: int) -> float:
+def seed(http: httpx.Client, urls: dict[str, Any], rows: int, *, fresh: bool = False) -> float:
+    """Seed ``rows`` Accounts last changed ``SEED_AGE_SECONDS`` ago (``fresh``: just now)."""
     started = time.perf_counter()
     body = {"object": "Account", "count": rows, "return_ids": False}
+    body["age_seconds"] = 0 if fresh else SEED_AGE_SECONDS
     http.post(f"{urls['salesforce']}/__sandbox/seed", json=body).raise_for_status()
     return time.perf_counter() - started
 
@@ -253,11 +262,25 @@ def summarise(ms: int, runs: list[dict[str, tuple[float, float]]]) -> None:
         print(f"{len(runs)} runs at {ms} ms, {transport}: {faster}; {fewer}")
 
 
-def report_memory(http: httpx.Client, urls: dict[str, Any], rows: int) -> None:
+def seeded(http: httpx.Client, urls: dict[str, Any], rows: int, *, fresh: bool) -> None:
+    seconds = seed(http, urls, rows, fresh=fresh)
+    age = (
+        "stamped just now: inside the catch-up window, read twice by sfamp"
+        if fresh
+        else f"last changed {SEED_AGE_SECONDS // 86_400} days ago"
+    )
+    print(
+        f"seeded      {rows:>9,} records in {seconds:6.2f} s, {age}; "
+        "sfamp and the naive script read the same records"
+    )
+
+
+def report_memory(
+    http: httpx.Client, urls: dict[str, Any], rows: int, *, fresh: bool = False
+) -> None:
     set_latency(http, urls, 0)
     reset(http, urls, org=True)
-    seconds = seed(http, urls, rows)
-    print(f"seeded      {rows:>9,} records in {seconds:6.2f} s")
+    seeded(http, urls, rows, fresh=fresh)
     result = run_sfamp(urls)
     print(
         f"memory      {result['rows']:>9,} records at 0 ms (default transport): "
@@ -282,14 +305,13 @@ def main(arguments: argparse.Namespace) -> None:
         with httpx.Client(timeout=600) as http:
             if arguments.records:
                 reset(http, urls, org=True)
-                seconds = seed(http, urls, arguments.records)
-                print(f"seeded      {arguments.records:>9,} records in {seconds:6.2f} s")
+                seeded(http, urls, arguments.records, fresh=arguments.fresh)
                 for ms in arguments.latencies:
                     runs = [compare(http, urls, ms, arguments) for _ in range(arguments.repeat)]
                     if len(runs) > 1 and runs[0]:
                         summarise(ms, runs)
             if arguments.memory_rows:
-                report_memory(http, urls, arguments.memory_rows)
+                report_memory(http, urls, arguments.memory_rows, fresh=arguments.fresh)
     finally:
         assert server.stdin is not None
         server.stdin.close()
@@ -319,6 +341,11 @@ if __name__ == "__main__":
             help="SFAMP_AMPLITUDE__TRANSPORT values to run sfamp with (default both)",
         )  # fmt: skip
         parser.add_argument("--no-naive", action="store_true", help="skip the naive script")
+        parser.add_argument(
+            "--fresh", action="store_true",
+            help="seed records stamped just now (default: last changed 30 days ago), so each "
+            "is inside sfamp's catch-up window and read a second time",
+        )  # fmt: skip
         parser.add_argument(
             "--repeat", type=int, default=1, help="comparisons at each latency (ranges when > 1)"
         )

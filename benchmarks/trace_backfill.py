@@ -144,7 +144,7 @@ def main(arguments: argparse.Namespace) -> None:
         urls = {**json.loads(server.stdout.readline()), "scope": "request"}
         with httpx.Client(timeout=600) as http:
             reset(http, urls, org=True)
-            seed(http, urls, arguments.records)
+            seed(http, urls, arguments.records, fresh=arguments.fresh)
             set_latency(http, urls, arguments.latency_ms)
         environment = sfamp_environment(urls) | {"SFAMP_AMPLITUDE__TRANSPORT": arguments.transport}
         os.environ.update({k: v for k, v in environment.items() if k.startswith("SFAMP_")})
@@ -181,7 +181,8 @@ def report(
     arguments: argparse.Namespace,
 ) -> None:
     print(
-        f"{arguments.records:,} records at {arguments.latency_ms} ms, {arguments.transport}: "
+        f"{arguments.records:,} {'fresh' if arguments.fresh else 'aged'} records at "
+        f"{arguments.latency_ms} ms, {arguments.transport}: "
         f"{wall:.2f} s wall; CPU {cpu[0]:.2f} s in sfamp, {cpu[1]:.2f} s in the sandboxes; "
         f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
         f"{summary.total('requests')} Amplitude requests, {summary.api_calls} Salesforce calls"
@@ -203,4 +204,8 @@ if __name__ == "__main__":
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--transport", default="httpapi", choices=["httpapi", "groupidentify"])
     parser.add_argument("--profile", action="store_true", help="pyinstrument profile (CPU)")
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="seed records stamped just now (default: 30 days ago), inside the catch-up window",
+    )  # fmt: skip
     main(parser.parse_args())

@@ -6,7 +6,9 @@ user's field-level security, and it alone can create person accounts.
 
 - ``POST /__sandbox/seed`` ``{"object": "Account", "count": N}`` adds generated records and
   answers their ids. Seeding is silent unless ``"emit_events": true``;
-  ``"person_accounts": true`` makes generated Accounts person accounts.
+  ``"person_accounts": true`` makes generated Accounts person accounts;
+  ``"age_seconds": S`` dates them S seconds ago (``CreatedDate``, ``LastModifiedDate``,
+  ``SystemModstamp``), as records last changed long before, instead of now.
 - ``POST /__sandbox/records/{object}`` with field values creates one record (a person account
   with ``"IsPersonAccount": true`` and ``FirstName``/``LastName``/``Salutation``);
   ``GET|PATCH|DELETE /__sandbox/records/{object}/{id}`` reads, changes or deletes one, and
@@ -110,6 +112,7 @@ async def seed_records(request: web.Request) -> web.Response:
         emit_events=bool(body.get("emit_events", False)),
         seed_value=body.get("seed"),
         person_accounts=bool(body.get("person_accounts", False)),
+        age_seconds=float(body.get("age_seconds", 0)),
     )
     answer: dict[str, Any] = {
         "object": state.org.store(str(body["object"])).obj.name,

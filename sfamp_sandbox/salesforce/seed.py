@@ -154,19 +154,24 @@ def seed(
     emit_events: bool = False,
     seed_value: int | None = None,
     person_accounts: bool = False,
+    age_seconds: float = 0,
 ) -> list[str]:
     """Add ``count`` generated records and return their ids. Children get a random parent
     among the first 10,000 Accounts. With ``emit_events`` each record publishes a CREATE (one
     transaction for the whole seed), otherwise seeding is silent, as a data load before CDC
-    was enabled would be. ``person_accounts`` makes generated Accounts person accounts."""
+    was enabled would be. ``person_accounts`` makes generated Accounts person accounts.
+    ``age_seconds`` dates the records that long ago (``CreatedDate``, ``LastModifiedDate``,
+    ``SystemModstamp``), as records loaded long before, not just now."""
+    if not age_seconds >= 0:
+        raise ValueError("age_seconds must be a number of seconds, 0 or more")
     store = org.store(object_name)
     obj = store.obj
     rng = random.Random(seed_value if seed_value is not None else len(store.records))
     parents = [] if obj.name == "Account" else list(org.stores["Account"].records)[:10_000]
     template = org.blank_row(obj, "", org.admin.id)
-    now = org.now_ms()
+    stamp = org.now_ms() - int(age_seconds) * 1000
     for name in ("CreatedDate", "LastModifiedDate", "SystemModstamp"):
-        template[obj.slots[name]] = now
+        template[obj.slots[name]] = stamp
     template[obj.slots["CreatedById"]] = template[obj.slots["LastModifiedById"]] = org.admin.id
     make = _person_account if person_accounts and obj.name == "Account" else MAKERS[obj.name]
     first = len(store.records) + 1

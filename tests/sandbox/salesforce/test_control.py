@@ -94,6 +94,23 @@ async def test_clock_advances_audit_stamps(sf_http: httpx.AsyncClient) -> None:
     assert refused.status_code == 400
 
 
+async def test_seed_dates_records_in_the_past(sf_http: httpx.AsyncClient) -> None:
+    now = (await sf_http.get("/__sandbox/clock")).json()["epoch_seconds"]
+    body = {"object": "Account", "count": 3, "age_seconds": 3 * 86400}
+    aged = (await sf_http.post("/__sandbox/seed", json=body)).json()["ids"]
+    fresh = (await sf_http.post("/__sandbox/seed", json={"object": "Account", "count": 2})).json()
+    record = (await sf_http.get(f"{API}/sobjects/Account/{aged[0]}")).json()
+    stamps = {record[name] for name in ("CreatedDate", "LastModifiedDate", "SystemModstamp")}
+    three_days_ago = time.strftime("%Y-%m-%d", time.gmtime(now - 3 * 86400))
+    assert {stamp[:10] for stamp in stamps} == {three_days_ago}, stamps
+    hour_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600))
+    soql = f"SELECT Id FROM Account WHERE SystemModstamp >= {hour_ago}"
+    found = (await sf_http.get(f"{API}/query", params={"q": soql})).json()["records"]
+    assert sorted(r["Id"] for r in found) == sorted(fresh["ids"])
+    refused = await sf_http.post("/__sandbox/seed", json=body | {"age_seconds": -1})
+    assert refused.status_code == 400
+
+
 async def test_cometd_faults_are_forwarded_and_unknown_kinds_refused(
     salesforce_sandbox: SalesforceSandbox, sf_http: httpx.AsyncClient
 ) -> None:
