@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -45,6 +46,17 @@ class Call:
 
 CALLS: list[Call] = []
 BATCHES: list[tuple[float, int, int]] = []
+GC_SECONDS = [0.0, 0.0]  # time in the cyclic collector: young and middle, full
+_GC_STARTED = [0.0]
+
+
+def timed_collections(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _GC_STARTED[0] = time.perf_counter()
+    else:
+        GC_SECONDS[info["generation"] == 2] += time.perf_counter() - _GC_STARTED[0]
+
+
 _ORIGINAL_SEND = httpx.AsyncClient.send
 
 
@@ -156,6 +168,10 @@ def main(arguments: argparse.Namespace) -> None:
             profiler = Profiler(async_mode="enabled")
             profiler.start()
         import pipeline.runtime.backfill  # noqa: F401 - imports are not the backfill's time
+        from pipeline.gc_tuning import tune_gc
+
+        tune_gc()  # as the CLI does
+        gc.callbacks.append(timed_collections)
 
         cpu, origin = (time.process_time(), cpu_seconds(server.pid)), time.perf_counter()
         with tempfile.TemporaryDirectory() as work:
@@ -186,6 +202,10 @@ def report(
         f"{wall:.2f} s wall; CPU {cpu[0]:.2f} s in sfamp, {cpu[1]:.2f} s in the sandboxes; "
         f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
         f"{summary.total('requests')} Amplitude requests, {summary.api_calls} Salesforce calls"
+    )
+    print(
+        f"garbage collector: {GC_SECONDS[0]:.2f} s in young and middle collections, "
+        f"{GC_SECONDS[1]:.2f} s in full ones"
     )
     print("requests (runs of one kind):")
     print("\n".join(phases(origin)))
