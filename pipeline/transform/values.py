@@ -81,6 +81,23 @@ def compound_property(prop: str, component: str) -> str:
     return f"{prop}.{component}"
 
 
+def kept_types(sf_type: str | None) -> frozenset[type]:
+    """The types of value that :func:`to_property_value` returns unchanged for ``sf_type``
+    (unless empty): a caller converting many values can skip the call for them. Lists are
+    never among them, as every update must own its lists."""
+    if sf_type is None or sf_type not in _CONVERTERS:
+        return _KEPT_UNTYPED
+    return _KEPT[sf_type]
+
+
+def normalise_float(number: float) -> int | float:
+    """A ``float`` of a number field as :func:`to_property_value` has it: integral ones
+    as ``int`` (when exact)."""
+    if number.is_integer() and abs(number) < _MAX_EXACT:
+        return int(number)
+    return number
+
+
 def keep_as_is(value: Any) -> PropertyValue:
     if isinstance(value, str | bool | int | float | list):
         return value
@@ -94,7 +111,7 @@ def to_number(value: Any) -> PropertyValue:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return _normalise_float(value)
+        return normalise_float(value)
     if isinstance(value, str):
         return _parse_number(value)
     return keep_as_is(value)
@@ -109,13 +126,7 @@ def _parse_number(text: str) -> PropertyValue:
         number = float(text)
     except ValueError:
         return text
-    return _normalise_float(number) if math.isfinite(number) else text
-
-
-def _normalise_float(number: float) -> int | float:
-    if number.is_integer() and abs(number) < _MAX_EXACT:
-        return int(number)
-    return number
+    return normalise_float(number) if math.isfinite(number) else text
 
 
 def to_boolean(value: Any) -> PropertyValue:
@@ -187,4 +198,12 @@ _CONVERTERS: Final[dict[str, Callable[[Any], PropertyValue]]] = {
     "multipicklist": to_multipicklist,
     "date": to_date,
     "datetime": to_datetime,
+}
+_KEPT_UNTYPED: Final = frozenset((str, int, float, bool))
+_KEPT: Final[dict[str, frozenset[type]]] = {
+    **dict.fromkeys(_NUMBER_TYPES, frozenset((int, bool))),  # not floats: see to_number
+    "boolean": frozenset((bool, int, float)),
+    "multipicklist": frozenset((bool, int, float)),
+    "date": frozenset((bool, float)),
+    "datetime": frozenset((bool,)),
 }

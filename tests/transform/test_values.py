@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from pipeline.transform.values import compound_property, to_group_value, to_property_value
+from pipeline.transform.values import (
+    compound_property,
+    kept_types,
+    normalise_float,
+    to_group_value,
+    to_property_value,
+)
 
 
 @pytest.mark.parametrize(
@@ -131,3 +137,25 @@ def test_compound_property_name() -> None:
 def test_a_number_beyond_the_calendar_is_sent_as_it_came(value: Any, sf_type: str) -> None:
     # A malformed event must not stop the pump: no date exists past year 9999.
     assert to_property_value(value, sf_type) == value
+
+
+SAMPLES: list[Any] = ["Acme", "2025-05-05", "true", "A;B", 0, 12, 19_000, True, False, 2.5, 3.0]
+TYPES = ["string", "picklist", "int", "double", "currency", "boolean", "multipicklist",
+         "date", "datetime", "time", None]  # fmt: skip
+
+
+@pytest.mark.parametrize("sf_type", TYPES)
+def test_kept_types_are_the_values_converted_to_themselves(sf_type: str | None) -> None:
+    kept = kept_types(sf_type)
+    for value in SAMPLES:
+        converted = to_property_value(value, sf_type)
+        if type(value) in kept:
+            assert converted is value, (sf_type, value)
+    assert list not in kept  # every update owns its lists
+    assert float not in kept or sf_type not in ("int", "double", "currency")
+
+
+def test_a_number_fields_float_is_normalised_as_to_property_value_does() -> None:
+    for number in (3.0, 2.5, -0.0, 2.0**60, float("nan"), float("inf")):
+        expected = to_property_value(number, "double")
+        assert repr(normalise_float(number)) == repr(expected)

@@ -41,7 +41,12 @@ from pipeline.transform.group_update import PropertyValue
 from pipeline.transform.plan import MappingPlan, plan_for
 from pipeline.transform.reads import envelope_from_record
 from pipeline.transform.schema import ObjectSchema
-from pipeline.transform.values import to_group_value, to_property_value
+from pipeline.transform.values import (
+    kept_types,
+    normalise_float,
+    to_group_value,
+    to_property_value,
+)
 
 MODSTAMP: Final = "SystemModstamp"
 DELETED: Final = "IsDeleted"
@@ -54,6 +59,11 @@ Outcomes = list[tuple[ObjectMapping, Outcome]]
 _MISSING: Any = object()
 _EMPTY: Final[frozenset[str]] = frozenset()
 _NOT_DATA: Final = frozenset(("attributes", DELETED, MODSTAMP))
+_NUMBER_TYPES: Final = frozenset(("int", "long", "double", "currency", "percent"))
+# One mapped field of a flat plan: field, property, type, compound parent, the types
+# its values keep as they are (:func:`kept_types`), whether a float is normalised as a
+# number, and the conversions of other values seen so far.
+_Target = tuple[str, str, str | None, str | None, frozenset[type], bool, dict[Any, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +74,7 @@ class _FlatPlan:
     name_field: str | None  # None: the group is the record Id
     name_type: str | None
     name_parent: str | None
-    # field, property, type, compound parent, and the conversions of values seen so far
-    targets: tuple[tuple[str, str, str | None, str | None, dict[Any, Any]], ...]
+    targets: tuple[_Target, ...]
     mark: bool
 
 
@@ -82,7 +91,18 @@ def _flat_plan(plan: MappingPlan) -> _FlatPlan | None:
         None if by_id else plan.name_field.field,
         plan.name_field.sf_type,
         plan.name_field.parent,
-        tuple((t.field, t.prop, t.sf_type, t.parent, {}) for t in plan.targets),
+        tuple(
+            (
+                t.field,
+                t.prop,
+                t.sf_type,
+                t.parent,
+                kept_types(t.sf_type),
+                t.sf_type in _NUMBER_TYPES,
+                {},
+            )
+            for t in plan.targets
+        ),
         plan.mapping.on_delete == "mark",
     )
 
@@ -115,17 +135,31 @@ class ReadMeaning:
             if isinstance(group, NothingToDo):
                 found.append((plan.mapping, group))
                 continue
-            pairs: list[tuple[str, PropertyValue | None]] = []
-            for name, prop, sf_type, parent, memo in plan.targets:
-                value = record.get(name, _MISSING)
+            values: dict[str, PropertyValue] = {}
+            unset: list[str] = []
+            for name, prop, sf_type, parent, kept, number, memo in plan.targets:
+                value: Any = record.get(name, _MISSING)
                 if value is _MISSING:
                     if parent is None or record.get(parent, 0) is not None:
                         continue  # not read: left alone
                     value = None  # the whole compound field is null
-                pairs.append((prop, _converted(value, sf_type, memo)))
+                # What to_property_value answers, without the call for values kept as
+                # they are and a number field's floats (most values of a Bulk read).
+                if value is None:
+                    converted: PropertyValue | None = None
+                elif type(value) in kept:
+                    converted = None if value == "" else value
+                elif number and value.__class__ is float:
+                    converted = normalise_float(value)
+                else:
+                    converted = _converted(value, sf_type, memo)
+                if converted is None:
+                    unset.append(prop)
+                else:
+                    values[prop] = converted
             if plan.mark:
-                pairs.append((DELETED_PROPERTY, False))
-            found.append((plan.mapping, _changes(plan, group, pairs, now_ms, record_id)))
+                values[DELETED_PROPERTY] = False
+            found.append((plan.mapping, _changes(plan, group, values, unset, now_ms, record_id)))
         return found
 
     def digest(self, record: Mapping[str, Any], outcomes: Outcomes) -> bytes:
@@ -193,16 +227,16 @@ def _group(plan: _FlatPlan, record: Mapping[str, Any]) -> str | NothingToDo:
 def _changes(
     plan: _FlatPlan,
     group: str,
-    pairs: list[tuple[str, PropertyValue | None]],
+    values: dict[str, PropertyValue],
+    unset: list[str],
     now_ms: int,
     record_id: str,
 ) -> PropertyChanges | NothingToDo:
-    if not pairs:
+    if not values and not unset:
         return NothingToDo("no mapped field in the change")
-    values = {prop: value for prop, value in pairs if value is not None}
-    unset = _EMPTY if len(values) == len(pairs) else frozenset(p for p, v in pairs if v is None)
     order = (now_ms, 0, 0)
-    return PropertyChanges(plan.mapping.group_type, group, order, values, unset, record_id)
+    nulls = frozenset(unset) if unset else _EMPTY
+    return PropertyChanges(plan.mapping.group_type, group, order, values, nulls, record_id)
 
 
 def stamp_of(record: Mapping[str, Any]) -> str:
