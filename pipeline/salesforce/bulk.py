@@ -111,7 +111,7 @@ def parse_csv(
     for cells in reader:
         if not cells:
             continue
-        values: list[Any] = [cell or None for cell in cells]
+        values: list[Any] = [cell or None for cell in cells] if "" in cells else cells
         if len(values) == width:
             for index, convert, memo in typed:
                 value = values[index]
@@ -270,15 +270,22 @@ class BulkQuery:
         )
 
     async def pages(
-        self, job_id: str, *, locator: str | None = None, max_records: int = DEFAULT_MAX_RECORDS
+        self,
+        job_id: str,
+        *,
+        locator: str | None = None,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        first_max_records: int | None = None,
     ) -> AsyncIterator[ResultPage]:
-        """Every page from ``locator`` (None: the first) to the last."""
+        """Every page from ``locator`` (None: the first) to the last; the first of them
+        up to ``first_max_records`` rows when given (so that work on it starts sooner)."""
+        size = first_max_records or max_records
         while True:
-            page = await self.page(job_id, locator, max_records=max_records)
+            page = await self.page(job_id, locator, max_records=size)
             yield page
             if page.next_locator is None:
                 return
-            locator = page.next_locator
+            locator, size = page.next_locator, max_records
 
     async def abort(self, job_id: str) -> JobInfo:
         body = await self._json("PATCH", f"jobs/query/{job_id}", json={"state": "Aborted"})

@@ -78,6 +78,50 @@ async def test_falls_back_to_rest_when_bulk_is_unavailable(sandboxes: Sandboxes)
     assert [r["Id"] for p in pages for r in p] == sorted(ids)
 
 
+class PageSizes(httpx.AsyncBaseTransport):
+    """The real sandbox; remembers the maxRecords of each Bulk result page asked for."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.asked: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/results"):
+            self.asked.append(int(request.url.params["maxRecords"]))
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def test_a_bulk_read_starts_with_a_short_page_and_resumes_inside_it(
+    sandboxes: Sandboxes,
+) -> None:
+    ids = sorted(await sandboxes.seed("Account", 2_500))
+    transport = PageSizes()
+    options = ReadOptions(rest_max_records=0, max_records=1_000, batch_rows=100)
+    account, checkpoint = mapping().mappings[0], ReadPosition()
+    settings = sandboxes.settings().salesforce
+    async with SalesforceClient.from_settings(settings, transport=transport) as sf:
+        first = [p async for p in read_object(sf, account, options=options)]
+        # Work on the first page starts once 3 batches arrived, not a whole page.
+        assert transport.asked == [300, 1_000, 1_000, 1_000]
+        order = [str(r["Id"]) for p in first for r in p]
+        assert sorted(order) == ids
+        async for _page in read_object(sf, account, checkpoint=checkpoint, options=options):
+            if checkpoint.rows_done == 200:
+                break  # two batches done, inside the short first page
+        assert (checkpoint.locator, checkpoint.rows_done) == (None, 200)
+        transport.asked.clear()
+        rest = [
+            str(r["Id"])
+            async for page in read_object(sf, account, checkpoint=checkpoint, options=options)
+            for r in page
+        ]
+    assert transport.asked == [1_000, 1_000, 1_000]  # resumed in a page of the usual size
+    assert rest == order[200:]
+
+
 async def test_rest_read_resumes_after_the_last_id(sandboxes: Sandboxes) -> None:
     ids = sorted(await sandboxes.seed("Account", 5_000))
     checkpoint = ReadPosition()

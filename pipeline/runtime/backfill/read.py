@@ -37,6 +37,9 @@ from pipeline.transform.schema import ObjectSchema, schema_from_describe
 
 # Objects this small are cheaper through REST (a few query pages) than a Bulk job.
 DEFAULT_REST_MAX_RECORDS: Final = 10_000
+# A snapshot's first Bulk result page holds this many batches (the others up to
+# ``max_records`` rows), so that transforming and sending start sooner.
+FIRST_PAGE_BATCHES: Final = 3
 
 Api = Literal["auto", "bulk", "rest"]
 T = TypeVar("T")
@@ -214,7 +217,10 @@ async def _bulk_batches(
     converters = rest_converters({name: info.type for name, info in schema.fields.items()})
     locator = start.locator if start is not None and start.job_id == job_id else None
     skip = start.rows_done if start is not None and start.job_id == job_id else 0
-    pages = bulk.pages(job_id, locator=locator, max_records=options.max_records)
+    pages = bulk.pages(
+        job_id, locator=locator, max_records=options.max_records,
+        first_max_records=_first_page_rows(options) if locator is None and not skip else None,
+    )  # fmt: skip
     async for page in prefetched(pages):  # the next page downloads while this one is used
         collect_page_garbage()
         rows = page.rows(converters)
@@ -238,6 +244,10 @@ async def _bulk_batches(
             else:
                 yield _bulk_batch(current, job_id, page.locator, done, total, last=False)
             current = next(batches, None) if counted else following
+
+
+def _first_page_rows(options: ReadOptions) -> int:
+    return min(options.max_records, FIRST_PAGE_BATCHES * options.batch_rows)
 
 
 def _bulk_batch(
