@@ -220,16 +220,24 @@ class ChangesConsumer:
             raise _translated(exc, "committing offsets") from exc
         return mine
 
-    async def rewind(self, partitions: set[Partition]) -> None:
-        """Read each partition again from its committed offset (or its beginning)."""
+    async def rewind(
+        self, partitions: set[Partition], held: Mapping[Partition, tuple[int, int]] | None = None
+    ) -> None:
+        """Read each partition again from its committed offset (or its beginning).
+
+        ``held`` maps a partition to the offsets ``(first, next)`` the caller already holds
+        in memory; a partition whose held run starts at that offset goes on from ``next``
+        instead of reading the run twice (a fetch can land before a rewind's answer).
+        """
         consumer = self._consumer
+        held = held or {}
         try:
             for tp in partitions:
-                committed = await consumer.committed(tp)
-                if committed is None:
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, committed)
+                start = await consumer.committed(tp)
+                if start is None:
+                    start = (await consumer.beginning_offsets([tp]))[tp]
+                first, after = held.get(tp, (-1, -1))
+                consumer.seek(tp, after if first == start else start)
         except AIOKafkaError as exc:
             raise _translated(exc, "rewinding to the committed offsets") from exc
 

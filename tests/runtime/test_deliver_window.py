@@ -74,3 +74,13 @@ def test_malformed_and_unmapped_messages_move_the_offset_without_changes() -> No
     assert window.changes == 1
     assert [entry.reason for entry in window.dlq] == ["malformed"]
     assert window.dlq[0].source_offset == 0
+
+
+def test_held_names_the_run_of_offsets_the_window_took() -> None:
+    """What a rewind keeps instead of reading again: from the first record taken on."""
+    records = [change(offset, f"001RM{offset:013d}") for offset in range(5, 12)]
+    window = FlushWindow()
+    assert window.held() == {}
+    taken = window.take(TP, records, 0, compiled(CONFIG), SCHEMAS, max_groups=3)
+    window.take(TP, records, taken, compiled(CONFIG), SCHEMAS, max_groups=100)
+    assert window.held() == {TP: (5, 12)}

@@ -362,7 +362,9 @@ class DeliverPump:
         if consumer is None:
             return
         self._generation += 1  # a batch fetched before the seek must not be taken
-        await consumer.rewind(partitions)
+        # What the window already holds of a partition is not read twice (a first fetch
+        # can be taken while the assignment's rewind waits for the committed offsets).
+        await consumer.rewind(partitions, self._window.held())
 
     # -- observability ------------------------------------------------------------
 

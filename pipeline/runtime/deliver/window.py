@@ -60,7 +60,8 @@ class FlushWindow:
 
     coalescer: Coalescer = field(default_factory=lambda: Coalescer(_COALESCER_CAPACITY))
     reads: ReadOrders = field(default_factory=ReadOrders)  # reads after what came before
-    offsets: dict[Partition, int] = field(default_factory=dict)
+    offsets: dict[Partition, int] = field(default_factory=dict)  # next offset to read
+    firsts: dict[Partition, int] = field(default_factory=dict)  # first offset taken
     lookups: list[Lookup] = field(default_factory=list)
     dlq: list[DlqEntry] = field(default_factory=list)
     changes: int = 0
@@ -130,7 +131,12 @@ class FlushWindow:
         self.changes += changes
         if index > start:
             self.offsets[tp] = records[index - 1].offset + 1
+            self.firsts.setdefault(tp, records[start].offset)
         return index
+
+    def held(self) -> dict[Partition, tuple[int, int]]:
+        """Per partition, the offsets ``(first, next)`` of the run this window holds."""
+        return {tp: (first, self.offsets[tp]) for tp, first in self.firsts.items()}
 
     def to_dlq(self, reason: DlqReason, detail: str, source: Source, payload: Any) -> None:
         """Park one change, with why, for the flush to write to ``sfamp.dlq``."""

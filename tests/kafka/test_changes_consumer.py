@@ -1,0 +1,74 @@
+"""The deliver pump's consumer on the real broker: a rewind keeps what the pump holds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pipeline.config.settings import KafkaSettings
+from pipeline.kafka.admin import ensure_topics, sfamp_topics
+from pipeline.kafka.consumer import ChangesConsumer, Partition, Record
+from pipeline.kafka.producer import ChangeProducer
+from pipeline.kafka.topics import TopicNames
+
+pytestmark = pytest.mark.integration
+
+
+class Assignments:
+    """The rebalance handler: remembers what the group assigned."""
+
+    def __init__(self) -> None:
+        self.assigned: set[Partition] = set()
+
+    async def partitions_revoked(self, revoked: set[Partition]) -> None:
+        self.assigned -= revoked
+
+    async def partitions_assigned(self, assigned: set[Partition]) -> None:
+        self.assigned |= assigned
+
+
+async def fetch_offsets(consumer: ChangesConsumer, count: int) -> list[int]:
+    """The offsets of the next ``count`` records, waiting up to 30 s for them."""
+    found: list[Record] = []
+    deadline = time.monotonic() + 30
+    while len(found) < count:
+        assert time.monotonic() < deadline, f"only {len(found)} of {count} records arrived"
+        batch = await consumer.fetch(timeout_seconds=0.5, max_records=100, until=asyncio.Event())
+        for records in batch.values():
+            found.extend(records)
+    return [record.offset for record in found[:count]]
+
+
+async def test_a_rewind_goes_on_after_the_run_the_caller_holds(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    kafka = KafkaSettings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        partitions=1,
+        consumer_group=f"{topic_prefix}-deliver",
+        consumer_session_timeout_seconds=3,
+    )
+    topic = TopicNames(topic_prefix).changes("Account")
+    await ensure_topics(kafka, sfamp_topics(kafka, ["Account"]))
+    async with ChangeProducer(kafka) as producer:
+        await producer.send_all([(topic, b"001", b"{}") for _ in range(10)])
+    consumer = ChangesConsumer(kafka)
+    await consumer.start(TopicNames(topic_prefix).changes_pattern, Assignments())
+    try:
+        assert await fetch_offsets(consumer, 10) == list(range(10))
+        tp = Partition(topic, 0)
+        # Nothing committed: a rewind reads from the beginning, unless the caller already
+        # holds the run that starts there.
+        await consumer.rewind({tp}, {tp: (0, 10)})
+        async with ChangeProducer(kafka) as producer:
+            await producer.send_all([(topic, b"001", b"{}")])
+        assert await fetch_offsets(consumer, 1) == [10], "the held run was read again"
+        await consumer.rewind({tp}, {tp: (3, 11)})  # held from elsewhere: read it all again
+        assert await fetch_offsets(consumer, 11) == list(range(11))
+        await consumer.rewind({tp})
+        assert await fetch_offsets(consumer, 1) == [0]
+    finally:
+        await consumer.stop(within=2)
