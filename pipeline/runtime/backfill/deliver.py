@@ -30,8 +30,10 @@ from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.group_update import GroupUpdate
 from pipeline.transform.schema import ObjectSchema
 
-# Batches being sent at once; two lets one transform while the other is on the wire.
-MAX_IN_FLIGHT: Final = 2
+# Batches being sent at once: while the next one is transformed, two are on the wire, so
+# a batch's round trip and the time Amplitude takes to answer it overlap the next ones'
+# (with one, every batch waited at least a round trip after its transform).
+MAX_IN_FLIGHT: Final = 3
 log = structlog.get_logger(__name__)
 
 
@@ -88,7 +90,7 @@ class _Pending:
 class InFlightBatches:
     """Deliveries of one object in flight, settled in read order.
 
-    While one batch is being sent the next is transformed; a batch's position
+    While batches are being sent the next is transformed; a batch's position
     is checkpointed only once it and every batch before it were delivered.
     """
 
