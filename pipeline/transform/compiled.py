@@ -46,10 +46,11 @@ from pipeline.transform.update_tables import (
     BAIL,
     NAMES_LIMIT,
     SKIP,
+    Targets,
     UpdateTables,
     put_converted,
 )
-from pipeline.transform.values import to_property_value
+from pipeline.transform.values import kept_types, to_property_value
 
 # The ops of the short road; gap events and wildcard ids ask Salesforce first.
 _SHORT_OPS: Final = frozenset(("create", "update", "delete", "undelete"))
@@ -111,9 +112,9 @@ class CompiledConfig:
         if road is None or road.schema is not schema:
             road = self._road(envelope.object, schema)
         order = (envelope.commit_ts, envelope.commit_number, envelope.sequence_number)
-        if road.single is not None and envelope.op == "update" and not envelope.full:
+        if road.single is not None and not envelope.full:
             # Most changes: one pass from the change's fields to what the coalescer keeps.
-            stamped = road.stamped_update(envelope, order)
+            stamped = road.stamped(envelope, order)
             if stamped is not None:
                 if stamped:
                     key = (road.single.group_type, envelope.record_id)
@@ -160,10 +161,13 @@ class _Rule:
     mapping: ObjectMapping
     group_type: str
     on_delete: str
-    # flat field -> (property, Salesforce type) of each target it feeds; a compound
-    # parent feeds all its components' targets
-    by_field: Mapping[str, tuple[tuple[str, str | None], ...]]
+    # flat field -> (property, Salesforce type, types kept as they are) of each target it
+    # feeds; a compound parent feeds all its components' targets
+    by_field: Mapping[str, Targets]
     targets: tuple[Target, ...]
+    # per target, what a whole record needs of it: (field, property, Salesforce type,
+    # types kept as they are, compound parent, whether change events carry it)
+    whole: tuple[tuple[str, str, str | None, frozenset[type], str | None, bool], ...]
 
 
 class _ObjectRoad:
@@ -183,12 +187,45 @@ class _ObjectRoad:
             UpdateTables(self.single.by_field, schema) if self.single is not None else None
         )
 
-    def stamped_update(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
-        """What a partial update means for the single rule, stamped for the coalescer, in
-        one pass over its fields; None when it needs :meth:`values_of` (a field named both
-        flat and nested, a field not in the describe nested, a diff, a person name...)."""
+    def stamped(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
+        """What a change event (not a read) means for the single rule, stamped for the
+        coalescer, in one pass over its fields; None when it needs :meth:`values_of` (a
+        field named both flat and nested, a field not in the describe nested, a diff, a
+        person name, a gap event, a wildcard id...)."""
+        rule = self.single
+        if rule is None or "*" in envelope.record_id:  # a wildcard: the general rules
+            return None
+        op = envelope.op
+        if op == "update":
+            return self._stamped_fields(envelope, order)
+        if op == "delete":
+            if rule.on_delete == "ignore":
+                return {}
+            if rule.on_delete == "mark":
+                return {DELETED_PROPERTY: (True, order)}
+            return {target.prop: (None, order) for target in rule.targets}
+        if op not in WHOLE_RECORD_OPS or envelope.nulled:
+            # A whole record keeps a component it carries under a parent named null: the
+            # general rules sort that out (creates name no nulls in practice).
+            return None
+        stamped = self._stamped_fields(envelope, order)
+        if stamped is None:
+            return None
+        if "Id" not in envelope.fields:  # events name the record in the header only
+            for prop, _, _ in rule.by_field.get("Id", ()):
+                stamped[prop] = (envelope.record_id, order)
+        for _, prop, _, _, _, in_events in rule.whole:
+            if in_events and prop not in stamped:  # absent from a create: null
+                stamped[prop] = (None, order)
+        if rule.on_delete == "mark":
+            stamped[DELETED_PROPERTY] = (False, order)
+        return stamped
+
+    def _stamped_fields(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
+        """The properties the change's fields and nulled names feed, stamped; None as for
+        :meth:`stamped`."""
         tables = self._update
-        if tables is None or "*" in envelope.record_id:  # a wildcard: the general rules
+        if tables is None:
             return None
         stamped: dict[str, Stamped] = {}
         unset: list[str] = []
@@ -213,10 +250,23 @@ class _ObjectRoad:
                     if found:
                         put_converted(stamped, unset, found, inner, order)
                 continue
-            if targets is BAIL:
-                return None
             if targets:
-                put_converted(stamped, unset, targets, value, order)
+                if targets is BAIL:
+                    parent = tables.parents.get(key)
+                    if value is not None or parent is None:
+                        return None
+                    unset.extend(prop for prop, _, _ in parent)  # a compound field nulled
+                    continue
+                # put_converted inlined: this runs for every mapped field of every update
+                for prop, sf_type, kept in targets:
+                    if type(value) in kept and value != "":
+                        stamped[prop] = (value, order)
+                        continue
+                    converted = to_property_value(value, sf_type)
+                    if converted is None:
+                        unset.append(prop)
+                    else:
+                        stamped[prop] = (converted, order)
         for name in envelope.nulled:
             put_converted(stamped, unset, tables.nulled_targets(name), None, order)
         for prop in unset:  # after the sets, as the coalescer applies a change
@@ -296,10 +346,16 @@ def _rules(
         if mapping.group_name_field != "Id" or plan.dynamic or plan.formula_inputs:
             return None
         by_field = {
-            name: tuple((target.prop, target.sf_type) for target in targets)
+            name: tuple((t.prop, t.sf_type, kept_types(t.sf_type)) for t in targets)
             for name, targets in plan.by_field.items()
         }
-        rules.append(_Rule(mapping, mapping.group_type, mapping.on_delete, by_field, plan.targets))
+        whole = tuple(
+            (t.field, t.prop, t.sf_type, kept_types(t.sf_type), t.parent, t.in_events)
+            for t in plan.targets
+        )
+        rules.append(
+            _Rule(mapping, mapping.group_type, mapping.on_delete, by_field, plan.targets, whole)
+        )
     return tuple(rules)
 
 
@@ -331,9 +387,9 @@ def _rule_properties(rule: _Rule, envelope: ChangeEnvelope, values: dict[str, An
     unset = []
     by_field = rule.by_field
     for name, value in values.items():
-        for prop, sf_type in by_field.get(name, ()):
-            converted = to_property_value(value, sf_type)
-            if converted is None:
+        for prop, sf_type, kept in by_field.get(name, ()):
+            converted = value if type(value) in kept else to_property_value(value, sf_type)
+            if converted is None or converted == "":
                 unset.append(prop)
             else:
                 sets[prop] = converted
@@ -344,18 +400,18 @@ def _whole(rule: _Rule, values: dict[str, Any], *, absent_is_null: bool) -> _Ans
     """Every mapped field of a whole record; absent ones unset when ``absent_is_null``."""
     sets: dict[str, PropertyValue] = {}
     unset: list[str] = []
-    for target in rule.targets:
-        value = values.get(target.field, _ABSENT)
-        if value is _ABSENT and target.parent is not None and values.get(target.parent, 0) is None:
+    for field, prop, sf_type, kept, parent, in_events in rule.whole:
+        value = values.get(field, _ABSENT)
+        if value is _ABSENT and parent is not None and values.get(parent, 0) is None:
             value = None  # the whole compound field was nulled
         if value is not _ABSENT:
-            converted = to_property_value(value, target.sf_type)
-            if converted is None:
-                unset.append(target.prop)
+            converted = value if type(value) in kept else to_property_value(value, sf_type)
+            if converted is None or converted == "":
+                unset.append(prop)
             else:
-                sets[target.prop] = converted
-        elif absent_is_null and target.in_events:
-            unset.append(target.prop)
+                sets[prop] = converted
+        elif absent_is_null and in_events:
+            unset.append(prop)
     return (sets, unset) if sets or unset else NO_MAPPED_FIELD
 
 

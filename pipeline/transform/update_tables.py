@@ -18,8 +18,9 @@ from pipeline.transform.coalesce import Stamped
 from pipeline.transform.schema import ObjectSchema, normalise_component
 from pipeline.transform.values import to_property_value
 
-# (property, Salesforce type) of each target a flat field feeds
-Targets = tuple[tuple[str, str | None], ...]
+# (property, Salesforce type, the value types its conversion keeps as they are) of each
+# target a flat field feeds
+Targets = tuple[tuple[str, str | None, frozenset[type]], ...]
 # What the tables learn of a field: refuse the change (the flattening road answers it),
 # or skip the field.
 BAIL: Final[Any] = ((), ())
@@ -39,7 +40,10 @@ def put_converted(
 ) -> None:
     """``value`` of a field, converted for each of its ``targets``: into ``stamped`` as of
     ``order``, or onto ``unset`` when it is null (the caller stamps those last)."""
-    for prop, sf_type in targets:
+    for prop, sf_type, kept in targets:
+        if type(value) in kept and value != "":
+            stamped[prop] = (value, order)  # what the conversion would give back
+            continue
         converted = to_property_value(value, sf_type)
         if converted is None:
             unset.append(prop)
@@ -55,7 +59,7 @@ class UpdateTables:
     also a compound's component, and nesting under anything but a described compound.
     """
 
-    __slots__ = ("_by_field", "_components", "_schema", "nested", "nulled", "plain")
+    __slots__ = ("_by_field", "_components", "_schema", "nested", "nulled", "parents", "plain")
 
     def __init__(self, by_field: Mapping[str, Targets], schema: ObjectSchema | None) -> None:
         assert schema is not None  # the short road needs a describe
@@ -63,6 +67,9 @@ class UpdateTables:
         self._by_field = by_field
         self._components = frozenset(schema.by_component.values())
         self.plain: dict[str, Targets] = {}  # top-level field -> targets
+        # a compound field -> its components' targets, for when it arrives as a plain
+        # value: null unsets them all; anything else goes the general way
+        self.parents: dict[str, Targets] = {}
         self.nested: dict[str, dict[str, Targets]] = {}  # compound -> component -> targets
         self.nulled: dict[str, Targets] = {}  # a nulled name -> targets
 
@@ -70,6 +77,9 @@ class UpdateTables:
         if "." in key:
             targets: Targets = ()  # a Bulk relationship column such as Owner.Name
         elif key in self._components:
+            targets = BAIL
+        elif self._schema.is_compound(key):
+            remember(self.parents, key, self._by_field.get(key, ()))
             targets = BAIL
         else:
             targets = self._by_field.get(key, ())
