@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+import msgspec
 from msgspec.structs import replace
 
 from pipeline.errors import SfampError
@@ -35,8 +36,18 @@ from pipeline.transform.apply import Order, PropertyChanges
 from pipeline.transform.envelope import ChangeEnvelope
 from pipeline.transform.group_update import GroupUpdate, PropertyValue
 
-# A property's pending state: its latest value (None: unset) and the commit that wrote it.
-Stamped = tuple[PropertyValue | None, Order]
+
+class Stamped(msgspec.Struct, gc=False):
+    """A property's pending state: its latest value (None: unset) and the commit that
+    wrote it.
+
+    Not tracked by the garbage collector: a window holds one per property of every
+    pending group, and as tuples they made up most of what each young-generation
+    collection had to scan. It refers to no container that could lead back to it.
+    """
+
+    value: PropertyValue | None
+    order: Order
 
 
 class CoalescerFullError(SfampError):
@@ -87,11 +98,11 @@ class _Pending:
     def to_update(self, key: tuple[str, str]) -> GroupUpdate:
         values: dict[str, PropertyValue] = {}
         unset: list[str] = []
-        for prop, (value, _) in sorted(self.props.items()):
-            if value is None:
+        for prop, item in sorted(self.props.items()):
+            if item.value is None:
                 unset.append(prop)
             else:
-                values[prop] = value
+                values[prop] = item.value
         return GroupUpdate(key[0], key[1], values, frozenset(unset))
 
 
@@ -100,9 +111,9 @@ def stamp(
 ) -> dict[str, Stamped]:
     """One change's sets, then its unsets (a property both set and unset ends unset), each
     stamped with the change's commit ``order``: what :meth:`Coalescer.add_stamped` takes."""
-    stamped: dict[str, Stamped] = {prop: (value, order) for prop, value in values.items()}
+    stamped = {prop: Stamped(value, order) for prop, value in values.items()}
     for prop in unset:
-        stamped[prop] = (None, order)
+        stamped[prop] = Stamped(None, order)
     return stamped
 
 
@@ -154,7 +165,7 @@ class Coalescer:
         props = pending.props
         for prop, item in stamped.items():
             held = props.get(prop)
-            if held is None or order >= held[1]:
+            if held is None or order >= held.order:
                 props[prop] = item
 
     def drain(self) -> list[GroupUpdate]:

@@ -202,8 +202,8 @@ class _ObjectRoad:
             if rule.on_delete == "ignore":
                 return {}
             if rule.on_delete == "mark":
-                return {DELETED_PROPERTY: (True, order)}
-            return {target.prop: (None, order) for target in rule.targets}
+                return {DELETED_PROPERTY: Stamped(True, order)}
+            return {target.prop: Stamped(None, order) for target in rule.targets}
         if op not in WHOLE_RECORD_OPS or envelope.nulled:
             # A whole record keeps a component it carries under a parent named null: the
             # general rules sort that out (creates name no nulls in practice).
@@ -213,12 +213,12 @@ class _ObjectRoad:
             return None
         if "Id" not in envelope.fields:  # events name the record in the header only
             for prop, _, _ in rule.by_field.get("Id", ()):
-                stamped[prop] = (envelope.record_id, order)
+                stamped[prop] = Stamped(envelope.record_id, order)
         for _, prop, _, _, _, in_events in rule.whole:
             if in_events and prop not in stamped:  # absent from a create: null
-                stamped[prop] = (None, order)
+                stamped[prop] = Stamped(None, order)
         if rule.on_delete == "mark":
-            stamped[DELETED_PROPERTY] = (False, order)
+            stamped[DELETED_PROPERTY] = Stamped(False, order)
         return stamped
 
     def _stamped_fields(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
@@ -260,17 +260,17 @@ class _ObjectRoad:
                 # put_converted inlined: this runs for every mapped field of every update
                 for prop, sf_type, kept in targets:
                     if type(value) in kept and value != "":
-                        stamped[prop] = (value, order)
+                        stamped[prop] = Stamped(value, order)
                         continue
                     converted = to_property_value(value, sf_type)
                     if converted is None:
                         unset.append(prop)
                     else:
-                        stamped[prop] = (converted, order)
+                        stamped[prop] = Stamped(converted, order)
         for name in envelope.nulled:
             put_converted(stamped, unset, tables.nulled_targets(name), None, order)
         for prop in unset:  # after the sets, as the coalescer applies a change
-            stamped[prop] = (None, order)
+            stamped[prop] = Stamped(None, order)
         return stamped
 
     def properties(self, envelope: ChangeEnvelope) -> list[_Answer] | None:

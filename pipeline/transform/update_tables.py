@@ -42,13 +42,13 @@ def put_converted(
     ``order``, or onto ``unset`` when it is null (the caller stamps those last)."""
     for prop, sf_type, kept in targets:
         if type(value) in kept and value != "":
-            stamped[prop] = (value, order)  # what the conversion would give back
+            stamped[prop] = Stamped(value, order)  # what the conversion would give back
             continue
         converted = to_property_value(value, sf_type)
         if converted is None:
             unset.append(prop)
         else:
-            stamped[prop] = (converted, order)
+            stamped[prop] = Stamped(converted, order)
 
 
 class UpdateTables:
