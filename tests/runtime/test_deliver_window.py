@@ -4,28 +4,14 @@ from __future__ import annotations
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from pipeline.config.mapping import MappingConfig
 from pipeline.runtime.deliver.window import FlushWindow
 from pipeline.transform.compiled import compiled
 from pipeline.transform.envelope import ChangeEnvelope, encode
-from tests.transform.fixtures import account_schema
+from tests.transform.fixtures import account_config, account_schema
 
 TOPIC = "sfamp.changes.Account"
 TP = TopicPartition(TOPIC, 0)
-CONFIG = MappingConfig.model_validate(
-    {
-        "version": 1,
-        "sync_cadence": {"mode": "daily", "at": "00:00"},
-        "mappings": [
-            {
-                "sfdc_object": "Account",
-                "group_type": "account",
-                "group_name_field": "Id",
-                "group_properties": [{"sfdc_field": "Industry", "amplitude_property": "industry"}],
-            }
-        ],
-    }
-)
+CONFIG = account_config({"Industry": "industry"})
 SCHEMAS = {"Account": account_schema()}
 
 

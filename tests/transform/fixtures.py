@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.config.mapping import ObjectMapping, PropertyMapping
+from pipeline.config.mapping import MappingConfig, ObjectMapping, PropertyMapping
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
 
 ACCOUNT_ID = "001RM000004UF9sYAG"
@@ -181,3 +181,25 @@ UPDATE_BODY: dict[str, Any] = {
     "LastModifiedDate": "2024-04-26T18:43:20.000Z",
 }
 UPDATE_CHANGED = ("BillingAddress.City", "Fax", "LastModifiedDate")
+
+
+def account_config(properties: dict[str, str], on_delete: str = "ignore") -> MappingConfig:
+    """One Account mapping, groups named by Id, of ``properties`` (field -> property)."""
+    return MappingConfig.model_validate(
+        {
+            "version": 1,
+            "sync_cadence": {"mode": "daily", "at": "00:00"},
+            "mappings": [
+                {
+                    "sfdc_object": "Account",
+                    "group_type": "account",
+                    "group_name_field": "Id",
+                    "group_properties": [
+                        {"sfdc_field": name, "amplitude_property": prop}
+                        for name, prop in properties.items()
+                    ],
+                    "on_delete": on_delete,
+                }
+            ],
+        }
+    )

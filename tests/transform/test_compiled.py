@@ -18,7 +18,12 @@ from pipeline.transform.coalesce import Coalescer
 from pipeline.transform.compiled import compiled
 from pipeline.transform.envelope import OPS, ChangeEnvelope
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
-from tests.transform.fixtures import ACCOUNT_DESCRIBE, account_schema, describe_field
+from tests.transform.fixtures import (
+    ACCOUNT_DESCRIBE,
+    account_config,
+    account_schema,
+    describe_field,
+)
 
 SCHEMA = account_schema()
 # Score__c follows Industry and NumberOfEmployees: a mapping of it leaves the short road.
@@ -239,27 +244,9 @@ def test_a_new_describe_recompiles_the_object() -> None:
 )
 def test_a_component_sent_flat_and_nested_counts_once(fields: dict[str, Any]) -> None:
     """The last spelling of a field wins, as when the change is flattened first."""
-    config = MappingConfig.model_validate(
-        {
-            "version": 1,
-            "sync_cadence": {"mode": "daily", "at": "00:00"},
-            "mappings": [
-                {
-                    "sfdc_object": "Account",
-                    "group_type": "account",
-                    "group_name_field": "Id",
-                    "group_properties": [{"sfdc_field": "BillingCity", "amplitude_property": "c"}],
-                }
-            ],
-        }
-    )
+    config = account_config({"BillingCity": "c"})
     envelope = ChangeEnvelope("Account", "001RM0000000000001", "update", 1, fields=fields)
-    folded, reference = Coalescer(10), Coalescer(10)
-    compiled(config).fold(envelope, SCHEMA, folded)
-    for _, outcome in changes_for_config(envelope, config, SCHEMA):
-        assert isinstance(outcome, PropertyChanges)
-        reference.add(outcome)
-    assert folded.drain() == reference.drain()
+    assert_folds_as_the_rules(config, envelope)
 
 
 @pytest.mark.parametrize("op", ["create", "undelete", "update", "delete"])
@@ -278,24 +265,8 @@ def test_a_component_sent_flat_and_nested_counts_once(fields: dict[str, Any]) ->
 def test_one_pass_changes_agree_with_the_rules(
     op: str, fields: dict[str, Any], nulled: tuple[str, ...], on_delete: str
 ) -> None:
-    config = MappingConfig.model_validate(
-        {
-            "version": 1,
-            "sync_cadence": {"mode": "daily", "at": "00:00"},
-            "mappings": [
-                {
-                    "sfdc_object": "Account",
-                    "group_type": "account",
-                    "group_name_field": "Id",
-                    "group_properties": [
-                        {"sfdc_field": name, "amplitude_property": name.lower()}
-                        for name in ("Id", "Industry", "BillingAddress", "Since__c")
-                    ],
-                    "on_delete": on_delete,
-                }
-            ],
-        }
-    )
+    fields_mapped = ("Id", "Industry", "BillingAddress", "Since__c")
+    config = account_config({name: name.lower() for name in fields_mapped}, on_delete)
     envelope = ChangeEnvelope(
         "Account",
         "001RM0000000000001",
@@ -304,6 +275,11 @@ def test_one_pass_changes_agree_with_the_rules(
         nulled=nulled,
         fields=fields,  # type: ignore[arg-type]
     )
+    assert_folds_as_the_rules(config, envelope)
+
+
+def assert_folds_as_the_rules(config: MappingConfig, envelope: ChangeEnvelope) -> None:
+    """Folding ``envelope`` leaves the coalescer as adding the rules' outcomes does."""
     folded, reference = Coalescer(10), Coalescer(10)
     compiled(config).fold(envelope, SCHEMA, folded)
     for _, outcome in changes_for_config(envelope, config, SCHEMA):
