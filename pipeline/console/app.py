@@ -26,6 +26,7 @@ from pipeline.console.security import (
     origin_middleware,
     session_middleware,
 )
+from pipeline.console.sign_in_limit import SignInLimiter
 
 STATIC: Final = Path(__file__).parent / "static"
 # A mapping file is small; an upload bigger than this is refused before it is read.
@@ -53,6 +54,7 @@ def create_console_app(
     )
     if clock is not None:
         console.clock = clock
+        console.sign_ins = SignInLimiter(clock=clock)
     app = web.Application(
         middlewares=[
             headers_middleware(),

@@ -26,6 +26,7 @@ from pipeline.config.settings import Settings
 from pipeline.console.catalog import OrgCatalog
 from pipeline.console.moments import moment
 from pipeline.console.security import CSRF, SESSION, Sessions, redactor
+from pipeline.console.sign_in_limit import SignInLimiter
 from pipeline.wording import plural
 
 NAVIGATION: Final = (
@@ -133,6 +134,7 @@ class Console:
     # same current revision and both publish over it.
     saving: asyncio.Lock = field(default_factory=asyncio.Lock)
     results: RecentResults = field(default_factory=RecentResults)
+    sign_ins: SignInLimiter = field(default_factory=SignInLimiter)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
