@@ -54,6 +54,7 @@ from pipeline.errors import (
     AmplitudeUnavailableError,
     ConfigError,
 )
+from pipeline.http_failures import describe_transport_failure
 from pipeline.transform.group_update import GroupUpdate
 
 REGION_BASE_URLS = {
@@ -197,7 +198,9 @@ class AmplitudeClient:
         payload = {"api_key": self._require_key(), "events": [{"user_id": "sfamp-key-check"}]}
         answer = await self._post(url, orjson.dumps(payload), {"Content-Type": "application/json"})
         if answer.status is None:
-            raise AmplitudeUnavailableError(f"Amplitude did not answer ({answer.failure})")
+            raise AmplitudeUnavailableError(
+                f"Amplitude did not answer ({answer.reason or answer.failure})"
+            )
         if answer.status == 400 and "invalid api key" in answer.text.lower():
             raise AmplitudeAuthError(REFUSED_KEY)
         if answer.status >= 500 or answer.status == 429:
@@ -216,10 +219,10 @@ class AmplitudeClient:
         try:
             async with self._http.stream("POST", url, content=body, headers=headers) as response:
                 text = await _read_capped(response)
-        except httpx.TimeoutException:
-            return Answer(None, failure="timeout")
-        except httpx.TransportError:
-            return Answer(None, failure="connection_error")
+        except httpx.TimeoutException as exc:
+            return Answer(None, failure="timeout", reason=describe_transport_failure(exc))
+        except httpx.TransportError as exc:
+            return Answer(None, failure="connection_error", reason=describe_transport_failure(exc))
         retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
         return Answer(response.status_code, text, retry_after)
 

@@ -50,10 +50,18 @@ class Answer:
     text: str = ""
     retry_after: float | None = None
     failure: str | None = None  # "timeout" or "connection_error"
+    reason: str = ""  # why no answer came, in words ("connection refused")
 
     @property
     def label(self) -> str:
         return str(self.status) if self.status is not None else str(self.failure)
+
+    @property
+    def described(self) -> str:
+        """What Amplitude did, for a message: "answers 503", "does not answer (...)"."""
+        if self.status is not None:
+            return f"answers {self.status}"
+        return f"does not answer ({self.reason or self.failure})"
 
     @property
     def retriable(self) -> bool:
@@ -209,11 +217,17 @@ class Delivery:
             )
             if not within_deadline(self._policy, started, self._timing.clock(), delay):
                 raise AmplitudeUnavailableError(
-                    f"Amplitude still answers {answer.label} after "
+                    f"Amplitude still {answer.described} after "
                     f"{plural(attempt, 'try', 'tries')}; gave up at the "
                     f"{self._policy.deadline_seconds:g} s retry deadline"
                 )
-            log.warning("amplitude_retry", answer=answer.label, attempt=attempt, delay=delay)
+            log.warning(
+                "amplitude_retry",
+                answer=answer.label,
+                **({"reason": answer.reason} if answer.reason else {}),
+                attempt=attempt,
+                delay=delay,
+            )
             self.report.retries += 1
             await self._timing.sleep(delay)
 

@@ -16,6 +16,7 @@ import httpx
 
 from pipeline.config.settings import Settings
 from pipeline.errors import SfampError
+from pipeline.http_failures import describe_transport_failure
 from pipeline.kafka.config_topic import KEY, PublishedMapping, decode_published
 from pipeline.kafka.dlq import fold_dlq
 from pipeline.kafka.inspect import KafkaInspector, Message
@@ -106,4 +107,12 @@ async def service_status(url: str) -> dict[str, Any]:
         response.raise_for_status()
         return {"url": url, **response.json()}
     except (httpx.HTTPError, ValueError) as exc:
-        return {"url": url, "error": f"no service answers at {url} ({type(exc).__name__})"}
+        return {"url": url, "error": f"no service answers at {url} ({_unanswered(exc)})"}
+
+
+def _unanswered(exc: httpx.HTTPError | ValueError) -> str:
+    if isinstance(exc, httpx.TransportError):
+        return describe_transport_failure(exc)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"/status answered {exc.response.status_code}"
+    return "/status did not answer with a status report"  # not JSON, or not readable

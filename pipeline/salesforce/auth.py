@@ -34,6 +34,7 @@ from pipeline.errors import (
     SalesforceUnavailableError,
     SettingsError,
 )
+from pipeline.http_failures import describe_transport_failure
 
 TOKEN_PATH: Final = "/services/oauth2/token"  # noqa: S105 - a URL path, not a secret
 JWT_GRANT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -128,11 +129,13 @@ class SalesforceAuth:
             )
         except httpx.TimeoutException as exc:
             raise SalesforceUnavailableError(
-                f"Salesforce login at {self.token_url} timed out"
+                f"Salesforce login at {self.token_url} timed out "
+                f"({describe_transport_failure(exc)})"
             ) from exc
         except httpx.TransportError as exc:
             raise SalesforceUnavailableError(
-                f"cannot reach Salesforce login at {self.token_url}: {type(exc).__name__}"
+                f"cannot reach Salesforce login at {self.token_url}: "
+                f"{describe_transport_failure(exc)}"
             ) from exc
         token = self._parse(response)
         self.logins += 1

@@ -34,6 +34,7 @@ from pipeline.errors import (
     SalesforceUnavailableError,
     SettingsError,
 )
+from pipeline.http_failures import describe_transport_failure
 from pipeline.salesforce.auth import TOKEN_PATH, SalesforceToken
 
 AUTHORIZE_PATH: Final = "/services/oauth2/authorize"
@@ -171,10 +172,12 @@ async def _send(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -
     try:
         response = await http.request(method, url, headers=headers, **kwargs)
     except httpx.TimeoutException as exc:
-        raise SalesforceUnavailableError(f"Salesforce at {url} timed out") from exc
+        raise SalesforceUnavailableError(
+            f"Salesforce at {url} timed out ({describe_transport_failure(exc)})"
+        ) from exc
     except httpx.TransportError as exc:
         raise SalesforceUnavailableError(
-            f"cannot reach Salesforce at {url}: {type(exc).__name__}"
+            f"cannot reach Salesforce at {url}: {describe_transport_failure(exc)}"
         ) from exc
     if response.status_code >= 500:
         raise SalesforceUnavailableError(

@@ -34,6 +34,7 @@ from pipeline.errors import (
     SalesforceUnavailableError,
     SessionExpiredError,
 )
+from pipeline.http_failures import describe_transport_failure
 from pipeline.salesforce.auth import SalesforceAuth, SalesforceToken
 
 # sObject Collections retrieve accepts at most this many ids per POST.
@@ -224,10 +225,12 @@ class SalesforceRest:
         try:
             return await self._http.request(method, url, headers=headers, **options)
         except httpx.TimeoutException as exc:
-            raise SalesforceUnavailableError(f"{method} {_short(url)} timed out") from exc
+            raise SalesforceUnavailableError(
+                f"{method} {_short(url)} timed out ({describe_transport_failure(exc)})"
+            ) from exc
         except httpx.TransportError as exc:
             raise SalesforceUnavailableError(
-                f"{method} {_short(url)} failed: {type(exc).__name__}"
+                f"{method} {_short(url)} failed: {describe_transport_failure(exc)}"
             ) from exc
 
     def _url(self, token: SalesforceToken, path_or_url: str) -> str:

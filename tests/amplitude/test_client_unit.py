@@ -95,6 +95,19 @@ async def test_gives_up_at_the_deadline_with_growing_backoff() -> None:
     assert time.now - 1000 <= SETTINGS.retry_deadline_seconds
 
 
+async def test_giving_up_on_no_answer_names_the_reason() -> None:
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("", request=request)
+
+    async with _client(hang) as client:
+        with pytest.raises(AmplitudeUnavailableError) as caught:
+            await client.send(_updates(1))
+    assert str(caught.value).startswith(
+        f"Amplitude still does not answer (no answer within {SETTINGS.timeout_seconds:g} s) "
+        "after 9 tries"
+    )
+
+
 async def test_429_waits_at_least_the_minimum() -> None:
     answers = iter([httpx.Response(429, text="too_many_requests"), httpx.Response(200)])
     time = FakeTime()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
@@ -10,6 +11,14 @@ from pipeline.config.settings import KafkaSettings
 from tests.ops.conftest import Cli
 
 pytestmark = pytest.mark.integration
+
+
+def closed_port_url() -> str:
+    """A local address nothing listens on: a port just bound and closed again."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 async def test_a_refused_salesforce_login_fails_the_status(
@@ -35,3 +44,25 @@ async def test_a_fresh_cluster_with_a_working_org_is_healthy(
     assert report["kafka"]["dlq_pending"] == 0
     assert report["kafka"]["replay"] == []
     assert report["salesforce"]["user_email"] == "admin@sandbox.example"
+
+
+async def test_unreachable_salesforce_and_service_say_why_in_words(cli: Cli) -> None:
+    login_url, service_url = closed_port_url(), closed_port_url()
+    credentials = {
+        "SFAMP_SALESFORCE__LOGIN_URL": login_url,
+        "SFAMP_SALESFORCE__AUTH_FLOW": "password",
+        "SFAMP_SALESFORCE__CLIENT_ID": "client",
+        "SFAMP_SALESFORCE__CLIENT_SECRET": "secret",
+        "SFAMP_SALESFORCE__USERNAME": "user@example.com",
+        "SFAMP_SALESFORCE__PASSWORD": "password",
+    }
+    result = await cli("status", "--json", "--service-url", service_url, env=credentials)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    # The reason, on one line, instead of the httpx class ("ConnectError").
+    assert report["salesforce"]["error"] == (
+        f"cannot reach Salesforce login at {login_url}/services/oauth2/token: connection refused"
+    )
+    assert report["service"]["error"] == (
+        f"no service answers at {service_url} (connection refused)"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -173,9 +174,18 @@ async def test_missing_credentials_are_named_before_any_request(
     assert names == {"SFAMP_SALESFORCE__PASSWORD", "SFAMP_SALESFORCE__CLIENT_SECRET"}
 
 
+def closed_port_url() -> str:
+    """A local address nothing listens on: a port just bound and closed again."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
 async def test_unreachable_login_host_is_unavailable() -> None:
+    login_url = closed_port_url()
     settings = SalesforceSettings(
-        login_url="http://127.0.0.1:9",
+        login_url=login_url,
         client_id="x",
         client_secret="y",
         username="u",
@@ -183,8 +193,13 @@ async def test_unreachable_login_host_is_unavailable() -> None:
         timeout_seconds=2,
     )
     async with SalesforceClient.from_settings(settings, sleep=Sleeps()) as client:
-        with pytest.raises(SalesforceUnavailableError, match=r"cannot reach Salesforce login"):
+        with pytest.raises(SalesforceUnavailableError) as caught:
             await client.auth.token()
+        # The reason in words, on one line, not the httpx class (ConnectError).
+        assert str(caught.value) == (
+            f"cannot reach Salesforce login at {login_url}/services/oauth2/token: "
+            "connection refused"
+        )
         with pytest.raises(SalesforceUnavailableError):
             await client.rest.limits()  # retried, then given up
 
