@@ -70,6 +70,17 @@ def describe_transport_failure(
     return next((words for kind, words in _WITHOUT_TEXT if isinstance(exc, kind)), "no answer")
 
 
+def describe_connection_failure(exc: BaseException) -> str:
+    """Why a connection of another client (not httpx) failed, as a short clause: the
+    operating system's reason down the chain when there is one, else the error's text."""
+    cause = _os_cause(exc)
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS failed: {_ssl_reason(cause)}"
+    if cause is not None:
+        return _os_reason(cause)
+    return _first_line(exc) or "the connection failed"
+
+
 def _timed_out(exc: httpx.TimeoutException, timeout_seconds: float | None) -> str:
     phase, words = next(
         ((phase, words) for kind, phase, words in _TIMEOUTS if isinstance(exc, kind)),

@@ -13,7 +13,7 @@ import ssl
 import httpx
 import pytest
 
-from pipeline.http_failures import describe_transport_failure
+from pipeline.http_failures import describe_connection_failure, describe_transport_failure
 
 REQUEST = httpx.Request(
     "POST",
@@ -168,3 +168,12 @@ def test_no_failure_reads_as_a_class_name_or_more_than_a_line(
     assert "\n" not in reason
     assert not any(other.__name__ in reason for other in every_transport_failure()), reason
     assert "Error" not in reason
+
+
+def test_another_client_s_failure_reads_as_the_os_reason_down_its_chain() -> None:
+    """What the CometD client raises wraps aiohttp's error, which wraps the OS error."""
+    wrapped = RuntimeError("Cannot connect to host 127.0.0.1:9")
+    wrapped.__cause__ = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed")
+    assert describe_connection_failure(wrapped) == "connection refused"
+    assert describe_connection_failure(RuntimeError("Server disconnected")) == "server disconnected"
+    assert describe_connection_failure(RuntimeError()) == "the connection failed"

@@ -251,9 +251,12 @@ def _secret(value: Any) -> str:
 def _read_key(path: Path) -> str:
     try:
         return path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        reason = (exc.strerror or "unreadable").lower()
+        raise SalesforceAuthError(f"cannot read the JWT private key file {path}: {reason}") from exc
+    except UnicodeDecodeError as exc:
         raise SalesforceAuthError(
-            f"cannot read the JWT private key file {path}: {type(exc).__name__}"
+            f"cannot read the JWT private key file {path}: not text (a PEM file is)"
         ) from exc
 
 

@@ -40,6 +40,7 @@ from pipeline.errors import (
     SalesforceUnavailableError,
     SessionExpiredError,
 )
+from pipeline.http_failures import describe_connection_failure
 
 LATEST = -1
 EARLIEST = -2
@@ -219,7 +220,9 @@ def _translate(exc: AiosfstreamException, channel: str | None) -> SalesforceErro
         if exc.error_code == 400 and "does not exist" in text:
             return SalesforceError(f"CDC channel refused: {text}")
         return SalesforceUnavailableError(f"CometD server error: {text}")
-    return SalesforceUnavailableError(f"CometD connection problem: {exc!r}")
+    return SalesforceUnavailableError(
+        f"CometD connection problem: {describe_connection_failure(exc)}"
+    )
 
 
 def failure_reason(exc: ServerError) -> str | None:

@@ -124,6 +124,31 @@ async def test_jwt_with_a_file_that_is_not_a_key(
         await login(settings)
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("missing.pem", None, "no such file or directory"),
+        ("binary.pem", b"\xff\xfe\x00key", "not text (a PEM file is)"),
+    ],
+)
+async def test_jwt_key_file_that_cannot_be_read_says_why(
+    salesforce_sandbox: SalesforceSandbox,
+    tmp_path: Path,
+    name: str,
+    content: bytes | None,
+    reason: str,
+) -> None:
+    key_file = tmp_path / name
+    if content is not None:
+        key_file.write_bytes(content)
+    settings = sandbox_settings(
+        salesforce_sandbox, auth_flow="jwt", client_secret=None, jwt_private_key_file=key_file
+    )
+    with pytest.raises(SalesforceAuthError) as refused:
+        await login(settings)
+    assert str(refused.value) == f"cannot read the JWT private key file {key_file}: {reason}"
+
+
 REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"password": "wrong-password"}, "authentication failure (invalid_grant)"),
     ({"client_id": "someone-else"}, "client identifier invalid (invalid_client_id)"),
