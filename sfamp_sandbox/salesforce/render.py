@@ -64,18 +64,46 @@ def record_json(
     return out
 
 
-def _csv_cell(column: Column) -> Callable[[Record], Any] | None:
-    """How to turn a value into CSV text; None when the csv module's own conversion is right
-    (it writes None as an empty cell, ints and strings as they are)."""
+_BOOLEAN_TEXT = {True: "true", False: "false"}
+
+
+def _csv_cell(column: Column) -> Callable[[Any], Any] | None:
+    """How to turn a stored value (not None) into CSV text; None when the csv module's own
+    conversion is right (ints and strings as they are)."""
     kind = column.field.type
-    get = column.get
     if kind == "boolean":
-        return lambda r: None if (v := get(r)) is None else ("true" if v else "false")
+        return lambda v: "true" if v else "false"
     if kind == "datetime":
-        return lambda r: None if (v := get(r)) is None else datetime_z(v)
+        return datetime_z
     if kind in {"double", "currency", "percent"}:
-        return lambda r: None if (v := get(r)) is None else java_double(v)
+        return java_double
     return None
+
+
+def _column_text(column: Column, rows: Sequence[Record]) -> list[Any]:
+    """One column's cells as CSV text ("" for null). A converted column turns each distinct
+    value once when values repeat (as booleans, scores and timestamps do); values the table
+    does not hold (zeros, whose sign a table cannot keep apart) are turned one by one."""
+    values = list(map(column.get, rows))
+    convert = _csv_cell(column)
+    if convert is not None:
+        distinct = set(values)
+        if len(distinct) * 2 > len(values):  # mostly unique: a table would not pay
+            return [convert(v) if v is not None else "" for v in values]
+        table = dict(_BOOLEAN_TEXT) if column.field.type == "boolean" else {}
+        table.update((v, convert(v)) for v in distinct if v and v not in table)
+        cells = list(map(table.get, values))
+        if None in cells:
+            cells = [
+                c if c is not None else "" if v is None else convert(v)
+                for c, v in zip(cells, values, strict=True)
+            ]
+        return cells
+    if None in values:
+        values = ["" if v is None else v for v in values]
+    if column.field.type == "int":
+        values = list(map(str, values))
+    return values
 
 
 def csv_page(
@@ -85,8 +113,28 @@ def csv_page(
     delimiter: str = ",",
     line_ending: str = "\n",
 ) -> bytes:
-    """A CSV chunk with its own header row, every value quoted. Built column by column, so the
-    per-row work stays inside C code (itemgetter, zip, csv.writer)."""
+    """A CSV chunk with its own header row, every value quoted (as ``csv.writer`` with
+    ``QUOTE_ALL`` writes it). Built column by column and joined line by line in C; a value
+    that is not text after conversion (never stored by the org) takes the csv module."""
+    try:
+        cells = [_quoted_column([c.name, *_column_text(c, rows)]) for c in columns]
+    except TypeError:
+        return _csv_page_writer(columns, rows, delimiter, line_ending)
+    separator, newline = f'"{delimiter}"', f'"{line_ending}"'
+    lines = newline.join(map(separator.join, zip(*cells, strict=True)))
+    return f'"{lines}"{line_ending}'.encode()
+
+
+def _quoted_column(cells: Sequence[str]) -> Sequence[str]:
+    """The column's cells with quotes doubled; TypeError when one is not a string."""
+    if '"' in "".join(cells):
+        return [cell.replace('"', '""') for cell in cells]
+    return cells
+
+
+def _csv_page_writer(
+    columns: Sequence[Column], rows: Sequence[Record], delimiter: str, line_ending: str
+) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(
         buffer, delimiter=delimiter, lineterminator=line_ending, quoting=csv.QUOTE_ALL
@@ -95,6 +143,10 @@ def csv_page(
     cells: list[list[Any]] = []
     for column in columns:
         convert = _csv_cell(column)
-        cells.append(list(map(convert or column.get, rows)))
+        get = column.get
+        if convert is None:
+            cells.append(list(map(get, rows)))
+        else:
+            cells.append([None if (v := get(r)) is None else convert(v) for r in rows])
     writer.writerows(zip(*cells, strict=True))
     return buffer.getvalue().encode()

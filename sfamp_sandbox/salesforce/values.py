@@ -97,6 +97,25 @@ def java_double(value: float) -> str:
     number = float(value)
     if number == 0 or 1e-3 <= abs(number) < 1e7:
         return repr(number)  # positional in this range, with at least one decimal, as Java
+    sign = "-" if number < 0 else ""
+    if number.is_integer() and abs(number) < 2**53:
+        # Every integer below 2**53 is a double, so its own digits are the shortest.
+        whole = str(int(abs(number)))
+        significant = whole.rstrip("0")
+        return f"{sign}{significant[0]}.{significant[1:] or '0'}E{len(whole) - 1}"
+    if not math.isfinite(number):
+        return _java_double_decimal(number)
+    # Python's repr holds the shortest digits that round-trip, as Java's do: move its point.
+    mantissa, _, exponent = repr(abs(number)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = whole + fraction
+    significant = digits.lstrip("0")
+    power = len(whole) + int(exponent or 0) - (len(digits) - len(significant)) - 1
+    significant = significant.rstrip("0")
+    return f"{sign}{significant[0]}.{significant[1:] or '0'}E{power}"
+
+
+def _java_double_decimal(number: float) -> str:
     sign, digits, exponent = Decimal(repr(number)).normalize().as_tuple()
     assert isinstance(exponent, int)
     text = "".join(map(str, digits))
