@@ -185,9 +185,11 @@ def _event(
         findings.invalid["time"].append(index)
     device_id = event.get("device_id")
     accepted = AcceptedEvent(
-        event_type=event_type,
-        insert_id=_text(event.get("insert_id")),
-        device_id=device_id if isinstance(device_id, str) else "",
+        event_type,
+        _text(event.get("insert_id")),
+        device_id if isinstance(device_id, str) else "",
+        [],
+        {},
     )
     if event_type == GROUP_IDENTIFY_EVENT:
         # The official SDK sends $groupidentify with no user or device id.
@@ -208,17 +210,23 @@ def _group_identify(
     if not isinstance(groups, dict):
         findings.invalid["groups"].append(index)
         return
+    pairs = accepted.groups
     for group_type, value in groups.items():
-        for item in value if isinstance(value, list) else [value]:
-            if (
-                isinstance(item, bool)
-                or not isinstance(item, str | int | float)
-                or item == ""
-                or str(item) in blocked
-            ):
+        for item in value if isinstance(value, list) else (value,):
+            if type(item) is str:  # the common case, checked without conversions
+                text = item
+                if not text or text in blocked:
+                    findings.invalid["groups"].append(index)
+                    return
+            elif isinstance(item, bool) or not isinstance(item, str | int | float) or item == "":
                 findings.invalid["groups"].append(index)
                 return
-            accepted.groups.append((str(group_type), str(item)))
+            else:
+                text = str(item)
+                if text in blocked:
+                    findings.invalid["groups"].append(index)
+                    return
+            pairs.append((group_type if type(group_type) is str else str(group_type), text))
     try:
         accepted.operations = normalize_operations(event.get("group_properties") or {})
     except InvalidPropertiesError:

@@ -66,23 +66,28 @@ class GroupStore:
                 return False
             self.group_types.add(group_type)
         key = (group_type, group_value)
-        apply_operations(self.groups.setdefault(key, {}), operations)
+        properties = self.groups.get(key)
+        if properties is None:
+            properties = self.groups[key] = {}
+        apply_operations(properties, operations)
         history = self.history.get(key)
         if history is None:
             history = self.history[key] = deque(maxlen=HISTORY_PER_GROUP)
-        history.append(entry | {"operations": operations})
+        history.append({**entry, "operations": operations})
         return True
 
     def first_seen(self, device_id: str, insert_id: str, now: float) -> bool:
         """True unless this insert id was seen (for this device) within the dedup window."""
         key = (device_id, insert_id)
-        seen = self.seen_insert_ids.get(key)
-        if seen is not None and now - seen < DEDUP_WINDOW_SECONDS:
-            return False
-        self.seen_insert_ids[key] = now
-        self.seen_insert_ids.move_to_end(key)
-        while len(self.seen_insert_ids) > INSERT_ID_MEMORY:
-            self.seen_insert_ids.popitem(last=False)
+        seen_ids = self.seen_insert_ids
+        seen = seen_ids.get(key)
+        if seen is not None:
+            if now - seen < DEDUP_WINDOW_SECONDS:
+                return False
+            seen_ids.move_to_end(key)  # a new key is added at the end already
+        seen_ids[key] = now
+        while len(seen_ids) > INSERT_ID_MEMORY:
+            seen_ids.popitem(last=False)
         return True
 
 
