@@ -1,7 +1,8 @@
 """Backfill end to end: sandbox Bulk CSV -> transform -> Amplitude sandbox, in separate processes.
 
-Both sandboxes run in one child process; each backfill is the real
-``sfamp backfill --json`` command in another, so its peak RSS is its own. At
+The sandboxes run in child processes, one each (``--one-process``: both in one), so
+that neither waits for the other's CPU, as the real services do not; each backfill is
+the real ``sfamp backfill --json`` command in another, so its peak RSS is its own. At
 each ``--latencies`` round trip (both sandboxes answer every API request that
 much later, like a WAN) it runs over the same ``--records`` Accounts:
 
@@ -19,18 +20,19 @@ Seeded records last changed 30 days before the run, like an org's existing recor
 catch-up window and read twice (sfamp's worst case). Both programs read the same records.
 Times are the runs' own (login to last answer), without interpreter start-up,
 for sfamp and the naive script alike; each line also gives the process's CPU
-seconds, the sandboxes' CPU seconds meanwhile, and the whole command's wall time
+seconds, the sandboxes' CPU seconds meanwhile (both processes), and the whole command's wall time
 (interpreter start-up, sfamp's mapping check against the org, the run).
 
     .venv/bin/python benchmarks/bench_backfill.py [--records N] [--latencies 0,50]
         [--transports groupidentify,httpapi] [--no-naive] [--repeat N] [--memory-rows N]
-        [--fresh]
+        [--fresh] [--one-process]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -70,20 +72,60 @@ MAPPING = account_mapping(PROPERTIES, {"mode": "hourly"})
 # -- child process: both sandboxes ----------------------------------------------------------
 
 
-async def serve(scope: str) -> None:
-    """Run both sandboxes until stdin closes; print their URLs as one JSON line."""
+async def serve(scope: str, which: str = "both") -> None:
+    """Run the sandboxes (``both``, ``salesforce`` or ``amplitude``) until stdin closes; print
+    their URLs as one JSON line."""
     from pipeline.gc_tuning import tune_gc
     from sfamp_sandbox.amplitude import AmplitudeSandbox, IdentifyLimits
     from sfamp_sandbox.salesforce import SalesforceSandbox
 
     tune_gc()  # as `sfamp sandbox ...` does
     limits = IdentifyLimits(property_limit_per_request=scope == "request")
-    async with (
-        SalesforceSandbox(bulk_job_seconds=0.0, api_max=1_000_000_000) as sf,
-        AmplitudeSandbox(limits=limits) as amplitude,
-    ):
-        print(json.dumps({"salesforce": sf.base_url, "amplitude": amplitude.base_url}), flush=True)
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {}
+        if which in {"both", "salesforce"}:
+            sandbox = SalesforceSandbox(bulk_job_seconds=0.0, api_max=1_000_000_000)
+            urls["salesforce"] = (await stack.enter_async_context(sandbox)).base_url
+        if which in {"both", "amplitude"}:
+            amplitude = await stack.enter_async_context(AmplitudeSandbox(limits=limits))
+            urls["amplitude"] = amplitude.base_url
+        print(json.dumps(urls), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+class Sandboxes:
+    """Both sandboxes in child processes: one each (default), so that the Salesforce sandbox
+    writing a page and the Amplitude sandbox applying a batch do not wait for each other, as
+    the real services do not, or both in one (``split=False``). ``urls`` holds their URLs,
+    the property-limit ``scope`` and the children's ``pids``."""
+
+    def __init__(self, scope: str, *, split: bool = True) -> None:
+        parts = ["salesforce", "amplitude"] if split else ["both"]
+        self.processes = [
+            subprocess.Popen(
+                [sys.executable, str(HERE / "bench_backfill.py"), "_serve", scope, part],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for part in parts
+        ]
+        self.urls: dict[str, Any] = {"scope": scope, "pids": [p.pid for p in self.processes]}
+        for process in self.processes:
+            assert process.stdout is not None
+            self.urls.update(json.loads(process.stdout.readline()))
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the sandboxes' processes have spent so far."""
+        return sum(cpu_seconds(pid) for pid in self.urls["pids"])
+
+    def close(self, timeout: float = 300) -> None:
+        """Stop every child (a sandbox holding a million records takes a while)."""
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.close()
+        for process in self.processes:
+            process.wait(timeout=timeout)
 
 
 # -- child process: one `sfamp backfill` ----------------------------------------------------
@@ -196,11 +238,11 @@ def line(label: str, result: dict[str, Any]) -> str:
     )
 
 
-def measured(server_pid: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``run()``'s result, with the CPU the sandboxes spent meanwhile."""
-    before = cpu_seconds(server_pid)
+def measured(pids: list[int], run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()``'s result, with the CPU the sandboxes (processes ``pids``) spent meanwhile."""
+    before = sum(map(cpu_seconds, pids))
     result = run()
-    return result | {"sandbox_cpu_seconds": cpu_seconds(server_pid) - before}
+    return result | {"sandbox_cpu_seconds": sum(map(cpu_seconds, pids)) - before}
 
 
 def run_naive(urls: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +263,7 @@ def compare(
     ours: dict[str, dict[str, Any]] = {}
     for transport in arguments.transports:
         reset(http, urls, org=False)
-        ours[transport] = result = measured(urls["pid"], partial(run_sfamp, urls, transport))
+        ours[transport] = result = measured(urls["pids"], partial(run_sfamp, urls, transport))
         extra = ""
         if ms == 0:
             rate = result["rows"] / result["seconds"]
@@ -230,7 +272,7 @@ def compare(
     if arguments.no_naive:
         return {}
     reset(http, urls, org=False)
-    theirs = measured(urls["pid"], lambda: run_naive(urls))
+    theirs = measured(urls["pids"], lambda: run_naive(urls))
     print(line("naive (SDK)", theirs))
     ratios = {}
     for transport, result in ours.items():
@@ -293,15 +335,11 @@ def report_memory(
 def main(arguments: argparse.Namespace) -> None:
     scope = arguments.scope
     print(f"Amplitude property limit read per {scope} (SFAMP_AMPLITUDE__PROPERTY_LIMIT_SCOPE)")
-    server = subprocess.Popen(
-        [sys.executable, __file__, "_serve", scope],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    layout = "one process" if arguments.one_process else "a process each"
+    print(f"sandboxes: {layout}")
+    sandboxes = Sandboxes(scope, split=not arguments.one_process)
+    urls = sandboxes.urls
     try:
-        assert server.stdout is not None
-        urls = {**json.loads(server.stdout.readline()), "scope": scope, "pid": server.pid}
         with httpx.Client(timeout=600) as http:
             if arguments.records:
                 reset(http, urls, org=True)
@@ -313,9 +351,7 @@ def main(arguments: argparse.Namespace) -> None:
             if arguments.memory_rows:
                 report_memory(http, urls, arguments.memory_rows, fresh=arguments.fresh)
     finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        server.wait(timeout=300)  # a sandbox holding a million records takes a while
+        sandboxes.close()
 
 
 def numbers(text: str) -> list[int]:
@@ -324,7 +360,7 @@ def numbers(text: str) -> list[int]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_serve"]:
-        asyncio.run(serve(sys.argv[2]))
+        asyncio.run(serve(sys.argv[2], *sys.argv[3:4]))
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         parser.add_argument(
@@ -352,6 +388,10 @@ if __name__ == "__main__":
         parser.add_argument(
             "--memory-rows", type=int, default=1_000_000, help="peak-RSS run at 0 ms (0: skip)"
         )
+        parser.add_argument(
+            "--one-process", action="store_true",
+            help="both sandboxes in one process (default: a process each)",
+        )  # fmt: skip
         parser.add_argument(
             "--scope",
             choices=["request", "identification"],

@@ -1,6 +1,7 @@
 """Where a backfill's time goes: every HTTP request on a timeline, and optionally a profile.
 
-Starts both sandboxes in a child process (as ``bench_backfill.py`` does), seeds
+Starts the sandboxes in child processes, one each (as ``bench_backfill.py`` does;
+``--one-process``: both in one), seeds
 ``--records`` Accounts, sets ``--latency-ms`` and runs :func:`run_backfill`
 in this process with every HTTP request recorded (start, end, what, bytes). It
 prints the requests grouped into phases (runs of the same kind of request), the
@@ -8,7 +9,7 @@ delivered batches, the CPU time of this process, and with ``--profile`` a
 pyinstrument profile (``pip install pyinstrument``; not a project dependency).
 
     .venv/bin/python benchmarks/trace_backfill.py [--records N] [--latency-ms MS]
-        [--transport httpapi] [--profile]
+        [--transport httpapi] [--profile] [--one-process]
 """
 
 from __future__ import annotations
@@ -16,12 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import re
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_backfill import MAPPING, cpu_seconds, reset, seed, set_latency, sfamp_environment
+from bench_backfill import MAPPING, Sandboxes, reset, seed, set_latency, sfamp_environment
 
 HERE = Path(__file__).resolve().parent
 
@@ -145,15 +143,9 @@ def phases(origin: float) -> list[str]:
 
 
 def main(arguments: argparse.Namespace) -> None:
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "bench_backfill.py"), "_serve", "request"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    sandboxes = Sandboxes("request", split=not arguments.one_process)
+    urls = sandboxes.urls
     try:
-        assert server.stdout is not None
-        urls = {**json.loads(server.stdout.readline()), "scope": "request"}
         with httpx.Client(timeout=600) as http:
             reset(http, urls, org=True)
             seed(http, urls, arguments.records, fresh=arguments.fresh)
@@ -173,20 +165,18 @@ def main(arguments: argparse.Namespace) -> None:
         tune_gc()  # as the CLI does
         gc.callbacks.append(timed_collections)
 
-        cpu, origin = (time.process_time(), cpu_seconds(server.pid)), time.perf_counter()
+        cpu, origin = (time.process_time(), sandboxes.cpu_seconds()), time.perf_counter()
         with tempfile.TemporaryDirectory() as work:
             summary = asyncio.run(backfill(Path(work)))
         wall = time.perf_counter() - origin
-        cpu = (time.process_time() - cpu[0], cpu_seconds(server.pid) - cpu[1])
+        cpu = (time.process_time() - cpu[0], sandboxes.cpu_seconds() - cpu[1])
         if profiler is not None:
             profiler.stop()
         report(summary, origin, wall, cpu, arguments)
         if profiler is not None:
             print(profiler.output_text(unicode=True, color=False, show_all=False))
     finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        server.wait(timeout=30)
+        sandboxes.close(timeout=30)
 
 
 def report(
@@ -224,6 +214,10 @@ if __name__ == "__main__":
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--transport", default="httpapi", choices=["httpapi", "groupidentify"])
     parser.add_argument("--profile", action="store_true", help="pyinstrument profile (CPU)")
+    parser.add_argument(
+        "--one-process", action="store_true",
+        help="both sandboxes in one process (default: a process each)",
+    )  # fmt: skip
     parser.add_argument(
         "--fresh", action="store_true",
         help="seed records stamped just now (default: 30 days ago), inside the catch-up window",
