@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import MappingError, Problem
+from pipeline.transform.apply import DELETED_PROPERTY
 from pipeline.wording import plural
 
 # The keys whose value is a union told apart by its "mode", and the modes of each.
@@ -132,6 +133,27 @@ def _shared_group_type_problems(document: object) -> list[Problem]:
     return problems
 
 
+def _marked_property_problems(document: object) -> list[Problem]:
+    """``on_delete: "mark"`` writes ``sfdc_deleted`` on its group type: no mapping of that
+    group type may map a field to it too."""
+    marked = {
+        mapping.get("group_type")
+        for _, mapping in _entries(document)
+        if mapping.get("on_delete") == "mark"
+    }
+    return [
+        Problem(
+            f"$.mappings[{m}].group_properties[{p}].amplitude_property",
+            f"property {DELETED_PROPERTY!r} of group type {mapping.get('group_type')!r} is "
+            'written by on_delete "mark"; map the field to another property',
+        )
+        for m, mapping in _entries(document)
+        if mapping.get("group_type") in marked
+        for p, prop in _properties(mapping)
+        if prop.get("amplitude_property") == DELETED_PROPERTY
+    ]
+
+
 def _duplicate_relation_problems(document: object) -> list[Problem]:
     seen: dict[tuple[str, str], int] = {}
     problems = []
@@ -192,6 +214,7 @@ def validate_document(
     model, problems = _structure_problems(document)
     problems += _one_to_one_problems(document)
     problems += _shared_group_type_problems(document)
+    problems += _marked_property_problems(document)
     problems += _duplicate_relation_problems(document)
     if max_group_types is not None:
         problems += group_type_problems(document, max_group_types)

@@ -91,6 +91,19 @@ def test_property_written_twice_within_a_mapping() -> None:
     assert list(problems_of(doc)) == ["$.mappings[0].group_properties[1].amplitude_property"]
 
 
+@pytest.mark.parametrize("on_delete", ["ignore", "unset", "mark"])
+def test_a_property_named_as_the_delete_mark_is_refused_when_marking(on_delete: str) -> None:
+    doc = good()
+    doc["mappings"][0]["on_delete"] = on_delete
+    doc["mappings"][0]["group_properties"][1]["amplitude_property"] = "sfdc_deleted"
+    found = problems_of(doc)
+    if on_delete != "mark":
+        assert found == {}
+        return
+    assert list(found) == ["$.mappings[0].group_properties[1].amplitude_property"]
+    assert 'written by on_delete "mark"' in found[next(iter(found))]
+
+
 def test_two_mappings_of_one_group_type_writing_one_property() -> None:
     doc = good()
     second = copy.deepcopy(doc["mappings"][0])
