@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol, TypeAlias
 
 import structlog
@@ -221,23 +221,26 @@ class ChangesConsumer:
         return mine
 
     async def rewind(
-        self, partitions: set[Partition], held: Mapping[Partition, tuple[int, int]] | None = None
+        self,
+        partitions: set[Partition],
+        taken: Callable[[], Mapping[Partition, tuple[int, int]]] | None = None,
     ) -> None:
         """Read each partition again from its committed offset (or its beginning).
 
-        ``held`` maps a partition to the offsets ``(first, next)`` the caller already holds
-        in memory; a partition whose held run starts at that offset goes on from ``next``
-        instead of reading the run twice (a fetch can land before a rewind's answer).
+        ``taken`` answers, when asked, the offsets ``(first, next)`` of what the caller
+        already holds in memory per partition; a partition whose run starts at the offset
+        the rewind goes to continues from ``next`` instead of reading the run twice (a
+        fetch can be taken while the rewind waits for the committed offsets). It is asked
+        right before each seek, after the waits, so it describes what is held then.
         """
         consumer = self._consumer
-        held = held or {}
         try:
             for tp in partitions:
                 start = await consumer.committed(tp)
                 if start is None:
                     start = (await consumer.beginning_offsets([tp]))[tp]
-                first, after = held.get(tp, (-1, -1))
-                consumer.seek(tp, after if first == start else start)
+                run = taken().get(tp) if taken is not None else None
+                consumer.seek(tp, run[1] if run is not None and run[0] == start else start)
         except AIOKafkaError as exc:
             raise _translated(exc, "rewinding to the committed offsets") from exc
 

@@ -66,7 +66,7 @@ def test_held_names_the_run_of_offsets_the_window_took() -> None:
     """What a rewind keeps instead of reading again: from the first record taken on."""
     records = [change(offset, f"001RM{offset:013d}") for offset in range(5, 12)]
     window = FlushWindow()
-    assert window.held() == {}
+    assert window.taken_runs() == {}
     taken = window.take(TP, records, 0, compiled(CONFIG), SCHEMAS, max_groups=3)
     window.take(TP, records, taken, compiled(CONFIG), SCHEMAS, max_groups=100)
-    assert window.held() == {TP: (5, 12)}
+    assert window.taken_runs() == {TP: (5, 12)}

@@ -362,9 +362,9 @@ class DeliverPump:
         if consumer is None:
             return
         self._generation += 1  # a batch fetched before the seek must not be taken
-        # What the window already holds of a partition is not read twice (a first fetch
-        # can be taken while the assignment's rewind waits for the committed offsets).
-        await consumer.rewind(partitions, self._window.held())
+        # What the window holds of a partition when the seek happens is not read twice
+        # (a fetch can be taken while the rewind waits for the committed offsets).
+        await consumer.rewind(partitions, lambda: self._window.taken_runs())
 
     # -- observability ------------------------------------------------------------
 

@@ -134,7 +134,7 @@ class FlushWindow:
             self.firsts.setdefault(tp, records[start].offset)
         return index
 
-    def held(self) -> dict[Partition, tuple[int, int]]:
+    def taken_runs(self) -> dict[Partition, tuple[int, int]]:
         """Per partition, the offsets ``(first, next)`` of the run this window holds."""
         return {tp: (first, self.offsets[tp]) for tp, first in self.firsts.items()}
 
