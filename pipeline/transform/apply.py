@@ -359,6 +359,9 @@ def _pairs_by_value(step: _Step, view: RecordView) -> list[_Pair]:
         (target.prop, None if value is None else to_property_value(value, target.sf_type))
         for name, value in view.values.items()
         for target in by_field.get(name, ())
+        # A compound's null unsets its components; its (or a person name's) own value,
+        # such as a business account's Name, names none of them.
+        if value is None or target.field == name
     ]
 
 

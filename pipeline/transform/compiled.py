@@ -164,6 +164,8 @@ class _Rule:
     # flat field -> (property, Salesforce type, types kept as they are) of each target it
     # feeds; a compound parent feeds all its components' targets
     by_field: Mapping[str, Targets]
+    # flat field -> the targets of the field itself: what a (non-null) value of it sets
+    own: Mapping[str, Targets]
     targets: tuple[Target, ...]
     # per target, what a whole record needs of it: (field, property, Salesforce type,
     # types kept as they are, compound parent, whether change events carry it)
@@ -184,7 +186,9 @@ class _ObjectRoad:
         self._components: dict[str, dict[str, str] | None] = {}
         self._nulled: dict[str, str] = {}  # a nulled name (Parent.Component) -> flat field
         self._update = (
-            UpdateTables(self.single.by_field, schema) if self.single is not None else None
+            UpdateTables(self.single.by_field, self.single.own, schema)
+            if self.single is not None
+            else None
         )
 
     def stamped(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
@@ -212,7 +216,7 @@ class _ObjectRoad:
         if stamped is None:
             return None
         if "Id" not in envelope.fields:  # events name the record in the header only
-            for prop, _, _ in rule.by_field.get("Id", ()):
+            for prop, _, _ in rule.own.get("Id", ()):
                 stamped[prop] = Stamped(envelope.record_id, order)
         for _, prop, _, _, _, in_events in rule.whole:
             if in_events and prop not in stamped:  # absent from a create: null
@@ -250,13 +254,13 @@ class _ObjectRoad:
                     if found:
                         put_converted(stamped, unset, found, inner, order)
                 continue
+            if value is None:  # null: a compound's null reaches its components too
+                if targets is BAIL:
+                    return None
+                targets = tables.nulled_targets(key)
             if targets:
                 if targets is BAIL:
-                    parent = tables.parents.get(key)
-                    if value is not None or parent is None:
-                        return None
-                    unset.extend(prop for prop, _, _ in parent)  # a compound field nulled
-                    continue
+                    return None
                 # put_converted inlined: this runs for every mapped field of every update
                 for prop, sf_type, kept in targets:
                     if type(value) in kept and value != "":
@@ -349,12 +353,20 @@ def _rules(
             name: tuple((t.prop, t.sf_type, kept_types(t.sf_type)) for t in targets)
             for name, targets in plan.by_field.items()
         }
+        own = {
+            name: tuple(
+                (t.prop, t.sf_type, kept_types(t.sf_type)) for t in targets if t.field == name
+            )
+            for name, targets in plan.by_field.items()
+        }
         whole = tuple(
             (t.field, t.prop, t.sf_type, kept_types(t.sf_type), t.parent, t.in_events)
             for t in plan.targets
         )
         rules.append(
-            _Rule(mapping, mapping.group_type, mapping.on_delete, by_field, plan.targets, whole)
+            _Rule(
+                mapping, mapping.group_type, mapping.on_delete, by_field, own, plan.targets, whole
+            )
         )
     return tuple(rules)
 
@@ -385,9 +397,10 @@ def _rule_properties(rule: _Rule, envelope: ChangeEnvelope, values: dict[str, An
         return _with(found, DELETED_PROPERTY, False) if rule.on_delete == "mark" else found
     sets: dict[str, PropertyValue] = {}
     unset = []
-    by_field = rule.by_field
+    by_field, own = rule.by_field, rule.own
     for name, value in values.items():
-        for prop, sf_type, kept in by_field.get(name, ()):
+        # a compound's null unsets its components; a value sets only the field's own
+        for prop, sf_type, kept in (by_field if value is None else own).get(name, ()):
             converted = value if type(value) in kept else to_property_value(value, sf_type)
             if converted is None or converted == "":
                 unset.append(prop)

@@ -59,17 +59,22 @@ class UpdateTables:
     also a compound's component, and nesting under anything but a described compound.
     """
 
-    __slots__ = ("_by_field", "_components", "_schema", "nested", "nulled", "parents", "plain")
+    __slots__ = ("_by_field", "_components", "_own", "_schema", "nested", "nulled", "plain")
 
-    def __init__(self, by_field: Mapping[str, Targets], schema: ObjectSchema | None) -> None:
+    def __init__(
+        self,
+        by_field: Mapping[str, Targets],
+        own: Mapping[str, Targets],
+        schema: ObjectSchema | None,
+    ) -> None:
+        """``by_field``: every target a name feeds, a compound's components included (what
+        its null unsets); ``own``: the targets of the field itself (what a value sets)."""
         assert schema is not None  # the short road needs a describe
         self._schema = schema
         self._by_field = by_field
+        self._own = own
         self._components = frozenset(schema.by_component.values())
-        self.plain: dict[str, Targets] = {}  # top-level field -> targets
-        # a compound field -> its components' targets, for when it arrives as a plain
-        # value: null unsets them all; anything else goes the general way
-        self.parents: dict[str, Targets] = {}
+        self.plain: dict[str, Targets] = {}  # top-level field -> the targets its value sets
         self.nested: dict[str, dict[str, Targets]] = {}  # compound -> component -> targets
         self.nulled: dict[str, Targets] = {}  # a nulled name -> targets
 
@@ -78,11 +83,9 @@ class UpdateTables:
             targets: Targets = ()  # a Bulk relationship column such as Owner.Name
         elif key in self._components:
             targets = BAIL
-        elif self._schema.is_compound(key):
-            remember(self.parents, key, self._by_field.get(key, ()))
-            targets = BAIL
         else:
-            targets = self._by_field.get(key, ())
+            # A compound's (or a person name's) own value names none of its components.
+            targets = self._own.get(key, ())
         return remember(self.plain, key, targets)
 
     def learn_nested(self, key: str) -> dict[str, Targets]:

@@ -451,3 +451,12 @@ def test_a_number_group_name_looked_up_at_flush_time_names_the_same_group() -> N
     row = {"Id": plan_id, "Seats__c": "250.0", "Tier__c": "Free"}  # Bulk CSV
     read = envelope_from_record("Plan__c", row, source="bulk", now_ms=1)
     assert changes(changes_for(read, BY_SEATS, PLAN_SCHEMA)).key == ("plan", "250")
+
+
+def test_a_business_account_name_sets_no_person_name_part() -> None:
+    """A plain ``Name`` (a business account's) is not the person name's parts."""
+    both = mapping({"Name": "name", "FirstName": "first"})
+    envelope = ChangeEnvelope("Account", ACCOUNT_ID, "update", 1, fields={"Name": "Acme Inc"})
+    out = changes_for(envelope, both, SCHEMA)
+    assert isinstance(out, PropertyChanges)
+    assert (out.set, out.unset) == ({"name": "Acme Inc"}, frozenset())

@@ -43,6 +43,9 @@ FORMULA_SCHEMA = schema_from_describe(
 FIELDS = (
     "Id",
     "Name",
+    "FirstName",
+    "LastName",
+    "Salutation",
     "Industry",
     "AnnualRevenue",
     "NumberOfEmployees",
