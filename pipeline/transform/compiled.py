@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.transform.apply import (
@@ -43,12 +43,9 @@ from pipeline.transform.group_update import PropertyValue
 from pipeline.transform.plan import Target, plan_for
 from pipeline.transform.schema import COMPOUND_TYPES, ObjectSchema, normalise_component
 from pipeline.transform.update_tables import (
-    BAIL,
     NAMES_LIMIT,
-    SKIP,
     Targets,
     UpdateTables,
-    put_converted,
 )
 from pipeline.transform.values import kept_types, to_property_value
 
@@ -154,6 +151,17 @@ class CompiledConfig:
         return road
 
 
+class _WholeTarget(NamedTuple):
+    """What a whole record needs of one target (a tuple: read in the per-record loop)."""
+
+    field: str
+    prop: str
+    sf_type: str | None
+    kept: frozenset[type]  # value types its conversion returns unchanged
+    parent: str | None  # the compound field it is a component of
+    in_events: bool  # whether change events carry it (absent from a create: null)
+
+
 @dataclass(frozen=True, slots=True)
 class _Rule:
     """One mapping on the short road."""
@@ -167,9 +175,7 @@ class _Rule:
     # flat field -> the targets of the field itself: what a (non-null) value of it sets
     own: Mapping[str, Targets]
     targets: tuple[Target, ...]
-    # per target, what a whole record needs of it: (field, property, Salesforce type,
-    # types kept as they are, compound parent, whether change events carry it)
-    whole: tuple[tuple[str, str, str | None, frozenset[type], str | None, bool], ...]
+    whole: tuple[_WholeTarget, ...]  # per target, what a whole record needs of it
 
 
 class _ObjectRoad:
@@ -201,7 +207,7 @@ class _ObjectRoad:
             return None
         op = envelope.op
         if op == "update":
-            return self._stamped_fields(envelope, order)
+            return self._stamp_fields(envelope, order)
         if op == "delete":
             if rule.on_delete == "ignore":
                 return {}
@@ -212,70 +218,22 @@ class _ObjectRoad:
             # A whole record keeps a component it carries under a parent named null: the
             # general rules sort that out (creates name no nulls in practice).
             return None
-        stamped = self._stamped_fields(envelope, order)
+        stamped = self._stamp_fields(envelope, order)
         if stamped is None:
             return None
         if "Id" not in envelope.fields:  # events name the record in the header only
             for prop, _, _ in rule.own.get("Id", ()):
                 stamped[prop] = Stamped(envelope.record_id, order)
-        for _, prop, _, _, _, in_events in rule.whole:
-            if in_events and prop not in stamped:  # absent from a create: null
-                stamped[prop] = Stamped(None, order)
+        for target in rule.whole:
+            if target.in_events and target.prop not in stamped:  # absent from a create: null
+                stamped[target.prop] = Stamped(None, order)
         if rule.on_delete == "mark":
             stamped[DELETED_PROPERTY] = Stamped(False, order)
         return stamped
 
-    def _stamped_fields(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
-        """The properties the change's fields and nulled names feed, stamped; None as for
-        :meth:`stamped`."""
+    def _stamp_fields(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
         tables = self._update
-        if tables is None:
-            return None
-        stamped: dict[str, Stamped] = {}
-        unset: list[str] = []
-        plain, nested = tables.plain, tables.nested
-        for key, value in envelope.fields.items():
-            if type(value) is not dict:
-                targets = plain.get(key)
-                if targets is None:
-                    targets = tables.learn_plain(key)
-            else:
-                components = nested.get(key)
-                if components is None:
-                    components = tables.learn_nested(key)
-                if components is SKIP or "attributes" in value:
-                    continue
-                if components is BAIL or (len(value) == 1 and "diff" in value):
-                    return None
-                for component, inner in value.items():
-                    found = components.get(component)
-                    if found is None:
-                        found = tables.learn_component(key, components, component)
-                    if found:
-                        put_converted(stamped, unset, found, inner, order)
-                continue
-            if value is None:  # null: a compound's null reaches its components too
-                if targets is BAIL:
-                    return None
-                targets = tables.nulled_targets(key)
-            if targets:
-                if targets is BAIL:
-                    return None
-                # put_converted inlined: this runs for every mapped field of every update
-                for prop, sf_type, kept in targets:
-                    if type(value) in kept and value != "":
-                        stamped[prop] = Stamped(value, order)
-                        continue
-                    converted = to_property_value(value, sf_type)
-                    if converted is None:
-                        unset.append(prop)
-                    else:
-                        stamped[prop] = Stamped(converted, order)
-        for name in envelope.nulled:
-            put_converted(stamped, unset, tables.nulled_targets(name), None, order)
-        for prop in unset:  # after the sets, as the coalescer applies a change
-            stamped[prop] = Stamped(None, order)
-        return stamped
+        return None if tables is None else tables.stamp(envelope, order)
 
     def properties(self, envelope: ChangeEnvelope) -> list[_Answer] | None:
         """Per rule, what the change sets and unsets; None when it is not for this road."""
@@ -360,7 +318,7 @@ def _rules(
             for name, targets in plan.by_field.items()
         }
         whole = tuple(
-            (t.field, t.prop, t.sf_type, kept_types(t.sf_type), t.parent, t.in_events)
+            _WholeTarget(t.field, t.prop, t.sf_type, kept_types(t.sf_type), t.parent, t.in_events)
             for t in plan.targets
         )
         rules.append(

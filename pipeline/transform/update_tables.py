@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 
 from pipeline.transform.apply import Order
 from pipeline.transform.coalesce import Stamped
+from pipeline.transform.envelope import ChangeEnvelope
 from pipeline.transform.schema import ObjectSchema, normalise_component
 from pipeline.transform.values import to_property_value
 
@@ -77,6 +78,68 @@ class UpdateTables:
         self.plain: dict[str, Targets] = {}  # top-level field -> the targets its value sets
         self.nested: dict[str, dict[str, Targets]] = {}  # compound -> component -> targets
         self.nulled: dict[str, Targets] = {}  # a nulled name -> targets
+
+    def stamp(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
+        """The properties a change event's fields and nulled names set and unset, stamped
+        with ``order`` (unsets last, as the coalescer applies a change); None when the
+        change needs flattening first (see the class)."""
+        stamped: dict[str, Stamped] = {}
+        unset: list[str] = []
+        plain = self.plain
+        for key, value in envelope.fields.items():
+            if type(value) is dict:
+                if not self._stamp_nested(key, value, stamped, unset, order):
+                    return None
+                continue
+            targets = plain.get(key)
+            if targets is None:
+                targets = self.learn_plain(key)
+            if value is None:  # null: a compound's null reaches its components too
+                if targets is BAIL:
+                    return None
+                targets = self.nulled_targets(key)
+            if targets:
+                if targets is BAIL:
+                    return None
+                # put_converted inlined: this runs for every mapped field of every change
+                for prop, sf_type, kept in targets:
+                    if type(value) in kept and value != "":
+                        stamped[prop] = Stamped(value, order)
+                        continue
+                    converted = to_property_value(value, sf_type)
+                    if converted is None:
+                        unset.append(prop)
+                    else:
+                        stamped[prop] = Stamped(converted, order)
+        for name in envelope.nulled:
+            put_converted(stamped, unset, self.nulled_targets(name), None, order)
+        for prop in unset:
+            stamped[prop] = Stamped(None, order)
+        return stamped
+
+    def _stamp_nested(
+        self,
+        key: str,
+        value: dict[str, Any],
+        stamped: dict[str, Stamped],
+        unset: list[str],
+        order: Order,
+    ) -> bool:
+        """A compound field's components, into ``stamped``; False: flatten first."""
+        components = self.nested.get(key)
+        if components is None:
+            components = self.learn_nested(key)
+        if components is SKIP or "attributes" in value:
+            return True  # a relationship: not a field of this record
+        if components is BAIL or (len(value) == 1 and "diff" in value):
+            return False
+        for component, inner in value.items():
+            found = components.get(component)
+            if found is None:
+                found = self.learn_component(key, components, component)
+            if found:
+                put_converted(stamped, unset, found, inner, order)
+        return True
 
     def learn_plain(self, key: str) -> Targets:
         if "." in key:
