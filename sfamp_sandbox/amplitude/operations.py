@@ -104,9 +104,19 @@ def set_all(props: dict[str, Any], values: Mapping[str, Any]) -> None:
         if kind is str:
             if len(value) > MAX_STRING_LENGTH:
                 value = value[:MAX_STRING_LENGTH]
+        elif kind is list and _short_strings(value):
+            value = list(value)  # a copy, as truncate_value makes
         elif kind not in _UNCUT:
             value = truncate_value(value)
         props[key] = value
+
+
+def _short_strings(items: list[Any]) -> bool:
+    """True when every item is a string and none is longer than the cut (checked in C)."""
+    try:
+        return len("".join(items)) <= MAX_STRING_LENGTH
+    except TypeError:
+        return False
 
 
 def _set(props: dict[str, Any], key: str, value: Any) -> None:

@@ -78,6 +78,24 @@ def test_strings_are_cut_at_1024_characters() -> None:
     assert props["list"] == ["x" * 1024]
 
 
+def test_a_set_list_is_stored_as_a_copy_with_each_item_cut() -> None:
+    sent: dict[str, object] = {
+        "short": ["APAC", "EMEA"],
+        "mixed": ["a", 1, None],
+        "joined_long": ["y" * 600, "z" * 600],
+        "one_long": ["w" * 1025],
+    }
+    props: dict[str, object] = {}
+    apply_operations(props, {"$set": sent})
+    assert props == {
+        "short": ["APAC", "EMEA"],
+        "mixed": ["a", 1, None],
+        "joined_long": ["y" * 600, "z" * 600],
+        "one_long": ["w" * 1024],
+    }
+    assert all(props[key] is not sent[key] for key in sent)
+
+
 def test_identification_object_or_array() -> None:
     one = parse_identifications(
         '{"group_type":"account","group_value":7,"group_properties":{"a":1}}', IdentifyLimits()
