@@ -43,13 +43,24 @@ CASES = {
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return _completed(sfamp(*args), env, timeout=50)
+
+
+def _run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m module args``: a sandbox served on its own."""
+    return _completed([sys.executable, "-m", module, *args], {}, timeout=30)
+
+
+def _completed(
+    command: list[str], env: dict[str, str], *, timeout: float
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        sfamp(*args),
+        command,
         cwd=ROOT,
         env=cli_env(**env),
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=timeout,
         check=False,
     )
 
@@ -87,15 +98,7 @@ def test_a_taken_health_port_stops_run_before_it_starts() -> None:
 @pytest.mark.parametrize("module", ["sfamp_sandbox.salesforce", "sfamp_sandbox.amplitude"])
 def test_the_sandbox_modules_say_so_in_one_line(module: str) -> None:
     with held_port() as port:
-        done = subprocess.run(
-            [sys.executable, "-m", module, "--port", str(port)],
-            cwd=ROOT,
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        done = _run_module(module, "--port", str(port))
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines() == [
         f"error: cannot listen on 127.0.0.1:{port}: address already in use; choose another --port"
@@ -134,15 +137,7 @@ def test_a_host_that_is_not_this_machines_names_the_host_option(args: list[str])
 
 
 def test_the_sandbox_modules_name_the_host_when_it_is_the_problem() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "sfamp_sandbox.amplitude", "--host", NOT_OURS, "--port", "0"],
-        cwd=ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = _run_module("sfamp_sandbox.amplitude", "--host", NOT_OURS, "--port", "0")
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines() == [
         f"error: cannot listen on {NOT_OURS}:0: cannot assign requested address; "
