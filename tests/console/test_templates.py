@@ -6,6 +6,7 @@ import itertools
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pipeline.config.settings import Settings
 from pipeline.console.context import template_environment
@@ -62,12 +63,7 @@ def test_the_status_page_words_the_mapping_reconcile_and_counts() -> None:
         },
     }
     kafka = {"lag_messages": 1, "lag_seconds": 0, "replay": [], "dlq_pending": 0}
-    html = (
-        template_environment(Settings())
-        .get_template("_status_live.html")
-        .render(service=service, kafka=kafka, chart=None, duration=str, poll_seconds=5, now=NOW)
-    )
-    text = re.sub(r"<[^>]+>", "", html)
+    text = status_text(service, kafka)
     assert "sfamp.config revision 1; cadence every 5s" in text
     assert "revision sfamp.config" not in text
     assert "04:28:35 UTC (2s ago): ok, 1 group, 1 change, 0 requests" in text
@@ -93,14 +89,19 @@ def test_a_running_and_a_failed_reconcile_are_worded() -> None:
         },
     }
     kafka = {"error": "down"}
+    text = status_text(service, kafka)
+    assert "running since 04:15:00 UTC (13m ago) (Account, 0 records read)" in text
+    assert "failed 03:15:09 UTC (1h 13m ago): Salesforce said no" in text
+
+
+def status_text(service: dict[str, Any], kafka: dict[str, Any]) -> str:
+    """The text of the Status page's live part for ``service`` and ``kafka``, tags removed."""
     html = (
         template_environment(Settings())
         .get_template("_status_live.html")
         .render(service=service, kafka=kafka, chart=None, duration=str, poll_seconds=5, now=NOW)
     )
-    text = re.sub(r"<[^>]+>", "", html)
-    assert "running since 04:15:00 UTC (13m ago) (Account, 0 records read)" in text
-    assert "failed 03:15:09 UTC (1h 13m ago): Salesforce said no" in text
+    return re.sub(r"<[^>]+>", "", html)
 
 
 def test_no_words_run_together_after_a_template_tag() -> None:
