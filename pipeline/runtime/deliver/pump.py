@@ -199,7 +199,13 @@ class DeliverPump:
             return  # rewound while describing: these records will be fetched again
         table = compiled(config)  # once per mapping revision
         schemas = {sfdc_object: self._schemas.cached(sfdc_object) for sfdc_object in mapped}
+        assigned = self._consumer.assignment() if self._consumer is not None else set(batch)
         for tp, records in batch.items():
+            if tp not in assigned:
+                # Fetched just before a rebalance gave the partition to another member:
+                # sending these could land older values after the new owner's newer ones.
+                # The owner reads them from the committed offset.
+                continue
             taken = 0
             while taken < len(records):
                 taken = self._window.take(tp, records, taken, table, schemas, self._max_groups)

@@ -1,0 +1,138 @@
+"""A rebalance that lands while a fetch is on its way back to the deliver pump.
+
+aiokafka runs the rebalance callbacks in its coordinator task, so a batch the
+pump fetched can reach it after the group gave one of its partitions to another
+member. The pump must not take such records: it would send their (older) values
+after the new owner had sent newer ones, and never commit them. The consumer
+here is an in-memory stand-in for :class:`ChangesConsumer` whose fetch lets the
+group move partitions before it answers, which a real broker cannot be made to
+do on cue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from pipeline.amplitude import AmplitudeClient
+from pipeline.config.settings import Settings
+from pipeline.kafka.producer import ChangeProducer
+from pipeline.runtime.deliver.pump import DeliverPump
+from pipeline.runtime.mapping_source import MappingHolder, MappingVersion
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.state import ServiceState
+from pipeline.transform.envelope import ChangeEnvelope, encode
+from tests.transform.fixtures import ACCOUNT_DESCRIBE, account_config
+
+TOPIC = "sfamp.changes.Account"
+MOVED = TopicPartition(TOPIC, 0)
+KEPT = TopicPartition(TOPIC, 1)
+NOON = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # far from the daily flush at 00:00
+
+
+class MemoryDescribes:
+    """The Salesforce reads the pump needs here: the Account describe."""
+
+    async def describe(self, sfdc_object: str) -> dict[str, Any]:
+        assert sfdc_object == "Account"
+        return ACCOUNT_DESCRIBE
+
+    def query(self, soql: str, *, all_rows: bool = False) -> AsyncIterator[dict[str, Any]]:
+        raise AssertionError("no query is expected")
+
+
+class MemoryChangesConsumer:
+    """Answers one fetch with ``batch`` after the group reassigns to ``after``."""
+
+    def __init__(self, pump: DeliverPump, batch: dict[TopicPartition, list[Any]]) -> None:
+        self.pump = pump
+        self.batch = batch
+        self.assigned = set(batch)
+        self.rewound: list[set[TopicPartition]] = []
+        self.after: set[TopicPartition] = set()
+        self.member_id = "member-1"
+
+    async def fetch(self, **_: Any) -> Mapping[TopicPartition, list[Any]]:
+        # The rebalance runs while the fetched records wait to be handed over.
+        await self.pump.partitions_revoked(self.assigned)
+        self.assigned = set(self.after)
+        await self.pump.partitions_assigned(self.assigned)
+        return self.batch
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        yield
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    async def rewind(
+        self,
+        partitions: set[TopicPartition],
+        taken: Callable[[], Mapping[TopicPartition, tuple[int, int]]] | None = None,
+    ) -> None:
+        self.rewound.append(set(partitions))
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+
+def changes(tp: TopicPartition, count: int) -> list[ConsumerRecord[bytes, bytes]]:
+    records = []
+    for offset in range(count):
+        record_id = f"001RM{tp.partition:04d}{offset:09d}"
+        envelope = ChangeEnvelope(
+            "Account", record_id, "update", 1000 + offset, fields={"Industry": f"I{offset}"}
+        )
+        value = encode(envelope)
+        key = record_id.encode()
+        records.append(
+            ConsumerRecord(TOPIC, tp.partition, offset, 0, 0, key, value, None, 18, len(value), [])
+        )
+    return records
+
+
+def pump() -> DeliverPump:
+    settings = Settings()
+    holder = MappingHolder(MappingVersion(account_config({"Industry": "industry"}), "test"))
+    return DeliverPump(
+        settings,
+        holder,
+        AmplitudeClient(settings.amplitude),
+        ChangeProducer(settings.kafka),  # never started: nothing is flushed here
+        MemoryDescribes(),
+        ServiceState(role="deliver"),
+        Metrics(),
+        clock=lambda: NOON,
+    )
+
+
+async def test_records_of_a_partition_given_away_during_the_fetch_are_not_taken() -> None:
+    deliver = pump()
+    consumer = MemoryChangesConsumer(deliver, {MOVED: changes(MOVED, 3), KEPT: changes(KEPT, 2)})
+    consumer.after = {KEPT}
+    deliver._consumer = consumer  # type: ignore[assignment]
+
+    await deliver._step(consumer)  # type: ignore[arg-type]
+
+    window = deliver._window
+    assert MOVED not in window.offsets, "records of a partition now owned elsewhere were taken"
+    assert window.offsets == {KEPT: 2}, window.offsets
+    assert window.coalescer.pending_groups == 2
+    assert consumer.rewound == [{KEPT}]
+
+
+async def test_records_of_partitions_kept_through_the_rebalance_are_taken() -> None:
+    deliver = pump()
+    consumer = MemoryChangesConsumer(deliver, {MOVED: changes(MOVED, 3), KEPT: changes(KEPT, 2)})
+    consumer.after = {MOVED, KEPT}
+    deliver._consumer = consumer  # type: ignore[assignment]
+
+    await deliver._step(consumer)  # type: ignore[arg-type]
+
+    assert deliver._window.offsets == {MOVED: 3, KEPT: 2}
+    assert deliver._window.coalescer.pending_groups == 5
