@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.amplitude.payload import to_identification
+from pipeline.amplitude.payload import group_properties
 from pipeline.amplitude.planning import (
     MAX_REQUEST_BYTES,
     MAX_STRING_CHARS,
@@ -75,7 +75,7 @@ def _event_json(update: GroupUpdate, insert_id: str, time_ms: int) -> bytes:
         {
             "event_type": GROUP_IDENTIFY_EVENT,
             "groups": {update.group_type: update.group_value},
-            "group_properties": to_identification(update)["group_properties"],
+            "group_properties": group_properties(update),
             "insert_id": insert_id,
             "time": time_ms,
             "library": LIBRARY,

@@ -17,13 +17,18 @@ from pipeline.transform.group_update import GroupUpdate
 
 def to_identification(update: GroupUpdate) -> dict[str, Any]:
     """The JSON object Amplitude's Group Identify API expects for ``update``."""
+    return {
+        "group_type": update.group_type,
+        "group_value": update.group_value,
+        "group_properties": group_properties(update),
+    }
+
+
+def group_properties(update: GroupUpdate) -> dict[str, Any]:
+    """``{"$set": {...}, "$unset": {name: "-"}}`` of ``update``, each only when it has keys."""
     operations: dict[str, Any] = {}
     if update.set:
         operations["$set"] = dict(update.set)
     if update.unset:
         operations["$unset"] = dict.fromkeys(sorted(update.unset), "-")
-    return {
-        "group_type": update.group_type,
-        "group_value": update.group_value,
-        "group_properties": operations,
-    }
+    return operations

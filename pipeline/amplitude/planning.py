@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from urllib.parse import quote_plus
 
+import msgspec
 import orjson
 
 from pipeline.amplitude.payload import to_identification
@@ -134,7 +135,7 @@ def cut_strings(
     values = dict(update.set)
     for prop in cut:
         values[prop] = _cut(values[prop], limit)
-    return replace(update, set=values), cut
+    return msgspec.structs.replace(update, set=values), cut
 
 
 def _too_long(value: object, limit: int) -> bool:

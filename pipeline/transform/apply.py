@@ -52,6 +52,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
+
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.transform.envelope import GAP_OPS, ChangeEnvelope
 from pipeline.transform.group_update import PropertyValue
@@ -75,9 +77,11 @@ _NOT_IN_CHANGE: Final = "the new value of a mapped field is not in the change"
 _FORMULA_READ: Final = "a mapped formula field reads a field the change changed"
 
 
-@dataclass(frozen=True, slots=True)
-class PropertyChanges:
-    """Properties of one group to set and unset, as of one commit."""
+class PropertyChanges(msgspec.Struct, frozen=True, gc=False):
+    """Properties of one group to set and unset, as of one commit.
+
+    A frozen msgspec Struct, as :class:`GroupUpdate` (one per record read or change).
+    """
 
     group_type: str
     group_value: str

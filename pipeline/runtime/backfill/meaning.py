@@ -122,7 +122,7 @@ class ReadMeaning:
 
         Raises :class:`EnvelopeError` for a record without an Id.
         """
-        if self._flat is not None and _flat_and_live(record):
+        if self._flat is not None and _flat_and_live(record, source):
             return self._flat_outcomes(record, now_ms)
         envelope = envelope_from_record(self.sfdc_object, record, source=source, now_ms=now_ms)
         return changes_for_config(envelope, self.config, self.schema)
@@ -182,13 +182,14 @@ class ReadMeaning:
         return self.digest(record, outcomes)
 
 
-def _flat_and_live(record: Mapping[str, Any]) -> bool:
+def _flat_and_live(record: Mapping[str, Any], source: Source) -> bool:
     record_id = record.get("Id")
     if type(record_id) is not str or not record_id:
         return False
     if record.get(DELETED) in (True, "true"):
         return False
-    return dict not in map(type, record.values())
+    # A Bulk CSV row holds text and scalars only; REST JSON may nest compounds.
+    return source == "bulk" or dict not in map(type, record.values())
 
 
 def _converted(value: Any, sf_type: str | None, memo: dict[Any, Any]) -> PropertyValue | None:
