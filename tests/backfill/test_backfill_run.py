@@ -15,6 +15,7 @@ from pipeline.errors import AmplitudeUnavailableError, RequestLimitError
 from pipeline.runtime.backfill import (
     LogProgress,
     ReadOptions,
+    StopRequest,
     run_backfill,
 )
 from pipeline.runtime.salesforce_reads import fields_to_read
@@ -174,6 +175,36 @@ async def test_amplitude_outage_stops_and_resume_finishes(
     )
     assert again.objects[0].already_done
     assert again.total("rows_read") == 0
+
+
+async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 3_000)
+    checkpoint = tmp_path / "checkpoint.json"
+    stop = StopRequest()
+    # Stopped once the snapshot's third and last batch is delivered: before its catch-up.
+    hook = Hook(after=3, action=lambda: stop.set("stopped for the test"))
+    first = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, progress=hook,
+        options=SMALL_PAGES, stop=stop,
+    )  # fmt: skip
+    assert first.interrupted == "stopped for the test"
+    saved = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]
+    assert saved["position"]["finished"], saved
+    assert not saved["complete"], saved
+    jobs = sandboxes.salesforce.state.jobs.jobs
+    snapshot_job = saved["position"]["job_id"]
+    assert snapshot_job in jobs
+
+    second = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, resume=True,
+        options=SMALL_PAGES,
+    )  # fmt: skip
+
+    assert second.completed, second.error
+    assert second.total("rows_read") == 0  # the snapshot was done
+    assert snapshot_job not in jobs, "the resumed run left the snapshot's Bulk job behind"
 
 
 async def test_dry_run_sends_nothing_and_plans(sandboxes: Sandboxes, tmp_path: Path) -> None:

@@ -94,6 +94,48 @@ class StopAfterFirstBatch:
         return None
 
 
+class StopAfterBatches(StopAfterFirstBatch):
+    """Progress that stops the run once ``batches`` batches are written."""
+
+    def __init__(self, stop: StopRequest, batches: int) -> None:
+        super().__init__(stop)
+        self.left = batches
+
+    def advance(self, sfdc_object: str, rows: int, properties: int) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.stop.set("SIGTERM")
+
+
+async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
+    for n in range(4):
+        await org.create("Account", Name=f"A{n}", AnnualRevenue=1000, NumberOfEmployees=10)
+    pages = ReadOptions(api="bulk", max_records=2, batch_rows=2)
+    stop = StopRequest()
+    # Stopped once the snapshot's second and last batch is written: before its catch-up.
+    first = await run_reconcile(settings, CONFIG, options=pages, stop=stop,
+                                progress=StopAfterBatches(stop, 2))  # fmt: skip
+    assert first.interrupted == "SIGTERM"
+    assert first.objects[0].records_read == 4
+    checkpoint = json.loads(Path(first.checkpoint).read_text())
+    [saved] = checkpoint["objects"].values()
+    assert saved["position"]["finished"], saved
+    assert not saved["complete"], saved
+    assert stack.salesforce is not None
+    jobs = stack.salesforce.state.jobs.jobs
+    snapshot_job = saved["position"]["job_id"]
+    assert snapshot_job in jobs
+
+    second = await run_reconcile(settings, CONFIG, options=pages)
+
+    assert second.resumed
+    assert second.completed, second.error
+    assert snapshot_job not in jobs, "the resumed run left the snapshot's Bulk job behind"
+
+
 async def test_silent_changes_are_refreshed_nothing_else_is_sent_and_the_stream_wins(
     stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
 ) -> None:

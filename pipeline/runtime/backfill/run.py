@@ -217,15 +217,18 @@ async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
     config = run.config.model_copy(update={"mappings": mappings})
     catch_up = await _catch_up_for(run, sfdc_object, fields, saved, (config, schema))
     meaning = catch_up.meaning if catch_up is not None else None
+    start = None if saved is None else saved.position
     return ObjectRun(
         item,
         schema,
         config,
         fields,
         fingerprint,
-        None if saved is None else saved.position,
+        start,
         catch_up,
         meaning or ReadMeaning(sfdc_object, config, schema),
+        # A run resumed after its snapshot reads no batch: its job is still to delete.
+        job_id=None if start is None else start.job_id,
     )
 
 

@@ -201,6 +201,8 @@ async def _reconcile_object(run: _Run, plan: ObjectPlan) -> None:
     start = None if saved is None or saved.position.method is None else saved.position
     tally = Tally()
     job_id = await _snapshot(run, plan, item, start, catch_up, tally)
+    # A run resumed after its snapshot reads no batch: its job is still to delete.
+    job_id = job_id or (None if start is None else start.job_id)
     if catch_up is not None:
         await _catch_up(run, plan, item, catch_up, tally)
     item.properties, item.groups, item.finished = tally.properties, tally.groups, True
