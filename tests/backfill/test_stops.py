@@ -91,6 +91,7 @@ async def test_a_limit_on_a_later_page_keeps_a_checkpoint_of_the_first(
 
     assert code == 1
     assert "error: Salesforce API request limit reached" in err
+    assert err.count("request limit reached") == 1, f"the reason once, as the error line: {err}"
     assert "rerun with --resume" in out
     assert saved_position(tmp_path)["last_id"] == ids[1_999]
     assert delivered(sandboxes) == set(ids[:2_000])

@@ -127,8 +127,7 @@ async def run_backfill(
             summary.interrupted = await until_stopped(_backfill_objects(run), stop)
             if summary.interrupted is not None:
                 log.warning("backfill_interrupted", signal=summary.interrupted)
-        except SfampError as exc:
-            log.error("backfill_stopped", error=type(exc).__name__, reason=str(exc))
+        except SfampError as exc:  # the caller reports it: the command's line, the demo's
             summary.error = exc
         finally:
             summary.api_calls = sf.rest.api_calls - calls_before
