@@ -25,8 +25,10 @@ from sfamp_sandbox.amplitude.events import (
     BATCH,
     GROUP_IDENTIFY_EVENT,
     HTTP_V2,
+    AcceptedEvent,
     EventApi,
     JsonRefused,
+    WellFormedEvent,
     parse_event_request,
     success_body,
     too_large,
@@ -37,7 +39,7 @@ from sfamp_sandbox.amplitude.identify import (
     RequestRefused,
     parse_identifications,
 )
-from sfamp_sandbox.amplitude.state import Region, SandboxState, request_entry
+from sfamp_sandbox.amplitude.state import GroupStore, Region, SandboxState, request_entry
 
 GROUP_IDENTIFY_PATH = "/groupidentify"
 MAX_QUERY_STRING = 8192
@@ -151,16 +153,10 @@ class Ingestion:
         if self.state.project_for(parsed.api_key, region) is None:
             raise JsonRefused({"code": 400, "error": f"Invalid API key: {parsed.api_key}"})
         accepted = validate_events(parsed, self.limits.blocked_group_values)
-        store, now, stamp = self.state.store(region), time.time(), _history_stamp(entry)
-        ingested, types, groups = 0, Counter[str](), 0
-        for event in accepted:
-            if event.insert_id and not store.first_seen(event.device_id, event.insert_id, now):
-                continue
-            ingested += 1
-            types[event.event_type] += 1
-            if event.event_type == GROUP_IDENTIFY_EVENT:
-                for group_type, group_value in event.groups:
-                    groups += store.apply(group_type, group_value, event.operations, stamp)
+        now = time.time()
+        ingested, types, groups = apply_events(
+            self.state.store(region), accepted, now, _history_stamp(entry)
+        )
         entry.update(events=len(accepted), events_ingested=ingested, event_types=dict(types))
         entry["identifications"] = groups
         return success_body(ingested, len(body), int(now * 1000))
@@ -190,6 +186,39 @@ class Ingestion:
 
     def _entry(self, request: web.Request, region: Region, path: str) -> dict[str, Any]:
         return request_entry(self.state.next_request_id(), request.method, path, region)
+
+
+def apply_events(
+    store: GroupStore,
+    accepted: list[AcceptedEvent | WellFormedEvent],
+    now: float,
+    stamp: dict[str, Any],
+) -> tuple[int, Counter[str], int]:
+    """Events ingested (not seen before by insert id), their types, and groups changed."""
+    first_seen, apply = store.first_seen, store.apply
+    ingested, types, groups = 0, Counter[str](), 0
+    for event in accepted:
+        if isinstance(event, dict):
+            # A well-formed $groupidentify: its fields are read here as _event would
+            # have put them into an AcceptedEvent.
+            event_type, insert_id = GROUP_IDENTIFY_EVENT, event.get("insert_id")
+            if type(insert_id) is not str:
+                insert_id = None
+            device_id = event.get("device_id")
+            if type(device_id) is not str:
+                device_id = ""
+            pairs, operations = event["groups"].items(), event["group_properties"]
+        else:
+            event_type, insert_id, device_id = event.event_type, event.insert_id, event.device_id
+            pairs, operations = event.groups, event.operations
+        if insert_id and not first_seen(device_id, insert_id, now):
+            continue
+        ingested += 1
+        types[event_type] += 1
+        if event_type == GROUP_IDENTIFY_EVENT:
+            for group_type, group_value in pairs:
+                groups += apply(group_type, group_value, operations, stamp)
+    return ingested, types, groups
 
 
 def _fault_body(kind: str, json_api: bool, body: bytes | None) -> bytes:

@@ -60,6 +60,18 @@ def normalize_operations(group_properties: object, *, strict: bool = False) -> d
     return operations
 
 
+def is_normalized(group_properties: object) -> bool:
+    """True when ``group_properties`` is already what :func:`normalize_operations` returns
+    for it (known operations only, each an object but ``$clearAll``), so it can serve as
+    the operation map itself."""
+    if type(group_properties) is not dict:
+        return False
+    for key, value in group_properties.items():
+        if key not in KNOWN_OPERATIONS or (type(value) is not dict and key != "$clearAll"):
+            return False
+    return True
+
+
 def count_property_keys(operations: Mapping[str, Any]) -> int:
     """Property keys named by an operation map (what the 1024-property limit counts)."""
     return sum(len(value) for key, value in operations.items() if key != "$clearAll")
@@ -83,8 +95,15 @@ def truncate_value(value: Any) -> Any:
 
 def apply_operations(properties: dict[str, Any], operations: Mapping[str, Any]) -> None:
     """Apply one identification's operations to a group's stored properties, in place."""
-    if len(operations) == 1 and "$set" in operations:
-        set_all(properties, operations["$set"])  # what clients send most
+    values, unset = operations.get("$set"), operations.get("$unset")
+    if len(operations) == (values is not None) + (unset is not None):
+        # What clients send most, $set and sometimes $unset, without the walk through
+        # every operation name (unset applies first, as in OPERATION_ORDER).
+        if unset:
+            for key in unset:
+                properties.pop(key, None)
+        if values:
+            set_all(properties, values)
         return
     for name in OPERATION_ORDER:
         if name not in operations:
@@ -97,18 +116,21 @@ def apply_operations(properties: dict[str, Any], operations: Mapping[str, Any]) 
 
 
 def set_all(props: dict[str, Any], values: Mapping[str, Any]) -> None:
-    """``$set`` of every key of ``values``, strings cut as :func:`truncate_value` cuts them
-    (the common values, numbers and short strings, without a call each)."""
+    """``$set`` of every key of ``values``, strings cut as :func:`truncate_value` cuts them.
+
+    Every value is stored as it is first (one C-level update, in the order of
+    ``values``), then the few that need a cut or a copy are replaced in place: a
+    backfill sends mostly numbers and short strings, which then cost a type check each.
+    """
+    props.update(values)
     for key, value in values.items():
         kind = type(value)
-        if kind is str:
-            if len(value) > MAX_STRING_LENGTH:
-                value = value[:MAX_STRING_LENGTH]
-        elif kind is list and _short_strings(value):
-            value = list(value)  # a copy, as truncate_value makes
-        elif kind not in _UNCUT:
-            value = truncate_value(value)
-        props[key] = value
+        if kind in _UNCUT or (kind is str and len(value) <= MAX_STRING_LENGTH):
+            continue
+        if kind is list and _short_strings(value):
+            props[key] = list(value)  # a copy, as truncate_value makes
+        else:
+            props[key] = truncate_value(value)
 
 
 def _short_strings(items: list[Any]) -> bool:
