@@ -2,8 +2,9 @@
 
 aiokafka runs the rebalance callbacks in its coordinator task, so a batch the
 pump fetched can reach it after the group gave one of its partitions to another
-member. The pump must not take such records: it would send their (older) values
-after the new owner had sent newer ones, and never commit them. The consumer
+member, or between a revoke and the next assignment (while aiokafka still reports
+the old one). The pump must not take such records: it would send their (older)
+values after the new owner had sent newer ones, and never commit them. The consumer
 here is an in-memory stand-in for :class:`ChangesConsumer` whose fetch lets the
 group move partitions before it answers, which a real broker cannot be made to
 do on cue.
@@ -46,21 +47,23 @@ class MemoryDescribes:
 
 
 class MemoryChangesConsumer:
-    """Answers one fetch with ``batch`` after the group reassigns to ``after``."""
+    """Answers one fetch with ``batch`` after the group revokes every partition and, unless
+    ``after`` is None, assigns ``after``."""
 
     def __init__(self, pump: DeliverPump, batch: dict[TopicPartition, list[Any]]) -> None:
         self.pump = pump
         self.batch = batch
         self.assigned = set(batch)
         self.rewound: list[set[TopicPartition]] = []
-        self.after: set[TopicPartition] = set()
+        self.after: set[TopicPartition] | None = set()
         self.member_id = "member-1"
 
     async def fetch(self, **_: Any) -> Mapping[TopicPartition, list[Any]]:
         # The rebalance runs while the fetched records wait to be handed over.
         await self.pump.partitions_revoked(self.assigned)
-        self.assigned = set(self.after)
-        await self.pump.partitions_assigned(self.assigned)
+        if self.after is not None:  # else still joining: aiokafka reports the old assignment
+            self.assigned = set(self.after)
+            await self.pump.partitions_assigned(self.assigned)
         return self.batch
 
     @contextlib.asynccontextmanager
@@ -136,3 +139,15 @@ async def test_records_of_partitions_kept_through_the_rebalance_are_taken() -> N
 
     assert deliver._window.offsets == {MOVED: 3, KEPT: 2}
     assert deliver._window.coalescer.pending_groups == 5
+
+
+async def test_nothing_fetched_is_taken_between_a_revoke_and_the_next_assignment() -> None:
+    deliver = pump()
+    consumer = MemoryChangesConsumer(deliver, {MOVED: changes(MOVED, 3), KEPT: changes(KEPT, 2)})
+    consumer.after = None
+    deliver._consumer = consumer  # type: ignore[assignment]
+
+    await deliver._step(consumer)  # type: ignore[arg-type]
+
+    assert deliver._window.empty, "records were taken before the group assigned partitions"
+    assert deliver._window.coalescer.pending_groups == 0

@@ -99,6 +99,8 @@ class DeliverPump:
         self._stop_requested_at: float | None = None
         self._retry = Backoff(first=2.0, ceiling=60.0)
         self._must_rewind = False
+        # Between a revoke and the next assignment: aiokafka still reports the old one.
+        self._rebalancing = False
         self.flushes = 0
 
     # -- lifecycle -------------------------------------------------------
@@ -131,9 +133,13 @@ class DeliverPump:
     # -- the group moves partitions -----------------------------------------
 
     async def partitions_revoked(self, revoked: set[Partition]) -> None:
+        self._rebalancing = True
         self.forget("rebalance")
 
     async def partitions_assigned(self, assigned: set[Partition]) -> None:
+        # From here the assignment is the new one; what is taken while the rewind below
+        # waits is handled by the rewind itself.
+        self._rebalancing = False
         flushing, consumer = self._flushing, self._consumer
         if flushing is not None and consumer is not None:
             flushing.assigned(assigned, consumer.member_id)
@@ -188,7 +194,8 @@ class DeliverPump:
         return self._window.coalescer.pending_groups + len(self._window.lookups) >= self._max_groups
 
     async def _take_all(self, batch: Mapping[Partition, list[Record]]) -> None:
-        if not any(batch.values()):
+        if self._rebalancing or not any(batch.values()):
+            # Fetched before a revoke: the next assignment rewinds to the committed offsets.
             return
         generation = self._generation
         config = self.holder.current
