@@ -9,23 +9,25 @@ silently ignored: a misspelt name would otherwise leave its default in force.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline.errors import Problem, SettingsError
 
@@ -244,6 +246,28 @@ class ConsoleSettings(_Section):
         description="The running service's health endpoint, for the Status page; "
         "defaults to http://127.0.0.1:<runtime.health_port>.",
     )
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="Reverse proxies (addresses or networks, comma-separated) whose "
+        "X-Forwarded-For, -Proto and -Host name the client, scheme and host.",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        parts = value.split(",") if isinstance(value, str) else value
+        if not isinstance(parts, list):
+            return value
+        networks = []
+        for part in parts:
+            text = str(part).strip()
+            if not text:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IP address or network") from None
+        return networks
 
     @field_validator("token")
     @classmethod
@@ -340,4 +364,4 @@ def _dotenv_names(env_file: object) -> list[str]:
 def _problem(error: object) -> Problem:
     loc = [str(part) for part in error["loc"]]  # type: ignore[index]
     name = ENV_PREFIX + "__".join(part.upper() for part in loc)
-    return Problem(name, str(error["msg"]))  # type: ignore[index]
+    return Problem(name, str(error["msg"]).removeprefix("Value error, "))  # type: ignore[index]

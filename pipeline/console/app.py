@@ -20,6 +20,7 @@ from pipeline.console import (
 from pipeline.console.catalog import OrgCatalog
 from pipeline.console.context import CONSOLE, Console, template_environment
 from pipeline.console.login import register as register_login
+from pipeline.console.proxies import forwarded_middleware
 from pipeline.console.security import (
     Sessions,
     headers_middleware,
@@ -57,6 +58,7 @@ def create_console_app(
         console.sign_ins = SignInLimiter(clock=clock)
     app = web.Application(
         middlewares=[
+            forwarded_middleware(settings.console.trusted_proxies),
             headers_middleware(),
             origin_middleware(sessions),
             session_middleware(sessions),

@@ -51,7 +51,7 @@ async def login(request: web.Request) -> web.Response:
     limiter.succeeded(address)
     _, cookie = sessions.issue("in")  # a new session id: nothing from before sign-in carries over
     response = web.HTTPSeeOther(target)
-    set_session_cookie(response, cookie)
+    set_session_cookie(response, cookie, secure=request.secure)
     raise response
 
 

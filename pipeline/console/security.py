@@ -103,11 +103,12 @@ class Sessions:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
 
-def set_session_cookie(response: web.StreamResponse, value: str) -> None:
+def set_session_cookie(response: web.StreamResponse, value: str, *, secure: bool) -> None:
     # Lax, not Strict: Salesforce's redirect back to /oauth/callback is a cross-site
     # navigation that must arrive signed in. A cross-site POST still carries no cookie,
-    # and every POST needs the CSRF token besides.
-    response.set_cookie(COOKIE, value, httponly=True, samesite="Lax", path="/")
+    # and every POST needs the CSRF token besides. Secure whenever the browser came over
+    # HTTPS (directly or through a trusted proxy), so the cookie never travels in clear.
+    response.set_cookie(COOKIE, value, httponly=True, samesite="Lax", path="/", secure=secure)
 
 
 def is_loopback(host: str) -> bool:
@@ -211,7 +212,7 @@ def session_middleware(sessions: Sessions) -> web.middleware:  # type: ignore[va
         request[CSRF] = sessions.csrf(session)
         response = await handler(request)
         if issued is not None and COOKIE not in response.cookies:
-            set_session_cookie(response, issued)
+            set_session_cookie(response, issued, secure=request.secure)
         return response
 
     return middleware
