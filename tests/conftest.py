@@ -18,13 +18,14 @@ import structlog
 
 from sfamp_sandbox.kafka import EmbeddedKafka
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist a worker starts with ``COLUMNS=80`` in its environment, and a rich
-    Console created at import would keep that width for good; the tests that run the CLI in
-    process set ``COLUMNS`` per call, as a terminal would, so a worker starts without it."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        os.environ.pop("COLUMNS", None)
+# Under pytest-xdist a worker starts with ``COLUMNS=80`` in its environment, and a rich
+# Console created at import would keep that width for good; the tests that run the CLI in
+# process set ``COLUMNS`` per call, as a terminal would, so a worker starts without it.
+# Done on import, not in pytest_configure: a conftest named on the command line (say
+# tests/ops/conftest.py, which imports the CLI) is imported before any configure hook,
+# and this one, its parent, before it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
 
 
 def docker_engine_answers() -> bool:
