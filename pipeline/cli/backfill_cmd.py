@@ -28,7 +28,7 @@ from pipeline.cli.progress import ObjectBars, choose_progress
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.verify import check_mapping_against_org
-from pipeline.errors import SfampError
+from pipeline.errors import ConfigError, SfampError
 from pipeline.runtime.backfill import (
     DEFAULT_CHECKPOINT,
     BackfillSummary,
@@ -38,9 +38,11 @@ from pipeline.runtime.backfill import (
     ReadOptions,
     StopRequest,
     run_backfill,
+    selected_objects,
 )
 from pipeline.runtime.mapping_source import initial_mapping
 from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
+from pipeline.salesforce.client import SalesforceClient
 from pipeline.wording import plural
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -129,6 +131,8 @@ def backfill(
     the run stopped early (for example on REQUEST_LIMIT_EXCEEDED), 130 on Ctrl-C
     and 143 on SIGTERM; the checkpoint of what was delivered is kept.
     """
+    if resume and resume_or_start:
+        fail(ConfigError("use --resume or --resume-or-start, not both"))
     settings = settings_or_exit()
     quiet_kafka_client()
     resume = resume or (resume_or_start and checkpoint.exists())
@@ -136,11 +140,10 @@ def backfill(
         if not dry_run:  # before anything is asked of Salesforce, Kafka or Amplitude
             CheckpointFile(checkpoint).check_writable()
         version, _ = asyncio.run(initial_mapping(settings.kafka, mapping or settings.mapping_file))
-        config = version.mapping
-        asyncio.run(check_mapping_against_org(settings, config))  # refuse unknown objects/fields
+        config = selected_objects(version.mapping, objects)  # an unmapped --object: no login
         with _progress(as_json, progress_interval) as progress:
             summary = asyncio.run(
-                _until_signal(
+                _checked_until_signal(
                     settings,
                     config,
                     objects=objects or None,
@@ -173,6 +176,16 @@ def did_anything(summary: BackfillSummary) -> bool:
     its summary worth printing beside an error."""
     done = summary.total("identifications") + summary.total("rejected")
     return done > 0 or summary.checkpoint_saved or any(o.already_done for o in summary.objects)
+
+
+async def _checked_until_signal(
+    settings: Settings, config: MappingConfig, **options: Any
+) -> BackfillSummary:
+    """The mapping checked against the org (unknown objects and fields are refused before
+    anything is read), then the backfill, through one Salesforce login."""
+    async with SalesforceClient.from_settings(settings.salesforce) as salesforce:
+        await check_mapping_against_org(settings, config, salesforce=salesforce)
+        return await _until_signal(settings, config, salesforce=salesforce, **options)
 
 
 async def _until_signal(

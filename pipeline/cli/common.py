@@ -24,8 +24,9 @@ MAPPING = typer.Option(
     None,
     "--mapping",
     "-m",
-    help="Mapping file; overrides SFAMP_MAPPING_FILE. Without either, the mapping "
-    "published in sfamp.config is used.",
+    help="Mapping file; overrides SFAMP_MAPPING_FILE. The mapping published in "
+    "sfamp.config runs instead when it is newer than the file (the warning "
+    "mapping_file_older_than_published says so), or when neither is given.",
 )
 err_console = Console(stderr=True)
 

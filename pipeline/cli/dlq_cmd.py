@@ -155,7 +155,10 @@ def _print_dismissals(outcomes: list[Dismissal], *, as_json: bool) -> None:
         print_json([o.as_json() for o in outcomes])
         return
     if not outcomes:
-        console.print("nothing to dismiss: every waiting entry can be replayed", highlight=False)
+        # Also when nothing waits at all: "every waiting entry can be replayed" would mislead.
+        console.print(
+            "nothing to dismiss: no waiting entry that a replay cannot deliver", highlight=False
+        )
         return
     done = sum(1 for o in outcomes if o.dismissed)
     table: Table = new_table(f"dismissed {done} of {len(outcomes)}", ("id", "key", "result"))

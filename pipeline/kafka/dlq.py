@@ -154,11 +154,19 @@ def fold_dlq(messages: Iterable[Message]) -> list[DlqItem]:
 
 def select(items: Sequence[DlqItem], ids: Sequence[str], everything: bool) -> list[DlqItem]:
     """The entries named by ``ids``, or every pending one with ``everything``."""
-    if bool(ids) == everything:
-        raise ConfigError("name entries with --id ID (repeatable) or use --all, not both")
+    check_one_choice(ids, everything, "--all")
     if everything:
         return [item for item in items if item.pending]
     return by_ids(items, ids)
+
+
+def check_one_choice(ids: Sequence[str], flag_set: bool, flag: str) -> None:
+    """Refuse (:class:`ConfigError`) a command that names entries and sets ``flag``, or
+    does neither."""
+    if ids and flag_set:
+        raise ConfigError(f"name entries with --id ID (repeatable) or use {flag}, not both")
+    if not ids and not flag_set:
+        raise ConfigError(f"say which entries: --id ID (repeatable), or {flag}")
 
 
 def by_ids(items: Sequence[DlqItem], ids: Sequence[str]) -> list[DlqItem]:

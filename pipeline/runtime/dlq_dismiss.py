@@ -22,8 +22,14 @@ from typing import Any, Final
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
-from pipeline.errors import ConfigError
-from pipeline.kafka.dlq import DlqItem, append_markers, by_ids, dismissal_marker, read_dlq
+from pipeline.kafka.dlq import (
+    DlqItem,
+    append_markers,
+    by_ids,
+    check_one_choice,
+    dismissal_marker,
+    read_dlq,
+)
 from pipeline.kafka.inspect import KafkaInspector, iso_time, now_ms
 from pipeline.runtime.dlq_targets import targets_of
 from pipeline.runtime.mapping_source import initial_mapping
@@ -92,8 +98,7 @@ async def dismiss_dead_letters(
     """``sfamp dlq dismiss``: the entries named by ``ids``, or every waiting one no replay
     can deliver (``unreplayable_only``, judged with the mapping that runs now); a marker
     is written for each one not settled yet."""
-    if bool(ids) == unreplayable_only:
-        raise ConfigError("name entries with --id ID (repeatable) or use --unreplayable, not both")
+    check_one_choice(ids, unreplayable_only, "--unreplayable")
     items = (await read_dlq(inspector)).items
     reasons: dict[str, str] = {}
     if ids:

@@ -189,7 +189,16 @@ async def initial_mapping(
     file_version = _file_version(mapping_file) if mapping_file else None
     if file_version and published:
         assert mapping_file is not None
-        if published.published_at_ms / 1000 > (_mtime(mapping_file) or 0.0):
+        modified = _mtime(mapping_file) or 0.0
+        if published.published_at_ms / 1000 > modified:
+            # Said every time: the command line named a file that does not run.
+            log.warning(
+                "mapping_file_older_than_published",
+                mapping_file=str(mapping_file),
+                file_modified=_utc(modified),
+                revision=published.revision,
+                published_at=_utc(published.published_at_ms / 1000),
+            )
             return _published_version(published.revision, published.mapping), offset
         return file_version, offset
     if file_version:
@@ -214,6 +223,10 @@ async def _published(
             raise
         log.warning("published_mapping_unreadable", reason=str(exc), mapping_file=str(mapping_file))
     return None, -1
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 def _file_version(path: Path) -> MappingVersion:

@@ -33,3 +33,37 @@ async def test_a_misspelt_object_or_field_stops_the_backfill_before_anything_is_
     assert "Traceback" not in err
     assert sandboxes.requests == 0
     assert not list(tmp_path.rglob("*checkpoint*")), "nothing was read, nothing to resume"
+
+
+async def test_an_object_nothing_maps_is_refused_before_salesforce_is_asked(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    args = ["--mapping", str(mapping_file), "--object", "Contact", "--object", "Lead"]
+    run = await CliRun.start(args, sandboxes.environment(), tmp_path)
+    code, _, err = await run.finish()
+
+    assert code == 1
+    assert "error: no mapping for Contact, Lead; mapped objects: Account" in err
+    assert "salesforce_login" not in err, err
+
+
+async def test_resume_and_resume_or_start_together_are_refused(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    args = ["--mapping", str(mapping_file), "--resume", "--resume-or-start"]
+    run = await CliRun.start(args, sandboxes.environment(), tmp_path)
+    code, out, err = await run.finish()
+
+    assert (code, out) == (1, "")
+    assert err.strip() == "error: use --resume or --resume-or-start, not both"
+
+
+async def test_the_check_and_the_backfill_share_one_salesforce_login(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 10)
+    run = await CliRun.start(["--mapping", str(mapping_file)], sandboxes.environment(), tmp_path)
+    code, _, err = await run.finish()
+
+    assert code == 0, err
+    assert err.count('"event": "salesforce_login"') == 1, err

@@ -226,7 +226,7 @@ async def test_entry_naming_no_record_cannot_be_replayed(topics: KafkaSettings, 
     ("args", "message"),
     [
         (("--id", "no-such-id"), "no DLQ entry with id no-such-id"),
-        ((), "--id ID"),
+        ((), "error: say which entries: --id ID (repeatable), or --all"),
         (("--all", "--id", "x"), "not both"),
     ],
 )
@@ -309,6 +309,11 @@ async def test_an_unreplayable_entry_is_dismissed_and_stops_counting(
     assert (again.exit_code, again.stdout.strip()) == (0, "nothing to replay")
     twice = await sfamp("dlq", "dismiss", "--id", nameless.id, "--json")
     assert [o["dismissed"] for o in json.loads(twice.stdout)] == [False]
+    nothing = await sfamp("dlq", "dismiss", "--unreplayable")
+    assert (nothing.exit_code, nothing.stdout.strip()) == (
+        0,
+        "nothing to dismiss: no waiting entry that a replay cannot deliver",
+    )
 
 
 async def test_a_refused_login_stops_the_replay_in_one_line(

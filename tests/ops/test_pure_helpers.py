@@ -117,6 +117,8 @@ def test_select_by_id_or_every_pending_entry() -> None:
         select(items, ["c"], everything=False)
     with pytest.raises(ConfigError, match="not both"):
         select(items, ["a"], everything=True)
+    with pytest.raises(ConfigError, match="say which entries"):
+        select(items, [], everything=False)
 
 
 def test_expected_topics_are_the_control_topics_only() -> None:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.config.validation import load_mapping
@@ -37,8 +38,21 @@ async def test_the_newer_of_the_file_and_the_published_mapping_runs(
     assert version.source == f"file:{mapping_file}"
 
     await publish_mapping(settings, config, now_ms=1_800_000_000_000)  # newer than the file
-    version, _ = await initial_mapping(settings, mapping_file)
+    with capture_logs() as logs:
+        version, _ = await initial_mapping(settings, mapping_file)
     assert version.source == "sfamp.config revision 2"
+    # The file named on the command line does not run: said, with both times.
+    passed_over = [e for e in logs if e["event"] == "mapping_file_older_than_published"]
+    assert passed_over == [
+        {
+            "event": "mapping_file_older_than_published",
+            "log_level": "warning",
+            "mapping_file": str(mapping_file),
+            "file_modified": "2023-11-14T22:13:20+00:00",
+            "revision": 2,
+            "published_at": "2027-01-15T08:00:00+00:00",
+        }
+    ]
 
 
 async def test_a_file_runs_when_kafka_does_not_answer_and_nothing_runs_without_one(

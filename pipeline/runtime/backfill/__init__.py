@@ -52,7 +52,7 @@ from pipeline.runtime.backfill.report import (
     LogProgress,
     ObjectSummary,
 )
-from pipeline.runtime.backfill.run import StopRequest, run_backfill
+from pipeline.runtime.backfill.run import StopRequest, run_backfill, selected_objects
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
@@ -78,5 +78,6 @@ __all__ = [
     "read_batches",
     "read_object",
     "run_backfill",
+    "selected_objects",
     "snapshot_fields",
 ]

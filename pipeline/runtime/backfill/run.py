@@ -100,7 +100,7 @@ async def run_backfill(
     ``sfamp.dlq`` or, without Kafka, to ``backfill-rejected.jsonl`` beside the
     checkpoint. Each object's snapshot ends with catch-up reads (``catch_up.py``).
     """
-    config = _selected(mapping_config, objects)
+    config = selected_objects(mapping_config, objects)
     summary = BackfillSummary(dry_run=dry_run, resumed=resume, checkpoint=str(checkpoint_path))
     resume_from = CheckpointFile.load(checkpoint_path) if resume else None
     checkpoint = None if dry_run else resume_from or CheckpointFile(checkpoint_path)
@@ -165,7 +165,11 @@ async def _backfill_objects(run: BackfillRun) -> None:
         await _backfill_object(run, sfdc_object)
 
 
-def _selected(config: MappingConfig, objects: Sequence[str] | None) -> MappingConfig:
+def selected_objects(config: MappingConfig, objects: Sequence[str] | None) -> MappingConfig:
+    """``config`` with the mappings of ``objects`` only (None or empty: all of them).
+
+    Raises :class:`MappingError` naming every object of ``objects`` nothing maps.
+    """
     if not objects:
         return config
     unknown = [name for name in objects if not config.for_object(name)]
