@@ -26,6 +26,11 @@ def check_exposure(host: str, settings: Settings) -> None:
             f"the console would listen on {host}, which is not a loopback address: set "
             "SFAMP_CONSOLE__TOKEN to require a sign-in, or use --host 127.0.0.1"
         )
+    if settings.console.token is None and settings.console.trusted_proxies:
+        raise ConfigError(
+            "SFAMP_CONSOLE__TRUSTED_PROXIES is set: behind a proxy the console is reached "
+            "from other hosts, so set SFAMP_CONSOLE__TOKEN to require a sign-in"
+        )
 
 
 def console_url(host: str, port: int) -> str:

@@ -12,9 +12,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pipeline.config.settings import Settings, load_settings
 from pipeline.console.app import create_console_app
-from pipeline.console.proxies import Network, forwarded_client, is_trusted
+from pipeline.console.proxies import Network, forwarded_client, forwarded_host, is_trusted
+from pipeline.console.server import check_exposure
 from pipeline.console.sign_in_limit import MAX_FAILURES
-from pipeline.errors import SettingsError
+from pipeline.errors import ConfigError, SettingsError
 from tests.console.conftest import csrf_of
 
 Client = TestClient[Any, Any]
@@ -34,13 +35,45 @@ PROXIES: list[Network] = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_netwo
         ("10.1.2.3", ["10.4.4.4"], "10.1.2.3"),  # only proxies: the nearest one
         ("10.1.2.3", [], "10.1.2.3"),
         ("10.1.2.3", ["not-an-address, 198.51.100.1"], "198.51.100.1"),
-        ("10.1.2.3", ["198.51.100.1, not-an-address"], "not-an-address"),
+        ("10.1.2.3", ["198.51.100.1, not-an-address"], "10.1.2.3"),  # the chain breaks there
+        ("10.1.2.3", ["198.51.100.1:4711"], "198.51.100.1"),  # a port is not part of the client
+        ("10.1.2.3", ["[2001:db8::5]:443"], "2001:db8::5"),
+        ("10.1.2.3", ["[2001:db8::5]"], "2001:db8::5"),
+        ("10.1.2.3", ["unknown"], "10.1.2.3"),
     ],
 )
 def test_the_client_is_the_rightmost_address_no_trusted_proxy_added(
     peer: str, forwarded_for: list[str], client: str
 ) -> None:
     assert forwarded_client(peer, forwarded_for, PROXIES) == client
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "scheme", "forwarded"),
+    [
+        ("console.example.com", "", "https", "console.example.com"),
+        ("evil.example, console.example.com", "", "https", "console.example.com"),  # nearest
+        ("console.example.com", "8443", "https", "console.example.com:8443"),
+        ("console.example.com", "443", "https", "console.example.com"),
+        ("console.example.com:8443", "8443", "https", "console.example.com:8443"),
+        ("[2001:db8::1]", "8443", "https", "[2001:db8::1]:8443"),
+        ("evil.example@localhost", "", "http", None),
+        ("localhost/path", "", "http", None),
+        ("two words", "", "http", None),
+        ("", "443", "https", None),
+    ],
+)
+def test_the_host_is_the_nearest_proxy_s_plain_name_and_port(
+    host: str, port: str, scheme: str, forwarded: str | None
+) -> None:
+    assert forwarded_host(host, port, scheme) == forwarded
+
+
+def test_trusting_a_proxy_needs_the_token() -> None:
+    settings = Settings(_env_file=None, console={"trusted_proxies": "10.0.0.0/8"})
+    with pytest.raises(ConfigError, match="set SFAMP_CONSOLE__TOKEN"):
+        check_exposure("127.0.0.1", settings)
+    check_exposure("127.0.0.1", Settings(_env_file=None, console={"token": TOKEN}))
 
 
 def test_nothing_is_trusted_without_proxies_or_an_address() -> None:
@@ -104,6 +137,9 @@ async def test_forwarded_headers_from_an_untrusted_peer_are_ignored() -> None:
 async def test_the_forwarded_scheme_and_host_make_cookies_secure_and_origins_match() -> None:
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "console.example.com"}
     async with console("127.0.0.1") as client:
+        plain = await client.get("/login", headers={"X-Forwarded-Proto": "http"})
+        assert "Secure" not in plain.headers["Set-Cookie"], "a Secure cookie over plain HTTP"
+        client.session.cookie_jar.clear()
         page = await client.get("/login", headers=forwarded)
         assert page.status == 200
         cookie = page.headers["Set-Cookie"]
