@@ -130,6 +130,8 @@ async def test_records_of_a_partition_given_away_during_the_fetch_are_not_taken(
 
 
 async def test_records_of_partitions_kept_through_the_rebalance_are_taken() -> None:
+    # What a fetch returns once the new assignment is installed was fetched under it:
+    # aiokafka's fetcher drops records of the old one, and starts at the committed offsets.
     deliver = pump()
     consumer = MemoryChangesConsumer(deliver, {MOVED: changes(MOVED, 3), KEPT: changes(KEPT, 2)})
     consumer.after = {MOVED, KEPT}

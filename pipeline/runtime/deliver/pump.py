@@ -211,7 +211,9 @@ class DeliverPump:
             if tp not in assigned:
                 # Fetched just before a rebalance gave the partition to another member:
                 # sending these could land older values after the new owner's newer ones.
-                # The owner reads them from the committed offset.
+                # The owner reads them from the committed offset. (A partition kept is
+                # taken: once a new assignment is installed, aiokafka's fetcher drops what
+                # it fetched under the old one and starts from the committed offsets.)
                 continue
             taken = 0
             while taken < len(records):
