@@ -191,7 +191,7 @@ async def initial_mapping(
         assert mapping_file is not None
         modified = _mtime(mapping_file) or 0.0
         if published.published_at_ms / 1000 > modified:
-            # Said every time: the command line named a file that does not run.
+            # Said every time: the file named (--mapping, SFAMP_MAPPING_FILE) does not run.
             log.warning(
                 "mapping_file_older_than_published",
                 mapping_file=str(mapping_file),
