@@ -249,7 +249,8 @@ class ConsoleSettings(_Section):
     trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
         default_factory=list,
         description="Reverse proxies (addresses or networks, comma-separated) whose "
-        "X-Forwarded-For, -Proto and -Host name the client, scheme and host.",
+        "X-Forwarded-For, -Proto, -Host and -Port name the client, scheme and host; "
+        "needs the token.",
     )
 
     @field_validator("trusted_proxies", mode="before")
