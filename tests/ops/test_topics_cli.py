@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaUnavailableError
 from pipeline.kafka.compacted import read_table
+from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry, ReplayMark
 from pipeline.kafka.topics import TopicNames
 from pipeline.transform.envelope import encode
@@ -206,30 +207,32 @@ async def test_tail_since_relative_and_iso(topics: KafkaSettings, cli: Cli) -> N
 
 async def test_tail_follow_prints_new_messages_then_stops(topics: KafkaSettings, cli: Cli) -> None:
     changes = TopicNames(topics.topic_prefix).changes("Account")
-    await produce(topics, [(changes, b"001H", encode(change("001H", now_ms(), replay_id=0)))])
-    following = asyncio.ensure_future(
-        cli(
-            "topics",
-            "tail",
-            changes,
-            "-n",
-            "50",
-            "--follow",
-            "--max-messages",
-            "2",
-            "--for",
-            "30",
-            "--json",
+    # One producer, started before the command: the command's output is this process's
+    # stdout while it runs, so a producer starting then would log into it.
+    async with ChangeProducer(topics) as producer:
+        await producer.send_all([(changes, b"001H", encode(change("001H", now_ms(), replay_id=0)))])
+        following = asyncio.ensure_future(
+            cli(
+                "topics",
+                "tail",
+                changes,
+                "-n",
+                "50",
+                "--follow",
+                "--max-messages",
+                "2",
+                "--for",
+                "30",
+                "--json",
+            )
         )
-    )
-    sent = 0
-    while not following.done() and sent < 200:
-        sent += 1
-        await produce(
-            topics, [(changes, b"001H", encode(change("001H", now_ms(), replay_id=sent)))]
-        )
-        await asyncio.sleep(0.1)
-    result = await following
+        sent = 0
+        while not following.done() and sent < 200:
+            sent += 1
+            record = encode(change("001H", now_ms(), replay_id=sent))
+            await producer.send_all([(changes, b"001H", record)])
+            await asyncio.sleep(0.1)
+        result = await following
     assert result.exit_code == 0, result.output
     rows = json_lines(result.stdout)
     replay_ids = [r["replay_id"] for r in rows]
