@@ -26,7 +26,7 @@ than dropped, so a forgotten check shows up at once instead of as lost data.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import msgspec
 from msgspec.structs import replace
@@ -94,6 +94,18 @@ class _Pending:
     def __init__(self) -> None:
         self.props: dict[str, Stamped] = {}
         self.latest: Order = (-1, -1, -1)
+
+    def merged(self, other: _Pending) -> _Pending:
+        """A new pending group: per property the latest commit of ``self`` and ``other``
+        (on a tie, ``other``'s); neither is changed."""
+        both = _Pending()
+        both.props = dict(self.props)
+        both.latest = max(self.latest, other.latest)
+        for prop, item in other.props.items():
+            held = both.props.get(prop)
+            if held is None or item.order >= held.order:
+                both.props[prop] = item
+        return both
 
     def to_update(self, key: tuple[str, str]) -> GroupUpdate:
         values: dict[str, PropertyValue] = {}
@@ -172,3 +184,20 @@ class Coalescer:
         """Every pending group as one update, sorted by (group type, group value); empties."""
         groups, self._groups = self._groups, {}
         return [groups[key].to_update(key) for key in sorted(groups)]
+
+
+def updates_of(coalescers: Iterable[Coalescer]) -> list[GroupUpdate]:
+    """Every group pending in any of ``coalescers`` as one update, sorted by key; each
+    property from the latest commit among them (on a tie, the later coalescer's).
+
+    Leaves the coalescers as they are. The deliver pump keeps one coalescer per Kafka
+    partition, so that a flush can leave out the partitions the group gave to another
+    member while it ran; a group fed by records of several partitions (a group name
+    field other than ``Id``) is merged here.
+    """
+    merged: dict[tuple[str, str], _Pending] = {}
+    for coalescer in coalescers:
+        for key, pending in coalescer._groups.items():
+            held = merged.get(key)
+            merged[key] = pending if held is None else held.merged(pending)
+    return [merged[key].to_update(key) for key in sorted(merged)]

@@ -1,22 +1,27 @@
-"""A rebalance that lands while a fetch is on its way back to the deliver pump.
+"""A rebalance that lands while a fetch is on its way back to the deliver pump, or
+while a flush waits for Amplitude.
 
 aiokafka runs the rebalance callbacks in its coordinator task, so a batch the
 pump fetched can reach it after the group gave one of its partitions to another
 member, or between a revoke and the next assignment (while aiokafka still reports
 the old one). The pump must not take such records: it would send their (older)
-values after the new owner had sent newer ones, and never commit them. The consumer
-here is an in-memory stand-in for :class:`ChangesConsumer` whose fetch lets the
-group move partitions before it answers, which a real broker cannot be made to
-do on cue.
+values after the new owner had sent newer ones, and never commit them. For the
+same reason a flush that loses a partition stops sending that partition's groups.
+The consumer here is an in-memory stand-in for :class:`ChangesConsumer` whose
+fetch lets the group move partitions before it answers, which a real broker
+cannot be made to do on cue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline.amplitude import AmplitudeClient
@@ -25,7 +30,7 @@ from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.deliver.pump import DeliverPump
 from pipeline.runtime.mapping_source import MappingHolder, MappingVersion
 from pipeline.runtime.metrics import Metrics
-from pipeline.runtime.state import ServiceState
+from pipeline.runtime.state import FlushResult, ServiceState
 from pipeline.transform.envelope import ChangeEnvelope, encode
 from tests.transform.fixtures import ACCOUNT_DESCRIBE, account_config
 
@@ -57,6 +62,7 @@ class MemoryChangesConsumer:
         self.rewound: list[set[TopicPartition]] = []
         self.after: set[TopicPartition] | None = set()
         self.member_id = "member-1"
+        self.committed: dict[TopicPartition, int] = {}
 
     async def fetch(self, **_: Any) -> Mapping[TopicPartition, list[Any]]:
         # The rebalance runs while the fetched records wait to be handed over.
@@ -83,6 +89,14 @@ class MemoryChangesConsumer:
     def highwater(self, tp: TopicPartition) -> int | None:
         return None
 
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        mine = {tp: offset for tp, offset in offsets.items() if tp in self.assigned}
+        self.committed.update(mine)
+        return mine
+
+    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        pass
+
 
 def changes(tp: TopicPartition, count: int) -> list[ConsumerRecord[bytes, bytes]]:
     records = []
@@ -99,13 +113,13 @@ def changes(tp: TopicPartition, count: int) -> list[ConsumerRecord[bytes, bytes]
     return records
 
 
-def pump() -> DeliverPump:
+def pump(amplitude: AmplitudeClient | None = None) -> DeliverPump:
     settings = Settings()
     holder = MappingHolder(MappingVersion(account_config({"Industry": "industry"}), "test"))
     return DeliverPump(
         settings,
         holder,
-        AmplitudeClient(settings.amplitude),
+        amplitude or AmplitudeClient(settings.amplitude),
         ChangeProducer(settings.kafka),  # never started: nothing is flushed here
         MemoryDescribes(),
         ServiceState(role="deliver"),
@@ -125,7 +139,7 @@ async def test_records_of_a_partition_given_away_during_the_fetch_are_not_taken(
     window = deliver._window
     assert MOVED not in window.offsets, "records of a partition now owned elsewhere were taken"
     assert window.offsets == {KEPT: 2}, window.offsets
-    assert window.coalescer.pending_groups == 2
+    assert window.pending_groups == 2
     assert consumer.rewound == [{KEPT}]
 
 
@@ -140,7 +154,7 @@ async def test_records_of_partitions_kept_through_the_rebalance_are_taken() -> N
     await deliver._step(consumer)  # type: ignore[arg-type]
 
     assert deliver._window.offsets == {MOVED: 3, KEPT: 2}
-    assert deliver._window.coalescer.pending_groups == 5
+    assert deliver._window.pending_groups == 5
 
 
 async def test_nothing_fetched_is_taken_between_a_revoke_and_the_next_assignment() -> None:
@@ -152,4 +166,67 @@ async def test_nothing_fetched_is_taken_between_a_revoke_and_the_next_assignment
     await deliver._step(consumer)  # type: ignore[arg-type]
 
     assert deliver._window.empty, "records were taken before the group assigned partitions"
-    assert deliver._window.coalescer.pending_groups == 0
+    assert deliver._window.pending_groups == 0
+
+
+async def flush_meeting_a_rebalance(
+    kept_after: set[TopicPartition],
+) -> tuple[FlushResult, list[list[str]], MemoryChangesConsumer]:
+    """Flush changes of MOVED and KEPT. The first request meets a 429; while it is
+    answered, the group keeps only ``kept_after``. Returns the flush's result, per
+    request the record ids (group values) it carried, and the consumer."""
+    sent: list[list[str]] = []
+    deliver: DeliverPump
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        events = orjson.loads(request.content)["events"]
+        sent.append([event["groups"]["account"] for event in events])
+        if len(sent) > 1:
+            return httpx.Response(200, json={"code": 200, "events_ingested": len(events)})
+        await deliver.partitions_revoked({MOVED, KEPT})
+        consumer.assigned = set(kept_after)
+        await deliver.partitions_assigned(set(kept_after))
+        return httpx.Response(429, json={"code": 429, "error": "Too many requests"})
+
+    async def backoff(seconds: float) -> None:
+        for _ in range(10):  # time passes: the loop turns, as during the 15 s after a 429
+            await asyncio.sleep(0)
+
+    settings = Settings(amplitude={"api_key": "key", "transport": "httpapi"})
+    client = AmplitudeClient(
+        settings.amplitude, transport=httpx.MockTransport(answer), sleep=backoff
+    )
+    deliver = pump(client)
+    consumer = MemoryChangesConsumer(deliver, {MOVED: changes(MOVED, 3), KEPT: changes(KEPT, 2)})
+    consumer.after = {MOVED, KEPT}
+    deliver._consumer = consumer  # type: ignore[assignment]
+    await deliver._step(consumer)  # type: ignore[arg-type]
+    assert deliver._window.offsets == {MOVED: 3, KEPT: 2}
+    return await deliver.flush(), sent, consumer
+
+
+def ids_of(tp: TopicPartition) -> set[str]:
+    return {record.key.decode() for record in changes(tp, 3 if tp == MOVED else 2)}
+
+
+async def test_a_flush_that_loses_a_partition_stops_sending_its_groups() -> None:
+    # The retry must not carry MOVED's values: the new owner sends them, maybe newer.
+    result, sent, consumer = await flush_meeting_a_rebalance({KEPT})
+
+    assert set(sent[0]) == ids_of(MOVED) | ids_of(KEPT), "the first request carried every group"
+    assert [ids for ids in sent[1:] if ids_of(MOVED) & set(ids)] == [], (
+        f"a request after the group took {MOVED} still carried its groups: {sent[1:]}"
+    )
+    assert sorted(id_ for ids in sent[1:] for id_ in ids) == sorted(ids_of(KEPT))
+    assert consumer.committed == {KEPT: 2}
+    assert result.ok, result
+    assert result.groups == 2, result
+
+
+async def test_a_flush_that_loses_every_partition_stops_early() -> None:
+    result, sent, consumer = await flush_meeting_a_rebalance(set())
+
+    assert len(sent) == 1, f"a request after the group took every partition: {sent[1:]}"
+    assert consumer.committed == {}
+    assert not result.ok, result
+    assert (result.error or "").startswith("stopped early"), result

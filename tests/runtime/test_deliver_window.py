@@ -33,7 +33,7 @@ def test_take_stops_when_the_window_holds_max_groups() -> None:
     window = FlushWindow()
     taken = window.take(TP, records, 0, compiled(CONFIG), SCHEMAS, max_groups=3)
     assert taken == 3, "the third new group fills the window"
-    assert window.coalescer.pending_groups == 3
+    assert window.pending_groups == 3
     assert window.offsets[TP] == 3
     assert window.changes == 3
     assert window.take(TP, records, taken, compiled(CONFIG), SCHEMAS, max_groups=3) == 3
@@ -43,8 +43,8 @@ def test_changes_to_held_groups_do_not_fill_the_window() -> None:
     records = [change(offset, "001RM0000000000001") for offset in range(10)]
     window = FlushWindow()
     assert window.take(TP, records, 0, compiled(CONFIG), SCHEMAS, max_groups=2) == 10
-    assert window.coalescer.pending_groups == 1
-    (update,) = window.coalescer.drain()
+    assert window.pending_groups == 1
+    (update,) = window.updates()
     assert update.set == {"industry": "I9"}, "the newest change wins"
 
 
@@ -70,3 +70,34 @@ def test_held_names_the_run_of_offsets_the_window_took() -> None:
     taken = window.take(TP, records, 0, compiled(CONFIG), SCHEMAS, max_groups=3)
     window.take(TP, records, taken, compiled(CONFIG), SCHEMAS, max_groups=100)
     assert window.taken_runs() == {TP: (5, 12)}
+
+
+def test_each_partition_coalesces_apart_and_a_flush_can_leave_one_out() -> None:
+    other = TopicPartition(TOPIC, 1)
+    window = FlushWindow()
+    shared, own = "001RM0000000000001", "001RM0000000000002"
+    table = compiled(CONFIG)
+    window.take(TP, [change(0, shared), change(1, own)], 0, table, SCHEMAS, max_groups=10)
+    # A later commit of the same record, read from another partition (a re-keyed topic).
+    window.take(other, [change(5, shared)], 0, table, SCHEMAS, max_groups=10)
+
+    assert window.pending_groups == 3, "one group per partition that changed it"
+    assert {u.group_value: u.set for u in window.updates()} == {
+        shared: {"industry": "I5"},
+        own: {"industry": "I1"},
+    }
+    assert {u.group_value: u.set for u in window.updates(leaving_out={other})} == {
+        shared: {"industry": "I0"},
+        own: {"industry": "I1"},
+    }
+    assert [u.group_value for u in window.updates(leaving_out={TP})] == [shared]
+
+
+def test_the_window_counts_every_partition_toward_max_groups() -> None:
+    other = TopicPartition(TOPIC, 1)
+    window = FlushWindow()
+    table = compiled(CONFIG)
+    first = [change(offset, f"001RM{offset:013d}") for offset in range(2)]
+    assert window.take(TP, first, 0, table, SCHEMAS, max_groups=3) == 2
+    second = [change(offset, f"001RM{offset + 10:013d}") for offset in range(5)]
+    assert window.take(other, second, 0, table, SCHEMAS, max_groups=3) == 1, "room for one more"

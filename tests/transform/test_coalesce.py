@@ -9,7 +9,7 @@ import pytest
 from pipeline.amplitude.payload import to_identification
 from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.transform.apply import Order, PropertyChanges, changes_for
-from pipeline.transform.coalesce import Coalescer, CoalescerFullError
+from pipeline.transform.coalesce import Coalescer, CoalescerFullError, updates_of
 from pipeline.transform.envelope import decode, encode
 from pipeline.transform.group_update import GroupUpdate, PropertyValue
 from tests.transform.fixtures import (
@@ -159,3 +159,25 @@ def test_older_change_still_writes_properties_nobody_newer_wrote() -> None:
     (update,) = drained(newer, older)
     assert update.set == {"name": "new", "tier": "gold"}
     assert update.unset == frozenset({"fax"})
+
+
+def test_updates_of_several_coalescers_take_each_property_from_its_latest_commit() -> None:
+    # Two records in two partitions naming one group: each coalesces apart.
+    first, second = Coalescer(max_groups=10), Coalescer(max_groups=10)
+    first.add(change((3, 0, 0), {"name": "newer", "tier": "gold"}))
+    first.add(change((1, 0, 0), {"n": 1}, group="only-first"))
+    second.add(change((2, 0, 0), {"name": "older", "region": "EMEA"}, unset={"tier"}))
+    second.add(change((4, 0, 0), {"n": 2}, group="only-second"))
+
+    merged = updates_of([first, second])
+
+    assert merged == [
+        GroupUpdate(
+            "account", "A", {"name": "newer", "region": "EMEA", "tier": "gold"}, frozenset()
+        ),
+        GroupUpdate("account", "only-first", {"n": 1}, frozenset()),
+        GroupUpdate("account", "only-second", {"n": 2}, frozenset()),
+    ]
+    assert updates_of([second, first]) == merged, "the order of the coalescers does not matter"
+    assert (first.pending_groups, second.pending_groups) == (2, 2), "both still hold their groups"
+    assert first.drain()[0].set == {"name": "newer", "tier": "gold"}, "merging left them alone"

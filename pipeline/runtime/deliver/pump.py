@@ -17,7 +17,11 @@ can stretch it over minutes): the consumer holds its partitions and keeps
 polling meanwhile. If a rebalance lands during a flush, the partitions the
 member kept are committed when Amplitude has accepted the flush, and a flush
 whose partitions all went to another member stops early and logs
-``revoked``: the new owner re-reads it.
+``revoked``: the new owner re-reads it. A flush that loses only some of its
+partitions stops its requests and sends again what the partitions it kept hold
+(each partition's changes coalesce apart): the new owner of the others sends
+their values, and ours, retried meanwhile, could land after its newer ones.
+What Amplitude had already accepted is sent twice, which is harmless.
 
 Group names missing from an update (a group name field other than ``Id``) and
 fields a change does not carry are read from Salesforce at flush time, in batches
@@ -191,7 +195,7 @@ class DeliverPump:
             await self._failed(exc)
 
     def _full(self) -> bool:
-        return self._window.coalescer.pending_groups + len(self._window.lookups) >= self._max_groups
+        return self._window.pending_groups + len(self._window.lookups) >= self._max_groups
 
     async def _take_all(self, batch: Mapping[Partition, list[Record]]) -> None:
         if self._rebalancing or not any(batch.values()):
@@ -222,7 +226,7 @@ class DeliverPump:
                     await self.flush()
                     if generation != self._generation:
                         return  # rewound during the flush: the rest comes again
-        self.state.pending_groups = self._window.coalescer.pending_groups
+        self.state.pending_groups = self._window.pending_groups
         self.metrics.pending_groups.set(self.state.pending_groups)
 
     # -- the flush ----------------------------------------------------------
@@ -234,7 +238,7 @@ class DeliverPump:
         member_id = self._consumer.member_id if self._consumer is not None else ""
         flushing = self._flushing = Flushing(window, member_id)
         try:
-            settled = await _unless_revoked(flushing, self._settle_window(window))
+            settled = await _unless(flushing.revoked, self._settle_window(flushing))
             committed = await self._commit(flushing) if settled is not None else {}
         finally:
             self._flushing = None
@@ -253,16 +257,43 @@ class DeliverPump:
         self._flushed(result, report, dlq=len(window.dlq), flushing=flushing, committed=committed)
         return result
 
-    async def _settle_window(self, window: FlushWindow) -> tuple[list[GroupUpdate], DeliveryReport]:
+    async def _settle_window(
+        self, flushing: Flushing
+    ) -> tuple[list[GroupUpdate], DeliveryReport] | None:
+        """What was sent and how; None when the group gave every partition away."""
+        window = flushing.window
         await resolve_lookups(self._salesforce, self._schemas, self.holder.current, window)
-        updates = window.coalescer.drain()
-        report = await self._amplitude.send(updates) if updates else DeliveryReport()
+        sent = await self._send_kept(flushing)
+        if sent is None:
+            return None
+        updates, report = sent
         await self._sent.record(self.holder.current, updates, report)  # what a reconcile compares
         for rejection in report.rejected:
             identification = to_identification(rejection.update)
             window.reject(identification, rejection.status, rejection.reason)
         await self._write_dlq(window.dlq)
         return updates, report
+
+    async def _send_kept(
+        self, flushing: Flushing
+    ) -> tuple[list[GroupUpdate], DeliveryReport] | None:
+        """Send what the partitions still held carry; start again without a partition the
+        group takes meanwhile. None once it took every one."""
+        while not flushing.revoked.is_set():
+            flushing.lost_more.clear()
+            lost = set(flushing.lost)
+            updates = flushing.window.updates(leaving_out=lost)
+            if not updates:
+                return updates, DeliveryReport()
+            report = await _unless(flushing.lost_more, self._amplitude.send(updates))
+            if report is not None:
+                return updates, report
+            log.info(
+                "flush_restarted",
+                revoked=partition_names(flushing.lost - lost),
+                groups=len(updates),
+            )
+        return None
 
     async def _write_dlq(self, entries: list[DlqEntry]) -> None:
         if not entries:
@@ -397,15 +428,15 @@ class DeliverPump:
         self.metrics.consumer_lag.set(lag)
 
 
-async def _unless_revoked(flushing: Flushing, work: Coroutine[Any, Any, _T]) -> _T | None:
-    """The work's result, or None once the group gave every partition it is for away."""
+async def _unless(event: asyncio.Event, work: Coroutine[Any, Any, _T]) -> _T | None:
+    """The work's result, or None once ``event`` is set first (the work is cancelled)."""
     task = asyncio.ensure_future(work)
-    revoked = asyncio.ensure_future(flushing.revoked.wait())
+    stop = asyncio.ensure_future(event.wait())
     try:
-        await asyncio.wait({task, revoked}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        revoked.cancel()
+        stop.cancel()
         if not task.done():
-            task.cancel()  # the new owner re-reads and re-sends all of it
+            task.cancel()
             await asyncio.wait([task])
     return None if task.cancelled() else task.result()

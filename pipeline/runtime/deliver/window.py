@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +22,10 @@ from pipeline.transform.apply import (
     Outcome,
     PropertyChanges,
 )
-from pipeline.transform.coalesce import Coalescer, ReadOrders
+from pipeline.transform.coalesce import Coalescer, ReadOrders, updates_of
 from pipeline.transform.compiled import CompiledConfig
 from pipeline.transform.envelope import ChangeEnvelope, decode, encode
+from pipeline.transform.group_update import GroupUpdate
 from pipeline.transform.schema import ObjectSchema
 
 log = structlog.get_logger(__name__)
@@ -56,9 +57,14 @@ class Lookup:
 
 @dataclass
 class FlushWindow:
-    """What the pump holds between two flushes; thrown away whole on failure or rebalance."""
+    """What the pump holds between two flushes; thrown away whole on failure or rebalance.
 
-    coalescer: Coalescer = field(default_factory=lambda: Coalescer(_COALESCER_CAPACITY))
+    The changes of each partition coalesce apart, so that a flush can leave out a
+    partition the group gives to another member while the flush runs (see
+    :meth:`updates`).
+    """
+
+    coalescers: dict[Partition, Coalescer] = field(default_factory=dict)
     reads: ReadOrders = field(default_factory=ReadOrders)  # reads after what came before
     offsets: dict[Partition, int] = field(default_factory=dict)  # next offset to read
     firsts: dict[Partition, int] = field(default_factory=dict)  # first offset taken
@@ -70,12 +76,29 @@ class FlushWindow:
     def empty(self) -> bool:
         return not self.offsets
 
+    @property
+    def pending_groups(self) -> int:
+        """Groups held, counted once per partition that changed them."""
+        return sum(coalescer.pending_groups for coalescer in self.coalescers.values())
+
+    def coalescer(self, tp: Partition) -> Coalescer:
+        """Where the changes read from ``tp`` coalesce."""
+        held = self.coalescers.get(tp)
+        if held is None:
+            held = self.coalescers[tp] = Coalescer(_COALESCER_CAPACITY)
+        return held
+
+    def updates(self, leaving_out: Collection[Partition] = ()) -> list[GroupUpdate]:
+        """One update per group held, from every partition but ``leaving_out``; keeps
+        everything held, so a flush can plan again when the group takes a partition."""
+        return updates_of(c for tp, c in self.coalescers.items() if tp not in leaving_out)
+
     def add(
         self, envelope: ChangeEnvelope, mapping: ObjectMapping, outcome: Outcome, source: Source
     ) -> None:
         """Hold what one change means for one mapping until the flush."""
         if isinstance(outcome, PropertyChanges):
-            self.coalescer.add(outcome)
+            self.coalescer(Partition(source.topic, source.partition)).add(outcome)
         elif isinstance(outcome, NeedsLookup):
             fields = (*outcome.fields, mapping.group_name_field)
             self.lookups.append(Lookup(envelope, mapping, fields, outcome.full_record, source))
@@ -102,11 +125,12 @@ class FlushWindow:
         message, so it keeps to local names and leaves the rare cases (lookups, gap
         events, malformed messages) to :meth:`add` and :meth:`to_dlq`.
         """
-        coalescer, lookups, place = self.coalescer, self.lookups, self.reads.place
+        coalescer, lookups, place = self.coalescer(tp), self.lookups, self.reads.place
         # One change adds at most one group or lookup per mapping: check for a full window
         # only once this many changes could have filled it.
         growth = max(1, len(table.config.mappings))
-        spare = max_groups - coalescer.pending_groups - len(lookups)
+        room = max_groups - (self.pending_groups - coalescer.pending_groups)  # others' share out
+        spare = room - coalescer.pending_groups - len(lookups)
         index, end, changes = start, len(records), 0
         while index < end and spare > 0:
             record = records[index]
@@ -127,7 +151,7 @@ class FlushWindow:
                     self.add(envelope, mapping, outcome, source)
             spare -= growth
             if spare <= 0:
-                spare = max_groups - coalescer.pending_groups - len(lookups)
+                spare = room - coalescer.pending_groups - len(lookups)
         self.changes += changes
         if index > start:
             self.offsets[tp] = records[index - 1].offset + 1
@@ -178,13 +202,17 @@ class Flushing:
     lost: set[Partition] = field(default_factory=set)
     rebalanced: bool = False
     reassigned: asyncio.Event = field(default_factory=asyncio.Event)
-    revoked: asyncio.Event = field(default_factory=asyncio.Event)
+    revoked: asyncio.Event = field(default_factory=asyncio.Event)  # every partition read
+    lost_more: asyncio.Event = field(default_factory=asyncio.Event)  # another one of them
 
     def assigned(self, partitions: set[Partition], member_id: str) -> None:
         """Another member may own, or have owned, what this member no longer holds."""
         read = set(self.window.offsets)
         # A new member id means the group dropped this member: it kept nothing.
-        self.lost |= read - partitions if member_id == self.member_id else read
+        lost = read - partitions if member_id == self.member_id else read
+        if not lost <= self.lost:
+            self.lost |= lost
+            self.lost_more.set()
         self.rebalanced = True
         self.reassigned.set()
         if read and self.lost >= read:
