@@ -265,7 +265,7 @@ class ConsoleSettings(_Section):
             if not text:
                 continue
             try:
-                networks.append(ipaddress.ip_network(text, strict=False))
+                networks.extend(_as_clients_appear(ipaddress.ip_network(text, strict=False)))
             except ValueError:
                 raise ValueError(f"{text!r} is not an IP address or network") from None
         return networks
@@ -280,6 +280,26 @@ class ConsoleSettings(_Section):
                 "python3 -c 'import secrets; print(secrets.token_urlsafe())' makes one"
             )
         return value
+
+
+_IPV4_MAPPED: Final = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _as_clients_appear(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``network`` as the console compares it: client addresses written IPv4-mapped
+    (``::ffff:10.0.0.1``, what a dual-stack socket reports) are read as IPv4, so a
+    network written that way becomes its IPv4 form, and one holding them all
+    (``::/0``) holds every IPv4 address too."""
+    if not isinstance(network, ipaddress.IPv6Network):
+        return [network]
+    if network.subnet_of(_IPV4_MAPPED):
+        address = ipaddress.IPv4Address(int(network.network_address) & 0xFFFFFFFF)
+        return [ipaddress.IPv4Network((address, network.prefixlen - 96))]
+    if network.supernet_of(_IPV4_MAPPED):
+        return [network, ipaddress.IPv4Network("0.0.0.0/0")]
+    return [network]
 
 
 class Settings(BaseSettings):

@@ -97,6 +97,27 @@ def test_trusted_proxies_are_read_comma_separated_and_refused_by_value() -> None
     ]
 
 
+@pytest.mark.parametrize(
+    ("written", "client", "trusted"),
+    [
+        ("::ffff:10.0.0.0/104", "10.1.2.3", True),
+        ("::ffff:10.0.0.0/104", "::ffff:10.1.2.3", True),
+        ("::ffff:10.0.0.0/104", "11.1.2.3", False),
+        ("::ffff:192.0.2.7", "192.0.2.7", True),
+        ("::/0", "10.1.2.3", True),
+        ("2001:db8::/32", "10.1.2.3", False),
+        ("10.0.0.0/8", "::ffff:10.1.2.3", True),
+    ],
+)
+def test_ipv4_mapped_networks_and_clients_compare_as_ipv4(
+    written: str, client: str, trusted: bool
+) -> None:
+    # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; either way of
+    # writing a network or an address means the same hosts.
+    settings = Settings(_env_file=None, console={"trusted_proxies": written})
+    assert is_trusted(client, settings.console.trusted_proxies) is trusted
+
+
 @contextlib.asynccontextmanager
 async def console(trusted: str) -> AsyncIterator[Client]:
     """The console with a token, served on 127.0.0.1, trusting ``trusted`` as proxies."""
