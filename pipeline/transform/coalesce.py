@@ -26,7 +26,8 @@ than dropped, so a forgotten check shows up at once instead of as lost data.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Hashable, Mapping
+from typing import Generic, TypeVar
 
 import msgspec
 from msgspec.structs import replace
@@ -35,6 +36,8 @@ from pipeline.errors import SfampError
 from pipeline.transform.apply import Order, PropertyChanges
 from pipeline.transform.envelope import ChangeEnvelope
 from pipeline.transform.group_update import GroupUpdate, PropertyValue
+
+SourceT = TypeVar("SourceT", bound=Hashable)
 
 
 class Stamped(msgspec.Struct, gc=False):
@@ -186,18 +189,61 @@ class Coalescer:
         return [groups[key].to_update(key) for key in sorted(groups)]
 
 
-def updates_of(coalescers: Iterable[Coalescer]) -> list[GroupUpdate]:
-    """Every group pending in any of ``coalescers`` as one update, sorted by key; each
-    property from the latest commit among them (on a tie, the later coalescer's).
+def _group_order(update: GroupUpdate) -> tuple[str, str]:
+    return (update.group_type, update.group_value)
 
-    Leaves the coalescers as they are. The deliver pump keeps one coalescer per Kafka
-    partition, so that a flush can leave out the partitions the group gave to another
-    member while it ran; a group fed by records of several partitions (a group name
-    field other than ``Id``) is merged here.
+
+class DrainedBySource(Generic[SourceT]):
+    """The groups of several coalescers (one per source: a Kafka partition), drained into
+    updates that remember their source, so that a flush can leave some sources out.
+
+    A group only one source changed becomes its update at once, and its pending state is
+    freed: a flush holds no more than :meth:`Coalescer.drain` would. A group several
+    sources changed keeps each one's pending state, and :meth:`updates` merges them per
+    property (latest commit; on a tie, the source drained later).
     """
-    merged: dict[tuple[str, str], _Pending] = {}
-    for coalescer in coalescers:
-        for key, pending in coalescer._groups.items():
-            held = merged.get(key)
-            merged[key] = pending if held is None else held.merged(pending)
-    return [merged[key].to_update(key) for key in sorted(merged)]
+
+    def __init__(self, coalescers: Mapping[SourceT, Coalescer]) -> None:
+        """Drains every one of ``coalescers``."""
+        seen: dict[tuple[str, str], SourceT] = {}
+        shared: set[tuple[str, str]] = set()
+        for source, coalescer in coalescers.items():
+            for key in coalescer._groups:
+                if seen.setdefault(key, source) != source:
+                    shared.add(key)
+        del seen
+        self._alone: dict[SourceT, list[GroupUpdate]] = {}
+        self._shared: dict[tuple[str, str], list[tuple[SourceT, _Pending]]] = {}
+        for source, coalescer in coalescers.items():
+            groups, coalescer._groups = coalescer._groups, {}
+            alone = self._alone[source] = []
+            for key, pending in groups.items():
+                if key in shared:
+                    self._shared.setdefault(key, []).append((source, pending))
+                else:
+                    alone.append(pending.to_update(key))
+
+    def holds(self, sources: Collection[SourceT]) -> bool:
+        """Whether any group came from one of ``sources``."""
+        return any(self._alone.get(source) for source in sources) or any(
+            source in sources for parts in self._shared.values() for source, _ in parts
+        )
+
+    def updates(self, leaving_out: Collection[SourceT] = ()) -> list[GroupUpdate]:
+        """One update per group, from every source but ``leaving_out``, sorted by (group
+        type, group value); can be asked again with more sources left out."""
+        chosen = [
+            update
+            for source, updates in self._alone.items()
+            if source not in leaving_out
+            for update in updates
+        ]
+        for key, parts in self._shared.items():
+            kept = [pending for source, pending in parts if source not in leaving_out]
+            if kept:
+                merged = kept[0]
+                for pending in kept[1:]:
+                    merged = merged.merged(pending)
+                chosen.append(merged.to_update(key))
+        chosen.sort(key=_group_order)
+        return chosen

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
+from structlog.testing import capture_logs
 
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.settings import Settings
@@ -169,12 +170,19 @@ async def test_nothing_fetched_is_taken_between_a_revoke_and_the_next_assignment
     assert deliver._window.pending_groups == 0
 
 
+async def turns(count: int) -> None:
+    """Let the event loop run ``count`` times (no time passes)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 async def flush_meeting_a_rebalance(
-    kept_after: set[TopicPartition],
+    kept_after: set[TopicPartition], moved: list[ConsumerRecord[bytes, bytes]] | None = None
 ) -> tuple[FlushResult, list[list[str]], MemoryChangesConsumer]:
-    """Flush changes of MOVED and KEPT. The first request meets a 429; while it is
-    answered, the group keeps only ``kept_after``. Returns the flush's result, per
-    request the record ids (group values) it carried, and the consumer."""
+    """Flush changes of MOVED (``moved``, by default three Account updates) and KEPT. The
+    first request meets a 429; while it is answered, the group keeps only ``kept_after``.
+    Returns the flush's result, per request the record ids (group values) it carried,
+    and the consumer."""
     sent: list[list[str]] = []
     deliver: DeliverPump
 
@@ -189,19 +197,19 @@ async def flush_meeting_a_rebalance(
         return httpx.Response(429, json={"code": 429, "error": "Too many requests"})
 
     async def backoff(seconds: float) -> None:
-        for _ in range(10):  # time passes: the loop turns, as during the 15 s after a 429
-            await asyncio.sleep(0)
+        await turns(10)  # time passes: the loop turns, as during the 15 s after a 429
 
     settings = Settings(amplitude={"api_key": "key", "transport": "httpapi"})
     client = AmplitudeClient(
         settings.amplitude, transport=httpx.MockTransport(answer), sleep=backoff
     )
     deliver = pump(client)
-    consumer = MemoryChangesConsumer(deliver, {MOVED: changes(MOVED, 3), KEPT: changes(KEPT, 2)})
+    moved = changes(MOVED, 3) if moved is None else moved
+    consumer = MemoryChangesConsumer(deliver, {MOVED: moved, KEPT: changes(KEPT, 2)})
     consumer.after = {MOVED, KEPT}
     deliver._consumer = consumer  # type: ignore[assignment]
     await deliver._step(consumer)  # type: ignore[arg-type]
-    assert deliver._window.offsets == {MOVED: 3, KEPT: 2}
+    assert deliver._window.offsets == {MOVED: len(moved), KEPT: 2}
     return await deliver.flush(), sent, consumer
 
 
@@ -230,3 +238,54 @@ async def test_a_flush_that_loses_every_partition_stops_early() -> None:
     assert consumer.committed == {}
     assert not result.ok, result
     assert (result.error or "").startswith("stopped early"), result
+
+
+async def test_losing_a_partition_that_fed_no_group_does_not_restart_the_flush() -> None:
+    unmapped = [  # changes of an object no mapping names: read, and nothing to send
+        ConsumerRecord(TOPIC, 0, n, 0, 0, b"003", value, None, 3, len(value), [])
+        for n, value in enumerate(
+            encode(ChangeEnvelope("Contact", f"003RM{n:013d}", "update", 1000)) for n in range(3)
+        )
+    ]
+    with capture_logs() as logs:
+        result, sent, consumer = await flush_meeting_a_rebalance({KEPT}, unmapped)
+
+    assert [e for e in logs if e["event"] == "flush_restarted"] == []
+    assert sent == [sorted(ids_of(KEPT))] * 2, "the retry of the same request"
+    assert consumer.committed == {KEPT: 2}
+    assert result.ok, result
+
+
+async def test_a_flush_stopped_early_returns_once_its_request_has_ended() -> None:
+    """Every partition goes while a request waits for its answer: the flush returns only
+    after the request's own clean-up, so the next flush never overlaps it."""
+    in_flight, cleaned_up = asyncio.Event(), []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        in_flight.set()
+        try:
+            await asyncio.Event().wait()  # no answer: the flush is stopped meanwhile
+        finally:
+            await turns(5)  # closing takes the loop a few turns, as a socket's does
+            cleaned_up.append(True)
+        raise AssertionError("unreachable")
+
+    settings = Settings(amplitude={"api_key": "key", "transport": "httpapi"})
+    deliver = pump(AmplitudeClient(settings.amplitude, transport=httpx.MockTransport(answer)))
+    consumer = MemoryChangesConsumer(deliver, {MOVED: changes(MOVED, 3), KEPT: changes(KEPT, 2)})
+    consumer.after = {MOVED, KEPT}
+    deliver._consumer = consumer  # type: ignore[assignment]
+    await deliver._step(consumer)  # type: ignore[arg-type]
+
+    async def rebalance() -> None:  # aiokafka's coordinator task
+        await in_flight.wait()
+        await deliver.partitions_revoked({MOVED, KEPT})
+        consumer.assigned = set()
+        await deliver.partitions_assigned(set())
+
+    coordinator = asyncio.create_task(rebalance())
+    result = await asyncio.wait_for(deliver.flush(), timeout=10)
+    await coordinator
+
+    assert cleaned_up == [True], "the flush returned before its request had ended"
+    assert not result.ok, result

@@ -44,7 +44,7 @@ def test_changes_to_held_groups_do_not_fill_the_window() -> None:
     window = FlushWindow()
     assert window.take(TP, records, 0, compiled(CONFIG), SCHEMAS, max_groups=2) == 10
     assert window.pending_groups == 1
-    (update,) = window.updates()
+    (update,) = window.drain().updates()
     assert update.set == {"industry": "I9"}, "the newest change wins"
 
 
@@ -82,15 +82,17 @@ def test_each_partition_coalesces_apart_and_a_flush_can_leave_one_out() -> None:
     window.take(other, [change(5, shared)], 0, table, SCHEMAS, max_groups=10)
 
     assert window.pending_groups == 3, "one group per partition that changed it"
-    assert {u.group_value: u.set for u in window.updates()} == {
+    drained = window.drain()
+    assert window.pending_groups == 0
+    assert {u.group_value: u.set for u in drained.updates()} == {
         shared: {"industry": "I5"},
         own: {"industry": "I1"},
     }
-    assert {u.group_value: u.set for u in window.updates(leaving_out={other})} == {
+    assert {u.group_value: u.set for u in drained.updates(leaving_out={other})} == {
         shared: {"industry": "I0"},
         own: {"industry": "I1"},
     }
-    assert [u.group_value for u in window.updates(leaving_out={TP})] == [shared]
+    assert [u.group_value for u in drained.updates(leaving_out={TP})] == [shared]
 
 
 def test_the_window_counts_every_partition_toward_max_groups() -> None:

@@ -9,7 +9,7 @@ import pytest
 from pipeline.amplitude.payload import to_identification
 from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.transform.apply import Order, PropertyChanges, changes_for
-from pipeline.transform.coalesce import Coalescer, CoalescerFullError, updates_of
+from pipeline.transform.coalesce import Coalescer, CoalescerFullError, DrainedBySource
 from pipeline.transform.envelope import decode, encode
 from pipeline.transform.group_update import GroupUpdate, PropertyValue
 from tests.transform.fixtures import (
@@ -161,7 +161,7 @@ def test_older_change_still_writes_properties_nobody_newer_wrote() -> None:
     assert update.unset == frozenset({"fax"})
 
 
-def test_updates_of_several_coalescers_take_each_property_from_its_latest_commit() -> None:
+def test_drained_by_source_takes_each_property_from_its_latest_commit() -> None:
     # Two records in two partitions naming one group: each coalesces apart.
     first, second = Coalescer(max_groups=10), Coalescer(max_groups=10)
     first.add(change((3, 0, 0), {"name": "newer", "tier": "gold"}))
@@ -169,15 +169,30 @@ def test_updates_of_several_coalescers_take_each_property_from_its_latest_commit
     second.add(change((2, 0, 0), {"name": "older", "region": "EMEA"}, unset={"tier"}))
     second.add(change((4, 0, 0), {"n": 2}, group="only-second"))
 
-    merged = updates_of([first, second])
+    drained = DrainedBySource({"p1": first, "p2": second})
 
-    assert merged == [
-        GroupUpdate(
-            "account", "A", {"name": "newer", "region": "EMEA", "tier": "gold"}, frozenset()
-        ),
+    both = {"name": "newer", "region": "EMEA", "tier": "gold"}
+    assert drained.updates() == [
+        GroupUpdate("account", "A", both, frozenset()),
         GroupUpdate("account", "only-first", {"n": 1}, frozenset()),
         GroupUpdate("account", "only-second", {"n": 2}, frozenset()),
     ]
-    assert updates_of([second, first]) == merged, "the order of the coalescers does not matter"
-    assert (first.pending_groups, second.pending_groups) == (2, 2), "both still hold their groups"
-    assert first.drain()[0].set == {"name": "newer", "tier": "gold"}, "merging left them alone"
+    assert (first.pending_groups, second.pending_groups) == (0, 0), "drained"
+    assert drained.updates(leaving_out={"p1"}) == [
+        GroupUpdate("account", "A", {"name": "older", "region": "EMEA"}, frozenset({"tier"})),
+        GroupUpdate("account", "only-second", {"n": 2}, frozenset()),
+    ]
+    assert drained.updates(leaving_out={"p1", "p2"}) == []
+    assert drained.updates()[0].set == both, "asking again leaves nothing out"
+    assert drained.holds({"p2"})
+    assert not drained.holds({"p3"})
+
+
+def test_drained_by_source_holds_a_source_only_through_its_groups() -> None:
+    shared, alone, empty = Coalescer(10), Coalescer(10), Coalescer(10)
+    shared.add(change((1, 0, 0), {"n": 1}, group="A"))
+    alone.add(change((2, 0, 0), {"n": 2}, group="A"))
+    alone.add(change((2, 0, 0), {"n": 2}, group="B"))
+    drained = DrainedBySource({"shared": shared, "alone": alone, "empty": empty})
+    assert drained.holds({"shared"}), "a source whose only group others changed too"
+    assert not drained.holds({"empty"})

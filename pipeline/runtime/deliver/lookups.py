@@ -13,7 +13,6 @@ from typing import Any
 
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.errors import SalesforceRequestError
-from pipeline.kafka.consumer import Partition
 from pipeline.runtime.deliver.window import FlushWindow, Lookup, envelope_payload
 from pipeline.runtime.salesforce_reads import RecordReads, RestReads, SchemaCache, read_records
 from pipeline.transform.apply import (
@@ -87,7 +86,7 @@ def _settle_resolved(
     outcome: Outcome, item: Lookup, mapping: ObjectMapping, window: FlushWindow
 ) -> None:
     if isinstance(outcome, PropertyChanges):
-        window.coalescer(Partition(item.source.topic, item.source.partition)).add(outcome)
+        window.coalescer(item.source.partition_of).add(outcome)
     elif not isinstance(outcome, NothingToDo):
         detail = (
             f"still incomplete after reading Salesforce ({type(outcome).__name__}) "

@@ -18,10 +18,11 @@ polling meanwhile. If a rebalance lands during a flush, the partitions the
 member kept are committed when Amplitude has accepted the flush, and a flush
 whose partitions all went to another member stops early and logs
 ``revoked``: the new owner re-reads it. A flush that loses only some of its
-partitions stops its requests and sends again what the partitions it kept hold
-(each partition's changes coalesce apart): the new owner of the others sends
-their values, and ours, retried meanwhile, could land after its newer ones.
-What Amplitude had already accepted is sent twice, which is harmless.
+partitions, when they fed any of its groups, stops its requests and sends again
+what the partitions it kept hold (each partition's changes coalesce apart): the
+new owner of the others sends their values, and ours, retried meanwhile, could
+land after its newer ones. What Amplitude had already accepted is sent twice,
+which is harmless; a request already on its way may still land.
 
 Group names missing from an update (a group name field other than ``Id``) and
 fields a change does not carry are read from Salesforce at flush time, in batches
@@ -58,6 +59,7 @@ from pipeline.runtime.reconcile.recorder import SentRecorder
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import RestReads, SchemaCache
 from pipeline.runtime.state import FlushResult, ServiceState
+from pipeline.transform.coalesce import DrainedBySource
 from pipeline.transform.compiled import compiled
 from pipeline.transform.group_update import GroupUpdate
 
@@ -263,7 +265,7 @@ class DeliverPump:
         """What was sent and how; None when the group gave every partition away."""
         window = flushing.window
         await resolve_lookups(self._salesforce, self._schemas, self.holder.current, window)
-        sent = await self._send_kept(flushing)
+        sent = await self._send_kept(flushing, window.drain())
         if sent is None:
             return None
         updates, report = sent
@@ -275,17 +277,21 @@ class DeliverPump:
         return updates, report
 
     async def _send_kept(
-        self, flushing: Flushing
+        self, flushing: Flushing, drained: DrainedBySource[Partition]
     ) -> tuple[list[GroupUpdate], DeliveryReport] | None:
-        """Send what the partitions still held carry; start again without a partition the
-        group takes meanwhile. None once it took every one."""
+        """Send the groups of the partitions still held; start again without a partition the
+        group takes meanwhile if it fed any group. None once the group took every one."""
         while not flushing.revoked.is_set():
             flushing.lost_more.clear()
             lost = set(flushing.lost)
-            updates = flushing.window.updates(leaving_out=lost)
+            updates = drained.updates(leaving_out=lost)
             if not updates:
                 return updates, DeliveryReport()
-            report = await _unless(flushing.lost_more, self._amplitude.send(updates))
+            sending = asyncio.ensure_future(self._amplitude.send(updates))
+            try:
+                report = await _unless_groups_lost(sending, flushing, drained, lost)
+            finally:
+                await _finish(sending)
             if report is not None:
                 return updates, report
             log.info(
@@ -431,12 +437,52 @@ class DeliverPump:
 async def _unless(event: asyncio.Event, work: Coroutine[Any, Any, _T]) -> _T | None:
     """The work's result, or None once ``event`` is set first (the work is cancelled)."""
     task = asyncio.ensure_future(work)
-    stop = asyncio.ensure_future(event.wait())
     try:
-        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        return task.result() if await _done_or(task, event) else None
     finally:
-        stop.cancel()
-        if not task.done():
-            task.cancel()
+        await _finish(task)
+
+
+async def _unless_groups_lost(
+    sending: asyncio.Future[DeliveryReport],
+    flushing: Flushing,
+    drained: DrainedBySource[Partition],
+    lost: set[Partition],
+) -> DeliveryReport | None:
+    """The send's report, or None once the group takes a partition that fed one of its
+    groups (a partition that fed none changes nothing)."""
+    while not await _done_or(sending, flushing.lost_more):
+        flushing.lost_more.clear()
+        if drained.holds(flushing.lost - lost):
+            return None
+        lost = set(flushing.lost)
+    return sending.result()
+
+
+async def _done_or(task: asyncio.Future[Any], event: asyncio.Event) -> bool:
+    """Wait until ``task`` is done or ``event`` is set; whether the task is done."""
+    if not event.is_set():
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+    return task.done()
+
+
+async def _finish(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` unless it is done, and wait until it has ended, even when this
+    wait is cancelled in turn: its clean-up is over before the caller goes on."""
+    if task.done():
+        return
+    task.cancel()
+    interrupted = False
+    while not task.done():
+        try:
             await asyncio.wait([task])
-    return None if task.cancelled() else task.result()
+        except asyncio.CancelledError:
+            interrupted = True
+    if not task.cancelled():
+        task.exception()  # retrieved: this attempt is given up, whatever it raised
+    if interrupted:
+        raise asyncio.CancelledError

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +22,9 @@ from pipeline.transform.apply import (
     Outcome,
     PropertyChanges,
 )
-from pipeline.transform.coalesce import Coalescer, ReadOrders, updates_of
+from pipeline.transform.coalesce import Coalescer, DrainedBySource, ReadOrders
 from pipeline.transform.compiled import CompiledConfig
 from pipeline.transform.envelope import ChangeEnvelope, decode, encode
-from pipeline.transform.group_update import GroupUpdate
 from pipeline.transform.schema import ObjectSchema
 
 log = structlog.get_logger(__name__)
@@ -42,6 +41,11 @@ class Source:
     partition: int
     offset: int
     key: str
+
+    @property
+    def partition_of(self) -> Partition:
+        """The topic partition the change was read from."""
+        return Partition(self.topic, self.partition)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,7 @@ class FlushWindow:
 
     The changes of each partition coalesce apart, so that a flush can leave out a
     partition the group gives to another member while the flush runs (see
-    :meth:`updates`).
+    :meth:`drain`).
     """
 
     coalescers: dict[Partition, Coalescer] = field(default_factory=dict)
@@ -88,17 +92,17 @@ class FlushWindow:
             held = self.coalescers[tp] = Coalescer(_COALESCER_CAPACITY)
         return held
 
-    def updates(self, leaving_out: Collection[Partition] = ()) -> list[GroupUpdate]:
-        """One update per group held, from every partition but ``leaving_out``; keeps
-        everything held, so a flush can plan again when the group takes a partition."""
-        return updates_of(c for tp, c in self.coalescers.items() if tp not in leaving_out)
+    def drain(self) -> DrainedBySource[Partition]:
+        """Every group held, as updates that remember their partition (empties the
+        coalescers): a flush can leave out a partition the group takes meanwhile."""
+        return DrainedBySource(self.coalescers)
 
     def add(
         self, envelope: ChangeEnvelope, mapping: ObjectMapping, outcome: Outcome, source: Source
     ) -> None:
         """Hold what one change means for one mapping until the flush."""
         if isinstance(outcome, PropertyChanges):
-            self.coalescer(Partition(source.topic, source.partition)).add(outcome)
+            self.coalescer(source.partition_of).add(outcome)
         elif isinstance(outcome, NeedsLookup):
             fields = (*outcome.fields, mapping.group_name_field)
             self.lookups.append(Lookup(envelope, mapping, fields, outcome.full_record, source))
