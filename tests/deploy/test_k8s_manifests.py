@@ -48,6 +48,8 @@ METRICS = {
     "sfamp_dlq_messages_total",
     "sfamp_last_successful_flush_timestamp_seconds",
     "sfamp_resyncs_total",
+    "sfamp_reconcile_runs_total",
+    "sfamp_reconcile_last_success_timestamp_seconds",
 }
 
 # ---------------------------------------------------------------- Kubernetes

@@ -57,3 +57,10 @@ async def test_the_reconcile_runs_at_its_slot_and_a_new_revision_reschedules_it(
         await wait_until(lambda: reconcile.get("schedule") == "off", what="the reconcile off")
         assert reconcile["next_at"] is None
     assert (tmp_path / "state" / "reconcile-checkpoint.json").exists()
+
+    # Started again, the service reports the last run from the checkpoint before any run.
+    async with running(settings, mapping, role="ingest", clock=clock) as again:
+        await wait_until(lambda: "last" in again.state.reconcile, what="the checkpoint read")
+        finished = datetime.fromisoformat(again.state.reconcile["last"]["finished_at"])
+        gauge = again.metrics.reconcile_last_success.collect()[0].samples[0].value
+        assert gauge == finished.timestamp() > 0

@@ -67,6 +67,8 @@ class ReconcileScheduler:
         self.last_finished, self.interrupted = checkpoint_status(default_checkpoint(self.settings))
         if self.last_finished is not None:
             self.state.reconcile["last"] = {"finished_at": self.last_finished.isoformat()}
+            # From the start, so that an alert on a stale reconcile outlives restarts.
+            self.metrics.reconcile_last_success.set(self.last_finished.timestamp())
         while True:
             due = self._next_due()  # None: off, until a new mapping sets a schedule
             if not await self._wait_for(due):
