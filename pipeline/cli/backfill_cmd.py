@@ -161,9 +161,11 @@ def backfill(
     except SfampError as exc:
         fail(exc)
     if summary.error is not None and not did_anything(summary):
-        # Refused before anything was sent: the reason alone, and what to do when it is
-        # not to run again (the query itself is refused).
-        fail(summary.error, hint=None if summary.resumable else summary.next_step())
+        # Stopped before anything was sent: no table, the reason and what to do (for a
+        # script, the summary too).
+        if as_json:
+            print_json(summary.to_json())
+        fail(summary.error, hint=summary.next_step())
     if as_json:
         print_json(summary.to_json())
     else:

@@ -105,7 +105,11 @@ def reconcile(
     except SfampError as exc:
         fail(exc)
     if summary.error is not None and not did_anything(summary):
-        fail(summary.error)  # refused before a record was read: the reason alone, as backfill
+        # Refused before a record was read: the reason alone, as backfill (for a script,
+        # the summary too).
+        if as_json:
+            print_json(summary.to_json())
+        fail(summary.error)
     if as_json:
         print_json(summary.to_json())
     else:

@@ -84,7 +84,7 @@ def _render(report: dict[str, Any]) -> None:
             ),
         )
         table.add_row("DLQ", f"{plural(kafka['dlq_pending'], 'entry', 'entries')} not replayed")
-    table.add_row("Service", _error(service) or _service_line(service))
+    table.add_row("Service", _error(service) or service_line(service))
     if service.get("reconcile"):
         table.add_row("Reconcile", _reconcile_line(service["reconcile"]))
     unreadable = dict.fromkeys(u["reason"] for u in service.get("unreadable_fields") or ())
@@ -93,7 +93,15 @@ def _render(report: dict[str, Any]) -> None:
     console.print(table)
 
 
-def _service_line(service: dict[str, Any]) -> str:
+def service_line(service: dict[str, Any]) -> str:
+    """The Service row: role, URL and readiness; for a role that delivers, the cadence,
+    next flush, pending groups and last flush (an ingest-only process flushes nothing)."""
+    head = (
+        f"{service.get('role')} at {service['url']}, "
+        f"{'ready' if service.get('ready') else 'not ready'}"
+    )
+    if service.get("role") == "ingest":
+        return head
     last = service.get("last_flush") or {}
     flush = (
         "no flush yet"
@@ -104,9 +112,8 @@ def _service_line(service: dict[str, Any]) -> str:
         + plural(last.get("requests", 0), "request")
     )
     return (
-        f"{service.get('role')} at {service['url']}, "
-        f"{'ready' if service.get('ready') else 'not ready'}; cadence {service.get('cadence')}, "
-        f"next flush {service.get('next_flush_at')}; "
+        f"{head}; cadence {service.get('cadence')}, "
+        f"next flush {service.get('next_flush_at') or 'not scheduled yet'}; "
         f"{plural(service.get('pending_groups') or 0, 'group')} pending; {flush}"
     )
 

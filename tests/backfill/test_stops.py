@@ -121,6 +121,30 @@ async def test_resume_is_not_suggested_when_salesforce_refuses_the_query(
     assert sandboxes.requests == 0
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+async def test_amplitude_down_before_the_first_batch_says_run_again(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path, as_json: bool
+) -> None:
+    await sandboxes.seed("Account", 50)
+    sandboxes.amplitude.state.add_fault(Fault("503", remaining=10_000))
+    args = ["--mapping", str(mapping_file), *REST, *(["--json"] if as_json else [])]
+    environment = sandboxes.environment(SFAMP_AMPLITUDE__RETRY_DEADLINE_SECONDS="1", **WIDE)
+    code, out, err = await (await CliRun.start(args, environment, tmp_path)).finish()
+
+    assert code == 1
+    assert "Traceback" not in err
+    (error,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: Amplitude still answers 503 after"), err
+    assert error.endswith("gave up at the 1 s retry deadline"), err
+    assert "nothing was delivered yet; run again" in err
+    if as_json:
+        summary = json.loads(out)  # a script still gets the summary
+        assert summary["completed"] is False
+        assert summary["next_step"] == "nothing was delivered yet; run again"
+    else:
+        assert out == ""
+
+
 async def test_an_unwritable_checkpoint_fails_in_one_line_before_anything_is_sent(
     sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
 ) -> None:
@@ -175,4 +199,6 @@ async def test_a_refused_amplitude_key_is_the_reason_alone_with_no_summary(
         "error: Amplitude refused the API key: check SFAMP_AMPLITUDE__API_KEY and that "
         "SFAMP_AMPLITUDE__REGION is the project's (us or eu)"
     ]
-    assert err.rstrip().endswith(errors[0])
+    assert err.rstrip().endswith(
+        f"{errors[0]}\n  nothing was delivered yet; run again once the problem above is fixed"
+    )

@@ -132,6 +132,18 @@ async def test_a_refused_login_is_the_reason_alone_on_stderr(
     ]
 
 
+async def test_a_refused_login_with_json_still_prints_the_summary(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    env = _env(stack, topic_prefix, tmp_path) | {"SFAMP_SALESFORCE__PASSWORD": "wrong"}
+    code, out, err = await _finish(await _start(env, tmp_path, "--json"))
+    assert code == 1
+    summary = json.loads(out)
+    assert summary["records_read"] == 0
+    assert "refused the password login" in summary["error"]
+    assert [line for line in err.splitlines() if line.startswith("error:")] != []
+
+
 async def test_a_second_reconcile_while_one_runs_says_so_in_one_line(
     stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
 ) -> None:

@@ -135,6 +135,8 @@ class BackfillSummary:
             return "resuming cannot help: fix the problem and run again"
         if self.checkpoint_saved:
             return f"checkpoint kept: {self.checkpoint}; rerun with --resume"
+        if self.error is not None and not self.error.retriable:
+            return "nothing was delivered yet; run again once the problem above is fixed"
         return "nothing was delivered yet; run again"
 
     def total(self, name: str) -> int:
