@@ -198,23 +198,40 @@ async def _supervise(
     ]
     if mapping_file is not None:
         helpers.append(watch_file(holder, mapping_file))
-    if settings.runtime.health_port:
-        helpers.append(
-            serve_health(
-                service.state,
-                service.metrics,
-                settings.runtime.health_host,
-                settings.runtime.health_port,
-                service.health_started,
-            )
-        )
     async with asyncio.TaskGroup() as group:
-        helper_tasks = [group.create_task(coro) for coro in helpers]
+        try:
+            health = await _listening(settings, service, group)
+        except asyncio.CancelledError:
+            for coro in (*helpers, *pumps.values()):
+                coro.close()  # never started
+            raise
+        helper_tasks = [*health, *(group.create_task(coro) for coro in helpers)]
         pump_tasks = {name: group.create_task(coro, name=name) for name, coro in pumps.items()}
         stopper = group.create_task(_stop_when_asked(service, pump_tasks, settings))
         await stopper
         for task in helper_tasks:
             task.cancel()
+
+
+async def _listening(
+    settings: Settings, service: Service, group: asyncio.TaskGroup
+) -> list[asyncio.Task[None]]:
+    """The health endpoint's task, once it listens, or none. Before anything else starts:
+    a port another process took since ``sfamp run`` checked it (two started at once)
+    stops the start here, before a Kafka consumer is half started."""
+    if not settings.runtime.health_port:
+        return []
+    task = group.create_task(
+        serve_health(
+            service.state,
+            service.metrics,
+            settings.runtime.health_host,
+            settings.runtime.health_port,
+            service.health_started,
+        )
+    )
+    await service.health_started.wait()
+    return [task]
 
 
 async def _stop_when_asked(

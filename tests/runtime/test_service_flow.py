@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from pipeline.config.validation import load_mapping
+from pipeline.errors import ListenError
 from pipeline.kafka.config_topic import publish_mapping
-from pipeline.runtime.service import Service
+from pipeline.runtime.service import Service, run_service
+from pipeline.runtime.state import ServiceState
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import (
@@ -169,6 +175,32 @@ async def test_health_endpoints_report_readiness_status_and_metrics(
         assert concurrency["ceiling"] == settings.amplitude.max_concurrency
         assert 1 <= concurrency["level"] <= concurrency["ceiling"]
         assert f"sfamp_amplitude_concurrency {float(concurrency['level'])}" in metrics
+
+
+async def test_a_health_port_taken_after_the_check_stops_the_start_before_any_pump(
+    stack: SandboxStack, topic_prefix: str, mapping_file: Path
+) -> None:
+    # Another process took the port after `sfamp run` checked it (two started at once).
+    problems: list[str] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _, context: problems.append(str(context.get("message")))
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = settings_for(
+            stack, topic_prefix, runtime={"health_port": port, "health_host": "127.0.0.1"}
+        )
+        service = Service(ServiceState(role="all"))
+        with pytest.raises(ExceptionGroup) as stopped:
+            await run_service(settings, role="all", mapping_file=mapping_file, service=service)
+    assert [type(e) for e in stopped.value.exceptions] == [ListenError]
+    assert "address already in use" in str(stopped.value.exceptions[0])
+    assert service.deliver is not None
+    assert not service.state.consumer_joined
+    gc.collect()  # a consumer left half started says so when it is collected
+    assert problems == []
 
 
 async def test_a_new_mapping_is_picked_up_and_an_invalid_one_refused(
