@@ -16,7 +16,7 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.validation import dump_mapping, load_mapping, read_document, validate_document
 from pipeline.errors import MappingError, SettingsError
-from pipeline.kafka.config_topic import latest_mapping, publish_mapping
+from pipeline.kafka.config_topic import latest_mapping, publish_changed_mapping
 from pipeline.kafka.topics import TopicNames
 from pipeline.wording import plural
 
@@ -103,19 +103,27 @@ def import_(
     """
     settings = reporting_settings()
     mapping = load_mapping(file, max_group_types=settings.amplitude.max_group_types)
+    topic = TopicNames(settings.kafka.topic_prefix).config
     if not no_verify:
         _require_credentials(settings)
         report = run_verify(settings, mapping)
         if not report.ok:
+            console.print(f"[red]nothing published[/] to {topic}", highlight=False)
             raise typer.Exit(1)
-    published = asyncio.run(
-        publish_mapping(settings.kafka, mapping, now_ms=int(time.time() * 1000))
+    published, new = asyncio.run(
+        publish_changed_mapping(settings.kafka, mapping, now_ms=int(time.time() * 1000))
     )
-    console.print(
-        f"[green]published[/] revision {published.revision} of {file} to "
-        f"{TopicNames(settings.kafka.topic_prefix).config}",
-        highlight=False,
-    )
+    if new:
+        console.print(
+            f"[green]published[/] revision {published.revision} of {file} to {topic}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"unchanged: revision {published.revision} in {topic} is already this mapping; "
+            "nothing published",
+            highlight=False,
+        )
 
 
 def _load_for_org(settings: Settings, file: Path) -> MappingConfig:

@@ -35,7 +35,7 @@ from pipeline.console.context import (
 from pipeline.console.forms import form_from_document, form_from_fields
 from pipeline.console.pages_mapping import base_revision_of, checked, form_page
 from pipeline.errors import MappingError, Problem, SfampError
-from pipeline.kafka.config_topic import latest_mapping, publish_mapping
+from pipeline.kafka.config_topic import latest_mapping, publish_mapping, same_mapping
 from pipeline.kafka.inspect import quick_settings
 from pipeline.kafka.topics import TopicNames
 
@@ -112,7 +112,7 @@ async def publish_over(console: Console, mapping: MappingConfig, base: int) -> S
     revision = current.revision if current is not None else 0
     if revision != base:
         return SaveOutcome("moved", revision)
-    if current is not None and dump_mapping(current.mapping) == dump_mapping(mapping):
+    if current is not None and same_mapping(current.mapping, mapping):
         return SaveOutcome("unchanged", revision, dump_mapping(mapping))
     published = await publish_mapping(console.settings.kafka, mapping, now_ms=console.now_ms())
     return SaveOutcome("published", published.revision, dump_mapping(mapping))

@@ -12,7 +12,7 @@ import orjson
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
-from pipeline.config.validation import validate_document
+from pipeline.config.validation import dump_mapping, validate_document
 from pipeline.errors import MappingError
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import read_table
@@ -58,6 +58,22 @@ async def latest_mapping(settings: KafkaSettings) -> tuple[PublishedMapping | No
     table, end = await read_table(settings, TopicNames(settings.topic_prefix).config)
     value = table.get(KEY, (None, -1))[0]
     return (decode_published(value) if value else None), end
+
+
+def same_mapping(first: MappingConfig, second: MappingConfig) -> bool:
+    """Whether two mappings say the same (compared as exported, defaults written out)."""
+    return dump_mapping(first) == dump_mapping(second)
+
+
+async def publish_changed_mapping(
+    settings: KafkaSettings, mapping: MappingConfig, *, now_ms: int
+) -> tuple[PublishedMapping, bool]:
+    """Publish ``mapping`` unless it is the one published already: the revision that holds
+    it, and whether that revision is new."""
+    current, _ = await latest_mapping(settings)
+    if current is not None and same_mapping(current.mapping, mapping):
+        return current, False
+    return await publish_mapping(settings, mapping, now_ms=now_ms), True
 
 
 async def publish_mapping(

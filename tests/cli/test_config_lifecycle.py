@@ -73,6 +73,11 @@ async def test_import_verifies_publishes_and_export_round_trips(
     assert code == 0, err
     assert "admin@sandbox.example" in out  # verify ran and shows the connected user
     assert "published revision 1" in out
+    code, out, err = await sfamp(env, "config", "import", "--no-verify", str(mapping), cwd=tmp_path)
+    assert code == 0, err
+    assert out.strip() == (
+        f"unchanged: revision 1 in {topic_prefix}.config is already this mapping; nothing published"
+    )
 
     code, out, err = await sfamp(env, "config", "export", "-o", "exported.json", cwd=tmp_path)
     assert code == 0, err
@@ -109,8 +114,9 @@ async def test_import_refuses_a_mapping_that_fails_verification(
     failed = [c for c in report["checks"] if c["status"] == "fail"]
     assert any("No_Such_Field__c" in c["name"] for c in failed)
 
-    code, _, _ = await sfamp(env, "config", "import", str(mapping), cwd=tmp_path)
+    code, out, _ = await sfamp(env, "config", "import", str(mapping), cwd=tmp_path)
     assert code == 1
+    assert out.rstrip().endswith(f"nothing published to {topic_prefix}.config"), out
     code, _, _ = await sfamp(env, "config", "export", cwd=tmp_path)
     assert code == 1  # nothing was published
 
