@@ -12,6 +12,7 @@ from sfamp_sandbox.amplitude.control import Control
 from sfamp_sandbox.amplitude.identify import IdentifyLimits
 from sfamp_sandbox.amplitude.ingest import CLIENT_MAX_SIZE, Ingestion
 from sfamp_sandbox.amplitude.state import SandboxState
+from sfamp_sandbox.disconnects import client_gone
 from sfamp_sandbox.latency import latency_middleware, parse_latency_ms
 
 DEFAULT_HOST = "127.0.0.1"
@@ -24,7 +25,7 @@ def build_app(
     state: SandboxState, limits: IdentifyLimits, closing: asyncio.Event
 ) -> web.Application:
     delay = latency_middleware(state.latency, is_control)
-    app = web.Application(middlewares=[delay], client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(middlewares=[client_gone, delay], client_max_size=CLIENT_MAX_SIZE)
     Ingestion(state, limits, closing).register(app)
     Control(state).register(app)
     return app

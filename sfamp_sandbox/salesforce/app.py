@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from sfamp_sandbox.disconnects import client_gone
 from sfamp_sandbox.latency import latency_middleware
 from sfamp_sandbox.salesforce.auth_routes import add_auth_routes
 from sfamp_sandbox.salesforce.bulk import add_bulk_routes
@@ -21,7 +22,8 @@ def build_app(
 ) -> web.Application:
     delay = latency_middleware(state.latency, is_control)
     app = web.Application(
-        middlewares=[delay, control_errors, api_middleware], client_max_size=CLIENT_MAX_SIZE
+        middlewares=[client_gone, delay, control_errors, api_middleware],
+        client_max_size=CLIENT_MAX_SIZE,
     )
     app[STATE] = state
     add_auth_routes(app)
