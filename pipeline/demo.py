@@ -231,8 +231,10 @@ def _before_after(stack: SandboxStack, before: dict[str, dict[str, Any] | None])
         for prop in SHOWN:
             was = "-" if old is None else _shown(old.get(prop))
             now = _shown(new.get(prop))
-            if was != now or prop == "name":
+            if was != now:
                 table.add_row(record_id, prop, was, now)
+            elif prop == "name":  # which account it is, unchanged: dimmed
+                table.add_row(record_id, prop, was, now, style="dim")
     return table
 
 
