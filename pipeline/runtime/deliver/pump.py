@@ -36,9 +36,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
 
 import structlog
 
@@ -52,6 +51,7 @@ from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.cadence import FlushSchedule, utc_now
 from pipeline.runtime.deliver.lookups import resolve_lookups
+from pipeline.runtime.deliver.sending import send_kept, unless
 from pipeline.runtime.deliver.window import Flushing, FlushWindow, partition_names
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
@@ -59,14 +59,12 @@ from pipeline.runtime.reconcile.recorder import SentRecorder
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import RestReads, SchemaCache
 from pipeline.runtime.state import FlushResult, ServiceState
-from pipeline.transform.coalesce import DrainedBySource
 from pipeline.transform.compiled import compiled
 from pipeline.transform.group_update import GroupUpdate
 
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
-_T = TypeVar("_T")
 
 
 class DeliverPump:
@@ -240,7 +238,7 @@ class DeliverPump:
         member_id = self._consumer.member_id if self._consumer is not None else ""
         flushing = self._flushing = Flushing(window, member_id)
         try:
-            settled = await _unless(flushing.revoked, self._settle_window(flushing))
+            settled = await unless(flushing.revoked, self._settle_window(flushing))
             committed = await self._commit(flushing) if settled is not None else {}
         finally:
             self._flushing = None
@@ -265,7 +263,7 @@ class DeliverPump:
         """What was sent and how; None when the group gave every partition away."""
         window = flushing.window
         await resolve_lookups(self._salesforce, self._schemas, self.holder.current, window)
-        sent = await self._send_kept(flushing, window.drain())
+        sent = await send_kept(self._amplitude, flushing, window.drain())
         if sent is None:
             return None
         updates, report = sent
@@ -275,31 +273,6 @@ class DeliverPump:
             window.reject(identification, rejection.status, rejection.reason)
         await self._write_dlq(window.dlq)
         return updates, report
-
-    async def _send_kept(
-        self, flushing: Flushing, drained: DrainedBySource[Partition]
-    ) -> tuple[list[GroupUpdate], DeliveryReport] | None:
-        """Send the groups of the partitions still held; start again without a partition the
-        group takes meanwhile if it fed any group. None once the group took every one."""
-        while not flushing.revoked.is_set():
-            flushing.lost_more.clear()
-            lost = set(flushing.lost)
-            updates = drained.updates(leaving_out=lost)
-            if not updates:
-                return updates, DeliveryReport()
-            sending = asyncio.ensure_future(self._amplitude.send(updates))
-            try:
-                report = await _unless_groups_lost(sending, flushing, drained, lost)
-            finally:
-                await _finish(sending)
-            if report is not None:
-                return updates, report
-            log.info(
-                "flush_restarted",
-                revoked=partition_names(flushing.lost - lost),
-                groups=len(updates),
-            )
-        return None
 
     async def _write_dlq(self, entries: list[DlqEntry]) -> None:
         if not entries:
@@ -432,57 +405,3 @@ class DeliverPump:
             if highwater is not None and position is not None:
                 lag += max(0, highwater - position)
         self.metrics.consumer_lag.set(lag)
-
-
-async def _unless(event: asyncio.Event, work: Coroutine[Any, Any, _T]) -> _T | None:
-    """The work's result, or None once ``event`` is set first (the work is cancelled)."""
-    task = asyncio.ensure_future(work)
-    try:
-        return task.result() if await _done_or(task, event) else None
-    finally:
-        await _finish(task)
-
-
-async def _unless_groups_lost(
-    sending: asyncio.Future[DeliveryReport],
-    flushing: Flushing,
-    drained: DrainedBySource[Partition],
-    lost: set[Partition],
-) -> DeliveryReport | None:
-    """The send's report, or None once the group takes a partition that fed one of its
-    groups (a partition that fed none changes nothing)."""
-    while not await _done_or(sending, flushing.lost_more):
-        flushing.lost_more.clear()
-        if drained.holds(flushing.lost - lost):
-            return None
-        lost = set(flushing.lost)
-    return sending.result()
-
-
-async def _done_or(task: asyncio.Future[Any], event: asyncio.Event) -> bool:
-    """Wait until ``task`` is done or ``event`` is set; whether the task is done."""
-    if not event.is_set():
-        waiter = asyncio.ensure_future(event.wait())
-        try:
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-    return task.done()
-
-
-async def _finish(task: asyncio.Future[Any]) -> None:
-    """Cancel ``task`` unless it is done, and wait until it has ended, even when this
-    wait is cancelled in turn: its clean-up is over before the caller goes on."""
-    if task.done():
-        return
-    task.cancel()
-    interrupted = False
-    while not task.done():
-        try:
-            await asyncio.wait([task])
-        except asyncio.CancelledError:
-            interrupted = True
-    if not task.cancelled():
-        task.exception()  # retrieved: this attempt is given up, whatever it raised
-    if interrupted:
-        raise asyncio.CancelledError
