@@ -67,15 +67,23 @@ class ReadOrders:
     __slots__ = ("_newest",)
 
     def __init__(self) -> None:
-        self._newest: dict[tuple[str, str], Order] = {}
+        # object -> record id -> newest order: keyed apart rather than by (object, record
+        # id), so that placing an envelope builds and hashes no key tuple.
+        self._newest: dict[str, dict[str, Order]] = {}
 
     def place(self, envelope: ChangeEnvelope) -> ChangeEnvelope:
         """``envelope``, a read moved just after its record's newest change so far."""
-        key = (envelope.object, envelope.record_id)
-        held = self._newest.get(key)
+        try:
+            newest = self._newest[envelope.object]
+        except KeyError:  # the window's first change of this object
+            newest = self._newest[envelope.object] = {}
+        record_id = envelope.record_id
         order = (envelope.commit_ts, envelope.commit_number, envelope.sequence_number)
-        if held is None or order > held:
-            self._newest[key] = order
+        held = newest.setdefault(record_id, order)
+        if held is order:  # the record's first change in this window
+            return envelope
+        if order > held:
+            newest[record_id] = order
         elif envelope.source != "cdc":
             commit_ts, commit_number, sequence_number = held
             envelope = replace(
@@ -84,7 +92,7 @@ class ReadOrders:
                 commit_number=commit_number,
                 sequence_number=sequence_number + 1,
             )
-            self._newest[key] = envelope.ordering
+            newest[record_id] = envelope.ordering
         return envelope
 
 

@@ -21,7 +21,7 @@ them on random changes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -61,6 +61,8 @@ _memo: dict[int, CompiledConfig] = {}
 _Properties = tuple[dict[str, PropertyValue], list[str]]
 _Answer = _Properties | str
 _ABSENT: Final[Any] = object()
+# What a change event means on the one-pass road, stamped; None: flatten it first.
+_Stamper = Callable[[ChangeEnvelope, Order], "dict[str, Stamped] | None"]
 
 
 def compiled(config: MappingConfig) -> CompiledConfig:
@@ -105,16 +107,21 @@ class CompiledConfig:
         Returns the outcomes a coalescer cannot take (lookups, gap events), in config
         order, for the caller to hold; outcomes that mean nothing are left out.
         """
-        road = self._objects.get(envelope.object)
-        if road is None or road.schema is not schema:
+        try:
+            road = self._objects[envelope.object]
+        except KeyError:  # the object's first change
+            road = self._road(envelope.object, schema)
+        if road.schema is not schema:  # a new describe
             road = self._road(envelope.object, schema)
         order = (envelope.commit_ts, envelope.commit_number, envelope.sequence_number)
-        if road.single is not None and not envelope.full:
-            # Most changes: one pass from the change's fields to what the coalescer keeps.
-            stamped = road.stamped(envelope, order)
-            if stamped is not None:
+        stamp_op = road.one_pass.get(envelope.op)
+        if stamp_op is not None and not envelope.full and "*" not in envelope.record_id:
+            # Most changes: one pass from the change's fields to what the coalescer keeps
+            # (a wildcard id, "*", takes the general rules).
+            stamped = stamp_op(envelope, order)
+            if stamped is not None:  # None: the general rules below
                 if stamped:
-                    key = (road.single.group_type, envelope.record_id)
+                    key = (road.group_type, envelope.record_id)
                     coalescer.add_stamped(key, order, stamped)
                 return ()
         values = road.values_of(envelope)
@@ -181,59 +188,21 @@ class _Rule:
 class _ObjectRoad:
     """The short road for one object under one describe; ``rules`` None: there is none."""
 
-    __slots__ = ("_components", "_nulled", "_update", "rules", "schema", "single")
+    __slots__ = ("_components", "_nulled", "group_type", "one_pass", "rules", "schema")
 
     def __init__(self, mappings: Sequence[ObjectMapping], schema: ObjectSchema | None) -> None:
         self.schema = schema
         self.rules = _rules(mappings, schema)
-        self.single = self.rules[0] if self.rules is not None and len(self.rules) == 1 else None
         # nested field -> its components' flat fields as met so far; None: not split (a
         # person name: the general rules compose it)
         self._components: dict[str, dict[str, str] | None] = {}
         self._nulled: dict[str, str] = {}  # a nulled name (Parent.Component) -> flat field
-        self._update = (
-            UpdateTables(self.single.by_field, self.single.own, schema)
-            if self.single is not None
-            else None
-        )
-
-    def stamped(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
-        """What a change event (not a read) means for the single rule, stamped for the
-        coalescer, in one pass over its fields; None when it needs :meth:`values_of` (a
-        field named both flat and nested, a field not in the describe nested, a diff, a
-        person name, a gap event, a wildcard id...)."""
-        rule = self.single
-        if rule is None or "*" in envelope.record_id:  # a wildcard: the general rules
-            return None
-        op = envelope.op
-        if op == "update":
-            return self._stamp_fields(envelope, order)
-        if op == "delete":
-            if rule.on_delete == "ignore":
-                return {}
-            if rule.on_delete == "mark":
-                return {DELETED_PROPERTY: Stamped(True, order)}
-            return {target.prop: Stamped(None, order) for target in rule.targets}
-        if op not in WHOLE_RECORD_OPS or envelope.nulled:
-            # A whole record keeps a component it carries under a parent named null: the
-            # general rules sort that out (creates name no nulls in practice).
-            return None
-        stamped = self._stamp_fields(envelope, order)
-        if stamped is None:
-            return None
-        if "Id" not in envelope.fields:  # events name the record in the header only
-            for prop, _, _ in rule.own.get("Id", ()):
-                stamped[prop] = Stamped(envelope.record_id, order)
-        for target in rule.whole:
-            if target.in_events and target.prop not in stamped:  # absent from a create: null
-                stamped[target.prop] = Stamped(None, order)
-        if rule.on_delete == "mark":
-            stamped[DELETED_PROPERTY] = Stamped(False, order)
-        return stamped
-
-    def _stamp_fields(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
-        tables = self._update
-        return None if tables is None else tables.stamp(envelope, order)
+        # The single rule's one pass per op (none for several rules), and its group type.
+        self.one_pass: dict[str, _Stamper] = {}
+        self.group_type = ""
+        if self.rules is not None and len(self.rules) == 1:
+            single = _OnePass(self.rules[0], schema)
+            self.one_pass, self.group_type = single.by_op, single.rule.group_type
 
     def properties(self, envelope: ChangeEnvelope) -> list[_Answer] | None:
         """Per rule, what the change sets and unsets; None when it is not for this road."""
@@ -295,6 +264,60 @@ class _ObjectRoad:
         if len(self._nulled) < NAMES_LIMIT:
             self._nulled[name] = flat
         return flat
+
+
+class _OnePass:
+    """A single rule's one pass over a change event (not a read): per op, what the event
+    sets and unsets, stamped for the coalescer.
+
+    :attr:`by_op` holds a function per op it answers (not gap events), looked up once per
+    change rather than tested op by op. Each answers None when the event needs
+    :meth:`_ObjectRoad.values_of` (a field named both flat and nested, a field not in the
+    describe nested, a diff, a person name...).
+    """
+
+    __slots__ = ("_id_props", "_in_events", "_marks", "_tables", "by_op", "rule")
+
+    def __init__(self, rule: _Rule, schema: ObjectSchema | None) -> None:
+        self.rule = rule
+        self._marks = rule.on_delete == "mark"
+        self._id_props = tuple(prop for prop, _, _ in rule.own.get("Id", ()))
+        # the properties of the fields change events carry: a create without one unsets it
+        self._in_events = tuple(target.prop for target in rule.whole if target.in_events)
+        self._tables = UpdateTables(rule.by_field, rule.own, schema)
+        self.by_op: dict[str, _Stamper] = {
+            "update": self._tables.stamp,
+            "delete": self.deleted,
+            **dict.fromkeys(WHOLE_RECORD_OPS, self.whole),
+        }
+
+    def deleted(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped]:
+        """A delete: what the rule's ``on_delete`` says."""
+        rule = self.rule
+        if rule.on_delete == "ignore":
+            return {}
+        if rule.on_delete == "mark":
+            return {DELETED_PROPERTY: Stamped(True, order)}
+        return {target.prop: Stamped(None, order) for target in rule.targets}
+
+    def whole(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
+        """A create or undelete: its fields, and every property it lacks unset."""
+        if envelope.nulled:
+            # A whole record keeps a component it carries under a parent named null: the
+            # general rules sort that out (creates name no nulls in practice).
+            return None
+        stamped = self._tables.stamp(envelope, order)
+        if stamped is None:
+            return None
+        if "Id" not in envelope.fields:  # events name the record in the header only
+            for prop in self._id_props:
+                stamped[prop] = Stamped(envelope.record_id, order)
+        for prop in self._in_events:
+            if prop not in stamped:  # absent from a create: null
+                stamped[prop] = Stamped(None, order)
+        if self._marks:
+            stamped[DELETED_PROPERTY] = Stamped(False, order)
+        return stamped
 
 
 def _rules(

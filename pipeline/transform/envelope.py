@@ -32,9 +32,8 @@ keys; anything else that does not fit raises :class:`~pipeline.errors.EnvelopeEr
 
 Decoding runs once per Kafka message in the deliver pump, so it has two paths
 that accept and refuse the same messages: msgspec parses and type-checks a
-message that starts with ``{"v":1,`` (every version of the encoder writes ``v``
-first) in one pass of C; anything it refuses, or a message with its keys in
-another order, goes through the checks below, which say what is wrong.
+message in one pass of C; anything it refuses goes through the checks below,
+which say what is wrong.
 """
 
 from __future__ import annotations
@@ -44,6 +43,7 @@ from typing import Annotated, Any, Final, Literal, NoReturn, cast, get_args
 
 import msgspec
 import orjson
+from msgspec.structs import astuple
 
 from pipeline.errors import EnvelopeError
 
@@ -188,37 +188,35 @@ class _Wire(msgspec.Struct, tag_field="v", tag=ENVELOPE_VERSION, gc=False):
     source: Source = "cdc"
 
 
-_WIRE: Final = msgspec.json.Decoder(_Wire)
-# The tag is optional to msgspec; the prefix makes it present (and the only "v" but for
-# a duplicate key, which the checked path judges the same way: the last one counts).
-_V1_PREFIX: Final = b'{"v":%d,' % ENVELOPE_VERSION
+class _OtherVersion(msgspec.Struct, tag_field="v", tag=0, gc=False):
+    """Any version but 1, to the checked path. Decoding a union makes the tag required
+    (msgspec needs it to choose), where for :class:`_Wire` alone it is optional.
+
+    For a duplicate ``v`` msgspec checks each one, and the checked path the last: a
+    message msgspec takes has no other version than 1 to be judged by.
+    """
+
+
+_WIRE: Final = msgspec.json.Decoder(_Wire | _OtherVersion)
+if _Wire.__struct_fields__ != ChangeEnvelope.__struct_fields__:  # decode copies by position
+    raise TypeError("_Wire must declare the fields of ChangeEnvelope, in the same order")
 
 
 def decode(raw: bytes) -> ChangeEnvelope:
     """Parse one Kafka message value; :class:`EnvelopeError` says what is wrong with it."""
-    if type(raw) is bytes and raw.startswith(_V1_PREFIX):
+    if type(raw) is bytes:  # msgspec reads str too; the checked path refuses it
         try:
             wire = _WIRE.decode(raw)
         except msgspec.DecodeError:
             pass  # the checked path below says why
         else:
-            if wire.object and (wire.record_id or wire.op == "gap_overflow"):
-                return ChangeEnvelope(
-                    wire.object,
-                    wire.record_id,
-                    wire.op,
-                    wire.commit_ts,
-                    wire.commit_number,
-                    wire.transaction_key,
-                    wire.sequence_number,
-                    wire.channel,
-                    wire.replay_id,
-                    wire.changed,
-                    wire.nulled,
-                    wire.fields,
-                    wire.full,
-                    wire.source,
-                )
+            if (
+                type(wire) is _Wire
+                and wire.object
+                and (wire.record_id or wire.op == "gap_overflow")
+            ):
+                # Field by field in C: _Wire declares ChangeEnvelope's fields in its order.
+                return ChangeEnvelope(*astuple(wire))
     return _decode_checked(raw)
 
 

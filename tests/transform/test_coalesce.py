@@ -9,8 +9,13 @@ import pytest
 from pipeline.amplitude.payload import to_identification
 from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.transform.apply import Order, PropertyChanges, changes_for
-from pipeline.transform.coalesce import Coalescer, CoalescerFullError, DrainedBySource
-from pipeline.transform.envelope import decode, encode
+from pipeline.transform.coalesce import (
+    Coalescer,
+    CoalescerFullError,
+    DrainedBySource,
+    ReadOrders,
+)
+from pipeline.transform.envelope import ChangeEnvelope, decode, encode
 from pipeline.transform.group_update import GroupUpdate, PropertyValue
 from tests.transform.fixtures import (
     ACCOUNT_ID,
@@ -196,3 +201,16 @@ def test_drained_by_source_holds_a_source_only_through_its_groups() -> None:
     drained = DrainedBySource({"shared": shared, "alone": alone, "empty": empty})
     assert drained.holds({"shared"}), "a source whose only group others changed too"
     assert not drained.holds({"empty"})
+
+
+def test_reads_are_placed_per_object_and_record() -> None:
+    """A read moves after its own record's changes only: one of another object with the
+    same id (a ``gap_overflow`` names none) leaves it where it is."""
+    orders = ReadOrders()
+    orders.place(ChangeEnvelope("Account", "", "gap_overflow", 2000, 5, source="rest"))
+    other = ChangeEnvelope("Contact", "", "gap_overflow", 1000, source="rest")
+    assert orders.place(other) == other
+    read = orders.place(ChangeEnvelope("Account", "", "gap_overflow", 1000, source="rest"))
+    assert read.ordering == (2000, 5, 1)
+    first = ChangeEnvelope("Contact", "003A", "update", 3000, full=True, source="rest")
+    assert orders.place(first) == first, "a record's first change stays as it is"

@@ -112,3 +112,43 @@ def test_an_order_beyond_64_bits_is_refused_by_both(key: str, value: int) -> Non
     raw = EARLIER.replace(b'"%s":' % key.encode(), b'"%s":%d,"was":' % (key.encode(), value))
     assert outcome(raw, decode) == outcome(raw, _decode_checked)
     assert outcome(raw, decode)[0] == "refused", raw
+
+
+def message(items: list[tuple[str, Any]]) -> bytes:
+    """A JSON object of ``items`` as given: any order, duplicate keys kept."""
+    return b"{%s}" % b",".join(
+        orjson.dumps(key) + b":" + orjson.dumps(value) for key, value in items
+    )
+
+
+VERSIONS: tuple[Any, ...] = (1, 1, 1, 0, 2, -1, 1.0, True, "1", None)
+
+
+def test_both_decoders_agree_wherever_the_version_stands() -> None:
+    """msgspec takes ``v`` at any place (every encoder writes it first); a missing,
+    repeated or other version goes the checked path's way."""
+    rng = random.Random(9)
+    base = [(key, value) for key, value in orjson.loads(EARLIER).items() if key != "v"]
+    taken_with_v_inside = 0
+    for _ in range(2000):
+        items = list(base)
+        if rng.random() < 0.3:
+            key = rng.choice([key for key, _ in base])
+            items = [(k, rng.choice(MUTATIONS) if k == key else v) for k, v in items]
+        for _ in range(rng.choice((0, 1, 1, 1, 2))):  # no version, one, or a duplicate
+            items.insert(rng.randint(0, len(items)), ("v", rng.choice(VERSIONS)))
+        if rng.random() < 0.5:
+            rng.shuffle(items)
+        raw = message(items)
+        assert outcome(raw, decode) == outcome(raw, _decode_checked), raw
+        if items[0][0] != "v" and type(outcome(raw, decode)) is ChangeEnvelope:
+            taken_with_v_inside += 1
+    assert taken_with_v_inside > 200, "messages with v elsewhere than first were compared"
+
+
+def test_a_message_with_its_version_last_decodes_as_the_encoder_wrote_it() -> None:
+    assert decode(REORDERED) == _decode_checked(REORDERED) == EXPECTED
+    for version in (0, 2):
+        raw = REORDERED.replace(b'"v":1}', b'"v":%d}' % version)
+        assert outcome(raw, decode) == outcome(raw, _decode_checked)
+        assert outcome(raw, decode)[0] == "refused"
