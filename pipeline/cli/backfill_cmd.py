@@ -20,6 +20,7 @@ from pipeline.cli.common import (
     console,
     err_console,
     fail,
+    one_of,
     print_json,
     quiet_kafka_client,
     settings_or_exit,
@@ -88,11 +89,13 @@ CHECKPOINT = typer.Option(
 API = typer.Option(
     ApiChoice.auto,
     "--api",
+    parser=one_of(ApiChoice),
     help="auto: Bulk API 2.0, REST for small objects or when Bulk is unavailable.",
 )
 DLQ = typer.Option(
     DlqChoice.auto,
     "--dlq",
+    parser=one_of(DlqChoice),
     help="Where rejected identifications go: auto (sfamp.dlq if Kafka answers, else a file "
     "beside the checkpoint), kafka, or file.",
 )

@@ -6,11 +6,13 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Coroutine, Sequence
+from enum import StrEnum
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 import typer
+from pydantic_core import PydanticCustomError
 from rich.console import Console
 
 from pipeline.config.settings import Settings, load_settings
@@ -29,6 +31,31 @@ MAPPING = typer.Option(
     "mapping_file_older_than_published says so), or when neither is given.",
 )
 err_console = Console(stderr=True)
+
+ChoiceT = TypeVar("ChoiceT", bound=StrEnum)
+
+
+def one_of(choices: type[ChoiceT]) -> Callable[[Any], ChoiceT]:
+    """The ``parser`` of an option taking one of ``choices``.
+
+    Typer's own choice check words a wrong value as "Value error, 'x' is not one of
+    …"; this one says "'x' is not one of 'a', 'b'." (Typer shows the error its
+    validation raises as it is, a plain ``ValueError`` with that prefix.)
+    """
+
+    def parse(value: Any) -> ChoiceT:
+        if isinstance(value, choices):
+            return value
+        try:
+            return choices(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "choice",
+                "{value} is not one of {choices}.",
+                {"value": repr(value), "choices": ", ".join(repr(c.value) for c in choices)},
+            ) from None
+
+    return parse
 
 
 def fail(exc: SfampError, code: int = 1, *, hint: str | None = None) -> NoReturn:

@@ -19,6 +19,7 @@ from pipeline.cli.common import (
     console,
     err_console,
     fail,
+    one_of,
     print_clauses,
     print_json,
     quiet_kafka_client,
@@ -53,7 +54,9 @@ CHECKPOINT = typer.Option(
 INTERVAL = typer.Option(
     10.0, "--progress-interval", help="Seconds between progress log lines when not on a TTY."
 )
-API = typer.Option(ApiChoice.auto, "--api", hidden=True, help="auto, bulk or rest.")
+API = typer.Option(
+    ApiChoice.auto, "--api", parser=one_of(ApiChoice), hidden=True, help="auto, bulk or rest."
+)
 MAX_RECORDS = typer.Option(
     DEFAULT_MAX_RECORDS, "--max-records", min=1, hidden=True, help="Rows per Bulk result page."
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 import structlog
 import typer
 
-from pipeline.cli.common import MAPPING, fail, settings_or_exit
+from pipeline.cli.common import MAPPING, fail, one_of, settings_or_exit
 from pipeline.errors import SfampError
 from pipeline.runtime.health import check_health_port
 from pipeline.runtime.service import run_service
@@ -26,6 +26,7 @@ class RoleChoice(StrEnum):
 ROLE = typer.Option(
     RoleChoice.all,
     "--role",
+    parser=one_of(RoleChoice),
     help="ingest: CDC -> Kafka (one per org). deliver: Kafka -> Amplitude (scale out). "
     "all: both in one process.",
 )

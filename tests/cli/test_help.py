@@ -48,3 +48,31 @@ def test_options_that_take_a_value_keep_their_type() -> None:
     assert "<path>" in line
     dry_run = next(line for line in result.output.splitlines() if "--dry-run" in line)
     assert "<" not in dry_run
+
+
+def _choice_options() -> list[tuple[tuple[str, ...], str]]:
+    found = []
+    for path, command in COMMANDS.items():
+        for param in getattr(command, "params", ()):
+            descriptor = getattr(param, "type_descriptor", None)
+            if getattr(descriptor, "choices", None) and param.opts[0].startswith("--"):
+                found.append((path, param.opts[0]))
+    return found
+
+
+CHOICE_OPTIONS = _choice_options()
+
+
+def test_the_choice_options_are_found() -> None:
+    assert {option for _, option in CHOICE_OPTIONS} >= {"--role", "--api", "--dlq"}
+
+
+@pytest.mark.parametrize(
+    ("path", "option"), CHOICE_OPTIONS, ids=[" ".join((*p, o)) for p, o in CHOICE_OPTIONS]
+)
+def test_a_value_not_among_the_choices_is_named_plainly(path: tuple[str, ...], option: str) -> None:
+    """Typer's own check says "Value error, 'x' is not one of …"; sfamp's says it plainly."""
+    result = CliRunner().invoke(app, [*path, option, "nonsense"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}': 'nonsense' is not one of '" in result.output
+    assert "Value error" not in result.output, result.output
