@@ -157,19 +157,26 @@ _KIND: Final[dict[type, str]] = {
 
 
 # orjson, which the checked path uses, reads an integer beyond 64 bits as a float; msgspec
-# would keep it exact, and no JSON encoder downstream could write it. Field values (to two
-# levels: a compound field's components) are therefore bounded, and a message holding
-# such an integer takes the checked path. Salesforce itself never sends one.
+# would keep it exact, and no JSON encoder downstream could write it. Field values are
+# therefore bounded, and a message holding such an integer takes the checked path. So
+# does one nested deeper than three levels (a compound field's components, a related
+# record's ``attributes``: Salesforce sends no deeper), rather than msgspec reading its
+# innermost values unchecked. Salesforce itself never sends such an integer.
 _Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-_Inner = str | _Int64 | float | bool | None | list[Any] | dict[str, Any]
-_Value = str | _Int64 | float | bool | None | list[_Inner] | dict[str, _Inner]
+_Leaf = str | _Int64 | float | bool | None
+_Inner = _Leaf | list[_Leaf] | dict[str, _Leaf]
+_Value = _Leaf | list[_Inner] | dict[str, _Inner]
 
 
-class _Wire(msgspec.Struct, tag_field="v", tag=ENVELOPE_VERSION, gc=False):
+class _Wire(
+    msgspec.Struct, tag_field="v", tag=ENVELOPE_VERSION, forbid_unknown_fields=True, gc=False
+):
     """The wire form as msgspec checks it: the same keys and types as the checks below.
 
     A Struct rather than :class:`ChangeEnvelope` itself because every key but ``full``
-    and ``source`` is required on the wire, while the dataclass has defaults.
+    and ``source`` is required on the wire, while the dataclass has defaults. A key it
+    does not know sends the message to the checked path: msgspec would skip its value
+    without reading it, where the checked path refuses one that is not valid JSON.
     """
 
     object: str

@@ -152,3 +152,34 @@ def test_a_message_with_its_version_last_decodes_as_the_encoder_wrote_it() -> No
         raw = REORDERED.replace(b'"v":1}', b'"v":%d}' % version)
         assert outcome(raw, decode) == outcome(raw, _decode_checked)
         assert outcome(raw, decode)[0] == "refused"
+
+
+# JSON text msgspec would not read for a key it does not know, or past its levels, and
+# the checked path does: invalid UTF-8, an infinite number, an integer beyond 64 bits.
+UNREAD: tuple[bytes, ...] = (
+    b'"\xff"',
+    b'"\xc0\xaf"',
+    b"1e400",
+    b"-1e400",
+    b"%d" % 2**64,
+    b'{"\xff":1}',
+    b"[1e400]",
+    b'{"a":{"b":%d}}' % 2**64,
+    b'{"a":{"b":[%d]}}' % 2**70,
+    b'{"a":{"b":{"c":1}}}',
+    b'[[["x"]]]',
+)
+
+
+@pytest.mark.parametrize("fragment", UNREAD, ids=lambda fragment: repr(fragment))
+@pytest.mark.parametrize("where", ["unknown key first", "unknown key last", "field value"])
+def test_both_decoders_agree_on_what_msgspec_would_skip(fragment: bytes, where: str) -> None:
+    """An unknown key's value, or one nested deeper than msgspec's levels, is judged by
+    the checked path: refused when orjson refuses it, read as orjson reads it."""
+    if where == "unknown key first":
+        raw = EARLIER.replace(b'{"v":1,', b'{"v":1,"later":%s,' % fragment)
+    elif where == "unknown key last":
+        raw = REORDERED.replace(b'"v":1}', b'"v":1,"later":%s}' % fragment)
+    else:
+        raw = EARLIER.replace(b'"Fax":null}', b'"Fax":null,"Deep":{"x":%s}}' % fragment)
+    assert repr(outcome(raw, decode)) == repr(outcome(raw, _decode_checked)), raw
