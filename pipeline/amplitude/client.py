@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -78,6 +78,12 @@ def resolve_base_url(settings: AmplitudeSettings) -> str:
 class AmplitudeClient:
     """Sends group updates to Amplitude; use as ``async with``.
 
+    ``on_answer`` is called with every answer :meth:`send` gets, as it comes: the
+    HTTP status ("200", "503") or, when none came, "timeout" or "connection_error".
+    It sees the answers of a send that fails in the end too (a refused key, the
+    retry deadline), which its report cannot carry: the service counts them in
+    ``sfamp_amplitude_requests_total``.
+
     ``transport``, ``sleep``, ``clock`` and ``jitter`` (numbers in [0, 1)) exist
     for tests: an ``httpx.MockTransport`` for unit-level HTTP, and a fake sleep
     so that long backoffs (15 s and more after a 429) take no real time.
@@ -92,8 +98,10 @@ class AmplitudeClient:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
         jitter: Random = random.random,
+        on_answer: Callable[[str], None] | None = None,
     ) -> None:
         self.base_url = resolve_base_url(settings)
+        self._on_answer = on_answer
         self._api_key = settings.api_key.get_secret_value() if settings.api_key else None
         self._limits = limits or ChunkLimits(
             property_keys_per_request=settings.property_limit_scope == "request"
@@ -163,7 +171,10 @@ class AmplitudeClient:
         headers = {"Content-Type": wire.content_type}
 
         async def post(body: bytes) -> Answer:
-            return await self._post(wire.url, body, headers)
+            answer = await self._post(wire.url, body, headers)
+            if self._on_answer is not None:
+                self._on_answer(answer.label)
+            return answer
 
         delivery = Delivery(post, wire, self._policy, self._timing, self.concurrency)
         report = await delivery.run(chunks)

@@ -36,7 +36,10 @@ class Metrics:
             "sfamp_flush_groups", "Identifications sent by the last flush", registry=r
         )
         self.amplitude_requests = Counter(
-            "sfamp_amplitude_requests", "Amplitude requests by HTTP status", ["status"], registry=r
+            "sfamp_amplitude_requests",
+            "Amplitude requests by HTTP status (timeout or connection_error: no answer)",
+            ["status"],
+            registry=r,
         )
         self.dlq_messages = Counter(
             "sfamp_dlq_messages", "Entries written to the DLQ", ["reason"], registry=r
@@ -101,6 +104,10 @@ class Metrics:
             "Requests to Amplitude allowed in flight now (adaptive, up to the ceiling)",
             registry=r,
         )
+
+    def amplitude_answered(self, status: str) -> None:
+        """Count one Amplitude request by its answer, as it comes (failed flushes too)."""
+        self.amplitude_requests.labels(status).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

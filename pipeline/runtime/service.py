@@ -136,7 +136,9 @@ async def run_service(
     version, config_offset = await initial_mapping(settings.kafka, mapping_file)
     async with (
         SalesforceClient.from_settings(settings.salesforce) as salesforce,
-        AmplitudeClient(settings.amplitude) as amplitude,
+        AmplitudeClient(
+            settings.amplitude, on_answer=service.metrics.amplitude_answered
+        ) as amplitude,
         ChangeProducer(settings.kafka) as producer,
     ):
         service.metrics.amplitude_concurrency.set_function(lambda: amplitude.concurrency.level)

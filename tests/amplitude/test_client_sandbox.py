@@ -117,6 +117,30 @@ async def test_a_retry_after_past_the_deadline_gives_up_at_once(
     assert sleep.delays == []
 
 
+async def test_every_answer_is_told_as_it_comes_even_when_the_send_fails(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    """A send that fails in the end returns no report: ``on_answer`` has told each answer."""
+    answers: list[str] = []
+    await _fault(amplitude_sandbox, kind="503")
+    async with AmplitudeClient(
+        sandbox_settings, sleep=RecordedSleep(), on_answer=answers.append
+    ) as client:
+        report = await client.send(_accounts(1))
+    assert answers == ["503", "200"]
+    assert report.statuses == {"503": 1, "200": 1}
+    await _fault(amplitude_sandbox, kind="429", retry_after=3600)
+    async with AmplitudeClient(sandbox_settings, on_answer=answers.append) as client:
+        with pytest.raises(AmplitudeUnavailableError):
+            await client.send(_accounts(1))
+    assert answers[2:] == ["429"]
+    refused = _with(sandbox_settings, {"api_key": "not-the-key"})
+    async with AmplitudeClient(refused, on_answer=answers.append) as client:
+        with pytest.raises(AmplitudeAuthError):
+            await client.send(_accounts(1))
+    assert answers[3:] == ["400"]
+
+
 async def test_timeout_then_success(
     amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
 ) -> None:

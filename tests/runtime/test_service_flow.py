@@ -252,6 +252,10 @@ async def test_amplitude_outage_commits_nothing_and_delivers_after_recovery(
         )
         await wait_until(lambda: _last_flush_ok(service), what="the recovered flush recorded")
         assert orjson.loads(orjson.dumps(service.state.to_status()))["last_flush"]["ok"] is True
+        # Every 503 was an answer to a request of this service, failed flushes included.
+        requests = service.metrics.amplitude_requests
+        assert requests.labels("503")._value.get() == 4
+        assert requests.labels("200")._value.get() >= 1
 
 
 def _last_flush_ok(service: Service) -> bool:

@@ -326,8 +326,6 @@ class DeliverPump:
             self.state.last_successful_flush = now
             self.metrics.last_successful_flush.set(now.timestamp())
         self.metrics.pending_groups.set(0)
-        for status, count in report.statuses.items():
-            self.metrics.amplitude_requests.labels(status).inc(count)
         for (group_type, prop), count in report.truncated.items():
             self.metrics.truncated_values.labels(group_type, prop).inc(count)
         log.log(
