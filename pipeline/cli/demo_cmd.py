@@ -20,7 +20,11 @@ KEEP = typer.Option(
 
 def _port(name: str) -> Any:
     return typer.Option(
-        0, f"--{name.lower()}-port", help=f"Port of the {name} stand-in (0: a free one)."
+        0,
+        f"--{name.lower()}-port",
+        min=0,
+        max=65535,
+        help=f"Port of the {name} stand-in (0: a free one).",
     )
 
 

@@ -56,7 +56,9 @@ class Serve(Protocol):
 
 @app.command()
 def kafka(
-    port: int = typer.Option(KAFKA_PORT, "--port", "-p", help="Port to listen on."),
+    port: int = typer.Option(
+        KAFKA_PORT, "--port", "-p", min=0, max=65535, help="Port to listen on."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
 ) -> None:
     """Run the embedded Kafka-compatible broker (memory only) until interrupted."""
@@ -82,7 +84,9 @@ def kafka(
 
 @app.command()
 def salesforce(
-    port: int = typer.Option(SALESFORCE_PORT, "--port", "-p", help="Port to listen on."),
+    port: int = typer.Option(
+        SALESFORCE_PORT, "--port", "-p", min=0, max=65535, help="Port to listen on."
+    ),
     host: str = HOST,
     latency_ms: int = LATENCY,
 ) -> None:
@@ -99,7 +103,9 @@ def salesforce(
 
 @app.command()
 def amplitude(
-    port: int = typer.Option(AMPLITUDE_PORT, "--port", "-p", help="Port to listen on."),
+    port: int = typer.Option(
+        AMPLITUDE_PORT, "--port", "-p", min=0, max=65535, help="Port to listen on."
+    ),
     host: str = HOST,
     latency_ms: int = LATENCY,
 ) -> None:
@@ -119,7 +125,11 @@ def amplitude(
 
 def _port_option(name: str, default: int) -> Any:
     return typer.Option(
-        0, f"--{name}-port", help=f"Port of the {name.capitalize()} stand-in (0: {default})."
+        0,
+        f"--{name}-port",
+        min=0,
+        max=65535,
+        help=f"Port of the {name.capitalize()} stand-in (0: {default}).",
     )
 
 

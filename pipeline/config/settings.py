@@ -9,6 +9,7 @@ silently ignored: a misspelt name would otherwise leave its default in force.
 from __future__ import annotations
 
 import difflib
+import io
 import ipaddress
 import os
 import re
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -163,6 +164,9 @@ class KafkaSettings(_Section):
         servers = [s.strip() for s in value.split(",") if s.strip()]
         if not servers or any(not re.match(r"^[^:\s]+:\d{1,5}$", s) for s in servers):
             raise ValueError("must be host:port[,host:port...]")
+        for server in servers:
+            if not 1 <= int(server.rpartition(":")[2]) <= 65535:
+                raise ValueError(f"port of {server} must be 1-65535")
         return ",".join(servers)
 
 
@@ -309,7 +313,7 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         env_file=ENV_FILE,
-        env_file_encoding="utf-8",
+        env_file_encoding="utf-8-sig",  # a byte-order mark (Notepad writes one) is skipped
         extra="ignore",
         frozen=True,
     )
@@ -337,7 +341,10 @@ def load_settings(**overrides: Any) -> Settings:
     Unknown ``SFAMP_*`` names in the environment or the ``.env`` file are problems too.
     """
     env_file = overrides.get("_env_file", ENV_FILE)
-    unknown = unknown_variable_problems([*os.environ, *_dotenv_names(env_file)])
+    names, unreadable = _dotenv_names(env_file)
+    if unreadable:
+        raise SettingsError(unreadable)
+    unknown = unknown_variable_problems([*os.environ, *names])
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -376,10 +383,37 @@ def unknown_variable_problems(names: Iterable[str]) -> list[Problem]:
     return problems
 
 
-def _dotenv_names(env_file: object) -> list[str]:
+def _dotenv_names(env_file: object) -> tuple[list[str], list[Problem]]:
+    """The names the ``.env`` file sets, and a problem for each line it cannot be read by
+    (python-dotenv would skip such a line with a warning, and its setting with it)."""
     if not isinstance(env_file, str | Path) or not Path(env_file).is_file():
-        return []
-    return list(dotenv_values(env_file))
+        return [], []
+    raw = Path(env_file).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        utf16 = " (it looks like UTF-16, which PowerShell's > writes)" if b"\x00" in raw else ""
+        message = f"is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}{utf16}"
+        return [], [Problem(str(env_file), f"{message}; save it as UTF-8")]
+    names, problems = [], []
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            # The name only: the rest of the line may hold a secret.
+            name = binding.original.string.partition("=")[0].strip()
+            shown = (
+                f" ({name}=...)"
+                if re.fullmatch(r"(export\s+)?[A-Za-z_][A-Za-z0-9_]*", name)
+                else ""
+            )
+            problems.append(
+                Problem(
+                    f"{env_file}:{binding.original.line}",
+                    f"line{shown} is not NAME=value (an unclosed quote?)",
+                )
+            )
+        elif binding.key is not None:
+            names.append(binding.key)
+    return names, problems
 
 
 def _problem(error: object) -> Problem:

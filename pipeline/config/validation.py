@@ -211,6 +211,10 @@ def validate_document(
 
     ``max_group_types`` also checks Amplitude's group-type limit (a setting).
     """
+    if not isinstance(document, dict):
+        kinds = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+        kind = kinds.get(type(document), "a number")
+        return None, [Problem("$", f"must be a JSON object ({{...}}), not {kind}")]
     model, problems = _structure_problems(document)
     problems += _one_to_one_problems(document)
     problems += _shared_group_type_problems(document)
@@ -224,11 +228,19 @@ def validate_document(
 
 def parse_mapping(text: str | bytes, *, source: str = "mapping") -> MappingConfig:
     """Parse and validate mapping JSON, raising MappingError with every problem."""
+    return _require_valid(_loads(text, source), source)
+
+
+def _loads(text: str | bytes, source: object) -> object:
+    """JSON, after a UTF-8 byte-order mark if there is one (Windows editors write one)."""
+    if isinstance(text, bytes):
+        text = text.removeprefix(b"\xef\xbb\xbf")
+    else:
+        text = text.removeprefix("\ufeff")
     try:
-        document = orjson.loads(text)
+        return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise MappingError(f"{source} is not valid JSON: {exc}") from exc
-    return _require_valid(document, source)
 
 
 def read_document(path: Path) -> object:
@@ -239,10 +251,7 @@ def read_document(path: Path) -> object:
         raise MappingError(f"mapping file {path} does not exist") from exc
     except OSError as exc:
         raise MappingError(f"cannot read mapping file {path}: {exc.strerror}") from exc
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MappingError(f"{path} is not valid JSON: {exc}") from exc
+    return _loads(raw, path)
 
 
 def load_mapping(path: Path, *, max_group_types: int | None = None) -> MappingConfig:

@@ -76,3 +76,29 @@ def test_a_value_not_among_the_choices_is_named_plainly(path: tuple[str, ...], o
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{option}': 'nonsense' is not one of '" in result.output
     assert "Value error" not in result.output, result.output
+
+
+PORT_OPTIONS = [
+    (path, param.opts[0])
+    for path, command in COMMANDS.items()
+    for param in getattr(command, "params", ())
+    if param.opts[0].endswith("port")
+]
+
+
+def test_the_port_options_are_found() -> None:
+    assert len(PORT_OPTIONS) >= 8, PORT_OPTIONS
+
+
+@pytest.mark.parametrize(
+    ("path", "option"), PORT_OPTIONS, ids=[" ".join((*p, o)) for p, o in PORT_OPTIONS]
+)
+@pytest.mark.parametrize("value", ["70000", "-1"])
+def test_a_port_out_of_range_is_a_usage_error(
+    path: tuple[str, ...], option: str, value: str
+) -> None:
+    """Not a socket's OverflowError traceback once the command has started."""
+    result = CliRunner().invoke(app, [*path, f"{option}={value}"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

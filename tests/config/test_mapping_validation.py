@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from pipeline.config.mapping import DailyCadence, HourlyCadence, IntervalCadence
 from pipeline.config.validation import (
     check_group_types,
     dump_mapping,
+    load_mapping,
     parse_mapping,
     validate_document,
 )
@@ -242,7 +244,20 @@ def test_parse_mapping_errors() -> None:
         parse_mapping(b"{nope")
     with pytest.raises(MappingError) as info:
         parse_mapping(b"[]")
-    assert info.value.problems
+    assert [str(p) for p in info.value.problems] == ["$: must be a JSON object ({...}), not a list"]
+    for document, kind in ((b'"x"', "a string"), (b"3", "a number"), (b"null", "null")):
+        _, problems = validate_document(orjson.loads(document))
+        assert [p.message for p in problems] == [f"must be a JSON object ({{...}}), not {kind}"]
+
+
+def test_a_mapping_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Windows editors may start a UTF-8 file with one; JSON parsers refuse it."""
+    text = orjson.dumps(good()).decode()
+    assert parse_mapping(b"\xef\xbb\xbf" + text.encode()) == parse_mapping(text)
+    assert parse_mapping("\ufeff" + text) == parse_mapping(text)
+    path = tmp_path / "mapping.json"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_mapping(path) == parse_mapping(text)
 
 
 def with_group_types(count: int) -> dict[str, Any]:

@@ -64,6 +64,46 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
     assert load_settings().kafka.topic_prefix == "fromfile"
 
 
+def test_a_dotenv_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"\xef\xbb\xbfSFAMP_KAFKA__TOPIC_PREFIX=marked\n")
+    assert load_settings().kafka.topic_prefix == "marked"
+
+
+def test_a_dotenv_file_that_is_not_utf8_is_one_problem(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SFAMP_KAFKA__TOPIC_PREFIX=x\n", encoding="utf-16")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    [problem] = info.value.problems
+    assert problem.path == ".env"
+    assert problem.message.startswith("is not UTF-8 text: byte 0xff at offset 0")
+    assert "UTF-16" in problem.message
+
+
+def test_a_dotenv_line_that_cannot_be_read_is_named_without_its_value(tmp_path: Path) -> None:
+    """python-dotenv skips such a line with a warning, and the setting with it."""
+    (tmp_path / ".env").write_text(
+        'SFAMP_KAFKA__PARTITIONS=3\nSFAMP_AMPLITUDE__API_KEY="s3cret\n', encoding="utf-8"
+    )
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert [str(p) for p in info.value.problems] == [
+        ".env:2: line (SFAMP_AMPLITUDE__API_KEY=...) is not NAME=value (an unclosed quote?)"
+    ]
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize("servers", ["k1:70000", "k1:9092,k2:0"])
+def test_a_bootstrap_port_out_of_range_is_a_problem(
+    monkeypatch: pytest.MonkeyPatch, servers: str
+) -> None:
+    monkeypatch.setenv("SFAMP_KAFKA__BOOTSTRAP_SERVERS", servers)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    [problem] = info.value.problems
+    assert problem.path == "SFAMP_KAFKA__BOOTSTRAP_SERVERS"
+    assert problem.message.endswith("must be 1-65535")
+
+
 def test_every_problem_is_reported_with_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SFAMP_SALESFORCE__AUTH_FLOW", "magic")
     monkeypatch.setenv("SFAMP_SALESFORCE__API_VERSION", "62")
