@@ -89,11 +89,13 @@ class DescribedObject:
     """An object's describe, plus the mapped fields that exist but the user cannot read.
 
     ``unreadable`` is ``None`` when the org would not say which fields exist
-    beyond the describe: then a missing field may be either.
+    beyond the describe: then a missing field may be either. ``spelled`` gives
+    each of them as the org spells it (its API name may differ in case).
     """
 
     schema: ObjectSchema
     unreadable: frozenset[str] | None = frozenset()
+    spelled: Mapping[str, str] = field(default_factory=dict)
 
 
 def object_entries(listing: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -160,10 +162,16 @@ def field_checks(
 
 
 def missing_field(described: DescribedObject, field_name: str) -> str:
-    """Why a mapped field is not in the describe: hidden from the user, or not there."""
+    """Why a mapped field is not in the describe: spelt in another case, hidden from the
+    user, or not there."""
+    schema = described.schema
+    by_case = {name.lower(): name for name in (*schema.fields, *schema.components)}
+    spelled = by_case.get(field_name.lower(), described.spelled.get(field_name, field_name))
+    if spelled != field_name:
+        # SOQL takes any case; change events carry the API name, which the mapping must match.
+        return f"spell it {spelled}: field names in change events are case-sensitive"
     if described.unreadable is not None and field_name in described.unreadable:
         return f"{field_name} is {UNREADABLE}"
-    schema = described.schema
     detail = f"no field {field_name} on {schema.name}"
     close = difflib.get_close_matches(field_name, list(schema.fields), n=1, cutoff=0.8)
     if close:

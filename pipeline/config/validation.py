@@ -84,26 +84,36 @@ def _properties(mapping: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]
 
 
 def _one_to_one_problems(document: object) -> list[Problem]:
-    """Within a mapping, neither a Salesforce field nor an Amplitude property repeats."""
+    """Within a mapping, neither a Salesforce field nor an Amplitude property repeats.
+
+    Salesforce API names ignore case (``Name`` and ``name`` are one field); Amplitude
+    property names do not.
+    """
     problems = []
+    rules = (
+        ("sfdc_field", "Salesforce field", str.lower, "one field maps to one property"),
+        ("amplitude_property", "property", str, "a property comes from one field"),
+    )
     for m, mapping in _entries(document):
-        for key, what in (("sfdc_field", "Salesforce field"), ("amplitude_property", "property")):
-            first_seen: dict[str, int] = {}
+        for key, what, same, rule in rules:
+            first_seen: dict[str, tuple[int, str]] = {}
             for p, prop in _properties(mapping):
                 value = prop.get(key)
                 if not isinstance(value, str):
                     continue
-                if value in first_seen:
-                    problems.append(
-                        Problem(
-                            f"$.mappings[{m}].group_properties[{p}].{key}",
-                            f"{what} {value!r} is already mapped at "
-                            f"group_properties[{first_seen[value]}]; "
-                            "one field maps to one property",
-                        )
+                seen = first_seen.setdefault(same(value), (p, value))
+                if seen[0] == p:
+                    continue
+                spelt = (
+                    "" if seen[1] == value else f" as {seen[1]!r} (Salesforce names ignore case)"
+                )
+                problems.append(
+                    Problem(
+                        f"$.mappings[{m}].group_properties[{p}].{key}",
+                        f"{what} {value!r} is already mapped at "
+                        f"group_properties[{seen[0]}]{spelt}; {rule}",
                     )
-                else:
-                    first_seen[value] = p
+                )
     return problems
 
 

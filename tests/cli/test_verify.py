@@ -291,6 +291,31 @@ async def test_a_field_hidden_from_the_integration_user_fails(
     assert by_name(report)["Account.Name -> name"].status == "pass"
 
 
+async def test_field_names_in_another_case_say_how_to_spell_them(
+    settings: Settings, salesforce: SalesforceSandbox
+) -> None:
+    """SOQL takes any case, so FieldDefinition lists ``industry`` as Industry; change events
+    carry Industry only. Not a field-level security problem, even for a hidden field."""
+    async with httpx.AsyncClient(base_url=salesforce.base_url) as control:
+        answer = await control.post(
+            "/__sandbox/field-security",
+            json={"object": "Account", "field": "Rating", "readable": False},
+        )
+        assert answer.status_code == 200, answer.text
+    mapping = mapping_of(("Account", "id", ["industry", "RATING", "billingaddress", "Name"]))
+    report = await verify_mapping(settings, mapping)
+    checks = by_name(report)
+    case = "field names in change events are case-sensitive"
+    assert checks["Account -> account: group name field id"].detail == f"spell it Id: {case}"
+    assert checks["Account.industry -> industry"].detail == f"spell it Industry: {case}"
+    assert checks["Account.RATING -> rating"].detail == f"spell it Rating: {case}"
+    assert checks["Account.billingaddress -> billingaddress"].detail == (
+        f"spell it BillingAddress: {case}"
+    )
+    assert checks["Account.Name -> name"].status == "pass"
+    assert not report.ok
+
+
 async def test_fields_change_events_never_carry_are_warned(settings: Settings) -> None:
     mapping = mapping_of(("Account", "Id", ["Name", "SystemModstamp", "IsDeleted"]))
     report = await verify_mapping(settings, mapping)

@@ -114,6 +114,14 @@ def test_a_field_hidden_by_field_level_security_says_so() -> None:
     assert check("Rating", frozenset({"Rating"})) == ("fail", f"Rating is {UNREADABLE}")
 
 
+def test_a_field_in_another_case_says_how_to_spell_it() -> None:
+    case = "field names in change events are case-sensitive"
+    assert check("industry") == ("fail", f"spell it Industry: {case}")
+    assert check("rating", frozenset({"rating"})) == ("fail", f"rating is {UNREADABLE}")
+    hidden = DescribedObject(ACCOUNT, frozenset({"rating"}), spelled={"rating": "Rating"})
+    assert property_check("c", hidden, "rating").detail == f"spell it Rating: {case}"
+
+
 def test_a_misspelt_field_names_the_nearest_one() -> None:
     assert check("Industy") == ("fail", "no field Industy on Account (did you mean Industry?)")
     assert check("Nothing__c") == ("fail", "no field Nothing__c on Account")

@@ -87,10 +87,26 @@ def test_field_mapped_twice_within_a_mapping() -> None:
     assert "already mapped at group_properties[0]" in found[next(iter(found))]
 
 
+def test_a_field_named_twice_in_two_cases_is_one_field() -> None:
+    """Salesforce API names ignore case; Amplitude property names do not."""
+    doc = good()
+    doc["mappings"][0]["group_properties"][1]["sfdc_field"] = "NAME"
+    assert problems_of(doc) == {
+        "$.mappings[0].group_properties[1].sfdc_field": "Salesforce field 'NAME' is already "
+        "mapped at group_properties[0] as 'Name' (Salesforce names ignore case); "
+        "one field maps to one property"
+    }
+    doc = good()
+    doc["mappings"][0]["group_properties"][1]["amplitude_property"] = "NAME"
+    assert problems_of(doc) == {}
+
+
 def test_property_written_twice_within_a_mapping() -> None:
     doc = good()
     doc["mappings"][0]["group_properties"][1]["amplitude_property"] = "name"
-    assert list(problems_of(doc)) == ["$.mappings[0].group_properties[1].amplitude_property"]
+    found = problems_of(doc)
+    assert list(found) == ["$.mappings[0].group_properties[1].amplitude_property"]
+    assert next(iter(found.values())).endswith("; a property comes from one field")
 
 
 @pytest.mark.parametrize("on_delete", ["ignore", "unset", "mark"])
