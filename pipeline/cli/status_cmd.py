@@ -62,13 +62,7 @@ def _render(report: dict[str, Any]) -> None:
     else:
         mapping = kafka["mapping"]
         table.add_row("Kafka", kafka["bootstrap_servers"])
-        table.add_row(
-            "Mapping",
-            "none published (sfamp config import FILE)"
-            if mapping is None
-            else f"revision {mapping['revision']}, {mapping['cadence']}\n"
-            + "\n".join(mapping["relations"]),
-        )
+        table.add_row("Mapping", mapping_lines(mapping, service))
         table.add_row(
             "Lag",
             f"{plural(kafka['lag_messages'], 'message')}, oldest unflushed change "
@@ -91,6 +85,27 @@ def _render(report: dict[str, Any]) -> None:
     if unreadable:
         table.add_row("Unreadable fields", "\n".join(f"[red]{r}[/]" for r in unreadable))
     console.print(table)
+
+
+def mapping_lines(mapping: dict[str, Any] | None, service: dict[str, Any]) -> str:
+    """The Mapping row: the revision published in sfamp.config and its relations, and,
+    when the service refused its latest mapping, that it runs the one it had (a refused
+    revision is published all the same)."""
+    text = (
+        "none published (sfamp config import FILE)"
+        if mapping is None
+        else f"revision {mapping['revision']}, {mapping['cadence']}\n"
+        + "\n".join(mapping["relations"])
+    )
+    refused = service.get("mapping_refused")
+    if refused:
+        running = service.get("mapping_revision")
+        kept = f"revision {running}" if running else "the mapping it had"
+        text += (
+            f"\n[red]the service refused {refused.get('source')}: {refused.get('reason')}; "
+            f"it runs {kept}[/]"
+        )
+    return text
 
 
 def service_line(service: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.cli.status_cmd import service_line
+from pipeline.cli.status_cmd import mapping_lines, service_line
 
 URL = "http://127.0.0.1:8080"
 
@@ -33,3 +33,24 @@ def test_a_flush_not_scheduled_yet_is_said_in_words() -> None:
     line = service_line({**status, "cadence": "daily at 00:00 UTC"})
     assert "next flush not scheduled yet" in line
     assert "None" not in line
+
+
+def test_a_refused_mapping_is_said_beside_the_published_one() -> None:
+    """sfamp.config holds the refused revision all the same; the service runs the one it had."""
+    published = {"revision": 5, "cadence": "every 5s", "relations": ["Acount -> account"]}
+    refused = {
+        "source": "sfamp.config revision 5",
+        "reason": "the mapping does not match the Salesforce org (1 problem)",
+    }
+    lines = mapping_lines(published, {"mapping_revision": 4, "mapping_refused": refused})
+    assert lines.splitlines() == [
+        "revision 5, every 5s",
+        "Acount -> account",
+        "[red]the service refused sfamp.config revision 5: the mapping does not match the "
+        "Salesforce org (1 problem); it runs revision 4[/]",
+    ]
+    assert mapping_lines(published, {"mapping_revision": 5}).splitlines() == [
+        "revision 5, every 5s",
+        "Acount -> account",
+    ]
+    assert mapping_lines(None, {"error": "no service answers"}).startswith("none published")
