@@ -49,6 +49,8 @@ class Control:
                 ("POST", "/faults", self.add_faults),
                 ("GET", "/latency", self.latency),
                 ("POST", "/latency", self.set_latency),
+                ("GET", "/blocked", self.blocked),
+                ("POST", "/blocked", self.block),
                 ("POST", "/reset", self.reset),
             ]
             for method, path, handler in routes:
@@ -120,6 +122,32 @@ class Control:
         except (orjson.JSONDecodeError, ValueError) as exc:
             return _json({"error": str(exc)}, 400)
         return _json(self.state.latency.as_dict())
+
+    async def blocked(self, request: web.Request, region: Region) -> web.Response:
+        return _json({"group_values": sorted(self.state.blocked_group_values)})
+
+    async def block(self, request: web.Request, region: Region) -> web.Response:
+        """``{"group_values": [...], "blocked": true}``: refuse those groups from now on (as
+        an invalid ``groups`` field, 400), or accept them again with ``"blocked": false``."""
+        try:
+            body = orjson.loads(await request.read())
+            values = body.get("group_values") if isinstance(body, dict) else None
+            blocked = body.get("blocked", True) if isinstance(body, dict) else None
+            if not isinstance(values, list) or not all(
+                isinstance(value, str) and value for value in values
+            ):
+                raise ValueError(
+                    'body must be {"group_values": ["..."], "blocked": true} with non-empty strings'
+                )
+            if not isinstance(blocked, bool):
+                raise ValueError("blocked must be true or false")
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return _json({"error": str(exc)}, 400)
+        if blocked:
+            self.state.blocked_group_values.update(values)
+        else:
+            self.state.blocked_group_values.difference_update(values)
+        return await self.blocked(request, region)
 
     async def reset(self, request: web.Request, region: Region) -> web.Response:
         self.state.reset()

@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from email.message import Message
 from email.parser import BytesParser
 from typing import Any
@@ -116,7 +117,7 @@ class Ingestion:
         if project is None:
             return 400, b"invalid_api_key"
         try:
-            identifications = parse_identifications(params.get("identification"), self.limits)
+            identifications = parse_identifications(params.get("identification"), self._limits())
         except RequestRefused as refused:
             return refused.status, refused.body.encode()
         entry["identifications"] = len(identifications)
@@ -152,7 +153,7 @@ class Ingestion:
         parsed = parse_event_request(body, api)
         if self.state.project_for(parsed.api_key, region) is None:
             raise JsonRefused({"code": 400, "error": f"Invalid API key: {parsed.api_key}"})
-        accepted = validate_events(parsed, self.limits.blocked_group_values)
+        accepted = validate_events(parsed, self._limits().blocked_group_values)
         now = time.time()
         ingested, types, groups = apply_events(
             self.state.store(region), accepted, now, _history_stamp(entry)
@@ -183,6 +184,13 @@ class Ingestion:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.closing.wait(), fault.delay_seconds)
         return _FAULT_TEXT[fault.kind][0], _fault_body(fault.kind, json_api, body)
+
+    def _limits(self) -> IdentifyLimits:
+        """The limits, with the group values blocked through the control API added."""
+        blocked = self.state.blocked_group_values
+        if not blocked:
+            return self.limits
+        return replace(self.limits, blocked_group_values=self.limits.blocked_group_values | blocked)
 
     def _entry(self, request: web.Request, region: Region, path: str) -> dict[str, Any]:
         return request_entry(self.state.next_request_id(), request.method, path, region)

@@ -146,6 +146,9 @@ class SandboxState:
     faults: deque[Fault] = field(default_factory=lambda: deque(maxlen=MAX_QUEUED_FAULTS))
     request_count: int = 0
     latency: Latency = field(default_factory=Latency)
+    # Group values refused as an invalid ``groups`` field (POST /__sandbox/blocked), besides
+    # the ones the sandbox was started with (IdentifyLimits.blocked_group_values).
+    blocked_group_values: set[str] = field(default_factory=set)
 
     def project_for(self, api_key: str | None, region: Region) -> Project | None:
         """The project of a key, only on its own region's endpoints (else: invalid key)."""
@@ -188,6 +191,7 @@ class SandboxState:
         self.stores.clear()
         self.requests.clear()
         self.faults.clear()
+        self.blocked_group_values.clear()
         self.request_count = 0
 
 

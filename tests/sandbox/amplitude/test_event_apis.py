@@ -95,6 +95,39 @@ async def test_groupidentify_event_sets_every_listed_group(http: httpx.AsyncClie
     assert again.json()["events_ingested"] == 0  # same insert_id: deduplicated
 
 
+async def test_groups_blocked_through_the_control_api_are_refused_until_unblocked(
+    http: httpx.AsyncClient,
+) -> None:
+    """The way to rehearse a rejected identification without writing Python."""
+    blocked = await http.post("/__sandbox/blocked", json={"group_values": ["001B", "001C"]})
+    assert blocked.json() == {"group_values": ["001B", "001C"]}
+    events = [
+        _group_identify_event(value, {"$set": {"tier": "Gold"}}) for value in ("001A", "001B")
+    ]
+    refused = await http.post("/2/httpapi", json={"api_key": US_API_KEY, "events": events})
+    assert refused.status_code == 400
+    assert refused.json()["events_with_invalid_fields"] == {"groups": [1]}
+    form = {
+        "api_key": US_API_KEY,
+        "identification": '{"group_type":"account","group_value":"001C"}',
+    }
+    assert (await http.post("/groupidentify", data=form)).status_code == 400
+    again = await http.post("/__sandbox/blocked", json={"group_values": ["001B"], "blocked": False})
+    assert again.json() == {"group_values": ["001C"]}
+    accepted = await http.post("/2/httpapi", json={"api_key": US_API_KEY, "events": events})
+    assert accepted.status_code == 200, accepted.text
+    for bad in (
+        {"group_values": "001D"},
+        {"group_values": [""]},
+        {"group_values": [], "blocked": 1},
+    ):
+        answer = await http.post("/__sandbox/blocked", json=bad)
+        assert answer.status_code == 400, bad
+        assert "group_values" in answer.json()["error"] or "blocked" in answer.json()["error"]
+    await http.post("/__sandbox/reset")
+    assert (await http.get("/__sandbox/blocked")).json() == {"group_values": []}
+
+
 async def test_eu_json_api_refuses_us_key(http: httpx.AsyncClient) -> None:
     event = _group_identify_event("e1", {"a": 1})
     refused = await http.post("/eu/2/httpapi", json={"api_key": US_API_KEY, "events": [event]})
