@@ -128,3 +128,49 @@ async def test_dead_letters_list_and_replay_one(
     assert stored is not None
     assert stored["name"] == "Replayed Co"  # what Salesforce holds now, not the stale payload
     assert "1 not replayed" not in html
+
+
+async def test_dead_letters_dismiss_one_and_every_unreplayable_one(
+    client: Client, settings: Settings
+) -> None:
+    """As ``sfamp dlq dismiss --id`` and ``--unreplayable``: marked settled, still listed."""
+    await publish_mapping(settings.kafka, parse_mapping(json.dumps(MAPPING)), now_ms=1)
+    now = int(time.time() * 1000)
+    named = DlqEntry(
+        id=f"rejected:account:001RM0000000zzzYAA:{now}",
+        reason="rejected",
+        detail="Amplitude answered 400: invalid_identification",
+        at_ms=now,
+        key="account:001RM0000000zzzYAA",
+        payload={"group_type": "account", "group_value": "001RM0000000zzzYAA"},
+    )
+    topic = TopicNames(settings.kafka.topic_prefix).dlq
+    async with ChangeProducer(settings.kafka) as producer:
+        await producer.send_all([(topic, *named.encode()), (topic, b"junk", b"not a DLQ entry")])
+    listed = await (await client.get("/dead-letters")).text()
+    assert listed.count(">Dismiss</button>") == 2, "one per waiting entry, malformed ones too"
+    assert ">Dismiss unreplayable</button>" in listed
+
+    forged = await client.post("/dead-letters/dismiss", data={"id": named.id})
+    assert forged.status == 403, "a dismissal needs the session's CSRF token"
+    csrf = await csrf_of(client, "/dead-letters")
+    response = await client.post(
+        "/dead-letters/dismiss", data={"csrf_token": csrf, "id": named.id}, allow_redirects=False
+    )
+    assert response.status == 303
+    assert response.headers["Location"].startswith("/dead-letters?dismiss=")
+    html = await (await client.get(response.headers["Location"])).text()
+    assert "Dismissed 1 of 1" in html
+    assert f"<code>{named.id}</code> account:001RM0000000zzzYAA: dismissed in the console" in html
+
+    response = await client.post(
+        "/dead-letters/dismiss",
+        data={"csrf_token": csrf, "unreplayable": "1"},
+        allow_redirects=False,
+    )
+    html = await (await client.get(response.headers["Location"])).text()
+    assert "Dismissed 1 of 1" in html, "the malformed record: nothing can replay it"
+    assert ">Dismiss</button>" not in html, "both are settled now"
+    assert "0 not replayed" in html
+    bare = await client.get("/dead-letters/dismiss", allow_redirects=False)
+    assert (bare.status, bare.headers["Location"]) == (303, "/dead-letters")
