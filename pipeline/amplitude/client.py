@@ -78,11 +78,11 @@ def resolve_base_url(settings: AmplitudeSettings) -> str:
 class AmplitudeClient:
     """Sends group updates to Amplitude; use as ``async with``.
 
-    ``on_answer`` is called with every answer :meth:`send` gets, as it comes: the
-    HTTP status ("200", "503") or, when none came, "timeout" or "connection_error".
-    It sees the answers of a send that fails in the end too (a refused key, the
-    retry deadline), which its report cannot carry: the service counts them in
-    ``sfamp_amplitude_requests_total``.
+    ``on_answer`` is called with every :class:`Answer` :meth:`send` gets, as it comes
+    (``label``: the HTTP status, "200", "503", or "timeout" / "connection_error" when
+    none came). It sees the answers of a send that fails in the end too (a refused
+    key, the retry deadline), which its report cannot carry: the service counts them
+    in ``sfamp_amplitude_requests_total``.
 
     ``transport``, ``sleep``, ``clock`` and ``jitter`` (numbers in [0, 1)) exist
     for tests: an ``httpx.MockTransport`` for unit-level HTTP, and a fake sleep
@@ -98,7 +98,7 @@ class AmplitudeClient:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
         jitter: Random = random.random,
-        on_answer: Callable[[str], None] | None = None,
+        on_answer: Callable[[Answer], None] | None = None,
     ) -> None:
         self.base_url = resolve_base_url(settings)
         self._on_answer = on_answer
@@ -173,7 +173,7 @@ class AmplitudeClient:
         async def post(body: bytes) -> Answer:
             answer = await self._post(wire.url, body, headers)
             if self._on_answer is not None:
-                self._on_answer(answer.label)
+                self._on_answer(answer)
             return answer
 
         delivery = Delivery(post, wire, self._policy, self._timing, self.concurrency)

@@ -14,13 +14,25 @@ import typer
 
 from pipeline.cli.common import console, print_json
 from pipeline.cli.topics_cmd import inspection_settings, new_table
+from pipeline.config.settings import http_url
 from pipeline.kafka.inspect import format_duration
 from pipeline.runtime.status_report import failed_dependencies, gather_status
 from pipeline.wording import plural
 
+
+def _service_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return http_url(value, " such as http://127.0.0.1:8080")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 SERVICE_URL = typer.Option(
     None,
     "--service-url",
+    callback=_service_url,
     help="Base URL of a running service's health port "
     "(default http://127.0.0.1:$SFAMP_RUNTIME__HEALTH_PORT).",
 )
@@ -99,8 +111,8 @@ def mapping_lines(mapping: dict[str, Any] | None, service: dict[str, Any]) -> st
     )
     refused = service.get("mapping_refused")
     if refused:
-        running = service.get("mapping_revision")
-        kept = f"revision {running}" if running else "the mapping it had"
+        # What the service runs, as its source says it: "sfamp.config revision 4", "file:..."
+        kept = service.get("mapping_revision") or "the mapping it had"
         text += (
             f"\n[red]the service refused {refused.get('source')}: {refused.get('reason')}; "
             f"it runs {kept}[/]"

@@ -9,15 +9,14 @@ silently ignored: a misspelt name would otherwise leave its default in force.
 from __future__ import annotations
 
 import difflib
-import io
 import ipaddress
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
 
-from dotenv.parser import parse_stream
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,6 +29,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pipeline.config.env_file import read_env_file
 from pipeline.errors import Problem, SettingsError
 
 ENV_PREFIX = "SFAMP_"
@@ -45,6 +45,20 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def http_url(value: str, example: str = "") -> str:
+    """``value`` without a trailing slash; ValueError unless it is an http(s) URL with a
+    host, and a port (when given) in 1-65535 (a socket refuses any other)."""
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"must be an http(s) URL{example}")
+    try:
+        port = urlsplit(value).port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"the port of {value} must be 1-65535")
+    return value.rstrip("/")
 
 
 class SalesforceSettings(_Section):
@@ -77,9 +91,7 @@ class SalesforceSettings(_Section):
     @field_validator("login_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http(s) URL such as https://login.salesforce.com")
-        return value.rstrip("/")
+        return http_url(value, " such as https://login.salesforce.com")
 
     @field_validator("api_version")
     @classmethod
@@ -211,9 +223,7 @@ class AmplitudeSettings(_Section):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http(s) URL")
-        return value.rstrip("/") if value else value
+        return http_url(value) if value is not None else None
 
 
 class RuntimeSettings(_Section):
@@ -256,6 +266,11 @@ class ConsoleSettings(_Section):
         "X-Forwarded-For, -Proto, -Host and -Port name the client, scheme and host; "
         "needs the token.",
     )
+
+    @field_validator("service_url")
+    @classmethod
+    def _service_url(cls, value: str | None) -> str | None:
+        return http_url(value, " such as http://127.0.0.1:8080") if value is not None else None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -341,7 +356,7 @@ def load_settings(**overrides: Any) -> Settings:
     Unknown ``SFAMP_*`` names in the environment or the ``.env`` file are problems too.
     """
     env_file = overrides.get("_env_file", ENV_FILE)
-    names, unreadable = _dotenv_names(env_file)
+    names, unreadable = read_env_file(env_file, ENV_PREFIX)
     if unreadable:
         raise SettingsError(unreadable)
     unknown = unknown_variable_problems([*os.environ, *names])
@@ -349,8 +364,14 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as exc:
         named = {problem.path for problem in unknown}
-        problems = [_problem(error) for error in exc.errors()]
-        raise SettingsError(unknown + [p for p in problems if p.path not in named]) from exc
+        every = [_problem(error) for error in exc.errors()]
+        # A name that is no variable name was reported above without what follows it.
+        problems = [
+            problem
+            for problem in every
+            if problem.path not in named and re.fullmatch(r"[A-Z0-9_]+", problem.path)
+        ]
+        raise SettingsError(unknown + problems if unknown or problems else every) from exc
     if unknown:
         raise SettingsError(unknown)
     return settings
@@ -377,43 +398,19 @@ def unknown_variable_problems(names: Iterable[str]) -> list[Problem]:
     for name in sorted({name.upper() for name in names}):
         if not name.startswith(ENV_PREFIX) or name in known | sections | NOT_SETTINGS:
             continue
+        valid = re.match(r"[A-Z0-9_]*", name)
+        if valid is not None and valid.group() != name:
+            # Not a variable name (SFAMP_X:value, a '=' typed as ':'): what follows the
+            # name may be a secret, so it is not shown.
+            bad = name[valid.end()]
+            problems.append(
+                Problem(f"{valid.group()}{bad}...", f"is not a variable name (it holds {bad!r})")
+            )
+            continue
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]}?" if close else ""
         problems.append(Problem(name, f"is not an sfamp setting{hint}"))
     return problems
-
-
-def _dotenv_names(env_file: object) -> tuple[list[str], list[Problem]]:
-    """The names the ``.env`` file sets, and a problem for each line it cannot be read by
-    (python-dotenv would skip such a line with a warning, and its setting with it)."""
-    if not isinstance(env_file, str | Path) or not Path(env_file).is_file():
-        return [], []
-    raw = Path(env_file).read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        utf16 = " (it looks like UTF-16, which PowerShell's > writes)" if b"\x00" in raw else ""
-        message = f"is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}{utf16}"
-        return [], [Problem(str(env_file), f"{message}; save it as UTF-8")]
-    names, problems = [], []
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
-            # The name only: the rest of the line may hold a secret.
-            name = binding.original.string.partition("=")[0].strip()
-            shown = (
-                f" ({name}=...)"
-                if re.fullmatch(r"(export\s+)?[A-Za-z_][A-Za-z0-9_]*", name)
-                else ""
-            )
-            problems.append(
-                Problem(
-                    f"{env_file}:{binding.original.line}",
-                    f"line{shown} is not NAME=value (an unclosed quote?)",
-                )
-            )
-        elif binding.key is not None:
-            names.append(binding.key)
-    return names, problems
 
 
 def _problem(error: object) -> Problem:

@@ -149,7 +149,7 @@ def _marked_property_problems(document: object) -> list[Problem]:
     marked = {
         mapping.get("group_type")
         for _, mapping in _entries(document)
-        if mapping.get("on_delete") == "mark"
+        if mapping.get("on_delete") == "mark" and isinstance(mapping.get("group_type"), str)
     }
     return [
         Problem(
@@ -158,7 +158,7 @@ def _marked_property_problems(document: object) -> list[Problem]:
             'written by on_delete "mark"; map the field to another property',
         )
         for m, mapping in _entries(document)
-        if mapping.get("group_type") in marked
+        if isinstance(mapping.get("group_type"), str) and mapping.get("group_type") in marked
         for p, prop in _properties(mapping)
         if prop.get("amplitude_property") == DELETED_PROPERTY
     ]

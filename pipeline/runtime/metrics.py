@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from pipeline.amplitude.delivery import Answer, is_invalid_api_key
+
 
 class Metrics:
     """Every metric sfamp exports, on a registry of its own (one per service instance)."""
@@ -39,6 +41,11 @@ class Metrics:
             "sfamp_amplitude_requests",
             "Amplitude requests by HTTP status (timeout or connection_error: no answer)",
             ["status"],
+            registry=r,
+        )
+        self.amplitude_key_refused = Gauge(
+            "sfamp_amplitude_key_refused",
+            "1 while Amplitude refuses the API key (400 invalid_api_key), 0 once it accepts",
             registry=r,
         )
         self.dlq_messages = Counter(
@@ -105,9 +112,14 @@ class Metrics:
             registry=r,
         )
 
-    def amplitude_answered(self, status: str) -> None:
-        """Count one Amplitude request by its answer, as it comes (failed flushes too)."""
-        self.amplitude_requests.labels(status).inc()
+    def amplitude_answered(self, answer: Answer) -> None:
+        """Count one Amplitude request by its answer, as it comes (failed flushes too), and
+        whether Amplitude refuses the API key (it answers 400 ``invalid_api_key``)."""
+        self.amplitude_requests.labels(answer.label).inc()
+        if is_invalid_api_key(answer):
+            self.amplitude_key_refused.set(1)
+        elif answer.status is not None and 200 <= answer.status < 300:
+            self.amplitude_key_refused.set(0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from pipeline.amplitude import AmplitudeClient
+from pipeline.amplitude.delivery import Answer
 from pipeline.amplitude.payload import to_identification
 from pipeline.config.settings import AmplitudeSettings
 from pipeline.errors import AmplitudeAuthError, AmplitudeUnavailableError
@@ -122,20 +123,22 @@ async def test_every_answer_is_told_as_it_comes_even_when_the_send_fails(
 ) -> None:
     """A send that fails in the end returns no report: ``on_answer`` has told each answer."""
     answers: list[str] = []
+
+    def told(answer: Answer) -> None:
+        answers.append(answer.label)
+
     await _fault(amplitude_sandbox, kind="503")
-    async with AmplitudeClient(
-        sandbox_settings, sleep=RecordedSleep(), on_answer=answers.append
-    ) as client:
+    async with AmplitudeClient(sandbox_settings, sleep=RecordedSleep(), on_answer=told) as client:
         report = await client.send(_accounts(1))
     assert answers == ["503", "200"]
     assert report.statuses == {"503": 1, "200": 1}
     await _fault(amplitude_sandbox, kind="429", retry_after=3600)
-    async with AmplitudeClient(sandbox_settings, on_answer=answers.append) as client:
+    async with AmplitudeClient(sandbox_settings, on_answer=told) as client:
         with pytest.raises(AmplitudeUnavailableError):
             await client.send(_accounts(1))
     assert answers[2:] == ["429"]
     refused = _with(sandbox_settings, {"api_key": "not-the-key"})
-    async with AmplitudeClient(refused, on_answer=answers.append) as client:
+    async with AmplitudeClient(refused, on_answer=told) as client:
         with pytest.raises(AmplitudeAuthError):
             await client.send(_accounts(1))
     assert answers[3:] == ["400"]

@@ -102,3 +102,10 @@ def test_a_port_out_of_range_is_a_usage_error(
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{option}" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "notaurl"])
+def test_a_service_url_that_cannot_be_reached_is_a_usage_error(url: str) -> None:
+    result = CliRunner().invoke(app, ["status", "--service-url", url], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--service-url'" in result.output

@@ -42,14 +42,17 @@ def test_a_refused_mapping_is_said_beside_the_published_one() -> None:
         "source": "sfamp.config revision 5",
         "reason": "the mapping does not match the Salesforce org (1 problem)",
     }
-    lines = mapping_lines(published, {"mapping_revision": 4, "mapping_refused": refused})
+    running = {"mapping_revision": "sfamp.config revision 4", "mapping_refused": refused}
+    lines = mapping_lines(published, running)
     assert lines.splitlines() == [
         "revision 5, every 5s",
         "Acount -> account",
         "[red]the service refused sfamp.config revision 5: the mapping does not match the "
-        "Salesforce org (1 problem); it runs revision 4[/]",
+        "Salesforce org (1 problem); it runs sfamp.config revision 4[/]",
     ]
-    assert mapping_lines(published, {"mapping_revision": 5}).splitlines() == [
+    assert mapping_lines(
+        published, {"mapping_revision": "sfamp.config revision 5"}
+    ).splitlines() == [
         "revision 5, every 5s",
         "Acount -> account",
     ]

@@ -314,3 +314,34 @@ def test_cadence_periods() -> None:
     assert DailyCadence(mode="daily").period_seconds == 86_400
     assert HourlyCadence(mode="hourly").period_seconds == 3_600
     assert IntervalCadence(mode="interval", every_seconds=90).period_seconds == 90
+
+
+ANY_JSON: tuple[Any, ...] = (None, True, 0, 1.5, "", "x", [], ["a"], [{}], {}, {"a": 1})
+
+
+def _paths(document: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(document, dict):
+        for key, value in document.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            found += _paths(value, (*prefix, index))
+    return found
+
+
+@pytest.mark.parametrize("on_delete", ["ignore", "mark"])
+def test_any_json_anywhere_is_a_problem_never_an_exception(on_delete: str) -> None:
+    """A value of any JSON type in place of any part: reported, as the console and a
+    published mapping are validated too (``"group_type": ["account"]`` raised before)."""
+    base = good()
+    base["mappings"][0]["on_delete"] = on_delete
+    for path in _paths(base)[1:]:
+        for value in ANY_JSON:
+            document = copy.deepcopy(base)
+            parent = document
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = value
+            model, problems = validate_document(document, max_group_types=5)
+            assert model is not None or problems, (path, value)

@@ -80,16 +80,53 @@ def test_a_dotenv_file_that_is_not_utf8_is_one_problem(tmp_path: Path) -> None:
 
 
 def test_a_dotenv_line_that_cannot_be_read_is_named_without_its_value(tmp_path: Path) -> None:
-    """python-dotenv skips such a line with a warning, and the setting with it."""
+    """python-dotenv skips such a line with a warning, and the setting with it. A line of
+    another tool's is left to python-dotenv, as before: the file may be shared."""
     (tmp_path / ".env").write_text(
-        'SFAMP_KAFKA__PARTITIONS=3\nSFAMP_AMPLITUDE__API_KEY="s3cret\n', encoding="utf-8"
+        'SFAMP_KAFKA__PARTITIONS=3\nGREETING="hello" world\n\n\n'
+        'export SFAMP_AMPLITUDE__API_KEY="s3cret\n',
+        encoding="utf-8",
     )
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert [str(p) for p in info.value.problems] == [
-        ".env:2: line (SFAMP_AMPLITUDE__API_KEY=...) is not NAME=value (an unclosed quote?)"
+        ".env:5: line (SFAMP_AMPLITUDE__API_KEY=...) is not NAME=value (an unclosed quote?)"
     ]
     assert "s3cret" not in str(info.value)
+
+
+def test_a_dotenv_line_of_another_tool_does_not_stop_sfamp(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "OTHER_PASSWORD='it'\\''s'\nSFAMP_KAFKA__TOPIC_PREFIX=shared\n", encoding="utf-8"
+    )
+    assert load_settings().kafka.topic_prefix == "shared"
+
+
+def test_a_name_that_is_no_variable_name_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SFAMP_X:value`` (a '=' typed as ':') holds what may be a secret after the name."""
+    monkeypatch.setenv("SFAMP_AMPLITUDE__API_KEY:s3cr3t", "")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert [str(p) for p in info.value.problems] == [
+        "SFAMP_AMPLITUDE__API_KEY:...: is not a variable name (it holds ':')"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SFAMP_SALESFORCE__LOGIN_URL", "http://127.0.0.1:99999"),
+        ("SFAMP_AMPLITUDE__BASE_URL", "http://127.0.0.1:0"),
+        ("SFAMP_CONSOLE__SERVICE_URL", "http://127.0.0.1:70000/"),
+    ],
+)
+def test_a_url_port_out_of_range_is_a_problem(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert [str(p) for p in info.value.problems] == [f"{name}: the port of {value} must be 1-65535"]
 
 
 @pytest.mark.parametrize("servers", ["k1:70000", "k1:9092,k2:0"])

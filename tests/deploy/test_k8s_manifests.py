@@ -45,6 +45,7 @@ METRICS = {
     "sfamp_flush_duration_seconds_count",
     "sfamp_flush_groups",
     "sfamp_amplitude_requests_total",
+    "sfamp_amplitude_key_refused",
     "sfamp_dlq_messages_total",
     "sfamp_last_successful_flush_timestamp_seconds",
     "sfamp_resyncs_total",
