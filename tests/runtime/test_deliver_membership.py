@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pipeline.runtime.service import Service, run_service
 from pipeline.runtime.state import ServiceState
 from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org, group, running, settings_for, wait_until
+from tests.support.clock import FakeClock
 
 
 async def _amplitude_faults(stack: SandboxStack, **fault: Any) -> None:
@@ -179,9 +181,15 @@ async def test_a_rebalance_during_a_flush_commits_the_partitions_kept(
     stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
 ) -> None:
     settings = settings_for(stack, topic_prefix, amplitude={"retry_deadline_seconds": 60})
-    async with running(settings, mapping_file) as service:
+    # The flush's clock stands still until every change is held, so that the slow flush
+    # holds changes of partition 1 whatever the machine's pace: a flush that began with
+    # only some of them would owe no restart for a partition that fed it nothing.
+    clock = FakeClock(datetime.now(UTC))
+    async with running(settings, mapping_file, clock=clock) as service:
         await _amplitude_faults(stack, kind="429", count=4, retry_after=2)
         ids = [await org.create("Account", Name=f"Kept {n}") for n in range(6)]
+        await wait_until(lambda: service.state.pending_groups == len(ids), what="every change held")
+        clock.now += timedelta(seconds=10)  # past the 1 s cadence: the flush starts
         assert stack.amplitude is not None
         await wait_until(
             lambda: stack.amplitude.state.request_count >= 1,  # type: ignore[union-attr]
