@@ -41,7 +41,7 @@ from pipeline.runtime.backfill import (
     run_backfill,
     selected_objects,
 )
-from pipeline.runtime.mapping_source import initial_mapping
+from pipeline.runtime.mapping_source import MappingVersion, accepted_version, initial_mapping
 from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.wording import plural
@@ -143,12 +143,12 @@ def backfill(
         if not dry_run:  # before anything is asked of Salesforce, Kafka or Amplitude
             CheckpointFile(checkpoint).check_writable()
         version, _ = asyncio.run(initial_mapping(settings.kafka, mapping or settings.mapping_file))
-        config = selected_objects(version.mapping, objects)  # an unmapped --object: no login
+        selected_objects(version.mapping, objects)  # an unmapped --object: no login
         with _progress(as_json, progress_interval) as progress:
             summary = asyncio.run(
                 _checked_until_signal(
                     settings,
-                    config,
+                    version,
                     objects=objects or None,
                     where=where,
                     dry_run=dry_run,
@@ -184,13 +184,30 @@ def did_anything(summary: BackfillSummary) -> bool:
 
 
 async def _checked_until_signal(
-    settings: Settings, config: MappingConfig, **options: Any
+    settings: Settings, version: MappingVersion, *, objects: list[str] | None, **options: Any
 ) -> BackfillSummary:
     """The mapping checked against the org (unknown objects and fields are refused before
-    anything is read), then the backfill, through one Salesforce login."""
+    anything is read; a newer published mapping the org refuses gives way to the file),
+    then the backfill, through one Salesforce login."""
     async with SalesforceClient.from_settings(settings.salesforce) as salesforce:
-        await check_mapping_against_org(settings, config, salesforce=salesforce)
-        return await _until_signal(settings, config, salesforce=salesforce, **options)
+
+        async def accept(mapping: MappingConfig) -> None:
+            chosen = selected_objects(mapping, objects)
+            await check_mapping_against_org(settings, chosen, salesforce=salesforce)
+
+        running, refused = await accepted_version(version, accept)
+        if refused is not None:
+            err_console.print(
+                f"[yellow]warning:[/] {version.source} does not match the org "
+                f"({str(refused).splitlines()[0]}); backfilling with "
+                f"{running.source.removeprefix('file:')} instead",
+                highlight=False,
+                soft_wrap=True,
+            )
+        config = selected_objects(running.mapping, objects)
+        return await _until_signal(
+            settings, config, salesforce=salesforce, objects=objects, **options
+        )
 
 
 async def _until_signal(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,9 @@ REFUSALS = (ConfigError, TopicConfigError)
 class MappingVersion:
     mapping: MappingConfig
     source: str  # "file:<path>" or "sfamp.config revision N"
+    # The file this published version was preferred to (it is newer), which runs instead
+    # if the org refuses this one (see accepted_version).
+    passed_over: MappingVersion | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +194,9 @@ async def initial_mapping(
         assert mapping_file is not None
         modified = _mtime(mapping_file) or 0.0
         if published.published_at_ms / 1000 > modified:
+            chosen = _published_version(published.revision, published.mapping)
+            if published.mapping == file_version.mapping:
+                return chosen, offset  # the file, published: nothing to warn about
             # Said every time: the file named (--mapping, SFAMP_MAPPING_FILE) does not run.
             log.warning(
                 "mapping_file_older_than_published",
@@ -199,7 +205,7 @@ async def initial_mapping(
                 revision=published.revision,
                 published_at=_utc(published.published_at_ms / 1000),
             )
-            return _published_version(published.revision, published.mapping), offset
+            return replace(chosen, passed_over=file_version), offset
         return file_version, offset
     if file_version:
         return file_version, offset
@@ -209,6 +215,33 @@ async def initial_mapping(
         "no mapping to run: pass --mapping FILE (or set SFAMP_MAPPING_FILE), "
         "or publish one with 'sfamp config import FILE'"
     )
+
+
+async def accepted_version(
+    version: MappingVersion, accept: Callable[[MappingConfig], Awaitable[object]]
+) -> tuple[MappingVersion, SfampError | None]:
+    """``version`` once ``accept`` takes it (it raises one of :data:`REFUSALS` to refuse).
+
+    A published mapping the org refuses, preferred to a file only for being newer,
+    gives way to that file: a service that refused the revision while running goes on
+    running the file after a restart instead of refusing to start, and a backfill runs
+    the file it was given. Returns the version taken and, then, why the other was not.
+    """
+    try:
+        await accept(version.mapping)
+    except REFUSALS as exc:
+        fallback = version.passed_over
+        if fallback is None:
+            raise
+        log.warning(
+            "mapping_file_runs_instead",
+            refused=version.source,
+            reason=str(exc).splitlines()[0],
+            mapping_file=fallback.source.removeprefix("file:"),
+        )
+        await accept(fallback.mapping)
+        return fallback, exc
+    return version, None
 
 
 async def _published(

@@ -43,6 +43,7 @@ from pipeline.runtime.mapping_source import (
     MappingHolder,
     MappingRefusal,
     MappingVersion,
+    accepted_version,
     checked,
     initial_mapping,
     watch_config_topic,
@@ -149,7 +150,7 @@ async def run_service(
         log.info(
             "service_starting",
             role=role,
-            mapping=version.source,
+            mapping=holder.version.source,
             objects=holder.current.objects,
             cadence=describe(holder.current.sync_cadence),
         )
@@ -294,8 +295,16 @@ async def _checked_holder(
     def on_refusal(refusal: MappingRefusal | None) -> None:
         service.state.mapping_refused = refusal.to_json() if refusal else None
 
-    await checked(check, version.mapping, source=version.source)
-    return MappingHolder(version, check=check, on_refusal=on_refusal)
+    async def accept(mapping: MappingConfig) -> None:
+        fallback = version.passed_over
+        source = fallback.source if fallback and mapping is fallback.mapping else version.source
+        await checked(check, mapping, source=source)
+
+    running, refused = await accepted_version(version, accept)
+    holder = MappingHolder(running, check=check, on_refusal=on_refusal)
+    if refused is not None:
+        holder.refuse(version.source, refused)  # /status and sfamp status say so
+    return holder
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

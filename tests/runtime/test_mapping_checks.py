@@ -21,6 +21,7 @@ from pipeline.errors import (
     TopicConfigError,
 )
 from pipeline.kafka.admin import TopicSpec, ensure_topics
+from pipeline.kafka.config_topic import publish_mapping
 from pipeline.runtime.mapping_source import checked
 from pipeline.runtime.retry import Backoff
 from pipeline.sandbox_stack import SandboxStack
@@ -60,6 +61,31 @@ async def test_a_misspelt_object_or_field_refuses_the_start(
         for p in problems
     ), problems
     assert f"{topic_prefix}.changes.Acount" not in await topics(settings)
+
+
+@pytest.mark.integration
+async def test_a_restart_runs_the_file_when_the_newer_published_mapping_is_refused(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    """A running service refuses a published revision the org does not match and keeps
+    its file; restarted, it must not refuse to start over that revision (a crash loop)."""
+    settings = settings_for(stack, topic_prefix)
+    typo = copy.deepcopy(MAPPING)
+    typo["mappings"][0]["group_properties"][1]["sfdc_field"] = "Industy"
+    newer_ms = int((mapping_file.stat().st_mtime + 60) * 1000)
+    published = await publish_mapping(
+        settings.kafka, MappingConfig.model_validate(typo), now_ms=newer_ms
+    )
+    async with running(settings, mapping_file) as service:
+        refused = service.state.to_status()["mapping_refused"]
+        assert refused["source"] == f"sfamp.config revision {published.revision}"
+        assert any("Industy" in problem for problem in refused["problems"]), refused
+        assert service.state.mapping_revision == f"file:{mapping_file}"
+        account = await org.create("Account", Name="Runs the file", Industry="Energy")
+        await wait_until(
+            lambda: (group(stack, "account", account) or {}).get("industry") == "Energy",
+            what="delivery under the file's mapping",
+        )
 
 
 @pytest.mark.integration

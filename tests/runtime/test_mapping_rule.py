@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
 from pipeline.config.validation import load_mapping
 from pipeline.errors import KafkaError
@@ -37,10 +38,15 @@ async def test_the_newer_of_the_file_and_the_published_mapping_runs(
     version, _ = await initial_mapping(settings, mapping_file)
     assert version.source == f"file:{mapping_file}"
 
-    await publish_mapping(settings, config, now_ms=1_800_000_000_000)  # newer than the file
+    other = MappingConfig.model_validate(
+        {**config.model_dump(mode="json"), "sync_cadence": {"mode": "hourly"}}
+    )
+    await publish_mapping(settings, other, now_ms=1_800_000_000_000)  # newer than the file
     with capture_logs() as logs:
         version, _ = await initial_mapping(settings, mapping_file)
     assert version.source == "sfamp.config revision 2"
+    assert version.passed_over is not None
+    assert version.passed_over.source == f"file:{mapping_file}"
     # The file named on the command line does not run: said, with both times.
     passed_over = [e for e in logs if e["event"] == "mapping_file_older_than_published"]
     assert passed_over == [
@@ -53,6 +59,12 @@ async def test_the_newer_of_the_file_and_the_published_mapping_runs(
             "published_at": "2027-01-15T08:00:00+00:00",
         }
     ]
+    # The file's own mapping published later: what runs is the file's, nothing to warn.
+    await publish_mapping(settings, config, now_ms=1_900_000_000_000)
+    with capture_logs() as logs:
+        version, _ = await initial_mapping(settings, mapping_file)
+    assert (version.source, version.mapping) == ("sfamp.config revision 3", config)
+    assert not [e for e in logs if e["event"] == "mapping_file_older_than_published"]
 
 
 async def test_a_file_runs_when_kafka_does_not_answer_and_nothing_runs_without_one(
