@@ -15,7 +15,7 @@ from pipeline.cli.verify import run_verify
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.validation import dump_mapping, load_mapping, read_document, validate_document
-from pipeline.errors import MappingError, SettingsError
+from pipeline.errors import ConfigError, MappingError, SettingsError
 from pipeline.kafka.config_topic import latest_mapping, publish_changed_mapping
 from pipeline.kafka.topics import TopicNames
 from pipeline.wording import plural
@@ -154,5 +154,8 @@ def export(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text)
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {output}: {exc.strerror}") from exc
         console.print(f"wrote revision {published.revision} to {output}", highlight=False)

@@ -82,6 +82,11 @@ async def test_import_verifies_publishes_and_export_round_trips(
     code, out, err = await sfamp(env, "config", "export", "-o", "exported.json", cwd=tmp_path)
     assert code == 0, err
     exported = (tmp_path / "exported.json").read_text()
+    code, out, err = await sfamp(env, "config", "export", "-o", "no/such/dir.json", cwd=tmp_path)
+    assert (code, err.strip()) == (
+        1,
+        "error: cannot write no/such/dir.json: No such file or directory",
+    ), err
     assert exported == dump_mapping(load_mapping(mapping))
 
     # Editing is export -> edit -> import: the next revision replaces the first.
