@@ -46,7 +46,17 @@ from pipeline.wording import plural
 
 T = TypeVar("T")
 
-app = SfampTyper(help="Inspect sfamp's Kafka topics (read-only).", no_args_is_help=True)
+app = SfampTyper(
+    help="Inspect sfamp's Kafka topics (read-only); alone, as 'sfamp topics list'.",
+    invoke_without_command=True,
+)
+
+
+@app.callback()
+def _topics(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        list_(as_json=False)
+
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
 TOPIC = typer.Argument(

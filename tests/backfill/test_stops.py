@@ -136,11 +136,11 @@ async def test_amplitude_down_before_the_first_batch_says_run_again(
     (error,) = [line for line in err.splitlines() if line.startswith("error:")]
     assert error.startswith("error: Amplitude still answers 503 after"), err
     assert error.endswith("gave up at the 1 s retry deadline"), err
-    assert "nothing was delivered yet; run again" in err
+    assert "no batch was confirmed delivered yet; run again" in err
     if as_json:
         summary = json.loads(out)  # a script still gets the summary
         assert summary["completed"] is False
-        assert summary["next_step"] == "nothing was delivered yet; run again"
+        assert summary["next_step"] == "no batch was confirmed delivered yet; run again"
     else:
         assert out == ""
 
@@ -200,5 +200,6 @@ async def test_a_refused_amplitude_key_is_the_reason_alone_with_no_summary(
         "SFAMP_AMPLITUDE__REGION is the project's (us or eu)"
     ]
     assert err.rstrip().endswith(
-        f"{errors[0]}\n  nothing was delivered yet; run again once the problem above is fixed"
+        f"{errors[0]}\n  no batch was confirmed delivered yet; "
+        "run again once the problem above is fixed"
     )

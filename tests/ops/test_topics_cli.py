@@ -67,6 +67,8 @@ async def test_list_shows_messages_retention_and_lag(topics: KafkaSettings, cli:
     assert changes in table.stdout
     assert "compact" in table.stdout
     assert "2h" in table.stdout  # lag in time
+    alone = await cli("topics")  # as the README shows it
+    assert (alone.exit_code, alone.stdout) == (0, table.stdout)
 
 
 async def test_list_without_topics_says_so(kafka: KafkaSettings, cli: Cli) -> None:

@@ -136,8 +136,8 @@ class BackfillSummary:
         if self.checkpoint_saved:
             return f"checkpoint kept: {self.checkpoint}; rerun with --resume"
         if self.error is not None and not self.error.retriable:
-            return "nothing was delivered yet; run again once the problem above is fixed"
-        return "nothing was delivered yet; run again"
+            return "no batch was confirmed delivered yet; run again once the problem above is fixed"
+        return "no batch was confirmed delivered yet; run again"
 
     def total(self, name: str) -> int:
         return int(sum(getattr(item, name) for item in self.objects))
