@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,12 @@ from pipeline.config.settings import ConsoleSettings, Settings
 from pipeline.config.validation import parse_mapping
 from pipeline.kafka.config_topic import publish_mapping
 from pipeline.kafka.producer import ChangeProducer
-from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import free_port
 from tests.console.conftest import console_client, csrf_of
 from tests.runtime.conftest import MAPPING, Org, group, running, settings_for, wait_until
+from tests.support.dlq import rejected
 
 Client = TestClient[Any, Any]
 
@@ -90,19 +89,7 @@ async def test_dead_letters_list_and_replay_one(
     record_id = await org.create("Account", Name="Replayed Co", Industry="Retail")
     await org.close()
     await publish_mapping(settings.kafka, parse_mapping(json.dumps(MAPPING)), now_ms=1)
-    now = int(time.time() * 1000)
-    entry = DlqEntry(
-        id=f"rejected:account:{record_id}:{now}",
-        reason="rejected",
-        detail="Amplitude answered 400: invalid_identification",
-        at_ms=now,
-        key=f"account:{record_id}",
-        payload={
-            "group_type": "account",
-            "group_value": record_id,
-            "group_properties": {"$set": {"name": "stale"}},
-        },
-    )
+    entry = rejected(record_id, {"name": "stale"})
     async with ChangeProducer(settings.kafka) as producer:
         await producer.send_all([(TopicNames(settings.kafka.topic_prefix).dlq, *entry.encode())])
 
@@ -135,15 +122,7 @@ async def test_dead_letters_dismiss_one_and_every_unreplayable_one(
 ) -> None:
     """As ``sfamp dlq dismiss --id`` and ``--unreplayable``: marked settled, still listed."""
     await publish_mapping(settings.kafka, parse_mapping(json.dumps(MAPPING)), now_ms=1)
-    now = int(time.time() * 1000)
-    named = DlqEntry(
-        id=f"rejected:account:001RM0000000zzzYAA:{now}",
-        reason="rejected",
-        detail="Amplitude answered 400: invalid_identification",
-        at_ms=now,
-        key="account:001RM0000000zzzYAA",
-        payload={"group_type": "account", "group_value": "001RM0000000zzzYAA"},
-    )
+    named = rejected("001RM0000000zzzYAA")
     topic = TopicNames(settings.kafka.topic_prefix).dlq
     async with ChangeProducer(settings.kafka) as producer:
         await producer.send_all([(topic, *named.encode()), (topic, b"junk", b"not a DLQ entry")])

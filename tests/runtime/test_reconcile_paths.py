@@ -4,13 +4,11 @@ replay and the backfill (deliver's flushes are covered by tests/runtime/test_rec
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.inspect import KafkaInspector
 from pipeline.kafka.producer import ChangeProducer
-from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import run_backfill
 from pipeline.runtime.dlq_redeliver import replay_dead_letters
@@ -18,6 +16,7 @@ from pipeline.runtime.reconcile.run import load_digests, run_reconcile
 from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org, group, settings_for
 from tests.runtime.test_reconcile import CONFIG, MAPPING
+from tests.support.dlq import rejected
 
 
 async def test_a_dlq_replay_records_what_it_sent(
@@ -26,15 +25,7 @@ async def test_a_dlq_replay_records_what_it_sent(
     settings = settings_for(stack, topic_prefix)
     await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, ["Account"]))
     account = await org.create("Account", Name="Acme", AnnualRevenue=1000, NumberOfEmployees=8)
-    now = int(time.time() * 1000)
-    entry = DlqEntry(
-        id=f"rejected:account:{account}:{now}",
-        reason="rejected",
-        detail="Amplitude answered 400: invalid_identification",
-        at_ms=now,
-        key=f"account:{account}",
-        payload={"group_type": "account", "group_value": account, "group_properties": {}},
-    )
+    entry = rejected(account)
     async with ChangeProducer(settings.kafka) as producer:
         await producer.send(TopicNames(topic_prefix).dlq, *entry.encode())
     mapping = tmp_path / "mapping.json"

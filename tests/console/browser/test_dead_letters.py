@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from playwright.async_api import Page, expect
 
@@ -13,6 +11,7 @@ from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
 from tests.console.browser.stack import ConsoleStack
+from tests.support.dlq import rejected
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="package")]
 
@@ -24,15 +23,7 @@ async def dead_letter(console: ConsoleStack) -> DlqEntry:
         topic_prefix=console.topic_prefix,
     )
     await ensure_topics(settings, sfamp_topics(settings, []))
-    now = int(time.time() * 1000)
-    entry = DlqEntry(
-        id=f"rejected:account:001RM0000000qqqYAA:{now}",
-        reason="rejected",
-        detail="Amplitude answered 400: invalid_identification",
-        at_ms=now,
-        key="account:001RM0000000qqqYAA",
-        payload={"group_type": "account", "group_value": "001RM0000000qqqYAA"},
-    )
+    entry = rejected("001RM0000000qqqYAA")
     topic = TopicNames(settings.topic_prefix).dlq
     async with ChangeProducer(settings) as producer:
         await producer.send_all([(topic, *entry.encode()), (topic, b"junk", b"not a DLQ entry")])
