@@ -285,7 +285,7 @@ def print_summary(summary: BackfillSummary) -> None:
         ("rejected", f"{rejected:,}" + (f" -> {summary.rejected_to}" if rejected else "")),
         ("duplicate group values", f"{_duplicate_values(summary):,}"),
         ("records without a group value", f"{summary.total('without_group'):,}"),
-        ("re-sent after changing meanwhile", _caught_up(summary)),
+        ("re-sent by the catch-up reads", _caught_up(summary)),
         ("Salesforce API calls", f"{summary.api_calls:,}"),
         ("Bulk jobs", f"{summary.bulk_jobs:,}"),
         ("elapsed", f"{summary.elapsed_seconds:.1f} s"),
