@@ -88,14 +88,13 @@ class VerifyReport:
 class DescribedObject:
     """An object's describe, plus the mapped fields that exist but the user cannot read.
 
-    ``unreadable`` is ``None`` when the org would not say which fields exist
-    beyond the describe: then a missing field may be either. ``spelled`` gives
-    each of them as the org spells it (its API name may differ in case).
+    ``unreadable`` gives each such field as the mapping names it, with its API name as
+    the org spells it (the case may differ); ``None`` when the org would not say which
+    fields exist beyond the describe: then a missing field may be either.
     """
 
     schema: ObjectSchema
-    unreadable: frozenset[str] | None = frozenset()
-    spelled: Mapping[str, str] = field(default_factory=dict)
+    unreadable: Mapping[str, str] | None = field(default_factory=dict)
 
 
 def object_entries(listing: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -166,7 +165,8 @@ def missing_field(described: DescribedObject, field_name: str) -> str:
     user, or not there."""
     schema = described.schema
     by_case = {name.lower(): name for name in (*schema.fields, *schema.components)}
-    spelled = by_case.get(field_name.lower(), described.spelled.get(field_name, field_name))
+    hidden = described.unreadable or {}
+    spelled = by_case.get(field_name.lower(), hidden.get(field_name, field_name))
     if spelled != field_name:
         # SOQL takes any case; change events carry the API name, which the mapping must match.
         return f"spell it {spelled}: field names in change events are case-sensitive"

@@ -138,9 +138,7 @@ async def _describe(
     mapped = {f for m in mapping.for_object(sfdc_object) for f in m.fields}
     absent = mapped - set(schema.fields) - set(schema.components)
     unreadable = await unreadable_fields(client.rest, sfdc_object, absent)
-    if unreadable is None:
-        return DescribedObject(schema, None)
-    return DescribedObject(schema, frozenset(unreadable), spelled=unreadable)
+    return DescribedObject(schema, unreadable)
 
 
 # -- Salesforce -----------------------------------------------------------------------------
