@@ -178,7 +178,7 @@ class KafkaSettings(_Section):
             raise ValueError("must be host:port[,host:port...]")
         for server in servers:
             if not 1 <= int(server.rpartition(":")[2]) <= 65535:
-                raise ValueError(f"port of {server} must be 1-65535")
+                raise ValueError(f"the port of {server} must be 1-65535")
         return ",".join(servers)
 
 
