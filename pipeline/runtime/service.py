@@ -3,7 +3,11 @@
 A pump that crashes with an unexpected error ends the task group, and with it
 the process, with a non-zero exit and the error logged: a supervisor restarts
 it from the durable checkpoints. Expected trouble (Salesforce or Amplitude
-down, a bad new mapping) never gets that far: the pumps log it and retry.
+down, a bad new mapping) never gets that far: the pumps log it and retry. So
+does the start: a Kafka that does not answer yet (``kafka_unreachable``) or a
+Salesforce that does not (``mapping_check_retrying``) is waited for with
+backoff, each attempt logged, so that a service started before its broker, or
+restarted during an outage, does not exit into a supervisor's crash loop.
 
 At start the mapping is checked against the org (objects and fields exist and
 can be read) and against the topics (compacted control topics, changes topics
@@ -21,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 
@@ -32,7 +37,7 @@ from pipeline.amplitude import AmplitudeClient
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.verify import check_mapping_against_org
-from pipeline.errors import Problem, SettingsError
+from pipeline.errors import KafkaUnavailableError, Problem, SettingsError
 from pipeline.kafka.admin import check_topic_configs, ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.cadence import describe, utc_now
@@ -51,12 +56,14 @@ from pipeline.runtime.mapping_source import (
 )
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.reconcile.scheduler import ReconcileScheduler
+from pipeline.runtime.retry import Backoff
 from pipeline.runtime.state import ServiceState
 from pipeline.salesforce.client import SalesforceClient
 
 log = structlog.get_logger(__name__)
 
 Role = Literal["all", "ingest", "deliver"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -132,9 +139,13 @@ async def run_service(
     )
     mapping_file = mapping_file or settings.mapping_file
     _check_credentials(settings, role)
-    # The control topics first: the config topic must exist before it is followed.
-    await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, []))
-    version, config_offset = await initial_mapping(settings.kafka, mapping_file)
+    start = await _when_kafka_answers(
+        settings, service, partial(_kafka_start, settings, mapping_file)
+    )
+    if start is None:
+        log.info("service_stopped", role=role, reason="stopped while waiting for Kafka")
+        return
+    version, config_offset = start
     async with (
         SalesforceClient.from_settings(settings.salesforce) as salesforce,
         AmplitudeClient(
@@ -305,6 +316,39 @@ async def _checked_holder(
     if refused is not None:
         holder.refuse(version.source, refused)  # /status and sfamp status say so
     return holder
+
+
+async def _kafka_start(settings: Settings, mapping_file: Path | None) -> tuple[MappingVersion, int]:
+    # The control topics first: the config topic must exist before it is followed.
+    await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, []))
+    return await initial_mapping(settings.kafka, mapping_file)
+
+
+async def _when_kafka_answers(
+    settings: Settings,
+    service: Service,
+    step: Callable[[], Awaitable[T]],
+    backoff: Backoff | None = None,
+) -> T | None:
+    """``step()``, tried again with backoff (1 s doubling to 30 s) while Kafka is
+    unreachable; None once ``service.stop`` is set. Other errors (a refused SASL login,
+    a topic policy) end the start as they are: waiting cannot fix them."""
+    backoff = backoff or Backoff(first=1.0, ceiling=30.0)
+    while True:
+        try:
+            return await step()
+        except KafkaUnavailableError as exc:
+            delay = backoff.next()
+            log.warning(
+                "kafka_unreachable",
+                bootstrap_servers=settings.kafka.bootstrap_servers,
+                reason=str(exc),
+                retry_in=round(delay, 1),
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(service.stop.wait(), delay)
+        if service.stop.is_set():
+            return None
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
