@@ -226,7 +226,8 @@ async def _until_signal(
 
 
 def _exit(summary: BackfillSummary) -> None:
-    """Exit 0 when complete, 1 on an error, 128 + the signal's number when interrupted."""
+    """Exit 0 when complete, 1 on an error or when Amplitude rejected identifications (so
+    that a script or a cron job notices them), 128 + the signal's number when interrupted."""
     if summary.interrupted is not None:
         err_console.print(
             f"[bold yellow]interrupted[/] by {summary.interrupted}: {summary.next_step()}",
@@ -236,6 +237,10 @@ def _exit(summary: BackfillSummary) -> None:
         sys.exit(128 + signal.Signals[summary.interrupted].value)
     if summary.error is not None:
         fail(summary.error)
+    rejections = summary.rejections()
+    if rejections is not None:
+        err_console.print(f"[bold red]error:[/] {rejections}", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 class RichProgress(ObjectBars):
@@ -307,6 +312,9 @@ def _status(summary: BackfillSummary) -> str:
         return f"[yellow]interrupted[/] ({summary.next_step()})"
     if summary.error is not None:
         return f"[red]stopped[/] ({summary.next_step()})"
+    rejected = summary.total("rejected")
+    if rejected:
+        return f"[yellow]complete, {rejected:,} rejected[/]"
     return "[green]complete[/]"
 
 

@@ -302,6 +302,32 @@ async def test_rejected_identification_goes_to_report_file(
     assert len(sandboxes.groups()) == 49
 
 
+async def test_cli_with_rejected_identifications_exits_1_saying_where_they_are(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 50)
+    path = tmp_path / "ext.json"
+    config = mapping("External_Id__c", {"Name": "name"}, group_type="account_ext")
+    path.write_text(json.dumps(config.model_dump(mode="json")))
+    environment = sandboxes.environment(COLUMNS="200")
+    run = await CliRun.start(["--mapping", str(path)], environment, tmp_path)
+    code, out, err = await run.finish()
+
+    assert code == 1, err  # a script or a cron job sees that something is left to do
+    assert err.strip().splitlines()[-1] == (
+        "error: Amplitude rejected 1 identification; .sfamp/backfill-rejected.jsonl holds it "
+        "with the reason"
+    )
+    assert "complete, 1 rejected" in out
+    assert len(sandboxes.groups()) == 49  # its neighbours were delivered
+
+    run = await CliRun.start(["--mapping", str(path), "--json"], environment, tmp_path)
+    code, out, err = await run.finish()
+    assert code == 1, err
+    summary = json.loads(out)
+    assert (summary["completed"], summary["rejected"]) == (True, 1)
+
+
 async def test_rejected_identification_goes_to_kafka_dlq(
     sandboxes: Sandboxes, tmp_path: Path, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
@@ -312,6 +338,10 @@ async def test_rejected_identification_goes_to_kafka_dlq(
     summary = await run_backfill(settings, config, checkpoint_path=tmp_path / "c.json")
 
     assert summary.rejected_to == f"kafka:{topic_prefix}.dlq"
+    assert summary.rejections() == (
+        f"Amplitude rejected 1 identification; {topic_prefix}.dlq holds it with the reason "
+        "(see 'sfamp dlq list')"
+    )
     entries = await read_dlq(settings)
     assert [(e.reason, e.payload["group_value"]) for e in entries] == [("rejected", BLOCKED_GROUP)]
     assert not (tmp_path / "backfill-rejected.jsonl").exists()

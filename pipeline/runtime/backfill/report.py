@@ -122,6 +122,20 @@ class BackfillSummary:
     def quiescent(self) -> bool:
         return all(item.quiescent is not False for item in self.objects)
 
+    def rejections(self) -> str | None:
+        """One line on the identifications Amplitude refused, and where they wait; None
+        when it refused none (a dry run sends nothing, so none)."""
+        count = self.total("rejected")
+        if not count:
+            return None
+        many = count > 1
+        what = f"Amplitude rejected {count:,} identification{'s' if many else ''}"
+        holds = "holds them with the reasons" if many else "holds it with the reason"
+        kind, _, where = (self.rejected_to or "").partition(":")
+        if kind == "kafka":
+            return f"{what}; {where} {holds} (see 'sfamp dlq list')"
+        return f"{what}; {where} {holds}"
+
     def next_step(self) -> str | None:
         """What to do after a run that stopped early, in one line; None when complete."""
         if self.completed:
