@@ -131,8 +131,9 @@ def backfill(
     code as the stream, and checkpoints after every delivered batch: --resume
     continues an interrupted run. Each object ends with catch-up reads of records
     changed meanwhile, so no value read earlier lands over a newer one. Exits 1 when
-    the run stopped early (for example on REQUEST_LIMIT_EXCEEDED), 130 on Ctrl-C
-    and 143 on SIGTERM; the checkpoint of what was delivered is kept.
+    the run stopped early (for example on REQUEST_LIMIT_EXCEEDED) or Amplitude
+    rejected identifications (they wait in the DLQ), 130 on Ctrl-C and 143 on
+    SIGTERM; the checkpoint of what was delivered is kept.
     """
     if resume and resume_or_start:
         fail(ConfigError("use --resume or --resume-or-start, not both"))
