@@ -3,11 +3,17 @@ shows it through, and the counting behind its log lines."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 ItemT_contra = TypeVar("ItemT_contra", contravariant=True)
+T = TypeVar("T")
+
+# How often a running backfill or reconcile lets its progress write a line that is due.
+TICK_SECONDS = 1.0
 
 
 class ObjectProgress(Protocol[ItemT_contra]):
@@ -22,9 +28,39 @@ class ObjectProgress(Protocol[ItemT_contra]):
     def finish_object(self, item: ItemT_contra, /) -> None: ...
 
 
+@runtime_checkable
+class Ticking(Protocol):
+    """A progress that writes lines on a clock: ``tick()`` is called about once a second
+    while a run works, so that a line that is due is written even when nothing advanced
+    (a slow Amplitude holds every batch in flight)."""
+
+    def tick(self) -> None: ...
+
+
+async def ticking(progress: object, work: Coroutine[Any, Any, T]) -> T:
+    """``work``, with ``progress.tick()`` every :data:`TICK_SECONDS` meanwhile when the
+    progress is :class:`Ticking` (the ticks stop with the work, however it ends)."""
+    if not isinstance(progress, Ticking):
+        return await work
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            progress.tick()
+
+    ticker = asyncio.create_task(tick())
+    try:
+        return await work
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+
+
 class IntervalCounter:
-    """An object's rows and what they gave, counted since its start, and whether a progress
-    line is due: one per ``interval`` (a run's log lines name the events and fields)."""
+    """An object's rows and what they gave, counted since its start, and a progress line
+    whenever one is due: one per ``interval``, on an advance or on a tick; with an interval
+    of 0, one per advance and none on ticks. Subclasses write the line (:meth:`_line`)."""
 
     def __init__(
         self, interval_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
@@ -34,18 +70,32 @@ class IntervalCounter:
         self._started = self._last = 0.0
         self._rows = self._found = 0
         self._total: int | None = None
+        self._object: str | None = None
 
-    def _start(self, total: int | None) -> None:
+    def _start(self, sfdc_object: str, total: int | None) -> None:
         self._started = self._last = self._clock()
         self._rows = self._found = 0
         self._total = total
+        self._object = sfdc_object
 
-    def _count(self, rows: int, found: int) -> float | None:
-        """Add one advance; the clock's time when a progress line is due, else None."""
+    def _finish(self) -> None:
+        self._object = None
+
+    def advance(self, sfdc_object: str, rows: int, found: int, /) -> None:
         self._rows += rows
         self._found += found
+        self._line_if_due(sfdc_object)
+
+    def tick(self) -> None:
+        if self._object is not None and self._interval > 0:
+            self._line_if_due(self._object)
+
+    def _line_if_due(self, sfdc_object: str) -> None:
         now = self._clock()
         if now - self._last < self._interval:
-            return None
+            return
         self._last = now
-        return now
+        self._line(sfdc_object, now)
+
+    def _line(self, sfdc_object: str, now: float) -> None:
+        raise NotImplementedError

@@ -267,6 +267,25 @@ async def test_request_limit_stops_with_checkpoint_kept(
     assert orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"]
 
 
+async def test_cli_progress_lines_come_on_time_while_amplitude_is_slow(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 500)
+    sandboxes.amplitude.state.latency.ms = 4_000  # each batch stays in flight for 4 s
+    args = ["--mapping", str(mapping_file), "--api", "rest", "--progress-interval", "1"]
+    run = await CliRun.start(args, sandboxes.environment(), tmp_path)
+    code, _, err = await run.finish()
+
+    assert code == 0, err
+    progress = [e for e in log_events(err) if e["event"] == "backfill_progress"]
+    assert progress, err
+    # A line came while the first batch was still in flight: nothing was delivered yet.
+    assert (progress[0]["rows_read"], progress[0]["identifications"]) == (0, 0), progress[0]
+    assert progress[0]["total"] == 500
+    [done] = [e for e in log_events(err) if e["event"] == "backfill_object_done"]
+    assert done["rows_read"] == 500
+
+
 async def test_cli_request_limit_exits_non_zero_with_one_line(
     sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
 ) -> None:

@@ -202,16 +202,14 @@ BackfillProgress = ObjectProgress[ObjectSummary]
 
 
 class LogProgress(IntervalCounter):
-    """Progress as structlog lines: one per object start and end, one per ``interval``."""
+    """Progress as structlog lines: one per object start and end, one per ``interval``.
+    ``rows_read`` counts the rows of delivered batches, and the rate and ETA follow it."""
 
     def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
-        self._start(total)
+        self._start(sfdc_object, total)
         log.info("backfill_object_started", object=sfdc_object, total=total, method=method)
 
-    def advance(self, sfdc_object: str, rows: int, identifications: int) -> None:
-        now = self._count(rows, identifications)
-        if now is None:
-            return
+    def _line(self, sfdc_object: str, now: float) -> None:
         rate = self._rows / max(now - self._started, 1e-6)
         remaining = None if self._total is None else max(0, self._total - self._rows)
         log.info(
@@ -225,6 +223,7 @@ class LogProgress(IntervalCounter):
         )
 
     def finish_object(self, summary: ObjectSummary) -> None:
+        self._finish()
         log.info(
             "backfill_object_done",
             object=summary.sfdc_object,

@@ -47,6 +47,7 @@ from pipeline.runtime.backfill.read import (
     read_batches,
 )
 from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, ObjectSummary
+from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.recorder import command_recorder
 from pipeline.runtime.salesforce_reads import fields_to_read
 from pipeline.salesforce.bulk import BulkQuery, batched
@@ -124,7 +125,8 @@ async def run_backfill(
             run.sent = command_recorder(settings.kafka, None, stack)  # learns each describe
         calls_before = sf.rest.api_calls
         try:
-            summary.interrupted = await until_stopped(_backfill_objects(run), stop)
+            work = ticking(progress, _backfill_objects(run))  # timely lines on a slow Amplitude
+            summary.interrupted = await until_stopped(work, stop)
             if summary.interrupted is not None:
                 log.warning("backfill_interrupted", signal=summary.interrupted)
         except SfampError as exc:  # the caller reports it: the command's line, the demo's

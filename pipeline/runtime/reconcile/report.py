@@ -111,12 +111,10 @@ class LogProgress(IntervalCounter):
     """Progress as structlog lines: one per object start and end, one per ``interval``."""
 
     def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
-        self._start(total)
+        self._start(sfdc_object, total)
         log.info("reconcile_object_started", object=sfdc_object, total=total, method=method)
 
-    def advance(self, sfdc_object: str, rows: int, properties: int) -> None:
-        if self._count(rows, properties) is None:
-            return
+    def _line(self, sfdc_object: str, now: float) -> None:
         log.info(
             "reconcile_progress",
             object=sfdc_object,
@@ -126,6 +124,7 @@ class LogProgress(IntervalCounter):
         )
 
     def finish_object(self, item: ObjectReconcile) -> None:
+        self._finish()
         log.info(
             "reconcile_object_done",
             object=item.sfdc_object,

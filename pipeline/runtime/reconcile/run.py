@@ -44,6 +44,7 @@ from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, re
 from pipeline.runtime.backfill.catch_up import CatchUp
 from pipeline.runtime.backfill.read import forget_job
 from pipeline.runtime.backfill.run import until_stopped
+from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.checkpoint import ReconcileCheckpoint, open_checkpoint
 from pipeline.runtime.reconcile.compare import ObjectPlan, Tally, differing_envelope
 from pipeline.runtime.reconcile.digest import SentDigests, reconciled_mapping
@@ -118,7 +119,9 @@ async def run_reconcile(
         run = _Run(settings, sf, BulkQuery(sf.rest), progress, options, summary, producer)
         calls_before = sf.rest.api_calls
         try:
-            summary.interrupted = await until_stopped(_reconcile(run, config, stack), stop)
+            summary.interrupted = await until_stopped(
+                ticking(progress, _reconcile(run, config, stack)), stop
+            )
             if summary.interrupted is not None:
                 log.warning("reconcile_interrupted", signal=summary.interrupted)
         except SfampError as exc:  # the caller reports it: the command's line, the service's log
