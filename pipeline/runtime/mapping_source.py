@@ -26,6 +26,7 @@ from pipeline.config.validation import load_mapping
 from pipeline.errors import (
     ConfigError,
     KafkaError,
+    KafkaUnavailableError,
     MappingError,
     Problem,
     SfampError,
@@ -270,18 +271,38 @@ def _published_version(revision: int, mapping: MappingConfig) -> MappingVersion:
     return MappingVersion(mapping, f"sfamp.config revision {revision}")
 
 
-async def watch_config_topic(holder: MappingHolder, settings: KafkaSettings, offset: int) -> None:
-    """Follow sfamp.config and switch to every valid new revision."""
+async def watch_config_topic(
+    holder: MappingHolder, settings: KafkaSettings, offset: int, backoff: Backoff | None = None
+) -> None:
+    """Follow sfamp.config and switch to every valid new revision. While Kafka does not
+    answer, it is waited for with backoff (``config_topic_unreachable``), then followed
+    again from the record after the last one read."""
     topic = f"{settings.topic_prefix}.config"
-    async for record in follow(settings, topic, max(offset, 0)):
-        if record.key != KEY or record.value is None:
-            continue
+    backoff = backoff or Backoff(first=1.0, ceiling=30.0)
+    while True:
         try:
-            published = decode_published(record.value)
-        except MappingError as exc:
-            holder.refuse(topic, exc)
-            continue
-        await holder.offer(_published_version(published.revision, published.mapping))
+            async for record in follow(settings, topic, max(offset, 0)):
+                offset = record.offset + 1
+                backoff.reset()
+                await _offer_published(holder, topic, record.key, record.value)
+        except KafkaUnavailableError as exc:
+            delay = backoff.next()
+            retry_in = round(delay, 1)
+            log.warning("config_topic_unreachable", topic=topic, reason=str(exc), retry_in=retry_in)
+            await asyncio.sleep(delay)
+
+
+async def _offer_published(
+    holder: MappingHolder, topic: str, key: bytes | None, value: bytes | None
+) -> None:
+    if key != KEY or value is None:
+        return
+    try:
+        published = decode_published(value)
+    except MappingError as exc:
+        holder.refuse(topic, exc)
+        return
+    await holder.offer(_published_version(published.revision, published.mapping))
 
 
 async def watch_file(holder: MappingHolder, path: Path, *, interval: float = 2.0) -> None:

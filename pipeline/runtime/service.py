@@ -6,8 +6,9 @@ it from the durable checkpoints. Expected trouble (Salesforce or Amplitude
 down, a bad new mapping) never gets that far: the pumps log it and retry. So
 does the start: a Kafka that does not answer yet (``kafka_unreachable``) or a
 Salesforce that does not (``mapping_check_retrying``) is waited for with
-backoff, each attempt logged, so that a service started before its broker, or
-restarted during an outage, does not exit into a supervisor's crash loop.
+backoff, each attempt logged and the health endpoint already answering (not
+ready, and why), so that a service started before its broker, or restarted
+during an outage, does not exit into a supervisor's crash loop.
 
 At start the mapping is checked against the org (objects and fields exist and
 can be read) and against the topics (compacted control topics, changes topics
@@ -98,7 +99,8 @@ async def serving(
 
     Yields once ``ready(service)`` holds (by default: subscribed and joined), and stops
     the service with the usual drain when the block ends. A service that fails before
-    it is ready raises its error here.
+    it is ready raises its error here; one still waiting (for Kafka, say) after
+    ``ready_within`` seconds raises :class:`TimeoutError`.
     """
     service = Service(ServiceState(role=role))
     task = asyncio.create_task(
@@ -130,7 +132,12 @@ async def run_service(
     clock: Clock = utc_now,
     handle_signals: bool = False,
 ) -> None:
-    """Run until ``service.stop`` is set (or a signal arrives), then drain and return."""
+    """Run until ``service.stop`` is set (or a signal arrives), then drain and return.
+
+    The health endpoint answers from the first moment: while Kafka or Salesforce is
+    waited for, ``/healthz`` is 200 and ``/readyz`` 503 with what it waits for. A stop
+    before the pumps run ends the start at once, even in the middle of an attempt.
+    """
     service = service or Service(ServiceState(role=role))
     service.state.role = role
     # A flush may retry Amplitude for the whole retry deadline without looping.
@@ -139,25 +146,55 @@ async def run_service(
     )
     mapping_file = mapping_file or settings.mapping_file
     _check_credentials(settings, role)
-    start = await _when_kafka_answers(
+    service.state.starting = "starting"
+    if handle_signals:
+        _install_signal_handlers(service.stop)
+    try:
+        async with asyncio.TaskGroup() as group:
+            health = await _listening(settings, service, group)
+            try:
+                run = _start_and_run(settings, role, mapping_file, service, clock)
+                stopped_while_starting = await _unless_stopped_while_starting(service, run)
+            finally:
+                for task in health:
+                    task.cancel()
+    except BaseExceptionGroup as errors:
+        if len(errors.exceptions) == 1:  # as it was raised: a refused mapping, the pumps' group
+            error = errors.exceptions[0]
+            raise error from error.__cause__
+        raise
+    if stopped_while_starting:  # e.g. "waiting for Kafka: ..."
+        log.info("service_stopped", role=role, during=service.state.starting)
+    else:
+        log.info("service_stopped", role=role)
+
+
+async def _start_and_run(
+    settings: Settings, role: Role, mapping_file: Path | None, service: Service, clock: Clock
+) -> None:
+    version, config_offset = await _when_kafka_answers(
         settings, service, partial(_kafka_start, settings, mapping_file)
     )
-    if start is None:
-        log.info("service_stopped", role=role, reason="stopped while waiting for Kafka")
-        return
-    version, config_offset = start
-    async with (
-        SalesforceClient.from_settings(settings.salesforce) as salesforce,
-        AmplitudeClient(
-            settings.amplitude, on_answer=service.metrics.amplitude_answered
-        ) as amplitude,
-        ChangeProducer(settings.kafka) as producer,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        salesforce = await stack.enter_async_context(
+            SalesforceClient.from_settings(settings.salesforce)
+        )
+        amplitude = await stack.enter_async_context(
+            AmplitudeClient(settings.amplitude, on_answer=service.metrics.amplitude_answered)
+        )
+        producer = await _when_kafka_answers(
+            settings, service, lambda: stack.enter_async_context(ChangeProducer(settings.kafka))
+        )
         service.metrics.amplitude_concurrency.set_function(lambda: amplitude.concurrency.level)
         service.state.amplitude_concurrency = amplitude.concurrency.snapshot
+        service.state.starting = "checking the mapping against the Salesforce org"
         holder = service.holder = await _checked_holder(settings, service, salesforce, version)
-        await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, holder.current.objects))
+        objects = sfamp_topics(settings.kafka, holder.current.objects)
+        await _when_kafka_answers(
+            settings, service, partial(ensure_topics, settings.kafka, objects)
+        )
         _describe_mapping(service.state, holder)
+        service.state.starting = None
         log.info(
             "service_starting",
             role=role,
@@ -165,8 +202,6 @@ async def run_service(
             objects=holder.current.objects,
             cadence=describe(holder.current.sync_cadence),
         )
-        if handle_signals:
-            _install_signal_handlers(service.stop)
         pumps: dict[str, Coroutine[Any, Any, None]] = {}
         if service.state.runs_ingest:
             service.ingest = IngestPump(
@@ -195,7 +230,26 @@ async def run_service(
             )
             pumps["deliver"] = service.deliver.run()
         await _supervise(settings, service, holder, pumps, mapping_file, config_offset)
-    log.info("service_stopped", role=role)
+
+
+async def _unless_stopped_while_starting(service: Service, run: Coroutine[Any, Any, None]) -> bool:
+    """``run`` (the start, then the pumps); True when a stop came while it was still
+    starting, which cancels it at once. Once the pumps run, a stop is theirs to drain."""
+    task = asyncio.create_task(run)
+    stopped = asyncio.create_task(service.stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and service.state.starting is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # its clients close
+            return True
+        await task
+        return False
+    finally:
+        stopped.cancel()
+        if not task.done():  # this coroutine was cancelled itself
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _supervise(
@@ -213,13 +267,7 @@ async def _supervise(
     if mapping_file is not None:
         helpers.append(watch_file(holder, mapping_file))
     async with asyncio.TaskGroup() as group:
-        try:
-            health = await _listening(settings, service, group)
-        except asyncio.CancelledError:
-            for coro in (*helpers, *pumps.values()):
-                coro.close()  # never started
-            raise
-        helper_tasks = [*health, *(group.create_task(coro) for coro in helpers)]
+        helper_tasks = [group.create_task(coro) for coro in helpers]
         pump_tasks = {name: group.create_task(coro, name=name) for name, coro in pumps.items()}
         stopper = group.create_task(_stop_when_asked(service, pump_tasks, settings))
         await stopper
@@ -329,26 +377,24 @@ async def _when_kafka_answers(
     service: Service,
     step: Callable[[], Awaitable[T]],
     backoff: Backoff | None = None,
-) -> T | None:
+) -> T:
     """``step()``, tried again with backoff (1 s doubling to 30 s) while Kafka is
-    unreachable; None once ``service.stop`` is set. Other errors (a refused SASL login,
-    a topic policy) end the start as they are: waiting cannot fix them."""
+    unreachable, each failure logged and shown in ``/readyz``. Other errors (a topic
+    policy, a CA file that cannot be loaded) end the start: waiting cannot fix them."""
     backoff = backoff or Backoff(first=1.0, ceiling=30.0)
     while True:
         try:
             return await step()
         except KafkaUnavailableError as exc:
             delay = backoff.next()
+            service.state.starting = f"waiting for Kafka: {exc}"
             log.warning(
                 "kafka_unreachable",
                 bootstrap_servers=settings.kafka.bootstrap_servers,
                 reason=str(exc),
                 retry_in=round(delay, 1),
             )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(service.stop.wait(), delay)
-        if service.stop.is_set():
-            return None
+        await asyncio.sleep(delay)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

@@ -59,6 +59,8 @@ class ServiceState:
     amplitude_concurrency: Callable[[], dict[str, Any]] | None = None
     # Changes ingested and groups flushed per minute over the last hour (the console's chart).
     per_minute: MinuteCounts = field(default_factory=MinuteCounts)
+    # What the start is doing or waiting for ("waiting for Kafka: ..."); None once it ran.
+    starting: str | None = None
 
     def beat(self, pump: str) -> None:
         """A pump made progress (or is idle but looping): liveness evidence."""
@@ -73,7 +75,10 @@ class ServiceState:
         return self.role in ("all", "deliver")
 
     def ready(self) -> tuple[bool, list[str]]:
-        """Ready once every CDC subscription is confirmed and deliver joined its group."""
+        """Ready once started, every CDC subscription is confirmed and deliver joined its
+        group; else what it waits for."""
+        if self.starting is not None:  # the pumps' own conditions would only add noise
+            return False, [self.starting]
         waiting = []
         if self.runs_ingest:
             missing = self.channels_expected - self.channels_subscribed

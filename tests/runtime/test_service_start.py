@@ -1,32 +1,76 @@
 """A service started before its Kafka waits for it, as it waits for Salesforce, instead of
-exiting into a supervisor's restart loop."""
+exiting into a supervisor's restart loop: its health endpoint answers meanwhile (alive,
+not ready, and why), and a stop or a signal ends the wait at once, even mid-attempt."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import select
+import signal
+import socket
+import sys
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import KafkaSettings, Settings
+from pipeline.kafka.config_topic import publish_mapping
+from pipeline.runtime.mapping_source import MappingHolder, MappingVersion, watch_config_topic
+from pipeline.runtime.retry import Backoff
 from pipeline.runtime.service import Service, run_service
 from pipeline.runtime.state import ServiceState
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import EmbeddedKafka, free_port
+from tests.cli.sandbox_process import cli_env
 from tests.runtime.conftest import MAPPING, settings_for, wait_until
 
+CREDENTIALS = {
+    "SFAMP_SALESFORCE__LOGIN_URL": "http://127.0.0.1:9",
+    "SFAMP_SALESFORCE__CLIENT_ID": "client",
+    "SFAMP_SALESFORCE__CLIENT_SECRET": "secret",
+    "SFAMP_SALESFORCE__USERNAME": "user@example.com",
+    "SFAMP_SALESFORCE__PASSWORD": "password",
+    "SFAMP_AMPLITUDE__API_KEY": "key",
+}
 
-def unreachable(logs: list[dict[str, object]]) -> list[dict[str, object]]:
+
+def unreachable(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [line for line in logs if line["event"] == "kafka_unreachable"]
+
+
+def settings_without_org(bootstrap: str, **kafka: Any) -> Settings:
+    """Credentials that are never used: the start waits for Kafka before anything else."""
+    return Settings(
+        _env_file=None,
+        salesforce={
+            "login_url": "http://127.0.0.1:9",
+            "client_id": "client",
+            "client_secret": "secret",
+            "username": "user@example.com",
+            "password": "password",
+        },
+        amplitude={"api_key": "key"},
+        kafka={"bootstrap_servers": bootstrap, **kafka},
+        runtime={"health_port": 0},
+    )
 
 
 @pytest.mark.integration
 async def test_the_start_waits_for_a_kafka_that_comes_up_later(
     stack: SandboxStack, topic_prefix: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    settings = settings_for(stack, topic_prefix, kafka={"bootstrap_servers": f"127.0.0.1:{port}"})
+    port, health = free_port(), free_port()
+    settings = settings_for(
+        stack,
+        topic_prefix,
+        kafka={"bootstrap_servers": f"127.0.0.1:{port}"},
+        runtime={"health_port": health, "health_host": "127.0.0.1"},
+    )
     mapping = tmp_path / "mapping.json"
     mapping.write_text(json.dumps(MAPPING))
     service = Service(ServiceState(role="all"))
@@ -38,7 +82,14 @@ async def test_the_start_waits_for_a_kafka_that_comes_up_later(
             assert not task.done(), "the service gave up instead of waiting for Kafka"
             line = unreachable(logs)[0]
             assert line["bootstrap_servers"] == f"127.0.0.1:{port}"
-            assert "not answering" in str(line["reason"]), line
+            assert "not answering" in line["reason"], line
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{health}") as client:
+                alive = await client.get("/healthz")
+                ready = await client.get("/readyz")
+            assert alive.status_code == 200  # a liveness probe does not restart it
+            assert ready.status_code == 503
+            [waiting] = ready.json()["waiting_for"]
+            assert waiting.startswith(f"waiting for Kafka: Kafka at 127.0.0.1:{port}"), waiting
 
             await broker.start()
             await wait_until(
@@ -47,6 +98,7 @@ async def test_the_start_waits_for_a_kafka_that_comes_up_later(
                 what="the service to start once Kafka answers",
             )
             assert not task.done(), task
+            assert service.state.starting is None
             assert any(line["event"] == "service_starting" for line in logs)
         finally:
             service.stop.set()
@@ -56,16 +108,87 @@ async def test_the_start_waits_for_a_kafka_that_comes_up_later(
                 broker.stop()
 
 
-async def test_a_stop_while_waiting_for_kafka_ends_the_start_cleanly(
-    stack: SandboxStack, topic_prefix: str
-) -> None:
-    settings = settings_for(
-        stack, topic_prefix, kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"}
-    )
-    service = Service(ServiceState(role="all"))
-    with capture_logs() as logs:
-        task = asyncio.create_task(run_service(settings, service=service))
-        await wait_until(lambda: unreachable(logs), what="a kafka_unreachable warning")
-        service.stop.set()
-        await asyncio.wait_for(task, timeout=10)  # returns: no error, no traceback
+async def test_a_stop_in_the_middle_of_an_attempt_ends_the_start_at_once() -> None:
+    # A listener that never accepts: each attempt would wait for the request timeout.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        settings = settings_without_org(f"127.0.0.1:{port}", request_timeout_seconds=60)
+        service = Service(ServiceState(role="all"))
+        with capture_logs() as logs:
+            task = asyncio.create_task(run_service(settings, service=service))
+            await wait_until(
+                lambda: select.select([listener], [], [], 0)[0],
+                what="the first attempt to connect",
+            )
+            service.stop.set()
+            await asyncio.wait_for(task, timeout=10)  # not the 60 s of the attempt
+    [stopped] = [line for line in logs if line["event"] == "service_stopped"]
+    assert stopped["during"] == "starting"
+    assert not unreachable(logs)  # the attempt was still going
     assert not any(line["event"] == "service_starting" for line in logs)
+
+
+async def test_sigterm_while_waiting_for_kafka_exits_0_with_one_line(tmp_path: Path) -> None:
+    env = cli_env(
+        **CREDENTIALS,
+        SFAMP_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+        SFAMP_RUNTIME__HEALTH_PORT=str(free_port()),
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "run", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        while not any('"kafka_unreachable"' in line for line in lines):
+            line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+            assert line, "sfamp run ended early:\n" + "".join(lines)
+            lines.append(line)
+        process.send_signal(signal.SIGTERM)
+        _, rest = await asyncio.wait_for(process.communicate(), 15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    err = "".join(lines) + rest.decode()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    stopped = [json.loads(line) for line in err.splitlines() if '"service_stopped"' in line]
+    assert stopped, err
+    assert stopped[0]["during"].startswith("waiting for Kafka"), err
+
+
+@pytest.mark.integration
+async def test_the_config_watcher_waits_for_kafka_and_then_switches(topic_prefix: str) -> None:
+    port = free_port()
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", topic_prefix=topic_prefix)
+    first = MappingConfig.model_validate(MAPPING)
+    holder = MappingHolder(MappingVersion(first, "file:mapping.json"))
+    newer = MappingConfig.model_validate({**MAPPING, "sync_cadence": {"mode": "hourly"}})
+    broker = EmbeddedKafka(port)
+    with capture_logs() as logs:
+        watcher = asyncio.create_task(
+            watch_config_topic(holder, kafka, 0, backoff=Backoff(first=0.05, ceiling=0.5))
+        )
+        try:
+            await wait_until(
+                lambda: any(line["event"] == "config_topic_unreachable" for line in logs),
+                what="a config_topic_unreachable warning",
+            )
+            assert not watcher.done(), "the watcher ended on a Kafka outage"
+            await broker.start()
+            await publish_mapping(kafka, newer, now_ms=2**42)
+            await wait_until(
+                lambda: watcher.done() or holder.version.source.startswith("sfamp.config revision"),
+                timeout=60,
+                what="the published revision to be taken",
+            )
+            assert not watcher.done(), watcher
+            assert holder.current.sync_cadence.mode == "hourly"
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            broker.stop()

@@ -115,8 +115,9 @@ class DeliverPump:
         self._stopping.set()
 
     async def run(self) -> None:
-        consumer = ChangesConsumer(self.settings.kafka)
-        await consumer.start(self._topics.changes_pattern, self)
+        consumer = await self._started_consumer()
+        if consumer is None:
+            return  # stopped before Kafka answered
         self._consumer = consumer
         try:
             self._publish_schedule()
@@ -126,6 +127,28 @@ class DeliverPump:
             self._consumer = None
             self.state.consumer_joined = False
             await consumer.stop(within=self._stop_budget())
+
+    async def _started_consumer(self) -> ChangesConsumer | None:
+        """The group's consumer, started; while Kafka does not answer, retried with backoff
+        (like every Kafka trouble of the loop) until it does or a stop is requested."""
+        while True:
+            consumer = ChangesConsumer(self.settings.kafka)
+            try:
+                await consumer.start(self._topics.changes_pattern, self)
+                self._retry.reset()
+                return consumer
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                delay = self._retry.next()
+                self.state.beat("deliver")  # retrying is progress; a restart would not help
+                log.error(
+                    "deliver_consumer_start_failed", reason=str(exc), retry_in=round(delay, 1)
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return None
 
     def _stop_budget(self) -> float:
         """What is left of the drain budget for leaving the group (all of it after a crash)."""
