@@ -177,6 +177,32 @@ async def test_amplitude_outage_stops_and_resume_finishes(
     assert again.total("rows_read") == 0
 
 
+async def test_resuming_a_new_run_stopped_before_any_batch_does_not_skip_it_as_done(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "checkpoint.json"
+    await sandboxes.seed("Account", 100)
+    done = await run_backfill(sandboxes.settings(), mapping(), checkpoint_path=checkpoint)
+    assert done.completed  # a finished run's checkpoint
+    await sandboxes.seed("Account", 200)  # seeded records emit no change events
+
+    stop = StopRequest()
+    stop.set("SIGINT")  # the new run stops before anything is delivered
+    stopped = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, stop=stop
+    )
+    assert stopped.interrupted == "SIGINT"
+    assert not stopped.checkpoint_saved  # "no batch was confirmed delivered yet"
+
+    resumed = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, resume=True
+    )
+    assert resumed.completed
+    assert not resumed.objects[0].already_done  # the finished run's checkpoint is gone
+    assert resumed.total("rows_read") == 300
+    assert sandboxes.groups() == await rest_expectation(sandboxes, mapping())
+
+
 async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
@@ -332,7 +358,7 @@ async def test_cli_with_rejected_identifications_exits_1_saying_where_they_are(
     run = await CliRun.start(["--mapping", str(path)], environment, tmp_path)
     code, out, err = await run.finish()
 
-    assert code == 1, err  # a script or a cron job sees that something is left to do
+    assert code == 3, err  # a script or a cron job sees that something is left to do
     assert err.strip().splitlines()[-1] == (
         "error: Amplitude rejected 1 identification; .sfamp/backfill-rejected.jsonl holds it "
         "with the reason"
@@ -342,7 +368,7 @@ async def test_cli_with_rejected_identifications_exits_1_saying_where_they_are(
 
     run = await CliRun.start(["--mapping", str(path), "--json"], environment, tmp_path)
     code, out, err = await run.finish()
-    assert code == 1, err
+    assert code == 3, err
     summary = json.loads(out)
     assert (summary["completed"], summary["rejected"]) == (True, 1)
 

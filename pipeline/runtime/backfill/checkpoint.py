@@ -101,6 +101,29 @@ class CheckpointFile:
         except OSError as exc:
             raise self._unwritable(exc) from exc
 
+    def begin(self) -> None:
+        """Start a new run's checkpoint, with no object in it, before anything is read.
+
+        A finished run's checkpoint left in place would make a ``--resume`` (or
+        ``--resume-or-start``) after this run stops early skip every object as done,
+        sending nothing this run was started to send.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write({})
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
+
+    def _write(self, objects: dict[str, dict[str, Any]]) -> None:
+        document = {
+            "version": CHECKPOINT_VERSION,
+            "updated_at_ms": int(time.time() * 1000),
+            "objects": objects,
+        }
+        temporary = self._temporary()
+        temporary.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        os.replace(temporary, self.path)
+
     def entry(self, sfdc_object: str, fingerprint: str) -> ObjectCheckpoint | None:
         entry = self.objects.get(sfdc_object)
         if entry is None:
@@ -133,20 +156,13 @@ class CheckpointFile:
             "complete": complete,
             "catch_up": state,
         }
-        document = {
-            "version": CHECKPOINT_VERSION,
-            "updated_at_ms": int(time.time() * 1000),
-            "objects": self.objects,
-        }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(seen, list):
                 entry["seen_file"] = self._seen_path(sfdc_object).name
                 entry["seen_bytes"] = self._write_seen(sfdc_object, seen)
             self.objects[sfdc_object] = entry
-            temporary = self._temporary()
-            temporary.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-            os.replace(temporary, self.path)
+            self._write(self.objects)
         except OSError as exc:
             raise self._unwritable(exc) from exc
         self.saved = True

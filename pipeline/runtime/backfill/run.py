@@ -20,7 +20,6 @@ from pipeline.amplitude.payload import to_identification
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
-from pipeline.gc_tuning import startup_objects_frozen
 from pipeline.runtime.backfill.catch_up import (
     CatchUp,
     begin_catch_up,
@@ -108,6 +107,8 @@ async def run_backfill(
     checkpoint = None if dry_run else resume_from or CheckpointFile(checkpoint_path)
     if checkpoint is not None:
         checkpoint.check_writable()
+        if resume_from is None:
+            checkpoint.begin()  # a --resume after this run stops resumes this run
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         sf = salesforce
@@ -124,7 +125,6 @@ async def run_backfill(
         )  # fmt: skip
         if checkpoint is not None:  # what a reconcile compares; a dry run sends nothing
             run.sent = command_recorder(settings.kafka, None, stack)  # learns each describe
-        stack.enter_context(startup_objects_frozen())  # cheaper collections per page
         calls_before = sf.rest.api_calls
         try:
             work = ticking(progress, _backfill_objects(run))  # timely lines on a slow Amplitude
