@@ -30,6 +30,7 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.verify import check_mapping_against_org
 from pipeline.errors import ConfigError, SfampError
+from pipeline.gc_tuning import startup_objects_frozen
 from pipeline.runtime.backfill import (
     DEFAULT_CHECKPOINT,
     BackfillSummary,
@@ -106,7 +107,9 @@ BATCH_ROWS = typer.Option(
     DEFAULT_BATCH_ROWS, "--batch-rows", min=1, hidden=True, help="Rows per delivered batch."
 )
 INTERVAL = typer.Option(
-    10.0, "--progress-interval", help="Seconds between progress log lines when not on a TTY."
+    10.0,
+    "--progress-interval",
+    help="Seconds between progress log lines when not on a TTY (0: one per batch).",
 )
 
 
@@ -131,9 +134,9 @@ def backfill(
     code as the stream, and checkpoints after every delivered batch: --resume
     continues an interrupted run. Each object ends with catch-up reads of records
     changed meanwhile, so no value read earlier lands over a newer one. Exits 1 when
-    the run stopped early (for example on REQUEST_LIMIT_EXCEEDED) or Amplitude
-    rejected identifications (they wait in the DLQ), 130 on Ctrl-C and 143 on
-    SIGTERM; the checkpoint of what was delivered is kept.
+    the run stopped early (for example on REQUEST_LIMIT_EXCEEDED), 3 when it
+    completed but Amplitude rejected identifications (they wait in the DLQ), 130
+    on Ctrl-C and 143 on SIGTERM; the checkpoint of what was delivered is kept.
     """
     if resume and resume_or_start:
         fail(ConfigError("use --resume or --resume-or-start, not both"))
@@ -145,7 +148,8 @@ def backfill(
             CheckpointFile(checkpoint).check_writable()
         version, _ = asyncio.run(initial_mapping(settings.kafka, mapping or settings.mapping_file))
         selected_objects(version.mapping, objects)  # an unmapped --object: no login
-        with _progress(as_json, progress_interval) as progress:
+        # One run per process: the per-page collections skip what the start left alive.
+        with _progress(as_json, progress_interval) as progress, startup_objects_frozen():
             summary = asyncio.run(
                 _checked_until_signal(
                     settings,
@@ -164,12 +168,14 @@ def backfill(
             )
     except SfampError as exc:
         fail(exc)
-    if summary.error is not None and not did_anything(summary):
+    if not summary.completed and not did_anything(summary):
         # Stopped before anything was sent: no table, the reason and what to do (for a
         # script, the summary too).
         if as_json:
             print_json(summary.to_json())
-        fail(summary.error, hint=summary.next_step())
+        if summary.error is not None:
+            fail(summary.error, hint=summary.next_step())
+        _exit(summary)  # interrupted: that line, and 128 + the signal's number
     if as_json:
         print_json(summary.to_json())
     else:
@@ -226,9 +232,15 @@ async def _until_signal(
             loop.remove_signal_handler(sig)
 
 
+# Exit code of a run that completed while Amplitude rejected identifications: not 1, so
+# that a retry on failure (a Job, a wrapper script) does not run the backfill again.
+REJECTED_EXIT_CODE = 3
+
+
 def _exit(summary: BackfillSummary) -> None:
-    """Exit 0 when complete, 1 on an error or when Amplitude rejected identifications (so
-    that a script or a cron job notices them), 128 + the signal's number when interrupted."""
+    """Exit 0 when complete, 1 on an error, 3 when complete but Amplitude rejected
+    identifications (so that a script or a cron job notices them), 128 + the signal's
+    number when interrupted."""
     if summary.interrupted is not None:
         err_console.print(
             f"[bold yellow]interrupted[/] by {summary.interrupted}: {summary.next_step()}",
@@ -241,7 +253,7 @@ def _exit(summary: BackfillSummary) -> None:
     rejections = summary.rejections()
     if rejections is not None:
         err_console.print(f"[bold red]error:[/] {rejections}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(REJECTED_EXIT_CODE)
 
 
 class RichProgress(ObjectBars):

@@ -203,3 +203,22 @@ async def test_a_refused_amplitude_key_is_the_reason_alone_with_no_summary(
         f"{errors[0]}\n  no batch was confirmed delivered yet; "
         "run again once the problem above is fixed"
     )
+
+
+async def test_a_signal_before_any_batch_was_delivered_prints_no_table(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 500)
+    sandboxes.amplitude.state.latency.ms = 20_000  # the first batch stays in flight
+    args = ["--mapping", str(mapping_file), *REST]
+    run = await CliRun.start(args, sandboxes.environment(**WIDE), tmp_path)
+    await run.wait_for_lines("backfill_object_started", 1)
+    run.process.send_signal(signal.SIGINT)
+    exit_code, out, err = await run.finish()
+
+    assert exit_code == 130, err
+    assert out == ""  # nothing was delivered: no table, as for an error
+    assert err.strip().splitlines()[-1] == (
+        "interrupted by SIGINT: no batch was confirmed delivered yet; run again"
+    )
+    assert "Traceback" not in err

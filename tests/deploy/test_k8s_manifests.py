@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.cli.backfill_cmd import REJECTED_EXIT_CODE
 from pipeline.config.validation import validate_document
 from tests.deploy.deploy_files import (
     K8S,
@@ -190,6 +191,19 @@ def test_backfill_job_keeps_its_checkpoint_on_a_claim_it_declares() -> None:
     assert [doc["metadata"]["name"] for doc in claims] == [claim]
     assert "ReadWriteOnce" in claims[0]["spec"]["accessModes"]
     assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+
+
+def test_backfill_job_fails_at_once_when_amplitude_rejected_identifications() -> None:
+    """Another pod would skip the finished objects and succeed, hiding the rejections."""
+    job = workload("sfamp-backfill")["spec"]
+    assert job["template"]["spec"]["restartPolicy"] == "Never"  # a podFailurePolicy needs it
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob"
+    assert rule["onExitCodes"] == {
+        "containerName": "sfamp",
+        "operator": "In",
+        "values": [REJECTED_EXIT_CODE],
+    }
 
 
 def test_k8s_settings_and_secret_name_real_settings_only() -> None:
