@@ -32,14 +32,18 @@ def tune_gc() -> None:
 def startup_objects_frozen() -> Iterator[None]:
     """Leave the objects alive now out of every collection while the block runs.
 
-    A backfill or reconcile runs a full collection per result page
+    For one-shot commands (``sfamp backfill``, ``sfamp reconcile``), around the whole
+    run. They run a full collection per result page
     (:func:`pipeline.runtime.backfill.read.collect_page_garbage`), and a full
-    collection walks every tracked object: the modules, classes and schemas of
-    the interpreter (about 100,000) as much as the page's own garbage. Frozen
+    collection walks every tracked object: the modules, classes and schemas of the
+    interpreter (about 100,000) as much as the page's own garbage. Frozen
     (``gc.freeze``), they are skipped: 30-50 ms a page became about 11 ms in
-    ``benchmarks/trace_backfill.py``. They are handed back to the collector
-    afterwards (``gc.unfreeze``), so nothing frozen is kept for good.
+    ``benchmarks/trace_backfill.py``. Garbage is collected first, so none is frozen
+    with them, and they are handed back to the collector afterwards
+    (``gc.unfreeze``). Not for a long-running service: what it frees later among
+    them would wait for the unfreeze.
     """
+    gc.collect()
     gc.freeze()
     try:
         yield

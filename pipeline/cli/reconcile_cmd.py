@@ -29,6 +29,7 @@ from pipeline.cli.progress import ObjectBars, choose_progress
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import SfampError
+from pipeline.gc_tuning import startup_objects_frozen
 from pipeline.runtime.backfill import ReadOptions, StopRequest
 from pipeline.runtime.mapping_source import initial_mapping
 from pipeline.runtime.reconcile.report import LogProgress, ObjectReconcile, ReconcileSummary
@@ -52,7 +53,9 @@ CHECKPOINT = typer.Option(
     "service's own): an interrupted reconcile resumes from it on the next run.",
 )
 INTERVAL = typer.Option(
-    10.0, "--progress-interval", help="Seconds between progress log lines when not on a TTY."
+    10.0,
+    "--progress-interval",
+    help="Seconds between progress log lines when not on a TTY (0: one per batch).",
 )
 API = typer.Option(
     ApiChoice.auto, "--api", parser=one_of(ApiChoice), hidden=True, help="auto, bulk or rest."
@@ -94,7 +97,8 @@ def reconcile(
     options = ReadOptions(api=api.value, max_records=max_records, batch_rows=batch_rows)
     try:
         version, _ = asyncio.run(initial_mapping(settings.kafka, mapping or settings.mapping_file))
-        with _progress(as_json, progress_interval) as progress:
+        # One run per process: the per-page collections skip what the start left alive.
+        with _progress(as_json, progress_interval) as progress, startup_objects_frozen():
             summary = asyncio.run(
                 _until_signal(
                     settings,

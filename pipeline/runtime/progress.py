@@ -4,13 +4,16 @@ shows it through, and the counting behind its log lines."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import structlog
+
 ItemT_contra = TypeVar("ItemT_contra", contravariant=True)
 T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
 
 # How often a running backfill or reconcile lets its progress write a line that is due.
 TICK_SECONDS = 1.0
@@ -46,15 +49,17 @@ async def ticking(progress: object, work: Coroutine[Any, Any, T]) -> T:
     async def tick() -> None:
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            progress.tick()
+            try:
+                progress.tick()
+            except Exception as exc:  # noqa: BLE001 - a progress line never stops the run
+                log.warning("progress_line_failed", reason=f"{type(exc).__name__}: {exc}")
 
     ticker = asyncio.create_task(tick())
     try:
         return await work
     finally:
         ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        await asyncio.gather(ticker, return_exceptions=True)
 
 
 class IntervalCounter:

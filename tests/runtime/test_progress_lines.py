@@ -82,3 +82,26 @@ async def test_ticking_ticks_while_the_work_runs_and_stops_with_it(
     # The ticker ended with the work: no task is left but this test's own.
     assert asyncio.all_tasks() == {asyncio.current_task()}
     assert await ticking(object(), asyncio.sleep(0, "plain")) == "plain"  # no tick(): the work
+
+
+async def test_a_failing_tick_is_logged_and_the_run_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(progress_module, "TICK_SECONDS", 0.01)
+    ticked_twice = asyncio.Event()
+    calls: list[int] = []
+
+    class Failing:
+        def tick(self) -> None:
+            calls.append(1)
+            if len(calls) == 2:
+                ticked_twice.set()
+            raise OSError("stderr is gone")
+
+    async def work() -> str:
+        await ticked_twice.wait()  # ticks went on after the first one failed
+        return "done"
+
+    with capture_logs() as logs:
+        assert await asyncio.wait_for(ticking(Failing(), work()), timeout=10) == "done"
+    assert lines(logs, "progress_line_failed")[0]["reason"] == "OSError: stderr is gone"

@@ -36,7 +36,6 @@ import structlog
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, SfampError
-from pipeline.gc_tuning import startup_objects_frozen
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import scan_table
 from pipeline.kafka.producer import ChangeProducer
@@ -118,7 +117,6 @@ async def run_reconcile(
                 SalesforceClient.from_settings(settings.salesforce)
             )
         run = _Run(settings, sf, BulkQuery(sf.rest), progress, options, summary, producer)
-        stack.enter_context(startup_objects_frozen())  # cheaper collections per page
         calls_before = sf.rest.api_calls
         try:
             summary.interrupted = await until_stopped(
