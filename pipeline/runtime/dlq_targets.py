@@ -78,8 +78,8 @@ def targets_of(entry: DlqEntry, config: MappingConfig) -> list[Target] | str:
     """The records behind ``entry``, or why they cannot be named."""
     if entry.reason == "rejected":
         return _group_targets(entry, config)
-    if entry.source_topic is not None and entry.payload is not None:
-        return _envelope_target(entry.payload, config)
+    if entry.source_topic is not None:
+        return _envelope_target(entry, entry.source_topic, config)
     if isinstance(entry.extra, dict) and entry.extra.get("channel"):
         return _event_target(entry.payload, config)
     return "no record can be named from this entry (no change envelope, no CDC event)"
@@ -103,11 +103,19 @@ def _group_targets(entry: DlqEntry, config: MappingConfig) -> list[Target] | str
     return targets or f"{group_value!r} is not a Salesforce record id"
 
 
-def _envelope_target(payload: Any, config: MappingConfig) -> list[Target] | str:
+def _envelope_target(entry: DlqEntry, topic: str, config: MappingConfig) -> list[Target] | str:
+    payload = entry.payload
     try:
+        if payload is None:
+            raise EnvelopeError("the change has no value")
         text = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
         envelope = decode(text)
     except (EnvelopeError, TypeError) as exc:
+        # Whatever the value held, a changes topic's message is keyed by its record's Id
+        # and its topic names the object (sfamp.changes.<Object>): that is enough to re-read.
+        _, changes, sfdc_object = topic.rpartition(".changes.")
+        if changes and sfdc_object and is_record_id(entry.key):
+            return _record_target(sfdc_object, [entry.key], config, None)
         return f"cannot tell which record: {exc}"
     return _record_target(envelope.object, [envelope.record_id], config, envelope)
 

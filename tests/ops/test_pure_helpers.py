@@ -174,6 +174,16 @@ def test_entries_that_name_no_record_say_why(entry: DlqEntry, reason: str) -> No
     assert reason in found
 
 
+def test_an_undecodable_change_is_named_by_its_key_and_topic() -> None:
+    for value in ('{"hello":"world"}', "{oops", None):
+        entry = DlqEntry(
+            "m", "malformed", "", 0, ACCOUNT_ID, value, source_topic="p.changes.Account"
+        )
+        assert targets_of(entry, CONFIG) == [Target("Account", (ACCOUNT_ID,))], value
+    elsewhere = DlqEntry("m", "malformed", "", 0, ACCOUNT_ID, "{oops", source_topic="p.other")
+    assert "cannot tell which record" in str(targets_of(elsewhere, CONFIG))
+
+
 def test_change_envelope_and_cdc_event_name_their_records() -> None:
     envelope = encode(change(ACCOUNT_ID, 1)).decode()
     unresolved = DlqEntry("u", "unresolved", "", 0, ACCOUNT_ID, envelope, source_topic="t")
