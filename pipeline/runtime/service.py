@@ -12,9 +12,10 @@ during an outage, does not exit into a supervisor's crash loop.
 
 At start the mapping is checked against the org (objects and fields exist and
 can be read) and against the topics (compacted control topics, changes topics
-that outlast the cadence); a mapping or topic that fails ends the start with
-the list of problems. Later versions pass the same check or are refused while
-the current mapping keeps running.
+that outlast the cadence); a mapping file or topic that fails ends the start
+with the list of problems, while a published mapping the org refuses is waited
+on until a revision passes (:mod:`pipeline.runtime.start`). Later versions pass
+the same check or are refused while the current mapping keeps running.
 
 Shutdown (SIGTERM/SIGINT, or ``stop`` set): intake stops at once; an in-flight
 flush may finish within ``runtime.drain_timeout_seconds`` and is abandoned
@@ -26,20 +27,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import structlog
 
 from pipeline.amplitude import AmplitudeClient
-from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
-from pipeline.config.verify import check_mapping_against_org
-from pipeline.errors import KafkaUnavailableError, Problem, SettingsError
-from pipeline.kafka.admin import check_topic_configs, ensure_topics, sfamp_topics
+from pipeline.errors import SettingsError
+from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.cadence import describe, utc_now
 from pipeline.runtime.deliver import Clock, DeliverPump
@@ -47,24 +46,23 @@ from pipeline.runtime.health import serve_health
 from pipeline.runtime.ingest import IngestPump
 from pipeline.runtime.mapping_source import (
     MappingHolder,
-    MappingRefusal,
-    MappingVersion,
-    accepted_version,
-    checked,
-    initial_mapping,
     watch_config_topic,
     watch_file,
 )
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.reconcile.scheduler import ReconcileScheduler
-from pipeline.runtime.retry import Backoff
+from pipeline.runtime.start import (
+    accepted_holder,
+    kafka_start,
+    unless_stopped_while_starting,
+    when_kafka_answers,
+)
 from pipeline.runtime.state import ServiceState
 from pipeline.salesforce.client import SalesforceClient
 
 log = structlog.get_logger(__name__)
 
 Role = Literal["all", "ingest", "deliver"]
-T = TypeVar("T")
 
 
 @dataclass
@@ -154,7 +152,9 @@ async def run_service(
             health = await _listening(settings, service, group)
             try:
                 run = _start_and_run(settings, role, mapping_file, service, clock)
-                stopped_while_starting = await _unless_stopped_while_starting(service, run)
+                stopped_while_starting = await unless_stopped_while_starting(
+                    service.stop, service.state, run
+                )
             finally:
                 for task in health:
                     task.cancel()
@@ -172,9 +172,8 @@ async def run_service(
 async def _start_and_run(
     settings: Settings, role: Role, mapping_file: Path | None, service: Service, clock: Clock
 ) -> None:
-    version, config_offset = await _when_kafka_answers(
-        settings, service, partial(_kafka_start, settings, mapping_file)
-    )
+    start = partial(kafka_start, settings, mapping_file)
+    version, config_offset = await when_kafka_answers(settings, service.state, start)
     async with contextlib.AsyncExitStack() as stack:
         salesforce = await stack.enter_async_context(
             SalesforceClient.from_settings(settings.salesforce)
@@ -182,16 +181,20 @@ async def _start_and_run(
         amplitude = await stack.enter_async_context(
             AmplitudeClient(settings.amplitude, on_answer=service.metrics.amplitude_answered)
         )
-        producer = await _when_kafka_answers(
-            settings, service, lambda: stack.enter_async_context(ChangeProducer(settings.kafka))
+        producer = await when_kafka_answers(
+            settings,
+            service.state,
+            lambda: stack.enter_async_context(ChangeProducer(settings.kafka)),
         )
         service.metrics.amplitude_concurrency.set_function(lambda: amplitude.concurrency.level)
         service.state.amplitude_concurrency = amplitude.concurrency.snapshot
-        service.state.starting = "checking the mapping against the Salesforce org"
-        holder = service.holder = await _checked_holder(settings, service, salesforce, version)
+        holder, config_offset = await accepted_holder(
+            settings, service.state, salesforce, start, version, config_offset
+        )
+        service.holder = holder
         objects = sfamp_topics(settings.kafka, holder.current.objects)
-        await _when_kafka_answers(
-            settings, service, partial(ensure_topics, settings.kafka, objects)
+        await when_kafka_answers(
+            settings, service.state, partial(ensure_topics, settings.kafka, objects)
         )
         _describe_mapping(service.state, holder)
         service.state.starting = None
@@ -230,26 +233,6 @@ async def _start_and_run(
             )
             pumps["deliver"] = service.deliver.run()
         await _supervise(settings, service, holder, pumps, mapping_file, config_offset)
-
-
-async def _unless_stopped_while_starting(service: Service, run: Coroutine[Any, Any, None]) -> bool:
-    """``run`` (the start, then the pumps); True when a stop came while it was still
-    starting, which cancels it at once. Once the pumps run, a stop is theirs to drain."""
-    task = asyncio.create_task(run)
-    stopped = asyncio.create_task(service.stop.wait())
-    try:
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not task.done() and service.state.starting is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)  # its clients close
-            return True
-        await task
-        return False
-    finally:
-        stopped.cancel()
-        if not task.done():  # this coroutine was cancelled itself
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _supervise(
@@ -333,68 +316,6 @@ def _check_credentials(settings: Settings, role: Role) -> None:
     problems = settings.credential_problems(amplitude=role in ("all", "deliver"))
     if problems:
         raise SettingsError(problems)
-
-
-async def _checked_holder(
-    settings: Settings, service: Service, salesforce: SalesforceClient, version: MappingVersion
-) -> MappingHolder:
-    """Check the starting mapping (a refusal ends the start) and hold it with the same
-    check for every later version."""
-    change_events = service.state.runs_ingest and not settings.salesforce.cdc_channel
-
-    async def check(mapping: MappingConfig) -> list[Problem]:
-        warnings = await check_mapping_against_org(
-            settings, mapping, salesforce=salesforce, change_events=change_events
-        )
-        await check_topic_configs(
-            settings.kafka, mapping.objects, cadence_seconds=mapping.sync_cadence.period_seconds
-        )
-        return warnings
-
-    def on_refusal(refusal: MappingRefusal | None) -> None:
-        service.state.mapping_refused = refusal.to_json() if refusal else None
-
-    async def accept(mapping: MappingConfig) -> None:
-        fallback = version.passed_over
-        source = fallback.source if fallback and mapping is fallback.mapping else version.source
-        await checked(check, mapping, source=source)
-
-    running, refused = await accepted_version(version, accept)
-    holder = MappingHolder(running, check=check, on_refusal=on_refusal)
-    if refused is not None:
-        holder.refuse(version.source, refused)  # /status and sfamp status say so
-    return holder
-
-
-async def _kafka_start(settings: Settings, mapping_file: Path | None) -> tuple[MappingVersion, int]:
-    # The control topics first: the config topic must exist before it is followed.
-    await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, []))
-    return await initial_mapping(settings.kafka, mapping_file)
-
-
-async def _when_kafka_answers(
-    settings: Settings,
-    service: Service,
-    step: Callable[[], Awaitable[T]],
-    backoff: Backoff | None = None,
-) -> T:
-    """``step()``, tried again with backoff (1 s doubling to 30 s) while Kafka is
-    unreachable, each failure logged and shown in ``/readyz``. Other errors (a topic
-    policy, a CA file that cannot be loaded) end the start: waiting cannot fix them."""
-    backoff = backoff or Backoff(first=1.0, ceiling=30.0)
-    while True:
-        try:
-            return await step()
-        except KafkaUnavailableError as exc:
-            delay = backoff.next()
-            service.state.starting = f"waiting for Kafka: {exc}"
-            log.warning(
-                "kafka_unreachable",
-                bootstrap_servers=settings.kafka.bootstrap_servers,
-                reason=str(exc),
-                retry_in=round(delay, 1),
-            )
-        await asyncio.sleep(delay)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

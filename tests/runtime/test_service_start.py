@@ -5,11 +5,13 @@ not ready, and why), and a stop or a signal ends the wait at once, even mid-atte
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import select
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +194,45 @@ async def test_the_config_watcher_waits_for_kafka_and_then_switches(topic_prefix
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
             broker.stop()
+
+
+@pytest.mark.integration
+async def test_a_published_mapping_the_org_refuses_is_waited_on_until_a_new_revision(
+    stack: SandboxStack, topic_prefix: str
+) -> None:
+    """No file to fall back on: exiting would crash-loop every replica at every restart."""
+    settings = settings_for(stack, topic_prefix)
+    typo = copy.deepcopy(MAPPING)
+    typo["mappings"][0]["group_properties"][1]["sfdc_field"] = "Industy"
+    refused = await publish_mapping(
+        settings.kafka, MappingConfig.model_validate(typo), now_ms=int(time.time() * 1000)
+    )
+    service = Service(ServiceState(role="all"))
+    with capture_logs() as logs:
+        task = asyncio.create_task(run_service(settings, service=service))
+        try:
+            await wait_until(
+                lambda: task.done() or any(e["event"] == "mapping_refused_at_start" for e in logs),
+                what="a mapping_refused_at_start error",
+            )
+            assert not task.done(), task
+            source = f"sfamp.config revision {refused.revision}"
+            _, waiting = service.state.ready()
+            assert waiting[0].startswith(f"the org refuses {source} (the mapping does not match")
+            assert service.state.to_status()["mapping_refused"]["source"] == source
+
+            fixed = await publish_mapping(
+                settings.kafka,
+                MappingConfig.model_validate(MAPPING),
+                now_ms=int(time.time() * 1000),
+            )
+            await wait_until(
+                lambda: task.done() or service.state.channels_subscribed,
+                timeout=60,
+                what="the start to take the new revision",
+            )
+            assert not task.done(), task
+            assert service.state.mapping_revision == f"sfamp.config revision {fixed.revision}"
+        finally:
+            service.stop.set()
+            await asyncio.wait_for(task, timeout=40)

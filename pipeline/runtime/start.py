@@ -1,0 +1,169 @@
+"""How ``sfamp run`` starts: Kafka and Salesforce waited for, the starting mapping checked.
+
+Nothing here ends the start over trouble that waiting can fix: a Kafka that does not
+answer (``kafka_unreachable``), a Salesforce that does not (``mapping_check_retrying``),
+a published mapping the org refuses (``mapping_refused_at_start``) are waited for with
+backoff, each shown in ``/readyz`` through ``ServiceState.starting``; a stop ends the
+wait at once. What only a person can fix (a refused mapping file, a topic that would
+lose data, a CA file that cannot be loaded) ends it with the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import Settings
+from pipeline.config.verify import check_mapping_against_org
+from pipeline.errors import KafkaUnavailableError, Problem
+from pipeline.kafka.admin import check_topic_configs, ensure_topics, sfamp_topics
+from pipeline.runtime.mapping_source import (
+    REFUSALS,
+    MappingHolder,
+    MappingRefusal,
+    MappingVersion,
+    accepted_version,
+    checked,
+    initial_mapping,
+)
+from pipeline.runtime.retry import Backoff
+from pipeline.runtime.state import ServiceState
+from pipeline.salesforce.client import SalesforceClient
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+async def unless_stopped_while_starting(
+    stop: asyncio.Event, state: ServiceState, run: Coroutine[Any, Any, None]
+) -> bool:
+    """``run`` (the start, then the pumps); True when a stop came while it was still
+    starting, which cancels it at once. Once the pumps run, a stop is theirs to drain."""
+    task = asyncio.create_task(run)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and state.starting is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # its clients close
+            return True
+        await task
+        return False
+    finally:
+        stopped.cancel()
+        if not task.done():  # this coroutine was cancelled itself
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def accepted_holder(
+    settings: Settings,
+    state: ServiceState,
+    salesforce: SalesforceClient,
+    start: Callable[[], Awaitable[tuple[MappingVersion, int]]],
+    version: MappingVersion,
+    config_offset: int,
+) -> tuple[MappingHolder, int]:
+    """The holder of the starting mapping, and the sfamp.config offset to follow from.
+
+    A published revision the org refuses, with no file to fall back on, does not end
+    the start: every replica would exit at every restart. The start waits instead
+    (``/readyz`` and ``/status`` say why), reading sfamp.config again for a newer
+    revision and checking with backoff (5 s to 60 s). A refused file ends the start:
+    whoever gave it fixes it and starts again.
+    """
+    backoff = Backoff(first=5.0, ceiling=60.0)
+    while True:
+        state.starting = "checking the mapping against the Salesforce org"
+        try:
+            return await checked_holder(settings, state, salesforce, version), config_offset
+        except REFUSALS as exc:
+            if version.passed_over is not None or version.source.startswith("file:"):
+                raise
+            refusal = MappingRefusal(
+                version.source,
+                str(exc).splitlines()[0],
+                tuple(map(str, getattr(exc, "problems", ()))),
+            )
+            state.mapping_refused = refusal.to_json()
+            state.starting = (
+                f"the org refuses {version.source} ({refusal.reason}); waiting for a "
+                "new revision ('sfamp config import')"
+            )
+            delay = backoff.next()
+            log.error(
+                "mapping_refused_at_start",
+                source=version.source,
+                reason=refusal.reason,
+                problems=list(refusal.problems),
+                retry_in=round(delay, 1),
+            )
+        await asyncio.sleep(delay)
+        version, config_offset = await when_kafka_answers(settings, state, start)
+
+
+async def checked_holder(
+    settings: Settings, state: ServiceState, salesforce: SalesforceClient, version: MappingVersion
+) -> MappingHolder:
+    """Check the starting mapping (a refusal ends the start) and hold it with the same
+    check for every later version."""
+    change_events = state.runs_ingest and not settings.salesforce.cdc_channel
+
+    async def check(mapping: MappingConfig) -> list[Problem]:
+        warnings = await check_mapping_against_org(
+            settings, mapping, salesforce=salesforce, change_events=change_events
+        )
+        await check_topic_configs(
+            settings.kafka, mapping.objects, cadence_seconds=mapping.sync_cadence.period_seconds
+        )
+        return warnings
+
+    def on_refusal(refusal: MappingRefusal | None) -> None:
+        state.mapping_refused = refusal.to_json() if refusal else None
+
+    async def accept(mapping: MappingConfig) -> None:
+        fallback = version.passed_over
+        source = fallback.source if fallback and mapping is fallback.mapping else version.source
+        await checked(check, mapping, source=source)
+
+    running, refused = await accepted_version(version, accept)
+    holder = MappingHolder(running, check=check, on_refusal=on_refusal)
+    if refused is not None:
+        holder.refuse(version.source, refused)  # /status and sfamp status say so
+    return holder
+
+
+async def kafka_start(settings: Settings, mapping_file: Path | None) -> tuple[MappingVersion, int]:
+    # The control topics first: the config topic must exist before it is followed.
+    await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, []))
+    return await initial_mapping(settings.kafka, mapping_file)
+
+
+async def when_kafka_answers(
+    settings: Settings,
+    state: ServiceState,
+    step: Callable[[], Awaitable[T]],
+    backoff: Backoff | None = None,
+) -> T:
+    """``step()``, tried again with backoff (1 s doubling to 30 s) while Kafka is
+    unreachable, each failure logged and shown in ``/readyz``. Other errors (a topic
+    policy, a CA file that cannot be loaded) end the start: waiting cannot fix them."""
+    backoff = backoff or Backoff(first=1.0, ceiling=30.0)
+    while True:
+        try:
+            return await step()
+        except KafkaUnavailableError as exc:
+            delay = backoff.next()
+            state.starting = f"waiting for Kafka: {exc}"
+            log.warning(
+                "kafka_unreachable",
+                bootstrap_servers=settings.kafka.bootstrap_servers,
+                reason=str(exc),
+                retry_in=round(delay, 1),
+            )
+        await asyncio.sleep(delay)
