@@ -13,6 +13,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Amplitude requests answered (or failed) so far: a flush's own share, even when
+        # it fails, is the difference across it.
+        self.amplitude_answers = 0
         self.events_ingested = Counter(
             "sfamp_events_ingested", "CDC change records written to Kafka", ["object"], registry=r
         )
@@ -116,6 +119,7 @@ class Metrics:
         """Count one Amplitude request by its answer, as it comes (failed flushes too), and
         whether Amplitude refuses the API key (it answers 400 ``invalid_api_key``)."""
         self.amplitude_requests.labels(answer.label).inc()
+        self.amplitude_answers += 1
         if is_invalid_api_key(answer):
             self.amplitude_key_refused.set(1)
         elif answer.status is not None and 200 <= answer.status < 300:

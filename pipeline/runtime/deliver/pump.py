@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -103,6 +104,7 @@ class DeliverPump:
         self._stop_requested_at: float | None = None
         self._retry = Backoff(first=2.0, ceiling=60.0)
         self._must_rewind = False
+        self._failed_flush: FlushResult | None = None
         # Between a revoke and the next assignment: aiokafka still reports the old one.
         self._rebalancing = False
         self.flushes = 0
@@ -260,9 +262,21 @@ class DeliverPump:
         window, self._window = self._window, FlushWindow()
         member_id = self._consumer.member_id if self._consumer is not None else ""
         flushing = self._flushing = Flushing(window, member_id)
+        answers, groups = self.metrics.amplitude_answers, window.pending_groups
         try:
             settled = await unless(flushing.revoked, self._settle_window(flushing))
             committed = await self._commit(flushing) if settled is not None else {}
+        except Exception:
+            # What the failed flush held and did, for /status and its metrics (_failed).
+            self._failed_flush = FlushResult(
+                at=self._clock(),
+                ok=False,
+                groups=groups,  # held when it began (settling drains them)
+                requests=self.metrics.amplitude_answers - answers,
+                changes=window.changes,
+                duration_seconds=round(time.monotonic() - started, 3),
+            )
+            raise
         finally:
             self._flushing = None
         updates, report = settled or ([], DeliveryReport())
@@ -352,7 +366,7 @@ class DeliverPump:
         for (group_type, prop), count in report.truncated.items():
             self.metrics.truncated_values.labels(group_type, prop).inc(count)
         log.log(
-            logging.INFO if result.changes or result.groups else logging.DEBUG,
+            logging.INFO if result.changes or result.groups or dlq else logging.DEBUG,
             "flush",
             changes=result.changes,
             groups=result.groups,
@@ -372,7 +386,12 @@ class DeliverPump:
         """Nothing of this window is committed: forget it, rewind, retry after a pause."""
         delay = self._retry.next()
         self.metrics.flush_failures.inc()
-        self.state.last_flush = FlushResult(at=self._clock(), ok=False, error=str(exc))
+        failed, self._failed_flush = self._failed_flush, None
+        if failed is None:  # the fetch failed, not a flush
+            failed = FlushResult(at=self._clock(), ok=False)
+        else:
+            self.metrics.flush_duration.observe(failed.duration_seconds)
+        self.state.last_flush = dataclasses.replace(failed, error=str(exc))
         log.error(
             "flush_failed",
             error=type(exc).__name__,
