@@ -113,6 +113,8 @@ def mapping_lines(mapping: dict[str, Any] | None, service: dict[str, Any]) -> st
     if refused:
         # What the service runs, as its source says it: "sfamp.config revision 4", "file:..."
         kept = service.get("mapping_revision") or "the mapping it had"
+        if kept == refused.get("source"):  # a file changed under it: its earlier content
+            kept = f"what {kept} held before"
         text += (
             f"\n[red]the service refused {refused.get('source')}: {refused.get('reason')}; "
             f"it runs {kept}[/]"

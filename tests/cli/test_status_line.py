@@ -57,3 +57,12 @@ def test_a_refused_mapping_is_said_beside_the_published_one() -> None:
         "Acount -> account",
     ]
     assert mapping_lines(None, {"error": "no service answers"}).startswith("none published")
+
+
+def test_a_refused_change_of_the_running_file_says_the_file_s_earlier_content_runs() -> None:
+    refused = {"source": "file:/srv/m.json", "reason": "not valid JSON"}
+    running = {"mapping_revision": "file:/srv/m.json", "mapping_refused": refused}
+    assert mapping_lines(None, running).splitlines()[-1] == (
+        "[red]the service refused file:/srv/m.json: not valid JSON; "
+        "it runs what file:/srv/m.json held before[/]"
+    )
