@@ -21,6 +21,7 @@ from aiokafka.errors import UnknownError
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaError, KafkaUnavailableError
 from pipeline.kafka.connection import client_options, describe_failure, unavailable
+from pipeline.kafka.topics import TopicNames
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +36,10 @@ class ChangeProducer:
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self.idempotent = False
+        # The compacted tables are read from partition 0 (pipeline.kafka.compacted), so
+        # they are written there, whatever partition count a topic made elsewhere has.
+        names = TopicNames(settings.topic_prefix)
+        self._tables = frozenset((names.replay, names.config, names.sent))
 
     def _build(self, idempotent: bool) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -74,7 +79,11 @@ class ChangeProducer:
         """Send a batch and return only when the broker acknowledged every record."""
         producer = self._require()
         try:
-            futures = [await producer.send(t, value=v, key=k) for t, k, v in records]
+            tables = self._tables
+            futures = [
+                await producer.send(t, value=v, key=k, partition=0 if t in tables else None)
+                for t, k, v in records
+            ]
             for future in futures:
                 await future
         except AIOKafkaError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import TopicConfigError
 from pipeline.kafka.admin import (
@@ -13,6 +14,7 @@ from pipeline.kafka.admin import (
     ensure_topics,
     sfamp_topics,
 )
+from pipeline.kafka.config_topic import latest_mapping, publish_mapping
 from pipeline.kafka.topic_policy import (
     changes_topic_problems,
     compacted_topic_problems,
@@ -102,3 +104,31 @@ async def test_topics_sfamp_creates_pass_its_own_check(
     await check_topic_configs(settings, ["Account"], cadence_seconds=86_400)
     configs = await describe_topic_configs(settings, [f"{topic_prefix}.changes.Account"])
     assert configs[f"{topic_prefix}.changes.Account"]["retention.ms"] == str(168 * 3_600_000)
+
+
+@pytest.mark.integration
+async def test_a_config_topic_made_elsewhere_with_several_partitions_still_holds_the_mapping(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The tables are read from partition 0; "mapping" hashes to partition 1 of 3."""
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    config = f"{topic_prefix}.config"
+    await ensure_topics(settings, [TopicSpec(config, 3, {"cleanup.policy": "compact"})])
+    mapping = MappingConfig.model_validate(
+        {
+            "sync_cadence": {"mode": "hourly"},
+            "mappings": [
+                {
+                    "sfdc_object": "Account",
+                    "group_type": "account",
+                    "group_name_field": "Id",
+                    "group_properties": [{"sfdc_field": "Name", "amplitude_property": "name"}],
+                }
+            ],
+        }
+    )
+    published = await publish_mapping(settings, mapping, now_ms=1_700_000_000_000)
+    found, _ = await latest_mapping(settings)
+    assert found is not None, "the published mapping is not where it is read"
+    assert found.revision == published.revision
+    assert found.mapping == mapping
