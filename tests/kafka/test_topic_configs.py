@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import TopicConfigError
 from pipeline.kafka.admin import (
@@ -21,6 +20,7 @@ from pipeline.kafka.topic_policy import (
     required_retention_ms,
     retention_setting_problems,
 )
+from tests.backfill.conftest import mapping as account_mapping
 
 BOOTSTRAP = "k:9092"
 HOURLY = 3_600
@@ -114,19 +114,7 @@ async def test_a_config_topic_made_elsewhere_with_several_partitions_still_holds
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
     config = f"{topic_prefix}.config"
     await ensure_topics(settings, [TopicSpec(config, 3, {"cleanup.policy": "compact"})])
-    mapping = MappingConfig.model_validate(
-        {
-            "sync_cadence": {"mode": "hourly"},
-            "mappings": [
-                {
-                    "sfdc_object": "Account",
-                    "group_type": "account",
-                    "group_name_field": "Id",
-                    "group_properties": [{"sfdc_field": "Name", "amplitude_property": "name"}],
-                }
-            ],
-        }
-    )
+    mapping = account_mapping()
     published = await publish_mapping(settings, mapping, now_ms=1_700_000_000_000)
     found, _ = await latest_mapping(settings)
     assert found is not None, "the published mapping is not where it is read"
