@@ -35,6 +35,12 @@ from tests.backfill.conftest import (
 SMALL_PAGES = ReadOptions(max_records=2_000, batch_rows=1_000, rest_max_records=100)
 
 
+def written(path: Path, config: MappingConfig) -> Path:
+    """``config`` as a mapping file at ``path``, for the CLI."""
+    path.write_text(json.dumps(config.model_dump(mode="json")))
+    return path
+
+
 async def rest_expectation(
     sandboxes: Sandboxes, config: MappingConfig
 ) -> dict[tuple[str, str], dict[str, Any]]:
@@ -347,13 +353,13 @@ async def test_rejected_identification_goes_to_report_file(
     assert len(sandboxes.groups()) == 49
 
 
-async def test_cli_with_rejected_identifications_exits_1_saying_where_they_are(
+async def test_cli_with_rejected_identifications_exits_3_saying_where_they_are(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
     await sandboxes.seed("Account", 50)
-    path = tmp_path / "ext.json"
-    config = mapping("External_Id__c", {"Name": "name"}, group_type="account_ext")
-    path.write_text(json.dumps(config.model_dump(mode="json")))
+    path = written(
+        tmp_path / "ext.json", mapping("External_Id__c", {"Name": "name"}, "account_ext")
+    )
     environment = sandboxes.environment(COLUMNS="200")
     run = await CliRun.start(["--mapping", str(path)], environment, tmp_path)
     code, out, err = await run.finish()
@@ -396,9 +402,8 @@ async def test_cli_dry_run_prints_the_plan_and_duplicates(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
     await sandboxes.seed("Account", 400)
-    path = tmp_path / "tiers.json"
     config = mapping("Tier__c", {"Name": "name"}, group_type="tier")
-    path.write_text(json.dumps(config.model_dump(mode="json")))
+    path = written(tmp_path / "tiers.json", config)
     run = await CliRun.start(
         ["--mapping", str(path), "--dry-run"], sandboxes.environment(COLUMNS="200"), tmp_path
     )
