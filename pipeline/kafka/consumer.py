@@ -214,7 +214,15 @@ class ChangesConsumer:
         try:
             await self._consumer.commit(mine)
         except (CommitFailedError, IllegalStateError) as exc:
-            log.warning("deliver_commit_refused", reason=str(exc))
+            # aiokafka's text advises on poll intervals; what happened is that the group
+            # moved on (a rebalance, or this member dropped while Kafka or the flush
+            # stalled). The caller commits what it still holds once the group settles.
+            log.warning(
+                "deliver_commit_refused",
+                reason="the consumer group is rebalancing or went on without this member "
+                "(Kafka or the flush stalled past the session timeout, or members changed)",
+                detail=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
             return None
         except AIOKafkaError as exc:
             raise _translated(exc, "committing offsets") from exc
