@@ -112,12 +112,16 @@ def mapping_lines(mapping: dict[str, Any] | None, service: dict[str, Any]) -> st
     refused = service.get("mapping_refused")
     if refused:
         # What the service runs, as its source says it: "sfamp.config revision 4", "file:..."
-        kept = service.get("mapping_revision") or "the mapping it had"
-        if kept == refused.get("source"):  # a file changed under it: its earlier content
-            kept = f"what {kept} held before"
+        kept = service.get("mapping_revision")
+        if not kept:  # refused at start: nothing runs until a revision passes
+            runs = "it waits for a revision that passes"
+        elif kept == refused.get("source"):  # a file changed under it: its earlier content
+            runs = f"it runs what {kept} held before"
+        else:
+            runs = f"it runs {kept}"
         text += (
             f"\n[red]the service refused {refused.get('source')}: {refused.get('reason')}; "
-            f"it runs {kept}[/]"
+            f"{runs}[/]"
         )
     return text
 

@@ -93,15 +93,18 @@ class ChangesConsumer:
             max_poll_interval_ms=int(kafka.consumer_max_poll_interval_seconds * 1000),
         )
 
-    async def start(self, pattern: str, handler: RebalanceHandler) -> None:
-        """Connect, then join the group for every topic matching ``pattern``."""
+    async def start(self, pattern: str, handler: RebalanceHandler) -> ChangesConsumer:
+        """Connect, then join the group for every topic matching ``pattern``; answers self."""
         try:
             await self._consumer.start()
-        except AIOKafkaError as exc:
-            with contextlib.suppress(AIOKafkaError):
+        except BaseException as exc:  # a cancelled start (a stop) closes it too
+            with contextlib.suppress(AIOKafkaError, OSError):
                 await self._consumer.stop()
-            raise await unavailable(self._settings, exc) from exc
+            if isinstance(exc, AIOKafkaError):
+                raise await unavailable(self._settings, exc) from exc
+            raise
         self._consumer.subscribe(pattern=pattern, listener=_Listener(handler))
+        return self
 
     async def stop(self, *, within: float) -> None:
         """Leave the group and close, joined or still joining, in at most ``within`` seconds."""

@@ -159,10 +159,13 @@ async def run_service(
                 for task in health:
                     task.cancel()
     except BaseExceptionGroup as errors:
-        if len(errors.exceptions) == 1:  # as it was raised: a refused mapping, the pumps' group
-            error = errors.exceptions[0]
-            raise error from error.__cause__
-        raise
+        if len(errors.exceptions) != 1:
+            raise
+        single = errors.exceptions[0]
+    else:
+        single = None
+    if single is not None:  # as it was raised (raised out here, its context stays its own)
+        raise single
     if stopped_while_starting:  # e.g. "waiting for Kafka: ..."
         log.info("service_stopped", role=role, during=service.state.starting)
     else:

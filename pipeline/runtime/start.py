@@ -20,10 +20,9 @@ import structlog
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.verify import check_mapping_against_org
-from pipeline.errors import KafkaUnavailableError, Problem
+from pipeline.errors import ConfigError, KafkaUnavailableError, Problem
 from pipeline.kafka.admin import check_topic_configs, ensure_topics, sfamp_topics
 from pipeline.runtime.mapping_source import (
-    REFUSALS,
     MappingHolder,
     MappingRefusal,
     MappingVersion,
@@ -78,11 +77,12 @@ async def accepted_holder(
     whoever gave it fixes it and starts again.
     """
     backoff = Backoff(first=5.0, ceiling=60.0)
+    ours: dict[str, Any] | None = None  # the refusal this wait put in /status
     while True:
         state.starting = "checking the mapping against the Salesforce org"
         try:
-            return await checked_holder(settings, state, salesforce, version), config_offset
-        except REFUSALS as exc:
+            holder = await checked_holder(settings, state, salesforce, version)
+        except ConfigError as exc:  # the org refuses the mapping (a topic's refusal raises)
             if version.passed_over is not None or version.source.startswith("file:"):
                 raise
             refusal = MappingRefusal(
@@ -90,7 +90,7 @@ async def accepted_holder(
                 str(exc).splitlines()[0],
                 tuple(map(str, getattr(exc, "problems", ()))),
             )
-            state.mapping_refused = refusal.to_json()
+            state.mapping_refused = ours = refusal.to_json()
             state.starting = (
                 f"the org refuses {version.source} ({refusal.reason}); waiting for a "
                 "new revision ('sfamp config import')"
@@ -103,6 +103,10 @@ async def accepted_holder(
                 problems=list(refusal.problems),
                 retry_in=round(delay, 1),
             )
+        else:
+            if ours is not None and state.mapping_refused is ours:  # it passes now
+                state.mapping_refused = None
+            return holder, config_offset
         await asyncio.sleep(delay)
         version, config_offset = await when_kafka_answers(settings, state, start)
 

@@ -66,3 +66,12 @@ def test_a_refused_change_of_the_running_file_says_the_file_s_earlier_content_ru
         "[red]the service refused file:/srv/m.json: not valid JSON; "
         "it runs what file:/srv/m.json held before[/]"
     )
+
+
+def test_a_mapping_refused_at_start_says_the_service_waits() -> None:
+    refused = {"source": "sfamp.config revision 2", "reason": "1 problem"}
+    waiting = {"mapping_revision": "", "mapping_refused": refused}
+    assert mapping_lines(None, waiting).splitlines()[-1] == (
+        "[red]the service refused sfamp.config revision 2: 1 problem; "
+        "it waits for a revision that passes[/]"
+    )

@@ -197,13 +197,16 @@ def test_backfill_job_fails_at_once_when_amplitude_rejected_identifications() ->
     """Another pod would skip the finished objects and succeed, hiding the rejections."""
     job = workload("sfamp-backfill")["spec"]
     assert job["template"]["spec"]["restartPolicy"] == "Never"  # a podFailurePolicy needs it
-    (rule,) = job["podFailurePolicy"]["rules"]
-    assert rule["action"] == "FailJob"
-    assert rule["onExitCodes"] == {
+    fail, ignore = job["podFailurePolicy"]["rules"]
+    assert fail["action"] == "FailJob"
+    assert fail["onExitCodes"] == {
         "containerName": "sfamp",
         "operator": "In",
         "values": [REJECTED_EXIT_CODE],
     }
+    # With restartPolicy Never each failed pod counts: an evicted one must not.
+    assert ignore["action"] == "Ignore"
+    assert ignore["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
 
 
 def test_k8s_settings_and_secret_name_real_settings_only() -> None:

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,16 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from pipeline.amplitude import AmplitudeClient
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings, Settings
+from pipeline.errors import TopicConfigError
+from pipeline.kafka.admin import TopicSpec, ensure_topics
 from pipeline.kafka.config_topic import publish_mapping
+from pipeline.kafka.producer import ChangeProducer
+from pipeline.runtime.deliver import DeliverPump
 from pipeline.runtime.mapping_source import MappingHolder, MappingVersion, watch_config_topic
+from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.service import Service, run_service
 from pipeline.runtime.state import ServiceState
@@ -233,6 +240,78 @@ async def test_a_published_mapping_the_org_refuses_is_waited_on_until_a_new_revi
             )
             assert not task.done(), task
             assert service.state.mapping_revision == f"sfamp.config revision {fixed.revision}"
+            assert service.state.mapping_refused is None  # it passed: the refusal is history
         finally:
             service.stop.set()
             await asyncio.wait_for(task, timeout=40)
+
+
+@pytest.mark.integration
+async def test_a_topic_that_would_lose_data_ends_the_start_of_a_published_mapping_too(
+    stack: SandboxStack, topic_prefix: str
+) -> None:
+    """Waiting for a new revision cannot fix a topic: only a refusal by the org is waited on."""
+    settings = settings_for(stack, topic_prefix)
+    changes = f"{topic_prefix}.changes.Account"
+    await ensure_topics(settings.kafka, [TopicSpec(changes, 1, {"retention.ms": "60000"})])
+    await publish_mapping(  # after the topic: publishing makes missing topics as they should be
+        settings.kafka, MappingConfig.model_validate(MAPPING), now_ms=int(time.time() * 1000)
+    )
+    with pytest.raises(TopicConfigError) as info:
+        await asyncio.wait_for(run_service(settings, service=Service(ServiceState("all"))), 60)
+    assert [problem.path for problem in info.value.problems] == [changes]
+
+
+class NoReads:
+    """The pump reads nothing from Salesforce before its consumer joins."""
+
+    async def describe(self, sfdc_object: str) -> dict[str, Any]:
+        raise AssertionError("no describe expected")
+
+    def query(self, soql: str, *, all_rows: bool = False) -> AsyncIterator[dict[str, Any]]:
+        raise AssertionError("no query expected")
+
+
+def deliver_pump(settings: Settings) -> DeliverPump:
+    holder = MappingHolder(MappingVersion(MappingConfig.model_validate(MAPPING), "test"))
+    return DeliverPump(
+        settings,
+        holder,
+        AmplitudeClient(settings.amplitude),
+        ChangeProducer(settings.kafka),
+        NoReads(),
+        ServiceState(role="deliver"),
+        Metrics(),
+    )
+
+
+async def test_the_deliver_consumer_start_waits_for_kafka_until_stopped() -> None:
+    pump = deliver_pump(settings_without_org(f"127.0.0.1:{free_port()}"))
+    with capture_logs() as logs:
+        task = asyncio.create_task(pump.run())
+        await wait_until(
+            lambda: (
+                task.done()
+                or any(line["event"] == "deliver_consumer_start_failed" for line in logs)
+            ),
+            what="a deliver_consumer_start_failed error",
+        )
+        assert not task.done(), "the pump ended on a Kafka outage"
+        pump.request_stop()
+        await asyncio.wait_for(task, timeout=10)  # the wait between attempts ends at once
+
+
+async def test_a_stop_cancels_a_deliver_consumer_start_that_hangs() -> None:
+    with socket.socket() as listener:  # accepts no connection: an attempt would hang
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        pump = deliver_pump(settings_without_org(f"127.0.0.1:{port}", request_timeout_seconds=60))
+        with capture_logs() as logs:
+            task = asyncio.create_task(pump.run())
+            await wait_until(
+                lambda: select.select([listener], [], [], 0)[0], what="the consumer to connect"
+            )
+            pump.request_stop()
+            await asyncio.wait_for(task, timeout=10)  # not the 60 s of the attempt
+    assert not any(line["event"] == "deliver_consumer_start_failed" for line in logs)

@@ -45,7 +45,7 @@ import structlog
 from pipeline.amplitude import AmplitudeClient, DeliveryReport
 from pipeline.amplitude.payload import to_identification
 from pipeline.config.settings import Settings
-from pipeline.errors import AmplitudeError, KafkaError, SalesforceError
+from pipeline.errors import AmplitudeError, KafkaError, KafkaUnavailableError, SalesforceError
 from pipeline.kafka.consumer import ChangesConsumer, Partition, Record
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry
@@ -134,14 +134,14 @@ class DeliverPump:
         """The group's consumer, started; while Kafka does not answer, retried with backoff
         (like every Kafka trouble of the loop) until it does or a stop is requested."""
         while True:
-            consumer = ChangesConsumer(self.settings.kafka)
+            attempt = ChangesConsumer(self.settings.kafka)
             try:
-                await consumer.start(self._topics.changes_pattern, self)
+                # An attempt can last the request timeout: a stop cancels it (and it closes).
+                started = attempt.start(self._topics.changes_pattern, self)
+                consumer = await unless(self._stopping, started)
                 self._retry.reset()
                 return consumer
-            except KafkaError as exc:
-                if not exc.retriable:
-                    raise
+            except KafkaUnavailableError as exc:
                 delay = self._retry.next()
                 self.state.beat("deliver")  # retrying is progress; a restart would not help
                 log.error(
@@ -396,6 +396,8 @@ class DeliverPump:
             "flush_failed",
             error=type(exc).__name__,
             reason=str(exc),
+            groups=failed.groups,
+            requests=failed.requests,
             retry_in_seconds=round(delay, 1),
             committed=False,
         )
