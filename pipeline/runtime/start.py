@@ -11,7 +11,9 @@ lose data, a CA file that cannot be loaded) ends it with the error.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -158,16 +160,31 @@ async def when_kafka_answers(
     unreachable, each failure logged and shown in ``/readyz``. Other errors (a topic
     policy, a CA file that cannot be loaded) end the start: waiting cannot fix them."""
     backoff = backoff or Backoff(first=1.0, ceiling=30.0)
-    while True:
-        try:
-            return await step()
-        except KafkaUnavailableError as exc:
-            delay = backoff.next()
-            state.starting = f"waiting for Kafka: {exc}"
-            log.warning(
-                "kafka_unreachable",
-                bootstrap_servers=settings.kafka.bootstrap_servers,
-                reason=str(exc),
-                retry_in=round(delay, 1),
-            )
-        await asyncio.sleep(delay)
+    with _aiokafka_quiet():
+        while True:
+            try:
+                return await step()
+            except KafkaUnavailableError as exc:
+                delay = backoff.next()
+                state.starting = f"waiting for Kafka: {exc}"
+                log.warning(
+                    "kafka_unreachable",
+                    bootstrap_servers=settings.kafka.bootstrap_servers,
+                    reason=str(exc),
+                    retry_in=round(delay, 1),
+                )
+            await asyncio.sleep(delay)
+
+
+@contextlib.contextmanager
+def _aiokafka_quiet() -> Iterator[None]:
+    """aiokafka logs an error line of its own for every connection it cannot make; while
+    the start waits, ``kafka_unreachable`` says it once per attempt, with the reason. Only
+    the start runs then, so nothing else's aiokafka lines are lost."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

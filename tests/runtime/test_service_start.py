@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import select
 import signal
 import socket
@@ -115,6 +116,19 @@ async def test_the_start_waits_for_a_kafka_that_comes_up_later(
                 await asyncio.wait_for(task, timeout=40)
             finally:
                 broker.stop()
+
+
+async def test_the_wait_for_kafka_logs_its_own_line_only(caplog: pytest.LogCaptureFixture) -> None:
+    settings = settings_without_org(f"127.0.0.1:{free_port()}")
+    service = Service(ServiceState(role="all"))
+    with capture_logs() as logs:
+        task = asyncio.create_task(run_service(settings, service=service))
+        await wait_until(lambda: len(unreachable(logs)) >= 2, what="two kafka_unreachable lines")
+        service.stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    # aiokafka's "Unable connect to ..." error at each attempt would say it twice.
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
+    assert logging.getLogger("aiokafka").level == logging.NOTSET  # handed back
 
 
 async def test_a_stop_in_the_middle_of_an_attempt_ends_the_start_at_once() -> None:
