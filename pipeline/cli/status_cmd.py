@@ -129,10 +129,11 @@ def mapping_lines(mapping: dict[str, Any] | None, service: dict[str, Any]) -> st
 def service_line(service: dict[str, Any]) -> str:
     """The Service row: role, URL and readiness; for a role that delivers, the cadence,
     next flush, pending groups and last flush (an ingest-only process flushes nothing)."""
-    head = (
-        f"{service.get('role')} at {service['url']}, "
-        f"{'ready' if service.get('ready') else 'not ready'}"
-    )
+    waiting = service.get("waiting_for") or []
+    readiness = "ready" if service.get("ready") else "not ready"
+    if not service.get("ready") and waiting:
+        readiness += f" ({'; '.join(waiting)})"  # e.g. "waiting for Kafka: ..."
+    head = f"{service.get('role')} at {service['url']}, {readiness}"
     if service.get("role") == "ingest":
         return head
     last = service.get("last_flush") or {}
@@ -144,6 +145,8 @@ def service_line(service: dict[str, Any]) -> str:
         + f", {plural(last.get('groups', 0), 'group')}, "
         + plural(last.get("requests", 0), "request")
     )
+    if service.get("flushing_since"):
+        flush = f"flushing since {service['flushing_since']}; {flush}"
     return (
         f"{head}; cadence {service.get('cadence')}, "
         f"next flush {service.get('next_flush_at') or 'not scheduled yet'}; "

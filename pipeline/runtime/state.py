@@ -45,6 +45,7 @@ class ServiceState:
     last_flush: FlushResult | None = None
     last_successful_flush: datetime | None = None
     next_flush_at: datetime | None = None
+    flushing_since: datetime | None = None  # a flush going on (sending, committing)
     cadence: str = ""
     pending_groups: int = 0
     mapping_revision: str = ""
@@ -130,6 +131,7 @@ class ServiceState:
             "cadence": self.cadence,
             "next_flush_at": self.next_flush_at.isoformat() if self.next_flush_at else None,
             "pending_groups": self.pending_groups,
+            "flushing_since": self.flushing_since.isoformat() if self.flushing_since else None,
             "last_flush": self.last_flush.to_json() if self.last_flush else None,
             "last_successful_flush_at": (
                 self.last_successful_flush.isoformat() if self.last_successful_flush else None

@@ -75,3 +75,24 @@ def test_a_mapping_refused_at_start_says_the_service_waits() -> None:
         "[red]the service refused sfamp.config revision 2: 1 problem; "
         "it waits for a revision that passes[/]"
     )
+
+
+def test_a_service_still_starting_says_what_it_waits_for() -> None:
+    waiting = "waiting for Kafka: Kafka at k:9092 is not answering (connection refused)"
+    status = {"role": "ingest", "url": URL, "ready": False, "waiting_for": [waiting]}
+    assert service_line(status) == f"ingest at {URL}, not ready ({waiting})"
+
+
+def test_a_flush_going_on_is_said_before_the_last_one() -> None:
+    status = {
+        "role": "deliver",
+        "url": URL,
+        "ready": True,
+        "cadence": "every 5s",
+        "next_flush_at": "2026-11-29T02:51:10+00:00",
+        "pending_groups": 0,
+        "flushing_since": "2026-11-29T02:51:05+00:00",
+    }
+    assert service_line(status).endswith(
+        "0 groups pending; flushing since 2026-11-29T02:51:05+00:00; no flush yet"
+    )

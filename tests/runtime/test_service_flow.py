@@ -231,6 +231,28 @@ async def test_a_new_mapping_is_picked_up_and_an_invalid_one_refused(
         )
 
 
+async def test_status_shows_a_flush_going_on(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix)
+    assert stack.amplitude is not None
+    async with running(settings, mapping_file) as service:
+        async with httpx.AsyncClient(base_url=stack.amplitude.base_url) as http:
+            answer = await http.post("/__sandbox/latency", json={"ms": 3000})
+            assert answer.status_code == 200, answer.text
+            account = await org.create("Account", Name="Slow")
+            # Each Amplitude request takes 3 s: the flush is going on for that long.
+            await wait_until(
+                lambda: service.state.to_status()["flushing_since"] is not None,
+                what="the flush going on in /status",
+            )
+            await wait_until(lambda: group(stack, "account", account) is not None)
+            await http.post("/__sandbox/latency", json={"ms": 0})
+        await wait_until(
+            lambda: service.state.flushing_since is None, what="the flush over in /status"
+        )
+
+
 async def test_amplitude_outage_commits_nothing_and_delivers_after_recovery(
     stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
 ) -> None:

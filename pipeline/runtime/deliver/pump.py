@@ -144,9 +144,8 @@ class DeliverPump:
             except KafkaUnavailableError as exc:
                 delay = self._retry.next()
                 self.state.beat("deliver")  # retrying is progress; a restart would not help
-                log.error(
-                    "deliver_consumer_start_failed", reason=str(exc), retry_in=round(delay, 1)
-                )
+                retry_in = round(delay, 1)
+                log.error("deliver_consumer_start_failed", reason=str(exc), retry_in=retry_in)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
             if self._stopping.is_set():
@@ -262,6 +261,7 @@ class DeliverPump:
         window, self._window = self._window, FlushWindow()
         member_id = self._consumer.member_id if self._consumer is not None else ""
         flushing = self._flushing = Flushing(window, member_id)
+        self.state.flushing_since = self._clock()  # /status: a flush that hangs shows
         answers, groups = self.metrics.amplitude_answers, window.pending_groups
         try:
             settled = await unless(flushing.revoked, self._settle_window(flushing))
@@ -278,7 +278,7 @@ class DeliverPump:
             )
             raise
         finally:
-            self._flushing = None
+            self._flushing = self.state.flushing_since = None
         updates, report = settled or ([], DeliveryReport())
         result = FlushResult(
             at=self._clock(),
