@@ -121,14 +121,20 @@ async def test_the_start_waits_for_a_kafka_that_comes_up_later(
 async def test_the_wait_for_kafka_logs_its_own_line_only(caplog: pytest.LogCaptureFixture) -> None:
     settings = settings_without_org(f"127.0.0.1:{free_port()}")
     service = Service(ServiceState(role="all"))
-    with capture_logs() as logs:
-        task = asyncio.create_task(run_service(settings, service=service))
-        await wait_until(lambda: len(unreachable(logs)) >= 2, what="two kafka_unreachable lines")
-        service.stop.set()
-        await asyncio.wait_for(task, timeout=10)
-    # aiokafka's "Unable connect to ..." error at each attempt would say it twice.
-    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
-    assert logging.getLogger("aiokafka").level == logging.NOTSET  # handed back
+    aiokafka = logging.getLogger("aiokafka")
+    before = aiokafka.level
+    aiokafka.setLevel(logging.NOTSET)  # as in a fresh `sfamp run` (a CLI test may have quieted it)
+    try:
+        with capture_logs() as logs:
+            task = asyncio.create_task(run_service(settings, service=service))
+            await wait_until(lambda: len(unreachable(logs)) >= 2, what="two kafka_unreachable")
+            service.stop.set()
+            await asyncio.wait_for(task, timeout=10)
+        # aiokafka's "Unable connect to ..." error at each attempt would say it twice.
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
+        assert aiokafka.level == logging.NOTSET  # handed back
+    finally:
+        aiokafka.setLevel(before)
 
 
 async def test_a_stop_in_the_middle_of_an_attempt_ends_the_start_at_once() -> None:
