@@ -81,7 +81,11 @@ async def test_ticking_ticks_while_the_work_runs_and_stops_with_it(
     assert await asyncio.wait_for(ticking(Ticks(), work()), timeout=10) == "done"
     # The ticker ended with the work: no task is left but this test's own.
     assert asyncio.all_tasks() == {asyncio.current_task()}
-    assert await ticking(object(), asyncio.sleep(0, "plain")) == "plain"  # no tick(): the work
+
+    async def plain() -> str:
+        return "plain"
+
+    assert await ticking(object(), plain()) == "plain"  # a progress without tick(): the work
 
 
 async def test_a_failing_tick_is_logged_and_the_run_goes_on(
