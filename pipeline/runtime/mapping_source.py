@@ -63,6 +63,12 @@ class MappingRefusal:
     problems: tuple[str, ...] = ()
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    @classmethod
+    def of(cls, source: str, exc: SfampError) -> MappingRefusal:
+        """The refusal ``exc`` says: its first line, and the problems it lists."""
+        problems = tuple(str(problem) for problem in getattr(exc, "problems", ()))
+        return cls(source, str(exc).splitlines()[0], problems)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
@@ -140,10 +146,14 @@ class MappingHolder:
 
     def refuse(self, source: str, exc: SfampError) -> None:
         """Keep the current mapping; log and record why ``source`` was not switched to."""
-        problems = tuple(str(problem) for problem in getattr(exc, "problems", ()))
-        reason = str(exc).splitlines()[0]
-        log.error("mapping_refused", source=source, reason=reason, problems=list(problems))
-        self._set_refusal(MappingRefusal(source, reason, problems))
+        refusal = MappingRefusal.of(source, exc)
+        log.error(
+            "mapping_refused",
+            source=source,
+            reason=refusal.reason,
+            problems=list(refusal.problems),
+        )
+        self._set_refusal(refusal)
 
     def _set_refusal(self, refusal: MappingRefusal | None) -> None:
         self.refusal = refusal

@@ -87,11 +87,7 @@ async def accepted_holder(
         except ConfigError as exc:  # the org refuses the mapping (a topic's refusal raises)
             if version.passed_over is not None or version.source.startswith("file:"):
                 raise
-            refusal = MappingRefusal(
-                version.source,
-                str(exc).splitlines()[0],
-                tuple(map(str, getattr(exc, "problems", ()))),
-            )
+            refusal = MappingRefusal.of(version.source, exc)
             state.mapping_refused = ours = refusal.to_json()
             state.starting = (
                 f"the org refuses {version.source} ({refusal.reason}); waiting for a "
