@@ -27,6 +27,7 @@ from pipeline.kafka.config_topic import publish_mapping
 from pipeline.runtime.backfill import run_backfill
 from pipeline.runtime.service import serving
 from pipeline.sandbox_stack import SandboxStack, console_url, health_port_for_run
+from pipeline.tls import verified_context
 from pipeline.wording import plural
 from sfamp_sandbox.salesforce.seed import seed
 
@@ -140,7 +141,9 @@ async def _stream(
     async with serving(settings, ready_within=wait_seconds):
         _step(console, "5", "service running: CDC subscribed, deliver joined its group")
 
-        async with httpx.AsyncClient(base_url=stack.salesforce.base_url, timeout=10) as sf:
+        async with httpx.AsyncClient(
+            base_url=stack.salesforce.base_url, timeout=10, verify=verified_context()
+        ) as sf:
             chosen = ids[:3]
             before = {rid: _group(stack, rid) for rid in chosen}
             created, changes = await _live_changes(sf, chosen)

@@ -55,6 +55,7 @@ from pipeline.errors import (
     ConfigError,
 )
 from pipeline.http_failures import describe_transport_failure
+from pipeline.tls import verified_context
 from pipeline.transform.group_update import GroupUpdate
 
 REGION_BASE_URLS = {
@@ -124,7 +125,9 @@ class AmplitudeClient:
             max_connections=settings.max_concurrency,
             max_keepalive_connections=settings.max_concurrency,
         )
-        self._http = httpx.AsyncClient(timeout=timeout, limits=pool, transport=transport)
+        self._http = httpx.AsyncClient(
+            timeout=timeout, limits=pool, transport=transport, verify=verified_context()
+        )
         self._cuts_logged: set[tuple[str, str]] = set()  # log each cut property once
 
     @property

@@ -44,6 +44,7 @@ from pipeline.salesforce.oauth_web import (
     make_state,
     refusal,
 )
+from pipeline.tls import verified_context
 
 START_PATH: Final = "/oauth/start"
 CALLBACK_PATH: Final = "/oauth/callback"
@@ -162,7 +163,9 @@ def _matching_sign_in(request: web.Request) -> PendingSignIn:
 
 async def _exchange(request: web.Request, sign_in: PendingSignIn, code: str) -> WebLogin:
     settings = console_of(request).settings.salesforce
-    async with httpx.AsyncClient(timeout=settings.timeout_seconds) as http:
+    async with httpx.AsyncClient(
+        timeout=settings.timeout_seconds, verify=verified_context()
+    ) as http:
         return await exchange_code(
             settings,
             http,
@@ -176,7 +179,9 @@ async def _username(request: web.Request, login: WebLogin) -> str | None:
     """Who signed in, to show beside the token; the token is shown even when this fails."""
     settings = console_of(request).settings.salesforce
     try:
-        async with httpx.AsyncClient(timeout=settings.timeout_seconds) as http:
+        async with httpx.AsyncClient(
+            timeout=settings.timeout_seconds, verify=verified_context()
+        ) as http:
             return await connected_username(http, login.token)
     except SalesforceError as exc:
         log.warning("console_oauth_userinfo_failed", error=str(exc))

@@ -23,6 +23,7 @@ from pipeline.kafka.inspect import KafkaInspector, Message
 from pipeline.kafka.replay_age import replay_ages
 from pipeline.runtime.cadence import describe
 from pipeline.salesforce.client import SalesforceClient
+from pipeline.tls import verified_context
 from pipeline.wording import plural
 
 
@@ -102,7 +103,7 @@ def _mapping_summary(published: PublishedMapping) -> dict[str, Any]:
 async def service_status(url: str) -> dict[str, Any]:
     """A running service's own /status, or an ``error`` when none answers at ``url``."""
     try:
-        async with httpx.AsyncClient(timeout=2.0) as http:
+        async with httpx.AsyncClient(timeout=2.0, verify=verified_context()) as http:
             response = await http.get(f"{url.rstrip('/')}/status")
         response.raise_for_status()
         return {"url": url, **response.json()}

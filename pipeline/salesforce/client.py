@@ -17,6 +17,7 @@ from pipeline import __version__
 from pipeline.config.settings import SalesforceSettings
 from pipeline.salesforce.auth import SalesforceAuth
 from pipeline.salesforce.rest import DEFAULT_ATTEMPTS, SalesforceRest, Sleep
+from pipeline.tls import verified_context
 
 MAX_CONNECT_SECONDS: Final = 10.0
 MAX_CONNECTIONS: Final = 20
@@ -57,6 +58,7 @@ class SalesforceClient:
             ),
             headers={"User-Agent": f"sfamp/{__version__}"},
             transport=transport,
+            verify=verified_context(),
         )
         auth = SalesforceAuth(settings, http)
         rest = SalesforceRest(
