@@ -24,6 +24,8 @@ from pipeline.cli.common import (
     print_json,
     quiet_kafka_client,
     settings_or_exit,
+    signals_stopping,
+    unless_stopped,
 )
 from pipeline.cli.progress import ObjectBars, choose_progress
 from pipeline.config.mapping import MappingConfig
@@ -42,12 +44,10 @@ from pipeline.runtime.backfill import (
     run_backfill,
     selected_objects,
 )
-from pipeline.runtime.mapping_source import MappingVersion, accepted_version, initial_mapping
+from pipeline.runtime.mapping_source import accepted_version, initial_mapping
 from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.wording import plural
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class ApiChoice(StrEnum):
@@ -66,6 +66,7 @@ OBJECTS = typer.Option(
     None,
     "--object",
     "-o",
+    metavar="<object>",
     help="Backfill only this object (repeatable). Default: every mapped one.",
 )
 WHERE = typer.Option(
@@ -146,14 +147,12 @@ def backfill(
     try:
         if not dry_run:  # before anything is asked of Salesforce, Kafka or Amplitude
             CheckpointFile(checkpoint).check_writable()
-        version, _ = asyncio.run(initial_mapping(settings.kafka, mapping or settings.mapping_file))
-        selected_objects(version.mapping, objects)  # an unmapped --object: no login
         # One run per process: the per-page collections skip what the start left alive.
         with _progress(as_json, progress_interval) as progress, startup_objects_frozen():
             summary = asyncio.run(
                 _checked_until_signal(
                     settings,
-                    version,
+                    mapping or settings.mapping_file,
                     objects=objects or None,
                     where=where,
                     dry_run=dry_run,
@@ -191,45 +190,53 @@ def did_anything(summary: BackfillSummary) -> bool:
 
 
 async def _checked_until_signal(
-    settings: Settings, version: MappingVersion, *, objects: list[str] | None, **options: Any
+    settings: Settings, mapping_path: Path | None, *, objects: list[str] | None, **options: Any
 ) -> BackfillSummary:
-    """The mapping checked against the org (unknown objects and fields are refused before
-    anything is read; a newer published mapping the org refuses gives way to the file),
-    then the backfill, through one Salesforce login."""
-    async with SalesforceClient.from_settings(settings.salesforce) as salesforce:
-
-        async def accept(mapping: MappingConfig) -> None:
-            chosen = selected_objects(mapping, objects)
-            await check_mapping_against_org(settings, chosen, salesforce=salesforce)
-
-        running, refused = await accepted_version(version, accept)
-        if refused is not None:
-            err_console.print(
-                f"[yellow]warning:[/] {version.source} does not match the org "
-                f"({str(refused).splitlines()[0]}); backfilling with "
-                f"{running.source.removeprefix('file:')} instead",
-                highlight=False,
-                soft_wrap=True,
-            )
-        config = selected_objects(running.mapping, objects)
-        return await _until_signal(
-            settings, config, salesforce=salesforce, objects=objects, **options
-        )
-
-
-async def _until_signal(
-    settings: Settings, config: MappingConfig, **options: Any
-) -> BackfillSummary:
-    """The backfill, stopped cleanly by SIGINT (Ctrl-C) or SIGTERM."""
+    """The mapping read and checked against the org (unknown objects and fields are refused
+    before anything is read; a newer published mapping the org refuses gives way to the
+    file), then the backfill, through one Salesforce login. SIGINT (Ctrl-C) or SIGTERM
+    stops it cleanly from the start: before the backfill, with nothing done."""
     stop = StopRequest()
-    loop = asyncio.get_running_loop()
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set, sig.name)
-    try:
-        return await run_backfill(settings, config, stop=stop, **options)
-    finally:
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
+    with signals_stopping(stop):
+        async with SalesforceClient.from_settings(settings.salesforce) as salesforce:
+            config = await unless_stopped(
+                _checked_mapping(settings, mapping_path, objects, salesforce), stop
+            )
+            if config is None:
+                return BackfillSummary(
+                    dry_run=options["dry_run"],
+                    resumed=options["resume"],
+                    checkpoint=str(options["checkpoint_path"]),
+                    interrupted=stop.reason,
+                )
+            return await run_backfill(
+                settings, config, salesforce=salesforce, objects=objects, stop=stop, **options
+            )
+
+
+async def _checked_mapping(
+    settings: Settings,
+    mapping_path: Path | None,
+    objects: list[str] | None,
+    salesforce: SalesforceClient,
+) -> MappingConfig:
+    version, _ = await initial_mapping(settings.kafka, mapping_path)
+    selected_objects(version.mapping, objects)  # an unmapped --object: no login
+
+    async def accept(mapping: MappingConfig) -> None:
+        chosen = selected_objects(mapping, objects)
+        await check_mapping_against_org(settings, chosen, salesforce=salesforce)
+
+    running, refused = await accepted_version(version, accept)
+    if refused is not None:
+        err_console.print(
+            f"[yellow]warning:[/] {version.source} does not match the org "
+            f"({str(refused).splitlines()[0]}); backfilling with "
+            f"{running.source.removeprefix('file:')} instead",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return selected_objects(running.mapping, objects)
 
 
 # Exit code of a run that completed while Amplitude rejected identifications: not 1, so

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from enum import StrEnum
 from typing import Any, NoReturn, TypeVar
 
@@ -18,6 +19,7 @@ from rich.console import Console
 from pipeline.config.settings import Settings, load_settings
 from pipeline.errors import SettingsError, SfampError
 from pipeline.logs import configure_logging
+from pipeline.runtime.backfill.run import StopRequest, until_stopped
 
 console = Console()
 
@@ -33,6 +35,7 @@ MAPPING = typer.Option(
 err_console = Console(stderr=True)
 
 ChoiceT = TypeVar("ChoiceT", bound=StrEnum)
+T = TypeVar("T")
 
 
 def one_of(choices: type[ChoiceT]) -> Callable[[Any], ChoiceT]:
@@ -162,3 +165,29 @@ async def _cancelled_by_signals(main: Coroutine[Any, Any, object]) -> bool:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     return False
+
+
+@contextlib.contextmanager
+def signals_stopping(stop: StopRequest) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM set ``stop`` with the signal's name (a command that
+    stops cleanly at a signal: its whole run, from reading the mapping on)."""
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set, sig.name)
+    try:
+        yield
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def unless_stopped(work: Coroutine[Any, Any, T], stop: StopRequest) -> T | None:
+    """``work``'s result, or None when ``stop`` is set first (``work`` is then cancelled)."""
+    results: list[T] = []
+
+    async def kept() -> None:
+        results.append(await work)
+
+    if await until_stopped(kept(), stop) is not None:
+        return None
+    return results[0]

@@ -24,9 +24,10 @@ from pipeline.cli.common import (
     print_json,
     quiet_kafka_client,
     settings_or_exit,
+    signals_stopping,
+    unless_stopped,
 )
 from pipeline.cli.progress import ObjectBars, choose_progress
-from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import SfampError
 from pipeline.gc_tuning import startup_objects_frozen
@@ -36,8 +37,6 @@ from pipeline.runtime.reconcile.report import LogProgress, ObjectReconcile, Reco
 from pipeline.runtime.reconcile.run import run_reconcile
 from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
 from pipeline.wording import plural
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 DRY_RUN = typer.Option(
     False,
@@ -96,13 +95,12 @@ def reconcile(
     quiet_kafka_client()
     options = ReadOptions(api=api.value, max_records=max_records, batch_rows=batch_rows)
     try:
-        version, _ = asyncio.run(initial_mapping(settings.kafka, mapping or settings.mapping_file))
         # One run per process: the per-page collections skip what the start left alive.
         with _progress(as_json, progress_interval) as progress, startup_objects_frozen():
             summary = asyncio.run(
                 _until_signal(
                     settings,
-                    version.mapping,
+                    mapping or settings.mapping_file,
                     dry_run=dry_run,
                     checkpoint_path=checkpoint,
                     progress=progress,
@@ -111,12 +109,12 @@ def reconcile(
             )
     except SfampError as exc:
         fail(exc)
-    if summary.error is not None and not did_anything(summary):
-        # Refused before a record was read: the reason alone, as backfill (for a script,
-        # the summary too).
+    if not summary.completed and not did_anything(summary):
+        # Refused or stopped before a record was read: the reason alone, as backfill (for
+        # a script, the summary too).
         if as_json:
             print_json(summary.to_json())
-        fail(summary.error)
+        _exit(summary)
     if as_json:
         print_json(summary.to_json())
     else:
@@ -131,18 +129,20 @@ def did_anything(summary: ReconcileSummary) -> bool:
 
 
 async def _until_signal(
-    settings: Settings, config: MappingConfig, **options: Any
+    settings: Settings, mapping_path: Path | None, **options: Any
 ) -> ReconcileSummary:
-    """The reconcile, stopped cleanly (its checkpoint kept) by SIGINT or SIGTERM."""
+    """The mapping read, then the reconcile; SIGINT or SIGTERM stops it cleanly from the
+    start (its checkpoint kept)."""
     stop = StopRequest()
-    loop = asyncio.get_running_loop()
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set, sig.name)
-    try:
-        return await run_reconcile(settings, config, stop=stop, **options)
-    finally:
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
+    with signals_stopping(stop):
+        version = await unless_stopped(initial_mapping(settings.kafka, mapping_path), stop)
+        if version is None:
+            return ReconcileSummary(
+                dry_run=options["dry_run"],
+                checkpoint=str(options["checkpoint_path"]),
+                interrupted=stop.reason,
+            )
+        return await run_reconcile(settings, version[0].mapping, stop=stop, **options)
 
 
 def _exit(summary: ReconcileSummary) -> None:

@@ -222,3 +222,26 @@ async def test_a_signal_before_any_batch_was_delivered_prints_no_table(
         "interrupted by SIGINT: no batch was confirmed delivered yet; run again"
     )
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+async def test_a_signal_while_the_mapping_is_checked_says_so_in_one_line(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    await sandboxes.seed("Account", 10)
+    sandboxes.salesforce.state.latency.ms = 3_000  # the check's describe is still out
+    args = ["--mapping", str(mapping_file), *REST]
+    run = await CliRun.start(args, sandboxes.environment(**WIDE), tmp_path)
+    await run.wait_for_lines("salesforce_login", 1)  # logged in, checking the mapping
+    run.process.send_signal(sig)
+    exit_code, out, err = await run.finish()
+
+    assert exit_code == code, err
+    assert out == ""
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted by {sig.name}: no batch was confirmed delivered yet; run again"
+    )
+    assert "Traceback" not in err
+    assert not delivered(sandboxes)

@@ -147,7 +147,7 @@ class BackfillSummary:
                     f"({self.error.error_code}); fix the mapping or --where and run again"
                 )
             return "resuming cannot help: fix the problem and run again"
-        if self.checkpoint_saved:
+        if self.checkpoint_saved or self.resumed:  # a resumed run's checkpoint is still there
             return f"checkpoint kept: {self.checkpoint}; rerun with --resume"
         if self.error is not None and not self.error.retriable:
             return "no batch was confirmed delivered yet; run again once the problem above is fixed"
