@@ -8,6 +8,7 @@ only renders.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Final
 
@@ -31,7 +32,8 @@ _DETAIL_WIDTH: Final = 160
 
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List every DLQ entry: id, reason, key, time, whether it was replayed, and why.
+    """List every DLQ entry: its id (what --id takes) on a line of its own, then reason,
+    key, time and whether it was replayed, then why it could not be delivered.
 
     Exits 0 with "empty" when nothing was dead-lettered yet (also before the
     topic exists); 1 only when Kafka cannot be reached.
@@ -50,35 +52,39 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     waiting = sum(1 for item in view.items if not item.settled)
     dismissed = sum(1 for item in view.items if item.dismissed)
     title = f"{view.topic}: {plural(len(view.items), 'entry', 'entries')}, {waiting} not replayed"
-    table = new_table(
-        title + (f", {dismissed} dismissed" if dismissed else ""),
-        ("id", "reason", "key", "when", "replayed", "detail"),
-    )
+    console.print(title + (f", {dismissed} dismissed" if dismissed else ""), highlight=False)
     for item in view.items:
-        table.add_row(*_list_cells(item))
-    console.print(table)
+        console.print()
+        head, *rest = entry_lines(item)
+        console.print(head, style="bold", markup=False, highlight=False)
+        width = max(20, console.width - 2)
+        for line in rest:  # indented, and so are the lines they wrap onto
+            for part in textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False):
+                console.print("  " + part, markup=False, highlight=False, soft_wrap=True)
 
 
-def _list_cells(item: DlqItem) -> list[str]:
-    replayed = "no" if item.replayed_at_ms is None else format_time(item.replayed_at_ms)
-    if item.replayed_how:
-        replayed += f" ({item.replayed_how})"
+def entry_lines(item: DlqItem) -> list[str]:
+    """One entry as plain lines: its id alone on the first, whole at any width (it is
+    what ``--id`` takes), then reason, key, time and replay, then the detail."""
+    replayed = "not replayed"
+    if item.replayed_at_ms is not None:
+        replayed = f"replayed {format_time(item.replayed_at_ms)}"
+        replayed += f" ({item.replayed_how})" if item.replayed_how else ""
     if item.entry is None:
-        return [item.id, "[bold red]malformed[/]", item.key, "-", replayed, item.problem or ""]
-    entry = item.entry
-    return [
-        entry.id,
-        entry.reason,
-        entry.key,
-        format_time(entry.at_ms),
-        replayed,
-        entry.detail[:_DETAIL_WIDTH],
-    ]
+        facts = ["malformed", item.key, "-", replayed]
+        detail = item.problem or ""
+    else:
+        entry = item.entry
+        facts = [entry.reason, entry.key, format_time(entry.at_ms), replayed]
+        detail = entry.detail[:_DETAIL_WIDTH]
+    return [item.id, " · ".join(facts), *([detail] if detail else [])]
 
 
 @app.command("replay")
 def replay_(
-    ids: list[str] = typer.Option([], "--id", help="Entry id to replay (repeatable)."),  # noqa: B008
+    ids: list[str] = typer.Option(  # noqa: B008
+        [], "--id", metavar="<id>", help="Entry id to replay (repeatable)."
+    ),
     everything: bool = typer.Option(False, "--all", help="Every entry not yet replayed."),
     mapping: Path | None = MAPPING,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -120,7 +126,9 @@ def _print_outcomes(outcomes: list[RedeliveryOutcome], *, as_json: bool) -> None
 
 @app.command("dismiss")
 def dismiss(
-    ids: list[str] = typer.Option([], "--id", help="Entry id to dismiss (repeatable)."),  # noqa: B008
+    ids: list[str] = typer.Option(  # noqa: B008
+        [], "--id", metavar="<id>", help="Entry id to dismiss (repeatable)."
+    ),
     unreplayable: bool = typer.Option(
         False, "--unreplayable", help="Every waiting entry that names no record to replay."
     ),
