@@ -34,8 +34,9 @@ from pipeline.errors import Problem, SettingsError
 
 ENV_PREFIX = "SFAMP_"
 ENV_FILE = ".env"
-# Under the prefix but not settings: the embedded broker's log level and the tests' Kafka.
-NOT_SETTINGS: Final = frozenset(("SFAMP_KAFKA_LOG", "SFAMP_TEST_KAFKA_BOOTSTRAP"))
+# Under the prefix but not settings: the embedded broker's log level, the tests' Kafka and
+# the Chromium the browser tests and ``make screenshots`` launch.
+NOT_SETTINGS: Final = frozenset(("SFAMP_KAFKA_LOG", "SFAMP_TEST_KAFKA_BOOTSTRAP", "SFAMP_CHROMIUM"))
 _API_VERSION = re.compile(r"^v\d{2,3}\.\d$")
 
 AuthFlow = Literal["password", "refresh_token", "client_credentials", "jwt"]

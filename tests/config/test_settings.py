@@ -232,6 +232,7 @@ def test_variables_that_are_not_settings_and_whole_sections_are_accepted(
 ) -> None:
     monkeypatch.setenv("SFAMP_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     monkeypatch.setenv("SFAMP_KAFKA_LOG", "debug")
+    monkeypatch.setenv("SFAMP_CHROMIUM", "/usr/bin/chromium")
     monkeypatch.setenv("SFAMP_RUNTIME", '{"health_port": 0}')
     assert load_settings().runtime.health_port == 0
 
