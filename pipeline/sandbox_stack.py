@@ -27,6 +27,19 @@ SANDBOX_PASSWORD = "sandbox"  # noqa: S105 - the sandbox's documented credential
 OTHER_HOST = "choose another address with --host"
 
 
+def salesforce_environment(login_url: str) -> dict[str, str]:
+    """The ``SFAMP_SALESFORCE__*`` variables that log in to the Salesforce sandbox at
+    ``login_url`` with its documented password-flow credentials."""
+    return {
+        "SFAMP_SALESFORCE__LOGIN_URL": login_url,
+        "SFAMP_SALESFORCE__AUTH_FLOW": "password",
+        "SFAMP_SALESFORCE__CLIENT_ID": SANDBOX_CLIENT_ID,
+        "SFAMP_SALESFORCE__CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        "SFAMP_SALESFORCE__USERNAME": SANDBOX_USERNAME,
+        "SFAMP_SALESFORCE__PASSWORD": SANDBOX_PASSWORD,
+    }
+
+
 @dataclass
 class SandboxStack:
     """Start with ``async with SandboxStack(...) as stack``; ports 0 pick free ones.
@@ -93,12 +106,7 @@ class SandboxStack:
         assert self.amplitude is not None
         assert self.kafka_bootstrap is not None
         return {
-            "SFAMP_SALESFORCE__LOGIN_URL": self.salesforce.base_url,
-            "SFAMP_SALESFORCE__AUTH_FLOW": "password",
-            "SFAMP_SALESFORCE__CLIENT_ID": SANDBOX_CLIENT_ID,
-            "SFAMP_SALESFORCE__CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
-            "SFAMP_SALESFORCE__USERNAME": SANDBOX_USERNAME,
-            "SFAMP_SALESFORCE__PASSWORD": SANDBOX_PASSWORD,
+            **salesforce_environment(self.salesforce.base_url),
             "SFAMP_KAFKA__BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "SFAMP_KAFKA__TOPIC_PREFIX": topic_prefix,
             "SFAMP_AMPLITUDE__API_KEY": US_API_KEY,

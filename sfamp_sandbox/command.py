@@ -19,12 +19,16 @@ HOST_ERRNOS = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 
 
 def run_until_interrupted(name: str, serve: Serve, host: str, port: int) -> None:
-    """Parse ``--host``, ``--port`` and ``--latency-ms``, then ``serve`` until Ctrl-C.
+    """Parse ``--host``, ``--port`` and ``--latency-ms``, then ``serve`` until Ctrl-C,
+    saying where it listens once it does.
 
     A port or host that cannot be listened on is one line (naming the option to change)
     and exit status 1.
     """
-    parser = argparse.ArgumentParser(description=f"Run the {name} sandbox until interrupted.")
+    parser = argparse.ArgumentParser(
+        prog=f"python -m sfamp_sandbox.{name.lower()}",
+        description=f"Run the {name} sandbox until interrupted.",
+    )
     parser.add_argument("--host", default=host)
     parser.add_argument("--port", type=int, default=port)
     parser.add_argument(
@@ -38,7 +42,7 @@ def run_until_interrupted(name: str, serve: Serve, host: str, port: int) -> None
         parser.error(f"--latency-ms must be from 0 to {MAX_LATENCY_MS}")
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(args.host, args.port, latency_ms=args.latency_ms))
+            asyncio.run(serve(args.host, args.port, ready=_ready(name), latency_ms=args.latency_ms))
     except OSError as exc:  # the port is taken or not ours to open, or the host not ours
         host_refused = isinstance(exc, socket.gaierror) or exc.errno in HOST_ERRNOS
         if isinstance(exc, socket.gaierror):
@@ -48,3 +52,10 @@ def run_until_interrupted(name: str, serve: Serve, host: str, port: int) -> None
         change = "choose another --host" if host_refused else "choose another --port"
         where = f"{args.host}:{args.port}"
         parser.exit(1, f"error: cannot listen on {where}: {reason}; {change}\n")
+
+
+def _ready(name: str) -> Callable[[str], None]:
+    def ready(url: str) -> None:
+        print(f"{name} sandbox on {url} (Ctrl-C to stop)", flush=True)
+
+    return ready

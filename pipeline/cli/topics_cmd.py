@@ -60,7 +60,7 @@ def _topics(ctx: typer.Context) -> None:
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
 TOPIC = typer.Argument(
-    ..., help="Topic: full name, or short as changes.Account, Account, dlq, replay, config."
+    ..., help="Topic: full name, or short as changes.Account, Account, dlq, replay, config, sent."
 )
 
 # -- shared by the topics, replay and dlq command groups ------------------------

@@ -3,6 +3,7 @@ command at the stack: ``sfamp run`` starts and becomes ready, ``config verify`` 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -97,3 +98,30 @@ def test_port_options_default_to_the_documented_ports() -> None:
     for option, default in (("--kafka-port", 19092), ("--salesforce-port", 8410)):
         assert option in shown
         assert f"(0: {default})" in shown
+
+
+def test_the_salesforce_sandbox_alone_prints_a_login_that_works(tmp_path: Path) -> None:
+    port = free_port()
+    alone = CliProcess(["sandbox", "salesforce", "--port", str(port)], tmp_path)
+    try:
+        alone.wait_for_output("SFAMP_SALESFORCE__PASSWORD=")
+        exports = alone.exports()
+        assert set(exports) == {name for name in EXPECTED if "SALESFORCE" in name}, alone.stdout
+        verified = subprocess.run(
+            sfamp("config", "verify", MAPPING, "--json"),
+            cwd=ROOT,
+            # Amplitude is not there (a closed port) to verify against: only the login matters.
+            env=cli_env(
+                **exports,
+                SFAMP_AMPLITUDE__API_KEY="sandbox-api-key",
+                SFAMP_AMPLITUDE__BASE_URL="http://127.0.0.1:9",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        checks = {check["name"]: check["status"] for check in json.loads(verified.stdout)["checks"]}
+        assert checks["Salesforce login"] == "pass", verified.stdout
+    finally:
+        assert alone.stop() == 0, alone.output

@@ -59,13 +59,18 @@ def test_python_m_sandbox_takes_latency_ms(sandbox: str) -> None:
     port = free_port()
     module = f"sfamp_sandbox.{sandbox}"
     args = [sys.executable, "-m", module, "--port", str(port), "--latency-ms", "90"]
-    process = subprocess.Popen(args, cwd=ROOT, env=cli_env())
+    process = subprocess.Popen(args, cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: _latency(port) is not None, timeout=60, what=f"{module} to listen")
         assert _latency(port) == 90
+        assert process.stdout is not None
+        name = sandbox.capitalize()  # where it listens, once it does
+        assert process.stdout.readline() == (
+            f"{name} sandbox on http://127.0.0.1:{port} (Ctrl-C to stop)\n"
+        )
     finally:
         process.terminate()
-        process.wait(30)
+        process.communicate(timeout=30)  # waits, and closes its stdout
 
 
 def test_a_negative_latency_is_refused_before_anything_starts() -> None:
