@@ -38,6 +38,7 @@ from pipeline.amplitude.planning import (
     EncodedUpdate,
     cut_strings,
 )
+from pipeline.encoding import kept_json
 from pipeline.transform.group_update import GroupUpdate
 
 GROUP_IDENTIFY_EVENT = "$groupidentify"
@@ -71,7 +72,7 @@ def encode_event(update: GroupUpdate, insert_id: str, time_ms: int) -> EncodedUp
 
 def _event_json(update: GroupUpdate, insert_id: str, time_ms: int) -> bytes:
     """The ``$groupidentify`` event: ``group_properties`` as :func:`to_identification` has it."""
-    return orjson.dumps(
+    return kept_json(
         {
             "event_type": GROUP_IDENTIFY_EVENT,
             "groups": {update.group_type: update.group_value},

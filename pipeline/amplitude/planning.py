@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from urllib.parse import quote_plus
 
 import msgspec
-import orjson
 
 from pipeline.amplitude.payload import to_identification
+from pipeline.encoding import kept_json
 from pipeline.transform.group_update import GroupUpdate, PropertyValue
 
 MAX_IDENTIFICATIONS = 1024
@@ -111,7 +111,7 @@ class EncodedUpdate:
 
 def encode_update(update: GroupUpdate) -> EncodedUpdate:
     update, cut = cut_strings(update)
-    raw = orjson.dumps(to_identification(update))
+    raw = kept_json(to_identification(update))
     keys = len(update.set) + len(update.unset)
     return EncodedUpdate(update, raw, encoded_length(raw), keys, cut)
 

@@ -45,6 +45,7 @@ import msgspec
 import orjson
 from msgspec.structs import astuple
 
+from pipeline.encoding import kept_json
 from pipeline.errors import EnvelopeError
 
 ENVELOPE_VERSION: Final = 1
@@ -103,7 +104,7 @@ class ChangeEnvelope(msgspec.Struct, frozen=True, gc=False):
 
 def encode(env: ChangeEnvelope) -> bytes:
     """The JSON bytes of ``env`` (``v`` first); :func:`decode` gives back an equal envelope."""
-    return orjson.dumps(
+    return kept_json(
         {
             "v": ENVELOPE_VERSION,
             "object": env.object,
