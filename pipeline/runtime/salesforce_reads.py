@@ -37,6 +37,17 @@ _CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 # know: a CREATE or UNDELETE lacking a hidden field says nothing about it. A describe
 # older than this is read again.
 SCHEMA_MAX_AGE_SECONDS = 300.0
+# A change that carries a mapped field the describe lacks (shown again since) has the
+# object described again at once, then at most this often while the describe still
+# lacks it.
+REDESCRIBE_SECONDS = 30.0
+
+
+class CarriedChange(Protocol):
+    """A Kafka record of a change (aiokafka's ``ConsumerRecord``): its raw JSON value."""
+
+    @property
+    def value(self) -> bytes | None: ...
 
 
 class RestReads(Protocol):
@@ -61,6 +72,7 @@ class SchemaCache:
         self._read_at: dict[str, float] = {}
         self._max_age = max_age_seconds
         self._clock = clock
+        self._redescribed_at: dict[str, float] = {}
 
     def cached(self, sfdc_object: str) -> ObjectSchema | None:
         return self._schemas.get(sfdc_object)
@@ -86,9 +98,65 @@ class SchemaCache:
                 self._schemas[sfdc_object] = schema_from_describe(describe)
             self._read_at[sfdc_object] = self._clock()
 
+    async def ensure_current(
+        self, config: MappingConfig, changes: Iterable[tuple[str | None, Sequence[CarriedChange]]]
+    ) -> None:
+        """:meth:`ensure` the mapped objects of ``changes`` (object or None, records), and describe
+        again an object whose changes carry a mapped field its describe lacks.
+
+        The transform leaves such a field alone, its type being unknown; a change can
+        carry it only once field-level security shows it again, so the describe that
+        lacks it is out of date, and waiting for its age would leave the change's new
+        values out. Each record is searched for the field's JSON key in its raw bytes
+        (no decoding), and only for objects whose describe lacks a mapped field.
+        """
+        mapped = [(o, records) for o, records in changes if o is not None and config.for_object(o)]
+        await self.ensure(dict.fromkeys(o for o, _ in mapped))
+        stale = dict.fromkeys(
+            o for o, records in mapped if self._carries_missing(config, o, records)
+        )
+        for sfdc_object in stale:
+            now, last = self._clock(), self._redescribed_at.get(sfdc_object)
+            if last is not None and now - last < REDESCRIBE_SECONDS:
+                continue
+            self._redescribed_at[sfdc_object] = now
+            self._read_at.pop(sfdc_object, None)
+            await self.ensure([sfdc_object])
+            still = missing_fields(config, sfdc_object, self._schemas.get(sfdc_object))
+            if still:  # left alone until the describe lists them; said once per try
+                log.warning(
+                    "describe_lacks_carried_fields", object=sfdc_object, fields=sorted(still)
+                )
+            else:
+                log.info("describe_refreshed_for_carried_fields", object=sfdc_object)
+
+    def _carries_missing(
+        self, config: MappingConfig, sfdc_object: str, records: Sequence[CarriedChange]
+    ) -> bool:
+        missing = missing_fields(config, sfdc_object, self._schemas.get(sfdc_object))
+        if not missing:
+            return False
+        keys = [b'"' + name.encode() + b'"' for name in missing]
+        return any(key in value for record in records if (value := record.value) for key in keys)
+
     def forget(self) -> None:
         self._schemas.clear()
         self._read_at.clear()
+
+
+def missing_fields(
+    config: MappingConfig, sfdc_object: str, schema: ObjectSchema | None
+) -> frozenset[str]:
+    """The fields ``config`` maps for ``sfdc_object`` that ``schema`` does not describe
+    (none without a schema: then every value is taken as it comes)."""
+    if schema is None:
+        return frozenset()
+    return frozenset(
+        name
+        for mapping in config.for_object(sfdc_object)
+        for name in mapping.fields
+        if schema.field(name) is None and not schema.is_compound(name)
+    )
 
 
 def fields_to_read(

@@ -3,8 +3,9 @@
 For every mapped field the plan knows the properties it feeds (an address or a
 geolocation feeds one per component), the Salesforce type for conversion and
 whether a whole-record change event would carry it: formula fields and system
-fields never appear in change events, and a field the describe omits (hidden by
-field-level security) is left out of them too. For mapped formula fields whose
+fields never appear in change events. A mapped field the describe omits (hidden by
+field-level security) feeds no property: its type is unknown, so its property is
+left alone. For mapped formula fields whose
 inputs are all fields of the same record, the plan knows those inputs
 (``formula_inputs``): a change to one of them re-reads the formulas at flush time.
 """
@@ -109,6 +110,12 @@ def live_targets(plan: MappingPlan, parts: Mapping[str, Mapping[str, str]]) -> S
 def _targets_of(field: str, prop: str, schema: ObjectSchema | None) -> list[Target]:
     if schema is None:
         return [_target(field, prop, None)]
+    if schema.field(field) is None and not schema.is_compound(field):
+        # Not in the describe (hidden by field-level security, or gone): its type is
+        # unknown, so a value a change still carries cannot be converted as every other
+        # read path converts it. The property is left alone; deliver describes the
+        # object again when a change carries the field (SchemaCache.ensure_current).
+        return []
     if not schema.is_compound(field):
         return [_target(field, prop, schema)]
     return [

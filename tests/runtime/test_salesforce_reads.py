@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from pipeline.config.mapping import MappingConfig
 from pipeline.errors import SalesforceRequestError, SalesforceUnavailableError
 from pipeline.runtime.salesforce_reads import IDS_PER_QUERY, SchemaCache, records_by_id
+from pipeline.transform.envelope import ChangeEnvelope, encode
 
 
 class ScriptedRest:
@@ -101,3 +103,66 @@ async def test_a_failed_refresh_keeps_the_describe_it_has() -> None:
     assert cache.cached("Account") is not None
     await cache.ensure(["Account"])
     assert rest.describes == 2, "a failed refresh waits another max age before it retries"
+
+
+class Change:
+    """A Kafka record of a change: what ensure_current reads of it is its raw value."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        envelope = ChangeEnvelope(
+            "Account", "001A", "update", 1, changed=tuple(fields), fields=fields
+        )
+        self.value: bytes | None = encode(envelope)
+
+
+INDUSTRY = MappingConfig.model_validate(
+    {
+        "sync_cadence": {"mode": "hourly"},
+        "mappings": [
+            {
+                "sfdc_object": "Account",
+                "group_type": "account",
+                "group_name_field": "Id",
+                "group_properties": [{"sfdc_field": "Industry", "amplitude_property": "industry"}],
+            }
+        ],
+    }
+)
+
+
+async def test_a_change_carrying_a_field_the_describe_lacks_has_it_described_again() -> None:
+    # Hidden by field-level security at the last describe, shown again since: the change's
+    # value must be converted by the field's type, not left out for the describe's age.
+    now = [0.0]
+    rest = ChangingRest()
+    rest.fields = ["Id", "Name"]
+    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    await cache.ensure_current(INDUSTRY, [("Account", [Change({"Name": "Acme"})])])
+    assert rest.describes == 1, "a change without the field: nothing to describe again"
+
+    rest.fields = ["Id", "Name", "Industry"]
+    now[0] = 1.0
+    changes = [Change({"Name": "Acme"}), Change({"Industry": "Energy"})]
+    await cache.ensure_current(INDUSTRY, [(None, changes), ("Account", changes)])
+    assert rest.describes == 2
+    assert cache.cached("Account").field("Industry") is not None  # type: ignore[union-attr]
+    await cache.ensure_current(INDUSTRY, [("Account", changes)])
+    assert rest.describes == 2, "described: nothing is missing any more"
+
+
+async def test_a_describe_still_lacking_the_field_is_read_again_at_most_every_30_s() -> None:
+    now = [0.0]
+    rest = ChangingRest()
+    rest.fields = ["Id"]
+    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    carrying = [("Account", [Change({"Industry": "Energy"})])]
+    await cache.ensure_current(INDUSTRY, carrying)
+    assert rest.describes == 2  # the first describe, then once more for the carried field
+    now[0] = 29.0
+    await cache.ensure_current(INDUSTRY, carrying)
+    assert rest.describes == 2
+    now[0] = 30.0
+    await cache.ensure_current(INDUSTRY, carrying)
+    assert rest.describes == 3
+    await cache.ensure_current(INDUSTRY, [("Contact", [Change({"Industry": "x"})])])
+    assert rest.describes == 3, "an object no mapping reads is not described"

@@ -228,8 +228,8 @@ class DeliverPump:
         generation = self._generation
         config = self.holder.current
         mapped = frozenset(config.objects)
-        objects = {self._topics.object_of(tp.topic) for tp in batch}
-        await self._schemas.ensure(o for o in objects if o in mapped)
+        carried = [(self._topics.object_of(tp.topic), records) for tp, records in batch.items()]
+        await self._schemas.ensure_current(config, carried)
         if generation != self._generation:
             return  # rewound while describing: these records will be fetched again
         table = compiled(config)  # once per mapping revision
