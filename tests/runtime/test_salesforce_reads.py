@@ -11,6 +11,7 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.errors import SalesforceRequestError, SalesforceUnavailableError
 from pipeline.runtime.salesforce_reads import IDS_PER_QUERY, SchemaCache, records_by_id
 from pipeline.transform.envelope import ChangeEnvelope, encode
+from tests.transform.fixtures import mapping
 
 
 class ScriptedRest:
@@ -115,18 +116,8 @@ class Change:
         self.value: bytes | None = encode(envelope)
 
 
-INDUSTRY = MappingConfig.model_validate(
-    {
-        "sync_cadence": {"mode": "hourly"},
-        "mappings": [
-            {
-                "sfdc_object": "Account",
-                "group_type": "account",
-                "group_name_field": "Id",
-                "group_properties": [{"sfdc_field": "Industry", "amplitude_property": "industry"}],
-            }
-        ],
-    }
+INDUSTRY = MappingConfig(
+    sync_cadence={"mode": "hourly"}, mappings=[mapping({"Industry": "industry"})]
 )
 
 
