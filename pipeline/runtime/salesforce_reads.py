@@ -12,6 +12,7 @@ not read, an unknown object) is raised as before.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -23,7 +24,7 @@ import structlog
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import SalesforceError, SalesforceRequestError
 from pipeline.transform.plan import plan_for
-from pipeline.transform.schema import ObjectSchema, schema_from_describe
+from pipeline.transform.schema import ObjectSchema, carrying_keys, schema_from_describe
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +74,9 @@ class SchemaCache:
         self._max_age = max_age_seconds
         self._clock = clock
         self._redescribed_at: dict[str, float] = {}
+        # per object: the mapping and describe it was made for, and the search of their
+        # mapped fields the describe lacks (None: it lacks none)
+        self._searches: dict[str, tuple[MappingConfig, ObjectSchema | None, _Search | None]] = {}
 
     def cached(self, sfdc_object: str) -> ObjectSchema | None:
         return self._schemas.get(sfdc_object)
@@ -101,47 +105,70 @@ class SchemaCache:
     async def ensure_current(
         self, config: MappingConfig, changes: Iterable[tuple[str | None, Sequence[CarriedChange]]]
     ) -> None:
-        """:meth:`ensure` the mapped objects of ``changes`` (object or None, records), and describe
-        again an object whose changes carry a mapped field its describe lacks.
+        """:meth:`ensure` the mapped objects of ``changes`` (object or None, records), and
+        describe again an object whose changes carry a mapped field its describe lacks.
 
         The transform leaves such a field alone, its type being unknown; a change can
         carry it only once field-level security shows it again, so the describe that
         lacks it is out of date, and waiting for its age would leave the change's new
-        values out. Each record is searched for the field's JSON key in its raw bytes
-        (no decoding), and only for objects whose describe lacks a mapped field.
+        values out. Records are searched in their raw bytes (no decoding) for the keys a
+        change would carry the field under, and only for objects whose describe lacks a
+        mapped field. A describe read by this very call is not read again; otherwise at
+        most every :data:`REDESCRIBE_SECONDS` per object. A failed refresh keeps the
+        describe there is, as :meth:`ensure` does.
         """
         mapped = [(o, records) for o, records in changes if o is not None and config.for_object(o)]
-        await self.ensure(dict.fromkeys(o for o, _ in mapped))
+        objects = dict.fromkeys(o for o, _ in mapped)
+        before = {o: self._read_at.get(o) for o in objects}
+        await self.ensure(objects)
         stale = dict.fromkeys(
-            o for o, records in mapped if self._carries_missing(config, o, records)
+            o
+            for o, records in mapped
+            if self._read_at.get(o) == before[o] and self._carries_missing(config, o, records)
         )
         for sfdc_object in stale:
             now, last = self._clock(), self._redescribed_at.get(sfdc_object)
             if last is not None and now - last < REDESCRIBE_SECONDS:
                 continue
             self._redescribed_at[sfdc_object] = now
-            self._read_at.pop(sfdc_object, None)
+            self._read_at[sfdc_object] = -math.inf  # out of date: read again, kept if that fails
             await self.ensure([sfdc_object])
-            still = missing_fields(config, sfdc_object, self._schemas.get(sfdc_object))
+            schema = self._schemas.get(sfdc_object)
+            still = missing_fields(config, sfdc_object, schema)
             if still:  # left alone until the describe lists them; said once per try
                 log.warning(
                     "describe_lacks_carried_fields", object=sfdc_object, fields=sorted(still)
                 )
-            else:
+            elif schema is not None:
                 log.info("describe_refreshed_for_carried_fields", object=sfdc_object)
 
     def _carries_missing(
         self, config: MappingConfig, sfdc_object: str, records: Sequence[CarriedChange]
     ) -> bool:
-        missing = missing_fields(config, sfdc_object, self._schemas.get(sfdc_object))
-        if not missing:
+        schema = self._schemas.get(sfdc_object)
+        cached = self._searches.get(sfdc_object)
+        if cached is None or cached[0] is not config or cached[1] is not schema:
+            cached = (config, schema, _carried_search(missing_fields(config, sfdc_object, schema)))
+            self._searches[sfdc_object] = cached
+        search = cached[2]
+        if search is None:
             return False
-        keys = [b'"' + name.encode() + b'"' for name in missing]
-        return any(key in value for record in records if (value := record.value) for key in keys)
+        return any(search(value) for record in records if (value := record.value))
 
     def forget(self) -> None:
         self._schemas.clear()
         self._read_at.clear()
+
+
+_Search = Callable[[bytes], object]
+
+
+def _carried_search(missing: frozenset[str]) -> _Search | None:
+    """A search of a change's JSON for any key that could carry one of ``missing``."""
+    if not missing:
+        return None
+    keys = sorted({key for name in missing for key in carrying_keys(name)})
+    return re.compile(b'"(?:' + b"|".join(re.escape(k.encode()) for k in keys) + b')"').search
 
 
 def missing_fields(

@@ -228,7 +228,7 @@ def _on_delete(
     if policy == "mark":
         last = _property_pairs(step, view.with_composed_names(), whole=True) if full else []
         return _result(step, group, [*last, (DELETED_PROPERTY, True)])
-    return _result(step, group, [(target.prop, None) for target in step.plan.targets])
+    return _result(step, group, [(prop, None) for prop in step.plan.deleted_props])
 
 
 def _on_whole_record(

@@ -183,6 +183,7 @@ class _Rule:
     own: Mapping[str, Targets]
     targets: tuple[Target, ...]
     whole: tuple[_WholeTarget, ...]  # per target, what a whole record needs of it
+    deleted_props: tuple[str, ...]  # what ``on_delete: unset`` unsets (MappingPlan's)
 
 
 class _ObjectRoad:
@@ -298,7 +299,7 @@ class _OnePass:
             return {}
         if rule.on_delete == "mark":
             return {DELETED_PROPERTY: Stamped(True, order)}
-        return {target.prop: Stamped(None, order) for target in rule.targets}
+        return {prop: Stamped(None, order) for prop in rule.deleted_props}
 
     def whole(self, envelope: ChangeEnvelope, order: Order) -> dict[str, Stamped] | None:
         """A create or undelete: its fields, and every property it lacks unset."""
@@ -346,7 +347,14 @@ def _rules(
         )
         rules.append(
             _Rule(
-                mapping, mapping.group_type, mapping.on_delete, by_field, own, plan.targets, whole
+                mapping,
+                mapping.group_type,
+                mapping.on_delete,
+                by_field,
+                own,
+                plan.targets,
+                whole,
+                plan.deleted_props,
             )
         )
     return tuple(rules)
@@ -371,7 +379,7 @@ def _rule_properties(rule: _Rule, envelope: ChangeEnvelope, values: dict[str, An
         if rule.on_delete == "mark":
             found = _whole(rule, values, absent_is_null=False) if envelope.full else ({}, [])
             return _with(found, DELETED_PROPERTY, True)
-        unset = [target.prop for target in rule.targets]
+        unset = list(rule.deleted_props)
         return ({}, unset) if unset else NO_MAPPED_FIELD
     if envelope.full or envelope.op in WHOLE_RECORD_OPS:
         found = _whole(rule, values, absent_is_null=not envelope.full)

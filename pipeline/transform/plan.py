@@ -58,6 +58,8 @@ class MappingPlan:
     by_field: Mapping[str, tuple[Target, ...]]
     # the same-record fields the mapped followable formula fields read -> those formulas
     formula_inputs: Mapping[str, tuple[str, ...]]
+    # what ``on_delete: unset`` unsets: every property, a field the describe omits included
+    deleted_props: tuple[str, ...] = ()
 
 
 def plan_for(mapping: ObjectMapping, schema: ObjectSchema | None) -> MappingPlan:
@@ -87,7 +89,23 @@ def compile_plan(mapping: ObjectMapping, schema: ObjectSchema | None) -> Mapping
         dynamic=any(target.maybe_compound for target in targets),
         by_field=_index(targets),
         formula_inputs=_formula_inputs(mapping, schema),
+        deleted_props=_deleted_props(mapping, targets, schema),
     )
+
+
+def _deleted_props(
+    mapping: ObjectMapping, targets: Sequence[Target], schema: ObjectSchema | None
+) -> tuple[str, ...]:
+    """The targets' properties, then those of mapped fields the describe omits (they feed
+    no target): a delete is the mapping's policy, not a read, so it unsets them too."""
+    omitted = [
+        m.amplitude_property
+        for m in mapping.group_properties
+        if schema is not None
+        and schema.field(m.sfdc_field) is None
+        and not schema.is_compound(m.sfdc_field)
+    ]
+    return tuple(dict.fromkeys([*(t.prop for t in targets), *omitted]))
 
 
 def live_targets(plan: MappingPlan, parts: Mapping[str, Mapping[str, str]]) -> Sequence[Target]:

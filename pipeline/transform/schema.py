@@ -28,6 +28,11 @@ from pipeline.transform.change_event_fields import never_in_change_events
 COMPOUND_TYPES: Final[frozenset[str]] = frozenset(("address", "location"))
 # A person name composes these components, in this order (Salutation is not part of it).
 PERSON_NAME_PARTS: Final = ("FirstName", "MiddleName", "LastName", "Suffix")
+# The components of an address field (``BillingCity`` of ``BillingAddress``).
+ADDRESS_PARTS: Final = (
+    "Street", "City", "State", "StateCode", "PostalCode", "Country", "CountryCode",
+    "Latitude", "Longitude", "GeocodeAccuracy",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,3 +211,22 @@ def component_field_name(parent: str, component: str) -> str:
 def normalise_component(component: str) -> str:
     """CDC spells components ``PostalCode``, REST ``postalCode``; properties use CDC's form."""
     return component[:1].upper() + component[1:]
+
+
+def carrying_keys(field_name: str) -> tuple[str, ...]:
+    """The top-level keys under which a change event may carry ``field_name`` when no
+    describe says whether it is a component: itself, and the compound field its name
+    would belong to (CDC nests components: ``BillingAddress: {"City": ...}``).
+
+    ``BillingCity`` -> BillingCity, BillingAddress; ``Loc__Latitude__s`` -> also
+    ``Loc__c``; a person name part (``FirstName``) -> also ``Name``.
+    """
+    keys = [field_name]
+    if field_name.endswith(("__Latitude__s", "__Longitude__s")):
+        keys.append(field_name.rsplit("__", 2)[0] + "__c")
+    for part in ADDRESS_PARTS:
+        if field_name.endswith(part):
+            keys.append(field_name[: -len(part)] + "Address")
+    if field_name in (*PERSON_NAME_PARTS, "Salutation"):
+        keys.append("Name")
+    return tuple(dict.fromkeys(keys))

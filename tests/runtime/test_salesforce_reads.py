@@ -148,12 +148,47 @@ async def test_a_describe_still_lacking_the_field_is_read_again_at_most_every_30
     cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
     carrying = [("Account", [Change({"Industry": "Energy"})])]
     await cache.ensure_current(INDUSTRY, carrying)
-    assert rest.describes == 2  # the first describe, then once more for the carried field
-    now[0] = 29.0
+    assert rest.describes == 1, "a describe read by this very call is not read again"
+    now[0] = 1.0
     await cache.ensure_current(INDUSTRY, carrying)
     assert rest.describes == 2
     now[0] = 30.0
     await cache.ensure_current(INDUSTRY, carrying)
+    assert rest.describes == 2
+    now[0] = 31.0
+    await cache.ensure_current(INDUSTRY, carrying)
     assert rest.describes == 3
     await cache.ensure_current(INDUSTRY, [("Contact", [Change({"Industry": "x"})])])
     assert rest.describes == 3, "an object no mapping reads is not described"
+
+
+async def test_a_failed_describe_for_a_carried_field_keeps_the_one_there_is() -> None:
+    # Salesforce unavailable (or its API limit reached) must not stop every object's changes.
+    now = [0.0]
+    rest = ChangingRest()
+    rest.fields = ["Id"]
+    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    await cache.ensure_current(INDUSTRY, [("Account", [Change({"Name": "Acme"})])])
+    rest.error = SalesforceUnavailableError("503")
+    now[0] = 5.0
+    await cache.ensure_current(INDUSTRY, [("Account", [Change({"Industry": "Energy"})])])
+    assert rest.describes == 2
+    assert cache.cached("Account") is not None
+    now[0] = 6.0
+    await cache.ensure_current(INDUSTRY, [("Account", [Change({"Name": "Acme"})])])
+    assert rest.describes == 2, "the kept describe waits its age, or the next carried field"
+
+
+async def test_a_component_is_looked_for_under_its_compound_field() -> None:
+    # Change events nest components: BillingAddress: {"City": ...}, never BillingCity.
+    now = [0.0]
+    rest = ChangingRest()
+    rest.fields = ["Id"]
+    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    city = MappingConfig(
+        sync_cadence={"mode": "hourly"}, mappings=[mapping({"BillingCity": "city"})]
+    )
+    await cache.ensure_current(city, [("Account", [Change({"Name": "Acme"})])])
+    now[0] = 1.0
+    await cache.ensure_current(city, [("Account", [Change({"BillingAddress": {"City": "Oslo"}})])])
+    assert rest.describes == 2

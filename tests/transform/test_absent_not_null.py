@@ -135,3 +135,16 @@ def test_a_change_carrying_a_field_the_describe_omits_leaves_its_property_alone(
     assert dict(update_sent.set) == {"name": "Acme"}
     described = _changes(changes_for(env, tags, SCHEMA))
     assert described.set == {"name": "Acme", "tags": ["A", "B"], "revenue": 250}
+
+
+def test_a_delete_unsets_what_the_describe_omits_too() -> None:
+    # on_delete is the mapping's policy, not a read: a hidden field's property goes as well.
+    policy = mapping({"Name": "name", "Industry": "industry"}, on_delete="unset")
+    (env,) = envelopes_from_event(cdc_message("DELETE"))
+    hidden = _hidden("Industry")
+    assert _changes(changes_for(env, policy, hidden)).unset == frozenset({"name", "industry"})
+    config = MappingConfig(sync_cadence={"mode": "hourly"}, mappings=[policy])
+    folded = Coalescer(10)
+    compiled(config).fold(env, hidden, folded)
+    (update,) = folded.drain()
+    assert update.unset == frozenset({"name", "industry"})
