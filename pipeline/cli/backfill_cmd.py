@@ -199,10 +199,10 @@ async def _checked_until_signal(
     stop = StopRequest()
     with signals_stopping(stop):
         async with SalesforceClient.from_settings(settings.salesforce) as salesforce:
-            config = await unless_stopped(
+            checked = await unless_stopped(
                 _checked_mapping(settings, mapping_path, objects, salesforce), stop
             )
-            if config is None:
+            if checked is None:
                 return BackfillSummary(
                     dry_run=options["dry_run"],
                     resumed=options["resume"],
@@ -210,7 +210,7 @@ async def _checked_until_signal(
                     interrupted=stop.reason,
                 )
             return await run_backfill(
-                settings, config, salesforce=salesforce, objects=objects, stop=stop, **options
+                settings, checked[0], salesforce=salesforce, objects=objects, stop=stop, **options
             )
 
 

@@ -181,8 +181,9 @@ def signals_stopping(stop: StopRequest) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def unless_stopped(work: Coroutine[Any, Any, T], stop: StopRequest) -> T | None:
-    """``work``'s result, or None when ``stop`` is set first (``work`` is then cancelled)."""
+async def unless_stopped(work: Coroutine[Any, Any, T], stop: StopRequest) -> tuple[T] | None:
+    """``(result,)`` of ``work``, or None when ``stop`` is set first (``work`` is then
+    cancelled); the tuple tells a stop from a result that is None."""
     results: list[T] = []
 
     async def kept() -> None:
@@ -190,4 +191,4 @@ async def unless_stopped(work: Coroutine[Any, Any, T], stop: StopRequest) -> T |
 
     if await until_stopped(kept(), stop) is not None:
         return None
-    return results[0]
+    return (results[0],)

@@ -8,6 +8,7 @@ only renders.
 
 from __future__ import annotations
 
+import shlex
 import textwrap
 from pathlib import Path
 from typing import Final
@@ -56,7 +57,10 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     for item in view.items:
         console.print()
         head, *rest = entry_lines(item)
-        console.print(head, style="bold", markup=False, highlight=False)
+        # Never wrapped, and quoted when a shell would split it (a group value with a space).
+        console.print(
+            shlex.quote(head), style="bold", markup=False, highlight=False, soft_wrap=True
+        )
         width = max(20, console.width - 2)
         for line in rest:  # indented, and so are the lines they wrap onto
             for part in textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False):
@@ -64,8 +68,8 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
 
 def entry_lines(item: DlqItem) -> list[str]:
-    """One entry as plain lines: its id alone on the first, whole at any width (it is
-    what ``--id`` takes), then reason, key, time and replay, then the detail."""
+    """One entry as plain lines: its id alone on the first (what ``--id`` takes, printed
+    whole at any width), then reason, key, time and replay, then the detail."""
     replayed = "not replayed"
     if item.replayed_at_ms is not None:
         replayed = f"replayed {format_time(item.replayed_at_ms)}"

@@ -34,7 +34,7 @@ from pipeline.gc_tuning import startup_objects_frozen
 from pipeline.runtime.backfill import ReadOptions, StopRequest
 from pipeline.runtime.mapping_source import initial_mapping
 from pipeline.runtime.reconcile.report import LogProgress, ObjectReconcile, ReconcileSummary
-from pipeline.runtime.reconcile.run import run_reconcile
+from pipeline.runtime.reconcile.run import default_checkpoint, run_reconcile
 from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
 from pipeline.wording import plural
 
@@ -135,21 +135,26 @@ async def _until_signal(
     start (its checkpoint kept)."""
     stop = StopRequest()
     with signals_stopping(stop):
-        version = await unless_stopped(initial_mapping(settings.kafka, mapping_path), stop)
-        if version is None:
+        read = await unless_stopped(initial_mapping(settings.kafka, mapping_path), stop)
+        if read is None:
+            checkpoint = options["checkpoint_path"] or default_checkpoint(settings)
             return ReconcileSummary(
-                dry_run=options["dry_run"],
-                checkpoint=str(options["checkpoint_path"]),
-                interrupted=stop.reason,
+                dry_run=options["dry_run"], checkpoint=str(checkpoint), interrupted=stop.reason
             )
-        return await run_reconcile(settings, version[0].mapping, stop=stop, **options)
+        ((version, _),) = read
+        return await run_reconcile(settings, version.mapping, stop=stop, **options)
 
 
 def _exit(summary: ReconcileSummary) -> None:
     if summary.interrupted is not None:
+        kept = not summary.dry_run and Path(summary.checkpoint).exists()
+        next_step = (
+            f"the next sfamp reconcile (or the service's) resumes from {summary.checkpoint}"
+            if kept
+            else "no checkpoint was written; run again"
+        )
         err_console.print(
-            f"[bold yellow]interrupted[/] by {summary.interrupted}: the next sfamp reconcile "
-            f"(or the service's) resumes from {summary.checkpoint}",
+            f"[bold yellow]interrupted[/] by {summary.interrupted}: {next_step}",
             highlight=False,
             soft_wrap=True,
         )

@@ -3,6 +3,8 @@ and refuse existing ones configured so that they would lose data."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,8 +128,12 @@ async def _started_admin(settings: KafkaSettings) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(**client_options(settings))
     try:
         await admin.start()
-    except AIOKafkaError as exc:
-        raise await unavailable(settings, exc) from exc
+    except BaseException as exc:  # refused, or cancelled while it connects: leave nothing open
+        with contextlib.suppress(AIOKafkaError, OSError):
+            await asyncio.shield(admin.close())
+        if isinstance(exc, AIOKafkaError):
+            raise await unavailable(settings, exc) from exc
+        raise
     return admin
 
 

@@ -25,12 +25,14 @@ async def _assigned(settings: KafkaSettings, topic: str) -> tuple[AIOKafkaConsum
     )
     try:
         await consumer.start()
-        tp = TopicPartition(topic, 0)
     except AIOKafkaError as exc:
         await consumer.stop()
         error = await unavailable(settings, exc)
         raise KafkaUnavailableError(f"cannot read {topic}: {error}") from exc
-    return consumer, tp
+    except BaseException:  # cancelled while it connects (a signal): leave nothing open
+        await asyncio.shield(consumer.stop())
+        raise
+    return consumer, TopicPartition(topic, 0)
 
 
 async def read_table(settings: KafkaSettings, topic: str) -> tuple[Table, int]:

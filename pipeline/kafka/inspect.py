@@ -123,6 +123,9 @@ class KafkaInspector:
             raise await unavailable(
                 self.settings, exc, timeout_seconds=self.timeout_seconds
             ) from exc
+        except BaseException:  # cancelled while it connects (a signal): leave nothing open
+            await asyncio.shield(_stop_quietly(consumer, admin))
+            raise
         self._consumer, self._admin = consumer, admin
         return self
 

@@ -4,6 +4,7 @@ Each keeps a checkpoint of what was delivered and says what to do next in one li
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from pathlib import Path
@@ -245,3 +246,36 @@ async def test_a_signal_while_the_mapping_is_checked_says_so_in_one_line(
     )
     assert "Traceback" not in err
     assert not delivered(sandboxes)
+
+
+async def test_a_signal_while_kafka_does_not_answer_leaves_no_client_open(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    # The published mapping is read first; a broker that accepts and never answers holds
+    # that read until the signal comes.
+    connected = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await reader.read()  # until the client goes
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    env = sandboxes.environment(**WIDE)
+    env["SFAMP_KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
+    try:
+        run = await CliRun.start(["--mapping", str(mapping_file), *REST], env, tmp_path)
+        await asyncio.wait_for(connected.wait(), 30)
+        run.process.send_signal(signal.SIGINT)
+        exit_code, out, err = await run.finish()
+    finally:
+        server.close()
+
+    assert exit_code == 130, err
+    assert out == ""
+    assert err.strip().splitlines()[-1] == (
+        "interrupted by SIGINT: no batch was confirmed delivered yet; run again"
+    )
+    assert "Unclosed" not in err, err
+    assert "Traceback" not in err

@@ -159,3 +159,35 @@ async def test_a_second_reconcile_while_one_runs_says_so_in_one_line(
     # Progress lines (the login) may come first; no error log repeats the reason.
     lines = [line for line in err.splitlines() if '"level": "info"' not in line]
     assert lines == [f"error: a reconcile is already running with the checkpoint {checkpoint}"]
+
+
+async def test_a_signal_while_kafka_does_not_answer_says_so_in_one_line(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    # The mapping is read from Kafka first (the published one may be newer); a broker that
+    # accepts and never answers holds that read until the signal comes.
+    connected = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await reader.read()  # until the client goes
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    env = _env(stack, topic_prefix, tmp_path) | {
+        "SFAMP_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"
+    }
+    try:
+        process = await _start(env, tmp_path)
+        await asyncio.wait_for(connected.wait(), 30)
+        process.send_signal(signal.SIGTERM)
+        code, out, err = await _finish(process)
+    finally:
+        server.close()
+    assert code == 143, err
+    assert out == ""  # nothing was read: no table
+    assert err.strip().splitlines()[-1] == (
+        "interrupted by SIGTERM: no checkpoint was written; run again"
+    )
+    assert "Unclosed" not in err, err
