@@ -2,7 +2,7 @@
 
 httpx builds a new ``ssl.SSLContext`` for each ``AsyncClient`` it is not given one
 for, and loading the CA bundle into it costs about 50 ms of CPU: every command
-paid that once per client before its first request, a backfill three times, the
+paid that once per client before its first request, a backfill twice, the
 console at each Salesforce sign-in. :func:`verified_context` builds the context
 once, as httpx would (certifi's bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``
 when set), and every client shares it; an ``SSLContext`` is made to be shared
