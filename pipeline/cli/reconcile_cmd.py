@@ -33,6 +33,7 @@ from pipeline.errors import SfampError
 from pipeline.gc_tuning import startup_objects_frozen
 from pipeline.runtime.backfill import ReadOptions, StopRequest
 from pipeline.runtime.mapping_source import initial_mapping
+from pipeline.runtime.reconcile.checkpoint import checkpoint_status
 from pipeline.runtime.reconcile.report import LogProgress, ObjectReconcile, ReconcileSummary
 from pipeline.runtime.reconcile.run import default_checkpoint, run_reconcile
 from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
@@ -147,7 +148,7 @@ async def _until_signal(
 
 def _exit(summary: ReconcileSummary) -> None:
     if summary.interrupted is not None:
-        kept = not summary.dry_run and Path(summary.checkpoint).exists()
+        kept = not summary.dry_run and checkpoint_status(Path(summary.checkpoint))[1]
         next_step = (
             f"the next sfamp reconcile (or the service's) resumes from {summary.checkpoint}"
             if kept

@@ -7,6 +7,7 @@ table, and group joins would only add latency.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -17,6 +18,7 @@ from pipeline.errors import KafkaUnavailableError
 from pipeline.kafka.connection import client_options, describe_failure, unavailable
 
 Table = dict[bytes, tuple[bytes | None, int]]  # key -> (latest value, offset)
+STOP_SECONDS = 2.0  # for a consumer stopped because its start was cancelled
 
 
 async def _assigned(settings: KafkaSettings, topic: str) -> tuple[AIOKafkaConsumer, TopicPartition]:
@@ -30,7 +32,9 @@ async def _assigned(settings: KafkaSettings, topic: str) -> tuple[AIOKafkaConsum
         error = await unavailable(settings, exc)
         raise KafkaUnavailableError(f"cannot read {topic}: {error}") from exc
     except BaseException:  # cancelled while it connects (a signal): leave nothing open
-        await asyncio.shield(consumer.stop())
+        with contextlib.suppress(AIOKafkaError, OSError, TimeoutError):
+            async with asyncio.timeout(STOP_SECONDS):  # aiokafka's stop can lose a cancel
+                await asyncio.shield(consumer.stop())
         raise
     return consumer, TopicPartition(topic, 0)
 

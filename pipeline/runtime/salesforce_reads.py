@@ -24,7 +24,7 @@ import structlog
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import SalesforceError, SalesforceRequestError
 from pipeline.transform.plan import plan_for
-from pipeline.transform.schema import ObjectSchema, carrying_keys, schema_from_describe
+from pipeline.transform.schema import ObjectSchema, compound_candidates, schema_from_describe
 
 log = structlog.get_logger(__name__)
 
@@ -81,26 +81,34 @@ class SchemaCache:
     def cached(self, sfdc_object: str) -> ObjectSchema | None:
         return self._schemas.get(sfdc_object)
 
-    async def ensure(self, objects: Iterable[str]) -> None:
+    async def ensure(self, objects: Iterable[str]) -> set[str]:
+        """Describe each of ``objects`` whose describe is missing or old; answers those
+        described (a refused one included). A failed refresh keeps the describe there is;
+        a failed first describe raises."""
+        described: set[str] = set()
         for sfdc_object in objects:
             read_at = self._read_at.get(sfdc_object)
             if read_at is not None and self._clock() - read_at < self._max_age:
                 continue
             try:
-                describe = await self._rest.describe(sfdc_object)
+                schema = schema_from_describe(await self._rest.describe(sfdc_object))
             except SalesforceRequestError as exc:
                 # Refused for good (object gone, no access): convert values as they
                 # come rather than stop every object's changes. Verify tells why.
                 log.error("describe_refused", object=sfdc_object, reason=str(exc))
                 self._schemas[sfdc_object] = None
+                described.add(sfdc_object)
             except SalesforceError as exc:
                 if read_at is None:
                     raise
-                # A refresh failed (outage, limits): keep the describe we have.
+                # A refresh failed (outage, limits, an answer it cannot read): keep the
+                # describe we have.
                 log.warning("describe_refresh_failed", object=sfdc_object, reason=str(exc))
             else:
-                self._schemas[sfdc_object] = schema_from_describe(describe)
+                self._schemas[sfdc_object] = schema
+                described.add(sfdc_object)
             self._read_at[sfdc_object] = self._clock()
+        return described
 
     async def ensure_current(
         self, config: MappingConfig, changes: Iterable[tuple[str | None, Sequence[CarriedChange]]]
@@ -118,13 +126,11 @@ class SchemaCache:
         describe there is, as :meth:`ensure` does.
         """
         mapped = [(o, records) for o, records in changes if o is not None and config.for_object(o)]
-        objects = dict.fromkeys(o for o, _ in mapped)
-        before = {o: self._read_at.get(o) for o in objects}
-        await self.ensure(objects)
+        described = await self.ensure(dict.fromkeys(o for o, _ in mapped))
         stale = dict.fromkeys(
             o
             for o, records in mapped
-            if self._read_at.get(o) == before[o] and self._carries_missing(config, o, records)
+            if o not in described and self._carries_missing(config, o, records)
         )
         for sfdc_object in stale:
             now, last = self._clock(), self._redescribed_at.get(sfdc_object)
@@ -148,7 +154,8 @@ class SchemaCache:
         schema = self._schemas.get(sfdc_object)
         cached = self._searches.get(sfdc_object)
         if cached is None or cached[0] is not config or cached[1] is not schema:
-            cached = (config, schema, _carried_search(missing_fields(config, sfdc_object, schema)))
+            missing = missing_fields(config, sfdc_object, schema)
+            cached = (config, schema, _carried_search(missing, schema))
             self._searches[sfdc_object] = cached
         search = cached[2]
         if search is None:
@@ -163,12 +170,23 @@ class SchemaCache:
 _Search = Callable[[bytes], object]
 
 
-def _carried_search(missing: frozenset[str]) -> _Search | None:
-    """A search of a change's JSON for any key that could carry one of ``missing``."""
+def _carried_search(missing: frozenset[str], schema: ObjectSchema | None) -> _Search | None:
+    """A search of a change's JSON (as the envelope codec writes it: no spaces) for any
+    of ``missing``: its own key or name, or its component inside the compound field its
+    name says it belongs to (that field's key alone when the describe lacks it too)."""
     if not missing:
         return None
-    keys = sorted({key for name in missing for key in carrying_keys(name)})
-    return re.compile(b'"(?:' + b"|".join(re.escape(k.encode()) for k in keys) + b')"').search
+    patterns: set[bytes] = set()
+    for name in missing:
+        patterns.add(re.escape(f'"{name}"'.encode()))
+        for parent, part in compound_candidates(name):
+            patterns.add(re.escape(f'"{parent}.{part}"'.encode()))  # in changed or nulled
+            if schema is not None and schema.field(parent) is not None:
+                inside = f'"{parent}":{{'.encode()
+                patterns.add(re.escape(inside) + rb"[^{}]*" + re.escape(f'"{part}"'.encode()))
+            else:
+                patterns.add(re.escape(f'"{parent}"'.encode()))
+    return re.compile(b"|".join(sorted(patterns))).search
 
 
 def missing_fields(

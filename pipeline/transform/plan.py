@@ -19,7 +19,7 @@ from typing import Final
 from pipeline.config.mapping import ObjectMapping
 from pipeline.transform.change_event_fields import never_in_change_events
 from pipeline.transform.formulas import formula_inputs
-from pipeline.transform.schema import ObjectSchema, component_key
+from pipeline.transform.schema import ObjectSchema, component_key, component_keys_by_name
 from pipeline.transform.values import compound_property
 
 # Plans are looked up by the identity of (mapping, schema); each entry keeps both
@@ -59,7 +59,7 @@ class MappingPlan:
     # the same-record fields the mapped followable formula fields read -> those formulas
     formula_inputs: Mapping[str, tuple[str, ...]]
     # what ``on_delete: unset`` unsets: every property, a field the describe omits included
-    deleted_props: tuple[str, ...] = ()
+    deleted_props: tuple[str, ...]
 
 
 def plan_for(mapping: ObjectMapping, schema: ObjectSchema | None) -> MappingPlan:
@@ -97,14 +97,16 @@ def _deleted_props(
     mapping: ObjectMapping, targets: Sequence[Target], schema: ObjectSchema | None
 ) -> tuple[str, ...]:
     """The targets' properties, then those of mapped fields the describe omits (they feed
-    no target): a delete is the mapping's policy, not a read, so it unsets them too."""
-    omitted = [
-        m.amplitude_property
-        for m in mapping.group_properties
-        if schema is not None
-        and schema.field(m.sfdc_field) is None
-        and not schema.is_compound(m.sfdc_field)
-    ]
+    no target): a delete is the mapping's policy, not a read, so it unsets them too. An
+    omitted field named like a compound one may have set a property per component while
+    it was described: those are unset as well (unsetting one never set does nothing)."""
+    omitted: list[str] = []
+    for mapped in mapping.group_properties:
+        name, prop = mapped.sfdc_field, mapped.amplitude_property
+        if schema is None or schema.field(name) is not None or schema.is_compound(name):
+            continue
+        omitted.append(prop)
+        omitted += [compound_property(prop, key) for key in component_keys_by_name(name)]
     return tuple(dict.fromkeys([*(t.prop for t in targets), *omitted]))
 
 

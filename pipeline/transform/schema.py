@@ -213,20 +213,36 @@ def normalise_component(component: str) -> str:
     return component[:1].upper() + component[1:]
 
 
-def carrying_keys(field_name: str) -> tuple[str, ...]:
-    """The top-level keys under which a change event may carry ``field_name`` when no
-    describe says whether it is a component: itself, and the compound field its name
-    would belong to (CDC nests components: ``BillingAddress: {"City": ...}``).
+def compound_candidates(field_name: str) -> tuple[tuple[str, str], ...]:
+    """The (compound field, component key) pairs ``field_name`` may be a component of, by
+    Salesforce's naming alone, for when no describe says (change events nest components
+    under their compound field: ``BillingAddress: {"City": ...}``).
 
-    ``BillingCity`` -> BillingCity, BillingAddress; ``Loc__Latitude__s`` -> also
-    ``Loc__c``; a person name part (``FirstName``) -> also ``Name``.
+    ``BillingCity`` -> (BillingAddress, City); ``Addr__City__s`` -> (Addr__c, City);
+    ``Loc__Latitude__s`` -> (Loc__c, Latitude); ``FirstName`` -> (Name, FirstName).
     """
-    keys = [field_name]
-    if field_name.endswith(("__Latitude__s", "__Longitude__s")):
-        keys.append(field_name.rsplit("__", 2)[0] + "__c")
-    for part in ADDRESS_PARTS:
-        if field_name.endswith(part):
-            keys.append(field_name[: -len(part)] + "Address")
+    pairs: list[tuple[str, str]] = []
+    if field_name.endswith("__s"):
+        stem, _, part = field_name[:-3].rpartition("__")
+        if stem:
+            pairs.append((stem + "__c", part))
+    else:
+        pairs += [
+            (field_name[: -len(part)] + "Address", part)
+            for part in ADDRESS_PARTS
+            if field_name.endswith(part)
+        ]
     if field_name in (*PERSON_NAME_PARTS, "Salutation"):
-        keys.append("Name")
-    return tuple(dict.fromkeys(keys))
+        pairs.append(("Name", field_name))
+    return tuple(dict.fromkeys(pairs))
+
+
+def component_keys_by_name(field_name: str) -> tuple[str, ...]:
+    """The component keys a field named ``field_name`` would have if it were compound, by
+    naming alone: an address's (``…Address``), a geolocation's or a custom address's
+    (``…__c``); none for other names."""
+    if field_name.endswith("Address"):
+        return ADDRESS_PARTS
+    if field_name.endswith("__c"):
+        return tuple(dict.fromkeys(("Latitude", "Longitude", *ADDRESS_PARTS)))
+    return ()

@@ -67,12 +67,15 @@ class ChangingRest(ScriptedRest):
         super().__init__()
         self.fields = ["Id", "Industry"]
         self.error: Exception | None = None
+        self.malformed = False  # an answer without its "fields" list
         self.describes = 0
 
     async def describe(self, sobject: str) -> dict[str, Any]:
         self.describes += 1
         if self.error is not None:
             raise self.error
+        if self.malformed:
+            return {"name": sobject}
         return {"name": sobject, "fields": [{"name": f, "type": "string"} for f in self.fields]}
 
 
@@ -107,12 +110,11 @@ async def test_a_failed_refresh_keeps_the_describe_it_has() -> None:
 
 
 class Change:
-    """A Kafka record of a change: what ensure_current reads of it is its raw value."""
+    """A Kafka record of a change: what ensure_current reads of it is its raw value. The
+    field names are in the body only (``changed`` is left empty) unless given."""
 
-    def __init__(self, fields: dict[str, Any]) -> None:
-        envelope = ChangeEnvelope(
-            "Account", "001A", "update", 1, changed=tuple(fields), fields=fields
-        )
+    def __init__(self, fields: dict[str, Any], changed: tuple[str, ...] = ()) -> None:
+        envelope = ChangeEnvelope("Account", "001A", "update", 1, changed=changed, fields=fields)
         self.value: bytes | None = encode(envelope)
 
 
@@ -179,16 +181,51 @@ async def test_a_failed_describe_for_a_carried_field_keeps_the_one_there_is() ->
     assert rest.describes == 2, "the kept describe waits its age, or the next carried field"
 
 
+def _config(fields: dict[str, str]) -> MappingConfig:
+    return MappingConfig(sync_cadence={"mode": "hourly"}, mappings=[mapping(fields)])
+
+
+async def _describes_after(described: list[str], config: MappingConfig, *changes: Change) -> int:
+    """Describes made by a batch of ``changes`` a second after a first describe (of
+    ``described``) read from a batch carrying nothing."""
+    now = [0.0]
+    rest = ChangingRest()
+    rest.fields = described
+    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    await cache.ensure_current(config, [("Account", [Change({"Name": "Acme"})])])
+    now[0] = 1.0
+    await cache.ensure_current(config, [("Account", list(changes))])
+    return rest.describes - 1
+
+
 async def test_a_component_is_looked_for_under_its_compound_field() -> None:
     # Change events nest components: BillingAddress: {"City": ...}, never BillingCity.
+    city = _config({"BillingCity": "city"})
+    assert await _describes_after(["Id"], city, Change({"BillingAddress": {"City": "Oslo"}})) == 1
+    custom = _config({"Addr__City__s": "city"})
+    assert await _describes_after(["Id"], custom, Change({"Addr__c": {"City": "Oslo"}})) == 1
+    nulled = Change({}, changed=("BillingAddress.City",))
+    assert await _describes_after(["Id"], city, nulled) == 1
+
+
+async def test_a_hidden_component_of_a_listed_compound_is_looked_for_inside_it() -> None:
+    # Geocodes hidden, the address readable: editing the street says nothing new.
+    latitude = _config({"BillingLatitude": "latitude"})
+    listed = ["Id", "BillingAddress", "BillingCity"]
+    street = Change({"BillingAddress": {"City": "Oslo", "Street": "Main"}})
+    assert await _describes_after(listed, latitude, street) == 0
+    geocoded = Change({"BillingAddress": {"City": "Oslo", "Latitude": 59.9}})
+    assert await _describes_after(listed, latitude, geocoded) == 1
+
+
+async def test_an_unreadable_describe_answer_keeps_the_describe_there_is() -> None:
     now = [0.0]
     rest = ChangingRest()
     rest.fields = ["Id"]
     cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
-    city = MappingConfig(
-        sync_cadence={"mode": "hourly"}, mappings=[mapping({"BillingCity": "city"})]
-    )
-    await cache.ensure_current(city, [("Account", [Change({"Name": "Acme"})])])
-    now[0] = 1.0
-    await cache.ensure_current(city, [("Account", [Change({"BillingAddress": {"City": "Oslo"}})])])
+    await cache.ensure(["Account"])
+    rest.malformed = True
+    now[0] = 301.0
+    await cache.ensure(["Account"])
     assert rest.describes == 2
+    assert cache.cached("Account") is not None

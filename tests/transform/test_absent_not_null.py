@@ -148,3 +148,15 @@ def test_a_delete_unsets_what_the_describe_omits_too() -> None:
     compiled(config).fold(env, hidden, folded)
     (update,) = folded.drain()
     assert update.unset == frozenset({"name", "industry"})
+
+
+def test_a_delete_unsets_the_components_of_a_compound_the_describe_omits() -> None:
+    # While described, BillingAddress set billing.City and the other components.
+    policy = mapping({"Name": "name", "BillingAddress": "billing"}, on_delete="unset")
+    (env,) = envelopes_from_event(cdc_message("DELETE"))
+    described = _changes(changes_for(env, policy, SCHEMA)).unset
+    hidden_parts = {"BillingAddress", "BillingStreet", "BillingCity", "BillingState"}
+    hidden_parts |= {"BillingPostalCode", "BillingCountry", "BillingLatitude", "BillingLongitude"}
+    unset = _changes(changes_for(env, policy, _hidden(*hidden_parts))).unset
+    assert "billing.City" in described
+    assert described <= unset
