@@ -138,6 +138,7 @@ class SchemaCache:
                 continue
             self._redescribed_at[sfdc_object] = now
             self._read_at[sfdc_object] = -math.inf  # out of date: read again, kept if that fails
+            lacking = missing_fields(config, sfdc_object, self._schemas.get(sfdc_object))
             await self.ensure([sfdc_object])
             schema = self._schemas.get(sfdc_object)
             still = missing_fields(config, sfdc_object, schema)
@@ -146,7 +147,14 @@ class SchemaCache:
                     "describe_lacks_carried_fields", object=sfdc_object, fields=sorted(still)
                 )
             elif schema is not None:
-                log.info("describe_refreshed_for_carried_fields", object=sfdc_object)
+                # What changed while they were hidden reached no change event.
+                log.warning(
+                    "mapped_fields_readable_again",
+                    object=sfdc_object,
+                    fields=sorted(lacking),
+                    hint=f"values changed while they were hidden arrive with their next "
+                    f"change; 'sfamp backfill --object {sfdc_object}' brings them now",
+                )
 
     def _carries_missing(
         self, config: MappingConfig, sfdc_object: str, records: Sequence[CarriedChange]

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import SalesforceRequestError, SalesforceUnavailableError
@@ -136,8 +137,12 @@ async def test_a_change_carrying_a_field_the_describe_lacks_has_it_described_aga
     rest.fields = ["Id", "Name", "Industry"]
     now[0] = 1.0
     changes = [Change({"Name": "Acme"}), Change({"Industry": "Energy"})]
-    await cache.ensure_current(INDUSTRY, [(None, changes), ("Account", changes)])
+    with structlog.testing.capture_logs() as logs:
+        await cache.ensure_current(INDUSTRY, [(None, changes), ("Account", changes)])
     assert rest.describes == 2
+    (said,) = [entry for entry in logs if entry["event"] == "mapped_fields_readable_again"]
+    assert said["fields"] == ["Industry"]
+    assert "sfamp backfill --object Account" in said["hint"]
     assert cache.cached("Account").field("Industry") is not None  # type: ignore[union-attr]
     await cache.ensure_current(INDUSTRY, [("Account", changes)])
     assert rest.describes == 2, "described: nothing is missing any more"
