@@ -33,8 +33,9 @@ _DETAIL_WIDTH: Final = 160
 
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List every DLQ entry: its id (what --id takes) on a line of its own, then reason,
-    key, time and whether it was replayed, then why it could not be delivered.
+    """List every DLQ entry: id, reason, key, time, whether it was replayed, and why.
+
+    Each entry's id (what --id takes) is on a line of its own, never wrapped.
 
     Exits 0 with "empty" when nothing was dead-lettered yet (also before the
     topic exists); 1 only when Kafka cannot be reached.
