@@ -15,6 +15,7 @@ import pytest
 
 from sfamp_sandbox.amplitude.state import Fault
 from tests.backfill.conftest import CliRun, Sandboxes
+from tests.support.silent_kafka import silent_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -253,24 +254,13 @@ async def test_a_signal_while_kafka_does_not_answer_leaves_no_client_open(
 ) -> None:
     # The published mapping is read first; a broker that accepts and never answers holds
     # that read until the signal comes.
-    connected = asyncio.Event()
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connected.set()
-        await reader.read()  # until the client goes
-        writer.close()
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    env = sandboxes.environment(**WIDE)
-    env["SFAMP_KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
-    try:
+    async with silent_kafka() as kafka:
+        env = sandboxes.environment(**WIDE)
+        env["SFAMP_KAFKA__BOOTSTRAP_SERVERS"] = kafka.bootstrap
         run = await CliRun.start(["--mapping", str(mapping_file), *REST], env, tmp_path)
-        await asyncio.wait_for(connected.wait(), 30)
+        await asyncio.wait_for(kafka.connected.wait(), 30)
         run.process.send_signal(signal.SIGINT)
         exit_code, out, err = await run.finish()
-    finally:
-        server.close()
 
     assert exit_code == 130, err
     assert out == ""

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org
 from tests.runtime.test_reconcile import MAPPING
+from tests.support.silent_kafka import silent_kafka
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,25 +167,14 @@ async def test_a_signal_while_kafka_does_not_answer_says_so_in_one_line(
 ) -> None:
     # The mapping is read from Kafka first (the published one may be newer); a broker that
     # accepts and never answers holds that read until the signal comes.
-    connected = asyncio.Event()
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connected.set()
-        await reader.read()  # until the client goes
-        writer.close()
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    env = _env(stack, topic_prefix, tmp_path) | {
-        "SFAMP_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"
-    }
-    try:
+    async with silent_kafka() as kafka:
+        env = _env(stack, topic_prefix, tmp_path) | {
+            "SFAMP_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap
+        }
         process = await _start(env, tmp_path)
-        await asyncio.wait_for(connected.wait(), 30)
+        await asyncio.wait_for(kafka.connected.wait(), 30)
         process.send_signal(signal.SIGTERM)
         code, out, err = await _finish(process)
-    finally:
-        server.close()
     assert code == 143, err
     assert out == ""  # nothing was read: no table
     assert err.strip().splitlines()[-1] == (

@@ -110,6 +110,14 @@ async def test_a_failed_refresh_keeps_the_describe_it_has() -> None:
     assert rest.describes == 2, "a failed refresh waits another max age before it retries"
 
 
+def _cache(*fields: str) -> tuple[SchemaCache, ChangingRest, list[float]]:
+    """A cache over a describe of ``fields``, on a clock the test moves (``now[0]``)."""
+    now = [0.0]
+    rest = ChangingRest()
+    rest.fields = list(fields)
+    return SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0]), rest, now
+
+
 class Change:
     """A Kafka record of a change: what ensure_current reads of it is its raw value. The
     field names are in the body only (``changed`` is left empty) unless given."""
@@ -127,10 +135,7 @@ INDUSTRY = MappingConfig(
 async def test_a_change_carrying_a_field_the_describe_lacks_has_it_described_again() -> None:
     # Hidden by field-level security at the last describe, shown again since: the change's
     # value must be converted by the field's type, not left out for the describe's age.
-    now = [0.0]
-    rest = ChangingRest()
-    rest.fields = ["Id", "Name"]
-    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    cache, rest, now = _cache(*["Id", "Name"])
     await cache.ensure_current(INDUSTRY, [("Account", [Change({"Name": "Acme"})])])
     assert rest.describes == 1, "a change without the field: nothing to describe again"
 
@@ -149,10 +154,7 @@ async def test_a_change_carrying_a_field_the_describe_lacks_has_it_described_aga
 
 
 async def test_a_describe_still_lacking_the_field_is_read_again_at_most_every_30_s() -> None:
-    now = [0.0]
-    rest = ChangingRest()
-    rest.fields = ["Id"]
-    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    cache, rest, now = _cache(*["Id"])
     carrying = [("Account", [Change({"Industry": "Energy"})])]
     await cache.ensure_current(INDUSTRY, carrying)
     assert rest.describes == 1, "a describe read by this very call is not read again"
@@ -171,10 +173,7 @@ async def test_a_describe_still_lacking_the_field_is_read_again_at_most_every_30
 
 async def test_a_failed_describe_for_a_carried_field_keeps_the_one_there_is() -> None:
     # Salesforce unavailable (or its API limit reached) must not stop every object's changes.
-    now = [0.0]
-    rest = ChangingRest()
-    rest.fields = ["Id"]
-    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    cache, rest, now = _cache(*["Id"])
     await cache.ensure_current(INDUSTRY, [("Account", [Change({"Name": "Acme"})])])
     rest.error = SalesforceUnavailableError("503")
     now[0] = 5.0
@@ -193,10 +192,7 @@ def _config(fields: dict[str, str]) -> MappingConfig:
 async def _describes_after(described: list[str], config: MappingConfig, *changes: Change) -> int:
     """Describes made by a batch of ``changes`` a second after a first describe (of
     ``described``) read from a batch carrying nothing."""
-    now = [0.0]
-    rest = ChangingRest()
-    rest.fields = described
-    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    cache, rest, now = _cache(*described)
     await cache.ensure_current(config, [("Account", [Change({"Name": "Acme"})])])
     now[0] = 1.0
     await cache.ensure_current(config, [("Account", list(changes))])
@@ -224,10 +220,7 @@ async def test_a_hidden_component_of_a_listed_compound_is_looked_for_inside_it()
 
 
 async def test_an_unreadable_describe_answer_keeps_the_describe_there_is() -> None:
-    now = [0.0]
-    rest = ChangingRest()
-    rest.fields = ["Id"]
-    cache = SchemaCache(rest, max_age_seconds=300, clock=lambda: now[0])
+    cache, rest, now = _cache(*["Id"])
     await cache.ensure(["Account"])
     rest.malformed = True
     now[0] = 301.0
