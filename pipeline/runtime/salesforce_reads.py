@@ -93,11 +93,13 @@ class SchemaCache:
             try:
                 schema = schema_from_describe(await self._rest.describe(sfdc_object))
             except SalesforceRequestError as exc:
-                # Refused for good (object gone, no access): convert values as they
-                # come rather than stop every object's changes. Verify tells why.
+                # Refused for good (object gone, no access): rather than stop every
+                # object's changes, keep converting by the describe there is; with none,
+                # values are taken as they come. Verify tells why.
                 log.error("describe_refused", object=sfdc_object, reason=str(exc))
-                self._schemas[sfdc_object] = None
-                described.add(sfdc_object)
+                if self._schemas.get(sfdc_object) is None:
+                    self._schemas[sfdc_object] = None
+                    described.add(sfdc_object)
             except SalesforceError as exc:
                 if read_at is None:
                     raise

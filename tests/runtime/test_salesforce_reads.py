@@ -227,3 +227,13 @@ async def test_an_unreadable_describe_answer_keeps_the_describe_there_is() -> No
     await cache.ensure(["Account"])
     assert rest.describes == 2
     assert cache.cached("Account") is not None
+
+
+async def test_a_refused_refresh_keeps_converting_by_the_describe_there_is() -> None:
+    # A describe that was read converts better than none: values would go out as they come.
+    cache, rest, now = _cache("Id", "Industry")
+    await cache.ensure(["Account"])
+    rest.error = SalesforceRequestError("gone", error_code="NOT_FOUND")
+    now[0] = 301.0
+    assert await cache.ensure(["Account"]) == set()
+    assert cache.cached("Account").field("Industry") is not None  # type: ignore[union-attr]
