@@ -27,6 +27,11 @@ SANDBOX_PASSWORD = "sandbox"  # noqa: S105 - the sandbox's documented credential
 OTHER_HOST = "choose another address with --host"
 
 
+def export_lines(variables: dict[str, str]) -> str:
+    """Shell ``export NAME=value`` lines, values quoted for the shell."""
+    return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in variables.items())
+
+
 def salesforce_environment(login_url: str) -> dict[str, str]:
     """The ``SFAMP_SALESFORCE__*`` variables that log in to the Salesforce sandbox at
     ``login_url`` with its documented password-flow credentials."""
@@ -125,7 +130,7 @@ class SandboxStack:
             "SFAMP_KAFKA__CONSUMER_SESSION_TIMEOUT_SECONDS": "6",
             "SFAMP_RUNTIME__HEALTH_PORT": str(health_port),
         }
-        return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in variables.items())
+        return export_lines(variables)
 
     def settings(self, topic_prefix: str = "sfamp", **sections: dict[str, Any]) -> Settings:
         """Settings for this stack, without reading the process environment or ``.env``."""

@@ -20,11 +20,11 @@ from pipeline.cli.common import (
     console,
     err_console,
     fail,
+    on_stop_signals,
     one_of,
     print_json,
     quiet_kafka_client,
     settings_or_exit,
-    signals_stopping,
     unless_stopped,
 )
 from pipeline.cli.progress import ObjectBars, choose_progress
@@ -197,7 +197,7 @@ async def _checked_until_signal(
     file), then the backfill, through one Salesforce login. SIGINT (Ctrl-C) or SIGTERM
     stops it cleanly from the start: before the backfill, with nothing done."""
     stop = StopRequest()
-    with signals_stopping(stop):
+    with on_stop_signals(stop.set):
         async with SalesforceClient.from_settings(settings.salesforce) as salesforce:
             checked = await unless_stopped(
                 _checked_mapping(settings, mapping_path, objects, salesforce), stop

@@ -147,33 +147,28 @@ def run_until_stopped(main: Coroutine[Any, Any, object]) -> bool:
 async def _cancelled_by_signals(main: Coroutine[Any, Any, object]) -> bool:
     task = asyncio.ensure_future(main)
 
-    def stop() -> None:
+    def stop(_signal: str) -> None:
         if not task.cancelling():  # a second signal must not cut the clean-up short
             task.cancel()
 
-    loop = asyncio.get_running_loop()
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop)
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise  # cancelled from outside, not by a signal
-        return True
-    finally:
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
+    with on_stop_signals(stop):
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # cancelled from outside, not by a signal
+            return True
     return False
 
 
 @contextlib.contextmanager
-def signals_stopping(stop: StopRequest) -> Iterator[None]:
-    """While inside, SIGINT and SIGTERM set ``stop`` with the signal's name (a command that
-    stops cleanly at a signal: its whole run, from reading the mapping on)."""
+def on_stop_signals(call: Callable[[str], object]) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM call ``call`` with the signal's name (``stop.set``
+    of a :class:`StopRequest`, for a command that stops cleanly from its first step)."""
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set, sig.name)
+        loop.add_signal_handler(sig, call, sig.name)
     try:
         yield
     finally:

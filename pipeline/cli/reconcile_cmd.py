@@ -19,12 +19,12 @@ from pipeline.cli.common import (
     console,
     err_console,
     fail,
+    on_stop_signals,
     one_of,
     print_clauses,
     print_json,
     quiet_kafka_client,
     settings_or_exit,
-    signals_stopping,
     unless_stopped,
 )
 from pipeline.cli.progress import ObjectBars, choose_progress
@@ -135,7 +135,7 @@ async def _until_signal(
     """The mapping read, then the reconcile; SIGINT or SIGTERM stops it cleanly from the
     start (its checkpoint kept)."""
     stop = StopRequest()
-    with signals_stopping(stop):
+    with on_stop_signals(stop.set):
         read = await unless_stopped(initial_mapping(settings.kafka, mapping_path), stop)
         if read is None:
             checkpoint = options["checkpoint_path"] or default_checkpoint(settings)

@@ -8,7 +8,6 @@ option that changes it.
 from __future__ import annotations
 
 import asyncio
-import shlex
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
@@ -92,13 +91,12 @@ def salesforce(
     latency_ms: int = LATENCY,
 ) -> None:
     """Run the Salesforce sandbox (OAuth, REST, Bulk API 2.0, CDC over CometD)."""
-    from pipeline.sandbox_stack import salesforce_environment
+    from pipeline.sandbox_stack import export_lines, salesforce_environment
     from sfamp_sandbox import salesforce as salesforce_sandbox
 
     def ready(url: str) -> None:
         console.print(f"Salesforce sandbox on [bold]{url}[/] (Ctrl-C to stop)", highlight=False)
-        variables = salesforce_environment(url)
-        _print_exports("\n".join(f"export {k}={shlex.quote(v)}" for k, v in variables.items()))
+        _print_exports(export_lines(salesforce_environment(url)))
 
     serve = salesforce_sandbox.serve
     _until_stopped(_serve("Salesforce sandbox", serve, host, port, ready, latency_ms))

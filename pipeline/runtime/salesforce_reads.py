@@ -24,7 +24,12 @@ import structlog
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import SalesforceError, SalesforceRequestError
 from pipeline.transform.plan import plan_for
-from pipeline.transform.schema import ObjectSchema, compound_candidates, schema_from_describe
+from pipeline.transform.schema import (
+    ObjectSchema,
+    compound_candidates,
+    schema_from_describe,
+    unreadable_fields,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -206,12 +211,8 @@ def missing_fields(
     (none without a schema: then every value is taken as it comes)."""
     if schema is None:
         return frozenset()
-    return frozenset(
-        name
-        for mapping in config.for_object(sfdc_object)
-        for name in mapping.fields
-        if schema.field(name) is None and not schema.is_compound(name)
-    )
+    mapped = (name for mapping in config.for_object(sfdc_object) for name in mapping.fields)
+    return frozenset(unreadable_fields(schema, mapped))
 
 
 def fields_to_read(

@@ -103,7 +103,7 @@ def _deleted_props(
     omitted: list[str] = []
     for mapped in mapping.group_properties:
         name, prop = mapped.sfdc_field, mapped.amplitude_property
-        if schema is None or schema.field(name) is not None or schema.is_compound(name):
+        if schema is None or not schema.omits(name):
             continue
         omitted.append(prop)
         omitted += [compound_property(prop, key) for key in component_keys_by_name(name)]
@@ -130,7 +130,7 @@ def live_targets(plan: MappingPlan, parts: Mapping[str, Mapping[str, str]]) -> S
 def _targets_of(field: str, prop: str, schema: ObjectSchema | None) -> list[Target]:
     if schema is None:
         return [_target(field, prop, None)]
-    if schema.field(field) is None and not schema.is_compound(field):
+    if schema.omits(field):
         # Not in the describe (hidden by field-level security, or gone): its type is
         # unknown, so a value a change still carries cannot be converted as every other
         # read path converts it. The property is left alone; deliver describes the

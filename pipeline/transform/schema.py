@@ -86,6 +86,11 @@ class ObjectSchema:
         """True for a compound that splits into components (an address, a geolocation)."""
         return name in self.components
 
+    def omits(self, name: str) -> bool:
+        """True when the describe leaves ``name`` out: a field the user may not read
+        (field-level security), or one that does not exist."""
+        return name not in self.fields and name not in self.components
+
     def is_person_name(self, name: str) -> bool:
         """True for a composed name (``Name`` of a Contact or person account)."""
         return name in self.person_names
@@ -143,11 +148,7 @@ def unreadable_fields(schema: ObjectSchema, names: Iterable[str]) -> list[str]:
     well as one that does not exist; either way a read without it must not pass
     for a read of the whole record.
     """
-    return [
-        name
-        for name in dict.fromkeys(names)
-        if schema.field(name) is None and not schema.is_compound(name)
-    ]
+    return [name for name in dict.fromkeys(names) if schema.omits(name)]
 
 
 def compose_person_name(parts: Mapping[str, Any]) -> str | None:
@@ -241,8 +242,5 @@ def component_keys_by_name(field_name: str) -> tuple[str, ...]:
     """The component keys a field named ``field_name`` would have if it were compound, by
     naming alone: an address's (``…Address``), a geolocation's or a custom address's
     (``…__c``); none for other names."""
-    if field_name.endswith("Address"):
-        return ADDRESS_PARTS
-    if field_name.endswith("__c"):
-        return tuple(dict.fromkeys(("Latitude", "Longitude", *ADDRESS_PARTS)))
-    return ()
+    # ADDRESS_PARTS holds a geolocation's Latitude and Longitude too.
+    return ADDRESS_PARTS if field_name.endswith(("Address", "__c")) else ()
