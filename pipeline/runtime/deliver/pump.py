@@ -53,7 +53,7 @@ from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.cadence import FlushSchedule, utc_now
 from pipeline.runtime.deliver.lookups import resolve_lookups
 from pipeline.runtime.deliver.sending import send_kept, unless
-from pipeline.runtime.deliver.window import Flushing, FlushWindow, partition_names
+from pipeline.runtime.deliver.window import Flushing, FlushWindow, partition_names, unread
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.reconcile.recorder import SentRecorder
@@ -208,10 +208,13 @@ class DeliverPump:
         async with consumer.held():  # however long this takes, the member stays in its group
             await self._process(batch)
         self._publish_schedule()
-        self._observe_lag(consumer)
+        self.metrics.consumer_lag.set(unread(consumer, self._window.offsets))
 
     async def _process(self, batch: Mapping[Partition, list[Record]]) -> None:
         try:
+            if not self._window.means(self.holder.current):
+                await self._read_again("mapping_changed")  # the batch comes again too
+                return
             await self._take_all(batch)
             if self._schedule.due(self._clock()) or self._full():
                 await self.flush()
@@ -265,7 +268,10 @@ class DeliverPump:
         answers, groups = self.metrics.amplitude_answers, window.pending_groups
         try:
             settled = await unless(flushing.revoked, self._settle_window(flushing))
-            committed = await self._commit(flushing) if settled is not None else {}
+            # Sent under a mapping replaced meanwhile: what the new one makes of the same
+            # changes is sent after it, from Kafka, where they stay uncommitted.
+            stale = settled is not None and not window.means(self.holder.current)
+            committed = await self._commit(flushing) if settled is not None and not stale else {}
         except Exception:
             # What the failed flush held and did, for /status and its metrics (_failed).
             self._failed_flush = FlushResult(
@@ -289,9 +295,11 @@ class DeliverPump:
             rejected=len(report.rejected),
             changes=window.changes,
             duration_seconds=round(time.monotonic() - started, 3),
-            error=flushing.note(stopped=settled is None, committed=committed),
+            error=flushing.note(stopped=settled is None, committed=committed, stale=stale),
         )
         self._flushed(result, report, dlq=len(window.dlq), flushing=flushing, committed=committed)
+        if stale:
+            await self._read_again("mapping_changed")
         return result
 
     async def _settle_window(
@@ -401,15 +409,7 @@ class DeliverPump:
             retry_in_seconds=round(delay, 1),
             committed=False,
         )
-        self.forget("failure")
-        consumer = self._consumer
-        if consumer is not None:
-            try:
-                await self.rewind(consumer.assignment())
-            except KafkaError as rewind_error:
-                # Consuming on from the old position would skip the dropped window.
-                self._must_rewind = True
-                log.error("deliver_rewind_failed", reason=str(rewind_error), retrying=True)
+        await self._read_again("failure")
         self._schedule.retry_after(self._clock(), delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)
@@ -424,6 +424,17 @@ class DeliverPump:
         self._generation += 1
         self.state.pending_groups = 0
 
+    async def _read_again(self, why: str) -> None:
+        """Forget the window and read on from the committed offsets."""
+        self.forget(why)
+        if self._consumer is not None:
+            try:
+                await self.rewind(self._consumer.assignment())
+            except KafkaError as exc:
+                # Consuming on from the old position would skip the dropped window.
+                self._must_rewind = True
+                log.error("deliver_rewind_failed", reason=str(exc), retrying=True)
+
     async def rewind(self, partitions: set[Partition]) -> None:
         consumer = self._consumer
         if consumer is None:
@@ -437,13 +448,3 @@ class DeliverPump:
 
     def _publish_schedule(self) -> None:
         self.state.next_flush_at = self._schedule.next_at
-
-    def _observe_lag(self, consumer: ChangesConsumer) -> None:
-        """Messages in the assigned partitions that this pump has not read yet."""
-        lag = 0
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            position = self._window.offsets.get(tp)
-            if highwater is not None and position is not None:
-                lag += max(0, highwater - position)
-        self.metrics.consumer_lag.set(lag)

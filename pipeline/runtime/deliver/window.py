@@ -9,9 +9,9 @@ from typing import Any
 
 import structlog
 
-from pipeline.config.mapping import ObjectMapping
+from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.errors import EnvelopeError
-from pipeline.kafka.consumer import Partition, Record
+from pipeline.kafka.consumer import ChangesConsumer, Partition, Record
 from pipeline.kafka.records import DlqEntry, DlqReason, dlq_id
 from pipeline.runtime.cadence import now_ms
 from pipeline.transform.apply import (
@@ -75,10 +75,22 @@ class FlushWindow:
     lookups: list[Lookup] = field(default_factory=list)
     dlq: list[DlqEntry] = field(default_factory=list)
     changes: int = 0
+    # The mappings its changes were transformed under (set by the first take).
+    mappings: list[ObjectMapping] | None = None
 
     @property
     def empty(self) -> bool:
         return not self.offsets
+
+    def means(self, config: MappingConfig) -> bool:
+        """Whether what the window holds is what ``config`` makes of its changes.
+
+        Changes are transformed as they are taken. A mapping revision that maps other
+        fields, properties or group names makes what was taken before it stale: sent
+        after the revision (and after the backfill that applies it), it would land the
+        old meaning last. A revision of the cadence alone changes nothing held.
+        """
+        return self.mappings is None or self.mappings == config.mappings
 
     @property
     def pending_groups(self) -> int:
@@ -129,6 +141,8 @@ class FlushWindow:
         message, so it keeps to local names and leaves the rare cases (lookups, gap
         events, malformed messages) to :meth:`add` and :meth:`to_dlq`.
         """
+        if self.mappings is None:
+            self.mappings = table.config.mappings
         coalescer, lookups, place = self.coalescer(tp), self.lookups, self.reads.place
         # One change adds at most one group or lookup per mapping: check for a full window
         # only once this many changes could have filled it.
@@ -222,9 +236,13 @@ class Flushing:
         if read and self.lost >= read:
             self.revoked.set()
 
-    def note(self, *, stopped: bool, committed: Mapping[Partition, int]) -> str | None:
+    def note(
+        self, *, stopped: bool, committed: Mapping[Partition, int], stale: bool = False
+    ) -> str | None:
         """What the flush result says about the group, or None when nothing happened."""
         lost = ", ".join(partition_names(self.lost))
+        if stale:
+            return "the mapping changed during the flush: its changes are read again under it"
         if stopped:
             return f"stopped early: the group gave {lost} to another member, which reads them again"
         if lost:
@@ -232,6 +250,17 @@ class Flushing:
         if self.window.offsets and not committed:
             return "offsets not committed: the group was rebalancing; they are read again"
         return None
+
+
+def unread(consumer: ChangesConsumer, offsets: Mapping[Partition, int]) -> int:
+    """Messages in ``consumer``'s assigned partitions past ``offsets`` (what a window read):
+    the consumer lag."""
+    lag = 0
+    for tp in consumer.assignment():
+        highwater, position = consumer.highwater(tp), offsets.get(tp)
+        if highwater is not None and position is not None:
+            lag += max(0, highwater - position)
+    return lag
 
 
 def source_of(record: Record) -> Source:
