@@ -101,3 +101,21 @@ def differing_envelope(
         return None
     chosen = {name: record[name] for name in keep if name in record}
     return envelope_from_record(plan.sfdc_object, chosen, source=source, now_ms=at)
+
+
+def deleted_envelope(
+    plan: ObjectPlan, record: Mapping[str, Any], *, now_ms: int
+) -> ChangeEnvelope | None:
+    """A catch-up row read deleted (``queryAll``) as the delete it stands for; None without an Id.
+
+    A reconcile read of the record, written before the delete, may reach deliver after
+    the record's DELETE event: whole, it would mark the group live again (``on_delete:
+    mark``) or set what ``unset`` removed. Written after it, the delete is the last word,
+    and deliver applies the mapping's ``on_delete``.
+    """
+    stamp = modified_ms(record)
+    at = now_ms if stamp is None else stamp
+    try:
+        return envelope_from_record(plan.sfdc_object, record, source="rest", now_ms=at)
+    except EnvelopeError:
+        return None

@@ -46,7 +46,12 @@ from pipeline.runtime.backfill.read import forget_job
 from pipeline.runtime.backfill.run import until_stopped
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.checkpoint import ReconcileCheckpoint, open_checkpoint
-from pipeline.runtime.reconcile.compare import ObjectPlan, Tally, differing_envelope
+from pipeline.runtime.reconcile.compare import (
+    ObjectPlan,
+    Tally,
+    deleted_envelope,
+    differing_envelope,
+)
 from pipeline.runtime.reconcile.digest import SentDigests, reconciled_mapping
 from pipeline.runtime.reconcile.report import ObjectReconcile, ReconcileProgress, ReconcileSummary
 from pipeline.runtime.salesforce_reads import fields_to_read
@@ -254,12 +259,19 @@ async def _snapshot(
 async def _catch_up(
     run: _Run, plan: ObjectPlan, item: ObjectReconcile, catch_up: CatchUp, tally: Tally
 ) -> None:
-    """Records changed since the snapshot started, written again with every reconciled field:
-    an older read of theirs may still be on its way to Amplitude, so the digest cannot tell."""
+    """Records changed since the snapshot started, written again with every reconciled field
+    (an older read of theirs may still be on its way to Amplitude, so the digest cannot
+    tell), and the deleted ones as deletes."""
     assert run.checkpoint is not None
     async for records in catch_up.rounds():
         live = [r for r in records if r.get(DELETED) not in (True, "true")]
         envelopes = _envelopes(run, plan, live, "rest", tally, every_field=True)
+        now_ms = int(time.time() * 1000)
+        for record in records:
+            deleted = record.get(DELETED) in (True, "true")
+            envelope = deleted_envelope(plan, record, now_ms=now_ms) if deleted else None
+            if envelope is not None:
+                envelopes.append(envelope)
         await run.write(plan.sfdc_object, envelopes)
         item.caught_up += len(envelopes)
         catch_up.track(records)
