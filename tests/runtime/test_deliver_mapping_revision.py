@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.runtime.backfill import run_backfill
-from pipeline.runtime.deliver.window import FlushWindow, Flushing
+from pipeline.runtime.deliver.window import Flushing, FlushWindow
 from pipeline.sandbox_stack import SandboxStack
 from tests.convergence.oracle import check_convergence
 from tests.runtime.conftest import Org, group, running, settings_for, wait_until
@@ -54,7 +54,8 @@ def test_a_window_means_only_the_mappings_it_was_taken_under() -> None:
     assert not window.means(MappingConfig.model_validate(rating))
     assert FlushWindow().means(MappingConfig.model_validate(rating))  # nothing taken yet
     note = Flushing(window, "member").note(stopped=False, committed={}, stale=True)
-    assert note is not None and "read again" in note
+    assert note is not None
+    assert "read again" in note
 
 
 async def test_changes_held_across_a_revision_are_sent_as_the_revision_means_them(
@@ -66,14 +67,16 @@ async def test_changes_held_across_a_revision_are_sent_as_the_revision_means_the
     second = _mapping("Rating", 3600)  # tier now comes from Rating
     third = _mapping("Rating", 1)  # what the second means; brings the flush forward
     _write(mapping_file, first, 0)
-    assert stack.salesforce is not None and stack.amplitude is not None
+    assert stack.salesforce is not None
+    assert stack.amplitude is not None
     async with running(settings, mapping_file) as service:
         deliver, holder = service.deliver, service.holder
-        assert deliver is not None and holder is not None
+        assert deliver is not None
+        assert holder is not None
         account = await org.create("Account", Name="Acme", Tier__c="Gold", Rating="Hot")
         await org.update("Account", account, Tier__c="Silver")
         await wait_until(
-            lambda: deliver._window.changes >= 2,  # noqa: SLF001
+            lambda: deliver._window.changes >= 2,
             what="deliver to hold both changes, transformed under the first revision",
         )
         _write(mapping_file, second, 1)
@@ -89,11 +92,12 @@ async def test_changes_held_across_a_revision_are_sent_as_the_revision_means_the
         flushes = deliver.flushes
         _write(mapping_file, third, 2)
         await wait_until(
-            lambda: deliver.flushes > flushes and deliver._window.empty,  # noqa: SLF001
+            lambda: deliver.flushes > flushes and deliver._window.empty,
             what="the flush of what deliver holds",
         )
         last = service.state.last_flush
-        assert last is not None and last.changes >= 2, last  # read again, not dropped
+        assert last is not None
+        assert last.changes >= 2, last  # read again, not dropped
     assert group(stack, "account", account) == {"name": "Acme", "tier": "Hot"}
     report = check_convergence(stack.salesforce, stack.amplitude, second)
     assert report.ok, report.describe()

@@ -53,11 +53,12 @@ async def test_a_reconcile_read_landing_after_a_delete_leaves_the_group_deleted(
     settings = settings_for(stack, topic_prefix)
     mapping_file = tmp_path / "mapping.json"
     mapping_file.write_text(json.dumps(MAPPING))
-    assert stack.salesforce is not None and stack.amplitude is not None
+    assert stack.salesforce is not None
+    assert stack.amplitude is not None
     async with running(settings, mapping_file):
         doomed = await org.create("Account", Name="Doomed")
         await wait_until(lambda: _marked_deleted(stack, doomed) is False, what="the create")
-        write = reconcile_run._Run.write  # noqa: SLF001
+        write = reconcile_run._Run.write
         deleted = False
 
         async def write_after_a_delete(run: Any, sfdc_object: str, envelopes: list[Any]) -> None:
@@ -70,7 +71,7 @@ async def test_a_reconcile_read_landing_after_a_delete_leaves_the_group_deleted(
                 await wait_until(lambda: _marked_deleted(stack, doomed) is True, what="DELETE")
             await write(run, sfdc_object, envelopes)
 
-        monkeypatch.setattr(reconcile_run._Run, "write", write_after_a_delete)  # noqa: SLF001
+        monkeypatch.setattr(reconcile_run._Run, "write", write_after_a_delete)
         summary = await reconcile_run.run_reconcile(
             settings, MappingConfig.model_validate(MAPPING), checkpoint_path=tmp_path / "rc.json"
         )
@@ -79,8 +80,10 @@ async def test_a_reconcile_read_landing_after_a_delete_leaves_the_group_deleted(
         # The reconcile's read (it alone sends modstamp) and then its catch-up's delete:
         # one record, so one partition, delivered in that order.
         await wait_until(
-            lambda: "modstamp" in (group(stack, "account", doomed) or {})
-            and _marked_deleted(stack, doomed) is True,
+            lambda: (
+                "modstamp" in (group(stack, "account", doomed) or {})
+                and _marked_deleted(stack, doomed) is True
+            ),
             what="the reconcile's read of the record, then the delete, delivered",
         )
     report = check_convergence(
