@@ -174,7 +174,9 @@ class Resyncs:
         config = self.holder.current
         schema = await self._whole_record_schema(config, sfdc_object)
         fields = snapshot_fields(config, sfdc_object, schema)
-        catch_up = await begin_catch_up(self._rest, sfdc_object, fields, meaning=(config, schema))
+        catch_up = await begin_catch_up(
+            self._rest, sfdc_object, fields, meaning=(config, schema), recycle_bin=True
+        )
         bulk = BulkQuery(self._rest)
         batches = read_batches(
             self._salesforce, bulk, schema, fields, where=None, start=None, options=ReadOptions()

@@ -105,19 +105,25 @@ async def begin_catch_up(
     where: str | None = None,
     meaning: tuple[MappingConfig, ObjectSchema] | None = None,
     bulk: WindowPages | None = None,
+    recycle_bin: bool = False,
 ) -> CatchUp | None:
     """The catch-up of a snapshot that starts now: call it before the first read.
 
     ``meaning`` (the mapping and the object's describe) makes rounds compare mapped
     values and read deleted records too; ``bulk`` lets a large round read through
-    Bulk API 2.0. ``None`` (and a warning) when ``fields`` lack ``SystemModstamp``,
-    i.e. the object has none to order by.
+    Bulk API 2.0; ``recycle_bin`` reads the records deleted before the window too
+    when a mapping of the object acts on deletes (:attr:`CatchUp.recycle_bin`).
+    ``None`` (and a warning) when ``fields`` lack ``SystemModstamp``, i.e. the object
+    has none to order by.
     """
     if MODSTAMP not in fields:
         log.warning("snapshot_catch_up_unavailable", object=sfdc_object, missing=MODSTAMP)
         return None
     start = await snapshot_start(rest, sfdc_object)
-    return catch_up_for(rest, sfdc_object, fields, start, where=where, meaning=meaning, bulk=bulk)
+    return catch_up_for(
+        rest, sfdc_object, fields, start, where=where, meaning=meaning, bulk=bulk,
+        recycle_bin=recycle_bin,
+    )  # fmt: skip
 
 
 def catch_up_for(
@@ -130,6 +136,7 @@ def catch_up_for(
     meaning: tuple[MappingConfig, ObjectSchema] | None = None,
     seen: object = None,
     bulk: WindowPages | None = None,
+    recycle_bin: bool = False,
 ) -> CatchUp:
     """A catch-up from ``since``: a new one, or one resumed with what a checkpoint's
     ``seen`` says was delivered (as :meth:`CatchUp.to_json` wrote it)."""
@@ -139,6 +146,8 @@ def catch_up_for(
         config, schema = meaning
         catch_up.meaning = ReadMeaning(sfdc_object, config, schema)
         catch_up.with_deleted = schema.field(DELETED) is not None
+        acts = any(m.on_delete != "ignore" for m in config.for_object(sfdc_object))
+        catch_up.recycle_bin = recycle_bin and catch_up.with_deleted and acts
     if remembered:  # the next checkpoint keeps what this one resumed from
         catch_up._packed.extend(seen)  # type: ignore[arg-type]  # load_seen checked it
     return catch_up
@@ -210,6 +219,10 @@ class CatchUp:
     # What a read means (mapped values); None: the fields read (see :func:`record_digest`).
     meaning: ReadMeaning | None = None
     with_deleted: bool = False
+    # Read the records deleted before the window once, ahead of the rounds: an outage
+    # longer than the event retention (or a snapshot after one) must apply the deletes
+    # it missed, and the recycle bin holds them for 15 days.
+    recycle_bin: bool = False
     bulk: WindowPages | None = None  # large rounds read through Bulk API 2.0 when set
     bulk_min_rows: int = BULK_MIN_ROWS
 
@@ -268,8 +281,18 @@ class CatchUp:
         """Rounds of changed records, until one finds nothing new (at most :data:`MAX_ROUNDS`).
 
         A round is read page by page (the next page read while this one is compared)
-        and keeps only what changed, so memory holds a page and the changes.
+        and keeps only what changed, so memory holds a page and the changes. With
+        :attr:`recycle_bin`, the records deleted before the window come first, a page
+        at a time.
         """
+        if self.recycle_bin and self.since is not None:  # from no start, rounds read them
+            deleted = 0
+            async for page in prefetched(
+                self._pages(self.soql(self.since, deleted_before=True), 0)
+            ):
+                deleted += len(page)
+                yield [dict(record) for record in page]
+            log.info("snapshot_recycle_bin_read", object=self.sfdc_object, deleted=deleted)
         start, expected = self.since, len(self.keys)
         for _ in range(MAX_ROUNDS):
             found, fresh, latest = 0, [], start
@@ -315,11 +338,14 @@ class CatchUp:
         if rows:
             yield rows
 
-    def soql(self, start: datetime | None) -> str:
+    def soql(self, start: datetime | None, *, deleted_before: bool = False) -> str:
+        """The round from ``start``; ``deleted_before``: the records deleted before it."""
         deleted = [DELETED] if self.with_deleted else []
         select = ", ".join(dict.fromkeys(["Id", *self.fields, MODSTAMP, *deleted]))
         conditions = [f"({self.where})"] if self.where else []
-        if start is not None:
+        if deleted_before and start is not None:
+            conditions += [f"{DELETED} = true", f"{MODSTAMP} < {soql_since(start)}"]
+        elif start is not None:
             conditions.append(f"{MODSTAMP} >= {soql_since(start)}")
         # Names come from the validated mapping and the describe; ``where`` is the
         # user's own condition, as in the snapshot.

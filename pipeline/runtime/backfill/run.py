@@ -254,13 +254,14 @@ async def _catch_up_for(
     bulk = None if run.options.api == "rest" else BulkWindowReads(run.bulk, meaning[1], run.options)
     if saved is None or "since" not in saved.catch_up or MODSTAMP not in fields:
         return await begin_catch_up(
-            rest, sfdc_object, fields, where=where, meaning=meaning, bulk=bulk
+            rest, sfdc_object, fields, where=where, meaning=meaning, bulk=bulk, recycle_bin=True
         )
     since = parse_stamp(saved.catch_up["since"])
     seen = saved.catch_up.get("seen")
     return catch_up_for(
-        rest, sfdc_object, fields, since, where=where, meaning=meaning, seen=seen, bulk=bulk
-    )
+        rest, sfdc_object, fields, since, where=where, meaning=meaning, seen=seen, bulk=bulk,
+        recycle_bin=True,
+    )  # fmt: skip
 
 
 async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:

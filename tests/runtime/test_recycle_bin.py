@@ -1,0 +1,108 @@
+"""Snapshots read the recycle bin: deletes no change event brought still take effect.
+
+A record deleted while sfamp was down past the event retention (72 h), or before a
+backfill's catch-up window, reaches no change event and no live read. Under
+``on_delete: mark`` or ``unset`` its groups would keep their live values for good.
+The recycle bin keeps deleted records for 15 days, and ``queryAll`` reads them.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.runtime.backfill import run_backfill
+from pipeline.runtime.backfill.catch_up import catch_up_for
+from pipeline.sandbox_stack import SandboxStack
+from pipeline.transform.schema import schema_from_describe
+from sfamp_sandbox.salesforce.describe import describe_object
+from sfamp_sandbox.salesforce.objects import ACCOUNT
+from tests.convergence.oracle import check_convergence
+from tests.runtime.conftest import MAPPING, Org, group, running, settings_for, wait_until
+
+SCHEMA = schema_from_describe(describe_object(ACCOUNT, "62.0"))
+SINCE = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+def _ignoring_deletes() -> dict[str, Any]:
+    mapping = copy.deepcopy(MAPPING)
+    for item in mapping["mappings"]:
+        item["on_delete"] = "ignore"
+    return mapping
+
+
+def _catch_up(mapping: dict[str, Any]) -> Any:
+    meaning = (MappingConfig.model_validate(mapping), SCHEMA)
+    fields = ["Name", "SystemModstamp"]
+    return catch_up_for(None, "Account", fields, SINCE, meaning=meaning, recycle_bin=True)  # type: ignore[arg-type]
+
+
+def test_the_recycle_bin_is_read_only_for_mappings_that_act_on_deletes() -> None:
+    assert _catch_up(MAPPING).recycle_bin
+    assert not _catch_up(_ignoring_deletes()).recycle_bin
+    soql = _catch_up(MAPPING).soql(SINCE, deleted_before=True)
+    assert "IsDeleted = true" in soql
+    assert "SystemModstamp < 2026-01-01T23:55:00Z" in soql
+
+
+async def test_a_backfill_applies_a_delete_older_than_its_catch_up_window(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix)
+    config = MappingConfig.model_validate(MAPPING)
+    doomed = await org.create("Account", Name="Doomed", External_Id__c="EXT-A", Tier__c="Gold")
+    await org.create("Account", Name="Kept", External_Id__c="EXT-K", Tier__c="Silver")
+    first = await run_backfill(settings, config, checkpoint_path=tmp_path / "first.json")
+    assert first.error is None, first.error
+    assert (group(stack, "account_ext", "EXT-A") or {}).get("tier") == "Gold"
+
+    await org.delete("Account", doomed)
+    await org.advance_clock(3600)  # the delete is older than the next catch-up window
+    again = await run_backfill(settings, config, checkpoint_path=tmp_path / "again.json")
+    assert again.error is None, again.error
+
+    assert (group(stack, "account", doomed) or {}).get("sfdc_deleted") is True
+    assert group(stack, "account_ext", "EXT-A") == {}
+    assert stack.salesforce is not None
+    assert stack.amplitude is not None
+    report = check_convergence(stack.salesforce, stack.amplitude, MAPPING)
+    assert report.ok, report.describe()
+
+
+async def test_a_resync_after_an_outage_applies_the_deletes_it_missed(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix)
+    assert stack.salesforce is not None
+    assert stack.amplitude is not None
+    async with running(settings, mapping_file):
+        doomed = await org.create("Account", Name="Doomed", External_Id__c="EXT-A", Tier__c="Gold")
+        kept = await org.create("Account", Name="Kept")
+        await wait_until(
+            lambda: (
+                (group(stack, "account_ext", "EXT-A") or {}).get("tier") == "Gold"
+                and group(stack, "account", kept) is not None
+            ),
+            what="both accounts delivered",
+        )
+
+    # sfamp is down while the record is deleted, longer than the event retention.
+    await org.delete("Account", doomed)
+    await org.advance_clock(73 * 3600)
+
+    async with running(settings, mapping_file) as service:
+        ingest = service.ingest
+        assert ingest is not None
+        await wait_until(lambda: ingest.resyncs_done == 1, what="the re-sync")
+        await wait_until(
+            lambda: (
+                (group(stack, "account", doomed) or {}).get("sfdc_deleted") is True
+                and group(stack, "account_ext", "EXT-A") == {}
+            ),
+            what="the missed delete applied to both groups",
+        )
+    report = check_convergence(stack.salesforce, stack.amplitude, MAPPING)
+    assert report.ok, report.describe()
