@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
@@ -92,6 +93,14 @@ async def test_clock_advances_audit_stamps(sf_http: httpx.AsyncClient) -> None:
     assert record["CreatedDate"][:10] == moved["now"][:10]
     refused = await sf_http.post("/__sandbox/clock", json={"advance_seconds": -5})
     assert refused.status_code == 400
+
+
+async def test_answers_are_dated_by_the_org_clock(sf_http: httpx.AsyncClient) -> None:
+    # Clients measure windows over SystemModstamp on the Date header, as a real org's.
+    moved = (await sf_http.post("/__sandbox/clock", json={"advance_seconds": 73 * 3600})).json()
+    answer = await sf_http.get(f"{API}/")
+    dated = parsedate_to_datetime(answer.headers["Date"]).timestamp()
+    assert abs(dated - moved["epoch_seconds"]) < 5, (answer.headers["Date"], moved["now"])
 
 
 async def test_seed_dates_records_in_the_past(sf_http: httpx.AsyncClient) -> None:
