@@ -20,6 +20,7 @@ from pipeline.cli.common import (
     console,
     err_console,
     fail,
+    given_mapping_file,
     on_stop_signals,
     one_of,
     print_json,
@@ -152,7 +153,7 @@ def backfill(
             summary = asyncio.run(
                 _checked_until_signal(
                     settings,
-                    mapping or settings.mapping_file,
+                    given_mapping_file(mapping, settings),
                     objects=objects or None,
                     where=where,
                     dry_run=dry_run,
@@ -199,16 +200,21 @@ async def _checked_until_signal(
     stop = StopRequest()
     with on_stop_signals(stop.set):
         async with SalesforceClient.from_settings(settings.salesforce) as salesforce:
-            checked = await unless_stopped(
-                _checked_mapping(settings, mapping_path, objects, salesforce), stop
+            unstarted = BackfillSummary(
+                dry_run=options["dry_run"],
+                resumed=options["resume"],
+                checkpoint=str(options["checkpoint_path"]),
             )
-            if checked is None:
-                return BackfillSummary(
-                    dry_run=options["dry_run"],
-                    resumed=options["resume"],
-                    checkpoint=str(options["checkpoint_path"]),
-                    interrupted=stop.reason,
+            try:
+                checked = await unless_stopped(
+                    _checked_mapping(settings, mapping_path, objects, salesforce), stop
                 )
+            except SfampError as exc:  # a refused login, a mapping the org refuses...
+                unstarted.error = exc  # said with what to do next, as a run's own error
+                return unstarted
+            if checked is None:
+                unstarted.interrupted = stop.reason
+                return unstarted
             return await run_backfill(
                 settings, checked[0], salesforce=salesforce, objects=objects, stop=stop, **options
             )

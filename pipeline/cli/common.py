@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import orjson
@@ -17,7 +18,7 @@ from pydantic_core import PydanticCustomError
 from rich.console import Console
 
 from pipeline.config.settings import Settings, load_settings
-from pipeline.errors import SettingsError, SfampError
+from pipeline.errors import MappingError, SettingsError, SfampError
 from pipeline.logs import configure_logging
 from pipeline.runtime.backfill.run import StopRequest, until_stopped
 
@@ -72,6 +73,18 @@ def fail(exc: SfampError, code: int = 1, *, hint: str | None = None) -> NoReturn
     if hint:
         err_console.print(f"  {hint}", highlight=False, soft_wrap=True)
     sys.exit(code)
+
+
+def given_mapping_file(option: Path | None, settings: Settings) -> Path | None:
+    """The mapping file a command is given: ``--mapping``, else ``SFAMP_MAPPING_FILE``
+    (the environment or ``.env``). Raises :class:`MappingError` naming where a missing
+    one was given, even when the command would not need to read it."""
+    path, given_by = option, "--mapping"
+    if path is None:
+        path, given_by = settings.mapping_file, "SFAMP_MAPPING_FILE"
+    if path is not None and not path.exists():
+        raise MappingError(f"mapping file {path} does not exist (given by {given_by})")
+    return path
 
 
 def settings_or_exit(**overrides: object) -> Settings:

@@ -16,7 +16,7 @@ from typing import Final
 import typer
 from rich.table import Table
 
-from pipeline.cli.common import MAPPING, console, print_json
+from pipeline.cli.common import MAPPING, console, given_mapping_file, print_json
 from pipeline.cli.help import SfampTyper
 from pipeline.cli.topics_cmd import format_time, new_table, run_inspection
 from pipeline.config.settings import Settings
@@ -105,7 +105,7 @@ def replay_(
     """
 
     async def work(settings: Settings, inspector: KafkaInspector) -> list[RedeliveryOutcome]:
-        file = mapping or settings.mapping_file
+        file = given_mapping_file(mapping, settings)
         return await replay_dead_letters(settings, inspector, ids, everything, file)
 
     outcomes = run_inspection(work)
@@ -157,7 +157,7 @@ def dismiss(
     """
 
     async def work(settings: Settings, inspector: KafkaInspector) -> list[Dismissal]:
-        file = mapping or settings.mapping_file
+        file = given_mapping_file(mapping, settings)
         return await dismiss_dead_letters(settings, inspector, ids, unreplayable, file, note)
 
     _print_dismissals(run_inspection(work), as_json=as_json)

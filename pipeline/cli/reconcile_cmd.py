@@ -19,6 +19,7 @@ from pipeline.cli.common import (
     console,
     err_console,
     fail,
+    given_mapping_file,
     on_stop_signals,
     one_of,
     print_clauses,
@@ -101,7 +102,7 @@ def reconcile(
             summary = asyncio.run(
                 _until_signal(
                     settings,
-                    mapping or settings.mapping_file,
+                    given_mapping_file(mapping, settings),
                     dry_run=dry_run,
                     checkpoint_path=checkpoint,
                     progress=progress,
@@ -136,12 +137,16 @@ async def _until_signal(
     start (its checkpoint kept)."""
     stop = StopRequest()
     with on_stop_signals(stop.set):
-        read = await unless_stopped(initial_mapping(settings.kafka, mapping_path), stop)
+        checkpoint = options["checkpoint_path"] or default_checkpoint(settings)
+        unstarted = ReconcileSummary(dry_run=options["dry_run"], checkpoint=str(checkpoint))
+        try:
+            read = await unless_stopped(initial_mapping(settings.kafka, mapping_path), stop)
+        except SfampError as exc:  # no mapping to run: said as a run's own error
+            unstarted.error = exc
+            return unstarted
         if read is None:
-            checkpoint = options["checkpoint_path"] or default_checkpoint(settings)
-            return ReconcileSummary(
-                dry_run=options["dry_run"], checkpoint=str(checkpoint), interrupted=stop.reason
-            )
+            unstarted.interrupted = stop.reason
+            return unstarted
         ((version, _),) = read
         return await run_reconcile(settings, version.mapping, stop=stop, **options)
 

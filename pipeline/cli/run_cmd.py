@@ -9,7 +9,7 @@ from pathlib import Path
 import structlog
 import typer
 
-from pipeline.cli.common import MAPPING, fail, one_of, settings_or_exit
+from pipeline.cli.common import MAPPING, fail, given_mapping_file, one_of, settings_or_exit
 from pipeline.errors import SfampError
 from pipeline.runtime.health import check_health_port
 from pipeline.runtime.service import run_service
@@ -41,8 +41,9 @@ def run(role: RoleChoice = ROLE, mapping: Path | None = MAPPING) -> None:
     settings = settings_or_exit()
     try:
         check_health_port(settings.runtime)
+        mapping_file = given_mapping_file(mapping, settings)
         asyncio.run(
-            run_service(settings, role=role.value, mapping_file=mapping, handle_signals=True)
+            run_service(settings, role=role.value, mapping_file=mapping_file, handle_signals=True)
         )
     except SfampError as exc:
         fail(exc)

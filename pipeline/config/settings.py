@@ -62,6 +62,15 @@ def http_url(value: str, example: str = "") -> str:
     return value.rstrip("/")
 
 
+# The settings each Salesforce auth flow logs in with.
+FLOW_CREDENTIALS: Final[dict[str, tuple[str, ...]]] = {
+    "password": ("client_id", "client_secret", "username", "password"),
+    "refresh_token": ("client_id", "refresh_token"),
+    "client_credentials": ("client_id", "client_secret"),
+    "jwt": ("client_id", "username", "jwt_private_key_file"),
+}
+
+
 class SalesforceSettings(_Section):
     """Where the org is and how sfamp logs in to it."""
 
@@ -103,20 +112,23 @@ class SalesforceSettings(_Section):
 
     def credential_problems(self) -> list[Problem]:
         """What the chosen auth flow still needs; checked only by commands that log in."""
-        needed: dict[str, tuple[str, ...]] = {
-            "password": ("client_id", "client_secret", "username", "password"),
-            "refresh_token": ("client_id", "refresh_token"),
-            "client_credentials": ("client_id", "client_secret"),
-            "jwt": ("client_id", "username", "jwt_private_key_file"),
-        }
         return [
             Problem(
                 f"{ENV_PREFIX}SALESFORCE__{name.upper()}",
                 f"required for auth_flow={self.auth_flow}",
             )
-            for name in needed[self.auth_flow]
+            for name in FLOW_CREDENTIALS[self.auth_flow]
             if not getattr(self, name)
         ]
+
+    def credential_variables(self) -> list[str]:
+        """The variables that hold the chosen auth flow's credentials (what to check when
+        Salesforce refuses the login); the password flow's security token among them, as
+        Salesforce wants it unless the caller's address is trusted."""
+        names = FLOW_CREDENTIALS[self.auth_flow]
+        if self.auth_flow == "password":
+            names = (*names, "security_token")
+        return [f"{ENV_PREFIX}SALESFORCE__{name.upper()}" for name in names]
 
 
 class KafkaSettings(_Section):

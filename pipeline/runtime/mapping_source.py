@@ -99,7 +99,8 @@ async def checked(
                 "mapping_check_retrying",
                 source=source,
                 reason=str(exc),
-                retriable=exc.retriable,
+                # Retried either way: a refused login waits for someone to fix it.
+                fix_needed=not exc.retriable,
                 retry_in=round(delay, 1),
             )
             await asyncio.sleep(delay)
@@ -263,6 +264,11 @@ async def _published(
     except MappingError as exc:
         log.error("published_mapping_refused", reason=str(exc))
     except KafkaError as exc:
+        if mapping_file is None and isinstance(exc, KafkaUnavailableError):
+            raise KafkaUnavailableError(
+                f"{exc}; with no mapping file (--mapping FILE or SFAMP_MAPPING_FILE) the "
+                "published mapping is needed: check SFAMP_KAFKA__BOOTSTRAP_SERVERS"
+            ) from exc
         if mapping_file is None:
             raise
         log.warning("published_mapping_unreadable", reason=str(exc), mapping_file=str(mapping_file))

@@ -193,7 +193,8 @@ class SalesforceAuth:
             description = str(body.get("error_description") or response.text[:MAX_ERROR_TEXT])
             raise SalesforceAuthError(
                 f"Salesforce refused the {flow} login at {self.token_url}: "
-                f"{description.strip()} ({error})",
+                f"{description.strip()} ({error}); check "
+                f"{', '.join(self.settings.credential_variables())}",
                 error_code=error,
             )
         access_token, instance_url = body.get("access_token"), body.get("instance_url")

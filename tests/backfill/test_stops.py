@@ -207,6 +207,33 @@ async def test_a_refused_amplitude_key_is_the_reason_alone_with_no_summary(
     )
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+async def test_a_refused_salesforce_login_says_what_to_do_and_gives_scripts_the_summary(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path, as_json: bool
+) -> None:
+    # Refused while the mapping is checked against the org, before the run itself.
+    env = {**sandboxes.environment(**WIDE), "SFAMP_SALESFORCE__PASSWORD": "wrong"}
+    args = ["--mapping", str(mapping_file), *(["--json"] if as_json else [])]
+    run = await CliRun.start(args, env, tmp_path)
+    code, out, err = await run.finish()
+
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert "Salesforce refused the password login" in errors[0]
+    assert err.rstrip().endswith(
+        f"{errors[0]}\n  no batch was confirmed delivered yet; "
+        "run again once the problem above is fixed"
+    )
+    if as_json:
+        summary = json.loads(out)
+        assert summary["completed"] is False
+        assert summary["error_type"] == "SalesforceAuthError"
+        assert summary["next_step"].endswith("once the problem above is fixed")
+    else:
+        assert out == ""
+
+
 async def test_a_signal_before_any_batch_was_delivered_prints_no_table(
     sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
 ) -> None:

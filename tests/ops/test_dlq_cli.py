@@ -328,3 +328,28 @@ async def test_a_refused_login_stops_the_replay_in_one_line(
     assert len(result.stderr.strip().splitlines()) == 1
     rows = await listing(sfamp)
     assert all(row["replayed_at"] is None for row in rows.values())
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "given_by"),
+    [
+        (["--mapping", "nope.json"], {}, "--mapping"),
+        ([], {"SFAMP_MAPPING_FILE": "/nowhere/mapping.json"}, "SFAMP_MAPPING_FILE"),
+    ],
+    ids=["option", "environment"],
+)
+@pytest.mark.parametrize("command", ["replay", "dismiss"])
+async def test_a_missing_mapping_file_is_refused_even_with_nothing_to_do(
+    topics: KafkaSettings,
+    cli: Cli,
+    command: str,
+    args: list[str],
+    env: dict[str, str],
+    given_by: str,
+) -> None:
+    picked = "--all" if command == "replay" else "--unreplayable"
+    result = await cli("dlq", command, picked, *args, env=env)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().startswith("error: mapping file ")
+    assert result.stderr.strip().endswith(f"does not exist (given by {given_by})")

@@ -75,5 +75,8 @@ async def test_a_file_runs_when_kafka_does_not_answer_and_nothing_runs_without_o
     )
     version, offset = await initial_mapping(settings, mapping_file)
     assert (version.source, offset) == (f"file:{mapping_file}", -1)
-    with pytest.raises(KafkaError, match="cannot read"):
+    with pytest.raises(KafkaError, match="cannot read") as raised:
         await initial_mapping(settings, None)
+    # What to do: give a file, or point at the Kafka that holds the published mapping.
+    assert "--mapping FILE" in str(raised.value)
+    assert "SFAMP_KAFKA__BOOTSTRAP_SERVERS" in str(raised.value)

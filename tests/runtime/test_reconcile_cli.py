@@ -129,7 +129,8 @@ async def test_a_refused_login_is_the_reason_alone_on_stderr(
     assert err.strip().splitlines() == [
         f"error: Salesforce refused the password login at "
         f"{env['SFAMP_SALESFORCE__LOGIN_URL']}/services/oauth2/token: authentication failure "
-        "(invalid_grant)"
+        "(invalid_grant); check SFAMP_SALESFORCE__CLIENT_ID, SFAMP_SALESFORCE__CLIENT_SECRET, "
+        "SFAMP_SALESFORCE__USERNAME, SFAMP_SALESFORCE__PASSWORD, SFAMP_SALESFORCE__SECURITY_TOKEN"
     ]
 
 
