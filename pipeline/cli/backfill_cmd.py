@@ -27,12 +27,13 @@ from pipeline.cli.common import (
     quiet_kafka_client,
     settings_or_exit,
     unless_stopped,
+    warn_if_passed_over,
 )
 from pipeline.cli.progress import ObjectBars, choose_progress
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.verify import check_mapping_against_org
-from pipeline.errors import ConfigError, SfampError
+from pipeline.errors import ConfigError, MappingError, SfampError
 from pipeline.gc_tuning import startup_objects_frozen
 from pipeline.runtime.backfill import (
     DEFAULT_CHECKPOINT,
@@ -215,9 +216,12 @@ async def _checked_until_signal(
             if checked is None:
                 unstarted.interrupted = stop.reason
                 return unstarted
-            return await run_backfill(
-                settings, checked[0], salesforce=salesforce, objects=objects, stop=stop, **options
+            ((mapping, source),) = checked
+            summary = await run_backfill(
+                settings, mapping, salesforce=salesforce, objects=objects, stop=stop, **options
             )
+            summary.mapping = source
+            return summary
 
 
 async def _checked_mapping(
@@ -225,7 +229,8 @@ async def _checked_mapping(
     mapping_path: Path | None,
     objects: list[str] | None,
     salesforce: SalesforceClient,
-) -> MappingConfig:
+) -> tuple[MappingConfig, str]:
+    """The mapping to run, checked against the org, and where it came from."""
     version, _ = await initial_mapping(settings.kafka, mapping_path)
     selected_objects(version.mapping, objects)  # an unmapped --object: no login
 
@@ -233,8 +238,15 @@ async def _checked_mapping(
         chosen = selected_objects(mapping, objects)
         await check_mapping_against_org(settings, chosen, salesforce=salesforce)
 
-    running, refused = await accepted_version(version, accept)
-    if refused is not None:
+    try:
+        running, refused = await accepted_version(version, accept)
+    except MappingError as exc:  # say whose problems they are: the file's are plain
+        if version.source.startswith("file:"):
+            raise
+        raise MappingError(f"{version.source}: {exc}", exc.problems) from exc
+    if refused is None:
+        warn_if_passed_over(running)
+    else:
         err_console.print(
             f"[yellow]warning:[/] {version.source} does not match the org "
             f"({str(refused).splitlines()[0]}); backfilling with "
@@ -242,7 +254,7 @@ async def _checked_mapping(
             highlight=False,
             soft_wrap=True,
         )
-    return selected_objects(running.mapping, objects)
+    return selected_objects(running.mapping, objects), running.source
 
 
 # Exit code of a run that completed while Amplitude rejected identifications: not 1, so
@@ -309,6 +321,7 @@ def print_summary(summary: BackfillSummary) -> None:
     table.add_column("", justify="right")
     rejected = summary.total("rejected")
     rows: list[tuple[str, Any]] = [
+        ("mapping", (summary.mapping or "-").removeprefix("file:")),
         ("rows read", f"{summary.total('rows_read'):,}"),
         (f"identifications {verb}", f"{summary.total('identifications'):,}"),
         (f"Amplitude requests ({verb})", f"{summary.total('requests'):,}"),

@@ -21,6 +21,7 @@ from pipeline.config.settings import Settings, load_settings
 from pipeline.errors import MappingError, SettingsError, SfampError
 from pipeline.logs import configure_logging
 from pipeline.runtime.backfill.run import StopRequest, until_stopped
+from pipeline.runtime.mapping_source import MappingVersion
 
 console = Console()
 
@@ -85,6 +86,20 @@ def given_mapping_file(option: Path | None, settings: Settings) -> Path | None:
     if path is not None and not path.exists():
         raise MappingError(f"mapping file {path} does not exist (given by {given_by})")
     return path
+
+
+def warn_if_passed_over(version: MappingVersion) -> None:
+    """Say, in one line, that a newer published mapping runs instead of the file given."""
+    file = version.passed_over
+    if file is None:
+        return
+    path = file.source.removeprefix("file:")
+    err_console.print(
+        f"[yellow]warning:[/] {version.source} is newer than {path} and runs instead; "
+        f"to run the file, publish it: sfamp config import {path}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def settings_or_exit(**overrides: object) -> Settings:

@@ -27,6 +27,7 @@ from pipeline.cli.common import (
     quiet_kafka_client,
     settings_or_exit,
     unless_stopped,
+    warn_if_passed_over,
 )
 from pipeline.cli.progress import ObjectBars, choose_progress
 from pipeline.config.settings import Settings
@@ -148,6 +149,7 @@ async def _until_signal(
             unstarted.interrupted = stop.reason
             return unstarted
         ((version, _),) = read
+        warn_if_passed_over(version)
         return await run_reconcile(settings, version.mapping, stop=stop, **options)
 
 

@@ -36,12 +36,19 @@ async def test_a_newer_published_mapping_wins_over_the_file(
 ) -> None:
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
     published = mapping(group_type="published")
-    _, _, (code, out, err) = await _dry_run_beside(published, sandboxes, tmp_path, kafka)
+    path, revision, (code, out, err) = await _dry_run_beside(published, sandboxes, tmp_path, kafka)
 
     assert code == 0, err
-    sample = json.loads(out)["sample"]
-    assert sample, out
-    assert {identification["group_type"] for identification in sample} == {"published"}
+    summary = json.loads(out)
+    assert summary["sample"], out
+    assert {identification["group_type"] for identification in summary["sample"]} == {"published"}
+    # Said in words, not only in the JSON log: the file given does not run.
+    source = f"sfamp.config revision {revision.revision}"
+    assert summary["mapping"] == source
+    assert (
+        f"warning: {source} is newer than {path} and runs instead; to run the file, "
+        f"publish it: sfamp config import {path}"
+    ) in " ".join(err.split())
 
 
 async def test_a_newer_published_mapping_the_org_refuses_gives_way_to_the_file(
@@ -56,8 +63,30 @@ async def test_a_newer_published_mapping_the_org_refuses_gives_way_to_the_file(
     assert {identification["group_type"] for identification in json.loads(out)["sample"]} == {
         "from_file"
     }
+    assert json.loads(out)["mapping"] == f"file:{path}"
+    assert "runs instead" not in err
     assert (
         f"warning: sfamp.config revision {published.revision} does not match the org "
         f"(the mapping does not match the Salesforce org: 1 problem); backfilling with {path} "
         "instead"
     ) in " ".join(err.split())
+
+
+async def test_a_published_mapping_the_org_refuses_is_named_in_the_error(
+    sandboxes: Sandboxes, tmp_path: Path, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """With no file to fall back on, the problems are said to be the revision's."""
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    typo = mapping(group_type="published", properties={"Name": "name", "Industy": "industry"})
+    revision = await publish_mapping(kafka, typo, now_ms=1_800_000_000_000)
+    environment = sandboxes.environment(SFAMP_KAFKA__TOPIC_PREFIX=kafka.topic_prefix)
+    environment["SFAMP_KAFKA__BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+    code, out, err = await (await CliRun.start(["--dry-run"], environment, tmp_path)).finish()
+
+    assert code == 1
+    assert out == ""
+    assert (
+        f"error: sfamp.config revision {revision.revision}: the mapping does not match the "
+        "Salesforce org: 1 problem"
+    ) in err
+    assert "Account.Industy -> industry: no field Industy on Account" in err

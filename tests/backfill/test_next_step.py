@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.errors import AmplitudeUnavailableError
+from pipeline.errors import AmplitudeUnavailableError, MappingError
 from pipeline.runtime.backfill import BackfillSummary
 
 
@@ -18,3 +18,11 @@ def test_a_resumed_run_stopped_early_still_points_at_its_checkpoint() -> None:
         BackfillSummary(resumed=True, checkpoint="cp.json", error=AmplitudeUnavailableError("x")),
     ):
         assert summary.next_step() == "checkpoint kept: cp.json; rerun with --resume"
+
+
+def test_a_mapping_refused_before_any_read_says_fix_it_and_run_again() -> None:
+    refused = MappingError("the mapping does not match the Salesforce org: 1 problem")
+    summary = BackfillSummary(checkpoint="cp.json", error=refused)
+    assert summary.next_step() == (
+        "no batch was confirmed delivered yet; run again once the problem above is fixed"
+    )

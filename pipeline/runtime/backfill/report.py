@@ -108,6 +108,8 @@ class BackfillSummary:
     checkpoint_saved: bool = False
     error: SfampError | None = None
     interrupted: str | None = None  # the signal that stopped the run, e.g. SIGINT
+    # Where the mapping that ran came from: "file:<path>" or "sfamp.config revision N".
+    mapping: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -140,7 +142,7 @@ class BackfillSummary:
         """What to do after a run that stopped early, in one line; None when complete."""
         if self.completed:
             return None
-        if not self.resumable:
+        if not self.resumable and self.objects:  # refused before any read: nothing to resume
             if isinstance(self.error, SalesforceRequestError):
                 return (
                     f"resuming cannot help: Salesforce refuses the query itself "
@@ -167,6 +169,7 @@ class BackfillSummary:
             "quiescent": self.quiescent,
             "dry_run": self.dry_run,
             "resumed": self.resumed,
+            "mapping": self.mapping,
             "rows_read": self.total("rows_read"),
             "identifications": self.total("identifications"),
             "requests": self.total("requests"),
