@@ -33,7 +33,7 @@ from pipeline.cli.progress import ObjectBars, choose_progress
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.verify import check_mapping_against_org
-from pipeline.errors import ConfigError, MappingError, SfampError
+from pipeline.errors import ConfigError, MappingError, SettingsError, SfampError
 from pipeline.gc_tuning import startup_objects_frozen
 from pipeline.runtime.backfill import (
     DEFAULT_CHECKPOINT,
@@ -207,6 +207,10 @@ async def _checked_until_signal(
                 checkpoint=str(options["checkpoint_path"]),
             )
             try:
+                # Every credential missing, the Amplitude key too, at once and before a login.
+                missing = settings.credential_problems(amplitude=not options["dry_run"])
+                if missing:
+                    raise SettingsError(missing)
                 checked = await unless_stopped(
                     _checked_mapping(settings, mapping_path, objects, salesforce), stop
                 )

@@ -256,7 +256,9 @@ def _config_table(state: TopicState) -> Table:
 @app.command()
 def tail(
     topic: str = TOPIC,
-    lines: int = typer.Option(20, "--lines", "-n", min=1, help="How many messages to show."),
+    lines: int = typer.Option(
+        20, "--lines", "-n", min=0, help="How many messages to show (0 with -f: only new ones)."
+    ),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new messages."),
     key: str | None = typer.Option(None, "--key", help="Only this record id (Kafka key)."),
     since: str | None = typer.Option(
@@ -288,7 +290,8 @@ def tail(
         messages, ends = await inspector.tail(name, lines, key=key, since_ms=since_ms)
         rows = [decode_row(kind, m) for m in messages]
         empty = "no messages match" if key or since_ms is not None else "the topic is empty"
-        _print_tail(name, kind, rows, as_json=as_json, empty=None if follow else empty)
+        quiet = follow or lines == 0  # nothing was asked for, or what comes is
+        _print_tail(name, kind, rows, as_json=as_json, empty=None if quiet else empty)
         if follow:
             await _follow(inspector, name, kind, ends, key, as_json, max_messages, for_seconds)
 

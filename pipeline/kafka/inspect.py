@@ -279,7 +279,8 @@ class KafkaInspector:
         key: str | None = None,
         since_ms: int | None = None,
     ) -> tuple[list[Message], dict[int, int]]:
-        """The latest ``count`` messages (of one key, after a time) and the end offsets.
+        """The latest ``count`` messages (of one key, after a time) and the end offsets
+        (``count`` 0: none, the end offsets only).
 
         Without a key only the last ``count`` offsets of each partition are
         read; a key filter reads every partition from ``since_ms`` (or the
@@ -287,6 +288,8 @@ class KafkaInspector:
         """
         tps = await self.partitions(topic)
         begins, ends = await self._bounds(tps)
+        if count <= 0:  # the end offsets alone: where following only new messages starts
+            return [], {tp.partition: ends[tp] for tp in tps}
         if since_ms is not None:
             starts = await self._offsets_at(tps, since_ms, ends)
         elif key is None:

@@ -234,6 +234,23 @@ async def test_a_refused_salesforce_login_says_what_to_do_and_gives_scripts_the_
         assert out == ""
 
 
+async def test_a_missing_amplitude_key_is_said_before_salesforce_is_asked(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    env = sandboxes.environment(**WIDE)
+    del env["SFAMP_AMPLITUDE__API_KEY"]
+    run = await CliRun.start(["--mapping", str(mapping_file)], env, tmp_path)
+    code, out, err = await run.finish()
+
+    assert (code, out) == (1, "")
+    assert "SFAMP_AMPLITUDE__API_KEY: required to send to Amplitude" in err
+    assert "backfill_object_started" not in err
+    assert sandboxes.requests == 0
+    dry = await CliRun.start(["--mapping", str(mapping_file), "--dry-run"], env, tmp_path)
+    code, _, err = await dry.finish()
+    assert code == 0, err  # a dry run sends nothing: it needs no key
+
+
 async def test_a_signal_before_any_batch_was_delivered_prints_no_table(
     sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
 ) -> None:

@@ -245,6 +245,18 @@ async def test_tail_follow_prints_new_messages_then_stops(topics: KafkaSettings,
     assert sent >= len(rows) - 1
 
 
+async def test_tail_zero_lines_shows_no_old_message(topics: KafkaSettings, cli: Cli) -> None:
+    """``-n 0``: nothing of what is there, so ``-n 0 -f`` prints only what comes (tail -n0 -f)."""
+    changes = TopicNames(topics.topic_prefix).changes("Account")
+    old = [(changes, b"001Z", encode(change("001Z", now_ms(), replay_id=i))) for i in range(3)]
+    await produce(topics, old)
+    shown = await cli("topics", "tail", changes, "-n", "0")
+    assert (shown.exit_code, shown.stdout) == (0, "")
+    followed = await cli("topics", "tail", changes, "-n", "0", "-f", "--for", "1", "--json")
+    assert followed.exit_code == 0, followed.output
+    assert json_lines(followed.stdout) == []
+
+
 async def test_follow_ends_after_for_seconds_when_nothing_arrives(
     topics: KafkaSettings, cli: Cli
 ) -> None:
