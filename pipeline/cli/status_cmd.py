@@ -8,6 +8,7 @@ the exit code then says that something is wrong (see :func:`status`).
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import typer
@@ -126,6 +127,17 @@ def mapping_lines(mapping: dict[str, Any] | None, service: dict[str, Any]) -> st
     return text
 
 
+def to_seconds(stamp: object) -> str | None:
+    """An ISO time of /status to the second (its microseconds tell a reader nothing);
+    None stays None, and anything that is not an ISO time is shown as it is."""
+    if stamp is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(stamp)).isoformat(timespec="seconds")
+    except ValueError:
+        return str(stamp)
+
+
 def service_line(service: dict[str, Any]) -> str:
     """The Service row: role, URL and readiness; for a role that delivers, the cadence,
     next flush, pending groups and last flush (an ingest-only process flushes nothing)."""
@@ -140,16 +152,16 @@ def service_line(service: dict[str, Any]) -> str:
     flush = (
         "no flush yet"
         if not last
-        else f"last flush {last.get('at')}: "
+        else f"last flush {to_seconds(last.get('at'))}: "
         + ("ok" if last.get("ok") else f"failed ({last.get('error')})")
         + f", {plural(last.get('groups', 0), 'group')}, "
         + plural(last.get("requests", 0), "request")
     )
     if service.get("flushing_since"):
-        flush = f"flushing since {service['flushing_since']}; {flush}"
+        flush = f"flushing since {to_seconds(service['flushing_since'])}; {flush}"
     return (
         f"{head}; cadence {service.get('cadence')}, "
-        f"next flush {service.get('next_flush_at') or 'not scheduled yet'}; "
+        f"next flush {to_seconds(service.get('next_flush_at')) or 'not scheduled yet'}; "
         f"{plural(service.get('pending_groups') or 0, 'group')} pending; {flush}"
     )
 
@@ -160,15 +172,16 @@ def _reconcile_line(reconcile: dict[str, Any]) -> str:
     line = str(reconcile.get("schedule"))
     if running:
         line += (
-            f"; running since {running.get('started_at')} ({running.get('object') or 'starting'}, "
+            f"; running since {to_seconds(running.get('started_at'))} "
+            f"({running.get('object') or 'starting'}, "
             f"{plural(running.get('records_read', 0), 'record')} read)"
         )
     else:
-        line += f"; next {reconcile.get('next_at') or 'not scheduled'}"
+        line += f"; next {to_seconds(reconcile.get('next_at')) or 'not scheduled'}"
     if last.get("error"):
-        line += f"\n[red]last failed {last.get('finished_at')}: {last['error']}[/]"
+        line += f"\n[red]last failed {to_seconds(last.get('finished_at'))}: {last['error']}[/]"
     elif last:
-        line += f"\nlast finished {last.get('finished_at')}"
+        line += f"\nlast finished {to_seconds(last.get('finished_at'))}"
         if "records_read" in last:
             line += (
                 f": {plural(last['records_read'], 'record')} read, "

@@ -96,3 +96,18 @@ def test_a_flush_going_on_is_said_before_the_last_one() -> None:
     assert service_line(status).endswith(
         "0 groups pending; flushing since 2026-11-29T02:51:05+00:00; no flush yet"
     )
+
+
+def test_times_are_shown_to_the_second() -> None:
+    status = {
+        "role": "deliver",
+        "url": URL,
+        "ready": True,
+        "cadence": "every 5s",
+        "next_flush_at": "2026-11-30T22:18:11.191089+00:00",
+        "pending_groups": 0,
+        "last_flush": {"at": "2026-11-30T22:18:06.5+00:00", "ok": True, "groups": 1, "requests": 1},
+    }
+    line = service_line(status)
+    assert "next flush 2026-11-30T22:18:11+00:00;" in line
+    assert "last flush 2026-11-30T22:18:06+00:00: ok" in line
