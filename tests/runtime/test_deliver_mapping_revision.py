@@ -16,6 +16,7 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.runtime.backfill import run_backfill
 from pipeline.runtime.deliver.window import Flushing, FlushWindow
 from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.amplitude.state import Fault
 from tests.convergence.oracle import check_convergence
 from tests.runtime.conftest import Org, group, running, settings_for, wait_until
 
@@ -98,6 +99,57 @@ async def test_changes_held_across_a_revision_are_sent_as_the_revision_means_the
         last = service.state.last_flush
         assert last is not None
         assert last.changes >= 2, last  # read again, not dropped
+    assert group(stack, "account", account) == {"name": "Acme", "tier": "Hot"}
+    report = check_convergence(stack.salesforce, stack.amplitude, second)
+    assert report.ok, report.describe()
+
+
+async def test_a_revision_during_a_flush_halts_it_and_the_changes_are_read_again(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Amplitude holds the flush's request; the revision arrives meanwhile. The flush stops
+    sending and commits nothing, so no old meaning can land after the revision's backfill."""
+    settings = settings_for(stack, topic_prefix)
+    mapping_file = tmp_path / "mapping.json"
+    first, second = _mapping("Tier__c", 1), _mapping("Rating", 1)
+    _write(mapping_file, first, 0)
+    assert stack.salesforce is not None
+    assert stack.amplitude is not None
+    amplitude = stack.amplitude.state
+    async with running(settings, mapping_file) as service:
+        deliver = service.deliver
+        assert deliver is not None
+        account = await org.create("Account", Name="Acme", Tier__c="Gold", Rating="Hot")
+        await wait_until(
+            lambda: (group(stack, "account", account) or {}).get("tier") == "Gold",
+            what="the create delivered",
+        )
+        # Every request held (past any client timeout) until the revision halts the flush.
+        amplitude.add_fault(Fault("timeout", remaining=10_000, delay_seconds=60))
+        await org.update("Account", account, Tier__c="Silver")
+        await wait_until(
+            lambda: (
+                service.state.flushing_since is not None and amplitude.faults[0].remaining < 10_000
+            ),
+            what="a flush of the update in flight, held by Amplitude",
+        )
+        flushes = deliver.flushes
+        _write(mapping_file, second, 1)
+        await wait_until(lambda: deliver.flushes > flushes, what="the held flush to stop")
+        last = service.state.last_flush
+        assert last is not None
+        assert not last.ok
+        assert "mapping changed" in (last.error or "")
+        amplitude.faults.clear()
+        summary = await run_backfill(
+            settings, MappingConfig.model_validate(second), checkpoint_path=tmp_path / "bf.json"
+        )
+        assert summary.error is None, summary.error
+        flushes = deliver.flushes
+        await wait_until(
+            lambda: deliver.flushes > flushes + 1 and (service.state.last_flush or last).ok,
+            what="flushes of what was read again",
+        )
     assert group(stack, "account", account) == {"name": "Acme", "tier": "Hot"}
     report = check_convergence(stack.salesforce, stack.amplitude, second)
     assert report.ok, report.describe()

@@ -48,11 +48,10 @@ from pipeline.config.settings import Settings
 from pipeline.errors import AmplitudeError, KafkaError, KafkaUnavailableError, SalesforceError
 from pipeline.kafka.consumer import ChangesConsumer, Partition, Record
 from pipeline.kafka.producer import ChangeProducer
-from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.cadence import FlushSchedule, utc_now
 from pipeline.runtime.deliver.lookups import resolve_lookups
-from pipeline.runtime.deliver.sending import send_kept, unless
+from pipeline.runtime.deliver.sending import finish, send_kept, unless, write_dead_letters
 from pipeline.runtime.deliver.window import Flushing, FlushWindow, partition_names, unread
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
@@ -208,7 +207,8 @@ class DeliverPump:
         async with consumer.held():  # however long this takes, the member stays in its group
             await self._process(batch)
         self._publish_schedule()
-        self.metrics.consumer_lag.set(unread(consumer, self._window.offsets))
+        highwaters = {tp: consumer.highwater(tp) for tp in consumer.assignment()}
+        self.metrics.consumer_lag.set(unread(highwaters, self._window.offsets))
 
     async def _process(self, batch: Mapping[Partition, list[Record]]) -> None:
         try:
@@ -266,11 +266,15 @@ class DeliverPump:
         flushing = self._flushing = Flushing(window, member_id)
         self.state.flushing_since = self._clock()  # /status: a flush that hangs shows
         answers, groups = self.metrics.amplitude_answers, window.pending_groups
+        # A mapping that changes what the window's changes mean halts the flush (before it
+        # sends, or between requests): what it holds is read again from Kafka, uncommitted,
+        # and sent as the new mapping means it. Sent after its backfill, it would land last.
+        watch = asyncio.ensure_future(flushing.halt_when_stale(self.holder))
         try:
-            settled = await unless(flushing.revoked, self._settle_window(flushing))
-            # Sent under a mapping replaced meanwhile: what the new one makes of the same
-            # changes is sent after it, from Kafka, where they stay uncommitted.
-            stale = settled is not None and not window.means(self.holder.current)
+            settled = None
+            if window.means(self.holder.current):
+                settled = await unless(flushing.halted, self._settle_window(flushing))
+            stale = flushing.stale or not window.means(self.holder.current)
             committed = await self._commit(flushing) if settled is not None and not stale else {}
         except Exception:
             # What the failed flush held and did, for /status and its metrics (_failed).
@@ -284,12 +288,13 @@ class DeliverPump:
             )
             raise
         finally:
+            await finish(watch)
             self._flushing = self.state.flushing_since = None
         updates, report = settled or ([], DeliveryReport())
         result = FlushResult(
             at=self._clock(),
-            # Stopped early (its partitions went to another member): nothing was settled.
-            ok=settled is not None,
+            # Stopped early (its partitions went to another member, or stale): not settled.
+            ok=settled is not None and not stale,
             groups=len(updates),
             requests=report.requests,
             rejected=len(report.rejected),
@@ -316,18 +321,8 @@ class DeliverPump:
         for rejection in report.rejected:
             identification = to_identification(rejection.update)
             window.reject(identification, rejection.status, rejection.reason)
-        await self._write_dlq(window.dlq)
+        await write_dead_letters(self._producer, self._topics.dlq, self.metrics, window.dlq)
         return updates, report
-
-    async def _write_dlq(self, entries: list[DlqEntry]) -> None:
-        if not entries:
-            return
-        await self._producer.send_all([(self._topics.dlq, *entry.encode()) for entry in entries])
-        for entry in entries:
-            self.metrics.dlq_messages.labels(entry.reason).inc()
-            log.warning(
-                "dlq_written", reason=entry.reason, key=entry.key, id=entry.id, detail=entry.detail
-            )
 
     async def _commit(self, flushing: Flushing) -> dict[Partition, int]:
         """Commit the partitions this member held throughout; in a rebalance, once it settles."""

@@ -17,7 +17,10 @@ import structlog
 
 from pipeline.amplitude import AmplitudeClient, DeliveryReport
 from pipeline.kafka.consumer import Partition
+from pipeline.kafka.producer import ChangeProducer
+from pipeline.kafka.records import DlqEntry
 from pipeline.runtime.deliver.window import Flushing, partition_names
+from pipeline.runtime.metrics import Metrics
 from pipeline.transform.coalesce import DrainedBySource
 from pipeline.transform.group_update import GroupUpdate
 
@@ -41,7 +44,7 @@ async def send_kept(
         try:
             report = await _unless_groups_lost(sending, flushing, drained, lost)
         finally:
-            await _finish(sending)
+            await finish(sending)
         if report is not None:
             return updates, report
         log.info(
@@ -58,7 +61,7 @@ async def unless(event: asyncio.Event, work: Coroutine[Any, Any, _T]) -> _T | No
     try:
         return task.result() if await _done_or(task, event) else None
     finally:
-        await _finish(task)
+        await finish(task)
 
 
 async def _unless_groups_lost(
@@ -88,7 +91,7 @@ async def _done_or(task: asyncio.Future[Any], event: asyncio.Event) -> bool:
     return task.done()
 
 
-async def _finish(task: asyncio.Future[Any]) -> None:
+async def finish(task: asyncio.Future[Any]) -> None:
     """Cancel ``task`` unless it is done, and wait until it has ended, even when this
     wait is cancelled in turn: its clean-up is over before the caller goes on."""
     if task.done():
@@ -104,3 +107,18 @@ async def _finish(task: asyncio.Future[Any]) -> None:
         task.exception()  # retrieved: this attempt is given up, whatever it raised
     if interrupted:
         raise asyncio.CancelledError
+
+
+async def write_dead_letters(
+    producer: ChangeProducer, topic: str, metrics: Metrics, entries: list[DlqEntry]
+) -> None:
+    """Write ``entries`` to the DLQ topic (acknowledged before the flush commits), each
+    counted and logged with its reason."""
+    if not entries:
+        return
+    await producer.send_all([(topic, *entry.encode()) for entry in entries])
+    for entry in entries:
+        metrics.dlq_messages.labels(entry.reason).inc()
+        log.warning(
+            "dlq_written", reason=entry.reason, key=entry.key, id=entry.id, detail=entry.detail
+        )

@@ -11,9 +11,10 @@ import structlog
 
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.errors import EnvelopeError
-from pipeline.kafka.consumer import ChangesConsumer, Partition, Record
+from pipeline.kafka.consumer import Partition, Record
 from pipeline.kafka.records import DlqEntry, DlqReason, dlq_id
 from pipeline.runtime.cadence import now_ms
+from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.transform.apply import (
     NeedsLookup,
     NeedsReread,
@@ -222,6 +223,19 @@ class Flushing:
     reassigned: asyncio.Event = field(default_factory=asyncio.Event)
     revoked: asyncio.Event = field(default_factory=asyncio.Event)  # every partition read
     lost_more: asyncio.Event = field(default_factory=asyncio.Event)  # another one of them
+    halted: asyncio.Event = field(default_factory=asyncio.Event)  # revoked, or stale: stop
+    stale: bool = False  # the mapping changed what the window's changes mean
+
+    async def halt_when_stale(self, holder: MappingHolder) -> None:
+        """Halt the flush once ``holder`` runs a mapping under which what the window holds
+        means something else (see :meth:`FlushWindow.means`): nothing more is sent."""
+        while True:
+            seen = holder.generation
+            if not self.window.means(holder.current):
+                self.stale = True
+                self.halted.set()
+                return
+            await holder.wait_changed(seen)
 
     def assigned(self, partitions: set[Partition], member_id: str) -> None:
         """Another member may own, or have owned, what this member no longer holds."""
@@ -235,6 +249,7 @@ class Flushing:
         self.reassigned.set()
         if read and self.lost >= read:
             self.revoked.set()
+            self.halted.set()
 
     def note(
         self, *, stopped: bool, committed: Mapping[Partition, int], stale: bool = False
@@ -252,12 +267,12 @@ class Flushing:
         return None
 
 
-def unread(consumer: ChangesConsumer, offsets: Mapping[Partition, int]) -> int:
-    """Messages in ``consumer``'s assigned partitions past ``offsets`` (what a window read):
-    the consumer lag."""
+def unread(highwaters: Mapping[Partition, int | None], offsets: Mapping[Partition, int]) -> int:
+    """Messages past ``offsets`` (what a window read) below each partition's high-water
+    mark (None: not known yet): the consumer lag."""
     lag = 0
-    for tp in consumer.assignment():
-        highwater, position = consumer.highwater(tp), offsets.get(tp)
+    for tp, highwater in highwaters.items():
+        position = offsets.get(tp)
         if highwater is not None and position is not None:
             lag += max(0, highwater - position)
     return lag
