@@ -10,14 +10,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import orjson
 import typer
 from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
+from pipeline.cli.backfill_summary import print_summary
 from pipeline.cli.common import (
     MAPPING,
-    console,
     err_console,
     fail,
     given_mapping_file,
@@ -49,7 +47,6 @@ from pipeline.runtime.backfill import (
 from pipeline.runtime.mapping_source import accepted_version, initial_mapping
 from pipeline.salesforce.bulk import DEFAULT_BATCH_ROWS, DEFAULT_MAX_RECORDS
 from pipeline.salesforce.client import SalesforceClient
-from pipeline.wording import plural
 
 
 class ApiChoice(StrEnum):
@@ -154,7 +151,7 @@ def backfill(
             summary = asyncio.run(
                 _checked_until_signal(
                     settings,
-                    given_mapping_file(mapping, settings),
+                    mapping,
                     objects=objects or None,
                     where=where,
                     dry_run=dry_run,
@@ -192,7 +189,7 @@ def did_anything(summary: BackfillSummary) -> bool:
 
 
 async def _checked_until_signal(
-    settings: Settings, mapping_path: Path | None, *, objects: list[str] | None, **options: Any
+    settings: Settings, mapping_option: Path | None, *, objects: list[str] | None, **options: Any
 ) -> BackfillSummary:
     """The mapping read and checked against the org (unknown objects and fields are refused
     before anything is read; a newer published mapping the org refuses gives way to the
@@ -206,14 +203,11 @@ async def _checked_until_signal(
                 resumed=options["resume"],
                 checkpoint=str(options["checkpoint_path"]),
             )
+            checking = _checked_mapping(
+                settings, mapping_option, objects, salesforce, dry_run=options["dry_run"]
+            )
             try:
-                # Every credential missing, the Amplitude key too, at once and before a login.
-                missing = settings.credential_problems(amplitude=not options["dry_run"])
-                if missing:
-                    raise SettingsError(missing)
-                checked = await unless_stopped(
-                    _checked_mapping(settings, mapping_path, objects, salesforce), stop
-                )
+                checked = await unless_stopped(checking, stop)
             except SfampError as exc:  # a refused login, a mapping the org refuses...
                 unstarted.error = exc  # said with what to do next, as a run's own error
                 return unstarted
@@ -230,12 +224,18 @@ async def _checked_until_signal(
 
 async def _checked_mapping(
     settings: Settings,
-    mapping_path: Path | None,
+    mapping_option: Path | None,
     objects: list[str] | None,
     salesforce: SalesforceClient,
+    *,
+    dry_run: bool,
 ) -> tuple[MappingConfig, str]:
-    """The mapping to run, checked against the org, and where it came from."""
-    version, _ = await initial_mapping(settings.kafka, mapping_path)
+    """The mapping to run, checked against the org, and where it came from. Every missing
+    credential (the Amplitude key too, unless ``dry_run``) is said first, before a login."""
+    missing = settings.credential_problems(amplitude=not dry_run)
+    if missing:
+        raise SettingsError(missing)
+    version, _ = await initial_mapping(settings.kafka, given_mapping_file(mapping_option, settings))
     selected_objects(version.mapping, objects)  # an unmapped --object: no login
 
     async def accept(mapping: MappingConfig) -> None:
@@ -244,9 +244,9 @@ async def _checked_mapping(
 
     try:
         running, refused = await accepted_version(version, accept)
-    except MappingError as exc:  # say whose problems they are: the file's are plain
-        if version.source.startswith("file:"):
-            raise
+    except MappingError as exc:  # say whose problems they are: a file's go unnamed
+        if version.source.startswith("file:") or version.passed_over is not None:
+            raise  # a file's (the published one, refused, gave way to the file)
         raise MappingError(f"{version.source}: {exc}", exc.problems) from exc
     if refused is None:
         warn_if_passed_over(running)
@@ -314,93 +314,3 @@ class RichProgress(ObjectBars):
 
 def _progress(as_json: bool, interval: float) -> RichProgress | nullcontext[LogProgress]:
     return choose_progress(as_json, RichProgress, lambda: LogProgress(interval))
-
-
-def print_summary(summary: BackfillSummary) -> None:
-    """The final table, per-object rows, duplicate group values and (dry run) a sample."""
-    verb = "would send" if summary.dry_run else "sent"
-    title = "backfill" + (" (dry run)" if summary.dry_run else "")
-    table = Table(title=title, title_justify="left", show_header=False)
-    table.add_column("", style="cyan", no_wrap=True)
-    table.add_column("", justify="right")
-    rejected = summary.total("rejected")
-    rows: list[tuple[str, Any]] = [
-        ("mapping", (summary.mapping or "-").removeprefix("file:")),
-        ("rows read", f"{summary.total('rows_read'):,}"),
-        (f"identifications {verb}", f"{summary.total('identifications'):,}"),
-        (f"Amplitude requests ({verb})", f"{summary.total('requests'):,}"),
-        ("bytes", f"{summary.total('bytes'):,}"),
-        ("rejected", f"{rejected:,}" + (f" -> {summary.rejected_to}" if rejected else "")),
-        ("duplicate group values", f"{_duplicate_values(summary):,}"),
-        ("records without a group value", f"{summary.total('without_group'):,}"),
-        ("re-sent by the catch-up reads", _caught_up(summary)),
-        ("Salesforce API calls", f"{summary.api_calls:,}"),
-        ("Bulk jobs", f"{summary.bulk_jobs:,}"),
-        ("elapsed", f"{summary.elapsed_seconds:.1f} s"),
-        ("status", _status(summary)),
-    ]
-    for name, value in rows:
-        table.add_row(name, str(value))
-    console.print(table)
-    _print_objects(summary)
-    _print_duplicates(summary)
-    if summary.dry_run and summary.sample:
-        console.print("[bold]sample identifications[/]")
-        for identification in summary.sample:
-            console.print_json(orjson.dumps(identification).decode())
-
-
-def _status(summary: BackfillSummary) -> str:
-    if summary.interrupted is not None:
-        return f"[yellow]interrupted[/] ({summary.next_step()})"
-    if summary.error is not None:
-        return f"[red]stopped[/] ({summary.next_step()})"
-    rejected = summary.total("rejected")
-    if rejected:
-        return f"[yellow]complete, {rejected:,} rejected[/]"
-    return "[green]complete[/]"
-
-
-def _caught_up(summary: BackfillSummary) -> str:
-    text = f"{summary.total('caught_up'):,}"
-    if not summary.quiescent:
-        text += " [yellow](records kept changing: see the log)[/]"
-    return text
-
-
-def _duplicate_values(summary: BackfillSummary) -> int:
-    return sum(int(found["values"]) for found in summary.duplicates.values())
-
-
-def _print_objects(summary: BackfillSummary) -> None:
-    table = Table(title="objects", title_justify="left")
-    for column in ("object", "via", "rows", "identifications", "requests", "rejected", "state"):
-        table.add_column(column, justify="left" if column in ("object", "via") else "right")
-    for item in summary.objects:
-        state = "already done" if item.already_done else ("done" if item.finished else "partial")
-        table.add_row(
-            item.sfdc_object,
-            item.method or "-",
-            f"{item.rows_read:,}",
-            f"{item.identifications:,}",
-            f"{item.requests:,}",
-            f"{item.rejected:,}",
-            state,
-        )
-    console.print(table)
-
-
-def _print_duplicates(summary: BackfillSummary) -> None:
-    if not summary.duplicates:
-        return
-    table = Table(title="group values shared by several records", title_justify="left")
-    table.add_column("group type", style="cyan")
-    table.add_column("group value")
-    table.add_column("records", justify="right")
-    for group_type, found in summary.duplicates.items():
-        for value, count in found["top"].items():
-            table.add_row(group_type, value, f"{count:,}")
-        shown = len(found["top"])
-        if found["values"] > shown:
-            table.add_row(group_type, f"... {plural(found['values'] - shown, 'more value')}", "")
-    console.print(table)

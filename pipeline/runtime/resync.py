@@ -43,7 +43,7 @@ from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.cdc import LATEST
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.envelope import ChangeEnvelope, Source, encode
-from pipeline.transform.reads import envelope_from_record, modified_ms
+from pipeline.transform.reads import stamped_envelope
 from pipeline.transform.schema import ObjectSchema, unreadable_fields
 
 log = structlog.get_logger(__name__)
@@ -182,6 +182,11 @@ class Resyncs:
             self._salesforce, bulk, schema, fields, where=None, start=None, options=ReadOptions()
         )
         written = 0
+        if catch_up is not None:  # ahead of the snapshot: a live read lands after them
+            async for deleted in catch_up.deleted_before():
+                written += await self._flush_batch(
+                    [self._change(_full_envelope(sfdc_object, r, "rest")) for r in deleted]
+                )
         async for batch in batches:
             written += await self._flush_batch(
                 [self._change(_full_envelope(sfdc_object, r, "bulk")) for r in batch.records]
@@ -251,10 +256,6 @@ class Resyncs:
 
 
 def _full_envelope(sfdc_object: str, record: Mapping[str, Any], source: Source) -> ChangeEnvelope:
-    """A re-sync's row (``IsDeleted`` rows of catch-up rounds become deletes), ordered at
-    its ``SystemModstamp``; deliver places it after the changes of its record held before
-    it, and the catch-up rounds correct it when it was stale (see the module docstring)."""
-    stamp = modified_ms(record)
-    return envelope_from_record(
-        sfdc_object, record, source=source, now_ms=now_ms() if stamp is None else stamp
-    )
+    """A re-sync's row (``IsDeleted`` rows become deletes), ordered at its ``SystemModstamp``;
+    the catch-up rounds correct it when it was stale (see the module docstring)."""
+    return stamped_envelope(sfdc_object, record, source=source, now_ms=now_ms())

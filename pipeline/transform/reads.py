@@ -50,6 +50,17 @@ def envelope_from_record(
     )
 
 
+def stamped_envelope(
+    sfdc_object: str, record: Mapping[str, Any], *, source: Source, now_ms: int
+) -> ChangeEnvelope:
+    """:func:`envelope_from_record` ordered at the record's ``SystemModstamp`` (``now_ms``
+    for a read without one): a snapshot's or catch-up's row, which deliver places after
+    the changes of its record held before it."""
+    stamp = modified_ms(record)
+    at = now_ms if stamp is None else stamp
+    return envelope_from_record(sfdc_object, record, source=source, now_ms=at)
+
+
 def read_order(record: Mapping[str, Any] | None, floor_ms: int) -> int:
     """The ``commit_ts`` of a read: the record's ``SystemModstamp`` (whole seconds) or
     ``floor_ms`` (a commit the read is known to follow), whichever is later."""

@@ -72,6 +72,23 @@ async def test_a_backfill_applies_a_delete_older_than_its_catch_up_window(
     assert report.ok, report.describe()
 
 
+async def test_a_deleted_record_does_not_wipe_the_live_one_that_took_its_group_value(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The recycle bin is sent ahead of the snapshot: a live record read later, naming
+    the same group, lands last."""
+    settings = settings_for(stack, topic_prefix)
+    config = MappingConfig.model_validate(MAPPING)
+    old = await org.create("Account", Name="Old", External_Id__c="EXT-A", Tier__c="Gold")
+    await org.delete("Account", old)
+    await org.create("Account", Name="New", External_Id__c="EXT-A", Tier__c="Silver")
+    await org.advance_clock(3600)  # both are older than the backfill's catch-up window
+    summary = await run_backfill(settings, config, checkpoint_path=tmp_path / "bf.json")
+    assert summary.error is None, summary.error
+    assert group(stack, "account_ext", "EXT-A") == {"name": "New", "tier": "Silver"}
+    assert (group(stack, "account", old) or {}).get("sfdc_deleted") is True
+
+
 async def test_a_resync_after_an_outage_applies_the_deletes_it_missed(
     stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
 ) -> None:

@@ -219,7 +219,7 @@ class CatchUp:
     # What a read means (mapped values); None: the fields read (see :func:`record_digest`).
     meaning: ReadMeaning | None = None
     with_deleted: bool = False
-    # Read the records deleted before the window once, ahead of the rounds: an outage
+    # Read the records deleted before the window (:meth:`deleted_before`): an outage
     # longer than the event retention (or a snapshot after one) must apply the deletes
     # it missed, and the recycle bin holds them for 15 days.
     recycle_bin: bool = False
@@ -281,18 +281,8 @@ class CatchUp:
         """Rounds of changed records, until one finds nothing new (at most :data:`MAX_ROUNDS`).
 
         A round is read page by page (the next page read while this one is compared)
-        and keeps only what changed, so memory holds a page and the changes. With
-        :attr:`recycle_bin`, the records deleted before the window come first, a page
-        at a time.
+        and keeps only what changed, so memory holds a page and the changes.
         """
-        if self.recycle_bin and self.since is not None:  # from no start, rounds read them
-            deleted = 0
-            async for page in prefetched(
-                self._pages(self.soql(self.since, deleted_before=True), 0)
-            ):
-                deleted += len(page)
-                yield [dict(record) for record in page]
-            log.info("snapshot_recycle_bin_read", object=self.sfdc_object, deleted=deleted)
         start, expected = self.since, len(self.keys)
         for _ in range(MAX_ROUNDS):
             found, fresh, latest = 0, [], start
@@ -322,6 +312,19 @@ class CatchUp:
             "their later changes, but run the snapshot again once the object is quiet "
             "to be sure no older value landed last",
         )
+
+    async def deleted_before(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """With :attr:`recycle_bin`, the records deleted before the window, a page at a time:
+        read before the snapshot and delivered ahead of it, so that a live record read
+        later (one sharing a deleted one's group value) lands after them."""
+        if not self.recycle_bin or self.since is None:  # from no start, rounds read them
+            return
+        deleted = 0
+        soql = self.soql(self.since, deleted_before=True)
+        async for page in prefetched(self._pages(soql, 0)):
+            deleted += len(page)
+            yield [dict(record) for record in page]
+        log.info("snapshot_recycle_bin_read", object=self.sfdc_object, deleted=deleted)
 
     async def _pages(self, soql: str, expected: int) -> AsyncIterator[list[dict[str, Any]]]:
         """The round's records in pages: Bulk CSV pages when it is expected to be large."""

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -191,6 +191,10 @@ async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
     obj = await _open_object(run, sfdc_object)
     if obj is None:
         return
+    if obj.catch_up is not None and (obj.start is None or obj.start.method is None):
+        # Before the snapshot (and again after a stop before its first batch); its
+        # batches are checkpointed as "nothing read yet", so a resume reads everything.
+        await _send_reads(run, obj, obj.catch_up.deleted_before(), ReadPosition())
     await _snapshot(run, obj)
     await _catch_up(run, obj)
     obj.item.finished = True
@@ -297,19 +301,31 @@ async def _catch_up(run: BackfillRun, obj: ObjectRun) -> None:
     """Re-read and re-send what changed since the snapshot started, round by round."""
     if obj.catch_up is None:
         return
-    window = InFlightBatches(run, obj, progress=False)
-    done = ReadPosition(finished=True)
     try:
-        async for records in obj.catch_up.rounds():
+        await _send_reads(run, obj, obj.catch_up.rounds(), ReadPosition(finished=True))
+    finally:
+        obj.item.catch_up_rounds = obj.catch_up.rounds_done
+        obj.item.quiescent = obj.catch_up.quiescent
+
+
+async def _send_reads(
+    run: BackfillRun,
+    obj: ObjectRun,
+    rounds: AsyncIterator[list[dict[str, Any]]],
+    position: ReadPosition,
+) -> None:
+    """Send each round of REST reads (records read deleted as deletes), a round landing
+    before the next is read; their batches are checkpointed at ``position``."""
+    window = InFlightBatches(run, obj, progress=False)
+    try:
+        async for records in rounds:
             for chunk in batched(iter(records), run.options.batch_rows):
                 updates, keys = _updates(run, obj, chunk, "rest", first_read=False)
-                await window.push(RecordBatch(chunk, "rest", done, None), updates, keys)
-            await window.drain()  # each round lands before the next one reads
+                await window.push(RecordBatch(chunk, "rest", position, None), updates, keys)
+            await window.drain()
             obj.item.caught_up += len(records)
     finally:
         await window.cancel()
-        obj.item.catch_up_rounds = obj.catch_up.rounds_done
-        obj.item.quiescent = obj.catch_up.quiescent
 
 
 def _updates(

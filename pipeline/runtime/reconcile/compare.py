@@ -21,7 +21,7 @@ from pipeline.errors import EnvelopeError
 from pipeline.runtime.reconcile.digest import SentDigests
 from pipeline.transform.apply import PropertyChanges, changes_for_config
 from pipeline.transform.envelope import ChangeEnvelope, Source
-from pipeline.transform.reads import envelope_from_record, modified_ms
+from pipeline.transform.reads import envelope_from_record, modified_ms, stamped_envelope
 from pipeline.transform.schema import ObjectSchema
 
 
@@ -113,9 +113,7 @@ def deleted_envelope(
     mark``) or set what ``unset`` removed. Written after it, the delete is the last word,
     and deliver applies the mapping's ``on_delete``.
     """
-    stamp = modified_ms(record)
-    at = now_ms if stamp is None else stamp
     try:
-        return envelope_from_record(plan.sfdc_object, record, source="rest", now_ms=at)
+        return stamped_envelope(plan.sfdc_object, record, source="rest", now_ms=now_ms)
     except EnvelopeError:
         return None

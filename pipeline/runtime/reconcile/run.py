@@ -42,6 +42,7 @@ from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, read_batches
 from pipeline.runtime.backfill.catch_up import CatchUp
+from pipeline.runtime.backfill.meaning import is_deleted
 from pipeline.runtime.backfill.read import forget_job
 from pipeline.runtime.backfill.run import until_stopped
 from pipeline.runtime.progress import ticking
@@ -64,7 +65,6 @@ from pipeline.transform.schema import schema_from_describe
 
 CHECKPOINT_FILE: Final = "reconcile-checkpoint.json"
 NOTHING_TO_READ: Final = "nothing mapped that change events cannot keep fresh"
-DELETED: Final = "IsDeleted"  # catch-up rounds read deleted records too (queryAll)
 log = structlog.get_logger(__name__)
 
 
@@ -264,14 +264,11 @@ async def _catch_up(
     tell), and the deleted ones as deletes."""
     assert run.checkpoint is not None
     async for records in catch_up.rounds():
-        live = [r for r in records if r.get(DELETED) not in (True, "true")]
+        live = [r for r in records if not is_deleted(r)]
         envelopes = _envelopes(run, plan, live, "rest", tally, every_field=True)
         now_ms = int(time.time() * 1000)
-        for record in records:
-            deleted = record.get(DELETED) in (True, "true")
-            envelope = deleted_envelope(plan, record, now_ms=now_ms) if deleted else None
-            if envelope is not None:
-                envelopes.append(envelope)
+        deleted = (deleted_envelope(plan, r, now_ms=now_ms) for r in records if is_deleted(r))
+        envelopes += [envelope for envelope in deleted if envelope is not None]
         await run.write(plan.sfdc_object, envelopes)
         item.caught_up += len(envelopes)
         catch_up.track(records)
