@@ -9,6 +9,8 @@ raw document so they are reported even when other parts are malformed.
 
 from __future__ import annotations
 
+import difflib
+import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,10 +48,21 @@ def _message(error: ErrorDetails) -> str:
             return "mode must be one of " + ", ".join(repr(mode) for mode in modes)
         return f"needs a 'mode': {modes[0]!r}, {modes[1]!r} or {modes[2]!r}"
     friendly = _FRIENDLY.get(error["type"])
+    if friendly and error["type"] == "extra_forbidden" and error["loc"]:
+        close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(), n=1, cutoff=0.75)
+        return friendly + (f" (did you mean {close[0]!r}?)" if close else "")
     if friendly:
         return friendly
     message = error["msg"]
     return message.removeprefix("Value error, ")
+
+
+@functools.cache
+def _known_keys() -> list[str]:
+    """Every key the mapping format knows, at any depth (what a misspelt one is near)."""
+    schema = MappingConfig.model_json_schema()
+    models = [schema, *schema.get("$defs", {}).values()]
+    return sorted({key for model in models for key in model.get("properties", {})})
 
 
 def _loc(error: ErrorDetails) -> list[int | str]:

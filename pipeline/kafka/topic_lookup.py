@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from pipeline.errors import KafkaError
@@ -28,5 +29,16 @@ async def find_topic(inspector: KafkaInspector, wanted: str) -> FoundTopic:
     if expected is not None:
         return FoundTopic(expected, exists=False)
     raise KafkaError(
-        f"no topic {wanted!r} under prefix {inspector.names.prefix!r} (see 'sfamp topics list')"
+        f"no topic {wanted!r} under prefix {inspector.names.prefix!r}"
+        f"{nearest(wanted, await inspector.topics(), inspector.names.prefix)}"
+        " (see 'sfamp topics list')"
     )
+
+
+def nearest(wanted: str, topics: list[str], prefix: str) -> str:
+    """``; did you mean changes.Account?`` for the topic closest to a misspelt name, in
+    the short form when it was given short; empty when none is close."""
+    short = [topic.removeprefix(f"{prefix}.") for topic in topics]
+    names = short + topics + [topic.rpartition(".")[2] for topic in topics]
+    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""

@@ -71,6 +71,17 @@ def test_required_parts(key: str) -> None:
     assert problems_of(doc) == {f"$.mappings[0].{key}": "is required"}
 
 
+def test_a_misspelt_key_gets_the_nearest_known_one() -> None:
+    doc = good()
+    doc["mappings"][0]["group_propertes"] = doc["mappings"][0].pop("group_properties")
+    doc["mappings"][0]["colour"] = "blue"
+    problems = problems_of(doc)
+    assert problems["$.mappings[0].group_propertes"] == (
+        "is not a known key of the mapping format (did you mean 'group_properties'?)"
+    )
+    assert problems["$.mappings[0].colour"] == "is not a known key of the mapping format"
+
+
 def test_mappings_and_properties_must_not_be_empty() -> None:
     doc = good()
     doc["mappings"][0]["group_properties"] = []

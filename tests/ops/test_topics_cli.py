@@ -115,8 +115,13 @@ async def test_describe_unknown_topic_is_one_line(topics: KafkaSettings, cli: Cl
     result = await cli("topics", "describe", "changes.Nope")
     assert result.exit_code == 1
     assert "no topic 'changes.Nope'" in result.stderr
+    assert "did you mean" not in result.stderr  # nothing near it
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stdout == ""
+    misspelt = await cli("topics", "tail", "changes.Acount")
+    assert misspelt.exit_code == 1
+    assert "no topic 'changes.Acount'" in misspelt.stderr
+    assert "did you mean changes.Account?" in " ".join(misspelt.stderr.split())
 
 
 async def test_tail_decodes_envelopes_and_shows_malformed(topics: KafkaSettings, cli: Cli) -> None:
