@@ -41,8 +41,9 @@ async def gather_status(settings: Settings, service_url: str) -> dict[str, Any]:
 
 async def salesforce_status(settings: Settings) -> dict[str, Any]:
     """The connected user's email and the org's URL, or an ``error``."""
-    if settings.salesforce.credential_problems():
-        return {"error": "Salesforce credentials are not configured"}
+    missing = [problem.path for problem in settings.salesforce.credential_problems()]
+    if missing:
+        return {"error": f"Salesforce credentials are not configured: set {', '.join(missing)}"}
     try:
         async with SalesforceClient.from_settings(settings.salesforce, max_attempts=1) as sf:
             user = await sf.rest.userinfo()

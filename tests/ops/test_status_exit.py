@@ -35,6 +35,13 @@ async def test_a_refused_salesforce_login_fails_the_status(
     assert "invalid_grant" in table.stdout
 
 
+async def test_missing_salesforce_credentials_are_named(kafka: KafkaSettings, sfamp: Cli) -> None:
+    result = await sfamp("status", "--json", env={"SFAMP_SALESFORCE__PASSWORD": ""})
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stdout)["salesforce"]["error"]
+    assert error == "Salesforce credentials are not configured: set SFAMP_SALESFORCE__PASSWORD"
+
+
 async def test_a_fresh_cluster_with_a_working_org_is_healthy(
     kafka: KafkaSettings, sfamp: Cli
 ) -> None:
