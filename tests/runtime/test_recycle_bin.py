@@ -8,13 +8,18 @@ The recycle bin keeps deleted records for 15 days, and ``queryAll`` reads them.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipeline.config.mapping import MappingConfig
-from pipeline.runtime.backfill import run_backfill
+from pipeline.runtime.backfill import StopRequest, run_backfill
+from pipeline.runtime.backfill import catch_up as catch_up_module
 from pipeline.runtime.backfill.catch_up import catch_up_for
 from pipeline.sandbox_stack import SandboxStack
 from pipeline.transform.schema import schema_from_describe
@@ -87,6 +92,43 @@ async def test_a_deleted_record_does_not_wipe_the_live_one_that_took_its_group_v
     assert summary.error is None, summary.error
     assert group(stack, "account_ext", "EXT-A") == {"name": "New", "tier": "Silver"}
     assert (group(stack, "account", old) or {}).get("sfdc_deleted") is True
+
+
+async def test_a_run_resumed_during_its_catch_up_does_not_send_the_bin_again(
+    stack: SandboxStack,
+    org: Org,
+    topic_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sent again after the snapshot, the bin's deletes would land over the live reads."""
+    settings = settings_for(stack, topic_prefix)
+    config = MappingConfig.model_validate(MAPPING)
+    old = await org.create("Account", Name="Old", External_Id__c="EXT-A", Tier__c="Gold")
+    await org.delete("Account", old)
+    await org.create("Account", Name="New", External_Id__c="EXT-A", Tier__c="Silver")
+    await org.advance_clock(3600)
+    recent = await org.create("Account", Name="Recent", External_Id__c="EXT-B")
+    stop, rounds = StopRequest(), catch_up_module.CatchUp.rounds
+
+    async def stopped_after_a_round(catch_up: Any) -> AsyncIterator[list[dict[str, Any]]]:
+        # The stop, made certain: right after the first round was delivered and
+        # checkpointed (the record changed after the snapshot gives it one).
+        await org.update("Account", recent, Tier__c="Platinum")
+        async for records in rounds(catch_up):
+            yield records
+            stop.set("SIGTERM")
+            await asyncio.Event().wait()  # until the stop cancels the run
+
+    monkeypatch.setattr(catch_up_module.CatchUp, "rounds", stopped_after_a_round)
+    checkpoint = tmp_path / "bf.json"
+    first = await run_backfill(settings, config, checkpoint_path=checkpoint, stop=stop)
+    assert first.interrupted == "SIGTERM", first
+    assert group(stack, "account_ext", "EXT-A") == {"name": "New", "tier": "Silver"}
+    monkeypatch.setattr(catch_up_module.CatchUp, "rounds", rounds)
+    again = await run_backfill(settings, config, checkpoint_path=checkpoint, resume=True)
+    assert again.error is None, again.error
+    assert group(stack, "account_ext", "EXT-A") == {"name": "New", "tier": "Silver"}
 
 
 async def test_a_resync_after_an_outage_applies_the_deletes_it_missed(

@@ -191,9 +191,11 @@ async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
     obj = await _open_object(run, sfdc_object)
     if obj is None:
         return
-    if obj.catch_up is not None and (obj.start is None or obj.start.method is None):
-        # Before the snapshot (and again after a stop before its first batch); its
-        # batches are checkpointed as "nothing read yet", so a resume reads everything.
+    unread = obj.start is None or (obj.start.method is None and not obj.start.finished)
+    if obj.catch_up is not None and unread:
+        # Before the snapshot (and again after a stop before its first batch: its batches
+        # are checkpointed as nothing read yet); never after it, not even on a resume
+        # during the catch-up, whose newer live reads it would land over.
         await _send_reads(run, obj, obj.catch_up.deleted_before(), ReadPosition())
     await _snapshot(run, obj)
     await _catch_up(run, obj)
