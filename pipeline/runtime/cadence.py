@@ -51,20 +51,24 @@ class FlushSchedule:
         self.cadence = cadence
         self.last = now
         self.next_at = next_flush_after(cadence, now)
+        self.retry_at: datetime | None = None  # a flush to try again, before the next slot
 
     def due(self, now: datetime) -> bool:
         return now >= self.next_at
 
     def flushed(self, now: datetime) -> None:
-        self.last = now
+        self.last, self.retry_at = now, None
         self.next_at = next_flush_after(self.cadence, now)
 
     def retry_after(self, now: datetime, seconds: float) -> None:
-        """A flush failed: try again soon rather than at the next cadence slot."""
-        self.next_at = now + timedelta(seconds=seconds)
+        """A flush failed (or was halted): try again soon rather than at the next slot."""
+        self.next_at = self.retry_at = now + timedelta(seconds=seconds)
 
     def change(self, cadence: Cadence) -> None:
-        """A new mapping brought a new cadence; the next slot follows from the last flush."""
+        """A new mapping brought a new cadence; the next slot follows from the last flush,
+        and a retry pending stays as it is."""
         if cadence != self.cadence:
             self.cadence = cadence
             self.next_at = next_flush_after(cadence, self.last)
+            if self.retry_at is not None:
+                self.next_at = min(self.next_at, self.retry_at)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pipeline.config.mapping import DailyCadence, HourlyCadence, IntervalCadence
-from pipeline.runtime.cadence import describe, next_flush_after
+from pipeline.runtime.cadence import FlushSchedule, describe, next_flush_after
 
 
 def at(text: str) -> datetime:
@@ -73,3 +73,17 @@ def test_describe() -> None:
     assert describe(DailyCadence(mode="daily", at="04:00")) == "daily at 04:00 UTC"
     assert describe(HourlyCadence(mode="hourly")) == "hourly at minute 0"
     assert describe(IntervalCadence(mode="interval", every_seconds=9)) == "every 9s"
+
+
+def test_a_new_cadence_keeps_a_retry_that_is_pending() -> None:
+    """A flush halted by a mapping revision retries at once, whatever cadence it brings."""
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    schedule = FlushSchedule(IntervalCadence(mode="interval", every_seconds=1), now)
+    schedule.flushed(now)
+    schedule.retry_after(now, 0)
+    schedule.change(DailyCadence(mode="daily", at="00:00"))
+    assert schedule.due(now)
+    schedule.flushed(now + timedelta(seconds=1))  # the retry ran: the daily slot is next
+    assert schedule.next_at == datetime(2026, 1, 2, 0, 0, tzinfo=UTC)
+    schedule.change(IntervalCadence(mode="interval", every_seconds=60))
+    assert schedule.next_at == now + timedelta(seconds=61)  # from the last flush, no retry

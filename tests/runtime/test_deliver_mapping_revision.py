@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.mapping import MappingConfig
+from pipeline.kafka.consumer import Partition
 from pipeline.runtime.backfill import run_backfill
-from pipeline.runtime.deliver.window import Flushing, FlushWindow
+from pipeline.runtime.deliver.window import REREAD_SECONDS, Flushing, FlushWindow, Reread
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.amplitude.state import Fault
 from tests.convergence.oracle import check_convergence
@@ -108,10 +109,11 @@ async def test_a_revision_during_a_flush_halts_it_and_the_changes_are_read_again
     stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
 ) -> None:
     """Amplitude holds the flush's request; the revision arrives meanwhile. The flush stops
-    sending and commits nothing, so no old meaning can land after the revision's backfill."""
+    sending and commits nothing, so no old meaning can land after the revision's backfill;
+    what it held is read again and flushed at once, not a cadence period later."""
     settings = settings_for(stack, topic_prefix)
     mapping_file = tmp_path / "mapping.json"
-    first, second = _mapping("Tier__c", 1), _mapping("Rating", 1)
+    first, second = _mapping("Tier__c", 1), _mapping("Rating", 3600)
     _write(mapping_file, first, 0)
     assert stack.salesforce is not None
     assert stack.amplitude is not None
@@ -136,20 +138,34 @@ async def test_a_revision_during_a_flush_halts_it_and_the_changes_are_read_again
         flushes = deliver.flushes
         _write(mapping_file, second, 1)
         await wait_until(lambda: deliver.flushes > flushes, what="the held flush to stop")
-        last = service.state.last_flush
-        assert last is not None
-        assert not last.ok
-        assert "mapping changed" in (last.error or "")
+        halted = service.state.last_flush
+        assert halted is not None
+        assert not halted.ok
+        assert "mapping changed" in (halted.error or "")
         amplitude.faults.clear()
+        await wait_until(
+            lambda: deliver.flushes > flushes + 1 and (service.state.last_flush or halted).ok,
+            what="the flush of what was read again (the cadence is an hour)",
+        )
+        assert (service.state.last_flush or halted).changes >= 1
         summary = await run_backfill(
             settings, MappingConfig.model_validate(second), checkpoint_path=tmp_path / "bf.json"
         )
         assert summary.error is None, summary.error
-        flushes = deliver.flushes
-        await wait_until(
-            lambda: deliver.flushes > flushes + 1 and (service.state.last_flush or last).ok,
-            what="flushes of what was read again",
-        )
     assert group(stack, "account", account) == {"name": "Acme", "tier": "Hot"}
     report = check_convergence(stack.salesforce, stack.amplitude, second)
     assert report.ok, report.describe()
+
+
+def test_a_flush_waits_until_what_a_rewind_dropped_is_read_again() -> None:
+    """Else it would send the first fetch of it, and the rest a cadence period later."""
+    tp = Partition("sfamp.changes.Account", 0)
+    reread = Reread()
+    reread.add({tp: 500}, now=100.0)
+    assert not reread.done({tp: 200}, now=101.0)
+    assert not reread.done({}, now=101.0)
+    assert reread.done({tp: 500}, now=102.0)
+    assert reread.held == {}
+    assert reread.done({}, now=103.0)  # nothing held: nothing to wait for
+    reread.add({tp: 500}, now=200.0)
+    assert reread.done({tp: 10}, now=200.0 + REREAD_SECONDS)  # not for ever

@@ -4,9 +4,10 @@ It is one member of the Kafka consumer group ``settings.kafka.consumer_group``
 and never commits an offset before everything read up to it is settled: sent
 to Amplitude and accepted, or written to ``sfamp.dlq`` with a reason. So:
 
-* a failed flush (Amplitude down past its retry deadline, Salesforce
-  unreachable for a lookup) commits nothing; the pump forgets what it held,
-  rewinds to the committed offsets, and retries soon after;
+* a failed flush (Amplitude down past its retry deadline, Salesforce unreachable
+  for a lookup) commits nothing; the pump forgets what it held, rewinds to the
+  committed offsets, and retries once it has read it all again (so does a flush
+  halted by a mapping revision that gives its changes another meaning);
 * a rebalance forgets what the pump held too, and every partition it keeps or
   gains restarts from its committed offset. Whoever owns a partition next
   re-reads what was not committed. Replays only repeat ``$set`` / ``$unset``,
@@ -52,7 +53,7 @@ from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.cadence import FlushSchedule, utc_now
 from pipeline.runtime.deliver.lookups import resolve_lookups
 from pipeline.runtime.deliver.sending import finish, send_kept, unless, write_dead_letters
-from pipeline.runtime.deliver.window import Flushing, FlushWindow, partition_names, unread
+from pipeline.runtime.deliver.window import Flushing, FlushWindow, Reread, partition_names, unread
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.reconcile.recorder import SentRecorder
@@ -102,7 +103,7 @@ class DeliverPump:
         self._flushing: Flushing | None = None
         self._stop_requested_at: float | None = None
         self._retry = Backoff(first=2.0, ceiling=60.0)
-        self._must_rewind = False
+        self._must_rewind, self._reread = False, Reread()  # a rewind pending; what it dropped
         self._failed_flush: FlushResult | None = None
         # Between a revoke and the next assignment: aiokafka still reports the old one.
         self._rebalancing = False
@@ -160,7 +161,7 @@ class DeliverPump:
     # -- the group moves partitions -----------------------------------------
 
     async def partitions_revoked(self, revoked: set[Partition]) -> None:
-        self._rebalancing = True
+        self._rebalancing, self._reread = True, Reread()
         self.forget("rebalance")
 
     async def partitions_assigned(self, assigned: set[Partition]) -> None:
@@ -216,7 +217,8 @@ class DeliverPump:
                 await self._read_again("mapping_changed")  # the batch comes again too
                 return
             await self._take_all(batch)
-            if self._schedule.due(self._clock()) or self._full():
+            read_again = self._reread.done(self._window.offsets, time.monotonic())
+            if (self._schedule.due(self._clock()) and read_again) or self._full():
                 await self.flush()
         except (AmplitudeError, SalesforceError, KafkaError) as exc:
             await self._failed(exc)
@@ -266,9 +268,8 @@ class DeliverPump:
         flushing = self._flushing = Flushing(window, member_id)
         self.state.flushing_since = self._clock()  # /status: a flush that hangs shows
         answers, groups = self.metrics.amplitude_answers, window.pending_groups
-        # A mapping that changes what the window's changes mean halts the flush (before it
-        # sends, or between requests): what it holds is read again from Kafka, uncommitted,
-        # and sent as the new mapping means it. Sent after its backfill, it would land last.
+        # A mapping that changes what the window means halts the flush (before it sends or
+        # between requests): uncommitted, it is read again and sent as the new one means it.
         watch = asyncio.ensure_future(flushing.halt_when_stale(self.holder))
         try:
             settled = None
@@ -277,6 +278,7 @@ class DeliverPump:
             stale = flushing.stale or not window.means(self.holder.current)
             committed = await self._commit(flushing) if settled is not None and not stale else {}
         except Exception:
+            self._reread.add(window.offsets, time.monotonic())  # read again (_failed)
             # What the failed flush held and did, for /status and its metrics (_failed).
             self._failed_flush = FlushResult(
                 at=self._clock(),
@@ -304,7 +306,9 @@ class DeliverPump:
         )
         self._flushed(result, report, dlq=len(window.dlq), flushing=flushing, committed=committed)
         if stale:
+            self._reread.add(window.offsets, time.monotonic())
             await self._read_again("mapping_changed")
+            self._schedule.retry_after(self._clock(), 0)  # once read again, not a slot later
         return result
 
     async def _settle_window(
@@ -421,6 +425,7 @@ class DeliverPump:
 
     async def _read_again(self, why: str) -> None:
         """Forget the window and read on from the committed offsets."""
+        self._reread.add(self._window.offsets, time.monotonic())
         self.forget(why)
         if self._consumer is not None:
             try:

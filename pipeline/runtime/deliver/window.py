@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -210,6 +210,34 @@ class FlushWindow:
                 payload=identification,
             )
         )
+
+
+# How long a flush due waits for what a rewind dropped to be read again (a partition
+# that stopped feeding must not hold every flush back).
+REREAD_SECONDS: Final = 60.0
+
+
+@dataclass
+class Reread:
+    """Offsets a rewind dropped (per partition, the next one the window had read), to read
+    again before the flush due sends: it then sends them whole, rather than the first
+    fetch at once and the rest a cadence period later. Times are monotonic seconds."""
+
+    held: dict[Partition, int] = field(default_factory=dict)
+    since: float = 0.0
+
+    def add(self, offsets: Mapping[Partition, int], now: float) -> None:
+        if not self.held:
+            self.since = now
+        self.held |= offsets
+
+    def done(self, offsets: Mapping[Partition, int], now: float) -> bool:
+        """Whether ``offsets`` (a window's) reach what was held, or the wait is over."""
+        behind = any(offsets.get(tp, -1) < held for tp, held in self.held.items())
+        if behind and now - self.since < REREAD_SECONDS:
+            return False
+        self.held = {}
+        return True
 
 
 @dataclass
