@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.kafka.consumer import Partition
 from pipeline.runtime.backfill import run_backfill
-from pipeline.runtime.deliver.window import REREAD_SECONDS, Flushing, FlushWindow, Reread
+from pipeline.runtime.deliver.window import Flushing, FlushWindow
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.amplitude.state import Fault
 from tests.convergence.oracle import check_convergence
@@ -155,17 +154,3 @@ async def test_a_revision_during_a_flush_halts_it_and_the_changes_are_read_again
     assert group(stack, "account", account) == {"name": "Acme", "tier": "Hot"}
     report = check_convergence(stack.salesforce, stack.amplitude, second)
     assert report.ok, report.describe()
-
-
-def test_a_flush_waits_until_what_a_rewind_dropped_is_read_again() -> None:
-    """Else it would send the first fetch of it, and the rest a cadence period later."""
-    tp = Partition("sfamp.changes.Account", 0)
-    reread = Reread()
-    reread.add({tp: 500}, now=100.0)
-    assert not reread.done({tp: 200}, now=101.0)
-    assert not reread.done({}, now=101.0)
-    assert reread.done({tp: 500}, now=102.0)
-    assert reread.held == {}
-    assert reread.done({}, now=103.0)  # nothing held: nothing to wait for
-    reread.add({tp: 500}, now=200.0)
-    assert reread.done({tp: 10}, now=200.0 + REREAD_SECONDS)  # not for ever

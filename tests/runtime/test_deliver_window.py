@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from pipeline.runtime.deliver.window import FlushWindow
+from pipeline.kafka.consumer import Partition
+from pipeline.runtime.deliver.window import REREAD_SECONDS, FlushWindow, Reread
 from pipeline.transform.compiled import compiled
 from pipeline.transform.envelope import ChangeEnvelope, encode
 from tests.transform.fixtures import account_config, account_schema
@@ -103,3 +104,20 @@ def test_the_window_counts_every_partition_toward_max_groups() -> None:
     assert window.take(TP, first, 0, table, SCHEMAS, max_groups=3) == 2
     second = [change(offset, f"001RM{offset + 10:013d}") for offset in range(5)]
     assert window.take(other, second, 0, table, SCHEMAS, max_groups=3) == 1, "room for one more"
+
+
+def test_a_flush_waits_until_what_a_rewind_dropped_is_read_again() -> None:
+    """Else it would send the first fetch of it, and the rest a cadence period later."""
+    first, second = Partition("t", 0), Partition("t", 1)
+    reread = Reread()
+    reread.add({first: 500, second: 40})
+    assert not reread.done({first: 200}, now=1_000.0)  # the wait starts at this first look
+    assert not reread.done({first: 500}, now=1_001.0)  # second still behind
+    assert reread.held == {second: 40}  # what was reached left the wait, whatever window
+    assert reread.done({second: 40}, now=1_002.0)
+    assert reread.done({}, now=1_003.0)  # nothing held: nothing to wait for
+    reread.add({first: 500, second: 40})
+    reread.keep({first})  # a rebalance gave the other partition away
+    assert reread.held == {first: 500}
+    assert not reread.done({}, now=5_000.0)
+    assert reread.done({}, now=5_000.0 + REREAD_SECONDS)  # not for ever

@@ -161,7 +161,7 @@ class DeliverPump:
     # -- the group moves partitions -----------------------------------------
 
     async def partitions_revoked(self, revoked: set[Partition]) -> None:
-        self._rebalancing, self._reread = True, Reread()
+        self._rebalancing = True
         self.forget("rebalance")
 
     async def partitions_assigned(self, assigned: set[Partition]) -> None:
@@ -171,14 +171,11 @@ class DeliverPump:
         flushing, consumer = self._flushing, self._consumer
         if flushing is not None and consumer is not None:
             flushing.assigned(assigned, consumer.member_id)
+        self._reread.keep(assigned)
         await self.rewind(assigned)
-        self.state.consumer_joined = True
-        self.state.partitions = partition_names(assigned)
-        log.info(
-            "deliver_partitions_assigned",
-            partitions=partition_names(assigned),
-            during_flush=flushing is not None,
-        )
+        self.state.consumer_joined, self.state.partitions = True, partition_names(assigned)
+        names, during_flush = self.state.partitions, flushing is not None
+        log.info("deliver_partitions_assigned", partitions=names, during_flush=during_flush)
 
     # -- one turn of the loop ---------------------------------------------
 
@@ -263,6 +260,7 @@ class DeliverPump:
     async def flush(self) -> FlushResult:
         """Settle everything held: lookups, Amplitude, DLQ, then commit the offsets."""
         started = time.monotonic()
+        self._reread.done(self._window.offsets, started)  # what it reached leaves the wait
         window, self._window = self._window, FlushWindow()
         member_id = self._consumer.member_id if self._consumer is not None else ""
         flushing = self._flushing = Flushing(window, member_id)
@@ -278,7 +276,7 @@ class DeliverPump:
             stale = flushing.stale or not window.means(self.holder.current)
             committed = await self._commit(flushing) if settled is not None and not stale else {}
         except Exception:
-            self._reread.add(window.offsets, time.monotonic())  # read again (_failed)
+            self._reread.add(window.offsets)  # to read again (_failed)
             # What the failed flush held and did, for /status and its metrics (_failed).
             self._failed_flush = FlushResult(
                 at=self._clock(),
@@ -306,7 +304,7 @@ class DeliverPump:
         )
         self._flushed(result, report, dlq=len(window.dlq), flushing=flushing, committed=committed)
         if stale:
-            self._reread.add(window.offsets, time.monotonic())
+            self._reread.add(window.offsets)
             await self._read_again("mapping_changed")
             self._schedule.retry_after(self._clock(), 0)  # once read again, not a slot later
         return result
@@ -360,6 +358,8 @@ class DeliverPump:
         self.flushes += 1
         now = self._clock()
         self._schedule.flushed(now)
+        if self._reread.held:  # flushed full while reading again: the rest goes soon too
+            self._schedule.retry_after(now, 0)
         self._retry.reset()
         self.state.last_flush = result
         self.state.pending_groups = 0
@@ -425,7 +425,7 @@ class DeliverPump:
 
     async def _read_again(self, why: str) -> None:
         """Forget the window and read on from the committed offsets."""
-        self._reread.add(self._window.offsets, time.monotonic())
+        self._reread.add(self._window.offsets)
         self.forget(why)
         if self._consumer is not None:
             try:

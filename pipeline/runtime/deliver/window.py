@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -224,17 +224,24 @@ class Reread:
     fetch at once and the rest a cadence period later. Times are monotonic seconds."""
 
     held: dict[Partition, int] = field(default_factory=dict)
-    since: float = 0.0
+    since: float | None = None  # the first look after a rewind: the wait counts from there
 
-    def add(self, offsets: Mapping[Partition, int], now: float) -> None:
-        if not self.held:
-            self.since = now
+    def add(self, offsets: Mapping[Partition, int]) -> None:
         self.held |= offsets
+        self.since = None  # a retry's backoff is no part of the wait
+
+    def keep(self, partitions: Collection[Partition]) -> None:
+        """After a rebalance: what another member reads now is not waited for."""
+        self.held = {tp: end for tp, end in self.held.items() if tp in partitions}
 
     def done(self, offsets: Mapping[Partition, int], now: float) -> bool:
-        """Whether ``offsets`` (a window's) reach what was held, or the wait is over."""
-        behind = any(offsets.get(tp, -1) < held for tp, held in self.held.items())
-        if behind and now - self.since < REREAD_SECONDS:
+        """Whether ``offsets`` (a window's) reached all that was held, or the wait is over;
+        a partition leaves the wait once reached, whatever window reads on."""
+        self.held = {tp: end for tp, end in self.held.items() if offsets.get(tp, -1) < end}
+        if not self.held:
+            return True
+        self.since = now if self.since is None else self.since
+        if now - self.since < REREAD_SECONDS:
             return False
         self.held = {}
         return True
