@@ -21,7 +21,7 @@ from pipeline.errors import EnvelopeError
 from pipeline.runtime.reconcile.digest import SentDigests
 from pipeline.transform.apply import PropertyChanges, changes_for_config
 from pipeline.transform.envelope import ChangeEnvelope, Source
-from pipeline.transform.reads import envelope_from_record, modified_ms, stamped_envelope
+from pipeline.transform.reads import envelope_from_record, stamped_envelope
 from pipeline.transform.schema import ObjectSchema
 
 
@@ -71,10 +71,8 @@ def differing_envelope(
     ``digests`` None sends every reconciled property of the record (a catch-up row,
     whose older read may still be on its way). A record without an Id is skipped.
     """
-    stamp = modified_ms(record)
-    at = now_ms if stamp is None else stamp
     try:
-        read = envelope_from_record(plan.sfdc_object, record, source=source, now_ms=at)
+        read = stamped_envelope(plan.sfdc_object, record, source=source, now_ms=now_ms)
     except EnvelopeError:
         return None
     keep: dict[str, None] = {"Id": None}
@@ -100,7 +98,8 @@ def differing_envelope(
     if len(keep) == 1:
         return None
     chosen = {name: record[name] for name in keep if name in record}
-    return envelope_from_record(plan.sfdc_object, chosen, source=source, now_ms=at)
+    # Ordered as the whole read was (the fields kept may leave out its stamp).
+    return envelope_from_record(plan.sfdc_object, chosen, source=source, now_ms=read.commit_ts)
 
 
 def deleted_envelope(
