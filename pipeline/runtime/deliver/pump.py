@@ -260,7 +260,7 @@ class DeliverPump:
     async def flush(self) -> FlushResult:
         """Settle everything held: lookups, Amplitude, DLQ, then commit the offsets."""
         started = time.monotonic()
-        self._reread.done(self._window.offsets, started)  # what it reached leaves the wait
+        self._reread.reached(self._window.offsets)  # before the window is swapped
         window, self._window = self._window, FlushWindow()
         member_id = self._consumer.member_id if self._consumer is not None else ""
         flushing = self._flushing = Flushing(window, member_id)

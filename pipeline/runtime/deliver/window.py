@@ -234,10 +234,14 @@ class Reread:
         """After a rebalance: what another member reads now is not waited for."""
         self.held = {tp: end for tp, end in self.held.items() if tp in partitions}
 
-    def done(self, offsets: Mapping[Partition, int], now: float) -> bool:
-        """Whether ``offsets`` (a window's) reached all that was held, or the wait is over;
-        a partition leaves the wait once reached, whatever window reads on."""
+    def reached(self, offsets: Mapping[Partition, int]) -> None:
+        """Let the partitions ``offsets`` (a window's) reached leave the wait, whatever
+        window reads on."""
         self.held = {tp: end for tp, end in self.held.items() if offsets.get(tp, -1) < end}
+
+    def done(self, offsets: Mapping[Partition, int], now: float) -> bool:
+        """Whether ``offsets`` (a window's) reached all that was held, or the wait is over."""
+        self.reached(offsets)
         if not self.held:
             return True
         self.since = now if self.since is None else self.since
