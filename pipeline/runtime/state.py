@@ -6,6 +6,7 @@ Pumps write here; the health endpoints and `sfamp status` read it.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -43,6 +44,9 @@ class ServiceState:
     partitions: list[str] = field(default_factory=list)
     heartbeats: dict[str, float] = field(default_factory=dict)
     last_flush: FlushResult | None = None
+    # The last flushes, oldest first: a flush halted or stopped early stays visible after
+    # the next one (which may follow at once) replaces it as `last_flush`.
+    recent_flushes: deque[FlushResult] = field(default_factory=lambda: deque(maxlen=20))
     last_successful_flush: datetime | None = None
     next_flush_at: datetime | None = None
     flushing_since: datetime | None = None  # a flush going on (sending, committing)
@@ -62,6 +66,11 @@ class ServiceState:
     per_minute: MinuteCounts = field(default_factory=MinuteCounts)
     # What the start is doing or waiting for ("waiting for Kafka: ..."); None once it ran.
     starting: str | None = None
+
+    def flushed(self, result: FlushResult) -> None:
+        """Record a flush's result (a failed one too) as the last and among the recent."""
+        self.last_flush = result
+        self.recent_flushes.append(result)
 
     def beat(self, pump: str) -> None:
         """A pump made progress (or is idle but looping): liveness evidence."""
@@ -133,6 +142,7 @@ class ServiceState:
             "pending_groups": self.pending_groups,
             "flushing_since": self.flushing_since.isoformat() if self.flushing_since else None,
             "last_flush": self.last_flush.to_json() if self.last_flush else None,
+            "recent_flushes": [flush.to_json() for flush in self.recent_flushes],
             "last_successful_flush_at": (
                 self.last_successful_flush.isoformat() if self.last_successful_flush else None
             ),

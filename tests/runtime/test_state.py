@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.runtime.state import ServiceState
+from datetime import UTC, datetime, timedelta
+
+from pipeline.runtime.state import FlushResult, ServiceState
 
 
 def test_a_pump_silent_past_the_threshold_makes_the_process_not_alive() -> None:
@@ -29,3 +31,22 @@ def test_ready_needs_every_subscription_and_the_consumer_group() -> None:
 def test_a_deliver_only_process_does_not_wait_for_subscriptions() -> None:
     state = ServiceState(role="deliver", consumer_joined=True)
     assert state.ready() == (True, [])
+
+
+def test_a_flush_replaced_as_the_last_stays_among_the_recent() -> None:
+    state = ServiceState(role="deliver")
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    halted = FlushResult(at=start, ok=False, changes=1, error="the mapping changed")
+    state.flushed(halted)
+    for n in range(1, 25):
+        state.flushed(FlushResult(at=start + timedelta(seconds=n), ok=True))
+    assert state.last_flush is not None
+    assert state.last_flush.at == start + timedelta(seconds=24)
+    recent = state.to_status()["recent_flushes"]
+    assert len(recent) == 20  # the last twenty, oldest first
+    assert recent[0]["at"] == (start + timedelta(seconds=5)).isoformat()
+    assert recent[-1] == state.last_flush.to_json()
+    state = ServiceState(role="deliver")
+    state.flushed(halted)
+    state.flushed(FlushResult(at=start + timedelta(seconds=1), ok=True))
+    assert state.to_status()["recent_flushes"][0]["error"] == "the mapping changed"

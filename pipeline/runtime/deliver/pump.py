@@ -361,7 +361,7 @@ class DeliverPump:
         if self._reread.held:  # flushed full while reading again: the rest goes soon too
             self._schedule.retry_after(now, 0)
         self._retry.reset()
-        self.state.last_flush = result
+        self.state.flushed(result)
         self.state.pending_groups = 0
         self.metrics.flush_duration.observe(result.duration_seconds)
         self.metrics.flush_groups.set(result.groups)
@@ -398,7 +398,7 @@ class DeliverPump:
             failed = FlushResult(at=self._clock(), ok=False)
         else:
             self.metrics.flush_duration.observe(failed.duration_seconds)
-        self.state.last_flush = dataclasses.replace(failed, error=str(exc))
+        self.state.flushed(dataclasses.replace(failed, error=str(exc)))
         log.error(
             "flush_failed",
             error=type(exc).__name__,
