@@ -7,6 +7,8 @@ stay pure: bytes in, dataclasses out, time passed in by the caller.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -114,3 +116,15 @@ def decode_dlq_entry(value: bytes | None) -> DlqEntry:
 def dlq_id(topic: str, partition: int, offset: int) -> str:
     """A stable id for an entry derived from where its input came from."""
     return f"{topic}:{partition}:{offset}"
+
+
+def rejection_id(source: str, key: str, identification: Mapping[str, Any]) -> str:
+    """A stable id for an identification Amplitude refused: ``<source>:<group key>:<digest>``,
+    the digest (12 hex digits) of the identification itself.
+
+    The same identification refused again (its changes read again after a flush that
+    could not commit, a resumed backfill sending a batch again) writes the same id, which
+    readers fold into one entry (:func:`pipeline.kafka.dlq.fold_dlq`) rather than list twice.
+    """
+    digest = hashlib.blake2b(orjson.dumps(identification, option=orjson.OPT_SORT_KEYS))
+    return f"{source}:{key}:{digest.hexdigest()[:12]}"

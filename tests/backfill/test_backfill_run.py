@@ -396,6 +396,12 @@ async def test_rejected_identification_goes_to_kafka_dlq(
     entries = await read_dlq(settings)
     assert [(e.reason, e.payload["group_value"]) for e in entries] == [("rejected", BLOCKED_GROUP)]
     assert not (tmp_path / "backfill-rejected.jsonl").exists()
+    # Run again, the same identification is refused again: one entry, not two.
+    again = await run_backfill(settings, config, checkpoint_path=tmp_path / "again.json")
+    assert again.total("rejected") == 1
+    entries = await read_dlq(settings)
+    assert len(entries) == 2
+    assert entries[0].id == entries[1].id  # 'sfamp dlq list' shows the later write alone
 
 
 async def test_cli_dry_run_prints_the_plan_and_duplicates(

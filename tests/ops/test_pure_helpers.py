@@ -24,6 +24,7 @@ from pipeline.kafka.records import DlqEntry
 from pipeline.kafka.topic_rows import parse_since
 from pipeline.kafka.topic_state import iso_time
 from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.deliver.window import FlushWindow
 from pipeline.runtime.dlq_dismiss import dismissals, unreplayable
 from pipeline.runtime.dlq_targets import Target, changes_of, group_literal, targets_of
 from pipeline.transform.envelope import encode
@@ -103,6 +104,21 @@ def test_marker_counts_only_for_earlier_writes_of_its_entry() -> None:
     # The same input dead-lettered again after the replay is pending again.
     again = fold_dlq([_message(0, entry), _message(1, marker), _message(2, entry)])
     assert [(i.id, i.replayed_at_ms, i.pending) for i in again] == [("t:0:5", None, True)]
+
+
+def test_an_identification_refused_again_is_one_entry() -> None:
+    """Read again after a flush that could not commit, the same refusal folds into one."""
+    identification = {"group_type": "account", "group_value": "a", "group_properties": {"$set": {}}}
+    first, second = FlushWindow(), FlushWindow()
+    first.reject(dict(identification), 400, "invalid group")
+    second.reject(dict(identification), 400, "invalid group")
+    other = FlushWindow()
+    other.reject(identification | {"group_properties": {"$set": {"tier": "Gold"}}}, 400, "x")
+    entries = [first.dlq[0], second.dlq[0], other.dlq[0]]
+    assert entries[0].id == entries[1].id != entries[2].id
+    assert entries[0].id.startswith("rejected:account:a:")
+    items = fold_dlq([_message(n, entry) for n, entry in enumerate(entries)])
+    assert [item.id for item in items] == [entries[0].id, entries[2].id]
 
 
 def test_select_by_id_or_every_pending_entry() -> None:

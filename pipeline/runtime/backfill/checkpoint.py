@@ -20,7 +20,7 @@ from pipeline.amplitude.payload import to_identification
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, KafkaError
 from pipeline.kafka.producer import ChangeProducer
-from pipeline.kafka.records import DlqEntry
+from pipeline.kafka.records import DlqEntry, rejection_id
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill.read import ReadPosition
 
@@ -270,14 +270,15 @@ def rejected_entries(report: DeliveryReport, sfdc_object: str, now_ms: int) -> l
     for rejection in report.rejected:
         update = rejection.update
         key = f"{update.group_type}:{update.group_value}"
+        identification = to_identification(update)
         entries.append(
             DlqEntry(
-                id=f"backfill:{key}:{now_ms}",
+                id=rejection_id("backfill", key, identification),
                 reason="rejected",
                 detail=f"Amplitude answered {rejection.status}: {rejection.reason}",
                 at_ms=now_ms,
                 key=key,
-                payload=to_identification(update),
+                payload=identification,
                 extra={"source": "backfill", "object": sfdc_object},
             )
         )

@@ -12,7 +12,7 @@ import structlog
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.errors import EnvelopeError
 from pipeline.kafka.consumer import Partition, Record
-from pipeline.kafka.records import DlqEntry, DlqReason, dlq_id
+from pipeline.kafka.records import DlqEntry, DlqReason, dlq_id, rejection_id
 from pipeline.runtime.cadence import now_ms
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.transform.apply import (
@@ -202,7 +202,7 @@ class FlushWindow:
         key = f"{identification['group_type']}:{identification['group_value']}"
         self.dlq.append(
             DlqEntry(
-                id=f"rejected:{key}:{now_ms()}",
+                id=rejection_id("rejected", key, identification),
                 reason="rejected",
                 detail=f"Amplitude answered {status}: {reason}",
                 at_ms=now_ms(),
