@@ -224,7 +224,7 @@ async def test_tail_follow_prints_new_messages_then_stops(topics: KafkaSettings,
                 "tail",
                 changes,
                 "-n",
-                "50",
+                "1000",  # more than this test writes: the tail starts at replay id 0
                 "--follow",
                 "--max-messages",
                 "2",

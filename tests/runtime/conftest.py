@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline.config.settings import Settings
 from pipeline.kafka.records import DlqEntry, decode_dlq_entry
 from pipeline.runtime.service import serving
+from pipeline.runtime.state import FlushResult, ServiceState
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.amplitude.identify import IdentifyLimits
 
@@ -112,6 +113,16 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def flushes_after(state: ServiceState, mark: FlushResult | None) -> list[FlushResult]:
+    """The flush results recorded after ``mark`` (a ``state.last_flush`` taken before),
+    oldest first; all that are kept when ``mark`` is None or no longer among them."""
+    recent = list(state.recent_flushes)
+    for index in range(len(recent) - 1, -1, -1):
+        if recent[index] is mark:
+            return recent[index + 1 :]
+    return recent
 
 
 async def deliver_turns(service: Any, turns: int, *, timeout: float = 30.0) -> None:

@@ -143,5 +143,7 @@ async def test_a_long_text_is_delivered_cut_to_what_amplitude_keeps(
         )
         assert _values(stack, "account")[account]["description"] == text[:1024]
         counter = service.metrics.truncated_values.labels("account", "description")
+        # Counted once the flush is done (after its commit), a moment after Amplitude has it.
+        await wait_until(lambda: counter._value.get() >= 1, what="the cut value counted")
         assert counter._value.get() == 1
         await wait_converged(stack.salesforce, stack.amplitude, described, timeout=10)

@@ -19,7 +19,14 @@ from pipeline.runtime.state import FlushResult
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.amplitude.state import Fault
 from tests.convergence.oracle import check_convergence
-from tests.runtime.conftest import Org, group, running, settings_for, wait_until
+from tests.runtime.conftest import (
+    Org,
+    flushes_after,
+    group,
+    running,
+    settings_for,
+    wait_until,
+)
 
 
 def _mapping(tier_field: str, every_seconds: int) -> dict[str, Any]:
@@ -91,13 +98,13 @@ async def test_changes_held_across_a_revision_are_sent_as_the_revision_means_the
         )
         assert summary.error is None, summary.error
         assert group(stack, "account", account) == {"name": "Acme", "tier": "Hot"}
-        seen = len(service.state.recent_flushes)
+        mark = service.state.last_flush
         _write(mapping_file, third, 2)
         await wait_until(
-            lambda: any(flush.changes for flush in list(service.state.recent_flushes)[seen:]),
+            lambda: any(flush.changes for flush in flushes_after(service.state, mark)),
             what="the flush of what deliver holds",
         )
-        sent = [flush for flush in list(service.state.recent_flushes)[seen:] if flush.changes]
+        sent = [flush for flush in flushes_after(service.state, mark) if flush.changes]
         assert sent[0].changes >= 2, sent  # read again, not dropped
     assert group(stack, "account", account) == {"name": "Acme", "tier": "Hot"}
     report = check_convergence(stack.salesforce, stack.amplitude, second)
@@ -110,7 +117,8 @@ async def test_a_revision_during_a_flush_halts_it_and_the_changes_are_read_again
     """Amplitude holds the flush's request; the revision arrives meanwhile. The flush stops
     sending and commits nothing, so no old meaning can land after the revision's backfill;
     what it held is read again and flushed at once, not a cadence period later."""
-    settings = settings_for(stack, topic_prefix)
+    # Only the revision may end the held flush, not the client's own retry deadline.
+    settings = settings_for(stack, topic_prefix, amplitude={"retry_deadline_seconds": 120})
     mapping_file = tmp_path / "mapping.json"
     first, second = _mapping("Tier__c", 1), _mapping("Rating", 3600)
     _write(mapping_file, first, 0)
@@ -134,10 +142,10 @@ async def test_a_revision_during_a_flush_halts_it_and_the_changes_are_read_again
             ),
             what="a flush of the update in flight, held by Amplitude",
         )
-        seen = len(service.state.recent_flushes)
+        mark = service.state.last_flush
 
         def since() -> list[FlushResult]:
-            return list(service.state.recent_flushes)[seen:]
+            return flushes_after(service.state, mark)
 
         _write(mapping_file, second, 1)
         await wait_until(lambda: since(), what="the held flush to stop")
