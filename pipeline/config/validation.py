@@ -177,6 +177,28 @@ def _marked_property_problems(document: object) -> list[Problem]:
     ]
 
 
+def _marked_twice_problems(document: object) -> list[Problem]:
+    """One mapping per group type may mark deletes: two would both write ``sfdc_deleted``,
+    and a delete of either object's record would mark a group whose other record lives."""
+    marking: dict[str, int] = {}
+    problems = []
+    for m, mapping in _entries(document):
+        group_type = mapping.get("group_type")
+        if mapping.get("on_delete") != "mark" or not isinstance(group_type, str):
+            continue
+        owner = marking.setdefault(group_type, m)
+        if owner != m:
+            problems.append(
+                Problem(
+                    f"$.mappings[{m}].on_delete",
+                    f'on_delete "mark" of group type {group_type!r} is already set by '
+                    f"mappings[{owner}], and both would write {DELETED_PROPERTY!r}; mark "
+                    'deletes in one mapping of the group type ("ignore" or "unset" here)',
+                )
+            )
+    return problems
+
+
 def _duplicate_relation_problems(document: object) -> list[Problem]:
     seen: dict[tuple[str, str], int] = {}
     problems = []
@@ -242,6 +264,7 @@ def validate_document(
     problems += _one_to_one_problems(document)
     problems += _shared_group_type_problems(document)
     problems += _marked_property_problems(document)
+    problems += _marked_twice_problems(document)
     problems += _duplicate_relation_problems(document)
     if max_group_types is not None:
         problems += group_type_problems(document, max_group_types)

@@ -144,6 +144,27 @@ def test_two_mappings_of_one_group_type_writing_one_property() -> None:
     assert "already written by mappings[0]" in found[next(iter(found))]
 
 
+@pytest.mark.parametrize("second_on_delete", ["ignore", "unset", "mark"])
+def test_one_mapping_of_a_group_type_marks_deletes(second_on_delete: str) -> None:
+    """Two marks would both write sfdc_deleted: a Contact's delete would mark its live
+    Account's group."""
+    doc = good()
+    doc["mappings"][0]["on_delete"] = "mark"
+    second = copy.deepcopy(doc["mappings"][0])
+    second["sfdc_object"] = "Plan__c"
+    second["on_delete"] = second_on_delete
+    second["group_properties"] = [{"sfdc_field": "Title__c", "amplitude_property": "title"}]
+    doc["mappings"].append(second)
+    found = problems_of(doc)
+    if second_on_delete != "mark":
+        assert found == {}
+        return
+    assert list(found) == ["$.mappings[1].on_delete"]
+    assert found["$.mappings[1].on_delete"].startswith(
+        "on_delete \"mark\" of group type 'account' is already set by mappings[0]"
+    )
+
+
 def test_two_group_types_may_share_property_names() -> None:
     doc = good()
     second = copy.deepcopy(doc["mappings"][0])
