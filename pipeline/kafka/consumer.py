@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeAlias
 
 import structlog
@@ -125,8 +125,9 @@ class ChangesConsumer:
         the same connection, and only from generation 1 on (the embedded broker
         numbers a group's first generation 0). So: cancel the coordination task
         (besides joining it only auto-commits, which is off here), send LeaveGroup
-        on another connection, and tell aiokafka the member is gone. This uses
-        private aiokafka state; without it (another aiokafka), stop still stops.
+        on both connections (:func:`_first_answer`), and tell aiokafka the member is
+        gone. This uses private aiokafka state; without it (another aiokafka), stop
+        still stops.
         """
         consumer = self._consumer
         coordinator = getattr(consumer, "_coordinator", None)
@@ -141,9 +142,13 @@ class ChangesConsumer:
         if not member_id or node_id is None:
             return  # the broker knows no member of ours
         request = LeaveGroupRequest(self._settings.consumer_group, member_id)
-        with contextlib.suppress(AIOKafkaError, TimeoutError):
-            sent = client.send(node_id, request, group=ConnectionGroup.DEFAULT)
-            await asyncio.wait_for(sent, timeout=_LEAVE_SECONDS)
+        await _first_answer(
+            [
+                client.send(node_id, request, group=group)
+                for group in (ConnectionGroup.COORDINATION, ConnectionGroup.DEFAULT)
+            ],
+            within=_LEAVE_SECONDS,
+        )
         coordinator.reset_generation()  # so that aiokafka's stop does not leave once more
 
     @property
@@ -272,3 +277,29 @@ def _translated(exc: AIOKafkaError, doing: str) -> KafkaError:
     if exc.retriable:
         return KafkaUnavailableError(f"Kafka failed while {doing}: {reason}")
     return KafkaError(f"Kafka failed while {doing}: {reason}")
+
+
+async def _first_answer(requests: list[Awaitable[Any]], *, within: float) -> None:
+    """Wait until one of ``requests`` is answered (or all failed, or ``within`` seconds
+    passed), then drop the others.
+
+    Kafka answers a connection's requests in order: a join in progress holds the
+    coordination connection, a fetch's long poll (up to its wait, however long the
+    flush it was left in lasted) the default one. A LeaveGroup sent on both gets
+    through on the free one; the other copy is answered as from an unknown member,
+    or never waited for.
+    """
+    pending = {asyncio.ensure_future(request) for request in requests}
+    try:
+        async with asyncio.timeout(within):
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if any(not task.cancelled() and task.exception() is None for task in done):
+                    return
+    except TimeoutError:
+        pass
+    finally:
+        for task in pending:
+            task.cancel()
+        # Retrieved, so that no failed copy is reported as never retrieved.
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -17,6 +17,7 @@ from pipeline.config.settings import Settings
 from pipeline.runtime.service import Service, run_service
 from pipeline.runtime.state import FlushResult, ServiceState
 from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.amplitude.state import Fault
 from tests.runtime.conftest import Org, group, running, settings_for, wait_until
 from tests.support.clock import FakeClock
 
@@ -244,6 +245,36 @@ async def test_a_stopped_deliver_leaves_its_group(
     async with running(settings, mapping_file, role="deliver"):
         assert len(await _members(settings)) == 1
     # At once, not after the session timeout: the next member need not wait for it.
+    assert await _members(settings) == []
+
+
+async def test_a_flush_abandoned_at_the_drain_budget_still_leaves_the_group(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    """Amplitude holds the flush past the drain budget: the flush is abandoned (read again
+    by the next member), and the member still leaves its group and closes its consumer."""
+    settings = settings_for(
+        stack,
+        topic_prefix,
+        runtime={"drain_timeout_seconds": 1},
+        amplitude={"retry_deadline_seconds": 120},
+    )
+    assert stack.amplitude is not None
+    amplitude = stack.amplitude.state
+    with capture_logs() as logs:
+        async with running(settings, mapping_file) as service:
+            amplitude.add_fault(Fault("timeout", remaining=10_000, delay_seconds=60))
+            await org.create("Account", Name="Held")
+            await wait_until(
+                lambda: (
+                    service.state.flushing_since is not None
+                    and amplitude.faults[0].remaining < 10_000
+                ),
+                what="a flush in flight, held by Amplitude",
+            )
+    events = [entry["event"] for entry in logs]
+    assert "service_drain_timeout" in events
+    assert "deliver_consumer_stop_timeout" not in events
     assert await _members(settings) == []
 
 
