@@ -75,6 +75,10 @@ WHOLE_RECORD_OPS: Final = frozenset(("create", "undelete"))
 _NO_UNSET: Final[frozenset[str]] = frozenset()
 _NOT_IN_CHANGE: Final = "the new value of a mapped field is not in the change"
 _FORMULA_READ: Final = "a mapped formula field reads a field the change changed"
+_UNCARRIED_READ: Final = (
+    "the group, named by another field than Id, may hold another record's values of "
+    "mapped fields change events never carry"
+)
 
 
 class PropertyChanges(msgspec.Struct, frozen=True, gc=False):
@@ -242,6 +246,8 @@ def _on_whole_record(
     elif not step.envelope.full and _stale_formulas(step, view):
         # A read holds the formulas' values as they were read with their inputs.
         return _needs_full(step, _FORMULA_READ)
+    elif not step.envelope.full and _group_may_hold_uncarried(step):
+        return _needs_full(step, _UNCARRIED_READ)
     group = _group_of(step, view, base, group_value)
     if not isinstance(group, str):
         return group
@@ -394,6 +400,19 @@ def _stale_formulas(step: _Step, view: RecordView) -> tuple[str, ...]:
         for formula in formulas
     )
     return tuple(dict.fromkeys(found))
+
+
+def _group_may_hold_uncarried(step: _Step) -> bool:
+    """Whether a create or undelete must read the fields change events never carry.
+
+    Named by ``Id``, the group is the record's own. Named by another field, it may be
+    one another record named before (renamed since, or deleted): its properties of
+    fields no event carries (formulas, ``SystemModstamp``...) are still that record's,
+    and this event cannot say what they are now.
+    """
+    if step.mapping.group_name_field == "Id":
+        return False
+    return any(not target.in_events for target in step.plan.targets)
 
 
 def _has_mapped_diffs(step: _Step, view: RecordView) -> bool:

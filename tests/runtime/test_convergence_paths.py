@@ -147,3 +147,46 @@ async def test_a_long_text_is_delivered_cut_to_what_amplitude_keeps(
         await wait_until(lambda: counter._value.get() >= 1, what="the cut value counted")
         assert counter._value.get() == 1
         await wait_converged(stack.salesforce, stack.amplitude, described, timeout=10)
+
+
+async def test_a_create_into_a_group_a_renamed_record_left_takes_none_of_its_formula(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Named by an external id, the old group stays when a record is renamed; a new record
+    taking that name must not inherit the old one's formula value, which no event carries."""
+    by_key: dict[str, Any] = {
+        **MAPPING,
+        "reconcile": {"mode": "off"},  # no scheduled re-read to mend it later
+        "mappings": [
+            {
+                "sfdc_object": "Account",
+                "group_type": "account_key",
+                "group_name_field": "External_Id__c",
+                "group_properties": [
+                    {"sfdc_field": "Name", "amplitude_property": "name"},
+                    {"sfdc_field": "Revenue_Per_Employee__c", "amplitude_property": "per_employee"},
+                ],
+            }
+        ],
+    }
+    mapping_file = tmp_path / "mapping.json"
+    mapping_file.write_text(json.dumps(by_key))
+    assert stack.salesforce is not None
+    assert stack.amplitude is not None
+    async with running(settings_for(stack, topic_prefix), mapping_file):
+        first = await org.create(
+            "Account", Name="One", External_Id__c="A", AnnualRevenue=1000, NumberOfEmployees=8
+        )
+        await wait_until(
+            lambda: _values(stack, "account_key").get("A", {}).get("per_employee") == 125,
+            what="the formula of the first record",
+        )
+        await org.update("Account", first, External_Id__c="B")
+        await wait_until(lambda: "B" in _values(stack, "account_key"), what="the renamed group")
+        await org.create("Account", Name="Two", External_Id__c="A")
+        await wait_until(
+            lambda: _values(stack, "account_key").get("A", {}).get("name") == "Two",
+            what="the second record in the old group",
+        )
+        assert "per_employee" not in _values(stack, "account_key")["A"]
+        await wait_converged(stack.salesforce, stack.amplitude, by_key, timeout=10)

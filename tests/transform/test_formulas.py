@@ -112,3 +112,26 @@ def test_a_read_holding_a_formula_and_its_input_needs_no_second_read() -> None:
     )
     assert isinstance(out, PropertyChanges), out
     assert out.set == {"arr": 10.0, "score": 5.0}
+
+
+@pytest.mark.parametrize("change_type", ["CREATE", "UNDELETE"])
+def test_a_whole_record_into_a_group_named_by_another_field_reads_what_events_never_carry(
+    change_type: str,
+) -> None:
+    """The group may be one a renamed (or deleted) record left behind: its formula value is
+    that record's, and the event, which carries no formula, cannot say it is gone."""
+    named = mapping({"Industry": "industry", "Score__c": "score"}, group_name_field="Ext_Key__c")
+    (env,) = envelopes_from_event(cdc_message(change_type, body={"Name": "B", "Ext_Key__c": "A"}))
+    out = changes_for(env, named, SCHEMA)
+    assert isinstance(out, NeedsLookup), out
+    assert out.full_record
+    assert "Score__c" in out.fields
+    read = {"Id": env.record_id, "Ext_Key__c": "A", "Industry": None, "Score__c": None}
+    done = changes_for(env, named, SCHEMA, full_record=read)
+    assert isinstance(done, PropertyChanges), done
+    assert done.group_value == "A"
+    assert done.unset >= {"score"}  # the left-behind record's value goes
+    # Named by Id, the group is the record's own: nothing to read for a create that feeds
+    # no formula.
+    by_id = mapping({"Industry": "industry", "Score__c": "score"})
+    assert isinstance(changes_for(env, by_id, SCHEMA), PropertyChanges)
