@@ -238,6 +238,12 @@ class AmplitudeSettings(_Section):
     def _url(cls, value: str | None) -> str | None:
         return http_url(value) if value is not None else None
 
+    @field_validator("api_key", "secret_key")
+    @classmethod
+    def _blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        """``SFAMP_AMPLITUDE__API_KEY=`` (an empty line of an env file) sets no key."""
+        return value if value is not None and value.get_secret_value().strip() else None
+
 
 class RuntimeSettings(_Section):
     """How the long-running service behaves."""

@@ -31,13 +31,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import structlog
 
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.settings import Settings
-from pipeline.errors import SettingsError
+from pipeline.errors import AmplitudeUnavailableError, SettingsError
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.cadence import describe, utc_now
@@ -53,6 +53,7 @@ from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.reconcile.scheduler import ReconcileScheduler
 from pipeline.runtime.start import (
     accepted_holder,
+    amplitude_key_accepted,
     kafka_start,
     unless_stopped_while_starting,
     when_kafka_answers,
@@ -182,7 +183,11 @@ async def _start_and_run(
             SalesforceClient.from_settings(settings.salesforce)
         )
         amplitude = await stack.enter_async_context(
-            AmplitudeClient(settings.amplitude, on_answer=service.metrics.amplitude_answered)
+            AmplitudeClient(
+                settings.amplitude,
+                on_answer=service.metrics.amplitude_answered,
+                sleep=partial(_wait_unless_stopped, service.stop),
+            )
         )
         producer = await when_kafka_answers(
             settings,
@@ -195,6 +200,9 @@ async def _start_and_run(
             settings, service.state, salesforce, start, version, config_offset
         )
         service.holder = holder
+        if service.state.runs_deliver:
+            service.state.starting = "checking the Amplitude API key"
+            await amplitude_key_accepted(amplitude)
         objects = sfamp_topics(settings.kafka, holder.current.objects)
         await when_kafka_answers(
             settings, service.state, partial(ensure_topics, settings.kafka, objects)
@@ -313,6 +321,25 @@ def _describe_mapping(state: ServiceState, holder: MappingHolder) -> None:
     state.mapping_revision = holder.version.source
     state.mapping_objects = holder.current.objects
     state.cadence = describe(holder.current.sync_cadence)
+
+
+# What a flush waiting out Amplitude's trouble says when the service stops meanwhile.
+RETRY_GIVEN_UP: Final = (
+    "the service is stopping: the flush was waiting to retry Amplitude, so it stops "
+    "without committing; the next start (or member) sends its changes"
+)
+
+
+async def _wait_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    """Amplitude's retry and throttle waits, ended by a stop with
+    :class:`AmplitudeUnavailableError`: a flush that waits out Amplitude's trouble commits
+    nothing anyway, so the drain need not wait for it (a flush that is sending may finish).
+    """
+    if not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+    if stop.is_set():
+        raise AmplitudeUnavailableError(RETRY_GIVEN_UP)
 
 
 def _check_credentials(settings: Settings, role: Role) -> None:

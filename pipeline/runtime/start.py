@@ -5,7 +5,8 @@ answer (``kafka_unreachable``), a Salesforce that does not (``mapping_check_retr
 a published mapping the org refuses (``mapping_refused_at_start``) are waited for with
 backoff, each shown in ``/readyz`` through ``ServiceState.starting``; a stop ends the
 wait at once. What only a person can fix (a refused mapping file, a topic that would
-lose data, a CA file that cannot be loaded) ends it with the error.
+lose data, a CA file that cannot be loaded, an Amplitude API key Amplitude refuses)
+ends it with the error.
 """
 
 from __future__ import annotations
@@ -19,10 +20,17 @@ from typing import Any, TypeVar
 
 import structlog
 
+from pipeline.amplitude import AmplitudeClient
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.verify import check_mapping_against_org
-from pipeline.errors import ConfigError, KafkaUnavailableError, Problem
+from pipeline.errors import (
+    AmplitudeAuthError,
+    AmplitudeError,
+    ConfigError,
+    KafkaUnavailableError,
+    Problem,
+)
 from pipeline.kafka.admin import check_topic_configs, ensure_topics, sfamp_topics
 from pipeline.runtime.mapping_source import (
     MappingHolder,
@@ -38,6 +46,8 @@ from pipeline.salesforce.client import SalesforceClient
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+# How long the start waits for Amplitude's verdict on the API key before going on.
+KEY_CHECK_SECONDS = 10.0
 
 
 async def unless_stopped_while_starting(
@@ -184,3 +194,22 @@ def _aiokafka_quiet() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+async def amplitude_key_accepted(amplitude: AmplitudeClient) -> None:
+    """End the start when Amplitude refuses the API key (:class:`AmplitudeAuthError`),
+    as a missing key does, rather than run, report ready and fail every flush.
+
+    The check sends nothing Amplitude keeps (:meth:`AmplitudeClient.verify_api_key`). No
+    answer, or an unexpected one, is no verdict: the start goes on (the flushes retry
+    until Amplitude answers) and the log says the key was not checked.
+    """
+    try:
+        async with asyncio.timeout(KEY_CHECK_SECONDS):
+            await amplitude.verify_api_key()
+    except AmplitudeAuthError:
+        raise
+    except AmplitudeError as exc:
+        log.warning("amplitude_key_unchecked", reason=str(exc))
+    except TimeoutError:
+        log.warning("amplitude_key_unchecked", reason=f"no answer in {KEY_CHECK_SECONDS:.0f}s")

@@ -283,6 +283,15 @@ def test_credential_problems_cover_amplitude_when_sending() -> None:
     }
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_amplitude_key_is_no_key(monkeypatch: pytest.MonkeyPatch, blank: str) -> None:
+    """Refused at the start like a missing one, not at the first flush with data."""
+    monkeypatch.setenv("SFAMP_AMPLITUDE__API_KEY", blank)
+    settings = load_settings()
+    assert settings.amplitude.api_key is None
+    assert "SFAMP_AMPLITUDE__API_KEY" in {p.path for p in settings.credential_problems()}
+
+
 def test_a_short_console_token_is_refused_without_echoing_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -29,6 +29,12 @@ async def _amplitude_faults(stack: SandboxStack, **fault: Any) -> None:
     assert answer.status_code == 201, answer.text
 
 
+def _requests(stack: SandboxStack) -> int:
+    """Requests the Amplitude sandbox has answered (the start's key check among them)."""
+    assert stack.amplitude is not None
+    return stack.amplitude.state.request_count
+
+
 def _applied(stack: SandboxStack, group_type: str, value: str) -> int:
     """How many identifications of this group the Amplitude sandbox has applied."""
     assert stack.amplitude is not None
@@ -145,12 +151,9 @@ async def test_a_flush_whose_partitions_go_to_another_member_stops_early(
     async with running(settings, mapping_file) as service:
         # 429s for about two minutes: only the rebalance can end this flush soon.
         await _amplitude_faults(stack, kind="429", count=60, retry_after=2)
+        before = _requests(stack)
         account = await org.create("Account", Name="Handed over")
-        assert stack.amplitude is not None
-        await wait_until(
-            lambda: stack.amplitude.state.request_count >= 1,  # type: ignore[union-attr]
-            what="the flush to meet the first 429",
-        )
+        await wait_until(lambda: _requests(stack) > before, what="the flush to meet the first 429")
         # Round-robin gives the one partition to the member whose id sorts first.
         other = _other_member(settings, "0-other-member")
         with capture_logs() as logs:
@@ -189,14 +192,11 @@ async def test_a_rebalance_during_a_flush_commits_the_partitions_kept(
     async with running(settings, mapping_file, clock=clock) as service:
         # 429s until the group has taken partition 1, however slow its joins are.
         await _amplitude_faults(stack, kind="429", count=1000, retry_after=2)
+        before = _requests(stack)
         ids = [await org.create("Account", Name=f"Kept {n}") for n in range(6)]
         await wait_until(lambda: service.state.pending_groups == len(ids), what="every change held")
         clock.now += timedelta(seconds=10)  # past the 1 s cadence: the flush starts
-        assert stack.amplitude is not None
-        await wait_until(
-            lambda: stack.amplitude.state.request_count >= 1,  # type: ignore[union-attr]
-            what="the flush to meet the first 429",
-        )
+        await wait_until(lambda: _requests(stack) > before, what="the flush to meet the first 429")
         # Sorted after this service's member: round-robin gives it partition 1 of 3. It
         # only joins the group: what it is given is not sent by anyone here.
         other = _other_member(settings, "zz-other-member")
@@ -276,6 +276,42 @@ async def test_a_flush_abandoned_at_the_drain_budget_still_leaves_the_group(
     assert "service_drain_timeout" in events
     assert "deliver_consumer_stop_timeout" not in events
     assert await _members(settings) == []
+
+
+async def test_a_stop_ends_a_flush_waiting_to_retry_amplitude_at_once(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    """Amplitude fails every request: the flush waits between retries, commits nothing, and
+    a stop ends it without waiting out the drain budget. The next start sends the change."""
+    settings = settings_for(
+        stack,
+        topic_prefix,
+        runtime={"drain_timeout_seconds": 60},
+        amplitude={"retry_deadline_seconds": 600},
+    )
+    assert stack.amplitude is not None
+    amplitude = stack.amplitude.state
+    amplitude.add_fault(Fault("503", remaining=100_000))
+    with capture_logs() as logs:
+        async with running(settings, mapping_file):
+            account = await org.create("Account", Name="Waiting")
+            await wait_until(
+                lambda: any(e["event"] == "amplitude_retry" for e in logs),
+                what="the flush to wait for a retry",
+            )
+    events = [entry["event"] for entry in logs]
+    assert "service_drain_timeout" not in events
+    failed = [e for e in logs if e["event"] == "flush_failed"]
+    assert failed, events
+    assert failed[-1]["reason"].startswith("the service is stopping"), failed[-1]
+    assert await _members(settings) == []
+    assert group(stack, "account", account) is None
+    amplitude.faults.clear()
+    async with running(settings, mapping_file):
+        await wait_until(
+            lambda: group(stack, "account", account) is not None,
+            what="the change sent by the next start",
+        )
 
 
 async def test_a_stop_while_joining_returns_within_the_drain_budget(

@@ -19,12 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings, Settings
-from pipeline.errors import TopicConfigError
+from pipeline.errors import AmplitudeAuthError, TopicConfigError
 from pipeline.kafka.admin import TopicSpec, ensure_topics
 from pipeline.kafka.config_topic import publish_mapping
 from pipeline.kafka.producer import ChangeProducer
@@ -32,7 +33,7 @@ from pipeline.runtime.deliver import DeliverPump
 from pipeline.runtime.mapping_source import MappingHolder, MappingVersion, watch_config_topic
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.retry import Backoff
-from pipeline.runtime.service import Service, run_service
+from pipeline.runtime.service import Service, run_service, serving
 from pipeline.runtime.state import ServiceState
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import EmbeddedKafka, free_port
@@ -335,3 +336,21 @@ async def test_a_stop_cancels_a_deliver_consumer_start_that_hangs() -> None:
             pump.request_stop()
             await asyncio.wait_for(task, timeout=10)  # not the 60 s of the attempt
     assert not any(line["event"] == "deliver_consumer_start_failed" for line in logs)
+
+
+@pytest.mark.integration
+async def test_an_amplitude_key_amplitude_refuses_ends_the_start(
+    stack: SandboxStack, topic_prefix: str, mapping_file: Path
+) -> None:
+    """Not a ready service whose every flush fails: the start ends with the one line."""
+    settings = settings_for(stack, topic_prefix)
+    refused = settings.model_copy(
+        update={"amplitude": settings.amplitude.model_copy(update={"api_key": SecretStr("no")})}
+    )
+    service = Service(ServiceState("all"))
+    with pytest.raises(AmplitudeAuthError, match="Amplitude refused the API key"):
+        await asyncio.wait_for(run_service(refused, mapping_file=mapping_file, service=service), 60)
+    assert not service.state.consumer_joined
+    # An ingest-only process sends nothing to Amplitude: its key is not asked for.
+    async with serving(refused, mapping_file, role="ingest") as ingest:
+        assert ingest.state.runs_ingest
