@@ -1,6 +1,12 @@
-"""Counts in words for what sfamp prints and raises: "1 entry", "2 entries", never "entr(y/ies)"."""
+"""Words for what sfamp prints and raises: counts ("1 entry", "2 entries", never
+"entr(y/ies)") and the nearest known name to a misspelt one."""
 
 from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from typing import Any
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
@@ -11,3 +17,21 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """
     word = singular if count == 1 else (plural_form or f"{singular}s")
     return f"{count:,} {word}"
+
+
+def nearest(word: str, known: Iterable[str], *, cutoff: float = 0.75) -> str | None:
+    """The known name closest to ``word`` (difflib's ratio at least ``cutoff``), if any."""
+    close = difflib.get_close_matches(word, sorted(set(known)), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def not_one_of(given: Any, expected: str) -> str:
+    """A value outside a fixed set, said with the value and, when one is near, the allowed
+    value meant: "'delete' is not one of 'ignore', 'mark', 'unset' (did you mean ...)".
+
+    ``expected`` is pydantic's listing of a ``literal_error`` ("'ignore', 'mark' or 'unset'").
+    """
+    allowed = re.findall(r"'([^']*)'", expected)
+    listed = ", ".join(map(repr, allowed))
+    close = nearest(given, allowed) if isinstance(given, str) else None
+    return f"{given!r} is not one of {listed}" + (f" (did you mean {close!r}?)" if close else "")

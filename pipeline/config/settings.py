@@ -8,7 +8,6 @@ silently ignored: a misspelt name would otherwise leave its default in force.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -27,10 +26,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline.config.env_file import read_env_file
 from pipeline.errors import Problem, SettingsError
+from pipeline.wording import nearest, not_one_of
 
 ENV_PREFIX = "SFAMP_"
 ENV_FILE = ".env"
@@ -426,13 +427,17 @@ def unknown_variable_problems(names: Iterable[str]) -> list[Problem]:
                 Problem(f"{valid.group()}{bad}...", f"is not a variable name (it holds {bad!r})")
             )
             continue
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        close = nearest(name, known)
+        hint = f"; did you mean {close}?" if close else ""
         problems.append(Problem(name, f"is not an sfamp setting{hint}"))
     return problems
 
 
-def _problem(error: object) -> Problem:
-    loc = [str(part) for part in error["loc"]]  # type: ignore[index]
+def _problem(error: ErrorDetails) -> Problem:
+    loc = [str(part) for part in error["loc"]]
     name = ENV_PREFIX + "__".join(part.upper() for part in loc)
-    return Problem(name, str(error["msg"]).removeprefix("Value error, "))  # type: ignore[index]
+    if error["type"] == "literal_error":
+        return Problem(
+            name, not_one_of(error.get("input"), error.get("ctx", {}).get("expected", ""))
+        )
+    return Problem(name, str(error["msg"]).removeprefix("Value error, "))

@@ -9,7 +9,6 @@ raw document so they are reported even when other parts are malformed.
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from pydantic_core import ErrorDetails
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import MappingError, Problem
 from pipeline.transform.apply import DELETED_PROPERTY
-from pipeline.wording import plural
+from pipeline.wording import nearest, not_one_of, plural
 
 # The keys whose value is a union told apart by its "mode", and the modes of each.
 _MODES = {"sync_cadence": ("daily", "hourly", "interval"), "reconcile": ("daily", "hourly", "off")}
@@ -30,7 +29,6 @@ _FRIENDLY = {
     "missing": "is required",
     "extra_forbidden": "is not a known key of the mapping format",
     "too_short": "must not be empty",
-    "literal_error": None,  # pydantic's own text lists the allowed values
 }
 
 
@@ -45,16 +43,25 @@ def _message(error: ErrorDetails) -> str:
     modes = _MODES.get(str(error["loc"][0])) if error["loc"] else None
     if modes is not None and error["type"] in ("union_tag_invalid", "union_tag_not_found"):
         if error["type"] == "union_tag_invalid":
-            return "mode must be one of " + ", ".join(repr(mode) for mode in modes)
+            given = str(error.get("ctx", {}).get("tag", ""))
+            return (
+                f"mode {given!r} is not one of " + ", ".join(map(repr, modes)) + _hint(given, modes)
+            )
         return f"needs a 'mode': {modes[0]!r}, {modes[1]!r} or {modes[2]!r}"
+    if error["type"] == "literal_error":
+        return not_one_of(error.get("input"), error.get("ctx", {}).get("expected", ""))
     friendly = _FRIENDLY.get(error["type"])
     if friendly and error["type"] == "extra_forbidden" and error["loc"]:
-        close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(), n=1, cutoff=0.75)
-        return friendly + (f" (did you mean {close[0]!r}?)" if close else "")
+        return friendly + _hint(str(error["loc"][-1]), _known_keys())
     if friendly:
         return friendly
     message = error["msg"]
     return message.removeprefix("Value error, ")
+
+
+def _hint(word: str, known: Sequence[str]) -> str:
+    close = nearest(word, known)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 @functools.cache

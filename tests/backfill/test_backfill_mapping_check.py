@@ -45,6 +45,10 @@ async def test_an_object_nothing_maps_is_refused_before_salesforce_is_asked(
     assert code == 1
     assert "error: no mapping for Contact, Lead; mapped objects: Account" in err
     assert "salesforce_login" not in err, err
+    # Nothing started: the hint does not speak of batches.
+    assert err.rstrip().endswith(
+        "\n  nothing was read or sent; run again once the problem above is fixed"
+    ), err
 
 
 async def test_resume_and_resume_or_start_together_are_refused(

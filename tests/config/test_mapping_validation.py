@@ -377,3 +377,15 @@ def test_any_json_anywhere_is_a_problem_never_an_exception(on_delete: str) -> No
             parent[path[-1]] = value
             model, problems = validate_document(document, max_group_types=5)
             assert model is not None or problems, (path, value)
+
+
+def test_a_value_outside_its_set_is_named_with_the_one_meant() -> None:
+    doc = good()
+    doc["mappings"][0]["on_delete"] = "unst"
+    doc["sync_cadence"] = {"mode": "intervall", "every_seconds": 5}
+    assert problems_of(doc) == {
+        "$.mappings[0].on_delete": "'unst' is not one of 'ignore', 'mark', 'unset' "
+        "(did you mean 'unset'?)",
+        "$.sync_cadence": "mode 'intervall' is not one of 'daily', 'hourly', 'interval' "
+        "(did you mean 'interval'?)",
+    }

@@ -58,7 +58,8 @@ def test_the_default_is_daily_at_three() -> None:
 @pytest.mark.parametrize(
     ("reconcile", "path", "message"),
     [
-        ({"mode": "weekly"}, "$.reconcile", "mode must be one of 'daily', 'hourly', 'off'"),
+        ({"mode": "weekly"}, "$.reconcile", "mode 'weekly' is not one of 'daily', 'hourly', 'off'"),
+        ({"mode": "of"}, "$.reconcile", "'off' (did you mean 'off'?)"),
         ({}, "$.reconcile", "needs a 'mode': 'daily', 'hourly' or 'off'"),
         ({"mode": "daily", "at": "24:00"}, "$.reconcile.at", "must be a UTC time HH:MM"),
         ({"mode": "hourly", "minute": 60}, "$.reconcile.minute", "less than or equal to 59"),
@@ -74,7 +75,7 @@ def test_problems_name_their_path(reconcile: object, path: str, message: str) ->
 
 def test_problems_of_the_cadence_keep_their_own_modes() -> None:
     found = problems_of(document(sync_cadence={"mode": "off"}))
-    assert found == {"$.sync_cadence": "mode must be one of 'daily', 'hourly', 'interval'"}
+    assert found == {"$.sync_cadence": "mode 'off' is not one of 'daily', 'hourly', 'interval'"}
 
 
 def test_every_problem_of_both_keys_at_once() -> None:

@@ -302,3 +302,13 @@ def test_a_short_console_token_is_refused_without_echoing_it(
     assert problem.path == "SFAMP_CONSOLE__TOKEN"
     assert "at least 16 characters" in str(problem)
     assert "hunter2" not in str(info.value)
+
+
+def test_a_setting_outside_its_set_names_the_value_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFAMP_AMPLITUDE__TRANSPORT", "httpap")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert [str(problem) for problem in info.value.problems] == [
+        "SFAMP_AMPLITUDE__TRANSPORT: 'httpap' is not one of 'groupidentify', 'httpapi' "
+        "(did you mean 'httpapi'?)"
+    ]

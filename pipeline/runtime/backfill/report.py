@@ -151,6 +151,8 @@ class BackfillSummary:
             return "resuming cannot help: fix the problem and run again"
         if self.checkpoint_saved or self.resumed:  # a resumed run's checkpoint is still there
             return f"checkpoint kept: {self.checkpoint}; rerun with --resume"
+        if not self.objects and isinstance(self.error, ConfigError):
+            return "nothing was read or sent; run again once the problem above is fixed"
         if self.error is not None and not self.error.retriable:
             return "no batch was confirmed delivered yet; run again once the problem above is fixed"
         return "no batch was confirmed delivered yet; run again"
