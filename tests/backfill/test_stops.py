@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from sfamp_sandbox.amplitude.state import Fault
-from tests.backfill.conftest import CliRun, Sandboxes
+from tests.backfill.conftest import CliRun, Sandboxes, mapping
 from tests.support.silent_kafka import silent_kafka
 
 pytestmark = pytest.mark.integration
@@ -106,10 +106,15 @@ async def test_a_limit_on_a_later_page_keeps_a_checkpoint_of_the_first(
 @pytest.mark.parametrize(
     "where", ["Industy = 'Energy'", "Industry = "], ids=["misspelt field", "malformed"]
 )
+@pytest.mark.parametrize("on_delete", ["ignore", "mark"])  # mark: the recycle bin is read first
 async def test_resume_is_not_suggested_when_salesforce_refuses_the_query(
-    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path, where: str
+    sandboxes: Sandboxes, tmp_path: Path, where: str, on_delete: str
 ) -> None:
     await sandboxes.seed("Account", 50)
+    document = mapping().model_dump(mode="json")
+    document["mappings"][0]["on_delete"] = on_delete
+    mapping_file = tmp_path / "mapping.json"
+    mapping_file.write_text(json.dumps(document))
     args = ["--mapping", str(mapping_file), "--where", where]
     run = await CliRun.start(args, sandboxes.environment(**WIDE), tmp_path)
     code, out, err = await run.finish()
@@ -119,7 +124,8 @@ async def test_resume_is_not_suggested_when_salesforce_refuses_the_query(
     assert "--resume" not in out + err
     assert "resuming cannot help" in err
     assert out == ""  # nothing was sent: the reason and what to do, no summary
-    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
     assert sandboxes.requests == 0
 
 
