@@ -17,6 +17,7 @@ from pipeline.config.settings import Settings
 from pipeline.config.validation import dump_mapping, load_mapping, read_document, validate_document
 from pipeline.errors import ConfigError, MappingError, SettingsError
 from pipeline.kafka.config_topic import latest_mapping, publish_changed_mapping
+from pipeline.kafka.inspect import quick_settings
 from pipeline.kafka.topics import TopicNames
 from pipeline.wording import plural
 
@@ -106,6 +107,9 @@ def import_(
     topic = TopicNames(settings.kafka.topic_prefix).config
     if not no_verify:
         _require_credentials(settings)
+    # Kafka first: a cluster that does not answer fails here, not after the online checks.
+    before, _ = asyncio.run(latest_mapping(quick_settings(settings.kafka)))
+    if not no_verify:
         report = run_verify(settings, mapping)
         if not report.ok:
             console.print(f"[red]nothing published[/] to {topic}", highlight=False)
@@ -118,6 +122,13 @@ def import_(
             f"[green]published[/] revision {published.revision} of {file} to {topic}",
             highlight=False,
         )
+        backfill = mapping.objects_to_backfill(before.mapping if before is not None else None)
+        if backfill and before is not None:
+            objects = " ".join(f"--object {name}" for name in backfill)
+            console.print(
+                f"existing groups get what it adds from a backfill: sfamp backfill {objects}",
+                highlight=False,
+            )
     else:
         console.print(
             f"unchanged: revision {published.revision} in {topic} is already this mapping; "

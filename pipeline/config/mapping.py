@@ -176,3 +176,20 @@ class MappingConfig(_Model):
     @property
     def objects(self) -> list[str]:
         return list(dict.fromkeys(m.sfdc_object for m in self.mappings))
+
+    def objects_to_backfill(self, before: MappingConfig | None) -> list[str]:
+        """The objects this mapping writes something ``before`` did not: a new relation,
+        group name field or property. Existing groups get it only from a backfill of them
+        (``sfamp backfill --object``); changes carry just the fields they change. A new
+        cadence, reconcile schedule or ``on_delete``, or a property dropped, needs none.
+        """
+        done = set() if before is None else set(before._writes())
+        return list(dict.fromkeys(write[0] for write in self._writes() if write not in done))
+
+    def _writes(self) -> list[tuple[str, str, str, str, str]]:
+        """(object, group type, group name field, field, property) of every property."""
+        return [
+            (m.sfdc_object, m.group_type, m.group_name_field, p.sfdc_field, p.amplitude_property)
+            for m in self.mappings
+            for p in m.group_properties
+        ]

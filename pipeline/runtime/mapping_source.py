@@ -164,7 +164,7 @@ class MappingHolder:
     async def replace(self, version: MappingVersion) -> None:
         if version.mapping == self.current:
             return
-        old_objects = set(self.current.objects)
+        old = self.current
         self.version = version
         self.generation += 1
         self._set_refusal(None)
@@ -172,7 +172,9 @@ class MappingHolder:
             "mapping_reloaded",
             source=version.source,
             objects=version.mapping.objects,
-            added_objects=sorted(set(version.mapping.objects) - old_objects),
+            added_objects=sorted(set(version.mapping.objects) - set(old.objects)),
+            # What existing groups get only from a backfill of these objects.
+            backfill_objects=version.mapping.objects_to_backfill(old),
         )
         async with self._changed:
             self._changed.notify_all()

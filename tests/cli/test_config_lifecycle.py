@@ -100,9 +100,23 @@ async def test_import_verifies_publishes_and_export_round_trips(
     )
     assert code == 0, err
     assert "published revision 2" in out
+    assert "backfill" not in out  # a new cadence changes no group
     code, out, _ = await sfamp(env, "config", "export", cwd=tmp_path)
     assert json.loads(out)["sync_cadence"] == {"mode": "hourly"}
     assert json.loads(out)["reconcile"] == {"mode": "hourly", "minute": 45}
+
+    # A new property reaches existing groups through a backfill: the import says so.
+    edited["mappings"][0]["group_properties"].append(
+        {"sfdc_field": "NumberOfEmployees", "amplitude_property": "employees"}
+    )
+    _write(tmp_path / "exported.json", edited)
+    code, out, err = await sfamp(
+        env, "config", "import", "--no-verify", "exported.json", cwd=tmp_path
+    )
+    assert code == 0, err
+    assert out.splitlines()[-1] == (
+        "existing groups get what it adds from a backfill: sfamp backfill --object Account"
+    )
 
 
 async def test_import_refuses_a_mapping_that_fails_verification(
@@ -164,4 +178,16 @@ async def test_status_without_kafka_is_one_line_and_exit_1(
     code, out, err = await sfamp(env, "status", "--json", cwd=tmp_path)
     assert code == 1
     assert "error" in json.loads(out)["kafka"]
+    assert "Traceback" not in err
+
+
+async def test_import_without_kafka_fails_before_the_online_checks(
+    stack: SandboxStack, tmp_path: Path
+) -> None:
+    env = _env(stack, "nokafka", SFAMP_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
+    mapping = _write(tmp_path / "mapping.json", MAPPING)
+    code, out, err = await sfamp(env, "config", "import", str(mapping), cwd=tmp_path)
+    assert code == 1
+    assert "verified" not in out  # nothing checked against the org first
+    assert "not answering" in err
     assert "Traceback" not in err

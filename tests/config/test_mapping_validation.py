@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.config.mapping import DailyCadence, HourlyCadence, IntervalCadence
+from pipeline.config.mapping import DailyCadence, HourlyCadence, IntervalCadence, MappingConfig
 from pipeline.config.validation import (
     check_group_types,
     dump_mapping,
@@ -389,3 +389,23 @@ def test_a_value_outside_its_set_is_named_with_the_one_meant() -> None:
         "$.sync_cadence": "mode 'intervall' is not one of 'daily', 'hourly', 'interval' "
         "(did you mean 'interval'?)",
     }
+
+
+def test_what_a_revision_adds_is_what_a_backfill_must_bring() -> None:
+    before = MappingConfig.model_validate(good())
+    same = good()
+    same["sync_cadence"] = {"mode": "hourly"}
+    same["mappings"][0]["on_delete"] = "mark"
+    assert MappingConfig.model_validate(same).objects_to_backfill(before) == []
+    fewer = good()
+    del fewer["mappings"][0]["group_properties"][1]
+    assert MappingConfig.model_validate(fewer).objects_to_backfill(before) == []
+    more = good()
+    more["mappings"][0]["group_properties"].append(
+        {"sfdc_field": "Phone", "amplitude_property": "phone"}
+    )
+    assert MappingConfig.model_validate(more).objects_to_backfill(before) == ["Account"]
+    renamed = good()
+    renamed["mappings"][0]["group_name_field"] = "Name"
+    assert MappingConfig.model_validate(renamed).objects_to_backfill(before) == ["Account"]
+    assert before.objects_to_backfill(None) == ["Account"]
