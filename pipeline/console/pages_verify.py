@@ -50,6 +50,8 @@ class SaveOutcome:
     kind: Literal["published", "unchanged", "moved"]
     revision: int
     mapping_json: str = ""
+    # The objects whose existing groups get what a new revision adds only from a backfill.
+    backfill: tuple[str, ...] = ()
 
 
 async def _verification(
@@ -115,7 +117,8 @@ async def publish_over(console: Console, mapping: MappingConfig, base: int) -> S
     if current is not None and same_mapping(current.mapping, mapping):
         return SaveOutcome("unchanged", revision, dump_mapping(mapping))
     published = await publish_mapping(console.settings.kafka, mapping, now_ms=console.now_ms())
-    return SaveOutcome("published", published.revision, dump_mapping(mapping))
+    backfill = mapping.objects_to_backfill(current.mapping) if current is not None else []
+    return SaveOutcome("published", published.revision, dump_mapping(mapping), tuple(backfill))
 
 
 async def save(request: web.Request) -> web.StreamResponse:

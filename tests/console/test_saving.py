@@ -104,6 +104,29 @@ async def test_saving_the_current_mapping_again_publishes_nothing(
     assert await revision(settings) == 1
 
 
+async def test_saving_a_new_property_says_which_backfill_brings_it(
+    client: Client, settings: Settings
+) -> None:
+    await publish_mapping(settings.kafka, parse_mapping(json.dumps(MAPPING)), now_ms=1)
+    fields = {
+        **_fields(MAPPING),
+        "m0.p2.sfdc_field": "AnnualRevenue",
+        "m0.p2.amplitude_property": "annual_revenue",
+        "base_revision": "1",
+    }
+    answer = await save(client, await verify(client, fields))
+    assert answer.status == 303
+    html = await (await client.get(answer.headers["Location"])).text()
+    assert 'data-testid="saved-revision">2<' in html
+    assert "<code>sfamp backfill --object Account</code>" in html
+    # A new cadence alone needs no backfill.
+    cadence = {**fields, "cadence_mode": "hourly", "base_revision": "2"}
+    answer = await save(client, await verify(client, cadence))
+    html = await (await client.get(answer.headers["Location"])).text()
+    assert 'data-testid="saved-revision">3<' in html
+    assert "saved-backfill" not in html
+
+
 async def test_save_refuses_when_another_revision_was_published_since_the_form_loaded(
     client: Client, settings: Settings
 ) -> None:
