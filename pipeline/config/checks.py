@@ -152,6 +152,7 @@ def field_checks(
             f"{relation}: group name field {mapping.group_name_field}",
             described,
             mapping.group_name_field,
+            on_delete=mapping.on_delete,
         )
     ]
     for prop in mapping.group_properties:
@@ -181,10 +182,13 @@ def missing_field(described: DescribedObject, field_name: str) -> str:
     return detail
 
 
-def group_name_check(name: str, described: DescribedObject, field_name: str) -> Check:
+def group_name_check(
+    name: str, described: DescribedObject, field_name: str, *, on_delete: str = "ignore"
+) -> Check:
     """Only Id and fields the describe marks ``unique`` name one record per value. An id
     lookup field (Account.Name, Contact.Email) or an external id without the unique flag
-    may repeat, so records sharing a value share one group: a warning."""
+    may repeat, so records sharing a value share one group: a warning, which says too
+    what ``on_delete`` then does to the others' group."""
     schema = described.schema
     info = schema.field(field_name)
     if info is None and not schema.is_compound(field_name):
@@ -206,11 +210,15 @@ def group_name_check(name: str, described: DescribedObject, field_name: str) -> 
         if flag
     ]
     what = f"{' and '.join(kinds)} but not unique" if kinds else "not unique"
+    deletes = {
+        "mark": "; a delete of one marks the group deleted while others feed it",
+        "unset": "; a delete of one unsets the properties others feed",
+    }
     return Check(
         name,
         "warn",
         f"{field_name} ({info.type}) is {what}: records sharing a value share one group, "
-        "and the last change wins",
+        "and the last change wins" + deletes.get(on_delete, ""),
     )
 
 

@@ -209,3 +209,17 @@ def test_id_lookup_and_other_repeatable_fields_warn_that_records_share_groups(
     assert status == "warn"
     assert detail.startswith(what), detail
     assert detail.endswith("records sharing a value share one group, and the last change wins")
+
+
+@pytest.mark.parametrize(
+    ("on_delete", "ending"),
+    [
+        ("ignore", "and the last change wins"),
+        ("mark", "; a delete of one marks the group deleted while others feed it"),
+        ("unset", "; a delete of one unsets the properties others feed"),
+    ],
+)
+def test_a_shared_group_warns_what_a_delete_does_to_it(on_delete: str, ending: str) -> None:
+    found = group_name_check("g", DescribedObject(CONTACT, {}), "Title", on_delete=on_delete)
+    assert found.status == "warn"
+    assert found.detail.endswith(ending), found.detail
