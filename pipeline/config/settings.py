@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
@@ -379,7 +379,9 @@ def load_settings(**overrides: Any) -> Settings:
     names, unreadable = read_env_file(env_file, ENV_PREFIX)
     if unreadable:
         raise SettingsError(unreadable)
-    unknown = unknown_variable_problems([*os.environ, *names])
+    unknown = unknown_variable_problems(
+        [*os.environ, *names], in_file=set(names) - set(os.environ), file=str(env_file)
+    )
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -409,8 +411,12 @@ def setting_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -
     return names
 
 
-def unknown_variable_problems(names: Iterable[str]) -> list[Problem]:
-    """A problem for each ``SFAMP_*`` name that is no setting, with the nearest known name."""
+def unknown_variable_problems(
+    names: Iterable[str], *, in_file: Collection[str] = (), file: str = ENV_FILE
+) -> list[Problem]:
+    """A problem for each ``SFAMP_*`` name that is no setting, with the nearest known name;
+    one set only by the env file (``in_file``) says so, as it is not in the shell."""
+    from_file = {name.upper() for name in in_file}
     known = setting_names()
     # A whole section may also come as JSON: SFAMP_KAFKA='{"partitions": 3}'.
     sections = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
@@ -428,8 +434,9 @@ def unknown_variable_problems(names: Iterable[str]) -> list[Problem]:
             )
             continue
         close = nearest(name, known)
+        where = f" (set in {file})" if name in from_file else ""
         hint = f"; did you mean {close}?" if close else ""
-        problems.append(Problem(name, f"is not an sfamp setting{hint}"))
+        problems.append(Problem(name, f"is not an sfamp setting{where}{hint}"))
     return problems
 
 

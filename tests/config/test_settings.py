@@ -312,3 +312,13 @@ def test_a_setting_outside_its_set_names_the_value_given(monkeypatch: pytest.Mon
         "SFAMP_AMPLITUDE__TRANSPORT: 'httpap' is not one of 'groupidentify', 'httpapi' "
         "(did you mean 'httpapi'?)"
     ]
+
+
+def test_a_misspelt_name_from_the_env_file_says_where_it_is(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SFAMP_AMPLITUDE__REGON=eu\n", encoding="utf-8")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert [str(p) for p in info.value.problems] == [
+        "SFAMP_AMPLITUDE__REGON: is not an sfamp setting (set in .env); "
+        "did you mean SFAMP_AMPLITUDE__REGION?"
+    ]
