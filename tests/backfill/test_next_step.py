@@ -24,5 +24,5 @@ def test_a_mapping_refused_before_any_read_says_fix_it_and_run_again() -> None:
     refused = MappingError("the mapping does not match the Salesforce org: 1 problem")
     summary = BackfillSummary(checkpoint="cp.json", error=refused)
     assert summary.next_step() == (
-        "no batch was confirmed delivered yet; run again once the problem above is fixed"
+        "nothing was read or sent; run again once the problem above is fixed"
     )
