@@ -32,6 +32,8 @@ def not_one_of(given: Any, expected: str) -> str:
     ``expected`` is pydantic's listing of a ``literal_error`` ("'ignore', 'mark' or 'unset'").
     """
     allowed = re.findall(r"'([^']*)'", expected)
+    if not allowed:  # not strings: pydantic lists them bare ("1")
+        return f"must be {expected}, not {given!r}"
     listed = ", ".join(map(repr, allowed))
     close = nearest(given, allowed) if isinstance(given, str) else None
     return f"{given!r} is not one of {listed}" + (f" (did you mean {close!r}?)" if close else "")

@@ -15,8 +15,9 @@ from pipeline.cli.verify import run_verify
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.validation import dump_mapping, load_mapping, read_document, validate_document
+from pipeline.config.verify import message_of
 from pipeline.errors import ConfigError, MappingError, SettingsError
-from pipeline.kafka.config_topic import latest_mapping, publish_changed_mapping
+from pipeline.kafka.config_topic import latest_mapping, publish_changed_mapping, stored_revision
 from pipeline.kafka.inspect import quick_settings
 from pipeline.kafka.topics import TopicNames
 from pipeline.wording import plural
@@ -108,16 +109,22 @@ def import_(
     if not no_verify:
         _require_credentials(settings)
     # Kafka first: a cluster that does not answer fails here, not after the online checks.
-    before, _ = asyncio.run(latest_mapping(quick_settings(settings.kafka)))
+    stored = asyncio.run(stored_revision(quick_settings(settings.kafka)))
+    if stored.problem is not None:
+        console.print(
+            f"[yellow]warning:[/] revision {stored.revision} in {topic} cannot be used: "
+            f"{message_of(stored.problem)}; publishing replaces it",
+            highlight=False,
+        )
     if not no_verify:
         report = run_verify(settings, mapping)
         if not report.ok:
             console.print(f"[red]nothing published[/] to {topic}", highlight=False)
             raise typer.Exit(1)
-    published, new = asyncio.run(
+    published, before = asyncio.run(
         publish_changed_mapping(settings.kafka, mapping, now_ms=int(time.time() * 1000))
     )
-    if new:
+    if published is not before:
         console.print(
             f"[green]published[/] revision {published.revision} of {file} to {topic}",
             highlight=False,

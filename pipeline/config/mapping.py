@@ -179,17 +179,23 @@ class MappingConfig(_Model):
 
     def objects_to_backfill(self, before: MappingConfig | None) -> list[str]:
         """The objects this mapping writes something ``before`` did not: a new relation,
-        group name field or property. Existing groups get it only from a backfill of them
-        (``sfamp backfill --object``); changes carry just the fields they change. A new
-        cadence, reconcile schedule or ``on_delete``, or a property dropped, needs none.
+        group name field or property, or deletes now marked or unset. Existing groups get
+        it only from a backfill of them (``sfamp backfill --object``): changes carry just
+        the fields they change, and only a backfill reads the recycle bin (and, under
+        ``mark``, sets ``sfdc_deleted: false`` on every live group). A new cadence or
+        reconcile schedule, a property dropped or ``on_delete: ignore`` needs none.
         """
         done = set() if before is None else set(before._writes())
         return list(dict.fromkeys(write[0] for write in self._writes() if write not in done))
 
     def _writes(self) -> list[tuple[str, str, str, str, str]]:
-        """(object, group type, group name field, field, property) of every property."""
+        """(object, group type, group name field, field, property) of every property, and
+        (..., "on_delete", policy) of deletes that are marked or unset."""
         return [
-            (m.sfdc_object, m.group_type, m.group_name_field, p.sfdc_field, p.amplitude_property)
+            (m.sfdc_object, m.group_type, m.group_name_field, field, prop)
             for m in self.mappings
-            for p in m.group_properties
+            for field, prop in [
+                *((p.sfdc_field, p.amplitude_property) for p in m.group_properties),
+                *([("on_delete", m.on_delete)] if m.on_delete != "ignore" else []),
+            ]
         ]

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from pipeline.config.validation import dump_mapping, validate_document
+from pipeline.config.verify import message_of
 from pipeline.console.context import (
     Console,
     console_of,
@@ -43,7 +44,7 @@ from pipeline.console.forms import (
     messages_by_control,
 )
 from pipeline.errors import MappingError, Problem, SfampError
-from pipeline.kafka.config_topic import latest_mapping
+from pipeline.kafka.config_topic import latest_mapping, stored_revision
 from pipeline.kafka.inspect import quick_settings
 
 EXPORT_NAME: Final = "sfamp-mapping.json"
@@ -115,9 +116,12 @@ async def _published_form(console: Console) -> tuple[MappingForm, int, str | Non
     """The published mapping as a form (to edit it) and its revision, or an empty form
     and why."""
     try:
-        published, _ = await latest_mapping(quick_settings(console.settings.kafka))
+        stored = await stored_revision(quick_settings(console.settings.kafka))
     except SfampError as exc:
         return MappingForm(), 0, f"the published mapping could not be read: {exc}"
+    published = stored.published
+    if stored.problem is not None:  # Save replaces it: the form is based on its revision
+        return MappingForm(), stored.revision, f"{message_of(stored.problem)}; Save replaces it"
     if published is None:
         return MappingForm(), 0, None
     form = form_from_document(published.mapping.model_dump(mode="json"))

@@ -35,7 +35,7 @@ from pipeline.console.context import (
 from pipeline.console.forms import form_from_document, form_from_fields
 from pipeline.console.pages_mapping import base_revision_of, checked, form_page
 from pipeline.errors import MappingError, Problem, SfampError
-from pipeline.kafka.config_topic import latest_mapping, publish_mapping, same_mapping
+from pipeline.kafka.config_topic import publish_mapping, same_mapping, stored_revision
 from pipeline.kafka.inspect import quick_settings
 from pipeline.kafka.topics import TopicNames
 
@@ -110,8 +110,8 @@ async def publish_over(console: Console, mapping: MappingConfig, base: int) -> S
     and set here), only made a matter of milliseconds instead of however long a tab
     stayed open.
     """
-    current, _ = await latest_mapping(quick_settings(console.settings.kafka))
-    revision = current.revision if current is not None else 0
+    stored = await stored_revision(quick_settings(console.settings.kafka))
+    current, revision = stored.published, stored.revision
     if revision != base:
         return SaveOutcome("moved", revision)
     if current is not None and same_mapping(current.mapping, mapping):

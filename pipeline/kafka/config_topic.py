@@ -60,6 +60,39 @@ async def latest_mapping(settings: KafkaSettings) -> tuple[PublishedMapping | No
     return (decode_published(value) if value else None), end
 
 
+@dataclass(frozen=True, slots=True)
+class StoredRevision:
+    """What ``sfamp.config`` holds, usable or not: its revision (0: none yet), the mapping
+    when it is valid, and otherwise why not (``problem``)."""
+
+    revision: int
+    published: PublishedMapping | None
+    problem: MappingError | None = None
+
+
+async def stored_revision(settings: KafkaSettings) -> StoredRevision:
+    """The current revision for publishing over it: one this version refuses (written by
+    an older one, before a rule it breaks) is still replaced by the next import or Save,
+    never a dead end."""
+    table, _ = await read_table(settings, TopicNames(settings.topic_prefix).config)
+    value = table.get(KEY, (None, -1))[0]
+    if not value:
+        return StoredRevision(0, None)
+    try:
+        published = decode_published(value)
+    except MappingError as exc:
+        return StoredRevision(_revision_of(value), None, exc)
+    return StoredRevision(published.revision, published)
+
+
+def _revision_of(value: bytes) -> int:
+    """The revision number of a stored record, however unusable the rest (0: none)."""
+    try:
+        return int(orjson.loads(value)["revision"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return 0
+
+
 def same_mapping(first: MappingConfig, second: MappingConfig) -> bool:
     """Whether two mappings say the same (compared as exported, defaults written out)."""
     return dump_mapping(first) == dump_mapping(second)
@@ -67,13 +100,14 @@ def same_mapping(first: MappingConfig, second: MappingConfig) -> bool:
 
 async def publish_changed_mapping(
     settings: KafkaSettings, mapping: MappingConfig, *, now_ms: int
-) -> tuple[PublishedMapping, bool]:
+) -> tuple[PublishedMapping, PublishedMapping | None]:
     """Publish ``mapping`` unless it is the one published already: the revision that holds
-    it, and whether that revision is new."""
-    current, _ = await latest_mapping(settings)
+    it, and the one it replaced (None when nothing usable was published; the same one
+    when it was unchanged)."""
+    current = (await stored_revision(settings)).published
     if current is not None and same_mapping(current.mapping, mapping):
-        return current, False
-    return await publish_mapping(settings, mapping, now_ms=now_ms), True
+        return current, current
+    return await publish_mapping(settings, mapping, now_ms=now_ms), current
 
 
 async def publish_mapping(
@@ -81,8 +115,8 @@ async def publish_mapping(
 ) -> PublishedMapping:
     """Publish a new revision; returns once Kafka acknowledged it."""
     await ensure_topics(settings, sfamp_topics(settings, mapping.objects))
-    current, _ = await latest_mapping(settings)
-    published = PublishedMapping((current.revision + 1) if current else 1, now_ms, mapping)
+    current = await stored_revision(settings)
+    published = PublishedMapping(current.revision + 1, now_ms, mapping)
     async with ChangeProducer(settings) as producer:
         await producer.send(
             TopicNames(settings.topic_prefix).config, KEY, encode_published(published)

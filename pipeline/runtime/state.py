@@ -44,8 +44,8 @@ class ServiceState:
     partitions: list[str] = field(default_factory=list)
     heartbeats: dict[str, float] = field(default_factory=dict)
     last_flush: FlushResult | None = None
-    # The last flushes, oldest first: a flush halted or stopped early stays visible after
-    # the next one (which may follow at once) replaces it as `last_flush`.
+    # The last flushes that did or held something or failed, oldest first: a flush halted
+    # or stopped early stays visible after the next one replaces it as `last_flush`.
     recent_flushes: deque[FlushResult] = field(default_factory=lambda: deque(maxlen=20))
     last_successful_flush: datetime | None = None
     next_flush_at: datetime | None = None
@@ -68,9 +68,11 @@ class ServiceState:
     starting: str | None = None
 
     def flushed(self, result: FlushResult) -> None:
-        """Record a flush's result (a failed one too) as the last and among the recent."""
+        """Record a flush's result (a failed one too) as the last, and among the recent
+        unless it was idle (nothing held, nothing sent, no error)."""
         self.last_flush = result
-        self.recent_flushes.append(result)
+        if result.changes or result.groups or not result.ok or result.error:
+            self.recent_flushes.append(result)
 
     def beat(self, pump: str) -> None:
         """A pump made progress (or is idle but looping): liveness evidence."""

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from pipeline.config.mapping import MappingConfig
 from pipeline.config.validation import dump_mapping, load_mapping
+from pipeline.kafka.config_topic import publish_mapping
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import MAPPING, running, settings_for
@@ -191,3 +193,27 @@ async def test_import_without_kafka_fails_before_the_online_checks(
     assert "verified" not in out  # nothing checked against the org first
     assert "not answering" in err
     assert "Traceback" not in err
+
+
+async def test_import_replaces_a_published_revision_this_version_refuses(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A revision an older sfamp published before a rule it breaks is no dead end."""
+    settings = settings_for(stack, topic_prefix)
+    twice = json.loads(json.dumps(MAPPING))
+    marking = {**twice["mappings"][0], "sfdc_object": "Contact", "group_name_field": "AccountId"}
+    marking["group_properties"] = [{"sfdc_field": "Email", "amplitude_property": "email"}]
+    twice["mappings"].append(marking)  # a second mapping of "account" marking deletes
+    await publish_mapping(settings.kafka, MappingConfig.model_validate(twice), now_ms=1)
+
+    env = _env(stack, topic_prefix)
+    mapping = _write(tmp_path / "mapping.json", MAPPING)
+    code, out, err = await sfamp(env, "config", "import", "--no-verify", str(mapping), cwd=tmp_path)
+    assert code == 0, err
+    said = " ".join(out.split())  # as one line, however the terminal wrapped it
+    assert said.startswith(f"warning: revision 1 in {topic_prefix}.config cannot be used: ")
+    assert "on_delete \"mark\" of group type 'account' is already set by mappings[0]" in said
+    assert "; publishing replaces it published revision 2" in said
+    code, out, err = await sfamp(env, "config", "export", cwd=tmp_path)
+    assert code == 0, err
+    assert json.loads(out) == json.loads(dump_mapping(load_mapping(mapping)))

@@ -395,8 +395,13 @@ def test_what_a_revision_adds_is_what_a_backfill_must_bring() -> None:
     before = MappingConfig.model_validate(good())
     same = good()
     same["sync_cadence"] = {"mode": "hourly"}
-    same["mappings"][0]["on_delete"] = "mark"
     assert MappingConfig.model_validate(same).objects_to_backfill(before) == []
+    for policy in ("mark", "unset"):  # the recycle bin, and sfdc_deleted on live groups
+        deletes = good()
+        deletes["mappings"][0]["on_delete"] = policy
+        marked = MappingConfig.model_validate(deletes)
+        assert marked.objects_to_backfill(before) == ["Account"]
+        assert before.objects_to_backfill(marked) == []  # back to ignore
     fewer = good()
     del fewer["mappings"][0]["group_properties"][1]
     assert MappingConfig.model_validate(fewer).objects_to_backfill(before) == []
@@ -409,3 +414,12 @@ def test_what_a_revision_adds_is_what_a_backfill_must_bring() -> None:
     renamed["mappings"][0]["group_name_field"] = "Name"
     assert MappingConfig.model_validate(renamed).objects_to_backfill(before) == ["Account"]
     assert before.objects_to_backfill(None) == ["Account"]
+
+
+@pytest.mark.parametrize(
+    ("version", "said"), [(2, "must be 1, not 2"), ("1", "must be 1, not '1'")]
+)
+def test_a_format_version_other_than_1_says_which(version: object, said: str) -> None:
+    doc = good()
+    doc["version"] = version
+    assert problems_of(doc) == {"$.version": said}

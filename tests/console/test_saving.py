@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 
+from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.validation import parse_mapping
 from pipeline.console.pages_mapping import NOT_A_MAPPING, read_import
@@ -125,6 +126,26 @@ async def test_saving_a_new_property_says_which_backfill_brings_it(
     html = await (await client.get(answer.headers["Location"])).text()
     assert 'data-testid="saved-revision">3<' in html
     assert "saved-backfill" not in html
+
+
+async def test_save_replaces_a_published_revision_this_version_refuses(
+    client: Client, settings: Settings
+) -> None:
+    twice = json.loads(json.dumps(MAPPING))
+    twice["mappings"][0]["on_delete"] = "mark"
+    marking = {**twice["mappings"][0], "sfdc_object": "Contact", "group_name_field": "AccountId"}
+    marking["group_properties"] = [{"sfdc_field": "Email", "amplitude_property": "email"}]
+    twice["mappings"].append(marking)
+    await publish_mapping(settings.kafka, MappingConfig.model_validate(twice), now_ms=1)
+
+    form_page = await (await client.get("/mapping")).text()
+    assert "Save replaces it" in markup.unescape(form_page)
+    assert hidden(form_page, "base_revision", "/mapping/import") == "1"
+    answer = await save(client, await verify(client, {**FORM, "base_revision": "1"}))
+    assert answer.status == 303
+    html = await (await client.get(answer.headers["Location"])).text()
+    assert 'data-testid="saved-revision">2<' in html
+    assert await revision(settings) == 2
 
 
 async def test_save_refuses_when_another_revision_was_published_since_the_form_loaded(

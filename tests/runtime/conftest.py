@@ -115,9 +115,14 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+def flush_mark(state: ServiceState) -> FlushResult | None:
+    """The newest of the recent flushes, to find those after it (:func:`flushes_after`)."""
+    return state.recent_flushes[-1] if state.recent_flushes else None
+
+
 def flushes_after(state: ServiceState, mark: FlushResult | None) -> list[FlushResult]:
-    """The flush results recorded after ``mark`` (a ``state.last_flush`` taken before),
-    oldest first; all that are kept when ``mark`` is None or no longer among them."""
+    """The recent flush results after ``mark`` (:func:`flush_mark` taken before), oldest
+    first; all that are kept when ``mark`` is None or no longer among them."""
     recent = list(state.recent_flushes)
     for index in range(len(recent) - 1, -1, -1):
         if recent[index] is mark:

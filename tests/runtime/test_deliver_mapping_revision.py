@@ -21,6 +21,7 @@ from sfamp_sandbox.amplitude.state import Fault
 from tests.convergence.oracle import check_convergence
 from tests.runtime.conftest import (
     Org,
+    flush_mark,
     flushes_after,
     group,
     running,
@@ -98,7 +99,7 @@ async def test_changes_held_across_a_revision_are_sent_as_the_revision_means_the
         )
         assert summary.error is None, summary.error
         assert group(stack, "account", account) == {"name": "Acme", "tier": "Hot"}
-        mark = service.state.last_flush
+        mark = flush_mark(service.state)
         _write(mapping_file, third, 2)
         await wait_until(
             lambda: any(flush.changes for flush in flushes_after(service.state, mark)),
@@ -142,7 +143,7 @@ async def test_a_revision_during_a_flush_halts_it_and_the_changes_are_read_again
             ),
             what="a flush of the update in flight, held by Amplitude",
         )
-        mark = service.state.last_flush
+        mark = flush_mark(service.state)
 
         def since() -> list[FlushResult]:
             return flushes_after(service.state, mark)

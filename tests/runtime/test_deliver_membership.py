@@ -257,7 +257,8 @@ async def test_a_flush_abandoned_at_the_drain_budget_still_leaves_the_group(
         stack,
         topic_prefix,
         runtime={"drain_timeout_seconds": 1},
-        amplitude={"retry_deadline_seconds": 120},
+        # Only the drain budget ends the held request (not the client's own timeout).
+        amplitude={"retry_deadline_seconds": 120, "timeout_seconds": 120},
     )
     assert stack.amplitude is not None
     amplitude = stack.amplitude.state
@@ -293,7 +294,7 @@ async def test_a_stop_ends_a_flush_waiting_to_retry_amplitude_at_once(
     amplitude = stack.amplitude.state
     amplitude.add_fault(Fault("503", remaining=100_000))
     with capture_logs() as logs:
-        async with running(settings, mapping_file):
+        async with running(settings, mapping_file) as service:
             account = await org.create("Account", Name="Waiting")
             await wait_until(
                 lambda: any(e["event"] == "amplitude_retry" for e in logs),
@@ -304,6 +305,8 @@ async def test_a_stop_ends_a_flush_waiting_to_retry_amplitude_at_once(
     failed = [e for e in logs if e["event"] == "flush_failed"]
     assert failed, events
     assert failed[-1]["reason"].startswith("the service is stopping"), failed[-1]
+    assert failed[-1]["log_level"] == "info"  # a stop is no failure to alert on
+    assert service.metrics.flush_failures._value.get() == 0
     assert await _members(settings) == []
     assert group(stack, "account", account) is None
     amplitude.faults.clear()

@@ -39,14 +39,15 @@ def test_a_flush_replaced_as_the_last_stays_among_the_recent() -> None:
     halted = FlushResult(at=start, ok=False, changes=1, error="the mapping changed")
     state.flushed(halted)
     for n in range(1, 25):
-        state.flushed(FlushResult(at=start + timedelta(seconds=n), ok=True))
+        state.flushed(FlushResult(at=start + timedelta(seconds=n), ok=True, changes=1))
+        state.flushed(FlushResult(at=start + timedelta(seconds=n, milliseconds=1), ok=True))
     assert state.last_flush is not None
-    assert state.last_flush.at == start + timedelta(seconds=24)
+    assert state.last_flush.at == start + timedelta(seconds=24, milliseconds=1)  # idle
     recent = state.to_status()["recent_flushes"]
-    assert len(recent) == 20  # the last twenty, oldest first
+    assert len(recent) == 20  # the last twenty that were not idle, oldest first
     assert recent[0]["at"] == (start + timedelta(seconds=5)).isoformat()
-    assert recent[-1] == state.last_flush.to_json()
+    assert recent[-1]["at"] == (start + timedelta(seconds=24)).isoformat()
     state = ServiceState(role="deliver")
     state.flushed(halted)
-    state.flushed(FlushResult(at=start + timedelta(seconds=1), ok=True))
+    state.flushed(FlushResult(at=start + timedelta(seconds=1), ok=True, changes=1))
     assert state.to_status()["recent_flushes"][0]["error"] == "the mapping changed"

@@ -165,8 +165,7 @@ class DeliverPump:
         self.forget("rebalance")
 
     async def partitions_assigned(self, assigned: set[Partition]) -> None:
-        # From here the assignment is the new one; what is taken while the rewind below
-        # waits is handled by the rewind itself.
+        # From here the assignment is the new one; the rewind handles what is taken meanwhile.
         self._rebalancing = False
         flushing, consumer = self._flushing, self._consumer
         if flushing is not None and consumer is not None:
@@ -391,15 +390,16 @@ class DeliverPump:
 
     async def _failed(self, exc: Exception) -> None:
         """Nothing of this window is committed: forget it, rewind, retry after a pause."""
-        delay = self._retry.next()
-        self.metrics.flush_failures.inc()
+        delay, stopping = self._retry.next(), self._stopping.is_set()  # stopping: no alert
+        self.metrics.flush_failures.inc(0 if stopping else 1)
         failed, self._failed_flush = self._failed_flush, None
         if failed is None:  # the fetch failed, not a flush
             failed = FlushResult(at=self._clock(), ok=False)
         else:
             self.metrics.flush_duration.observe(failed.duration_seconds)
         self.state.flushed(dataclasses.replace(failed, error=str(exc)))
-        log.error(
+        log.log(
+            logging.INFO if stopping else logging.ERROR,
             "flush_failed",
             error=type(exc).__name__,
             reason=str(exc),
