@@ -45,6 +45,7 @@ class SfampError(Exception):
     """Base of every error sfamp raises on purpose."""
 
     retriable: bool = False
+    alert: bool = True  # whether a failure it causes is counted and logged as an error
 
 
 class ConfigError(SfampError):
@@ -217,6 +218,12 @@ class AmplitudeUnavailableError(AmplitudeError):
     """Amplitude kept answering 429/5xx or timing out until the retry deadline."""
 
     retriable = True
+
+
+class RetryEndedByStopError(AmplitudeUnavailableError):
+    """The service stopped while a send waited to retry Amplitude: nothing to alert on."""
+
+    alert = False
 
 
 class AmplitudeRejectedError(AmplitudeError):

@@ -9,7 +9,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pipeline.cli.common import console, fail, print_json, reporting_settings, settings_or_exit
+from pipeline.cli.common import (
+    console,
+    err_console,
+    fail,
+    print_json,
+    reporting_settings,
+    settings_or_exit,
+)
 from pipeline.cli.help import SfampTyper
 from pipeline.cli.verify import run_verify
 from pipeline.config.mapping import MappingConfig
@@ -17,7 +24,7 @@ from pipeline.config.settings import Settings
 from pipeline.config.validation import dump_mapping, load_mapping, read_document, validate_document
 from pipeline.config.verify import message_of
 from pipeline.errors import ConfigError, MappingError, SettingsError
-from pipeline.kafka.config_topic import latest_mapping, publish_changed_mapping, stored_revision
+from pipeline.kafka.config_topic import publish_changed_mapping, stored_revision, stored_text
 from pipeline.kafka.inspect import quick_settings
 from pipeline.kafka.topics import TopicNames
 from pipeline.wording import plural
@@ -162,13 +169,19 @@ def export(
 ) -> None:
     """Print (or write) the mapping currently published in sfamp.config."""
     settings = reporting_settings()
-    published, _ = asyncio.run(latest_mapping(settings.kafka))
-    if published is None:
+    topic = TopicNames(settings.kafka.topic_prefix).config
+    published = asyncio.run(stored_revision(settings.kafka))
+    if published.revision == 0 and published.document is None:
         raise MappingError(
-            f"no mapping is published in {TopicNames(settings.kafka.topic_prefix).config} yet; "
-            "publish one with 'sfamp config import FILE'"
+            f"no mapping is published in {topic} yet; publish one with 'sfamp config import FILE'"
         )
-    text = dump_mapping(published.mapping)
+    if published.problem is not None:  # as written: put it right, then import it
+        err_console.print(
+            f"[yellow]warning:[/] revision {published.revision} in {topic} cannot be used: "
+            f"{message_of(published.problem)}; exported as written",
+            highlight=False,
+        )
+    text = stored_text(published)
     if output is None:
         typer.echo(text, nl=False)
     else:

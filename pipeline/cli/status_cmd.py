@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from pipeline.cli.common import console, print_json
 from pipeline.cli.topics_cmd import inspection_settings, new_table
@@ -104,12 +105,14 @@ def mapping_lines(mapping: dict[str, Any] | None, service: dict[str, Any]) -> st
     """The Mapping row: the revision published in sfamp.config and its relations, and,
     when the service refused its latest mapping, that it runs the one it had (a refused
     revision is published all the same)."""
-    text = (
-        "none published (sfamp config import FILE)"
-        if mapping is None
-        else f"revision {mapping['revision']}, {mapping['cadence']}\n"
-        + "\n".join(mapping["relations"])
-    )
+    if mapping is None:
+        text = "none published (sfamp config import FILE)"
+    elif "error" in mapping:
+        text = f"[red]{escape(mapping['error'])}[/]"
+    else:
+        text = f"revision {mapping['revision']}, {mapping['cadence']}\n" + "\n".join(
+            mapping["relations"]
+        )
     refused = service.get("mapping_refused")
     if refused:
         # What the service runs, as its source says it: "sfamp.config revision 4", "file:..."

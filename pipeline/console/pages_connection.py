@@ -18,7 +18,7 @@ from pipeline.config.verify import check_amplitude
 from pipeline.console.context import console_of, render
 from pipeline.console.moments import moment_of_ms
 from pipeline.errors import SfampError
-from pipeline.kafka.config_topic import PublishedMapping, latest_mapping
+from pipeline.kafka.config_topic import PublishedMapping, StoredRevision, stored_revision
 from pipeline.kafka.inspect import quick_settings
 from pipeline.runtime.cadence import describe
 from pipeline.runtime.status_report import salesforce_status
@@ -37,12 +37,12 @@ async def _amplitude(settings: Settings) -> Check | None:
     return await check_amplitude(settings.amplitude)
 
 
-async def _published(settings: Settings) -> PublishedMapping | str | None:
+async def _published(settings: Settings) -> StoredRevision | str:
+    """What sfamp.config holds, or why Kafka could not say."""
     try:
-        published, _ = await latest_mapping(quick_settings(settings.kafka))
+        return await stored_revision(quick_settings(settings.kafka))
     except SfampError as exc:
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return published
 
 
 def _published_view(published: PublishedMapping) -> dict[str, Any]:
@@ -68,6 +68,11 @@ async def connection_page(request: web.Request) -> web.Response:
     salesforce, amplitude, published = await asyncio.gather(
         _salesforce(settings), _amplitude(settings), _published(settings)
     )
+    stored = None if isinstance(published, str) else published
+    unusable = None
+    if stored is not None and stored.problem is not None:
+        reason = str(stored.problem).splitlines()[0]
+        unusable = f"{reason}; saving a mapping here replaces it"
     return render(
         request,
         "connection.html",
@@ -75,9 +80,8 @@ async def connection_page(request: web.Request) -> web.Response:
         salesforce=salesforce,
         amplitude=amplitude,
         kafka_error=published if isinstance(published, str) else None,
-        published=_published_view(published)
-        if published is not None and not isinstance(published, str)
-        else None,
+        published=_published_view(stored.published) if stored and stored.published else None,
+        unusable=unusable,
     )
 
 

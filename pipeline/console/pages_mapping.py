@@ -44,7 +44,7 @@ from pipeline.console.forms import (
     messages_by_control,
 )
 from pipeline.errors import MappingError, Problem, SfampError
-from pipeline.kafka.config_topic import latest_mapping, stored_revision
+from pipeline.kafka.config_topic import stored_revision, stored_text
 from pipeline.kafka.inspect import quick_settings
 
 EXPORT_NAME: Final = "sfamp-mapping.json"
@@ -121,7 +121,8 @@ async def _published_form(console: Console) -> tuple[MappingForm, int, str | Non
         return MappingForm(), 0, f"the published mapping could not be read: {exc}"
     published = stored.published
     if stored.problem is not None:  # Save replaces it: the form is based on its revision
-        return MappingForm(), stored.revision, f"{message_of(stored.problem)}; Save replaces it"
+        form = form_from_document(stored.document)  # as written, to be put right
+        return form, stored.revision, f"{message_of(stored.problem)}; Save replaces it"
     if published is None:
         return MappingForm(), 0, None
     form = form_from_document(published.mapping.model_dump(mode="json"))
@@ -244,12 +245,12 @@ async def export_config(request: web.Request) -> web.Response:
         text = config_text(document, problems)
     else:
         try:
-            published, _ = await latest_mapping(quick_settings(console.settings.kafka))
+            stored = await stored_revision(quick_settings(console.settings.kafka))
         except SfampError as exc:
             raise web.HTTPServiceUnavailable(text=f"{str(exc).splitlines()[0]}\n") from exc
-        if published is None:
+        if stored.revision == 0 and stored.document is None:
             raise web.HTTPNotFound(text="no mapping is published yet\n")
-        text = dump_mapping(published.mapping)
+        text = stored_text(stored)
     return web.Response(
         text=text,
         content_type="application/json",

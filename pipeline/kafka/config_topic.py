@@ -7,6 +7,7 @@ switch to a new mapping after validating it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -68,29 +69,42 @@ class StoredRevision:
     revision: int
     published: PublishedMapping | None
     problem: MappingError | None = None
+    end: int = 0  # the offset to follow the topic from
+    document: Any = None  # the stored mapping as written, usable or not (None: none)
 
 
 async def stored_revision(settings: KafkaSettings) -> StoredRevision:
     """The current revision for publishing over it: one this version refuses (written by
     an older one, before a rule it breaks) is still replaced by the next import or Save,
     never a dead end."""
-    table, _ = await read_table(settings, TopicNames(settings.topic_prefix).config)
+    table, end = await read_table(settings, TopicNames(settings.topic_prefix).config)
     value = table.get(KEY, (None, -1))[0]
     if not value:
-        return StoredRevision(0, None)
+        return StoredRevision(0, None, end=end)
     try:
         published = decode_published(value)
     except MappingError as exc:
-        return StoredRevision(_revision_of(value), None, exc)
-    return StoredRevision(published.revision, published)
+        revision, document = _stored_parts(value)
+        return StoredRevision(revision, None, exc, end, document)
+    return StoredRevision(published.revision, published, None, end, published.mapping)
 
 
-def _revision_of(value: bytes) -> int:
-    """The revision number of a stored record, however unusable the rest (0: none)."""
+def stored_text(stored: StoredRevision) -> str:
+    """The stored mapping as ``sfamp config export`` writes it; one this version refuses
+    as it was written (to be put right and imported again)."""
+    if stored.published is not None:
+        return dump_mapping(stored.published.mapping)
+    return orjson.dumps(stored.document, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def _stored_parts(value: bytes) -> tuple[int, Any]:
+    """The revision number (0: none) and the mapping document of a stored record, however
+    unusable the rest."""
     try:
-        return int(orjson.loads(value)["revision"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return 0
+        data = orjson.loads(value)
+        return int(data["revision"]), data.get("mapping")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return 0, None
 
 
 def same_mapping(first: MappingConfig, second: MappingConfig) -> bool:

@@ -33,7 +33,7 @@ from pipeline.errors import (
     TopicConfigError,
 )
 from pipeline.kafka.compacted import follow
-from pipeline.kafka.config_topic import KEY, PublishedMapping, decode_published, latest_mapping
+from pipeline.kafka.config_topic import KEY, PublishedMapping, decode_published, stored_revision
 from pipeline.runtime.retry import Backoff
 
 log = structlog.get_logger(__name__)
@@ -187,6 +187,11 @@ class MappingHolder:
         return self.version
 
 
+class PublishedMappingUnusable(MappingError):
+    """The published revision is one this version refuses, and no file is given: the
+    start waits for the next import (:func:`pipeline.runtime.start.starting_mapping`)."""
+
+
 async def initial_mapping(
     settings: KafkaSettings, mapping_file: Path | None
 ) -> tuple[MappingVersion, int]:
@@ -262,9 +267,7 @@ async def _published(
     settings: KafkaSettings, mapping_file: Path | None
 ) -> tuple[PublishedMapping | None, int]:
     try:
-        return await latest_mapping(settings)
-    except MappingError as exc:
-        log.error("published_mapping_refused", reason=str(exc))
+        stored = await stored_revision(settings)
     except KafkaError as exc:
         if mapping_file is None and isinstance(exc, KafkaUnavailableError):
             raise KafkaUnavailableError(
@@ -274,7 +277,26 @@ async def _published(
         if mapping_file is None:
             raise
         log.warning("published_mapping_unreadable", reason=str(exc), mapping_file=str(mapping_file))
-    return None, -1
+        return None, -1
+    if stored.problem is None:
+        return stored.published, stored.end
+    if mapping_file is None:
+        raise PublishedMappingUnusable(
+            f"revision {stored.revision} in {settings.topic_prefix}.config cannot be used: "
+            f"{stored.problem}",
+            stored.problem.problems,
+        )
+    log.error(
+        "published_mapping_refused", reason=str(stored.problem), mapping_file=str(mapping_file)
+    )
+    return None, stored.end  # followed from here: its history is not run again
+
+
+def _newer(published: PublishedMapping, running: MappingVersion) -> bool:
+    """Whether ``published`` is newer than the file ``running`` (the rule of the start)."""
+    if not running.source.startswith("file:"):
+        return True
+    return published.published_at_ms / 1000 > (_mtime(Path(running.source[5:])) or 0.0)
 
 
 def _utc(seconds: float) -> str:
@@ -299,7 +321,14 @@ async def watch_config_topic(
     backoff = backoff or Backoff(first=1.0, ceiling=30.0)
     while True:
         try:
-            async for record in follow(settings, topic, max(offset, 0)):
+            if offset < 0:  # not read at the start: of its history, only the latest may be news
+                stored = await stored_revision(settings)
+                offset = stored.end
+                if stored.published is not None and _newer(stored.published, holder.version):
+                    await holder.offer(
+                        _published_version(stored.published.revision, stored.published.mapping)
+                    )
+            async for record in follow(settings, topic, offset):
                 offset = record.offset + 1
                 backoff.reset()
                 await _offer_published(holder, topic, record.key, record.value)

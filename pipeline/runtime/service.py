@@ -37,7 +37,7 @@ import structlog
 
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.settings import Settings
-from pipeline.errors import AmplitudeUnavailableError, SettingsError
+from pipeline.errors import RetryEndedByStopError, SettingsError
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.cadence import describe, utc_now
@@ -55,6 +55,7 @@ from pipeline.runtime.start import (
     accepted_holder,
     amplitude_key_accepted,
     kafka_start,
+    starting_mapping,
     unless_stopped_while_starting,
     when_kafka_answers,
 )
@@ -177,7 +178,7 @@ async def _start_and_run(
     settings: Settings, role: Role, mapping_file: Path | None, service: Service, clock: Clock
 ) -> None:
     start = partial(kafka_start, settings, mapping_file)
-    version, config_offset = await when_kafka_answers(settings, service.state, start)
+    version, config_offset = await starting_mapping(settings, service.state, start)
     async with contextlib.AsyncExitStack() as stack:
         salesforce = await stack.enter_async_context(
             SalesforceClient.from_settings(settings.salesforce)
@@ -332,14 +333,14 @@ RETRY_GIVEN_UP: Final = (
 
 async def _wait_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
     """Amplitude's retry and throttle waits, ended by a stop with
-    :class:`AmplitudeUnavailableError`: a flush that waits out Amplitude's trouble commits
+    :class:`RetryEndedByStopError`: a flush that waits out Amplitude's trouble commits
     nothing anyway, so the drain need not wait for it (a flush that is sending may finish).
     """
     if not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
     if stop.is_set():
-        raise AmplitudeUnavailableError(RETRY_GIVEN_UP)
+        raise RetryEndedByStopError(RETRY_GIVEN_UP)
 
 
 def _check_credentials(settings: Settings, role: Role) -> None:

@@ -36,6 +36,7 @@ from pipeline.runtime.mapping_source import (
     MappingHolder,
     MappingRefusal,
     MappingVersion,
+    PublishedMappingUnusable,
     accepted_version,
     checked,
     initial_mapping,
@@ -116,7 +117,33 @@ async def accepted_holder(
                 state.mapping_refused = None
             return holder, config_offset
         await asyncio.sleep(delay)
-        version, config_offset = await when_kafka_answers(settings, state, start)
+        version, config_offset = await starting_mapping(settings, state, start)
+
+
+async def starting_mapping(
+    settings: Settings,
+    state: ServiceState,
+    start: Callable[[], Awaitable[tuple[MappingVersion, int]]],
+) -> tuple[MappingVersion, int]:
+    """``start()`` (the mapping to run and where to follow sfamp.config from) once Kafka
+    answers and the published revision is one this version can run. With no file to fall
+    back on, a revision it refuses (an older version published it before a rule it
+    breaks) does not end the start, as a revision the org refuses does not: the start
+    waits for the import that replaces it (``/readyz`` and ``/status`` say so)."""
+    backoff = Backoff(first=5.0, ceiling=60.0)
+    while True:
+        try:
+            return await when_kafka_answers(settings, state, start)
+        except PublishedMappingUnusable as exc:
+            delay = backoff.next()
+            state.starting = f"{str(exc).splitlines()[0]}; waiting for 'sfamp config import'"
+            log.error(
+                "published_mapping_unusable_at_start",
+                reason=str(exc).splitlines()[0],
+                problems=[str(problem) for problem in exc.problems],
+                retry_in=round(delay, 1),
+            )
+        await asyncio.sleep(delay)
 
 
 async def checked_holder(

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from pipeline.config.settings import Settings
-from pipeline.errors import SfampError
+from pipeline.errors import MappingError, SfampError
 from pipeline.http_failures import describe_transport_failure
 from pipeline.kafka.config_topic import KEY, PublishedMapping, decode_published
 from pipeline.kafka.dlq import fold_dlq
@@ -68,14 +68,14 @@ async def kafka_status(settings: Settings) -> dict[str, Any]:
                 await inspector.read_state(states[name]) if name in states else []
                 for name in (names.config, names.replay, names.dlq)
             ]
-        published = _published(config)
+        mapping = _mapping_of(config)
     except SfampError as exc:
         return {"error": str(exc)}
     changes = [state for state in states.values() if state.kind == "changes"]
     lag_seconds = [state.lag_seconds(now) for state in changes]
     return {
         "bootstrap_servers": settings.kafka.bootstrap_servers,
-        "mapping": None if published is None else _mapping_summary(published),
+        "mapping": mapping,
         "lag_messages": sum(state.lag or 0 for state in changes),
         "lag_seconds": max((x for x in lag_seconds if x is not None), default=0.0),
         "replay": [age.as_json() for age in replay_ages(replay, now)],
@@ -83,10 +83,17 @@ async def kafka_status(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _published(config: list[Message]) -> PublishedMapping | None:
-    """The mapping the last record of ``sfamp.config`` publishes (None after a tombstone)."""
+def _mapping_of(config: list[Message]) -> dict[str, Any] | None:
+    """What the last record of ``sfamp.config`` publishes (None after a tombstone); a
+    revision this version refuses as ``{"error": ...}``: Kafka answered all the same."""
     latest = [message.value for message in config if message.key == KEY]
-    return decode_published(latest[-1]) if latest and latest[-1] else None
+    if not latest or not latest[-1]:
+        return None
+    try:
+        return _mapping_summary(decode_published(latest[-1]))
+    except MappingError as exc:
+        reason = str(exc).splitlines()[0]
+        return {"error": f"{reason}; the next 'sfamp config import' replaces it"}
 
 
 def _mapping_summary(published: PublishedMapping) -> dict[str, Any]:

@@ -207,6 +207,16 @@ async def test_import_replaces_a_published_revision_this_version_refuses(
     await publish_mapping(settings.kafka, MappingConfig.model_validate(twice), now_ms=1)
 
     env = _env(stack, topic_prefix)
+    # Exported as written, to be put right; status tells it from Kafka being down.
+    code, out, err = await sfamp(env, "config", "export", cwd=tmp_path)
+    assert code == 0, err
+    assert json.loads(out)["mappings"][2]["sfdc_object"] == "Contact"
+    assert "revision 1" in err and "exported as written" in " ".join(err.split())
+    code, out, err = await sfamp(env, "status", "--json", cwd=tmp_path)
+    kafka = json.loads(out)["kafka"]
+    assert "error" not in kafka, kafka
+    assert "the next 'sfamp config import' replaces it" in kafka["mapping"]["error"]
+
     mapping = _write(tmp_path / "mapping.json", MAPPING)
     code, out, err = await sfamp(env, "config", "import", "--no-verify", str(mapping), cwd=tmp_path)
     assert code == 0, err

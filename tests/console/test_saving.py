@@ -138,8 +138,12 @@ async def test_save_replaces_a_published_revision_this_version_refuses(
     twice["mappings"].append(marking)
     await publish_mapping(settings.kafka, MappingConfig.model_validate(twice), now_ms=1)
 
+    home = markup.unescape(await (await client.get("/")).text())
+    assert "saving a mapping here replaces it" in home
+    assert "Reachable</dt><dd><span class=\"ok-text\">yes" in home  # not Kafka's fault
     form_page = await (await client.get("/mapping")).text()
     assert "Save replaces it" in markup.unescape(form_page)
+    assert 'value="AccountId"' in form_page  # the stored mapping, to be put right
     assert hidden(form_page, "base_revision", "/mapping/import") == "1"
     answer = await save(client, await verify(client, {**FORM, "base_revision": "1"}))
     assert answer.status == 303

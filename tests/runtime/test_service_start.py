@@ -354,3 +354,44 @@ async def test_an_amplitude_key_amplitude_refuses_ends_the_start(
     # An ingest-only process sends nothing to Amplitude: its key is not asked for.
     async with serving(refused, mapping_file, role="ingest") as ingest:
         assert ingest.state.runs_ingest
+
+
+@pytest.mark.integration
+async def test_a_published_revision_this_version_refuses_is_waited_on_until_replaced(
+    stack: SandboxStack, topic_prefix: str
+) -> None:
+    """With no file to fall back on, the start waits (as for a revision the org refuses)
+    rather than exit into a restart loop; the import that replaces it ends the wait."""
+    settings = settings_for(stack, topic_prefix)
+    twice = copy.deepcopy(MAPPING)
+    marking = {**twice["mappings"][0], "sfdc_object": "Contact", "group_name_field": "AccountId"}
+    marking["group_properties"] = [{"sfdc_field": "Email", "amplitude_property": "email"}]
+    twice["mappings"].append(marking)  # a second mapping of "account" marking deletes
+    await publish_mapping(settings.kafka, MappingConfig.model_validate(twice), now_ms=1)
+    service = Service(ServiceState("all"))
+    with capture_logs() as logs:
+        task = asyncio.create_task(run_service(settings, service=service))
+        try:
+            await wait_until(
+                lambda: task.done() or "cannot be used" in (service.state.starting or ""),
+                what="the start to wait for a usable revision",
+            )
+            assert not task.done(), task
+            assert service.state.starting is not None
+            assert service.state.starting.startswith(
+                f"revision 1 in {topic_prefix}.config cannot be used: "
+            )
+            assert service.state.starting.endswith("waiting for 'sfamp config import'")
+            waiting = [e for e in logs if e["event"] == "published_mapping_unusable_at_start"]
+            assert waiting
+            await publish_mapping(settings.kafka, MappingConfig.model_validate(MAPPING), now_ms=2)
+            await wait_until(
+                lambda: task.done() or service.state.channels_subscribed,
+                timeout=90,
+                what="the start once the revision is replaced",
+            )
+            assert not task.done(), task
+            assert service.state.mapping_revision == "sfamp.config revision 2"
+        finally:
+            service.stop.set()
+            await asyncio.wait_for(task, timeout=40)

@@ -390,7 +390,7 @@ class DeliverPump:
 
     async def _failed(self, exc: Exception) -> None:
         """Nothing of this window is committed: forget it, rewind, retry after a pause."""
-        delay, stopping = self._retry.next(), self._stopping.is_set()  # stopping: no alert
+        delay, stopping = self._retry.next(), not getattr(exc, "alert", True)  # a stop
         self.metrics.flush_failures.inc(0 if stopping else 1)
         failed, self._failed_flush = self._failed_flush, None
         if failed is None:  # the fetch failed, not a flush
