@@ -211,7 +211,8 @@ async def test_import_replaces_a_published_revision_this_version_refuses(
     code, out, err = await sfamp(env, "config", "export", cwd=tmp_path)
     assert code == 0, err
     assert json.loads(out)["mappings"][2]["sfdc_object"] == "Contact"
-    assert "revision 1" in err and "exported as written" in " ".join(err.split())
+    assert "revision 1" in err
+    assert "exported as written" in " ".join(err.split())
     code, out, err = await sfamp(env, "status", "--json", cwd=tmp_path)
     kafka = json.loads(out)["kafka"]
     assert "error" not in kafka, kafka
