@@ -140,7 +140,7 @@ async def test_save_replaces_a_published_revision_this_version_refuses(
 
     home = markup.unescape(await (await client.get("/")).text())
     assert "saving a mapping here replaces it" in home
-    assert "Reachable</dt><dd><span class=\"ok-text\">yes" in home  # not Kafka's fault
+    assert 'Reachable</dt><dd><span class="ok-text">yes' in home  # not Kafka's fault
     form_page = await (await client.get("/mapping")).text()
     assert "Save replaces it" in markup.unescape(form_page)
     assert 'value="AccountId"' in form_page  # the stored mapping, to be put right
