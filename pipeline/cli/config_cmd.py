@@ -136,8 +136,9 @@ def import_(
             f"[green]published[/] revision {published.revision} of {file} to {topic}",
             highlight=False,
         )
-        backfill = mapping.objects_to_backfill(before.mapping if before is not None else None)
-        if backfill and before is not None:
+        previous = before.mapping if before is not None else stored.mapping
+        backfill = mapping.objects_to_backfill(previous)
+        if backfill and previous is not None:
             objects = " ".join(f"--object {name}" for name in backfill)
             console.print(
                 f"existing groups get what it adds from a backfill: sfamp backfill {objects}",

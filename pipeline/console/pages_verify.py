@@ -117,7 +117,8 @@ async def publish_over(console: Console, mapping: MappingConfig, base: int) -> S
     if current is not None and same_mapping(current.mapping, mapping):
         return SaveOutcome("unchanged", revision, dump_mapping(mapping))
     published = await publish_mapping(console.settings.kafka, mapping, now_ms=console.now_ms())
-    backfill = mapping.objects_to_backfill(current.mapping) if current is not None else []
+    previous = stored.mapping  # as far as the format reads one this version refuses
+    backfill = mapping.objects_to_backfill(previous) if previous is not None else []
     return SaveOutcome("published", published.revision, dump_mapping(mapping), tuple(backfill))
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
@@ -71,6 +72,17 @@ class StoredRevision:
     problem: MappingError | None = None
     end: int = 0  # the offset to follow the topic from
     document: Any = None  # the stored mapping as written, usable or not (None: none)
+
+    @property
+    def mapping(self) -> MappingConfig | None:
+        """The stored mapping, or as much of one as the format still reads (what a new
+        revision is compared with, for the backfill it calls for); None when none."""
+        if self.published is not None:
+            return self.published.mapping
+        try:
+            return MappingConfig.model_validate(self.document)
+        except ValidationError:
+            return None
 
 
 async def stored_revision(settings: KafkaSettings) -> StoredRevision:

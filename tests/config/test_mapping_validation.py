@@ -18,6 +18,7 @@ from pipeline.config.validation import (
     validate_document,
 )
 from pipeline.errors import MappingError
+from pipeline.kafka.config_topic import StoredRevision
 
 
 def good() -> dict[str, Any]:
@@ -423,3 +424,18 @@ def test_a_format_version_other_than_1_says_which(version: object, said: str) ->
     doc = good()
     doc["version"] = version
     assert problems_of(doc) == {"$.version": said}
+
+
+def test_a_stored_revision_this_version_refuses_is_still_compared_with() -> None:
+    """What a replacement adds is worked out against it, as far as the format reads it."""
+    twice = good()
+    twice["mappings"][0]["on_delete"] = "mark"
+    twice["mappings"].append({**twice["mappings"][0], "sfdc_object": "Plan__c"})
+    stored = StoredRevision(3, None, MappingError("two marks"), 0, twice)
+    assert stored.mapping is not None
+    more = good()
+    more["mappings"][0]["group_properties"].append(
+        {"sfdc_field": "Phone", "amplitude_property": "phone"}
+    )
+    assert MappingConfig.model_validate(more).objects_to_backfill(stored.mapping) == ["Account"]
+    assert StoredRevision(3, None, MappingError("not JSON"), 0, "{").mapping is None
