@@ -23,6 +23,7 @@ class FlushResult:
     requests: int = 0
     rejected: int = 0
     changes: int = 0
+    dlq: int = 0  # changes written to the dead-letter topic
     duration_seconds: float = 0.0
     error: str | None = None
 
@@ -71,7 +72,7 @@ class ServiceState:
         """Record a flush's result (a failed one too) as the last, and among the recent
         unless it was idle (nothing held, nothing sent, no error)."""
         self.last_flush = result
-        if result.changes or result.groups or not result.ok or result.error:
+        if result.changes or result.groups or result.dlq or not result.ok or result.error:
             self.recent_flushes.append(result)
 
     def beat(self, pump: str) -> None:

@@ -51,3 +51,5 @@ def test_a_flush_replaced_as_the_last_stays_among_the_recent() -> None:
     state.flushed(halted)
     state.flushed(FlushResult(at=start + timedelta(seconds=1), ok=True, changes=1))
     assert state.to_status()["recent_flushes"][0]["error"] == "the mapping changed"
+    state.flushed(FlushResult(at=start + timedelta(seconds=2), ok=True, dlq=1))  # malformed
+    assert state.to_status()["recent_flushes"][-1]["dlq"] == 1

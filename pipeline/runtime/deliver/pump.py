@@ -298,10 +298,11 @@ class DeliverPump:
             requests=report.requests,
             rejected=len(report.rejected),
             changes=window.changes,
+            dlq=len(window.dlq),
             duration_seconds=round(time.monotonic() - started, 3),
             error=flushing.note(stopped=settled is None, committed=committed, stale=stale),
         )
-        self._flushed(result, report, dlq=len(window.dlq), flushing=flushing, committed=committed)
+        self._flushed(result, report, flushing=flushing, committed=committed)
         if stale:
             self._reread.add(window.offsets)
             await self._read_again("mapping_changed")
@@ -350,7 +351,6 @@ class DeliverPump:
         result: FlushResult,
         report: DeliveryReport,
         *,
-        dlq: int,
         flushing: Flushing,
         committed: Mapping[Partition, int],
     ) -> None:
@@ -372,14 +372,14 @@ class DeliverPump:
         for (group_type, prop), count in report.truncated.items():
             self.metrics.truncated_values.labels(group_type, prop).inc(count)
         log.log(
-            logging.INFO if result.changes or result.groups or dlq else logging.DEBUG,
+            logging.INFO if result.changes or result.groups or result.dlq else logging.DEBUG,
             "flush",
             changes=result.changes,
             groups=result.groups,
             requests=result.requests,
             retries=report.retries,
             rejected=result.rejected,
-            dlq=dlq,
+            dlq=result.dlq,
             bytes=report.bytes_sent,
             seconds=result.duration_seconds,
             committed=len(committed) == len(flushing.window.offsets),
