@@ -205,7 +205,9 @@ async def initial_mapping(
     an explicit file win would make a backfill send, and a restart silently go back
     to, a file that ``sfamp config import`` has since replaced. A published mapping
     that is invalid, or that cannot be read because Kafka does not answer while a
-    file is given (a backfill needs no Kafka), is logged and the file runs.
+    file is given (a backfill needs no Kafka), is logged and the file runs. With no
+    file, an invalid one raises :class:`PublishedMappingUnusable` (the service waits
+    for the import that replaces it; a command says so in one line).
     """
     published, offset = await _published(settings, mapping_file)
     file_version = _file_version(mapping_file) if mapping_file else None
