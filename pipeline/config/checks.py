@@ -8,7 +8,6 @@ passes, warns (the mapping works, with a caveat the user should know) or fails
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
@@ -20,6 +19,7 @@ from pipeline.salesforce.cdc import channel_for
 from pipeline.transform.change_event_fields import never_in_change_events
 from pipeline.transform.formulas import formula_inputs
 from pipeline.transform.schema import ObjectSchema
+from pipeline.wording import nearest
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -113,9 +113,9 @@ def object_check(sfdc_object: str, entries: Mapping[str, Mapping[str, Any]]) -> 
     entry = entries.get(sfdc_object.lower())
     if entry is None:
         names = [str(entry["name"]) for entry in entries.values()]
-        close = difflib.get_close_matches(sfdc_object, names, n=1, cutoff=0.8)
+        close = nearest(sfdc_object, names, cutoff=0.8)
         hint = (
-            f"did you mean {close[0]}?"
+            f"did you mean {close}?"
             if close
             else "custom objects end in __c; the user may also lack access"
         )
@@ -174,9 +174,9 @@ def missing_field(described: DescribedObject, field_name: str) -> str:
     if described.unreadable is not None and field_name in described.unreadable:
         return f"{field_name} is {UNREADABLE}"
     detail = f"no field {field_name} on {schema.name}"
-    close = difflib.get_close_matches(field_name, list(schema.fields), n=1, cutoff=0.8)
+    close = nearest(field_name, schema.fields, cutoff=0.8)
     if close:
-        detail += f" (did you mean {close[0]}?)"
+        detail += f" (did you mean {close}?)"
     if described.unreadable is None:
         detail += f", or it is {UNREADABLE}"
     return detail

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
+from pipeline import wording
 from pipeline.errors import KafkaError
 from pipeline.kafka.inspect import KafkaInspector, expected_topic
 
@@ -40,5 +40,5 @@ def nearest(wanted: str, topics: list[str], prefix: str) -> str:
     the short form when it was given short; empty when none is close."""
     short = [topic.removeprefix(f"{prefix}.") for topic in topics]
     names = short + topics + [topic.rpartition(".")[2] for topic in topics]
-    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.75)
-    return f"; did you mean {close[0]}?" if close else ""
+    close = wording.nearest(wanted, names)
+    return f"; did you mean {close}?" if close else ""
