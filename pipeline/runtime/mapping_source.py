@@ -213,8 +213,7 @@ async def initial_mapping(
     file_version = _file_version(mapping_file) if mapping_file else None
     if file_version and published:
         assert mapping_file is not None
-        modified = _mtime(mapping_file) or 0.0
-        if published.published_at_ms / 1000 > modified:
+        if _newer(published, file_version):
             chosen = _published_version(published.revision, published.mapping)
             if published.mapping == file_version.mapping:
                 return chosen, offset  # the file, published: nothing to warn about
@@ -222,7 +221,7 @@ async def initial_mapping(
             log.warning(
                 "mapping_file_older_than_published",
                 mapping_file=str(mapping_file),
-                file_modified=_utc(modified),
+                file_modified=_utc(_mtime(mapping_file) or 0.0),
                 revision=published.revision,
                 published_at=_utc(published.published_at_ms / 1000),
             )
@@ -295,7 +294,8 @@ async def _published(
 
 
 def _newer(published: PublishedMapping, running: MappingVersion) -> bool:
-    """Whether ``published`` is newer than the file ``running`` (the rule of the start)."""
+    """Whether ``published`` is newer than the file ``running`` runs (any version but a
+    file: yes): the one rule of the start and of a watcher that could not read at it."""
     if not running.source.startswith("file:"):
         return True
     return published.published_at_ms / 1000 > (_mtime(Path(running.source[5:])) or 0.0)
