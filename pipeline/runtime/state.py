@@ -27,6 +27,11 @@ class FlushResult:
     duration_seconds: float = 0.0
     error: str | None = None
 
+    @property
+    def busy(self) -> bool:
+        """Whether it held, sent or dead-lettered anything (an idle flush did not)."""
+        return bool(self.changes or self.groups or self.dlq)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["at"] = self.at.isoformat()
@@ -72,7 +77,7 @@ class ServiceState:
         """Record a flush's result (a failed one too) as the last, and among the recent
         unless it was idle (nothing held, nothing sent, no error)."""
         self.last_flush = result
-        if result.changes or result.groups or result.dlq or not result.ok or result.error:
+        if result.busy or not result.ok or result.error:
             self.recent_flushes.append(result)
 
     def beat(self, pump: str) -> None:

@@ -372,7 +372,7 @@ class DeliverPump:
         for (group_type, prop), count in report.truncated.items():
             self.metrics.truncated_values.labels(group_type, prop).inc(count)
         log.log(
-            logging.INFO if result.changes or result.groups or result.dlq else logging.DEBUG,
+            logging.INFO if result.busy else logging.DEBUG,
             "flush",
             changes=result.changes,
             groups=result.groups,
