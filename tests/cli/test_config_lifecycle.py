@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.config.mapping import MappingConfig
 from pipeline.config.validation import dump_mapping, load_mapping
 from pipeline.kafka.config_topic import publish_mapping
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import MAPPING, running, settings_for
+from tests.support.mappings import marked_twice
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,11 +200,7 @@ async def test_import_replaces_a_published_revision_this_version_refuses(
 ) -> None:
     """A revision an older sfamp published before a rule it breaks is no dead end."""
     settings = settings_for(stack, topic_prefix)
-    twice = json.loads(json.dumps(MAPPING))
-    marking = {**twice["mappings"][0], "sfdc_object": "Contact", "group_name_field": "AccountId"}
-    marking["group_properties"] = [{"sfdc_field": "Email", "amplitude_property": "email"}]
-    twice["mappings"].append(marking)  # a second mapping of "account" marking deletes
-    await publish_mapping(settings.kafka, MappingConfig.model_validate(twice), now_ms=1)
+    await publish_mapping(settings.kafka, marked_twice(MAPPING), now_ms=1)
 
     env = _env(stack, topic_prefix)
     # Exported as written, to be put right; status tells it from Kafka being down.

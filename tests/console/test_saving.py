@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 
-from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.validation import parse_mapping
 from pipeline.console.pages_mapping import NOT_A_MAPPING, read_import
@@ -23,6 +22,7 @@ from pipeline.errors import MappingError
 from pipeline.kafka.config_topic import latest_mapping, publish_mapping
 from tests.console.conftest import csrf_of
 from tests.console.test_mapping_pages import FORM, MAPPING
+from tests.support.mappings import marked_twice
 
 Client = TestClient[Any, Any]
 
@@ -131,12 +131,7 @@ async def test_saving_a_new_property_says_which_backfill_brings_it(
 async def test_save_replaces_a_published_revision_this_version_refuses(
     client: Client, settings: Settings
 ) -> None:
-    twice = json.loads(json.dumps(MAPPING))
-    twice["mappings"][0]["on_delete"] = "mark"
-    marking = {**twice["mappings"][0], "sfdc_object": "Contact", "group_name_field": "AccountId"}
-    marking["group_properties"] = [{"sfdc_field": "Email", "amplitude_property": "email"}]
-    twice["mappings"].append(marking)
-    await publish_mapping(settings.kafka, MappingConfig.model_validate(twice), now_ms=1)
+    await publish_mapping(settings.kafka, marked_twice(MAPPING), now_ms=1)
 
     home = markup.unescape(await (await client.get("/")).text())
     assert "saving a mapping here replaces it" in home

@@ -39,6 +39,7 @@ from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import EmbeddedKafka, free_port
 from tests.cli.sandbox_process import cli_env
 from tests.runtime.conftest import MAPPING, settings_for, wait_until
+from tests.support.mappings import marked_twice
 
 CREDENTIALS = {
     "SFAMP_SALESFORCE__LOGIN_URL": "http://127.0.0.1:9",
@@ -363,11 +364,7 @@ async def test_a_published_revision_this_version_refuses_is_waited_on_until_repl
     """With no file to fall back on, the start waits (as for a revision the org refuses)
     rather than exit into a restart loop; the import that replaces it ends the wait."""
     settings = settings_for(stack, topic_prefix)
-    twice = copy.deepcopy(MAPPING)
-    marking = {**twice["mappings"][0], "sfdc_object": "Contact", "group_name_field": "AccountId"}
-    marking["group_properties"] = [{"sfdc_field": "Email", "amplitude_property": "email"}]
-    twice["mappings"].append(marking)  # a second mapping of "account" marking deletes
-    await publish_mapping(settings.kafka, MappingConfig.model_validate(twice), now_ms=1)
+    await publish_mapping(settings.kafka, marked_twice(MAPPING), now_ms=1)
     service = Service(ServiceState("all"))
     with capture_logs() as logs:
         task = asyncio.create_task(run_service(settings, service=service))
