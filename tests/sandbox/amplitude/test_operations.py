@@ -14,6 +14,7 @@ from sfamp_sandbox.amplitude.operations import (
     apply_operations,
     normalize_operations,
 )
+from sfamp_sandbox.amplitude.state import HISTORY_PER_GROUP, GroupStore
 
 
 def test_plain_dict_means_set() -> None:
@@ -140,3 +141,29 @@ def test_property_limit_counts_the_whole_request_by_default() -> None:
         parse_identifications(f"[{items}]", IdentifyLimits())
     loose = IdentifyLimits(property_limit_per_request=False)
     assert len(parse_identifications(f"[{items}]", loose)) == 513
+
+
+def test_history_keeps_each_groups_last_identifications_oldest_first() -> None:
+    store = GroupStore()
+    for request_id in range(HISTORY_PER_GROUP + 3):
+        stamp = {"request_id": request_id, "at": float(request_id), "path": "/2/httpapi"}
+        store.apply("account", "001A", {"$set": {"n": request_id}}, stamp)
+    other = {"request_id": 99, "at": 9.0, "path": "/x"}
+    store.apply("account", "001B", {"$unset": {"n": "-"}}, other)
+
+    kept = store.history["account", "001A"]
+    assert len(kept) == HISTORY_PER_GROUP
+    assert kept[0] == {
+        "request_id": 3,
+        "at": 3.0,
+        "path": "/2/httpapi",
+        "operations": {"$set": {"n": 3}},
+    }
+    assert [record["request_id"] for record in kept] == list(range(3, HISTORY_PER_GROUP + 3))
+    assert dict(store.history) == {
+        ("account", "001A"): kept,
+        ("account", "001B"): [
+            {"request_id": 99, "at": 9.0, "path": "/x", "operations": {"$unset": {"n": "-"}}}
+        ],
+    }
+    assert store.history.get(("account", "001C")) is None
