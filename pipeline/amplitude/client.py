@@ -33,6 +33,7 @@ from pipeline.amplitude.delivery import (
     Clock,
     Delivery,
     Random,
+    RequestSlots,
     Sleep,
     Timing,
 )
@@ -113,6 +114,7 @@ class AmplitudeClient:
             initial=INITIAL_CONCURRENCY,
             slow_seconds=settings.slow_answer_seconds,
         )
+        self.slots = RequestSlots(self.concurrency)
         self._policy = RetryPolicy(
             min_429_wait_seconds=settings.min_429_wait_seconds,
             deadline_seconds=settings.retry_deadline_seconds,
@@ -179,7 +181,7 @@ class AmplitudeClient:
                 self._on_answer(answer)
             return answer
 
-        delivery = Delivery(post, wire, self._policy, self._timing, self.concurrency)
+        delivery = Delivery(post, wire, self._policy, self._timing, self.slots)
         report = await delivery.run(chunks)
         report.skipped = sum(1 for update in listed if update.is_empty())
         report.truncated = cut_properties(chunks)

@@ -92,29 +92,48 @@ class Timing:
     random: Random
 
 
+class RequestSlots:
+    """Requests in flight across every send of one client, kept at or under the level.
+
+    Sends running at once (a backfill's batches) share it, so the controller's
+    level bounds what Amplitude receives from the client, not what each send may
+    start. A request waiting out its retry backoff keeps its slot.
+    """
+
+    def __init__(self, control: ConcurrencyController) -> None:
+        self.control = control
+        self.in_flight = 0
+        self.changed = asyncio.Event()  # set when a slot is given back or a chunk requeued
+
+    def has_room(self) -> bool:
+        return self.in_flight < self.control.level
+
+    def take(self) -> None:
+        self.in_flight += 1
+
+    def give_back(self) -> None:
+        self.in_flight -= 1
+        self.changed.set()
+
+
 class Delivery:
-    """One ``send``: chunks wait in a queue; at most the controller's level are in flight.
+    """One ``send``: chunks wait in a queue and start while the client's slots have room.
 
     Splits and the parts of a chunk that must go again go back on the queue. The
     level is read before each start, so it follows the answers as they come.
     """
 
     def __init__(
-        self,
-        post: Post,
-        wire: Wire,
-        policy: RetryPolicy,
-        timing: Timing,
-        control: ConcurrencyController,
+        self, post: Post, wire: Wire, policy: RetryPolicy, timing: Timing, slots: RequestSlots
     ) -> None:
         self._post = post
         self._wire = wire
         self._policy = policy
         self._timing = timing
-        self._control = control
+        self._slots = slots
+        self._control = slots.control
         self._waiting: deque[Chunk] = deque()
-        self._in_flight = 0
-        self._changed = asyncio.Event()
+        self._in_flight = 0  # this send's requests among the client's
         self.report = DeliveryReport()
 
     async def run(self, chunks: list[Chunk]) -> DeliveryReport:
@@ -136,22 +155,25 @@ class Delivery:
             if pause > 0 and self._waiting and not self._in_flight:
                 await self._timing.sleep(pause)
                 continue
-            while self._waiting and self._in_flight < self._control.level and pause <= 0:
+            while self._waiting and self._slots.has_room() and pause <= 0:
+                self._slots.take()
                 self._in_flight += 1
                 group.create_task(self._one(self._waiting.popleft()))
-            self._changed.clear()
-            await self._changed.wait()
+            # Checked and cleared with no await between: a slot given back after the
+            # check sets the event again, so no wake-up is lost.
+            self._slots.changed.clear()
+            await self._slots.changed.wait()
 
     async def _one(self, chunk: Chunk) -> None:
         try:
             self._waiting.extend(await self._deliver(chunk))
         finally:
             self._in_flight -= 1
-            self._changed.set()
+            self._slots.give_back()
 
     def _requeue(self, chunk: Chunk) -> None:
         self._waiting.append(chunk)
-        self._changed.set()
+        self._slots.changed.set()
 
     async def _deliver(self, chunk: Chunk) -> tuple[Chunk, ...]:
         """Send one chunk; return what to send instead (halves, or the events not refused)."""

@@ -198,6 +198,32 @@ async def test_requests_in_flight_grow_towards_the_ceiling_while_answers_are_fas
     assert peak <= 8
 
 
+async def test_sends_at_once_share_the_level_of_requests_in_flight() -> None:
+    # A backfill sends several batches at once: together they stay at the level.
+    in_flight = peak = 0
+    level_reached, gate = asyncio.Event(), asyncio.Event()
+
+    async def handler(_request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        if in_flight == 4:
+            level_reached.set()
+        await gate.wait()
+        in_flight -= 1
+        return httpx.Response(200, text="success")
+
+    settings = AmplitudeSettings(api_key="key-123", max_concurrency=4, transport="groupidentify")
+    async with _client(handler, settings=settings) as client:
+        sends = [asyncio.create_task(client.send(_updates(5 * 1024))) for _ in range(2)]
+        await asyncio.wait_for(level_reached.wait(), timeout=10)
+        gate.set()
+        reports = await asyncio.wait_for(asyncio.gather(*sends), timeout=10)
+    assert [report.requests for report in reports] == [5, 5]
+    assert peak == 4, f"{peak} requests were in flight at level 4"
+    assert client.slots.in_flight == 0
+
+
 async def test_429_and_5xx_halve_the_requests_in_flight_and_the_level_is_kept() -> None:
     time = FakeTime()
     answers = iter([httpx.Response(503), httpx.Response(429, text="too_many_requests")])
