@@ -161,8 +161,7 @@ class AmplitudeClient:
         listed = list(updates)
         wire = self._wire(self._api_key or "")
         chunks = self._plan_chunks(listed, wire)
-        skipped = sum(1 for update in listed if update.is_empty())
-        return DeliveryPlan.from_chunks(self.url, chunks, skipped)
+        return DeliveryPlan.from_chunks(self.url, chunks, _skipped(listed, chunks))
 
     async def send(self, updates: Iterable[GroupUpdate]) -> DeliveryReport:
         """Deliver every update, or raise AmplitudeAuthError / AmplitudeUnavailableError.
@@ -183,7 +182,7 @@ class AmplitudeClient:
 
         delivery = Delivery(post, wire, self._policy, self._timing, self.slots)
         report = await delivery.run(chunks)
-        report.skipped = sum(1 for update in listed if update.is_empty())
+        report.skipped = _skipped(listed, chunks)
         report.truncated = cut_properties(chunks)
         self._log_cuts(report)
         return report
@@ -266,3 +265,8 @@ async def _read_capped(response: httpx.Response) -> str:
         if size >= MAX_ANSWER_BYTES:
             break
     return b"".join(chunks)[:MAX_ANSWER_BYTES].decode("utf-8", "replace")
+
+
+def _skipped(updates: list[GroupUpdate], chunks: list[Chunk]) -> int:
+    """Updates left out of the planned chunks: the empty ones (planning skips them)."""
+    return len(updates) - sum(map(len, chunks))
