@@ -97,7 +97,9 @@ class RequestSlots:
 
     Sends running at once (a backfill's batches) share it, so the controller's
     level bounds what Amplitude receives from the client, not what each send may
-    start. A request waiting out its retry backoff keeps its slot.
+    start. A request waiting out its retry backoff keeps its slot. Freed slots go
+    to the waiting sends in the order they first waited, so the send started first
+    is served first (a backfill settles its batches in that order).
     """
 
     def __init__(self, control: ConcurrencyController) -> None:
@@ -147,6 +149,13 @@ class Delivery:
                 raise
             # The worker's own error, not the group, so callers can catch it by class.
             raise error from error.__cause__
+        finally:
+            # A request the group cancelled before it started (after another one failed)
+            # never ran _one's finally: its slot is given back here, or the client's
+            # later sends would wait for it forever.
+            for _ in range(self._in_flight):
+                self._slots.give_back()
+            self._in_flight = 0
         return self.report
 
     async def _schedule(self, group: asyncio.TaskGroup) -> None:

@@ -224,6 +224,41 @@ async def test_sends_at_once_share_the_level_of_requests_in_flight() -> None:
     assert client.slots.in_flight == 0
 
 
+async def test_a_send_that_fails_gives_back_every_slot_it_took() -> None:
+    # The failure cancels the requests it had scheduled but not started yet.
+    healthy = False
+
+    def handler(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="success") if healthy else httpx.Response(503)
+
+    async with _client(handler) as client:
+        with pytest.raises(AmplitudeUnavailableError):
+            await client.send(_updates(8 * 1024))
+        assert client.slots.in_flight == 0
+        healthy = True
+        report = await asyncio.wait_for(client.send(_updates(3)), timeout=10)
+    assert report.delivered == 3
+
+
+async def test_a_send_that_fails_does_not_hold_up_the_sends_beside_it() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if b"bad" in request.content:
+            return httpx.Response(404, text="not found")
+        return httpx.Response(200, text="success")
+
+    settings = AmplitudeSettings(api_key="key-123", max_concurrency=1, transport="groupidentify")
+    failing = [GroupUpdate("account", f"bad{i}", {"a": i}) for i in range(2 * 1024)]
+    async with _client(handler, settings=settings) as client:
+        sends = [client.send(failing), client.send(_updates(2 * 1024))]
+        bad, good = await asyncio.wait_for(
+            asyncio.gather(*sends, return_exceptions=True), timeout=10
+        )
+    assert isinstance(bad, AmplitudeError), bad
+    assert not isinstance(good, BaseException), good
+    assert good.delivered == 2 * 1024
+    assert client.slots.in_flight == 0
+
+
 async def test_429_and_5xx_halve_the_requests_in_flight_and_the_level_is_kept() -> None:
     time = FakeTime()
     answers = iter([httpx.Response(503), httpx.Response(429, text="too_many_requests")])
