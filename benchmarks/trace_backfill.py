@@ -163,8 +163,8 @@ def main(arguments: argparse.Namespace) -> None:
         from pipeline.gc_tuning import startup_objects_frozen, tune_gc
 
         tune_gc()  # as the CLI does, and with the objects alive at the start frozen
-        gc.callbacks.append(timed_collections)
         with startup_objects_frozen(), tempfile.TemporaryDirectory() as work:
+            gc.callbacks.append(timed_collections)  # after the collection before the freeze
             cpu, origin = (time.process_time(), sandboxes.cpu_seconds()), time.perf_counter()
             summary = asyncio.run(backfill(Path(work)))
             wall = time.perf_counter() - origin
