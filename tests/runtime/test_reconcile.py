@@ -9,6 +9,7 @@ moves): no change event, only ``SystemModstamp``. Only a reconcile can see it.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.runtime.backfill import ReadOptions, StopRequest
+from pipeline.runtime.reconcile.checkpoint import checkpoint_status
 from pipeline.runtime.reconcile.report import ObjectReconcile
 from pipeline.runtime.reconcile.run import run_reconcile
 from pipeline.sandbox_stack import SandboxStack
@@ -215,3 +217,31 @@ async def _a_read_older_than_the_stream_does_not_land_last(
     assert second.objects[0].caught_up == 1
     await wait_until(lambda: everything_delivered(settings), what="the reconcile delivered")
     assert per_employee(stack, late) == 150
+
+
+async def test_a_run_kafka_refuses_leaves_the_last_finished_run_as_it_was(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    # The service's schedule reads when the last run finished from this file: a refused
+    # run that marked it unfinished started a whole reconcile at the service's next start.
+    await org.seed("Account", 2)
+    settings = settings_for(stack, topic_prefix)
+    checkpoint = tmp_path / "reconcile-checkpoint.json"
+    finished = await run_reconcile(settings, CONFIG, checkpoint_path=checkpoint)
+    assert finished.completed, finished.error
+    before = checkpoint.read_bytes()
+    finished_at, unfinished = checkpoint_status(checkpoint)
+    assert finished_at is not None
+    assert not unfinished
+
+    with socket.socket() as sock:  # a local port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    kafka = settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
+    refused = await run_reconcile(
+        settings.model_copy(update={"kafka": kafka}), CONFIG, checkpoint_path=checkpoint
+    )
+    assert refused.error is not None
+    assert "Kafka" in str(refused.error), refused.error
+    assert checkpoint.read_bytes() == before
+    assert checkpoint_status(checkpoint) == (finished_at, False)

@@ -147,8 +147,6 @@ async def _reconcile(run: _Run, config: MappingConfig, stack: contextlib.AsyncEx
         run.producer = None
     else:
         stack.enter_context(exclusive(Path(summary.checkpoint)))
-        run.checkpoint = open_checkpoint(Path(summary.checkpoint), plans)
-        summary.resumed = run.checkpoint.resumed
         objects = [plan.sfdc_object for plan in plans]
         await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, objects))
         if run.producer is None:
@@ -156,6 +154,12 @@ async def _reconcile(run: _Run, config: MappingConfig, stack: contextlib.AsyncEx
     group_types = {group_type for plan in plans for group_type in plan.group_types}
     run.digests = await load_digests(settings, group_types)
     summary.digests_known = len(run.digests)
+    if not summary.dry_run:
+        # Written once Kafka answered, before the first record is read: a run refused
+        # before that leaves the file as the last run left it (when it finished, which
+        # the service's schedule reads, or what to resume).
+        run.checkpoint = open_checkpoint(Path(summary.checkpoint), plans)
+        summary.resumed = run.checkpoint.resumed
     for plan in plans:
         await _reconcile_object(run, plan)
 
