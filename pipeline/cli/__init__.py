@@ -6,6 +6,8 @@ stderr and a non-zero exit; tracebacks are for bugs only.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import typer
@@ -78,3 +80,19 @@ def main() -> None:
         fail(exc)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader left (`sfamp topics tail | head -1`): nothing more to say.
+        _drop_stdout()
+        sys.exit(1)
+    except OSError as exc:
+        # Output that cannot be written (`> /dev/full`, a full disk) and other system
+        # errors: one line, as any error, rather than a traceback.
+        _drop_stdout()
+        where = f": {exc.filename}" if exc.filename else ""
+        fail(SfampError(f"{exc.strerror or exc}{where}"))
+
+
+def _drop_stdout() -> None:
+    """Send what stdout still buffers nowhere: its flush at exit would fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,3 +112,24 @@ def test_a_service_url_that_cannot_be_reached_is_a_usage_error(url: str) -> None
     result = CliRunner().invoke(app, ["status", "--service-url", url], env={"COLUMNS": "200"})
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--service-url'" in result.output
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_output_that_cannot_be_written_is_one_line_not_a_traceback() -> None:
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "config", "export", "--help"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == ["error: No space left on device"], done.stderr
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly() -> None:
+    command = [sys.executable, "-m", "pipeline", "--help"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        process.stdout.close()  # as `| head -1` does once it has its line
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert err == b""
