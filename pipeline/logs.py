@@ -85,6 +85,9 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     _route_library_logs(renderer, max(threshold, LIBRARY_LEVEL), rate_limit_seconds)
+    # A library's warnings (a coroutine never awaited, a deprecation) are log lines too,
+    # so a JSON stream stays JSON: the warnings module wrote them raw, over lines.
+    logging.captureWarnings(True)
 
 
 def _route_library_logs(

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -146,3 +147,23 @@ async def test_a_kafka_outage_logs_json_lines_a_few_times_not_per_retry(
     assert len(logged) <= 30, "\n".join(during)
     repeats = [e["event"] for e in library if library.count(e) > 1]
     assert not repeats, repeats
+
+
+def test_a_library_warning_is_a_json_log_line() -> None:
+    # As aiocometd's "coroutine ... was never awaited" after an expired session.
+    script = (
+        "import warnings\n"
+        "from pipeline.logs import configure_logging\n"
+        "configure_logging('json')\n"
+        "warnings.warn('coroutine was never awaited', RuntimeWarning, stacklevel=1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    entry = json.loads(lines[0])
+    assert entry["logger"] == "py.warnings"
+    assert entry["level"] == "warning"
+    assert "RuntimeWarning: coroutine was never awaited" in entry["event"]
