@@ -102,8 +102,9 @@ async def unavailable(
         reason = await probe(servers)
     if reason == HANDSHAKE:
         return KafkaUnavailableError(
-            f"Kafka at {servers} accepts connections but no Kafka handshake succeeds: check "
-            "SFAMP_KAFKA__SECURITY_PROTOCOL and the TLS and SASL settings"
+            f"Kafka at {servers} accepts connections but no Kafka handshake succeeds: the "
+            "broker is stuck, or SFAMP_KAFKA__SECURITY_PROTOCOL and the TLS and SASL "
+            "settings do not match its listener"
         )
     return KafkaUnavailableError(f"Kafka at {servers} is not answering ({reason})")
 
