@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from pipeline.config.mapping import MappingConfig
@@ -52,11 +52,38 @@ def _message(error: ErrorDetails) -> str:
         return not_one_of(error.get("input"), error.get("ctx", {}).get("expected", ""))
     friendly = _FRIENDLY.get(error["type"])
     if friendly and error["type"] == "extra_forbidden" and error["loc"]:
-        return friendly + _hint(str(error["loc"][-1]), _known_keys())
+        key = str(error["loc"][-1])
+        if modes is not None and len(error["loc"]) == 3:
+            return _not_a_key_of_mode(str(error["loc"][0]), str(error["loc"][1]), key)
+        return friendly + _hint(key, _known_keys())
     if friendly:
         return friendly
     message = error["msg"]
     return message.removeprefix("Value error, ")
+
+
+def _not_a_key_of_mode(section: str, mode: str, key: str) -> str:
+    """``"at"`` under ``"mode": "hourly"``: which keys this mode takes, and which mode has it."""
+    keys = _mode_keys(section)
+    takes = [name for name in keys[mode] if name != "mode"]
+    own = f"is not a key of mode {mode!r}, which takes " + (
+        ", ".join(map(repr, takes)) if takes else "no other key"
+    )
+    elsewhere = [other for other, names in keys.items() if key in names and other != mode]
+    if elsewhere:
+        return f"{own}; {key!r} belongs to mode {elsewhere[0]!r}"
+    return own + _hint(key, takes)
+
+
+@functools.cache
+def _mode_keys(section: str) -> dict[str, list[str]]:
+    """Per mode of ``sync_cadence`` or ``reconcile``, the keys its model takes."""
+    variants = get_args(MappingConfig.model_fields[section].annotation)
+    return {
+        get_args(variant.model_fields["mode"].annotation)[0]: list(variant.model_fields)
+        for variant in variants
+        if isinstance(variant, type) and issubclass(variant, BaseModel)
+    }
 
 
 def _hint(word: str, known: Sequence[str]) -> str:

@@ -63,7 +63,26 @@ def test_the_default_is_daily_at_three() -> None:
         ({}, "$.reconcile", "needs a 'mode': 'daily', 'hourly' or 'off'"),
         ({"mode": "daily", "at": "24:00"}, "$.reconcile.at", "must be a UTC time HH:MM"),
         ({"mode": "hourly", "minute": 60}, "$.reconcile.minute", "less than or equal to 59"),
-        ({"mode": "off", "at": "01:00"}, "$.reconcile.at", "is not a known key"),
+        (
+            {"mode": "off", "at": "01:00"},
+            "$.reconcile.at",
+            "is not a key of mode 'off', which takes no other key; 'at' belongs to mode 'daily'",
+        ),
+        (
+            {"mode": "hourly", "at": "30"},
+            "$.reconcile.at",
+            "is not a key of mode 'hourly', which takes 'minute'; 'at' belongs to mode 'daily'",
+        ),
+        (
+            {"mode": "daily", "minute": 5},
+            "$.reconcile.minute",
+            "is not a key of mode 'daily', which takes 'at'; 'minute' belongs to mode 'hourly'",
+        ),
+        (
+            {"mode": "hourly", "minutes": 5},
+            "$.reconcile.minutes",
+            "is not a key of mode 'hourly', which takes 'minute' (did you mean 'minute'?)",
+        ),
         ("daily", "$.reconcile", "valid dictionary"),
     ],
 )
