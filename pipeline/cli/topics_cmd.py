@@ -277,6 +277,12 @@ def tail(
     --key shows one record's history; --follow keeps going until Ctrl-C
     (or --max-messages / --for).
     """
+    if not follow and (max_messages is not None or for_seconds is not None):
+        given = "--max-messages" if max_messages is not None else "--for"
+        raise typer.BadParameter(
+            "needs --follow; without it, --lines sets how many messages are shown",
+            param_hint=given,
+        )
     since_ms = _since_ms(since)
 
     async def work(settings: Settings, inspector: KafkaInspector) -> None:

@@ -357,3 +357,13 @@ async def test_a_kafka_that_does_not_resolve_or_speak_kafka_says_so(kafka: Kafka
         "accepts connections but no Kafka handshake succeeds: the broker is stuck, or "
         "SFAMP_KAFKA__SECURITY_PROTOCOL and the TLS and SASL settings do not match its listener"
     )
+
+
+@pytest.mark.parametrize(("option", "value"), [("--max-messages", "3"), ("--for", "5")])
+def test_a_follow_option_without_follow_is_a_usage_error(option: str, value: str) -> None:
+    # It was ignored: the default 20 messages were printed instead of the 3 asked for.
+    result = CliRunner().invoke(
+        cli_app, ["topics", "tail", "changes.Account", option, value], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for {option}: needs --follow; without it, --lines sets" in result.output
