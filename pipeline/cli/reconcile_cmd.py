@@ -51,8 +51,8 @@ AS_JSON = typer.Option(False, "--json", help="Print the summary as JSON.")
 CHECKPOINT = typer.Option(
     None,
     "--checkpoint",
-    help="Checkpoint file (default $SFAMP_RUNTIME__STATE_DIR/reconcile-checkpoint.json, the "
-    "service's own): an interrupted reconcile resumes from it on the next run.",
+    help="Checkpoint file (default: reconcile-checkpoint.json in SFAMP_RUNTIME__STATE_DIR, "
+    "the service's own): an interrupted reconcile resumes from it on the next run.",
 )
 INTERVAL = typer.Option(
     10.0,

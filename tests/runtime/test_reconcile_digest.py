@@ -17,6 +17,7 @@ from pipeline.runtime.reconcile.digest import (
     sent_records,
     value_digest,
 )
+from pipeline.runtime.reconcile.report import ReconcileSummary
 from pipeline.transform.group_update import GroupUpdate
 from pipeline.transform.schema import schema_from_describe
 
@@ -131,3 +132,10 @@ def test_topics_tail_shows_the_sent_topic_decoded() -> None:
     assert row["digest"] == f"{value_digest(2):016x}"
     bad = decode_row("sent", Message("sfamp.sent", 0, 8, 1000, b"x", b"y"))
     assert bad["malformed"] is not None
+
+
+def test_a_dry_runs_summary_names_no_checkpoint() -> None:
+    # A dry run writes none: the path it would have used is not reported as its checkpoint.
+    path = ".sfamp/reconcile-checkpoint.json"
+    assert ReconcileSummary(dry_run=True, checkpoint=path).to_json()["checkpoint"] is None
+    assert ReconcileSummary(checkpoint=path).to_json()["checkpoint"] == path

@@ -88,7 +88,7 @@ class ReconcileSummary:
             "dry_run": self.dry_run,
             "resumed": self.resumed,
             "completed": self.completed,
-            "checkpoint": self.checkpoint,
+            "checkpoint": None if self.dry_run else self.checkpoint,  # a dry run writes none
             "started_at_ms": self.started_at_ms,
             "records_read": self.records_read,
             "properties_differing": self.properties_differing,
