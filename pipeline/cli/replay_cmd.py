@@ -28,6 +28,12 @@ from pipeline.kafka.topic_lookup import find_topic
 app = SfampTyper(help="Check the stored CDC replay ids and their age.", no_args_is_help=True)
 
 _STYLE: Final[dict[Level, str]] = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+FAIL_HINT: Final = (
+    f"A replay id moves only when its channel has an event. Past {RETENTION_HOURS} h, "
+    "Salesforce no longer holds the events after it: the running service loses nothing, "
+    "but when `sfamp run` subscribes again it re-syncs the channel's objects (every record "
+    "read again). A channel of an object no longer mapped needs nothing."
+)
 
 
 @app.command()
@@ -55,7 +61,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         )
     else:
         console.print(_table(topic, ages))
-    if any(age.level == "fail" for age in ages):
+    failed = [age for age in ages if age.level == "fail"]
+    if any(age.age_seconds is not None for age in failed) and not as_json:
+        console.print(FAIL_HINT, highlight=False)
+    if failed:
         raise typer.Exit(1)
 
 

@@ -79,6 +79,10 @@ async def test_fail_from_sixty_hours_exits_one(topics: KafkaSettings, cli: Cli) 
     result = await cli("replay", "status")
     assert result.exit_code == 1
     assert "fail" in result.stdout
+    # What the failure means and what follows, not only the exit code.
+    assert "when `sfamp run` subscribes again it re-syncs the channel's objects" in " ".join(
+        result.stdout.split()
+    )
     rows = json.loads((await cli("replay", "status", "--json")).stdout)
     assert [row["status"] for row in rows] == ["fail", "ok"]
 
