@@ -140,10 +140,9 @@ def import_(
         backfill = mapping.objects_to_backfill(previous)
         if backfill and previous is not None:
             objects = " ".join(f"--object {name}" for name in backfill)
-            console.print(
-                f"existing groups get what it adds from a backfill: sfamp backfill {objects}",
-                highlight=False,
-            )
+            # The command on a line of its own, never wrapped: it is there to be copied.
+            console.print("existing groups get what it adds from a backfill:", highlight=False)
+            console.print(f"  sfamp backfill {objects}", highlight=False, soft_wrap=True)
     else:
         console.print(
             f"unchanged: revision {published.revision} in {topic} is already this mapping; "

@@ -116,9 +116,11 @@ async def test_import_verifies_publishes_and_export_round_trips(
         env, "config", "import", "--no-verify", "exported.json", cwd=tmp_path
     )
     assert code == 0, err
-    assert out.splitlines()[-1] == (
-        "existing groups get what it adds from a backfill: sfamp backfill --object Account"
-    )
+    # The command on a line of its own, to be copied whole at any width.
+    assert out.splitlines()[-2:] == [
+        "existing groups get what it adds from a backfill:",
+        "  sfamp backfill --object Account",
+    ]
 
 
 async def test_import_refuses_a_mapping_that_fails_verification(
