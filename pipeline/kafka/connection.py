@@ -106,7 +106,9 @@ async def unavailable(
             "broker is stuck, or SFAMP_KAFKA__SECURITY_PROTOCOL and the TLS and SASL "
             "settings do not match its listener"
         )
-    return KafkaUnavailableError(f"Kafka at {servers} is not answering ({reason})")
+    return KafkaUnavailableError(
+        f"Kafka at {servers} is not answering ({reason}); check SFAMP_KAFKA__BOOTSTRAP_SERVERS"
+    )
 
 
 async def probe(bootstrap_servers: str, seconds: float = PROBE_SECONDS) -> str:

@@ -273,7 +273,7 @@ async def _published(
         if mapping_file is None and isinstance(exc, KafkaUnavailableError):
             raise KafkaUnavailableError(
                 f"{exc}; with no mapping file (--mapping FILE or SFAMP_MAPPING_FILE) the "
-                "published mapping is needed: check SFAMP_KAFKA__BOOTSTRAP_SERVERS"
+                "published mapping is needed"
             ) from exc
         if mapping_file is None:
             raise

@@ -320,7 +320,8 @@ async def test_unreachable_kafka_is_one_clear_line(
     assert result.exit_code == 1
     # What is wrong, in words: no Python repr of aiokafka's bootstrap list.
     assert result.stderr.strip().splitlines() == [
-        f"error: Kafka at 127.0.0.1:{port} is not answering (connection refused)"
+        f"error: Kafka at 127.0.0.1:{port} is not answering (connection refused); "
+        "check SFAMP_KAFKA__BOOTSTRAP_SERVERS"
     ]
 
 
@@ -342,7 +343,7 @@ async def test_a_kafka_that_does_not_resolve_or_speak_kafka_says_so(kafka: Kafka
         await read_table(unknown, "sfamp.config")
     assert str(raised.value) == (
         "cannot read sfamp.config: Kafka at no-such-host.invalid:9092 is not answering "
-        "(the host name does not resolve)"
+        "(the host name does not resolve); check SFAMP_KAFKA__BOOTSTRAP_SERVERS"
     )
     with socket.socket() as listener:  # accepts connections, never answers as a broker
         listener.bind(("127.0.0.1", 0))
