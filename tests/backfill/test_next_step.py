@@ -26,3 +26,12 @@ def test_a_mapping_refused_before_any_read_says_fix_it_and_run_again() -> None:
     assert summary.next_step() == (
         "nothing was read or sent; run again once the problem above is fixed"
     )
+
+
+def test_a_dry_run_stopped_early_says_run_it_again_not_that_nothing_was_delivered() -> None:
+    failed = BackfillSummary(dry_run=True, error=AmplitudeUnavailableError("x"))
+    assert failed.next_step() == (
+        "a dry run keeps no checkpoint; run it again once the problem above is fixed"
+    )
+    stopped = BackfillSummary(dry_run=True, interrupted="SIGINT")
+    assert stopped.next_step() == "a dry run keeps no checkpoint; run it again"

@@ -160,7 +160,10 @@ async def test_a_second_reconcile_while_one_runs_says_so_in_one_line(
     assert out == ""
     # Progress lines (the login) may come first; no error log repeats the reason.
     lines = [line for line in err.splitlines() if '"level": "info"' not in line]
-    assert lines == [f"error: a reconcile is already running with the checkpoint {checkpoint}"]
+    assert lines == [
+        f"error: a reconcile is already running with the checkpoint {checkpoint} (the "
+        "service's scheduled one, or another sfamp reconcile): run this one once it has ended"
+    ]
 
 
 async def test_a_signal_while_kafka_does_not_answer_says_so_in_one_line(

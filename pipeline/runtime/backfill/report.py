@@ -149,6 +149,10 @@ class BackfillSummary:
                     f"({self.error.error_code}); fix the mapping or --where and run again"
                 )
             return "resuming cannot help: fix the problem and run again"
+        if self.dry_run:  # sends nothing and keeps no checkpoint: only running again helps
+            if self.error is None:
+                return "a dry run keeps no checkpoint; run it again"
+            return "a dry run keeps no checkpoint; run it again once the problem above is fixed"
         if self.checkpoint_saved or self.resumed:  # a resumed run's checkpoint is still there
             return f"checkpoint kept: {self.checkpoint}; rerun with --resume"
         if not self.objects and isinstance(self.error, ConfigError):

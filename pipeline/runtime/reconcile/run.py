@@ -313,7 +313,9 @@ def exclusive(checkpoint: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise ConfigError(
-                f"a reconcile is already running with the checkpoint {checkpoint}"
+                f"a reconcile is already running with the checkpoint {checkpoint} (the "
+                "service's scheduled one, or another sfamp reconcile): run this one once it "
+                "has ended"
             ) from exc
         try:
             yield
