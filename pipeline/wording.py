@@ -20,9 +20,13 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
 
 
 def nearest(word: str, known: Iterable[str], *, cutoff: float = 0.75) -> str | None:
-    """The known name closest to ``word`` (difflib's ratio at least ``cutoff``), if any."""
-    close = difflib.get_close_matches(word, sorted(set(known)), n=1, cutoff=cutoff)
-    return close[0] if close else None
+    """The known name closest to ``word`` (difflib's ratio at least ``cutoff``, case
+    ignored: "DLQ" is near "dlq"), if any; the known name as it is spelt."""
+    spelt: dict[str, str] = {}
+    for name in sorted(set(known)):
+        spelt.setdefault(name.lower(), name)
+    close = difflib.get_close_matches(word.lower(), list(spelt), n=1, cutoff=cutoff)
+    return spelt[close[0]] if close else None
 
 
 def not_one_of(given: Any, expected: str) -> str:

@@ -28,10 +28,12 @@ async def find_topic(inspector: KafkaInspector, wanted: str) -> FoundTopic:
     expected = expected_topic(inspector.names, wanted)
     if expected is not None:
         return FoundTopic(expected, exists=False)
+    names = inspector.names
+    # sfamp's own topics count even before their first write: "DLQ" is near "dlq".
+    known = sorted({*await inspector.topics(), names.dlq, names.replay, names.config, names.sent})
     raise KafkaError(
-        f"no topic {wanted!r} under prefix {inspector.names.prefix!r}"
-        f"{nearest(wanted, await inspector.topics(), inspector.names.prefix)}"
-        " (see 'sfamp topics list')"
+        f"no topic {wanted!r} under prefix {names.prefix!r}"
+        f"{nearest(wanted, known, names.prefix)} (see 'sfamp topics list')"
     )
 
 

@@ -122,6 +122,10 @@ async def test_describe_unknown_topic_is_one_line(topics: KafkaSettings, cli: Cl
     assert misspelt.exit_code == 1
     assert "no topic 'changes.Acount'" in misspelt.stderr
     assert "did you mean changes.Account?" in " ".join(misspelt.stderr.split())
+    # sfamp's own topics are near too, written yet or not.
+    upper = await cli("topics", "tail", "DLQ")
+    assert upper.exit_code == 1
+    assert "did you mean dlq?" in " ".join(upper.stderr.split()), upper.stderr
 
 
 async def test_tail_decodes_envelopes_and_shows_malformed(topics: KafkaSettings, cli: Cli) -> None:
