@@ -148,7 +148,8 @@ async def faults(request: web.Request) -> web.Response:
         if state.cometd is not None:
             state.cometd.inject_fault(kind, count)
     else:
-        raise ValueError(f"unknown fault kind {kind!r}")
+        known = ", ".join(sorted({*REST_FAULTS, *COMETD_FAULTS}))
+        raise ValueError(f"unknown fault kind {kind!r}; the kinds are {known}")
     return json_response(
         {"kind": kind, "count": count, "pending_rest_faults": len(state.faults.pending)}
     )

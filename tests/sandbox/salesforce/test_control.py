@@ -129,6 +129,8 @@ async def test_cometd_faults_are_forwarded_and_unknown_kinds_refused(
     assert salesforce_sandbox.state.cometd.pending_faults["unknown_client"] == 2
     bad = await sf_http.post("/__sandbox/faults", json={"kind": "meteor"})
     assert bad.status_code == 400
+    assert "unknown fault kind 'meteor'; the kinds are " in bad.text
+    assert "expire_sessions" in bad.text
 
 
 async def test_slow_fault_delays_the_next_request(sf_http: httpx.AsyncClient) -> None:
