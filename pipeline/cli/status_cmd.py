@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import typer
 from rich.markup import escape
@@ -101,6 +101,10 @@ def _render(report: dict[str, Any]) -> None:
     console.print(table)
 
 
+# The refused mapping's problems listed under it; the rest are in the mapping_refused log.
+MAX_PROBLEMS_SHOWN: Final = 5
+
+
 def mapping_lines(mapping: dict[str, Any] | None, service: dict[str, Any]) -> str:
     """The Mapping row: the revision published in sfamp.config and its relations, and,
     when the service refused its latest mapping, that it runs the one it had (a refused
@@ -127,6 +131,11 @@ def mapping_lines(mapping: dict[str, Any] | None, service: dict[str, Any]) -> st
             f"\n[red]the service refused {refused.get('source')}: {refused.get('reason')}; "
             f"{runs}[/]"
         )
+        problems = [str(problem) for problem in refused.get("problems") or ()]
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        text += "".join(f"\n[red]  {escape(problem)}[/]" for problem in shown)
+        if len(problems) > len(shown):
+            text += f"\n[red]  and {len(problems) - len(shown)} more (the service's log)[/]"
     return text
 
 

@@ -59,6 +59,25 @@ def test_a_refused_mapping_is_said_beside_the_published_one() -> None:
     assert mapping_lines(None, {"error": "no service answers"}).startswith("none published")
 
 
+def test_a_refused_mappings_problems_are_listed_under_it() -> None:
+    # "1 problem" alone sent the reader to the service's log to learn which.
+    refused = {
+        "source": "sfamp.config revision 7",
+        "reason": "the mapping does not match the Salesforce org: 7 problems",
+        "problems": [f"$.mappings[0].group_properties[{n}]: no field Nope{n}" for n in range(7)],
+    }
+    running = {"mapping_revision": "sfamp.config revision 4", "mapping_refused": refused}
+    lines = mapping_lines(None, running).splitlines()
+    assert lines[-6:] == [
+        "[red]  $.mappings[0].group_properties[0]: no field Nope0[/]",
+        "[red]  $.mappings[0].group_properties[1]: no field Nope1[/]",
+        "[red]  $.mappings[0].group_properties[2]: no field Nope2[/]",
+        "[red]  $.mappings[0].group_properties[3]: no field Nope3[/]",
+        "[red]  $.mappings[0].group_properties[4]: no field Nope4[/]",
+        "[red]  and 2 more (the service's log)[/]",
+    ]
+
+
 def test_a_refused_change_of_the_running_file_says_the_file_s_earlier_content_runs() -> None:
     refused = {"source": "file:/srv/m.json", "reason": "not valid JSON"}
     running = {"mapping_revision": "file:/srv/m.json", "mapping_refused": refused}
