@@ -122,9 +122,7 @@ def _print_outcomes(outcomes: list[RedeliveryOutcome], *, as_json: bool) -> None
         console.print("nothing to replay", highlight=False)
         return
     ok = sum(1 for o in outcomes if o.ok)
-    table: Table = new_table(
-        f"replayed {ok} of {len(outcomes)}", ("id", "key", "result"), whole=("id",)
-    )
+    table: Table = new_table(f"replayed {ok} of {len(outcomes)}", ("id", "key", "result"))
     for o in outcomes:
         result = f"[green]{o.detail}[/]" if o.ok else f"[bold red]{o.detail}[/]"
         table.add_row(o.id, o.key, result)
@@ -176,9 +174,7 @@ def _print_dismissals(outcomes: list[Dismissal], *, as_json: bool) -> None:
         )
         return
     done = sum(1 for o in outcomes if o.dismissed)
-    table: Table = new_table(
-        f"dismissed {done} of {len(outcomes)}", ("id", "key", "result"), whole=("id",)
-    )
+    table: Table = new_table(f"dismissed {done} of {len(outcomes)}", ("id", "key", "result"))
     for o in outcomes:
         table.add_row(o.id, o.key, o.detail if o.dismissed else f"[dim]{o.detail}[/]")
     console.print(table)

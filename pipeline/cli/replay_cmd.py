@@ -73,7 +73,6 @@ def _table(topic: str, ages: list[ReplayAge]) -> Table:
         f"{topic}: replay ids (Salesforce retains events {RETENTION_HOURS} h; "
         f"warn from {WARN_AFTER_HOURS} h, fail from {FAIL_AFTER_HOURS} h)",
         ("channel", "replay id", "event time", "stored at", "age", "status"),
-        whole=("channel",),
     )
     for age in ages:
         shown_age = "-" if age.age_seconds is None else format_duration(age.age_seconds)

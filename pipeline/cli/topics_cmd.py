@@ -88,17 +88,13 @@ def new_table(
     columns: tuple[str, ...],
     *,
     right: tuple[str, ...] = (),
-    whole: tuple[str, ...] = (),
     show_header: bool = True,
 ) -> Table:
-    """A table readable at 80 columns: every column may wrap (long words fold), none is cut,
-    but those in ``whole``: ids a reader copies into ``--key`` or ``--id`` stay on one line."""
+    """A table readable at 80 columns: every column may wrap (long words fold), none is cut."""
     table = Table(title=title, title_justify="left", show_header=show_header)
     justify: dict[bool, Literal["left", "right"]] = {True: "right", False: "left"}
     for column in columns:
-        table.add_column(
-            column, overflow="fold", justify=justify[column in right], no_wrap=column in whole
-        )
+        table.add_column(column, overflow="fold", justify=justify[column in right])
     return table
 
 
@@ -329,11 +325,7 @@ def _print_tail(
             console.print(f"{topic}: {empty}", highlight=False)
         return
     headers = tuple(column.replace("_", " ") for column in COLUMNS[kind])
-    table = new_table(
-        f"{topic}: last {plural(len(rows), 'message')}",
-        ("p:offset", *headers),
-        whole=WHOLE.get(kind, ()),
-    )
+    table = new_table(f"{topic}: last {plural(len(rows), 'message')}", ("p:offset", *headers))
     for row in rows:
         table.add_row(*cells(kind, row))
     console.print(table)
@@ -381,16 +373,6 @@ COLUMNS: Final[dict[TopicKind, tuple[str, ...]]] = {
     "dlq": ("id", "reason", "key", "at", "detail"),
     "sent": ("group_type", "group_value", "property", "digest"),
     "other": ("key", "value"),
-}
-
-
-# Per kind, the column of ids a reader copies (a record id into --key), kept on one line
-# where the other columns still have room at 80 columns (`sfamp dlq list` prints a dead
-# letter's id on a line of its own).
-WHOLE: Final[dict[TopicKind, tuple[str, ...]]] = {
-    "changes": ("record id",),
-    "replay": ("channel",),
-    "sent": ("group value",),
 }
 
 

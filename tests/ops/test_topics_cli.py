@@ -372,17 +372,3 @@ def test_a_follow_option_without_follow_is_a_usage_error(option: str, value: str
     )
     assert result.exit_code == 2, result.output
     assert f"Invalid value for {option}: needs --follow; without it, --lines sets" in result.output
-
-
-async def test_tail_keeps_a_record_id_on_one_line_at_80_columns(
-    topics: KafkaSettings, cli: Cli
-) -> None:
-    # A record id a reader copies into --key must not be folded across two lines.
-    changes = TopicNames(topics.topic_prefix).changes("Account")
-    record_id = "001RM000000001dYAA"
-    now = now_ms()
-    await produce(topics, [(changes, record_id.encode(), encode(change(record_id, now)))])
-    result = await cli("topics", "tail", changes, env={"COLUMNS": "80"})
-    assert result.exit_code == 0, result.output
-    assert max(map(len, result.stdout.splitlines())) <= 80, result.stdout
-    assert record_id in result.stdout, result.stdout
