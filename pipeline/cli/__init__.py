@@ -7,8 +7,10 @@ stderr and a non-zero exit; tracebacks are for bugs only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
+from typing import Final
 
 import typer
 
@@ -80,16 +82,18 @@ def main() -> None:
         fail(exc)
     except KeyboardInterrupt:
         sys.exit(130)
-    except BrokenPipeError:
-        # The reader left (`sfamp topics tail | head -1`): nothing more to say.
-        _drop_stdout()
-        sys.exit(1)
     except OSError as exc:
-        # Output that cannot be written (`> /dev/full`, a full disk) and other system
-        # errors: one line, as any error, rather than a traceback.
+        # Output that cannot be written (`> /dev/full`, a full disk): one line, as any
+        # error. Anything else is a bug and keeps its traceback. (A reader that left,
+        # `| head -1`, is typer's: it exits 1 quietly.)
+        if exc.errno not in UNWRITABLE_OUTPUT or exc.filename is not None:
+            raise
         _drop_stdout()
-        where = f": {exc.filename}" if exc.filename else ""
-        fail(SfampError(f"{exc.strerror or exc}{where}"))
+        fail(SfampError(f"cannot write the output: {exc.strerror}"))
+
+
+# What writing to stdout fails with when the device or disk behind it cannot take it.
+UNWRITABLE_OUTPUT: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
 
 
 def _drop_stdout() -> None:

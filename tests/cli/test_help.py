@@ -122,7 +122,9 @@ def test_output_that_cannot_be_written_is_one_line_not_a_traceback() -> None:
             stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
         )  # fmt: skip
     assert done.returncode == 1
-    assert done.stderr.splitlines() == ["error: No space left on device"], done.stderr
+    assert done.stderr.splitlines() == [
+        "error: cannot write the output: No space left on device"
+    ], done.stderr
 
 
 def test_a_reader_that_leaves_early_ends_the_command_quietly() -> None:
