@@ -245,3 +245,30 @@ async def test_a_run_kafka_refuses_leaves_the_last_finished_run_as_it_was(
     assert "Kafka" in str(refused.error), refused.error
     assert checkpoint.read_bytes() == before
     assert checkpoint_status(checkpoint) == (finished_at, False)
+
+
+class StopAtFirstObject(StopAfterFirstBatch):
+    """Progress that stops the run when its first object starts, before a batch is saved."""
+
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+        self.stop.set("SIGTERM")
+
+
+async def test_a_run_stopped_before_its_first_batch_leaves_the_last_finished_run(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    # Salesforce refusing the catch-up or the Bulk job stops a run at the same point.
+    await org.seed("Account", 2)
+    settings = settings_for(stack, topic_prefix)
+    checkpoint = tmp_path / "reconcile-checkpoint.json"
+    finished = await run_reconcile(settings, CONFIG, checkpoint_path=checkpoint)
+    assert finished.completed, finished.error
+    before = checkpoint.read_bytes()
+
+    stop = StopRequest()
+    stopped = await run_reconcile(
+        settings, CONFIG, checkpoint_path=checkpoint, progress=StopAtFirstObject(stop), stop=stop
+    )
+    assert stopped.interrupted == "SIGTERM"
+    assert checkpoint.read_bytes() == before
+    assert checkpoint_status(checkpoint)[1] is False  # nothing to resume

@@ -1,10 +1,12 @@
 """The reconcile's checkpoint: the backfill's checkpoint file, one entry per object.
 
-A run first writes an entry for every object it will read (not complete), then
-moves each one's read position and catch-up state after every batch written to
-Kafka, and marks it complete at the end. So the file alone says how the last run
-ended: every entry complete (it finished, when the file was last written), or
-not (it was interrupted, and the next run resumes it). An entry whose fingerprint
+A run holds an entry for every object it will read (not complete), written with
+its first save: after its first batch written to Kafka, or an object finished.
+It then moves each one's read position and catch-up state after every batch and
+marks it complete at the end. So the file alone says how the last run ended:
+every entry complete (it finished, when the file was last written), or not (it
+was interrupted, and the next run resumes it). A run that stops before its first
+save (refused by Salesforce or Kafka, stopped) leaves the file as it was. An entry whose fingerprint
 no longer matches (other fields or mappings) starts that object over.
 """
 
@@ -78,7 +80,13 @@ def open_checkpoint(path: Path, plans: list[ObjectPlan]) -> ReconcileCheckpoint:
     for plan in plans:
         entry = file.objects.get(plan.sfdc_object)
         if entry is None or entry.get("fingerprint") != plan.fingerprint:
-            file.save(plan.sfdc_object, plan.fingerprint, ReadPosition())
+            # Held until the first save writes the file (see above).
+            file.objects[plan.sfdc_object] = {
+                "fingerprint": plan.fingerprint,
+                "position": ReadPosition().to_json(),
+                "complete": False,
+                "catch_up": {},
+            }
     return ReconcileCheckpoint(file, resumed=previous is not None)
 
 
