@@ -63,16 +63,22 @@ def _message(error: ErrorDetails) -> str:
 
 
 def _not_a_key_of_mode(section: str, mode: str, key: str) -> str:
-    """``"at"`` under ``"mode": "hourly"``: which keys this mode takes, and which mode has it."""
+    """``"at"`` under ``"mode": "hourly"``: which keys this mode takes, and which mode has it
+    (or the key of any mode it is a misspelling of)."""
     keys = _mode_keys(section)
     takes = [name for name in keys[mode] if name != "mode"]
     own = f"is not a key of mode {mode!r}, which takes " + (
         ", ".join(map(repr, takes)) if takes else "no other key"
     )
-    elsewhere = [other for other, names in keys.items() if key in names and other != mode]
-    if elsewhere:
-        return f"{own}; {key!r} belongs to mode {elsewhere[0]!r}"
-    return own + _hint(key, takes)
+    close = nearest(key, [name for names in keys.values() for name in names if name != "mode"])
+    if close is None:
+        return own
+    if close in takes:
+        return f"{own} (did you mean {close!r}?)"
+    other = next(name for name, names in keys.items() if close in names)
+    if close == key:
+        return f"{own}; {key!r} belongs to mode {other!r}"
+    return f"{own}; {close!r} belongs to mode {other!r} (did you mean it?)"
 
 
 @functools.cache

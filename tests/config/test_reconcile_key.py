@@ -83,6 +83,18 @@ def test_the_default_is_daily_at_three() -> None:
             "$.reconcile.minutes",
             "is not a key of mode 'hourly', which takes 'minute' (did you mean 'minute'?)",
         ),
+        (
+            {"mode": "daily", "minut": 5},
+            "$.reconcile.minut",
+            "is not a key of mode 'daily', which takes 'at'; 'minute' belongs to mode 'hourly' "
+            "(did you mean it?)",
+        ),
+        (
+            {"mode": "hourly", "At": "01:00"},
+            "$.reconcile.At",
+            "is not a key of mode 'hourly', which takes 'minute'; 'at' belongs to mode 'daily' "
+            "(did you mean it?)",
+        ),
         ("daily", "$.reconcile", "valid dictionary"),
     ],
 )
