@@ -106,9 +106,10 @@ async def unavailable(
             "broker is stuck, or SFAMP_KAFKA__SECURITY_PROTOCOL and the TLS and SASL "
             "settings do not match its listener"
         )
-    return KafkaUnavailableError(
-        f"Kafka at {servers} is not answering ({reason}); check SFAMP_KAFKA__BOOTSTRAP_SERVERS"
-    )
+    # No bootstrap server answered: the address may be wrong. A request that timed out
+    # later in a session reached the cluster, so the address is not the question.
+    check = "; check SFAMP_KAFKA__BOOTSTRAP_SERVERS" if _bootstrap_failed(exc) else ""
+    return KafkaUnavailableError(f"Kafka at {servers} is not answering ({reason}){check}")
 
 
 async def probe(bootstrap_servers: str, seconds: float = PROBE_SECONDS) -> str:
