@@ -93,12 +93,21 @@ def describe_failure(exc: BaseException, timeout_seconds: float | None = None) -
 
 
 async def unavailable(
-    settings: KafkaSettings, exc: BaseException, *, timeout_seconds: float | None = None
+    settings: KafkaSettings,
+    exc: BaseException,
+    *,
+    timeout_seconds: float | None = None,
+    starting: bool = False,
 ) -> KafkaUnavailableError:
-    """The error that says, in one line, that the cluster is not answering and why."""
+    """The error that says, in one line, that the cluster is not answering and why.
+
+    ``starting``: ``exc`` ended a client's start (its bootstrap), whatever it is (a
+    timeout of the caller's own comes before aiokafka's "Unable to bootstrap").
+    """
     servers = settings.bootstrap_servers
     reason = describe_failure(exc, timeout_seconds)
-    if _bootstrap_failed(exc):
+    bootstrapping = starting or _bootstrap_failed(exc)
+    if bootstrapping:
         reason = await probe(servers)
     if reason == HANDSHAKE:
         return KafkaUnavailableError(
@@ -108,7 +117,7 @@ async def unavailable(
         )
     # No bootstrap server answered: the address may be wrong. A request that timed out
     # later in a session reached the cluster, so the address is not the question.
-    check = "; check SFAMP_KAFKA__BOOTSTRAP_SERVERS" if _bootstrap_failed(exc) else ""
+    check = "; check SFAMP_KAFKA__BOOTSTRAP_SERVERS" if bootstrapping else ""
     return KafkaUnavailableError(f"Kafka at {servers} is not answering ({reason}){check}")
 
 

@@ -121,7 +121,7 @@ class KafkaInspector:
         except (AIOKafkaError, OSError, TimeoutError) as exc:
             await _stop_quietly(consumer, admin)
             raise await unavailable(
-                self.settings, exc, timeout_seconds=self.timeout_seconds
+                self.settings, exc, timeout_seconds=self.timeout_seconds, starting=True
             ) from exc
         except BaseException:  # cancelled while it connects (a signal): leave nothing open
             await asyncio.shield(_stop_quietly(consumer, admin))

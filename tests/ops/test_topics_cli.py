@@ -15,11 +15,13 @@ from typer.testing import CliRunner
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaUnavailableError
 from pipeline.kafka.compacted import read_table
+from pipeline.kafka.inspect import KafkaInspector
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry, ReplayMark
 from pipeline.kafka.topics import TopicNames
 from pipeline.transform.envelope import encode
 from tests.ops.conftest import Cli, change, cli_app, commit, environment, produce
+from tests.support.silent_kafka import silent_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -372,3 +374,19 @@ def test_a_follow_option_without_follow_is_a_usage_error(option: str, value: str
     )
     assert result.exit_code == 2, result.output
     assert f"Invalid value for {option}: needs --follow; without it, --lines sets" in result.output
+
+
+async def test_an_inspector_at_a_silent_listener_says_it_accepts_connections(
+    kafka: KafkaSettings,
+) -> None:
+    # Its own start timeout comes before aiokafka's bootstrap error: the listener is still
+    # probed, as every other client's failure is, not reported as a bare timeout.
+    async with silent_kafka() as silent:
+        settings = kafka.model_copy(update={"bootstrap_servers": silent.bootstrap})
+        with pytest.raises(KafkaUnavailableError) as raised:
+            await KafkaInspector(settings, timeout_seconds=1).start()
+    assert str(raised.value) == (
+        f"Kafka at {silent.bootstrap} accepts connections but no Kafka handshake succeeds: "
+        "the broker is stuck, or SFAMP_KAFKA__SECURITY_PROTOCOL and the TLS and SASL "
+        "settings do not match its listener"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from pipeline.config.mapping import MappingConfig
@@ -9,6 +11,9 @@ from pipeline.kafka.inspect import Message, expected_topic, topic_kind
 from pipeline.kafka.sent import decode_sent_digest, decode_sent_key, sent_key
 from pipeline.kafka.topic_rows import decode_row
 from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.backfill.checkpoint import CheckpointFile
+from pipeline.runtime.backfill.read import ReadPosition
+from pipeline.runtime.reconcile.checkpoint import open_checkpoint
 from pipeline.runtime.reconcile.digest import (
     SentDigests,
     reconciled_fields,
@@ -139,3 +144,20 @@ def test_a_dry_runs_summary_names_no_checkpoint() -> None:
     path = ".sfamp/reconcile-checkpoint.json"
     assert ReconcileSummary(dry_run=True, checkpoint=path).to_json()["checkpoint"] is None
     assert ReconcileSummary(checkpoint=path).to_json()["checkpoint"] == path
+
+
+def test_an_object_no_longer_read_does_not_keep_the_last_run_unfinished(tmp_path: Path) -> None:
+    # Account finished; Contact, left unfinished, is no longer mapped. Counted as
+    # unfinished, every run resumed it, found Account done and read nothing.
+    path = tmp_path / "reconcile-checkpoint.json"
+    left = CheckpointFile(path)
+    left.save("Account", "f-account", ReadPosition(finished=True), complete=True)
+    left.save("Contact", "f-contact", ReadPosition())
+    plan = SimpleNamespace(sfdc_object="Account", fingerprint="f-account")
+
+    opened = open_checkpoint(path, [plan])  # type: ignore[list-item]
+    assert not opened.resumed
+    entry = opened.entry(plan)  # type: ignore[arg-type]
+    assert entry is not None
+    assert not entry.complete  # Account is read again: a new run
+    assert entry.position == ReadPosition()

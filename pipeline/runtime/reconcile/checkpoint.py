@@ -1,13 +1,15 @@
 """The reconcile's checkpoint: the backfill's checkpoint file, one entry per object.
 
-A run holds an entry for every object it will read (not complete), written with
-its first save: after its first batch written to Kafka, or an object finished.
-It then moves each one's read position and catch-up state after every batch and
-marks it complete at the end. So the file alone says how the last run ended:
-every entry complete (it finished, when the file was last written), or not (it
-was interrupted, and the next run resumes it). A run that stops before its first
-save (refused by Salesforce or Kafka, stopped) leaves the file as it was. An entry whose fingerprint
-no longer matches (other fields or mappings) starts that object over.
+A new run holds an entry for every object it will read (not complete), written
+with its first save: after its first batch written to Kafka, or an object
+finished (a resumed run writes the entries it replaces at once). It then moves
+each one's read position and catch-up state after every batch and marks it
+complete at the end. So the file alone says how the last run ended: every entry
+complete (it finished, when the file was last written), or not (it was
+interrupted, and the next run resumes it). A new run that stops before its first
+save (refused by Salesforce or Kafka, stopped) leaves the last run's file as it
+was. An entry whose fingerprint no longer matches (other fields or mappings)
+starts that object over.
 """
 
 from __future__ import annotations
@@ -67,20 +69,28 @@ class ReconcileCheckpoint:
 def open_checkpoint(path: Path, plans: list[ObjectPlan]) -> ReconcileCheckpoint:
     """The unfinished run's checkpoint to resume, else a new one; an entry for every plan.
 
-    Raises :class:`ConfigError` when the file cannot be written, before anything is read.
+    A run is unfinished when an object it still reads is not complete: an entry of an
+    object no longer read does not count. Raises :class:`ConfigError` when the file
+    cannot be written, before anything is read.
     """
-    previous = _load(path)
-    if previous is not None and _finished(previous):
-        previous = None
-    file = previous or CheckpointFile(path)
-    if previous is None:
-        file.check_writable()
     wanted = {plan.sfdc_object for plan in plans}
-    file.objects = {name: entry for name, entry in file.objects.items() if name in wanted}
+    previous = _load(path)
+    if previous is not None:
+        previous.objects = {k: v for k, v in previous.objects.items() if k in wanted}
+        if _finished(previous):
+            previous = None
+    file = previous or CheckpointFile(path)
+    file.check_writable()
     for plan in plans:
         entry = file.objects.get(plan.sfdc_object)
-        if entry is None or entry.get("fingerprint") != plan.fingerprint:
-            # Held until the first save writes the file (see above).
+        if entry is not None and entry.get("fingerprint") == plan.fingerprint:
+            continue
+        if previous is not None:
+            # Resuming: written now, before this run touches the object's seen file, so
+            # the entry replaced never points at this run's catch-up keys.
+            file.save(plan.sfdc_object, plan.fingerprint, ReadPosition())
+        else:
+            # A new run: held until its first save (see above).
             file.objects[plan.sfdc_object] = {
                 "fingerprint": plan.fingerprint,
                 "position": ReadPosition().to_json(),

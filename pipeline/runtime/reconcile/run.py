@@ -155,9 +155,9 @@ async def _reconcile(run: _Run, config: MappingConfig, stack: contextlib.AsyncEx
     run.digests = await load_digests(settings, group_types)
     summary.digests_known = len(run.digests)
     if not summary.dry_run:
-        # Written once Kafka answered, before the first record is read: a run refused
-        # before that leaves the file as the last run left it (when it finished, which
-        # the service's schedule reads, or what to resume).
+        # Opened once Kafka answered, and a new run's entries written with its first
+        # save: a run that stops before that leaves the file as the last run left it
+        # (when it finished, which the service's schedule reads, or what to resume).
         run.checkpoint = open_checkpoint(Path(summary.checkpoint), plans)
         summary.resumed = run.checkpoint.resumed
     for plan in plans:

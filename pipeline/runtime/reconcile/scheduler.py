@@ -7,7 +7,8 @@ A new mapping revision reschedules it (a running reconcile finishes with the map
 it started with). A failed run (Salesforce or Kafka unavailable, limits, a
 ``sfamp reconcile`` holding the checkpoint) is logged and retried with a growing
 pause; the service goes on. Stopping the service cancels a run between two
-checkpoints: the next start resumes it.
+checkpoints: the next start resumes it (a run stopped before its first checkpoint
+has nothing to resume: the next start follows the last finished run's schedule).
 """
 
 from __future__ import annotations
