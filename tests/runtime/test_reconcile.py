@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -219,20 +220,27 @@ async def _a_read_older_than_the_stream_does_not_land_last(
     assert per_employee(stack, late) == 150
 
 
+async def _a_finished_run(
+    org: Org, settings: Settings, tmp_path: Path
+) -> tuple[Path, bytes, datetime]:
+    """A reconcile run to its end: its checkpoint, the file's bytes and its finish time."""
+    await org.seed("Account", 2)
+    checkpoint = tmp_path / "reconcile-checkpoint.json"
+    finished = await run_reconcile(settings, CONFIG, checkpoint_path=checkpoint)
+    assert finished.completed, finished.error
+    finished_at, unfinished = checkpoint_status(checkpoint)
+    assert finished_at is not None
+    assert not unfinished
+    return checkpoint, checkpoint.read_bytes(), finished_at
+
+
 async def test_a_run_kafka_refuses_leaves_the_last_finished_run_as_it_was(
     stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
 ) -> None:
     # The service's schedule reads when the last run finished from this file: a refused
     # run that marked it unfinished started a whole reconcile at the service's next start.
-    await org.seed("Account", 2)
     settings = settings_for(stack, topic_prefix)
-    checkpoint = tmp_path / "reconcile-checkpoint.json"
-    finished = await run_reconcile(settings, CONFIG, checkpoint_path=checkpoint)
-    assert finished.completed, finished.error
-    before = checkpoint.read_bytes()
-    finished_at, unfinished = checkpoint_status(checkpoint)
-    assert finished_at is not None
-    assert not unfinished
+    checkpoint, before, finished_at = await _a_finished_run(org, settings, tmp_path)
 
     with socket.socket() as sock:  # a local port nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -258,12 +266,8 @@ async def test_a_run_stopped_before_its_first_batch_leaves_the_last_finished_run
     stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
 ) -> None:
     # Salesforce refusing the catch-up or the Bulk job stops a run at the same point.
-    await org.seed("Account", 2)
     settings = settings_for(stack, topic_prefix)
-    checkpoint = tmp_path / "reconcile-checkpoint.json"
-    finished = await run_reconcile(settings, CONFIG, checkpoint_path=checkpoint)
-    assert finished.completed, finished.error
-    before = checkpoint.read_bytes()
+    checkpoint, before, finished_at = await _a_finished_run(org, settings, tmp_path)
 
     stop = StopRequest()
     stopped = await run_reconcile(
@@ -271,4 +275,4 @@ async def test_a_run_stopped_before_its_first_batch_leaves_the_last_finished_run
     )
     assert stopped.interrupted == "SIGTERM"
     assert checkpoint.read_bytes() == before
-    assert checkpoint_status(checkpoint)[1] is False  # nothing to resume
+    assert checkpoint_status(checkpoint) == (finished_at, False)  # nothing to resume
