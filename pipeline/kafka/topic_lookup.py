@@ -30,7 +30,7 @@ async def find_topic(inspector: KafkaInspector, wanted: str) -> FoundTopic:
         return FoundTopic(expected, exists=False)
     names = inspector.names
     # sfamp's own topics count even before their first write: "DLQ" is near "dlq".
-    known = sorted({*await inspector.topics(), names.dlq, names.replay, names.config, names.sent})
+    known = sorted({*await inspector.topics(), *names.control})
     raise KafkaError(
         f"no topic {wanted!r} under prefix {names.prefix!r}"
         f"{nearest(wanted, known, names.prefix)} (see 'sfamp topics list')"

@@ -117,8 +117,7 @@ def expected_topic(names: TopicNames, wanted: str) -> str | None:
     created when ingest starts for a mapped object, so a missing one is a name
     sfamp does not know (a misspelled object, another prefix).
     """
-    fixed = {names.dlq, names.replay, names.config, names.sent}
-    return next((c for c in (wanted, f"{names.prefix}.{wanted}") if c in fixed), None)
+    return next((c for c in (wanted, f"{names.prefix}.{wanted}") if c in names.control), None)
 
 
 def describe_retention(config: Mapping[str, str] | None) -> str:

@@ -38,6 +38,11 @@ class TopicNames:
         """Compacted: what was last sent per group and reconciled property (a digest)."""
         return f"{self.prefix}.sent"
 
+    @property
+    def control(self) -> frozenset[str]:
+        """sfamp's topics other than the changes topics: created on their first write."""
+        return frozenset({self.replay, self.config, self.dlq, self.sent})
+
     def object_of(self, topic: str) -> str | None:
         """The Salesforce object a changes topic carries, or None for other topics."""
         head = f"{self.prefix}.changes."
