@@ -150,12 +150,7 @@ class CheckpointFile:
     ) -> None:
         state = dict(catch_up or {})
         seen = state.pop("seen", None)
-        entry = {
-            "fingerprint": fingerprint,
-            "position": position.to_json(),
-            "complete": complete,
-            "catch_up": state,
-        }
+        entry = _entry(fingerprint, position, complete, state)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(seen, list):
@@ -166,6 +161,10 @@ class CheckpointFile:
         except OSError as exc:
             raise self._unwritable(exc) from exc
         self.saved = True
+
+    def hold(self, sfdc_object: str, fingerprint: str) -> None:
+        """A new entry (nothing read yet) kept in memory: the next :meth:`save` writes it."""
+        self.objects[sfdc_object] = _entry(fingerprint, ReadPosition(), False, {})
 
     def _temporary(self) -> Path:
         return self.path.with_name(self.path.name + ".tmp")
@@ -283,3 +282,15 @@ def rejected_entries(report: DeliveryReport, sfdc_object: str, now_ms: int) -> l
             )
         )
     return entries
+
+
+def _entry(
+    fingerprint: str, position: ReadPosition, complete: bool, catch_up: dict[str, Any]
+) -> dict[str, Any]:
+    """An object's entry as the file holds it (its seen keys apart)."""
+    return {
+        "fingerprint": fingerprint,
+        "position": position.to_json(),
+        "complete": complete,
+        "catch_up": catch_up,
+    }

@@ -90,13 +90,7 @@ def open_checkpoint(path: Path, plans: list[ObjectPlan]) -> ReconcileCheckpoint:
             # the entry replaced never points at this run's catch-up keys.
             file.save(plan.sfdc_object, plan.fingerprint, ReadPosition())
         else:
-            # A new run: held until its first save (see above).
-            file.objects[plan.sfdc_object] = {
-                "fingerprint": plan.fingerprint,
-                "position": ReadPosition().to_json(),
-                "complete": False,
-                "catch_up": {},
-            }
+            file.hold(plan.sfdc_object, plan.fingerprint)  # a new run: written by its first save
     return ReconcileCheckpoint(file, resumed=previous is not None)
 
 
