@@ -192,6 +192,11 @@ class PublishedMappingUnusable(MappingError):
     start waits for the next import (:func:`pipeline.runtime.start.starting_mapping`)."""
 
 
+class NoMappingToRun(MappingError):
+    """No mapping file is given and nothing is published in sfamp.config: a backfill or a
+    replay ends with this message; ``sfamp run`` waits for the first import."""
+
+
 async def initial_mapping(
     settings: KafkaSettings, mapping_file: Path | None
 ) -> tuple[MappingVersion, int]:
@@ -207,7 +212,8 @@ async def initial_mapping(
     that is invalid, or that cannot be read because Kafka does not answer while a
     file is given (a backfill needs no Kafka), is logged and the file runs. With no
     file, an invalid one raises :class:`PublishedMappingUnusable` (the service waits
-    for the import that replaces it; a command says so in one line).
+    for the import that replaces it; a command says so in one line). With neither,
+    :class:`NoMappingToRun` is raised (the service waits for the first import).
     """
     published, offset = await _published(settings, mapping_file)
     file_version = _file_version(mapping_file) if mapping_file else None
@@ -231,7 +237,7 @@ async def initial_mapping(
         return file_version, offset
     if published:
         return _published_version(published.revision, published.mapping), offset
-    raise MappingError(
+    raise NoMappingToRun(
         "no mapping to run: pass --mapping FILE (or set SFAMP_MAPPING_FILE), "
         "or publish one with 'sfamp config import FILE'"
     )

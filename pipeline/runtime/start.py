@@ -2,11 +2,12 @@
 
 Nothing here ends the start over trouble that waiting can fix: a Kafka that does not
 answer (``kafka_unreachable``), a Salesforce that does not (``mapping_check_retrying``),
-a published mapping the org refuses (``mapping_refused_at_start``) are waited for with
-backoff, each shown in ``/readyz`` through ``ServiceState.starting``; a stop ends the
-wait at once. What only a person can fix (a refused mapping file, a topic that would
-lose data, a CA file that cannot be loaded, an Amplitude API key Amplitude refuses)
-ends it with the error.
+a published mapping the org refuses (``mapping_refused_at_start``) and a first mapping
+not published yet (``mapping_not_published_at_start``) are waited for with backoff, each
+shown in ``/readyz`` through ``ServiceState.starting``; a stop ends the wait at once.
+What only a person can fix (a refused mapping file, a topic that would lose data, a CA
+file that cannot be loaded, an Amplitude API key Amplitude refuses) ends it with the
+error.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pipeline.runtime.mapping_source import (
     MappingHolder,
     MappingRefusal,
     MappingVersion,
+    NoMappingToRun,
     PublishedMappingUnusable,
     accepted_version,
     checked,
@@ -126,22 +128,34 @@ async def starting_mapping(
     start: Callable[[], Awaitable[tuple[MappingVersion, int]]],
 ) -> tuple[MappingVersion, int]:
     """``start()`` (the mapping to run and where to follow sfamp.config from) once Kafka
-    answers and the published revision is one this version can run. With no file to fall
-    back on, a revision it refuses (an older version published it before a rule it
-    breaks) does not end the start, as a revision the org refuses does not: the start
-    waits for the import that replaces it (``/readyz`` and ``/status`` say so)."""
-    backoff = Backoff(first=5.0, ceiling=60.0)
+    answers and a revision this version can run is published. With no file to fall back
+    on, a revision it refuses (an older version published it before a rule it breaks)
+    does not end the start, as a revision the org refuses does not, and neither does an
+    empty sfamp.config (a service deployed before its first ``sfamp config import`` or
+    the console's Save): the start waits for the import (``/readyz`` and ``/status`` say
+    so), reading sfamp.config again every 2 s to 10 s for a first revision, 5 s to 60 s
+    for one that replaces a refused revision."""
+    refused, unpublished = Backoff(first=5.0, ceiling=60.0), Backoff(first=2.0, ceiling=10.0)
     while True:
         try:
             return await when_kafka_answers(settings, state, start)
         except PublishedMappingUnusable as exc:
-            delay = backoff.next()
+            delay = refused.next()
             state.starting = f"{str(exc).splitlines()[0]}; waiting for 'sfamp config import'"
             log.error(
                 "published_mapping_unusable_at_start",
                 reason=str(exc).splitlines()[0],
                 problems=[str(problem) for problem in exc.problems],
                 retry_in=round(delay, 1),
+            )
+        except NoMappingToRun:
+            delay = unpublished.next()
+            topic = f"{settings.kafka.topic_prefix}.config"
+            if unpublished.attempts == 1:  # said once: the wait is the expected first state
+                log.warning("mapping_not_published_at_start", topic=topic)
+            state.starting = (
+                f"no mapping file is given and nothing is published in {topic} yet; "
+                "waiting for 'sfamp config import' (or the console's Save)"
             )
         await asyncio.sleep(delay)
 

@@ -14,7 +14,7 @@ from pipeline.config.settings import KafkaSettings
 from pipeline.config.validation import load_mapping
 from pipeline.errors import KafkaError
 from pipeline.kafka.config_topic import publish_mapping
-from pipeline.runtime.mapping_source import initial_mapping
+from pipeline.runtime.mapping_source import NoMappingToRun, initial_mapping
 from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import MAPPING
 
@@ -80,3 +80,16 @@ async def test_a_file_runs_when_kafka_does_not_answer_and_nothing_runs_without_o
     # What to do: give a file, or point at the Kafka that holds the published mapping.
     assert "--mapping FILE" in str(raised.value)
     assert "SFAMP_KAFKA__BOOTSTRAP_SERVERS" in str(raised.value)
+
+
+async def test_with_neither_a_file_nor_a_published_mapping_nothing_runs(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """What a backfill or a replay says (``sfamp run`` waits for the first import instead)."""
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    with pytest.raises(NoMappingToRun) as raised:
+        await initial_mapping(settings, None)
+    assert str(raised.value) == (
+        "no mapping to run: pass --mapping FILE (or set SFAMP_MAPPING_FILE), "
+        "or publish one with 'sfamp config import FILE'"
+    )

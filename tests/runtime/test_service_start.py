@@ -392,3 +392,46 @@ async def test_a_published_revision_this_version_refuses_is_waited_on_until_repl
         finally:
             service.stop.set()
             await asyncio.wait_for(task, timeout=40)
+
+
+@pytest.mark.integration
+async def test_a_service_started_before_the_first_import_waits_for_it(
+    stack: SandboxStack, topic_prefix: str
+) -> None:
+    """Deployed before its first ``sfamp config import`` (or the console's Save), with no
+    file: not an exit into a restart loop but a wait, said in /readyz, until one is
+    published."""
+    health = free_port()
+    settings = settings_for(
+        stack, topic_prefix, runtime={"health_port": health, "health_host": "127.0.0.1"}
+    )
+    service = Service(ServiceState("all"))
+    with capture_logs() as logs:
+        task = asyncio.create_task(run_service(settings, service=service))
+        try:
+            await wait_until(
+                lambda: task.done() or "nothing is published" in (service.state.starting or ""),
+                what="the start to wait for a first published mapping",
+            )
+            assert not task.done(), task
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{health}") as client:
+                ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            [waiting] = ready.json()["waiting_for"]
+            assert waiting == (
+                f"no mapping file is given and nothing is published in {topic_prefix}.config "
+                "yet; waiting for 'sfamp config import' (or the console's Save)"
+            )
+            await publish_mapping(settings.kafka, MappingConfig.model_validate(MAPPING), now_ms=1)
+            await wait_until(
+                lambda: task.done() or service.state.channels_subscribed,
+                timeout=90,
+                what="the start once a mapping is published",
+            )
+            assert not task.done(), task
+            assert service.state.mapping_revision == "sfamp.config revision 1"
+            said = [e for e in logs if e["event"] == "mapping_not_published_at_start"]
+            assert [e["log_level"] for e in said] == ["warning"]  # once, however long the wait
+        finally:
+            service.stop.set()
+            await asyncio.wait_for(task, timeout=40)
