@@ -168,7 +168,9 @@ class IngestPump:
         self.state.channels_subscribed.clear()
         delay = self._backoff.next()
         self.state.beat("ingest")  # retrying is progress; a restart would not help
-        log.error(
+        # An error when a person must fix it; a warning for what waiting alone clears.
+        say = log.warning if exc.retriable else log.error
+        say(
             "ingest_interrupted",
             error=type(exc).__name__,
             reason=str(exc),

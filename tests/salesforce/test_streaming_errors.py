@@ -116,12 +116,31 @@ async def test_the_org_client_limit_is_named_in_the_error(
 
 
 @pytest.mark.integration
-async def test_a_refused_login_is_logged_as_retried_and_needing_a_fix(
-    salesforce_sandbox: SalesforceSandbox, kafka_bootstrap: str, topic_prefix: str
+@pytest.mark.parametrize(
+    ("refusal", "error", "level", "fix_needed"),
+    [
+        ("password", "SalesforceAuthError", "error", True),
+        ("client limit", "SalesforceUnavailableError", "warning", False),
+    ],
+)
+async def test_an_interrupted_ingest_says_whether_waiting_fixes_it(
+    salesforce_sandbox: SalesforceSandbox,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    refusal: str,
+    error: str,
+    level: str,
+    fix_needed: bool,
 ) -> None:
-    """The ingest loop retries every error: its log says so, and what waiting cannot fix."""
+    """The ingest loop retries every error: its log says so, and what waiting cannot fix
+    (a refused password) is an error where what clears by itself (the org's limit of
+    streaming clients) is a warning."""
+    refused = {"password": "wrong"} if refusal == "password" else {}
+    if refusal == "client limit":
+        assert salesforce_sandbox.state.cometd is not None
+        salesforce_sandbox.state.cometd.max_clients = 0
     settings = Settings(
-        salesforce=sandbox_settings(salesforce_sandbox, password="wrong"),
+        salesforce=sandbox_settings(salesforce_sandbox, **refused),
         kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix),
     )
     config = parse_mapping(json.dumps(ACCOUNT_MAPPING))
@@ -139,12 +158,12 @@ async def test_a_refused_login_is_logged_as_retried_and_needing_a_fix(
                 await wait_until(
                     lambda: any(e["event"] == "ingest_interrupted" for e in logs),
                     timeout=20,
-                    what="the ingest loop to log the refused login",
+                    what=f"the ingest loop to log the refusal ({refusal})",
                 )
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
     line = next(e for e in logs if e["event"] == "ingest_interrupted")
-    assert (line["retriable"], line["fix_needed"]) == (True, True)
-    assert line["error"] == "SalesforceAuthError"
+    assert (line["retriable"], line["fix_needed"]) == (True, fix_needed)
+    assert (line["error"], line["log_level"]) == (error, level)
     assert line["retry_in_seconds"] > 0
