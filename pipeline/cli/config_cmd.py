@@ -170,7 +170,7 @@ def export(
     """Print (or write) the mapping currently published in sfamp.config."""
     settings = reporting_settings()
     topic = TopicNames(settings.kafka.topic_prefix).config
-    published = asyncio.run(stored_revision(settings.kafka))
+    published = asyncio.run(stored_revision(quick_settings(settings.kafka)))
     if published.revision == 0 and published.document is None:
         raise MappingError(
             f"no mapping is published in {topic} yet; publish one with 'sfamp config import FILE'"

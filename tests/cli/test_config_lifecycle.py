@@ -22,6 +22,7 @@ from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import MAPPING, running, settings_for
 from tests.support.mappings import marked_twice
+from tests.support.silent_kafka import silent_kafka
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -195,6 +196,29 @@ async def test_import_without_kafka_fails_before_the_online_checks(
     assert "verified" not in out  # nothing checked against the org first
     assert "not answering" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["export", "import"])
+async def test_config_commands_give_up_on_a_silent_kafka_as_the_inspector_does(
+    stack: SandboxStack, tmp_path: Path, command: str
+) -> None:
+    """A listener that never speaks Kafka (a TLS port, a stuck broker) gets the inspector's
+    quick answer, not the service's request timeout (here 600 s: past the wait below)."""
+    mapping = _write(tmp_path / "mapping.json", MAPPING)
+    args = ["export"] if command == "export" else ["import", str(mapping), "--no-verify"]
+    async with silent_kafka() as kafka:
+        env = _env(
+            stack,
+            "silent",
+            SFAMP_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap,
+            SFAMP_KAFKA__REQUEST_TIMEOUT_SECONDS="600",
+        )
+        code, out, err = await sfamp(env, "config", *args, cwd=tmp_path)
+    assert (code, out) == (1, "")
+    assert err.strip().endswith(
+        "accepts connections but no Kafka handshake succeeds: the broker is stuck, or "
+        "SFAMP_KAFKA__SECURITY_PROTOCOL and the TLS and SASL settings do not match its listener"
+    ), err
 
 
 async def test_import_replaces_a_published_revision_this_version_refuses(
