@@ -57,10 +57,16 @@ def age_level(age_seconds: float) -> Level:
     return "warn" if hours >= WARN_AFTER_HOURS else "ok"
 
 
+def mark_age_seconds(mark: ReplayMark, now: int) -> float:
+    """Seconds from the commit of the event behind the replay id (else from when the mark
+    was stored: a channel that has seen no event yet) to ``now`` (Unix ms)."""
+    since = mark.event_ts_ms if mark.event_ts_ms is not None else mark.stored_at_ms
+    return max(0.0, (now - since) / 1000)
+
+
 def replay_age(mark: ReplayMark, now: int) -> ReplayAge:
     """Age of the event behind the replay id (its commit time; else when it was stored)."""
-    since = mark.event_ts_ms if mark.event_ts_ms is not None else mark.stored_at_ms
-    age = max(0.0, (now - since) / 1000)
+    age = mark_age_seconds(mark, now)
     note = "" if mark.event_ts_ms is not None else "no event time stored; aged from stored_at"
     return ReplayAge(
         mark.channel, age_level(age), mark.replay_id, mark.stored_at_ms, mark.event_ts_ms, age, note

@@ -228,7 +228,10 @@ class IngestPump:
                 channels=sorted(cdc.subscribed),
                 replay_from={c: storage.marks.get(c, default) for c in channels},
             )
-            await self._mark_subscribed(channels, checkpoints, storage)
+            fresh = await self._mark_subscribed(channels, checkpoints, storage)
+            self.metrics.follow_replay_marks(
+                {c: m for c, m in checkpoints.marks.items() if c in channels} | fresh
+            )
             for request in checkpoints.resyncs.values():
                 if request.sfdc_object in config.objects:
                     self._resyncs.start(request)
@@ -245,8 +248,9 @@ class IngestPump:
 
     async def _mark_subscribed(
         self, channels: list[str], checkpoints: _Checkpoints, storage: DurableReplayStorage
-    ) -> None:
-        """Give every channel a durable starting point from its first subscription on.
+    ) -> dict[str, ReplayMark]:
+        """Give every channel a durable starting point from its first subscription on (the
+        marks stored now, by channel).
 
         Without one, a restart would subscribe from the newest event and skip what
         changed while sfamp was down on a channel that had not seen an event yet.
@@ -261,6 +265,7 @@ class IngestPump:
             await self._producer.send_all([(self._topics.replay, *m.encode()) for m in fresh])
         for mark in fresh:  # also for aiocometd's own reconnects from now on
             storage.restart_from(mark.channel, EARLIEST)
+        return {mark.channel: mark for mark in fresh}
 
     async def _consume(self, cdc: CdcSubscriber, storage: DurableReplayStorage) -> None:
         async for batch in cdc.batches():
@@ -391,9 +396,7 @@ class IngestPump:
         await self._producer.send_all([(self._topics.replay, *mark.encode()) for mark in marks])
         for mark in marks:
             storage.advance(mark.channel, mark.replay_id)
-            if mark.event_ts_ms is not None:
-                age = max(0.0, (mark.stored_at_ms - mark.event_ts_ms) / 1000)
-                self.metrics.replay_id_age.labels(mark.channel).set(age)
+            self.metrics.replay_stored(mark)
 
     # -- checkpoints --------------------------------------------------------------
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pipeline.amplitude.delivery import Answer, is_invalid_api_key
+from pipeline.kafka.records import ReplayMark
+from pipeline.kafka.replay_age import mark_age_seconds
 
 
 class Metrics:
@@ -21,10 +26,12 @@ class Metrics:
         )
         self.replay_id_age = Gauge(
             "sfamp_replay_id_age_seconds",
-            "Age of the newest replay id stored per channel",
+            "Age of the stored replay id per subscribed channel: since its event's commit "
+            "(since it was stored, before the channel's first event)",
             ["channel"],
             registry=r,
         )
+        self._replay_marks: dict[str, ReplayMark] = {}
         self.consumer_lag = Gauge(
             "sfamp_consumer_lag_messages", "Messages not yet consumed by deliver", registry=r
         )
@@ -124,6 +131,28 @@ class Metrics:
             self.amplitude_key_refused.set(1)
         elif answer.status is not None and 200 <= answer.status < 300:
             self.amplitude_key_refused.set(0)
+
+    def follow_replay_marks(self, marks: Mapping[str, ReplayMark]) -> None:
+        """Report the replay id age of these channels, the ones subscribed, and no other."""
+        for channel in set(self._replay_marks) - set(marks):
+            self.replay_id_age.remove(channel)
+            del self._replay_marks[channel]
+        for mark in marks.values():
+            self.replay_stored(mark)
+
+    def replay_stored(self, mark: ReplayMark) -> None:
+        """``sfamp_replay_id_age_seconds`` of the mark's channel follows ``mark`` from now on.
+
+        The age is taken at every scrape, as ``sfamp replay status`` takes it, so it grows
+        on a quiet channel: Salesforce keeps change events 72 h, and a restart past that
+        re-syncs the object.
+        """
+        channel = mark.channel
+        if channel not in self._replay_marks:
+            self.replay_id_age.labels(channel).set_function(
+                lambda: mark_age_seconds(self._replay_marks[channel], int(time.time() * 1000))
+            )
+        self._replay_marks[channel] = mark
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

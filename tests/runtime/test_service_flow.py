@@ -178,6 +178,32 @@ async def test_health_endpoints_report_readiness_status_and_metrics(
         assert f"sfamp_amplitude_concurrency {float(concurrency['level'])}" in metrics
 
 
+async def test_the_replay_id_age_is_reported_from_the_subscription_and_grows_while_quiet(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    """A quiet org: the subscribed channel has a series before its first event (what the
+    SfampIngestMissing rule looks for), aged at every scrape as ``sfamp replay status`` ages
+    it (what SfampReplayIdOld looks for); an event's commit starts it again."""
+    settings = settings_for(stack, topic_prefix)
+    async with running(settings, mapping_file) as service:
+
+        def age() -> float | None:
+            return service.metrics.registry.get_sample_value(
+                "sfamp_replay_id_age_seconds", {"channel": "/data/AccountChangeEvent"}
+            )
+
+        await wait_until(lambda: age() is not None, what="a series for the quiet channel")
+        first = age()
+        assert first is not None
+        await wait_until(lambda: (age() or 0.0) > first, what="the age to grow while quiet")
+        before = age()
+        assert before is not None
+        await org.create("Account", Name="Ages the replay id again")
+        await wait_until(
+            lambda: (age() or before) < before, what="the age to count from the new event"
+        )
+
+
 async def test_a_health_port_taken_after_the_check_stops_the_start_before_any_pump(
     stack: SandboxStack, topic_prefix: str, mapping_file: Path
 ) -> None:
