@@ -138,7 +138,13 @@ def import_(
         )
         previous = before.mapping if before is not None else stored.mapping
         backfill = mapping.objects_to_backfill(previous)
-        if backfill and previous is not None:
+        if before is None and stored.revision == 0:  # the first ever: nothing sent yet
+            console.print(
+                "records already in Salesforce reach Amplitude from a backfill, run once:",
+                highlight=False,
+            )
+            console.print("  sfamp backfill", highlight=False)
+        elif backfill and previous is not None:
             objects = " ".join(f"--object {name}" for name in backfill)
             # The command on a line of its own, never wrapped: it is there to be copied.
             console.print("existing groups get what it adds from a backfill:", highlight=False)

@@ -52,6 +52,8 @@ class SaveOutcome:
     mapping_json: str = ""
     # The objects whose existing groups get what a new revision adds only from a backfill.
     backfill: tuple[str, ...] = ()
+    # The first revision ever published: its records reach Amplitude from a whole backfill.
+    first: bool = False
 
 
 async def _verification(
@@ -119,7 +121,9 @@ async def publish_over(console: Console, mapping: MappingConfig, base: int) -> S
     published = await publish_mapping(console.settings.kafka, mapping, now_ms=console.now_ms())
     previous = stored.mapping  # as far as the format reads one this version refuses
     backfill = mapping.objects_to_backfill(previous) if previous is not None else []
-    return SaveOutcome("published", published.revision, dump_mapping(mapping), tuple(backfill))
+    return SaveOutcome(
+        "published", published.revision, dump_mapping(mapping), tuple(backfill), revision == 0
+    )
 
 
 async def save(request: web.Request) -> web.StreamResponse:

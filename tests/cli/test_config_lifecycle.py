@@ -76,6 +76,11 @@ async def test_import_verifies_publishes_and_export_round_trips(
     assert code == 0, err
     assert "admin@sandbox.example" in out  # verify ran and shows the connected user
     assert "published revision 1" in out
+    # The first revision: nothing of the org is in Amplitude yet.
+    assert out.splitlines()[-2:] == [
+        "records already in Salesforce reach Amplitude from a backfill, run once:",
+        "  sfamp backfill",
+    ]
     code, out, err = await sfamp(env, "config", "import", "--no-verify", str(mapping), cwd=tmp_path)
     assert code == 0, err
     assert out.strip() == (
