@@ -77,11 +77,10 @@ def _render(report: dict[str, Any]) -> None:
         mapping = kafka["mapping"]
         table.add_row("Kafka", kafka["bootstrap_servers"])
         table.add_row("Mapping", mapping_lines(mapping, service))
-        table.add_row(
-            "Lag",
-            f"{plural(kafka['lag_messages'], 'message')}, oldest unflushed change "
-            f"{format_duration(kafka['lag_seconds'])} old",
-        )
+        lag = plural(kafka["lag_messages"], "message")
+        if kafka["lag_messages"]:
+            lag += f", oldest unflushed change {format_duration(kafka['lag_seconds'])} old"
+        table.add_row("Lag", lag)
         replay = kafka["replay"] or [{"channel": "(none stored yet)", "status": "ok"}]
         table.add_row(
             "Replay ids",

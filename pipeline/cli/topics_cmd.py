@@ -204,10 +204,8 @@ def describe(topic: str = TOPIC, as_json: bool = JSON) -> None:
     if group is not None:
         _, lag_time = _lag_cells(state, now)
         lag = "-" if state.lag is None else plural(state.lag, "message")
-        console.print(
-            f"deliver group {group}: lag {lag}, oldest unflushed change {lag_time} old",
-            highlight=False,
-        )
+        oldest = f", oldest unflushed change {lag_time} old" if state.lag else ""
+        console.print(f"deliver group {group}: lag {lag}{oldest}", highlight=False)
     console.print(_partition_table(state))
     console.print(_config_table(state))
 

@@ -75,6 +75,11 @@ async def test_status_without_a_service_says_so(client: Client) -> None:
     assert "<h1>Status</h1>" in html
     assert 'hx-get="/status/live" hx-trigger="every 5s"' in html
     assert "no service answers at" in html
+    # A newcomer may not have started it yet: that comes first, the setting second.
+    assert (
+        'data-testid="service-hint">Start the service (<code>sfamp run</code>) with the same '
+        "settings; if it runs elsewhere, set SFAMP_CONSOLE__SERVICE_URL to its health port."
+    ) in html
     assert "The chart needs a running service" in html
 
 

@@ -51,6 +51,11 @@ async def test_a_fresh_cluster_with_a_working_org_is_healthy(
     assert report["kafka"]["dlq_pending"] == 0
     assert report["kafka"]["replay"] == []
     assert report["salesforce"]["user_email"] == "admin@sandbox.example"
+    table = await sfamp("status")
+    assert table.exit_code == 0, table.output
+    # Nothing waits: no age of an "oldest unflushed change" that does not exist.
+    [lag] = [line for line in table.stdout.splitlines() if "│ Lag " in line]
+    assert lag.split("│")[2].strip() == "0 messages", lag
 
 
 async def test_unreachable_salesforce_and_service_say_why_in_words(cli: Cli) -> None:
