@@ -208,7 +208,7 @@ class IngestPump:
         # A mapping edit may have added an object: its topic must exist before writes.
         await ensure_topics(self.settings.kafka, sfamp_topics(self.settings.kafka, config.objects))
         checkpoints = await self._read_checkpoints()
-        default = EARLIEST if self.settings.salesforce.replay_start == "earliest" else LATEST
+        default = unmarked_start(checkpoints.marks, self.settings.salesforce.replay_start)
         storage = DurableReplayStorage(
             {c: m.replay_id for c, m in checkpoints.marks.items() if c in channels},
             default=default,
@@ -418,6 +418,18 @@ class IngestPump:
             except EnvelopeError as exc:
                 log.error("replay_record_unreadable", key=name, reason=str(exc))
         return checkpoints
+
+
+def unmarked_start(marks: Mapping[str, ReplayMark], replay_start: str) -> int:
+    """Where a channel with no stored replay id subscribes from.
+
+    ``replay_start`` (``SFAMP_SALESFORCE__REPLAY_START``) holds while nothing is stored for
+    any channel: sfamp's first start on the org, before any backfill. Once something is, a
+    channel without a mark was added since by a mapping revision, and a backfill of its
+    object may have ended before this subscription: the latest event would skip the
+    changes in between, so it replays the retained events (-2; harmless) instead.
+    """
+    return EARLIEST if marks or replay_start == "earliest" else LATEST
 
 
 def _position(message: Mapping[str, Any]) -> tuple[str, int | None]:

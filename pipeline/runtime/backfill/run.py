@@ -47,6 +47,7 @@ from pipeline.runtime.backfill.read import (
     read_batches,
 )
 from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, ObjectSummary
+from pipeline.runtime.backfill.stream_start import record_stream_start, stream_start_recorded
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.recorder import command_recorder
 from pipeline.runtime.salesforce_reads import fields_to_read
@@ -125,6 +126,9 @@ async def run_backfill(
         )  # fmt: skip
         if checkpoint is not None:  # what a reconcile compares; a dry run sends nothing
             run.sent = command_recorder(settings.kafka, None, stack)  # learns each describe
+            # Beside the reads; the run ends once it is stored (or known not to be).
+            marking = asyncio.create_task(record_stream_start(settings, config.objects))
+            stack.push_async_callback(stream_start_recorded, marking)
         calls_before = sf.rest.api_calls
         try:
             work = ticking(progress, _backfill_objects(run))  # timely lines on a slow Amplitude
