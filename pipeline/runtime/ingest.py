@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -44,20 +43,22 @@ from pipeline.errors import (
     SfampError,
 )
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
-from pipeline.kafka.compacted import read_table
 from pipeline.kafka.producer import ChangeProducer, Record
 from pipeline.kafka.records import (
-    RESYNC_PREFIX,
     DlqEntry,
     ReplayMark,
     ResyncRequest,
-    decode_replay_mark,
-    decode_resync,
 )
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.cadence import now_ms
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.replay_start import (
+    Checkpoints,
+    SkippedObjects,
+    read_checkpoints,
+    unmarked_start,
+)
 from pipeline.runtime.resync import Resyncs
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import (
@@ -69,7 +70,6 @@ from pipeline.runtime.salesforce_reads import (
 from pipeline.runtime.state import ServiceState
 from pipeline.salesforce.cdc import (
     EARLIEST,
-    LATEST,
     CdcSubscriber,
     DurableReplayStorage,
     channel_for,
@@ -89,12 +89,6 @@ HEARTBEAT_SECONDS = 5.0
 
 # Builds a fresh CometD authenticator for each (re)connection.
 AuthenticatorFactory = Callable[[], AuthenticatorBase]
-
-
-@dataclass(slots=True)
-class _Checkpoints:
-    marks: dict[str, ReplayMark]
-    resyncs: dict[str, ResyncRequest]
 
 
 class IngestPump:
@@ -124,6 +118,13 @@ class IngestPump:
             holder, salesforce, producer, self._topics, self._schemas, state, metrics
         )
         self._gap_resyncs: set[str] = set()
+        # On a custom channel, the events of objects no mapping names yet.
+        self._skipped = SkippedObjects()
+
+    @property
+    def skipped_objects(self) -> list[str]:
+        """Objects whose events a custom channel skipped since start (no mapping names them)."""
+        return self._skipped.objects
 
     @property
     def resyncs_done(self) -> int:
@@ -151,7 +152,9 @@ class IngestPump:
                 config = self.holder.current
                 self.state.channels_expected = set(self.channels(config))
                 try:
-                    await self._until_channels_change(config)
+                    replay_from = await self._until_channels_change(config)
+                    if replay_from is not None:
+                        await self._rewind(replay_from)
                 except ReplayIdExpiredError as exc:
                     objects = self.objects_of(exc.channel, config)
                     try:
@@ -181,7 +184,9 @@ class IngestPump:
         )
         await asyncio.sleep(delay)
 
-    async def _until_channels_change(self, config: MappingConfig) -> None:
+    async def _until_channels_change(self, config: MappingConfig) -> int | None:
+        """Pump until the channels change (or the pump ends); the replay id the custom
+        channel must resume from when a revision maps objects whose events it skipped."""
         channels = self.channels(config)
         pump = asyncio.create_task(self._subscribe_and_pump(config, channels))
         changed: asyncio.Task[object] | None = None
@@ -192,11 +197,14 @@ class IngestPump:
                 done, _ = await asyncio.wait({pump, changed}, return_when=asyncio.FIRST_COMPLETED)
                 if pump in done:
                     pump.result()
-                    return
+                    return None
                 seen = self.holder.generation
+                replay_from = self._skipped.replay_from(config, self.holder.current)
+                if replay_from is not None:
+                    return replay_from
                 if self.channels(self.holder.current) != channels:
                     log.info("ingest_resubscribing", channels=self.channels(self.holder.current))
-                    return
+                    return None
         finally:
             # Also when this task is cancelled (shutdown): nothing may outlive the pump.
             for task in (pump, changed):
@@ -204,10 +212,17 @@ class IngestPump:
                     task.cancel()
             await asyncio.gather(pump, return_exceptions=True)
 
+    async def _rewind(self, replay_from: int) -> None:
+        """Store ``replay_from`` for the custom channel: the next subscription resumes there."""
+        channel = self.settings.salesforce.cdc_channel
+        assert channel is not None
+        mark = ReplayMark(channel, replay_from, now_ms())
+        await self._producer.send_all([(self._topics.replay, *mark.encode())])
+
     async def _subscribe_and_pump(self, config: MappingConfig, channels: list[str]) -> None:
         # A mapping edit may have added an object: its topic must exist before writes.
         await ensure_topics(self.settings.kafka, sfamp_topics(self.settings.kafka, config.objects))
-        checkpoints = await self._read_checkpoints()
+        checkpoints = await read_checkpoints(self.settings.kafka, self._topics.replay)
         default = unmarked_start(checkpoints.marks, self.settings.salesforce.replay_start)
         storage = DurableReplayStorage(
             {c: m.replay_id for c, m in checkpoints.marks.items() if c in channels},
@@ -247,7 +262,7 @@ class IngestPump:
                 await asyncio.gather(consume, watch, return_exceptions=True)
 
     async def _mark_subscribed(
-        self, channels: list[str], checkpoints: _Checkpoints, storage: DurableReplayStorage
+        self, channels: list[str], checkpoints: Checkpoints, storage: DurableReplayStorage
     ) -> dict[str, ReplayMark]:
         """Give every channel a durable starting point from its first subscription on (the
         marks stored now, by channel).
@@ -307,6 +322,9 @@ class IngestPump:
                 envelopes = []
             for envelope in envelopes:
                 if envelope.object not in config.objects:
+                    if channel == self.settings.salesforce.cdc_channel:
+                        last = storage.marks.get(channel, storage.default)  # before this batch
+                        self._skipped.skip(envelope.object, last)
                     continue
                 if envelope.op == "gap_overflow" or envelope.record_id.endswith("*"):
                     overflows.add(envelope.object)
@@ -397,39 +415,6 @@ class IngestPump:
         for mark in marks:
             storage.advance(mark.channel, mark.replay_id)
             self.metrics.replay_stored(mark)
-
-    # -- checkpoints --------------------------------------------------------------
-
-    async def _read_checkpoints(self) -> _Checkpoints:
-        table, _ = await read_table(self.settings.kafka, self._topics.replay)
-        checkpoints = _Checkpoints({}, {})
-        for key, (value, _offset) in table.items():
-            if value is None:
-                continue
-            name = key.decode(errors="replace")
-            try:
-                if name.startswith(RESYNC_PREFIX):
-                    request = decode_resync(value)
-                    checkpoints.resyncs[request.sfdc_object] = request
-                else:
-                    mark = decode_replay_mark(key, value)
-                    if mark is not None:
-                        checkpoints.marks[mark.channel] = mark
-            except EnvelopeError as exc:
-                log.error("replay_record_unreadable", key=name, reason=str(exc))
-        return checkpoints
-
-
-def unmarked_start(marks: Mapping[str, ReplayMark], replay_start: str) -> int:
-    """Where a channel with no stored replay id subscribes from.
-
-    ``replay_start`` (``SFAMP_SALESFORCE__REPLAY_START``) holds while nothing is stored for
-    any channel: sfamp's first start on the org, before any backfill. Once something is, a
-    channel without a mark was added since by a mapping revision, and a backfill of its
-    object may have ended before this subscription: the latest event would skip the
-    changes in between, so it replays the retained events (-2; harmless) instead.
-    """
-    return EARLIEST if marks or replay_start == "earliest" else LATEST
 
 
 def _position(message: Mapping[str, Any]) -> tuple[str, int | None]:

@@ -16,7 +16,7 @@ from pipeline.kafka.compacted import read_table
 from pipeline.kafka.config_topic import publish_mapping
 from pipeline.kafka.records import ReplayMark, decode_replay_mark
 from pipeline.runtime.backfill import run_backfill
-from pipeline.runtime.ingest import unmarked_start
+from pipeline.runtime.replay_start import SkippedObjects, unmarked_start
 from pipeline.salesforce.cdc import EARLIEST, LATEST
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import free_port
@@ -36,6 +36,20 @@ def test_the_replay_start_setting_holds_until_a_replay_id_is_stored() -> None:
     # Any stored mark: the service ran on this org, or a backfill did.
     mark = ReplayMark("/data/AccountChangeEvent", 41, stored_at_ms=1)
     assert unmarked_start({mark.channel: mark}, "latest") == EARLIEST
+
+
+def test_a_revision_rewinds_a_custom_channel_to_the_first_event_it_skipped() -> None:
+    only_account = MappingConfig.model_validate(MAPPING)
+    with_plan = MappingConfig.model_validate({**MAPPING, "mappings": [*MAPPING["mappings"], PLAN]})
+    skipped = SkippedObjects()
+    assert skipped.replay_from(only_account, with_plan) is None  # nothing skipped: no rewind
+    skipped.skip("Plan__c", 40)
+    skipped.skip("Plan__c", 52)  # the first one counts
+    skipped.skip("Contact", 31)  # not added by this revision: kept for a later one
+    assert skipped.replay_from(only_account, with_plan) == 40
+    assert skipped.objects == ["Contact"]
+    skipped.skip("Plan__c", LATEST)  # stored nothing yet: the retained events
+    assert skipped.replay_from(only_account, with_plan) == EARLIEST
 
 
 async def test_a_change_between_a_backfill_and_the_first_start_is_delivered(
@@ -103,4 +117,28 @@ async def test_a_channel_a_revision_adds_replays_what_changed_before_its_subscri
             lambda: group(stack, "plan", plan) == {"seats": 12},
             timeout=60,
             what="the change made before the new channel was subscribed",
+        )
+
+
+async def test_a_custom_channel_reads_again_what_it_skipped_for_an_object_a_revision_adds(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    """One channel for every object: events of an object no mapping names are skipped, so
+    a revision that maps it rewinds the channel to the first one skipped."""
+    settings = settings_for(stack, topic_prefix, salesforce={"cdc_channel": "/data/ChangeEvents"})
+    async with running(settings, mapping_file) as service:
+        account = await org.create("Account", Name="Followed")
+        await wait_until(lambda: group(stack, "account", account) is not None)
+        plan = await org.create("Plan__c", Name="Skipped", Seats__c=7)
+        assert service.ingest is not None
+        await wait_until(
+            lambda: service.ingest is not None and service.ingest.skipped_objects == ["Plan__c"],
+            what="the Plan__c event to be skipped",
+        )
+        added = MappingConfig.model_validate({**MAPPING, "mappings": [*MAPPING["mappings"], PLAN]})
+        await publish_mapping(settings.kafka, added, now_ms=int(time.time() * 1000))
+        await wait_until(
+            lambda: group(stack, "plan", plan) == {"seats": 7},
+            timeout=60,
+            what="the skipped Plan__c change, read again once a revision maps Plan__c",
         )
