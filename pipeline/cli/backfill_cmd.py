@@ -133,8 +133,8 @@ def backfill(
     Reads through Bulk API 2.0 (REST for small objects), transforms with the same
     code as the stream, and checkpoints after every delivered batch: --resume
     continues an interrupted run. Each object ends with catch-up reads of records
-    changed meanwhile, so no value read earlier lands over a newer one. Exits 1 when
-    the run stopped early (for example on REQUEST_LIMIT_EXCEEDED), 3 when it
+    changed meanwhile, so no value read earlier lands over a newer one. Exits 1
+    when the run stopped early (for example on REQUEST_LIMIT_EXCEEDED), 3 when it
     completed but Amplitude rejected identifications (they wait in the DLQ), 130
     on Ctrl-C and 143 on SIGTERM; the checkpoint of what was delivered is kept.
     """

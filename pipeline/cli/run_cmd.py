@@ -35,10 +35,11 @@ ROLE = typer.Option(
 def run(role: RoleChoice = ROLE, mapping: Path | None = MAPPING) -> None:
     """Follow Salesforce CDC and keep Amplitude group properties in step.
 
-    Runs until SIGTERM or Ctrl-C, then drains within SFAMP_RUNTIME__DRAIN_TIMEOUT_SECONDS.
-    Health: /healthz, /readyz, /status and /metrics on SFAMP_RUNTIME__HEALTH_PORT.
-    With no mapping file and nothing published, it waits for the first import
-    ('sfamp config import', or Save in the console).
+    Runs until SIGTERM or Ctrl-C, then drains within
+    SFAMP_RUNTIME__DRAIN_TIMEOUT_SECONDS. Health: /healthz, /readyz, /status and
+    /metrics on SFAMP_RUNTIME__HEALTH_PORT. With no mapping file and nothing
+    published, it waits for the first import ('sfamp config import', or Save in
+    the console).
     """
     settings = settings_or_exit()
     try:

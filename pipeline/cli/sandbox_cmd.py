@@ -147,9 +147,10 @@ def up(
 ) -> None:
     """Start Kafka and both sandboxes and leave them running until Ctrl-C or SIGTERM.
 
-    Prints one block of SFAMP_* exports (credentials, Kafka, both URLs, the Amplitude
-    keys, a free health port): paste it in another shell and every sfamp command,
-    `sfamp run` included, uses the stack. A taken port is named with its option.
+    Prints one block of SFAMP_* exports (credentials, Kafka, both URLs, the
+    Amplitude keys, a free health port): paste it in another shell and every sfamp
+    command, `sfamp run` included, uses the stack. A taken port is named with its
+    option.
     """
     from pipeline.sandbox_stack import SandboxStack, console_url, health_port_for_run
     from sfamp_sandbox.salesforce.seed import seed as sandbox_seed

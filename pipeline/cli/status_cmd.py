@@ -49,7 +49,8 @@ def status(service_url: str | None = SERVICE_URL, as_json: bool = JSON) -> None:
 
     Exits 1 when Kafka cannot be reached or Salesforce refuses the login (or has
     no credentials): a deployment cannot work without either. No service
-    answering on the health port is shown but is no failure (it may run elsewhere).
+    answering on the health port is shown but is no failure (it may run
+    elsewhere).
     """
     settings = inspection_settings()
     url = service_url or f"http://127.0.0.1:{settings.runtime.health_port}"

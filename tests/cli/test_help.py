@@ -38,6 +38,15 @@ def test_each_summary_is_one_short_sentence(path: tuple[str, ...]) -> None:
 
 
 @pytest.mark.parametrize("path", list(COMMANDS), ids=lambda path: " ".join(path) or "sfamp")
+def test_the_help_text_fits_an_80_column_terminal_as_written(path: tuple[str, ...]) -> None:
+    """Its line breaks are kept: a line longer than the 78 columns inside the frame wraps
+    on its own and leaves a word alone on the next line."""
+    body = inspect.cleandoc(COMMANDS[path].help or "").split("\n\n")[1:]
+    long = [line for paragraph in body for line in paragraph.splitlines() if len(line) > 78]
+    assert not long, long
+
+
+@pytest.mark.parametrize("path", list(COMMANDS), ids=lambda path: " ".join(path) or "sfamp")
 def test_no_flag_shows_a_type(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
