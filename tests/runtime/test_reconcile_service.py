@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.validation import load_mapping
+from pipeline.runtime.reconcile.run import run_reconcile
 from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org, running, settings_for, wait_until
 from tests.runtime.test_reconcile import MAPPING
@@ -63,4 +65,24 @@ async def test_the_reconcile_runs_at_its_slot_and_a_new_revision_reschedules_it(
         await wait_until(lambda: "last" in again.state.reconcile, what="the checkpoint read")
         finished = datetime.fromisoformat(again.state.reconcile["last"]["finished_at"])
         gauge = again.metrics.reconcile_last_success.collect()[0].samples[0].value
+        assert gauge == finished.timestamp() > 0
+
+
+async def test_a_reconcile_run_beside_the_service_is_shown_without_a_restart(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A scheduled reconcile off and ``sfamp reconcile`` in a cron job instead: the service
+    shows that run, and the stale-reconcile alert's gauge follows it."""
+    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path / "state")})
+    await org.seed("Account", 2)
+    mapping = _write(tmp_path / "mapping.json", {"mode": "off"})
+    async with running(settings, mapping, role="ingest") as service:
+        reconcile = service.state.reconcile
+        await wait_until(lambda: reconcile.get("schedule") == "off", what="the schedule shown")
+        assert "last" not in reconcile
+        summary = await run_reconcile(settings, load_mapping(mapping))
+        assert summary.completed, summary.error
+        await wait_until(lambda: "last" in reconcile, what="the run beside it, shown")
+        finished = datetime.fromisoformat(reconcile["last"]["finished_at"])
+        gauge = service.metrics.reconcile_last_success.collect()[0].samples[0].value
         assert gauge == finished.timestamp() > 0

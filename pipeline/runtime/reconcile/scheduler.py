@@ -61,15 +61,12 @@ class ReconcileScheduler:
         self._retry = Backoff(first=60.0, ceiling=3600.0)
         self._retry_at: datetime | None = None
         self.last_finished: datetime | None = None
+        self._checkpoint_stamp: int | None = -1  # the checkpoint file's mtime when last read
         self.interrupted = False
         self.runs = 0
 
     async def run(self) -> None:
-        self.last_finished, self.interrupted = checkpoint_status(default_checkpoint(self.settings))
-        if self.last_finished is not None:
-            self.state.reconcile["last"] = {"finished_at": self.last_finished.isoformat()}
-            # From the start, so that an alert on a stale reconcile outlives restarts.
-            self.metrics.reconcile_last_success.set(self.last_finished.timestamp())
+        self._read_checkpoint()
         while True:
             due = self._next_due()  # None: off, until a new mapping sets a schedule
             if not await self._wait_for(due):
@@ -100,9 +97,36 @@ class ReconcileScheduler:
             if self.holder.generation != generation:
                 log.info("reconcile_rescheduled", revision=self.holder.version.source)
                 return False
+            if self._read_checkpoint():
+                return False  # a run of its own (`sfamp reconcile`) finished meanwhile
             remaining = 1.0 if due is None else (due - self._clock()).total_seconds()
             await asyncio.sleep(min(1.0, max(0.01, remaining)))
         return True
+
+    def _read_checkpoint(self) -> bool:
+        """Take the last finished run from the checkpoint when it changed since last read
+        (at start, and after an `sfamp reconcile` beside the service, which writes the same
+        file); True when that run is newer than the one known."""
+        stamp = self._checkpoint_written()
+        if stamp == self._checkpoint_stamp:
+            return False
+        self._checkpoint_stamp = stamp
+        finished, interrupted = checkpoint_status(default_checkpoint(self.settings))
+        if finished is None or (self.last_finished is not None and finished <= self.last_finished):
+            self.interrupted = self.interrupted if self.last_finished else interrupted
+            return False
+        self.last_finished, self.interrupted = finished, False
+        self.state.reconcile["last"] = {"finished_at": finished.isoformat()}
+        # From the start, so that an alert on a stale reconcile outlives restarts.
+        self.metrics.reconcile_last_success.set(finished.timestamp())
+        return True
+
+    def _checkpoint_written(self) -> int | None:
+        """The checkpoint file's modification time (ns), None when there is none."""
+        try:
+            return default_checkpoint(self.settings).stat().st_mtime_ns
+        except OSError:
+            return None
 
     async def run_once(self) -> ReconcileSummary:
         """One reconcile now, with the current mapping; state and metrics follow it."""
@@ -120,6 +144,7 @@ class ReconcileScheduler:
             )
         finally:
             self.state.reconcile.pop("running", None)
+            self._checkpoint_stamp = self._checkpoint_written()  # this run's own writes
         self._finished(summary, started, time.monotonic() - began)
         return summary
 
