@@ -140,7 +140,8 @@ def import_(
         backfill = mapping.objects_to_backfill(previous)
         if before is None and stored.revision == 0:  # the first ever: nothing sent yet
             console.print(
-                "records already in Salesforce reach Amplitude from a backfill, run once:",
+                "if no backfill has run yet, records already in Salesforce reach Amplitude "
+                "from one:",
                 highlight=False,
             )
             console.print("  sfamp backfill", highlight=False)

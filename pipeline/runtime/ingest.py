@@ -55,8 +55,11 @@ from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.replay_start import (
     Checkpoints,
+    MarkWriter,
+    Rewind,
     SkippedObjects,
     read_checkpoints,
+    stale_start,
     unmarked_start,
 )
 from pipeline.runtime.resync import Resyncs
@@ -152,9 +155,9 @@ class IngestPump:
                 config = self.holder.current
                 self.state.channels_expected = set(self.channels(config))
                 try:
-                    replay_from = await self._until_channels_change(config)
-                    if replay_from is not None:
-                        await self._rewind(replay_from)
+                    rewind = await self._until_channels_change(config)
+                    if rewind is not None:
+                        await self._rewind(rewind)
                 except ReplayIdExpiredError as exc:
                     objects = self.objects_of(exc.channel, config)
                     try:
@@ -166,9 +169,11 @@ class IngestPump:
         finally:
             await self._resyncs.cancel_all()
             self.state.channels_subscribed.clear()
+            self.metrics.follow_replay_marks({})
 
     async def _pause(self, exc: SfampError) -> None:
         self.state.channels_subscribed.clear()
+        self.metrics.follow_replay_marks({})  # no channel followed: SfampIngestMissing
         delay = self._backoff.next()
         self.state.beat("ingest")  # retrying is progress; a restart would not help
         # An error when a person must fix it; a warning for what waiting alone clears.
@@ -184,9 +189,9 @@ class IngestPump:
         )
         await asyncio.sleep(delay)
 
-    async def _until_channels_change(self, config: MappingConfig) -> int | None:
-        """Pump until the channels change (or the pump ends); the replay id the custom
-        channel must resume from when a revision maps objects whose events it skipped."""
+    async def _until_channels_change(self, config: MappingConfig) -> Rewind | None:
+        """Pump until the channels change (or the pump ends); where the custom channel
+        must resume when a revision maps objects whose events it skipped."""
         channels = self.channels(config)
         pump = asyncio.create_task(self._subscribe_and_pump(config, channels))
         changed: asyncio.Task[object] | None = None
@@ -199,9 +204,9 @@ class IngestPump:
                     pump.result()
                     return None
                 seen = self.holder.generation
-                replay_from = self._skipped.replay_from(config, self.holder.current)
-                if replay_from is not None:
-                    return replay_from
+                rewind = self._skipped.rewind_for(self.holder.current, now_ms())
+                if rewind is not None:
+                    return rewind
                 if self.channels(self.holder.current) != channels:
                     log.info("ingest_resubscribing", channels=self.channels(self.holder.current))
                     return None
@@ -212,17 +217,27 @@ class IngestPump:
                     task.cancel()
             await asyncio.gather(pump, return_exceptions=True)
 
-    async def _rewind(self, replay_from: int) -> None:
-        """Store ``replay_from`` for the custom channel: the next subscription resumes there."""
-        channel = self.settings.salesforce.cdc_channel
-        assert channel is not None
-        mark = ReplayMark(channel, replay_from, now_ms())
+    async def _rewind(self, rewind: Rewind) -> None:
+        """Store where the channel resumes; its objects are forgotten once Kafka holds it
+        (a failure leaves them for the next turn)."""
+        mark = ReplayMark(rewind.channel, rewind.replay_from, now_ms())
         await self._producer.send_all([(self._topics.replay, *mark.encode())])
+        self._skipped.rewound(rewind)
+        log.info(
+            "ingest_replaying_for_added_objects",
+            objects=list(rewind.objects),
+            replay_from=rewind.replay_from,
+        )
 
     async def _subscribe_and_pump(self, config: MappingConfig, channels: list[str]) -> None:
         # A mapping edit may have added an object: its topic must exist before writes.
         await ensure_topics(self.settings.kafka, sfamp_topics(self.settings.kafka, config.objects))
         checkpoints = await read_checkpoints(self.settings.kafka, self._topics.replay)
+        stale = stale_start(checkpoints.marks, channels, now_ms())
+        if stale is not None:
+            raise ReplayIdExpiredError(
+                f"{stale} was last followed over 72 hours ago", channel=stale, replay_id=EARLIEST
+            )
         default = unmarked_start(checkpoints.marks, self.settings.salesforce.replay_start)
         storage = DurableReplayStorage(
             {c: m.replay_id for c, m in checkpoints.marks.items() if c in channels},
@@ -250,8 +265,9 @@ class IngestPump:
             for request in checkpoints.resyncs.values():
                 if request.sfdc_object in config.objects:
                     self._resyncs.start(request)
-            consume = asyncio.create_task(self._consume(cdc, storage))
-            watch = asyncio.create_task(self._watch(cdc))
+            marks = MarkWriter(self._producer, self._topics.replay, storage, self.metrics)
+            consume = asyncio.create_task(self._consume(cdc, marks))
+            watch = asyncio.create_task(self._watch(cdc, marks))
             try:
                 done, _ = await asyncio.wait({consume, watch}, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -282,18 +298,20 @@ class IngestPump:
             storage.restart_from(mark.channel, EARLIEST)
         return {mark.channel: mark for mark in fresh}
 
-    async def _consume(self, cdc: CdcSubscriber, storage: DurableReplayStorage) -> None:
+    async def _consume(self, cdc: CdcSubscriber, marks: MarkWriter) -> None:
         async for batch in cdc.batches():
-            await self._handle(batch, storage, self.holder.current)
+            await self._handle(batch, marks, self.holder.current)
             self.state.beat("ingest")
 
-    async def _watch(self, cdc: CdcSubscriber) -> None:
-        """Liveness while no change happens, and a check that no subscription was lost.
+    async def _watch(self, cdc: CdcSubscriber, marks: MarkWriter) -> None:
+        """Liveness while no change happens, a check that no subscription was lost, and
+        the -2 marks of quiet channels stored again every hour (:func:`stale_start`).
 
         aiocometd resubscribes by itself after a reconnect; a refused resubscribe
         would otherwise leave a channel silently dropped.
         """
         while cdc.is_open:
+            await marks.refresh_quiet(cdc.subscribed, now_ms())
             missing = cdc.missing_subscriptions()
             if missing:
                 self.state.channels_subscribed -= missing
@@ -306,7 +324,7 @@ class IngestPump:
     # -- one batch --------------------------------------------------------------
 
     async def _handle(
-        self, batch: list[dict[str, Any]], storage: DurableReplayStorage, config: MappingConfig
+        self, batch: list[dict[str, Any]], marks: MarkWriter, config: MappingConfig
     ) -> None:
         records: list[Record] = []
         newest: dict[str, tuple[int, int | None]] = {}
@@ -323,8 +341,8 @@ class IngestPump:
             for envelope in envelopes:
                 if envelope.object not in config.objects:
                     if channel == self.settings.salesforce.cdc_channel:
-                        last = storage.marks.get(channel, storage.default)  # before this batch
-                        self._skipped.skip(envelope.object, last)
+                        last = marks.last(channel)  # stored before this batch
+                        self._skipped.skip(channel, envelope.object, last, now_ms())
                     continue
                 if envelope.op == "gap_overflow" or envelope.record_id.endswith("*"):
                     overflows.add(envelope.object)
@@ -346,7 +364,7 @@ class IngestPump:
         records += [(self._topics.replay, *request.encode()) for request in requests]
         # Changes first: a replay id is stored only once Kafka holds every event up to it.
         await self._producer.send_all(records)
-        await self._store_marks(newest, storage)
+        await marks.store([ReplayMark(c, r, now_ms(), ts) for c, (r, ts) in newest.items()])
         for obj, count in counts.items():
             self.metrics.events_ingested.labels(obj).inc(count)
         self.state.per_minute.add("changes_ingested", sum(counts.values()), now_ms() / 1000)
@@ -401,20 +419,6 @@ class IngestPump:
             self.metrics.events_ingested.labels(obj).inc(len(ids))
             self.state.per_minute.add("changes_ingested", len(ids), now_ms() / 1000)
         return records
-
-    async def _store_marks(
-        self, newest: Mapping[str, tuple[int, int | None]], storage: DurableReplayStorage
-    ) -> None:
-        marks = [
-            ReplayMark(channel, replay_id, now_ms(), event_ts)
-            for channel, (replay_id, event_ts) in newest.items()
-        ]
-        if not marks:
-            return
-        await self._producer.send_all([(self._topics.replay, *mark.encode()) for mark in marks])
-        for mark in marks:
-            storage.advance(mark.channel, mark.replay_id)
-            self.metrics.replay_stored(mark)
 
 
 def _position(message: Mapping[str, Any]) -> tuple[str, int | None]:

@@ -4,8 +4,10 @@ to objects a mapping revision adds."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 import structlog
 
@@ -13,6 +15,7 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import EnvelopeError
 from pipeline.kafka.compacted import read_table
+from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import (
     RESYNC_PREFIX,
     ReplayMark,
@@ -20,7 +23,8 @@ from pipeline.kafka.records import (
     decode_replay_mark,
     decode_resync,
 )
-from pipeline.salesforce.cdc import EARLIEST, LATEST
+from pipeline.runtime.metrics import Metrics
+from pipeline.salesforce.cdc import EARLIEST, LATEST, DurableReplayStorage
 
 log = structlog.get_logger(__name__)
 
@@ -66,31 +70,124 @@ def unmarked_start(marks: Mapping[str, ReplayMark], replay_start: str) -> int:
     return EARLIEST if marks or replay_start == "earliest" else LATEST
 
 
+# Salesforce keeps change events 72 hours; a skip older than this rewinds to the oldest
+# retained event instead of a replay id that may have expired (a full re-sync).
+REWIND_HORIZON_MS: Final = 70 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Rewind:
+    """Resume ``channel`` from ``replay_from`` to read the skipped events of ``objects``."""
+
+    channel: str
+    replay_from: int
+    objects: tuple[str, ...]
+
+
+# Salesforce keeps change events 72 hours.
+RETENTION_MS: Final = 72 * 3600 * 1000
+# How often a subscribed channel resuming from the retained events (-2) has its mark
+# stored again: its age then says how long ago sfamp last followed it.
+REFRESH_MS: Final = 3600 * 1000
+
+
+def stale_start(marks: Mapping[str, ReplayMark], channels: list[str], now_ms: int) -> str | None:
+    """A channel whose stored mark replays the retained events (-2) but was stored past the
+    retention: nothing followed it meanwhile (a service down for days), and events made
+    since may be gone, silently, where an expired replay id is refused. It is re-synced."""
+    for channel in channels:
+        mark = marks.get(channel)
+        if mark and mark.replay_id == EARLIEST and now_ms - mark.stored_at_ms > RETENTION_MS:
+            return channel
+    return None
+
+
+class MarkWriter:
+    """Stores the replay marks of one subscription in ``sfamp.replay``, one write at a time:
+    an event's mark and a quiet channel's refreshed -2 never cross on their way."""
+
+    def __init__(
+        self, producer: ChangeProducer, topic: str, storage: DurableReplayStorage, metrics: Metrics
+    ) -> None:
+        self._producer, self._topic, self._storage, self._metrics = (
+            producer,
+            topic,
+            storage,
+            metrics,
+        )
+        self._lock = asyncio.Lock()
+        self._stored: dict[str, int] = {}  # channel -> when its mark was stored (Unix ms)
+
+    def last(self, channel: str) -> int:
+        """The replay id of ``channel`` stored last (or where it was subscribed from)."""
+        return self._storage.marks.get(channel, self._storage.default)
+
+    async def store(self, marks: list[ReplayMark]) -> None:
+        """Store ``marks`` once Kafka holds every event up to them; the storage follows."""
+        async with self._lock:
+            await self._store(marks)
+
+    async def refresh_quiet(self, channels: Iterable[str], now_ms: int) -> None:
+        """Store again the -2 mark of each of ``channels`` still at -2 and stored over
+        :data:`REFRESH_MS` ago (the subscription stored them first)."""
+        async with self._lock:
+            marks = self._storage.marks
+            await self._store(
+                [
+                    ReplayMark(channel, EARLIEST, now_ms)
+                    for channel in channels
+                    if marks.get(channel) == EARLIEST
+                    and now_ms - self._stored.setdefault(channel, now_ms) > REFRESH_MS
+                ]
+            )
+
+    async def _store(self, marks: list[ReplayMark]) -> None:
+        if not marks:
+            return
+        await self._producer.send_all([(self._topic, *mark.encode()) for mark in marks])
+        for mark in marks:
+            self._storage.advance(mark.channel, mark.replay_id)
+            self._stored[mark.channel] = mark.stored_at_ms
+            self._metrics.replay_stored(mark)
+
+
 class SkippedObjects:
     """The events a custom channel (``SFAMP_SALESFORCE__CDC_CHANNEL``) carried for objects
     no mapping named, so skipped: a revision that maps one may take effect after its
-    backfill ended, and the changes in between are then read again from the channel."""
+    backfill ended, and the changes in between are then read again from the channel.
+    Held in memory: a restart forgets them (it resumes with the revision in force)."""
 
     def __init__(self) -> None:
-        # Per object: the replay id to resume from to see its first skipped event again.
-        self._since: dict[str, int] = {}
+        # Per object: the channel, the replay id stored before its first skipped event
+        # (resuming there reads that event again), and when it was skipped (Unix ms).
+        self._since: dict[str, tuple[str, int, int]] = {}
 
     @property
     def objects(self) -> list[str]:
         return sorted(self._since)
 
-    def skip(self, sfdc_object: str, last_stored: int) -> None:
-        """An event of ``sfdc_object`` was skipped; ``last_stored`` is the channel's replay
-        id stored before it."""
-        self._since.setdefault(sfdc_object, last_stored)
+    def skip(self, channel: str, sfdc_object: str, last_stored: int, now_ms: int) -> None:
+        """An event of ``sfdc_object`` on ``channel`` was skipped; ``last_stored`` is the
+        channel's replay id stored before it."""
+        self._since.setdefault(sfdc_object, (channel, last_stored, now_ms))
 
-    def replay_from(self, old: MappingConfig, new: MappingConfig) -> int | None:
-        """Where the channel resumes so that the skipped events of objects ``new`` maps and
-        ``old`` did not are read again; None when none were skipped."""
-        added = [obj for obj in new.objects if obj not in old.objects]
-        skipped = [self._since.pop(obj) for obj in added if obj in self._since]
-        if not skipped:
+    def rewind_for(self, config: MappingConfig, now_ms: int) -> Rewind | None:
+        """Where to resume so that the skipped events of the objects ``config`` maps are
+        read again; None when it maps none of them. Kept until :meth:`rewound`."""
+        objects = tuple(obj for obj in config.objects if obj in self._since)
+        if not objects:
             return None
-        replay_from = min(EARLIEST if replay_id == LATEST else replay_id for replay_id in skipped)
-        log.info("ingest_replaying_for_added_objects", objects=added, replay_from=replay_from)
-        return replay_from
+        channel = self._since[objects[0]][0]
+        starts = [self._start(*self._since[obj][1:], now_ms) for obj in objects]
+        return Rewind(channel, min(starts), objects)
+
+    def rewound(self, rewind: Rewind) -> None:
+        """The channel's next subscription resumes at ``rewind``: forget its objects."""
+        for obj in rewind.objects:
+            self._since.pop(obj, None)
+
+    @staticmethod
+    def _start(replay_id: int, skipped_at_ms: int, now_ms: int) -> int:
+        if replay_id == LATEST or now_ms - skipped_at_ms > REWIND_HORIZON_MS:
+            return EARLIEST
+        return replay_id

@@ -78,7 +78,7 @@ async def test_import_verifies_publishes_and_export_round_trips(
     assert "published revision 1" in out
     # The first revision: nothing of the org is in Amplitude yet.
     assert out.splitlines()[-2:] == [
-        "records already in Salesforce reach Amplitude from a backfill, run once:",
+        "if no backfill has run yet, records already in Salesforce reach Amplitude from one:",
         "  sfamp backfill",
     ]
     code, out, err = await sfamp(env, "config", "import", "--no-verify", str(mapping), cwd=tmp_path)

@@ -79,7 +79,7 @@ async def test_save_redirects_to_the_saved_page_whose_reload_publishes_nothing(
         assert 'data-testid="saved-revision">1<' in html
         assert "Published revision" in html
         # The first revision: the org's records reach Amplitude from a whole backfill.
-        assert "from a backfill,\nrun once: <code>sfamp backfill</code>;" in html
+        assert "Amplitude from one: <code>sfamp backfill</code>;" in html
     assert await revision(settings) == 1
 
     # A GET of Save's address (a bookmark, a typed URL) goes to the form, never a bare 405.

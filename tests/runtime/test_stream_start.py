@@ -4,6 +4,7 @@ revision adds while the service runs (its backfill may end before the subscripti
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,16 @@ from structlog.testing import capture_logs
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.validation import load_mapping
+from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import read_table
 from pipeline.kafka.config_topic import publish_mapping
+from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import ReplayMark, decode_replay_mark
 from pipeline.runtime.backfill import run_backfill
-from pipeline.runtime.replay_start import SkippedObjects, unmarked_start
-from pipeline.salesforce.cdc import EARLIEST, LATEST
+from pipeline.runtime.backfill.stream_start import stream_start_recorded
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.replay_start import MarkWriter, Rewind, SkippedObjects, unmarked_start
+from pipeline.salesforce.cdc import EARLIEST, LATEST, DurableReplayStorage
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import MAPPING, Org, group, running, settings_for, wait_until
@@ -39,17 +44,27 @@ def test_the_replay_start_setting_holds_until_a_replay_id_is_stored() -> None:
 
 
 def test_a_revision_rewinds_a_custom_channel_to_the_first_event_it_skipped() -> None:
+    channel, hour = "/data/ChangeEvents", 3600 * 1000
     only_account = MappingConfig.model_validate(MAPPING)
     with_plan = MappingConfig.model_validate({**MAPPING, "mappings": [*MAPPING["mappings"], PLAN]})
     skipped = SkippedObjects()
-    assert skipped.replay_from(only_account, with_plan) is None  # nothing skipped: no rewind
-    skipped.skip("Plan__c", 40)
-    skipped.skip("Plan__c", 52)  # the first one counts
-    skipped.skip("Contact", 31)  # not added by this revision: kept for a later one
-    assert skipped.replay_from(only_account, with_plan) == 40
+    assert skipped.rewind_for(with_plan, 0) is None  # nothing skipped: no rewind
+    skipped.skip(channel, "Plan__c", 40, 0)
+    skipped.skip(channel, "Plan__c", 52, hour)  # the first one counts
+    skipped.skip(channel, "Contact", 31, hour)  # not mapped by this revision: kept
+    assert skipped.rewind_for(only_account, hour) is None
+    rewind = skipped.rewind_for(with_plan, hour)
+    assert rewind == Rewind(channel, 40, ("Plan__c",))
+    assert skipped.rewind_for(with_plan, hour) == rewind  # kept until Kafka holds it
+    skipped.rewound(rewind)
     assert skipped.objects == ["Contact"]
-    skipped.skip("Plan__c", LATEST)  # stored nothing yet: the retained events
-    assert skipped.replay_from(only_account, with_plan) == EARLIEST
+    # Skipped before anything was stored, or so long ago that its replay id may have
+    # expired: the retained events.
+    skipped.skip(channel, "Plan__c", LATEST, hour)
+    assert skipped.rewind_for(with_plan, hour) == Rewind(channel, EARLIEST, ("Plan__c",))
+    skipped.rewound(Rewind(channel, EARLIEST, ("Plan__c",)))
+    skipped.skip(channel, "Plan__c", 60, 0)
+    assert skipped.rewind_for(with_plan, 71 * hour) == Rewind(channel, EARLIEST, ("Plan__c",))
 
 
 async def test_a_change_between_a_backfill_and_the_first_start_is_delivered(
@@ -98,9 +113,29 @@ async def test_a_backfill_without_kafka_says_what_the_first_start_needs(
         "answering (connection refused); check SFAMP_KAFKA__BOOTSTRAP_SERVERS"
     )
     assert said["hint"] == (
-        "start 'sfamp run' before this backfill ends, or set "
-        "SFAMP_SALESFORCE__REPLAY_START=earliest for its first start"
+        "for the service's first start on this org, set "
+        "SFAMP_SALESFORCE__REPLAY_START=earliest: it then reads the changes made since "
+        "this backfill from the retained events"
     )
+
+
+async def test_the_end_of_a_backfill_waits_for_a_silent_kafka_a_bounded_time_only() -> None:
+    async def silent() -> list[str]:
+        await asyncio.Event().wait()  # a broker that never answers
+        return []
+
+    stalled = asyncio.create_task(silent())
+    with capture_logs() as logs:
+        await stream_start_recorded(stalled, lambda: False, seconds=0.05)
+    assert stalled.cancelled()
+    [said] = [e for e in logs if e["event"] == "stream_start_not_recorded"]
+    assert said["reason"] == "Kafka did not answer within 0.05 s"
+    # A run stopped by a signal does not wait at all, and has nothing to say about it.
+    stopped = asyncio.create_task(silent())
+    with capture_logs() as logs:
+        await stream_start_recorded(stopped, lambda: True, seconds=3600)
+    assert stopped.cancelled()
+    assert not logs
 
 
 async def test_a_channel_a_revision_adds_replays_what_changed_before_its_subscription(
@@ -142,3 +177,49 @@ async def test_a_custom_channel_reads_again_what_it_skipped_for_an_object_a_revi
             timeout=60,
             what="the skipped Plan__c change, read again once a revision maps Plan__c",
         )
+
+
+async def test_a_retained_events_mark_older_than_the_retention_resyncs_the_object(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    """-2 never expires as a replay id does, so a service down for days would replay what is
+    left and skip, silently, what is not: the object is re-synced instead."""
+    settings = settings_for(stack, topic_prefix)
+    ids = await org.seed("Account", 3)  # silently: only a read finds them
+    four_days_ago = int(time.time() * 1000) - 4 * 24 * 3600 * 1000
+    await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, ["Account"]))
+    async with ChangeProducer(settings.kafka) as producer:
+        mark = ReplayMark("/data/AccountChangeEvent", EARLIEST, four_days_ago)
+        await producer.send(f"{topic_prefix}.replay", *mark.encode())
+    async with running(settings, mapping_file) as service:
+        await wait_until(
+            lambda: all(group(stack, "account", r) is not None for r in ids),
+            what="the re-sync of the object last followed four days ago",
+        )
+        assert [(r["object"], r["cause"]) for r in service.state.resyncs] == [
+            ("Account", "replay_id_expired")
+        ]
+
+
+async def test_a_quiet_channel_has_its_retained_events_mark_stored_again() -> None:
+    """Hourly: its age then says when sfamp last followed the channel, not when it first
+    subscribed, and a restart after a quiet week replays instead of re-syncing."""
+    sent: list[ReplayMark] = []
+
+    class Producer:
+        async def send_all(self, records: list[tuple[str, bytes, bytes]]) -> None:
+            sent.extend(decode_replay_mark(key, value) for _, key, value in records)  # type: ignore[misc]
+
+    quiet, busy = "/data/AccountChangeEvent", "/data/Plan__ChangeEvent"
+    storage = DurableReplayStorage({quiet: EARLIEST, busy: 41})
+    marks = MarkWriter(Producer(), "p.replay", storage, Metrics())  # type: ignore[arg-type]
+    hour = 3600 * 1000
+    await marks.refresh_quiet([quiet, busy], 0)
+    await marks.refresh_quiet([quiet, busy], hour)
+    assert sent == []  # stored at the subscription, an hour ago at most
+    await marks.refresh_quiet([quiet, busy], hour + 1)
+    assert sent == [ReplayMark(quiet, EARLIEST, hour + 1)]
+    await marks.store([ReplayMark(quiet, 57, hour + 2, event_ts_ms=hour)])  # an event came
+    await marks.refresh_quiet([quiet, busy], 5 * hour)
+    assert [m.replay_id for m in sent] == [EARLIEST, 57]
+    assert storage.marks == {quiet: 57, busy: 41}

@@ -4,16 +4,19 @@ A backfill reads every record once; ``sfamp run`` then follows the object's chan
 events. Subscribed for the first time at the latest event
 (``SFAMP_SALESFORCE__REPLAY_START=latest``) after the backfill ended, the service
 would never see the changes made in between. So a backfill stores the replay id -2
-(Salesforce's retained events, 72 hours) for each channel that has nothing stored
-yet: the service's first subscription replays from there. A replay is harmless:
-identifications are idempotent, and a record's last event carries its current
-values. A channel that has a replay id stored keeps it.
+(Salesforce's retained events, 72 hours) for the channels of its objects when
+nothing at all is stored yet: the service's first subscription replays from there.
+A replay is harmless: identifications are idempotent, and a record's last event
+carries its current values. Once anything is stored, the service itself starts a
+channel with nothing stored from -2 (:func:`pipeline.runtime.replay_start.unmarked_start`),
+so the backfill writes nothing: never a key a running service may have moved on.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Final
 
 import structlog
 
@@ -30,6 +33,9 @@ from pipeline.salesforce.cdc import EARLIEST, channel_for
 
 log = structlog.get_logger(__name__)
 
+# How long the end of a backfill waits for the write (it ran beside the reads).
+RECORD_SECONDS: Final = 2 * KAFKA_PROBE_SECONDS
+
 
 def channels_of(settings: Settings, objects: Sequence[str]) -> list[str]:
     """The CDC channels the service follows ``objects`` on (one custom channel, if set)."""
@@ -38,8 +44,8 @@ def channels_of(settings: Settings, objects: Sequence[str]) -> list[str]:
 
 
 async def record_stream_start(settings: Settings, objects: Sequence[str]) -> list[str]:
-    """Store replay id -2 for each channel of ``objects`` with nothing stored; the channels
-    it stored one for.
+    """Store replay id -2 for the channels of ``objects`` when ``sfamp.replay`` holds
+    nothing; the channels it stored one for.
 
     Raises :class:`KafkaError` when Kafka does not answer within
     :data:`KAFKA_PROBE_SECONDS` (a backfill runs without Kafka too).
@@ -48,30 +54,41 @@ async def record_stream_start(settings: Settings, objects: Sequence[str]) -> lis
     kafka = settings.kafka.model_copy(update={"request_timeout_seconds": timeout})
     topic = TopicNames(kafka.topic_prefix).replay
     table, _ = await read_table(kafka, topic)
-    stored = {key.decode(errors="replace") for key, (value, _) in table.items() if value}
-    fresh = [
-        ReplayMark(channel, EARLIEST, now_ms())
-        for channel in channels_of(settings, objects)
-        if channel not in stored
-    ]
-    if fresh:
-        await ensure_topics(kafka, sfamp_topics(kafka, []))
-        async with ChangeProducer(kafka) as producer:
-            await producer.send_all([(topic, *mark.encode()) for mark in fresh])
+    if any(value for value, _offset in table.values()):
+        return []
+    fresh = [ReplayMark(channel, EARLIEST, now_ms()) for channel in channels_of(settings, objects)]
+    await ensure_topics(kafka, sfamp_topics(kafka, []))
+    async with ChangeProducer(kafka) as producer:
+        await producer.send_all([(topic, *mark.encode()) for mark in fresh])
     return [mark.channel for mark in fresh]
 
 
-async def stream_start_recorded(task: asyncio.Task[list[str]]) -> None:
-    """Wait for :func:`record_stream_start` and log what it did, or why it could not."""
-    try:
-        channels = await task
-    except KafkaError as exc:
-        log.warning(
-            "stream_start_not_recorded",
-            reason=str(exc),
-            hint="start 'sfamp run' before this backfill ends, or set "
-            "SFAMP_SALESFORCE__REPLAY_START=earliest for its first start",
-        )
+async def stream_start_recorded(
+    task: asyncio.Task[list[str]], stopped: Callable[[], bool], *, seconds: float = RECORD_SECONDS
+) -> None:
+    """Wait for :func:`record_stream_start` (at most ``seconds``; not at all for a run that
+    was ``stopped()``) and log what it did, or why it could not."""
+    if stopped():
+        task.cancel()
+    await asyncio.wait({task}, timeout=seconds)
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+        reason = f"Kafka did not answer within {seconds:g} s"
+    elif task.cancelled():
         return
-    if channels:
-        log.info("stream_start_recorded", channels=channels, replay_from=EARLIEST)
+    elif (error := task.exception()) is not None:
+        if not isinstance(error, KafkaError):
+            raise error
+        reason = str(error)
+    else:
+        if channels := task.result():
+            log.info("stream_start_recorded", channels=channels, replay_from=EARLIEST)
+        return
+    log.warning(
+        "stream_start_not_recorded",
+        reason=reason,
+        hint="for the service's first start on this org, set "
+        "SFAMP_SALESFORCE__REPLAY_START=earliest: it then reads the changes made since "
+        "this backfill from the retained events",
+    )
