@@ -5,6 +5,7 @@ not ready, and why), and a stop or a signal ends the wait at once, even mid-atte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -357,6 +358,40 @@ async def test_an_amplitude_key_amplitude_refuses_ends_the_start(
         assert ingest.state.runs_ingest
 
 
+@contextlib.asynccontextmanager
+async def waiting_start(
+    settings: Settings, waits_for: str
+) -> AsyncIterator[tuple[Service, asyncio.Task[None]]]:
+    """A service started without a mapping file, once its start waits with ``waits_for`` in
+    the reason /readyz gives; stopped at the end."""
+    service = Service(ServiceState("all"))
+    task = asyncio.create_task(run_service(settings, service=service))
+    try:
+        await wait_until(
+            lambda: task.done() or waits_for in (service.state.starting or ""),
+            what=f"the start to wait ({waits_for})",
+        )
+        assert not task.done(), task
+        yield service, task
+    finally:
+        service.stop.set()
+        await asyncio.wait_for(task, timeout=40)
+
+
+async def publish_and_start(
+    settings: Settings, service: Service, task: asyncio.Task[None], revision: int
+) -> None:
+    """Publish a usable revision ``revision`` and wait for the start it ends the wait with."""
+    await publish_mapping(settings.kafka, MappingConfig.model_validate(MAPPING), now_ms=revision)
+    await wait_until(
+        lambda: task.done() or service.state.channels_subscribed,
+        timeout=90,
+        what="the start once a usable revision is published",
+    )
+    assert not task.done(), task
+    assert service.state.mapping_revision == f"sfamp.config revision {revision}"
+
+
 @pytest.mark.integration
 async def test_a_published_revision_this_version_refuses_is_waited_on_until_replaced(
     stack: SandboxStack, topic_prefix: str
@@ -365,15 +400,8 @@ async def test_a_published_revision_this_version_refuses_is_waited_on_until_repl
     rather than exit into a restart loop; the import that replaces it ends the wait."""
     settings = settings_for(stack, topic_prefix)
     await publish_mapping(settings.kafka, marked_twice(MAPPING), now_ms=1)
-    service = Service(ServiceState("all"))
     with capture_logs() as logs:
-        task = asyncio.create_task(run_service(settings, service=service))
-        try:
-            await wait_until(
-                lambda: task.done() or "cannot be used" in (service.state.starting or ""),
-                what="the start to wait for a usable revision",
-            )
-            assert not task.done(), task
+        async with waiting_start(settings, "cannot be used") as (service, task):
             assert service.state.starting is not None
             assert service.state.starting.startswith(
                 f"revision 1 in {topic_prefix}.config cannot be used: "
@@ -381,17 +409,7 @@ async def test_a_published_revision_this_version_refuses_is_waited_on_until_repl
             assert service.state.starting.endswith("waiting for 'sfamp config import'")
             waiting = [e for e in logs if e["event"] == "published_mapping_unusable_at_start"]
             assert waiting
-            await publish_mapping(settings.kafka, MappingConfig.model_validate(MAPPING), now_ms=2)
-            await wait_until(
-                lambda: task.done() or service.state.channels_subscribed,
-                timeout=90,
-                what="the start once the revision is replaced",
-            )
-            assert not task.done(), task
-            assert service.state.mapping_revision == "sfamp.config revision 2"
-        finally:
-            service.stop.set()
-            await asyncio.wait_for(task, timeout=40)
+            await publish_and_start(settings, service, task, 2)
 
 
 @pytest.mark.integration
@@ -405,15 +423,8 @@ async def test_a_service_started_before_the_first_import_waits_for_it(
     settings = settings_for(
         stack, topic_prefix, runtime={"health_port": health, "health_host": "127.0.0.1"}
     )
-    service = Service(ServiceState("all"))
     with capture_logs() as logs:
-        task = asyncio.create_task(run_service(settings, service=service))
-        try:
-            await wait_until(
-                lambda: task.done() or "nothing is published" in (service.state.starting or ""),
-                what="the start to wait for a first published mapping",
-            )
-            assert not task.done(), task
+        async with waiting_start(settings, "nothing is published") as (service, task):
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{health}") as client:
                 ready = await client.get("/readyz")
             assert ready.status_code == 503
@@ -422,16 +433,6 @@ async def test_a_service_started_before_the_first_import_waits_for_it(
                 f"no mapping file is given and nothing is published in {topic_prefix}.config "
                 "yet; waiting for 'sfamp config import' (or the console's Save)"
             )
-            await publish_mapping(settings.kafka, MappingConfig.model_validate(MAPPING), now_ms=1)
-            await wait_until(
-                lambda: task.done() or service.state.channels_subscribed,
-                timeout=90,
-                what="the start once a mapping is published",
-            )
-            assert not task.done(), task
-            assert service.state.mapping_revision == "sfamp.config revision 1"
-            said = [e for e in logs if e["event"] == "mapping_not_published_at_start"]
-            assert [e["log_level"] for e in said] == ["warning"]  # once, however long the wait
-        finally:
-            service.stop.set()
-            await asyncio.wait_for(task, timeout=40)
+            await publish_and_start(settings, service, task, 1)
+    said = [e for e in logs if e["event"] == "mapping_not_published_at_start"]
+    assert [e["log_level"] for e in said] == ["warning"]  # once, however long the wait

@@ -12,6 +12,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import Settings
 from pipeline.config.validation import load_mapping
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import read_table
@@ -138,6 +139,15 @@ async def test_the_end_of_a_backfill_waits_for_a_silent_kafka_a_bounded_time_onl
     assert not logs
 
 
+async def map_plans_and_wait(
+    stack: SandboxStack, settings: Settings, plan: str, seats: int, what: str
+) -> None:
+    """Publish a revision that adds Plan__c, then wait for ``plan``'s group to hold ``seats``."""
+    added = MappingConfig.model_validate({**MAPPING, "mappings": [*MAPPING["mappings"], PLAN]})
+    await publish_mapping(settings.kafka, added, now_ms=int(time.time() * 1000))
+    await wait_until(lambda: group(stack, "plan", plan) == {"seats": seats}, timeout=60, what=what)
+
+
 async def test_a_channel_a_revision_adds_replays_what_changed_before_its_subscription(
     stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
 ) -> None:
@@ -146,12 +156,8 @@ async def test_a_channel_a_revision_adds_replays_what_changed_before_its_subscri
         # Made before the service follows Plan__c: a backfill of Plan__c that ended before
         # the new subscription would not hold it either.
         plan = await org.create("Plan__c", Name="Team", Seats__c=12)
-        added = MappingConfig.model_validate({**MAPPING, "mappings": [*MAPPING["mappings"], PLAN]})
-        await publish_mapping(settings.kafka, added, now_ms=int(time.time() * 1000))
-        await wait_until(
-            lambda: group(stack, "plan", plan) == {"seats": 12},
-            timeout=60,
-            what="the change made before the new channel was subscribed",
+        await map_plans_and_wait(
+            stack, settings, plan, 12, "the change made before the new channel was subscribed"
         )
 
 
@@ -170,12 +176,8 @@ async def test_a_custom_channel_reads_again_what_it_skipped_for_an_object_a_revi
             lambda: service.ingest is not None and service.ingest.skipped_objects == ["Plan__c"],
             what="the Plan__c event to be skipped",
         )
-        added = MappingConfig.model_validate({**MAPPING, "mappings": [*MAPPING["mappings"], PLAN]})
-        await publish_mapping(settings.kafka, added, now_ms=int(time.time() * 1000))
-        await wait_until(
-            lambda: group(stack, "plan", plan) == {"seats": 7},
-            timeout=60,
-            what="the skipped Plan__c change, read again once a revision maps Plan__c",
+        await map_plans_and_wait(
+            stack, settings, plan, 7, "the skipped change, read again once Plan__c is mapped"
         )
 
 
