@@ -251,18 +251,7 @@ async def test_a_published_mapping_the_org_refuses_is_waited_on_until_a_new_revi
             assert waiting[0].startswith(f"the org refuses {source} (the mapping does not match")
             assert service.state.to_status()["mapping_refused"]["source"] == source
 
-            fixed = await publish_mapping(
-                settings.kafka,
-                MappingConfig.model_validate(MAPPING),
-                now_ms=int(time.time() * 1000),
-            )
-            await wait_until(
-                lambda: task.done() or service.state.channels_subscribed,
-                timeout=60,
-                what="the start to take the new revision",
-            )
-            assert not task.done(), task
-            assert service.state.mapping_revision == f"sfamp.config revision {fixed.revision}"
+            await publish_and_start(settings, service, task)
             assert service.state.mapping_refused is None  # it passed: the refusal is history
         finally:
             service.stop.set()
@@ -378,18 +367,17 @@ async def waiting_start(
         await asyncio.wait_for(task, timeout=40)
 
 
-async def publish_and_start(
-    settings: Settings, service: Service, task: asyncio.Task[None], revision: int
-) -> None:
-    """Publish a usable revision ``revision`` and wait for the start it ends the wait with."""
-    await publish_mapping(settings.kafka, MappingConfig.model_validate(MAPPING), now_ms=revision)
+async def publish_and_start(settings: Settings, service: Service, task: asyncio.Task[None]) -> None:
+    """Publish a usable revision and wait for the start that takes it, ending the wait."""
+    usable = MappingConfig.model_validate(MAPPING)
+    published = await publish_mapping(settings.kafka, usable, now_ms=int(time.time() * 1000))
     await wait_until(
         lambda: task.done() or service.state.channels_subscribed,
         timeout=90,
         what="the start once a usable revision is published",
     )
     assert not task.done(), task
-    assert service.state.mapping_revision == f"sfamp.config revision {revision}"
+    assert service.state.mapping_revision == f"sfamp.config revision {published.revision}"
 
 
 @pytest.mark.integration
@@ -409,7 +397,8 @@ async def test_a_published_revision_this_version_refuses_is_waited_on_until_repl
             assert service.state.starting.endswith("waiting for 'sfamp config import'")
             waiting = [e for e in logs if e["event"] == "published_mapping_unusable_at_start"]
             assert waiting
-            await publish_and_start(settings, service, task, 2)
+            await publish_and_start(settings, service, task)
+            assert service.state.mapping_revision == "sfamp.config revision 2"
 
 
 @pytest.mark.integration
@@ -433,6 +422,7 @@ async def test_a_service_started_before_the_first_import_waits_for_it(
                 f"no mapping file is given and nothing is published in {topic_prefix}.config "
                 "yet; waiting for 'sfamp config import' (or the console's Save)"
             )
-            await publish_and_start(settings, service, task, 1)
+            await publish_and_start(settings, service, task)
+            assert service.state.mapping_revision == "sfamp.config revision 1"
     said = [e for e in logs if e["event"] == "mapping_not_published_at_start"]
     assert [e["log_level"] for e in said] == ["warning"]  # once, however long the wait
