@@ -155,10 +155,13 @@ class IngestPump:
                 config = self.holder.current
                 self.state.channels_expected = set(self.channels(config))
                 try:
-                    rewind = await self._until_channels_change(config)
+                    # Before subscribing (a rewind that failed is tried again on each turn).
+                    rewind = self._skipped.rewind_for(config, now_ms())
                     if rewind is not None:
                         await self._rewind(rewind)
+                    await self._until_channels_change(config)
                 except ReplayIdExpiredError as exc:
+                    self.metrics.follow_replay_marks({})
                     objects = self.objects_of(exc.channel, config)
                     try:
                         await self._resyncs.on_replay_expired(exc, objects)
@@ -189,9 +192,9 @@ class IngestPump:
         )
         await asyncio.sleep(delay)
 
-    async def _until_channels_change(self, config: MappingConfig) -> Rewind | None:
-        """Pump until the channels change (or the pump ends); where the custom channel
-        must resume when a revision maps objects whose events it skipped."""
+    async def _until_channels_change(self, config: MappingConfig) -> None:
+        """Pump until the channels change, a revision maps objects whose events the custom
+        channel skipped (it resumes before them), or the pump ends."""
         channels = self.channels(config)
         pump = asyncio.create_task(self._subscribe_and_pump(config, channels))
         changed: asyncio.Task[object] | None = None
@@ -202,14 +205,13 @@ class IngestPump:
                 done, _ = await asyncio.wait({pump, changed}, return_when=asyncio.FIRST_COMPLETED)
                 if pump in done:
                     pump.result()
-                    return None
+                    return
                 seen = self.holder.generation
-                rewind = self._skipped.rewind_for(self.holder.current, now_ms())
-                if rewind is not None:
-                    return rewind
+                if self._skipped.rewind_for(self.holder.current, now_ms()) is not None:
+                    return
                 if self.channels(self.holder.current) != channels:
                     log.info("ingest_resubscribing", channels=self.channels(self.holder.current))
-                    return None
+                    return
         finally:
             # Also when this task is cancelled (shutdown): nothing may outlive the pump.
             for task in (pump, changed):
@@ -259,13 +261,12 @@ class IngestPump:
                 replay_from={c: storage.marks.get(c, default) for c in channels},
             )
             fresh = await self._mark_subscribed(channels, checkpoints, storage)
-            self.metrics.follow_replay_marks(
-                {c: m for c, m in checkpoints.marks.items() if c in channels} | fresh
-            )
             for request in checkpoints.resyncs.values():
                 if request.sfdc_object in config.objects:
                     self._resyncs.start(request)
-            marks = MarkWriter(self._producer, self._topics.replay, storage, self.metrics)
+            known = {c: m for c, m in checkpoints.marks.items() if c in channels} | fresh
+            self.metrics.follow_replay_marks(known)
+            marks = MarkWriter(self._producer, self._topics.replay, storage, self.metrics, known)
             consume = asyncio.create_task(self._consume(cdc, marks))
             watch = asyncio.create_task(self._watch(cdc, marks))
             try:
@@ -311,13 +312,13 @@ class IngestPump:
         would otherwise leave a channel silently dropped.
         """
         while cdc.is_open:
-            await marks.refresh_quiet(cdc.subscribed, now_ms())
             missing = cdc.missing_subscriptions()
             if missing:
                 self.state.channels_subscribed -= missing
                 raise SalesforceUnavailableError(
                     f"CometD lost the subscription to {sorted(missing)}; resubscribing"
                 )
+            await marks.refresh_quiet(cdc.subscribed, now_ms())
             self.state.beat("ingest")
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
@@ -341,8 +342,8 @@ class IngestPump:
             for envelope in envelopes:
                 if envelope.object not in config.objects:
                     if channel == self.settings.salesforce.cdc_channel:
-                        last = marks.last(channel)  # stored before this batch
-                        self._skipped.skip(channel, envelope.object, last, now_ms())
+                        last = marks.last(channel, now_ms())  # stored before this batch
+                        self._skipped.skip(channel, envelope.object, last)
                     continue
                 if envelope.op == "gap_overflow" or envelope.record_id.endswith("*"):
                     overflows.add(envelope.object)

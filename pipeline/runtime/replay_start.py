@@ -70,8 +70,8 @@ def unmarked_start(marks: Mapping[str, ReplayMark], replay_start: str) -> int:
     return EARLIEST if marks or replay_start == "earliest" else LATEST
 
 
-# Salesforce keeps change events 72 hours; a skip older than this rewinds to the oldest
-# retained event instead of a replay id that may have expired (a full re-sync).
+# Salesforce keeps change events 72 hours; a rewind to a replay id whose event is older
+# than this goes to the oldest retained event instead (an expired id: a full re-sync).
 REWIND_HORIZON_MS: Final = 70 * 3600 * 1000
 
 
@@ -107,20 +107,26 @@ class MarkWriter:
     an event's mark and a quiet channel's refreshed -2 never cross on their way."""
 
     def __init__(
-        self, producer: ChangeProducer, topic: str, storage: DurableReplayStorage, metrics: Metrics
+        self,
+        producer: ChangeProducer,
+        topic: str,
+        storage: DurableReplayStorage,
+        metrics: Metrics,
+        known: Mapping[str, ReplayMark],
     ) -> None:
-        self._producer, self._topic, self._storage, self._metrics = (
-            producer,
-            topic,
-            storage,
-            metrics,
-        )
+        """``known``: the marks stored for the subscribed channels when it started."""
+        self._producer, self._topic, self._metrics = producer, topic, metrics
+        self._storage = storage
         self._lock = asyncio.Lock()
-        self._stored: dict[str, int] = {}  # channel -> when its mark was stored (Unix ms)
+        self._latest = dict(known)  # channel -> the mark stored last
 
-    def last(self, channel: str) -> int:
-        """The replay id of ``channel`` stored last (or where it was subscribed from)."""
-        return self._storage.marks.get(channel, self._storage.default)
+    def last(self, channel: str, now_ms: int) -> tuple[int, int]:
+        """The replay id of ``channel`` stored last (or where it was subscribed from), and
+        when its event was committed (else stored; else ``now_ms``): Salesforce's retention
+        counts from there."""
+        mark = self._latest.get(channel)
+        since = now_ms if mark is None else mark.event_ts_ms or mark.stored_at_ms
+        return self._storage.marks.get(channel, self._storage.default), since
 
     async def store(self, marks: list[ReplayMark]) -> None:
         """Store ``marks`` once Kafka holds every event up to them; the storage follows."""
@@ -129,17 +135,20 @@ class MarkWriter:
 
     async def refresh_quiet(self, channels: Iterable[str], now_ms: int) -> None:
         """Store again the -2 mark of each of ``channels`` still at -2 and stored over
-        :data:`REFRESH_MS` ago (the subscription stored them first)."""
+        :data:`REFRESH_MS` ago."""
         async with self._lock:
-            marks = self._storage.marks
             await self._store(
                 [
                     ReplayMark(channel, EARLIEST, now_ms)
                     for channel in channels
-                    if marks.get(channel) == EARLIEST
-                    and now_ms - self._stored.setdefault(channel, now_ms) > REFRESH_MS
+                    if self._storage.marks.get(channel) == EARLIEST
+                    and now_ms - self._stored_at(channel, now_ms) > REFRESH_MS
                 ]
             )
+
+    def _stored_at(self, channel: str, now_ms: int) -> int:
+        mark = self._latest.get(channel)
+        return now_ms if mark is None else mark.stored_at_ms
 
     async def _store(self, marks: list[ReplayMark]) -> None:
         if not marks:
@@ -147,7 +156,7 @@ class MarkWriter:
         await self._producer.send_all([(self._topic, *mark.encode()) for mark in marks])
         for mark in marks:
             self._storage.advance(mark.channel, mark.replay_id)
-            self._stored[mark.channel] = mark.stored_at_ms
+            self._latest[mark.channel] = mark
             self._metrics.replay_stored(mark)
 
 
@@ -159,17 +168,18 @@ class SkippedObjects:
 
     def __init__(self) -> None:
         # Per object: the channel, the replay id stored before its first skipped event
-        # (resuming there reads that event again), and when it was skipped (Unix ms).
+        # (resuming there reads that event again), and when that id's event was committed.
         self._since: dict[str, tuple[str, int, int]] = {}
 
     @property
     def objects(self) -> list[str]:
         return sorted(self._since)
 
-    def skip(self, channel: str, sfdc_object: str, last_stored: int, now_ms: int) -> None:
+    def skip(self, channel: str, sfdc_object: str, last_stored: tuple[int, int]) -> None:
         """An event of ``sfdc_object`` on ``channel`` was skipped; ``last_stored`` is the
-        channel's replay id stored before it."""
-        self._since.setdefault(sfdc_object, (channel, last_stored, now_ms))
+        channel's replay id stored before it and when that one's event was committed
+        (:meth:`MarkWriter.last`)."""
+        self._since.setdefault(sfdc_object, (channel, *last_stored))
 
     def rewind_for(self, config: MappingConfig, now_ms: int) -> Rewind | None:
         """Where to resume so that the skipped events of the objects ``config`` maps are
@@ -187,7 +197,7 @@ class SkippedObjects:
             self._since.pop(obj, None)
 
     @staticmethod
-    def _start(replay_id: int, skipped_at_ms: int, now_ms: int) -> int:
-        if replay_id == LATEST or now_ms - skipped_at_ms > REWIND_HORIZON_MS:
+    def _start(replay_id: int, committed_ms: int, now_ms: int) -> int:
+        if replay_id == LATEST or now_ms - committed_ms > REWIND_HORIZON_MS:
             return EARLIEST
         return replay_id

@@ -91,6 +91,7 @@ class Resyncs:
             "cdc_replay_id_expired",
             channel=exc.channel,
             replay_id=exc.replay_id,
+            reason=str(exc),
             objects=objects,
             action="subscribing from the newest event and re-syncing the objects",
         )

@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.validation import load_mapping
+from pipeline.errors import KafkaUnavailableError
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import read_table
 from pipeline.kafka.config_topic import publish_mapping
@@ -21,6 +23,7 @@ from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import ReplayMark, decode_replay_mark
 from pipeline.runtime.backfill import run_backfill
 from pipeline.runtime.backfill.stream_start import stream_start_recorded
+from pipeline.runtime.ingest import IngestPump
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.replay_start import MarkWriter, Rewind, SkippedObjects, unmarked_start
 from pipeline.salesforce.cdc import EARLIEST, LATEST, DurableReplayStorage
@@ -50,21 +53,21 @@ def test_a_revision_rewinds_a_custom_channel_to_the_first_event_it_skipped() -> 
     with_plan = MappingConfig.model_validate({**MAPPING, "mappings": [*MAPPING["mappings"], PLAN]})
     skipped = SkippedObjects()
     assert skipped.rewind_for(with_plan, 0) is None  # nothing skipped: no rewind
-    skipped.skip(channel, "Plan__c", 40, 0)
-    skipped.skip(channel, "Plan__c", 52, hour)  # the first one counts
-    skipped.skip(channel, "Contact", 31, hour)  # not mapped by this revision: kept
+    skipped.skip(channel, "Plan__c", (40, 0))
+    skipped.skip(channel, "Plan__c", (52, hour))  # the first one counts
+    skipped.skip(channel, "Contact", (31, 0))  # not mapped by this revision: kept
     assert skipped.rewind_for(only_account, hour) is None
     rewind = skipped.rewind_for(with_plan, hour)
     assert rewind == Rewind(channel, 40, ("Plan__c",))
     assert skipped.rewind_for(with_plan, hour) == rewind  # kept until Kafka holds it
     skipped.rewound(rewind)
     assert skipped.objects == ["Contact"]
-    # Skipped before anything was stored, or so long ago that its replay id may have
-    # expired: the retained events.
-    skipped.skip(channel, "Plan__c", LATEST, hour)
+    # Nothing stored before it, or a replay id whose event is near the 72-hour retention
+    # (a quiet channel): the retained events, not an id Salesforce may refuse.
+    skipped.skip(channel, "Plan__c", (LATEST, hour))
     assert skipped.rewind_for(with_plan, hour) == Rewind(channel, EARLIEST, ("Plan__c",))
     skipped.rewound(Rewind(channel, EARLIEST, ("Plan__c",)))
-    skipped.skip(channel, "Plan__c", 60, 0)
+    skipped.skip(channel, "Plan__c", (60, 0))
     assert skipped.rewind_for(with_plan, 71 * hour) == Rewind(channel, EARLIEST, ("Plan__c",))
 
 
@@ -161,11 +164,29 @@ async def test_a_channel_a_revision_adds_replays_what_changed_before_its_subscri
         )
 
 
+@pytest.mark.parametrize("first_rewind", ["stored", "refused by Kafka"])
 async def test_a_custom_channel_reads_again_what_it_skipped_for_an_object_a_revision_adds(
-    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+    stack: SandboxStack,
+    org: Org,
+    topic_prefix: str,
+    mapping_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    first_rewind: str,
 ) -> None:
     """One channel for every object: events of an object no mapping names are skipped, so
-    a revision that maps it rewinds the channel to the first one skipped."""
+    a revision that maps it rewinds the channel to the first one skipped; a rewind Kafka
+    refuses is tried again at the next turn."""
+    refused: list[Rewind] = []
+    if first_rewind == "refused by Kafka":
+        rewind = IngestPump._rewind
+
+        async def refused_once(pump: IngestPump, to: Rewind) -> None:
+            if not refused:
+                refused.append(to)
+                raise KafkaUnavailableError("Kafka at 127.0.0.1:9 is not answering")
+            await rewind(pump, to)
+
+        monkeypatch.setattr(IngestPump, "_rewind", refused_once)
     settings = settings_for(stack, topic_prefix, salesforce={"cdc_channel": "/data/ChangeEvents"})
     async with running(settings, mapping_file) as service:
         account = await org.create("Account", Name="Followed")
@@ -179,6 +200,7 @@ async def test_a_custom_channel_reads_again_what_it_skipped_for_an_object_a_revi
         await map_plans_and_wait(
             stack, settings, plan, 7, "the skipped change, read again once Plan__c is mapped"
         )
+    assert len(refused) == (first_rewind == "refused by Kafka")
 
 
 async def test_a_retained_events_mark_older_than_the_retention_resyncs_the_object(
@@ -214,9 +236,10 @@ async def test_a_quiet_channel_has_its_retained_events_mark_stored_again() -> No
 
     quiet, busy = "/data/AccountChangeEvent", "/data/Plan__ChangeEvent"
     storage = DurableReplayStorage({quiet: EARLIEST, busy: 41})
-    marks = MarkWriter(Producer(), "p.replay", storage, Metrics())  # type: ignore[arg-type]
     hour = 3600 * 1000
-    await marks.refresh_quiet([quiet, busy], 0)
+    known = {quiet: ReplayMark(quiet, EARLIEST, 0), busy: ReplayMark(busy, 41, 0, event_ts_ms=0)}
+    marks = MarkWriter(Producer(), "p.replay", storage, Metrics(), known)  # type: ignore[arg-type]
+    assert marks.last(busy, hour) == (41, 0)  # its event's commit: the retention counts from it
     await marks.refresh_quiet([quiet, busy], hour)
     assert sent == []  # stored at the subscription, an hour ago at most
     await marks.refresh_quiet([quiet, busy], hour + 1)
