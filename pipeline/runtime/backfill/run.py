@@ -128,9 +128,7 @@ async def run_backfill(
             run.sent = command_recorder(settings.kafka, None, stack)  # learns each describe
             # Beside the reads; the run ends once it is stored (or known not to be).
             marking = asyncio.create_task(record_stream_start(settings, config.objects))
-            stack.push_async_callback(
-                stream_start_recorded, marking, lambda: summary.interrupted is not None
-            )
+            stack.push_async_callback(stream_start_recorded, marking)
         calls_before = sf.rest.api_calls
         try:
             work = ticking(progress, _backfill_objects(run))  # timely lines on a slow Amplitude

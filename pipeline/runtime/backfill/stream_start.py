@@ -15,7 +15,7 @@ so the backfill writes nothing: never a key a running service may have moved on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 import structlog
@@ -64,12 +64,11 @@ async def record_stream_start(settings: Settings, objects: Sequence[str]) -> lis
 
 
 async def stream_start_recorded(
-    task: asyncio.Task[list[str]], stopped: Callable[[], bool], *, seconds: float = RECORD_SECONDS
+    task: asyncio.Task[list[str]], *, seconds: float = RECORD_SECONDS
 ) -> None:
-    """Wait for :func:`record_stream_start` (at most ``seconds``; not at all for a run that
-    was ``stopped()``) and log what it did, or why it could not."""
-    if stopped():
-        task.cancel()
+    """Wait for :func:`record_stream_start` (at most ``seconds``: a run that was stopped
+    too, as a cancel in the middle of a Kafka client's start can leave its connection
+    open) and log what it did, or why it could not."""
     await asyncio.wait({task}, timeout=seconds)
     if not task.done():
         task.cancel()
