@@ -240,25 +240,33 @@ class ChangesConsumer:
         self,
         partitions: set[Partition],
         taken: Callable[[], Mapping[Partition, tuple[int, int]]] | None = None,
-    ) -> None:
-        """Read each partition again from its committed offset (or its beginning).
+    ) -> set[Partition]:
+        """Read each partition again from its committed offset (or its beginning); the
+        partitions of which the caller holds a run that starts elsewhere.
 
         ``taken`` answers, when asked, the offsets ``(first, next)`` of what the caller
         already holds in memory per partition; a partition whose run starts at the offset
         the rewind goes to continues from ``next`` instead of reading the run twice (a
         fetch can be taken while the rewind waits for the committed offsets). It is asked
-        right before each seek, after the waits, so it describes what is held then.
+        right before each seek, after the waits, so it describes what is held then. A run
+        that starts elsewhere (taken from an older position meanwhile, or a flush
+        committed past the offset read here) is read again all the same: what the caller
+        holds of it would then come before older records, so it must drop it.
         """
         consumer = self._consumer
+        elsewhere: set[Partition] = set()
         try:
             for tp in partitions:
                 start = await consumer.committed(tp)
                 if start is None:
                     start = (await consumer.beginning_offsets([tp]))[tp]
                 run = taken().get(tp) if taken is not None else None
+                if run is not None and run[0] != start:
+                    elsewhere.add(tp)
                 consumer.seek(tp, run[1] if run is not None and run[0] == start else start)
         except AIOKafkaError as exc:
             raise _translated(exc, "rewinding to the committed offsets") from exc
+        return elsewhere
 
     def seek(self, offsets: Mapping[Partition, int]) -> None:
         """Move the read positions of assigned partitions (the next fetch starts there)."""

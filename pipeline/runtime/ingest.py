@@ -193,8 +193,9 @@ class IngestPump:
         await asyncio.sleep(delay)
 
     async def _until_channels_change(self, config: MappingConfig) -> None:
-        """Pump until the channels change, a revision maps objects whose events the custom
-        channel skipped (it resumes before them), or the pump ends."""
+        """Pump until the channels change, a revision maps new objects (a custom channel
+        stays the same, and resumes before the events it skipped of them), or the pump
+        ends."""
         channels = self.channels(config)
         pump = asyncio.create_task(self._subscribe_and_pump(config, channels))
         changed: asyncio.Task[object] | None = None
@@ -207,10 +208,12 @@ class IngestPump:
                     pump.result()
                     return
                 seen = self.holder.generation
-                if self._skipped.rewind_for(self.holder.current, now_ms()) is not None:
-                    return
-                if self.channels(self.holder.current) != channels:
-                    log.info("ingest_resubscribing", channels=self.channels(self.holder.current))
+                current = self.holder.current
+                added = set(current.objects) - set(config.objects)
+                if added or self._skipped.rewind_for(current, now_ms()) is not None:
+                    return  # subscribing again makes their topics first, and rewinds for them
+                if self.channels(current) != channels:
+                    log.info("ingest_resubscribing", channels=self.channels(current))
                     return
         finally:
             # Also when this task is cancelled (shutdown): nothing may outlive the pump.

@@ -62,13 +62,14 @@ async def test_a_rewind_goes_on_after_the_run_the_caller_holds(
         tp = Partition(topic, 0)
         # Nothing committed: a rewind reads from the beginning, unless the caller already
         # holds the run that starts there.
-        await consumer.rewind({tp}, lambda: {tp: (0, 10)})
+        assert await consumer.rewind({tp}, lambda: {tp: (0, 10)}) == set()
         async with ChangeProducer(kafka) as producer:
             await producer.send_all([(topic, b"001", b"{}")])
         assert await fetch_offsets(consumer, 1) == [10], "the held run was read again"
-        await consumer.rewind({tp}, lambda: {tp: (3, 11)})  # from elsewhere: read it all again
+        # From elsewhere: read it all again, and the caller is told to drop what it holds.
+        assert await consumer.rewind({tp}, lambda: {tp: (3, 11)}) == {tp}
         assert await fetch_offsets(consumer, 11) == list(range(11))
-        await consumer.rewind({tp})
+        assert await consumer.rewind({tp}) == set()
         assert await fetch_offsets(consumer, 1) == [0]
     finally:
         await consumer.stop(within=2)

@@ -64,6 +64,8 @@ class MemoryChangesConsumer:
         self.after: set[TopicPartition] | None = set()
         self.member_id = "member-1"
         self.committed: dict[TopicPartition, int] = {}
+        # What the next rewinds answer: the partitions whose held run starts elsewhere.
+        self.elsewhere: list[set[TopicPartition]] = []
 
     async def fetch(self, **_: Any) -> Mapping[TopicPartition, list[Any]]:
         # The rebalance runs while the fetched records wait to be handed over.
@@ -84,8 +86,9 @@ class MemoryChangesConsumer:
         self,
         partitions: set[TopicPartition],
         taken: Callable[[], Mapping[TopicPartition, tuple[int, int]]] | None = None,
-    ) -> None:
+    ) -> set[TopicPartition]:
         self.rewound.append(set(partitions))
+        return self.elsewhere.pop(0) if self.elsewhere else set()
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return None
@@ -168,6 +171,22 @@ async def test_nothing_fetched_is_taken_between_a_revoke_and_the_next_assignment
 
     assert deliver._window.empty, "records were taken before the group assigned partitions"
     assert deliver._window.pending_groups == 0
+
+
+async def test_a_rewind_that_meets_a_run_taken_from_elsewhere_drops_the_window() -> None:
+    """A flush committed past the offset the rewind read, and the window took what came
+    after it: read again behind it, an older read would land over its newer changes."""
+    deliver = pump()
+    consumer = MemoryChangesConsumer(deliver, {KEPT: changes(KEPT, 2)})
+    consumer.after = {KEPT}
+    deliver._consumer = consumer  # type: ignore[assignment]
+    await deliver._step(consumer)  # type: ignore[arg-type]
+    assert deliver._window.offsets == {KEPT: 2}
+
+    consumer.elsewhere = [{KEPT}]  # the next rewind finds the held run elsewhere, once
+    await deliver.rewind({KEPT})
+    assert deliver._window.empty, "a run held ahead of the offset read again was kept"
+    assert consumer.rewound[-2:] == [{KEPT}, {KEPT}]  # and every partition went back again
 
 
 async def turns(count: int) -> None:

@@ -5,11 +5,13 @@ revision adds while the service runs (its backfill may end before the subscripti
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from structlog.testing import capture_logs
 
 from pipeline.config.mapping import MappingConfig
@@ -242,3 +244,26 @@ async def test_a_quiet_channel_has_its_retained_events_mark_stored_again() -> No
     await marks.refresh_quiet([quiet, busy], 5 * hour)
     assert [m.replay_id for m in sent] == [EARLIEST, 57]
     assert storage.marks == {quiet: 57, busy: 41}
+
+
+async def test_an_object_a_file_revision_adds_on_a_custom_channel_gets_its_own_topic(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    """The channel stays the same, yet the object's changes topic is made as sfamp makes
+    them (partitions, retention), not left for the broker to create on the first write."""
+    settings = settings_for(stack, topic_prefix, salesforce={"cdc_channel": "/data/ChangeEvents"})
+    async with running(settings, mapping_file) as service:
+        mapping_file.write_text(json.dumps({**MAPPING, "mappings": [*MAPPING["mappings"], PLAN]}))
+        await wait_until(
+            lambda: "Plan__c" in service.state.mapping_objects, what="the file's revision"
+        )
+        plan = await org.create("Plan__c", Name="Team", Seats__c=3)
+        await wait_until(lambda: group(stack, "plan", plan) == {"seats": 3}, timeout=60)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        topic = f"{topic_prefix}.changes.Plan__c"
+        assert consumer.partitions_for_topic(topic) == set(range(settings.kafka.partitions))
+    finally:
+        await consumer.stop()

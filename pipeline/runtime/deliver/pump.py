@@ -10,8 +10,7 @@ to Amplitude and accepted, or written to ``sfamp.dlq`` with a reason. So:
   halted by a mapping revision that gives its changes another meaning);
 * a rebalance forgets what the pump held too, and every partition it keeps or
   gains restarts from its committed offset. Whoever owns a partition next
-  re-reads what was not committed. Replays only repeat ``$set`` / ``$unset``,
-  which is harmless.
+  re-reads what was not committed (a harmless replay of ``$set`` / ``$unset``).
 
 A flush keeps the group membership however long it takes (Amplitude's 429s
 can stretch it over minutes): the consumer holds its partitions and keeps
@@ -440,9 +439,10 @@ class DeliverPump:
         if consumer is None:
             return
         self._generation += 1  # a batch fetched before the seek must not be taken
-        # What the window holds of a partition when the seek happens is not read twice
-        # (a fetch can be taken while the rewind waits for the committed offsets).
-        await consumer.rewind(partitions, lambda: self._window.taken_runs())
+        # A run the window holds from the offset sought is not read twice; one from
+        # elsewhere would be followed by older records (ChangesConsumer.rewind): dropped.
+        while await consumer.rewind(partitions, lambda: self._window.taken_runs()):
+            self.forget("rewind")
 
     # -- observability ------------------------------------------------------------
 
