@@ -173,6 +173,13 @@ class IngestPump:
             await self._resyncs.cancel_all()
             self.state.channels_subscribed.clear()
             self.metrics.follow_replay_marks({})
+            if self._skipped.objects:  # held in memory only: said before they are gone
+                log.warning(
+                    "ingest_skipped_objects_forgotten",
+                    objects=self._skipped.objects,
+                    hint="if a revision maps one of them later, run 'sfamp backfill --object' "
+                    "for it once the service follows it",
+                )
 
     async def _pause(self, exc: SfampError) -> None:
         self.state.channels_subscribed.clear()

@@ -267,3 +267,20 @@ async def test_an_object_a_file_revision_adds_on_a_custom_channel_gets_its_own_t
         assert consumer.partitions_for_topic(topic) == set(range(settings.kafka.partitions))
     finally:
         await consumer.stop()
+
+
+async def test_a_stop_names_the_objects_whose_skipped_events_it_forgets(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix, salesforce={"cdc_channel": "/data/ChangeEvents"})
+    with capture_logs() as logs:
+        async with running(settings, mapping_file) as service:
+            await org.create("Plan__c", Name="Skipped", Seats__c=1)
+            await wait_until(
+                lambda: (
+                    service.ingest is not None and service.ingest.skipped_objects == ["Plan__c"]
+                ),
+                what="the Plan__c event to be skipped",
+            )
+    [said] = [e for e in logs if e["event"] == "ingest_skipped_objects_forgotten"]
+    assert (said["log_level"], said["objects"]) == ("warning", ["Plan__c"])
