@@ -93,7 +93,7 @@ class SalesforceSettings(_Section):
     api_version: str = "v62.0"
     timeout_seconds: float = Field(30.0, gt=0, le=600)
     replay_start: Literal["latest", "earliest"] = Field(
-        "latest", description="Where channels start while sfamp.replay is empty: -1 or -2."
+        "earliest", description="Where channels start while sfamp.replay is empty: -1 or -2."
     )
     cdc_channel: str | None = Field(
         None, description="A custom multi-entity channel to use instead of one per object."

@@ -76,7 +76,8 @@ def test_a_revision_rewinds_a_custom_channel_to_the_first_event_it_skipped() -> 
 async def test_a_change_between_a_backfill_and_the_first_start_is_delivered(
     stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path, tmp_path: Path
 ) -> None:
-    settings = settings_for(stack, topic_prefix)
+    """With ``latest`` for the first start, the backfill's -2 is what keeps it whole."""
+    settings = settings_for(stack, topic_prefix, salesforce={"replay_start": "latest"})
     await org.seed("Account", 3)
     summary = await run_backfill(
         settings, load_mapping(mapping_file), checkpoint_path=tmp_path / "backfill.json"
@@ -87,8 +88,7 @@ async def test_a_change_between_a_backfill_and_the_first_start_is_delivered(
     assert [(m.channel, m.replay_id) for m in marks if m] == [
         ("/data/AccountChangeEvent", EARLIEST)
     ]
-    # The service starts later (SFAMP_SALESFORCE__REPLAY_START is "latest"): a change made
-    # meanwhile is in no read of the backfill.
+    # The service starts later: a change made meanwhile is in no read of the backfill.
     between = await org.create("Account", Name="Made after the backfill")
     async with running(settings, mapping_file):
         await wait_until(
@@ -284,3 +284,18 @@ async def test_a_stop_names_the_objects_whose_skipped_events_it_forgets(
             )
     [said] = [e for e in logs if e["event"] == "ingest_skipped_objects_forgotten"]
     assert (said["log_level"], said["objects"]) == ("warning", ["Plan__c"])
+
+
+async def test_a_first_start_replays_the_retained_events_by_default(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    """Whatever a backfill begun at the same time read before ingest subscribed, and
+    whether or not it could store anything first, the first start skips no change."""
+    settings = settings_for(stack, topic_prefix)
+    assert settings.salesforce.replay_start == "earliest"
+    before = await org.create("Account", Name="Made before the first start")
+    async with running(settings, mapping_file):
+        await wait_until(
+            lambda: group(stack, "account", before) is not None,
+            what="the change made before sfamp's first start on the org",
+        )
