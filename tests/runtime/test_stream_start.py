@@ -105,7 +105,9 @@ async def test_a_backfill_without_kafka_says_what_the_first_start_needs(
     """A backfill runs without Kafka: it cannot store where the stream starts, so it says
     what makes the service's first start skip nothing."""
     closed = {"bootstrap_servers": f"127.0.0.1:{free_port()}"}
-    settings = settings_for(stack, topic_prefix, kafka=closed)
+    settings = settings_for(
+        stack, topic_prefix, kafka=closed, salesforce={"replay_start": "latest"}
+    )
     await org.seed("Account", 2)
     with capture_logs() as logs:
         summary = await run_backfill(
@@ -120,8 +122,8 @@ async def test_a_backfill_without_kafka_says_what_the_first_start_needs(
     )
     assert said["hint"] == (
         "for the service's first start on this org, set "
-        "SFAMP_SALESFORCE__REPLAY_START=earliest: it then reads the changes made since "
-        "this backfill from the retained events"
+        "SFAMP_SALESFORCE__REPLAY_START=earliest (the default): it then reads the changes "
+        "made since this backfill from the retained events"
     )
 
 

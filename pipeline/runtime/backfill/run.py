@@ -126,6 +126,7 @@ async def run_backfill(
         )  # fmt: skip
         if checkpoint is not None:  # what a reconcile compares; a dry run sends nothing
             run.sent = command_recorder(settings.kafka, None, stack)  # learns each describe
+        if checkpoint is not None and settings.salesforce.replay_start == "latest":
             # Beside the reads; the run ends once it is stored (or known not to be).
             marking = asyncio.create_task(record_stream_start(settings, config.objects))
             stack.push_async_callback(stream_start_recorded, marking)

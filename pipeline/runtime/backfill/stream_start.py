@@ -2,8 +2,9 @@
 
 A backfill reads every record once; ``sfamp run`` then follows the object's change
 events. Subscribed for the first time at the latest event
-(``SFAMP_SALESFORCE__REPLAY_START=latest``) after the backfill ended, the service
-would never see the changes made in between. So a backfill stores the replay id -2
+(``SFAMP_SALESFORCE__REPLAY_START=latest``; the default, ``earliest``, needs none of
+this) after the backfill ended, the service would never see the changes made in
+between. So a backfill stores the replay id -2
 (Salesforce's retained events, 72 hours) for the channels of its objects when
 nothing at all is stored yet: the service's first subscription replays from there.
 A replay is harmless: identifications are idempotent, and a record's last event
@@ -88,6 +89,6 @@ async def stream_start_recorded(
         "stream_start_not_recorded",
         reason=reason,
         hint="for the service's first start on this org, set "
-        "SFAMP_SALESFORCE__REPLAY_START=earliest: it then reads the changes made since "
-        "this backfill from the retained events",
+        "SFAMP_SALESFORCE__REPLAY_START=earliest (the default): it then reads the changes "
+        "made since this backfill from the retained events",
     )
