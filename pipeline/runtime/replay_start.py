@@ -28,6 +28,15 @@ from pipeline.salesforce.cdc import EARLIEST, LATEST, DurableReplayStorage
 
 log = structlog.get_logger(__name__)
 
+# Salesforce keeps change events 72 hours.
+RETENTION_MS: Final = 72 * 3600 * 1000
+# A rewind to a replay id whose event is older than this goes to the oldest retained
+# event instead: the id may have expired, which would re-sync every object of the channel.
+REWIND_HORIZON_MS: Final = 70 * 3600 * 1000
+# How often a subscribed channel resuming from the retained events (-2) has its mark
+# stored again: its age then says how long ago sfamp last followed it.
+REFRESH_MS: Final = 3600 * 1000
+
 
 @dataclass(slots=True)
 class Checkpoints:
@@ -70,11 +79,6 @@ def unmarked_start(marks: Mapping[str, ReplayMark], replay_start: str) -> int:
     return EARLIEST if marks or replay_start == "earliest" else LATEST
 
 
-# Salesforce keeps change events 72 hours; a rewind to a replay id whose event is older
-# than this goes to the oldest retained event instead (an expired id: a full re-sync).
-REWIND_HORIZON_MS: Final = 70 * 3600 * 1000
-
-
 @dataclass(frozen=True, slots=True)
 class Rewind:
     """Resume ``channel`` from ``replay_from`` to read the skipped events of ``objects``."""
@@ -82,13 +86,6 @@ class Rewind:
     channel: str
     replay_from: int
     objects: tuple[str, ...]
-
-
-# Salesforce keeps change events 72 hours.
-RETENTION_MS: Final = 72 * 3600 * 1000
-# How often a subscribed channel resuming from the retained events (-2) has its mark
-# stored again: its age then says how long ago sfamp last followed it.
-REFRESH_MS: Final = 3600 * 1000
 
 
 def stale_start(marks: Mapping[str, ReplayMark], channels: list[str], now_ms: int) -> str | None:
