@@ -76,6 +76,7 @@ from pipeline.salesforce.cdc import (
     CdcSubscriber,
     DurableReplayStorage,
     channel_for,
+    channels_for,
 )
 from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.salesforce.client import SalesforceClient
@@ -137,9 +138,7 @@ class IngestPump:
     # -- channels -------------------------------------------------------------
 
     def channels(self, config: MappingConfig) -> list[str]:
-        if self.settings.salesforce.cdc_channel:
-            return [self.settings.salesforce.cdc_channel]
-        return [channel_for(obj) for obj in config.objects]
+        return channels_for(config.objects, self.settings.salesforce.cdc_channel)
 
     def objects_of(self, channel: str, config: MappingConfig) -> list[str]:
         if self.settings.salesforce.cdc_channel == channel:

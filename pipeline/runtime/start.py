@@ -33,6 +33,7 @@ from pipeline.errors import (
     Problem,
 )
 from pipeline.kafka.admin import check_topic_configs, ensure_topics, sfamp_topics
+from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.mapping_source import (
     MappingHolder,
     MappingRefusal,
@@ -150,7 +151,7 @@ async def starting_mapping(
             )
         except NoMappingToRun:
             delay = unpublished.next()
-            topic = f"{settings.kafka.topic_prefix}.config"
+            topic = TopicNames(settings.kafka.topic_prefix).config
             if unpublished.attempts == 1:  # said once: the wait is the expected first state
                 log.warning("mapping_not_published_at_start", topic=topic)
             state.starting = (

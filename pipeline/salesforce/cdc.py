@@ -67,6 +67,12 @@ def channel_for(sfdc_object: str) -> str:
     return f"/data/{sfdc_object}ChangeEvent"
 
 
+def channels_for(objects: Iterable[str], custom: str | None = None) -> list[str]:
+    """The channels that carry ``objects``' change events: ``custom`` alone when set
+    (``SFAMP_SALESFORCE__CDC_CHANNEL``), else one per object."""
+    return [custom] if custom else list(dict.fromkeys(map(channel_for, objects)))
+
+
 class DurableReplayStorage(ReplayMarkerStorage):
     """Answers subscribe requests with the last replay id Kafka holds, per channel."""
 

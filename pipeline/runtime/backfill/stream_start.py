@@ -30,18 +30,12 @@ from pipeline.kafka.records import ReplayMark
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill.checkpoint import KAFKA_PROBE_SECONDS
 from pipeline.runtime.cadence import now_ms
-from pipeline.salesforce.cdc import EARLIEST, channel_for
+from pipeline.salesforce.cdc import EARLIEST, channels_for
 
 log = structlog.get_logger(__name__)
 
 # How long the end of a backfill waits for the write (it ran beside the reads).
 RECORD_SECONDS: Final = 2 * KAFKA_PROBE_SECONDS
-
-
-def channels_of(settings: Settings, objects: Sequence[str]) -> list[str]:
-    """The CDC channels the service follows ``objects`` on (one custom channel, if set)."""
-    custom = settings.salesforce.cdc_channel
-    return [custom] if custom else list(dict.fromkeys(map(channel_for, objects)))
 
 
 async def record_stream_start(settings: Settings, objects: Sequence[str]) -> list[str]:
@@ -57,7 +51,8 @@ async def record_stream_start(settings: Settings, objects: Sequence[str]) -> lis
     table, _ = await read_table(kafka, topic)
     if any(value for value, _offset in table.values()):
         return []
-    fresh = [ReplayMark(channel, EARLIEST, now_ms()) for channel in channels_of(settings, objects)]
+    channels = channels_for(objects, settings.salesforce.cdc_channel)
+    fresh = [ReplayMark(channel, EARLIEST, now_ms()) for channel in channels]
     await ensure_topics(kafka, sfamp_topics(kafka, []))
     async with ChangeProducer(kafka) as producer:
         await producer.send_all([(topic, *mark.encode()) for mark in fresh])
