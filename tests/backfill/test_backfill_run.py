@@ -19,6 +19,7 @@ from pipeline.runtime.backfill import (
     run_backfill,
 )
 from pipeline.runtime.salesforce_reads import fields_to_read
+from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.schema import schema_from_describe
 from sfamp_sandbox.amplitude.state import Fault
@@ -222,11 +223,17 @@ async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
         options=SMALL_PAGES, stop=stop,
     )  # fmt: skip
     assert first.interrupted == "stopped for the test"
-    saved = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]
+    document = orjson.loads(checkpoint.read_bytes())
+    saved = document["objects"]["Account"]
     assert saved["position"]["finished"], saved
     assert not saved["complete"], saved
+    # The stopped run deletes its job during the catch-up it was stopped in, or not, as
+    # the stop falls: the checkpoint is made to name a job that is surely still there.
+    async with SalesforceClient.from_settings(sandboxes.settings().salesforce) as sf:
+        snapshot_job = (await BulkQuery(sf.rest).create("SELECT Id FROM Account")).id
+    saved["position"]["job_id"] = snapshot_job
+    checkpoint.write_bytes(orjson.dumps(document))
     jobs = sandboxes.salesforce.state.jobs.jobs
-    snapshot_job = saved["position"]["job_id"]
     assert snapshot_job in jobs
 
     second = await run_backfill(
@@ -237,6 +244,18 @@ async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
     assert second.completed, second.error
     assert second.total("rows_read") == 0  # the snapshot was done
     assert snapshot_job not in jobs, "the resumed run left the snapshot's Bulk job behind"
+
+
+async def test_a_run_deletes_its_snapshot_job(sandboxes: Sandboxes, tmp_path: Path) -> None:
+    await sandboxes.seed("Account", 3_000)
+    summary = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=tmp_path / "checkpoint.json",
+        options=SMALL_PAGES,
+    )  # fmt: skip
+
+    assert summary.completed, summary.error
+    assert summary.bulk_jobs == 1
+    assert not sandboxes.salesforce.state.jobs.jobs, "the run left its Bulk job behind"
 
 
 async def test_dry_run_sends_nothing_and_plans(sandboxes: Sandboxes, tmp_path: Path) -> None:

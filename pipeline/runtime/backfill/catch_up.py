@@ -106,20 +106,22 @@ async def begin_catch_up(
     meaning: tuple[MappingConfig, ObjectSchema] | None = None,
     bulk: WindowPages | None = None,
     recycle_bin: bool = False,
+    server_time: datetime | None = None,
 ) -> CatchUp | None:
     """The catch-up of a snapshot that starts now: call it before the first read.
 
     ``meaning`` (the mapping and the object's describe) makes rounds compare mapped
     values and read deleted records too; ``bulk`` lets a large round read through
     Bulk API 2.0; ``recycle_bin`` reads the records deleted before the window too
-    when a mapping of the object acts on deletes (:attr:`CatchUp.recycle_bin`).
-    ``None`` (and a warning) when ``fields`` lack ``SystemModstamp``, i.e. the object
-    has none to order by.
+    when a mapping of the object acts on deletes (:attr:`CatchUp.recycle_bin`);
+    ``server_time`` is Salesforce's clock when the caller took it already (before
+    the first read too). ``None`` (and a warning) when ``fields`` lack
+    ``SystemModstamp``, i.e. the object has none to order by.
     """
     if MODSTAMP not in fields:
         log.warning("snapshot_catch_up_unavailable", object=sfdc_object, missing=MODSTAMP)
         return None
-    start = await snapshot_start(rest, sfdc_object)
+    start = server_time if server_time is not None else await snapshot_start(rest, sfdc_object)
     return catch_up_for(
         rest, sfdc_object, fields, start, where=where, meaning=meaning, bulk=bulk,
         recycle_bin=recycle_bin,

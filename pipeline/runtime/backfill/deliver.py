@@ -69,6 +69,7 @@ class ObjectRun:
     catch_up: CatchUp | None  # None in a dry run, or without SystemModstamp
     meaning: ReadMeaning
     job_id: str | None = None
+    total: int | None = None  # the records counted beside the describe (a fresh run)
 
     def save(self, run: BackfillRun, position: ReadPosition, *, complete: bool = False) -> None:
         if run.checkpoint is None:

@@ -11,6 +11,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from typing import Any, Final, Literal, TypeVar
 
 import structlog
@@ -144,15 +145,20 @@ async def read_batches(
     where: str | None,
     start: ReadPosition | None,
     options: ReadOptions,
+    total: int | None = None,
 ) -> AsyncIterator[RecordBatch]:
-    """Batches of an object's records from ``start``, by Bulk or REST (see the module doc)."""
+    """Batches of an object's records from ``start``, by Bulk or REST (see the module doc).
+
+    ``total`` is the :func:`count_records` answer when the caller already has it.
+    """
     if start is not None and start.finished:
         return
     if start is not None and start.method == "rest":
         async for batch in _rest_batches(sf, schema.name, fields, where, start.last_id, None):
             yield batch
         return
-    total = await count_records(sf, schema.name, where)
+    if total is None:
+        total = await count_records(sf, schema.name, where)
     resuming_bulk = start is not None and start.method == "bulk"
     if options.api == "rest" or (
         options.api == "auto" and not resuming_bulk and total <= options.rest_max_records
@@ -168,6 +174,44 @@ async def read_batches(
         return
     async for batch in _bulk_batches(bulk, schema, job, start, options):
         yield batch
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What a read asks Salesforce before its first page: the describe, and (when asked
+    for) the server's clock for a catch-up and the record count."""
+
+    describe: dict[str, Any]
+    server_time: datetime | None = None
+    total: int | None = None
+
+
+async def open_object(
+    sf: SalesforceClient, sfdc_object: str, where: str | None, *, clock: bool, count: bool
+) -> Opening:
+    """The describe, with Salesforce's clock (``clock``) and :func:`count_records` (``count``)
+    asked at the same time: one round trip before the read instead of three.
+
+    A failure is raised once all three answered, the describe's first, so an unknown
+    object fails as it does alone.
+    """
+    describe, server_time, total = await asyncio.gather(
+        sf.rest.describe(sfdc_object),
+        sf.rest.server_time() if clock else _none(),
+        count_records(sf, sfdc_object, where) if count else _none(),
+        return_exceptions=True,
+    )
+    if isinstance(describe, BaseException):
+        raise describe
+    if isinstance(server_time, BaseException):
+        raise server_time
+    if isinstance(total, BaseException):
+        raise total
+    return Opening(describe, server_time, total)
+
+
+async def _none() -> None:
+    return None
 
 
 async def count_records(sf: SalesforceClient, sfdc_object: str, where: str | None) -> int:

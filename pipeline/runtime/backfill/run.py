@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,6 +44,7 @@ from pipeline.runtime.backfill.read import (
     ReadPosition,
     RecordBatch,
     forget_job,
+    open_object,
     prefetched,
     read_batches,
 )
@@ -203,20 +205,41 @@ async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
         # during the catch-up, whose newer live reads it would land over.
         await _send_reads(run, obj, obj.catch_up.deleted_before(), ReadPosition())
     await _snapshot(run, obj)
-    await _catch_up(run, obj)
+    if run.checkpoint is None:
+        await _catch_up(run, obj)
+    else:
+        # The snapshot's job is read to its end (and checkpointed so): deleted meanwhile.
+        await _beside(_catch_up(run, obj), forget_job(run.bulk, obj.job_id))
     obj.item.finished = True
     if run.checkpoint is not None:
         obj.save(run, ReadPosition(finished=True), complete=True)
-        await forget_job(run.bulk, obj.job_id)
     if run.progress is not None:
         run.progress.finish_object(obj.item)
+
+
+async def _beside(work: Coroutine[Any, Any, None], chore: Coroutine[Any, Any, None]) -> None:
+    """``work`` with ``chore`` (which raises nothing) running meanwhile; a failed or
+    cancelled ``work`` cancels it."""
+    task = asyncio.ensure_future(chore)
+    try:
+        await work
+    except BaseException:
+        task.cancel()
+        await asyncio.wait([task])
+        raise
+    await task
 
 
 async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
     """What to read for the object and from where; None when a resumed run finished it."""
     item = ObjectSummary(sfdc_object)
     run.summary.objects.append(item)
-    schema = schema_from_describe(await run.sf.rest.describe(sfdc_object))
+    # A fresh run begins a catch-up and counts the records: asked beside the describe.
+    fresh = run.resume_from is None
+    opening = await open_object(
+        run.sf, sfdc_object, run.where, clock=fresh and run.checkpoint is not None, count=fresh
+    )
+    schema = schema_from_describe(opening.describe)
     if run.sent is not None:
         run.sent.learn(schema)
     mapped = fields_to_read(run.config, sfdc_object, schema)
@@ -233,7 +256,9 @@ async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
     # SystemModstamp is read too (when the object has one): catch-up orders by it.
     fields = [*mapped, MODSTAMP] if schema.field(MODSTAMP) is not None else mapped
     config = run.config.model_copy(update={"mappings": mappings})
-    catch_up = await _catch_up_for(run, sfdc_object, fields, saved, (config, schema))
+    catch_up = await _catch_up_for(
+        run, sfdc_object, fields, saved, (config, schema), opening.server_time
+    )
     meaning = catch_up.meaning if catch_up is not None else None
     start = None if saved is None else saved.position
     return ObjectRun(
@@ -247,6 +272,7 @@ async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
         meaning or ReadMeaning(sfdc_object, config, schema),
         # A run resumed after its snapshot reads no batch: its job is still to delete.
         job_id=None if start is None else start.job_id,
+        total=opening.total,
     )
 
 
@@ -256,8 +282,10 @@ async def _catch_up_for(
     fields: list[str],
     saved: ObjectCheckpoint | None,
     meaning: tuple[MappingConfig, ObjectSchema],
+    server_time: datetime | None,
 ) -> CatchUp | None:
-    """The object's catch-up: resumed from the checkpoint, or starting now (before reading)."""
+    """The object's catch-up: resumed from the checkpoint, or starting now (before reading,
+    at ``server_time`` when that was taken)."""
     if run.checkpoint is None:
         return None  # a dry run delivers nothing, so nothing can land out of order
     rest, where = run.sf.rest, run.where
@@ -265,8 +293,9 @@ async def _catch_up_for(
     bulk = None if run.options.api == "rest" else BulkWindowReads(run.bulk, meaning[1], run.options)
     if saved is None or "since" not in saved.catch_up or MODSTAMP not in fields:
         return await begin_catch_up(
-            rest, sfdc_object, fields, where=where, meaning=meaning, bulk=bulk, recycle_bin=True
-        )
+            rest, sfdc_object, fields, where=where, meaning=meaning, bulk=bulk, recycle_bin=True,
+            server_time=server_time,
+        )  # fmt: skip
     since = parse_stamp(saved.catch_up["since"])
     seen = saved.catch_up.get("seen")
     return catch_up_for(
@@ -278,7 +307,7 @@ async def _catch_up_for(
 async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:
     reader = read_batches(
         run.sf, run.bulk, obj.schema, obj.fields, where=run.where, start=obj.start,
-        options=run.options,
+        options=run.options, total=obj.total,
     )  # fmt: skip
     window = InFlightBatches(run, obj)
     try:
