@@ -285,7 +285,7 @@ def compare(
             requests = f" (target <= 1/5: {verdict(share <= TARGET_REQUEST_SHARE)})"
         commands = theirs["command_seconds"] / result["command_seconds"]
         print(
-            f"  ratio {transport:<14} {speed:5.1f}x faster than naive{faster}; "
+            f"  ratio {transport:<14} {speed:5.2f}x faster than naive{faster}; "
             f"{share:.3f} of its Amplitude requests{requests}; whole commands {commands:.1f}x"
         )
     return ratios
@@ -296,7 +296,7 @@ def summarise(ms: int, runs: list[dict[str, tuple[float, float]]]) -> None:
     for transport in runs[0]:
         speeds = [run[transport][0] for run in runs]
         shares = [run[transport][1] for run in runs]
-        faster = f"{min(speeds):.1f}-{max(speeds):.1f}x faster"
+        faster = f"{min(speeds):.2f}-{max(speeds):.2f}x faster"
         fewer = f"{min(shares):.3f}-{max(shares):.3f} of its requests"
         if ms >= TARGET_LATENCY_MS:
             faster += f" (>= {TARGET_SPEEDUP}x: {verdict(min(speeds) >= TARGET_SPEEDUP)})"
