@@ -1,29 +1,35 @@
-"""Round trips a backfill waits for: the calls before the first page are asked together."""
+"""Round trips a backfill waits for: the calls before the first page are asked together, and
+the snapshot's Bulk job is deleted while the catch-up reads."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import httpx
+from structlog.testing import capture_logs
 
 from pipeline.errors import SalesforceRequestError
-from pipeline.runtime.backfill import run_backfill
+from pipeline.runtime.backfill import LogProgress, ReadOptions, run_backfill
+from pipeline.runtime.backfill.meaning import MODSTAMP
+from pipeline.runtime.backfill.read import forget_job
+from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.client import SalesforceClient
 from tests.backfill.conftest import Sandboxes, mapping
 
 
 class InFlight(httpx.AsyncBaseTransport):
-    """Real HTTP, remembering the largest set of requests that were in flight at once."""
+    """Real HTTP, remembering which requests were in flight together."""
 
     def __init__(self) -> None:
         self._http = httpx.AsyncHTTPTransport()
         self._now: list[str] = []
-        self.most: list[str] = []
+        self.most: list[str] = []  # the largest set
+        self.together: list[set[str]] = []  # the set in flight as each request left
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        soql = request.url.params.get("q", "")
-        name = "count" if "COUNT()" in soql else request.url.path.rsplit("/data/", 1)[-1]
+        name = _kind(request)
         self._now.append(name)
+        self.together.append(set(self._now))
         if len(self._now) > len(self.most):
             self.most = sorted(self._now)
         try:
@@ -33,6 +39,29 @@ class InFlight(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _kind(request: httpx.Request) -> str:
+    soql = request.url.params.get("q", "")
+    if "COUNT()" in soql:
+        return "count"
+    if f"{MODSTAMP} >=" in soql:
+        return "catch-up round"
+    if request.method == "DELETE" and "/jobs/query/" in request.url.path:
+        return "job delete"
+    return request.url.path.rsplit("/data/", 1)[-1]
+
+
+class SlowAfterSnapshot(LogProgress):
+    """Once the snapshot's one batch is delivered, Salesforce answers after a second."""
+
+    def __init__(self, sandboxes: Sandboxes) -> None:
+        super().__init__(interval_seconds=3600)
+        self._sandboxes = sandboxes
+
+    def advance(self, sfdc_object: str, rows: int, identifications: int) -> None:
+        super().advance(sfdc_object, rows, identifications)
+        self._sandboxes.salesforce.state.latency.ms = 1000
 
 
 async def test_the_describe_the_clock_and_the_count_are_asked_together(
@@ -66,3 +95,35 @@ async def test_an_unknown_object_fails_as_its_describe_does(
 
     assert isinstance(summary.error, SalesforceRequestError), summary.error
     assert "NOT_FOUND" in str(summary.error), summary.error
+
+
+async def test_the_snapshot_job_is_deleted_while_the_catch_up_reads(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 300)
+    settings = sandboxes.settings()
+    transport = InFlight()
+    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
+        summary = await run_backfill(
+            settings, mapping(), checkpoint_path=tmp_path / "checkpoint.json", salesforce=sf,
+            options=ReadOptions(api="bulk"), progress=SlowAfterSnapshot(sandboxes),
+        )  # fmt: skip
+
+    assert summary.completed, summary.error
+    assert summary.bulk_jobs == 1
+    assert not sandboxes.salesforce.state.jobs.jobs
+    # Each takes a second now: one left while the other was still waiting for its answer.
+    together = [names for names in transport.together if len(names) > 1]
+    assert {"job delete", "catch-up round"} in together, transport.together
+
+
+async def test_a_job_already_deleted_is_not_a_failure(sandboxes: Sandboxes) -> None:
+    async with SalesforceClient.from_settings(sandboxes.settings().salesforce) as sf:
+        bulk = BulkQuery(sf.rest)
+        job = await bulk.create("SELECT Id FROM Account")
+        await bulk.delete(job.id)
+        with capture_logs() as logs:
+            await forget_job(bulk, job.id)  # a resumed run, stopped after deleting it
+
+    assert not [entry for entry in logs if entry["log_level"] == "warning"], logs
+    assert [entry["event"] for entry in logs] == ["bulk_job_already_deleted"]

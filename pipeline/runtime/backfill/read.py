@@ -349,11 +349,20 @@ def _copy_position(source: ReadPosition, target: ReadPosition) -> None:
 
 
 async def forget_job(bulk: BulkQuery, job_id: str | None) -> None:
-    """Delete a finished job's results; failing to is not worth failing the run for."""
+    """Delete a finished job's results; failing to is not worth failing the run for.
+
+    A job already gone (404 ``NOT_FOUND``: a run stopped after deleting it, before its
+    checkpoint said so) is what was wanted.
+    """
     if not job_id:
         return
     try:
         await bulk.delete(job_id)
+    except SalesforceRequestError as exc:
+        if exc.error_code == "NOT_FOUND":
+            log.debug("bulk_job_already_deleted", job_id=job_id)
+        else:
+            log.warning("bulk_job_delete_failed", job_id=job_id, reason=str(exc))
     except SfampError as exc:
         log.warning("bulk_job_delete_failed", job_id=job_id, reason=str(exc))
 

@@ -209,23 +209,26 @@ async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
         await _catch_up(run, obj)
     else:
         # The snapshot's job is read to its end (and checkpointed so): deleted meanwhile.
-        await _beside(_catch_up(run, obj), forget_job(run.bulk, obj.job_id))
+        await _beside(_catch_up_and_save(run, obj), forget_job(run.bulk, obj.job_id))
     obj.item.finished = True
-    if run.checkpoint is not None:
-        obj.save(run, ReadPosition(finished=True), complete=True)
     if run.progress is not None:
         run.progress.finish_object(obj.item)
 
 
+async def _catch_up_and_save(run: BackfillRun, obj: ObjectRun) -> None:
+    await _catch_up(run, obj)
+    obj.save(run, ReadPosition(finished=True), complete=True)
+
+
 async def _beside(work: Coroutine[Any, Any, None], chore: Coroutine[Any, Any, None]) -> None:
-    """``work`` with ``chore`` (which raises nothing) running meanwhile; a failed or
-    cancelled ``work`` cancels it."""
+    """``work`` with ``chore`` running meanwhile, then the end of ``chore``; a failed or
+    cancelled ``work`` cancels it (and whatever it raised is dropped)."""
     task = asyncio.ensure_future(chore)
     try:
         await work
     except BaseException:
         task.cancel()
-        await asyncio.wait([task])
+        await asyncio.gather(task, return_exceptions=True)
         raise
     await task
 
