@@ -1,8 +1,10 @@
-"""Round trips a backfill waits for: the calls before the first page are asked together, and
-the snapshot's Bulk job is deleted while the catch-up reads."""
+"""Round trips a backfill waits for: the calls before the first page are asked together, the
+catch-up's first read goes while the last batches are on the wire, and the snapshot's Bulk
+job is deleted meanwhile."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -20,14 +22,17 @@ from tests.backfill.conftest import Sandboxes, mapping
 class InFlight(httpx.AsyncBaseTransport):
     """Real HTTP, remembering which requests were in flight together."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_send: Callable[[str], None] | None = None) -> None:
         self._http = httpx.AsyncHTTPTransport()
+        self._on_send = on_send
         self._now: list[str] = []
         self.most: list[str] = []  # the largest set
         self.together: list[set[str]] = []  # the set in flight as each request left
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         name = _kind(request)
+        if self._on_send is not None:
+            self._on_send(name)
         self._now.append(name)
         self.together.append(set(self._now))
         if len(self._now) > len(self.most):
@@ -52,15 +57,15 @@ def _kind(request: httpx.Request) -> str:
     return request.url.path.rsplit("/data/", 1)[-1]
 
 
-class SlowAfterSnapshot(LogProgress):
-    """Once the snapshot's one batch is delivered, Salesforce answers after a second."""
+class SlowOnceReading(LogProgress):
+    """Once the snapshot's first batch is read, Salesforce answers after a second."""
 
     def __init__(self, sandboxes: Sandboxes) -> None:
         super().__init__(interval_seconds=3600)
         self._sandboxes = sandboxes
 
-    def advance(self, sfdc_object: str, rows: int, identifications: int) -> None:
-        super().advance(sfdc_object, rows, identifications)
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+        super().start_object(sfdc_object, total, method)
         self._sandboxes.salesforce.state.latency.ms = 1000
 
 
@@ -106,13 +111,13 @@ async def test_the_snapshot_job_is_deleted_while_the_catch_up_reads(
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         summary = await run_backfill(
             settings, mapping(), checkpoint_path=tmp_path / "checkpoint.json", salesforce=sf,
-            options=ReadOptions(api="bulk"), progress=SlowAfterSnapshot(sandboxes),
+            options=ReadOptions(api="bulk"), progress=SlowOnceReading(sandboxes),
         )  # fmt: skip
 
     assert summary.completed, summary.error
     assert summary.bulk_jobs == 1
     assert not sandboxes.salesforce.state.jobs.jobs
-    # Each takes a second now: one left while the other was still waiting for its answer.
+    # Each takes a second: the delete left while the catch-up's read waited for its answer.
     together = [names for names in transport.together if len(names) > 1]
     assert {"job delete", "catch-up round"} in together, transport.together
 
@@ -127,3 +132,27 @@ async def test_a_job_already_deleted_is_not_a_failure(sandboxes: Sandboxes) -> N
 
     assert not [entry for entry in logs if entry["log_level"] == "warning"], logs
     assert [entry["event"] for entry in logs] == ["bulk_job_already_deleted"]
+
+
+async def test_the_catch_up_reads_while_the_last_batch_is_on_its_way(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 300)
+    sandboxes.amplitude.state.latency.ms = 1000  # the one batch lands a second after it left
+    groups = sandboxes.amplitude.state.store("us").groups
+    landed_when_read: list[int] = []
+
+    def sent(name: str) -> None:
+        if name == "catch-up round":
+            landed_when_read.append(len(groups))
+
+    settings = sandboxes.settings()
+    async with SalesforceClient.from_settings(settings.salesforce, transport=InFlight(sent)) as sf:
+        summary = await run_backfill(
+            settings, mapping(), checkpoint_path=tmp_path / "checkpoint.json", salesforce=sf
+        )
+
+    assert summary.completed, summary.error
+    assert summary.objects[0].catch_up_rounds == 1
+    assert len(groups) == 300
+    assert landed_when_read == [0], "the catch-up read only once the snapshot had landed"

@@ -20,6 +20,7 @@ import pytest
 from pipeline.config.mapping import MappingConfig
 from pipeline.runtime.backfill import StopRequest, run_backfill
 from pipeline.runtime.backfill import catch_up as catch_up_module
+from pipeline.runtime.backfill.ahead import ReadAhead
 from pipeline.runtime.backfill.catch_up import catch_up_for
 from pipeline.sandbox_stack import SandboxStack
 from pipeline.transform.schema import schema_from_describe
@@ -109,23 +110,39 @@ async def test_a_run_resumed_during_its_catch_up_does_not_send_the_bin_again(
     await org.create("Account", Name="New", External_Id__c="EXT-A", Tier__c="Silver")
     await org.advance_clock(3600)
     recent = await org.create("Account", Name="Recent", External_Id__c="EXT-B")
-    stop, rounds = StopRequest(), catch_up_module.CatchUp.rounds
+    stop = StopRequest()
+    rounds, read_ahead = catch_up_module.CatchUp.rounds, catch_up_module.CatchUp.read_ahead
 
-    async def stopped_after_a_round(catch_up: Any) -> AsyncIterator[list[dict[str, Any]]]:
-        # The stop, made certain: right after the first round was delivered and
-        # checkpointed (the record changed after the snapshot gives it one).
-        await org.update("Account", recent, Tier__c="Platinum")
-        async for records in rounds(catch_up):
+    def changed_then_read(catch_up: Any) -> ReadAhead[list[dict[str, Any]]]:
+        # The record changed after the snapshot, before the first round reads: one to send.
+        async def pages() -> AsyncIterator[list[dict[str, Any]]]:
+            await org.update("Account", recent, Tier__c="Platinum")
+            first = read_ahead(catch_up)
+            try:
+                async for page in first:
+                    yield page
+            finally:
+                await first.aclose()
+
+        return ReadAhead(pages())
+
+    async def stopped_after_a_round(
+        catch_up: Any, first: Any = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        # The stop, made certain: right after the first round was delivered and checkpointed.
+        async for records in rounds(catch_up, first):
             yield records
             stop.set("SIGTERM")
             await asyncio.Event().wait()  # until the stop cancels the run
 
+    monkeypatch.setattr(catch_up_module.CatchUp, "read_ahead", changed_then_read)
     monkeypatch.setattr(catch_up_module.CatchUp, "rounds", stopped_after_a_round)
     checkpoint = tmp_path / "bf.json"
     first = await run_backfill(settings, config, checkpoint_path=checkpoint, stop=stop)
     assert first.interrupted == "SIGTERM", first
     assert group(stack, "account_ext", "EXT-A") == {"name": "New", "tier": "Silver"}
     monkeypatch.setattr(catch_up_module.CatchUp, "rounds", rounds)
+    monkeypatch.setattr(catch_up_module.CatchUp, "read_ahead", read_ahead)
     again = await run_backfill(settings, config, checkpoint_path=checkpoint, resume=True)
     assert again.error is None, again.error
     assert group(stack, "account_ext", "EXT-A") == {"name": "New", "tier": "Silver"}

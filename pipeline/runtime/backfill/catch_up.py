@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol
 import structlog
 
 from pipeline.config.mapping import MappingConfig
+from pipeline.runtime.backfill.ahead import ReadAhead, prefetched
 from pipeline.runtime.backfill.keys import ReadKeys
 from pipeline.runtime.backfill.meaning import (
     DELETED,
@@ -47,7 +48,6 @@ from pipeline.runtime.backfill.meaning import (
     raw_key,
     read_key,
 )
-from pipeline.runtime.backfill.read import prefetched
 from pipeline.transform.schema import ObjectSchema
 
 # Stamps are taken when a write happens but become visible at commit, so a long
@@ -279,16 +279,34 @@ class CatchUp:
             return self.meaning.digest_of(record)
         return record_digest(record, self.fields)
 
-    async def rounds(self) -> AsyncIterator[list[dict[str, Any]]]:
+    def read_ahead(self) -> ReadAhead[list[dict[str, Any]]]:
+        """The first round's read, begun now: call it once the snapshot has read every
+        record, while its last batches may still be on their way to Amplitude.
+
+        Pass it to :meth:`rounds`, which compares its pages once they were delivered
+        (and remembered); the caller closes it. Its reads are later than the snapshot's,
+        so they still land after them. Bulk or REST is chosen by what was remembered so
+        far, a few batches short of all.
+        """
+        return ReadAhead(self._pages(self.soql(self.since), len(self.keys)))
+
+    async def rounds(
+        self, first: ReadAhead[list[dict[str, Any]]] | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """Rounds of changed records, until one finds nothing new (at most :data:`MAX_ROUNDS`).
 
         A round is read page by page (the next page read while this one is compared)
-        and keeps only what changed, so memory holds a page and the changes.
+        and keeps only what changed, so memory holds a page and the changes. ``first``
+        is the first round's read, begun early (:meth:`read_ahead`).
         """
         start, expected = self.since, len(self.keys)
         for _ in range(MAX_ROUNDS):
             found, fresh, latest = 0, [], start
-            async for page in prefetched(self._pages(self.soql(start), expected)):
+            pages = (
+                first if first is not None else prefetched(self._pages(self.soql(start), expected))
+            )
+            first = None
+            async for page in pages:
                 found += len(page)
                 fresh += self.changed(page)
                 # A change after this round's read gets a later stamp than any it saw.

@@ -7,13 +7,14 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import SfampError
+from pipeline.runtime.backfill.ahead import ReadAhead
 from pipeline.runtime.backfill.catch_up import CatchUp
 from pipeline.runtime.backfill.checkpoint import CheckpointFile, RejectSink, rejected_entries
 from pipeline.runtime.backfill.meaning import ReadMeaning
@@ -70,6 +71,9 @@ class ObjectRun:
     meaning: ReadMeaning
     job_id: str | None = None
     total: int | None = None  # the records counted beside the describe (a fresh run)
+    # The catch-up's first read, begun once the snapshot read its last record; the
+    # object's run closes it however it ends.
+    first_round: ReadAhead[list[dict[str, Any]]] | None = None
 
     def save(self, run: BackfillRun, position: ReadPosition, *, complete: bool = False) -> None:
         if run.checkpoint is None:

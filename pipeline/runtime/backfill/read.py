@@ -7,12 +7,11 @@ resume from once it (and everything before it) was delivered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 import structlog
 
@@ -23,6 +22,7 @@ from pipeline.errors import (
     SalesforceUnavailableError,
     SfampError,
 )
+from pipeline.runtime.backfill.ahead import prefetched
 from pipeline.runtime.salesforce_reads import fields_to_read
 from pipeline.salesforce.bulk import (
     DEFAULT_BATCH_ROWS,
@@ -43,7 +43,6 @@ DEFAULT_REST_MAX_RECORDS: Final = 10_000
 FIRST_PAGE_BATCHES: Final = 3
 
 Api = Literal["auto", "bulk", "rest"]
-T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 
@@ -379,34 +378,6 @@ def collect_page_garbage() -> None:
     milliseconds for 50,000 rows) keeps that to about a page's worth.
     """
     gc.collect()
-
-
-async def prefetched(items: AsyncIterator[T], ahead: int = 1) -> AsyncIterator[T]:
-    """``items``, with up to ``ahead`` more read (from Salesforce) while this one is used.
-
-    The reader task is owned here: it is cancelled and awaited however the loop ends,
-    and its errors come out of this generator.
-    """
-    queue: asyncio.Queue[tuple[T] | BaseException | None] = asyncio.Queue(maxsize=ahead)
-
-    async def read() -> None:
-        try:
-            async for item in items:
-                await queue.put((item,))
-            await queue.put(None)
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            await queue.put(exc)
-
-    reader = asyncio.create_task(read())
-    try:
-        while (entry := await queue.get()) is not None:
-            if isinstance(entry, BaseException):
-                raise entry
-            yield entry[0]
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
 
 
 class BulkWindowReads:

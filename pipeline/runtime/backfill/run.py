@@ -21,6 +21,7 @@ from pipeline.amplitude.payload import to_identification
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
+from pipeline.runtime.backfill.ahead import prefetched
 from pipeline.runtime.backfill.catch_up import (
     CatchUp,
     begin_catch_up,
@@ -45,7 +46,6 @@ from pipeline.runtime.backfill.read import (
     RecordBatch,
     forget_job,
     open_object,
-    prefetched,
     read_batches,
 )
 from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, ObjectSummary
@@ -204,12 +204,16 @@ async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
         # are checkpointed as nothing read yet); never after it, not even on a resume
         # during the catch-up, whose newer live reads it would land over.
         await _send_reads(run, obj, obj.catch_up.deleted_before(), ReadPosition())
-    await _snapshot(run, obj)
-    if run.checkpoint is None:
-        await _catch_up(run, obj)
-    else:
-        # The snapshot's job is read to its end (and checkpointed so): deleted meanwhile.
-        await _beside(_catch_up_and_save(run, obj), forget_job(run.bulk, obj.job_id))
+    try:
+        await _snapshot(run, obj)
+        if run.checkpoint is None:
+            await _catch_up(run, obj)
+        else:
+            # The snapshot's job is read to its end (and checkpointed so): deleted meanwhile.
+            await _beside(_catch_up_and_save(run, obj), forget_job(run.bulk, obj.job_id))
+    finally:
+        if obj.first_round is not None:
+            await obj.first_round.aclose()
     obj.item.finished = True
     if run.progress is not None:
         run.progress.finish_object(obj.item)
@@ -323,6 +327,10 @@ async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:
         except SalesforceError as exc:
             await window.settle_after(exc)
             raise
+        if obj.catch_up is not None:
+            # Every record is read: the catch-up's first read goes while the last
+            # batches are on the wire (compared once they were delivered).
+            obj.first_round = obj.catch_up.read_ahead()
         await window.drain()
     finally:
         await window.cancel()
@@ -341,7 +349,8 @@ async def _catch_up(run: BackfillRun, obj: ObjectRun) -> None:
     if obj.catch_up is None:
         return
     try:
-        await _send_reads(run, obj, obj.catch_up.rounds(), ReadPosition(finished=True))
+        rounds = obj.catch_up.rounds(obj.first_round)
+        await _send_reads(run, obj, rounds, ReadPosition(finished=True))
     finally:
         obj.item.catch_up_rounds = obj.catch_up.rounds_done
         obj.item.quiescent = obj.catch_up.quiescent

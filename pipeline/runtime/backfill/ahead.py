@@ -1,0 +1,55 @@
+"""Reading ahead: the next item of an async iterator (a result page, a round's page) is
+fetched by a task of its own while the caller works on the current one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+async def prefetched(items: AsyncIterator[T], ahead: int = 1) -> AsyncIterator[T]:
+    """``items``, with up to ``ahead`` more read (from Salesforce) while this one is used.
+
+    The reader task is owned here: it is cancelled and awaited however the loop ends,
+    and its errors come out of this generator.
+    """
+    reader = ReadAhead(items, ahead)
+    try:
+        async for item in reader:
+            yield item
+    finally:
+        await reader.aclose()
+
+
+class ReadAhead(Generic[T]):
+    """``items`` read by a task begun at once, up to ``ahead`` more than were used.
+
+    Iterate it once; the reader's errors come out of the iteration. Whoever makes
+    one calls :meth:`aclose` however things end (it cancels and awaits the reader).
+    """
+
+    def __init__(self, items: AsyncIterator[T], ahead: int = 1) -> None:
+        self._queue: asyncio.Queue[tuple[T] | BaseException | None] = asyncio.Queue(ahead)
+        self._reader = asyncio.create_task(self._read(items))
+
+    async def _read(self, items: AsyncIterator[T]) -> None:
+        try:
+            async for item in items:
+                await self._queue.put((item,))
+            await self._queue.put(None)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            await self._queue.put(exc)
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        while (entry := await self._queue.get()) is not None:
+            if isinstance(entry, BaseException):
+                raise entry
+            yield entry[0]
+
+    async def aclose(self) -> None:
+        self._reader.cancel()
+        # The reader's own cancellation is its answer; one of the caller's goes on.
+        await asyncio.gather(self._reader, return_exceptions=True)
