@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from structlog.testing import capture_logs
 
 from pipeline.errors import SalesforceRequestError
-from pipeline.runtime.backfill import LogProgress, ReadOptions, run_backfill
+from pipeline.runtime.backfill import BackfillSummary, LogProgress, ReadOptions, run_backfill
 from pipeline.runtime.backfill.meaning import MODSTAMP
 from pipeline.runtime.backfill.read import forget_job
 from pipeline.salesforce.bulk import BulkQuery
@@ -69,21 +70,29 @@ class SlowOnceReading(LogProgress):
         self._sandboxes.salesforce.state.latency.ms = 1000
 
 
+async def backfilled(
+    sandboxes: Sandboxes, tmp_path: Path, transport: InFlight, **options: Any
+) -> BackfillSummary:
+    """A backfill of 300 Accounts whose Salesforce requests go through ``transport``."""
+    await sandboxes.seed("Account", 300)
+    settings = sandboxes.settings()
+    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
+        return await run_backfill(
+            settings, mapping(), checkpoint_path=tmp_path / "checkpoint.json", salesforce=sf,
+            **options,
+        )  # fmt: skip
+
+
 async def test_the_describe_the_clock_and_the_count_are_asked_together(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
-    await sandboxes.seed("Account", 300)
-    settings = sandboxes.settings()
     transport = InFlight()
-    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
-        summary = await run_backfill(
-            settings, mapping(), checkpoint_path=tmp_path / "checkpoint.json", salesforce=sf
-        )
+    summary = await backfilled(sandboxes, tmp_path, transport)
 
     assert summary.completed, summary.error
     assert summary.total("rows_read") == 300
     # Salesforce's clock (for the catch-up) is the Date of a GET of the versions list.
-    version = settings.salesforce.api_version
+    version = sandboxes.settings().salesforce.api_version
     expected = sorted(["count", f"{version}/", f"{version}/sobjects/Account/describe/"])
     assert transport.most == expected, transport.most
 
@@ -105,14 +114,11 @@ async def test_an_unknown_object_fails_as_its_describe_does(
 async def test_the_snapshot_job_is_deleted_while_the_catch_up_reads(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
-    await sandboxes.seed("Account", 300)
-    settings = sandboxes.settings()
     transport = InFlight()
-    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
-        summary = await run_backfill(
-            settings, mapping(), checkpoint_path=tmp_path / "checkpoint.json", salesforce=sf,
-            options=ReadOptions(api="bulk"), progress=SlowOnceReading(sandboxes),
-        )  # fmt: skip
+    summary = await backfilled(
+        sandboxes, tmp_path, transport,
+        options=ReadOptions(api="bulk"), progress=SlowOnceReading(sandboxes),
+    )  # fmt: skip
 
     assert summary.completed, summary.error
     assert summary.bulk_jobs == 1
@@ -137,7 +143,6 @@ async def test_a_job_already_deleted_is_not_a_failure(sandboxes: Sandboxes) -> N
 async def test_the_catch_up_reads_while_the_last_batch_is_on_its_way(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
-    await sandboxes.seed("Account", 300)
     sandboxes.amplitude.state.latency.ms = 1000  # the one batch lands a second after it left
     groups = sandboxes.amplitude.state.store("us").groups
     landed_when_read: list[int] = []
@@ -146,11 +151,7 @@ async def test_the_catch_up_reads_while_the_last_batch_is_on_its_way(
         if name == "catch-up round":
             landed_when_read.append(len(groups))
 
-    settings = sandboxes.settings()
-    async with SalesforceClient.from_settings(settings.salesforce, transport=InFlight(sent)) as sf:
-        summary = await run_backfill(
-            settings, mapping(), checkpoint_path=tmp_path / "checkpoint.json", salesforce=sf
-        )
+    summary = await backfilled(sandboxes, tmp_path, InFlight(sent))
 
     assert summary.completed, summary.error
     assert summary.objects[0].catch_up_rounds == 1
