@@ -42,6 +42,12 @@ class ReadAhead(Generic[T]):
             await self._queue.put(None)
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             await self._queue.put(exc)
+        finally:
+            # Closed here, also when cancelled while holding an item nobody takes: its own
+            # clean-up (a Bulk job's delete) runs now, while its HTTP client is still open.
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                await close()
 
     async def __aiter__(self) -> AsyncIterator[T]:
         while (entry := await self._queue.get()) is not None:

@@ -27,8 +27,9 @@ The local clock is never used, so a skewed host cannot shrink the window.
 from __future__ import annotations
 
 import base64
+import contextlib
 from array import array
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
@@ -79,7 +80,7 @@ class SnapshotReads(Protocol):
 class WindowPages(Protocol):
     """A SOQL query's records in pages through Bulk API 2.0 (``BulkWindowReads`` in ``read.py``)."""
 
-    def pages(self, soql: str, *, all_rows: bool) -> AsyncIterator[list[dict[str, Any]]]: ...
+    def pages(self, soql: str, *, all_rows: bool) -> AsyncGenerator[list[dict[str, Any]]]: ...
 
 
 async def snapshot_start(rest: SnapshotReads, sfdc_object: str) -> datetime | None:
@@ -349,8 +350,11 @@ class CatchUp:
     async def _pages(self, soql: str, expected: int) -> AsyncIterator[list[dict[str, Any]]]:
         """The round's records in pages: Bulk CSV pages when it is expected to be large."""
         if self.bulk is not None and expected >= self.bulk_min_rows:
-            async for page in self.bulk.pages(soql, all_rows=self.with_deleted):
-                yield page
+            # Closed with this one: its job's delete must not wait for the collector.
+            pages = self.bulk.pages(soql, all_rows=self.with_deleted)
+            async with contextlib.aclosing(pages):
+                async for page in pages:
+                    yield page
             return
         rows: list[dict[str, Any]] = []
         async for record in self.rest.query(soql, all_rows=self.with_deleted):

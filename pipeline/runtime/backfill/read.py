@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -389,7 +389,7 @@ class BulkWindowReads:
         self._converters = rest_converters({n: info.type for n, info in schema.fields.items()})
         self._options = options
 
-    async def pages(self, soql: str, *, all_rows: bool) -> AsyncIterator[list[dict[str, Any]]]:
+    async def pages(self, soql: str, *, all_rows: bool) -> AsyncGenerator[list[dict[str, Any]]]:
         """Lists of up to ``batch_rows`` records; the next CSV page downloads meanwhile."""
         job = await self._bulk.create(soql, all_rows=all_rows)
         try:
