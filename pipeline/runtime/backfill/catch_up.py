@@ -26,7 +26,6 @@ The local clock is never used, so a skewed host cannot shrink the window.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
@@ -38,7 +37,7 @@ import structlog
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.runtime.backfill.ahead import ReadAhead, prefetched
-from pipeline.runtime.backfill.keys import ReadKeys
+from pipeline.runtime.backfill.keys import ReadKeys, load_seen, pack_keys, pack_latest
 from pipeline.runtime.backfill.meaning import (
     DELETED,
     MODSTAMP,
@@ -143,8 +142,9 @@ def catch_up_for(
 ) -> CatchUp:
     """A catch-up from ``since``: a new one, or one resumed with what a checkpoint's
     ``seen`` says was delivered (as :meth:`CatchUp.to_json` wrote it)."""
-    remembered = load_seen(seen)
+    remembered, latest = load_seen(seen)
     catch_up = CatchUp(rest, sfdc_object, fields, since, where, ReadKeys(remembered), bulk=bulk)
+    catch_up.latest = latest
     if meaning is not None:
         config, schema = meaning
         catch_up.meaning = ReadMeaning(sfdc_object, config, schema)
@@ -213,9 +213,16 @@ class CatchUp:
     # The same reads as read (:func:`raw_key`): a round skips the transform of a read
     # found here. Not checkpointed: after a resume, earlier reads are compared by meaning.
     raw_keys: ReadKeys = field(default_factory=ReadKeys)
+    # For each record a round sent again, the read key it delivered last. Such a record
+    # has several reads remembered, and a later round compares its read with the last
+    # one only: A, then B, then A again within one second must land A over B.
+    latest: dict[str, int] = field(default_factory=dict)
+    # Reads a round found changed (read key: record id), until delivered.
+    _sending: dict[int, str] = field(default_factory=dict)
     # Keys tracked since the last checkpoint, and the packed chunks written before: a
     # checkpoint after every batch encodes only what is new.
     _fresh: array[int] = field(default_factory=lambda: array("Q"))
+    _fresh_latest: list[tuple[str, int]] = field(default_factory=list)
     _packed: list[str] = field(default_factory=list)
     rounds_done: int = 0
     quiescent: bool = False
@@ -253,13 +260,33 @@ class CatchUp:
         """Remember delivered reads (in the window) by :meth:`key_of` and :meth:`raw_key`."""
         added = array("Q", keys)
         self.keys.add(added)
-        self._fresh.extend(added)
         self.raw_keys.add(raw)
+        if not self._sending:
+            self._fresh.extend(added)
+            return
+        for key in added:
+            record_id = self._sending.pop(key, None)
+            if record_id is None:
+                self._fresh.append(key)
+            else:
+                self.latest[record_id] = key
+                self._fresh_latest.append((record_id, key))
 
     def changed(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """The records whose read differs from every one delivered for them."""
-        raw_seen, raw, seen, key = self.raw_keys, self.raw_key, self.keys, self.read_key
-        return [dict(r) for r in records if raw(r) not in raw_seen and key(r) not in seen]
+        """The records whose read differs from the one delivered for them last."""
+        latest, raw_seen, seen = self.latest, self.raw_keys, self.keys
+        fresh = []
+        for record in records:
+            last = latest.get(record.get("Id")) if latest else None  # type: ignore[arg-type]
+            if last is None and self.raw_key(record) in raw_seen:
+                continue  # read exactly as before: it means the same
+            key = self.read_key(record)
+            if key == last or (last is None and key in seen):
+                continue
+            fresh.append(dict(record))
+            if isinstance(record_id := record.get("Id"), str):
+                self._sending[key] = record_id
+        return fresh
 
     def raw_key(self, record: Mapping[str, Any]) -> int:
         return raw_key(record, self.fields)
@@ -382,26 +409,12 @@ class CatchUp:
     def to_json(self) -> dict[str, Any]:
         """What a checkpoint keeps, so that a resumed run catches up from the first start."""
         if self._fresh:
-            self._packed.append(base64.b64encode(self._fresh.tobytes()).decode())
+            self._packed.append(pack_keys(self._fresh))
             self._fresh = array("Q")
+        if self._fresh_latest:
+            self._packed.append(pack_latest(self._fresh_latest))
+            self._fresh_latest = []
         return {
             "since": None if self.since is None else self.since.isoformat(),
             "seen": list(self._packed),
         }
-
-
-def load_seen(saved: object) -> array[int]:
-    """What a checkpoint's ``seen`` holds (chunks of packed 64-bit numbers, base64).
-
-    Anything else (an older checkpoint's layout) is forgotten: its records are only
-    sent once more, which ``$set`` makes harmless.
-    """
-    keys = array("Q")
-    if not isinstance(saved, list) or not all(isinstance(chunk, str) for chunk in saved):
-        return keys
-    try:
-        for chunk in saved:
-            keys.frombytes(base64.b64decode(chunk, validate=True))
-    except ValueError:
-        return array("Q")
-    return keys

@@ -9,21 +9,29 @@ look-up in one array per bucket, the rest sorted in another, merged on the first
 look-up after many were added (the start of a catch-up round) one bucket at a
 time, so the sort never holds more than a bucket's keys as Python ints. Look-ups
 are a binary search in one bucket, or a small set of the keys added since the merge.
+
+A checkpoint keeps them as text chunks (:func:`pack_keys`, :func:`pack_latest`), in
+the order they were delivered, so that a resumed run remembers what this one did.
 """
 
 from __future__ import annotations
 
+import base64
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import Final
 
+import orjson
+
 # Keys added since the merge are looked up in a set up to this many (and an eighth of
 # the sorted ones); beyond, they are merged into the sorted arrays first.
 _SMALL: Final = 4096
 _BUCKETS: Final = 256
 _SHIFT: Final = 56  # the top byte of a 64-bit key names its bucket
+# Marks a chunk of (record id, read key) pairs; base64 never holds a colon.
+_LATEST: Final = "latest:"
 
 
 class ReadKeys:
@@ -75,3 +83,36 @@ class ReadKeys:
         self._sorted_count += self._added_count
         self._added_count = 0
         self._added_set = None
+
+
+def pack_keys(keys: array[int]) -> str:
+    """One checkpoint chunk of read keys: packed 64-bit numbers, base64."""
+    return base64.b64encode(keys.tobytes()).decode()
+
+
+def pack_latest(pairs: list[tuple[str, int]]) -> str:
+    """One checkpoint chunk of (record id, read key) pairs: the reads a round delivered
+    last for those records, which a later chunk's pair for the same record replaces."""
+    return _LATEST + base64.b64encode(orjson.dumps(pairs)).decode()
+
+
+def load_seen(saved: object) -> tuple[array[int], dict[str, int]]:
+    """Every read key a checkpoint's chunks hold, and the latest read key by record id.
+
+    Anything else (an older checkpoint's layout) is forgotten: its records are only
+    sent once more, which ``$set`` makes harmless.
+    """
+    keys, latest = array("Q"), dict[str, int]()
+    if not isinstance(saved, list) or not all(isinstance(chunk, str) for chunk in saved):
+        return keys, latest
+    try:
+        for chunk in saved:
+            if chunk.startswith(_LATEST):
+                pairs = orjson.loads(base64.b64decode(chunk[len(_LATEST) :], validate=True))
+                latest.update((str(record_id), int(key)) for record_id, key in pairs)
+                keys.extend(int(key) for _, key in pairs)
+            else:
+                keys.frombytes(base64.b64decode(chunk, validate=True))
+    except (ValueError, TypeError, OverflowError):
+        return array("Q"), {}
+    return keys, latest
