@@ -4,22 +4,24 @@ compares a record's read with the read delivered for it last, not with every one
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from pipeline.runtime.backfill import run_backfill
+from pipeline.runtime.backfill import BackfillSummary, run_backfill
 from pipeline.runtime.backfill.catch_up import CatchUp, catch_up_for
 from pipeline.runtime.backfill.checkpoint import CheckpointFile
 from pipeline.runtime.backfill.meaning import MODSTAMP
 from pipeline.runtime.backfill.read import ReadPosition
 from pipeline.salesforce.client import SalesforceClient
+from sfamp_sandbox.amplitude.state import Fault
 from tests.backfill.conftest import Sandboxes, mapping
+from tests.runtime.conftest import wait_until
 
 START = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
 FIELDS = ["Id", "Industry", MODSTAMP]
@@ -66,77 +68,149 @@ async def test_a_record_changed_back_within_the_second_is_sent_again() -> None:
 
 
 async def test_a_read_like_the_last_delivered_is_not_sent_again() -> None:
+    # A guard: comparing with the last delivered read still ends the rounds.
     catch_up = CatchUp(FlippingOrg("Retail", "Retail"), "Account", FIELDS, START)
     catch_up.track([read("Energy")])
 
     assert await delivered(catch_up) == [["Retail"]]
-    assert catch_up.latest == {"001A": catch_up.read_key(read("Retail"))}
+    assert catch_up.quiescent
+
+
+def resumed(path: Path, *reads: str) -> CatchUp:
+    """The catch-up a run resumed from the checkpoint at ``path`` makes, reading ``reads``."""
+    saved = CheckpointFile.load(path).entry("Account", "f")
+    assert saved is not None
+    return catch_up_for(FlippingOrg(*reads), "Account", FIELDS, START, seen=saved.catch_up["seen"])
+
+
+def save(path: Path, catch_up: CatchUp) -> None:
+    CheckpointFile(path).save(
+        "Account", "f", ReadPosition(finished=True), catch_up=catch_up.to_json()
+    )
 
 
 async def test_a_resumed_catch_up_knows_what_a_round_delivered_last(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.json"
     catch_up = CatchUp(FlippingOrg("Retail"), "Account", FIELDS, START)
     catch_up.track([read("Energy")])
-    async for records in catch_up.rounds():  # the run stops once B was delivered
-        catch_up.track(records)
-        CheckpointFile(path).save(
-            "Account", "f", ReadPosition(finished=True), catch_up=catch_up.to_json()
-        )
-        break
+    async with aclosing(catch_up.rounds()) as rounds:
+        async for records in rounds:  # the run stops once B was delivered
+            catch_up.track(records)
+            save(path, catch_up)
+            break
 
-    saved = CheckpointFile.load(path).entry("Account", "f")
-    assert saved is not None
-    resumed = catch_up_for(
-        FlippingOrg("Energy", "Energy"), "Account", FIELDS, START, seen=saved.catch_up["seen"]
-    )
+    assert resumed(path).seen == catch_up.seen
+    assert await delivered(resumed(path, "Energy", "Energy")) == [["Energy"]]
+    assert await delivered(resumed(path, "Retail")) == []
+    # Saved again after the resume, the chunks it resumed from still count.
+    again = resumed(path, "Energy", "Energy")
+    save(path, again)
+    assert await delivered(resumed(path, "Retail")) == []
 
-    assert resumed.seen == catch_up.seen
-    assert await delivered(resumed) == [["Energy"]]
-    # Written again, it is read back whole: the older layout's chunks and the newer.
-    again = json.loads(json.dumps(resumed.to_json()))["seen"]
-    assert catch_up_for(FlippingOrg(), "Account", FIELDS, START, seen=again).latest == {
-        "001A": catch_up.read_key(read("Energy"))
-    }
+
+async def test_a_read_being_sent_when_the_run_stopped_is_sent_again(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.json"
+    catch_up = CatchUp(FlippingOrg("Retail"), "Account", FIELDS, START)
+    catch_up.track([read("Energy")])
+    async with aclosing(catch_up.rounds()) as rounds:
+        async for _records in rounds:  # B may have landed; the run stops before it knows
+            save(path, catch_up)
+            break
+
+    assert await delivered(resumed(path, "Energy", "Energy")) == [["Energy"]]
 
 
 class Flipping(httpx.AsyncBaseTransport):
     """Real HTTP; before each of the first catch-up rounds is read, record ``record_id``
-    is changed to the next of ``industries`` (through the sandbox's control API)."""
+    is changed to the next of ``industries`` (through the sandbox's control API), and
+    ``then`` is awaited."""
 
-    def __init__(self, sandboxes: Sandboxes, record_id: str, *industries: str) -> None:
+    def __init__(
+        self,
+        sandboxes: Sandboxes,
+        record_id: str,
+        *industries: str,
+        then: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._http = httpx.AsyncHTTPTransport()
-        self._sandboxes, self._record_id = sandboxes, record_id
+        self._sandboxes, self._record_id, self._then = sandboxes, record_id, then
         self.industries = list(industries)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if f"{MODSTAMP} >=" in request.url.params.get("q", "") and self.industries:
-            await self._sandboxes.control.patch(
-                f"{self._sandboxes.salesforce.base_url}/__sandbox/records/Account/"
-                f"{self._record_id}",
-                json={"Industry": self.industries.pop(0)},
-            )
+            await change(self._sandboxes, self._record_id, self.industries.pop(0))
+            if self._then is not None:
+                await self._then()
         return await self._http.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
 
-async def test_a_backfill_ends_on_the_value_read_last(sandboxes: Sandboxes, tmp_path: Path) -> None:
-    # Every write lands in one Salesforce second, as a quick A, B, A would.
+async def change(sandboxes: Sandboxes, record_id: str, industry: str) -> None:
+    url = f"{sandboxes.salesforce.base_url}/__sandbox/records/Account/{record_id}"
+    (await sandboxes.control.patch(url, json={"Industry": industry})).raise_for_status()
+
+
+async def seeded(sandboxes: Sandboxes) -> str:
+    """300 Accounts written in one Salesforce second, as a quick A, B, A would be; the
+    first one's id, its Industry Energy."""
     frozen = time.time()
     sandboxes.salesforce.state.org.clock = lambda: frozen
     record_id = (await sandboxes.seed("Account", 300))[0]
-    url = f"{sandboxes.salesforce.base_url}/__sandbox/records/Account/{record_id}"
-    (await sandboxes.control.patch(url, json={"Industry": "Energy"})).raise_for_status()
-    transport = Flipping(sandboxes, record_id, "Retail", "Energy")
-    settings = sandboxes.settings()
+    await change(sandboxes, record_id, "Energy")
+    return record_id
 
+
+async def backfill(
+    sandboxes: Sandboxes, tmp_path: Path, transport: Flipping, *, resume: bool = False
+) -> BackfillSummary:
+    settings = sandboxes.settings()
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
-        summary = await run_backfill(
-            settings, mapping(), checkpoint_path=tmp_path / "checkpoint.json", salesforce=sf
-        )
+        return await run_backfill(
+            settings, mapping(), checkpoint_path=tmp_path / "checkpoint.json", salesforce=sf,
+            resume=resume,
+        )  # fmt: skip
+
+
+def industry(sandboxes: Sandboxes, record_id: str) -> Any:
+    return sandboxes.groups()[("account", record_id)]["industry"]
+
+
+async def test_a_backfill_ends_on_the_value_read_last(sandboxes: Sandboxes, tmp_path: Path) -> None:
+    record_id = await seeded(sandboxes)
+    transport = Flipping(sandboxes, record_id, "Retail", "Energy")
+
+    summary = await backfill(sandboxes, tmp_path, transport)
 
     assert summary.completed, summary.error
     assert transport.industries == [], "the catch-up read fewer rounds than the scenario"
-    assert sandboxes.groups()[("account", record_id)]["industry"] == "Energy"
+    assert industry(sandboxes, record_id) == "Energy"
     assert summary.objects[0].caught_up == 2
+
+
+async def test_a_round_that_landed_before_a_stop_is_sent_again_on_resume(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    record_id = await seeded(sandboxes)
+
+    async def land_then_fail() -> None:
+        """The round's batch lands, but every answer is a 500: the run stops without
+        knowing. Once the snapshot's batches landed, so that only the round's fail."""
+        await wait_until(
+            lambda: len(sandboxes.groups()) == 300, interval=0.01, what="the snapshot's groups"
+        )
+        fault = Fault("500_after_apply", remaining=10_000, path="/2/httpapi")
+        sandboxes.amplitude.state.add_fault(fault)
+
+    transport = Flipping(sandboxes, record_id, "Retail", then=land_then_fail)
+    first = await backfill(sandboxes, tmp_path, transport)
+    assert first.error is not None, "the round's delivery should have failed"
+    assert industry(sandboxes, record_id) == "Retail"
+
+    sandboxes.amplitude.state.faults.clear()
+    await change(sandboxes, record_id, "Energy")  # back to A, still in the same second
+    resumed = await backfill(sandboxes, tmp_path, Flipping(sandboxes, record_id), resume=True)
+
+    assert resumed.completed, resumed.error
+    assert industry(sandboxes, record_id) == "Energy"

@@ -1,11 +1,12 @@
 """Reading ahead: the next item of an async iterator (a result page, a round's page) is
-fetched by a task of its own while the caller works on the current one."""
+fetched by a task of its own while the caller works on the current one; and a chore
+(a Bulk job's delete) done beside the work that follows it."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -59,3 +60,16 @@ class ReadAhead(Generic[T]):
         self._reader.cancel()
         # The reader's own cancellation is its answer; one of the caller's goes on.
         await asyncio.gather(self._reader, return_exceptions=True)
+
+
+async def beside(work: Coroutine[Any, Any, None], chore: Coroutine[Any, Any, None]) -> None:
+    """``work`` with ``chore`` running meanwhile, then the end of ``chore``; a failed or
+    cancelled ``work`` cancels it (and whatever it raised is dropped)."""
+    task = asyncio.ensure_future(chore)
+    try:
+        await work
+    except BaseException:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+    await task

@@ -37,7 +37,13 @@ import structlog
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.runtime.backfill.ahead import ReadAhead, prefetched
-from pipeline.runtime.backfill.keys import ReadKeys, load_seen, pack_keys, pack_latest
+from pipeline.runtime.backfill.keys import (
+    UNDELIVERED,
+    ReadKeys,
+    load_seen,
+    pack_keys,
+    pack_latest,
+)
 from pipeline.runtime.backfill.meaning import (
     DELETED,
     MODSTAMP,
@@ -143,8 +149,9 @@ def catch_up_for(
     """A catch-up from ``since``: a new one, or one resumed with what a checkpoint's
     ``seen`` says was delivered (as :meth:`CatchUp.to_json` wrote it)."""
     remembered, latest = load_seen(seen)
-    catch_up = CatchUp(rest, sfdc_object, fields, since, where, ReadKeys(remembered), bulk=bulk)
-    catch_up.latest = latest
+    catch_up = CatchUp(
+        rest, sfdc_object, fields, since, where, ReadKeys(remembered), latest=latest, bulk=bulk
+    )
     if meaning is not None:
         config, schema = meaning
         catch_up.meaning = ReadMeaning(sfdc_object, config, schema)
@@ -220,7 +227,9 @@ class CatchUp:
     # Reads a round found changed (read key: record id), until delivered.
     _sending: dict[int, str] = field(default_factory=dict)
     # Keys tracked since the last checkpoint, and the packed chunks written before: a
-    # checkpoint after every batch encodes only what is new.
+    # checkpoint after every batch encodes only what is new. The (record id, key) pairs
+    # hold UNDELIVERED for a read a round is sending: a resumed run sends it once more,
+    # as it cannot know whether it landed.
     _fresh: array[int] = field(default_factory=lambda: array("Q"))
     _fresh_latest: list[tuple[str, int]] = field(default_factory=list)
     _packed: list[str] = field(default_factory=list)
@@ -257,7 +266,8 @@ class CatchUp:
         return set(self.keys)
 
     def remember(self, keys: Iterable[int], raw: Iterable[int] = ()) -> None:
-        """Remember delivered reads (in the window) by :meth:`key_of` and :meth:`raw_key`."""
+        """Remember delivered reads (in the window) by :meth:`key_of` and :meth:`raw_key`;
+        a read a round found changed becomes the latest of its record."""
         added = array("Q", keys)
         self.keys.add(added)
         self.raw_keys.add(raw)
@@ -277,15 +287,17 @@ class CatchUp:
         latest, raw_seen, seen = self.latest, self.raw_keys, self.keys
         fresh = []
         for record in records:
-            last = latest.get(record.get("Id")) if latest else None  # type: ignore[arg-type]
+            record_id = record.get("Id")
+            last = latest.get(record_id) if latest and isinstance(record_id, str) else None
             if last is None and self.raw_key(record) in raw_seen:
                 continue  # read exactly as before: it means the same
             key = self.read_key(record)
             if key == last or (last is None and key in seen):
                 continue
             fresh.append(dict(record))
-            if isinstance(record_id := record.get("Id"), str):
+            if isinstance(record_id, str):
                 self._sending[key] = record_id
+                self._fresh_latest.append((record_id, UNDELIVERED))
         return fresh
 
     def raw_key(self, record: Mapping[str, Any]) -> int:

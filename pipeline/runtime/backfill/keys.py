@@ -32,6 +32,8 @@ _BUCKETS: Final = 256
 _SHIFT: Final = 56  # the top byte of a 64-bit key names its bucket
 # Marks a chunk of (record id, read key) pairs; base64 never holds a colon.
 _LATEST: Final = "latest:"
+# The read key of a pair whose read was being sent: unlike any read, so sent again.
+UNDELIVERED: Final = 0
 
 
 class ReadKeys:
@@ -92,7 +94,8 @@ def pack_keys(keys: array[int]) -> str:
 
 def pack_latest(pairs: list[tuple[str, int]]) -> str:
     """One checkpoint chunk of (record id, read key) pairs: the reads a round delivered
-    last for those records, which a later chunk's pair for the same record replaces."""
+    last for those records (:data:`UNDELIVERED`: one it was sending), which a later
+    pair for the same record replaces."""
     return _LATEST + base64.b64encode(orjson.dumps(pairs)).decode()
 
 
@@ -102,7 +105,8 @@ def load_seen(saved: object) -> tuple[array[int], dict[str, int]]:
     Anything else (an older checkpoint's layout) is forgotten: its records are only
     sent once more, which ``$set`` makes harmless.
     """
-    keys, latest = array("Q"), dict[str, int]()
+    keys = array("Q")
+    latest: dict[str, int] = {}
     if not isinstance(saved, list) or not all(isinstance(chunk, str) for chunk in saved):
         return keys, latest
     try:
@@ -110,7 +114,7 @@ def load_seen(saved: object) -> tuple[array[int], dict[str, int]]:
             if chunk.startswith(_LATEST):
                 pairs = orjson.loads(base64.b64decode(chunk[len(_LATEST) :], validate=True))
                 latest.update((str(record_id), int(key)) for record_id, key in pairs)
-                keys.extend(int(key) for _, key in pairs)
+                keys.extend(int(key) for _, key in pairs if key != UNDELIVERED)
             else:
                 keys.frombytes(base64.b64decode(chunk, validate=True))
     except (ValueError, TypeError, OverflowError):

@@ -21,7 +21,7 @@ from pipeline.amplitude.payload import to_identification
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
-from pipeline.runtime.backfill.ahead import prefetched
+from pipeline.runtime.backfill.ahead import beside, prefetched
 from pipeline.runtime.backfill.catch_up import (
     CatchUp,
     begin_catch_up,
@@ -210,7 +210,7 @@ async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
             await _catch_up(run, obj)
         else:
             # The snapshot's job is read to its end (and checkpointed so): deleted meanwhile.
-            await _beside(_catch_up_and_save(run, obj), forget_job(run.bulk, obj.job_id))
+            await beside(_catch_up_and_save(run, obj), forget_job(run.bulk, obj.job_id))
     finally:
         if obj.first_round is not None:
             await obj.first_round.aclose()
@@ -222,19 +222,6 @@ async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
 async def _catch_up_and_save(run: BackfillRun, obj: ObjectRun) -> None:
     await _catch_up(run, obj)
     obj.save(run, ReadPosition(finished=True), complete=True)
-
-
-async def _beside(work: Coroutine[Any, Any, None], chore: Coroutine[Any, Any, None]) -> None:
-    """``work`` with ``chore`` running meanwhile, then the end of ``chore``; a failed or
-    cancelled ``work`` cancels it (and whatever it raised is dropped)."""
-    task = asyncio.ensure_future(chore)
-    try:
-        await work
-    except BaseException:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise
-    await task
 
 
 async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
@@ -367,6 +354,8 @@ async def _send_reads(
     window = InFlightBatches(run, obj, progress=False)
     try:
         async for records in rounds:
+            # Before any is sent: a resumed run sends again what this round was sending.
+            obj.save(run, position)
             for chunk in batched(iter(records), run.options.batch_rows):
                 updates, keys = _updates(run, obj, chunk, "rest", first_read=False)
                 await window.push(RecordBatch(chunk, "rest", position, None), updates, keys)

@@ -273,6 +273,8 @@ async def _catch_up(
         now_ms = int(time.time() * 1000)
         deleted = (deleted_envelope(plan, r, now_ms=now_ms) for r in records if is_deleted(r))
         envelopes += [envelope for envelope in deleted if envelope is not None]
+        # Before any is written: a resumed run writes again what this round was writing.
+        run.checkpoint.save(plan, ReadPosition(finished=True), catch_up)
         await run.write(plan.sfdc_object, envelopes)
         item.caught_up += len(envelopes)
         catch_up.track(records)
