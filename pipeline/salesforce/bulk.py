@@ -30,9 +30,11 @@ from pipeline.salesforce.rest import SalesforceRest
 TERMINAL: Final = frozenset(("JobComplete", "Failed", "Aborted"))
 DEFAULT_MAX_RECORDS: Final = 50_000
 # Rows handed on at a time: small enough that the typed dicts of one batch stay a
-# few MB, large enough that per-batch work (a send, a checkpoint) is amortised; two
-# full HTTP V2 requests (1,999 events each) for a mapping of unique groups.
-DEFAULT_BATCH_ROWS: Final = 3_998
+# few MB, large enough that per-batch work (a send, a checkpoint) is amortised; one
+# full HTTP V2 request (1,999 events) for a mapping of unique groups. Batches of one
+# request keep Amplitude busier than batches of two, their requests in flight alike
+# (benchmarks/README.md, "Backfill").
+DEFAULT_BATCH_ROWS: Final = 1_999
 POLL_FIRST_SECONDS: Final = 0.25
 POLL_MAX_SECONDS: Final = 30.0
 POLL_GROWTH: Final = 1.5

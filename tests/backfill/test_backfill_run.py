@@ -18,6 +18,7 @@ from pipeline.runtime.backfill import (
     StopRequest,
     run_backfill,
 )
+from pipeline.runtime.backfill.deliver import MAX_IN_FLIGHT
 from pipeline.runtime.salesforce_reads import fields_to_read
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.client import SalesforceClient
@@ -148,7 +149,8 @@ async def test_killed_run_resumes_with_same_state_and_fewer_requests(
 async def test_amplitude_outage_stops_and_resume_finishes(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
-    await sandboxes.seed("Account", 6_000)
+    # Twelve batches: once two were delivered, at most MAX_IN_FLIGHT more were sent.
+    await sandboxes.seed("Account", 12_000)
     checkpoint = tmp_path / "checkpoint.json"
     plan = await run_backfill(
         sandboxes.settings(), mapping(), dry_run=True, checkpoint_path=checkpoint,
@@ -161,11 +163,13 @@ async def test_amplitude_outage_stops_and_resume_finishes(
         options=SMALL_PAGES,
     )  # fmt: skip
     assert isinstance(first.error, AmplitudeUnavailableError)
+    delivered = hook.batches * 1_000  # each delivered batch was checkpointed
+    assert 2_000 <= delivered <= 2_000 + MAX_IN_FLIGHT * 1_000
     saved = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]
     assert saved["method"] == "bulk"
     assert not saved["finished"]
     assert saved["locator"] is not None
-    assert saved["rows_done"] == 0  # after the first page
+    assert saved["rows_done"] == delivered % 2_000  # within a page of two batches
 
     sandboxes.amplitude.state.faults.clear()
     second = await run_backfill(
@@ -174,7 +178,7 @@ async def test_amplitude_outage_stops_and_resume_finishes(
     )  # fmt: skip
 
     assert second.completed
-    assert second.total("rows_read") == 4_000
+    assert second.total("rows_read") == 12_000 - delivered
     assert sandboxes.groups() == await rest_expectation(sandboxes, mapping())
     assert 0 < second.total("requests") < plan.total("requests")
     again = await run_backfill(

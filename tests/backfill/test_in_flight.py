@@ -1,4 +1,4 @@
-"""A backfill keeps two batches on the wire while it transforms the next one."""
+"""A backfill keeps several batches on the wire while it transforms the next one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ import orjson
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.settings import AmplitudeSettings, Settings
 from pipeline.runtime.backfill.checkpoint import CheckpointFile, RejectSink
-from pipeline.runtime.backfill.deliver import BackfillRun, InFlightBatches, ObjectRun
+from pipeline.runtime.backfill.deliver import (
+    MAX_IN_FLIGHT,
+    BackfillRun,
+    InFlightBatches,
+    ObjectRun,
+)
 from pipeline.runtime.backfill.meaning import ReadMeaning
 from pipeline.runtime.backfill.read import DEFAULT_READ_OPTIONS, ReadPosition, RecordBatch
 from pipeline.runtime.backfill.report import BackfillSummary, ObjectSummary
@@ -31,7 +36,7 @@ def _batch(number: int) -> tuple[RecordBatch, list[GroupUpdate]]:
     return RecordBatch(records, "bulk", position, 3), updates
 
 
-async def test_two_batches_stay_on_the_wire_while_the_next_is_transformed(
+async def test_batches_stay_on_the_wire_while_the_next_is_transformed(
     tmp_path: Path,
 ) -> None:
     arrived: list[int] = []
@@ -54,14 +59,15 @@ async def test_two_batches_stay_on_the_wire_while_the_next_is_transformed(
         meaning = ReadMeaning("Account", config, SCHEMA)
         obj = ObjectRun(item, SCHEMA, config, ["Id"], "f", None, None, meaning)
         window = InFlightBatches(run, obj)
-        for number in (0, 1):
+        for number in range(MAX_IN_FLIGHT - 1):
             # Handed on at once: nothing has been answered yet.
             await asyncio.wait_for(window.push(*_batch(number), ([], [])), timeout=5)
-        third = asyncio.create_task(window.push(*_batch(2), ([], [])))
-        await wait_until(lambda: len(arrived) == 3, timeout=5, what="three batches sent")
-        assert not third.done(), "a third batch waits until the first one was delivered"
+        last = asyncio.create_task(window.push(*_batch(MAX_IN_FLIGHT - 1), ([], [])))
+        sent = min(MAX_IN_FLIGHT, client.concurrency.level)  # the client's requests at once
+        await wait_until(lambda: len(arrived) == sent, timeout=5, what=f"{sent} batches sent")
+        assert not last.done(), "the last batch waits until the first one was delivered"
         answer.set()
-        await asyncio.wait_for(third, timeout=5)
+        await asyncio.wait_for(last, timeout=5)
         await window.drain()
-    assert sorted(arrived) == [0, 1, 2]
-    assert item.identifications == 3
+    assert sorted(arrived) == list(range(MAX_IN_FLIGHT))
+    assert item.identifications == MAX_IN_FLIGHT

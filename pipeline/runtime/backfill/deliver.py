@@ -31,10 +31,12 @@ from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.group_update import GroupUpdate
 from pipeline.transform.schema import ObjectSchema
 
-# Batches being sent at once: while the next one is transformed, two are on the wire, so
-# a batch's round trip and the time Amplitude takes to answer it overlap the next ones'
-# (with one, every batch waited at least a round trip after its transform).
-MAX_IN_FLIGHT: Final = 3
+# Batches being sent at once: while the next one is transformed, five are on the wire,
+# so a batch's round trip and the time Amplitude takes to answer it overlap the next
+# ones' (with one, every batch waited at least a round trip after its transform). With
+# batches of one request (DEFAULT_BATCH_ROWS) that is up to six requests, about what
+# the concurrency controller allows a backfill; at 50 ms of round trip, four ended later.
+MAX_IN_FLIGHT: Final = 6
 log = structlog.get_logger(__name__)
 
 
