@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 
-from pipeline.runtime.backfill import BackfillSummary, run_backfill
+from pipeline.runtime.backfill import BackfillSummary, ReadOptions, run_backfill
 from pipeline.runtime.backfill.catch_up import CatchUp, catch_up_for
 from pipeline.runtime.backfill.checkpoint import CheckpointFile
+from pipeline.runtime.backfill.keys import UNDELIVERED
 from pipeline.runtime.backfill.meaning import MODSTAMP
 from pipeline.runtime.backfill.read import ReadPosition
 from pipeline.salesforce.client import SalesforceClient
@@ -120,6 +121,21 @@ async def test_a_read_being_sent_when_the_run_stopped_is_sent_again(tmp_path: Pa
     assert await delivered(resumed(path, "Energy", "Energy")) == [["Energy"]]
 
 
+async def test_reads_being_sent_alone_stay_in_the_checkpoint_when_saved_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "checkpoint.json"
+    catch_up = CatchUp(FlippingOrg("Retail"), "Account", FIELDS, START)  # nothing delivered
+    async with aclosing(catch_up.rounds()) as rounds:
+        async for _records in rounds:  # the run stops while the round is being sent
+            save(path, catch_up)
+            break
+
+    save(path, resumed(path))  # resumed, and saved again before its first round
+
+    assert resumed(path).latest == {"001A": UNDELIVERED}
+
+
 class Flipping(httpx.AsyncBaseTransport):
     """Real HTTP; before each of the first catch-up rounds is read, record ``record_id``
     is changed to the next of ``industries`` (through the sandbox's control API), and
@@ -163,13 +179,18 @@ async def seeded(sandboxes: Sandboxes) -> str:
 
 
 async def backfill(
-    sandboxes: Sandboxes, tmp_path: Path, transport: Flipping, *, resume: bool = False
+    sandboxes: Sandboxes,
+    tmp_path: Path,
+    transport: Flipping,
+    *,
+    resume: bool = False,
+    options: ReadOptions = ReadOptions(),  # noqa: B008 - frozen
 ) -> BackfillSummary:
     settings = sandboxes.settings()
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         return await run_backfill(
             settings, mapping(), checkpoint_path=tmp_path / "checkpoint.json", salesforce=sf,
-            resume=resume,
+            resume=resume, options=options,
         )  # fmt: skip
 
 
@@ -204,9 +225,12 @@ async def test_a_round_that_landed_before_a_stop_is_sent_again_on_resume(
         sandboxes.amplitude.state.add_fault(fault)
 
     transport = Flipping(sandboxes, record_id, "Retail", then=land_then_fail)
-    first = await backfill(sandboxes, tmp_path, transport)
+    first = await backfill(sandboxes, tmp_path, transport, options=ReadOptions(api="bulk"))
     assert first.error is not None, "the round's delivery should have failed"
     assert industry(sandboxes, record_id) == "Retail"
+    saved = CheckpointFile.load(tmp_path / "checkpoint.json").objects["Account"]["position"]
+    # The snapshot's read stays named (its Bulk job, if any, is deleted on resume).
+    assert (saved["method"], saved["job_id"] is not None) == ("bulk", True), saved
 
     sandboxes.amplitude.state.faults.clear()
     await change(sandboxes, record_id, "Energy")  # back to A, still in the same second

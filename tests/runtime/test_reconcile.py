@@ -8,6 +8,7 @@ moves): no change event, only ``SystemModstamp``. Only a reconcile can see it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from datetime import datetime
@@ -19,10 +20,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
+from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.backfill import ReadOptions, StopRequest
+from pipeline.runtime.backfill.checkpoint import CheckpointFile
 from pipeline.runtime.reconcile.checkpoint import checkpoint_status
 from pipeline.runtime.reconcile.report import ObjectReconcile
 from pipeline.runtime.reconcile.run import run_reconcile
+from pipeline.salesforce.client import SalesforceClient
 from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org, group, running, settings_for, wait_until
 
@@ -137,6 +141,101 @@ async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
     assert second.resumed
     assert second.completed, second.error
     assert snapshot_job not in jobs, "the resumed run left the snapshot's Bulk job behind"
+
+
+class ChangeInFirstRound(httpx.AsyncBaseTransport):
+    """Real HTTP; the catch-up's first round finds ``record_id`` changed (through the
+    control API); with ``stop``, its second read sets it and waits to be cancelled."""
+
+    def __init__(self, org: Org, record_id: str, stop: StopRequest | None = None) -> None:
+        self._http = httpx.AsyncHTTPTransport()
+        self._org, self._record_id, self._stop = org, record_id, stop
+        self.rounds = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if "SystemModstamp >=" in request.url.params.get("q", ""):
+            self.rounds += 1
+            if self.rounds == 1:
+                await self._org.update("Account", self._record_id, NumberOfEmployees=20)
+            elif self._stop is not None:
+                await stopped(self._stop)
+        return await self._http.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class StopInRoundWrite(ChangeProducer):
+    """The real producer, but a catch-up round's write sets ``stop`` and waits instead."""
+
+    def __init__(self, settings: Settings, transport: ChangeInFirstRound, stop: StopRequest):
+        super().__init__(settings.kafka)
+        self._transport, self._stop = transport, stop
+
+    async def send_all(self, messages: Any) -> None:
+        if self._transport.rounds:
+            await stopped(self._stop)
+        await super().send_all(messages)
+
+
+async def stopped(stop: StopRequest) -> None:
+    stop.set("SIGTERM")
+    await asyncio.Event().wait()  # until the run is cancelled
+
+
+async def test_a_run_resumed_during_its_catch_up_neither_reads_again_nor_leaves_the_job(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
+    accounts = [
+        await org.create("Account", Name=f"A{n}", AnnualRevenue=1000, NumberOfEmployees=10)
+        for n in range(4)
+    ]
+    pages = ReadOptions(api="bulk", max_records=2, batch_rows=2)
+    stop = StopRequest()
+    transport = ChangeInFirstRound(org, accounts[0], stop)
+    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
+        first = await run_reconcile(settings, CONFIG, options=pages, stop=stop, salesforce=sf)
+    assert first.interrupted == "SIGTERM", first.error
+    assert first.objects[0].caught_up == 1, "the first round should have written the change"
+    checkpoint = json.loads(Path(first.checkpoint).read_text())
+    [saved] = checkpoint["objects"].values()
+    assert saved["position"]["method"] == "bulk", saved
+    assert stack.salesforce is not None
+    jobs = stack.salesforce.state.jobs.jobs
+    snapshot_job = saved["position"]["job_id"]
+    assert snapshot_job in jobs
+
+    second = await run_reconcile(settings, CONFIG, options=pages)
+
+    assert second.resumed
+    assert second.completed, second.error
+    assert second.objects[0].records_read == 0, "the resumed run read the snapshot again"
+    assert snapshot_job not in jobs, "the resumed run left the snapshot's Bulk job behind"
+
+
+async def test_a_round_is_checkpointed_as_being_written_before_it_is_written(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
+    accounts = [
+        await org.create("Account", Name=f"A{n}", AnnualRevenue=1000, NumberOfEmployees=10)
+        for n in range(2)
+    ]
+    stop = StopRequest()
+    transport = ChangeInFirstRound(org, accounts[0])
+    async with (
+        SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf,
+        StopInRoundWrite(settings, transport, stop) as producer,
+    ):
+        first = await run_reconcile(settings, CONFIG, stop=stop, salesforce=sf, producer=producer)
+
+    assert first.interrupted == "SIGTERM", first.error
+    file = CheckpointFile.load(Path(first.checkpoint))
+    saved = file.entry("Account", file.objects["Account"]["fingerprint"])
+    assert saved is not None
+    # The round's record is marked as being sent: a resumed run writes it again.
+    assert any(chunk.startswith("latest:") for chunk in saved.catch_up["seen"]), saved
 
 
 async def test_silent_changes_are_refreshed_nothing_else_is_sent_and_the_stream_wins(

@@ -158,7 +158,7 @@ def catch_up_for(
         catch_up.with_deleted = schema.field(DELETED) is not None
         acts = any(m.on_delete != "ignore" for m in config.for_object(sfdc_object))
         catch_up.recycle_bin = recycle_bin and catch_up.with_deleted and acts
-    if remembered:  # the next checkpoint keeps what this one resumed from
+    if remembered or latest:  # the next checkpoint keeps what this one resumed from
         catch_up._packed.extend(seen)  # type: ignore[arg-type]  # load_seen checked it
     return catch_up
 

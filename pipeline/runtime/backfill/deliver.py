@@ -34,8 +34,9 @@ from pipeline.transform.schema import ObjectSchema
 # Batches being sent at once: while the next one is transformed, five are on the wire,
 # so a batch's round trip and the time Amplitude takes to answer it overlap the next
 # ones' (with one, every batch waited at least a round trip after its transform). With
-# batches of one request (DEFAULT_BATCH_ROWS) that is up to six requests, about what
-# the concurrency controller allows a backfill; at 50 ms of round trip, four ended later.
+# batches of one request (DEFAULT_BATCH_ROWS) that is up to six requests: more than the
+# Amplitude client's starting level (4), well below its ceiling (16), so the level, not
+# this bound, decides once it has risen. At 50 ms of round trip, four in flight ended later.
 MAX_IN_FLIGHT: Final = 6
 log = structlog.get_logger(__name__)
 

@@ -337,7 +337,9 @@ async def _catch_up(run: BackfillRun, obj: ObjectRun) -> None:
         return
     try:
         rounds = obj.catch_up.rounds(obj.first_round)
-        await _send_reads(run, obj, rounds, ReadPosition(finished=True))
+        # The snapshot's job stays in the checkpoint: a resumed run deletes it.
+        read = ReadPosition("bulk" if obj.job_id else "rest", obj.job_id, finished=True)
+        await _send_reads(run, obj, rounds, read)
     finally:
         obj.item.catch_up_rounds = obj.catch_up.rounds_done
         obj.item.quiescent = obj.catch_up.quiescent

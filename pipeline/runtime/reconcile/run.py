@@ -26,7 +26,7 @@ import fcntl
 import hashlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -212,15 +212,16 @@ async def _reconcile_object(run: _Run, plan: ObjectPlan) -> None:
         catch_up = await run.checkpoint.catch_up(run.sf.rest, plan, saved)
     start = None if saved is None or saved.position.method is None else saved.position
     tally = Tally()
-    job_id = await _snapshot(run, plan, item, start, catch_up, tally)
     # A run resumed after its snapshot reads no batch: its job is still to delete.
-    job_id = job_id or (None if start is None else start.job_id)
+    read = await _snapshot(run, plan, item, start, catch_up, tally) or start
+    # Saved as the catch-up's position: a resume neither reads nor leaves the job again.
+    done = ReadPosition(finished=True) if read is None else replace(read, finished=True)
     if catch_up is not None:
-        await _catch_up(run, plan, item, catch_up, tally)
+        await _catch_up(run, plan, item, catch_up, tally, done)
     item.properties, item.groups, item.finished = tally.properties, tally.groups, True
     if run.checkpoint is not None:
-        run.checkpoint.save(plan, ReadPosition(finished=True), catch_up, complete=True)
-    await forget_job(run.bulk, job_id)  # its results are no longer needed
+        run.checkpoint.save(plan, done, catch_up, complete=True)
+    await forget_job(run.bulk, done.job_id)  # its results are no longer needed
     if run.progress is not None:
         run.progress.finish_object(item)
 
@@ -232,9 +233,10 @@ async def _snapshot(
     start: ReadPosition | None,
     catch_up: CatchUp | None,
     tally: Tally,
-) -> str | None:
-    """Every record from ``start``, compared and written batch by batch; the Bulk job id."""
-    job_id: str | None = None
+) -> ReadPosition | None:
+    """Every record from ``start``, compared and written batch by batch; the position
+    after the last batch (None: no batch was read)."""
+    position: ReadPosition | None = None
     batches = read_batches(
         run.sf, run.bulk, plan.schema, plan.fields, where=None, start=start, options=run.options
     )
@@ -243,7 +245,7 @@ async def _snapshot(
             item.method, item.total = batch.source, batch.total
             if run.progress is not None:
                 run.progress.start_object(plan.sfdc_object, batch.total, batch.source)
-        job_id = batch.position.job_id or job_id
+        position = batch.position
         before = tally.properties.total()
         envelopes = _envelopes(run, plan, batch.records, batch.source, tally)
         await run.write(plan.sfdc_object, envelopes)
@@ -257,15 +259,20 @@ async def _snapshot(
         if run.progress is not None:
             differing = tally.properties.total() - before
             run.progress.advance(plan.sfdc_object, len(batch.records), differing)
-    return job_id
+    return position
 
 
 async def _catch_up(
-    run: _Run, plan: ObjectPlan, item: ObjectReconcile, catch_up: CatchUp, tally: Tally
+    run: _Run,
+    plan: ObjectPlan,
+    item: ObjectReconcile,
+    catch_up: CatchUp,
+    tally: Tally,
+    done: ReadPosition,
 ) -> None:
     """Records changed since the snapshot started, written again with every reconciled field
     (an older read of theirs may still be on its way to Amplitude, so the digest cannot
-    tell), and the deleted ones as deletes."""
+    tell), and the deleted ones as deletes; checkpointed at ``done``, the snapshot's end."""
     assert run.checkpoint is not None
     async for records in catch_up.rounds():
         live = [r for r in records if not is_deleted(r)]
@@ -274,11 +281,11 @@ async def _catch_up(
         deleted = (deleted_envelope(plan, r, now_ms=now_ms) for r in records if is_deleted(r))
         envelopes += [envelope for envelope in deleted if envelope is not None]
         # Before any is written: a resumed run writes again what this round was writing.
-        run.checkpoint.save(plan, ReadPosition(finished=True), catch_up)
+        run.checkpoint.save(plan, done, catch_up)
         await run.write(plan.sfdc_object, envelopes)
         item.caught_up += len(envelopes)
         catch_up.track(records)
-        run.checkpoint.save(plan, ReadPosition(finished=True), catch_up)
+        run.checkpoint.save(plan, done, catch_up)
 
 
 def _envelopes(
