@@ -33,6 +33,7 @@ from pipeline.kafka.producer import ChangeProducer, Record
 from pipeline.kafka.records import ReplayMark, ResyncRequest
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, begin_catch_up, read_batches, snapshot_fields
+from pipeline.runtime.backfill.read import forget_job
 from pipeline.runtime.cadence import now_ms
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
@@ -75,6 +76,7 @@ class Resyncs:
         self._rerun: dict[str, ResyncRequest] = {}
         self._answering: dict[str, ResyncRequest] = {}  # what each running re-sync answers
         self.done = 0
+        self.read_options = ReadOptions()  # REST or Bulk by record count, as a backfill
 
     async def cancel_all(self) -> None:
         """Stop every running re-sync; their requests stay in ``sfamp.replay``."""
@@ -180,20 +182,24 @@ class Resyncs:
         )
         bulk = BulkQuery(self._rest)
         batches = read_batches(
-            self._salesforce, bulk, schema, fields, where=None, start=None, options=ReadOptions()
-        )
+            self._salesforce, bulk, schema, fields, where=None, start=None,
+            options=self.read_options,
+        )  # fmt: skip
         written = 0
         if catch_up is not None:  # ahead of the snapshot: a live read lands after them
             async for deleted in catch_up.deleted_before():
                 written += await self._flush_batch(
                     [self._change(_full_envelope(sfdc_object, r, "rest")) for r in deleted]
                 )
+        job_id = None
         async for batch in batches:
+            job_id = batch.position.job_id or job_id
             written += await self._flush_batch(
                 [self._change(_full_envelope(sfdc_object, r, "bulk")) for r in batch.records]
             )
             if catch_up is not None:
                 catch_up.track(batch.records)
+        await forget_job(bulk, job_id)  # its results are read; Salesforce keeps them otherwise
         if catch_up is not None:
             async for changed in catch_up.rounds():
                 written += await self._flush_batch(

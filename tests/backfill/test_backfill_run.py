@@ -250,6 +250,32 @@ async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
     assert snapshot_job not in jobs, "the resumed run left the snapshot's Bulk job behind"
 
 
+async def test_a_run_resumed_in_a_new_job_deletes_the_stopped_runs_job(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 3_000)
+    checkpoint = tmp_path / "checkpoint.json"
+    stop = StopRequest()
+    hook = Hook(after=1, action=lambda: stop.set("stopped for the test"))
+    first = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, progress=hook,
+        options=SMALL_PAGES, stop=stop,
+    )  # fmt: skip
+    assert first.interrupted == "stopped for the test"
+    stopped_job = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"]
+    jobs = sandboxes.salesforce.state.jobs.jobs
+    jobs[stopped_job].final_state = "Aborted"  # its results can no longer be read
+
+    second = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, resume=True,
+        options=SMALL_PAGES,
+    )  # fmt: skip
+
+    assert second.completed, second.error
+    assert second.total("rows_read") == 3_000  # read again, in a new job
+    assert not jobs, "the resumed run left a Bulk job behind"
+
+
 async def test_a_run_deletes_its_snapshot_job(sandboxes: Sandboxes, tmp_path: Path) -> None:
     await sandboxes.seed("Account", 3_000)
     summary = await run_backfill(

@@ -143,6 +143,31 @@ async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
     assert snapshot_job not in jobs, "the resumed run left the snapshot's Bulk job behind"
 
 
+async def test_a_snapshot_resumed_another_way_deletes_the_stopped_runs_job(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
+    for n in range(4):
+        await org.create("Account", Name=f"A{n}", AnnualRevenue=1000, NumberOfEmployees=10)
+    stop = StopRequest()
+    first = await run_reconcile(
+        settings, CONFIG, options=ReadOptions(api="bulk", max_records=2, batch_rows=2),
+        stop=stop, progress=StopAfterFirstBatch(stop),
+    )  # fmt: skip
+    assert first.interrupted == "SIGTERM"
+    [saved] = json.loads(Path(first.checkpoint).read_text())["objects"].values()
+    assert stack.salesforce is not None
+    jobs = stack.salesforce.state.jobs.jobs
+    stopped_job = saved["position"]["job_id"]
+    assert stopped_job in jobs
+
+    # Read again through REST (as when the old job can no longer be read).
+    second = await run_reconcile(settings, CONFIG, options=ReadOptions(api="rest"))
+
+    assert second.completed, second.error
+    assert stopped_job not in jobs, "the resumed run left the stopped run's Bulk job behind"
+
+
 class ChangeInFirstRound(httpx.AsyncBaseTransport):
     """Real HTTP; the catch-up's first round finds ``record_id`` changed (through the
     control API); with ``stop``, its second read sets it and waits to be cancelled."""

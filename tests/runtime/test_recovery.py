@@ -7,6 +7,7 @@ from pathlib import Path
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import ResyncRequest
+from pipeline.runtime.backfill import ReadOptions
 from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org, group, running, settings_for, wait_until
 
@@ -50,6 +51,23 @@ async def test_gap_overflow_resyncs_the_whole_object(
         ]
         assert resyncs[0]["records"] >= 40  # the snapshot, plus catch-up reads of the last second
         assert service.metrics.resyncs.labels("Account", "gap_overflow")._value.get() == 1
+
+
+async def test_a_resync_through_bulk_deletes_its_job(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix)
+    async with running(settings, mapping_file) as service:
+        assert service.ingest is not None
+        service.ingest._resyncs.read_options = ReadOptions(rest_max_records=0)  # Bulk at once
+        assert stack.salesforce is not None
+        jobs = stack.salesforce.state.jobs
+        before, created = set(jobs.jobs), jobs.created_count
+        await org.seed("Account", 5)
+        await org.gap_overflow("Account")
+        await wait_until(lambda: service.ingest.resyncs_done == 1)  # type: ignore[union-attr]
+        assert jobs.created_count == created + 1, "the re-sync did not read through Bulk"
+        assert set(jobs.jobs) == before, "the re-sync left its Bulk job behind"
 
 
 async def test_an_expired_replay_id_resubscribes_and_resyncs(

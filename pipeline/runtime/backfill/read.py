@@ -162,17 +162,28 @@ async def read_batches(
     if options.api == "rest" or (
         options.api == "auto" and not resuming_bulk and total <= options.rest_max_records
     ):
+        await _forget_stopped_job(bulk, start, None)
         async for batch in _rest_batches(sf, schema.name, fields, where, None, total):
             yield batch
         return
     soql = _soql(schema.name, fields, where)
     job = await _bulk_job(bulk, soql, start, allow_fallback=options.api == "auto")
+    await _forget_stopped_job(bulk, start, None if job is None else job[0])
     if job is None:
         async for batch in _rest_batches(sf, schema.name, fields, where, None, total):
             yield batch
         return
     async for batch in _bulk_batches(bulk, schema, job, start, options):
         yield batch
+
+
+async def _forget_stopped_job(
+    bulk: BulkQuery, start: ReadPosition | None, kept: str | None
+) -> None:
+    """A resumed read that goes on without the stopped run's Bulk job (read through REST,
+    or in a new job: the old one failed or is gone) deletes it; nothing else would."""
+    if start is not None and start.method == "bulk" and start.job_id and start.job_id != kept:
+        await forget_job(bulk, start.job_id)
 
 
 @dataclass(frozen=True, slots=True)
