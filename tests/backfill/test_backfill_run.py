@@ -309,6 +309,18 @@ async def test_dry_run_sends_nothing_and_plans(sandboxes: Sandboxes, tmp_path: P
     assert not checkpoint.exists()
 
 
+async def test_a_dry_run_through_bulk_deletes_its_job(sandboxes: Sandboxes, tmp_path: Path) -> None:
+    await sandboxes.seed("Account", 3_000)
+    summary = await run_backfill(
+        sandboxes.settings(), mapping(), dry_run=True, checkpoint_path=tmp_path / "c.json",
+        options=SMALL_PAGES,
+    )  # fmt: skip
+
+    assert summary.completed, summary.error
+    assert summary.bulk_jobs == 1
+    assert not sandboxes.salesforce.state.jobs.jobs, "the dry run left its Bulk job behind"
+
+
 async def test_duplicate_group_values_are_reported_with_counts(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:

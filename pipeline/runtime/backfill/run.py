@@ -206,8 +206,8 @@ async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
         await _send_reads(run, obj, obj.catch_up.deleted_before(), ReadPosition())
     try:
         await _snapshot(run, obj)
-        if run.checkpoint is None:
-            await _catch_up(run, obj)
+        if run.checkpoint is None:  # a dry run: nothing was sent, nothing to catch up
+            await forget_job(run.bulk, obj.job_id)
         else:
             # The snapshot's job is read to its end (and checkpointed so): deleted meanwhile.
             await beside(_catch_up_and_save(run, obj), forget_job(run.bulk, obj.job_id))
