@@ -214,19 +214,24 @@ async def test_resuming_a_new_run_stopped_before_any_batch_does_not_skip_it_as_d
     assert sandboxes.groups() == await rest_expectation(sandboxes, mapping())
 
 
-async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
-    sandboxes: Sandboxes, tmp_path: Path
-) -> None:
-    await sandboxes.seed("Account", 3_000)
-    checkpoint = tmp_path / "checkpoint.json"
+async def stopped_after(sandboxes: Sandboxes, checkpoint: Path, *, batches: int) -> None:
+    """A backfill in ``SMALL_PAGES`` stopped once ``batches`` batches were delivered."""
     stop = StopRequest()
-    # Stopped once the snapshot's third and last batch is delivered: before its catch-up.
-    hook = Hook(after=3, action=lambda: stop.set("stopped for the test"))
+    hook = Hook(after=batches, action=lambda: stop.set("stopped for the test"))
     first = await run_backfill(
         sandboxes.settings(), mapping(), checkpoint_path=checkpoint, progress=hook,
         options=SMALL_PAGES, stop=stop,
     )  # fmt: skip
     assert first.interrupted == "stopped for the test"
+
+
+async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 3_000)
+    checkpoint = tmp_path / "checkpoint.json"
+    # Stopped once the snapshot's third and last batch is delivered: before its catch-up.
+    await stopped_after(sandboxes, checkpoint, batches=3)
     document = orjson.loads(checkpoint.read_bytes())
     saved = document["objects"]["Account"]
     assert saved["position"]["finished"], saved
@@ -255,13 +260,7 @@ async def test_a_run_resumed_in_a_new_job_deletes_the_stopped_runs_job(
 ) -> None:
     await sandboxes.seed("Account", 3_000)
     checkpoint = tmp_path / "checkpoint.json"
-    stop = StopRequest()
-    hook = Hook(after=1, action=lambda: stop.set("stopped for the test"))
-    first = await run_backfill(
-        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, progress=hook,
-        options=SMALL_PAGES, stop=stop,
-    )  # fmt: skip
-    assert first.interrupted == "stopped for the test"
+    await stopped_after(sandboxes, checkpoint, batches=1)
     stopped_job = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"]
     jobs = sandboxes.salesforce.state.jobs.jobs
     jobs[stopped_job].final_state = "Aborted"  # its results can no longer be read

@@ -24,7 +24,7 @@ from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.backfill import ReadOptions, StopRequest
 from pipeline.runtime.backfill.checkpoint import CheckpointFile
 from pipeline.runtime.reconcile.checkpoint import checkpoint_status
-from pipeline.runtime.reconcile.report import ObjectReconcile
+from pipeline.runtime.reconcile.report import ObjectReconcile, ReconcileSummary
 from pipeline.runtime.reconcile.run import run_reconcile
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.sandbox_stack import SandboxStack
@@ -114,6 +114,18 @@ class StopAfterBatches(StopAfterFirstBatch):
             self.stop.set("SIGTERM")
 
 
+def saved_entry(summary: ReconcileSummary) -> dict[str, Any]:
+    """The object's entry in the checkpoint the run of ``summary`` left."""
+    [saved] = json.loads(Path(summary.checkpoint).read_text())["objects"].values()
+    return dict(saved)
+
+
+def bulk_jobs(stack: SandboxStack) -> dict[str, Any]:
+    """The Salesforce sandbox's Bulk jobs by id (a live view)."""
+    assert stack.salesforce is not None
+    return stack.salesforce.state.jobs.jobs
+
+
 async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
     stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -127,12 +139,10 @@ async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
                                 progress=StopAfterBatches(stop, 2))  # fmt: skip
     assert first.interrupted == "SIGTERM"
     assert first.objects[0].records_read == 4
-    checkpoint = json.loads(Path(first.checkpoint).read_text())
-    [saved] = checkpoint["objects"].values()
+    saved = saved_entry(first)
     assert saved["position"]["finished"], saved
     assert not saved["complete"], saved
-    assert stack.salesforce is not None
-    jobs = stack.salesforce.state.jobs.jobs
+    jobs = bulk_jobs(stack)
     snapshot_job = saved["position"]["job_id"]
     assert snapshot_job in jobs
 
@@ -155,10 +165,8 @@ async def test_a_snapshot_resumed_another_way_deletes_the_stopped_runs_job(
         stop=stop, progress=StopAfterFirstBatch(stop),
     )  # fmt: skip
     assert first.interrupted == "SIGTERM"
-    [saved] = json.loads(Path(first.checkpoint).read_text())["objects"].values()
-    assert stack.salesforce is not None
-    jobs = stack.salesforce.state.jobs.jobs
-    stopped_job = saved["position"]["job_id"]
+    jobs = bulk_jobs(stack)
+    stopped_job = saved_entry(first)["position"]["job_id"]
     assert stopped_job in jobs
 
     # Read again through REST (as when the old job can no longer be read).
@@ -223,11 +231,9 @@ async def test_a_run_resumed_during_its_catch_up_neither_reads_again_nor_leaves_
         first = await run_reconcile(settings, CONFIG, options=pages, stop=stop, salesforce=sf)
     assert first.interrupted == "SIGTERM", first.error
     assert first.objects[0].caught_up == 1, "the first round should have written the change"
-    checkpoint = json.loads(Path(first.checkpoint).read_text())
-    [saved] = checkpoint["objects"].values()
+    saved = saved_entry(first)
     assert saved["position"]["method"] == "bulk", saved
-    assert stack.salesforce is not None
-    jobs = stack.salesforce.state.jobs.jobs
+    jobs = bulk_jobs(stack)
     snapshot_job = saved["position"]["job_id"]
     assert snapshot_job in jobs
 
