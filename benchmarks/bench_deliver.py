@@ -248,6 +248,11 @@ async def raw_consume(settings: Settings, envelopes: int) -> float:
                 count += len(records)
             if count and not first:
                 first, first_at = count, time.perf_counter()
+        if count == first:
+            raise SystemExit(
+                f"{envelopes:,} envelopes all came in the first fetch: too few to measure "
+                "raw consumption; use more --envelopes (the default is 200,000)"
+            )
         return (count - first) / (time.perf_counter() - first_at)
     finally:
         await consumer.stop()

@@ -109,6 +109,7 @@ BATCH_ROWS = typer.Option(
 INTERVAL = typer.Option(
     10.0,
     "--progress-interval",
+    min=0,
     help="Seconds between progress log lines when not on a TTY (0: one per batch).",
 )
 

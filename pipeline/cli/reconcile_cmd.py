@@ -57,6 +57,7 @@ CHECKPOINT = typer.Option(
 INTERVAL = typer.Option(
     10.0,
     "--progress-interval",
+    min=0,
     help="Seconds between progress log lines when not on a TTY (0: one per batch).",
 )
 API = typer.Option(
@@ -110,7 +111,10 @@ def reconcile(
                     options=options,
                 )
             )
-    except SfampError as exc:
+    except SfampError as exc:  # e.g. the mapping file: refused before the run began
+        if as_json:  # for a script, the summary of a refused run, as everywhere else
+            path = str(checkpoint or default_checkpoint(settings))
+            print_json(ReconcileSummary(dry_run=dry_run, checkpoint=path, error=exc).to_json())
         fail(exc)
     if not summary.completed and not did_anything(summary):
         # Refused or stopped before a record was read: the reason alone, as backfill (for

@@ -146,6 +146,22 @@ async def test_a_refused_login_with_json_still_prints_the_summary(
     assert [line for line in err.splitlines() if line.startswith("error:")] != []
 
 
+async def test_a_missing_mapping_file_with_json_still_prints_the_summary(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    env = _env(stack, topic_prefix, tmp_path)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "reconcile", "--mapping", "missing.json", "--json",
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    code, out, err = await _finish(process)
+    assert code == 1
+    summary = json.loads(out)
+    assert summary["records_read"] == 0
+    assert "missing.json does not exist" in summary["error"], summary
+    assert err.strip().splitlines()[-1].startswith("error: mapping file missing.json"), err
+
+
 async def test_a_second_reconcile_while_one_runs_says_so_in_one_line(
     stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
 ) -> None:
