@@ -33,7 +33,7 @@ from pipeline.kafka.producer import ChangeProducer, Record
 from pipeline.kafka.records import ReplayMark, ResyncRequest
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, begin_catch_up, read_batches, snapshot_fields
-from pipeline.runtime.backfill.read import forget_job
+from pipeline.runtime.backfill.read import forget_unsaved_job
 from pipeline.runtime.cadence import now_ms
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
@@ -181,9 +181,10 @@ class Resyncs:
             self._rest, sfdc_object, fields, meaning=(config, schema), recycle_bin=True
         )
         bulk = BulkQuery(self._rest)
+        found: list[str] = []  # the Bulk job, once complete
         batches = read_batches(
             self._salesforce, bulk, schema, fields, where=None, start=None,
-            options=self.read_options,
+            options=self.read_options, on_job=found.append,
         )  # fmt: skip
         written = 0
         if catch_up is not None:  # ahead of the snapshot: a live read lands after them
@@ -191,15 +192,15 @@ class Resyncs:
                 written += await self._flush_batch(
                     [self._change(_full_envelope(sfdc_object, r, "rest")) for r in deleted]
                 )
-        job_id = None
-        async for batch in batches:
-            job_id = batch.position.job_id or job_id
-            written += await self._flush_batch(
-                [self._change(_full_envelope(sfdc_object, r, "bulk")) for r in batch.records]
-            )
-            if catch_up is not None:
-                catch_up.track(batch.records)
-        await forget_job(bulk, job_id)  # its results are read; Salesforce keeps them otherwise
+        try:
+            async for batch in batches:
+                written += await self._flush_batch(
+                    [self._change(_full_envelope(sfdc_object, r, "bulk")) for r in batch.records]
+                )
+                if catch_up is not None:
+                    catch_up.track(batch.records)
+        finally:  # read, failed or stopped: a retry reads in a new job
+            await forget_unsaved_job(bulk, found[-1] if found else None, None)
         if catch_up is not None:
             async for changed in catch_up.rounds():
                 written += await self._flush_batch(

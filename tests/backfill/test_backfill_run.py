@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import signal
@@ -33,6 +34,7 @@ from tests.backfill.conftest import (
     mapping,
     read_dlq,
 )
+from tests.runtime.conftest import wait_until
 
 SMALL_PAGES = ReadOptions(max_records=2_000, batch_rows=1_000, rest_max_records=100)
 
@@ -273,6 +275,55 @@ async def test_a_run_resumed_in_a_new_job_deletes_the_stopped_runs_job(
     assert second.completed, second.error
     assert second.total("rows_read") == 3_000  # read again, in a new job
     assert not jobs, "the resumed run left a Bulk job behind"
+
+
+class StopAtFirstBatch(LogProgress):
+    """Progress that stops the run once its first batch is read (before it is delivered)."""
+
+    def __init__(self, stop: StopRequest) -> None:
+        super().__init__(interval_seconds=3600)
+        self._stop = stop
+
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+        super().start_object(sfdc_object, total, method)
+        self._stop.set("stopped for the test")
+
+
+async def test_a_run_stopped_before_its_checkpoint_names_the_job_deletes_it(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 3_000)
+    sandboxes.amplitude.state.latency.ms = 20_000  # the first batch stays in flight
+    stop = StopRequest()
+    first = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=tmp_path / "checkpoint.json",
+        progress=StopAtFirstBatch(stop), options=SMALL_PAGES, stop=stop,
+    )  # fmt: skip
+
+    assert first.interrupted == "stopped for the test"
+    assert first.bulk_jobs == 1
+    assert not sandboxes.salesforce.state.jobs.jobs, "the stopped run left its Bulk job behind"
+
+
+async def test_a_run_stopped_while_its_job_runs_aborts_and_deletes_it(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 3_000)
+    jobs = sandboxes.salesforce.state.jobs
+    jobs.job_seconds = 600.0  # the job stays in progress
+    stop = StopRequest()
+    checkpoint = tmp_path / "checkpoint.json"
+    backfill = run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, options=SMALL_PAGES, stop=stop
+    )
+    run = asyncio.create_task(backfill)
+    await wait_until(lambda: bool(jobs.jobs) or run.done(), what="the Bulk job's creation")
+    stop.set("stopped for the test")
+    first = await run
+
+    assert first.interrupted == "stopped for the test"
+    assert jobs.created_count == 1
+    assert not jobs.jobs, "the stopped run left its running Bulk job behind"
 
 
 async def test_a_run_deletes_its_snapshot_job(sandboxes: Sandboxes, tmp_path: Path) -> None:

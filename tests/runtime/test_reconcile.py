@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,27 @@ async def test_a_snapshot_resumed_another_way_deletes_the_stopped_runs_job(
     assert stopped_job not in jobs, "the resumed run left the stopped run's Bulk job behind"
 
 
+async def test_a_run_stopped_while_its_job_runs_aborts_and_deletes_it(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
+    await org.create("Account", Name="A", AnnualRevenue=1000, NumberOfEmployees=10)
+    assert stack.salesforce is not None
+    jobs = stack.salesforce.state.jobs
+    jobs.job_seconds = 600.0  # the job stays in progress
+    before = set(jobs.jobs)
+    stop = StopRequest()
+    run = asyncio.create_task(
+        run_reconcile(settings, CONFIG, options=ReadOptions(api="bulk"), stop=stop)
+    )
+    await wait_until(lambda: set(jobs.jobs) != before or run.done(), what="the Bulk job")
+    stop.set("SIGTERM")
+    first = await run
+
+    assert first.interrupted == "SIGTERM", first.error
+    assert set(jobs.jobs) == before, "the stopped run left its running Bulk job behind"
+
+
 class ChangeInFirstRound(httpx.AsyncBaseTransport):
     """Real HTTP; the catch-up's first round finds ``record_id`` changed (through the
     control API); with ``stop``, its second read sets it and waits to be cancelled."""
@@ -198,15 +220,16 @@ class ChangeInFirstRound(httpx.AsyncBaseTransport):
         await self._http.aclose()
 
 
-class StopInRoundWrite(ChangeProducer):
-    """The real producer, but a catch-up round's write sets ``stop`` and waits instead."""
+class StopInWrite(ChangeProducer):
+    """The real producer, but a write made while ``when()`` holds sets ``stop`` and waits
+    to be cancelled instead."""
 
-    def __init__(self, settings: Settings, transport: ChangeInFirstRound, stop: StopRequest):
+    def __init__(self, settings: Settings, stop: StopRequest, when: Callable[[], bool]):
         super().__init__(settings.kafka)
-        self._transport, self._stop = transport, stop
+        self._stop, self._when = stop, when
 
     async def send_all(self, messages: Any) -> None:
-        if self._transport.rounds:
+        if self._when():
             await stopped(self._stop)
         await super().send_all(messages)
 
@@ -257,7 +280,7 @@ async def test_a_round_is_checkpointed_as_being_written_before_it_is_written(
     transport = ChangeInFirstRound(org, accounts[0])
     async with (
         SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf,
-        StopInRoundWrite(settings, transport, stop) as producer,
+        StopInWrite(settings, stop, lambda: transport.rounds > 0) as producer,
     ):
         first = await run_reconcile(settings, CONFIG, stop=stop, salesforce=sf, producer=producer)
 
@@ -267,6 +290,25 @@ async def test_a_round_is_checkpointed_as_being_written_before_it_is_written(
     assert saved is not None
     # The round's record is marked as being sent: a resumed run writes it again.
     assert any(chunk.startswith("latest:") for chunk in saved.catch_up["seen"]), saved
+
+
+async def test_a_run_stopped_before_its_checkpoint_names_the_job_deletes_it(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
+    await org.create("Account", Name="A", AnnualRevenue=1000, NumberOfEmployees=10)
+    jobs = bulk_jobs(stack)
+    before = set(jobs)
+    stop = StopRequest()
+    # The snapshot's first write (before its checkpoint) is where the run stops.
+    async with StopInWrite(settings, stop, lambda: True) as producer:
+        first = await run_reconcile(
+            settings, CONFIG, options=ReadOptions(api="bulk"), stop=stop, producer=producer
+        )
+
+    assert first.interrupted == "SIGTERM", first.error
+    assert first.bulk_jobs == 1
+    assert set(jobs) == before, "the stopped run left its Bulk job behind"
 
 
 async def test_silent_changes_are_refreshed_nothing_else_is_sent_and_the_stream_wins(

@@ -73,6 +73,7 @@ class ObjectRun:
     catch_up: CatchUp | None  # None in a dry run, or without SystemModstamp
     meaning: ReadMeaning
     job_id: str | None = None
+    saved_job: str | None = None  # the Bulk job the checkpoint names
     total: int | None = None  # the records counted beside the describe (a fresh run)
     # The catch-up's first read, begun once the snapshot read its last record; the
     # object's run closes it however it ends.
@@ -85,6 +86,10 @@ class ObjectRun:
         run.checkpoint.save(
             self.item.sfdc_object, self.fingerprint, position, catch_up=catch_up, complete=complete
         )
+        self.saved_job = position.job_id or self.saved_job
+
+    def found_job(self, job_id: str) -> None:
+        self.job_id = job_id
 
 
 @dataclass(frozen=True, slots=True)

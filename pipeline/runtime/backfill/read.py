@@ -7,6 +7,7 @@ resume from once it (and everything before it) was delivered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -41,6 +42,8 @@ DEFAULT_REST_MAX_RECORDS: Final = 10_000
 # A snapshot's first Bulk result page holds this many batches (the others up to
 # ``max_records`` rows), so that transforming and sending start sooner.
 FIRST_PAGE_BATCHES: Final = 3
+# How long a stopping run waits for the delete of a Bulk job no checkpoint names.
+STOPPING_DELETE_SECONDS: Final = 5.0
 
 Api = Literal["auto", "bulk", "rest"]
 log = structlog.get_logger(__name__)
@@ -145,10 +148,14 @@ async def read_batches(
     start: ReadPosition | None,
     options: ReadOptions,
     total: int | None = None,
+    on_job: Callable[[str], None] | None = None,
 ) -> AsyncIterator[RecordBatch]:
     """Batches of an object's records from ``start``, by Bulk or REST (see the module doc).
 
-    ``total`` is the :func:`count_records` answer when the caller already has it.
+    ``total`` is the :func:`count_records` answer when the caller already has it;
+    ``on_job`` is told the Bulk job's id once it is complete, before the first page
+    (a run stopped before its checkpoint names the job deletes it: see
+    :func:`forget_unsaved_job`).
     """
     if start is not None and start.finished:
         return
@@ -173,6 +180,8 @@ async def read_batches(
         async for batch in _rest_batches(sf, schema.name, fields, where, None, total):
             yield batch
         return
+    if on_job is not None:
+        on_job(job[0])
     async for batch in _bulk_batches(bulk, schema, job, start, options):
         yield batch
 
@@ -249,7 +258,11 @@ async def _bulk_job(
             start.locator, start.rows_done = None, 0
     try:
         created = await bulk.create(soql)
-        job = await bulk.wait(created.id)
+        try:
+            job = await bulk.wait(created.id)
+        except BaseException:  # failed, or the run stopped: nothing names the job yet
+            await forget_unsaved_job(bulk, created.id, None, running=True)
+            raise
     except (SalesforceRequestError, SalesforceUnavailableError) as exc:
         if not allow_fallback:
             raise
@@ -375,6 +388,28 @@ async def forget_job(bulk: BulkQuery, job_id: str | None) -> None:
             log.warning("bulk_job_delete_failed", job_id=job_id, reason=str(exc))
     except SfampError as exc:
         log.warning("bulk_job_delete_failed", job_id=job_id, reason=str(exc))
+
+
+async def forget_unsaved_job(
+    bulk: BulkQuery, job_id: str | None, saved: str | None, *, running: bool = False
+) -> None:
+    """Delete ``job_id`` unless it is ``saved`` (the one the checkpoint names, which a
+    resumed run reads on), for a run that stops or fails, also while being cancelled;
+    a job that may be ``running`` is aborted first (only a finished or aborted job can
+    be deleted). At most :data:`STOPPING_DELETE_SECONDS`: a stop is not held up by a
+    Salesforce that does not answer (the job then stays; Salesforce drops terminal
+    jobs after 7 days).
+    """
+    if job_id and job_id != saved:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_abandon(bulk, job_id, running), STOPPING_DELETE_SECONDS)
+
+
+async def _abandon(bulk: BulkQuery, job_id: str, running: bool) -> None:
+    if running:
+        with contextlib.suppress(SfampError):  # e.g. it has finished meanwhile
+            await bulk.abort(job_id)
+    await forget_job(bulk, job_id)
 
 
 def collect_page_garbage() -> None:

@@ -45,6 +45,7 @@ from pipeline.runtime.backfill.read import (
     ReadPosition,
     RecordBatch,
     forget_job,
+    forget_unsaved_job,
     open_object,
     read_batches,
 )
@@ -205,7 +206,11 @@ async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
         # during the catch-up, whose newer live reads it would land over.
         await _send_reads(run, obj, obj.catch_up.deleted_before(), ReadPosition())
     try:
-        await _snapshot(run, obj)
+        try:
+            await _snapshot(run, obj)
+        except BaseException:  # stopped or failed: a job no checkpoint names is of no use
+            await forget_unsaved_job(run.bulk, obj.job_id, obj.saved_job)
+            raise
         if run.checkpoint is None:  # a dry run: nothing was sent, nothing to catch up
             await forget_job(run.bulk, obj.job_id)
         else:
@@ -266,6 +271,7 @@ async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
         meaning or ReadMeaning(sfdc_object, config, schema),
         # A run resumed after its snapshot reads no batch: its job is still to delete.
         job_id=None if start is None else start.job_id,
+        saved_job=None if start is None else start.job_id,
         total=opening.total,
     )
 
@@ -301,7 +307,7 @@ async def _catch_up_for(
 async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:
     reader = read_batches(
         run.sf, run.bulk, obj.schema, obj.fields, where=run.where, start=obj.start,
-        options=run.options, total=obj.total,
+        options=run.options, total=obj.total, on_job=obj.found_job,
     )  # fmt: skip
     window = InFlightBatches(run, obj)
     try:

@@ -43,7 +43,7 @@ from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, read_batches
 from pipeline.runtime.backfill.catch_up import CatchUp
 from pipeline.runtime.backfill.meaning import is_deleted
-from pipeline.runtime.backfill.read import forget_job
+from pipeline.runtime.backfill.read import RecordBatch, forget_job, forget_unsaved_job
 from pipeline.runtime.backfill.run import until_stopped
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.checkpoint import ReconcileCheckpoint, open_checkpoint
@@ -237,29 +237,50 @@ async def _snapshot(
     """Every record from ``start``, compared and written batch by batch; the position
     after the last batch (None: no batch was read)."""
     position: ReadPosition | None = None
+    found: list[str] = []  # the Bulk job, once complete
+    saved = None if start is None else start.job_id  # the one the checkpoint names
     batches = read_batches(
-        run.sf, run.bulk, plan.schema, plan.fields, where=None, start=start, options=run.options
-    )
-    async for batch in batches:
-        if not item.method:
-            item.method, item.total = batch.source, batch.total
-            if run.progress is not None:
-                run.progress.start_object(plan.sfdc_object, batch.total, batch.source)
-        position = batch.position
-        before = tally.properties.total()
-        envelopes = _envelopes(run, plan, batch.records, batch.source, tally)
-        await run.write(plan.sfdc_object, envelopes)
-        item.records_read += len(batch.records)
-        item.records_written += len(envelopes) if run.producer is not None else 0
-        item.properties, item.groups = tally.properties, tally.groups
-        if catch_up is not None:
-            catch_up.track(batch.records)  # every read, written or not: rounds find changes
-        if run.checkpoint is not None:
-            run.checkpoint.save(plan, batch.position, catch_up)
-        if run.progress is not None:
-            differing = tally.properties.total() - before
-            run.progress.advance(plan.sfdc_object, len(batch.records), differing)
+        run.sf, run.bulk, plan.schema, plan.fields, where=None, start=start, options=run.options,
+        on_job=found.append,
+    )  # fmt: skip
+    try:
+        async for batch in batches:
+            position = batch.position
+            await _snapshot_batch(run, plan, item, batch, catch_up, tally)
+            if run.checkpoint is not None:
+                saved = batch.position.job_id or saved
+    except BaseException:  # stopped or failed: a job no checkpoint names is of no use
+        await forget_unsaved_job(run.bulk, found[-1] if found else None, saved)
+        raise
     return position
+
+
+async def _snapshot_batch(
+    run: _Run,
+    plan: ObjectPlan,
+    item: ObjectReconcile,
+    batch: RecordBatch,
+    catch_up: CatchUp | None,
+    tally: Tally,
+) -> None:
+    """One batch compared, written, tracked and checkpointed."""
+    if not item.method:
+        item.method, item.total = batch.source, batch.total
+        if run.progress is not None:
+            run.progress.start_object(plan.sfdc_object, batch.total, batch.source)
+    before = tally.properties.total()
+    envelopes = _envelopes(run, plan, batch.records, batch.source, tally)
+    await run.write(plan.sfdc_object, envelopes)
+    item.records_read += len(batch.records)
+    item.records_written += len(envelopes) if run.producer is not None else 0
+    item.properties, item.groups = tally.properties, tally.groups
+    if catch_up is not None:
+        catch_up.track(batch.records)  # every read, written or not: rounds find changes
+    if run.checkpoint is not None:
+        run.checkpoint.save(plan, batch.position, catch_up)
+    if run.progress is not None:
+        differing = tally.properties.total() - before
+        run.progress.advance(plan.sfdc_object, len(batch.records), differing)
 
 
 async def _catch_up(
