@@ -393,16 +393,16 @@ async def forget_job(bulk: BulkQuery, job_id: str | None) -> None:
 async def forget_unsaved_job(
     bulk: BulkQuery, job_id: str | None, saved: str | None, *, running: bool = False
 ) -> None:
-    """Delete ``job_id`` unless it is ``saved`` (the one the checkpoint names, which a
-    resumed run reads on), for a run that stops or fails, also while being cancelled;
-    a job that may be ``running`` is aborted first (only a finished or aborted job can
-    be deleted). At most :data:`STOPPING_DELETE_SECONDS`: a stop is not held up by a
-    Salesforce that does not answer (the job then stays; Salesforce drops terminal
-    jobs after 7 days).
+    """Delete ``job_id`` unless it is ``saved`` (the checkpoint's, which a resumed run
+    reads on), for a run that stops or fails; one maybe ``running`` is aborted first
+    (only a finished or aborted job can be deleted). Best effort, at most
+    :data:`STOPPING_DELETE_SECONDS` (Salesforce drops terminal jobs after 7 days).
     """
     if job_id and job_id != saved:
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(_abandon(bulk, job_id, running), STOPPING_DELETE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - never in the way of the stop or the error
+            log.warning("bulk_job_delete_failed", job_id=job_id, reason=repr(exc))
 
 
 async def _abandon(bulk: BulkQuery, job_id: str, running: bool) -> None:
