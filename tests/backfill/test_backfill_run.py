@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import AmplitudeUnavailableError, RequestLimitError
@@ -305,6 +306,51 @@ async def test_a_run_stopped_before_its_checkpoint_names_the_job_deletes_it(
     assert not sandboxes.salesforce.state.jobs.jobs, "the stopped run left its Bulk job behind"
 
 
+async def test_a_resumed_run_stopped_again_keeps_the_job_its_checkpoint_names(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 3_000)
+    checkpoint = tmp_path / "checkpoint.json"
+    await stopped_after(sandboxes, checkpoint, batches=1)
+    named = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"]
+    sandboxes.amplitude.state.latency.ms = 20_000  # the next batch stays in flight
+    stop = StopRequest()
+    again = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, resume=True,
+        progress=StopAtFirstBatch(stop), options=SMALL_PAGES, stop=stop,
+    )  # fmt: skip
+
+    assert again.interrupted == "stopped for the test"
+    assert named in sandboxes.salesforce.state.jobs.jobs, "a job a resume reads on was deleted"
+
+
+async def test_a_run_stopped_while_it_deletes_the_old_job_deletes_its_new_one(
+    sandboxes: Sandboxes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await sandboxes.seed("Account", 3_000)
+    checkpoint = tmp_path / "checkpoint.json"
+    await stopped_after(sandboxes, checkpoint, batches=1)
+    old = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"]
+    jobs = sandboxes.salesforce.state.jobs.jobs
+    jobs[old].final_state = "Aborted"  # read again in a new job, the old one deleted
+    stop, delete = StopRequest(), BulkQuery.delete
+
+    async def stopped_in_the_old_jobs_delete(bulk: BulkQuery, job_id: str) -> None:
+        if job_id == old:
+            stop.set("stopped for the test")
+            await asyncio.Event().wait()  # until the run is cancelled
+        await delete(bulk, job_id)
+
+    monkeypatch.setattr(BulkQuery, "delete", stopped_in_the_old_jobs_delete)
+    again = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, resume=True,
+        options=SMALL_PAGES, stop=stop,
+    )  # fmt: skip
+
+    assert again.interrupted == "stopped for the test"
+    assert set(jobs) == {old}, "the run left its new Bulk job behind"
+
+
 async def test_a_run_stopped_while_its_job_runs_aborts_and_deletes_it(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
@@ -369,6 +415,22 @@ async def test_a_dry_run_through_bulk_deletes_its_job(sandboxes: Sandboxes, tmp_
     assert summary.completed, summary.error
     assert summary.bulk_jobs == 1
     assert not sandboxes.salesforce.state.jobs.jobs, "the dry run left its Bulk job behind"
+
+
+async def test_a_resumed_dry_run_keeps_the_job_the_checkpoint_names(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", 3_000)
+    checkpoint = tmp_path / "checkpoint.json"
+    await stopped_after(sandboxes, checkpoint, batches=1)
+    named = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"]
+    summary = await run_backfill(
+        sandboxes.settings(), mapping(), dry_run=True, resume=True, checkpoint_path=checkpoint,
+        options=SMALL_PAGES,
+    )  # fmt: skip
+
+    assert summary.completed, summary.error
+    assert named in sandboxes.salesforce.state.jobs.jobs, "a job a resume reads on was deleted"
 
 
 async def test_duplicate_group_values_are_reported_with_counts(

@@ -175,13 +175,13 @@ async def read_batches(
         return
     soql = _soql(schema.name, fields, where)
     job = await _bulk_job(bulk, soql, start, allow_fallback=options.api == "auto")
+    if job is not None and on_job is not None:
+        on_job(job[0])  # before anything else is awaited: a stop then deletes it
     await _forget_stopped_job(bulk, start, None if job is None else job[0])
     if job is None:
         async for batch in _rest_batches(sf, schema.name, fields, where, None, total):
             yield batch
         return
-    if on_job is not None:
-        on_job(job[0])
     async for batch in _bulk_batches(bulk, schema, job, start, options):
         yield batch
 
@@ -445,5 +445,5 @@ class BulkWindowReads:
                 collect_page_garbage()
                 for rows in batched(page.rows(self._converters), self._options.batch_rows):
                     yield rows
-        finally:
-            await forget_job(self._bulk, job.id)
+        finally:  # read, failed or stopped (maybe still running): of no further use
+            await forget_unsaved_job(self._bulk, job.id, None, running=True)

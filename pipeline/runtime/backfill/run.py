@@ -212,7 +212,7 @@ async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
             await forget_unsaved_job(run.bulk, obj.job_id, obj.saved_job)
             raise
         if run.checkpoint is None:  # a dry run: nothing was sent, nothing to catch up
-            await forget_job(run.bulk, obj.job_id)
+            await forget_unsaved_job(run.bulk, obj.job_id, obj.saved_job)
         else:
             # The snapshot's job is read to its end (and checkpointed so): deleted meanwhile.
             await beside(_catch_up_and_save(run, obj), forget_job(run.bulk, obj.job_id))
