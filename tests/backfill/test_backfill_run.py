@@ -217,8 +217,9 @@ async def test_resuming_a_new_run_stopped_before_any_batch_does_not_skip_it_as_d
     assert sandboxes.groups() == await rest_expectation(sandboxes, mapping())
 
 
-async def stopped_after(sandboxes: Sandboxes, checkpoint: Path, *, batches: int) -> None:
-    """A backfill in ``SMALL_PAGES`` stopped once ``batches`` batches were delivered."""
+async def stopped_after(sandboxes: Sandboxes, checkpoint: Path, *, batches: int) -> str:
+    """A backfill in ``SMALL_PAGES`` stopped once ``batches`` batches were delivered; the
+    Bulk job its checkpoint names."""
     stop = StopRequest()
     hook = Hook(after=batches, action=lambda: stop.set("stopped for the test"))
     first = await run_backfill(
@@ -226,6 +227,7 @@ async def stopped_after(sandboxes: Sandboxes, checkpoint: Path, *, batches: int)
         options=SMALL_PAGES, stop=stop,
     )  # fmt: skip
     assert first.interrupted == "stopped for the test"
+    return str(orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"])
 
 
 async def test_a_run_resumed_after_its_snapshot_deletes_the_snapshot_job(
@@ -263,8 +265,7 @@ async def test_a_run_resumed_in_a_new_job_deletes_the_stopped_runs_job(
 ) -> None:
     await sandboxes.seed("Account", 3_000)
     checkpoint = tmp_path / "checkpoint.json"
-    await stopped_after(sandboxes, checkpoint, batches=1)
-    stopped_job = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"]
+    stopped_job = await stopped_after(sandboxes, checkpoint, batches=1)
     jobs = sandboxes.salesforce.state.jobs.jobs
     jobs[stopped_job].final_state = "Aborted"  # its results can no longer be read
 
@@ -311,8 +312,7 @@ async def test_a_resumed_run_stopped_again_keeps_the_job_its_checkpoint_names(
 ) -> None:
     await sandboxes.seed("Account", 3_000)
     checkpoint = tmp_path / "checkpoint.json"
-    await stopped_after(sandboxes, checkpoint, batches=1)
-    named = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"]
+    named = await stopped_after(sandboxes, checkpoint, batches=1)
     sandboxes.amplitude.state.latency.ms = 20_000  # the next batch stays in flight
     stop = StopRequest()
     again = await run_backfill(
@@ -329,8 +329,7 @@ async def test_a_run_stopped_while_it_deletes_the_old_job_deletes_its_new_one(
 ) -> None:
     await sandboxes.seed("Account", 3_000)
     checkpoint = tmp_path / "checkpoint.json"
-    await stopped_after(sandboxes, checkpoint, batches=1)
-    old = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"]
+    old = await stopped_after(sandboxes, checkpoint, batches=1)
     jobs = sandboxes.salesforce.state.jobs.jobs
     jobs[old].final_state = "Aborted"  # read again in a new job, the old one deleted
     stop, delete = StopRequest(), BulkQuery.delete
@@ -422,8 +421,7 @@ async def test_a_resumed_dry_run_keeps_the_job_the_checkpoint_names(
 ) -> None:
     await sandboxes.seed("Account", 3_000)
     checkpoint = tmp_path / "checkpoint.json"
-    await stopped_after(sandboxes, checkpoint, batches=1)
-    named = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]["job_id"]
+    named = await stopped_after(sandboxes, checkpoint, batches=1)
     summary = await run_backfill(
         sandboxes.settings(), mapping(), dry_run=True, resume=True, checkpoint_path=checkpoint,
         options=SMALL_PAGES,
