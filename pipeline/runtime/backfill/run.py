@@ -6,61 +6,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
 import structlog
 
 from pipeline.amplitude import AmplitudeClient
 from pipeline.amplitude.payload import to_identification
-from pipeline.config.mapping import MappingConfig, ObjectMapping
+from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
-from pipeline.runtime.backfill.ahead import beside, prefetched
-from pipeline.runtime.backfill.catch_up import (
-    CatchUp,
-    begin_catch_up,
-    catch_up_for,
-    parse_stamp,
-)
+from pipeline.runtime.backfill.ahead import beside
 from pipeline.runtime.backfill.checkpoint import (
     DEFAULT_CHECKPOINT,
     REJECTED_FILE,
     CheckpointFile,
     DlqMode,
-    ObjectCheckpoint,
     RejectSink,
 )
 from pipeline.runtime.backfill.deliver import BackfillRun, InFlightBatches, ObjectRun
-from pipeline.runtime.backfill.meaning import MODSTAMP, ReadMeaning
+from pipeline.runtime.backfill.opening import abandon, begin_object, unique_by_schema
 from pipeline.runtime.backfill.read import (
     DEFAULT_READ_OPTIONS,
-    BulkWindowReads,
     ReadOptions,
     ReadPosition,
     RecordBatch,
     forget_job,
     forget_unsaved_job,
-    open_object,
-    read_batches,
 )
 from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, ObjectSummary
 from pipeline.runtime.backfill.stream_start import record_stream_start, stream_start_recorded
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.recorder import command_recorder
-from pipeline.runtime.salesforce_reads import fields_to_read
 from pipeline.salesforce.bulk import BulkQuery, batched
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.apply import PropertyChanges
 from pipeline.transform.coalesce import Coalescer
 from pipeline.transform.envelope import Source
 from pipeline.transform.group_update import GroupUpdate
-from pipeline.transform.schema import ObjectSchema, schema_from_describe
+from pipeline.transform.schema import ObjectSchema
 
 SAMPLE_SIZE: Final = 3
 log = structlog.get_logger(__name__)
@@ -173,8 +159,22 @@ async def until_stopped(work: Coroutine[Any, Any, None], stop: StopRequest | Non
 
 
 async def _backfill_objects(run: BackfillRun) -> None:
-    for sfdc_object in run.config.objects:
-        await _backfill_object(run, sfdc_object)
+    """Object by object, in the mapping's order; the next is opened and its read begun
+    while this one is read (``opening.py``)."""
+    items = [ObjectSummary(sfdc_object) for sfdc_object in run.config.objects]
+    following: asyncio.Task[ObjectRun | None] | None = None
+    try:
+        for index, item in enumerate(items):
+            run.summary.objects.append(item)
+            obj = await (following or begin_object(run, item))
+            following = None
+            if index + 1 < len(items):
+                following = asyncio.create_task(begin_object(run, items[index + 1]))
+            if obj is not None:
+                await _backfill_object(run, obj)
+    finally:
+        if following is not None:
+            await abandon(run, following)
 
 
 def selected_objects(config: MappingConfig, objects: Sequence[str] | None) -> MappingConfig:
@@ -195,20 +195,19 @@ def selected_objects(config: MappingConfig, objects: Sequence[str] | None) -> Ma
     )
 
 
-async def _backfill_object(run: BackfillRun, sfdc_object: str) -> None:
-    obj = await _open_object(run, sfdc_object)
-    if obj is None:
-        return
+async def _backfill_object(run: BackfillRun, obj: ObjectRun) -> None:
     unread = obj.start is None or (obj.start.method is None and not obj.start.finished)
-    if obj.catch_up is not None and unread:
-        # Before the snapshot (and again after a stop before its first batch: its batches
-        # are checkpointed as nothing read yet); never after it, not even on a resume
-        # during the catch-up, whose newer live reads it would land over.
-        await _send_reads(run, obj, obj.catch_up.deleted_before(), ReadPosition())
     try:
         try:
+            if obj.catch_up is not None and unread:
+                # Before the snapshot's batches (and again after a stop before its first:
+                # they are checkpointed as nothing read yet); never after them, not even
+                # on a resume during the catch-up, whose newer live reads it would land over.
+                await _send_reads(run, obj, obj.catch_up.deleted_before(), ReadPosition())
             await _snapshot(run, obj)
         except BaseException:  # stopped or failed: a job no checkpoint names is of no use
+            if obj.reader is not None:
+                await obj.reader.aclose()
             await forget_unsaved_job(run.bulk, obj.job_id, obj.saved_job)
             raise
         if run.checkpoint is None:  # a dry run: nothing was sent, nothing to catch up
@@ -229,90 +228,12 @@ async def _catch_up_and_save(run: BackfillRun, obj: ObjectRun) -> None:
     obj.save(run, ReadPosition(finished=True), complete=True)
 
 
-async def _open_object(run: BackfillRun, sfdc_object: str) -> ObjectRun | None:
-    """What to read for the object and from where; None when a resumed run finished it."""
-    item = ObjectSummary(sfdc_object)
-    run.summary.objects.append(item)
-    # A fresh run begins a catch-up and counts the records: asked beside the describe.
-    fresh = run.resume_from is None
-    opening = await open_object(
-        run.sf, sfdc_object, run.where, clock=fresh and run.checkpoint is not None, count=fresh
-    )
-    schema = schema_from_describe(opening.describe)
-    if run.sent is not None:
-        run.sent.learn(schema)
-    mapped = fields_to_read(run.config, sfdc_object, schema)
-    mappings = run.config.for_object(sfdc_object)
-    fingerprint = _fingerprint(mappings, mapped, run.where)
-    saved = None if run.resume_from is None else run.resume_from.entry(sfdc_object, fingerprint)
-    if saved is not None and saved.complete:
-        item.already_done = item.finished = True
-        log.info("backfill_object_already_done", object=sfdc_object)
-        return None
-    for mapping in mappings:
-        if not _unique_by_schema(mapping, schema):
-            run.duplicates.track(mapping.group_type)
-    # SystemModstamp is read too (when the object has one): catch-up orders by it.
-    fields = [*mapped, MODSTAMP] if schema.field(MODSTAMP) is not None else mapped
-    config = run.config.model_copy(update={"mappings": mappings})
-    catch_up = await _catch_up_for(
-        run, sfdc_object, fields, saved, (config, schema), opening.server_time
-    )
-    meaning = catch_up.meaning if catch_up is not None else None
-    start = None if saved is None else saved.position
-    return ObjectRun(
-        item,
-        schema,
-        config,
-        fields,
-        fingerprint,
-        start,
-        catch_up,
-        meaning or ReadMeaning(sfdc_object, config, schema),
-        # A run resumed after its snapshot reads no batch: its job is still to delete.
-        job_id=None if start is None else start.job_id,
-        saved_job=None if start is None else start.job_id,
-        total=opening.total,
-    )
-
-
-async def _catch_up_for(
-    run: BackfillRun,
-    sfdc_object: str,
-    fields: list[str],
-    saved: ObjectCheckpoint | None,
-    meaning: tuple[MappingConfig, ObjectSchema],
-    server_time: datetime | None,
-) -> CatchUp | None:
-    """The object's catch-up: resumed from the checkpoint, or starting now (before reading,
-    at ``server_time`` when that was taken)."""
-    if run.checkpoint is None:
-        return None  # a dry run delivers nothing, so nothing can land out of order
-    rest, where = run.sf.rest, run.where
-    # A large window (a bulk load just before the backfill) is read again through Bulk.
-    bulk = None if run.options.api == "rest" else BulkWindowReads(run.bulk, meaning[1], run.options)
-    if saved is None or "since" not in saved.catch_up or MODSTAMP not in fields:
-        return await begin_catch_up(
-            rest, sfdc_object, fields, where=where, meaning=meaning, bulk=bulk, recycle_bin=True,
-            server_time=server_time,
-        )  # fmt: skip
-    since = parse_stamp(saved.catch_up["since"])
-    seen = saved.catch_up.get("seen")
-    return catch_up_for(
-        rest, sfdc_object, fields, since, where=where, meaning=meaning, seen=seen, bulk=bulk,
-        recycle_bin=True,
-    )  # fmt: skip
-
-
 async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:
-    reader = read_batches(
-        run.sf, run.bulk, obj.schema, obj.fields, where=run.where, start=obj.start,
-        options=run.options, total=obj.total, on_job=obj.found_job,
-    )  # fmt: skip
+    assert obj.reader is not None  # begun when the object was opened
     window = InFlightBatches(run, obj)
     try:
         try:
-            async for batch in prefetched(reader):
+            async for batch in obj.reader:
                 _started(run, obj, batch)
                 # Transformed while the previous batch is still on the wire.
                 updates, keys = _updates(run, obj, batch.records, batch.source)
@@ -326,6 +247,7 @@ async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:
             obj.first_round = obj.catch_up.read_ahead()
         await window.drain()
     finally:
+        await obj.reader.aclose()
         await window.cancel()
 
 
@@ -421,27 +343,9 @@ def _unseen(group_type: str, group_value: str) -> None:
 def _merged(
     changes: list[PropertyChanges], config: MappingConfig, schema: ObjectSchema
 ) -> list[GroupUpdate]:
-    if len(config.mappings) == 1 and _unique_by_schema(config.mappings[0], schema):
+    if len(config.mappings) == 1 and unique_by_schema(config.mappings[0], schema):
         return [GroupUpdate(c.group_type, c.group_value, c.set, c.unset) for c in changes]
     coalescer = Coalescer(max_groups=max(1, len(changes)))
     for change in changes:
         coalescer.add(change)
     return coalescer.drain()
-
-
-def _unique_by_schema(mapping: ObjectMapping, schema: ObjectSchema) -> bool:
-    if mapping.group_name_field == "Id":
-        return True
-    info = schema.field(mapping.group_name_field)
-    return info is not None and info.unique
-
-
-def _fingerprint(
-    mappings: Sequence[ObjectMapping], fields: Sequence[str], where: str | None
-) -> str:
-    document = {
-        "mappings": [m.model_dump(mode="json") for m in mappings],
-        "fields": list(fields),
-        "where": where,
-    }
-    return hashlib.sha256(orjson.dumps(document)).hexdigest()[:16]

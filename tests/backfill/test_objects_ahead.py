@@ -1,0 +1,134 @@
+"""A backfill of several objects opens the next one, and has Salesforce run its Bulk job,
+while it still reads the one before; a run that stops first leaves no job behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import httpx
+import orjson
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.runtime.backfill import LogProgress, ReadOptions, StopRequest, run_backfill
+from pipeline.salesforce.client import SalesforceClient
+from tests.backfill.conftest import Sandboxes
+
+# How long a held result page waits for the next object's job at most: far longer than
+# opening an object takes, so only a run that never opens it ahead waits this long.
+HOLD_SECONDS = 30.0
+ACCOUNTS, CONTACTS = 300, 200
+
+
+def two_objects() -> MappingConfig:
+    def by_id(sfdc_object: str, group_type: str, fields: dict[str, str]) -> dict[str, object]:
+        properties = [{"sfdc_field": f, "amplitude_property": p} for f, p in fields.items()]
+        return {
+            "sfdc_object": sfdc_object,
+            "group_type": group_type,
+            "group_name_field": "Id",
+            "group_properties": properties,
+        }
+
+    return MappingConfig.model_validate(
+        {
+            "sync_cadence": {"mode": "hourly"},
+            "mappings": [
+                by_id("Account", "account", {"Name": "name", "Industry": "industry"}),
+                by_id("Contact", "contact", {"Email": "email", "Title": "title"}),
+            ],
+        }
+    )
+
+
+class HeldPages(httpx.AsyncBaseTransport):
+    """Real HTTP, where no Bulk result page is answered before a Contact job was created
+    (or ``HOLD_SECONDS`` passed); ``seen`` lists both in the order they happened."""
+
+    def __init__(self) -> None:
+        self._http = httpx.AsyncHTTPTransport()
+        self._contact_job = asyncio.Event()
+        self.seen: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "GET" and path.endswith("/results"):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._contact_job.wait(), HOLD_SECONDS)
+            self.seen.append("result page")
+        response = await self._http.handle_async_request(request)
+        created = request.method == "POST" and path.endswith("/jobs/query")
+        if created and b"FROM Contact" in request.content:
+            self.seen.append("Contact job created")
+            self._contact_job.set()
+        return response
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class StopOnceReading(LogProgress):
+    """Stops the run as Account's first batch is read (Contact's job created by then)."""
+
+    def __init__(self, stop: StopRequest) -> None:
+        super().__init__(interval_seconds=3600)
+        self._stop = stop
+
+    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+        super().start_object(sfdc_object, total, method)
+        self._stop.set("stopped for the test")
+
+
+async def test_the_next_objects_job_runs_while_the_one_before_is_read(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", ACCOUNTS)
+    await sandboxes.seed("Contact", CONTACTS)
+    transport = HeldPages()
+    settings = sandboxes.settings()
+    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
+        summary = await run_backfill(
+            settings, two_objects(), checkpoint_path=tmp_path / "checkpoint.json",
+            options=ReadOptions(api="bulk"), salesforce=sf,
+        )  # fmt: skip
+
+    assert summary.completed, summary.error
+    assert transport.seen[0] == "Contact job created", (
+        f"Account's first page was read before Contact's job was created: {transport.seen}"
+    )
+    assert [item.sfdc_object for item in summary.objects] == ["Account", "Contact"]
+    assert [item.rows_read for item in summary.objects] == [ACCOUNTS, CONTACTS]
+    types = [group_type for group_type, _ in sandboxes.groups()]
+    assert (types.count("account"), types.count("contact")) == (ACCOUNTS, CONTACTS)
+    assert not sandboxes.salesforce.state.jobs.jobs, "a Bulk job was left behind"
+
+
+async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", ACCOUNTS)
+    await sandboxes.seed("Contact", CONTACTS)
+    checkpoint = tmp_path / "checkpoint.json"
+    transport, stop = HeldPages(), StopRequest()
+    settings = sandboxes.settings()
+    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
+        first = await run_backfill(
+            settings, two_objects(), checkpoint_path=checkpoint, options=ReadOptions(api="bulk"),
+            salesforce=sf, progress=StopOnceReading(stop), stop=stop,
+        )  # fmt: skip
+
+    assert first.interrupted == "stopped for the test"
+    assert "Contact job created" in transport.seen, transport.seen
+    assert not sandboxes.salesforce.state.jobs.jobs, "the stopped run left a Bulk job behind"
+    assert [item.sfdc_object for item in first.objects] == ["Account"]
+    assert "Contact" not in orjson.loads(checkpoint.read_bytes())["objects"]
+
+    second = await run_backfill(
+        settings, two_objects(), checkpoint_path=checkpoint, resume=True,
+        options=ReadOptions(api="bulk"),
+    )  # fmt: skip
+
+    assert second.completed, second.error
+    assert [item.rows_read for item in second.objects] == [ACCOUNTS, CONTACTS]
+    assert not sandboxes.salesforce.state.jobs.jobs, "the resumed run left a Bulk job behind"
