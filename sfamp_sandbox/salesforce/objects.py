@@ -158,6 +158,8 @@ CONTACT = ObjectDef(
         picklist_field("LeadSource", "Lead Source", LEAD_SOURCES),
         FieldDef("Birthdate", "date", "Birthdate"),
         FieldDef("HasOptedOutOfEmail", "boolean", "Email Opt Out", nillable=False, defaulted=True),
+        # Set by Salesforce from the contact's activities; change events never carry it.
+        FieldDef("LastActivityDate", "date", "Last Activity", createable=False, updateable=False),
     ),
 )
 

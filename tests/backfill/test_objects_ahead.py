@@ -3,21 +3,16 @@ while it still reads the one before; a run that stops first leaves no job behind
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from pathlib import Path
 
-import httpx
 import orjson
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.runtime.backfill import LogProgress, ReadOptions, StopRequest, run_backfill
 from pipeline.salesforce.client import SalesforceClient
 from tests.backfill.conftest import Sandboxes
+from tests.support.held_pages import HeldPages
 
-# How long a held result page waits for the next object's job at most: far longer than
-# opening an object takes, so only a run that never opens it ahead waits this long.
-HOLD_SECONDS = 30.0
 ACCOUNTS, CONTACTS = 300, 200
 
 
@@ -42,32 +37,6 @@ def two_objects() -> MappingConfig:
     )
 
 
-class HeldPages(httpx.AsyncBaseTransport):
-    """Real HTTP, where no Bulk result page is answered before a Contact job was created
-    (or ``HOLD_SECONDS`` passed); ``seen`` lists both in the order they happened."""
-
-    def __init__(self) -> None:
-        self._http = httpx.AsyncHTTPTransport()
-        self._contact_job = asyncio.Event()
-        self.seen: list[str] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        if request.method == "GET" and path.endswith("/results"):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._contact_job.wait(), HOLD_SECONDS)
-            self.seen.append("result page")
-        response = await self._http.handle_async_request(request)
-        created = request.method == "POST" and path.endswith("/jobs/query")
-        if created and b"FROM Contact" in request.content:
-            self.seen.append("Contact job created")
-            self._contact_job.set()
-        return response
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-
 class StopOnceReading(LogProgress):
     """Stops the run as Account's first batch is read (Contact's job created by then)."""
 
@@ -85,7 +54,7 @@ async def test_the_next_objects_job_runs_while_the_one_before_is_read(
 ) -> None:
     await sandboxes.seed("Account", ACCOUNTS)
     await sandboxes.seed("Contact", CONTACTS)
-    transport = HeldPages()
+    transport = HeldPages("Contact")
     settings = sandboxes.settings()
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         summary = await run_backfill(
@@ -94,7 +63,7 @@ async def test_the_next_objects_job_runs_while_the_one_before_is_read(
         )  # fmt: skip
 
     assert summary.completed, summary.error
-    assert transport.seen[0] == "Contact job created", (
+    assert transport.seen[0] == transport.created, (
         f"Account's first page was read before Contact's job was created: {transport.seen}"
     )
     assert [item.sfdc_object for item in summary.objects] == ["Account", "Contact"]
@@ -110,7 +79,7 @@ async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
     await sandboxes.seed("Account", ACCOUNTS)
     await sandboxes.seed("Contact", CONTACTS)
     checkpoint = tmp_path / "checkpoint.json"
-    transport, stop = HeldPages(), StopRequest()
+    transport, stop = HeldPages("Contact"), StopRequest()
     settings = sandboxes.settings()
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         first = await run_backfill(
@@ -119,7 +88,7 @@ async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
         )  # fmt: skip
 
     assert first.interrupted == "stopped for the test"
-    assert "Contact job created" in transport.seen, transport.seen
+    assert transport.created in transport.seen, transport.seen
     assert not sandboxes.salesforce.state.jobs.jobs, "the stopped run left a Bulk job behind"
     assert [item.sfdc_object for item in first.objects] == ["Account"]
     assert "Contact" not in orjson.loads(checkpoint.read_bytes())["objects"]

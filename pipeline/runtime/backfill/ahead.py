@@ -1,11 +1,12 @@
 """Reading ahead: the next item of an async iterator (a result page, a round's page) is
-fetched by a task of its own while the caller works on the current one; and a chore
-(a Bulk job's delete) done beside the work that follows it."""
+fetched by a task of its own while the caller works on the current one; the next of a
+run's objects is begun while the one before is worked on; and a chore (a Bulk job's
+delete) done beside the work that follows it."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -73,3 +74,35 @@ async def beside(work: Coroutine[Any, Any, None], chore: Coroutine[Any, Any, Non
         await asyncio.gather(task, return_exceptions=True)
         raise
     await task
+
+
+async def in_turn(
+    count: int,
+    begin: Callable[[int], Coroutine[Any, Any, T]],
+    work: Callable[[T], Awaitable[None]],
+    abandon: Callable[[T], Awaitable[None]],
+    turn: Callable[[int], None] = lambda index: None,
+) -> None:
+    """``work(begin(i))`` for ``i`` in ``range(count)``, in order, with ``begin(i + 1)``
+    running in a task of its own meanwhile (opening the next object while this one is
+    read). ``turn(i)`` is told when turn ``i`` comes, before its ``begin`` is awaited.
+
+    A ``begin`` error comes out at its own turn. When the work stops first (an error,
+    a cancellation), the next ``begin`` is cancelled, or what it returned goes to
+    ``abandon``.
+    """
+    following: asyncio.Task[T] | None = None
+    try:
+        for index in range(count):
+            turn(index)
+            begun = await (following or begin(index))
+            following = None
+            if index + 1 < count:
+                following = asyncio.create_task(begin(index + 1))
+            await work(begun)
+    finally:
+        if following is not None:
+            following.cancel()
+            done = (await asyncio.gather(following, return_exceptions=True))[0]
+            if not isinstance(done, BaseException):
+                await abandon(done)

@@ -2,7 +2,8 @@
 snapshot's read begun.
 
 A backfill of several objects opens the next one, and begins its read, while it still
-reads the one before (:func:`begin_object` in a task of its own): Salesforce then works
+reads the one before (:func:`begin_object`, in turn by
+:func:`~pipeline.runtime.backfill.ahead.in_turn`): Salesforce then works
 on the next Bulk query job (``UploadComplete`` → ``InProgress`` → ``JobComplete``,
 seconds to minutes on a large object) while the records before it are delivered,
 instead of after. Only Salesforce is read ahead: nothing of the next object is sent
@@ -12,7 +13,6 @@ the order of the mapping, as when objects are read strictly one after another.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
@@ -59,15 +59,12 @@ async def begin_object(run: BackfillRun, item: ObjectSummary) -> ObjectRun | Non
     return obj
 
 
-async def abandon(run: BackfillRun, opening: asyncio.Task[ObjectRun | None]) -> None:
-    """End an opening whose turn never came (the run stopped or failed before it): its read
-    is stopped and a Bulk job no checkpoint names is aborted and deleted."""
-    opening.cancel()
-    obj = (await asyncio.gather(opening, return_exceptions=True))[0]
-    if isinstance(obj, ObjectRun):
-        if obj.reader is not None:
-            await obj.reader.aclose()
-        await forget_unsaved_job(run.bulk, obj.job_id, obj.saved_job)
+async def abandon(run: BackfillRun, obj: ObjectRun) -> None:
+    """End an object opened for a turn that never came (the run stopped or failed before
+    it): its read is stopped and a Bulk job no checkpoint names is aborted and deleted."""
+    if obj.reader is not None:
+        await obj.reader.aclose()
+    await forget_unsaved_job(run.bulk, obj.job_id, obj.saved_job)
 
 
 async def _open_object(run: BackfillRun, item: ObjectSummary) -> ObjectRun | None:

@@ -18,7 +18,7 @@ from pipeline.amplitude.payload import to_identification
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
-from pipeline.runtime.backfill.ahead import beside
+from pipeline.runtime.backfill.ahead import beside, in_turn
 from pipeline.runtime.backfill.checkpoint import (
     DEFAULT_CHECKPOINT,
     REJECTED_FILE,
@@ -162,19 +162,19 @@ async def _backfill_objects(run: BackfillRun) -> None:
     """Object by object, in the mapping's order; the next is opened and its read begun
     while this one is read (``opening.py``)."""
     items = [ObjectSummary(sfdc_object) for sfdc_object in run.config.objects]
-    following: asyncio.Task[ObjectRun | None] | None = None
-    try:
-        for index, item in enumerate(items):
-            run.summary.objects.append(item)
-            obj = await (following or begin_object(run, item))
-            following = None
-            if index + 1 < len(items):
-                following = asyncio.create_task(begin_object(run, items[index + 1]))
-            if obj is not None:
-                await _backfill_object(run, obj)
-    finally:
-        if following is not None:
-            await abandon(run, following)
+
+    async def work(obj: ObjectRun | None) -> None:
+        if obj is not None:
+            await _backfill_object(run, obj)
+
+    async def abandoned(obj: ObjectRun | None) -> None:
+        if obj is not None:
+            await abandon(run, obj)
+
+    await in_turn(
+        len(items), lambda i: begin_object(run, items[i]), work, abandoned,
+        turn=lambda i: run.summary.objects.append(items[i]),
+    )  # fmt: skip
 
 
 def selected_objects(config: MappingConfig, objects: Sequence[str] | None) -> MappingConfig:

@@ -41,6 +41,7 @@ from pipeline.kafka.compacted import scan_table
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, read_batches
+from pipeline.runtime.backfill.ahead import ReadAhead, in_turn
 from pipeline.runtime.backfill.catch_up import CatchUp
 from pipeline.runtime.backfill.meaning import is_deleted
 from pipeline.runtime.backfill.read import RecordBatch, forget_job, forget_unsaved_job
@@ -160,8 +161,22 @@ async def _reconcile(run: _Run, config: MappingConfig, stack: contextlib.AsyncEx
         # (when it finished, which the service's schedule reads, or what to resume).
         run.checkpoint = open_checkpoint(Path(summary.checkpoint), plans)
         summary.resumed = run.checkpoint.resumed
-    for plan in plans:
-        await _reconcile_object(run, plan)
+    items = [ObjectReconcile(plan.sfdc_object, fields=plan.fields) for plan in plans]
+
+    async def work(opened: _Opened | None) -> None:
+        if opened is not None:
+            await _reconcile_object(run, opened)
+
+    async def abandoned(opened: _Opened | None) -> None:
+        if opened is not None:
+            await opened.abandon(run.bulk)
+
+    # The next object's read (its Bulk job) is begun while this one is read, as a
+    # backfill's is (``pipeline/runtime/backfill/opening.py``).
+    await in_turn(
+        len(plans), lambda i: _open(run, plans[i], items[i]), work, abandoned,
+        turn=lambda i: summary.objects.append(items[i]),
+    )  # fmt: skip
 
 
 async def plan_objects(
@@ -199,21 +214,53 @@ async def load_digests(settings: Settings, group_types: set[str]) -> SentDigests
     return digests
 
 
-async def _reconcile_object(run: _Run, plan: ObjectPlan) -> None:
-    item = ObjectReconcile(plan.sfdc_object, fields=plan.fields)
-    run.summary.objects.append(item)
+@dataclass(slots=True)
+class _Opened:
+    """An object opened for its turn: where it resumes, its catch-up, and its snapshot's
+    read begun (``found`` gets the Bulk job once it is complete)."""
+
+    plan: ObjectPlan
+    item: ObjectReconcile
+    start: ReadPosition | None
+    catch_up: CatchUp | None
+    reader: ReadAhead[RecordBatch]
+    found: list[str]
+
+    async def abandon(self, bulk: BulkQuery) -> None:
+        """The turn never came: the read stops, a job no checkpoint names is deleted."""
+        await self.reader.aclose()
+        await forget_unsaved_job(bulk, self.job, None if self.start is None else self.start.job_id)
+
+    @property
+    def job(self) -> str | None:
+        return self.found[-1] if self.found else None
+
+
+async def _open(run: _Run, plan: ObjectPlan, item: ObjectReconcile) -> _Opened | None:
+    """Where the object resumes, its catch-up begun and its read begun; None when a
+    resumed run had finished it."""
     saved = None if run.checkpoint is None else run.checkpoint.entry(plan)
     if saved is not None and saved.complete:
         item.already_done = item.finished = True
         log.info("reconcile_object_already_done", object=plan.sfdc_object)
-        return
+        return None
     catch_up = None
     if run.checkpoint is not None:
         catch_up = await run.checkpoint.catch_up(run.sf.rest, plan, saved)
     start = None if saved is None or saved.position.method is None else saved.position
+    found: list[str] = []
+    batches = read_batches(
+        run.sf, run.bulk, plan.schema, plan.fields, where=None, start=start, options=run.options,
+        on_job=found.append,
+    )  # fmt: skip
+    return _Opened(plan, item, start, catch_up, ReadAhead(batches), found)
+
+
+async def _reconcile_object(run: _Run, opened: _Opened) -> None:
+    plan, item, start, catch_up = opened.plan, opened.item, opened.start, opened.catch_up
     tally = Tally()
     # A run resumed after its snapshot reads no batch: its job is still to delete.
-    read = await _snapshot(run, plan, item, start, catch_up, tally) or start
+    read = await _snapshot(run, opened, tally) or start
     # Saved as the catch-up's position: a resume neither reads nor leaves the job again.
     done = ReadPosition(finished=True) if read is None else replace(read, finished=True)
     if catch_up is not None:
@@ -226,32 +273,23 @@ async def _reconcile_object(run: _Run, plan: ObjectPlan) -> None:
         run.progress.finish_object(item)
 
 
-async def _snapshot(
-    run: _Run,
-    plan: ObjectPlan,
-    item: ObjectReconcile,
-    start: ReadPosition | None,
-    catch_up: CatchUp | None,
-    tally: Tally,
-) -> ReadPosition | None:
-    """Every record from ``start``, compared and written batch by batch; the position
-    after the last batch (None: no batch was read)."""
+async def _snapshot(run: _Run, opened: _Opened, tally: Tally) -> ReadPosition | None:
+    """Every record from the object's start, compared and written batch by batch; the
+    position after the last batch (None: no batch was read)."""
     position: ReadPosition | None = None
-    found: list[str] = []  # the Bulk job, once complete
-    saved = None if start is None else start.job_id  # the one the checkpoint names
-    batches = read_batches(
-        run.sf, run.bulk, plan.schema, plan.fields, where=None, start=start, options=run.options,
-        on_job=found.append,
-    )  # fmt: skip
+    saved = None if opened.start is None else opened.start.job_id  # the checkpoint's job
     try:
-        async for batch in batches:
+        async for batch in opened.reader:
             position = batch.position
-            await _snapshot_batch(run, plan, item, batch, catch_up, tally)
+            await _snapshot_batch(run, opened.plan, opened.item, batch, opened.catch_up, tally)
             if run.checkpoint is not None:
                 saved = batch.position.job_id or saved
     except BaseException:  # stopped or failed: a job no checkpoint names is of no use
-        await forget_unsaved_job(run.bulk, found[-1] if found else None, saved)
+        await opened.reader.aclose()
+        await forget_unsaved_job(run.bulk, opened.job, saved)
         raise
+    finally:
+        await opened.reader.aclose()
     return position
 
 

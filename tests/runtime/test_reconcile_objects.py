@@ -1,0 +1,89 @@
+"""A reconcile of several objects begins the next object's read (its Bulk job) while it
+still reads the one before, as a backfill does; a run that stops first leaves no job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.mapping import MappingConfig
+from pipeline.runtime.backfill import ReadOptions, StopRequest
+from pipeline.runtime.reconcile.run import run_reconcile
+from pipeline.salesforce.client import SalesforceClient
+from pipeline.sandbox_stack import SandboxStack
+from tests.runtime.conftest import Org, settings_for
+from tests.runtime.test_reconcile import StopAfterFirstBatch, bulk_jobs
+from tests.support.held_pages import HeldPages
+
+ACCOUNTS, CONTACTS = 30, 20
+
+
+def reconciled(sfdc_object: str, group_type: str, sfdc_field: str) -> dict[str, Any]:
+    """A mapping of one field change events never carry (a formula, LastActivityDate)."""
+    return {
+        "sfdc_object": sfdc_object,
+        "group_type": group_type,
+        "group_name_field": "Id",
+        "group_properties": [{"sfdc_field": sfdc_field, "amplitude_property": "reconciled"}],
+    }
+
+
+CONFIG = MappingConfig.model_validate(
+    {
+        "sync_cadence": {"mode": "hourly"},
+        "reconcile": {"mode": "off"},
+        "mappings": [
+            reconciled("Account", "account", "Revenue_Per_Employee__c"),
+            reconciled("Contact", "contact", "LastActivityDate"),
+        ],
+    }
+)
+
+
+async def test_the_next_objects_job_runs_while_the_one_before_is_read(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
+    await org.seed("Account", ACCOUNTS)
+    await org.seed("Contact", CONTACTS)
+    transport = HeldPages("Contact")
+    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
+        summary = await run_reconcile(
+            settings, CONFIG, options=ReadOptions(api="bulk"), salesforce=sf
+        )
+
+    assert summary.completed, summary.error
+    assert transport.seen[0] == transport.created, (
+        f"Account's first page was read before Contact's job was created: {transport.seen}"
+    )
+    assert [item.sfdc_object for item in summary.objects] == ["Account", "Contact"]
+    assert [item.records_read for item in summary.objects] == [ACCOUNTS, CONTACTS]
+    assert not bulk_jobs(stack), "a Bulk job was left behind"
+
+
+async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
+    await org.seed("Account", ACCOUNTS)
+    await org.seed("Contact", CONTACTS)
+    transport, stop = HeldPages("Contact"), StopRequest()
+    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
+        first = await run_reconcile(
+            settings, CONFIG, options=ReadOptions(api="bulk"), salesforce=sf,
+            progress=StopAfterFirstBatch(stop), stop=stop,
+        )  # fmt: skip
+
+    assert first.interrupted == "SIGTERM", first.error
+    assert transport.created in transport.seen, transport.seen
+    # Account's job stays: the checkpoint names it, and a resume reads on from it.
+    left = [job.compiled.obj.name for job in bulk_jobs(stack).values()]
+    assert left == ["Account"], f"the stopped run left Contact's Bulk job behind: {left}"
+    assert [item.sfdc_object for item in first.objects] == ["Account"]
+
+    second = await run_reconcile(settings, CONFIG, options=ReadOptions(api="bulk"))
+
+    assert second.resumed
+    assert second.completed, second.error
+    assert [item.records_read for item in second.objects] == [0, CONTACTS]
+    assert not bulk_jobs(stack), "the resumed run left a Bulk job behind"
