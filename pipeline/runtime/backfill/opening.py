@@ -86,9 +86,6 @@ async def _open_object(run: BackfillRun, item: ObjectSummary) -> ObjectRun | Non
         item.already_done = item.finished = True
         log.info("backfill_object_already_done", object=sfdc_object)
         return None
-    for mapping in mappings:
-        if not unique_by_schema(mapping, schema):
-            run.duplicates.track(mapping.group_type)
     # SystemModstamp is read too (when the object has one): catch-up orders by it.
     fields = [*mapped, MODSTAMP] if schema.field(MODSTAMP) is not None else mapped
     config = run.config.model_copy(update={"mappings": mappings})

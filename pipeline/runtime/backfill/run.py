@@ -196,6 +196,9 @@ def selected_objects(config: MappingConfig, objects: Sequence[str] | None) -> Ma
 
 
 async def _backfill_object(run: BackfillRun, obj: ObjectRun) -> None:
+    for mapping in obj.config.mappings:  # from its turn on, as when opened at its turn
+        if not unique_by_schema(mapping, obj.schema):
+            run.duplicates.track(mapping.group_type)
     unread = obj.start is None or (obj.start.method is None and not obj.start.finished)
     try:
         try:
