@@ -8,9 +8,10 @@ from pathlib import Path
 import orjson
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.runtime.backfill import LogProgress, ReadOptions, StopRequest, run_backfill
+from pipeline.runtime.backfill import ReadOptions, StopRequest, run_backfill
 from pipeline.salesforce.client import SalesforceClient
 from tests.backfill.conftest import Sandboxes
+from tests.backfill.test_backfill_run import StopAtFirstBatch
 from tests.support.held_pages import HeldPages
 
 ACCOUNTS, CONTACTS = 300, 200
@@ -35,18 +36,6 @@ def two_objects() -> MappingConfig:
             ],
         }
     )
-
-
-class StopOnceReading(LogProgress):
-    """Stops the run as Account's first batch is read (Contact's job created by then)."""
-
-    def __init__(self, stop: StopRequest) -> None:
-        super().__init__(interval_seconds=3600)
-        self._stop = stop
-
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
-        super().start_object(sfdc_object, total, method)
-        self._stop.set("stopped for the test")
 
 
 async def test_the_next_objects_job_runs_while_the_one_before_is_read(
@@ -84,7 +73,7 @@ async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         first = await run_backfill(
             settings, two_objects(), checkpoint_path=checkpoint, options=ReadOptions(api="bulk"),
-            salesforce=sf, progress=StopOnceReading(stop), stop=stop,
+            salesforce=sf, progress=StopAtFirstBatch(stop), stop=stop,
         )  # fmt: skip
 
     assert first.interrupted == "stopped for the test"

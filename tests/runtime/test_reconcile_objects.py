@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import Settings
 from pipeline.runtime.backfill import ReadOptions, StopRequest
 from pipeline.runtime.reconcile.run import run_reconcile
 from pipeline.salesforce.client import SalesforceClient
@@ -40,12 +41,17 @@ CONFIG = MappingConfig.model_validate(
 )
 
 
+async def seeded(stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path) -> Settings:
+    """Settings of a run with its state in ``tmp_path``, Accounts and Contacts seeded."""
+    await org.seed("Account", ACCOUNTS)
+    await org.seed("Contact", CONTACTS)
+    return settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
+
+
 async def test_the_next_objects_job_runs_while_the_one_before_is_read(
     stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
 ) -> None:
-    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
-    await org.seed("Account", ACCOUNTS)
-    await org.seed("Contact", CONTACTS)
+    settings = await seeded(stack, org, topic_prefix, tmp_path)
     transport = HeldPages("Contact")
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         summary = await run_reconcile(
@@ -64,9 +70,7 @@ async def test_the_next_objects_job_runs_while_the_one_before_is_read(
 async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
     stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
 ) -> None:
-    settings = settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
-    await org.seed("Account", ACCOUNTS)
-    await org.seed("Contact", CONTACTS)
+    settings = await seeded(stack, org, topic_prefix, tmp_path)
     transport, stop = HeldPages("Contact"), StopRequest()
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         first = await run_reconcile(
