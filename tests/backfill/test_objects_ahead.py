@@ -3,8 +3,11 @@ while it still reads the one before; a run that stops first leaves no job behind
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
+import httpx
 import orjson
 
 from pipeline.config.mapping import MappingConfig
@@ -90,3 +93,49 @@ async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
     assert second.completed, second.error
     assert [item.rows_read for item in second.objects] == [ACCOUNTS, CONTACTS]
     assert not sandboxes.salesforce.state.jobs.jobs, "the resumed run left a Bulk job behind"
+
+
+class ReadsSeen(httpx.AsyncBaseTransport):
+    """Real HTTP; Account's catch-up query waits up to ``HOLD`` seconds for Contact's
+    snapshot query (a REST read ordered by Id); ``seen`` lists both as they happen."""
+
+    HOLD = 5.0
+
+    def __init__(self) -> None:
+        self._http = httpx.AsyncHTTPTransport()
+        self._contact_read = asyncio.Event()
+        self.seen: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        soql = request.url.params.get("q", "")
+        if "FROM Account" in soql and "SystemModstamp >=" in soql:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._contact_read.wait(), self.HOLD)
+            self.seen.append("Account's catch-up")
+        elif "FROM Contact" in soql and "ORDER BY Id" in soql:
+            self.seen.append("Contact read")
+            self._contact_read.set()
+        return await self._http.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+async def test_the_next_object_reads_no_page_before_its_turn(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    await sandboxes.seed("Account", ACCOUNTS)
+    await sandboxes.seed("Contact", CONTACTS)
+    transport = ReadsSeen()
+    settings = sandboxes.settings()
+    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
+        summary = await run_backfill(
+            settings, two_objects(), checkpoint_path=tmp_path / "checkpoint.json",
+            options=ReadOptions(api="rest"), salesforce=sf,
+        )  # fmt: skip
+
+    assert summary.completed, summary.error
+    # Read ahead, its REST cursor would wait idle for Account's turn to end (and
+    # Salesforce drops a cursor idle for 15 minutes).
+    assert transport.seen == ["Account's catch-up", "Contact read"], transport.seen
+    assert [item.rows_read for item in summary.objects] == [ACCOUNTS, CONTACTS]

@@ -78,9 +78,10 @@ class ObjectRun:
     # The catch-up's first read, begun once the snapshot read its last record; the
     # object's run closes it however it ends.
     first_round: ReadAhead[list[dict[str, Any]]] | None = None
-    # The snapshot's read, begun when the object was opened (``opening.py``); closed
-    # however the object's run ends.
+    # The snapshot's read, begun when the object was opened (``opening.py``), reading no
+    # page before ``turn`` is set; closed however the object's run ends.
     reader: ReadAhead[RecordBatch] | None = None
+    turn: asyncio.Event = field(default_factory=asyncio.Event)
 
     def save(self, run: BackfillRun, position: ReadPosition, *, complete: bool = False) -> None:
         if run.checkpoint is None:

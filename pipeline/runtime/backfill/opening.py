@@ -6,9 +6,9 @@ reads the one before (:func:`begin_object`, in turn by
 :func:`~pipeline.runtime.backfill.ahead.in_turn`): Salesforce then works
 on the next Bulk query job (``UploadComplete`` → ``InProgress`` → ``JobComplete``,
 seconds to minutes on a large object) while the records before it are delivered,
-instead of after. Only Salesforce is read ahead: nothing of the next object is sent
-before the object before it has ended, so the order of what reaches Amplitude is
-the order of the mapping, as when objects are read strictly one after another.
+instead of after. No page is read before the object's turn (no memory held for it,
+no REST query cursor left to expire), and nothing of it is sent before the object
+before it has ended: what reaches Amplitude keeps the order of the mapping.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ async def begin_object(run: BackfillRun, item: ObjectSummary) -> ObjectRun | Non
         # Nothing is awaited from here on: a cancelled opening never leaves a reader behind.
         batches = read_batches(
             run.sf, run.bulk, obj.schema, obj.fields, where=run.where, start=obj.start,
-            options=run.options, total=obj.total, on_job=obj.found_job,
+            options=run.options, total=obj.total, on_job=obj.found_job, turn=obj.turn,
         )  # fmt: skip
         obj.reader = ReadAhead(batches)
     return obj

@@ -149,37 +149,37 @@ async def read_batches(
     options: ReadOptions,
     total: int | None = None,
     on_job: Callable[[str], None] | None = None,
+    turn: asyncio.Event | None = None,
 ) -> AsyncIterator[RecordBatch]:
     """Batches of an object's records from ``start``, by Bulk or REST (see the module doc).
 
     ``total`` is the :func:`count_records` answer when the caller already has it;
     ``on_job`` is told the Bulk job's id once it is complete, before the first page
     (a run stopped before its checkpoint names the job deletes it: see
-    :func:`forget_unsaved_job`).
+    :func:`forget_unsaved_job`). With ``turn``, no page is read before it is set: an
+    object opened ahead has its Bulk job run, but holds no page, and no REST query
+    cursor that Salesforce drops after 15 minutes idle.
     """
     if start is not None and start.finished:
         return
-    if start is not None and start.method == "rest":
-        async for batch in _rest_batches(sf, schema.name, fields, where, start.last_id, None):
-            yield batch
-        return
-    if total is None:
-        total = await count_records(sf, schema.name, where)
-    resuming_bulk = start is not None and start.method == "bulk"
-    if options.api == "rest" or (
-        options.api == "auto" and not resuming_bulk and total <= options.rest_max_records
-    ):
-        await _forget_stopped_job(bulk, start, None)
-        async for batch in _rest_batches(sf, schema.name, fields, where, None, total):
-            yield batch
-        return
-    soql = _soql(schema.name, fields, where)
-    job = await _bulk_job(bulk, soql, start, allow_fallback=options.api == "auto")
-    if job is not None and on_job is not None:
-        on_job(job[0])  # before anything else is awaited: a stop then deletes it
-    await _forget_stopped_job(bulk, start, None if job is None else job[0])
+    job, resumed_rest = None, start is not None and start.method == "rest"
+    if not resumed_rest:
+        if total is None:
+            total = await count_records(sf, schema.name, where)
+        resuming_bulk = start is not None and start.method == "bulk"
+        if options.api == "bulk" or (
+            options.api == "auto" and (resuming_bulk or total > options.rest_max_records)
+        ):
+            soql = _soql(schema.name, fields, where)
+            job = await _bulk_job(bulk, soql, start, allow_fallback=options.api == "auto")
+            if job is not None and on_job is not None:
+                on_job(job[0])  # before anything else is awaited: a stop then deletes it
+        await _forget_stopped_job(bulk, start, None if job is None else job[0])
+    if turn is not None:
+        await turn.wait()
     if job is None:
-        async for batch in _rest_batches(sf, schema.name, fields, where, None, total):
+        last_id = start.last_id if start is not None and resumed_rest else None
+        async for batch in _rest_batches(sf, schema.name, fields, where, last_id, total):
             yield batch
         return
     async for batch in _bulk_batches(bulk, schema, job, start, options):

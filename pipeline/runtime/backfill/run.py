@@ -196,6 +196,7 @@ def selected_objects(config: MappingConfig, objects: Sequence[str] | None) -> Ma
 
 
 async def _backfill_object(run: BackfillRun, obj: ObjectRun) -> None:
+    obj.turn.set()  # its read goes on past the Bulk job, to the pages
     for mapping in obj.config.mappings:  # from its turn on, as when opened at its turn
         if not unique_by_schema(mapping, obj.schema):
             run.duplicates.track(mapping.group_type)

@@ -21,6 +21,7 @@ run reads and compares only: it writes nothing to Kafka and no checkpoint.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -223,8 +224,9 @@ class _Opened:
     item: ObjectReconcile
     start: ReadPosition | None
     catch_up: CatchUp | None
-    reader: ReadAhead[RecordBatch]
+    reader: ReadAhead[RecordBatch]  # reading no page before ``turn`` is set
     found: list[str]
+    turn: asyncio.Event
 
     async def abandon(self, bulk: BulkQuery) -> None:
         """The turn never came: the read stops, a job no checkpoint names is deleted."""
@@ -249,14 +251,16 @@ async def _open(run: _Run, plan: ObjectPlan, item: ObjectReconcile) -> _Opened |
         catch_up = await run.checkpoint.catch_up(run.sf.rest, plan, saved)
     start = None if saved is None or saved.position.method is None else saved.position
     found: list[str] = []
+    turn = asyncio.Event()
     batches = read_batches(
         run.sf, run.bulk, plan.schema, plan.fields, where=None, start=start, options=run.options,
-        on_job=found.append,
+        on_job=found.append, turn=turn,
     )  # fmt: skip
-    return _Opened(plan, item, start, catch_up, ReadAhead(batches), found)
+    return _Opened(plan, item, start, catch_up, ReadAhead(batches), found, turn)
 
 
 async def _reconcile_object(run: _Run, opened: _Opened) -> None:
+    opened.turn.set()  # its read goes on past the Bulk job, to the pages
     plan, item, start, catch_up = opened.plan, opened.item, opened.start, opened.catch_up
     tally = Tally()
     # A run resumed after its snapshot reads no batch: its job is still to delete.
