@@ -11,7 +11,7 @@ import httpx
 import orjson
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.runtime.backfill import ReadOptions, StopRequest, run_backfill
+from pipeline.runtime.backfill import BackfillSummary, ReadOptions, StopRequest, run_backfill
 from pipeline.salesforce.client import SalesforceClient
 from tests.backfill.conftest import Sandboxes
 from tests.backfill.test_backfill_run import StopAtFirstBatch
@@ -41,18 +41,25 @@ def two_objects() -> MappingConfig:
     )
 
 
+async def backfilled(
+    sandboxes: Sandboxes, tmp_path: Path, transport: httpx.AsyncBaseTransport, options: ReadOptions
+) -> BackfillSummary:
+    """Accounts and Contacts seeded and backfilled in one run, Salesforce through ``transport``."""
+    await sandboxes.seed("Account", ACCOUNTS)
+    await sandboxes.seed("Contact", CONTACTS)
+    settings = sandboxes.settings()
+    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
+        return await run_backfill(
+            settings, two_objects(), checkpoint_path=tmp_path / "checkpoint.json",
+            options=options, salesforce=sf,
+        )  # fmt: skip
+
+
 async def test_the_next_objects_job_runs_while_the_one_before_is_read(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
-    await sandboxes.seed("Account", ACCOUNTS)
-    await sandboxes.seed("Contact", CONTACTS)
     transport = HeldPages("Contact")
-    settings = sandboxes.settings()
-    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
-        summary = await run_backfill(
-            settings, two_objects(), checkpoint_path=tmp_path / "checkpoint.json",
-            options=ReadOptions(api="bulk"), salesforce=sf,
-        )  # fmt: skip
+    summary = await backfilled(sandboxes, tmp_path, transport, ReadOptions(api="bulk"))
 
     assert summary.completed, summary.error
     assert transport.seen[0] == transport.created, (
@@ -124,15 +131,8 @@ class ReadsSeen(httpx.AsyncBaseTransport):
 async def test_the_next_object_reads_no_page_before_its_turn(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
-    await sandboxes.seed("Account", ACCOUNTS)
-    await sandboxes.seed("Contact", CONTACTS)
     transport = ReadsSeen()
-    settings = sandboxes.settings()
-    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
-        summary = await run_backfill(
-            settings, two_objects(), checkpoint_path=tmp_path / "checkpoint.json",
-            options=ReadOptions(api="rest"), salesforce=sf,
-        )  # fmt: skip
+    summary = await backfilled(sandboxes, tmp_path, transport, ReadOptions(api="rest"))
 
     assert summary.completed, summary.error
     # Read ahead, its REST cursor would wait idle for Account's turn to end (and
