@@ -31,26 +31,31 @@ async def test_a_read_closed_while_its_reader_waits_closes_the_source() -> None:
 
 
 class Turns:
-    """What ``in_turn`` was asked to do, in order."""
+    """What ``in_turn`` was asked to do, in order, for ``count`` turns; each work waits
+    (with a timeout) until the next begin has started, or ended for ``fail_work``."""
 
-    def __init__(self, fail_begin: int | None = None, fail_work: int | None = None) -> None:
+    def __init__(
+        self, count: int, fail_begin: int | None = None, fail_work: int | None = None
+    ) -> None:
+        self.count, self.fail_begin, self.fail_work = count, fail_begin, fail_work
         self.log: list[str] = []
-        self.fail_begin, self.fail_work = fail_begin, fail_work
         self.abandoned: list[int] = []
-        self.begun = [asyncio.Event() for _ in range(10)]
+        self.started = [asyncio.Event() for _ in range(count)]
+        self.begun = [asyncio.Event() for _ in range(count)]
 
     async def begin(self, index: int) -> int:
         self.log.append(f"begin {index}")
-        await asyncio.sleep(0)
+        self.started[index].set()
         if index == self.fail_begin:
             raise ValueError(f"begin {index} failed")
         self.begun[index].set()
         return index
 
     async def work(self, begun: int) -> None:
-        await asyncio.sleep(0)  # the next begin runs meanwhile
+        if begun + 1 < self.count:  # the next begin runs meanwhile
+            events = self.begun if begun == self.fail_work else self.started
+            await asyncio.wait_for(events[begun + 1].wait(), 10)
         if begun == self.fail_work:
-            await asyncio.wait_for(self.begun[begun + 1].wait(), 10)
             raise ValueError(f"work {begun} failed")
         self.log.append(f"work {begun}")
 
@@ -62,7 +67,7 @@ class Turns:
 
 
 async def test_the_next_is_begun_while_this_one_is_worked_on_and_the_work_keeps_its_order() -> None:
-    turns = Turns()
+    turns = Turns(3)
     await in_turn(3, turns.begin, turns.work, turns.abandon, turn=turns.turn)
 
     assert turns.log == [
@@ -74,7 +79,7 @@ async def test_the_next_is_begun_while_this_one_is_worked_on_and_the_work_keeps_
 
 
 async def test_a_failed_begin_fails_at_its_own_turn() -> None:
-    turns = Turns(fail_begin=1)
+    turns = Turns(3, fail_begin=1)
     with pytest.raises(ValueError, match="begin 1 failed"):
         await in_turn(3, turns.begin, turns.work, turns.abandon, turn=turns.turn)
 
@@ -82,7 +87,7 @@ async def test_a_failed_begin_fails_at_its_own_turn() -> None:
 
 
 async def test_what_was_begun_for_a_turn_that_never_comes_is_abandoned() -> None:
-    turns = Turns(fail_work=0)
+    turns = Turns(3, fail_work=0)
     with pytest.raises(ValueError, match="work 0 failed"):
         await in_turn(3, turns.begin, turns.work, turns.abandon)
 
