@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
+import structlog
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from click.testing import Result
@@ -121,11 +123,25 @@ def mapping_file(tmp_path: Path) -> Path:
     return path
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at write time."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 @pytest.fixture
 def sfamp(kafka: KafkaSettings, stack: SandboxStack, mapping_file: Path) -> Cli:
     """``await sfamp("dlq", "replay", "--all")`` against the test's topics and both sandboxes."""
 
     async def run(*args: str, env: dict[str, str] | None = None) -> Result:
+        # A service the test runs in this process logs with structlog's defaults, to
+        # stdout, which the runner swaps for the whole process: a line it logged while
+        # the command ran would land in the command's --json output. To stderr instead.
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=_Stderr()))  # type: ignore[arg-type]
         runner = CliRunner()
         full = (
             environment(kafka)
