@@ -20,8 +20,9 @@ Seeded records last changed 30 days before the run, like an org's existing recor
 catch-up window and read twice (sfamp's worst case). Both programs read the same records.
 Times are the runs' own (login to last answer), without interpreter start-up,
 for sfamp and the naive script alike; each line also gives the process's CPU
-seconds, the sandboxes' CPU seconds meanwhile (both processes), and the whole command's wall time
-(interpreter start-up, sfamp's mapping check against the org, the run).
+seconds, the sandboxes' CPU seconds meanwhile (both, then each), and the whole command's wall
+time (interpreter start-up, sfamp's mapping check against the org, the run). The sandboxes
+collect garbage on a timer, as ``sfamp sandbox ...`` does (``sfamp_sandbox/collector.py``).
 
     .venv/bin/python benchmarks/bench_backfill.py [--records N] [--latencies 0,50]
         [--transports groupidentify,httpapi] [--no-naive] [--repeat N] [--memory-rows N]
@@ -77,11 +78,13 @@ async def serve(scope: str, which: str = "both") -> None:
     their URLs as one JSON line."""
     from pipeline.gc_tuning import tune_gc
     from sfamp_sandbox.amplitude import AmplitudeSandbox, IdentifyLimits
+    from sfamp_sandbox.collector import collected_every
     from sfamp_sandbox.salesforce import SalesforceSandbox
 
-    tune_gc()  # as `sfamp sandbox ...` does
+    tune_gc()  # as `sfamp sandbox ...` does, and collections on its timer below
     limits = IdentifyLimits(property_limit_per_request=scope == "request")
     async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(collected_every())
         urls = {}
         if which in {"both", "salesforce"}:
             sandbox = SalesforceSandbox(bulk_job_seconds=0.0, api_max=1_000_000_000)
@@ -233,16 +236,24 @@ def line(label: str, result: dict[str, Any]) -> str:
     return (
         f"  {label:<20} {result['rows']:>9,} records in {result['seconds']:7.2f} s = "
         f"{rate:>8,.0f}/s, {result['amplitude_requests']:>6,} Amplitude requests; CPU "
-        f"{result['cpu_seconds']:5.1f} s, sandboxes {result['sandbox_cpu_seconds']:5.1f} s; "
-        f"command {result['command_seconds']:6.2f} s"
+        f"{result['cpu_seconds']:5.1f} s, sandboxes {sum(result['sandbox_cpu_seconds']):5.1f} s"
+        f"{each_sandbox(result['sandbox_cpu_seconds'])}; command {result['command_seconds']:6.2f} s"
     )
 
 
+def each_sandbox(seconds: list[float]) -> str:
+    """`` (Salesforce a, Amplitude b)`` when the sandboxes ran in a process each."""
+    if len(seconds) != 2:
+        return ""
+    return f" (Salesforce {seconds[0]:.1f}, Amplitude {seconds[1]:.1f})"
+
+
 def measured(pids: list[int], run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``run()``'s result, with the CPU the sandboxes (processes ``pids``) spent meanwhile."""
-    before = sum(map(cpu_seconds, pids))
+    """``run()``'s result, with the CPU each sandbox process (``pids``) spent meanwhile."""
+    before = [cpu_seconds(pid) for pid in pids]
     result = run()
-    return result | {"sandbox_cpu_seconds": sum(map(cpu_seconds, pids)) - before}
+    spent = [cpu_seconds(pid) - start for pid, start in zip(pids, before, strict=True)]
+    return result | {"sandbox_cpu_seconds": spent}
 
 
 def run_naive(urls: dict[str, Any]) -> dict[str, Any]:

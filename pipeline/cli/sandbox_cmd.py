@@ -153,6 +153,7 @@ def up(
     option.
     """
     from pipeline.sandbox_stack import SandboxStack, console_url, health_port_for_run
+    from sfamp_sandbox.collector import collected_every
     from sfamp_sandbox.salesforce.seed import seed as sandbox_seed
 
     stack = SandboxStack(
@@ -165,7 +166,7 @@ def up(
     )
 
     async def run() -> None:
-        async with stack:
+        async with collected_every(), stack:  # as each sandbox alone (sfamp_sandbox.collector)
             assert stack.salesforce is not None
             if seed:
                 sandbox_seed(stack.salesforce.org, "Account", seed)

@@ -12,6 +12,7 @@ from sfamp_sandbox.amplitude.control import Control
 from sfamp_sandbox.amplitude.identify import IdentifyLimits
 from sfamp_sandbox.amplitude.ingest import CLIENT_MAX_SIZE, Ingestion
 from sfamp_sandbox.amplitude.state import SandboxState
+from sfamp_sandbox.collector import collected_every
 from sfamp_sandbox.disconnects import client_gone
 from sfamp_sandbox.latency import latency_middleware, parse_latency_ms
 
@@ -117,8 +118,11 @@ async def serve(
     ready: Callable[[str], None] | None = None,
     latency_ms: int = 0,
 ) -> None:
-    """Serve the sandbox until cancelled (``sfamp sandbox amplitude``); ``ready`` gets its URL."""
-    async with AmplitudeSandbox(host, port, latency_ms=latency_ms) as sandbox:
+    """Serve the sandbox until cancelled (``sfamp sandbox amplitude``); ``ready`` gets its URL.
+
+    Collections run on a timer while it serves (see :mod:`sfamp_sandbox.collector`).
+    """
+    async with collected_every(), AmplitudeSandbox(host, port, latency_ms=latency_ms) as sandbox:
         if ready is not None:
             ready(sandbox.base_url)
         await asyncio.Event().wait()

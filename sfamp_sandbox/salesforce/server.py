@@ -8,6 +8,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from sfamp_sandbox.collector import collected_every
 from sfamp_sandbox.latency import Latency
 from sfamp_sandbox.salesforce.app import build_app
 from sfamp_sandbox.salesforce.bulk import BulkJobs
@@ -123,8 +124,11 @@ async def serve(
     ready: Callable[[str], None] | None = None,
     latency_ms: int = 0,
 ) -> None:
-    """Serve the sandbox until cancelled (``sfamp sandbox salesforce``); ``ready`` gets its URL."""
-    async with SalesforceSandbox(host, port, latency_ms=latency_ms) as sandbox:
+    """Serve the sandbox until cancelled (``sfamp sandbox salesforce``); ``ready`` gets its URL.
+
+    Collections run on a timer while it serves (see :mod:`sfamp_sandbox.collector`).
+    """
+    async with collected_every(), SalesforceSandbox(host, port, latency_ms=latency_ms) as sandbox:
         if ready is not None:
             ready(sandbox.base_url)
         await asyncio.Event().wait()
