@@ -179,6 +179,8 @@ OPPORTUNITY = ObjectDef(
         picklist_field("Type", "Opportunity Type", ("New Business", "Existing Business")),
         FieldDef("IsClosed", "boolean", "Closed", nillable=False, defaulted=True),
         FieldDef("IsWon", "boolean", "Won", nillable=False, defaulted=True),
+        # Set by Salesforce from the opportunity's activities; change events never carry it.
+        FieldDef("LastActivityDate", "date", "Last Activity", createable=False, updateable=False),
     ),
 )
 
