@@ -2,8 +2,9 @@
 
 On a real org a Bulk API 2.0 query job runs for seconds to minutes before its first
 result page can be read (``UploadComplete`` -> ``InProgress`` -> ``JobComplete``). A
-backfill opens the next object, and creates its job, while it still reads the one
-before, so those waits overlap the reading instead of adding up.
+backfill opens the next objects (up to three), and creates their jobs, while it still
+reads the one before, so those waits overlap the reading and each other instead of
+adding up.
 
 Runs both sandboxes in this process with ``--job-seconds`` per Bulk job and
 ``--latency-ms`` per request, seeds ``--records`` Accounts, Contacts and Opportunities
@@ -106,7 +107,7 @@ async def main(arguments: argparse.Namespace) -> None:
         f"{len(OBJECTS)} objects x {arguments.records:,} records, Bulk jobs of "
         f"{arguments.job_seconds:g} s, {arguments.latency_ms} ms round trips"
     )
-    print(f"  one run, the next object opened ahead: {together:6.2f} s")
+    print(f"  one run, next objects opened ahead:   {together:6.2f} s")
     print(
         f"  a run per object, one after another:   {sum(in_turn):6.2f} s "
         f"({' + '.join(f'{seconds:.2f}' for seconds in in_turn)})"

@@ -32,12 +32,18 @@ async def test_a_read_closed_while_its_reader_waits_closes_the_source() -> None:
 
 class Turns:
     """What ``in_turn`` was asked to do, in order, for ``count`` turns; each work waits
-    (with a timeout) until the next begin has started, or ended for ``fail_work``."""
+    (with a timeout) until the next ``ahead`` begins have started, or ended for
+    ``fail_work``."""
 
     def __init__(
-        self, count: int, fail_begin: int | None = None, fail_work: int | None = None
+        self,
+        count: int,
+        fail_begin: int | None = None,
+        fail_work: int | None = None,
+        ahead: int = 1,
     ) -> None:
         self.count, self.fail_begin, self.fail_work = count, fail_begin, fail_work
+        self.ahead = ahead
         self.log: list[str] = []
         self.abandoned: list[int] = []
         self.started = [asyncio.Event() for _ in range(count)]
@@ -52,9 +58,9 @@ class Turns:
         return index
 
     async def work(self, begun: int) -> None:
-        if begun + 1 < self.count:  # the next begin runs meanwhile
-            events = self.begun if begun == self.fail_work else self.started
-            await asyncio.wait_for(events[begun + 1].wait(), 10)
+        events = self.begun if begun == self.fail_work else self.started
+        for later in range(begun + 1, min(begun + 1 + self.ahead, self.count)):
+            await asyncio.wait_for(events[later].wait(), 10)  # the next begins run meanwhile
         if begun == self.fail_work:
             raise ValueError(f"work {begun} failed")
         self.log.append(f"work {begun}")
@@ -76,6 +82,34 @@ async def test_the_next_is_begun_while_this_one_is_worked_on_and_the_work_keeps_
         "turn 2", "work 2",
     ]  # fmt: skip
     assert turns.abandoned == []
+
+
+async def test_up_to_ahead_turns_are_begun_while_this_one_is_worked_on() -> None:
+    turns = Turns(4, ahead=2)
+    await in_turn(4, turns.begin, turns.work, turns.abandon, turn=turns.turn, ahead=2)
+
+    assert turns.log == [
+        "turn 0", "begin 0", "begin 1", "begin 2", "work 0",
+        "turn 1", "begin 3", "work 1",
+        "turn 2", "work 2",
+        "turn 3", "work 3",
+    ]  # fmt: skip
+    assert turns.abandoned == []
+
+
+async def test_every_turn_begun_that_never_comes_is_abandoned() -> None:
+    turns = Turns(4, fail_work=0, ahead=2)
+    with pytest.raises(ValueError, match="work 0 failed"):
+        await in_turn(4, turns.begin, turns.work, turns.abandon, ahead=2)
+
+    assert sorted(turns.abandoned) == [1, 2]
+    assert "begin 3" not in turns.log
+
+
+async def test_ahead_below_one_is_refused() -> None:
+    turns = Turns(2)
+    with pytest.raises(ValueError, match="ahead must be at least 1"):
+        await in_turn(2, turns.begin, turns.work, turns.abandon, ahead=0)
 
 
 async def test_a_failed_begin_fails_at_its_own_turn() -> None:
@@ -119,4 +153,39 @@ async def test_a_begin_still_running_when_the_work_is_cancelled_is_cancelled() -
         await task
 
     assert abandoned == []  # nothing was begun: nothing to give back
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_a_turn_cancelled_while_it_waits_for_its_begin_gives_back_the_ones_after() -> None:
+    waiting, later_begun, never = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    second_turn = asyncio.Event()
+
+    async def begin(index: int) -> int:
+        if index == 1:
+            waiting.set()
+            await never.wait()
+        if index == 2:
+            later_begun.set()
+        return index
+
+    async def work(begun: int) -> None:
+        return None  # turn 1 comes at once, and waits for its begin
+
+    abandoned: list[int] = []
+
+    async def abandon(begun: int) -> None:
+        abandoned.append(begun)
+
+    def turn(index: int) -> None:
+        if index == 1:
+            second_turn.set()
+
+    task = asyncio.create_task(in_turn(3, begin, work, abandon, turn, ahead=2))
+    for event in (waiting, later_begun, second_turn):
+        await asyncio.wait_for(event.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert abandoned == [2]  # begin 1 was cancelled; what begin 2 returned is given back
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []

@@ -1,5 +1,5 @@
-"""A backfill of several objects opens the next one, and has Salesforce run its Bulk job,
-while it still reads the one before; a run that stops first leaves no job behind."""
+"""A backfill of several objects opens the next ones, and has Salesforce run their Bulk
+jobs, while it still reads the one before; a run that stops first leaves no job behind."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.runtime.backfill import BackfillSummary, ReadOptions, StopRequest, run_backfill
@@ -17,11 +18,19 @@ from tests.backfill.conftest import Sandboxes
 from tests.backfill.test_backfill_run import StopAtFirstBatch
 from tests.support.held_pages import HeldPages
 
-ACCOUNTS, CONTACTS = 300, 200
+ACCOUNTS, CONTACTS, OPPORTUNITIES = 300, 200, 100
+MAPPED = {
+    "Account": ("account", {"Name": "name", "Industry": "industry"}),
+    "Contact": ("contact", {"Email": "email", "Title": "title"}),
+    "Opportunity": ("opportunity", {"Name": "name", "StageName": "stage"}),
+}
 
 
-def two_objects() -> MappingConfig:
-    def by_id(sfdc_object: str, group_type: str, fields: dict[str, str]) -> dict[str, object]:
+def objects_mapped(*objects: str) -> MappingConfig:
+    """Each of ``objects`` (of :data:`MAPPED`) to its group type, named by its Id."""
+
+    def by_id(sfdc_object: str) -> dict[str, object]:
+        group_type, fields = MAPPED[sfdc_object]
         properties = [{"sfdc_field": f, "amplitude_property": p} for f, p in fields.items()]
         return {
             "sfdc_object": sfdc_object,
@@ -31,26 +40,37 @@ def two_objects() -> MappingConfig:
         }
 
     return MappingConfig.model_validate(
-        {
-            "sync_cadence": {"mode": "hourly"},
-            "mappings": [
-                by_id("Account", "account", {"Name": "name", "Industry": "industry"}),
-                by_id("Contact", "contact", {"Email": "email", "Title": "title"}),
-            ],
-        }
+        {"sync_cadence": {"mode": "hourly"}, "mappings": [by_id(name) for name in objects]}
     )
 
 
+def two_objects() -> MappingConfig:
+    return objects_mapped("Account", "Contact")
+
+
+def three_objects() -> MappingConfig:
+    return objects_mapped("Account", "Contact", "Opportunity")
+
+
 async def backfilled(
-    sandboxes: Sandboxes, tmp_path: Path, transport: httpx.AsyncBaseTransport, options: ReadOptions
+    sandboxes: Sandboxes,
+    tmp_path: Path,
+    transport: httpx.AsyncBaseTransport,
+    options: ReadOptions,
+    config: MappingConfig | None = None,
 ) -> BackfillSummary:
-    """Accounts and Contacts seeded and backfilled in one run, Salesforce through ``transport``."""
+    """Accounts and Contacts seeded (and Opportunities when ``config`` maps them) and
+    backfilled in one run (``config``, else :func:`two_objects`), Salesforce through
+    ``transport``."""
+    config = config or two_objects()
     await sandboxes.seed("Account", ACCOUNTS)
     await sandboxes.seed("Contact", CONTACTS)
+    if config.for_object("Opportunity"):
+        await sandboxes.seed("Opportunity", OPPORTUNITIES)
     settings = sandboxes.settings()
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         return await run_backfill(
-            settings, two_objects(), checkpoint_path=tmp_path / "checkpoint.json",
+            settings, config, checkpoint_path=tmp_path / "checkpoint.json",
             options=options, salesforce=sf,
         )  # fmt: skip
 
@@ -72,17 +92,41 @@ async def test_the_next_objects_job_runs_while_the_one_before_is_read(
     assert not sandboxes.salesforce.state.jobs.jobs, "a Bulk job was left behind"
 
 
-async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
+async def test_the_jobs_of_the_objects_after_the_next_run_while_the_first_is_read(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
-    await sandboxes.seed("Account", ACCOUNTS)
-    await sandboxes.seed("Contact", CONTACTS)
-    checkpoint = tmp_path / "checkpoint.json"
-    transport, stop = HeldPages("Contact"), StopRequest()
+    transport = HeldPages("Opportunity")
+    summary = await backfilled(
+        sandboxes, tmp_path, transport, ReadOptions(api="bulk"), three_objects()
+    )
+
+    assert summary.completed, summary.error
+    assert transport.seen[0] == transport.created, (
+        f"Account's first page was read before Opportunity's job was created: {transport.seen}"
+    )
+    assert [item.rows_read for item in summary.objects] == [ACCOUNTS, CONTACTS, OPPORTUNITIES]
+    types = [group_type for group_type, _ in sandboxes.groups()]
+    assert types.count("opportunity") == OPPORTUNITIES
+    assert not sandboxes.salesforce.state.jobs.jobs, "a Bulk job was left behind"
+
+
+@pytest.mark.parametrize(
+    "objects", [("Account", "Contact"), ("Account", "Contact", "Opportunity")], ids=["2", "3"]
+)
+async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
+    sandboxes: Sandboxes, tmp_path: Path, objects: tuple[str, ...]
+) -> None:
+    rows = {"Account": ACCOUNTS, "Contact": CONTACTS, "Opportunity": OPPORTUNITIES}
+    for sfdc_object in objects:
+        await sandboxes.seed(sfdc_object, rows[sfdc_object])
+    config, checkpoint = objects_mapped(*objects), tmp_path / "checkpoint.json"
+    # Account's pages wait until the last object's job was created: every later
+    # object is open, its job created, when the run stops.
+    transport, stop = HeldPages(objects[-1]), StopRequest()
     settings = sandboxes.settings()
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         first = await run_backfill(
-            settings, two_objects(), checkpoint_path=checkpoint, options=ReadOptions(api="bulk"),
+            settings, config, checkpoint_path=checkpoint, options=ReadOptions(api="bulk"),
             salesforce=sf, progress=StopAtFirstBatch(stop), stop=stop,
         )  # fmt: skip
 
@@ -90,15 +134,16 @@ async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
     assert transport.created in transport.seen, transport.seen
     assert not sandboxes.salesforce.state.jobs.jobs, "the stopped run left a Bulk job behind"
     assert [item.sfdc_object for item in first.objects] == ["Account"]
-    assert "Contact" not in orjson.loads(checkpoint.read_bytes())["objects"]
+    saved = orjson.loads(checkpoint.read_bytes())["objects"]
+    assert [name for name in objects[1:] if name in saved] == []
 
     second = await run_backfill(
-        settings, two_objects(), checkpoint_path=checkpoint, resume=True,
+        settings, config, checkpoint_path=checkpoint, resume=True,
         options=ReadOptions(api="bulk"),
     )  # fmt: skip
 
     assert second.completed, second.error
-    assert [item.rows_read for item in second.objects] == [ACCOUNTS, CONTACTS]
+    assert [item.rows_read for item in second.objects] == [rows[name] for name in objects]
     assert not sandboxes.salesforce.state.jobs.jobs, "the resumed run left a Bulk job behind"
 
 

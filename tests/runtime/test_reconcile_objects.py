@@ -1,5 +1,5 @@
-"""A reconcile of several objects begins the next object's read (its Bulk job) while it
-still reads the one before, as a backfill does; a run that stops first leaves no job."""
+"""A reconcile of several objects begins the next objects' reads (their Bulk jobs) while
+it still reads the one before, as a backfill does; a run that stops first leaves no job."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.runtime.conftest import Org, settings_for
 from tests.runtime.test_reconcile import StopAfterFirstBatch, bulk_jobs
 from tests.support.held_pages import HeldPages
 
-ACCOUNTS, CONTACTS = 30, 20
+ACCOUNTS, CONTACTS, OPPORTUNITIES = 30, 20, 10
 
 
 def reconciled(sfdc_object: str, group_type: str, sfdc_field: str) -> dict[str, Any]:
@@ -29,22 +29,29 @@ def reconciled(sfdc_object: str, group_type: str, sfdc_field: str) -> dict[str, 
     }
 
 
-CONFIG = MappingConfig.model_validate(
-    {
-        "sync_cadence": {"mode": "hourly"},
-        "reconcile": {"mode": "off"},
-        "mappings": [
-            reconciled("Account", "account", "Revenue_Per_Employee__c"),
-            reconciled("Contact", "contact", "LastActivityDate"),
-        ],
-    }
+def reconciling(*mappings: dict[str, Any]) -> MappingConfig:
+    return MappingConfig.model_validate(
+        {"sync_cadence": {"mode": "hourly"}, "reconcile": {"mode": "off"}, "mappings": mappings}
+    )
+
+
+ACCOUNT = reconciled("Account", "account", "Revenue_Per_Employee__c")
+CONTACT = reconciled("Contact", "contact", "LastActivityDate")
+CONFIG = reconciling(ACCOUNT, CONTACT)
+THREE_OBJECTS = reconciling(
+    ACCOUNT, CONTACT, reconciled("Opportunity", "opportunity", "LastActivityDate")
 )
 
 
-async def seeded(stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path) -> Settings:
-    """Settings of a run with its state in ``tmp_path``, Accounts and Contacts seeded."""
+async def seeded(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path, *, opportunities: int = 0
+) -> Settings:
+    """Settings of a run with its state in ``tmp_path``, Accounts and Contacts seeded (and
+    ``opportunities`` Opportunities)."""
     await org.seed("Account", ACCOUNTS)
     await org.seed("Contact", CONTACTS)
+    if opportunities:
+        await org.seed("Opportunity", opportunities)
     return settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
 
 
@@ -64,6 +71,24 @@ async def test_the_next_objects_job_runs_while_the_one_before_is_read(
     )
     assert [item.sfdc_object for item in summary.objects] == ["Account", "Contact"]
     assert [item.records_read for item in summary.objects] == [ACCOUNTS, CONTACTS]
+    assert not bulk_jobs(stack), "a Bulk job was left behind"
+
+
+async def test_the_jobs_of_the_objects_after_the_next_run_while_the_first_is_read(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    settings = await seeded(stack, org, topic_prefix, tmp_path, opportunities=OPPORTUNITIES)
+    transport = HeldPages("Opportunity")
+    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
+        summary = await run_reconcile(
+            settings, THREE_OBJECTS, options=ReadOptions(api="bulk"), salesforce=sf
+        )
+
+    assert summary.completed, summary.error
+    assert transport.seen[0] == transport.created, (
+        f"Account's first page was read before Opportunity's job was created: {transport.seen}"
+    )
+    assert [item.records_read for item in summary.objects] == [ACCOUNTS, CONTACTS, OPPORTUNITIES]
     assert not bulk_jobs(stack), "a Bulk job was left behind"
 
 

@@ -1,15 +1,20 @@
 """Reading ahead: the next item of an async iterator (a result page, a round's page) is
-fetched by a task of its own while the caller works on the current one; the next of a
-run's objects is begun while the one before is worked on; and a chore (a Bulk job's
+fetched by a task of its own while the caller works on the current one; the next few of a
+run's objects are begun while the one before is worked on; and a chore (a Bulk job's
 delete) done beside the work that follows it."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 T = TypeVar("T")
+
+# Objects of a backfill or reconcile opened (their Bulk query jobs created) before their
+# turn: Salesforce runs those jobs while the object before them is read.
+OBJECTS_AHEAD: Final = 3
 
 
 async def prefetched(items: AsyncIterator[T], ahead: int = 1) -> AsyncIterator[T]:
@@ -82,27 +87,37 @@ async def in_turn(
     work: Callable[[T], Awaitable[None]],
     abandon: Callable[[T], Awaitable[None]],
     turn: Callable[[int], None] = lambda index: None,
+    *,
+    ahead: int = 1,
 ) -> None:
-    """``work(begin(i))`` for ``i`` in ``range(count)``, in order, with ``begin(i + 1)``
-    running in a task of its own meanwhile (opening the next object while this one is
-    read). ``turn(i)`` is told when turn ``i`` comes, before its ``begin`` is awaited.
+    """``work(begin(i))`` for ``i`` in ``range(count)``, in order, with the ``begin`` of
+    up to ``ahead`` turns after ``i`` running in tasks of their own meanwhile (opening
+    the next objects while this one is read). ``turn(i)`` is told when turn ``i`` comes,
+    before its ``begin`` is awaited.
 
     A ``begin`` error comes out at its own turn. When the work stops first (an error,
-    a cancellation), the next ``begin`` is cancelled, or what it returned goes to
-    ``abandon``.
+    a cancellation), every ``begin`` still running is cancelled, and what each one
+    that ended returned goes to ``abandon``. Raises ValueError for ``ahead`` below 1.
     """
-    following: asyncio.Task[T] | None = None
+    if ahead < 1:
+        raise ValueError(f"ahead must be at least 1, not {ahead}")
+    following: deque[asyncio.Task[T]] = deque()  # the begins of the turns after this one
     try:
         for index in range(count):
             turn(index)
-            begun = await (following or begin(index))
-            following = None
-            if index + 1 < count:
-                following = asyncio.create_task(begin(index + 1))
+            if following:
+                # Left in the queue until it has answered: cancelled meanwhile, it is
+                # still cancelled (or given back) below.
+                begun = await following[0]
+                following.popleft()
+            else:
+                begun = await begin(index)
+            for later in range(index + 1 + len(following), min(index + 1 + ahead, count)):
+                following.append(asyncio.create_task(begin(later)))
             await work(begun)
     finally:
-        if following is not None:
-            following.cancel()
-            done = (await asyncio.gather(following, return_exceptions=True))[0]
+        for task in following:
+            task.cancel()
+        for done in await asyncio.gather(*following, return_exceptions=True):
             if not isinstance(done, BaseException):
                 await abandon(done)

@@ -1,14 +1,15 @@
 """Opening an object of a backfill: what to read and from where, its catch-up, and its
 snapshot's read begun.
 
-A backfill of several objects opens the next one, and begins its read, while it still
-reads the one before (:func:`begin_object`, in turn by
-:func:`~pipeline.runtime.backfill.ahead.in_turn`): Salesforce then works
-on the next Bulk query job (``UploadComplete`` → ``InProgress`` → ``JobComplete``,
-seconds to minutes on a large object) while the records before it are delivered,
-instead of after. No page is read before the object's turn (no memory held for it,
-no REST query cursor left to expire), and nothing of it is sent before the object
-before it has ended: what reaches Amplitude keeps the order of the mapping.
+A backfill of several objects opens the next ones (up to
+:data:`~pipeline.runtime.backfill.ahead.OBJECTS_AHEAD`), and begins their reads, while
+it still reads the one before (:func:`begin_object`, in turn by
+:func:`~pipeline.runtime.backfill.ahead.in_turn`): Salesforce then works on their Bulk
+query jobs (``UploadComplete`` → ``InProgress`` → ``JobComplete``, seconds to minutes on
+a large object) while the records before them are delivered, instead of after. No page
+is read before the object's turn (no memory held for it, no REST query cursor left to
+expire), and nothing of it is sent before the object before it has ended: what reaches
+Amplitude keeps the order of the mapping.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pipeline.amplitude.payload import to_identification
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
-from pipeline.runtime.backfill.ahead import beside, in_turn
+from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, beside, in_turn
 from pipeline.runtime.backfill.checkpoint import (
     DEFAULT_CHECKPOINT,
     REJECTED_FILE,
@@ -159,8 +159,9 @@ async def until_stopped(work: Coroutine[Any, Any, None], stop: StopRequest | Non
 
 
 async def _backfill_objects(run: BackfillRun) -> None:
-    """Object by object, in the mapping's order; the next is opened and its read begun
-    while this one is read (``opening.py``)."""
+    """Object by object, in the mapping's order; the next ones (up to
+    :data:`OBJECTS_AHEAD`) are opened and their reads begun while this one is read
+    (``opening.py``)."""
     items = [ObjectSummary(sfdc_object) for sfdc_object in run.config.objects]
 
     async def work(obj: ObjectRun | None) -> None:
@@ -173,7 +174,7 @@ async def _backfill_objects(run: BackfillRun) -> None:
 
     await in_turn(
         len(items), lambda i: begin_object(run, items[i]), work, abandoned,
-        turn=lambda i: run.summary.objects.append(items[i]),
+        turn=lambda i: run.summary.objects.append(items[i]), ahead=OBJECTS_AHEAD,
     )  # fmt: skip
 
 

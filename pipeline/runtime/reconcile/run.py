@@ -42,7 +42,7 @@ from pipeline.kafka.compacted import scan_table
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, read_batches
-from pipeline.runtime.backfill.ahead import ReadAhead, in_turn
+from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, ReadAhead, in_turn
 from pipeline.runtime.backfill.catch_up import CatchUp
 from pipeline.runtime.backfill.meaning import is_deleted
 from pipeline.runtime.backfill.read import RecordBatch, forget_job, forget_unsaved_job
@@ -172,11 +172,11 @@ async def _reconcile(run: _Run, config: MappingConfig, stack: contextlib.AsyncEx
         if opened is not None:
             await opened.abandon(run.bulk)
 
-    # The next object's read (its Bulk job) is begun while this one is read, as a
-    # backfill's is (``pipeline/runtime/backfill/opening.py``).
+    # The next objects' reads (their Bulk jobs) are begun while this one is read, as a
+    # backfill's are (``pipeline/runtime/backfill/opening.py``).
     await in_turn(
         len(plans), lambda i: _open(run, plans[i], items[i]), work, abandoned,
-        turn=lambda i: summary.objects.append(items[i]),
+        turn=lambda i: summary.objects.append(items[i]), ahead=OBJECTS_AHEAD,
     )  # fmt: skip
 
 
