@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.runtime.backfill import ReadOptions, StopRequest
@@ -55,40 +57,25 @@ async def seeded(
     return settings_for(stack, topic_prefix, runtime={"state_dir": str(tmp_path)})
 
 
-async def test_the_next_objects_job_runs_while_the_one_before_is_read(
-    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+@pytest.mark.parametrize("opportunities", [0, OPPORTUNITIES], ids=["2", "3"])
+async def test_the_next_objects_jobs_run_while_the_one_before_is_read(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path, opportunities: int
 ) -> None:
-    settings = await seeded(stack, org, topic_prefix, tmp_path)
-    transport = HeldPages("Contact")
+    settings = await seeded(stack, org, topic_prefix, tmp_path, opportunities=opportunities)
+    config, last = (THREE_OBJECTS, "Opportunity") if opportunities else (CONFIG, "Contact")
+    # Account's pages wait until the last object's job was created.
+    transport = HeldPages(last)
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         summary = await run_reconcile(
-            settings, CONFIG, options=ReadOptions(api="bulk"), salesforce=sf
+            settings, config, options=ReadOptions(api="bulk"), salesforce=sf
         )
 
     assert summary.completed, summary.error
     assert transport.seen[0] == transport.created, (
-        f"Account's first page was read before Contact's job was created: {transport.seen}"
+        f"Account's first page was read before {last}'s job was created: {transport.seen}"
     )
-    assert [item.sfdc_object for item in summary.objects] == ["Account", "Contact"]
-    assert [item.records_read for item in summary.objects] == [ACCOUNTS, CONTACTS]
-    assert not bulk_jobs(stack), "a Bulk job was left behind"
-
-
-async def test_the_jobs_of_the_objects_after_the_next_run_while_the_first_is_read(
-    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
-) -> None:
-    settings = await seeded(stack, org, topic_prefix, tmp_path, opportunities=OPPORTUNITIES)
-    transport = HeldPages("Opportunity")
-    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
-        summary = await run_reconcile(
-            settings, THREE_OBJECTS, options=ReadOptions(api="bulk"), salesforce=sf
-        )
-
-    assert summary.completed, summary.error
-    assert transport.seen[0] == transport.created, (
-        f"Account's first page was read before Opportunity's job was created: {transport.seen}"
-    )
-    assert [item.records_read for item in summary.objects] == [ACCOUNTS, CONTACTS, OPPORTUNITIES]
+    read = [ACCOUNTS, CONTACTS, opportunities] if opportunities else [ACCOUNTS, CONTACTS]
+    assert [item.records_read for item in summary.objects] == read
     assert not bulk_jobs(stack), "a Bulk job was left behind"
 
 
