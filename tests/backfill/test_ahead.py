@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pipeline.runtime.backfill.ahead import ReadAhead, in_turn
+from tests.support.events import WAIT_SECONDS, happened
 
 
 async def test_a_read_closed_while_its_reader_waits_closes_the_source() -> None:
@@ -60,7 +61,7 @@ class Turns:
     async def work(self, begun: int) -> None:
         events = self.begun if begun == self.fail_work else self.started
         for later in range(begun + 1, min(begun + 1 + self.ahead, self.count)):
-            await asyncio.wait_for(events[later].wait(), 10)  # the next begins run meanwhile
+            await happened(events[later], f"begin {later} during work {begun}")
         if begun == self.fail_work:
             raise ValueError(f"work {begun} failed")
         self.log.append(f"work {begun}")
@@ -147,7 +148,7 @@ async def test_a_begin_still_running_when_the_work_is_cancelled_is_cancelled() -
         abandoned.append(begun)
 
     task = asyncio.create_task(in_turn(2, begin, work, abandon))
-    await asyncio.wait_for(started.wait(), 10)
+    await happened(started, "begin 1")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -181,11 +182,87 @@ async def test_a_turn_cancelled_while_it_waits_for_its_begin_gives_back_the_ones
             second_turn.set()
 
     task = asyncio.create_task(in_turn(3, begin, work, abandon, turn, ahead=2))
-    for event in (waiting, later_begun, second_turn):
-        await asyncio.wait_for(event.wait(), 10)
+    for event, what in ((waiting, "begin 1"), (later_begun, "begin 2"), (second_turn, "turn 1")):
+        await happened(event, what)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
     assert abandoned == [2]  # begin 1 was cancelled; what begin 2 returned is given back
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_a_begin_that_answered_just_before_a_cancellation_is_given_back() -> None:
+    answered = asyncio.Event()
+    abandoned: list[int] = []
+
+    async def begin(index: int) -> int:
+        if index == 1:
+            answered.set()  # wakes the canceller before in_turn takes the answer
+        return index
+
+    async def work(begun: int) -> None:
+        return None
+
+    async def abandon(begun: int) -> None:
+        abandoned.append(begun)
+
+    running = asyncio.create_task(in_turn(3, begin, work, abandon, ahead=2))
+
+    async def cancel_once_answered() -> None:
+        await answered.wait()
+        running.cancel()
+
+    canceller = asyncio.create_task(cancel_once_answered())
+    await asyncio.wait_for(asyncio.gather(running, canceller, return_exceptions=True), WAIT_SECONDS)
+
+    assert running.cancelled()
+    assert sorted(abandoned) == [1, 2], "a begin's answer was neither worked on nor given back"
+
+
+async def test_giving_back_is_seen_through_when_the_run_is_cancelled_again() -> None:
+    working, last_begun = asyncio.Event(), asyncio.Event()
+    giving_back, release = asyncio.Event(), asyncio.Event()
+    abandoned: list[int] = []
+
+    async def begin(index: int) -> int:
+        if index == 3:
+            last_begun.set()
+        return index
+
+    async def work(begun: int) -> None:
+        working.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    async def abandon(begun: int) -> None:
+        giving_back.set()
+        await release.wait()
+        abandoned.append(begun)
+
+    running = asyncio.create_task(in_turn(4, begin, work, abandon, ahead=3))
+    for event, what in ((working, "work 0"), (last_begun, "begin 3")):
+        await happened(event, what)
+    running.cancel()
+    await happened(giving_back, "an abandon after the first cancellation")
+    running.cancel()  # a second stop, while the first gives back
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, WAIT_SECONDS)
+
+    assert sorted(abandoned) == [1, 2, 3]
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_an_abandon_that_fails_keeps_neither_the_others_nor_the_first_error() -> None:
+    turns = Turns(4, fail_work=0, ahead=3)
+    real_abandon = turns.abandon
+
+    async def abandon(begun: int) -> None:
+        if begun == 1:
+            raise RuntimeError("abandon 1 failed")
+        await real_abandon(begun)
+
+    with pytest.raises(ValueError, match="work 0 failed"):
+        await in_turn(4, turns.begin, turns.work, abandon, ahead=3)
+
+    assert sorted(turns.abandoned) == [2, 3]

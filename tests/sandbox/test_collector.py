@@ -13,8 +13,7 @@ import pytest
 from sfamp_sandbox.amplitude import server as amplitude_server
 from sfamp_sandbox.collector import collected_every
 from sfamp_sandbox.salesforce import server as salesforce_server
-
-WAIT_SECONDS = 10.0
+from tests.support.events import happened
 
 
 class _Cycle:
@@ -42,7 +41,7 @@ async def test_automatic_collections_are_off_and_a_cycle_is_freed_on_the_timer()
         cycle = _Cycle()
         weakref.finalize(cycle, freed.set)
         del cycle
-        await asyncio.wait_for(freed.wait(), WAIT_SECONDS)
+        await happened(freed, "a timed collection freeing the cycle")
     assert gc.isenabled(), "the collector was not enabled again after the block"
 
 
@@ -64,12 +63,12 @@ Serve = Callable[..., Coroutine[Any, Any, None]]
 
 @pytest.mark.integration
 @pytest.mark.parametrize("serve", [amplitude_server.serve, salesforce_server.serve])
-async def test_a_served_sandbox_collects_on_the_timer(serve: Serve) -> None:
+async def test_a_served_sandbox_turns_automatic_collections_off(serve: Serve) -> None:
     gc.enable()
     listening = asyncio.Event()
     serving = asyncio.create_task(serve("127.0.0.1", 0, ready=lambda url: listening.set()))
     try:
-        await asyncio.wait_for(listening.wait(), WAIT_SECONDS)
+        await happened(listening, "the sandbox listening")
         assert not gc.isenabled(), "the served sandbox left automatic collections on"
     finally:
         serving.cancel()

@@ -10,7 +10,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Final, Generic, TypeVar
 
+import structlog
+
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 # Objects of a backfill or reconcile opened (their Bulk query jobs created) before their
 # turn: Salesforce runs those jobs while the object before them is read.
@@ -97,7 +100,10 @@ async def in_turn(
 
     A ``begin`` error comes out at its own turn. When the work stops first (an error,
     a cancellation), every ``begin`` still running is cancelled, and what each one
-    that ended returned goes to ``abandon``. Raises ValueError for ``ahead`` below 1.
+    that ended returned goes to ``abandon``, all at once; that is seen through even
+    when the run is cancelled again meanwhile, and an ``abandon`` that fails is
+    logged (``turn_abandon_failed``) without keeping the others from theirs. Raises
+    ValueError for ``ahead`` below 1.
     """
     if ahead < 1:
         raise ValueError(f"ahead must be at least 1, not {ahead}")
@@ -116,8 +122,38 @@ async def in_turn(
                 following.append(asyncio.create_task(begin(later)))
             await work(begun)
     finally:
-        for task in following:
-            task.cancel()
-        for done in await asyncio.gather(*following, return_exceptions=True):
-            if not isinstance(done, BaseException):
-                await abandon(done)
+        await seen_through(_give_back(list(following), abandon))
+
+
+async def _give_back(
+    following: list[asyncio.Task[T]], abandon: Callable[[T], Awaitable[None]]
+) -> None:
+    for task in following:
+        task.cancel()
+    begun = await asyncio.gather(*following, return_exceptions=True)
+    for failed in begun:
+        if isinstance(failed, Exception):  # its turn, which would have raised it, never came
+            log.info("turn_begin_failed", reason=repr(failed))
+    ended = [done for done in begun if not isinstance(done, BaseException)]
+    failures = await asyncio.gather(*map(abandon, ended), return_exceptions=True)
+    for failure in failures:
+        if isinstance(failure, BaseException):
+            log.warning("turn_abandon_failed", reason=repr(failure))
+
+
+async def seen_through(work: Coroutine[Any, Any, None]) -> None:
+    """Await ``work`` to its end even when cancelled meanwhile, any number of times; such
+    a cancellation goes on (``CancelledError``) once ``work`` has ended. For clean-up
+    that must not be cut short (giving back what a stopped run holds); ``work`` must
+    end by itself in bounded time. Raises what ``work`` raises.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = cancelled or not task.done()  # ours, not the work's own
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
