@@ -79,14 +79,18 @@ async def test_the_next_objects_jobs_run_while_the_one_before_is_read(
     assert not bulk_jobs(stack), "a Bulk job was left behind"
 
 
+@pytest.mark.parametrize("opportunities", [0, OPPORTUNITIES], ids=["2", "3"])
 async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
-    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path, opportunities: int
 ) -> None:
-    settings = await seeded(stack, org, topic_prefix, tmp_path)
-    transport, stop = HeldPages("Contact"), StopRequest()
+    settings = await seeded(stack, org, topic_prefix, tmp_path, opportunities=opportunities)
+    config, last = (THREE_OBJECTS, "Opportunity") if opportunities else (CONFIG, "Contact")
+    # Account's pages wait until the last object's job was created: every later object
+    # is open, its job created, when the run stops.
+    transport, stop = HeldPages(last), StopRequest()
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         first = await run_reconcile(
-            settings, CONFIG, options=ReadOptions(api="bulk"), salesforce=sf,
+            settings, config, options=ReadOptions(api="bulk"), salesforce=sf,
             progress=StopAfterFirstBatch(stop), stop=stop,
         )  # fmt: skip
 
@@ -94,12 +98,13 @@ async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
     assert transport.created in transport.seen, transport.seen
     # Account's job stays: the checkpoint names it, and a resume reads on from it.
     left = [job.compiled.obj.name for job in bulk_jobs(stack).values()]
-    assert left == ["Account"], f"the stopped run left Contact's Bulk job behind: {left}"
+    assert left == ["Account"], f"the stopped run left a later object's Bulk job behind: {left}"
     assert [item.sfdc_object for item in first.objects] == ["Account"]
 
-    second = await run_reconcile(settings, CONFIG, options=ReadOptions(api="bulk"))
+    second = await run_reconcile(settings, config, options=ReadOptions(api="bulk"))
 
     assert second.resumed
     assert second.completed, second.error
-    assert [item.records_read for item in second.objects] == [0, CONTACTS]
+    read = [0, CONTACTS, opportunities] if opportunities else [0, CONTACTS]
+    assert [item.records_read for item in second.objects] == read
     assert not bulk_jobs(stack), "the resumed run left a Bulk job behind"

@@ -61,8 +61,8 @@ async def begin_object(run: BackfillRun, item: ObjectSummary) -> ObjectRun | Non
 
 
 async def abandon(run: BackfillRun, obj: ObjectRun) -> None:
-    """End an object opened for a turn that never came (the run stopped or failed before
-    it): its read is stopped and a Bulk job no checkpoint names is aborted and deleted."""
+    """End an object's read when its turn never came or the run stopped or failed in it:
+    the read is stopped and a Bulk job no checkpoint names is aborted and deleted."""
     if obj.reader is not None:
         await obj.reader.aclose()
     await forget_unsaved_job(run.bulk, obj.job_id, obj.saved_job)

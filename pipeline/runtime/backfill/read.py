@@ -23,12 +23,13 @@ from pipeline.errors import (
     SalesforceUnavailableError,
     SfampError,
 )
-from pipeline.runtime.backfill.ahead import prefetched
+from pipeline.runtime.backfill.ahead import prefetched, seen_through
 from pipeline.runtime.salesforce_reads import fields_to_read
 from pipeline.salesforce.bulk import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_MAX_RECORDS,
     BulkQuery,
+    JobInfo,
     batched,
     rest_converters,
     select_list,
@@ -257,7 +258,7 @@ async def _bulk_job(
             log.warning("bulk_job_gone", job_id=start.job_id, reason=str(exc))
             start.locator, start.rows_done = None, 0
     try:
-        created = await bulk.create(soql)
+        created = await create_job(bulk, soql)
         try:
             job = await bulk.wait(created.id)
         except BaseException:  # failed, or the run stopped: nothing names the job yet
@@ -371,6 +372,31 @@ def _copy_position(source: ReadPosition, target: ReadPosition) -> None:
         setattr(target, key, getattr(source, key))
 
 
+async def create_job(bulk: BulkQuery, soql: str, *, all_rows: bool = False) -> JobInfo:
+    """:meth:`BulkQuery.create`, seen through when the run stops meanwhile.
+
+    A stop that lands while the create request is on its way would leave the job
+    Salesforce then creates with no id to delete it by. So the request goes on: once
+    it is answered (within :data:`STOPPING_DELETE_SECONDS`), the job is aborted and
+    deleted, and the stop goes on (``CancelledError``). Raises what the create raises.
+    """
+    creating = asyncio.ensure_future(bulk.create(soql, all_rows=all_rows))
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        await seen_through(_forget_created(bulk, creating))
+        raise
+
+
+async def _forget_created(bulk: BulkQuery, creating: asyncio.Future[JobInfo]) -> None:
+    try:
+        created = await asyncio.wait_for(creating, STOPPING_DELETE_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - refused or unanswered: no job to delete
+        log.warning("bulk_job_create_unanswered_at_stop", reason=repr(exc))
+    else:
+        await forget_unsaved_job(bulk, created.id, None, running=True)
+
+
 async def forget_job(bulk: BulkQuery, job_id: str | None) -> None:
     """Delete a finished job's results; failing to is not worth failing the run for.
 
@@ -400,7 +426,10 @@ async def forget_unsaved_job(
     """
     if job_id and job_id != saved:
         try:
-            await asyncio.wait_for(_abandon(bulk, job_id, running), STOPPING_DELETE_SECONDS)
+            # Seen through a second stop, which would leave the job in the org.
+            await seen_through(
+                asyncio.wait_for(_abandon(bulk, job_id, running), STOPPING_DELETE_SECONDS)
+            )
         except Exception as exc:  # noqa: BLE001 - never in the way of the stop or the error
             log.warning("bulk_job_delete_failed", job_id=job_id, reason=repr(exc))
 
@@ -437,7 +466,7 @@ class BulkWindowReads:
 
     async def pages(self, soql: str, *, all_rows: bool) -> AsyncGenerator[list[dict[str, Any]]]:
         """Lists of up to ``batch_rows`` records; the next CSV page downloads meanwhile."""
-        job = await self._bulk.create(soql, all_rows=all_rows)
+        job = await create_job(self._bulk, soql, all_rows=all_rows)
         try:
             await self._bulk.wait(job.id)
             pages = self._bulk.pages(job.id, max_records=self._options.max_records)

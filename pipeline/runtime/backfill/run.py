@@ -18,7 +18,7 @@ from pipeline.amplitude.payload import to_identification
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
-from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, beside, in_turn
+from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, beside, in_turn, seen_through
 from pipeline.runtime.backfill.checkpoint import (
     DEFAULT_CHECKPOINT,
     REJECTED_FILE,
@@ -211,9 +211,8 @@ async def _backfill_object(run: BackfillRun, obj: ObjectRun) -> None:
                 await _send_reads(run, obj, obj.catch_up.deleted_before(), ReadPosition())
             await _snapshot(run, obj)
         except BaseException:  # stopped or failed: a job no checkpoint names is of no use
-            if obj.reader is not None:
-                await obj.reader.aclose()
-            await forget_unsaved_job(run.bulk, obj.job_id, obj.saved_job)
+            # Seen through: a second stop meanwhile would leave the job in the org.
+            await seen_through(abandon(run, obj))
             raise
         if run.checkpoint is None:  # a dry run: nothing was sent, nothing to catch up
             await forget_unsaved_job(run.bulk, obj.job_id, obj.saved_job)

@@ -42,7 +42,7 @@ from pipeline.kafka.compacted import scan_table
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, read_batches
-from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, ReadAhead, in_turn
+from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, ReadAhead, in_turn, seen_through
 from pipeline.runtime.backfill.catch_up import CatchUp
 from pipeline.runtime.backfill.meaning import is_deleted
 from pipeline.runtime.backfill.read import RecordBatch, forget_job, forget_unsaved_job
@@ -228,10 +228,13 @@ class _Opened:
     found: list[str]
     turn: asyncio.Event
 
-    async def abandon(self, bulk: BulkQuery) -> None:
-        """The turn never came: the read stops, a job no checkpoint names is deleted."""
+    async def abandon(self, bulk: BulkQuery, saved: str | None = None) -> None:
+        """The turn never came, or the run stopped in it: the read stops, and a job no
+        checkpoint names (``saved``, else the one resumed from) is deleted."""
         await self.reader.aclose()
-        await forget_unsaved_job(bulk, self.job, None if self.start is None else self.start.job_id)
+        if saved is None and self.start is not None:
+            saved = self.start.job_id
+        await forget_unsaved_job(bulk, self.job, saved)
 
     @property
     def job(self) -> str | None:
@@ -289,8 +292,8 @@ async def _snapshot(run: _Run, opened: _Opened, tally: Tally) -> ReadPosition | 
             if run.checkpoint is not None:
                 saved = batch.position.job_id or saved
     except BaseException:  # stopped or failed: a job no checkpoint names is of no use
-        await opened.reader.aclose()
-        await forget_unsaved_job(run.bulk, opened.job, saved)
+        # Seen through: a second stop meanwhile would leave the job in the org.
+        await seen_through(opened.abandon(run.bulk, saved))
         raise
     finally:
         await opened.reader.aclose()
