@@ -10,7 +10,7 @@ requests replayed in one process. A backfill benchmarked against the sandboxes t
 waited on the emulator's CPU instead of measuring the client's
 (``benchmarks/trace_backfill.py``).
 
-So a served emulator (``sfamp sandbox salesforce|amplitude``, ``python -m
+So a served emulator (``sfamp sandbox salesforce|amplitude|up``, ``python -m
 sfamp_sandbox.<emulator>``) collects on a timer instead: one full collection every
 :data:`COLLECT_EVERY_SECONDS`. What it frees is the few cycles the web server leaves
 (about 10 objects a request in the same backfill); a collection of the Amplitude
