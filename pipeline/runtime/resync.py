@@ -33,7 +33,7 @@ from pipeline.kafka.producer import ChangeProducer, Record
 from pipeline.kafka.records import ReplayMark, ResyncRequest
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, begin_catch_up, read_batches, snapshot_fields
-from pipeline.runtime.backfill.read import forget_unsaved_job
+from pipeline.runtime.backfill.jobs import forget_unsaved_job
 from pipeline.runtime.cadence import now_ms
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics

@@ -10,7 +10,7 @@ import contextlib
 import httpx
 import pytest
 
-from pipeline.runtime.backfill.read import create_job, forget_unsaved_job
+from pipeline.runtime.backfill.jobs import create_job, forget_unsaved_job
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.client import SalesforceClient
 from tests.backfill.conftest import Sandboxes

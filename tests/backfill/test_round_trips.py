@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 
 from pipeline.errors import SalesforceRequestError
 from pipeline.runtime.backfill import BackfillSummary, LogProgress, ReadOptions, run_backfill
+from pipeline.runtime.backfill.jobs import forget_job
 from pipeline.runtime.backfill.meaning import MODSTAMP
-from pipeline.runtime.backfill.read import forget_job
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.client import SalesforceClient
 from tests.backfill.conftest import Sandboxes, mapping

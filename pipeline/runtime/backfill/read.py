@@ -7,7 +7,6 @@ resume from once it (and everything before it) was delivered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -21,15 +20,14 @@ from pipeline.errors import (
     ConfigError,
     SalesforceRequestError,
     SalesforceUnavailableError,
-    SfampError,
 )
-from pipeline.runtime.backfill.ahead import prefetched, seen_through
+from pipeline.runtime.backfill.ahead import prefetched
+from pipeline.runtime.backfill.jobs import create_job, forget_job, forget_unsaved_job
 from pipeline.runtime.salesforce_reads import fields_to_read
 from pipeline.salesforce.bulk import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_MAX_RECORDS,
     BulkQuery,
-    JobInfo,
     batched,
     rest_converters,
     select_list,
@@ -43,8 +41,6 @@ DEFAULT_REST_MAX_RECORDS: Final = 10_000
 # A snapshot's first Bulk result page holds this many batches (the others up to
 # ``max_records`` rows), so that transforming and sending start sooner.
 FIRST_PAGE_BATCHES: Final = 3
-# How long a stopping run waits for the delete of a Bulk job no checkpoint names.
-STOPPING_DELETE_SECONDS: Final = 5.0
 
 Api = Literal["auto", "bulk", "rest"]
 log = structlog.get_logger(__name__)
@@ -370,75 +366,6 @@ def _checked_id(record_id: str) -> str:
 def _copy_position(source: ReadPosition, target: ReadPosition) -> None:
     for key in ReadPosition.__slots__:
         setattr(target, key, getattr(source, key))
-
-
-async def create_job(bulk: BulkQuery, soql: str, *, all_rows: bool = False) -> JobInfo:
-    """:meth:`BulkQuery.create`, seen through when the run stops meanwhile.
-
-    A stop that lands while the create request is on its way would leave the job
-    Salesforce then creates with no id to delete it by. So the request goes on: once
-    it is answered (within :data:`STOPPING_DELETE_SECONDS`), the job is aborted and
-    deleted, and the stop goes on (``CancelledError``). Raises what the create raises.
-    """
-    creating = asyncio.ensure_future(bulk.create(soql, all_rows=all_rows))
-    try:
-        return await asyncio.shield(creating)
-    except asyncio.CancelledError:
-        await seen_through(_forget_created(bulk, creating))
-        raise
-
-
-async def _forget_created(bulk: BulkQuery, creating: asyncio.Future[JobInfo]) -> None:
-    try:
-        created = await asyncio.wait_for(creating, STOPPING_DELETE_SECONDS)
-    except Exception as exc:  # noqa: BLE001 - refused or unanswered: no job to delete
-        log.warning("bulk_job_create_unanswered_at_stop", reason=repr(exc))
-    else:
-        await forget_unsaved_job(bulk, created.id, None, running=True)
-
-
-async def forget_job(bulk: BulkQuery, job_id: str | None) -> None:
-    """Delete a finished job's results; failing to is not worth failing the run for.
-
-    A job already gone (404 ``NOT_FOUND``: a run stopped after deleting it, before its
-    checkpoint said so) is what was wanted.
-    """
-    if not job_id:
-        return
-    try:
-        await bulk.delete(job_id)
-    except SalesforceRequestError as exc:
-        if exc.error_code == "NOT_FOUND":
-            log.debug("bulk_job_already_deleted", job_id=job_id)
-        else:
-            log.warning("bulk_job_delete_failed", job_id=job_id, reason=str(exc))
-    except SfampError as exc:
-        log.warning("bulk_job_delete_failed", job_id=job_id, reason=str(exc))
-
-
-async def forget_unsaved_job(
-    bulk: BulkQuery, job_id: str | None, saved: str | None, *, running: bool = False
-) -> None:
-    """Delete ``job_id`` unless it is ``saved`` (the checkpoint's, which a resumed run
-    reads on), for a run that stops or fails; one maybe ``running`` is aborted first
-    (only a finished or aborted job can be deleted). Best effort, at most
-    :data:`STOPPING_DELETE_SECONDS` (Salesforce drops terminal jobs after 7 days).
-    """
-    if job_id and job_id != saved:
-        try:
-            # Seen through a second stop, which would leave the job in the org.
-            await seen_through(
-                asyncio.wait_for(_abandon(bulk, job_id, running), STOPPING_DELETE_SECONDS)
-            )
-        except Exception as exc:  # noqa: BLE001 - never in the way of the stop or the error
-            log.warning("bulk_job_delete_failed", job_id=job_id, reason=repr(exc))
-
-
-async def _abandon(bulk: BulkQuery, job_id: str, running: bool) -> None:
-    if running:
-        with contextlib.suppress(SfampError):  # e.g. it has finished meanwhile
-            await bulk.abort(job_id)
-    await forget_job(bulk, job_id)
 
 
 def collect_page_garbage() -> None:

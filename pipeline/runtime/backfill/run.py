@@ -27,14 +27,13 @@ from pipeline.runtime.backfill.checkpoint import (
     RejectSink,
 )
 from pipeline.runtime.backfill.deliver import BackfillRun, InFlightBatches, ObjectRun
+from pipeline.runtime.backfill.jobs import forget_job, forget_unsaved_job
 from pipeline.runtime.backfill.opening import abandon, begin_object, unique_by_schema
 from pipeline.runtime.backfill.read import (
     DEFAULT_READ_OPTIONS,
     ReadOptions,
     ReadPosition,
     RecordBatch,
-    forget_job,
-    forget_unsaved_job,
 )
 from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, ObjectSummary
 from pipeline.runtime.backfill.stream_start import record_stream_start, stream_start_recorded

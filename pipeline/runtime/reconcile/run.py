@@ -44,8 +44,9 @@ from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, read_batches
 from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, ReadAhead, in_turn, seen_through
 from pipeline.runtime.backfill.catch_up import CatchUp
+from pipeline.runtime.backfill.jobs import forget_job, forget_unsaved_job
 from pipeline.runtime.backfill.meaning import is_deleted
-from pipeline.runtime.backfill.read import RecordBatch, forget_job, forget_unsaved_job
+from pipeline.runtime.backfill.read import RecordBatch
 from pipeline.runtime.backfill.run import until_stopped
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.checkpoint import ReconcileCheckpoint, open_checkpoint
