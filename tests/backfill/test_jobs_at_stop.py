@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ from pipeline.runtime.backfill.jobs import create_job, forget_unsaved_job
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.client import SalesforceClient
 from tests.backfill.conftest import Sandboxes
+from tests.support.events import happened
 
 WAIT_SECONDS = 30.0
 
@@ -47,38 +50,49 @@ class AnswerHeld(httpx.AsyncBaseTransport):
         await self._http.aclose()
 
 
-async def test_a_stop_while_a_jobs_create_is_on_its_way_deletes_the_job(
+async def stopped_while_held(transport: AnswerHeld, task: asyncio.Task[Any], what: str) -> None:
+    """``task`` cancelled while ``transport`` holds its answer (Salesforce has acted), the
+    answer released after the cancellation; ``task`` must end cancelled."""
+    await happened(transport.held, what, WAIT_SECONDS)
+    task.cancel()
+    transport.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, WAIT_SECONDS)
+
+
+SOQL = "SELECT Id FROM Account"
+
+
+async def created(bulk: BulkQuery) -> None:
+    await create_job(bulk, SOQL)
+
+
+async def forgotten(bulk: BulkQuery) -> None:
+    """A stopped run's delete of a job no checkpoint names."""
+    job = await bulk.create(SOQL)
+    await forget_unsaved_job(bulk, job.id, None, running=True)
+
+
+@pytest.mark.parametrize(
+    ("method", "ending", "stopped"),
+    [
+        # The stop lands while the create's answer is on its way.
+        ("POST", "/jobs/query", created),
+        # A second stop lands while a stopped run aborts the job (the delete follows).
+        ("PATCH", "", forgotten),
+    ],
+    ids=["during-the-create", "during-the-delete"],
+)
+async def test_a_stop_while_salesforce_answers_leaves_no_job_behind(
     sandboxes: Sandboxes,
+    method: str,
+    ending: str,
+    stopped: Callable[[BulkQuery], Coroutine[Any, Any, None]],
 ) -> None:
-    transport = AnswerHeld("POST", "/jobs/query")
+    transport = AnswerHeld(method, ending)
     settings = sandboxes.settings()
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
-        creating = asyncio.create_task(create_job(BulkQuery(sf.rest), "SELECT Id FROM Account"))
-        await asyncio.wait_for(transport.held.wait(), WAIT_SECONDS)
-        assert sandboxes.salesforce.state.jobs.jobs, "the sandbox did not create the job"
-        # The stop lands while the answer is on its way; the answer comes after it.
-        creating.cancel()
-        transport.release.set()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(creating, WAIT_SECONDS)
+        task = asyncio.create_task(stopped(BulkQuery(sf.rest)))
+        await stopped_while_held(transport, task, f"the answer to the {method} held")
 
-    assert not sandboxes.salesforce.state.jobs.jobs, "the stopped create left its job behind"
-
-
-async def test_a_second_stop_while_a_stopped_run_deletes_its_job_does_not_cut_it_short(
-    sandboxes: Sandboxes,
-) -> None:
-    # The job's abort is held: the delete that follows it is what a cut would skip.
-    transport = AnswerHeld("PATCH", "")
-    settings = sandboxes.settings()
-    async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
-        bulk = BulkQuery(sf.rest)
-        job = await bulk.create("SELECT Id FROM Account")
-        forgetting = asyncio.create_task(forget_unsaved_job(bulk, job.id, None, running=True))
-        await asyncio.wait_for(transport.held.wait(), WAIT_SECONDS)
-        forgetting.cancel()  # the second stop
-        transport.release.set()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(forgetting, WAIT_SECONDS)
-
-    assert not sandboxes.salesforce.state.jobs.jobs, "the second stop left the job behind"
+    assert not sandboxes.salesforce.state.jobs.jobs, "the stop left the job behind"
