@@ -12,6 +12,8 @@ from typing import Any, Final, Generic, TypeVar
 
 import structlog
 
+from pipeline.runtime.tasks import seen_through
+
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
@@ -139,21 +141,3 @@ async def _give_back(
     for failure in failures:
         if isinstance(failure, BaseException):
             log.warning("turn_abandon_failed", reason=repr(failure))
-
-
-async def seen_through(work: Coroutine[Any, Any, None]) -> None:
-    """Await ``work`` to its end even when cancelled meanwhile, any number of times; such
-    a cancellation goes on (``CancelledError``) once ``work`` has ended. For clean-up
-    that must not be cut short (giving back what a stopped run holds); ``work`` must
-    end by itself in bounded time. Raises what ``work`` raises.
-    """
-    task = asyncio.ensure_future(work)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = cancelled or not task.done()  # ours, not the work's own
-    if cancelled:
-        raise asyncio.CancelledError
-    task.result()

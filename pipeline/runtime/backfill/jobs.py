@@ -15,7 +15,7 @@ from typing import Final
 import structlog
 
 from pipeline.errors import SalesforceRequestError, SfampError
-from pipeline.runtime.backfill.ahead import seen_through
+from pipeline.runtime.tasks import seen_through
 from pipeline.salesforce.bulk import BulkQuery, JobInfo
 
 # How long a stopping run waits for the delete of a Bulk job no checkpoint names, and
@@ -45,7 +45,7 @@ async def _forget_created(bulk: BulkQuery, creating: asyncio.Future[JobInfo]) ->
     try:
         created = await asyncio.wait_for(creating, STOPPING_DELETE_SECONDS)
     except Exception as exc:  # noqa: BLE001 - refused or unanswered: no job to delete
-        log.warning("bulk_job_create_unanswered_at_stop", reason=repr(exc))
+        log.warning("bulk_job_create_failed_at_stop", reason=repr(exc))
     else:
         await forget_unsaved_job(bulk, created.id, None, running=True)
 
@@ -73,9 +73,10 @@ async def forget_unsaved_job(
     bulk: BulkQuery, job_id: str | None, saved: str | None, *, running: bool = False
 ) -> None:
     """Delete ``job_id`` unless it is ``saved`` (the checkpoint's, which a resumed run
-    reads on), for a run that stops or fails; one maybe ``running`` is aborted first
-    (only a finished or aborted job can be deleted). Best effort, at most
-    :data:`STOPPING_DELETE_SECONDS` (Salesforce drops terminal jobs after 7 days).
+    reads on), for a run that stops or fails, or an object done; one maybe ``running``
+    is aborted first (only a finished or aborted job can be deleted). Best effort, at
+    most :data:`STOPPING_DELETE_SECONDS` (Salesforce drops terminal jobs after 7 days),
+    and seen through a stop that lands meanwhile, which then goes on.
     """
     if job_id and job_id != saved:
         try:

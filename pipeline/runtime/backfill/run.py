@@ -18,7 +18,7 @@ from pipeline.amplitude.payload import to_identification
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import MappingError, SalesforceError, SfampError
-from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, beside, in_turn, seen_through
+from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, beside, in_turn
 from pipeline.runtime.backfill.checkpoint import (
     DEFAULT_CHECKPOINT,
     REJECTED_FILE,
@@ -27,7 +27,7 @@ from pipeline.runtime.backfill.checkpoint import (
     RejectSink,
 )
 from pipeline.runtime.backfill.deliver import BackfillRun, InFlightBatches, ObjectRun
-from pipeline.runtime.backfill.jobs import forget_job, forget_unsaved_job
+from pipeline.runtime.backfill.jobs import forget_unsaved_job
 from pipeline.runtime.backfill.opening import abandon, begin_object, unique_by_schema
 from pipeline.runtime.backfill.read import (
     DEFAULT_READ_OPTIONS,
@@ -39,6 +39,7 @@ from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, 
 from pipeline.runtime.backfill.stream_start import record_stream_start, stream_start_recorded
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.recorder import command_recorder
+from pipeline.runtime.tasks import seen_through
 from pipeline.salesforce.bulk import BulkQuery, batched
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.apply import PropertyChanges
@@ -217,7 +218,10 @@ async def _backfill_object(run: BackfillRun, obj: ObjectRun) -> None:
             await forget_unsaved_job(run.bulk, obj.job_id, obj.saved_job)
         else:
             # The snapshot's job is read to its end (and checkpointed so): deleted meanwhile.
-            await beside(_catch_up_and_save(run, obj), forget_job(run.bulk, obj.job_id))
+            # Seen through a stop once begun (the object is then complete: nothing else
+            # would delete the job).
+            forget = forget_unsaved_job(run.bulk, obj.job_id, None)
+            await beside(_catch_up_and_save(run, obj), forget)
     finally:
         if obj.first_round is not None:
             await obj.first_round.aclose()

@@ -51,7 +51,7 @@ from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.cadence import FlushSchedule, utc_now
 from pipeline.runtime.deliver.lookups import resolve_lookups
-from pipeline.runtime.deliver.sending import finish, send_kept, unless, write_dead_letters
+from pipeline.runtime.deliver.sending import send_kept, unless, write_dead_letters
 from pipeline.runtime.deliver.window import Flushing, FlushWindow, Reread, partition_names, unread
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
@@ -59,6 +59,7 @@ from pipeline.runtime.reconcile.recorder import SentRecorder
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import RestReads, SchemaCache
 from pipeline.runtime.state import FlushResult, ServiceState
+from pipeline.runtime.tasks import finish
 from pipeline.transform.compiled import compiled
 from pipeline.transform.group_update import GroupUpdate
 

@@ -21,6 +21,7 @@ from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry
 from pipeline.runtime.deliver.window import Flushing, partition_names
 from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.tasks import finish
 from pipeline.transform.coalesce import DrainedBySource
 from pipeline.transform.group_update import GroupUpdate
 
@@ -89,24 +90,6 @@ async def _done_or(task: asyncio.Future[Any], event: asyncio.Event) -> bool:
         finally:
             waiter.cancel()
     return task.done()
-
-
-async def finish(task: asyncio.Future[Any]) -> None:
-    """Cancel ``task`` unless it is done, and wait until it has ended, even when this
-    wait is cancelled in turn: its clean-up is over before the caller goes on."""
-    if task.done():
-        return
-    task.cancel()
-    interrupted = False
-    while not task.done():
-        try:
-            await asyncio.wait([task])
-        except asyncio.CancelledError:
-            interrupted = True
-    if not task.cancelled():
-        task.exception()  # retrieved: this attempt is given up, whatever it raised
-    if interrupted:
-        raise asyncio.CancelledError
 
 
 async def write_dead_letters(

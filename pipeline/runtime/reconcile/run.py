@@ -42,9 +42,9 @@ from pipeline.kafka.compacted import scan_table
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, read_batches
-from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, ReadAhead, in_turn, seen_through
+from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, ReadAhead, in_turn
 from pipeline.runtime.backfill.catch_up import CatchUp
-from pipeline.runtime.backfill.jobs import forget_job, forget_unsaved_job
+from pipeline.runtime.backfill.jobs import forget_unsaved_job
 from pipeline.runtime.backfill.meaning import is_deleted
 from pipeline.runtime.backfill.read import RecordBatch
 from pipeline.runtime.backfill.run import until_stopped
@@ -59,6 +59,7 @@ from pipeline.runtime.reconcile.compare import (
 from pipeline.runtime.reconcile.digest import SentDigests, reconciled_mapping
 from pipeline.runtime.reconcile.report import ObjectReconcile, ReconcileProgress, ReconcileSummary
 from pipeline.runtime.salesforce_reads import fields_to_read
+from pipeline.runtime.tasks import seen_through
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.salesforce.rest import SalesforceRest
@@ -276,7 +277,8 @@ async def _reconcile_object(run: _Run, opened: _Opened) -> None:
     item.properties, item.groups, item.finished = tally.properties, tally.groups, True
     if run.checkpoint is not None:
         run.checkpoint.save(plan, done, catch_up, complete=True)
-    await forget_job(run.bulk, done.job_id)  # its results are no longer needed
+    # Its results are no longer needed; seen through a stop (nothing else would delete it).
+    await forget_unsaved_job(run.bulk, done.job_id, None)
     if run.progress is not None:
         run.progress.finish_object(item)
 

@@ -1,0 +1,60 @@
+"""Ending tasks whose clean-up must not be cut short by a stop.
+
+A stop is a cancellation, and a second one (the service's drain timeout, a
+supervisor's) may follow the first. Clean-up that gives back what a run holds (a
+Bulk job to delete, a request in flight) is awaited to its end however often the
+wait is cancelled; the stop then goes on (``CancelledError``), never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+async def finish(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` unless it is done, and wait until it has ended, even when this
+    wait is cancelled in turn: its clean-up is over before the caller goes on."""
+    if task.done():
+        return
+    task.cancel()
+    stopped = await _ended(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: this attempt is given up, whatever it raised
+    if stopped:
+        raise asyncio.CancelledError
+
+
+async def seen_through(work: Coroutine[Any, Any, None]) -> None:
+    """Await ``work`` to its end even when cancelled meanwhile, any number of times.
+
+    Cancelled meanwhile, it raises ``CancelledError`` once ``work`` has ended: the stop
+    wins over what ``work`` raised, which is logged (``clean_up_failed_at_stop``).
+    Otherwise it raises what ``work`` raises. ``work`` must end by itself in bounded
+    time.
+    """
+    task = asyncio.ensure_future(work)
+    stopped = await _ended(task)
+    if stopped:
+        failed = None if task.cancelled() else task.exception()
+        if failed is not None:
+            log.warning("clean_up_failed_at_stop", reason=repr(failed))
+        raise asyncio.CancelledError
+    task.result()
+
+
+async def _ended(task: asyncio.Future[Any]) -> bool:
+    """Wait until ``task`` has ended; True when this wait was cancelled meanwhile (a
+    cancellation of the caller, never of ``task``: ``asyncio.wait`` passes none on)."""
+    stopped = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            stopped = True
+    return stopped

@@ -1,0 +1,85 @@
+"""Clean-up seen through a stop: awaited to its end however often the wait is
+cancelled, and the stop never lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from structlog.testing import capture_logs
+
+from pipeline.runtime.tasks import seen_through
+from tests.support.events import WAIT_SECONDS, happened
+
+
+class CleanUp:
+    """A clean-up that runs until ``release`` is set, then ends or raises ``fails``."""
+
+    def __init__(self, fails: BaseException | None = None) -> None:
+        self.running, self.release, self.ended = asyncio.Event(), asyncio.Event(), False
+        self.fails = fails
+
+    async def __call__(self) -> None:
+        self.running.set()
+        await self.release.wait()
+        if self.fails is not None:
+            raise self.fails
+        self.ended = True
+
+
+async def delivered() -> None:
+    """Return once the callbacks scheduled so far have run (a cancellation asked for is
+    then delivered): they run in the order they were scheduled."""
+    turned = asyncio.Event()
+    asyncio.get_running_loop().call_soon(turned.set)
+    await happened(turned, "the event loop's next turn")
+
+
+async def stopped(clean_up: CleanUp, stops: int) -> asyncio.Task[None]:
+    """``seen_through(clean_up())`` in a task, cancelled ``stops`` times while it runs,
+    then the clean-up released; the task, ended."""
+    task = asyncio.create_task(seen_through(clean_up()))
+    await happened(clean_up.running, "the clean-up starting")
+    for _ in range(stops):
+        task.cancel()
+        await delivered()  # before the next
+    clean_up.release.set()
+    await asyncio.wait([task], timeout=WAIT_SECONDS)
+    assert task.done(), f"seen_through did not end within {WAIT_SECONDS:g} s"
+    return task
+
+
+async def test_a_clean_up_stopped_twice_ends_and_the_stop_goes_on() -> None:
+    clean_up = CleanUp()
+    task = await stopped(clean_up, stops=2)
+
+    assert clean_up.ended, "the clean-up was cut short"
+    assert task.cancelled(), "the stop was lost"
+
+
+async def test_a_clean_up_that_fails_after_a_stop_keeps_the_stop_and_logs_the_failure() -> None:
+    clean_up = CleanUp(fails=TimeoutError("no answer"))
+    with capture_logs() as logs:
+        task = await stopped(clean_up, stops=1)
+
+    assert task.cancelled(), "the clean-up's error replaced the stop"
+    assert [entry["event"] for entry in logs] == ["clean_up_failed_at_stop"]
+
+
+async def test_a_stop_that_lands_as_the_clean_up_ends_is_kept() -> None:
+    clean_up = CleanUp()
+    task = asyncio.create_task(seen_through(clean_up()))
+    await happened(clean_up.running, "the clean-up starting")
+    clean_up.release.set()  # the clean-up ends in the loop's next turn...
+    task.cancel()  # ...and the stop lands before seen_through wakes up
+    await asyncio.wait([task], timeout=WAIT_SECONDS)
+
+    assert clean_up.ended
+    assert task.cancelled(), "the stop was taken for the clean-up's own and lost"
+
+
+async def test_without_a_stop_what_the_clean_up_raises_comes_out() -> None:
+    clean_up = CleanUp(fails=ValueError("refused"))
+    clean_up.release.set()
+    with pytest.raises(ValueError, match="refused"):
+        await seen_through(clean_up())
