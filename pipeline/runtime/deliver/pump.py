@@ -12,17 +12,16 @@ to Amplitude and accepted, or written to ``sfamp.dlq`` with a reason. So:
   gains restarts from its committed offset. Whoever owns a partition next
   re-reads what was not committed (a harmless replay of ``$set`` / ``$unset``).
 
-A flush keeps the group membership however long it takes (Amplitude's 429s
-can stretch it over minutes): the consumer holds its partitions and keeps
-polling meanwhile. If a rebalance lands during a flush, the partitions the
-member kept are committed when Amplitude has accepted the flush, and a flush
-whose partitions all went to another member stops early and logs
-``revoked``: the new owner re-reads it. A flush that loses only some of its
-partitions, when they fed any of its groups, stops its requests and sends again
-what the partitions it kept hold (each partition's changes coalesce apart): the
-new owner of the others sends their values, and ours, retried meanwhile, could
-land after its newer ones. What Amplitude had already accepted is sent twice,
-which is harmless; a request already on its way may still land.
+A flush keeps the group membership however long it takes (Amplitude's 429s can stretch
+it over minutes): the consumer holds its partitions and keeps polling meanwhile. If a
+rebalance lands during a flush, the partitions the member kept are committed when
+Amplitude has accepted the flush, and a flush whose partitions all went to another
+member stops early and logs ``revoked``: the new owner re-reads it. A flush that loses
+only some of its partitions, when they fed any of its groups, stops its requests and
+sends again what the partitions it kept hold (each partition's changes coalesce apart):
+the new owner of the others sends their values, and ours, retried meanwhile, could land
+after its newer ones. What Amplitude had already accepted is sent twice, which is
+harmless; a request already on its way may still land.
 
 Group names missing from an update (a group name field other than ``Id``) and
 fields a change does not carry are read from Salesforce at flush time, in batches
