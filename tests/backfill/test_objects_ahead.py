@@ -19,6 +19,7 @@ from tests.backfill.test_backfill_run import StopAtFirstBatch
 from tests.support.held_pages import HeldPages
 
 ACCOUNTS, CONTACTS, OPPORTUNITIES = 300, 200, 100
+ROWS = {"Account": ACCOUNTS, "Contact": CONTACTS, "Opportunity": OPPORTUNITIES}
 MAPPED = {
     "Account": ("account", {"Name": "name", "Industry": "industry"}),
     "Contact": ("contact", {"Email": "email", "Title": "title"}),
@@ -44,12 +45,9 @@ def objects_mapped(*objects: str) -> MappingConfig:
     )
 
 
-def two_objects() -> MappingConfig:
-    return objects_mapped("Account", "Contact")
-
-
-def three_objects() -> MappingConfig:
-    return objects_mapped("Account", "Contact", "Opportunity")
+async def seeded(sandboxes: Sandboxes, objects: tuple[str, ...]) -> None:
+    for sfdc_object in objects:
+        await sandboxes.seed(sfdc_object, ROWS[sfdc_object])
 
 
 async def backfilled(
@@ -57,56 +55,39 @@ async def backfilled(
     tmp_path: Path,
     transport: httpx.AsyncBaseTransport,
     options: ReadOptions,
-    config: MappingConfig | None = None,
+    objects: tuple[str, ...] = ("Account", "Contact"),
 ) -> BackfillSummary:
-    """Accounts and Contacts seeded (and Opportunities when ``config`` maps them) and
-    backfilled in one run (``config``, else :func:`two_objects`), Salesforce through
-    ``transport``."""
-    config = config or two_objects()
-    await sandboxes.seed("Account", ACCOUNTS)
-    await sandboxes.seed("Contact", CONTACTS)
-    if config.for_object("Opportunity"):
-        await sandboxes.seed("Opportunity", OPPORTUNITIES)
+    """``objects`` (of :data:`MAPPED`) seeded and backfilled in one run, Salesforce
+    through ``transport``."""
+    await seeded(sandboxes, objects)
     settings = sandboxes.settings()
     async with SalesforceClient.from_settings(settings.salesforce, transport=transport) as sf:
         return await run_backfill(
-            settings, config, checkpoint_path=tmp_path / "checkpoint.json",
+            settings, objects_mapped(*objects), checkpoint_path=tmp_path / "checkpoint.json",
             options=options, salesforce=sf,
         )  # fmt: skip
 
 
-async def test_the_next_objects_job_runs_while_the_one_before_is_read(
-    sandboxes: Sandboxes, tmp_path: Path
+@pytest.mark.parametrize(
+    "objects", [("Account", "Contact"), ("Account", "Contact", "Opportunity")], ids=["2", "3"]
+)
+async def test_the_next_objects_jobs_run_while_the_one_before_is_read(
+    sandboxes: Sandboxes, tmp_path: Path, objects: tuple[str, ...]
 ) -> None:
-    transport = HeldPages("Contact")
-    summary = await backfilled(sandboxes, tmp_path, transport, ReadOptions(api="bulk"))
+    # Account's pages wait until the last object's job was created.
+    transport = HeldPages(objects[-1])
+    summary = await backfilled(sandboxes, tmp_path, transport, ReadOptions(api="bulk"), objects)
 
     assert summary.completed, summary.error
     assert transport.seen[0] == transport.created, (
-        f"Account's first page was read before Contact's job was created: {transport.seen}"
+        f"Account's first page was read before {objects[-1]}'s job was created: {transport.seen}"
     )
-    assert [item.sfdc_object for item in summary.objects] == ["Account", "Contact"]
-    assert [item.rows_read for item in summary.objects] == [ACCOUNTS, CONTACTS]
+    assert [item.sfdc_object for item in summary.objects] == list(objects)
+    assert [item.rows_read for item in summary.objects] == [ROWS[name] for name in objects]
     types = [group_type for group_type, _ in sandboxes.groups()]
-    assert (types.count("account"), types.count("contact")) == (ACCOUNTS, CONTACTS)
-    assert not sandboxes.salesforce.state.jobs.jobs, "a Bulk job was left behind"
-
-
-async def test_the_jobs_of_the_objects_after_the_next_run_while_the_first_is_read(
-    sandboxes: Sandboxes, tmp_path: Path
-) -> None:
-    transport = HeldPages("Opportunity")
-    summary = await backfilled(
-        sandboxes, tmp_path, transport, ReadOptions(api="bulk"), three_objects()
-    )
-
-    assert summary.completed, summary.error
-    assert transport.seen[0] == transport.created, (
-        f"Account's first page was read before Opportunity's job was created: {transport.seen}"
-    )
-    assert [item.rows_read for item in summary.objects] == [ACCOUNTS, CONTACTS, OPPORTUNITIES]
-    types = [group_type for group_type, _ in sandboxes.groups()]
-    assert types.count("opportunity") == OPPORTUNITIES
+    for name in objects:
+        group_type = MAPPED[name][0]
+        assert types.count(group_type) == ROWS[name], f"{group_type} groups"
     assert not sandboxes.salesforce.state.jobs.jobs, "a Bulk job was left behind"
 
 
@@ -116,9 +97,7 @@ async def test_the_jobs_of_the_objects_after_the_next_run_while_the_first_is_rea
 async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
     sandboxes: Sandboxes, tmp_path: Path, objects: tuple[str, ...]
 ) -> None:
-    rows = {"Account": ACCOUNTS, "Contact": CONTACTS, "Opportunity": OPPORTUNITIES}
-    for sfdc_object in objects:
-        await sandboxes.seed(sfdc_object, rows[sfdc_object])
+    await seeded(sandboxes, objects)
     config, checkpoint = objects_mapped(*objects), tmp_path / "checkpoint.json"
     # Account's pages wait until the last object's job was created: every later
     # object is open, its job created, when the run stops.
@@ -143,7 +122,7 @@ async def test_a_run_stopped_before_the_next_objects_turn_deletes_its_job(
     )  # fmt: skip
 
     assert second.completed, second.error
-    assert [item.rows_read for item in second.objects] == [rows[name] for name in objects]
+    assert [item.rows_read for item in second.objects] == [ROWS[name] for name in objects]
     assert not sandboxes.salesforce.state.jobs.jobs, "the resumed run left a Bulk job behind"
 
 
