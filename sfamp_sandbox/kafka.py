@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 
 DEFAULT_PORT = 19092
 START_TIMEOUT_SECONDS = 20.0
+PICKS = 3  # ports tried when the port is left to the broker's start
 
 
 class EmbeddedKafkaError(RuntimeError):
@@ -104,6 +105,7 @@ class EmbeddedKafka:
     def __init__(self, port: int = 0, *, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = port or free_port()
+        self._port_picked = not port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -137,13 +139,29 @@ class EmbeddedKafka:
         )
 
     async def start(self) -> EmbeddedKafka:
-        self._launch()
-        try:
-            await self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        """Launch the broker and wait until it answers a metadata request.
+
+        A port picked here (``port=0``) can be taken by another program before the broker
+        listens on it: then another port is picked, up to :data:`PICKS` in all. A port given
+        by the caller is tried once. Raises the ``OSError`` of a port that cannot be listened
+        on, or :class:`EmbeddedKafkaError` when the broker exits or stays silent.
+        """
+        pick = 0
+        while True:
+            pick += 1
+            try:
+                self._launch()
+                await self._wait_ready()
+                return self
+            except (OSError, EmbeddedKafkaError):
+                self.stop()
+                taken = bind_error(self.host, self.port) is not None
+                if not (self._port_picked and taken and pick < PICKS):
+                    raise
+                self.port = free_port()
+            except BaseException:
+                self.stop()
+                raise
 
     def start_sync(self) -> EmbeddedKafka:
         """Start from synchronous code (runs a private event loop for the readiness probe)."""

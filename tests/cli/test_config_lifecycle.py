@@ -19,9 +19,9 @@ import pytest
 from pipeline.config.validation import dump_mapping, load_mapping
 from pipeline.kafka.config_topic import publish_mapping
 from pipeline.sandbox_stack import SandboxStack
-from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import MAPPING, running, settings_for
 from tests.support.mappings import marked_twice
+from tests.support.ports import unused_port
 from tests.support.silent_kafka import silent_kafka
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,7 +153,7 @@ async def test_import_refuses_a_mapping_that_fails_verification(
 async def test_status_reports_connection_mapping_lag_and_the_running_service(
     stack: SandboxStack, topic_prefix: str, tmp_path: Path
 ) -> None:
-    port = free_port()
+    port = unused_port()
     env = _env(stack, topic_prefix, SFAMP_RUNTIME__HEALTH_PORT=str(port))
     mapping = _write(tmp_path / "mapping.json", MAPPING)
     code, _, err = await sfamp(env, "config", "import", "--no-verify", str(mapping), cwd=tmp_path)
@@ -184,7 +184,7 @@ async def test_status_reports_connection_mapping_lag_and_the_running_service(
 async def test_status_without_kafka_is_one_line_and_exit_1(
     stack: SandboxStack, tmp_path: Path
 ) -> None:
-    env = _env(stack, "nokafka", SFAMP_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
+    env = _env(stack, "nokafka", SFAMP_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{unused_port()}")
     code, out, err = await sfamp(env, "status", "--json", cwd=tmp_path)
     assert code == 1
     assert "error" in json.loads(out)["kafka"]
@@ -194,7 +194,7 @@ async def test_status_without_kafka_is_one_line_and_exit_1(
 async def test_import_without_kafka_fails_before_the_online_checks(
     stack: SandboxStack, tmp_path: Path
 ) -> None:
-    env = _env(stack, "nokafka", SFAMP_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
+    env = _env(stack, "nokafka", SFAMP_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{unused_port()}")
     mapping = _write(tmp_path / "mapping.json", MAPPING)
     code, out, err = await sfamp(env, "config", "import", str(mapping), cwd=tmp_path)
     assert code == 1

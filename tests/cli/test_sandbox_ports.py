@@ -16,8 +16,8 @@ from pipeline.errors import ListenError
 from pipeline.runtime.health import serve_health
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.state import ServiceState
-from sfamp_sandbox.kafka import free_port
 from tests.cli.sandbox_process import ROOT, cli_env, held_port, port_free, sfamp
+from tests.support.ports import unused_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -79,7 +79,7 @@ def _assert_one_line(done: subprocess.CompletedProcess[str], port: int, change: 
 @pytest.mark.parametrize("case", CASES)
 def test_a_taken_port_is_one_line_naming_its_option(case: str) -> None:
     template, change = CASES[case]
-    free, free2 = free_port(), free_port()
+    free, free2 = unused_port(), unused_port()
     with held_port() as port:
         values = {"port": port, "free": free, "free2": free2}
         done = _run([arg.format(**values) for arg in template])
@@ -127,7 +127,7 @@ NOT_OURS = "192.0.2.1"
     ids=["sandbox salesforce", "sandbox up"],
 )
 def test_a_host_that_is_not_this_machines_names_the_host_option(args: list[str]) -> None:
-    done = _run([arg.format(free=free_port()) for arg in args])
+    done = _run([arg.format(free=unused_port()) for arg in args])
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1, done.stdout + done.stderr
     assert len(errors) == 1, done.stderr

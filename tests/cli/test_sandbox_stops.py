@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sfamp_sandbox.kafka import free_port
 from tests.cli.sandbox_process import CliProcess, pid_gone, port_free, wait_for
+from tests.support.ports import unused_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -27,7 +27,7 @@ def _start(command: str, kafka_port: int, workdir: Path) -> CliProcess:
         args = ["sandbox", "kafka", "--port", str(kafka_port)]
     else:
         args = ["sandbox", "up", "--kafka-port", str(kafka_port)]
-        args += ["--salesforce-port", str(free_port()), "--amplitude-port", str(free_port())]
+        args += ["--salesforce-port", str(unused_port()), "--amplitude-port", str(unused_port())]
     started = CliProcess(args, workdir)
     started.wait_for_output(f"SFAMP_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:{kafka_port}")
     return started
@@ -38,7 +38,7 @@ def _start(command: str, kafka_port: int, workdir: Path) -> CliProcess:
 def test_the_broker_stops_with_its_command(
     command: str, sig: signal.Signals, tmp_path: Path
 ) -> None:
-    kafka_port = free_port()
+    kafka_port = unused_port()
     started = _start(command, kafka_port, tmp_path)
     broker = started.broker_pid()
     assert not port_free(kafka_port)
@@ -54,7 +54,7 @@ def test_the_broker_stops_with_its_command(
 
 
 def test_a_broker_that_dies_ends_sandbox_kafka_with_one_line(tmp_path: Path) -> None:
-    kafka_port = free_port()
+    kafka_port = unused_port()
     started = _start("kafka", kafka_port, tmp_path)
     os.kill(started.broker_pid(), signal.SIGKILL)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sfamp_sandbox.kafka import free_port
 from tests.cli.sandbox_process import ROOT, CliProcess, cli_env, sfamp, wait_for
+from tests.support.ports import unused_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -41,7 +41,7 @@ def _ready(port: int) -> bool:
 
 
 def test_the_printed_exports_make_sfamp_run_work(tmp_path: Path) -> None:
-    kafka, salesforce, amplitude = free_port(), free_port(), free_port()
+    kafka, salesforce, amplitude = unused_port(), unused_port(), unused_port()
     ports = ["--kafka-port", str(kafka), "--salesforce-port", str(salesforce)]
     ports += ["--amplitude-port", str(amplitude)]
     up = CliProcess(["sandbox", "up", "--seed", "5", *ports], tmp_path)
@@ -101,7 +101,7 @@ def test_port_options_default_to_the_documented_ports() -> None:
 
 
 def test_the_salesforce_sandbox_alone_prints_a_login_that_works(tmp_path: Path) -> None:
-    port = free_port()
+    port = unused_port()
     alone = CliProcess(["sandbox", "salesforce", "--port", str(port)], tmp_path)
     try:
         alone.wait_for_output("SFAMP_SALESFORCE__PASSWORD=")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from pipeline.config.verify import verify_mapping
 from pipeline.logs import configure_logging
 from sfamp_sandbox.amplitude import US_API_KEY, AmplitudeSandbox
 from sfamp_sandbox.salesforce import SalesforceSandbox
+from tests.support.ports import closed_port_url
 
 pytestmark = pytest.mark.integration
 
@@ -193,13 +193,6 @@ async def test_bad_salesforce_password_is_a_failed_login(
     assert statuses(report) == {"Salesforce login": "fail", "Amplitude API key": "pass"}
     assert "authentication failure (invalid_grant)" in report.checks[0].detail
     assert report.user_email is None
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 async def test_salesforce_down_is_a_failed_check_not_an_exception(

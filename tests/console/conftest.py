@@ -26,8 +26,8 @@ from pipeline.cli import app as cli_app
 from pipeline.config.settings import Settings
 from pipeline.console.app import create_console_app
 from pipeline.sandbox_stack import SandboxStack
-from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import wait_until
+from tests.support.ports import unused_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CSRF_META = 'name="csrf-token" content="'
@@ -43,7 +43,7 @@ async def console_process(
     with contextlib.ExitStack() as stack:
         folder = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         log = folder / "console.log"
-        port = free_port()
+        port = unused_port()
         with log.open("ab") as out:
             process = subprocess.Popen(  # noqa: ASYNC220 - starting it does not wait
                 [sys.executable, "-m", "pipeline", "console", "--port", str(port), *args],

@@ -16,10 +16,10 @@ from pipeline.kafka.config_topic import publish_mapping
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
 from pipeline.sandbox_stack import SandboxStack
-from sfamp_sandbox.kafka import free_port
 from tests.console.conftest import console_client, csrf_of
 from tests.runtime.conftest import MAPPING, Org, group, running, settings_for, wait_until
 from tests.support.dlq import rejected
+from tests.support.ports import unused_port
 
 Client = TestClient[Any, Any]
 
@@ -27,7 +27,7 @@ Client = TestClient[Any, Any]
 async def test_status_shows_the_flush_and_the_per_minute_chart(
     stack: SandboxStack, topic_prefix: str, tmp_path: Path
 ) -> None:
-    port = free_port()
+    port = unused_port()
     settings = settings_for(
         stack, topic_prefix, kafka={"partitions": 1}, runtime={"health_port": port}
     )

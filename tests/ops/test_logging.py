@@ -16,7 +16,8 @@ import pytest
 
 from pipeline.logs import LibraryLogFilter
 from pipeline.sandbox_stack import SandboxStack
-from sfamp_sandbox.kafka import EmbeddedKafka, free_port
+from sfamp_sandbox.kafka import EmbeddedKafka
+from tests.support.ports import unused_port
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTAGE_SECONDS = 4.0
@@ -131,7 +132,7 @@ async def test_a_kafka_outage_logs_json_lines_a_few_times_not_per_retry(
             env |= stack.environment(topic_prefix) | {
                 "PYTHONPATH": str(ROOT),
                 "SFAMP_RUNTIME__LOG_FORMAT": "json",
-                "SFAMP_RUNTIME__HEALTH_PORT": str(free_port()),
+                "SFAMP_RUNTIME__HEALTH_PORT": str(unused_port()),
             }
             async with service_process(env, "run", "--role", "ingest", "-m", str(mapping)) as proc:
                 assert proc.stderr is not None

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from pipeline.config.settings import KafkaSettings
 from tests.ops.conftest import Cli
+from tests.support.ports import closed_port_url
 
 pytestmark = pytest.mark.integration
-
-
-def closed_port_url() -> str:
-    """A local address nothing listens on: a port just bound and closed again."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 async def test_a_refused_salesforce_login_fails_the_status(

@@ -21,6 +21,7 @@ from pipeline.kafka.records import DlqEntry, ReplayMark
 from pipeline.kafka.topics import TopicNames
 from pipeline.transform.envelope import encode
 from tests.ops.conftest import Cli, change, cli_app, commit, environment, produce
+from tests.support.ports import unused_port
 from tests.support.silent_kafka import silent_kafka
 
 pytestmark = pytest.mark.integration
@@ -314,9 +315,7 @@ async def test_tail_decodes_control_topics(topics: KafkaSettings, cli: Cli) -> N
 async def test_unreachable_kafka_is_one_clear_line(
     kafka: KafkaSettings, cli: Cli, args: tuple[str, ...]
 ) -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = unused_port()  # nothing listens on it
     unreachable = kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
 
     runner = CliRunner()

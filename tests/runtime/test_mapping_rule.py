@@ -15,8 +15,8 @@ from pipeline.config.validation import load_mapping
 from pipeline.errors import KafkaError
 from pipeline.kafka.config_topic import publish_mapping
 from pipeline.runtime.mapping_source import NoMappingToRun, initial_mapping
-from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import MAPPING
+from tests.support.ports import unused_port
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ async def test_a_file_runs_when_kafka_does_not_answer_and_nothing_runs_without_o
     topic_prefix: str, mapping_file: Path
 ) -> None:
     settings = KafkaSettings(
-        bootstrap_servers=f"127.0.0.1:{free_port()}", topic_prefix=topic_prefix
+        bootstrap_servers=f"127.0.0.1:{unused_port()}", topic_prefix=topic_prefix
     )
     version, offset = await initial_mapping(settings, mapping_file)
     assert (version.source, offset) == (f"file:{mapping_file}", -1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from pipeline.runtime.reconcile.run import run_reconcile
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org, group, running, settings_for, wait_until
+from tests.support.ports import unused_port
 
 MAPPING: dict[str, Any] = {
     "version": 1,
@@ -414,9 +414,7 @@ async def test_a_run_kafka_refuses_leaves_the_last_finished_run_as_it_was(
     settings = settings_for(stack, topic_prefix)
     checkpoint, before, finished_at = await _a_finished_run(org, settings, tmp_path)
 
-    with socket.socket() as sock:  # a local port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = unused_port()  # nothing listens on it
     kafka = settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
     refused = await run_reconcile(
         settings.model_copy(update={"kafka": kafka}), CONFIG, checkpoint_path=checkpoint

@@ -21,7 +21,6 @@ from pipeline.kafka.config_topic import publish_mapping
 from pipeline.runtime.service import Service, run_service
 from pipeline.runtime.state import ServiceState
 from pipeline.sandbox_stack import SandboxStack
-from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import (
     MAPPING,
     REJECTED_VALUE,
@@ -32,6 +31,7 @@ from tests.runtime.conftest import (
     settings_for,
     wait_until,
 )
+from tests.support.ports import unused_port
 
 
 def _has(stack: SandboxStack, group_type: str, value: str, expected: dict[str, Any]) -> Any:
@@ -149,7 +149,7 @@ async def test_poison_messages_and_rejected_groups_go_to_the_dlq(
 async def test_health_endpoints_report_readiness_status_and_metrics(
     stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
 ) -> None:
-    port = free_port()
+    port = unused_port()
     settings = settings_for(
         stack, topic_prefix, runtime={"health_port": port, "health_host": "127.0.0.1"}
     )

@@ -37,10 +37,11 @@ from pipeline.runtime.retry import Backoff
 from pipeline.runtime.service import Service, run_service, serving
 from pipeline.runtime.state import ServiceState
 from pipeline.sandbox_stack import SandboxStack
-from sfamp_sandbox.kafka import EmbeddedKafka, free_port
+from sfamp_sandbox.kafka import EmbeddedKafka
 from tests.cli.sandbox_process import cli_env
 from tests.runtime.conftest import MAPPING, settings_for, wait_until
 from tests.support.mappings import marked_twice
+from tests.support.ports import unused_port
 
 CREDENTIALS = {
     "SFAMP_SALESFORCE__LOGIN_URL": "http://127.0.0.1:9",
@@ -77,7 +78,7 @@ def settings_without_org(bootstrap: str, **kafka: Any) -> Settings:
 async def test_the_start_waits_for_a_kafka_that_comes_up_later(
     stack: SandboxStack, topic_prefix: str, tmp_path: Path
 ) -> None:
-    port, health = free_port(), free_port()
+    port, health = unused_port(), unused_port()
     settings = settings_for(
         stack,
         topic_prefix,
@@ -122,7 +123,7 @@ async def test_the_start_waits_for_a_kafka_that_comes_up_later(
 
 
 async def test_the_wait_for_kafka_logs_its_own_line_only(caplog: pytest.LogCaptureFixture) -> None:
-    settings = settings_without_org(f"127.0.0.1:{free_port()}")
+    settings = settings_without_org(f"127.0.0.1:{unused_port()}")
     service = Service(ServiceState(role="all"))
     aiokafka = logging.getLogger("aiokafka")
     before = aiokafka.level
@@ -165,8 +166,8 @@ async def test_a_stop_in_the_middle_of_an_attempt_ends_the_start_at_once() -> No
 async def test_sigterm_while_waiting_for_kafka_exits_0_with_one_line(tmp_path: Path) -> None:
     env = cli_env(
         **CREDENTIALS,
-        SFAMP_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
-        SFAMP_RUNTIME__HEALTH_PORT=str(free_port()),
+        SFAMP_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{unused_port()}",
+        SFAMP_RUNTIME__HEALTH_PORT=str(unused_port()),
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pipeline", "run", env=env, cwd=tmp_path,
@@ -195,7 +196,7 @@ async def test_sigterm_while_waiting_for_kafka_exits_0_with_one_line(tmp_path: P
 
 @pytest.mark.integration
 async def test_the_config_watcher_waits_for_kafka_and_then_switches(topic_prefix: str) -> None:
-    port = free_port()
+    port = unused_port()
     kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", topic_prefix=topic_prefix)
     first = MappingConfig.model_validate(MAPPING)
     holder = MappingHolder(MappingVersion(first, "file:mapping.json"))
@@ -298,7 +299,7 @@ def deliver_pump(settings: Settings) -> DeliverPump:
 
 
 async def test_the_deliver_consumer_start_waits_for_kafka_until_stopped() -> None:
-    pump = deliver_pump(settings_without_org(f"127.0.0.1:{free_port()}"))
+    pump = deliver_pump(settings_without_org(f"127.0.0.1:{unused_port()}"))
     with capture_logs() as logs:
         task = asyncio.create_task(pump.run())
         await wait_until(
@@ -408,7 +409,7 @@ async def test_a_service_started_before_the_first_import_waits_for_it(
     """Deployed before its first ``sfamp config import`` (or the console's Save), with no
     file: not an exit into a restart loop but a wait, said in /readyz, until one is
     published."""
-    health = free_port()
+    health = unused_port()
     settings = settings_for(
         stack, topic_prefix, runtime={"health_port": health, "health_host": "127.0.0.1"}
     )

@@ -30,8 +30,8 @@ from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.replay_start import MarkWriter, Rewind, SkippedObjects, unmarked_start
 from pipeline.salesforce.cdc import EARLIEST, LATEST, DurableReplayStorage
 from pipeline.sandbox_stack import SandboxStack
-from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import MAPPING, Org, group, running, settings_for, wait_until
+from tests.support.ports import unused_port
 
 PLAN: dict[str, Any] = {
     "sfdc_object": "Plan__c",
@@ -104,7 +104,7 @@ async def test_a_backfill_without_kafka_says_what_the_first_start_needs(
 ) -> None:
     """A backfill runs without Kafka: it cannot store where the stream starts, so it says
     what makes the service's first start skip nothing."""
-    closed = {"bootstrap_servers": f"127.0.0.1:{free_port()}"}
+    closed = {"bootstrap_servers": f"127.0.0.1:{unused_port()}"}
     settings = settings_for(
         stack, topic_prefix, kafka=closed, salesforce={"replay_start": "latest"}
     )

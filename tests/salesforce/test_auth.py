@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from tests.salesforce.helpers import (
     fault,
     sandbox_settings,
 )
+from tests.support.ports import closed_port_url
 
 pytestmark = pytest.mark.integration
 
@@ -197,14 +197,6 @@ async def test_missing_credentials_are_named_before_any_request(
         await login(settings)
     names = {problem.path for problem in caught.value.problems}
     assert names == {"SFAMP_SALESFORCE__PASSWORD", "SFAMP_SALESFORCE__CLIENT_SECRET"}
-
-
-def closed_port_url() -> str:
-    """A local address nothing listens on: a port just bound and closed again."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 async def test_unreachable_login_host_is_unavailable() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sfamp_sandbox.kafka import free_port
 from tests.cli.sandbox_process import ROOT, CliProcess, cli_env, wait_for
+from tests.support.ports import unused_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -33,7 +33,7 @@ def _latency(port: int) -> int | None:
     ],
 )
 def test_sfamp_sandbox_takes_latency_ms(command: list[str], ready: str, tmp_path: Path) -> None:
-    port = free_port()
+    port = unused_port()
     process = CliProcess([*command, "--port", str(port), "--latency-ms", "70"], tmp_path)
     try:
         process.wait_for_output(ready)
@@ -43,7 +43,7 @@ def test_sfamp_sandbox_takes_latency_ms(command: list[str], ready: str, tmp_path
 
 
 def test_sandbox_up_gives_both_sandboxes_the_latency(tmp_path: Path) -> None:
-    kafka, salesforce, amplitude = free_port(), free_port(), free_port()
+    kafka, salesforce, amplitude = unused_port(), unused_port(), unused_port()
     ports = ["--kafka-port", str(kafka), "--salesforce-port", str(salesforce)]
     ports += ["--amplitude-port", str(amplitude)]
     up = CliProcess(["sandbox", "up", *ports, "--latency-ms", "60"], tmp_path)
@@ -56,7 +56,7 @@ def test_sandbox_up_gives_both_sandboxes_the_latency(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sandbox", ["salesforce", "amplitude"])
 def test_python_m_sandbox_takes_latency_ms(sandbox: str) -> None:
-    port = free_port()
+    port = unused_port()
     module = f"sfamp_sandbox.{sandbox}"
     args = [sys.executable, "-m", module, "--port", str(port), "--latency-ms", "90"]
     process = subprocess.Popen(args, cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, text=True)

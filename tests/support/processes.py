@@ -11,15 +11,15 @@ from typing import Any
 
 import httpx
 
-from sfamp_sandbox.kafka import free_port
 from tests.runtime.conftest import wait_until
+from tests.support.ports import unused_port
 
 
 class ServiceProcess:
     """One ``python -m pipeline run`` child with its own health port and log file."""
 
     def __init__(self, env: dict[str, str], workdir: Path, role: str, name: str) -> None:
-        self.port = free_port()
+        self.port = unused_port()
         self.env = {**env, "SFAMP_RUNTIME__HEALTH_PORT": str(self.port)}
         self.workdir = workdir
         self.role = role

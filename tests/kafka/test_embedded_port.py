@@ -1,0 +1,63 @@
+"""The embedded broker's port: one it picked itself and found taken is picked again; one the
+caller chose is not."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+import sfamp_sandbox.kafka as embedded
+from sfamp_sandbox.kafka import PICKS, EmbeddedKafka, _answers_metadata
+from tests.cli.sandbox_process import held_port
+from tests.support.ports import unused_port
+
+pytestmark = pytest.mark.integration
+
+IN_USE = "[Aa]ddress already in use"
+
+
+@contextlib.contextmanager
+def held_ports(count: int) -> Iterator[list[int]]:
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(held_port()) for _ in range(count)]
+
+
+async def test_a_picked_port_taken_before_the_broker_listens_is_picked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    free = unused_port()
+    with held_ports(1) as taken:
+        picks = iter([*taken, free])
+        monkeypatch.setattr(embedded, "free_port", lambda: next(picks))
+        broker = await EmbeddedKafka().start()
+        try:
+            assert broker.port == free, f"the broker listens on {broker.port}"
+            assert await _answers_metadata(broker.bootstrap_servers)
+        finally:
+            broker.stop()
+
+
+async def test_picked_ports_taken_every_time_end_with_the_last_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with held_ports(PICKS) as taken:
+        picks = iter(taken)
+        monkeypatch.setattr(embedded, "free_port", lambda: next(picks))
+        with pytest.raises(OSError, match=IN_USE):
+            await EmbeddedKafka().start()
+        assert next(picks, None) is None, "fewer ports were tried than PICKS"
+
+
+async def test_a_port_the_caller_chose_is_tried_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    picked: list[int] = []
+
+    def pick() -> int:
+        picked.append(unused_port())
+        return picked[-1]
+
+    monkeypatch.setattr(embedded, "free_port", pick)
+    with held_port() as taken, pytest.raises(OSError, match=IN_USE):
+        await EmbeddedKafka(taken).start()
+    assert picked == [], "another port was picked for a port the caller chose"
