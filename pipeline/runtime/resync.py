@@ -16,6 +16,7 @@ last word in Kafka is current.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -188,25 +189,30 @@ class Resyncs:
         )  # fmt: skip
         written = 0
         if catch_up is not None:  # ahead of the snapshot: a live read lands after them
-            async for deleted in catch_up.deleted_before():
-                written += await self._flush_batch(
-                    [self._change(_full_envelope(sfdc_object, r, "rest")) for r in deleted]
-                )
+            async with contextlib.aclosing(catch_up.deleted_before()) as deleted_pages:
+                async for deleted in deleted_pages:
+                    written += await self._flush_batch(
+                        [self._change(_full_envelope(sfdc_object, r, "rest")) for r in deleted]
+                    )
         try:
-            async for batch in batches:
-                written += await self._flush_batch(
-                    [self._change(_full_envelope(sfdc_object, r, "bulk")) for r in batch.records]
-                )
-                if catch_up is not None:
-                    catch_up.track(batch.records)
+            # Closed before the job's delete, however the loop ends: its page reader stops.
+            async with contextlib.aclosing(batches):
+                async for batch in batches:
+                    records = batch.records
+                    written += await self._flush_batch(
+                        [self._change(_full_envelope(sfdc_object, r, "bulk")) for r in records]
+                    )
+                    if catch_up is not None:
+                        catch_up.track(records)
         finally:  # read, failed or stopped: a retry reads in a new job
             await forget_unsaved_job(bulk, found[-1] if found else None, None)
         if catch_up is not None:
-            async for changed in catch_up.rounds():
-                written += await self._flush_batch(
-                    [self._change(_full_envelope(sfdc_object, r, "rest")) for r in changed]
-                )
-                catch_up.track(changed)
+            async with contextlib.aclosing(catch_up.rounds()) as rounds:
+                async for changed in rounds:
+                    written += await self._flush_batch(
+                        [self._change(_full_envelope(sfdc_object, r, "rest")) for r in changed]
+                    )
+                    catch_up.track(changed)
         return written
 
     async def _whole_record_schema(self, config: MappingConfig, sfdc_object: str) -> ObjectSchema:

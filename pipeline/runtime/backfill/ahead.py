@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Final, Generic, TypeVar
 
 import structlog
@@ -22,11 +22,14 @@ log = structlog.get_logger(__name__)
 OBJECTS_AHEAD: Final = 3
 
 
-async def prefetched(items: AsyncIterator[T], ahead: int = 1) -> AsyncIterator[T]:
+async def prefetched(items: AsyncIterator[T], ahead: int = 1) -> AsyncGenerator[T]:
     """``items``, with up to ``ahead`` more read (from Salesforce) while this one is used.
 
-    The reader task is owned here: it is cancelled and awaited however the loop ends,
-    and its errors come out of this generator.
+    The reader task is owned here: it is cancelled and awaited when this generator ends
+    or is closed, and its errors come out of it. A loop over it that may end early (an
+    error, a stop, a ``yield`` inside it) holds it in ``contextlib.aclosing``: left open,
+    the reader runs on until the garbage collector finds the generator, and a Bulk job
+    deleted meanwhile is still being read.
     """
     reader = ReadAhead(items, ahead)
     try:

@@ -332,7 +332,7 @@ class CatchUp:
 
     async def rounds(
         self, first: ReadAhead[list[dict[str, Any]]] | None = None
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncGenerator[list[dict[str, Any]]]:
         """Rounds of changed records, until one finds nothing new (at most :data:`MAX_ROUNDS`).
 
         A round is read page by page (the next page read while this one is compared)
@@ -346,11 +346,14 @@ class CatchUp:
                 first if first is not None else prefetched(self._pages(self.soql(start), expected))
             )
             first = None
-            async for page in pages:
-                found += len(page)
-                fresh += self.changed(page)
-                # A change after this round's read gets a later stamp than any it saw.
-                latest = newest(latest, page)
+            try:
+                async for page in pages:
+                    found += len(page)
+                    fresh += self.changed(page)
+                    # A change after this round's read gets a later stamp than any it saw.
+                    latest = newest(latest, page)
+            finally:  # its page reader stops however the round ends
+                await pages.aclose()
             self.rounds_done += 1
             log.info(
                 "snapshot_catch_up_round",
@@ -373,7 +376,7 @@ class CatchUp:
             "to be sure no older value landed last",
         )
 
-    async def deleted_before(self) -> AsyncIterator[list[dict[str, Any]]]:
+    async def deleted_before(self) -> AsyncGenerator[list[dict[str, Any]]]:
         """With :attr:`recycle_bin`, the records deleted before the window, a page at a time:
         read before the snapshot and delivered ahead of it, so that a live record read
         later (one sharing a deleted one's group value) lands after them."""
@@ -381,12 +384,13 @@ class CatchUp:
             return
         deleted = 0
         soql = self.soql(self.since, deleted_before=True)
-        async for page in prefetched(self._pages(soql, 0)):
-            deleted += len(page)
-            yield [dict(record) for record in page]
+        async with contextlib.aclosing(prefetched(self._pages(soql, 0))) as pages:
+            async for page in pages:
+                deleted += len(page)
+                yield [dict(record) for record in page]
         log.info("snapshot_recycle_bin_read", object=self.sfdc_object, deleted=deleted)
 
-    async def _pages(self, soql: str, expected: int) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _pages(self, soql: str, expected: int) -> AsyncGenerator[list[dict[str, Any]]]:
         """The round's records in pages: Bulk CSV pages when it is expected to be large."""
         if self.bulk is not None and expected >= self.bulk_min_rows:
             # Closed with this one: its job's delete must not wait for the collector.

@@ -7,8 +7,9 @@ resume from once it (and everything before it) was delivered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -109,7 +110,7 @@ async def read_object(
     checkpoint: ReadPosition | None = None,
     progress: ReadProgress | None = None,
     options: ReadOptions = DEFAULT_READ_OPTIONS,
-) -> AsyncIterator[list[dict[str, Any]]]:
+) -> AsyncGenerator[list[dict[str, Any]]]:
     """Every record of ``mapping``'s object, page by page, typed as REST JSON.
 
     Records hold ``Id``, the group name field, the mapped fields (compound ones as
@@ -123,15 +124,15 @@ async def read_object(
     bulk = BulkQuery(sf.rest)
     start = replace(checkpoint) if checkpoint is not None else None
     job_id: str | None = None
-    async for batch in read_batches(
-        sf, bulk, schema, fields, where=where, start=start, options=options
-    ):
-        job_id = batch.position.job_id or job_id
-        if progress is not None:
-            progress(len(batch.records), batch.total)
-        yield batch.records
-        if checkpoint is not None:
-            _copy_position(batch.position, checkpoint)
+    batches = read_batches(sf, bulk, schema, fields, where=where, start=start, options=options)
+    async with contextlib.aclosing(batches):  # closed with this one: its page reader stops
+        async for batch in batches:
+            job_id = batch.position.job_id or job_id
+            if progress is not None:
+                progress(len(batch.records), batch.total)
+            yield batch.records
+            if checkpoint is not None:
+                _copy_position(batch.position, checkpoint)
     await forget_job(bulk, job_id)
 
 
@@ -147,7 +148,7 @@ async def read_batches(
     total: int | None = None,
     on_job: Callable[[str], None] | None = None,
     turn: asyncio.Event | None = None,
-) -> AsyncIterator[RecordBatch]:
+) -> AsyncGenerator[RecordBatch]:
     """Batches of an object's records from ``start``, by Bulk or REST (see the module doc).
 
     ``total`` is the :func:`count_records` answer when the caller already has it;
@@ -176,11 +177,14 @@ async def read_batches(
         await turn.wait()
     if job is None:
         last_id = start.last_id if start is not None and resumed_rest else None
-        async for batch in _rest_batches(sf, schema.name, fields, where, last_id, total):
+        batches = _rest_batches(sf, schema.name, fields, where, last_id, total)
+    else:
+        batches = _bulk_batches(bulk, schema, job, start, options)
+    # Closed with this one, however it ends: the page reader stops before anyone deletes
+    # the job it reads (see ahead.prefetched).
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
             yield batch
-        return
-    async for batch in _bulk_batches(bulk, schema, job, start, options):
-        yield batch
 
 
 async def _forget_stopped_job(
@@ -276,7 +280,7 @@ async def _bulk_batches(
     job: tuple[str, int],
     start: ReadPosition | None,
     options: ReadOptions,
-) -> AsyncIterator[RecordBatch]:
+) -> AsyncGenerator[RecordBatch]:
     job_id, total = job
     converters = rest_converters({name: info.type for name, info in schema.fields.items()})
     locator = start.locator if start is not None and start.job_id == job_id else None
@@ -285,29 +289,31 @@ async def _bulk_batches(
         job_id, locator=locator, max_records=options.max_records,
         first_max_records=_first_page_rows(options) if locator is None and not skip else None,
     )  # fmt: skip
-    async for page in prefetched(pages):  # the next page downloads while this one is used
-        collect_page_garbage()
-        rows = page.rows(converters)
-        for _ in range(skip):
-            next(rows, None)
-        done, skip = skip, 0
-        batches = batched(rows, options.batch_rows)
-        current = next(batches, None)
-        if current is None:
-            # Only reached for an empty page, or a resume that had done a page exactly.
-            yield _bulk_batch([], job_id, page.next_locator, 0, total)
-            continue
-        counted = page.number_of_records >= 0
-        while current is not None:
-            done += len(current)
-            # The page's row count says which batch is its last; without it, look ahead
-            # (which holds one more batch in memory).
-            following = None if counted else next(batches, None)
-            if (done >= page.number_of_records) if counted else following is None:
-                yield _bulk_batch(current, job_id, page.next_locator, 0, total)
-            else:
-                yield _bulk_batch(current, job_id, page.locator, done, total, last=False)
-            current = next(batches, None) if counted else following
+    # The next page downloads while this one is used; closed however this one ends.
+    async with contextlib.aclosing(prefetched(pages)) as read:
+        async for page in read:
+            collect_page_garbage()
+            rows = page.rows(converters)
+            for _ in range(skip):
+                next(rows, None)
+            done, skip = skip, 0
+            batches = batched(rows, options.batch_rows)
+            current = next(batches, None)
+            if current is None:
+                # Only reached for an empty page, or a resume that had done a page exactly.
+                yield _bulk_batch([], job_id, page.next_locator, 0, total)
+                continue
+            counted = page.number_of_records >= 0
+            while current is not None:
+                done += len(current)
+                # The page's row count says which batch is its last; without it, look ahead
+                # (which holds one more batch in memory).
+                following = None if counted else next(batches, None)
+                if (done >= page.number_of_records) if counted else following is None:
+                    yield _bulk_batch(current, job_id, page.next_locator, 0, total)
+                else:
+                    yield _bulk_batch(current, job_id, page.locator, done, total, last=False)
+                current = next(batches, None) if counted else following
 
 
 def _first_page_rows(options: ReadOptions) -> int:
@@ -336,7 +342,7 @@ async def _rest_batches(
     where: str | None,
     after_id: str | None,
     total: int | None,
-) -> AsyncIterator[RecordBatch]:
+) -> AsyncGenerator[RecordBatch]:
     """REST query ordered by Id, so that "last Id" is a position to resume from."""
     conditions = [f"({where})"] if where else []
     if after_id:
@@ -397,9 +403,10 @@ class BulkWindowReads:
         try:
             await self._bulk.wait(job.id)
             pages = self._bulk.pages(job.id, max_records=self._options.max_records)
-            async for page in prefetched(pages):
-                collect_page_garbage()
-                for rows in batched(page.rows(self._converters), self._options.batch_rows):
-                    yield rows
+            async with contextlib.aclosing(prefetched(pages)) as read:
+                async for page in read:
+                    collect_page_garbage()
+                    for rows in batched(page.rows(self._converters), self._options.batch_rows):
+                        yield rows
         finally:  # read, failed or stopped (maybe still running): of no further use
             await forget_unsaved_job(self._bulk, job.id, None, running=True)

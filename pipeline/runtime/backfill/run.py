@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -254,8 +254,10 @@ async def _snapshot(run: BackfillRun, obj: ObjectRun) -> None:
             obj.first_round = obj.catch_up.read_ahead()
         await window.drain()
     finally:
-        await obj.reader.aclose()
-        await window.cancel()
+        try:
+            await obj.reader.aclose()
+        finally:  # also when a second stop cuts the close short
+            await window.cancel()
 
 
 def _started(run: BackfillRun, obj: ObjectRun, batch: RecordBatch) -> None:
@@ -283,11 +285,12 @@ async def _catch_up(run: BackfillRun, obj: ObjectRun) -> None:
 async def _send_reads(
     run: BackfillRun,
     obj: ObjectRun,
-    rounds: AsyncIterator[list[dict[str, Any]]],
+    rounds: AsyncGenerator[list[dict[str, Any]]],
     position: ReadPosition,
 ) -> None:
     """Send each round of REST reads (records read deleted as deletes), a round landing
-    before the next is read; their batches are checkpointed at ``position``."""
+    before the next is read; their batches are checkpointed at ``position``. ``rounds`` is
+    closed (its page reader stopped) however this ends."""
     window = InFlightBatches(run, obj, progress=False)
     try:
         async for records in rounds:
@@ -299,7 +302,10 @@ async def _send_reads(
             await window.drain()
             obj.item.caught_up += len(records)
     finally:
-        await window.cancel()
+        try:
+            await rounds.aclose()
+        finally:  # also when a second stop cuts the close short
+            await window.cancel()
 
 
 def _updates(

@@ -343,18 +343,20 @@ async def _catch_up(
     (an older read of theirs may still be on its way to Amplitude, so the digest cannot
     tell), and the deleted ones as deletes; checkpointed at ``done``, the snapshot's end."""
     assert run.checkpoint is not None
-    async for records in catch_up.rounds():
-        live = [r for r in records if not is_deleted(r)]
-        envelopes = _envelopes(run, plan, live, "rest", tally, every_field=True)
-        now_ms = int(time.time() * 1000)
-        deleted = (deleted_envelope(plan, r, now_ms=now_ms) for r in records if is_deleted(r))
-        envelopes += [envelope for envelope in deleted if envelope is not None]
-        # Before any is written: a resumed run writes again what this round was writing.
-        run.checkpoint.save(plan, done, catch_up)
-        await run.write(plan.sfdc_object, envelopes)
-        item.caught_up += len(envelopes)
-        catch_up.track(records)
-        run.checkpoint.save(plan, done, catch_up)
+    rounds = catch_up.rounds()
+    async with contextlib.aclosing(rounds):  # its page reader stops however this ends
+        async for records in rounds:
+            live = [r for r in records if not is_deleted(r)]
+            envelopes = _envelopes(run, plan, live, "rest", tally, every_field=True)
+            now_ms = int(time.time() * 1000)
+            deleted = (deleted_envelope(plan, r, now_ms=now_ms) for r in records if is_deleted(r))
+            envelopes += [envelope for envelope in deleted if envelope is not None]
+            # Before any is written: a resumed run writes again what this round was writing.
+            run.checkpoint.save(plan, done, catch_up)
+            await run.write(plan.sfdc_object, envelopes)
+            item.caught_up += len(envelopes)
+            catch_up.track(records)
+            run.checkpoint.save(plan, done, catch_up)
 
 
 def _envelopes(
