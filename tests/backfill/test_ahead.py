@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pipeline.runtime.backfill.ahead import ReadAhead, in_turn
-from tests.support.events import WAIT_SECONDS, happened
+from tests.support.events import ended, happened
 
 
 async def test_a_read_closed_while_its_reader_waits_closes_the_source() -> None:
@@ -214,7 +214,7 @@ async def test_a_begin_that_answered_just_before_a_cancellation_is_given_back() 
         running.cancel()
 
     canceller = asyncio.create_task(cancel_once_answered())
-    await asyncio.wait_for(asyncio.gather(running, canceller, return_exceptions=True), WAIT_SECONDS)
+    await ended(asyncio.gather(running, canceller, return_exceptions=True), "the cancelled run")
 
     assert running.cancelled()
     assert sorted(abandoned) == [1, 2], "a begin's answer was neither worked on nor given back"
@@ -247,7 +247,7 @@ async def test_giving_back_is_seen_through_when_the_run_is_cancelled_again() -> 
     running.cancel()  # a second stop, while the first gives back
     release.set()
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(running, WAIT_SECONDS)
+        await ended(running, "the run cancelled twice")
 
     assert sorted(abandoned) == [1, 2, 3]
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []

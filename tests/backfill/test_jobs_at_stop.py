@@ -16,7 +16,7 @@ from pipeline.runtime.backfill.jobs import create_job, forget_unsaved_job
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.client import SalesforceClient
 from tests.backfill.conftest import Sandboxes
-from tests.support.events import happened
+from tests.support.events import ended, happened
 
 WAIT_SECONDS = 30.0
 
@@ -57,7 +57,7 @@ async def stopped_while_held(transport: AnswerHeld, task: asyncio.Task[Any], wha
     task.cancel()
     transport.release.set()
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, WAIT_SECONDS)
+        await ended(task, f"the run stopped while {what}", WAIT_SECONDS)
 
 
 SOQL = "SELECT Id FROM Account"

@@ -26,7 +26,7 @@ from pipeline.runtime.state import ServiceState
 from pipeline.salesforce.client import SalesforceClient
 from tests.backfill.conftest import Sandboxes, mapping
 from tests.runtime.conftest import wait_until
-from tests.support.events import WAIT_SECONDS, happened
+from tests.support.events import WAIT_SECONDS, ended, happened
 
 
 def page_readers() -> list[asyncio.Task[Any]]:
@@ -142,7 +142,7 @@ async def test_a_second_stop_while_the_snapshot_stops_reading_still_stops_its_de
         backfill.cancel()  # the second stop, while the reader closes
         release.set()
         with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(backfill, WAIT_SECONDS)
+            await ended(backfill, "the backfill stopped twice", WAIT_SECONDS)
         assert not deliveries(), "batches were still being sent after the run stopped"
     finally:
         for task in deliveries():

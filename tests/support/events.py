@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 WAIT_SECONDS = 10.0
 
@@ -15,3 +19,11 @@ async def happened(event: asyncio.Event, what: str, timeout: float = WAIT_SECOND
         await asyncio.wait_for(event.wait(), timeout)
     except TimeoutError:
         pytest.fail(f"{what} did not happen within {timeout:g} s")
+
+
+async def ended(awaitable: Awaitable[T], what: str, timeout: float = WAIT_SECONDS) -> T:
+    """What ``awaitable`` returns or raises; fail the test naming ``what`` after ``timeout`` s."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        pytest.fail(f"{what} did not end within {timeout:g} s")
