@@ -130,6 +130,12 @@ async def wait_for_new_session(server: CometdServer, old: list[str]) -> None:
             await asyncio.sleep(0.05)
 
 
+async def wait_for_new_token(org: Org, issued: int) -> None:
+    async with asyncio.timeout(10):
+        while org.tokens_issued < issued:  # noqa: ASYNC110 - the org signals no login
+            await asyncio.sleep(0.05)
+
+
 async def test_create_update_delete_events_reach_the_client(org: Org) -> None:
     async with org.client() as client:
         await client.subscribe(ACCOUNT_CHANNEL)
@@ -218,7 +224,9 @@ async def test_revoked_token_is_refreshed_and_the_stream_goes_on(org: Org) -> No
     async with org.client() as client:
         await client.subscribe(ACCOUNT_CHANNEL)
         org.valid_tokens.clear()  # the next request answers 401::Authentication invalid
-        await asyncio.sleep(0.7)
+        # Published once the client has logged in again: a connect held meanwhile would
+        # carry the event with the old token.
+        await wait_for_new_token(org, 2)
         org.publish("CREATE", "001A", Name="A")
         [message] = await receive(client, 1)
     assert message["data"]["event"]["replayId"] == 1
