@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.config.settings import ConsoleSettings, RuntimeSettings, Settings
 from pipeline.errors import KafkaUnavailableError, ListenError
@@ -45,6 +45,14 @@ def salesforce_environment(login_url: str) -> dict[str, str]:
     }
 
 
+class _Server(Protocol):
+    """A stand-in started on ``port`` (0: one it picks, set once it listens)."""
+
+    port: int
+
+    def start(self) -> Awaitable[object]: ...
+
+
 @dataclass
 class SandboxStack:
     """Start with ``async with SandboxStack(...) as stack``; ports 0 pick free ones.
@@ -68,30 +76,28 @@ class SandboxStack:
         try:
             if self.kafka_bootstrap is None:
                 kafka = EmbeddedKafka(self.kafka_port, host=self.host)
-                await self._listen("embedded Kafka broker", kafka.port, "kafka", kafka.start())
+                await self._listen("embedded Kafka broker", kafka, "kafka")
                 self.kafka, self.kafka_bootstrap = kafka, kafka.bootstrap_servers
             options = {"api_max": 5_000_000, **self.salesforce_options}
             self.salesforce = SalesforceSandbox(self.host, self.salesforce_port, **options)
-            await self._listen(
-                "Salesforce sandbox", self.salesforce_port, "salesforce", self.salesforce.start()
-            )
+            await self._listen("Salesforce sandbox", self.salesforce, "salesforce")
             self.amplitude = AmplitudeSandbox(
                 self.host, self.amplitude_port, **self.amplitude_options
             )
-            await self._listen(
-                "Amplitude sandbox", self.amplitude_port, "amplitude", self.amplitude.start()
-            )
+            await self._listen("Amplitude sandbox", self.amplitude, "amplitude")
         except BaseException:
             await self.stop()
             raise
         return self
 
-    async def _listen(self, what: str, port: int, name: str, start: Awaitable[object]) -> None:
+    async def _listen(self, what: str, server: _Server, name: str) -> None:
         try:
-            await start
-        except OSError as exc:
+            await server.start()
+        except OSError as exc:  # the port read now: the broker may have picked another one
             change = f"choose another port with --{name}-port"
-            raise ListenError(what, self.host, port, exc, change, change_host=OTHER_HOST) from exc
+            raise ListenError(
+                what, self.host, server.port, exc, change, change_host=OTHER_HOST
+            ) from exc
         except EmbeddedKafkaError as exc:
             raise KafkaUnavailableError(str(exc)) from exc
 
@@ -183,8 +189,21 @@ def console_url() -> str:
     return f"http://{defaults.host}:{defaults.port}"
 
 
+HEALTH_PORT_FALLBACKS = range(18080, 18180)
+
+
 def health_port_for_run() -> int:
-    """The health port to export for ``sfamp run``: its default when free, else a free one."""
+    """The health port to export for ``sfamp run``: its default (8080) when free, else the
+    first free one of :data:`HEALTH_PORT_FALLBACKS`, else one the kernel picks.
+
+    The fallbacks lie below Linux's range of ports for outgoing connections (32768-60999,
+    ``/proc/sys/net/ipv4/ip_local_port_range``): a port from that range may be given to
+    any connection this machine opens before ``sfamp run`` starts listening on it.
+    """
     defaults = RuntimeSettings.model_fields
-    port = int(defaults["health_port"].default)
-    return port if bind_error(str(defaults["health_host"].default), port) is None else free_port()
+    host = str(defaults["health_host"].default)
+    ports: list[int] = [int(defaults["health_port"].default), *HEALTH_PORT_FALLBACKS]
+    for port in ports:
+        if bind_error(host, port) is None:
+            return port
+    return free_port(host)

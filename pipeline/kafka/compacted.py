@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
@@ -64,7 +64,7 @@ async def read_table(settings: KafkaSettings, topic: str) -> tuple[Table, int]:
 
 async def scan_table(
     settings: KafkaSettings, topic: str
-) -> AsyncIterator[tuple[bytes, bytes | None]]:
+) -> AsyncGenerator[tuple[bytes, bytes | None]]:
     """Every (key, value) of ``topic`` in offset order, until it is read to its end.
 
     For tables too large to hold as :func:`read_table` does: the caller keeps only
@@ -98,7 +98,7 @@ async def scan_table(
 
 async def follow(
     settings: KafkaSettings, topic: str, start_offset: int, *, poll_ms: int = 500
-) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+) -> AsyncGenerator[ConsumerRecord[bytes, bytes]]:
     """Yield records appended to ``topic`` from ``start_offset`` on, until cancelled."""
     consumer, tp = await _assigned(settings, topic)
     try:

@@ -12,6 +12,7 @@ kept in ``refusal`` for ``/status``, and the current mapping keeps running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -336,10 +337,12 @@ async def watch_config_topic(
                     await holder.offer(
                         _published_version(stored.published.revision, stored.published.mapping)
                     )
-            async for record in follow(settings, topic, offset):
-                offset = record.offset + 1
-                backoff.reset()
-                await _offer_published(holder, topic, record.key, record.value)
+            # Closed however the loop ends: its consumer leaves with it, not when collected.
+            async with contextlib.aclosing(follow(settings, topic, offset)) as records:
+                async for record in records:
+                    offset = record.offset + 1
+                    backoff.reset()
+                    await _offer_published(holder, topic, record.key, record.value)
         except KafkaUnavailableError as exc:
             delay = backoff.next()
             retry_in = round(delay, 1)

@@ -125,7 +125,7 @@ async def test_a_kafka_outage_logs_json_lines_a_few_times_not_per_retry(
             }
         )
     )
-    broker = await EmbeddedKafka().start()
+    broker = await EmbeddedKafka(unused_port()).start()
     try:
         async with SandboxStack(kafka_bootstrap=broker.bootstrap_servers) as stack:
             env = {k: v for k, v in os.environ.items() if not k.startswith("SFAMP_")}

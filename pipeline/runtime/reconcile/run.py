@@ -210,9 +210,10 @@ async def load_digests(settings: Settings, group_types: set[str]) -> SentDigests
     digests = SentDigests()
     prefixes = tuple(orjson.dumps([group_type])[:-1] + b"," for group_type in group_types)
     topic = TopicNames(settings.kafka.topic_prefix).sent
-    async for key, value in scan_table(settings.kafka, topic):
-        if key.startswith(prefixes):
-            digests.load(key, value)
+    async with contextlib.aclosing(scan_table(settings.kafka, topic)) as table:
+        async for key, value in table:
+            if key.startswith(prefixes):
+                digests.load(key, value)
     log.info("reconcile_digests_loaded", digests=len(digests), group_types=sorted(group_types))
     return digests
 
