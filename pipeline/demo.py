@@ -70,8 +70,10 @@ async def run_demo(
     wait_seconds: float = 60.0,
     stack: SandboxStack | None = None,
     keep: bool = False,
+    finished: Callable[[], None] | None = None,
 ) -> DemoResult:
-    """Run the demo on ``stack`` (free ports by default).
+    """Run the demo on ``stack`` (free ports by default); ``finished`` is called once its
+    last step is done.
 
     With ``keep`` the stack and its data stay up after the demo until the task is
     cancelled (Ctrl-C or SIGTERM in ``sfamp demo --keep``), and the exports to use it
@@ -88,6 +90,8 @@ async def run_demo(
         ids = await _prepare(console, running, settings, accounts, backfill)
         changed = await _stream(console, running, settings, ids, started, wait_seconds)
         console.rule("[bold green]demo finished")
+        if finished is not None:
+            finished()
         if keep:
             _explore(console, running, topic_prefix, ids[0])
             await asyncio.Event().wait()

@@ -159,8 +159,9 @@ def print_clauses(clauses: Sequence[str], to: Console = console) -> None:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def run_until_stopped(main: Coroutine[Any, Any, object]) -> bool:
-    """Run ``main`` until it returns or SIGTERM / SIGINT cancels it; True when a signal did.
+def run_until_stopped(main: Coroutine[Any, Any, object]) -> str | None:
+    """Run ``main`` until it returns or SIGTERM / SIGINT cancels it; the signal's name
+    (``"SIGINT"``, ``"SIGTERM"``) when one did, else None.
 
     Cancelling (rather than dying on the signal) lets ``main`` leave its ``async with``
     blocks, so a child process such as the embedded broker is stopped with it. Known
@@ -172,11 +173,13 @@ def run_until_stopped(main: Coroutine[Any, Any, object]) -> bool:
         fail(exc)
 
 
-async def _cancelled_by_signals(main: Coroutine[Any, Any, object]) -> bool:
+async def _cancelled_by_signals(main: Coroutine[Any, Any, object]) -> str | None:
     task = asyncio.ensure_future(main)
+    received: list[str] = []
 
-    def stop(_signal: str) -> None:
+    def stop(signal_name: str) -> None:
         if not task.cancelling():  # a second signal must not cut the clean-up short
+            received.append(signal_name)
             task.cancel()
 
     with on_stop_signals(stop):
@@ -186,8 +189,8 @@ async def _cancelled_by_signals(main: Coroutine[Any, Any, object]) -> bool:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # cancelled from outside, not by a signal
-            return True
-    return False
+            return received[0]
+    return None
 
 
 @contextlib.contextmanager

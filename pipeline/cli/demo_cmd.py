@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from typing import Any
 
 import typer
@@ -39,7 +41,8 @@ def demo(
 
     Starts the embedded Kafka broker and both sandboxes (on free ports unless the
     --*-port options say otherwise) and stops them at the end, or on Ctrl-C with
-    --keep. Nothing leaves this machine.
+    --keep. Nothing leaves this machine. Exits 0 once the demo finished; Ctrl-C or
+    SIGTERM before that stops everything and exits 130 or 143.
     """
     from pipeline.demo import run_demo
     from pipeline.sandbox_stack import SandboxStack
@@ -49,5 +52,12 @@ def demo(
     stack = SandboxStack(
         kafka_port=kafka_port, salesforce_port=salesforce_port, amplitude_port=amplitude_port
     )
-    if run_until_stopped(run_demo(console, accounts=accounts, stack=stack, keep=keep)):
+    finished: list[bool] = []
+    demo_run = run_demo(
+        console, accounts=accounts, stack=stack, keep=keep, finished=lambda: finished.append(True)
+    )
+    stopped_by = run_until_stopped(demo_run)
+    if stopped_by:
         console.print("stopped")
+        if not finished:  # interrupted: not a success, as any command stopped midway
+            sys.exit(128 + signal.Signals[stopped_by].value)

@@ -7,7 +7,6 @@ option that changes it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
@@ -150,7 +149,7 @@ def up(
     Prints one block of SFAMP_* exports (credentials, Kafka, both URLs, the
     Amplitude keys, a free health port): paste it in another shell and every sfamp
     command, `sfamp run` included, uses the stack. A taken port is named with its
-    option.
+    option. A broker that exits on its own stops the stack with one line (exit 1).
     """
     from pipeline.sandbox_stack import SandboxStack, console_url, health_port_for_run
     from sfamp_sandbox.collector import collected_every
@@ -179,7 +178,9 @@ def up(
                 highlight=False,
                 soft_wrap=True,
             )
-            await asyncio.Event().wait()
+            assert stack.kafka is not None
+            code = await stack.kafka.wait()  # a broker killed or crashed ends the stack
+        raise KafkaUnavailableError(f"the embedded broker exited on its own (exit code {code})")
 
     _until_stopped(run())
 

@@ -63,7 +63,12 @@ class Metrics:
         )
         self.last_successful_flush = Gauge(
             "sfamp_last_successful_flush_timestamp_seconds",
-            "Unix time of the last flush that Amplitude accepted",
+            "Unix time of the last flush that Amplitude accepted while Kafka answered",
+            registry=r,
+        )
+        self.kafka_unreachable = Gauge(
+            "sfamp_kafka_unreachable",
+            "1 while Kafka does not answer the service's metadata requests, 0 once it does",
             registry=r,
         )
         self.flush_failures = Counter(

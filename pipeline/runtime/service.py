@@ -44,6 +44,7 @@ from pipeline.runtime.cadence import describe, utc_now
 from pipeline.runtime.deliver import Clock, DeliverPump
 from pipeline.runtime.health import serve_health
 from pipeline.runtime.ingest import IngestPump
+from pipeline.runtime.kafka_watch import watch_kafka
 from pipeline.runtime.mapping_source import (
     MappingHolder,
     watch_config_topic,
@@ -244,7 +245,8 @@ async def _start_and_run(
                 clock=clock,
             )
             pumps["deliver"] = service.deliver.run()
-        await _supervise(settings, service, holder, pumps, mapping_file, config_offset)
+        watches = [watch_kafka(producer, service.state, service.metrics)]
+        await _supervise(settings, service, holder, pumps, mapping_file, config_offset, watches)
 
 
 async def _supervise(
@@ -254,10 +256,12 @@ async def _supervise(
     pumps: dict[str, Coroutine[Any, Any, None]],
     mapping_file: Path | None,
     config_offset: int,
+    watches: list[Coroutine[Any, Any, None]],
 ) -> None:
     helpers: list[Coroutine[Any, Any, None]] = [
         watch_config_topic(holder, settings.kafka, config_offset),
         _follow_mapping(service.state, holder),
+        *watches,
     ]
     if mapping_file is not None:
         helpers.append(watch_file(holder, mapping_file))

@@ -72,6 +72,8 @@ class ServiceState:
     per_minute: MinuteCounts = field(default_factory=MinuteCounts)
     # What the start is doing or waiting for ("waiting for Kafka: ..."); None once it ran.
     starting: str | None = None
+    # Since when (ISO 8601) and why Kafka does not answer once running; None while it does.
+    kafka_unreachable: dict[str, str] | None = None
 
     def flushed(self, result: FlushResult) -> None:
         """Record a flush's result (a failed one too) as the last, and among the recent
@@ -93,11 +95,14 @@ class ServiceState:
         return self.role in ("all", "deliver")
 
     def ready(self) -> tuple[bool, list[str]]:
-        """Ready once started, every CDC subscription is confirmed and deliver joined its
-        group; else what it waits for."""
+        """Ready once started, while Kafka answers, every CDC subscription is confirmed and
+        deliver joined its group; else what it waits for."""
         if self.starting is not None:  # the pumps' own conditions would only add noise
             return False, [self.starting]
         waiting = []
+        if self.kafka_unreachable is not None:
+            since, error = self.kafka_unreachable["since"], self.kafka_unreachable["error"]
+            waiting.append(f"Kafka unreachable since {since}: {error}")
         if self.runs_ingest:
             missing = self.channels_expected - self.channels_subscribed
             if missing or not self.channels_expected:
@@ -154,6 +159,7 @@ class ServiceState:
             "last_successful_flush_at": (
                 self.last_successful_flush.isoformat() if self.last_successful_flush else None
             ),
+            "kafka_unreachable": self.kafka_unreachable,
             "mapping_revision": self.mapping_revision,
             "mapping_objects": self.mapping_objects,
             "mapping_refused": self.mapping_refused,

@@ -1,10 +1,12 @@
 """``sfamp demo`` (what ``make demo`` runs) completes end to end and exits 0; ``--keep`` leaves
-the stack and its data running, usable with the exports it prints, until SIGTERM."""
+the stack and its data running, usable with the exports it prints, until SIGTERM; a demo
+stopped before it finished exits 130 (Ctrl-C) or 143 (SIGTERM)."""
 
 from __future__ import annotations
 
 import io
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +96,21 @@ def test_demo_keep_leaves_the_stack_and_its_data_running(tmp_path: Path) -> None
     wait_for(lambda: pid_gone(broker), timeout=15, what="the broker to stop with the demo")
     wait_for(lambda: port_free(kafka_port), timeout=15, what="the Kafka port to be free")
     assert port_free(salesforce_port)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_demo_stopped_before_it_finished_exits_as_interrupted(
+    sig: signal.Signals, tmp_path: Path
+) -> None:
+    demo = CliProcess(["demo", "--accounts", "20"], tmp_path)
+    try:
+        demo.wait_for_output("seeded 20 Accounts", timeout=90)
+    finally:
+        code = demo.stop(sig)
+    assert code == 128 + sig.value, demo.output[-3000:]
+    assert demo.stdout.rstrip().endswith("stopped"), demo.output[-3000:]
+    assert "Traceback" not in demo.output
 
 
 def test_the_closing_hint_reads_plainly_and_as_the_readme_quotes_it() -> None:

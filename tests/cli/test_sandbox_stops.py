@@ -1,5 +1,6 @@
 """The embedded broker stops with the command that started it: on SIGTERM, on SIGINT, and
-when that command is killed outright (no orphaned broker holding the port)."""
+when that command is killed outright (no orphaned broker holding the port); a broker that
+dies ends its command with one line."""
 
 from __future__ import annotations
 
@@ -53,9 +54,10 @@ def test_the_broker_stops_with_its_command(
     wait_for(lambda: port_free(kafka_port), timeout=15, what=f"port {kafka_port} to be free")
 
 
-def test_a_broker_that_dies_ends_sandbox_kafka_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["kafka", "up"])
+def test_a_broker_that_dies_ends_its_command_with_one_line(command: str, tmp_path: Path) -> None:
     kafka_port = unused_port()
-    started = _start("kafka", kafka_port, tmp_path)
+    started = _start(command, kafka_port, tmp_path)
     os.kill(started.broker_pid(), signal.SIGKILL)
 
     code = started.process.wait(30)

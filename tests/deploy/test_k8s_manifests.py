@@ -49,6 +49,7 @@ METRICS = {
     "sfamp_amplitude_key_refused",
     "sfamp_dlq_messages_total",
     "sfamp_last_successful_flush_timestamp_seconds",
+    "sfamp_kafka_unreachable",
     "sfamp_resyncs_total",
     "sfamp_reconcile_runs_total",
     "sfamp_reconcile_last_success_timestamp_seconds",

@@ -1,0 +1,52 @@
+"""Whether Kafka still answers once the service runs.
+
+A broker that goes away does not fail the pumps: the deliver consumer's fetches come back
+empty and its flushes, with nothing to send, succeed; the ingest side retries its writes.
+So the service asks the cluster for its metadata every :data:`CHECK_SECONDS` and, while no
+broker answers, says so: ``/readyz`` answers 503 naming Kafka, ``/status`` carries
+``kafka_unreachable``, the ``sfamp_kafka_unreachable`` gauge is 1, and flushes no longer
+move ``sfamp_last_successful_flush_timestamp_seconds`` on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Final, Protocol
+
+import structlog
+
+from pipeline.errors import KafkaUnavailableError
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.state import ServiceState
+
+CHECK_SECONDS: Final = 5.0  # between two metadata requests, and the most one may take
+
+log = structlog.get_logger(__name__)
+
+
+class Cluster(Protocol):
+    async def cluster_answers(self, timeout_seconds: float) -> None: ...
+
+
+async def watch_kafka(
+    cluster: Cluster, state: ServiceState, metrics: Metrics, *, every: float = CHECK_SECONDS
+) -> None:
+    """Ask ``cluster`` for its metadata every ``every`` seconds until cancelled, keeping
+    ``state.kafka_unreachable`` and the gauge in step; the loss and the return are logged
+    once each (``kafka_unreachable_while_running``, ``kafka_answers_again``)."""
+    while True:
+        try:
+            await cluster.cluster_answers(timeout_seconds=every)
+        except KafkaUnavailableError as exc:
+            if state.kafka_unreachable is None:
+                since = datetime.now(UTC).isoformat(timespec="seconds")
+                state.kafka_unreachable = {"since": since, "error": str(exc)}
+                metrics.kafka_unreachable.set(1)
+                log.error("kafka_unreachable_while_running", reason=str(exc))
+        else:
+            if state.kafka_unreachable is not None:
+                log.warning("kafka_answers_again", since=state.kafka_unreachable["since"])
+                state.kafka_unreachable = None
+                metrics.kafka_unreachable.set(0)
+        await asyncio.sleep(every)

@@ -1,0 +1,123 @@
+"""A running service whose Kafka stops answering says so: /readyz 503 naming Kafka, /status,
+the gauge, and no more "successful" flushes; once Kafka answers again, all of that clears."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from pipeline.errors import KafkaUnavailableError
+from pipeline.runtime.kafka_watch import watch_kafka
+from pipeline.runtime.metrics import Metrics
+from pipeline.runtime.service import Service, run_service
+from pipeline.runtime.state import ServiceState
+from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.kafka import EmbeddedKafka
+from tests.runtime.conftest import MAPPING, settings_for, wait_until
+from tests.support.events import ended
+from tests.support.ports import unused_port
+
+
+class Cluster:
+    """A cluster whose answers the test switches off and on."""
+
+    def __init__(self) -> None:
+        self.answers = True
+        self.asked = 0
+
+    async def cluster_answers(self, timeout_seconds: float) -> None:
+        self.asked += 1
+        if not self.answers:
+            raise KafkaUnavailableError("no broker answers a metadata request: connection refused")
+
+
+def gauge(metrics: Metrics) -> float:
+    return metrics.kafka_unreachable._value.get()  # type: ignore[no-any-return]
+
+
+async def test_an_unanswered_metadata_request_makes_the_service_unready_until_one_is() -> None:
+    cluster, state, metrics = Cluster(), ServiceState(role="deliver"), Metrics()
+    state.consumer_joined = True
+    with capture_logs() as logs:
+        watching = asyncio.create_task(watch_kafka(cluster, state, metrics, every=0.01))
+        try:
+            await wait_until(lambda: cluster.asked >= 2, what="two metadata requests")
+            assert state.ready() == (True, [])
+            cluster.answers = False
+            await wait_until(lambda: state.kafka_unreachable is not None, what="Kafka lost")
+            asked = cluster.asked
+            await wait_until(lambda: cluster.asked >= asked + 3, what="three more requests")
+            ready, waiting = state.ready()
+            assert not ready
+            [reason] = waiting
+            assert reason.startswith("Kafka unreachable since "), reason
+            assert reason.endswith(": no broker answers a metadata request: connection refused")
+            assert state.to_status()["kafka_unreachable"] == state.kafka_unreachable
+            assert gauge(metrics) == 1
+            cluster.answers = True
+            await wait_until(lambda: state.kafka_unreachable is None, what="Kafka back")
+            assert state.ready() == (True, [])
+            assert gauge(metrics) == 0
+        finally:
+            watching.cancel()
+    events = [line["event"] for line in logs]
+    assert events == ["kafka_unreachable_while_running", "kafka_answers_again"], events
+
+
+@pytest.mark.integration
+async def test_a_service_whose_broker_dies_is_unready_and_stops_counting_flushes(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    health = unused_port()
+    broker = await EmbeddedKafka(unused_port()).start()
+    settings = settings_for(
+        stack,
+        topic_prefix,
+        kafka={"bootstrap_servers": broker.bootstrap_servers},
+        runtime={"health_port": health, "health_host": "127.0.0.1"},
+    )
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(json.dumps(MAPPING))
+    service = Service(ServiceState(role="all"))
+    task = asyncio.create_task(run_service(settings, mapping_file=mapping, service=service))
+
+    def flushes() -> int:
+        return 0 if service.deliver is None else service.deliver.flushes
+
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{health}") as client:
+
+            async def readiness() -> dict[str, Any]:
+                try:
+                    answer = await client.get("/readyz")
+                except httpx.ConnectError:  # not listening yet
+                    return {"status": None}
+                return {"status": answer.status_code, **answer.json()}
+
+            ready: dict[str, Any] = {}
+
+            async def ready_is(status: int) -> bool:
+                ready.update(await readiness())
+                return bool(ready["status"] == status)
+
+            await wait_until(lambda: ready_is(200), what="the service ready", timeout=60)
+            await wait_until(lambda: flushes() >= 1, what="a first flush")
+            broker.stop()
+            await wait_until(lambda: ready_is(503), what="/readyz 503", timeout=30)
+            [reason] = ready["waiting_for"]
+            assert reason.startswith("Kafka unreachable since "), ready
+            succeeded, before = service.state.last_successful_flush, flushes()
+            await wait_until(lambda: flushes() >= before + 2, what="two more flushes")
+            assert service.state.last_successful_flush == succeeded, "a flush without Kafka counted"
+    finally:
+        service.stop.set()
+        try:
+            await ended(task, "the service stopped without its Kafka", 60)
+        finally:
+            broker.stop()
