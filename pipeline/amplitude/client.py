@@ -104,6 +104,7 @@ class AmplitudeClient:
     ) -> None:
         self.base_url = resolve_base_url(settings)
         self._on_answer = on_answer
+        self._answered = False  # any HTTP answer since the start (see Delivery)
         self._api_key = settings.api_key.get_secret_value() if settings.api_key else None
         self._limits = limits or ChunkLimits(
             property_keys_per_request=settings.property_limit_scope == "request"
@@ -176,11 +177,14 @@ class AmplitudeClient:
 
         async def post(body: bytes) -> Answer:
             answer = await self._post(wire.url, body, headers)
+            self._answered = self._answered or answer.status is not None
             if self._on_answer is not None:
                 self._on_answer(answer)
             return answer
 
-        delivery = Delivery(post, wire, self._policy, self._timing, self.slots)
+        delivery = Delivery(
+            post, wire, self._policy, self._timing, self.slots, self._never_answered
+        )
         report = await delivery.run(chunks)
         report.skipped = _skipped(listed, chunks)
         report.truncated = cut_properties(chunks)
@@ -224,6 +228,10 @@ class AmplitudeClient:
         if not accepted:
             raise AmplitudeError(f"unexpected answer to the key check: {answer.status}")
         return KeyCheck(True, url, answer.status, answer.text.strip()[:200])
+
+    def _never_answered(self) -> bool:
+        """True until Amplitude gave any HTTP answer to this client."""
+        return not self._answered
 
     def _require_key(self) -> str:
         if not self._api_key:

@@ -22,6 +22,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Final
 
 import structlog
 
@@ -35,6 +36,10 @@ from pipeline.transform.group_update import GroupUpdate
 from pipeline.wording import plural
 
 log = structlog.get_logger(__name__)
+
+# Connections refused (or a host that does not resolve) since the client's start end a
+# send after this long, rather than at the retry deadline.
+FIRST_CONTACT_SECONDS: Final = 30.0
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -126,9 +131,16 @@ class Delivery:
     """
 
     def __init__(
-        self, post: Post, wire: Wire, policy: RetryPolicy, timing: Timing, slots: RequestSlots
+        self,
+        post: Post,
+        wire: Wire,
+        policy: RetryPolicy,
+        timing: Timing,
+        slots: RequestSlots,
+        never_answered: Callable[[], bool] = lambda: False,
     ) -> None:
         self._post = post
+        self._never_answered = never_answered
         self._wire = wire
         self._policy = policy
         self._timing = timing
@@ -246,6 +258,9 @@ class Delivery:
                 throttled=answer.status == 429,
                 retry_after=answer.retry_after,
             )
+            waited = self._timing.clock() - started + delay
+            if answer.failure == "connection_error" and waited > FIRST_CONTACT_SECONDS:
+                self._unreachable_since_the_start(answer, attempt)
             if not within_deadline(self._policy, started, self._timing.clock(), delay):
                 raise AmplitudeUnavailableError(
                     f"Amplitude still {answer.described} after "
@@ -261,6 +276,18 @@ class Delivery:
             )
             self.report.retries += 1
             await self._timing.sleep(delay)
+
+    def _unreachable_since_the_start(self, answer: Answer, attempt: int) -> None:
+        """Give up early on an Amplitude that refused every connection (or whose host does
+        not resolve) since the client's start: a wrong base URL or region, more likely than
+        an outage; retrying to the deadline would only look like a hang."""
+        if self._never_answered():
+            raise AmplitudeUnavailableError(
+                f"Amplitude at {self._wire.url} has not answered once since the start "
+                f"({answer.reason or answer.failure}; {plural(attempt, 'try', 'tries')} in "
+                f"{FIRST_CONTACT_SECONDS:g} s); check SFAMP_AMPLITUDE__BASE_URL and "
+                "SFAMP_AMPLITUDE__REGION"
+            )
 
     def _split_throttled(self, chunk: Chunk, answer: Answer) -> Chunk:
         """Send again at once what a 429 did not name; answers the part that must wait."""

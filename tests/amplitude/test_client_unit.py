@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from pipeline.amplitude import AmplitudeClient, resolve_base_url
+from pipeline.amplitude.delivery import FIRST_CONTACT_SECONDS
 from pipeline.config.settings import AmplitudeSettings
 from pipeline.errors import AmplitudeError, AmplitudeUnavailableError, ConfigError
 from pipeline.transform.group_update import GroupUpdate
@@ -295,3 +296,36 @@ async def test_a_retry_after_holds_back_the_other_requests_too() -> None:
         report = await client.send(_updates(3 * 1024))
     assert report.delivered == 3 * 1024
     assert all(at >= 1040 for at in started[1:]), started
+
+
+async def test_an_amplitude_refusing_every_connection_since_the_start_ends_a_send_early() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    time = FakeTime()
+    async with _client(refuse, time) as client:
+        with pytest.raises(AmplitudeUnavailableError) as caught:
+            await client.send(_updates(1))
+    assert str(caught.value).startswith(
+        "Amplitude at https://api2.amplitude.com/groupidentify has not answered once since the "
+        "start (connection refused; "
+    ), caught.value
+    assert str(caught.value).endswith("check SFAMP_AMPLITUDE__BASE_URL and SFAMP_AMPLITUDE__REGION")
+    assert time.now - 1000 <= FIRST_CONTACT_SECONDS < SETTINGS.retry_deadline_seconds
+
+
+async def test_an_amplitude_that_answered_once_is_retried_to_the_deadline() -> None:
+    answers = iter([httpx.Response(200, text="success")])
+
+    def answered_then_refuse(request: httpx.Request) -> httpx.Response:
+        answer = next(answers, None)
+        if answer is None:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        return answer
+
+    time = FakeTime()
+    async with _client(answered_then_refuse, time) as client:
+        await client.send(_updates(1))
+        with pytest.raises(AmplitudeUnavailableError, match="after 9 tries"):
+            await client.send(_updates(1))
+    assert time.now - 1000 > FIRST_CONTACT_SECONDS
