@@ -147,6 +147,8 @@ def backfill(
     try:
         if not dry_run:  # before anything is asked of Salesforce, Kafka or Amplitude
             CheckpointFile(checkpoint).check_writable()
+        if resume:  # a missing or unreadable checkpoint is said before the login too
+            CheckpointFile.load(checkpoint)
         # One run per process: the per-page collections skip what the start left alive.
         with _progress(as_json, progress_interval) as progress, startup_objects_frozen():
             summary = asyncio.run(

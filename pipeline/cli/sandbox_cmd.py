@@ -15,6 +15,7 @@ import typer
 from pipeline.cli.common import console, run_until_stopped
 from pipeline.cli.help import SfampTyper
 from pipeline.errors import KafkaUnavailableError, ListenError
+from pipeline.wording import plural
 
 # The emulators (sfamp_sandbox) are imported inside each command, so that loading the
 # CLI for `sfamp run` loads none of them; tests/cli/test_cli_imports.py checks that
@@ -140,7 +141,7 @@ def up(
     salesforce_port: int = _port_option("salesforce", SALESFORCE_PORT),
     amplitude_port: int = _port_option("amplitude", AMPLITUDE_PORT),
     seed: int = typer.Option(
-        0, "--seed", help="Create this many Accounts in the Salesforce sandbox first."
+        0, "--seed", min=0, help="Create this many Accounts in the Salesforce sandbox first."
     ),
     latency_ms: int = LATENCY,
 ) -> None:
@@ -169,6 +170,7 @@ def up(
             assert stack.salesforce is not None
             if seed:
                 sandbox_seed(stack.salesforce.org, "Account", seed)
+                console.print(f"seeded {plural(seed, 'Account')} in the Salesforce sandbox")
             console.print(
                 "[bold green]sandbox stack is up[/] (Ctrl-C to stop everything)", highlight=False
             )

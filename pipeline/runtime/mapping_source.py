@@ -96,11 +96,13 @@ async def checked(
             raise
         except SfampError as exc:
             delay = backoff.next()
-            log.warning(
+            # Retried either way: a refused login waits for someone to fix it, and says
+            # so at level error, as ``ingest_interrupted`` does.
+            say = log.warning if exc.retriable else log.error
+            say(
                 "mapping_check_retrying",
                 source=source,
                 reason=str(exc),
-                # Retried either way: a refused login waits for someone to fix it.
                 fix_needed=not exc.retriable,
                 retry_in=round(delay, 1),
             )

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import MappingError
+from pipeline.runtime.backfill.run import selected_objects
 from tests.backfill.conftest import CliRun, Sandboxes, mapping
 
 pytestmark = pytest.mark.integration
@@ -51,6 +53,20 @@ async def test_an_object_nothing_maps_is_refused_before_salesforce_is_asked(
     ), err
 
 
+async def test_a_resume_without_its_checkpoint_is_refused_before_salesforce_is_asked(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.json"
+    args = ["--mapping", str(mapping_file), "--resume", "--checkpoint", str(missing)]
+    run = await CliRun.start(args, sandboxes.environment(), tmp_path)
+    code, _, err = await run.finish()
+
+    assert code == 1, err
+    assert f"error: no backfill checkpoint at {missing}; run without --resume" in err, err
+    assert "salesforce_login" not in err, err
+    assert sandboxes.requests == 0
+
+
 async def test_resume_and_resume_or_start_together_are_refused(
     sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
 ) -> None:
@@ -71,3 +87,11 @@ async def test_the_check_and_the_backfill_share_one_salesforce_login(
 
     assert code == 0, err
     assert err.count('"event": "salesforce_login"') == 1, err
+
+
+def test_an_object_misspelt_in_case_is_named_with_the_mapped_one() -> None:
+    with pytest.raises(MappingError) as refused:
+        selected_objects(mapping(), ["account", "Lead"])
+    assert str(refused.value) == (
+        "no mapping for account, Lead (did you mean Account?); mapped objects: Account"
+    )

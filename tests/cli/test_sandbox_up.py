@@ -51,6 +51,7 @@ def test_the_printed_exports_make_sfamp_run_work(tmp_path: Path) -> None:
         up.wait_for_output("SFAMP_RUNTIME__HEALTH_PORT=")
         exports = up.exports()
         assert set(exports) == EXPECTED, up.stdout
+        assert "seeded 5 Accounts in the Salesforce sandbox\n" in up.stdout, up.stdout
         assert exports["SFAMP_KAFKA__BOOTSTRAP_SERVERS"] == f"127.0.0.1:{kafka}"
         assert exports["SFAMP_SALESFORCE__LOGIN_URL"] == f"http://127.0.0.1:{salesforce}"
         assert exports["SFAMP_AMPLITUDE__BASE_URL"] == f"http://127.0.0.1:{amplitude}"
@@ -83,6 +84,20 @@ def _alive(process: CliProcess) -> bool:
     if process.process.poll() is not None:
         raise AssertionError(f"sfamp run exited: {process.output[-3000:]}")
     return True
+
+
+def test_a_negative_seed_is_refused() -> None:
+    refused = subprocess.run(
+        sfamp("sandbox", "up", "--seed", "-5"),
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--seed" in refused.stderr, refused.stderr
 
 
 def test_port_options_default_to_the_documented_ports() -> None:

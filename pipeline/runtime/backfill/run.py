@@ -47,6 +47,7 @@ from pipeline.transform.coalesce import Coalescer
 from pipeline.transform.envelope import Source
 from pipeline.transform.group_update import GroupUpdate
 from pipeline.transform.schema import ObjectSchema
+from pipeline.wording import nearest
 
 SAMPLE_SIZE: Final = 3
 log = structlog.get_logger(__name__)
@@ -187,8 +188,11 @@ def selected_objects(config: MappingConfig, objects: Sequence[str] | None) -> Ma
         return config
     unknown = [name for name in objects if not config.for_object(name)]
     if unknown:
+        meant = [close for name in unknown if (close := nearest(name, config.objects))]
+        hint = f" (did you mean {', '.join(meant)}?)" if meant else ""
         raise MappingError(
-            f"no mapping for {', '.join(unknown)}; mapped objects: {', '.join(config.objects)}"
+            f"no mapping for {', '.join(unknown)}{hint}; mapped objects: "
+            f"{', '.join(config.objects)}"
         )
     wanted = set(objects)
     return config.model_copy(
