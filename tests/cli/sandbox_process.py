@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tests.support.ports import listenable
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -25,6 +27,21 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def sfamp(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", *args]
+
+
+def run_sfamp(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """``sfamp ARGS`` run to its end in a child process, its output captured as text."""
+    return subprocess.run(
+        sfamp(*args),
+        cwd=ROOT,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -46,14 +63,7 @@ def held_port(host: str = "127.0.0.1") -> Iterator[int]:
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """True when nothing listens on ``host:port`` (bound as servers bind, with SO_REUSEADDR)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-            sock.listen()
-        except OSError:
-            return False
-    return True
+    return listenable(port, host, reuse_address=True)
 
 
 def pid_gone(pid: int) -> bool:

@@ -4,13 +4,12 @@ command at the stack: ``sfamp run`` starts and becomes ready, ``config verify`` 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.cli.sandbox_process import ROOT, CliProcess, cli_env, sfamp, wait_for
+from tests.cli.sandbox_process import ROOT, CliProcess, cli_env, run_sfamp, wait_for
 from tests.support.ports import unused_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -57,15 +56,7 @@ def test_the_printed_exports_make_sfamp_run_work(tmp_path: Path) -> None:
         assert exports["SFAMP_AMPLITUDE__BASE_URL"] == f"http://127.0.0.1:{amplitude}"
         env = cli_env(**exports)
 
-        verified = subprocess.run(
-            sfamp("config", "verify", MAPPING),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        verified = run_sfamp("config", "verify", MAPPING, env=env)
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert "verified:" in verified.stdout, verified.stdout
 
@@ -87,29 +78,13 @@ def _alive(process: CliProcess) -> bool:
 
 
 def test_a_negative_seed_is_refused() -> None:
-    refused = subprocess.run(
-        sfamp("sandbox", "up", "--seed", "-5"),
-        cwd=ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    refused = run_sfamp("sandbox", "up", "--seed", "-5")
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "--seed" in refused.stderr, refused.stderr
 
 
 def test_port_options_default_to_the_documented_ports() -> None:
-    shown = subprocess.run(
-        sfamp("sandbox", "up", "--help"),
-        cwd=ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    shown = run_sfamp("sandbox", "up", "--help").stdout
     for option, default in (("--kafka-port", 19092), ("--salesforce-port", 8410)):
         assert option in shown
         assert f"(0: {default})" in shown
@@ -122,19 +97,11 @@ def test_the_salesforce_sandbox_alone_prints_a_login_that_works(tmp_path: Path) 
         alone.wait_for_output("SFAMP_SALESFORCE__PASSWORD=")
         exports = alone.exports()
         assert set(exports) == {name for name in EXPECTED if "SALESFORCE" in name}, alone.stdout
-        verified = subprocess.run(
-            sfamp("config", "verify", MAPPING, "--json"),
-            cwd=ROOT,
-            # Amplitude is not there (a closed port) to verify against: only the login matters.
-            env=cli_env(
-                **exports,
-                SFAMP_AMPLITUDE__API_KEY="sandbox-api-key",
-                SFAMP_AMPLITUDE__BASE_URL="http://127.0.0.1:9",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        # Amplitude is not there (a closed port) to verify against: only the login matters.
+        amplitude = {"SFAMP_AMPLITUDE__API_KEY": "sandbox-api-key"}
+        amplitude["SFAMP_AMPLITUDE__BASE_URL"] = "http://127.0.0.1:9"
+        verified = run_sfamp(
+            "config", "verify", MAPPING, "--json", env=cli_env(**exports, **amplitude)
         )
         checks = {check["name"]: check["status"] for check in json.loads(verified.stdout)["checks"]}
         assert checks["Salesforce login"] == "pass", verified.stdout

@@ -28,6 +28,15 @@ def held_ports(count: int) -> Iterator[list[int]]:
         yield [stack.enter_context(held_port()) for _ in range(count)]
 
 
+@contextlib.contextmanager
+def picked_taken(monkeypatch: pytest.MonkeyPatch, count: int) -> Iterator[list[int]]:
+    """``count`` ports another program holds, the broker's picks in that order."""
+    with held_ports(count) as taken:
+        picks = iter(taken)
+        monkeypatch.setattr(embedded, "free_port", lambda host: next(picks))
+        yield taken
+
+
 async def test_a_picked_port_taken_before_the_broker_listens_is_picked_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -46,12 +55,11 @@ async def test_a_picked_port_taken_before_the_broker_listens_is_picked_again(
 async def test_picked_ports_taken_every_time_end_with_the_last_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with held_ports(PICKS) as taken:
-        picks = iter(taken)
-        monkeypatch.setattr(embedded, "free_port", lambda host: next(picks))
+    with picked_taken(monkeypatch, PICKS) as taken:
+        broker = EmbeddedKafka()
         with pytest.raises(OSError, match=IN_USE):
-            await EmbeddedKafka().start()
-        assert next(picks, None) is None, "fewer ports were tried than PICKS"
+            await broker.start()
+    assert broker.port == taken[-1], f"the last port tried was {broker.port}, not {taken[-1]}"
 
 
 async def test_a_port_the_caller_chose_is_tried_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,11 +98,8 @@ async def test_a_picked_port_taken_after_the_check_is_picked_again_when_the_brok
 async def test_the_stacks_error_names_the_last_port_the_broker_tried(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with held_ports(PICKS) as taken:
-        picks = iter(taken)
-        monkeypatch.setattr(embedded, "free_port", lambda host: next(picks))
-        with pytest.raises(ListenError) as refused:
-            await SandboxStack().start()
+    with picked_taken(monkeypatch, PICKS) as taken, pytest.raises(ListenError) as refused:
+        await SandboxStack().start()
     assert f":{taken[-1]} " in str(refused.value), str(refused.value)
     assert "--kafka-port" in str(refused.value)
 

@@ -76,10 +76,12 @@ def _ports() -> Iterator[int]:
 _next_ports: Iterator[int] | None = None
 
 
-def _listenable(port: int, host: str = "127.0.0.1") -> bool:
-    """True when ``host:port`` can be listened on without SO_REUSEADDR (so nothing listens
-    on it and no closed connection of it waits in TIME_WAIT)."""
+def listenable(port: int, host: str = "127.0.0.1", *, reuse_address: bool = False) -> bool:
+    """True when ``host:port`` can be listened on. With ``reuse_address`` (as servers bind),
+    a closed connection of the port waiting in TIME_WAIT does not count; without, it does."""
     with socket.socket() as sock:
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
             sock.listen()
@@ -96,7 +98,7 @@ def unused_port() -> int:
         _next_ports = _ports()
     for _ in range(SLICE):
         port = next(_next_ports)
-        if _listenable(port):
+        if listenable(port):
             return port
     raise RuntimeError("no port of this test worker's slice can be listened on")
 
