@@ -19,6 +19,7 @@ import structlog
 from pipeline.errors import KafkaUnavailableError
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.state import ServiceState
+from pipeline.runtime.tasks import seen_through
 
 CHECK_SECONDS: Final = 5.0  # between two metadata requests, and the most one may take
 
@@ -36,17 +37,29 @@ async def watch_kafka(
     ``state.kafka_unreachable`` and the gauge in step; the loss and the return are logged
     once each (``kafka_unreachable_while_running``, ``kafka_answers_again``)."""
     while True:
-        try:
-            await cluster.cluster_answers(timeout_seconds=every)
-        except KafkaUnavailableError as exc:
+        await asyncio.sleep(every)  # the start has just had Kafka's answers
+        refused: list[KafkaUnavailableError] = []
+        # Seen through a stop: a connection the request is opening must be in the client's
+        # hands (closed with it) before the service closes the client.
+        await seen_through(_asked(cluster, every, refused))
+        if refused:
+            exc = refused[0]
             if state.kafka_unreachable is None:
                 since = datetime.now(UTC).isoformat(timespec="seconds")
                 state.kafka_unreachable = {"since": since, "error": str(exc)}
                 metrics.kafka_unreachable.set(1)
                 log.error("kafka_unreachable_while_running", reason=str(exc))
-        else:
-            if state.kafka_unreachable is not None:
-                log.warning("kafka_answers_again", since=state.kafka_unreachable["since"])
-                state.kafka_unreachable = None
-                metrics.kafka_unreachable.set(0)
-        await asyncio.sleep(every)
+        elif state.kafka_unreachable is not None:
+            log.warning("kafka_answers_again", since=state.kafka_unreachable["since"])
+            state.kafka_unreachable = None
+            metrics.kafka_unreachable.set(0)
+
+
+async def _asked(
+    cluster: Cluster, within_seconds: float, refused: list[KafkaUnavailableError]
+) -> None:
+    """One metadata request; a refusal is put in ``refused`` rather than raised."""
+    try:
+        await cluster.cluster_answers(timeout_seconds=within_seconds)
+    except KafkaUnavailableError as exc:
+        refused.append(exc)
