@@ -177,7 +177,6 @@ class AmplitudeClient:
 
         async def post(body: bytes) -> Answer:
             answer = await self._post(wire.url, body, headers)
-            self._answered = self._answered or answer.status is not None
             if self._on_answer is not None:
                 self._on_answer(answer)
             return answer
@@ -247,6 +246,7 @@ class AmplitudeClient:
         except httpx.TransportError as exc:
             return Answer(None, failure="connection_error", reason=describe_transport_failure(exc))
         retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+        self._answered = True  # any HTTP answer (the start's key check's too)
         return Answer(response.status_code, text, retry_after)
 
     async def aclose(self) -> None:

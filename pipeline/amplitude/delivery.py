@@ -37,8 +37,8 @@ from pipeline.wording import plural
 
 log = structlog.get_logger(__name__)
 
-# Connections refused (or a host that does not resolve) since the client's start end a
-# send after this long, rather than at the retry deadline.
+# No HTTP answer at all since the client's start (connections refused or closed unanswered,
+# a host that does not resolve) ends a send once it has tried this long, not at the deadline.
 FIRST_CONTACT_SECONDS: Final = 30.0
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -258,9 +258,9 @@ class Delivery:
                 throttled=answer.status == 429,
                 retry_after=answer.retry_after,
             )
-            waited = self._timing.clock() - started + delay
-            if answer.failure == "connection_error" and waited > FIRST_CONTACT_SECONDS:
-                self._unreachable_since_the_start(answer, attempt)
+            waited = self._timing.clock() - started
+            if answer.failure == "connection_error" and waited >= FIRST_CONTACT_SECONDS:
+                self._unreachable_since_the_start(answer, attempt, waited)
             if not within_deadline(self._policy, started, self._timing.clock(), delay):
                 raise AmplitudeUnavailableError(
                     f"Amplitude still {answer.described} after "
@@ -277,16 +277,16 @@ class Delivery:
             self.report.retries += 1
             await self._timing.sleep(delay)
 
-    def _unreachable_since_the_start(self, answer: Answer, attempt: int) -> None:
-        """Give up early on an Amplitude that refused every connection (or whose host does
-        not resolve) since the client's start: a wrong base URL or region, more likely than
-        an outage; retrying to the deadline would only look like a hang."""
+    def _unreachable_since_the_start(self, answer: Answer, attempt: int, waited: float) -> None:
+        """Give up early on an Amplitude that never gave an HTTP answer since the client's
+        start (connections refused or closed unanswered, a host that does not resolve): a
+        wrong base URL or region, more likely than an outage; retrying to the deadline
+        would only look like a hang."""
         if self._never_answered():
             raise AmplitudeUnavailableError(
                 f"Amplitude at {self._wire.url} has not answered once since the start "
                 f"({answer.reason or answer.failure}; {plural(attempt, 'try', 'tries')} in "
-                f"{FIRST_CONTACT_SECONDS:g} s); check SFAMP_AMPLITUDE__BASE_URL and "
-                "SFAMP_AMPLITUDE__REGION"
+                f"{waited:.0f} s); check SFAMP_AMPLITUDE__BASE_URL and SFAMP_AMPLITUDE__REGION"
             )
 
     def _split_throttled(self, chunk: Chunk, answer: Answer) -> Chunk:

@@ -189,7 +189,7 @@ async def _cancelled_by_signals(main: Coroutine[Any, Any, object]) -> str | None
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # cancelled from outside, not by a signal
-            return received[0]
+            return received[0] if received else "SIGINT"  # a cancellation from within
     return None
 
 

@@ -9,7 +9,6 @@ here because deliver coalesces by commit order and Amplitude's ``$set`` /
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Sequence
 from types import TracebackType
@@ -93,20 +92,6 @@ class ChangeProducer:
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         await self.send_all([(topic, key, value)])
-
-    async def cluster_answers(self, timeout_seconds: float) -> None:
-        """Ask the cluster for its metadata (topics, brokers) over the producer's connections.
-
-        Raises :class:`KafkaUnavailableError` when no broker answers within
-        ``timeout_seconds``.
-        """
-        producer = self._require()
-        try:
-            async with asyncio.timeout(timeout_seconds):
-                await producer.client.fetch_all_metadata()
-        except (AIOKafkaError, TimeoutError) as exc:
-            reason = describe_failure(exc, timeout_seconds)
-            raise KafkaUnavailableError(f"no broker answers a metadata request: {reason}") from exc
 
     def _require(self) -> AIOKafkaProducer:
         if self._producer is None:

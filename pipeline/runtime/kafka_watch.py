@@ -2,26 +2,37 @@
 
 A broker that goes away does not fail the pumps: the deliver consumer's fetches come back
 empty and its flushes, with nothing to send, succeed; the ingest side retries its writes.
-So the service asks the cluster for its metadata every :data:`CHECK_SECONDS` and, while no
-broker answers, says so: ``/readyz`` answers 503 naming Kafka, ``/status`` carries
-``kafka_unreachable``, the ``sfamp_kafka_unreachable`` gauge is 1, and flushes no longer
-move ``sfamp_last_successful_flush_timestamp_seconds`` on.
+So the service asks the cluster for its metadata every :data:`CHECK_SECONDS`, through a
+client of its own (the producer's connections and lock are left alone), each broker given
+:data:`PER_BROKER_SECONDS` to answer. After :data:`FAILURES_TO_SAY` requests in a row that
+no broker answered, it says so: ``/readyz`` answers 503 naming Kafka, ``/status`` carries
+``kafka_unreachable``, the ``sfamp_kafka_unreachable`` gauge is 1, and flushes that commit
+nothing no longer move ``sfamp_last_successful_flush_timestamp_seconds`` on. One answer
+clears it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Final, Protocol
 
 import structlog
+from aiokafka import AIOKafkaClient
+from aiokafka.errors import KafkaError as AIOKafkaError
 
+from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaUnavailableError
+from pipeline.kafka.connection import client_options, describe_failure
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.state import ServiceState
 from pipeline.runtime.tasks import seen_through
 
-CHECK_SECONDS: Final = 5.0  # between two metadata requests, and the most one may take
+CHECK_SECONDS: Final = 5.0  # between the end of one metadata request and the next
+PER_BROKER_SECONDS: Final = 3.0  # a broker that takes longer is passed over for the next
+REQUEST_SECONDS: Final = 15.0  # the most one request may take, every broker tried
+FAILURES_TO_SAY: Final = 3  # unanswered requests in a row before Kafka counts as lost
 
 log = structlog.get_logger(__name__)
 
@@ -30,36 +41,80 @@ class Cluster(Protocol):
     async def cluster_answers(self, timeout_seconds: float) -> None: ...
 
 
+class MetadataProbe:
+    """Metadata requests over a client of its own, connected at the first one.
+
+    Use as ``async with MetadataProbe(settings) as probe``; :meth:`cluster_answers` raises
+    :class:`KafkaUnavailableError` when no broker answered in time.
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._client: AIOKafkaClient | None = None
+
+    async def cluster_answers(self, timeout_seconds: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                client = self._client or await self._connected()
+                await client.fetch_all_metadata()
+        except (AIOKafkaError, OSError, TimeoutError) as exc:
+            reason = describe_failure(exc, timeout_seconds)
+            raise KafkaUnavailableError(f"no broker answers a metadata request: {reason}") from exc
+
+    async def _connected(self) -> AIOKafkaClient:
+        options = client_options(self._settings)
+        options["request_timeout_ms"] = int(PER_BROKER_SECONDS * 1000)
+        client = AIOKafkaClient(**options)
+        try:
+            await client.bootstrap()
+        except BaseException:
+            await client.close()
+            raise
+        self._client = client
+        return client
+
+    async def __aenter__(self) -> MetadataProbe:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+
 async def watch_kafka(
     cluster: Cluster, state: ServiceState, metrics: Metrics, *, every: float = CHECK_SECONDS
 ) -> None:
     """Ask ``cluster`` for its metadata every ``every`` seconds until cancelled, keeping
     ``state.kafka_unreachable`` and the gauge in step; the loss and the return are logged
     once each (``kafka_unreachable_while_running``, ``kafka_answers_again``)."""
+    failures = 0
     while True:
         await asyncio.sleep(every)  # the start has just had Kafka's answers
         refused: list[KafkaUnavailableError] = []
         # Seen through a stop: a connection the request is opening must be in the client's
         # hands (closed with it) before the service closes the client.
-        await seen_through(_asked(cluster, every, refused))
-        if refused:
-            exc = refused[0]
-            if state.kafka_unreachable is None:
-                since = datetime.now(UTC).isoformat(timespec="seconds")
-                state.kafka_unreachable = {"since": since, "error": str(exc)}
-                metrics.kafka_unreachable.set(1)
-                log.error("kafka_unreachable_while_running", reason=str(exc))
-        elif state.kafka_unreachable is not None:
+        await seen_through(_asked(cluster, refused))
+        failures = failures + 1 if refused else 0
+        if failures >= FAILURES_TO_SAY and state.kafka_unreachable is None:
+            since = datetime.now(UTC).isoformat(timespec="seconds")
+            state.kafka_unreachable = {"since": since, "error": str(refused[0])}
+            metrics.kafka_unreachable.set(1)
+            log.error("kafka_unreachable_while_running", reason=str(refused[0]))
+        elif not failures and state.kafka_unreachable is not None:
             log.warning("kafka_answers_again", since=state.kafka_unreachable["since"])
             state.kafka_unreachable = None
             metrics.kafka_unreachable.set(0)
 
 
-async def _asked(
-    cluster: Cluster, within_seconds: float, refused: list[KafkaUnavailableError]
-) -> None:
+async def _asked(cluster: Cluster, refused: list[KafkaUnavailableError]) -> None:
     """One metadata request; a refusal is put in ``refused`` rather than raised."""
     try:
-        await cluster.cluster_answers(timeout_seconds=within_seconds)
+        await cluster.cluster_answers(timeout_seconds=REQUEST_SECONDS)
     except KafkaUnavailableError as exc:
         refused.append(exc)

@@ -44,7 +44,7 @@ from pipeline.runtime.cadence import describe, utc_now
 from pipeline.runtime.deliver import Clock, DeliverPump
 from pipeline.runtime.health import serve_health
 from pipeline.runtime.ingest import IngestPump
-from pipeline.runtime.kafka_watch import watch_kafka
+from pipeline.runtime.kafka_watch import MetadataProbe, watch_kafka
 from pipeline.runtime.mapping_source import (
     MappingHolder,
     watch_config_topic,
@@ -245,7 +245,8 @@ async def _start_and_run(
                 clock=clock,
             )
             pumps["deliver"] = service.deliver.run()
-        watches = [watch_kafka(producer, service.state, service.metrics)]
+        probe = await stack.enter_async_context(MetadataProbe(settings.kafka))
+        watches = [watch_kafka(probe, service.state, service.metrics)]
         await _supervise(settings, service, holder, pumps, mapping_file, config_offset, watches)
 
 

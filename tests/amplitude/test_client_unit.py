@@ -311,11 +311,19 @@ async def test_an_amplitude_refusing_every_connection_since_the_start_ends_a_sen
         "start (connection refused; "
     ), caught.value
     assert str(caught.value).endswith("check SFAMP_AMPLITUDE__BASE_URL and SFAMP_AMPLITUDE__REGION")
-    assert time.now - 1000 <= FIRST_CONTACT_SECONDS < SETTINGS.retry_deadline_seconds
+    assert FIRST_CONTACT_SECONDS <= time.now - 1000 < SETTINGS.retry_deadline_seconds
+    assert f"tries in {time.now - 1000:.0f} s)" in str(caught.value), caught.value
 
 
-async def test_an_amplitude_that_answered_once_is_retried_to_the_deadline() -> None:
-    answers = iter([httpx.Response(200, text="success")])
+@pytest.mark.parametrize("first", ["send", "key check"])
+async def test_an_amplitude_that_answered_once_is_retried_to_the_deadline(first: str) -> None:
+    missing = {"code": 400, "error": "Request missing required field"}
+    answer = (
+        httpx.Response(200, text="success")
+        if first == "send"
+        else httpx.Response(400, json=missing)
+    )
+    answers = iter([answer])
 
     def answered_then_refuse(request: httpx.Request) -> httpx.Response:
         answer = next(answers, None)
@@ -325,7 +333,10 @@ async def test_an_amplitude_that_answered_once_is_retried_to_the_deadline() -> N
 
     time = FakeTime()
     async with _client(answered_then_refuse, time) as client:
-        await client.send(_updates(1))
+        if first == "send":
+            await client.send(_updates(1))
+        else:
+            await client.verify_api_key()
         with pytest.raises(AmplitudeUnavailableError, match="after 9 tries"):
             await client.send(_updates(1))
     assert time.now - 1000 > FIRST_CONTACT_SECONDS

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import MappingError
-from pipeline.runtime.backfill.run import selected_objects
 from tests.backfill.conftest import CliRun, Sandboxes, mapping
 
 pytestmark = pytest.mark.integration
@@ -87,11 +85,3 @@ async def test_the_check_and_the_backfill_share_one_salesforce_login(
 
     assert code == 0, err
     assert err.count('"event": "salesforce_login"') == 1, err
-
-
-def test_an_object_misspelt_in_case_is_named_with_the_mapped_one() -> None:
-    with pytest.raises(MappingError) as refused:
-        selected_objects(mapping(), ["account", "Lead"])
-    assert str(refused.value) == (
-        "no mapping for account, Lead (did you mean Account?); mapped objects: Account"
-    )

@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from pipeline.errors import KafkaUnavailableError
-from pipeline.runtime.kafka_watch import watch_kafka
+from pipeline.runtime.kafka_watch import FAILURES_TO_SAY, watch_kafka
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.service import Service, run_service
 from pipeline.runtime.state import ServiceState
@@ -25,15 +25,24 @@ from tests.support.ports import unused_port
 
 
 class Cluster:
-    """A cluster whose answers the test switches off and on."""
+    """A cluster that answers as ``script`` says, request after request (then as
+    ``answers`` says), and notes what the service said of Kafka at each request."""
 
-    def __init__(self) -> None:
+    def __init__(self, script: list[bool]) -> None:
+        self.script = script
         self.answers = True
-        self.asked = 0
+        self.said: list[dict[str, str] | None] = []
+        self.state: ServiceState | None = None
+
+    @property
+    def asked(self) -> int:
+        return len(self.said)
 
     async def cluster_answers(self, timeout_seconds: float) -> None:
-        self.asked += 1
-        if not self.answers:
+        assert self.state is not None
+        self.said.append(self.state.kafka_unreachable)
+        answers = self.script.pop(0) if self.script else self.answers
+        if not answers:
             raise KafkaUnavailableError("no broker answers a metadata request: connection refused")
 
 
@@ -41,18 +50,22 @@ def gauge(metrics: Metrics) -> float:
     return metrics.kafka_unreachable._value.get()  # type: ignore[no-any-return]
 
 
-async def test_an_unanswered_metadata_request_makes_the_service_unready_until_one_is() -> None:
-    cluster, state, metrics = Cluster(), ServiceState(role="deliver"), Metrics()
+def watching(cluster: Cluster) -> tuple[ServiceState, Metrics, asyncio.Task[None]]:
+    state, metrics = ServiceState(role="deliver"), Metrics()
     state.consumer_joined = True
+    cluster.state = state
+    return state, metrics, asyncio.create_task(watch_kafka(cluster, state, metrics, every=0.01))
+
+
+async def test_requests_unanswered_in_a_row_make_the_service_unready_until_one_is() -> None:
+    cluster = Cluster([True, *[False] * FAILURES_TO_SAY])
+    cluster.answers = False
     with capture_logs() as logs:
-        watching = asyncio.create_task(watch_kafka(cluster, state, metrics, every=0.01))
+        state, metrics, task = watching(cluster)
         try:
-            await wait_until(lambda: cluster.asked >= 2, what="two metadata requests")
-            assert state.ready() == (True, [])
-            cluster.answers = False
-            await wait_until(lambda: state.kafka_unreachable is not None, what="Kafka lost")
-            asked = cluster.asked
-            await wait_until(lambda: cluster.asked >= asked + 3, what="three more requests")
+            await wait_until(lambda: any(cluster.said), what="a request once Kafka was lost")
+            first_said = [said is not None for said in cluster.said].index(True)
+            assert first_said == 1 + FAILURES_TO_SAY, "not said right after the failures in a row"
             ready, waiting = state.ready()
             assert not ready
             [reason] = waiting
@@ -65,9 +78,22 @@ async def test_an_unanswered_metadata_request_makes_the_service_unready_until_on
             assert state.ready() == (True, [])
             assert gauge(metrics) == 0
         finally:
-            watching.cancel()
+            task.cancel()
     events = [line["event"] for line in logs]
     assert events == ["kafka_unreachable_while_running", "kafka_answers_again"], events
+
+
+async def test_fewer_unanswered_requests_in_a_row_say_nothing() -> None:
+    fewer = [False] * (FAILURES_TO_SAY - 1)
+    cluster = Cluster([*fewer, True, *fewer])
+    state, metrics, task = watching(cluster)
+    try:
+        await wait_until(lambda: cluster.asked >= 2 * FAILURES_TO_SAY + 2, what="the requests")
+    finally:
+        task.cancel()
+    assert cluster.said == [None] * len(cluster.said), "Kafka was said lost"
+    assert state.kafka_unreachable is None
+    assert gauge(metrics) == 0
 
 
 @pytest.mark.integration
@@ -109,7 +135,8 @@ async def test_a_service_whose_broker_dies_is_unready_and_stops_counting_flushes
             await wait_until(lambda: ready_is(200), what="the service ready", timeout=60)
             await wait_until(lambda: flushes() >= 1, what="a first flush")
             broker.stop()
-            await wait_until(lambda: ready_is(503), what="/readyz 503", timeout=30)
+            # Three requests unanswered in a row, five seconds apart.
+            await wait_until(lambda: ready_is(503), what="/readyz 503", timeout=60)
             [reason] = ready["waiting_for"]
             assert reason.startswith("Kafka unreachable since "), ready
             succeeded, before = service.state.last_successful_flush, flushes()

@@ -188,7 +188,7 @@ def selected_objects(config: MappingConfig, objects: Sequence[str] | None) -> Ma
         return config
     unknown = [name for name in objects if not config.for_object(name)]
     if unknown:
-        meant = [close for name in unknown if (close := nearest(name, config.objects))]
+        meant = list(dict.fromkeys(n for name in unknown if (n := nearest(name, config.objects))))
         hint = f" (did you mean {', '.join(meant)}?)" if meant else ""
         raise MappingError(
             f"no mapping for {', '.join(unknown)}{hint}; mapped objects: "

@@ -364,7 +364,7 @@ class DeliverPump:
         self.metrics.flush_duration.observe(result.duration_seconds)
         self.metrics.flush_groups.set(result.groups)
         self.state.per_minute.add("groups_flushed", result.groups, now.timestamp())
-        if result.ok and self.state.kafka_unreachable is None:  # else nothing could be read
+        if result.ok and (committed or self.state.kafka_unreachable is None):  # Kafka answered
             self.state.last_successful_flush = now
             self.metrics.last_successful_flush.set(now.timestamp())
         self.metrics.pending_groups.set(0)
