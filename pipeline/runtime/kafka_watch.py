@@ -3,8 +3,8 @@
 A broker that goes away does not fail the pumps: the deliver consumer's fetches come back
 empty and its flushes, with nothing to send, succeed; the ingest side retries its writes.
 So the service asks the cluster for its metadata every :data:`CHECK_SECONDS`, through a
-client of its own (the producer's connections and lock are left alone), each broker given
-:data:`PER_BROKER_SECONDS` to answer. After :data:`FAILURES_TO_SAY` requests in a row that
+client of its own (:class:`pipeline.kafka.probe.MetadataProbe`: the producer's connections
+and lock are left alone). After :data:`FAILURES_TO_SAY` requests in a row that
 no broker answered, it says so: ``/readyz`` answers 503 naming Kafka, ``/status`` carries
 ``kafka_unreachable``, the ``sfamp_kafka_unreachable`` gauge is 1, and flushes that commit
 nothing no longer move ``sfamp_last_successful_flush_timestamp_seconds`` on. One answer
@@ -15,22 +15,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Final, Protocol
 
 import structlog
-from aiokafka import AIOKafkaClient
-from aiokafka.errors import KafkaError as AIOKafkaError
 
-from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaUnavailableError
-from pipeline.kafka.connection import client_options, describe_failure
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.state import ServiceState
 from pipeline.runtime.tasks import seen_through
 
 CHECK_SECONDS: Final = 5.0  # between the end of one metadata request and the next
-PER_BROKER_SECONDS: Final = 3.0  # a broker that takes longer is passed over for the next
 REQUEST_SECONDS: Final = 15.0  # the most one request may take, every broker tried
 FAILURES_TO_SAY: Final = 3  # unanswered requests in a row before Kafka counts as lost
 
@@ -39,52 +33,6 @@ log = structlog.get_logger(__name__)
 
 class Cluster(Protocol):
     async def cluster_answers(self, timeout_seconds: float) -> None: ...
-
-
-class MetadataProbe:
-    """Metadata requests over a client of its own, connected at the first one.
-
-    Use as ``async with MetadataProbe(settings) as probe``; :meth:`cluster_answers` raises
-    :class:`KafkaUnavailableError` when no broker answered in time.
-    """
-
-    def __init__(self, settings: KafkaSettings) -> None:
-        self._settings = settings
-        self._client: AIOKafkaClient | None = None
-
-    async def cluster_answers(self, timeout_seconds: float) -> None:
-        try:
-            async with asyncio.timeout(timeout_seconds):
-                client = self._client or await self._connected()
-                await client.fetch_all_metadata()
-        except (AIOKafkaError, OSError, TimeoutError) as exc:
-            reason = describe_failure(exc, timeout_seconds)
-            raise KafkaUnavailableError(f"no broker answers a metadata request: {reason}") from exc
-
-    async def _connected(self) -> AIOKafkaClient:
-        options = client_options(self._settings)
-        options["request_timeout_ms"] = int(PER_BROKER_SECONDS * 1000)
-        client = AIOKafkaClient(**options)
-        try:
-            await client.bootstrap()
-        except BaseException:
-            await client.close()
-            raise
-        self._client = client
-        return client
-
-    async def __aenter__(self) -> MetadataProbe:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
 
 
 async def watch_kafka(

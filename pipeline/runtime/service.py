@@ -39,12 +39,13 @@ from pipeline.amplitude import AmplitudeClient
 from pipeline.config.settings import Settings
 from pipeline.errors import RetryEndedByStopError, SettingsError
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
+from pipeline.kafka.probe import MetadataProbe
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.cadence import describe, utc_now
 from pipeline.runtime.deliver import Clock, DeliverPump
 from pipeline.runtime.health import serve_health
 from pipeline.runtime.ingest import IngestPump
-from pipeline.runtime.kafka_watch import MetadataProbe, watch_kafka
+from pipeline.runtime.kafka_watch import watch_kafka
 from pipeline.runtime.mapping_source import (
     MappingHolder,
     watch_config_topic,

@@ -13,13 +13,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from pipeline.errors import KafkaUnavailableError
+from pipeline.runtime import service as service_module
 from pipeline.runtime.kafka_watch import FAILURES_TO_SAY, watch_kafka
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.service import Service, run_service
 from pipeline.runtime.state import ServiceState
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import EmbeddedKafka
-from tests.runtime.conftest import MAPPING, settings_for, wait_until
+from tests.runtime.conftest import MAPPING, Org, group, settings_for, wait_until
 from tests.support.events import ended
 from tests.support.ports import unused_port
 
@@ -148,3 +149,36 @@ async def test_a_service_whose_broker_dies_is_unready_and_stops_counting_flushes
             await ended(task, "the service stopped without its Kafka", 60)
         finally:
             broker.stop()
+
+
+@pytest.mark.integration
+async def test_a_flush_that_committed_counts_whatever_the_watch_said(
+    stack: SandboxStack,
+    org: Org,
+    topic_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def never_answers_back(*_: Any) -> None:  # the watch's word stays the test's
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(service_module, "watch_kafka", never_answers_back)
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(json.dumps(MAPPING))
+    service = Service(ServiceState(role="all"))
+    settings = settings_for(stack, topic_prefix)
+    task = asyncio.create_task(run_service(settings, mapping_file=mapping, service=service))
+    try:
+        await wait_until(lambda: service.state.ready()[0], what="the service ready", timeout=60)
+        service.state.kafka_unreachable = {"since": "2026-12-02T09:00:00+00:00", "error": "test"}
+        before = service.state.last_successful_flush
+        account = await org.create("Account", Name="Committed")
+        await wait_until(lambda: group(stack, "account", account) is not None, what="delivery")
+        # Sent and committed: Kafka answered, whatever the watch last said.
+        await wait_until(
+            lambda: service.state.last_successful_flush != before,
+            what="the committing flush counted as successful",
+        )
+    finally:
+        service.stop.set()
+        await ended(task, "the service stopped", 60)
