@@ -8,7 +8,6 @@ holds while it opens one, to the producer.
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
 from typing import Final
 
 from aiokafka import AIOKafkaClient
@@ -24,8 +23,8 @@ PER_BROKER_SECONDS: Final = 3.0  # a broker that takes longer is passed over for
 class MetadataProbe:
     """Metadata requests over a client of its own, connected at the first one.
 
-    Use as ``async with MetadataProbe(settings) as probe``; :meth:`cluster_answers` raises
-    :class:`KafkaUnavailableError` when no broker answered in time.
+    :meth:`cluster_answers` raises :class:`KafkaUnavailableError` when no broker answered
+    in time; whoever makes one calls :meth:`aclose`.
     """
 
     def __init__(self, settings: KafkaSettings) -> None:
@@ -53,15 +52,8 @@ class MetadataProbe:
         self._client = client
         return client
 
-    async def __aenter__(self) -> MetadataProbe:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """Close the client's connections (a probe never asked has none)."""
         client, self._client = self._client, None
         if client is not None:
             await client.close()

@@ -246,7 +246,8 @@ async def _start_and_run(
                 clock=clock,
             )
             pumps["deliver"] = service.deliver.run()
-        probe = await stack.enter_async_context(MetadataProbe(settings.kafka))
+        probe = MetadataProbe(settings.kafka)
+        stack.push_async_callback(probe.aclose)
         watches = [watch_kafka(probe, service.state, service.metrics)]
         await _supervise(settings, service, holder, pumps, mapping_file, config_offset, watches)
 

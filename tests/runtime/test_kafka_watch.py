@@ -156,18 +156,16 @@ async def test_a_flush_that_committed_counts_whatever_the_watch_said(
     stack: SandboxStack,
     org: Org,
     topic_prefix: str,
-    tmp_path: Path,
+    mapping_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def never_answers_back(*_: Any) -> None:  # the watch's word stays the test's
         await asyncio.Event().wait()
 
     monkeypatch.setattr(service_module, "watch_kafka", never_answers_back)
-    mapping = tmp_path / "mapping.json"
-    mapping.write_text(json.dumps(MAPPING))
     service = Service(ServiceState(role="all"))
     settings = settings_for(stack, topic_prefix)
-    task = asyncio.create_task(run_service(settings, mapping_file=mapping, service=service))
+    task = asyncio.create_task(run_service(settings, mapping_file=mapping_file, service=service))
     try:
         await wait_until(lambda: service.state.ready()[0], what="the service ready", timeout=60)
         service.state.kafka_unreachable = {"since": "2026-12-02T09:00:00+00:00", "error": "test"}
