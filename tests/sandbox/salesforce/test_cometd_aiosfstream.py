@@ -62,6 +62,7 @@ class Org:
     valid_tokens: set[str] = field(default_factory=set)
     tokens_issued: int = 0
     sessions_disabled: bool = False  # no token, old or new, is accepted
+    logins: asyncio.Condition = field(default_factory=asyncio.Condition)  # notified per token
 
     def client(self, replay: Any = ReplayOption.NEW_EVENTS, **options: Any) -> Client:
         auth = EmulatorAuthenticator(f"{self.base_url}/services/oauth2/token")
@@ -87,6 +88,8 @@ async def org() -> AsyncIterator[Org]:
         current.tokens_issued += 1
         access_token = f"00DRM000000abcd!token{current.tokens_issued}"
         current.valid_tokens.add(access_token)
+        async with current.logins:
+            current.logins.notify_all()
         return web.json_response(
             {"access_token": access_token, "token_type": "Bearer", "instance_url": current.base_url}
         )
@@ -131,9 +134,8 @@ async def wait_for_new_session(server: CometdServer, old: list[str]) -> None:
 
 
 async def wait_for_new_token(org: Org, issued: int) -> None:
-    async with asyncio.timeout(10):
-        while org.tokens_issued < issued:  # noqa: ASYNC110 - the org signals no login
-            await asyncio.sleep(0.05)
+    async with asyncio.timeout(10), org.logins:
+        await org.logins.wait_for(lambda: org.tokens_issued >= issued)
 
 
 async def test_create_update_delete_events_reach_the_client(org: Org) -> None:
