@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ POLL_GROWTH: Final = 1.5
 WAIT_DEADLINE_SECONDS: Final = 6 * 3600.0
 NO_MORE: Final = "null"  # Sforce-Locator of the last page
 MEMO_TEXTS: Final = 4096  # conversions remembered per typed column and page
+ROWS_AT_ONCE: Final = 1_000  # rows of a page converted together
 _UNSEEN: Any = object()
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -98,35 +100,63 @@ def parse_csv(
     Bulk cannot tell null from empty, and Salesforce stores no empty strings, so
     an empty cell is ``None``. ``converters`` (column -> function) turn the text
     of typed columns into what REST JSON would hold (see :func:`rest_converters`).
+
+    Rows are converted :data:`ROWS_AT_ONCE` at a time, column by column: a column of
+    numbers or booleans goes through ``float``, ``int`` or a dict lookup in one list
+    comprehension, with no Python call per cell (about a sixth of the parse).
     """
     text = io.TextIOWrapper(io.BytesIO(content), encoding="utf-8", newline="")
     reader = csv.reader(text)
     header = next(reader, None)
     if header is None:
         return
-    width, converters = len(header), converters or {}
-    # Typed columns by position, each with the conversions of the texts seen so far
-    # (booleans, picklist-like numbers and stamps repeat); bounded per column.
-    typed: list[tuple[int, Convert, dict[str, Any]]] = [
-        (i, converters[name], {}) for i, name in enumerate(header) if name in converters
-    ]
-    for cells in reader:
-        if not cells:
+    converters = converters or {}
+    typed = [(i, converters[name]) for i, name in enumerate(header) if name in converters]
+    full_width = {len(header)}
+    while rows := list(itertools.islice(reader, ROWS_AT_ONCE)):
+        if set(map(len, rows)) == full_width:
+            yield from _records(header, rows, typed)
             continue
-        values: list[Any] = [cell or None for cell in cells] if "" in cells else cells
-        if len(values) == width:
-            for index, convert, memo in typed:
-                value = values[index]
-                if value is not None:
-                    converted = memo.get(value, _UNSEEN)
-                    if converted is _UNSEEN:
-                        converted = convert(value)
-                        if len(memo) < MEMO_TEXTS:
-                            memo[value] = converted
-                    values[index] = converted
-            yield dict(zip(header, values, strict=True))
-        else:  # a short or long row: names for what it has, converted by name
-            yield _ragged(header, values, converters)
+        for cells in rows:  # a blank line, a short or long row: names for what it has
+            if cells:
+                yield _ragged(header, [cell or None for cell in cells], converters)
+
+
+def _records(
+    header: list[str], rows: list[list[str]], typed: list[tuple[int, Convert]]
+) -> list[dict[str, Any]]:
+    """Full-width rows as dicts, typed column by column."""
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for index, cells in enumerate(columns):
+        if "" in cells:
+            columns[index] = [cell or None for cell in cells]
+    for index, convert in typed:
+        columns[index] = _column(columns[index], convert)
+    # Every row is full width (checked by the caller): no length check per row.
+    return [dict(zip(header, values, strict=False)) for values in zip(*columns, strict=False)]
+
+
+def _column(cells: Sequence[str | None], convert: Convert) -> list[Any]:
+    """``convert`` of every cell but the empty ones (``None``)."""
+    exact = _EXACT_FORMS.get(convert)
+    if exact is not None:
+        try:
+            return [None if cell is None else exact(cell) for cell in cells]
+        except (ValueError, KeyError):
+            pass  # a text only ``convert`` knows (say "1.5E3" in an int column)
+    # Booleans, picklist-like numbers and stamps repeat: each text converted once.
+    memo: dict[str, Any] = {}
+    converted: list[Any] = []
+    for cell in cells:
+        if cell is not None:
+            value = memo.get(cell, _UNSEEN)
+            if value is _UNSEEN:
+                value = convert(cell)
+                if len(memo) < MEMO_TEXTS:
+                    memo[cell] = value
+            cell = value
+        converted.append(cell)
+    return converted
 
 
 def _ragged(
@@ -178,6 +208,15 @@ def _datetime(text: str) -> str:
     # Bulk writes 2024-04-09T20:26:27.000Z, REST 2024-04-09T20:26:27.000+0000.
     return text[:-1] + "+0000" if text.endswith("Z") else text
 
+
+_BOOLEANS: Final = {"true": True, "false": False}
+# A C-level function answering what the converter answers for every text it takes,
+# and raising ValueError or KeyError for the others.
+_EXACT_FORMS: Final[dict[Convert, Convert]] = {
+    _boolean: _BOOLEANS.__getitem__,
+    _integer: int,
+    _double: float,
+}
 
 _CONVERTERS: Final[dict[str, Convert]] = {
     "boolean": _boolean,
@@ -320,13 +359,7 @@ def _completed(job: JobInfo) -> JobInfo:
 
 def batched(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     """Consecutive lists of up to ``size`` rows."""
-    batch: list[dict[str, Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
+    while batch := list(itertools.islice(rows, size)):
         yield batch
 
 

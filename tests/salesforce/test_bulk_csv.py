@@ -1,0 +1,106 @@
+"""Bulk CSV pages typed column by column (pipeline/salesforce/bulk.py) mean what each cell
+converted alone means: every kind of text in every typed column, blank lines and ragged
+rows among full ones, pages longer than the rows converted at once."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from typing import Any
+
+import pytest
+
+from pipeline.salesforce import bulk
+from pipeline.salesforce.bulk import ROWS_AT_ONCE, parse_csv, rest_converters
+
+TYPES = {
+    "Active": "boolean",
+    "Seats": "int",
+    "Count": "long",
+    "Score": "double",
+    "Revenue": "currency",
+    "Share": "percent",
+    "Modified": "datetime",
+}
+HEADER = ["Id", "Name", *TYPES]
+TEXTS: dict[str, list[str]] = {
+    "Name": ["Acme", "", "Zoë", "1.5"],
+    "Active": ["true", "false", "", "TRUE", "False", "yes"],
+    "Seats": ["12", "", "-3", "1.5E3", "12.0", "n/a", "007"],
+    "Count": ["9007199254740993", "", "1e2"],
+    "Score": ["1.5", "", "1.5448614E10", "nan", "x", "-0.0"],
+    "Revenue": ["100", "", "2.5", "1,000"],
+    "Share": ["0.5", "", "inf"],
+    "Modified": ["2024-04-09T20:26:27.000Z", "", "2024-04-09T20:26:27.000+0000", "Z"],
+}
+
+
+def cell_by_cell(content: bytes, types: dict[str, str]) -> list[dict[str, Any]]:
+    """What the parse means, one cell at a time: empty -> None, typed text -> its converter."""
+    converters = rest_converters(types)
+    reader = csv.reader(io.StringIO(content.decode(), newline=""))
+    header = next(reader)
+    records = []
+    for cells in reader:
+        if not cells:
+            continue
+        record = dict(zip(header, [cell or None for cell in cells], strict=False))
+        for name, convert in converters.items():
+            if record.get(name) is not None:
+                record[name] = convert(record[name])
+        records.append(record)
+    return records
+
+
+def page(rows: list[list[str]]) -> bytes:
+    out = io.StringIO(newline="")
+    csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows([HEADER, *rows])
+    return out.getvalue().encode()
+
+
+def full_row(rng: random.Random, number: int, *, typical: bool) -> list[str]:
+    """A row of every column; ``typical``: texts the fast forms take (no odd spelling)."""
+    row = [f"001{number:015d}"]
+    for name in HEADER[1:]:
+        choices = TEXTS[name][:3] if typical else TEXTS[name]
+        row.append(rng.choice(choices))
+    return row
+
+
+@pytest.mark.parametrize("typical", [True, False], ids=["fast-forms", "odd-texts"])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full-rows", "ragged-rows"])
+def test_a_page_means_what_its_cells_mean_one_by_one(typical: bool, ragged: bool) -> None:
+    rng = random.Random(f"{typical}-{ragged}")
+    rows = [full_row(rng, n, typical=typical) for n in range(ROWS_AT_ONCE * 2 + 17)]
+    if ragged:
+        for at in sorted(rng.sample(range(len(rows)), 5), reverse=True):
+            rows.insert(at, rng.choice([[], rows[at][:3], [*rows[at], "extra"]]))
+    content = page(rows)
+
+    parsed = list(parse_csv(content, rest_converters(TYPES)))
+
+    # Compared as text: 1 == 1.0 == True but their reprs differ, and nan != nan.
+    assert repr(parsed) == repr(cell_by_cell(content, TYPES))
+
+
+def test_a_column_with_a_text_the_fast_form_refuses_is_converted_cell_by_cell() -> None:
+    rows = [["001A", "Acme", "true", "12", "1", "1.5", "1", "1", ""]] * 3
+    rows.append(["001B", "Acme", "TRUE", "1.5E3", "1", "x", "1", "1", ""])
+    parsed = list(parse_csv(page(rows), rest_converters(TYPES)))
+
+    assert [r["Seats"] for r in parsed] == [12, 12, 12, 1500.0]
+    assert [r["Active"] for r in parsed] == [True, True, True, True]
+    assert [r["Score"] for r in parsed] == [1.5, 1.5, 1.5, "x"]
+
+
+def test_only_converters_with_an_exact_form_skip_the_call_per_cell() -> None:
+    # The C-level forms answer exactly what the converters answer, or raise.
+    for convert, exact in bulk._EXACT_FORMS.items():
+        for texts in TEXTS.values():
+            for text in filter(None, texts):
+                try:
+                    fast = exact(text)
+                except (ValueError, KeyError):
+                    continue
+                assert repr(fast) == repr(convert(text)), text
