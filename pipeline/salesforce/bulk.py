@@ -41,7 +41,7 @@ POLL_MAX_SECONDS: Final = 30.0
 POLL_GROWTH: Final = 1.5
 WAIT_DEADLINE_SECONDS: Final = 6 * 3600.0
 NO_MORE: Final = "null"  # Sforce-Locator of the last page
-MEMO_TEXTS: Final = 4096  # conversions remembered per typed column and page
+MEMO_TEXTS: Final = 4096  # conversions remembered per typed column of ROWS_AT_ONCE rows
 ROWS_AT_ONCE: Final = 1_000  # rows of a page converted together
 _UNSEEN: Any = object()
 
@@ -103,7 +103,7 @@ def parse_csv(
 
     Rows are converted :data:`ROWS_AT_ONCE` at a time, column by column: a column of
     numbers or booleans goes through ``float``, ``int`` or a dict lookup in one list
-    comprehension, with no Python call per cell (about a sixth of the parse).
+    comprehension, with no Python call per cell (a seventh of the parse's instructions).
     """
     text = io.TextIOWrapper(io.BytesIO(content), encoding="utf-8", newline="")
     reader = csv.reader(text)
@@ -148,14 +148,15 @@ def _column(cells: Sequence[str | None], convert: Convert) -> list[Any]:
     memo: dict[str, Any] = {}
     converted: list[Any] = []
     for cell in cells:
-        if cell is not None:
-            value = memo.get(cell, _UNSEEN)
-            if value is _UNSEEN:
-                value = convert(cell)
-                if len(memo) < MEMO_TEXTS:
-                    memo[cell] = value
-            cell = value
-        converted.append(cell)
+        if cell is None:
+            converted.append(None)
+            continue
+        value = memo.get(cell, _UNSEEN)
+        if value is _UNSEEN:
+            value = convert(cell)
+            if len(memo) < MEMO_TEXTS:
+                memo[cell] = value
+        converted.append(value)
     return converted
 
 
