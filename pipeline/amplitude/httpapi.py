@@ -76,7 +76,7 @@ def _event_json(update: GroupUpdate, insert_id: str, time_ms: int) -> bytes:
         {
             "event_type": GROUP_IDENTIFY_EVENT,
             "groups": {update.group_type: update.group_value},
-            "group_properties": group_properties(update),
+            "group_properties": group_properties(update, shared=True),
             "insert_id": insert_id,
             "time": time_ms,
             "library": LIBRARY,

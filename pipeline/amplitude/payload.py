@@ -24,11 +24,17 @@ def to_identification(update: GroupUpdate) -> dict[str, Any]:
     }
 
 
-def group_properties(update: GroupUpdate) -> dict[str, Any]:
-    """``{"$set": {...}, "$unset": {name: "-"}}`` of ``update``, each only when it has keys."""
+def group_properties(update: GroupUpdate, *, shared: bool = False) -> dict[str, Any]:
+    """``{"$set": {...}, "$unset": {name: "-"}}`` of ``update``, each only when it has keys.
+
+    The ``$set`` object is a copy, as the answer may be kept (a summary's sample, a
+    dead letter); ``shared``: ``update.set`` itself when it is a dict, for an answer
+    serialised at once and dropped (an event's JSON: one copy fewer per record).
+    """
     operations: dict[str, Any] = {}
     if update.set:
-        operations["$set"] = dict(update.set)
+        values = update.set
+        operations["$set"] = values if shared and type(values) is dict else dict(values)
     if update.unset:
         operations["$unset"] = dict.fromkeys(sorted(update.unset), "-")
     return operations

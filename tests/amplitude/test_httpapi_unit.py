@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from pipeline.amplitude.httpapi import (
     plan_events,
     refused_events,
 )
+from pipeline.amplitude.payload import group_properties, to_identification
 from pipeline.config.settings import AmplitudeSettings
 from pipeline.errors import AmplitudeAuthError
 from pipeline.transform.group_update import GroupUpdate
@@ -90,6 +92,21 @@ def test_requests_close_under_2000_events_and_1_mb_with_exact_sizes() -> None:
     left, right = wire.halves(sized[0])
     assert len(wire.body(left)) == left.body_bytes
     assert len(left) + len(right) == len(sized[0])
+
+
+def test_an_event_holds_the_update_as_is_and_a_kept_identification_owns_its_values() -> None:
+    update = GroupUpdate("account", "001A", {"name": "Acme", "seats": 12}, frozenset({"tier"}))
+    (chunk,) = plan_events([update], len(event_prefix("key")))
+    (event,) = orjson.loads(EventWire("u", event_prefix("key")).body(chunk))["events"]
+    assert event["group_properties"] == {"$set": {"name": "Acme", "seats": 12},
+                                         "$unset": {"tier": "-"}}  # fmt: skip
+    kept = to_identification(update)["group_properties"]["$set"]
+    assert kept == update.set
+    assert kept is not update.set
+    assert group_properties(update, shared=True)["$set"] is update.set
+    # A set that is not a dict is copied either way: orjson serialises dicts only.
+    proxied = GroupUpdate("account", "001A", MappingProxyType({"name": "Acme"}))
+    assert type(group_properties(proxied, shared=True)["$set"]) is dict
 
 
 def test_insert_ids_are_unique_per_identification_and_per_send() -> None:
