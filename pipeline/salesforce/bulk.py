@@ -125,14 +125,16 @@ def parse_csv(
 def _records(
     header: list[str], rows: list[list[str]], typed: list[tuple[int, Convert]]
 ) -> list[dict[str, Any]]:
-    """Full-width rows as dicts, typed column by column."""
-    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    """Full-width rows as dicts, typed column by column.
+
+    Every row is as wide as the header (checked by the caller), so no zip checks lengths.
+    """
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=False))
     for index, cells in enumerate(columns):
         if "" in cells:
             columns[index] = [cell or None for cell in cells]
     for index, convert in typed:
         columns[index] = _column(columns[index], convert)
-    # Every row is full width (checked by the caller): no length check per row.
     return [dict(zip(header, values, strict=False)) for values in zip(*columns, strict=False)]
 
 

@@ -98,8 +98,10 @@ def test_the_salesforce_sandbox_alone_prints_a_login_that_works(tmp_path: Path) 
         exports = alone.exports()
         assert set(exports) == {name for name in EXPECTED if "SALESFORCE" in name}, alone.stdout
         # Amplitude is not there (a closed port) to verify against: only the login matters.
-        amplitude = {"SFAMP_AMPLITUDE__API_KEY": "sandbox-api-key"}
-        amplitude["SFAMP_AMPLITUDE__BASE_URL"] = "http://127.0.0.1:9"
+        amplitude = {
+            "SFAMP_AMPLITUDE__API_KEY": "sandbox-api-key",
+            "SFAMP_AMPLITUDE__BASE_URL": "http://127.0.0.1:9",
+        }
         verified = run_sfamp(
             "config", "verify", MAPPING, "--json", env=cli_env(**exports, **amplitude)
         )
