@@ -6,7 +6,7 @@ and does the work on Salesforce's side. Result pages are addressed by an
 opaque ``Sforce-Locator``: the same locator returns the same rows for as long
 as the job exists (about 7 days), which is what makes a backfill resumable.
 
-Memory stays bounded by one page: each page is parsed lazily, row by row,
+Memory stays bounded by one page: each page is parsed lazily, a block of rows at a time
 and handed on in batches; nothing holds the whole result. Every call goes
 through :meth:`SalesforceRest.request`, so re-login, REQUEST_LIMIT_EXCEEDED
 and outages are translated once, there.
@@ -15,9 +15,6 @@ and outages are translated once, there.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
-import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +23,7 @@ from typing import Any, Final
 import structlog
 
 from pipeline.errors import SalesforceError, SalesforceRequestError, SalesforceUnavailableError
+from pipeline.salesforce.bulk_csv import ROWS_AT_ONCE, Convert, csv_blocks, parse_csv
 from pipeline.salesforce.rest import SalesforceRest
 
 TERMINAL: Final = frozenset(("JobComplete", "Failed", "Aborted"))
@@ -41,12 +39,8 @@ POLL_MAX_SECONDS: Final = 30.0
 POLL_GROWTH: Final = 1.5
 WAIT_DEADLINE_SECONDS: Final = 6 * 3600.0
 NO_MORE: Final = "null"  # Sforce-Locator of the last page
-MEMO_TEXTS: Final = 4096  # conversions remembered per typed column of ROWS_AT_ONCE rows
-ROWS_AT_ONCE: Final = 1_000  # rows of a page converted together
-_UNSEEN: Any = object()
 
 Sleep = Callable[[float], Awaitable[None]]
-Convert = Callable[[str], Any]
 log = structlog.get_logger(__name__)
 
 
@@ -91,145 +85,11 @@ class ResultPage:
         """The rows as dicts, parsed lazily; see :func:`parse_csv`."""
         return parse_csv(self.content, converters)
 
-
-def parse_csv(
-    content: bytes, converters: Mapping[str, Convert] | None = None
-) -> Iterator[dict[str, Any]]:
-    """Rows of a Bulk CSV page, header row first, decoded and split as they are read.
-
-    Bulk cannot tell null from empty, and Salesforce stores no empty strings, so
-    an empty cell is ``None``. ``converters`` (column -> function) turn the text
-    of typed columns into what REST JSON would hold (see :func:`rest_converters`).
-
-    Rows are converted :data:`ROWS_AT_ONCE` at a time, column by column: a column of
-    numbers or booleans goes through ``float``, ``int`` or a dict lookup in one list
-    comprehension, with no Python call per cell (a seventh of the parse's instructions).
-    """
-    text = io.TextIOWrapper(io.BytesIO(content), encoding="utf-8", newline="")
-    reader = csv.reader(text)
-    header = next(reader, None)
-    if header is None:
-        return
-    converters = converters or {}
-    typed = [(i, converters[name]) for i, name in enumerate(header) if name in converters]
-    full_width = {len(header)}
-    while rows := list(itertools.islice(reader, ROWS_AT_ONCE)):
-        if set(map(len, rows)) == full_width:
-            yield from _records(header, rows, typed)
-            continue
-        for cells in rows:  # a blank line, a short or long row: names for what it has
-            if cells:
-                yield _ragged(header, [cell or None for cell in cells], converters)
-
-
-def _records(
-    header: list[str], rows: list[list[str]], typed: list[tuple[int, Convert]]
-) -> list[dict[str, Any]]:
-    """Full-width rows as dicts, typed column by column.
-
-    Every row is as wide as the header (checked by the caller), so no zip checks lengths.
-    """
-    columns: list[Sequence[Any]] = list(zip(*rows, strict=False))
-    for index, cells in enumerate(columns):
-        if "" in cells:
-            columns[index] = [cell or None for cell in cells]
-    for index, convert in typed:
-        columns[index] = _column(columns[index], convert)
-    return [dict(zip(header, values, strict=False)) for values in zip(*columns, strict=False)]
-
-
-def _column(cells: Sequence[str | None], convert: Convert) -> list[Any]:
-    """``convert`` of every cell but the empty ones (``None``)."""
-    exact = _EXACT_FORMS.get(convert)
-    if exact is not None:
-        try:
-            return [None if cell is None else exact(cell) for cell in cells]
-        except (ValueError, KeyError):
-            pass  # a text only ``convert`` knows (say "1.5E3" in an int column)
-    # Booleans, picklist-like numbers and stamps repeat: each text converted once.
-    memo: dict[str, Any] = {}
-    converted: list[Any] = []
-    for cell in cells:
-        if cell is None:
-            converted.append(None)
-            continue
-        value = memo.get(cell, _UNSEEN)
-        if value is _UNSEEN:
-            value = convert(cell)
-            if len(memo) < MEMO_TEXTS:
-                memo[cell] = value
-        converted.append(value)
-    return converted
-
-
-def _ragged(
-    header: list[str], values: list[Any], converters: Mapping[str, Convert]
-) -> dict[str, Any]:
-    record: dict[str, Any] = dict(zip(header, values, strict=False))
-    for name, convert in converters.items():
-        value = record.get(name)
-        if value is not None:
-            record[name] = convert(value)
-    return record
-
-
-def rest_converters(types: Mapping[str, str]) -> dict[str, Convert]:
-    """Per-column functions from CSV text to REST JSON values, by describe ``type``.
-
-    The stream path sees REST/CDC JSON; converting here means a backfilled
-    record enters the transform exactly as a re-read one would, so both paths
-    leave identical properties.
-    """
-    converters: dict[str, Convert] = {}
-    for name, sf_type in types.items():
-        convert = _CONVERTERS.get(sf_type)
-        if convert is not None:
-            converters[name] = convert
-    return converters
-
-
-def _boolean(text: str) -> Any:
-    lowered = text.lower()
-    return lowered == "true" if lowered in ("true", "false") else text
-
-
-def _integer(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        return _double(text)
-
-
-def _double(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _datetime(text: str) -> str:
-    # Bulk writes 2024-04-09T20:26:27.000Z, REST 2024-04-09T20:26:27.000+0000.
-    return text[:-1] + "+0000" if text.endswith("Z") else text
-
-
-_BOOLEANS: Final = {"true": True, "false": False}
-# A C-level function answering what the converter answers for every text it takes,
-# and raising ValueError or KeyError for the others.
-_EXACT_FORMS: Final[dict[Convert, Convert]] = {
-    _boolean: _BOOLEANS.__getitem__,
-    _integer: int,
-    _double: float,
-}
-
-_CONVERTERS: Final[dict[str, Convert]] = {
-    "boolean": _boolean,
-    "int": _integer,
-    "long": _integer,
-    "double": _double,
-    "currency": _double,
-    "percent": _double,
-    "datetime": _datetime,
-}
+    def blocks(
+        self, converters: Mapping[str, Convert] | None = None, *, rows: int = ROWS_AT_ONCE
+    ) -> Iterator[Sequence[dict[str, Any]]]:
+        """The rows up to ``rows`` at a time, parsed lazily; see :func:`csv_blocks`."""
+        return csv_blocks(self.content, converters, rows=rows)
 
 
 class BulkQuery:
@@ -358,12 +218,6 @@ def _completed(job: JobInfo) -> JobInfo:
     code = "BULK_JOB_FAILED" if job.state == "Failed" else "BULK_JOB_ABORTED"
     reason = f": {job.error_message}" if job.error_message else ""
     raise SalesforceRequestError(f"Bulk job {job.id} {job.state.lower()}{reason}", error_code=code)
-
-
-def batched(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    """Consecutive lists of up to ``size`` rows."""
-    while batch := list(itertools.islice(rows, size)):
-        yield batch
 
 
 def select_list(fields: Sequence[str]) -> str:

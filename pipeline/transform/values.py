@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
@@ -96,6 +96,15 @@ def normalise_float(number: float) -> int | float:
     if number.is_integer() and abs(number) < _MAX_EXACT:
         return int(number)
     return number
+
+
+def normalise_floats(values: Iterable[Any]) -> list[Any]:
+    """:func:`normalise_float` of each ``float`` among ``values``, in one list comprehension;
+    any other value as it is."""
+    big = _MAX_EXACT
+    return [
+        int(v) if v.__class__ is float and v.is_integer() and -big < v < big else v for v in values
+    ]
 
 
 def keep_as_is(value: Any) -> PropertyValue:

@@ -14,8 +14,9 @@ import pytest
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import EnvelopeError
-from pipeline.runtime.backfill.meaning import ReadMeaning, read_key
-from pipeline.transform.apply import changes_for_config
+from pipeline.runtime.backfill.meaning import ReadMeaning, _block_outcomes, read_key
+from pipeline.salesforce.bulk_csv import RowColumns
+from pipeline.transform.apply import PropertyChanges, changes_for_config
 from pipeline.transform.envelope import Source
 from pipeline.transform.reads import envelope_from_record
 from pipeline.transform.schema import schema_from_describe
@@ -174,3 +175,94 @@ def test_a_round_keeps_only_reads_that_differ_as_read_and_by_meaning() -> None:
     deleted = {**bulk, "IsDeleted": True}
     assert catch_up.raw_key(spelled) not in catch_up.raw_keys
     assert catch_up.changed([same, spelled, changed, deleted]) == [changed, deleted]
+
+
+BLOCK_COLUMNS = ["Id", *(name for name in VALUES if name != "BillingAddress")]
+
+
+# What a Bulk page's typed columns hold (rest_converters): one type per column but None.
+TYPED: dict[str, list[Any]] = {
+    "Name": ["Acme", None, "Zoë"],
+    "AnnualRevenue": [1500000.0, 2.5, 0.0, None, 1e20, float("nan")],
+    "NumberOfEmployees": [12, None, 0],
+    "Regions__c": ["APAC;EMEA", "APAC", None],
+    "Is_Active__c": [True, False, None],
+    "Renewal_Date__c": ["2025-05-05", None, "2025-13-40"],
+    "Last_Touch__c": ["2024-04-09T20:26:27.000+0000", None],
+}
+
+
+def block(rng: random.Random, rows: int, columns: list[str] = BLOCK_COLUMNS) -> RowColumns:
+    """Full-width Bulk rows held column by column as a page's block: each column of one
+    type as Bulk types it, or (one in three) of every spelling."""
+    cells: list[list[Any]] = [[f"001{number:015d}" for number in range(rows)]]
+    for name in columns[1:]:
+        typed = TYPED.get(name)
+        values = typed if typed is not None and rng.random() < 0.67 else VALUES[name]
+        cells.append([rng.choice(values) for _ in range(rows)])
+    return RowColumns(columns, cells)
+
+
+@pytest.mark.parametrize("name_field", ["Id", "AccountNumber"])
+@pytest.mark.parametrize("on_delete", ["ignore", "unset", "mark"])
+@pytest.mark.parametrize("twice", [False, True])
+def test_a_block_worked_out_column_by_column_means_what_each_row_means(
+    name_field: str, on_delete: str, twice: bool
+) -> None:
+    cfg = config(name_field, on_delete, twice=twice)
+    meaning = ReadMeaning("Account", cfg, SCHEMA)
+    assert meaning._flat is not None
+    rng = random.Random(f"block-{name_field}-{on_delete}-{twice}")
+    for _ in range(12):
+        rows = block(rng, 300)
+        rows.columns[BLOCK_COLUMNS.index("IsDeleted")] = [False, None, "false"] * 100
+        by_columns = _block_outcomes(meaning._flat, rows, 7)
+        assert by_columns is not None, "a block of live rows is worked out column by column"
+        by_rows = [meaning.outcomes(row, source="bulk", now_ms=7) for row in rows]
+        # repr tells 1 from 1.0 and True, which == does not.
+        assert repr(by_columns) == repr(by_rows)
+        assert by_rows == [
+            changes_for_config(envelope_from_record("Account", row, source="bulk", now_ms=7),
+                               cfg, SCHEMA)
+            for row in rows
+        ]  # fmt: skip
+        assert repr(meaning.outcomes_of(rows, source="bulk", now_ms=7)) == repr(by_rows)
+
+
+def test_each_update_of_a_block_owns_its_lists() -> None:
+    meaning = ReadMeaning("Account", config("Id", "ignore"), SCHEMA)
+    assert meaning._flat is not None
+    rows = block(random.Random(0), 2)
+    rows.columns[BLOCK_COLUMNS.index("Regions__c")] = ["APAC;EMEA", "APAC;EMEA"]
+    rows.columns[BLOCK_COLUMNS.index("IsDeleted")] = [False, False]
+    assert _block_outcomes(meaning._flat, rows, 0) is not None
+    first, second = (
+        outcomes[0][1] for outcomes in meaning.outcomes_of(rows, source="bulk", now_ms=0)
+    )
+    assert isinstance(first, PropertyChanges)
+    assert isinstance(second, PropertyChanges)
+    assert first.set["regions"] == second.set["regions"] == ["APAC", "EMEA"]
+    assert first.set["regions"] is not second.set["regions"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["a deleted row", "a column not read", "a row without an Id"],
+)
+def test_a_block_that_needs_other_rules_is_worked_out_row_by_row(change: str) -> None:
+    meaning = ReadMeaning("Account", config("AccountNumber", "mark"), SCHEMA)
+    assert meaning._flat is not None
+    rows = block(random.Random(change), 50)
+    if change == "a deleted row":
+        rows.columns[BLOCK_COLUMNS.index("IsDeleted")] = [False] * 49 + ["true"]
+    elif change == "a column not read":
+        rows = block(random.Random(change), 50, [c for c in BLOCK_COLUMNS if c != "Name"])
+    else:
+        rows.columns[0] = [*rows.columns[0][:49], None]
+    assert _block_outcomes(meaning._flat, rows, 7) is None
+    if change == "a row without an Id":
+        with pytest.raises(EnvelopeError):
+            meaning.outcomes_of(rows, source="bulk", now_ms=7)
+        return
+    by_rows = [meaning.outcomes(row, source="bulk", now_ms=7) for row in rows]
+    assert repr(meaning.outcomes_of(rows, source="bulk", now_ms=7)) == repr(by_rows)

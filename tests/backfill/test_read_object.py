@@ -10,7 +10,8 @@ import pytest
 
 from pipeline.errors import SalesforceRequestError
 from pipeline.runtime.backfill import ReadOptions, ReadPosition, read_object, run_backfill
-from pipeline.salesforce.bulk import BulkQuery, parse_csv, rest_converters
+from pipeline.salesforce.bulk import BulkQuery
+from pipeline.salesforce.bulk_csv import parse_csv, rest_converters
 from pipeline.salesforce.client import SalesforceClient
 from tests.backfill.conftest import Sandboxes, mapping
 

@@ -1,6 +1,7 @@
-"""Bulk CSV pages typed column by column (pipeline/salesforce/bulk.py) mean what each cell
+"""Bulk CSV pages typed column by column (pipeline/salesforce/bulk_csv.py) mean what each cell
 converted alone means: every kind of text in every typed column, blank lines and ragged
-rows among full ones, pages longer than the rows converted at once."""
+rows among full ones, pages longer than the rows converted at once; a block held column by
+column gives the rows parse_csv gives."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from typing import Any
 
 import pytest
 
-from pipeline.salesforce import bulk
-from pipeline.salesforce.bulk import ROWS_AT_ONCE, parse_csv, rest_converters
+from pipeline.salesforce import bulk_csv
+from pipeline.salesforce.bulk_csv import (
+    ROWS_AT_ONCE,
+    RowColumns,
+    after_rows,
+    column_of,
+    csv_blocks,
+    parse_csv,
+    rest_converters,
+)
 
 TYPES = {
     "Active": "boolean",
@@ -96,7 +105,7 @@ def test_a_column_with_a_text_the_fast_form_refuses_is_converted_cell_by_cell() 
 
 def test_only_converters_with_an_exact_form_skip_the_call_per_cell() -> None:
     # The C-level forms answer exactly what the converters answer, or raise.
-    for convert, exact in bulk._EXACT_FORMS.items():
+    for convert, exact in bulk_csv._EXACT_FORMS.items():
         for texts in TEXTS.values():
             for text in filter(None, texts):
                 try:
@@ -104,3 +113,39 @@ def test_only_converters_with_an_exact_form_skip_the_call_per_cell() -> None:
                 except (ValueError, KeyError):
                     continue
                 assert repr(fast) == repr(convert(text)), text
+
+
+def test_blocks_hold_the_rows_column_by_column_and_give_them_as_parse_csv_does() -> None:
+    rng = random.Random("blocks")
+    rows = [full_row(rng, n, typical=True) for n in range(25)]  # no nan: compared by ==
+    rows.insert(12, [])  # a blank line: its block is a list of dicts
+    content = page(rows)
+    converters = rest_converters(TYPES)
+    expected = list(parse_csv(content, converters))
+
+    blocks = list(csv_blocks(content, converters, rows=10))
+
+    assert [type(b).__name__ for b in blocks] == ["RowColumns", "list", "RowColumns"]
+    assert [len(b) for b in blocks] == [10, 9, 6]
+    assert [row for b in blocks for row in b] == expected
+    first = blocks[0]
+    assert isinstance(first, RowColumns)
+    assert first[3] == expected[3]
+    assert first[-1] == expected[9]
+    assert first[2:4] == expected[2:4]
+    assert list(first.column("Seats") or []) == [r["Seats"] for r in expected[:10]]
+    assert first.column("Missing") is None
+    assert column_of(first, "Missing") == [None] * 10
+    assert column_of(blocks[1], "Seats") == [r["Seats"] for r in expected[10:19]]
+    assert first == expected[:10]
+    assert first != expected[:9]
+    assert [row for b in after_rows(blocks, 12) for row in b] == expected[12:]
+    assert [len(b) for b in after_rows(blocks, 10)] == [9, 6]
+
+
+def test_a_row_of_a_block_read_twice_is_the_same_dict() -> None:
+    content = page([full_row(random.Random(n), n, typical=True) for n in range(3)])
+    (block,) = csv_blocks(content, rest_converters(TYPES))
+
+    first = list(block)
+    assert [id(row) for row in block] == [id(row) for row in first]

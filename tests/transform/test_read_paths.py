@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from pipeline.config.mapping import ObjectMapping
-from pipeline.salesforce.bulk import parse_csv, rest_converters
+from pipeline.salesforce.bulk_csv import parse_csv, rest_converters
 from pipeline.salesforce.change_events import envelopes_from_event
 from pipeline.transform.apply import NeedsLookup, PropertyChanges, changes_for
 from pipeline.transform.envelope import ChangeEnvelope

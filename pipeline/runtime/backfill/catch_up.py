@@ -54,6 +54,7 @@ from pipeline.runtime.backfill.meaning import (
     raw_key,
     read_key,
 )
+from pipeline.salesforce.bulk_csv import column_of
 from pipeline.transform.schema import ObjectSchema
 
 # Stamps are taken when a write happens but become visible at commit, so a long
@@ -250,14 +251,19 @@ class CatchUp:
         """The window's first second as text: reads stamped earlier are never found again."""
         return None if self.since is None else soql_since(self.since)[:_SECOND_CHARS]
 
-    def in_window(self, record: Mapping[str, Any], floor: str | None) -> bool:
-        stamp = record.get(MODSTAMP)
-        return isinstance(stamp, str) and (floor is None or stamp[:_SECOND_CHARS] >= floor)
+    def in_window_at(self, records: Sequence[Mapping[str, Any]]) -> list[int]:
+        """The indexes of ``records`` stamped inside the window: read again by a round.
+        Read from their ``SystemModstamp`` column alone (a block's own, if they are one)."""
+        floor, chars = self.floor, _SECOND_CHARS
+        return [
+            index
+            for index, stamp in enumerate(column_of(records, MODSTAMP))
+            if isinstance(stamp, str) and (floor is None or stamp[:chars] >= floor)
+        ]
 
-    def track(self, records: Iterable[Mapping[str, Any]]) -> None:
+    def track(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Remember the reads of delivered records that a catch-up round could find again."""
-        floor = self.floor
-        found = [r for r in records if self.in_window(r, floor)]
+        found = [records[index] for index in self.in_window_at(records)]
         self.remember([self.read_key(r) for r in found], [self.raw_key(r) for r in found])
 
     @property

@@ -29,6 +29,7 @@ import orjson
 
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.errors import EnvelopeError
+from pipeline.salesforce.bulk_csv import RowColumns
 from pipeline.transform.apply import (
     DELETED_PROPERTY,
     NothingToDo,
@@ -44,6 +45,7 @@ from pipeline.transform.schema import ObjectSchema
 from pipeline.transform.values import (
     kept_types,
     normalise_float,
+    normalise_floats,
     to_group_value,
     to_property_value,
 )
@@ -126,6 +128,21 @@ class ReadMeaning:
             return self._flat_outcomes(record, now_ms)
         envelope = envelope_from_record(self.sfdc_object, record, source=source, now_ms=now_ms)
         return changes_for_config(envelope, self.config, self.schema)
+
+    def outcomes_of(
+        self, records: Sequence[Mapping[str, Any]], *, source: Source, now_ms: int
+    ) -> list[Outcomes]:
+        """:meth:`outcomes` of each of ``records``, in order.
+
+        A block of full-width Bulk rows (:class:`RowColumns`) is worked out column by
+        column when every row is flat and live and the page has a column for every
+        field the mappings read; any other batch record by record.
+        """
+        if self._flat is not None and isinstance(records, RowColumns):
+            found = _block_outcomes(self._flat, records, now_ms)
+            if found is not None:
+                return found
+        return [self.outcomes(record, source=source, now_ms=now_ms) for record in records]
 
     def _flat_outcomes(self, record: Mapping[str, Any], now_ms: int) -> Outcomes:
         record_id: str = record["Id"]
@@ -210,6 +227,100 @@ def _converted(value: Any, sf_type: str | None, memo: dict[Any, Any]) -> Propert
         if len(memo) < MEMO_VALUES:
             memo[key] = converted
     return list(converted) if type(converted) is list else converted
+
+
+def _block_outcomes(
+    plans: tuple[_FlatPlan, ...], block: RowColumns, now_ms: int
+) -> list[Outcomes] | None:
+    """Each row's outcomes as :meth:`ReadMeaning._flat_outcomes` has them, worked out a
+    column at a time; None when a row needs other rules (no Id, deleted) or the page
+    lacks a column a mapping reads (then some field was not read: left alone)."""
+    ids = block.column("Id")
+    if ids is None or set(map(type, ids)) != {str} or "" in ids:
+        return None
+    deleted = block.column(DELETED)
+    if deleted is not None and (True in deleted or "true" in deleted):
+        return None
+    each_plan: list[list[Outcome]] = []
+    for plan in plans:
+        read = [block.column(target[0]) for target in plan.targets]
+        columns = [cells for cells in read if cells is not None]
+        names = ids if plan.name_field is None else block.column(plan.name_field)
+        if not columns or len(columns) < len(read) or names is None:
+            return None
+        if plan.name_field is not None:
+            names = [to_group_value(value, plan.name_type) for value in names]
+        targets = zip(columns, plan.targets, strict=True)
+        converted = [_property_column(cells, target) for cells, target in targets]
+        each_plan.append(_column_changes(plan, names, ids, converted, now_ms))
+    if len(plans) == 1:
+        mapping = plans[0].mapping
+        return [[(mapping, outcome)] for outcome in each_plan[0]]
+    mappings = [plan.mapping for plan in plans]
+    return [list(zip(mappings, row, strict=True)) for row in zip(*each_plan, strict=True)]
+
+
+def _property_column(cells: Sequence[Any], target: _Target) -> Sequence[Any]:
+    """What :meth:`ReadMeaning._flat_outcomes` converts each cell of a mapped field to
+    (``None``: unset), with a call per distinct value at most."""
+    kept, number = target[4], target[5]
+    kinds = set(map(type, cells)) - {type(None)}
+    if kinds <= kept:  # most columns: text of a text field, numbers, booleans
+        return [None if cell == "" else cell for cell in cells] if "" in cells else cells
+    if number and kinds <= kept | {float}:
+        return normalise_floats(cells)
+    if len(kinds) > 1:  # say numbers among texts that did not parse as one
+        return [_property_value(cell, target) for cell in cells]
+    # One type, converted (dates, multi-select picklists): each distinct value once.
+    table = {cell: _property_value(cell, target) for cell in dict.fromkeys(cells)}
+    if list not in map(type, table.values()):
+        return [table[cell] for cell in cells]
+    return [_owned(table[cell]) for cell in cells]  # every update owns its lists
+
+
+def _property_value(value: Any, target: _Target) -> PropertyValue | None:
+    """One cell as :meth:`ReadMeaning._flat_outcomes` converts it."""
+    _field, _prop, sf_type, _parent, kept, number, memo = target
+    if value is None:
+        return None
+    if type(value) in kept:
+        return None if value == "" else value
+    if number and value.__class__ is float:
+        return normalise_float(value)
+    return _converted(value, sf_type, memo)
+
+
+def _owned(value: Any) -> Any:
+    return list(value) if type(value) is list else value
+
+
+def _column_changes(
+    plan: _FlatPlan,
+    groups: Sequence[str | None],
+    ids: Sequence[str],
+    columns: list[Sequence[Any]],
+    now_ms: int,
+) -> list[Outcome]:
+    """Each row's change of ``plan``: ``columns`` hold its mapped fields' property values
+    (``None``: unset), ``groups`` its group (``None``: no group)."""
+    props = [target[1] for target in plan.targets]
+    group_type, mark, order = plan.mapping.group_type, plan.mark, (now_ms, 0, 0)
+    found: list[Outcome] = []
+    # The columns of a block are all as long as it: no zip below checks lengths.
+    rows = zip(*columns, strict=False)
+    for group, record_id, values in zip(groups, ids, rows, strict=False):
+        if group is None:
+            found.append(NothingToDo("group name field is empty"))
+            continue
+        if None in values:
+            changes = {p: v for p, v in zip(props, values, strict=False) if v is not None}
+            nulls = frozenset(p for p, v in zip(props, values, strict=False) if v is None)
+        else:
+            changes, nulls = dict(zip(props, values, strict=False)), _EMPTY
+        if mark:
+            changes[DELETED_PROPERTY] = False
+        found.append(PropertyChanges(group_type, group, order, changes, nulls, record_id))
+    return found
 
 
 def _group(plan: _FlatPlan, record: Mapping[str, Any]) -> str | NothingToDo:

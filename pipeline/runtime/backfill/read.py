@@ -29,10 +29,9 @@ from pipeline.salesforce.bulk import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_MAX_RECORDS,
     BulkQuery,
-    batched,
-    rest_converters,
     select_list,
 )
+from pipeline.salesforce.bulk_csv import after_rows, batched, rest_converters
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.envelope import Source
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
@@ -82,9 +81,11 @@ class ReadPosition:
 
 @dataclass(frozen=True, slots=True)
 class RecordBatch:
-    """Typed records (REST JSON shape) and the position right after them."""
+    """Typed records (REST JSON shape) and the position right after them; a Bulk batch's
+    records are a :class:`~pipeline.salesforce.bulk_csv.RowColumns` when its rows are
+    full-width."""
 
-    records: list[dict[str, Any]]
+    records: Sequence[dict[str, Any]]
     source: Source
     position: ReadPosition
     total: int | None
@@ -110,7 +111,7 @@ async def read_object(
     checkpoint: ReadPosition | None = None,
     progress: ReadProgress | None = None,
     options: ReadOptions = DEFAULT_READ_OPTIONS,
-) -> AsyncGenerator[list[dict[str, Any]]]:
+) -> AsyncGenerator[Sequence[dict[str, Any]]]:
     """Every record of ``mapping``'s object, page by page, typed as REST JSON.
 
     Records hold ``Id``, the group name field, the mapped fields (compound ones as
@@ -293,11 +294,10 @@ async def _bulk_batches(
     async with contextlib.aclosing(prefetched(pages)) as read:
         async for page in read:
             collect_page_garbage()
-            rows = page.rows(converters)
-            for _ in range(skip):
-                next(rows, None)
+            # A batch is a block of the page: typed column by column, its dicts built
+            # only if something reads them (the backfill's transform does not).
+            batches = after_rows(page.blocks(converters, rows=options.batch_rows), skip)
             done, skip = skip, 0
-            batches = batched(rows, options.batch_rows)
             current = next(batches, None)
             if current is None:
                 # Only reached for an empty page, or a resume that had done a page exactly.
@@ -321,7 +321,7 @@ def _first_page_rows(options: ReadOptions) -> int:
 
 
 def _bulk_batch(
-    records: list[dict[str, Any]],
+    records: Sequence[dict[str, Any]],
     job_id: str,
     locator: str | None,
     rows_done: int,

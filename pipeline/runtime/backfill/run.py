@@ -40,7 +40,8 @@ from pipeline.runtime.backfill.stream_start import record_stream_start, stream_s
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.recorder import command_recorder
 from pipeline.runtime.tasks import seen_through
-from pipeline.salesforce.bulk import BulkQuery, batched
+from pipeline.salesforce.bulk import BulkQuery
+from pipeline.salesforce.bulk_csv import batched
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.apply import PropertyChanges
 from pipeline.transform.coalesce import Coalescer
@@ -315,7 +316,7 @@ async def _send_reads(
 def _updates(
     run: BackfillRun,
     obj: ObjectRun,
-    records: list[dict[str, Any]],
+    records: Sequence[dict[str, Any]],
     source: Source,
     *,
     first_read: bool = True,
@@ -332,18 +333,19 @@ def _updates(
     keys: list[int] = []
     raw: list[int] = []
     see = run.duplicates.see if first_read else _unseen
-    item, outcomes_of, catch_up = obj.item, obj.meaning.outcomes, obj.catch_up
-    floor = None if catch_up is None else catch_up.floor
-    for record in records:
-        outcomes = outcomes_of(record, source=source, now_ms=now_ms)
+    item, catch_up = obj.item, obj.catch_up
+    each_read = obj.meaning.outcomes_of(records, source=source, now_ms=now_ms)
+    for outcomes in each_read:
         for _mapping, outcome in outcomes:
             if isinstance(outcome, PropertyChanges):
                 changes.append(outcome)
                 see(outcome.group_type, outcome.group_value)
             elif first_read:
                 item.without_group += 1
-        if catch_up is not None and catch_up.in_window(record, floor):
-            keys.append(catch_up.key_of(record, outcomes))
+    if catch_up is not None:
+        for index in catch_up.in_window_at(records):
+            record = records[index]
+            keys.append(catch_up.key_of(record, each_read[index]))
             raw.append(catch_up.raw_key(record))
     updates = _merged(changes, obj.config, obj.schema)
     if first_read:

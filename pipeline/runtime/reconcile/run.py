@@ -26,7 +26,7 @@ import contextlib
 import fcntl
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -363,7 +363,7 @@ async def _catch_up(
 def _envelopes(
     run: _Run,
     plan: ObjectPlan,
-    records: list[dict[str, Any]],
+    records: Sequence[dict[str, Any]],
     source: Source,
     tally: Tally,
     *,
