@@ -26,8 +26,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
+import msgspec
 import orjson
 
 from pipeline.amplitude.payload import group_properties
@@ -38,7 +39,6 @@ from pipeline.amplitude.planning import (
     EncodedUpdate,
     cut_strings,
 )
-from pipeline.encoding import kept_json
 from pipeline.transform.group_update import GroupUpdate
 
 GROUP_IDENTIFY_EVENT = "$groupidentify"
@@ -58,30 +58,42 @@ def event_prefix(api_key: str) -> bytes:
     return b'{"api_key":' + orjson.dumps(api_key) + b',"events":['
 
 
+class _Event(msgspec.Struct, kw_only=True, gc=False):
+    """A ``$groupidentify`` event as the SDKs send it; its JSON keys in field order."""
+
+    event_type: str = GROUP_IDENTIFY_EVENT
+    groups: dict[str, str]
+    group_properties: dict[str, Any]
+    insert_id: str
+    time: int
+    library: str = LIBRARY
+
+
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def _event(update: GroupUpdate, insert_id: str, time_ms: int) -> _Event:
+    """``group_properties`` as :func:`to_identification` has them, ``$set`` not copied:
+    the event is encoded at once and dropped."""
+    return _Event(
+        groups={update.group_type: update.group_value},
+        group_properties=group_properties(update, shared=True),
+        insert_id=insert_id,
+        time=time_ms,
+    )
+
+
 def encode_event(update: GroupUpdate, insert_id: str, time_ms: int) -> EncodedUpdate:
-    raw = _event_json(update, insert_id, time_ms)
+    """The event's JSON, strings over :data:`MAX_STRING_CHARS` characters cut first."""
+    raw = _ENCODER.encode(_event(update, insert_id, time_ms))
     cut: tuple[str, ...] = ()
     # A string over MAX_STRING_CHARS characters takes at least that many bytes, so a
     # shorter event has none to cut (nearly every one): it is encoded once.
     if len(raw) > MAX_STRING_CHARS:
         update, cut = cut_strings(update)
         if cut:
-            raw = _event_json(update, insert_id, time_ms)
+            raw = _ENCODER.encode(_event(update, insert_id, time_ms))
     return EncodedUpdate(update, raw, len(raw), len(update.set) + len(update.unset), cut)
-
-
-def _event_json(update: GroupUpdate, insert_id: str, time_ms: int) -> bytes:
-    """The ``$groupidentify`` event: ``group_properties`` as :func:`to_identification` has it."""
-    return kept_json(
-        {
-            "event_type": GROUP_IDENTIFY_EVENT,
-            "groups": {update.group_type: update.group_value},
-            "group_properties": group_properties(update, shared=True),
-            "insert_id": insert_id,
-            "time": time_ms,
-            "library": LIBRARY,
-        }
-    )
 
 
 def event_body_bytes(prefix_len: int, sizes: int, count: int) -> int:
@@ -102,25 +114,35 @@ def plan_events(
     max_request_bytes: int = MAX_REQUEST_BYTES,
     now_ms: int | None = None,
 ) -> list[Chunk]:
-    """Fill requests in order; empty updates are left out, strings cut to 1,024 characters."""
+    """Fill requests in order; empty updates are left out, strings cut to 1,024 characters.
+
+    Every event is encoded by one call: newline-delimited JSON (a newline inside a
+    string is escaped), split into one exact-size ``bytes`` per event. An event long
+    enough to hold a string to cut is encoded again, alone (:func:`encode_event`).
+    """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    token = uuid.uuid4().hex[:20]
+    insert_ids = f"sfamp-{uuid.uuid4().hex[:20]}-"
+    numbered = [(number, u) for number, u in enumerate(updates) if u.set or u.unset]
+    events = [_event(u, f"{insert_ids}{number}", now_ms) for number, u in numbered]
+    lines = _ENCODER.encode_lines(events).split(b"\n")  # and b"" after the last newline
+    del events
     chunks: list[Chunk] = []
     items: list[EncodedUpdate] = []
-    size = 0
-    for number, update in enumerate(updates):
-        if update.is_empty():
-            continue
-        item = encode_event(update, f"sfamp-{token}-{number}", now_ms)
+    size = keys = 0
+    limit = max_request_bytes - prefix_len - len(_SUFFIX)
+    for (number, update), raw in zip(numbered, lines, strict=False):
+        if len(raw) > MAX_STRING_CHARS:
+            item = encode_event(update, f"{insert_ids}{number}", now_ms)
+        else:
+            item = EncodedUpdate(update, raw, len(raw), len(update.set) + len(update.unset))
         grown = size + item.encoded_size + (1 if items else 0)
-        fits = len(items) < max_events and prefix_len + grown + len(_SUFFIX) <= max_request_bytes
-        if items and not fits:
-            chunks.append(make_event_chunk(items, prefix_len))
-            items, grown = [], item.encoded_size
+        if items and (len(items) >= max_events or grown > limit):
+            chunks.append(Chunk(tuple(items), prefix_len + size + len(_SUFFIX), keys))
+            items, grown, keys = [], item.encoded_size, 0
         items.append(item)
-        size = grown
+        size, keys = grown, keys + item.property_keys
     if items:
-        chunks.append(make_event_chunk(items, prefix_len))
+        chunks.append(Chunk(tuple(items), prefix_len + size + len(_SUFFIX), keys))
     return chunks
 
 
@@ -169,7 +191,8 @@ class EventWire:
         self.prefix = prefix
 
     def body(self, chunk: Chunk) -> bytes:
-        return self.prefix + b",".join(item.json for item in chunk.items) + _SUFFIX
+        events = b",".join([item.json for item in chunk.items])
+        return b"".join((self.prefix, events, _SUFFIX))
 
     def halves(self, chunk: Chunk) -> tuple[Chunk, Chunk]:
         middle = len(chunk.items) // 2

@@ -13,6 +13,7 @@ from pipeline.amplitude import AmplitudeClient
 from pipeline.amplitude.httpapi import (
     MAX_EVENTS,
     EventWire,
+    encode_event,
     event_prefix,
     plan_events,
     refused_events,
@@ -104,9 +105,35 @@ def test_an_event_holds_the_update_as_is_and_a_kept_identification_owns_its_valu
     assert kept == update.set
     assert kept is not update.set
     assert group_properties(update, shared=True)["$set"] is update.set
-    # A set that is not a dict is copied either way: orjson serialises dicts only.
+    # A set that is not a dict is copied either way: the JSON encoders take dicts.
     proxied = GroupUpdate("account", "001A", MappingProxyType({"name": "Acme"}))
     assert type(group_properties(proxied, shared=True)["$set"]) is dict
+
+
+def test_events_encoded_by_one_call_are_each_what_encoding_it_alone_gives() -> None:
+    updates = [
+        GroupUpdate("account", "001A", {"note": "line\nbreak", "quote": 'a"b', "zoë": "é😀"}),
+        GroupUpdate("account", "001B", {"long": "x" * 2000, "list": ["y" * 1500, "z"]}),
+        GroupUpdate("account", "001C"),  # nothing to send: left out
+        GroupUpdate(
+            "company", "two\nlines", {"n": 1e20, "on": True, "i": 2**62}, frozenset({"old"})
+        ),
+    ]
+    (chunk,) = plan_events(updates, 10, now_ms=5)
+
+    ids = [orjson.loads(item.json)["insert_id"] for item in chunk.items]
+    assert [i.rsplit("-", 1)[1] for i in ids] == ["0", "1", "3"]
+    sent = [updates[0], updates[1], updates[3]]
+    alone = [encode_event(update, i, 5) for update, i in zip(sent, ids, strict=True)]
+    assert [item.json for item in chunk.items] == [item.json for item in alone]
+    assert [item.cut for item in chunk.items] == [(), alone[1].cut, ()]
+    assert alone[1].cut  # the long strings were cut, and the event encoded again
+    for item in chunk.items:
+        event = orjson.loads(item.json)
+        assert event["groups"] == {item.update.group_type: item.update.group_value}
+        assert event["group_properties"] == group_properties(item.update)
+        assert event["time"] == 5
+    assert len(orjson.loads(chunk.items[1].json)["group_properties"]["$set"]["long"]) == 1024
 
 
 def test_insert_ids_are_unique_per_identification_and_per_send() -> None:
