@@ -3,6 +3,7 @@ and the progress protocol with its log-line implementation."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -10,6 +11,7 @@ import structlog
 
 from pipeline.errors import ConfigError, SalesforceRequestError, SfampError
 from pipeline.runtime.progress import IntervalCounter, ObjectProgress
+from pipeline.transform.apply import PropertyChanges
 
 DUPLICATES_SHOWN: Final = 20
 # Salesforce refusing the query itself: the same read fails the same way on every run.
@@ -51,6 +53,13 @@ class DuplicateGroups:
             counts[group_value] = counts.get(group_value, 1) + 1
         else:
             seen.add(marker)
+
+    def see_all(self, groups: Iterable[PropertyChanges]) -> None:
+        """:meth:`see` of each change's group, in order; no call per change when no group
+        type is tracked (every mapping named by ``Id`` or a unique field)."""
+        if self._seen:
+            for change in groups:
+                self.see(change.group_type, change.group_value)
 
     def report(self) -> dict[str, dict[str, Any]]:
         """Per group type: how many values repeat, and the most repeated with record counts."""

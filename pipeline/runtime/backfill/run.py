@@ -332,16 +332,16 @@ def _updates(
     changes: list[PropertyChanges] = []
     keys: list[int] = []
     raw: list[int] = []
-    see = run.duplicates.see if first_read else _unseen
     item, catch_up = obj.item, obj.catch_up
     each_read = obj.meaning.outcomes_of(records, source=source, now_ms=now_ms)
     for outcomes in each_read:
         for _mapping, outcome in outcomes:
             if isinstance(outcome, PropertyChanges):
                 changes.append(outcome)
-                see(outcome.group_type, outcome.group_value)
             elif first_read:
                 item.without_group += 1
+    if first_read:
+        run.duplicates.see_all(changes)
     if catch_up is not None:
         for index in catch_up.in_window_at(records):
             record = records[index]
@@ -353,10 +353,6 @@ def _updates(
         room = SAMPLE_SIZE - len(run.summary.sample)
         run.summary.sample += [to_identification(update) for update in updates[: max(0, room)]]
     return updates, (keys, raw)
-
-
-def _unseen(group_type: str, group_value: str) -> None:
-    return None
 
 
 def _merged(
