@@ -192,13 +192,19 @@ TYPED: dict[str, list[Any]] = {
 }
 
 
-def block(rng: random.Random, rows: int, columns: list[str] = BLOCK_COLUMNS) -> RowColumns:
+def block(
+    rng: random.Random, rows: int, columns: list[str] = BLOCK_COLUMNS, *, whole: bool = False
+) -> RowColumns:
     """Full-width Bulk rows held column by column as a page's block: each column of one
-    type as Bulk types it, or (one in three) of every spelling."""
+    type as Bulk types it, or (one in three) of every spelling; ``whole``: every mapped
+    value typed and present (no null, no empty text)."""
     cells: list[list[Any]] = [[f"001{number:015d}" for number in range(rows)]]
     for name in columns[1:]:
         typed = TYPED.get(name)
-        values = typed if typed is not None and rng.random() < 0.67 else VALUES[name]
+        if whole:
+            values = [v for v in typed or VALUES[name] if v is not None and v != ""]
+        else:
+            values = typed if typed is not None and rng.random() < 0.67 else VALUES[name]
         cells.append([rng.choice(values) for _ in range(rows)])
     return RowColumns(columns, cells)
 
@@ -213,8 +219,8 @@ def test_a_block_worked_out_column_by_column_means_what_each_row_means(
     meaning = ReadMeaning("Account", cfg, SCHEMA)
     assert meaning._flat is not None
     rng = random.Random(f"block-{name_field}-{on_delete}-{twice}")
-    for _ in range(12):
-        rows = block(rng, 300)
+    for number in range(12):
+        rows = block(rng, 300, whole=number < 3)
         rows.columns[BLOCK_COLUMNS.index("IsDeleted")] = [False, None, "false"] * 100
         by_columns = _block_outcomes(meaning._flat, rows, 7)
         assert by_columns is not None, "a block of live rows is worked out column by column"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from pipeline.transform.values import (
     normalise_float,
     to_group_value,
     to_property_value,
+    to_property_values,
 )
 
 
@@ -159,3 +161,30 @@ def test_a_number_fields_float_is_normalised_as_to_property_value_does() -> None
     for number in (3.0, 2.5, -0.0, 2.0**60, float("nan"), float("inf")):
         expected = to_property_value(number, "double")
         assert repr(normalise_float(number)) == repr(expected)
+
+
+# Values a column of each type may hold: as Bulk types them, and in other spellings.
+COLUMN_VALUES: list[Any] = [
+    *SAMPLES, None, "", "2025-13-40", "2025-05-05T10:00:00Z", "2025-05-05x", "2025-05",
+    "1.5E3", "A;;B", ";",
+    "2024-04-09T20:26:27.000+0000", 2.0**60, float("nan"), -0.0, 1e20, 20_000, 2**62, [1, 2],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("sf_type", TYPES)
+def test_a_column_converts_as_each_of_its_values_does(sf_type: str | None) -> None:
+    rng = random.Random(str(sf_type))
+    by_type: dict[type, list[Any]] = {}
+    for value in COLUMN_VALUES:
+        by_type.setdefault(type(value), []).append(value)
+    columns = [[rng.choice([*values, None]) for _ in range(200)] for values in by_type.values()]
+    columns += [[rng.choice(COLUMN_VALUES) for _ in range(200)] for _ in range(5)]
+    columns += [["2025-05-05", None, "2025-05-06"] * 3, ["2025-05-05", "2025-05-05x", ""]]
+    columns += [[None] * 4, ["A;B", "A;B", None]]
+    for cells in columns:
+        converted = to_property_values(cells, sf_type)
+        # repr tells 1 from 1.0 and True, and nan compares.
+        assert repr(list(converted)) == repr([to_property_value(c, sf_type) for c in cells])
+        lists = [id(value) for value in converted if type(value) is list]
+        assert len(set(lists)) == len(lists), "every value owns its list"
+        assert not set(lists) & {id(cell) for cell in cells}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
@@ -45,9 +45,9 @@ from pipeline.transform.schema import ObjectSchema
 from pipeline.transform.values import (
     kept_types,
     normalise_float,
-    normalise_floats,
     to_group_value,
     to_property_value,
+    to_property_values,
 )
 
 MODSTAMP: Final = "SystemModstamp"
@@ -250,48 +250,14 @@ def _block_outcomes(
             return None
         if plan.name_field is not None:
             names = [to_group_value(value, plan.name_type) for value in names]
-        targets = zip(columns, plan.targets, strict=True)
-        converted = [_property_column(cells, target) for cells, target in targets]
+        types = [target[2] for target in plan.targets]
+        converted = list(map(to_property_values, columns, types))
         each_plan.append(_column_changes(plan, names, ids, converted, now_ms))
     if len(plans) == 1:
         mapping = plans[0].mapping
         return [[(mapping, outcome)] for outcome in each_plan[0]]
     mappings = [plan.mapping for plan in plans]
     return [list(zip(mappings, row, strict=True)) for row in zip(*each_plan, strict=True)]
-
-
-def _property_column(cells: Sequence[Any], target: _Target) -> Sequence[Any]:
-    """What :meth:`ReadMeaning._flat_outcomes` converts each cell of a mapped field to
-    (``None``: unset), with a call per distinct value at most."""
-    kept, number = target[4], target[5]
-    kinds = set(map(type, cells)) - {type(None)}
-    if kinds <= kept:  # most columns: text of a text field, numbers, booleans
-        return [None if cell == "" else cell for cell in cells] if "" in cells else cells
-    if number and kinds <= kept | {float}:
-        return normalise_floats(cells)
-    if len(kinds) > 1:  # say numbers among texts that did not parse as one
-        return [_property_value(cell, target) for cell in cells]
-    # One type, converted (dates, multi-select picklists): each distinct value once.
-    table = {cell: _property_value(cell, target) for cell in dict.fromkeys(cells)}
-    if list not in map(type, table.values()):
-        return [table[cell] for cell in cells]
-    return [_owned(table[cell]) for cell in cells]  # every update owns its lists
-
-
-def _property_value(value: Any, target: _Target) -> PropertyValue | None:
-    """One cell as :meth:`ReadMeaning._flat_outcomes` converts it."""
-    _field, _prop, sf_type, _parent, kept, number, memo = target
-    if value is None:
-        return None
-    if type(value) in kept:
-        return None if value == "" else value
-    if number and value.__class__ is float:
-        return normalise_float(value)
-    return _converted(value, sf_type, memo)
-
-
-def _owned(value: Any) -> Any:
-    return list(value) if type(value) is list else value
 
 
 def _column_changes(
@@ -305,9 +271,17 @@ def _column_changes(
     (``None``: unset), ``groups`` its group (``None``: no group)."""
     props = [target[1] for target in plan.targets]
     group_type, mark, order = plan.mapping.group_type, plan.mark, (now_ms, 0, 0)
-    found: list[Outcome] = []
     # The columns of a block are all as long as it: no zip below checks lengths.
     rows = zip(*columns, strict=False)
+    if not mark and None not in groups and not any(None in cells for cells in columns):
+        # Every row has a group and sets every property (most blocks): nothing to sort.
+        sets = (dict(zip(props, values, strict=False)) for values in rows)
+        named = cast("Sequence[str]", groups)  # none is None, as checked above
+        return [
+            PropertyChanges(group_type, group, order, values, _EMPTY, record_id)
+            for group, record_id, values in zip(named, ids, sets, strict=False)
+        ]
+    found: list[Outcome] = []
     for group, record_id, values in zip(groups, ids, rows, strict=False):
         if group is None:
             found.append(NothingToDo("group name field is empty"))
