@@ -124,25 +124,45 @@ def plan_events(
     insert_ids = f"sfamp-{uuid.uuid4().hex[:20]}-"
     numbered = [(number, u) for number, u in enumerate(updates) if u.set or u.unset]
     events = [_event(u, f"{insert_ids}{number}", now_ms) for number, u in numbered]
-    lines = _ENCODER.encode_lines(events).split(b"\n")  # and b"" after the last newline
+    lines = _ENCODER.encode_lines(events).split(b"\n")[:-1]  # b"" after the last newline
     del events
-    chunks: list[Chunk] = []
-    items: list[EncodedUpdate] = []
-    size = keys = 0
+    sizes = list(map(len, lines))
+    sent = [update for _, update in numbered]
+    if max(sizes, default=0) <= MAX_STRING_CHARS:  # no event holds a string to cut
+        keys = [len(update.set) + len(update.unset) for update in sent]
+        items = list(map(EncodedUpdate, sent, lines, sizes, keys))
+    else:
+        items = [
+            encode_event(update, f"{insert_ids}{number}", now_ms)
+            if size > MAX_STRING_CHARS
+            else EncodedUpdate(update, raw, size, len(update.set) + len(update.unset))
+            for (number, update), raw, size in zip(numbered, lines, sizes, strict=True)
+        ]
+        sizes = [item.encoded_size for item in items]
+    return _filled(items, sizes, prefix_len, max_events, max_request_bytes)
+
+
+def _filled(
+    items: list[EncodedUpdate],
+    sizes: list[int],
+    prefix_len: int,
+    max_events: int,
+    max_request_bytes: int,
+) -> list[Chunk]:
+    """``items`` (of JSON ``sizes``) in order, as many to a request as it may hold."""
     limit = max_request_bytes - prefix_len - len(_SUFFIX)
-    for (number, update), raw in zip(numbered, lines, strict=False):
-        if len(raw) > MAX_STRING_CHARS:
-            item = encode_event(update, f"{insert_ids}{number}", now_ms)
-        else:
-            item = EncodedUpdate(update, raw, len(raw), len(update.set) + len(update.unset))
-        grown = size + item.encoded_size + (1 if items else 0)
-        if items and (len(items) >= max_events or grown > limit):
-            chunks.append(Chunk(tuple(items), prefix_len + size + len(_SUFFIX), keys))
-            items, grown, keys = [], item.encoded_size, 0
-        items.append(item)
-        size, keys = grown, keys + item.property_keys
-    if items:
-        chunks.append(Chunk(tuple(items), prefix_len + size + len(_SUFFIX), keys))
+    if len(items) <= max_events and sum(sizes) + len(items) - 1 <= limit:
+        return [make_event_chunk(items, prefix_len)] if items else []  # all in one (most sends)
+    chunks: list[Chunk] = []
+    start, size = 0, -1
+    for index, item_size in enumerate(sizes):
+        grown = size + 1 + item_size
+        if index > start and (index - start >= max_events or grown > limit):
+            chunks.append(make_event_chunk(items[start:index], prefix_len))
+            start, grown = index, item_size
+        size = grown
+    if start < len(items):
+        chunks.append(make_event_chunk(items[start:], prefix_len))
     return chunks
 
 
