@@ -16,6 +16,11 @@ applies exactly that with the same compiled plan and the same value conversion
 envelope and a view per record. Any other read (a deleted record, a nested value,
 a mapping with formula fields that follow other fields, no schema) goes through
 :func:`changes_for_config` itself; a test compares both on generated records.
+
+A Bulk batch held column by column (:class:`RowColumns`) is worked out a column at
+a time (:meth:`ReadMeaning.outcomes_of`): each mapped column converted once
+(:func:`to_property_values`), each row's change built from the converted columns,
+with no dict per row; another test compares it with the row-by-row answers.
 """
 
 from __future__ import annotations
