@@ -5,9 +5,10 @@ empty cell is ``None``. Typed columns (numbers, booleans, datetimes) are convert
 into what REST JSON would hold (:func:`rest_converters`), so a record read
 through Bulk enters the transform exactly as one read through REST.
 
-A page is split and typed :data:`ROWS_AT_ONCE` rows at a time (a *block*), column
-by column: a column of numbers or booleans goes through ``float``, ``int`` or a
-dict lookup in one list comprehension, with no Python call per cell. A block of
+A page is split and typed a *block* of rows at a time (:data:`ROWS_AT_ONCE`, or a
+backfill's batch), column by column: a column of numbers or booleans goes through
+``float``, ``int`` or a dict lookup in one list comprehension, with no Python call
+per cell. A block of
 full-width rows stays a :class:`RowColumns`, whose row dicts are built only when
 something reads them; code that works column by column (a backfill's transform)
 never builds them.
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, overload
 
 MEMO_TEXTS: Final = 4096  # conversions remembered per typed column of a block
-ROWS_AT_ONCE: Final = 1_000  # rows of a page split and converted together
+ROWS_AT_ONCE: Final = 1_000  # rows of a page split and converted together by default
 _UNSEEN: Any = object()
 
 Convert = Callable[[str], Any]
@@ -33,9 +34,9 @@ class RowColumns(Sequence[dict[str, Any]]):
 
     ``header`` names the columns and ``columns`` holds one sequence of typed cells per
     column, all as long as the block. Reading a row (by index or by iterating) gives
-    the dict :func:`parse_csv` gives for it; the first full iteration keeps the dicts,
-    so a block read twice builds them once. :meth:`column` hands a whole column to code
-    that works column by column, which then builds no dict at all.
+    the dict :func:`parse_csv` gives for it; the first iteration builds every row's
+    dict and keeps them, so a block read twice builds them once. :meth:`column` hands
+    a whole column to code that works column by column, which then builds no dict.
     """
 
     __slots__ = ("_rows", "columns", "header")
@@ -121,7 +122,8 @@ def csv_blocks(
     full_width = {len(header)}
     while block := list(itertools.islice(reader, rows)):
         if set(map(len, block)) == full_width:
-            yield RowColumns(header, _typed_columns(block, typed))
+            if header:  # else blank lines under a blank header: no row to give
+                yield RowColumns(header, _typed_columns(block, typed))
             continue
         ragged = [
             _ragged(header, [cell or None for cell in cells], converters)

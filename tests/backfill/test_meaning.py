@@ -8,6 +8,8 @@ every kind of value, absent and null fields, group name fields and on_delete pol
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -192,20 +194,36 @@ TYPED: dict[str, list[Any]] = {
 }
 
 
+LIVE: list[Any] = [False, None, "false"]  # IsDeleted of rows that are not deleted
+
+
 def block(
-    rng: random.Random, rows: int, columns: list[str] = BLOCK_COLUMNS, *, whole: bool = False
+    rng: random.Random,
+    rows: int,
+    columns: list[str] = BLOCK_COLUMNS,
+    *,
+    whole: bool = False,
+    given: Mapping[str, list[Any]] = MappingProxyType({}),
 ) -> RowColumns:
-    """Full-width Bulk rows held column by column as a page's block: each column of one
-    type as Bulk types it, or (one in three) of every spelling; ``whole``: every mapped
-    value typed and present (no null, no empty text)."""
-    cells: list[list[Any]] = [[f"001{number:015d}" for number in range(rows)]]
-    for name in columns[1:]:
+    """Full-width Bulk rows of live records held column by column as a page's block:
+    each column of one type as Bulk types it, or (one in three) of every spelling;
+    ``whole``: every mapped value typed and present (no null, no empty text);
+    ``given``: columns as they are given."""
+    cells: list[list[Any]] = []
+    for name in columns:
         typed = TYPED.get(name)
-        if whole:
-            values = [v for v in typed or VALUES[name] if v is not None and v != ""]
+        values: list[Any]
+        if name == "Id":
+            values = [f"001{number:015d}" for number in range(rows)]
+        elif name == "IsDeleted":
+            values = [rng.choice(LIVE) for _ in range(rows)]
+        elif whole:
+            kinds = [v for v in typed or VALUES[name] if v is not None and v != ""]
+            values = [rng.choice(kinds) for _ in range(rows)]
         else:
-            values = typed if typed is not None and rng.random() < 0.67 else VALUES[name]
-        cells.append([rng.choice(values) for _ in range(rows)])
+            kinds = typed if typed is not None and rng.random() < 0.67 else VALUES[name]
+            values = [rng.choice(kinds) for _ in range(rows)]
+        cells.append(given.get(name, values))
     return RowColumns(columns, cells)
 
 
@@ -221,7 +239,6 @@ def test_a_block_worked_out_column_by_column_means_what_each_row_means(
     rng = random.Random(f"block-{name_field}-{on_delete}-{twice}")
     for number in range(12):
         rows = block(rng, 300, whole=number < 3)
-        rows.columns[BLOCK_COLUMNS.index("IsDeleted")] = [False, None, "false"] * 100
         by_columns = _block_outcomes(meaning._flat, rows, 7)
         assert by_columns is not None, "a block of live rows is worked out column by column"
         by_rows = [meaning.outcomes(row, source="bulk", now_ms=7) for row in rows]
@@ -238,9 +255,7 @@ def test_a_block_worked_out_column_by_column_means_what_each_row_means(
 def test_each_update_of_a_block_owns_its_lists() -> None:
     meaning = ReadMeaning("Account", config("Id", "ignore"), SCHEMA)
     assert meaning._flat is not None
-    rows = block(random.Random(0), 2)
-    rows.columns[BLOCK_COLUMNS.index("Regions__c")] = ["APAC;EMEA", "APAC;EMEA"]
-    rows.columns[BLOCK_COLUMNS.index("IsDeleted")] = [False, False]
+    rows = block(random.Random(0), 2, given={"Regions__c": ["APAC;EMEA", "APAC;EMEA"]})
     assert _block_outcomes(meaning._flat, rows, 0) is not None
     first, second = (
         outcomes[0][1] for outcomes in meaning.outcomes_of(rows, source="bulk", now_ms=0)
@@ -258,13 +273,14 @@ def test_each_update_of_a_block_owns_its_lists() -> None:
 def test_a_block_that_needs_other_rules_is_worked_out_row_by_row(change: str) -> None:
     meaning = ReadMeaning("Account", config("AccountNumber", "mark"), SCHEMA)
     assert meaning._flat is not None
-    rows = block(random.Random(change), 50)
+    assert _block_outcomes(meaning._flat, block(random.Random(change), 50), 7) is not None
     if change == "a deleted row":
-        rows.columns[BLOCK_COLUMNS.index("IsDeleted")] = [False] * 49 + ["true"]
+        rows = block(random.Random(change), 50, given={"IsDeleted": [False] * 49 + ["true"]})
     elif change == "a column not read":
         rows = block(random.Random(change), 50, [c for c in BLOCK_COLUMNS if c != "Name"])
     else:
-        rows.columns[0] = [*rows.columns[0][:49], None]
+        ids: list[Any] = [f"001{number:015d}" for number in range(49)]
+        rows = block(random.Random(change), 50, given={"Id": [*ids, None]})
     assert _block_outcomes(meaning._flat, rows, 7) is None
     if change == "a row without an Id":
         with pytest.raises(EnvelopeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -36,7 +37,7 @@ class NoBulk(httpx.AsyncBaseTransport):
 
 async def test_read_object_yields_typed_rest_shaped_pages_from_bulk(sandboxes: Sandboxes) -> None:
     await sandboxes.seed("Account", 3_000)
-    pages: list[list[dict[str, object]]] = []
+    pages: list[Sequence[dict[str, object]]] = []
     seen: list[tuple[int, int | None]] = []
     options = ReadOptions(rest_max_records=100, max_records=1_000, batch_rows=1_000)
     async with SalesforceClient.from_settings(sandboxes.settings().salesforce) as sf:

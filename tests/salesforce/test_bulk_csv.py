@@ -149,3 +149,8 @@ def test_a_row_of_a_block_read_twice_is_the_same_dict() -> None:
 
     first = list(block)
     assert [id(row) for row in block] == [id(row) for row in first]
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n\n", b'"Id","Name"\n'])
+def test_a_page_without_rows_gives_no_block(content: bytes) -> None:
+    assert list(csv_blocks(content, rest_converters(TYPES))) == []

@@ -54,11 +54,11 @@ class DuplicateGroups:
         else:
             seen.add(marker)
 
-    def see_all(self, groups: Iterable[PropertyChanges]) -> None:
+    def see_all(self, changes: Iterable[PropertyChanges]) -> None:
         """:meth:`see` of each change's group, in order; no call per change when no group
         type is tracked (every mapping named by ``Id`` or a unique field)."""
         if self._seen:
-            for change in groups:
+            for change in changes:
                 self.see(change.group_type, change.group_value)
 
     def report(self) -> dict[str, dict[str, Any]]:
