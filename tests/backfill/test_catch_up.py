@@ -20,6 +20,7 @@ from pipeline.config.validation import load_mapping
 from pipeline.runtime.backfill import CatchUp, ReadOptions, run_backfill
 from pipeline.runtime.backfill.catch_up import MAX_ROUNDS, catch_up_for, snapshot_start
 from pipeline.runtime.service import serving
+from pipeline.salesforce.bulk_csv import RowColumns
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org, group, settings_for, wait_until
@@ -223,6 +224,19 @@ def test_only_stamps_a_round_can_find_again_are_remembered() -> None:
     )
     new = {"Id": "001NEW", "SystemModstamp": stamp(START - timedelta(minutes=1))}
     assert catch_up.seen == {catch_up.read_key(new)}
+
+
+def test_a_block_of_bulk_rows_is_put_in_the_window_by_its_stamp_column() -> None:
+    catch_up = CatchUp(ChangingOrg(changes=0), "Account", ["Id"], START)
+    stamps = [stamp(START - timedelta(minutes=m)) for m in (10, 1, 20, 0)]
+    rows = [{"Id": f"001{n}", "SystemModstamp": s} for n, s in enumerate(stamps)]
+    block = RowColumns(["Id", "SystemModstamp"], [[r["Id"] for r in rows], stamps])
+    no_stamp = RowColumns(["Id"], [["001A", "001B"]])
+
+    assert catch_up.in_window_at(block) == catch_up.in_window_at(rows) == [1, 3]
+    assert catch_up.in_window_at(no_stamp) == []
+    catch_up.track(block)
+    assert catch_up.seen == {catch_up.read_key(rows[1]), catch_up.read_key(rows[3])}
 
 
 async def test_the_snapshot_starts_on_salesforces_clock() -> None:
