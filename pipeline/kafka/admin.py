@@ -17,7 +17,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaError, TopicConfigError
-from pipeline.kafka.connection import client_options, unavailable
+from pipeline.kafka.connection import client_options, start_through_cancel, unavailable
 from pipeline.kafka.topic_policy import (
     changes_topic_problems,
     compacted_topic_problems,
@@ -127,7 +127,7 @@ def _configs_of(responses: Iterable[Any]) -> dict[str, dict[str, str]]:
 async def _started_admin(settings: KafkaSettings) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(**client_options(settings))
     try:
-        await admin.start()
+        await start_through_cancel(admin)
     except BaseException as exc:  # refused, or cancelled while it connects: leave nothing open
         with contextlib.suppress(AIOKafkaError, OSError):
             await asyncio.shield(admin.close())

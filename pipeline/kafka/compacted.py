@@ -15,7 +15,12 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaUnavailableError
-from pipeline.kafka.connection import client_options, describe_failure, unavailable
+from pipeline.kafka.connection import (
+    client_options,
+    describe_failure,
+    start_through_cancel,
+    unavailable,
+)
 
 Table = dict[bytes, tuple[bytes | None, int]]  # key -> (latest value, offset)
 STOP_SECONDS = 2.0  # for a consumer stopped because its start was cancelled
@@ -26,7 +31,7 @@ async def _assigned(settings: KafkaSettings, topic: str) -> tuple[AIOKafkaConsum
         **client_options(settings), enable_auto_commit=False, metadata_max_age_ms=10_000
     )
     try:
-        await consumer.start()
+        await start_through_cancel(consumer)
     except AIOKafkaError as exc:
         await consumer.stop()
         error = await unavailable(settings, exc)

@@ -17,7 +17,7 @@ import os
 import re
 import socket
 import ssl
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.errors import KafkaError as AIOKafkaError
@@ -26,6 +26,10 @@ from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaUnavailableError, Problem, SettingsError
 
 PROBE_SECONDS: Final = 1.0
+# How long a cancelled caller still waits for an aiokafka client's start to end: a
+# broker answers the metadata request in milliseconds; one that does not answer is
+# not worth a longer wait (the start would not have left a connection open to it).
+FINISH_START_SECONDS: Final = 1.0
 HANDSHAKE: Final = "accepts connections"  # the probe's verdict on a listener that answers
 _REPR: Final = re.compile(
     r"<([\w.]+): [^<>]*>"
@@ -147,3 +151,37 @@ async def probe(bootstrap_servers: str, seconds: float = PROBE_SECONDS) -> str:
 def _bootstrap_failed(exc: BaseException) -> bool:
     """aiokafka's "Unable to bootstrap from [...]": no server answered; the cause was logged."""
     return isinstance(exc, KafkaConnectionError) and "bootstrap" in str(exc)
+
+
+class _Startable(Protocol):
+    async def start(self) -> None: ...
+
+
+async def start_through_cancel(client: _Startable, *, within: float = FINISH_START_SECONDS) -> None:
+    """``await client.start()`` (an aiokafka consumer, producer or admin client), which a
+    cancel of the caller does not cut short.
+
+    aiokafka closes the connection it bootstraps from only on the errors it expects: a
+    start cancelled while that connection asks for the cluster's metadata leaves it
+    open, out of reach of ``stop()`` (``AIOKafkaClient.bootstrap``), and it warns when
+    collected. So a cancel waits up to ``within`` seconds for the start to end,
+    whatever its outcome, and is raised then: the caller's cancel handling stops the
+    client as before, with every connection it holds. Raises what ``start()`` raises
+    when not cancelled.
+    """
+    starting = asyncio.ensure_future(client.start())
+    starting.add_done_callback(_retrieved)  # an outcome nobody waits for is not reported
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            async with asyncio.timeout(within):
+                await asyncio.shield(starting)
+        if not starting.done():
+            starting.cancel()
+        raise
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -37,7 +37,12 @@ from aiokafka.protocol.group import LeaveGroupRequest
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaError, KafkaUnavailableError
-from pipeline.kafka.connection import client_options, describe_failure, unavailable
+from pipeline.kafka.connection import (
+    client_options,
+    describe_failure,
+    start_through_cancel,
+    unavailable,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +101,7 @@ class ChangesConsumer:
     async def start(self, pattern: str, handler: RebalanceHandler) -> ChangesConsumer:
         """Connect, then join the group for every topic matching ``pattern``; answers self."""
         try:
-            await self._consumer.start()
+            await start_through_cancel(self._consumer)
         except BaseException as exc:  # a cancelled start (a stop) closes it too
             with contextlib.suppress(AIOKafkaError, OSError):
                 await self._consumer.stop()

@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaError, KafkaUnavailableError
-from pipeline.kafka.connection import client_options, unavailable
+from pipeline.kafka.connection import client_options, start_through_cancel, unavailable
 from pipeline.kafka.topic_state import (
     Message,
     PartitionState,
@@ -116,8 +116,8 @@ class KafkaInspector:
         admin = AIOKafkaAdminClient(**client_options(self.settings))
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                await consumer.start()
-                await admin.start()
+                await start_through_cancel(consumer)
+                await start_through_cancel(admin)
         except (AIOKafkaError, OSError, TimeoutError) as exc:
             await _stop_quietly(consumer, admin)
             raise await unavailable(

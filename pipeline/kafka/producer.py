@@ -20,7 +20,12 @@ from aiokafka.errors import UnknownError
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaError, KafkaUnavailableError
-from pipeline.kafka.connection import client_options, describe_failure, unavailable
+from pipeline.kafka.connection import (
+    client_options,
+    describe_failure,
+    start_through_cancel,
+    unavailable,
+)
 from pipeline.kafka.topics import TopicNames
 
 log = structlog.get_logger(__name__)
@@ -68,7 +73,7 @@ class ChangeProducer:
     async def _started(self, producer: AIOKafkaProducer) -> AIOKafkaProducer:
         try:
             # start() obtains the producer id, so a broker without idempotence fails here.
-            await producer.start()
+            await start_through_cancel(producer)
         except BaseException:
             with contextlib.suppress(AIOKafkaError, OSError):
                 await producer.stop()
