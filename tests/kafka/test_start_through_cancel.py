@@ -11,14 +11,17 @@ from pipeline.kafka.connection import start_through_cancel
 
 
 class Client:
-    """Starts once ``answer`` is set: "connected" only if the start ran to its end."""
+    """Starts once ``answer`` is set: "connected" only if the start ran to its end;
+    ``under_way`` is set once the start began."""
 
     def __init__(self, *, fails: bool = False) -> None:
+        self.under_way = asyncio.Event()
         self.answer = asyncio.Event()
         self.connected = False
         self.fails = fails
 
     async def start(self) -> None:
+        self.under_way.set()
         await self.answer.wait()
         if self.fails:
             raise OSError("refused")
@@ -28,12 +31,9 @@ class Client:
 async def test_a_cancel_waits_for_the_start_to_end_then_is_raised() -> None:
     client = Client()
     caller = asyncio.create_task(start_through_cancel(client))
-    await asyncio.sleep(0)  # the start is under way
+    await client.under_way.wait()
     caller.cancel()
-    for _ in range(20):  # the loop turns; the start has not answered
-        await asyncio.sleep(0)
-    assert not caller.done(), "the cancel waits for the start"
-    client.answer.set()
+    client.answer.set()  # after the cancel: a start cut short would never see it
 
     with pytest.raises(asyncio.CancelledError):
         await caller
@@ -43,7 +43,7 @@ async def test_a_cancel_waits_for_the_start_to_end_then_is_raised() -> None:
 async def test_a_start_that_does_not_end_is_given_up_after_the_wait() -> None:
     client = Client()
     caller = asyncio.create_task(start_through_cancel(client, within=0.1))
-    await asyncio.sleep(0)
+    await client.under_way.wait()
     caller.cancel()
 
     with pytest.raises(asyncio.CancelledError):
@@ -54,7 +54,7 @@ async def test_a_start_that_does_not_end_is_given_up_after_the_wait() -> None:
 async def test_a_start_that_fails_after_a_cancel_leaves_only_the_cancel() -> None:
     client = Client(fails=True)
     caller = asyncio.create_task(start_through_cancel(client))
-    await asyncio.sleep(0)
+    await client.under_way.wait()
     caller.cancel()
     client.answer.set()
 
