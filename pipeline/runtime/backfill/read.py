@@ -31,7 +31,7 @@ from pipeline.salesforce.bulk import (
     BulkQuery,
     select_list,
 )
-from pipeline.salesforce.bulk_csv import after_rows, batched, rest_converters
+from pipeline.salesforce.bulk_csv import after_rows, rest_converters
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.envelope import Source
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
@@ -406,7 +406,7 @@ class BulkWindowReads:
             async with contextlib.aclosing(prefetched(pages)) as read:
                 async for page in read:
                     collect_page_garbage()
-                    for rows in batched(page.rows(self._converters), self._options.batch_rows):
-                        yield rows
+                    for rows in page.blocks(self._converters, rows=self._options.batch_rows):
+                        yield list(rows)  # compared and kept row by row
         finally:  # read, failed or stopped (maybe still running): of no further use
             await forget_unsaved_job(self._bulk, job.id, None, running=True)

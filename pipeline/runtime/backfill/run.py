@@ -301,7 +301,7 @@ async def _send_reads(
         async for records in rounds:
             # Before any is sent: a resumed run sends again what this round was sending.
             obj.save(run, position)
-            for chunk in batched(iter(records), run.options.batch_rows):
+            for chunk in batched(records, run.options.batch_rows):
                 updates, keys = _updates(run, obj, chunk, "rest", first_read=False)
                 await window.push(RecordBatch(chunk, "rest", position, None), updates, keys)
             await window.drain()
