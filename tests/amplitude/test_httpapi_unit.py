@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from types import MappingProxyType
 from typing import Any
 
@@ -134,6 +135,52 @@ def test_events_encoded_by_one_call_are_each_what_encoding_it_alone_gives() -> N
         assert event["group_properties"] == group_properties(item.update)
         assert event["time"] == 5
     assert len(orjson.loads(chunk.items[1].json)["group_properties"]["$set"]["long"]) == 1024
+
+
+def _text(rng: random.Random) -> str:
+    pieces = ["a", "%", "%s", "%d", "%%", '"', "\\", "\n", "é", "😀", "\x00", ":", '":""', "{}"]
+    return "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 5)))
+
+
+def _value(rng: random.Random) -> Any:
+    choices = [
+        lambda: _text(rng),
+        lambda: rng.randrange(-(10**20), 10**20),
+        lambda: rng.random() * 10 ** rng.randrange(-5, 25),
+        lambda: rng.random() < 0.5,
+        lambda: [_text(rng), _text(rng)],
+        lambda: "x" * rng.choice([1, 1030]),
+    ]
+    return rng.choice(choices)()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_set_only_sends_are_the_events_each_update_encodes_to_alone(seed: int) -> None:
+    # A send of set-only updates (a backfill's) fills a line template per group type;
+    # group types and values with %, quotes, escapes and newlines must not leak into it.
+    rng = random.Random(seed)
+    group_types = [_text(rng) or "account" for _ in range(3)]
+    updates = [
+        GroupUpdate(
+            rng.choice(group_types),
+            _text(rng),
+            {_text(rng): _value(rng) for _ in range(rng.randrange(0, 4))},
+        )
+        for _ in range(300)
+    ]
+    chunks = plan_events(updates, 10, now_ms=7)
+
+    items = [item for chunk in chunks for item in chunk.items]
+    sent = [update for update in updates if update.set]
+    assert [item.update.key for item in items] == [update.key for update in sent]
+    for item, update in zip(items, sent, strict=True):
+        alone = encode_event(update, orjson.loads(item.json)["insert_id"], 7)
+        assert (item.json, item.encoded_size, item.cut) == (
+            alone.json, alone.encoded_size, alone.cut
+        )  # fmt: skip
+    assert any(item.cut for item in items)  # some strings were long enough to cut
+    numbers = [int(orjson.loads(item.json)["insert_id"].rsplit("-", 1)[1]) for item in items]
+    assert numbers == [index for index, update in enumerate(updates) if update.set]
 
 
 def test_insert_ids_are_unique_per_identification_and_per_send() -> None:
