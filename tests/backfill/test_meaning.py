@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import EnvelopeError
-from pipeline.runtime.backfill.meaning import ReadMeaning, _block_outcomes, read_key
+from pipeline.runtime.backfill.meaning import ReadMeaning, _block_outcomes, _row_sets, read_key
 from pipeline.salesforce.bulk_csv import RowColumns
 from pipeline.transform.apply import PropertyChanges, changes_for_config
 from pipeline.transform.envelope import Source
@@ -288,3 +288,22 @@ def test_a_block_that_needs_other_rules_is_worked_out_row_by_row(change: str) ->
         return
     by_rows = [meaning.outcomes(row, source="bulk", now_ms=7) for row in rows]
     assert repr(meaning.outcomes_of(rows, source="bulk", now_ms=7)) == repr(by_rows)
+
+
+@pytest.mark.parametrize(
+    "props",
+    [
+        (),
+        ("name",),
+        ("k1", "v0", "rows", "a b", "é", "{}", "'", "__builtins__"),
+        tuple(map(str, range(300))),
+    ],
+)
+def test_row_sets_are_dicts_of_the_properties_and_each_row(props: tuple[str, ...]) -> None:
+    rows = [tuple(f"{row}:{prop}" for prop in props) for row in range(3)]
+
+    sets = _row_sets(props)(iter(rows))
+
+    assert sets == [dict(zip(props, row, strict=True)) for row in rows]
+    assert [list(values) for values in sets] == [list(props)] * 3  # in the plan's order
+    assert len({id(values) for values in sets}) == 3  # a dict of its own per row
