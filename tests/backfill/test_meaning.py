@@ -16,7 +16,14 @@ import pytest
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import EnvelopeError
-from pipeline.runtime.backfill.meaning import ReadMeaning, _block_outcomes, _row_sets, read_key
+from pipeline.runtime.backfill.meaning import (
+    BatchMeaning,
+    ReadMeaning,
+    _block_outcomes,
+    _by_read,
+    _row_sets,
+    read_key,
+)
 from pipeline.salesforce.bulk_csv import RowColumns
 from pipeline.transform.apply import PropertyChanges, changes_for_config
 from pipeline.transform.envelope import Source
@@ -243,13 +250,25 @@ def test_a_block_worked_out_column_by_column_means_what_each_row_means(
         assert by_columns is not None, "a block of live rows is worked out column by column"
         by_rows = [meaning.outcomes(row, source="bulk", now_ms=7) for row in rows]
         # repr tells 1 from 1.0 and True, which == does not.
-        assert repr(by_columns) == repr(by_rows)
+        assert repr(_by_read(meaning._flat, by_columns)) == repr(by_rows)
         assert by_rows == [
             changes_for_config(envelope_from_record("Account", row, source="bulk", now_ms=7),
                                cfg, SCHEMA)
             for row in rows
         ]  # fmt: skip
         assert repr(meaning.outcomes_of(rows, source="bulk", now_ms=7)) == repr(by_rows)
+        read = meaning.meaning_of(rows, source="bulk", now_ms=7)
+        assert_batch_meaning(read, by_rows)
+        if number < 3 and not twice:  # every row names a group: the changes alone
+            assert read.each is None
+
+
+def assert_batch_meaning(read: BatchMeaning, by_rows: list[Any]) -> None:
+    """``read`` holds the changes of ``by_rows`` (each read's outcomes) in order."""
+    changes = [o for outcomes in by_rows for _, o in outcomes if isinstance(o, PropertyChanges)]
+    assert repr(read.changes) == repr(changes)
+    assert read.others == sum(map(len, by_rows)) - len(changes)
+    assert repr([read.outcomes(index) for index in range(len(by_rows))]) == repr(by_rows)
 
 
 def test_each_update_of_a_block_owns_its_lists() -> None:
@@ -288,6 +307,7 @@ def test_a_block_that_needs_other_rules_is_worked_out_row_by_row(change: str) ->
         return
     by_rows = [meaning.outcomes(row, source="bulk", now_ms=7) for row in rows]
     assert repr(meaning.outcomes_of(rows, source="bulk", now_ms=7)) == repr(by_rows)
+    assert_batch_meaning(meaning.meaning_of(rows, source="bulk", now_ms=7), by_rows)
 
 
 @pytest.mark.parametrize(

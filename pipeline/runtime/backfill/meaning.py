@@ -71,7 +71,27 @@ _NUMBER_TYPES: Final = frozenset(("int", "long", "double", "currency", "percent"
 # its values keep as they are (:func:`kept_types`), whether a float is normalised as a
 # number, and the conversions of other values seen so far.
 _Target = tuple[str, str, str | None, str | None, frozenset[type], bool, dict[Any, Any]]
+_EachPlan = list[list[Outcome]] | None  # per flat plan, each row's outcome
 _RowSets = Callable[[Iterable[tuple[Any, ...]]], list[dict[str, PropertyValue]]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMeaning:
+    """What a batch of reads means: every change (:class:`PropertyChanges`) in read
+    order, how many outcomes change no group (no group name, nothing mapped), and each
+    read's outcomes."""
+
+    changes: list[PropertyChanges]
+    others: int
+    each: list[Outcomes] | None = None  # None: one change per read, of ``mapping``
+    mapping: ObjectMapping | None = None
+
+    def outcomes(self, index: int) -> Outcomes:
+        """The outcomes of the batch's ``index``-th read (from 0)."""
+        if self.each is not None:
+            return self.each[index]
+        assert self.mapping is not None  # set whenever each is not
+        return [(self.mapping, self.changes[index])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +183,36 @@ class ReadMeaning:
         column when every row is flat and live and the page has a column for every
         field the mappings read; any other batch record by record.
         """
-        if self._flat is not None and isinstance(records, RowColumns):
-            found = _block_outcomes(self._flat, records, now_ms)
-            if found is not None:
-                return found
+        each_plan = self._each_plan(records, now_ms)
+        if each_plan is not None:
+            return _by_read(self._flat or (), each_plan)
         return [self.outcomes(record, source=source, now_ms=now_ms) for record in records]
+
+    def meaning_of(
+        self, records: Sequence[Mapping[str, Any]], *, source: Source, now_ms: int
+    ) -> BatchMeaning:
+        """:meth:`outcomes_of` a batch, with its changes gathered in read order.
+
+        A block under one mapping whose every row names a group (a backfill's, nearly
+        always) is its changes alone, with no outcome list per read.
+        """
+        each_plan = self._each_plan(records, now_ms)
+        if self._flat is not None and each_plan is not None and len(each_plan) == 1:
+            (found,) = each_plan
+            changes = [o for o in found if isinstance(o, PropertyChanges)]
+            if len(changes) == len(found):
+                return BatchMeaning(changes, 0, mapping=self._flat[0].mapping)
+        if each_plan is not None:
+            each = _by_read(self._flat or (), each_plan)
+        else:
+            each = [self.outcomes(record, source=source, now_ms=now_ms) for record in records]
+        changes = [o for read in each for _, o in read if isinstance(o, PropertyChanges)]
+        return BatchMeaning(changes, sum(map(len, each)) - len(changes), each)
+
+    def _each_plan(self, records: Sequence[Mapping[str, Any]], now_ms: int) -> _EachPlan:
+        if self._flat is None or not isinstance(records, RowColumns):
+            return None
+        return _block_outcomes(self._flat, records, now_ms)
 
     def _flat_outcomes(self, record: Mapping[str, Any], now_ms: int) -> Outcomes:
         record_id: str = record["Id"]
@@ -254,12 +299,10 @@ def _converted(value: Any, sf_type: str | None, memo: dict[Any, Any]) -> Propert
     return list(converted) if type(converted) is list else converted
 
 
-def _block_outcomes(
-    plans: tuple[_FlatPlan, ...], block: RowColumns, now_ms: int
-) -> list[Outcomes] | None:
-    """Each row's outcomes as :meth:`ReadMeaning._flat_outcomes` has them, worked out a
-    column at a time; None when a row needs other rules (no Id, deleted) or the page
-    lacks a column a mapping reads (then some field was not read: left alone)."""
+def _block_outcomes(plans: tuple[_FlatPlan, ...], block: RowColumns, now_ms: int) -> _EachPlan:
+    """Each plan's outcome for each row, as :meth:`ReadMeaning._flat_outcomes` has them,
+    worked out a column at a time; None when a row needs other rules (no Id, deleted) or
+    the page lacks a column a mapping reads (then some field was not read: left alone)."""
     ids = block.column("Id")
     if ids is None or set(map(type, ids)) != {str} or "" in ids:
         return None
@@ -278,6 +321,11 @@ def _block_outcomes(
         types = [target[2] for target in plan.targets]
         converted = list(map(to_property_values, columns, types))
         each_plan.append(_column_changes(plan, names, ids, converted, now_ms))
+    return each_plan
+
+
+def _by_read(plans: tuple[_FlatPlan, ...], each_plan: list[list[Outcome]]) -> list[Outcomes]:
+    """Each plan's outcomes per row as each row's outcomes, plan by plan."""
     if len(plans) == 1:
         mapping = plans[0].mapping
         return [[(mapping, outcome)] for outcome in each_plan[0]]

@@ -329,23 +329,18 @@ def _updates(
     record's first read counts in the summary (rows, duplicates, sample).
     """
     now_ms = int(time.time() * 1000)
-    changes: list[PropertyChanges] = []
     keys: list[int] = []
     raw: list[int] = []
     item, catch_up = obj.item, obj.catch_up
-    each_read = obj.meaning.outcomes_of(records, source=source, now_ms=now_ms)
-    for outcomes in each_read:
-        for _mapping, outcome in outcomes:
-            if isinstance(outcome, PropertyChanges):
-                changes.append(outcome)
-            elif first_read:
-                item.without_group += 1
+    read = obj.meaning.meaning_of(records, source=source, now_ms=now_ms)
+    changes = read.changes
     if first_read:
+        item.without_group += read.others
         run.duplicates.see_all(changes)
     if catch_up is not None:
         for index in catch_up.in_window_at(records):
             record = records[index]
-            keys.append(catch_up.key_of(record, each_read[index]))
+            keys.append(catch_up.key_of(record, read.outcomes(index)))
             raw.append(catch_up.raw_key(record))
     updates = _merged(changes, obj.config, obj.schema)
     if first_read:
