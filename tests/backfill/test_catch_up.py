@@ -303,3 +303,27 @@ def test_a_checkpoint_keeps_what_was_delivered() -> None:
         catch_up_for(ChangingOrg(changes=0), "Account", ["Id"], START, seen={"001A": "x"}).seen
         == set()
     )
+
+
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        ["2024-05-10T11:54:59.999Z", None, "", "2024-05-10T11:55"],  # all before the window
+        ["2024-05-10T11:54:59.999Z", 5, None],  # all before, one not text
+        ["2024-05-10T11:55:00.000+0000", "2024-05-10T11:54:59.999Z", "2024-05-10T11:55:00"],
+        ["2024-05-10T11:55:00.001Z", 5, None, "", "2024-05-11", "2024-05-10T11:55"],
+        [None, None],
+        [],
+    ],
+)
+def test_a_stamp_is_in_the_window_when_its_first_second_is(stamps: list[Any]) -> None:
+    catch_up = CatchUp(ChangingOrg(changes=0), "Account", ["Id"], START)
+    floor = "2024-05-10T11:55:00"  # START less the margin, to the second
+    assert catch_up.floor == floor
+    block = RowColumns(["Id", "SystemModstamp"], [[f"001{n}" for n in range(len(stamps))], stamps])
+
+    expected = [i for i, s in enumerate(stamps) if isinstance(s, str) and s[:19] >= floor]
+    assert catch_up.in_window_at(block) == expected
+    assert CatchUp(ChangingOrg(changes=0), "Account", ["Id"], None).in_window_at(block) == [
+        i for i, s in enumerate(stamps) if isinstance(s, str)
+    ]

@@ -183,6 +183,15 @@ def soql_since(moment: datetime, margin_seconds: float = MARGIN_SECONDS) -> str:
     return (moment - timedelta(seconds=margin_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _all_before(stamps: Iterable[Any], floor: str) -> bool:
+    """Whether every text among ``stamps`` sorts before ``floor`` (one comparison in C
+    per stamp); None and empty texts are no stamp, and any other value answers False."""
+    try:
+        return bool(max(filter(None, stamps), default="") < floor)
+    except TypeError:  # a value that is not text
+        return False
+
+
 def newest(moment: datetime | None, records: Iterable[Mapping[str, Any]]) -> datetime | None:
     """The later of ``moment`` and the newest ``SystemModstamp`` among ``records``.
 
@@ -254,11 +263,15 @@ class CatchUp:
     def in_window_at(self, records: Sequence[Mapping[str, Any]]) -> list[int]:
         """The indexes of ``records`` stamped inside the window: read again by a round.
         Read from their ``SystemModstamp`` column alone (a block's own, if they are one)."""
-        floor, chars = self.floor, _SECOND_CHARS
+        floor, stamps = self.floor, column_of(records, MODSTAMP)
+        if floor is not None and _all_before(stamps, floor):
+            return []  # (an aged backfill's batches)
+        # A text sorts before the window's first second exactly when its first 19
+        # characters do: no stamp is cut to them.
         return [
             index
-            for index, stamp in enumerate(column_of(records, MODSTAMP))
-            if isinstance(stamp, str) and (floor is None or stamp[:chars] >= floor)
+            for index, stamp in enumerate(stamps)
+            if isinstance(stamp, str) and (floor is None or stamp >= floor)
         ]
 
     def track(self, records: Sequence[Mapping[str, Any]]) -> None:
