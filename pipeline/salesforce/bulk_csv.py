@@ -141,7 +141,7 @@ def _typed_columns(block: list[list[str]], typed: list[tuple[int, Convert]]) -> 
     """
     columns: list[Sequence[Any]] = list(zip(*block, strict=False))
     for index, cells in enumerate(columns):
-        if "" in cells:
+        if not all(cells):  # an empty text (every cell is text: a truth test, not ==)
             columns[index] = [cell or None for cell in cells]
     for index, convert in typed:
         columns[index] = _column(columns[index], convert)

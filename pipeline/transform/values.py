@@ -65,7 +65,9 @@ def to_property_values(cells: Sequence[Any], sf_type: str | None) -> Sequence[An
     kinds = set(map(type, cells)) - {type(None)}
     kept = kept_types(sf_type)
     if kinds <= kept or (sf_type == "date" and kinds == {str} and _dates_as_written(cells)):
-        return [None if cell == "" else cell for cell in cells] if "" in cells else cells
+        if str not in kinds or all(cells) or "" not in cells:  # (a truth test is quicker)
+            return cells
+        return [None if cell == "" else cell for cell in cells]
     if sf_type in _NUMBER_TYPES and kinds <= kept | {float}:
         return normalise_floats(cells)
     if len(kinds) == 1 and kinds <= _PLAIN - {list}:  # 1, 1.0 and True are one key

@@ -304,7 +304,7 @@ def _block_outcomes(plans: tuple[_FlatPlan, ...], block: RowColumns, now_ms: int
     worked out a column at a time; None when a row needs other rules (no Id, deleted) or
     the page lacks a column a mapping reads (then some field was not read: left alone)."""
     ids = block.column("Id")
-    if ids is None or set(map(type, ids)) != {str} or "" in ids:
+    if ids is None or set(map(type, ids)) != {str} or not all(ids):  # an empty Id
         return None
     deleted = block.column(DELETED)
     if deleted is not None and (True in deleted or "true" in deleted):
@@ -346,7 +346,7 @@ def _column_changes(
     group_type, mark, order = plan.mapping.group_type, plan.mark, (now_ms, 0, 0)
     # The columns of a block are all as long as it: no zip below checks lengths.
     rows = zip(*columns, strict=False)
-    if not mark and None not in groups and not any(None in cells for cells in columns):
+    if not mark and _no_none(groups) and all(map(_no_none, columns)):
         # Every row has a group and sets every property (most blocks): nothing to sort.
         sets = plan.row_sets(rows)
         named = cast("Sequence[str]", groups)  # none is None, as checked above
@@ -368,6 +368,12 @@ def _column_changes(
             changes[DELETED_PROPERTY] = False
         found.append(PropertyChanges(group_type, group, order, changes, nulls, record_id))
     return found
+
+
+def _no_none(cells: Sequence[Any]) -> bool:
+    """``None not in cells``, by a truth test first: quicker, and enough when no cell
+    is false (no zero, no empty text)."""
+    return all(cells) or None not in cells
 
 
 def _group(plan: _FlatPlan, record: Mapping[str, Any]) -> str | NothingToDo:
