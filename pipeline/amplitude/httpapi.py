@@ -23,6 +23,7 @@ throttled ones in ``throttled_events``.
 
 from __future__ import annotations
 
+import operator
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -70,6 +71,11 @@ class _Event(msgspec.Struct, kw_only=True, gc=False):
 
 
 _ENCODER: Final = msgspec.json.Encoder()
+_UNSET: Final = operator.attrgetter("unset")
+_GROUP_TYPE: Final = operator.attrgetter("group_type")
+_GROUP_VALUE: Final = operator.attrgetter("group_value")
+_ENCODED_SIZE: Final = operator.attrgetter("encoded_size")
+_PROPERTY_KEYS: Final = operator.attrgetter("property_keys")
 
 
 def _event(update: GroupUpdate, insert_id: str, time_ms: int) -> _Event:
@@ -101,8 +107,7 @@ def event_body_bytes(prefix_len: int, sizes: int, count: int) -> int:
 
 
 def make_event_chunk(items: Sequence[EncodedUpdate], prefix_len: int) -> Chunk:
-    sizes = sum(item.encoded_size for item in items)
-    keys = sum(item.property_keys for item in items)
+    sizes, keys = sum(map(_ENCODED_SIZE, items)), sum(map(_PROPERTY_KEYS, items))
     return Chunk(tuple(items), event_body_bytes(prefix_len, sizes, len(items)), keys)
 
 
@@ -122,47 +127,55 @@ def plan_events(
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     insert_ids = f"sfamp-{uuid.uuid4().hex[:20]}-"
-    numbered = [(number, u) for number, u in enumerate(updates) if u.set or u.unset]
-    lines = _event_lines(numbered, insert_ids, now_ms)
+    updates = list(updates)
+    sent = [u for u in updates if u.set or u.unset]
+    numbers: Sequence[int] = range(len(sent))
+    if len(sent) < len(updates):
+        numbers = [number for number, u in enumerate(updates) if u.set or u.unset]
+    lines, keys = _event_lines(sent, numbers, insert_ids, now_ms)
     sizes = list(map(len, lines))
-    sent = [update for _, update in numbered]
     if max(sizes, default=0) <= MAX_STRING_CHARS:  # no event holds a string to cut
-        keys = [len(update.set) + len(update.unset) for update in sent]
         items = list(map(EncodedUpdate, sent, lines, sizes, keys))
     else:
         items = [
             encode_event(update, f"{insert_ids}{number}", now_ms)
             if size > MAX_STRING_CHARS
-            else EncodedUpdate(update, raw, size, len(update.set) + len(update.unset))
-            for (number, update), raw, size in zip(numbered, lines, sizes, strict=True)
+            else EncodedUpdate(update, raw, size, key)
+            for update, number, raw, size, key in zip(
+                sent, numbers, lines, sizes, keys, strict=True
+            )
         ]
         sizes = [item.encoded_size for item in items]
     return _filled(items, sizes, prefix_len, max_events, max_request_bytes)
 
 
 def _event_lines(
-    numbered: list[tuple[int, GroupUpdate]], insert_ids: str, now_ms: int
-) -> list[bytes]:
-    """Each numbered update's event JSON, byte for byte as ``_ENCODER`` writes its
-    :class:`_Event`.
+    sent: list[GroupUpdate], numbers: Sequence[int], insert_ids: str, now_ms: int
+) -> tuple[list[bytes], list[int]]:
+    """Each update's event JSON, byte for byte as ``_ENCODER`` writes its
+    :class:`_Event` (insert ids numbered by ``numbers``), and its property keys.
 
     When every update only sets properties (a backfill's, nearly always), the group
     names and the ``$set`` objects are encoded by one call each and put in a line
     template per group type: the rest of an event is the same for the whole send.
     """
-    if any(u.unset or type(u.set) is not dict for _, u in numbered):
-        events = [_event(u, f"{insert_ids}{number}", now_ms) for number, u in numbered]
-        return _ENCODER.encode_lines(events).split(b"\n")[:-1]  # b"" after the last newline
+    sets = [u.set for u in sent]
+    if any(map(_UNSET, sent)) or not set(map(type, sets)) <= {dict}:
+        events = [_event(u, f"{insert_ids}{n}", now_ms) for u, n in zip(sent, numbers, strict=True)]
+        keys = [len(u.set) + len(u.unset) for u in sent]
+        # b"" after the last newline
+        return _ENCODER.encode_lines(events).split(b"\n")[:-1], keys
     templates = {
         group_type: _line_template(group_type, insert_ids, now_ms)
-        for group_type in {u.group_type for _, u in numbered}
+        for group_type in set(map(_GROUP_TYPE, sent))
     }
-    names = _ENCODER.encode_lines([u.group_value for _, u in numbered]).split(b"\n")[:-1]
-    sets = _ENCODER.encode_lines([u.set for _, u in numbered]).split(b"\n")[:-1]
-    return [
+    names = _ENCODER.encode_lines(list(map(_GROUP_VALUE, sent))).split(b"\n")[:-1]
+    encoded_sets = _ENCODER.encode_lines(sets).split(b"\n")[:-1]
+    lines = [
         templates[u.group_type] % (name, values, number)
-        for (number, u), name, values in zip(numbered, names, sets, strict=True)
+        for u, name, values, number in zip(sent, names, encoded_sets, numbers, strict=True)
     ]
+    return lines, list(map(len, sets))
 
 
 def _line_template(group_type: str, insert_id_prefix: str, time_ms: int) -> bytes:

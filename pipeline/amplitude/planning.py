@@ -227,9 +227,5 @@ def plan_chunks(
 
 def cut_properties(chunks: Iterable[Chunk]) -> Counter[tuple[str, str]]:
     """How many values were cut, per (group type, property), over planned chunks."""
-    return Counter(
-        (item.update.group_type, prop)
-        for chunk in chunks
-        for item in chunk.items
-        for prop in item.cut
-    )
+    cut = [item for chunk in chunks for item in chunk.items if item.cut]
+    return Counter((item.update.group_type, prop) for item in cut for prop in item.cut)
