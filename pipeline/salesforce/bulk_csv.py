@@ -20,7 +20,7 @@ import csv
 import io
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final, overload
+from typing import Any, Final, cast, overload
 
 MEMO_TEXTS: Final = 4096  # conversions remembered per typed column of a block
 ROWS_AT_ONCE: Final = 1_000  # rows of a page split and converted together by default
@@ -140,19 +140,24 @@ def _typed_columns(block: list[list[str]], typed: list[tuple[int, Convert]]) -> 
     Every row is as wide as the header (checked by the caller), so no zip checks lengths.
     """
     columns: list[Sequence[Any]] = list(zip(*block, strict=False))
+    empty: set[int] = set()  # the columns with an empty cell
     for index, cells in enumerate(columns):
         if not all(cells):  # an empty text (every cell is text: a truth test, not ==)
             columns[index] = [cell or None for cell in cells]
+            empty.add(index)
     for index, convert in typed:
-        columns[index] = _column(columns[index], convert)
+        columns[index] = _column(columns[index], convert, empty=index in empty)
     return columns
 
 
-def _column(cells: Sequence[str | None], convert: Convert) -> list[Any]:
-    """``convert`` of every cell but the empty ones (``None``)."""
+def _column(cells: Sequence[str | None], convert: Convert, *, empty: bool = True) -> list[Any]:
+    """``convert`` of every cell but the empty ones (``None``); ``empty``: whether
+    there may be one."""
     exact = _EXACT_FORMS.get(convert)
     if exact is not None:
         try:
+            if not empty:
+                return list(map(exact, cast("Sequence[str]", cells)))  # no None in it
             return [None if cell is None else exact(cell) for cell in cells]
         except (ValueError, KeyError):
             pass  # a text only ``convert`` knows (say "1.5E3" in an int column)

@@ -68,20 +68,27 @@ def page(rows: list[list[str]]) -> bytes:
     return out.getvalue().encode()
 
 
-def full_row(rng: random.Random, number: int, *, typical: bool) -> list[str]:
-    """A row of every column; ``typical``: texts the fast forms take (no odd spelling)."""
+def full_row(rng: random.Random, number: int, *, typical: bool, whole: bool = False) -> list[str]:
+    """A row of every column; ``typical``: texts the fast forms take (no odd spelling);
+    ``whole``: no empty cell."""
     row = [f"001{number:015d}"]
     for name in HEADER[1:]:
         choices = TEXTS[name][:3] if typical else TEXTS[name]
-        row.append(rng.choice(choices))
+        row.append(rng.choice([text for text in choices if text or not whole]))
     return row
 
 
-@pytest.mark.parametrize("typical", [True, False], ids=["fast-forms", "odd-texts"])
+@pytest.mark.parametrize(
+    ("typical", "whole"),
+    [(True, False), (False, False), (True, True), (False, True)],
+    ids=["fast-forms", "odd-texts", "fast-forms-no-empty-cell", "odd-texts-no-empty-cell"],
+)
 @pytest.mark.parametrize("ragged", [False, True], ids=["full-rows", "ragged-rows"])
-def test_a_page_means_what_its_cells_mean_one_by_one(typical: bool, ragged: bool) -> None:
-    rng = random.Random(f"{typical}-{ragged}")
-    rows = [full_row(rng, n, typical=typical) for n in range(ROWS_AT_ONCE * 2 + 17)]
+def test_a_page_means_what_its_cells_mean_one_by_one(
+    typical: bool, whole: bool, ragged: bool
+) -> None:
+    rng = random.Random(f"{typical}-{whole}-{ragged}")
+    rows = [full_row(rng, n, typical=typical, whole=whole) for n in range(ROWS_AT_ONCE * 2 + 17)]
     if ragged:
         for at in sorted(rng.sample(range(len(rows)), 5), reverse=True):
             rows.insert(at, rng.choice([[], rows[at][:3], [*rows[at], "extra"]]))
