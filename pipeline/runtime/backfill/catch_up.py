@@ -184,11 +184,10 @@ def soql_since(moment: datetime, margin_seconds: float = MARGIN_SECONDS) -> str:
 
 
 def _all_before(stamps: Iterable[Any], floor: str) -> bool:
-    """Whether every text among ``stamps`` sorts before ``floor`` (one comparison in C
-    per stamp); None and empty texts are no stamp, and any other value answers False."""
+    """Whether every text among ``stamps`` (None and "" are none) sorts before ``floor``."""
     try:
-        return bool(max(filter(None, stamps), default="") < floor)
-    except TypeError:  # a value that is not text
+        return bool(max(filter(None, stamps), default="") < floor)  # (compared in C)
+    except TypeError:  # a value that is not text: the caller looks at each
         return False
 
 
@@ -261,18 +260,16 @@ class CatchUp:
         return None if self.since is None else soql_since(self.since)[:_SECOND_CHARS]
 
     def in_window_at(self, records: Sequence[Mapping[str, Any]]) -> list[int]:
-        """The indexes of ``records`` stamped inside the window: read again by a round.
-        Read from their ``SystemModstamp`` column alone (a block's own, if they are one)."""
+        """The indexes of ``records`` stamped inside the window, read from their
+        ``SystemModstamp`` column alone (a block's own, if they are one): read again by a
+        round. A stamp sorts before the window's first second exactly when its first 19
+        characters do, so it is compared whole."""
         floor, stamps = self.floor, column_of(records, MODSTAMP)
-        if floor is not None and _all_before(stamps, floor):
+        if floor is None:
+            return [index for index, stamp in enumerate(stamps) if isinstance(stamp, str)]
+        if _all_before(stamps, floor):
             return []  # (an aged backfill's batches)
-        # A text sorts before the window's first second exactly when its first 19
-        # characters do: no stamp is cut to them.
-        return [
-            index
-            for index, stamp in enumerate(stamps)
-            if isinstance(stamp, str) and (floor is None or stamp >= floor)
-        ]
+        return [i for i, stamp in enumerate(stamps) if isinstance(stamp, str) and stamp >= floor]
 
     def track(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Remember the reads of delivered records that a catch-up round could find again."""
