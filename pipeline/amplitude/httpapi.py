@@ -163,8 +163,7 @@ def _event_lines(
     if any(map(_UNSET, sent)) or not set(map(type, sets)) <= {dict}:
         events = [_event(u, f"{insert_ids}{n}", now_ms) for u, n in zip(sent, numbers, strict=True)]
         keys = [len(u.set) + len(u.unset) for u in sent]
-        # b"" after the last newline
-        return _ENCODER.encode_lines(events).split(b"\n")[:-1], keys
+        return _ENCODER.encode_lines(events).split(b"\n")[:-1], keys  # [:-1]: the b"" at the end
     templates = {
         group_type: _line_template(group_type, insert_ids, now_ms)
         for group_type in set(map(_GROUP_TYPE, sent))

@@ -191,7 +191,8 @@ class ReadMeaning:
     def meaning_of(
         self, records: Sequence[Mapping[str, Any]], *, source: Source, now_ms: int
     ) -> BatchMeaning:
-        """:meth:`outcomes_of` a batch, with its changes gathered in read order.
+        """What :meth:`outcomes_of` answers for a batch, with its changes gathered in
+        read order.
 
         A block under one mapping whose every row names a group (a backfill's, nearly
         always) is its changes alone, with no outcome list per read.
