@@ -159,14 +159,14 @@ def _event_lines(
     names and the ``$set`` objects are encoded by one call each and put in a line
     template per group type: the rest of an event is the same for the whole send.
     """
-    sets = [u.set for u in sent]
-    if any(map(_UNSET, sent)) or not set(map(type, sets)) <= {dict}:
+    sets, group_types = [u.set for u in sent], set(map(_GROUP_TYPE, sent))
+    plain = set(map(type, sets)) <= {dict} and set(map(type, group_types)) <= {str}
+    if not plain or any(map(_UNSET, sent)):
         events = [_event(u, f"{insert_ids}{n}", now_ms) for u, n in zip(sent, numbers, strict=True)]
         keys = [len(u.set) + len(u.unset) for u in sent]
         return _ENCODER.encode_lines(events).split(b"\n")[:-1], keys  # [:-1]: the b"" at the end
     templates = {
-        group_type: _line_template(group_type, insert_ids, now_ms)
-        for group_type in set(map(_GROUP_TYPE, sent))
+        group_type: _line_template(group_type, insert_ids, now_ms) for group_type in group_types
     }
     names = _ENCODER.encode_lines(list(map(_GROUP_VALUE, sent))).split(b"\n")[:-1]
     encoded_sets = _ENCODER.encode_lines(sets).split(b"\n")[:-1]

@@ -168,6 +168,14 @@ def test_set_only_sends_are_the_events_each_update_encodes_to_alone(seed: int) -
         )
         for _ in range(300)
     ]
+    if seed == 1:  # a set that is not a dict: the send is encoded event by event
+        updates[5] = GroupUpdate("account", "001P", MappingProxyType({"name": "Acme"}))
+    if seed == 3:  # so is a group type that is not exactly str
+
+        class Kind(str):
+            pass
+
+        updates[5] = GroupUpdate(Kind("account"), "001P", {"name": "Acme"})
     chunks = plan_events(updates, 10, now_ms=7)
 
     items = [item for chunk in chunks for item in chunk.items]
@@ -175,8 +183,8 @@ def test_set_only_sends_are_the_events_each_update_encodes_to_alone(seed: int) -
     assert [item.update.key for item in items] == [update.key for update in sent]
     for item, update in zip(items, sent, strict=True):
         alone = encode_event(update, orjson.loads(item.json)["insert_id"], 7)
-        assert (item.json, item.encoded_size, item.cut) == (
-            alone.json, alone.encoded_size, alone.cut
+        assert (item.json, item.encoded_size, item.cut, item.property_keys) == (
+            alone.json, alone.encoded_size, alone.cut, alone.property_keys
         )  # fmt: skip
     assert any(item.cut for item in items)  # some strings were long enough to cut
     numbers = [int(orjson.loads(item.json)["insert_id"].rsplit("-", 1)[1]) for item in items]
