@@ -593,3 +593,24 @@ async def test_cli_dry_run_prints_the_plan_and_duplicates(
     assert "Enterprise" in out
     assert sandboxes.requests == 0
     assert not (tmp_path / ".sfamp").exists()
+
+
+async def test_records_without_a_group_name_are_counted_and_not_sent(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    ids = await sandboxes.seed("Account", 300)
+    for record_id in ids[:70]:  # no group name: Billing_Email__c emptied
+        response = await sandboxes.control.patch(
+            f"{sandboxes.salesforce.base_url}/__sandbox/records/Account/{record_id}",
+            json={"Billing_Email__c": None},
+        )
+        response.raise_for_status()
+    config = mapping("Billing_Email__c", {"Name": "name"}, group_type="billing")
+
+    summary = await run_backfill(sandboxes.settings(), config, checkpoint_path=tmp_path / "c.json")
+
+    assert summary.completed, summary.error
+    assert summary.total("rows_read") == 300
+    assert summary.total("without_group") == 70
+    assert summary.total("identifications") == 230
+    assert len([key for key in sandboxes.groups() if key[0] == "billing"]) == 230

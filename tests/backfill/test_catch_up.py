@@ -310,6 +310,7 @@ def test_a_checkpoint_keeps_what_was_delivered() -> None:
     [
         ["2024-05-10T11:54:59.999Z", None, "", "2024-05-10T11:55"],  # all before the window
         ["2024-05-10T11:54:59.999Z", 5, None],  # all before, one not text
+        ["2024-05-10T11:55:00", None],  # the window's first second itself
         ["2024-05-10T11:55:00.000+0000", "2024-05-10T11:54:59.999Z", "2024-05-10T11:55:00"],
         ["2024-05-10T11:55:00.001Z", 5, None, "", "2024-05-11", "2024-05-10T11:55"],
         [None, None],

@@ -327,3 +327,20 @@ def test_row_sets_are_dicts_of_the_properties_and_each_row(props: tuple[str, ...
     assert sets == [dict(zip(props, row, strict=True)) for row in rows]
     assert [list(values) for values in sets] == [list(props)] * 3  # in the plan's order
     assert len({id(values) for values in sets}) == 3  # a dict of its own per row
+
+
+@pytest.mark.parametrize("column", ["Name", "NumberOfEmployees", "Is_Active__c"])
+def test_a_null_in_the_last_row_of_a_whole_block_is_unset(column: str) -> None:
+    meaning = ReadMeaning("Account", config("Id", "ignore"), SCHEMA)
+    assert meaning._flat is not None
+    rows = block(random.Random(column), 40, whole=True)
+    cells = list(rows.column(column) or [])
+    rows = block(random.Random(column), 40, whole=True, given={column: [*cells[:-1], None]})
+
+    by_rows = [meaning.outcomes(row, source="bulk", now_ms=7) for row in rows]
+
+    assert repr(meaning.outcomes_of(rows, source="bulk", now_ms=7)) == repr(by_rows)
+    last = by_rows[-1][0][1]
+    assert isinstance(last, PropertyChanges)
+    assert last.unset
+    assert None not in last.set.values()

@@ -79,7 +79,7 @@ _RowSets = Callable[[Iterable[tuple[Any, ...]]], list[dict[str, PropertyValue]]]
 class BatchMeaning:
     """What a batch of reads means: every change (:class:`PropertyChanges`) in read
     order, how many outcomes change no group (no group name, nothing mapped), and each
-    read's outcomes."""
+    read's outcomes. ``changes`` is not to be changed in place: :meth:`outcomes` reads it."""
 
     changes: list[PropertyChanges]
     others: int
