@@ -184,9 +184,7 @@ class ReadMeaning:
         field the mappings read; any other batch record by record.
         """
         each_plan = self._each_plan(records, now_ms)
-        if each_plan is not None:
-            return _by_read(self._flat or (), each_plan)
-        return [self.outcomes(record, source=source, now_ms=now_ms) for record in records]
+        return self._each_read(records, each_plan, source=source, now_ms=now_ms)
 
     def meaning_of(
         self, records: Sequence[Mapping[str, Any]], *, source: Source, now_ms: int
@@ -203,10 +201,7 @@ class ReadMeaning:
             changes = [o for o in found if isinstance(o, PropertyChanges)]
             if len(changes) == len(found):
                 return BatchMeaning(changes, 0, mapping=self._flat[0].mapping)
-        if each_plan is not None:
-            each = _by_read(self._flat or (), each_plan)
-        else:
-            each = [self.outcomes(record, source=source, now_ms=now_ms) for record in records]
+        each = self._each_read(records, each_plan, source=source, now_ms=now_ms)
         changes = [o for read in each for _, o in read if isinstance(o, PropertyChanges)]
         return BatchMeaning(changes, sum(map(len, each)) - len(changes), each)
 
@@ -214,6 +209,19 @@ class ReadMeaning:
         if self._flat is None or not isinstance(records, RowColumns):
             return None
         return _block_outcomes(self._flat, records, now_ms)
+
+    def _each_read(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        each_plan: _EachPlan,
+        *,
+        source: Source,
+        now_ms: int,
+    ) -> list[Outcomes]:
+        """Each read's outcomes: from ``each_plan`` (a block's), else record by record."""
+        if each_plan is not None:
+            return _by_read(self._flat or (), each_plan)
+        return [self.outcomes(record, source=source, now_ms=now_ms) for record in records]
 
     def _flat_outcomes(self, record: Mapping[str, Any], now_ms: int) -> Outcomes:
         record_id: str = record["Id"]
