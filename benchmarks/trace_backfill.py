@@ -8,8 +8,12 @@ prints the requests grouped into phases (runs of the same kind of request), the
 delivered batches, the CPU time of this process, and with ``--profile`` a
 pyinstrument profile (``pip install pyinstrument``; not a project dependency).
 
+With ``--cpu-every S`` it also prints who used the two cores when: per slice of S
+seconds, the share of one core that sfamp (this process) and each sandbox spent
+(Linux ``/proc``; 100% is one core busy for the whole slice).
+
     .venv/bin/python benchmarks/trace_backfill.py [--records N] [--latency-ms MS]
-        [--transport httpapi] [--profile] [--one-process]
+        [--transport httpapi] [--profile] [--one-process] [--cpu-every S]
 """
 
 from __future__ import annotations
@@ -17,17 +21,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import os
 import re
 import resource
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_backfill import MAPPING, Sandboxes, reset, seed, set_latency, sfamp_environment
+from bench_backfill import (
+    MAPPING,
+    Sandboxes,
+    cpu_seconds,
+    reset,
+    seed,
+    set_latency,
+    sfamp_environment,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,6 +70,45 @@ def timed_collections(phase: str, info: dict[str, int]) -> None:
 
 
 _ORIGINAL_SEND = httpx.AsyncClient.send
+
+
+class CpuTimeline:
+    """CPU seconds of this process and of each sandbox, read every ``every`` seconds by a
+    thread of its own while the backfill runs (the event loop is not asked)."""
+
+    def __init__(self, pids: dict[str, int], every: float) -> None:
+        self._pids = {"sfamp": os.getpid(), **pids}
+        self._every = every
+        self._samples: list[tuple[float, list[float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> CpuTimeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            now = time.perf_counter()
+            self._samples.append((now, [cpu_seconds(pid) for pid in self._pids.values()]))
+            if self._stop.wait(self._every):
+                return
+
+    def lines(self, origin: float) -> list[str]:
+        """One line per slice: its start (s after ``origin``) and each process's share of
+        one core over it."""
+        names = list(self._pids)
+        lines = [" " * 10 + "".join(f"{name:>12}" for name in names)]
+        for (start, before), (end, after) in itertools.pairwise(self._samples):
+            shares = [(b - a) / (end - start) * 100 for a, b in zip(before, after, strict=True)]
+            lines.append(
+                f"  {start - origin:6.2f} s" + "".join(f"{share:11.0f}%" for share in shares)
+            )
+        return lines
 
 
 def kind_of(request: httpx.Request) -> str:
@@ -163,7 +216,10 @@ def main(arguments: argparse.Namespace) -> None:
         from pipeline.gc_tuning import startup_objects_frozen, tune_gc
 
         tune_gc()  # as the CLI does, and with the objects alive at the start frozen
-        with startup_objects_frozen(), tempfile.TemporaryDirectory() as work:
+        names = ["sandboxes"] if arguments.one_process else ["salesforce", "amplitude"]
+        pids = dict(zip(names, sandboxes.urls["pids"], strict=True))
+        timeline = CpuTimeline(pids, arguments.cpu_every or 3600.0)
+        with startup_objects_frozen(), tempfile.TemporaryDirectory() as work, timeline:
             gc.callbacks.append(timed_collections)  # after the collection before the freeze
             cpu, origin = (time.process_time(), sandboxes.cpu_seconds()), time.perf_counter()
             summary = asyncio.run(backfill(Path(work)))
@@ -172,6 +228,9 @@ def main(arguments: argparse.Namespace) -> None:
         if profiler is not None:
             profiler.stop()
         report(summary, origin, wall, cpu, arguments)
+        if arguments.cpu_every:
+            print(f"CPU, share of one core per {arguments.cpu_every:g} s:")
+            print("\n".join(timeline.lines(origin)))
         if profiler is not None:
             print(profiler.output_text(unicode=True, color=False, show_all=False))
     finally:
@@ -213,6 +272,10 @@ if __name__ == "__main__":
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--transport", default="httpapi", choices=["httpapi", "groupidentify"])
     parser.add_argument("--profile", action="store_true", help="pyinstrument profile (CPU)")
+    parser.add_argument(
+        "--cpu-every", type=float, default=0.0, metavar="S",
+        help="print each process's CPU per slice of S seconds (0: not)",
+    )  # fmt: skip
     parser.add_argument(
         "--one-process", action="store_true",
         help="both sandboxes in one process (default: a process each)",
