@@ -22,11 +22,12 @@ import structlog
 from pipeline.errors import KafkaUnavailableError
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.state import ServiceState
-from pipeline.runtime.tasks import seen_through
+from pipeline.runtime.tasks import let_end
 
 CHECK_SECONDS: Final = 5.0  # between the end of one metadata request and the next
 REQUEST_SECONDS: Final = 15.0  # the most one request may take, every broker tried
 FAILURES_TO_SAY: Final = 3  # unanswered requests in a row before Kafka counts as lost
+STOP_WAIT_SECONDS: Final = 1.0  # how long a stop lets the request under way end by itself
 
 log = structlog.get_logger(__name__)
 
@@ -45,9 +46,11 @@ async def watch_kafka(
     while True:
         await asyncio.sleep(every)  # the start has just had Kafka's answers
         refused: list[KafkaUnavailableError] = []
-        # Seen through a stop: a connection the request is opening must be in the client's
-        # hands (closed with it) before the service closes the client.
-        await seen_through(_asked(cluster, refused))
+        # A stop waits a moment for the request under way, not its whole timeout (up to
+        # REQUEST_SECONDS when brokers take connections and never answer): aiokafka closes
+        # a connection it is opening when cancelled, and the service then closes the
+        # client with the ones it holds.
+        await let_end(_asked(cluster, refused), within=STOP_WAIT_SECONDS)
         failures = failures + 1 if refused else 0
         if failures >= FAILURES_TO_SAY and state.kafka_unreachable is None:
             since = datetime.now(UTC).isoformat(timespec="seconds")

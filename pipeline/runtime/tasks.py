@@ -9,6 +9,7 @@ wait is cancelled; the stop then goes on (``CancelledError``), never lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -28,6 +29,27 @@ async def finish(task: asyncio.Future[Any]) -> None:
         task.exception()  # retrieved: this attempt is given up, whatever it raised
     if stopped:
         raise asyncio.CancelledError
+
+
+async def let_end(work: Coroutine[Any, Any, None], *, within: float) -> None:
+    """Await ``work``; cancelled meanwhile, let it run up to ``within`` more seconds to
+    end by itself, cancel it if it has not, and raise ``CancelledError`` once it has
+    ended (a second cancel only cuts the grace short). Otherwise it raises what
+    ``work`` raises.
+
+    For work whose own cancel is safe but better avoided, such as a request whose
+    connection a client holds once it is open: a stop waits a moment for it, never
+    its whole timeout.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([task], timeout=within)
+        await finish(task)
+        raise
 
 
 async def seen_through(work: Coroutine[Any, Any, None]) -> None:

@@ -4,6 +4,7 @@ the gauge, and no more "successful" flushes; once Kafka answers again, all of th
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaUnavailableError
+from pipeline.kafka.probe import PER_BROKER_SECONDS, MetadataProbe
 from pipeline.runtime import service as service_module
-from pipeline.runtime.kafka_watch import FAILURES_TO_SAY, watch_kafka
+from pipeline.runtime.kafka_watch import FAILURES_TO_SAY, STOP_WAIT_SECONDS, watch_kafka
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.service import Service, run_service
 from pipeline.runtime.state import ServiceState
@@ -95,6 +98,57 @@ async def test_fewer_unanswered_requests_in_a_row_say_nothing() -> None:
     assert cluster.said == [None] * len(cluster.said), "Kafka was said lost"
     assert state.kafka_unreachable is None
     assert gauge(metrics) == 0
+
+
+class SilentBrokers:
+    """Listeners that take every connection and never answer, as brokers behind a
+    network that drops their replies; ``connections`` counts what they took."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._servers: list[asyncio.Server] = []
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self, count: int) -> str:
+        """Starts ``count`` of them; their bootstrap servers."""
+        for _ in range(count):
+            self._servers.append(await asyncio.start_server(self._hold, "127.0.0.1", 0))
+        return ",".join(f"127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in self._servers)
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.append(writer)
+        await reader.read()  # until the client closes its end
+
+    async def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+
+
+async def test_a_stop_during_a_request_no_broker_answers_ends_the_watch_soon() -> None:
+    brokers = SilentBrokers()
+    # Each broker takes PER_BROKER_SECONDS to give up on: the request alone runs longer
+    # than the wait the stop allows it.
+    count = 3
+    assert count * PER_BROKER_SECONDS > 2 * STOP_WAIT_SECONDS + 3
+    probe = MetadataProbe(KafkaSettings(bootstrap_servers=await brokers.start(count)))
+    state, metrics = ServiceState(role="deliver"), Metrics()
+    task = asyncio.create_task(watch_kafka(probe, state, metrics, every=0.01))
+    try:
+        await wait_until(lambda: brokers.connections >= 1, what="the request under way")
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=STOP_WAIT_SECONDS + 3)
+        assert done, "the stop waited for the whole request"
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        await asyncio.wait({task})
+        await probe.aclose()
+        await brokers.close()
+    gc.collect()  # a connection left open would warn here, failing the test
 
 
 @pytest.mark.integration

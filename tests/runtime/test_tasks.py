@@ -1,5 +1,5 @@
 """Clean-up seen through a stop: awaited to its end however often the wait is
-cancelled, and the stop never lost."""
+cancelled, and the stop never lost; work a stop lets end for a moment only."""
 
 from __future__ import annotations
 
@@ -8,20 +8,26 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from pipeline.runtime.tasks import seen_through
+from pipeline.runtime.tasks import let_end, seen_through
 from tests.support.events import WAIT_SECONDS, happened
 
 
 class CleanUp:
-    """A clean-up that runs until ``release`` is set, then ends or raises ``fails``."""
+    """A clean-up that runs until ``release`` is set, then ends or raises ``fails``;
+    ``cancelled`` once cancelled before that."""
 
     def __init__(self, fails: BaseException | None = None) -> None:
         self.running, self.release, self.ended = asyncio.Event(), asyncio.Event(), False
+        self.cancelled = False
         self.fails = fails
 
     async def __call__(self) -> None:
         self.running.set()
-        await self.release.wait()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
         if self.fails is not None:
             raise self.fails
         self.ended = True
@@ -83,3 +89,53 @@ async def test_without_a_stop_what_the_clean_up_raises_comes_out() -> None:
     clean_up.release.set()
     with pytest.raises(ValueError, match="refused"):
         await seen_through(clean_up())
+
+
+async def let_ended(work: CleanUp, within: float, stops: int) -> asyncio.Task[None]:
+    """``let_end(work(), within=within)`` in a task, cancelled ``stops`` times while the
+    work runs; the task, ended (the work is not released)."""
+    task = asyncio.create_task(let_end(work(), within=within))
+    await happened(work.running, "the work starting")
+    for _ in range(stops):
+        task.cancel()
+        await delivered()
+    await asyncio.wait([task], timeout=WAIT_SECONDS)
+    assert task.done(), f"let_end did not end within {WAIT_SECONDS:g} s"
+    return task
+
+
+async def test_a_stop_lets_work_that_ends_within_the_grace_end_by_itself() -> None:
+    work = CleanUp()
+    task = asyncio.create_task(let_end(work(), within=10 * WAIT_SECONDS))
+    await happened(work.running, "the work starting")
+    task.cancel()
+    await delivered()
+    work.release.set()
+    await asyncio.wait([task], timeout=WAIT_SECONDS)
+
+    assert task.done(), "the work ended but let_end did not"
+    assert work.ended, "the work was cancelled within its grace"
+    assert task.cancelled(), "the stop was lost"
+
+
+async def test_a_stop_cancels_work_still_running_after_the_grace() -> None:
+    work = CleanUp()
+    task = await let_ended(work, within=0.05, stops=1)
+
+    assert work.cancelled, "the work was left running"
+    assert task.cancelled(), "the stop was lost"
+
+
+async def test_a_second_stop_cuts_the_grace_short() -> None:
+    work = CleanUp()
+    task = await let_ended(work, within=10 * WAIT_SECONDS, stops=2)
+
+    assert work.cancelled, "the work was left running"
+    assert task.cancelled(), "the stop was lost"
+
+
+async def test_without_a_stop_let_end_gives_what_the_work_raises() -> None:
+    work = CleanUp(fails=ValueError("refused"))
+    work.release.set()
+    with pytest.raises(ValueError, match="refused"):
+        await let_end(work(), within=WAIT_SECONDS)
