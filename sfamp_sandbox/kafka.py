@@ -112,6 +112,7 @@ class EmbeddedKafka:
         self.port = port or free_port(host)
         self._port_picked = not port
         self._process: subprocess.Popen[bytes] | None = None
+        self._paused = False
 
     @property
     def bootstrap_servers(self) -> str:
@@ -194,7 +195,22 @@ class EmbeddedKafka:
             return 0
         return await asyncio.to_thread(process.wait)
 
+    def pause(self) -> None:
+        """Freeze the broker's process (SIGSTOP; POSIX): the system still takes
+        connections, but nothing answers, as behind a network that drops every reply.
+        :meth:`resume` (or :meth:`stop`) lets it go on."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+            self._paused = True
+
+    def resume(self) -> None:
+        """Undo :meth:`pause`."""
+        if self._paused and self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+        self._paused = False
+
     def stop(self, timeout: float = 5.0) -> None:
+        self.resume()  # a frozen process would take its SIGTERM only once it goes on
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return

@@ -19,6 +19,7 @@ import socket
 import ssl
 from typing import Any, Final, Protocol
 
+from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.errors import KafkaError as AIOKafkaError
 
@@ -169,7 +170,16 @@ async def start_through_cancel(client: _Startable, *, within: float = FINISH_STA
     client as before, with every connection it holds. Raises what ``start()`` raises
     when not cancelled.
     """
-    starting = asyncio.ensure_future(client.start())
+    await _through_cancel(asyncio.ensure_future(client.start()), within)
+
+
+async def bootstrap_through_cancel(client: AIOKafkaClient, *, within: float) -> None:
+    """``await client.bootstrap()`` (a bare client's start), which a cancel of the caller
+    does not cut short for up to ``within`` seconds (see :func:`start_through_cancel`)."""
+    await _through_cancel(asyncio.ensure_future(client.bootstrap()), within)
+
+
+async def _through_cancel(starting: asyncio.Future[None], within: float) -> None:
     starting.add_done_callback(_retrieved)  # an outcome nobody waits for is not reported
     try:
         await asyncio.shield(starting)

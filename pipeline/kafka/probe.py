@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaUnavailableError
-from pipeline.kafka.connection import client_options, describe_failure
+from pipeline.kafka.connection import bootstrap_through_cancel, client_options, describe_failure
 
 PER_BROKER_SECONDS: Final = 3.0  # a broker that takes longer is passed over for the next
 
@@ -44,8 +44,12 @@ class MetadataProbe:
         options = client_options(self._settings)
         options["request_timeout_ms"] = int(PER_BROKER_SECONDS * 1000)
         client = AIOKafkaClient(**options)
+        # A cancel waits for the bootstrap to end by itself (each bootstrap server is given
+        # PER_BROKER_SECONDS to connect, to name its versions and to answer): cancelled
+        # while it asks for metadata, aiokafka would leave its connection open.
+        servers = len(self._settings.bootstrap_servers.split(","))
         try:
-            await client.bootstrap()
+            await bootstrap_through_cancel(client, within=3 * PER_BROKER_SECONDS * servers)
         except BaseException:
             await client.close()
             raise

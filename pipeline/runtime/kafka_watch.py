@@ -47,9 +47,9 @@ async def watch_kafka(
         await asyncio.sleep(every)  # the start has just had Kafka's answers
         refused: list[KafkaUnavailableError] = []
         # A stop waits a moment for the request under way, not its whole timeout (up to
-        # REQUEST_SECONDS when brokers take connections and never answer): aiokafka closes
-        # a connection it is opening when cancelled, and the service then closes the
-        # client with the ones it holds.
+        # REQUEST_SECONDS when brokers take connections and never answer): the probe's
+        # client holds every connection a request uses, and the service closes it. Only
+        # the probe's bootstrap is seen to its end (see MetadataProbe).
         await let_end(_asked(cluster, refused), within=STOP_WAIT_SECONDS)
         failures = failures + 1 if refused else 0
         if failures >= FAILURES_TO_SAY and state.kafka_unreachable is None:

@@ -34,12 +34,13 @@ async def finish(task: asyncio.Future[Any]) -> None:
 async def let_end(work: Coroutine[Any, Any, None], *, within: float) -> None:
     """Await ``work``; cancelled meanwhile, let it run up to ``within`` more seconds to
     end by itself, cancel it if it has not, and raise ``CancelledError`` once it has
-    ended (a second cancel only cuts the grace short). Otherwise it raises what
-    ``work`` raises.
+    ended. A later cancel cuts the grace short (two delivered in the same turn of the
+    event loop count as one); what the work raised meanwhile is logged
+    (``clean_up_failed_at_stop``). Otherwise it raises what ``work`` raises.
 
-    For work whose own cancel is safe but better avoided, such as a request whose
-    connection a client holds once it is open: a stop waits a moment for it, never
-    its whole timeout.
+    For work that may be cancelled safely, and ends in bounded time once it is, such
+    as a request over connections its client holds: a stop waits a moment for it,
+    never its whole timeout.
     """
     task = asyncio.ensure_future(work)
     try:
@@ -48,6 +49,8 @@ async def let_end(work: Coroutine[Any, Any, None], *, within: float) -> None:
         if not task.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([task], timeout=within)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("clean_up_failed_at_stop", reason=repr(task.exception()))
         await finish(task)
         raise
 

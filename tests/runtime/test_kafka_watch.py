@@ -4,17 +4,22 @@ the gauge, and no more "successful" flushes; once Kafka answers again, all of th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiokafka.conn import AIOKafkaConnection
+from aiokafka.protocol.admin import ApiVersionResponse_v0
 from structlog.testing import capture_logs
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaUnavailableError
+from pipeline.kafka import probe as probe_module
 from pipeline.kafka.probe import PER_BROKER_SECONDS, MetadataProbe
 from pipeline.runtime import service as service_module
 from pipeline.runtime.kafka_watch import FAILURES_TO_SAY, STOP_WAIT_SECONDS, watch_kafka
@@ -24,7 +29,7 @@ from pipeline.runtime.state import ServiceState
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.kafka import EmbeddedKafka
 from tests.runtime.conftest import MAPPING, Org, group, settings_for, wait_until
-from tests.support.events import ended
+from tests.support.events import WAIT_SECONDS, ended, happened
 from tests.support.ports import unused_port
 
 
@@ -100,55 +105,114 @@ async def test_fewer_unanswered_requests_in_a_row_say_nothing() -> None:
     assert gauge(metrics) == 0
 
 
-class SilentBrokers:
-    """Listeners that take every connection and never answer, as brokers behind a
-    network that drops their replies; ``connections`` counts what they took."""
+class Asked:
+    """The probe, counting the requests the watch starts through it."""
 
-    def __init__(self) -> None:
-        self.connections = 0
-        self._servers: list[asyncio.Server] = []
-        self._writers: list[asyncio.StreamWriter] = []
+    def __init__(self, probe: MetadataProbe) -> None:
+        self.probe = probe
+        self.asked = 0
 
-    async def start(self, count: int) -> str:
-        """Starts ``count`` of them; their bootstrap servers."""
-        for _ in range(count):
-            self._servers.append(await asyncio.start_server(self._hold, "127.0.0.1", 0))
-        return ",".join(f"127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in self._servers)
-
-    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self._writers.append(writer)
-        await reader.read()  # until the client closes its end
-
-    async def close(self) -> None:
-        for writer in self._writers:
-            writer.close()
-        for server in self._servers:
-            server.close()
-            await server.wait_closed()
+    async def cluster_answers(self, timeout_seconds: float) -> None:
+        self.asked += 1
+        await self.probe.cluster_answers(timeout_seconds)
 
 
-async def test_a_stop_during_a_request_no_broker_answers_ends_the_watch_soon() -> None:
-    brokers = SilentBrokers()
-    # Each broker takes PER_BROKER_SECONDS to give up on: the request alone runs longer
-    # than the wait the stop allows it.
-    count = 3
-    assert count * PER_BROKER_SECONDS > 2 * STOP_WAIT_SECONDS + 3
-    probe = MetadataProbe(KafkaSettings(bootstrap_servers=await brokers.start(count)))
-    state, metrics = ServiceState(role="deliver"), Metrics()
-    task = asyncio.create_task(watch_kafka(probe, state, metrics, every=0.01))
+async def watch_alone(cluster: Asked | MetadataProbe) -> None:
+    await watch_kafka(cluster, ServiceState(role="deliver"), Metrics(), every=0.01)
+
+
+def open_connections(port: int) -> list[AIOKafkaConnection]:
+    return [
+        item
+        for item in gc.get_objects()
+        if isinstance(item, AIOKafkaConnection) and item.port == port and item.connected()
+    ]
+
+
+@pytest.mark.integration
+async def test_a_stop_while_the_broker_does_not_answer_ends_the_watch_soon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The probe's client gives a broker this long per request: far longer than a stop waits.
+    monkeypatch.setattr(probe_module, "PER_BROKER_SECONDS", 4 * STOP_WAIT_SECONDS + 6)
+    broker = await EmbeddedKafka(unused_port()).start()
+    probe = MetadataProbe(KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
+    asked = Asked(probe)
+    task: asyncio.Task[None] | None = None
     try:
-        await wait_until(lambda: brokers.connections >= 1, what="the request under way")
+        await probe.cluster_answers(timeout_seconds=30)  # connected while the broker answers
+        broker.pause()  # it takes connections and answers nothing
+        task = asyncio.create_task(watch_alone(asked))
+        await wait_until(lambda: asked.asked >= 1, what="a request to the frozen broker")
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=STOP_WAIT_SECONDS + 3)
         assert done, "the stop waited for the whole request"
-        assert task.cancelled()
+        assert task.cancelled(), "the stop was lost"
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        await probe.aclose()
+        broker.stop()
+    assert open_connections(broker.port) == []
+
+
+class VersionsOnlyBroker:
+    """Names its API versions and never answers a metadata request: a client bootstrapping
+    from it waits at the one step where aiokafka leaves the connection open if cancelled."""
+
+    def __init__(self) -> None:
+        self.asked_metadata = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                (size,) = struct.unpack(">i", await reader.readexactly(4))
+                frame = await reader.readexactly(size)
+                api_key, _, correlation = struct.unpack(">hhi", frame[:8])
+                if api_key == API_VERSIONS:
+                    versions = [(METADATA, 0, 1), (API_VERSIONS, 0, 0)]
+                    answer = ApiVersionResponse_v0(error_code=0, api_versions=versions)
+                    body = struct.pack(">i", correlation) + answer.encode()
+                    writer.write(struct.pack(">i", len(body)) + body)
+                elif api_key == METADATA:
+                    self.asked_metadata.set()
+        writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+API_VERSIONS, METADATA = 18, 3
+
+
+async def test_a_stop_while_the_probe_bootstraps_leaves_no_connection_open() -> None:
+    # The bootstrap's metadata request outlasts the moment a stop gives the watch.
+    assert PER_BROKER_SECONDS > STOP_WAIT_SECONDS
+    broker = VersionsOnlyBroker()
+    port = await broker.start()
+    probe = MetadataProbe(KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"))
+    task = asyncio.create_task(watch_alone(probe))
+    try:
+        await happened(broker.asked_metadata, "the probe's bootstrap asking for metadata")
+        task.cancel()
+        await asyncio.wait({task}, timeout=WAIT_SECONDS)
+        assert task.done(), f"the watch did not stop within {WAIT_SECONDS:g} s"
+        assert task.cancelled(), "the stop was lost"
+        await probe.aclose()
+        assert open_connections(port) == [], "the bootstrap's connection was left open"
     finally:
         task.cancel()
         await asyncio.wait({task})
         await probe.aclose()
-        await brokers.close()
-    gc.collect()  # a connection left open would warn here, failing the test
+        await broker.close()
 
 
 @pytest.mark.integration

@@ -139,3 +139,18 @@ async def test_without_a_stop_let_end_gives_what_the_work_raises() -> None:
     work.release.set()
     with pytest.raises(ValueError, match="refused"):
         await let_end(work(), within=WAIT_SECONDS)
+
+
+async def test_what_the_work_raises_within_the_grace_is_logged_and_the_stop_kept() -> None:
+    work = CleanUp(fails=TimeoutError("no answer"))
+    with capture_logs() as logs:
+        task = asyncio.create_task(let_end(work(), within=10 * WAIT_SECONDS))
+        await happened(work.running, "the work starting")
+        task.cancel()
+        await delivered()
+        work.release.set()
+        await asyncio.wait([task], timeout=WAIT_SECONDS)
+
+    assert task.done(), "the work ended but let_end did not"
+    assert task.cancelled(), "the work's error replaced the stop"
+    assert [entry["event"] for entry in logs] == ["clean_up_failed_at_stop"]
