@@ -104,16 +104,23 @@ async def let_ended(work: CleanUp, within: float, stops: int) -> asyncio.Task[No
     return task
 
 
-async def test_a_stop_lets_work_that_ends_within_the_grace_end_by_itself() -> None:
-    work = CleanUp()
+async def released_after_a_stop(work: CleanUp) -> asyncio.Task[None]:
+    """``let_end(work(), ...)`` in a task with a long grace, cancelled once while the work
+    runs, then the work released; the task, ended."""
     task = asyncio.create_task(let_end(work(), within=10 * WAIT_SECONDS))
     await happened(work.running, "the work starting")
     task.cancel()
     await delivered()
     work.release.set()
     await asyncio.wait([task], timeout=WAIT_SECONDS)
-
     assert task.done(), "the work ended but let_end did not"
+    return task
+
+
+async def test_a_stop_lets_work_that_ends_within_the_grace_end_by_itself() -> None:
+    work = CleanUp()
+    task = await released_after_a_stop(work)
+
     assert work.ended, "the work was cancelled within its grace"
     assert task.cancelled(), "the stop was lost"
 
@@ -144,13 +151,7 @@ async def test_without_a_stop_let_end_gives_what_the_work_raises() -> None:
 async def test_what_the_work_raises_within_the_grace_is_logged_and_the_stop_kept() -> None:
     work = CleanUp(fails=TimeoutError("no answer"))
     with capture_logs() as logs:
-        task = asyncio.create_task(let_end(work(), within=10 * WAIT_SECONDS))
-        await happened(work.running, "the work starting")
-        task.cancel()
-        await delivered()
-        work.release.set()
-        await asyncio.wait([task], timeout=WAIT_SECONDS)
+        task = await released_after_a_stop(work)
 
-    assert task.done(), "the work ended but let_end did not"
     assert task.cancelled(), "the work's error replaced the stop"
     assert [entry["event"] for entry in logs] == ["clean_up_failed_at_stop"]
