@@ -19,11 +19,12 @@ from pipeline.kafka.connection import (
     client_options,
     describe_failure,
     start_through_cancel,
+    stop_through_cancel,
     unavailable,
 )
 
 Table = dict[bytes, tuple[bytes | None, int]]  # key -> (latest value, offset)
-STOP_SECONDS = 2.0  # for a consumer stopped because its start was cancelled
+STOP_SECONDS = 2.0  # for a consumer stopped by a cancel (its start's, or its reader's)
 
 
 async def _assigned(settings: KafkaSettings, topic: str) -> tuple[AIOKafkaConsumer, TopicPartition]:
@@ -33,7 +34,7 @@ async def _assigned(settings: KafkaSettings, topic: str) -> tuple[AIOKafkaConsum
     try:
         await start_through_cancel(consumer)
     except AIOKafkaError as exc:
-        await consumer.stop()
+        await stop_through_cancel(consumer, within=STOP_SECONDS)
         error = await unavailable(settings, exc)
         raise KafkaUnavailableError(f"cannot read {topic}: {error}") from exc
     except BaseException:  # cancelled while it connects (a signal): leave nothing open
@@ -64,7 +65,7 @@ async def read_table(settings: KafkaSettings, topic: str) -> tuple[Table, int]:
     except AIOKafkaError as exc:
         raise KafkaUnavailableError(f"cannot read {topic}: {describe_failure(exc)}") from exc
     finally:
-        await consumer.stop()
+        await stop_through_cancel(consumer, within=STOP_SECONDS)
 
 
 async def scan_table(
@@ -98,7 +99,7 @@ async def scan_table(
     except AIOKafkaError as exc:
         raise KafkaUnavailableError(f"cannot read {topic}: {describe_failure(exc)}") from exc
     finally:
-        await consumer.stop()
+        await stop_through_cancel(consumer, within=STOP_SECONDS)
 
 
 async def follow(
@@ -115,4 +116,4 @@ async def follow(
                 yield record
             await asyncio.sleep(0)
     finally:
-        await consumer.stop()
+        await stop_through_cancel(consumer, within=STOP_SECONDS)

@@ -173,6 +173,20 @@ async def start_through_cancel(client: _Startable, *, within: float = FINISH_STA
     await _through_cancel(asyncio.ensure_future(client.start()), within)
 
 
+class _Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
+async def stop_through_cancel(client: _Stoppable, *, within: float) -> None:
+    """``await client.stop()`` (an aiokafka consumer) in a task of its own, so that a
+    cancel of the caller is never lost in it: a consumer's stop awaits its fetcher's
+    cancelled task under ``suppress(CancelledError)`` (``Fetcher.close``), which
+    swallows a cancel that lands meanwhile, and the caller would go on as if never
+    stopped. A cancel waits up to ``within`` seconds for the stop and is raised then.
+    """
+    await _through_cancel(asyncio.ensure_future(client.stop()), within)
+
+
 async def bootstrap_through_cancel(client: AIOKafkaClient, *, within: float) -> None:
     """``await client.bootstrap()`` (a bare client's start), which a cancel of the caller
     does not cut short for up to ``within`` seconds (see :func:`start_through_cancel`)."""

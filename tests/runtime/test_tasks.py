@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from pipeline.runtime.tasks import let_end, seen_through
-from tests.support.events import WAIT_SECONDS, happened
+from tests.support.events import WAIT_SECONDS, delivered, happened
 
 
 class CleanUp:
@@ -31,14 +31,6 @@ class CleanUp:
         if self.fails is not None:
             raise self.fails
         self.ended = True
-
-
-async def delivered() -> None:
-    """Return once the callbacks scheduled so far have run (a cancellation asked for is
-    then delivered): they run in the order they were scheduled."""
-    turned = asyncio.Event()
-    asyncio.get_running_loop().call_soon(turned.set)
-    await happened(turned, "the event loop's next turn")
 
 
 async def stopped(clean_up: CleanUp, stops: int) -> asyncio.Task[None]:

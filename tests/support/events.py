@@ -27,3 +27,11 @@ async def ended(awaitable: Awaitable[T], what: str, timeout: float = WAIT_SECOND
         return await asyncio.wait_for(awaitable, timeout)
     except TimeoutError:
         pytest.fail(f"{what} did not end within {timeout:g} s")
+
+
+async def delivered() -> None:
+    """Return once the callbacks scheduled so far have run (a cancellation asked for is
+    then delivered): they run in the order they were scheduled."""
+    turned = asyncio.Event()
+    asyncio.get_running_loop().call_soon(turned.set)
+    await happened(turned, "the event loop's next turn")
