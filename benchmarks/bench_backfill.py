@@ -100,10 +100,10 @@ class Sandboxes:
     """Both sandboxes in child processes: one each (default), so that the Salesforce sandbox
     writing a page and the Amplitude sandbox applying a batch do not wait for each other, as
     the real services do not, or both in one (``split=False``). ``urls`` holds their URLs,
-    the property-limit ``scope`` and the children's ``pids``."""
+    the property-limit ``scope`` and the children's ``pids``, in the order of ``parts``."""
 
     def __init__(self, scope: str, *, split: bool = True) -> None:
-        parts = ["salesforce", "amplitude"] if split else ["both"]
+        self.parts = parts = ["salesforce", "amplitude"] if split else ["both"]
         self.processes = [
             subprocess.Popen(
                 [sys.executable, str(HERE / "bench_backfill.py"), "_serve", scope, part],

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import itertools
 import os
@@ -216,10 +217,15 @@ def main(arguments: argparse.Namespace) -> None:
         from pipeline.gc_tuning import startup_objects_frozen, tune_gc
 
         tune_gc()  # as the CLI does, and with the objects alive at the start frozen
-        names = ["sandboxes"] if arguments.one_process else ["salesforce", "amplitude"]
-        pids = dict(zip(names, sandboxes.urls["pids"], strict=True))
-        timeline = CpuTimeline(pids, arguments.cpu_every or 3600.0)
-        with startup_objects_frozen(), tempfile.TemporaryDirectory() as work, timeline:
+        timeline = None
+        if arguments.cpu_every:
+            pids = dict(zip(sandboxes.parts, sandboxes.urls["pids"], strict=True))
+            timeline = CpuTimeline(pids, arguments.cpu_every)
+        with (
+            startup_objects_frozen(),
+            tempfile.TemporaryDirectory() as work,
+            timeline or contextlib.nullcontext(),
+        ):
             gc.callbacks.append(timed_collections)  # after the collection before the freeze
             cpu, origin = (time.process_time(), sandboxes.cpu_seconds()), time.perf_counter()
             summary = asyncio.run(backfill(Path(work)))
@@ -228,7 +234,7 @@ def main(arguments: argparse.Namespace) -> None:
         if profiler is not None:
             profiler.stop()
         report(summary, origin, wall, cpu, arguments)
-        if arguments.cpu_every:
+        if timeline is not None:
             print(f"CPU, share of one core per {arguments.cpu_every:g} s:")
             print("\n".join(timeline.lines(origin)))
         if profiler is not None:

@@ -193,16 +193,16 @@ async def bootstrap_through_cancel(client: AIOKafkaClient, *, within: float) -> 
     await _through_cancel(asyncio.ensure_future(client.bootstrap()), within)
 
 
-async def _through_cancel(starting: asyncio.Future[None], within: float) -> None:
-    starting.add_done_callback(_retrieved)  # an outcome nobody waits for is not reported
+async def _through_cancel(work: asyncio.Future[None], within: float) -> None:
+    work.add_done_callback(_retrieved)  # an outcome nobody waits for is not reported
     try:
-        await asyncio.shield(starting)
+        await asyncio.shield(work)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(within):
-                await asyncio.shield(starting)
-        if not starting.done():
-            starting.cancel()
+                await asyncio.shield(work)
+        if not work.done():
+            work.cancel()
         raise
 
 
