@@ -20,8 +20,8 @@ from rich.console import Console
 from pipeline.config.settings import Settings, load_settings
 from pipeline.errors import MappingError, SettingsError, SfampError
 from pipeline.logs import configure_logging
-from pipeline.runtime.backfill.run import StopRequest, until_stopped
 from pipeline.runtime.mapping_source import MappingVersion
+from pipeline.runtime.tasks import StopRequest, until_stopped
 
 console = Console()
 

@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 from pipeline.config.mapping import DEFAULT_RECONCILE as DEFAULT_RECONCILE_SCHEDULE
 from pipeline.config.mapping import ObjectMapping
 from pipeline.errors import Problem
-from pipeline.salesforce.cdc import channel_for
+from pipeline.salesforce.channels import channel_for
 from pipeline.transform.change_event_fields import never_in_change_events
 from pipeline.transform.formulas import formula_inputs
 from pipeline.transform.schema import ObjectSchema

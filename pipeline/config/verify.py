@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.checks import (
@@ -36,12 +36,15 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import AmplitudeSettings, SalesforceSettings, Settings
 from pipeline.config.validation import check_group_types
 from pipeline.errors import MappingError, Problem, SalesforceError, SfampError
-from pipeline.salesforce.cdc import CdcSubscriber, DurableReplayStorage, channel_for
+from pipeline.salesforce.channels import channel_for
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.salesforce.fields import unreadable_fields
 from pipeline.salesforce.rest import Sleep
 from pipeline.transform.schema import schema_from_describe
 from pipeline.wording import plural
+
+if TYPE_CHECKING:
+    from pipeline.salesforce.cdc import CdcSubscriber
 
 _SUBSCRIBED: Final = (
     "subscribed; events flow only if the object is selected in Setup > Change Data Capture"
@@ -200,6 +203,10 @@ async def _check_streaming(
     The subscriptions start at the newest event and nothing is stored, so the
     check consumes nothing the service would miss.
     """
+    # Imported here: the CometD client (aiosfstream, aiohttp) loads only for this check,
+    # not for every command that checks a mapping against the org (`sfamp backfill`).
+    from pipeline.salesforce.cdc import CdcSubscriber, DurableReplayStorage
+
     subscriber = CdcSubscriber(
         client.auth.streaming_authenticator(),
         [],

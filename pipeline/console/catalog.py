@@ -17,7 +17,7 @@ from typing import Any, Final
 from pipeline.config.checks import UNSUPPORTED
 from pipeline.config.settings import SalesforceSettings
 from pipeline.errors import SfampError
-from pipeline.salesforce.cdc import channel_for
+from pipeline.salesforce.channels import channel_for
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.schema import COMPOUND_TYPES
 

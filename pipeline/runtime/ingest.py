@@ -71,14 +71,9 @@ from pipeline.runtime.salesforce_reads import (
     records_by_id,
 )
 from pipeline.runtime.state import ServiceState
-from pipeline.salesforce.cdc import (
-    EARLIEST,
-    CdcSubscriber,
-    DurableReplayStorage,
-    channel_for,
-    channels_for,
-)
+from pipeline.salesforce.cdc import CdcSubscriber, DurableReplayStorage
 from pipeline.salesforce.change_events import envelopes_from_event
+from pipeline.salesforce.channels import EARLIEST, channel_for, channels_for
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.envelope import GAP_OPS, ChangeEnvelope, encode
 from pipeline.transform.reads import (

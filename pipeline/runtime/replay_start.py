@@ -24,7 +24,8 @@ from pipeline.kafka.records import (
     decode_resync,
 )
 from pipeline.runtime.metrics import Metrics
-from pipeline.salesforce.cdc import EARLIEST, LATEST, DurableReplayStorage
+from pipeline.salesforce.cdc import DurableReplayStorage
+from pipeline.salesforce.channels import EARLIEST, LATEST
 
 log = structlog.get_logger(__name__)
 

@@ -42,7 +42,7 @@ from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import SchemaCache, fields_to_read
 from pipeline.runtime.state import ServiceState
 from pipeline.salesforce.bulk import BulkQuery
-from pipeline.salesforce.cdc import LATEST
+from pipeline.salesforce.channels import LATEST
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.envelope import ChangeEnvelope, Source, encode
 from pipeline.transform.reads import stamped_envelope

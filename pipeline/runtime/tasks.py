@@ -1,9 +1,12 @@
-"""Ending tasks whose clean-up must not be cut short by a stop.
+"""Ending tasks whose clean-up must not be cut short by a stop, and stopping a run.
 
 A stop is a cancellation, and a second one (the service's drain timeout, a
 supervisor's) may follow the first. Clean-up that gives back what a run holds (a
 Bulk job to delete, a request in flight) is awaited to its end however often the
 wait is cancelled; the stop then goes on (``CancelledError``), never lost.
+
+A command's run (a backfill, a reconcile) is stopped by a :class:`StopRequest` that
+a signal handler sets; :func:`until_stopped` cancels the run then and says why.
 """
 
 from __future__ import annotations
@@ -83,3 +86,37 @@ async def _ended(task: asyncio.Future[Any]) -> bool:
         except asyncio.CancelledError:
             stopped = True
     return stopped
+
+
+class StopRequest:
+    """Set from a signal handler: the run stops at once and keeps its checkpoint."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.event.set()
+
+
+async def until_stopped(work: Coroutine[Any, Any, None], stop: StopRequest | None) -> str | None:
+    """Run ``work``; when ``stop`` is set first, cancel it and return the reason (a backfill's
+    and a reconcile's: the caller logs it)."""
+    task = asyncio.create_task(work)
+    if stop is None:
+        await task
+        return None
+    waiter = asyncio.create_task(stop.event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, waiter):
+            pending.cancel()
+        # The work leaves its finally blocks (in-flight deliveries cancelled) before we go on.
+        await asyncio.gather(task, waiter, return_exceptions=True)
+    if task.cancelled():
+        return stop.reason
+    task.result()
+    return None

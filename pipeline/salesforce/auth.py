@@ -19,13 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
-import jwt
 import structlog
-from aiosfstream_ng.auth import AuthenticatorBase
-from aiosfstream_ng.exceptions import AuthenticationError
 
 from pipeline.config.settings import SalesforceSettings
 from pipeline.errors import (
@@ -35,6 +32,9 @@ from pipeline.errors import (
     SettingsError,
 )
 from pipeline.http_failures import describe_transport_failure
+
+if TYPE_CHECKING:
+    from aiosfstream_ng.auth import AuthenticatorBase
 
 TOKEN_PATH: Final = "/services/oauth2/token"  # noqa: S105 - a URL path, not a secret
 JWT_GRANT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -115,6 +115,10 @@ class SalesforceAuth:
 
     def streaming_authenticator(self) -> AuthenticatorBase:
         """An aiosfstream authenticator that logs in through this object (for CdcSubscriber)."""
+        # Imported here: aiosfstream, and aiohttp under it, load only where streaming is
+        # used (not in `sfamp backfill`, for one).
+        from pipeline.salesforce.cdc import StreamingAuthenticator
+
         return StreamingAuthenticator(self)
 
     async def _login(self) -> SalesforceToken:
@@ -174,6 +178,8 @@ class SalesforceAuth:
             "exp": int(self._clock()) + JWT_LIFETIME_SECONDS,
         }
         key = _read_key(key_file)
+        import jwt  # PyJWT and cryptography load only for this flow
+
         try:
             return jwt.encode(claims, key, algorithm="RS256")
         except (ValueError, TypeError, jwt.PyJWTError) as exc:
@@ -207,42 +213,6 @@ class SalesforceAuth:
             identity_url=identity if isinstance(identity, str) else None,
             issued_at_ms=_issued_at(body.get("issued_at"), self._clock),
         )
-
-
-class StreamingAuthenticator(AuthenticatorBase):
-    """aiosfstream's authenticator protocol on top of :class:`SalesforceAuth`.
-
-    The CometD transport calls :meth:`authenticate` once when it opens and again
-    after a ``401::Authentication invalid``; the second time it must not hand out
-    the token the server just refused, so it refreshes past the one it used.
-    """
-
-    def __init__(self, auth: SalesforceAuth) -> None:
-        super().__init__()
-        self._auth = auth
-        self._used: SalesforceToken | None = None
-
-    async def authenticate(self) -> None:
-        try:
-            if self._used is None:
-                token = await self._auth.token()
-            else:
-                token = await self._auth.refresh(self._used)
-        except SalesforceError as exc:
-            # cdc.translate_cometd_errors unwraps the cause back into the error tree.
-            raise AuthenticationError(str(exc)) from exc
-        self._used = token
-        self.access_token = token.access_token
-        self.token_type = "Bearer"  # noqa: S105 - the scheme name
-        self.instance_url = token.instance_url
-        self.id = token.identity_url
-        self.issued_at = str(token.issued_at_ms)
-
-    async def _authenticate(self) -> tuple[int, dict[str, Any]]:
-        raise NotImplementedError("authenticate() logs in through SalesforceAuth")
-
-    def __repr__(self) -> str:
-        return f"StreamingAuthenticator(login_url={self._auth.settings.login_url!r})"
 
 
 def _secret(value: Any) -> str:

@@ -41,9 +41,9 @@ from pipeline.errors import (
     SessionExpiredError,
 )
 from pipeline.http_failures import describe_connection_failure
+from pipeline.salesforce.auth import SalesforceAuth, SalesforceToken
+from pipeline.salesforce.channels import LATEST
 
-LATEST = -1
-EARLIEST = -2
 _INVALID_REPLAY = re.compile(r"replayId \{?(-?\d+)\}? you provided was invalid", re.IGNORECASE)
 
 
@@ -58,19 +58,6 @@ class _QuietCancelledPoll(logging.Filter):
 
 
 logging.getLogger("asyncio").addFilter(_QuietCancelledPoll())
-
-
-def channel_for(sfdc_object: str) -> str:
-    """Account -> /data/AccountChangeEvent; a custom Plan__c -> /data/Plan__ChangeEvent."""
-    if sfdc_object.endswith("__c"):
-        return f"/data/{sfdc_object[:-1]}ChangeEvent"
-    return f"/data/{sfdc_object}ChangeEvent"
-
-
-def channels_for(objects: Iterable[str], custom: str | None = None) -> list[str]:
-    """The channels that carry ``objects``' change events: ``custom`` alone when set
-    (``SFAMP_SALESFORCE__CDC_CHANNEL``), else one per object."""
-    return [custom] if custom else list(dict.fromkeys(map(channel_for, objects)))
 
 
 class DurableReplayStorage(ReplayMarkerStorage):
@@ -254,3 +241,39 @@ def _refused_handshake(reason: str, error: str) -> SalesforceError:
 def _subscription_of(exc: ServerError) -> str | None:
     response = exc.response or {}
     return str(response.get("subscription") or "") or None
+
+
+class StreamingAuthenticator(AuthenticatorBase):
+    """aiosfstream's authenticator protocol on top of :class:`SalesforceAuth`.
+
+    The CometD transport calls :meth:`authenticate` once when it opens and again
+    after a ``401::Authentication invalid``; the second time it must not hand out
+    the token the server just refused, so it refreshes past the one it used.
+    """
+
+    def __init__(self, auth: SalesforceAuth) -> None:
+        super().__init__()
+        self._auth = auth
+        self._used: SalesforceToken | None = None
+
+    async def authenticate(self) -> None:
+        try:
+            if self._used is None:
+                token = await self._auth.token()
+            else:
+                token = await self._auth.refresh(self._used)
+        except SalesforceError as exc:
+            # cdc.translate_cometd_errors unwraps the cause back into the error tree.
+            raise AuthenticationError(str(exc)) from exc
+        self._used = token
+        self.access_token = token.access_token
+        self.token_type = "Bearer"  # noqa: S105 - the scheme name
+        self.instance_url = token.instance_url
+        self.id = token.identity_url
+        self.issued_at = str(token.issued_at_ms)
+
+    async def _authenticate(self) -> tuple[int, dict[str, Any]]:
+        raise NotImplementedError("authenticate() logs in through SalesforceAuth")
+
+    def __repr__(self) -> str:
+        return f"StreamingAuthenticator(login_url={self._auth.settings.login_url!r})"

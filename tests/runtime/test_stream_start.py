@@ -28,7 +28,8 @@ from pipeline.runtime.backfill.stream_start import stream_start_recorded
 from pipeline.runtime.ingest import IngestPump
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.replay_start import MarkWriter, Rewind, SkippedObjects, unmarked_start
-from pipeline.salesforce.cdc import EARLIEST, LATEST, DurableReplayStorage
+from pipeline.salesforce.cdc import DurableReplayStorage
+from pipeline.salesforce.channels import EARLIEST, LATEST
 from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import MAPPING, Org, group, running, settings_for, wait_until
 from tests.support.ports import unused_port

@@ -10,7 +10,8 @@ import pytest
 from aiosfstream_ng.exceptions import AuthenticationError
 
 from pipeline.errors import SalesforceAuthError
-from pipeline.salesforce.cdc import CdcSubscriber, DurableReplayStorage, channel_for
+from pipeline.salesforce.cdc import CdcSubscriber, DurableReplayStorage
+from pipeline.salesforce.channels import channel_for
 from pipeline.salesforce.client import SalesforceClient
 from sfamp_sandbox.salesforce import SalesforceSandbox
 from tests.salesforce.helpers import fault, sandbox_settings

@@ -18,12 +18,8 @@ from pipeline.runtime.ingest import IngestPump
 from pipeline.runtime.mapping_source import MappingHolder, MappingVersion
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.state import ServiceState
-from pipeline.salesforce.cdc import (
-    CdcSubscriber,
-    DurableReplayStorage,
-    channel_for,
-    translate_cometd_errors,
-)
+from pipeline.salesforce.cdc import CdcSubscriber, DurableReplayStorage, translate_cometd_errors
+from pipeline.salesforce.channels import channel_for
 from pipeline.salesforce.client import SalesforceClient
 from sfamp_sandbox.salesforce import SalesforceSandbox
 from tests.runtime.conftest import wait_until

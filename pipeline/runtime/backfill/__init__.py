@@ -52,7 +52,8 @@ from pipeline.runtime.backfill.report import (
     LogProgress,
     ObjectSummary,
 )
-from pipeline.runtime.backfill.run import StopRequest, run_backfill, selected_objects
+from pipeline.runtime.backfill.run import run_backfill, selected_objects
+from pipeline.runtime.tasks import StopRequest
 
 __all__ = [
     "DEFAULT_CHECKPOINT",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,7 +39,7 @@ from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, 
 from pipeline.runtime.backfill.stream_start import record_stream_start, stream_start_recorded
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.recorder import command_recorder
-from pipeline.runtime.tasks import seen_through
+from pipeline.runtime.tasks import StopRequest, seen_through, until_stopped
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.bulk_csv import batched
 from pipeline.salesforce.client import SalesforceClient
@@ -52,19 +52,6 @@ from pipeline.wording import nearest
 
 SAMPLE_SIZE: Final = 3
 log = structlog.get_logger(__name__)
-
-
-class StopRequest:
-    """Set from a signal handler: the run stops at once and keeps its checkpoint."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.reason: str | None = None
-
-    def set(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.event.set()
 
 
 async def run_backfill(
@@ -137,27 +124,6 @@ async def run_backfill(
             summary.elapsed_seconds = time.monotonic() - started
             summary.checkpoint_saved = checkpoint is not None and checkpoint.saved
     return summary
-
-
-async def until_stopped(work: Coroutine[Any, Any, None], stop: StopRequest | None) -> str | None:
-    """Run ``work``; when ``stop`` is set first, cancel it and return the reason (a backfill's
-    and a reconcile's: the caller logs it)."""
-    task = asyncio.create_task(work)
-    if stop is None:
-        await task
-        return None
-    waiter = asyncio.create_task(stop.event.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, waiter):
-            pending.cancel()
-        # The work leaves its finally blocks (in-flight deliveries cancelled) before we go on.
-        await asyncio.gather(task, waiter, return_exceptions=True)
-    if task.cancelled():
-        return stop.reason
-    task.result()
-    return None
 
 
 async def _backfill_objects(run: BackfillRun) -> None:

@@ -30,7 +30,7 @@ from pipeline.kafka.records import ReplayMark
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill.checkpoint import KAFKA_PROBE_SECONDS
 from pipeline.runtime.cadence import now_ms
-from pipeline.salesforce.cdc import EARLIEST, channels_for
+from pipeline.salesforce.channels import EARLIEST, channels_for
 
 log = structlog.get_logger(__name__)
 

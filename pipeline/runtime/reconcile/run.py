@@ -47,7 +47,6 @@ from pipeline.runtime.backfill.catch_up import CatchUp
 from pipeline.runtime.backfill.jobs import forget_unsaved_job
 from pipeline.runtime.backfill.meaning import is_deleted
 from pipeline.runtime.backfill.read import RecordBatch
-from pipeline.runtime.backfill.run import until_stopped
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.checkpoint import ReconcileCheckpoint, open_checkpoint
 from pipeline.runtime.reconcile.compare import (
@@ -59,7 +58,7 @@ from pipeline.runtime.reconcile.compare import (
 from pipeline.runtime.reconcile.digest import SentDigests, reconciled_mapping
 from pipeline.runtime.reconcile.report import ObjectReconcile, ReconcileProgress, ReconcileSummary
 from pipeline.runtime.salesforce_reads import fields_to_read
-from pipeline.runtime.tasks import seen_through
+from pipeline.runtime.tasks import seen_through, until_stopped
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.salesforce.rest import SalesforceRest
