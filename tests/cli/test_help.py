@@ -19,9 +19,13 @@ ROOT = typer.main.get_command(app)
 
 
 def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every command and group under ``command``, asked as click asks a group (the root
+    loads each command's module only when the command is looked up)."""
     yield path, command
-    for name, sub in sorted(getattr(command, "commands", {}).items()):
-        yield from _commands(sub, (*path, name))
+    if isinstance(command, typer.core.TyperGroup):
+        context = typer.Context(command)
+        for name in sorted(command.list_commands(context)):
+            yield from _commands(command.get_command(context, name), (*path, name))
 
 
 COMMANDS = dict(_commands(ROOT))
