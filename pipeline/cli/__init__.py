@@ -11,6 +11,7 @@ import errno
 import importlib
 import os
 import sys
+from collections.abc import Iterator, MutableMapping
 from typing import Any, Final
 
 import typer
@@ -43,22 +44,42 @@ class CommandsOnDemand(FlagGroup):
     So ``sfamp backfill`` loads the backfill and what it uses, not the service, the
     console, the sandboxes and their libraries (aiohttp, aiosfstream, Jinja2): the
     process starts in about half the time. The command list (``sfamp --help``) still
-    loads them all, for each one's summary.
+    loads them all, for each one's summary; a misspelt name is matched against the
+    names alone ("Did you mean ...?").
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._loaded: dict[str, Any] = {}
+        self.commands = _CommandTable()
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return list(COMMANDS)
+        return list(self.commands)  # the names: loading none
 
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name not in COMMANDS:
-            return None
-        if cmd_name not in self._loaded:
-            self._loaded[cmd_name] = _load(cmd_name)
-        return self._loaded[cmd_name]
+
+class _CommandTable(MutableMapping[str, Any]):
+    """Every command by name (:data:`COMMANDS`), each built the first time it is read."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            self._built[name] = _load(name)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*COMMANDS, *self._built]))
+
+    def __len__(self) -> int:
+        return len(COMMANDS.keys() | self._built.keys())
 
 
 def _load(name: str) -> Any:

@@ -148,3 +148,12 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly() -> None:
         _, err = process.communicate(timeout=60)
     assert process.returncode == 1
     assert err == b""
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("backfil", "backfill"), ("topcs", "topics")])
+def test_a_misspelt_command_is_answered_with_the_one_meant(typo: str, meant: str) -> None:
+    """The root group loads a command's module only when it is looked up: its names are
+    still all there to match a typo against."""
+    result = CliRunner().invoke(app, [typo], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert f"No such command '{typo}'. Did you mean '{meant}'?" in result.output
