@@ -38,17 +38,24 @@ class ObjectBars:
         )
         self._fields = fields
         self._tasks: dict[str, TaskID] = {}
+        self._done: dict[str, int] = {}
 
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+    def start_object(
+        self, sfdc_object: str, total: int | None, method: str, *, done: int = 0
+    ) -> None:
+        """A bar from ``done`` (a resumed run starts where the stopped one was)."""
+        self._done[sfdc_object] = done
         self._tasks[sfdc_object] = self._bar.add_task(
-            f"{sfdc_object} ({method})", total=total, **self._fields
+            f"{sfdc_object} ({method})", total=total, completed=done, **self._fields
         )
 
     def _finish(self, sfdc_object: str, rows: int) -> None:
-        """The bar ends full at the rows read (the total was only an estimate)."""
+        """The bar ends full at the rows read, a stopped run's included (the total was
+        only an estimate)."""
         task_id = self._tasks.get(sfdc_object)
         if task_id is not None:
-            self._bar.update(task_id, total=rows, completed=rows)
+            read = self._done.get(sfdc_object, 0) + rows
+            self._bar.update(task_id, total=read, completed=read)
 
     def __enter__(self) -> Self:
         self._bar.start()

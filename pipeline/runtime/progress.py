@@ -22,9 +22,12 @@ TICK_SECONDS = 1.0
 class ObjectProgress(Protocol[ItemT_contra]):
     """What the caller shows while a run reads objects (a rich bar, log lines, /status):
     ``found`` is what the rows gave (identifications sent, properties that differ), and
-    ``item`` the object's summary."""
+    ``item`` the object's summary. ``done`` is what a stopped run had already read of
+    the object when this one resumed it (of ``total``, the whole object's count)."""
 
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None: ...
+    def start_object(
+        self, sfdc_object: str, total: int | None, method: str, *, done: int = 0
+    ) -> None: ...
 
     def advance(self, sfdc_object: str, rows: int, found: int, /) -> None: ...
 
@@ -65,7 +68,10 @@ async def ticking(progress: object, work: Coroutine[Any, Any, T]) -> T:
 class IntervalCounter:
     """An object's rows and what they gave, counted since its start, and a progress line
     whenever one is due: one per ``interval``, on an advance or on a tick; with an interval
-    of 0, one per advance and none on ticks. Subclasses write the line (:meth:`_line`)."""
+    of 0, one per advance and none on ticks. Subclasses write the line (:meth:`_line`).
+
+    ``_done`` is what a stopped run read of the object before this one resumed it: the
+    rows read so far are ``_done + _rows``, while the rate counts this run's alone."""
 
     def __init__(
         self, interval_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
@@ -73,15 +79,27 @@ class IntervalCounter:
         self._interval = interval_seconds
         self._clock = clock
         self._started = self._last = 0.0
-        self._rows = self._found = 0
+        self._rows = self._found = self._done = 0
         self._total: int | None = None
         self._object: str | None = None
 
-    def _start(self, sfdc_object: str, total: int | None) -> None:
+    def _start(self, sfdc_object: str, total: int | None, done: int = 0) -> dict[str, Any]:
+        """Count from here; answers the object's start line's fields (``already_read``
+        only for a resumed object)."""
         self._started = self._last = self._clock()
         self._rows = self._found = 0
+        self._done = done
         self._total = total
         self._object = sfdc_object
+        already = {"already_read": done} if done else {}
+        return {"object": sfdc_object, "total": total, **already}
+
+    def _rate_and_eta(self, now: float) -> tuple[float, float | None]:
+        """This run's rows per second, and the seconds left at that rate (None: unknown)."""
+        rate = self._rows / max(now - self._started, 1e-6)
+        if self._total is None or rate <= 0:
+            return rate, None
+        return rate, max(0, self._total - self._done - self._rows) / rate
 
     def _finish(self) -> None:
         self._object = None

@@ -147,6 +147,13 @@ async def test_killed_run_resumes_with_same_state_and_fewer_requests(
     assert fresh.completed
     assert 0 < sandboxes.requests - killed_requests < fresh_requests
     assert summary["requests"] == sandboxes.requests - killed_requests
+    # Progress goes on from where the killed run's checkpoint was, not from 0.
+    events = log_events(err)
+    [started] = [e for e in events if e["event"] == "backfill_object_started"]
+    assert started["already_read"] == 20_000 - summary["rows_read"]
+    assert started["total"] == 20_000
+    progress = [e for e in events if e["event"] == "backfill_progress"]
+    assert progress[-1]["rows_read"] == 20_000
 
 
 async def test_amplitude_outage_stops_and_resume_finishes(
@@ -286,8 +293,10 @@ class StopAtFirstBatch(LogProgress):
         super().__init__(interval_seconds=3600)
         self._stop = stop
 
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
-        super().start_object(sfdc_object, total, method)
+    def start_object(
+        self, sfdc_object: str, total: int | None, method: str, *, done: int = 0
+    ) -> None:
+        super().start_object(sfdc_object, total, method, done=done)
         self._stop.set("stopped for the test")
 
 

@@ -114,6 +114,7 @@ async def test_a_bulk_read_starts_with_a_short_page_and_resumes_inside_it(
             if checkpoint.rows_done == 200:
                 break  # two batches done, inside the short first page
         assert (checkpoint.locator, checkpoint.rows_done) == (None, 200)
+        assert checkpoint.rows_read == 200
         transport.asked.clear()
         rest = [
             str(r["Id"])
@@ -122,6 +123,7 @@ async def test_a_bulk_read_starts_with_a_short_page_and_resumes_inside_it(
         ]
     assert transport.asked == [1_000, 1_000, 1_000]  # resumed in a page of the usual size
     assert rest == order[200:]
+    assert checkpoint.rows_read == 2_500  # counted on from the stopped read's 200
 
 
 async def test_rest_read_resumes_after_the_last_id(sandboxes: Sandboxes) -> None:
@@ -137,6 +139,7 @@ async def test_rest_read_resumes_after_the_last_id(sandboxes: Sandboxes) -> None
                 break  # the second page was never finished with
         assert checkpoint.method == "rest"
         assert checkpoint.last_id == ids[1_999]
+        assert checkpoint.rows_read == 2_000
         rest = [
             str(r["Id"])
             async for page in read_object(sf, account, checkpoint=checkpoint, options=options)
@@ -146,6 +149,19 @@ async def test_rest_read_resumes_after_the_last_id(sandboxes: Sandboxes) -> None
     assert seen[0] == ids[:2_000]
     assert rest == ids[2_000:]
     assert checkpoint.finished
+    assert checkpoint.rows_read == 5_000
+
+
+@pytest.mark.parametrize(
+    "stored", [{}, {"rows_read": -3}, {"rows_read": "many"}, {"rows_read": 1.5}]
+)
+def test_a_checkpoint_without_a_usable_row_count_resumes_counting_from_0(
+    stored: dict[str, object],
+) -> None:
+    """Only progress reads it: a checkpoint from before it was kept, or a hand-edited one,
+    is not refused for it."""
+    position = ReadPosition.from_json({"method": "rest", "last_id": "001A", **stored})
+    assert (position.last_id, position.rows_read) == ("001A", 0)
 
 
 async def test_bulk_query_pages_abort_and_delete(sandboxes: Sandboxes) -> None:

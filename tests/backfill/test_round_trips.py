@@ -65,8 +65,10 @@ class SlowOnceReading(LogProgress):
         super().__init__(interval_seconds=3600)
         self._sandboxes = sandboxes
 
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
-        super().start_object(sfdc_object, total, method)
+    def start_object(
+        self, sfdc_object: str, total: int | None, method: str, *, done: int = 0
+    ) -> None:
+        super().start_object(sfdc_object, total, method, done=done)
         self._sandboxes.salesforce.state.latency.ms = 1000
 
 

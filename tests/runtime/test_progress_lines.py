@@ -48,6 +48,37 @@ def test_a_due_line_is_written_on_a_tick_when_nothing_advanced() -> None:
         assert len(lines(logs, "backfill_progress")) == 2  # none after the object's end
 
 
+def test_a_resumed_object_counts_from_what_the_stopped_run_read() -> None:
+    """Rows read and the ETA are the object's, the stopped run's included; the rate is
+    this run's alone."""
+    clock = FakeClock(0.0)
+    progress = BackfillLines(10.0, clock=clock)
+    with capture_logs() as logs:
+        progress.start_object("Account", 1_000, "bulk", done=600)
+        [started] = lines(logs, "backfill_object_started")
+        assert started["already_read"] == 600
+        clock.now += 10
+        progress.advance("Account", 200, 200)
+        [line] = lines(logs, "backfill_progress")
+        assert line["rows_read"] == 800
+        assert line["rows_per_second"] == 20  # 200 rows in 10 s
+        assert line["eta_seconds"] == 10.0  # 200 rows left at that rate
+
+    reconcile = ReconcileLines(0.0, clock=clock)
+    with capture_logs() as logs:
+        reconcile.start_object("Account", 1_000, "bulk", done=300)
+        reconcile.advance("Account", 100, 2)
+        [line] = lines(logs, "reconcile_progress")
+        assert line["records_read"] == 400
+
+
+def test_a_fresh_object_names_nothing_already_read() -> None:
+    with capture_logs() as logs:
+        BackfillLines(10.0, clock=FakeClock(0.0)).start_object("Account", 10, "rest")
+    [started] = lines(logs, "backfill_object_started")
+    assert "already_read" not in started
+
+
 def test_an_interval_of_0_writes_a_line_per_advance_and_none_on_ticks() -> None:
     clock = FakeClock(0.0)
     progress = ReconcileLines(0.0, clock=clock)

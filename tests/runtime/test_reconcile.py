@@ -92,7 +92,9 @@ class StopAfterFirstBatch:
     def __init__(self, stop: StopRequest) -> None:
         self.stop = stop
 
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+    def start_object(
+        self, sfdc_object: str, total: int | None, method: str, *, done: int = 0
+    ) -> None:
         return None
 
     def advance(self, sfdc_object: str, rows: int, properties: int) -> None:
@@ -428,7 +430,9 @@ async def test_a_run_kafka_refuses_leaves_the_last_finished_run_as_it_was(
 class StopAtFirstObject(StopAfterFirstBatch):
     """Progress that stops the run when its first object starts, before a batch is saved."""
 
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+    def start_object(
+        self, sfdc_object: str, total: int | None, method: str, *, done: int = 0
+    ) -> None:
         self.stop.set("SIGTERM")
 
 

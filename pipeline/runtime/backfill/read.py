@@ -62,6 +62,9 @@ class ReadPosition:
 
     Bulk: ``job_id`` + ``locator`` of the current page (None: the first) + ``rows_done``
     in that page. REST: ``last_id`` of a read ordered by Id. ``finished`` once all is read.
+    ``rows_read``: the rows handed on before it since the read began, a stopped run's
+    included when this one resumed it (what a resumed run's progress starts from; 0 in
+    a checkpoint written before it was kept).
     """
 
     method: Literal["bulk", "rest"] | None = None
@@ -70,13 +73,17 @@ class ReadPosition:
     rows_done: int = 0
     last_id: str | None = None
     finished: bool = False
+    rows_read: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReadPosition:
-        return cls(**{key: data[key] for key in cls.__slots__ if key in data})
+        position = cls(**{key: data[key] for key in cls.__slots__ if key in data})
+        if type(position.rows_read) is not int or position.rows_read < 0:
+            position.rows_read = 0  # only progress reads it: not a reason to refuse the file
+        return position
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,11 @@ class RecordBatch:
     source: Source
     position: ReadPosition
     total: int | None
+
+    @property
+    def rows_before(self) -> int:
+        """The rows the read handed on before this batch (a stopped run's included)."""
+        return self.position.rows_read - len(self.records)
 
 
 DEFAULT_READ_OPTIONS: Final = ReadOptions()
@@ -181,10 +193,16 @@ async def read_batches(
         batches = _rest_batches(sf, schema.name, fields, where, last_id, total)
     else:
         batches = _bulk_batches(bulk, schema, job, start, options)
+    # The stopped run's rows count when this read goes on from its position: the same
+    # Bulk job's, or the REST query's after its last Id (a new job reads from the start).
+    going_on = start is not None and (resumed_rest or (job is not None and job[0] == start.job_id))
+    rows_read = start.rows_read if start is not None and going_on else 0
     # Closed with this one, however it ends: the page reader stops before anyone deletes
     # the job it reads (see ahead.prefetched).
     async with contextlib.aclosing(batches):
         async for batch in batches:
+            rows_read += len(batch.records)
+            batch.position.rows_read = rows_read
             yield batch
 
 

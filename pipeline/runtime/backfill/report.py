@@ -223,21 +223,21 @@ class LogProgress(IntervalCounter):
     """Progress as structlog lines: one per object start and end, one per ``interval``.
     ``rows_read`` counts the rows of delivered batches, and the rate and ETA follow it."""
 
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
-        self._start(sfdc_object, total)
-        log.info("backfill_object_started", object=sfdc_object, total=total, method=method)
+    def start_object(
+        self, sfdc_object: str, total: int | None, method: str, *, done: int = 0
+    ) -> None:
+        log.info("backfill_object_started", method=method, **self._start(sfdc_object, total, done))
 
     def _line(self, sfdc_object: str, now: float) -> None:
-        rate = self._rows / max(now - self._started, 1e-6)
-        remaining = None if self._total is None else max(0, self._total - self._rows)
+        rate, eta = self._rate_and_eta(now)
         log.info(
             "backfill_progress",
             object=sfdc_object,
-            rows_read=self._rows,
+            rows_read=self._done + self._rows,
             total=self._total,
             identifications=self._found,
             rows_per_second=round(rate),
-            eta_seconds=None if remaining is None or rate <= 0 else round(remaining / rate, 1),
+            eta_seconds=None if eta is None else round(eta, 1),
         )
 
     def finish_object(self, summary: ObjectSummary) -> None:

@@ -236,7 +236,9 @@ def _started(run: BackfillRun, obj: ObjectRun, batch: RecordBatch) -> None:
     if not obj.item.method:
         obj.item.method, obj.item.total = batch.source, batch.total
         if run.progress is not None:
-            run.progress.start_object(obj.item.sfdc_object, batch.total, batch.source)
+            run.progress.start_object(
+                obj.item.sfdc_object, batch.total, batch.source, done=batch.rows_before
+            )
 
 
 async def _catch_up(run: BackfillRun, obj: ObjectRun) -> None:

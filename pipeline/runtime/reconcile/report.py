@@ -110,15 +110,16 @@ ReconcileProgress = ObjectProgress[ObjectReconcile]
 class LogProgress(IntervalCounter):
     """Progress as structlog lines: one per object start and end, one per ``interval``."""
 
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
-        self._start(sfdc_object, total)
-        log.info("reconcile_object_started", object=sfdc_object, total=total, method=method)
+    def start_object(
+        self, sfdc_object: str, total: int | None, method: str, *, done: int = 0
+    ) -> None:
+        log.info("reconcile_object_started", method=method, **self._start(sfdc_object, total, done))
 
     def _line(self, sfdc_object: str, now: float) -> None:
         log.info(
             "reconcile_progress",
             object=sfdc_object,
-            records_read=self._rows,
+            records_read=self._done + self._rows,
             total=self._total,
             properties_differing=self._found,
         )

@@ -315,7 +315,9 @@ async def _snapshot_batch(
     if not item.method:
         item.method, item.total = batch.source, batch.total
         if run.progress is not None:
-            run.progress.start_object(plan.sfdc_object, batch.total, batch.source)
+            run.progress.start_object(
+                plan.sfdc_object, batch.total, batch.source, done=batch.rows_before
+            )
     before = tally.properties.total()
     envelopes = _envelopes(run, plan, batch.records, batch.source, tally)
     await run.write(plan.sfdc_object, envelopes)

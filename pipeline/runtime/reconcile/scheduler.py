@@ -201,10 +201,12 @@ class _StateProgress:
         self._state = state
         self._metrics = metrics
 
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+    def start_object(
+        self, sfdc_object: str, total: int | None, method: str, *, done: int = 0
+    ) -> None:
         running = self._state.reconcile.get("running")
         if running is not None:
-            running.update(object=sfdc_object, total=total, method=method, records_read=0)
+            running.update(object=sfdc_object, total=total, method=method, records_read=done)
 
     def advance(self, sfdc_object: str, rows: int, properties: int) -> None:
         self._metrics.reconcile_records_read.labels(sfdc_object).inc(rows)

@@ -1,0 +1,29 @@
+"""The bars on a TTY: a resumed object's bar starts where the stopped run was."""
+
+from __future__ import annotations
+
+from pipeline.cli.backfill_cmd import RichProgress
+from pipeline.cli.reconcile_cmd import RichProgress as ReconcileBars
+from pipeline.runtime.backfill.report import ObjectSummary
+from pipeline.runtime.reconcile.report import ObjectReconcile
+
+
+def test_a_resumed_backfill_bar_starts_at_the_rows_already_read_and_ends_full() -> None:
+    bars = RichProgress()
+    bars.start_object("Account", 1_000, "bulk", done=600)
+    [task] = bars._bar.tasks
+    assert (task.completed, task.total) == (600, 1_000)
+    bars.advance("Account", 100, 100)
+    assert task.completed == 700
+    # This run read 400 rows (the summary's count): the bar ends at the object's 1,000.
+    bars.finish_object(ObjectSummary("Account", rows_read=400))
+    assert (task.completed, task.total) == (1_000, 1_000)
+
+
+def test_a_fresh_bar_starts_at_0() -> None:
+    bars = ReconcileBars()
+    bars.start_object("Account", 50, "rest")
+    [task] = bars._bar.tasks
+    assert task.completed == 0
+    bars.finish_object(ObjectReconcile("Account", records_read=50))
+    assert (task.completed, task.total) == (50, 50)
