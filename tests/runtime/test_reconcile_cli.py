@@ -114,6 +114,10 @@ async def test_a_killed_reconcile_resumes_without_writing_again_what_it_wrote(
     assert summary["bulk_jobs"] == 0  # the killed run's job is read on
     assert summary["records_read"] == total - sum(before.values())
     assert summary["properties_differing"] == summary["groups"] == summary["records_read"]
+    # Its progress starts at what the killed run had read, not at 0.
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    [started] = [line for line in lines if line["event"] == "reconcile_object_started"]
+    assert started["already_read"] == total - summary["records_read"]
     written = await _written(stack.kafka_bootstrap, topic)
     assert len(written) == total  # every record once, none twice
     assert max(written.values()) == 1
