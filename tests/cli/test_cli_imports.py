@@ -54,6 +54,17 @@ def loaded_after(body: str, *args: str) -> list[str]:
     return list(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
+def as_sfamp(*args: str) -> str:
+    """A probe body that runs ``sfamp args`` as the entry point does; it must succeed."""
+    return (
+        f"import runpy, sys\nsys.argv = ['sfamp', *{list(args)!r}]\n"
+        "try:\n"
+        "    runpy.run_module('pipeline', run_name='__main__')\n"
+        "except SystemExit as stop:\n"
+        "    assert not stop.code, stop.code"
+    )
+
+
 def heavy(modules: list[str]) -> list[str]:
     """Which of ``STREAMING_AND_SERVING`` are loaded: a library by its package name."""
     return sorted(
@@ -87,29 +98,14 @@ def test_the_backfill_command_loads_no_streaming_console_or_service_module() -> 
 
 
 def test_a_config_command_loads_no_streaming_console_or_service_module() -> None:
-    body = (
-        "import runpy, sys\n"
-        "sys.argv = ['sfamp', 'config', 'validate', 'examples/mapping.json']\n"
-        "try:\n"
-        "    runpy.run_module('pipeline', run_name='__main__')\n"
-        "except SystemExit as stop:\n"
-        "    assert not stop.code, stop.code"
-    )
-    modules = loaded_after(body)
+    modules = loaded_after(as_sfamp("config", "validate", "examples/mapping.json"))
     assert "pipeline.cli.config_cmd" in modules
     assert heavy(modules) == [], f"`sfamp config validate` loads {heavy(modules)}"
 
 
 def test_the_version_loads_no_command() -> None:
-    body = (
-        "import runpy, sys\n"
-        "sys.argv = ['sfamp', '--version']\n"
-        "try:\n"
-        "    runpy.run_module('pipeline', run_name='__main__')\n"
-        "except SystemExit as stop:\n"
-        "    assert not stop.code, stop.code"
-    )
-    commands = [m for m in loaded_after(body) if m.startswith(("pipeline.cli.", "pipeline.run"))]
+    loaded = loaded_after(as_sfamp("--version"))
+    commands = [m for m in loaded if m.startswith(("pipeline.cli.", "pipeline.run"))]
     assert commands == ["pipeline.cli.help"], commands
 
 
