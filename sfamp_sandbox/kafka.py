@@ -23,6 +23,8 @@ from types import TracebackType
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError as AIOKafkaError
 
+from sfamp_sandbox.addresses import connect_host
+
 DEFAULT_PORT = 19092
 START_TIMEOUT_SECONDS = 20.0
 PICKS = 3  # ports tried when the port is left to the broker's start
@@ -116,7 +118,7 @@ class EmbeddedKafka:
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{connect_host(self.host)}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -127,12 +129,13 @@ class EmbeddedKafka:
         refused = bind_error(self.host, self.port)
         if refused is not None:
             raise refused
-        url = f"tcp://{self.host}:{self.port}"
+        # Clients are told to come back at the advertised address: never a wildcard.
+        advertised = f"tcp://{self.bootstrap_servers}"
         command = [
             broker_binary(),
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
+            "--listener-url", f"tcp://{self.host}:{self.port}",
+            "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
         env = {**os.environ, "RUST_LOG": os.environ.get("SFAMP_KAFKA_LOG", "error")}

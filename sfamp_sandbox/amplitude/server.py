@@ -8,6 +8,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from sfamp_sandbox.addresses import http_url
 from sfamp_sandbox.amplitude.control import Control
 from sfamp_sandbox.amplitude.identify import IdentifyLimits
 from sfamp_sandbox.amplitude.ingest import CLIENT_MAX_SIZE, Ingestion
@@ -66,7 +67,7 @@ class AmplitudeSandbox:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return http_url(self.host, self.port)
 
     @property
     def eu_base_url(self) -> str:

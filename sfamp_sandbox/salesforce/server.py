@@ -8,6 +8,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from sfamp_sandbox.addresses import http_url
 from sfamp_sandbox.collector import collected_every
 from sfamp_sandbox.latency import Latency
 from sfamp_sandbox.salesforce.app import build_app
@@ -76,7 +77,7 @@ class SalesforceSandbox:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return http_url(self.host, self.port)
 
     @property
     def token_url(self) -> str:

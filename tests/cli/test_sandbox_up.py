@@ -109,3 +109,18 @@ def test_the_salesforce_sandbox_alone_prints_a_login_that_works(tmp_path: Path) 
         assert checks["Salesforce login"] == "pass", verified.stdout
     finally:
         assert alone.stop() == 0, alone.output
+
+
+def test_a_sandbox_on_every_interface_prints_a_url_that_answers(tmp_path: Path) -> None:
+    """``--host 0.0.0.0`` (as in a container) is printed as loopback, which every platform
+    dials, not as the wildcard."""
+    port = unused_port()
+    alone = CliProcess(["sandbox", "amplitude", "--host", "0.0.0.0", "--port", str(port)], tmp_path)
+    try:
+        alone.wait_for_output("SFAMP_AMPLITUDE__API_KEY=")
+        url = alone.exports()["SFAMP_AMPLITUDE__BASE_URL"]
+        assert url == f"http://127.0.0.1:{port}", alone.stdout
+        assert f"Amplitude sandbox on {url} " in alone.stdout, alone.stdout
+        assert httpx.get(f"{url}/__sandbox/groups", timeout=5).status_code == 200
+    finally:
+        assert alone.stop() == 0, alone.output
