@@ -300,6 +300,53 @@ class StopAtFirstBatch(LogProgress):
         self._stop.set("stopped for the test")
 
 
+class Started(LogProgress):
+    """Progress that remembers what each object started from: ``(total, done)``."""
+
+    def __init__(self) -> None:
+        super().__init__(interval_seconds=3600)
+        self.started: dict[str, tuple[int | None, int]] = {}
+
+    def start_object(
+        self, sfdc_object: str, total: int | None, method: str, *, done: int = 0
+    ) -> None:
+        super().start_object(sfdc_object, total, method, done=done)
+        self.started[sfdc_object] = (total, done)
+
+
+# Enough batches that some are still in flight when the first one lands (REST pages are
+# of 2,000 records, six batches are in flight at most).
+@pytest.mark.parametrize(("api", "records"), [("rest", 16_000), ("bulk", 12_000)])
+async def test_a_resumed_read_starts_its_progress_where_the_stopped_one_was(
+    sandboxes: Sandboxes, tmp_path: Path, api: str, records: int
+) -> None:
+    """At the rows its checkpoint counted, of the whole object's count (a resumed REST
+    read counts it too)."""
+    await sandboxes.seed("Account", records)
+    checkpoint, stop = tmp_path / "checkpoint.json", StopRequest()
+    options = ReadOptions(api=api, max_records=2_000, batch_rows=1_000)  # type: ignore[arg-type]
+    hook = Hook(after=1, action=lambda: stop.set("stopped for the test"))
+    sandboxes.amplitude.state.latency.ms = 500  # batches after the first are still in flight
+    first = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, progress=hook,
+        options=options, stop=stop,
+    )  # fmt: skip
+    assert first.interrupted == "stopped for the test"
+    saved = orjson.loads(checkpoint.read_bytes())["objects"]["Account"]["position"]
+    done = saved["rows_read"]
+    assert 0 < done < records, saved
+    sandboxes.amplitude.state.latency.ms = 0
+
+    progress = Started()
+    resumed = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=checkpoint, resume=True,
+        progress=progress, options=options,
+    )  # fmt: skip
+    assert resumed.completed
+    assert progress.started["Account"] == (records, done)
+    assert resumed.objects[0].rows_read == records - done
+
+
 async def test_a_run_stopped_before_its_checkpoint_names_the_job_deletes_it(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:

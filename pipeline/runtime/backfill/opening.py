@@ -67,10 +67,11 @@ async def abandon(run: BackfillRun, obj: ObjectRun) -> None:
 async def _open_object(run: BackfillRun, item: ObjectSummary) -> ObjectRun | None:
     """What to read for the object and from where; None when a resumed run finished it."""
     sfdc_object = item.sfdc_object
-    # A fresh run begins a catch-up and counts the records: asked beside the describe.
+    # A fresh run begins a catch-up; every run counts the records (the progress's total,
+    # a resumed REST read's too): both asked beside the describe.
     fresh = run.resume_from is None
     opening = await open_object(
-        run.sf, sfdc_object, run.where, clock=fresh and run.checkpoint is not None, count=fresh
+        run.sf, sfdc_object, run.where, clock=fresh and run.checkpoint is not None, count=True
     )
     schema = schema_from_describe(opening.describe)
     if run.sent is not None:
