@@ -108,7 +108,10 @@ class InFlightBatches:
     """Deliveries of one object in flight, settled in read order.
 
     While batches are being sent the next is transformed; a batch's position
-    is checkpointed only once it and every batch before it were delivered.
+    is checkpointed only once it and every batch before it were delivered, and as
+    soon as that is so: each push first settles the delivered batches at the front,
+    and a stop settles them before it cancels the rest, so that a resume does not
+    send them again.
     """
 
     def __init__(self, run: BackfillRun, obj: ObjectRun, *, progress: bool = True) -> None:
@@ -123,6 +126,7 @@ class InFlightBatches:
         task = asyncio.create_task(deliver(self._run, self._obj.item, updates))
         # The records are not kept: only where they end and how many they were.
         self._pending.append(_Pending(task, batch.position, len(batch.records), keys))
+        self._settle_delivered()
         while len(self._pending) >= MAX_IN_FLIGHT:
             await self._settle_oldest()
 
@@ -139,7 +143,12 @@ class InFlightBatches:
             log.error("backfill_settle_failed", reason=str(exc), stopped_by=str(cause))
 
     async def cancel(self) -> None:
-        """Stop whatever is still in flight (after an error); nothing is checkpointed."""
+        """Stop whatever is still in flight (after an error or a stop). The batches at the
+        front that were delivered are checkpointed first; none after them is."""
+        try:
+            self._settle_delivered()
+        except SfampError as exc:  # the run stops anyway: it says why, this is logged
+            log.error("backfill_checkpoint_failed_at_stop", reason=str(exc))
         tasks = [pending.task for pending in self._pending]
         self._pending.clear()
         for task in tasks:
@@ -147,15 +156,26 @@ class InFlightBatches:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _settle_oldest(self) -> None:
-        pending = self._pending[0]
-        sent = await pending.task
-        self._pending.popleft()
+        sent = await self._pending[0].task
+        self._settled(self._pending.popleft(), sent)
+
+    def _settle_delivered(self) -> None:
+        """Settle the batches at the front whose delivery ended well, without waiting."""
+        while self._pending and _delivered(self._pending[0].task):
+            pending = self._pending.popleft()
+            self._settled(pending, pending.task.result())
+
+    def _settled(self, pending: _Pending, sent: int) -> None:
         obj, run = self._obj, self._run
         if obj.catch_up is not None:
             obj.catch_up.remember(*pending.keys)
         obj.save(run, pending.position)
         if self._progress and run.progress is not None:
             run.progress.advance(obj.item.sfdc_object, pending.rows, sent)
+
+
+def _delivered(task: asyncio.Task[int]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
 
 
 async def deliver(run: BackfillRun, item: ObjectSummary, updates: list[GroupUpdate]) -> int:
