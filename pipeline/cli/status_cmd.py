@@ -18,7 +18,11 @@ from pipeline.cli.common import console, print_json
 from pipeline.cli.topics_cmd import inspection_settings, new_table
 from pipeline.config.settings import http_url
 from pipeline.kafka.inspect import format_duration
-from pipeline.runtime.status_report import failed_dependencies, gather_status
+from pipeline.runtime.status_report import (
+    default_service_url,
+    failed_dependencies,
+    gather_status,
+)
 from pipeline.wording import plural
 
 
@@ -53,7 +57,7 @@ def status(service_url: str | None = SERVICE_URL, as_json: bool = JSON) -> None:
     elsewhere).
     """
     settings = inspection_settings()
-    url = service_url or f"http://127.0.0.1:{settings.runtime.health_port}"
+    url = service_url or default_service_url(settings)
     report = asyncio.run(gather_status(settings, url))
     if as_json:
         print_json(report)

@@ -28,16 +28,18 @@ from pipeline.console.security import (
     session_middleware,
 )
 from pipeline.console.sign_in_limit import SignInLimiter
+from pipeline.runtime.status_report import default_service_url
 
 STATIC: Final = Path(__file__).parent / "static"
 # A mapping file is small; an upload bigger than this is refused before it is read.
 MAX_REQUEST_BYTES: Final = 2 << 20
 
 
-def service_url_of(settings: Settings) -> str:
-    """Where the running service's /status answers (the Status page reads it)."""
-    url = settings.console.service_url
-    return (url or f"http://127.0.0.1:{settings.runtime.health_port}").rstrip("/")
+def service_url_of(settings: Settings) -> str | None:
+    """Where the running service's /status answers (the Status page reads it); None when
+    the health endpoint is off and no URL was given."""
+    url = settings.console.service_url or default_service_url(settings)
+    return None if url is None else url.rstrip("/")
 
 
 def create_console_app(

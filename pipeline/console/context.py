@@ -127,7 +127,7 @@ class Console:
     sessions: Sessions
     catalog: OrgCatalog
     templates: jinja2.Environment
-    service_url: str
+    service_url: str | None  # None: the health endpoint is off (see service_url_of)
     clock: Callable[[], float] = time.time
     extra: dict[str, Any] = field(default_factory=dict)
     # One Save at a time in this process: two tabs saving at once would both see the

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -32,7 +32,21 @@ def failed_dependencies(report: dict[str, Any]) -> list[str]:
     return [name for name in ("salesforce", "kafka") if "error" in report[name]]
 
 
-async def gather_status(settings: Settings, service_url: str) -> dict[str, Any]:
+HEALTH_ENDPOINT_OFF: Final = (
+    "not asked: SFAMP_RUNTIME__HEALTH_PORT=0 turns the health endpoint off here; name a "
+    "running service's health port (sfamp status --service-url, the console's "
+    "SFAMP_CONSOLE__SERVICE_URL)"
+)
+
+
+def default_service_url(settings: Settings) -> str | None:
+    """Where this configuration's service answers /status: its health port on this machine,
+    or None when ``SFAMP_RUNTIME__HEALTH_PORT=0`` turns the endpoint off."""
+    port = settings.runtime.health_port
+    return f"http://127.0.0.1:{port}" if port else None
+
+
+async def gather_status(settings: Settings, service_url: str | None) -> dict[str, Any]:
     salesforce, kafka, service = await asyncio.gather(
         salesforce_status(settings), kafka_status(settings), service_status(service_url)
     )
@@ -108,8 +122,11 @@ def _mapping_summary(published: PublishedMapping) -> dict[str, Any]:
     }
 
 
-async def service_status(url: str) -> dict[str, Any]:
-    """A running service's own /status, or an ``error`` when none answers at ``url``."""
+async def service_status(url: str | None) -> dict[str, Any]:
+    """A running service's own /status, or an ``error`` when none answers at ``url`` (None:
+    the health endpoint is off, so there is nothing to ask)."""
+    if url is None:
+        return {"url": None, "error": HEALTH_ENDPOINT_OFF}
     try:
         async with httpx.AsyncClient(timeout=2.0, verify=verified_context()) as http:
             response = await http.get(f"{url.rstrip('/')}/status")

@@ -19,7 +19,7 @@ from pipeline.sandbox_stack import SandboxStack
 from tests.console.conftest import console_client, csrf_of
 from tests.runtime.conftest import MAPPING, Org, group, running, settings_for, wait_until
 from tests.support.dlq import rejected
-from tests.support.ports import unused_port
+from tests.support.ports import closed_port_url, unused_port
 
 Client = TestClient[Any, Any]
 
@@ -76,9 +76,14 @@ async def test_status_shows_the_flush_and_the_per_minute_chart(
     )
 
 
-async def test_status_without_a_service_says_so(client: Client) -> None:
-    response = await client.get("/status")
-    html = await response.text()
+async def test_status_without_a_service_says_so(settings: Settings) -> None:
+    service_url = closed_port_url()
+    console_settings = settings.model_copy(
+        update={"console": ConsoleSettings(service_url=service_url)}
+    )
+    async with console_client(console_settings) as client:
+        response = await client.get("/status")
+        html = await response.text()
     assert response.status == 200, html
     assert "<h1>Status</h1>" in html
     assert 'hx-get="/status/live" hx-trigger="every 5s"' in html
@@ -89,6 +94,16 @@ async def test_status_without_a_service_says_so(client: Client) -> None:
         "settings; if it runs elsewhere, set SFAMP_CONSOLE__SERVICE_URL to its health port."
     ) in html
     assert "The chart needs a running service" in html
+
+
+async def test_status_with_the_health_endpoint_off_names_the_setting(client: Client) -> None:
+    """The console's settings turn the endpoint off (``health_port`` 0): nothing is asked
+    at port 0, and starting a service with the same settings would not help."""
+    html = await (await client.get("/status")).text()
+    assert "not asked: SFAMP_RUNTIME__HEALTH_PORT=0 turns the health endpoint off" in html
+    assert "SFAMP_CONSOLE__SERVICE_URL" in html
+    assert "127.0.0.1:0" not in html
+    assert 'data-testid="service-hint"' not in html
 
 
 async def test_dead_letters_list_and_replay_one(

@@ -70,3 +70,18 @@ async def test_unreachable_salesforce_and_service_say_why_in_words(cli: Cli) -> 
     assert report["service"]["error"] == (
         f"no service answers at {service_url} (connection refused)"
     )
+
+
+async def test_a_health_endpoint_turned_off_is_named_not_asked(
+    kafka: KafkaSettings, sfamp: Cli
+) -> None:
+    """Port 0 turns the endpoint off: there is no service to ask at "127.0.0.1:0"."""
+    off = {"SFAMP_RUNTIME__HEALTH_PORT": "0"}
+    result = await sfamp("status", "--json", env=off)
+    assert result.exit_code == 0, result.output  # no service answering is no failure
+    service = json.loads(result.stdout)["service"]
+    assert service["url"] is None
+    assert service["error"].startswith("not asked: SFAMP_RUNTIME__HEALTH_PORT=0 turns"), service
+    table = await sfamp("status", env={**off, "COLUMNS": "200"})
+    assert "127.0.0.1:0" not in table.stdout, table.stdout
+    assert "--service-url" in table.stdout, table.stdout
