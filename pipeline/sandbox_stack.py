@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from pipeline.config.settings import ConsoleSettings, RuntimeSettings, Settings
 from pipeline.errors import KafkaUnavailableError, ListenError
@@ -42,6 +42,21 @@ def salesforce_environment(login_url: str) -> dict[str, str]:
         "SFAMP_SALESFORCE__CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
         "SFAMP_SALESFORCE__USERNAME": SANDBOX_USERNAME,
         "SFAMP_SALESFORCE__PASSWORD": SANDBOX_PASSWORD,
+    }
+
+
+# The embedded broker answers a group join after half the session timeout: 6 s lets
+# deliver start in about 3 s instead of 15 (what `sandbox up` and `sandbox kafka` export).
+EMBEDDED_KAFKA_TUNING: Final = {"SFAMP_KAFKA__CONSUMER_SESSION_TIMEOUT_SECONDS": "6"}
+
+
+def amplitude_environment(base_url: str) -> dict[str, str]:
+    """The ``SFAMP_AMPLITUDE__*`` variables for the Amplitude sandbox at ``base_url``: its
+    US project's keys, the secret one included (``config verify`` checks the pair)."""
+    return {
+        "SFAMP_AMPLITUDE__BASE_URL": base_url,
+        "SFAMP_AMPLITUDE__API_KEY": US_API_KEY,
+        "SFAMP_AMPLITUDE__SECRET_KEY": SECRET_KEY,
     }
 
 
@@ -128,12 +143,11 @@ class SandboxStack:
         """Shell ``export`` lines that make ``sfamp run`` (and every other command) use this
         stack: Salesforce's password flow, Kafka, both URLs, the Amplitude keys, the health
         port."""
+        assert self.amplitude is not None
         variables = {
             **self.environment(topic_prefix),
-            "SFAMP_AMPLITUDE__SECRET_KEY": SECRET_KEY,
-            # The embedded broker answers a group join after half the session timeout:
-            # 6 s lets deliver start in about 3 s instead of 15.
-            "SFAMP_KAFKA__CONSUMER_SESSION_TIMEOUT_SECONDS": "6",
+            **amplitude_environment(self.amplitude.base_url),  # the secret key too
+            **EMBEDDED_KAFKA_TUNING,
             "SFAMP_RUNTIME__HEALTH_PORT": str(health_port),
         }
         return export_lines(variables)

@@ -62,6 +62,7 @@ def kafka(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
 ) -> None:
     """Run the embedded Kafka-compatible broker (memory only) until interrupted."""
+    from pipeline.sandbox_stack import EMBEDDED_KAFKA_TUNING, export_lines
     from sfamp_sandbox.kafka import EmbeddedKafka
 
     async def run() -> None:
@@ -73,7 +74,8 @@ def kafka(
                 "(in-memory; Ctrl-C to stop)",
                 highlight=False,
             )
-            _print_exports(f"export SFAMP_KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
+            bootstrap = {"SFAMP_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+            _print_exports(export_lines(bootstrap | EMBEDDED_KAFKA_TUNING))
             code = await broker.wait()
         finally:
             broker.stop()
@@ -111,14 +113,12 @@ def amplitude(
     latency_ms: int = LATENCY,
 ) -> None:
     """Run the Amplitude sandbox (/groupidentify, /2/httpapi, /batch, read-back)."""
+    from pipeline.sandbox_stack import amplitude_environment, export_lines
     from sfamp_sandbox import amplitude as amplitude_sandbox
 
     def ready(url: str) -> None:
         console.print(f"Amplitude sandbox on [bold]{url}[/] (Ctrl-C to stop)", highlight=False)
-        _print_exports(
-            f"export SFAMP_AMPLITUDE__BASE_URL={url}\n"
-            f"export SFAMP_AMPLITUDE__API_KEY={amplitude_sandbox.US_API_KEY}"
-        )
+        _print_exports(export_lines(amplitude_environment(url)))
 
     serve = amplitude_sandbox.serve
     _until_stopped(_serve("Amplitude sandbox", serve, host, port, ready, latency_ms))

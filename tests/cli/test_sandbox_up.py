@@ -117,10 +117,28 @@ def test_a_sandbox_on_every_interface_prints_a_url_that_answers(tmp_path: Path) 
     port = unused_port()
     alone = CliProcess(["sandbox", "amplitude", "--host", "0.0.0.0", "--port", str(port)], tmp_path)
     try:
-        alone.wait_for_output("SFAMP_AMPLITUDE__API_KEY=")
-        url = alone.exports()["SFAMP_AMPLITUDE__BASE_URL"]
+        alone.wait_for_output("SFAMP_AMPLITUDE__SECRET_KEY=")
+        exports = alone.exports()
+        # As `sandbox up` exports them: the secret key lets `config verify` check the pair.
+        assert set(exports) == {name for name in EXPECTED if "AMPLITUDE" in name}, alone.stdout
+        url = exports["SFAMP_AMPLITUDE__BASE_URL"]
         assert url == f"http://127.0.0.1:{port}", alone.stdout
         assert f"Amplitude sandbox on {url} " in alone.stdout, alone.stdout
         assert httpx.get(f"{url}/__sandbox/groups", timeout=5).status_code == 200
+    finally:
+        assert alone.stop() == 0, alone.output
+
+
+def test_the_broker_alone_exports_what_sandbox_up_exports_for_kafka(tmp_path: Path) -> None:
+    """The session timeout too: without it a deliver joins the embedded broker in about
+    15 s instead of 3."""
+    port = unused_port()
+    alone = CliProcess(["sandbox", "kafka", "--port", str(port)], tmp_path)
+    try:
+        alone.wait_for_output("SFAMP_KAFKA__CONSUMER_SESSION_TIMEOUT_SECONDS=")
+        assert alone.exports() == {
+            "SFAMP_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "SFAMP_KAFKA__CONSUMER_SESSION_TIMEOUT_SECONDS": "6",
+        }, alone.stdout
     finally:
         assert alone.stop() == 0, alone.output
