@@ -22,7 +22,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 import structlog
 
@@ -259,8 +259,11 @@ class Delivery:
                 retry_after=answer.retry_after,
             )
             waited = self._timing.clock() - started
-            if answer.failure == "connection_error" and waited >= FIRST_CONTACT_SECONDS:
-                self._unreachable_since_the_start(answer, attempt, waited)
+            if answer.failure == "connection_error" and self._never_answered():
+                if waited >= FIRST_CONTACT_SECONDS:
+                    self._unreachable_since_the_start(answer, attempt, waited)
+                # The last try comes at the end of that window, not a backoff past it.
+                delay = min(delay, FIRST_CONTACT_SECONDS - waited)
             if not within_deadline(self._policy, started, self._timing.clock(), delay):
                 raise AmplitudeUnavailableError(
                     f"Amplitude still {answer.described} after "
@@ -277,17 +280,16 @@ class Delivery:
             self.report.retries += 1
             await self._timing.sleep(delay)
 
-    def _unreachable_since_the_start(self, answer: Answer, attempt: int, waited: float) -> None:
+    def _unreachable_since_the_start(self, answer: Answer, attempt: int, waited: float) -> NoReturn:
         """Give up early on an Amplitude that never gave an HTTP answer since the client's
         start (connections refused or closed unanswered, a host that does not resolve): a
         wrong base URL or region, more likely than an outage; retrying to the deadline
         would only look like a hang."""
-        if self._never_answered():
-            raise AmplitudeUnavailableError(
-                f"Amplitude at {self._wire.url} has not answered once since the start "
-                f"({answer.reason or answer.failure}; {plural(attempt, 'try', 'tries')} in "
-                f"{waited:.0f} s); check SFAMP_AMPLITUDE__BASE_URL and SFAMP_AMPLITUDE__REGION"
-            )
+        raise AmplitudeUnavailableError(
+            f"Amplitude at {self._wire.url} has not answered once since the start "
+            f"({answer.reason or answer.failure}; {plural(attempt, 'try', 'tries')} in "
+            f"{waited:.0f} s); check SFAMP_AMPLITUDE__BASE_URL and SFAMP_AMPLITUDE__REGION"
+        )
 
     def _split_throttled(self, chunk: Chunk, answer: Answer) -> Chunk:
         """Send again at once what a 429 did not name; answers the part that must wait."""

@@ -311,7 +311,8 @@ async def test_an_amplitude_refusing_every_connection_since_the_start_ends_a_sen
         "start (connection refused; "
     ), caught.value
     assert str(caught.value).endswith("check SFAMP_AMPLITUDE__BASE_URL and SFAMP_AMPLITUDE__REGION")
-    assert FIRST_CONTACT_SECONDS <= time.now - 1000 < SETTINGS.retry_deadline_seconds
+    # Given up at the end of the window, not a backoff past it (was: 42 s, in 7 tries).
+    assert FIRST_CONTACT_SECONDS <= time.now - 1000 < FIRST_CONTACT_SECONDS + 1
     assert f"tries in {time.now - 1000:.0f} s)" in str(caught.value), caught.value
 
 
