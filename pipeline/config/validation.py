@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Final, get_args
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -321,12 +321,36 @@ def _loads(text: str | bytes, source: object) -> object:
     """JSON, after a UTF-8 byte-order mark if there is one (Windows editors write one)."""
     if isinstance(text, bytes):
         text = text.removeprefix(b"\xef\xbb\xbf")
+        _check_utf8(text, source)
     else:
         text = text.removeprefix("\ufeff")
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise MappingError(f"{source} is not valid JSON: {exc}") from exc
+
+
+# The byte-order marks of the encodings editors offer besides UTF-8 ("Unicode" in Notepad).
+_OTHER_ENCODINGS: Final = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def _check_utf8(raw: bytes, source: object) -> None:
+    """Raise :class:`MappingError` for bytes that are not UTF-8 text (JSON is UTF-8)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        encoding = next((name for mark, name in _OTHER_ENCODINGS if raw.startswith(mark)), None)
+        if encoding is not None:
+            raise MappingError(f"{source} is {encoding} text, not UTF-8: save it as UTF-8") from exc
+        raise MappingError(
+            f"{source} is not UTF-8 text (byte {exc.start + 1} is 0x{raw[exc.start]:02x}): "
+            "save it as UTF-8"
+        ) from exc
 
 
 def read_document(path: Path) -> object:

@@ -309,6 +309,26 @@ def test_a_mapping_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     assert load_mapping(path) == parse_mapping(text)
 
 
+@pytest.mark.parametrize(
+    ("encoding", "said"),
+    [
+        ("utf-16", "is UTF-16 text, not UTF-8: save it as UTF-8"),
+        ("utf-32", "is UTF-32 text, not UTF-8: save it as UTF-8"),
+        ("latin-1", "is not UTF-8 text (byte {at} is 0xe9): save it as UTF-8"),
+    ],
+)
+def test_a_mapping_not_in_utf8_is_named_so(tmp_path: Path, encoding: str, said: str) -> None:
+    """Not "not valid JSON: str is not valid UTF-8: surrogates not allowed"."""
+    document = good()
+    document["mappings"][0]["group_properties"][0]["amplitude_property"] = "r\u00e9gion"
+    text = orjson.dumps(document).decode()
+    path = tmp_path / "mapping.json"
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(MappingError) as info:
+        load_mapping(path)
+    assert str(info.value) == f"{path} {said.format(at=text.index(chr(0xE9)) + 1)}"
+
+
 def with_group_types(count: int) -> dict[str, Any]:
     doc = good()
     relation = doc["mappings"][0]
