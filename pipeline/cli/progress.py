@@ -17,6 +17,7 @@ from rich.progress import (
     TaskID,
     TextColumn,
 )
+from rich.table import Column
 
 from pipeline.cli.common import err_console
 
@@ -29,12 +30,15 @@ class ObjectBars:
     the command's own ``columns`` over the task ``fields`` it counts (started at their value)."""
 
     def __init__(self, *columns: ProgressColumn, **fields: Any) -> None:
+        # The bar takes the width the figures leave (a line as wide as the terminal), so
+        # that on 80 columns the rows and the total are never cut short.
         self._bar = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
+            BarColumn(bar_width=None, table_column=Column(ratio=1)),
+            MofNCompleteColumn(table_column=Column(no_wrap=True)),
             *columns,
             console=err_console,
+            expand=True,
         )
         self._fields = fields
         self._tasks: dict[str, TaskID] = {}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
+from rich.console import Console
+
 from pipeline.cli.backfill_cmd import RichProgress
 from pipeline.cli.reconcile_cmd import RichProgress as ReconcileBars
 from pipeline.runtime.backfill.report import ObjectSummary
@@ -27,3 +31,15 @@ def test_a_fresh_bar_starts_at_0() -> None:
     assert task.completed == 0
     bars.finish_object(ObjectReconcile("Account", records_read=50))
     assert (task.completed, task.total) == (50, 50)
+
+
+def test_an_80_column_bar_shows_the_rows_and_the_total_whole() -> None:
+    bars = RichProgress()
+    bars.start_object("Opportunity", 1_250_000, "bulk", done=400_000)
+    bars.advance("Opportunity", 11_000, 11_000)
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    console.print(bars._bar.get_renderable())
+    [line] = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert "411000/1250000 rows" in line, line
+    assert "…" not in line, line
+    assert len(line) <= 80
