@@ -53,6 +53,13 @@ class ObjectBars:
             f"{sfdc_object} ({method})", total=total, completed=done, **self._fields
         )
 
+    def catching_up(self, sfdc_object: str, /) -> None:
+        """The bar says the rows are all read and what it waits for now."""
+        task_id = self._tasks.get(sfdc_object)
+        if task_id is not None:
+            task = self._bar.tasks[task_id]
+            self._bar.update(task_id, description=f"{task.description} catching up")
+
     def _finish(self, sfdc_object: str, rows: int) -> None:
         """The bar ends full at the rows read, a stopped run's included (the total was
         only an estimate)."""

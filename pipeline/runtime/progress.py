@@ -31,6 +31,9 @@ class ObjectProgress(Protocol[ItemT_contra]):
 
     def advance(self, sfdc_object: str, rows: int, found: int, /) -> None: ...
 
+    def catching_up(self, sfdc_object: str, /) -> None:
+        """Every row is read: the catch-up rounds run now (their lines say what they find)."""
+
     def finish_object(self, item: ItemT_contra, /) -> None: ...
 
 
@@ -103,6 +106,9 @@ class IntervalCounter:
 
     def _finish(self) -> None:
         self._object = None
+
+    def catching_up(self, sfdc_object: str, /) -> None:
+        """Nothing to add: each catch-up round writes its own line."""
 
     def advance(self, sfdc_object: str, rows: int, found: int, /) -> None:
         self._rows += rows

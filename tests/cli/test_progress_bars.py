@@ -43,3 +43,13 @@ def test_an_80_column_bar_shows_the_rows_and_the_total_whole() -> None:
     assert "411000/1250000 rows" in line, line
     assert "…" not in line, line
     assert len(line) <= 80
+
+
+def test_a_bar_says_when_its_rows_are_read_and_the_catch_up_runs() -> None:
+    """Else it sits full and still while the catch-up's Bulk job runs."""
+    bars = RichProgress()
+    bars.start_object("Account", 50_000, "bulk")
+    bars.advance("Account", 50_000, 50_000)
+    bars.catching_up("Account")
+    [task] = bars._bar.tasks
+    assert task.description == "Account (bulk) catching up"

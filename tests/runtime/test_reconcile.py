@@ -100,6 +100,9 @@ class StopAfterFirstBatch:
     def advance(self, sfdc_object: str, rows: int, properties: int) -> None:
         self.stop.set("SIGTERM")
 
+    def catching_up(self, sfdc_object: str, /) -> None:
+        return None
+
     def finish_object(self, item: ObjectReconcile) -> None:
         return None
 

@@ -245,6 +245,8 @@ async def _catch_up(run: BackfillRun, obj: ObjectRun) -> None:
     """Re-read and re-send what changed since the snapshot started, round by round."""
     if obj.catch_up is None:
         return
+    if run.progress is not None:
+        run.progress.catching_up(obj.item.sfdc_object)
     try:
         rounds = obj.catch_up.rounds(obj.first_round)
         # The snapshot's job stays in the checkpoint: a resumed run deletes it.

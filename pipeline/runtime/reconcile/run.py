@@ -345,6 +345,8 @@ async def _catch_up(
     (an older read of theirs may still be on its way to Amplitude, so the digest cannot
     tell), and the deleted ones as deletes; checkpointed at ``done``, the snapshot's end."""
     assert run.checkpoint is not None
+    if run.progress is not None:
+        run.progress.catching_up(plan.sfdc_object)
     rounds = catch_up.rounds()
     async with contextlib.aclosing(rounds):  # its page reader stops however this ends
         async for records in rounds:

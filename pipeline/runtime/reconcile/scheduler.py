@@ -215,5 +215,8 @@ class _StateProgress:
         if running is not None:
             running["records_read"] = running.get("records_read", 0) + rows
 
+    def catching_up(self, sfdc_object: str, /) -> None:
+        return None
+
     def finish_object(self, item: ObjectReconcile) -> None:
         return None
