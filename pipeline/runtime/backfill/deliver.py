@@ -74,7 +74,7 @@ class ObjectRun:
     meaning: ReadMeaning
     job_id: str | None = None
     saved_job: str | None = None  # the Bulk job the checkpoint names
-    total: int | None = None  # the records counted beside the describe (a fresh run)
+    total: int | None = None  # the records counted beside the describe
     # The catch-up's first read, begun once the snapshot read its last record; the
     # object's run closes it however it ends.
     first_round: ReadAhead[list[dict[str, Any]]] | None = None

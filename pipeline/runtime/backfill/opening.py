@@ -71,7 +71,7 @@ async def _open_object(run: BackfillRun, item: ObjectSummary) -> ObjectRun | Non
     # a resumed REST read's too): both asked beside the describe.
     fresh = run.resume_from is None
     opening = await open_object(
-        run.sf, sfdc_object, run.where, clock=fresh and run.checkpoint is not None, count=True
+        run.sf, sfdc_object, run.where, clock=fresh and run.checkpoint is not None
     )
     schema = schema_from_describe(opening.describe)
     if run.sent is not None:

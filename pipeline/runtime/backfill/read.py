@@ -217,19 +217,19 @@ async def _forget_stopped_job(
 
 @dataclass(frozen=True, slots=True)
 class Opening:
-    """What a read asks Salesforce before its first page: the describe, and (when asked
-    for) the server's clock for a catch-up and the record count."""
+    """What a read asks Salesforce before its first page: the describe, the record count
+    and (when asked for) the server's clock for a catch-up."""
 
     describe: dict[str, Any]
-    server_time: datetime | None = None
-    total: int | None = None
+    server_time: datetime | None
+    total: int
 
 
 async def open_object(
-    sf: SalesforceClient, sfdc_object: str, where: str | None, *, clock: bool, count: bool
+    sf: SalesforceClient, sfdc_object: str, where: str | None, *, clock: bool
 ) -> Opening:
-    """The describe, with Salesforce's clock (``clock``) and :func:`count_records` (``count``)
-    asked at the same time: one round trip before the read instead of three.
+    """The describe, with Salesforce's clock (``clock``) and :func:`count_records` asked at
+    the same time: one round trip before the read instead of three.
 
     A failure is raised once all three answered, the describe's first, so an unknown
     object fails as it does alone.
@@ -237,7 +237,7 @@ async def open_object(
     describe, server_time, total = await asyncio.gather(
         sf.rest.describe(sfdc_object),
         sf.rest.server_time() if clock else _none(),
-        count_records(sf, sfdc_object, where) if count else _none(),
+        count_records(sf, sfdc_object, where),
         return_exceptions=True,
     )
     if isinstance(describe, BaseException):
