@@ -321,12 +321,13 @@ def _loads(text: str | bytes, source: object) -> object:
     """JSON, after a UTF-8 byte-order mark if there is one (Windows editors write one)."""
     if isinstance(text, bytes):
         text = text.removeprefix(b"\xef\xbb\xbf")
-        _check_utf8(text, source)
     else:
         text = text.removeprefix("\ufeff")
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
+        if isinstance(text, bytes):
+            _check_utf8(text, source)  # says so when the file is not UTF-8 text at all
         raise MappingError(f"{source} is not valid JSON: {exc}") from exc
 
 
