@@ -73,3 +73,44 @@ async def test_a_rewind_goes_on_after_the_run_the_caller_holds(
         assert await fetch_offsets(consumer, 1) == [0]
     finally:
         await consumer.stop(within=2)
+
+
+async def test_the_next_fetch_is_asked_for_before_the_caller_works_on_a_batch(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A fetch that drains a partition returns once aiokafka has asked for its next
+    records, so that the broker answers while the pump works on the batch."""
+    kafka = KafkaSettings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        partitions=1,
+        consumer_group=f"{topic_prefix}-deliver",
+        consumer_session_timeout_seconds=3,
+    )
+    topic = TopicNames(topic_prefix).changes("Account")
+    tp = Partition(topic, 0)
+    await ensure_topics(kafka, sfamp_topics(kafka, ["Account"]))
+    consumer = ChangesConsumer(kafka)
+    await consumer.start(TopicNames(topic_prefix).changes_pattern, Assignments())
+    client = consumer._consumer._client  # aiokafka's: its connections' requests on the wire
+
+    def asked() -> int:
+        return sum(len(conn._requests) for conn in client._conns.values())
+
+    try:
+        async with ChangeProducer(kafka) as producer:
+            await producer.send_all([(topic, b"001", b"{}") for _ in range(10)])
+        assert await fetch_offsets(consumer, 10) == list(range(10))
+        async with ChangeProducer(kafka) as producer:
+            await producer.send_all([(topic, b"001", b"{}") for _ in range(10)])
+        # Wait until aiokafka holds the new records: the next fetch takes them at once.
+        deadline = time.monotonic() + 30
+        while consumer.highwater(tp) != 20 or asked():
+            assert time.monotonic() < deadline, "aiokafka did not fetch the new records"
+            await asyncio.sleep(0.01)
+        batch = await consumer.fetch(timeout_seconds=0.5, max_records=100, until=asyncio.Event())
+        assert [record.offset for record in batch[tp]] == list(range(10, 20))
+        # Checked before any other await: the request for what follows is on its way.
+        assert asked(), "aiokafka had not asked for the drained partition again"
+    finally:
+        await consumer.stop(within=2)
