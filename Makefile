@@ -42,7 +42,7 @@ test-repeat: install ## Run the integration tests N times (N=5) beside a CPU-bou
 lint: install ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check pipeline sfamp_sandbox tests benchmarks scripts
 	$(VENV)/bin/ruff format --check pipeline sfamp_sandbox tests benchmarks scripts
-	$(VENV)/bin/mypy pipeline sfamp_sandbox
+	$(VENV)/bin/mypy pipeline sfamp_sandbox benchmarks
 
 format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix pipeline sfamp_sandbox tests benchmarks scripts

@@ -19,7 +19,7 @@ import requests
 from amplitude import Amplitude, Config, Identify
 from bench_backfill import PROPERTIES
 from requests.adapters import HTTPAdapter
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 
 # The fields the benchmark maps for sfamp too, so both move the same data.
 FIELDS = PROPERTIES

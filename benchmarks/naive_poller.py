@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import requests
 from amplitude import Amplitude, Config, Identify
 from naive_backfill import PlainHttpAdapter, login
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 
 
 class NaivePoller(threading.Thread):

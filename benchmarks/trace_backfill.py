@@ -152,11 +152,16 @@ async def recorded_send(
 
 
 class TracedProgress:
-    def start_object(self, sfdc_object: str, total: int | None, method: str) -> None:
+    def start_object(
+        self, sfdc_object: str, total: int | None, method: str, *, done: int = 0
+    ) -> None:
         BATCHES.append((time.perf_counter(), 0, 0))
 
     def advance(self, sfdc_object: str, rows: int, identifications: int) -> None:
         BATCHES.append((time.perf_counter(), rows, identifications))
+
+    def catching_up(self, sfdc_object: str, /) -> None:
+        return None
 
     def finish_object(self, summary: Any) -> None:
         return None
