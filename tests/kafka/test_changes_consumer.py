@@ -29,6 +29,24 @@ class Assignments:
         self.assigned |= assigned
 
 
+async def one_partition(bootstrap: str, prefix: str) -> tuple[KafkaSettings, str]:
+    """Settings with one partition per topic, and the Account changes topic, made."""
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        partitions=1,
+        consumer_group=f"{prefix}-deliver",
+        consumer_session_timeout_seconds=3,
+    )
+    await ensure_topics(kafka, sfamp_topics(kafka, ["Account"]))
+    return kafka, TopicNames(prefix).changes("Account")
+
+
+async def send(kafka: KafkaSettings, topic: str, count: int) -> None:
+    async with ChangeProducer(kafka) as producer:
+        await producer.send_all([(topic, b"001", b"{}") for _ in range(count)])
+
+
 async def fetch_offsets(consumer: ChangesConsumer, count: int) -> list[int]:
     """The offsets of the next ``count`` records, waiting up to 30 s for them."""
     found: list[Record] = []
@@ -44,17 +62,8 @@ async def fetch_offsets(consumer: ChangesConsumer, count: int) -> list[int]:
 async def test_a_rewind_goes_on_after_the_run_the_caller_holds(
     kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    kafka = KafkaSettings(
-        bootstrap_servers=kafka_bootstrap,
-        topic_prefix=topic_prefix,
-        partitions=1,
-        consumer_group=f"{topic_prefix}-deliver",
-        consumer_session_timeout_seconds=3,
-    )
-    topic = TopicNames(topic_prefix).changes("Account")
-    await ensure_topics(kafka, sfamp_topics(kafka, ["Account"]))
-    async with ChangeProducer(kafka) as producer:
-        await producer.send_all([(topic, b"001", b"{}") for _ in range(10)])
+    kafka, topic = await one_partition(kafka_bootstrap, topic_prefix)
+    await send(kafka, topic, 10)
     consumer = ChangesConsumer(kafka)
     await consumer.start(TopicNames(topic_prefix).changes_pattern, Assignments())
     try:
@@ -63,8 +72,7 @@ async def test_a_rewind_goes_on_after_the_run_the_caller_holds(
         # Nothing committed: a rewind reads from the beginning, unless the caller already
         # holds the run that starts there.
         assert await consumer.rewind({tp}, lambda: {tp: (0, 10)}) == set()
-        async with ChangeProducer(kafka) as producer:
-            await producer.send_all([(topic, b"001", b"{}")])
+        await send(kafka, topic, 1)
         assert await fetch_offsets(consumer, 1) == [10], "the held run was read again"
         # From elsewhere: read it all again, and the caller is told to drop what it holds.
         assert await consumer.rewind({tp}, lambda: {tp: (3, 11)}) == {tp}
@@ -80,16 +88,8 @@ async def test_the_next_fetch_is_asked_for_before_the_caller_works_on_a_batch(
 ) -> None:
     """A fetch that drains a partition returns once aiokafka has asked for its next
     records, so that the broker answers while the pump works on the batch."""
-    kafka = KafkaSettings(
-        bootstrap_servers=kafka_bootstrap,
-        topic_prefix=topic_prefix,
-        partitions=1,
-        consumer_group=f"{topic_prefix}-deliver",
-        consumer_session_timeout_seconds=3,
-    )
-    topic = TopicNames(topic_prefix).changes("Account")
+    kafka, topic = await one_partition(kafka_bootstrap, topic_prefix)
     tp = Partition(topic, 0)
-    await ensure_topics(kafka, sfamp_topics(kafka, ["Account"]))
     consumer = ChangesConsumer(kafka)
     await consumer.start(TopicNames(topic_prefix).changes_pattern, Assignments())
     client = consumer._consumer._client  # aiokafka's: its connections' requests on the wire
@@ -98,11 +98,9 @@ async def test_the_next_fetch_is_asked_for_before_the_caller_works_on_a_batch(
         return sum(len(conn._requests) for conn in client._conns.values())
 
     try:
-        async with ChangeProducer(kafka) as producer:
-            await producer.send_all([(topic, b"001", b"{}") for _ in range(10)])
+        await send(kafka, topic, 10)
         assert await fetch_offsets(consumer, 10) == list(range(10))
-        async with ChangeProducer(kafka) as producer:
-            await producer.send_all([(topic, b"001", b"{}") for _ in range(10)])
+        await send(kafka, topic, 10)
         # Wait until aiokafka holds the new records: the next fetch takes them at once.
         deadline = time.monotonic() + 30
         while consumer.highwater(tp) != 20 or asked():
