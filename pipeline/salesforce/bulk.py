@@ -25,6 +25,7 @@ import structlog
 from pipeline.errors import SalesforceError, SalesforceRequestError, SalesforceUnavailableError
 from pipeline.salesforce.bulk_csv import ROWS_AT_ONCE, Convert, csv_blocks, parse_csv
 from pipeline.salesforce.rest import SalesforceRest
+from pipeline.salesforce.text import read_json
 
 TERMINAL: Final = frozenset(("JobComplete", "Failed", "Aborted"))
 DEFAULT_MAX_RECORDS: Final = 50_000
@@ -204,7 +205,7 @@ class BulkQuery:
         self.api_calls += 1
         response = await self.rest.request(method, path, **kwargs)
         try:
-            body = response.json()
+            body = read_json(response.content)
         except ValueError as exc:
             raise SalesforceError(f"{method} {path}: Salesforce answered non-JSON") from exc
         if not isinstance(body, dict):

@@ -22,6 +22,8 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, cast, overload
 
+from pipeline.salesforce.text import UNDECODABLE
+
 MEMO_TEXTS: Final = 4096  # conversions remembered per typed column of a block
 ROWS_AT_ONCE: Final = 1_000  # rows of a page split and converted together by default
 _UNSEEN: Any = object()
@@ -112,7 +114,7 @@ def csv_blocks(
     short or a long row is a list of dicts, each naming what its row has (blank lines
     left out), converted row by row.
     """
-    text = io.TextIOWrapper(io.BytesIO(content), encoding="utf-8", newline="")
+    text = io.TextIOWrapper(io.BytesIO(content), encoding="utf-8", errors=UNDECODABLE, newline="")
     reader = csv.reader(text)
     header = next(reader, None)
     if header is None:

@@ -43,6 +43,7 @@ from pipeline.errors import (
 from pipeline.http_failures import describe_connection_failure
 from pipeline.salesforce.auth import SalesforceAuth, SalesforceToken
 from pipeline.salesforce.channels import LATEST
+from pipeline.salesforce.text import read_json
 
 _INVALID_REPLAY = re.compile(r"replayId \{?(-?\d+)\}? you provided was invalid", re.IGNORECASE)
 
@@ -90,8 +91,8 @@ class _VersionedClient(Client):
         return f"{instance_url.rstrip('/')}/cometd/{self.api_version}"
 
 
-def _loads(text: str | bytes) -> Any:
-    return orjson.loads(text)
+def _loads(data: str | bytes) -> Any:
+    return read_json(data)
 
 
 def _dumps(data: Any) -> str:

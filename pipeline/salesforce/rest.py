@@ -36,6 +36,7 @@ from pipeline.errors import (
 )
 from pipeline.http_failures import describe_transport_failure
 from pipeline.salesforce.auth import SalesforceAuth, SalesforceToken
+from pipeline.salesforce.text import read_json
 
 # sObject Collections retrieve accepts at most this many ids per POST.
 RETRIEVE_CHUNK: Final = 2000
@@ -304,7 +305,7 @@ def _short(url: str) -> str:
 
 def _json(response: httpx.Response) -> Any:
     try:
-        return response.json()
+        return read_json(response.content)
     except ValueError as exc:
         raise SalesforceError(
             f"Salesforce answered {response.status_code} with non-JSON content"
