@@ -63,6 +63,14 @@ REGION_BASE_URLS = {
     "us": "https://api2.amplitude.com",
     "eu": "https://api.eu.amplitude.com",
 }
+# The Dashboard REST API's hosts, where an API key and secret key are checked as a pair
+# by HTTP Basic auth (https://amplitude.com/docs/apis/analytics/dashboard-rest; EU
+# projects: https://amplitude.com/docs/apis/authentication).
+REGION_REST_URLS = {
+    "us": "https://amplitude.com",
+    "eu": "https://analytics.eu.amplitude.com",
+}
+USER_SEARCH_PATH = "/api/2/usersearch"
 GROUP_IDENTIFY_PATH = "/groupidentify"
 HTTP_API_PATH = "/2/httpapi"
 MAX_CONNECT_SECONDS = 10.0
@@ -75,6 +83,11 @@ log = structlog.get_logger(__name__)
 
 def resolve_base_url(settings: AmplitudeSettings) -> str:
     return (settings.base_url or REGION_BASE_URLS[settings.region]).rstrip("/")
+
+
+def resolve_rest_url(settings: AmplitudeSettings) -> str:
+    """The Dashboard REST API's host: the base URL when set (the sandbox serves both)."""
+    return (settings.base_url or REGION_REST_URLS[settings.region]).rstrip("/")
 
 
 class AmplitudeClient:
@@ -103,6 +116,7 @@ class AmplitudeClient:
         on_answer: Callable[[Answer], None] | None = None,
     ) -> None:
         self.base_url = resolve_base_url(settings)
+        self.rest_url = resolve_rest_url(settings)
         self._on_answer = on_answer
         self._answered = False  # any HTTP answer since the start (see Delivery)
         self._api_key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -227,6 +241,36 @@ class AmplitudeClient:
         if not accepted:
             raise AmplitudeError(f"unexpected answer to the key check: {answer.status}")
         return KeyCheck(True, url, answer.status, answer.text.strip()[:200])
+
+    async def verify_key_pair(self, secret_key: str) -> KeyCheck:
+        """Check the API key and ``secret_key`` as a pair, reading nothing but a search.
+
+        ``GET /api/2/usersearch`` with HTTP Basic auth (API key as the user, secret key
+        as the password), which Amplitude answers 200 for a valid pair (Dashboard REST
+        API, https://amplitude.com/docs/apis/analytics/dashboard-rest) and 401 for any
+        other (seen, not documented); Segment's Amplitude destination checks keys so.
+        Raises AmplitudeAuthError for a refused pair, AmplitudeUnavailableError when no
+        answer comes or Amplitude answers 429 or 5xx.
+        """
+        url = self.rest_url + USER_SEARCH_PATH
+        try:
+            response = await self._http.get(
+                url, params={"user": "sfamp-key-check"}, auth=(self._require_key(), secret_key)
+            )
+        except httpx.TransportError as exc:
+            reason = describe_transport_failure(exc)
+            raise AmplitudeUnavailableError(f"Amplitude did not answer ({reason})") from exc
+        status = response.status_code
+        if status in (401, 403):
+            raise AmplitudeAuthError(
+                f"Amplitude refused the API key and secret key as a pair ({status}): set "
+                "SFAMP_AMPLITUDE__SECRET_KEY to the secret key of the API key's project"
+            )
+        if status == 429 or status >= 500:
+            raise AmplitudeUnavailableError(f"Amplitude answered {status}")
+        if status >= 300:
+            raise AmplitudeError(f"unexpected answer to the key pair check: {status}")
+        return KeyCheck(True, url, status, response.text.strip()[:200])
 
     def _never_answered(self) -> bool:
         """True until Amplitude gave any HTTP answer to this client."""

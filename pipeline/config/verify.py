@@ -58,6 +58,8 @@ async def verify_mapping(
     report = VerifyReport()
     await _verify_salesforce(settings.salesforce, mapping, report, sleep)
     report.checks.append(await check_amplitude(settings.amplitude))
+    if settings.amplitude.secret_key is not None:
+        report.checks.append(await check_amplitude_secret(settings.amplitude))
     return report
 
 
@@ -248,6 +250,18 @@ async def check_amplitude(settings: AmplitudeSettings) -> Check:
     return Check(name, "pass", f"accepted by {key_check.url}")
 
 
+async def check_amplitude_secret(settings: AmplitudeSettings) -> Check:
+    """The API key and secret key as a pair (only asked when a secret key is set)."""
+    name = "Amplitude secret key"
+    assert settings.secret_key is not None
+    try:
+        async with AmplitudeClient(settings) as amplitude:
+            pair = await amplitude.verify_key_pair(settings.secret_key.get_secret_value())
+    except SfampError as exc:
+        return Check(name, "fail", message_of(exc))
+    return Check(name, "pass", f"key pair accepted by {pair.url}")
+
+
 def message_of(exc: BaseException) -> str:
     """One line for a check's detail; a settings or mapping error keeps its problems."""
     cause = exc.__cause__
@@ -265,6 +279,7 @@ __all__ = [
     "Check",
     "VerifyReport",
     "check_amplitude",
+    "check_amplitude_secret",
     "check_mapping_against_org",
     "org_checks",
     "verify_mapping",

@@ -14,7 +14,13 @@ from pipeline.amplitude.payload import to_identification
 from pipeline.config.settings import AmplitudeSettings
 from pipeline.errors import AmplitudeAuthError, AmplitudeUnavailableError
 from pipeline.transform.group_update import GroupUpdate
-from sfamp_sandbox.amplitude import EU_API_KEY, US_API_KEY, AmplitudeSandbox, IdentifyLimits
+from sfamp_sandbox.amplitude import (
+    EU_API_KEY,
+    SECRET_KEY,
+    US_API_KEY,
+    AmplitudeSandbox,
+    IdentifyLimits,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -232,6 +238,20 @@ async def test_verify_api_key_changes_nothing(
     assert "wrong" not in str(refusal.value).replace("SFAMP_AMPLITUDE", "")
     assert not amplitude_sandbox.state.store("us").groups
     assert all(entry.get("events_ingested", 0) == 0 for entry in _logged(amplitude_sandbox))
+
+
+async def test_a_key_pair_is_checked_on_the_region_of_the_base_url(
+    amplitude_sandbox: AmplitudeSandbox, sandbox_settings: AmplitudeSettings
+) -> None:
+    async with AmplitudeClient(sandbox_settings) as client:
+        check = await client.verify_key_pair(SECRET_KEY)
+        assert (check.url, check.status) == (amplitude_sandbox.base_url + "/api/2/usersearch", 200)
+        with pytest.raises(AmplitudeAuthError, match=r"as a pair \(401\)"):
+            await client.verify_key_pair("not-the-secret")
+    eu = _with(sandbox_settings, {"base_url": amplitude_sandbox.eu_base_url, "region": "eu"})
+    async with AmplitudeClient(eu) as client:  # the US project's keys, asked of the EU
+        with pytest.raises(AmplitudeAuthError):
+            await client.verify_key_pair(SECRET_KEY)
 
 
 async def test_an_identification_over_1_mb_is_rejected_and_the_rest_delivered(

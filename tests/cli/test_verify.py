@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from pydantic import SecretStr
 
 from pipeline.cli.verify import run_verify
 from pipeline.config.checks import Check, VerifyReport
@@ -17,7 +18,7 @@ from pipeline.config.mapping import MappingConfig, ReconcileOff
 from pipeline.config.settings import AmplitudeSettings, SalesforceSettings, Settings
 from pipeline.config.verify import verify_mapping
 from pipeline.logs import configure_logging
-from sfamp_sandbox.amplitude import US_API_KEY, AmplitudeSandbox
+from sfamp_sandbox.amplitude import SECRET_KEY, US_API_KEY, AmplitudeSandbox
 from sfamp_sandbox.salesforce import SalesforceSandbox
 from tests.support.ports import closed_port_url
 
@@ -183,6 +184,34 @@ async def test_a_wrong_amplitude_key_fails(
     assert "refused the API key" in check.detail
     assert "wrong-key" not in check.detail
     assert by_name(report)["Account: object"].status == "pass"
+
+
+async def test_a_secret_key_is_checked_with_the_api_key_as_a_pair(
+    salesforce: SalesforceSandbox, amplitude: AmplitudeSandbox
+) -> None:
+    settings = settings_for(salesforce.base_url, amplitude.base_url)
+    assert "Amplitude secret key" not in by_name(await verify_mapping(settings, GOOD))
+    secret = SecretStr(SECRET_KEY)
+    right = settings.model_copy(
+        update={"amplitude": settings.amplitude.model_copy(update={"secret_key": secret})}
+    )
+    check = by_name(await verify_mapping(right, GOOD))["Amplitude secret key"]
+    assert (check.status, check.detail) == (
+        "pass",
+        f"key pair accepted by {amplitude.base_url}/api/2/usersearch",
+    )
+    wrong = right.model_copy(
+        update={"amplitude": right.amplitude.model_copy(update={"secret_key": SecretStr("x")})}
+    )
+    report = await verify_mapping(wrong, GOOD)
+    assert not report.ok
+    check = by_name(report)["Amplitude secret key"]
+    assert check.status == "fail"
+    assert check.detail == (
+        "Amplitude refused the API key and secret key as a pair (401): set "
+        "SFAMP_AMPLITUDE__SECRET_KEY to the secret key of the API key's project"
+    )
+    assert by_name(report)["Amplitude API key"].status == "pass"
 
 
 async def test_bad_salesforce_password_is_a_failed_login(
