@@ -23,7 +23,7 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.config.validation import dump_mapping, load_mapping, read_document, validate_document
 from pipeline.config.verify import message_of
-from pipeline.errors import ConfigError, MappingError, SettingsError
+from pipeline.errors import ConfigError, MappingError, Problem, SettingsError
 from pipeline.kafka.config_topic import publish_changed_mapping, stored_revision, stored_text
 from pipeline.kafka.inspect import quick_settings
 from pipeline.kafka.topics import TopicNames
@@ -49,12 +49,20 @@ def validate(
 
     Also checks that the mapping writes at most SFAMP_AMPLITUDE__MAX_GROUP_TYPES
     group types (Amplitude tracks 5 per project and ignores the others).
-    Exits 0 when the mapping is valid, 1 when it is not.
+    Exits 0 when the mapping is valid, 1 when it is not. With --json, a file that
+    cannot be read or is not JSON is reported in the same shape, at path "$".
     """
     settings = settings_or_exit()
-    model, problems = validate_document(
-        read_document(file), max_group_types=settings.amplitude.max_group_types
-    )
+    try:
+        document = read_document(file)
+    except MappingError as exc:  # not JSON, not UTF-8, a key given twice, no such file
+        if not (as_json or exc.problems):
+            raise
+        model, problems = None, exc.problems or [Problem("$", str(exc))]
+    else:
+        model, problems = validate_document(
+            document, max_group_types=settings.amplitude.max_group_types
+        )
     if as_json:
         print_json(
             {

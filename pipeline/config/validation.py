@@ -10,6 +10,7 @@ raw document so they are reported even when other parts are malformed.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, get_args
@@ -324,11 +325,45 @@ def _loads(text: str | bytes, source: object) -> object:
     else:
         text = text.removeprefix("\ufeff")
     try:
-        return orjson.loads(text)
+        document = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         if isinstance(text, bytes):
             _check_utf8(text, source)  # says so when the file is not UTF-8 text at all
         raise MappingError(f"{source} is not valid JSON: {exc}") from exc
+    repeated = _repeated_keys(text)
+    if repeated:
+        raise MappingError(f"{source} has {plural(len(repeated), 'problem')}", repeated)
+    return document
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object's members in order, repeated keys included."""
+
+
+def _repeated_keys(text: str | bytes) -> list[Problem]:
+    """A key given twice in one object: JSON parsers keep the last, so a copy-paste slip
+    (two ``amplitude_property`` in one entry) would otherwise change a mapping unseen."""
+    try:
+        tree = json.loads(text, object_pairs_hook=_Pairs)
+    except (RecursionError, ValueError):  # orjson read it: nothing more to find here
+        return []
+    problems: list[Problem] = []
+    pending: list[tuple[object, list[int | str]]] = [(tree, [])]
+    while pending:
+        node, loc = pending.pop()
+        if isinstance(node, _Pairs):
+            counts: dict[str, int] = {}
+            for key, value in node:
+                counts[key] = counts.get(key, 0) + 1
+                pending.append((value, [*loc, key]))
+            problems += [
+                Problem(json_path([*loc, key]), f"is given {count} times; give it once")
+                for key, count in counts.items()
+                if count > 1
+            ]
+        elif isinstance(node, list):
+            pending += [(item, [*loc, index]) for index, item in enumerate(node)]
+    return sorted(problems, key=lambda p: p.path)
 
 
 # The byte-order marks of the encodings editors offer besides UTF-8 ("Unicode" in Notepad).

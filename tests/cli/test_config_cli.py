@@ -74,6 +74,28 @@ def test_validate_unreadable_file_is_one_clear_line(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "does not exist"),
+        ("{not json", "is not valid JSON"),
+        ('{"version": 1, "version": 1}', "is given 2 times"),
+    ],
+)
+def test_validate_json_reports_an_unreadable_file_in_its_shape(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
+    path = tmp_path / "m.json"
+    if content is not None:
+        path.write_text(content)
+    result = sfamp("config", "validate", "--json", str(path))
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert (report["file"], report["valid"]) == (str(path), False)
+    assert [p["path"] for p in report["problems"]] == ["$.version" if "given" in expected else "$"]
+    assert expected in report["problems"][0]["message"]
+
+
 def test_show_prints_normalized_form() -> None:
     result = sfamp("config", "show", str(EXAMPLE))
     assert result.returncode == 0

@@ -288,6 +288,27 @@ def test_export_round_trip_is_equal_and_stable() -> None:
     assert '"on_delete": "ignore"' in exported
 
 
+def test_a_key_given_twice_in_one_object_is_a_problem_where_it_is() -> None:
+    """JSON parsers keep the last of two: a copy-paste slip would rename a property."""
+    text = (
+        b'{"version": 1, "version": 1, "sync_cadence": {"mode": "hourly"}, "mappings": ['
+        b'{"sfdc_object": "Account", "group_type": "account", "group_name_field": "Id",'
+        b' "group_properties": [{"sfdc_field": "Name", "amplitude_property": "name",'
+        b' "amplitude_property": "nm", "amplitude_property": "n"}]}]}'
+    )
+    with pytest.raises(MappingError, match="has 2 problems") as info:
+        parse_mapping(text)
+    assert [str(p) for p in info.value.problems] == [
+        "$.mappings[0].group_properties[0].amplitude_property: is given 3 times; give it once",
+        "$.version: is given 2 times; give it once",
+    ]
+    parse_mapping(
+        text.replace(b'"version": 1, "version": 1', b'"version": 1').replace(
+            b', "amplitude_property": "nm", "amplitude_property": "n"', b""
+        )
+    )  # the same keys in different objects are fine
+
+
 def test_parse_mapping_errors() -> None:
     with pytest.raises(MappingError, match="not valid JSON"):
         parse_mapping(b"{nope")
