@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import AmplitudeUnavailableError, RequestLimitError
+from pipeline.kafka.inspect import KafkaInspector
 from pipeline.runtime.backfill import (
     LogProgress,
     ReadOptions,
@@ -623,6 +624,10 @@ async def test_rejected_identification_goes_to_kafka_dlq(
     entries = await read_dlq(settings)
     assert [(e.reason, e.payload["group_value"]) for e in entries] == [("rejected", BLOCKED_GROUP)]
     assert not (tmp_path / "backfill-rejected.jsonl").exists()
+    async with KafkaInspector(settings.kafka) as inspector:
+        # Made as the service makes it (one partition), not by the broker's defaults.
+        assert len(await inspector.partitions(f"{topic_prefix}.dlq")) == 1
+        assert set(await inspector.topics()) >= {f"{topic_prefix}.{t}" for t in ("replay", "sent")}
     # Run again, the same identification is refused again: one entry, not two.
     again = await run_backfill(settings, config, checkpoint_path=tmp_path / "again.json")
     assert again.total("rejected") == 1

@@ -19,6 +19,7 @@ from pipeline.amplitude import DeliveryReport
 from pipeline.amplitude.payload import to_identification
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, KafkaError
+from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry, rejection_id
 from pipeline.kafka.topics import TopicNames
@@ -250,6 +251,9 @@ class RejectSink:
                 timeout = min(kafka.request_timeout_seconds, KAFKA_PROBE_SECONDS)
                 kafka = kafka.model_copy(update={"request_timeout_seconds": timeout})
             try:
+                # Made as the service makes it (one partition), not by a broker's defaults
+                # on the first write, or refused where the cluster creates no topics.
+                await ensure_topics(kafka, sfamp_topics(kafka, []))
                 self._producer = await self._stack.enter_async_context(ChangeProducer(kafka))
                 self.destination = f"kafka:{TopicNames(kafka.topic_prefix).dlq}"
                 return
