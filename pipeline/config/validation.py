@@ -197,6 +197,28 @@ def _shared_group_type_problems(document: object) -> list[Problem]:
     return problems
 
 
+# Group properties a mapping may write in all, as Amplitude's own Salesforce source
+# validates its mapping (a project keeps at most 1,000 group properties).
+MAX_GROUP_PROPERTIES: Final = 1_000
+
+
+def _property_count_problems(document: object) -> list[Problem]:
+    written = {
+        (str(mapping.get("group_type")), str(prop.get("amplitude_property")))
+        for _, mapping in _entries(document)
+        for _, prop in _properties(mapping)
+    }
+    if len(written) <= MAX_GROUP_PROPERTIES:
+        return []
+    return [
+        Problem(
+            "$.mappings",
+            f"writes {len(written):,} group properties; Amplitude keeps at most "
+            f"{MAX_GROUP_PROPERTIES:,} per project: map fewer fields",
+        )
+    ]
+
+
 def _marked_property_problems(document: object) -> list[Problem]:
     """``on_delete: "mark"`` writes ``sfdc_deleted`` on its group type: no mapping of that
     group type may map a field to it too."""
@@ -304,6 +326,7 @@ def validate_document(
     model, problems = _structure_problems(document)
     problems += _one_to_one_problems(document)
     problems += _shared_group_type_problems(document)
+    problems += _property_count_problems(document)
     problems += _marked_property_problems(document)
     problems += _marked_twice_problems(document)
     problems += _duplicate_relation_problems(document)

@@ -174,6 +174,23 @@ def test_two_group_types_may_share_property_names() -> None:
     assert problems_of(doc) == {}
 
 
+def test_at_most_1000_group_properties_in_all() -> None:
+    doc = good()
+    doc["mappings"][0]["group_properties"] = [
+        {"sfdc_field": f"F{n}__c", "amplitude_property": f"p{n}"} for n in range(600)
+    ]
+    second = copy.deepcopy(doc["mappings"][0])
+    second["sfdc_object"], second["group_type"] = "Contact", "contact"
+    second["group_properties"] = second["group_properties"][:400]
+    doc["mappings"].append(second)
+    assert problems_of(doc) == {}  # 1,000: 600 of one group type, 400 of another
+    second["group_properties"].append({"sfdc_field": "Extra__c", "amplitude_property": "extra"})
+    assert problems_of(doc) == {
+        "$.mappings": "writes 1,001 group properties; Amplitude keeps at most 1,000 per "
+        "project: map fewer fields"
+    }
+
+
 def test_duplicate_relation() -> None:
     doc = good()
     second = copy.deepcopy(doc["mappings"][0])
