@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from structlog.testing import capture_logs
 
 from pipeline.runtime.backfill.catch_up import CatchUp, catch_up_for
 from pipeline.runtime.backfill.checkpoint import CheckpointFile
@@ -95,3 +96,22 @@ def test_a_catch_up_started_over_replaces_the_file(tmp_path: Path) -> None:
     assert saved is not None
     resumed = catch_up_for(NoOrg(), "Account", ["Id"], START, seen=saved.catch_up["seen"])
     assert resumed.seen == other.seen
+
+
+def test_an_object_whose_mapping_changed_starts_over_and_says_why(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.json"
+    CheckpointFile(path).save("Account", "before", ReadPosition("bulk", "750X"))
+    file = CheckpointFile.load(path)
+    assert file.entry("Account", "before") is not None
+    with capture_logs() as logs:
+        assert file.entry("Account", "after") is None  # read again from the first record
+    assert logs == [
+        {
+            "event": "backfill_checkpoint_mismatch",
+            "log_level": "warning",
+            "object": "Account",
+            "action": "start over",
+            "detail": "the mapping of Account changed since the checkpoint was written: "
+            "every record is read again, with what it maps now",
+        }
+    ]

@@ -130,7 +130,13 @@ class CheckpointFile:
         if entry is None:
             return None
         if entry.get("fingerprint") != fingerprint:
-            log.warning("backfill_checkpoint_mismatch", object=sfdc_object, action="start over")
+            log.warning(
+                "backfill_checkpoint_mismatch",
+                object=sfdc_object,
+                action="start over",
+                detail=f"the mapping of {sfdc_object} changed since the checkpoint was written: "
+                "every record is read again, with what it maps now",
+            )
             return None
         position = ReadPosition.from_json(entry.get("position") or {})
         # Checkpoints written before catch-up reads existed: done once read.
