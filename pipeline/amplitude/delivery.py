@@ -267,8 +267,8 @@ class Delivery:
             if not within_deadline(self._policy, started, self._timing.clock(), delay):
                 raise AmplitudeUnavailableError(
                     f"Amplitude still {answer.described} after "
-                    f"{plural(attempt, 'try', 'tries')}; gave up at the "
-                    f"{self._policy.deadline_seconds:g} s retry deadline"
+                    f"{plural(attempt, 'try', 'tries')} in {waited:.0f} s; gave up, as the next "
+                    f"would come past the {self._policy.deadline_seconds:g} s retry deadline"
                 )
             log.warning(
                 "amplitude_retry",
