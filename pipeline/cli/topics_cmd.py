@@ -52,13 +52,23 @@ app = SfampTyper(
 )
 
 
-@app.callback()
-def _topics(ctx: typer.Context) -> None:
-    if ctx.invoked_subcommand is None:
-        list_(as_json=False)
-
-
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+@app.callback()
+def _topics(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(
+        False, "--json", help="Machine-readable output of the list (each command takes its own)."
+    ),
+) -> None:
+    if ctx.invoked_subcommand is None:
+        list_(as_json=as_json)
+    elif as_json:
+        raise typer.BadParameter(
+            f"give it after the command: sfamp topics {ctx.invoked_subcommand} ... --json",
+            param_hint="'--json'",
+        )
 TOPIC = typer.Argument(
     ..., help="Topic: full name, or short as changes.Account, Account, dlq, replay, config, sent."
 )

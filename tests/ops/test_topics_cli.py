@@ -72,6 +72,12 @@ async def test_list_shows_messages_retention_and_lag(topics: KafkaSettings, cli:
     assert "2h" in table.stdout  # lag in time
     alone = await cli("topics")  # as the README shows it
     assert (alone.exit_code, alone.stdout) == (0, table.stdout)
+    alone = await cli("topics", "--json")  # as every inspection command takes it
+    assert alone.exit_code == 0, alone.output
+    assert {row["topic"] for row in json.loads(alone.stdout)} == set(by_name)
+    misplaced = await cli("topics", "--json", "list")
+    assert misplaced.exit_code == 2
+    assert "give it after the command: sfamp topics list ... --json" in misplaced.output
 
 
 async def test_list_without_topics_says_so(kafka: KafkaSettings, cli: Cli) -> None:
