@@ -69,6 +69,8 @@ def _topics(
             f"give it after the command: sfamp topics {ctx.invoked_subcommand} ... --json",
             param_hint="'--json'",
         )
+
+
 TOPIC = typer.Argument(
     ..., help="Topic: full name, or short as changes.Account, Account, dlq, replay, config, sent."
 )
