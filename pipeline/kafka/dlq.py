@@ -54,8 +54,9 @@ class DlqItem:
 
     @property
     def pending(self) -> bool:
-        """Readable and not settled yet: what ``dlq replay --all`` picks."""
-        return self.entry is not None and not self.settled
+        """Not settled yet, readable or not: what ``sfamp status`` counts as not replayed and
+        ``dlq replay --all`` picks (where an unreadable one says what settles it)."""
+        return not self.settled
 
     @property
     def key(self) -> str:

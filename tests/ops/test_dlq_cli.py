@@ -286,12 +286,17 @@ async def test_an_unreplayable_entry_is_dismissed_and_stops_counting(
     nameless = from_source(changes, 7, "{oops")  # an undecodable change names no record
     await dead_letter(topics, nameless)
     await produce(topics, [(TopicNames(topics.topic_prefix).dlq, b"k", b"not a dlq entry")])
+    # The unreadable record waits too: status, list and replay --all count it alike.
     status = await sfamp("status")
-    assert "1 entry not replayed" in status.stdout, status.stdout
+    assert "2 entries not replayed" in status.stdout, status.stdout
+    assert "2 entries, 2 not replayed" in (await sfamp("dlq", "list")).stdout
     replay = await sfamp("dlq", "replay", "--all", "--json")
     assert replay.exit_code == 1
-    [outcome] = json.loads(replay.stdout)
-    assert "'sfamp dlq dismiss --unreplayable' settles it" in outcome["detail"]
+    outcomes = {o["id"]: o["detail"] for o in json.loads(replay.stdout)}
+    unreadable = f"{TopicNames(topics.topic_prefix).dlq}:0:1"
+    assert set(outcomes) == {nameless.id, unreadable}
+    assert all("'sfamp dlq dismiss --unreplayable' settles it" in d for d in outcomes.values())
+    assert outcomes[unreadable].startswith("the record is unreadable; nothing can replay it")
 
     dismissed = await sfamp("dlq", "dismiss", "--unreplayable", "--json")
     assert dismissed.exit_code == 0, dismissed.output
