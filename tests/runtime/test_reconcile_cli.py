@@ -186,6 +186,22 @@ async def test_a_second_reconcile_while_one_runs_says_so_in_one_line(
     ]
 
 
+async def test_an_unwritable_checkpoint_is_one_line_with_what_to_do(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    await org.seed("Account", 2)
+    (tmp_path / "a-file").write_text("")
+    checkpoint = tmp_path / "a-file" / "reconcile-checkpoint.json"  # under a file
+    env = _env(stack, topic_prefix, tmp_path)
+    code, out, err = await _finish(await _start(env, tmp_path, "--checkpoint", str(checkpoint)))
+    assert (code, out) == (1, "")
+    lines = [line for line in err.splitlines() if '"level": "info"' not in line]
+    assert lines == [
+        f"error: cannot write the reconcile checkpoint {checkpoint}: File exists; choose "
+        "a writable, persistent path with --checkpoint or SFAMP_RUNTIME__STATE_DIR"
+    ]
+
+
 async def test_a_signal_while_kafka_does_not_answer_says_so_in_one_line(
     stack: SandboxStack, topic_prefix: str, tmp_path: Path
 ) -> None:

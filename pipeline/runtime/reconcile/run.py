@@ -390,7 +390,8 @@ def exclusive(checkpoint: Path) -> Iterator[None]:
         handle = lock_path.open("a")
     except OSError as exc:
         raise ConfigError(
-            f"cannot write the reconcile checkpoint beside {lock_path}: {exc}"
+            f"cannot write the reconcile checkpoint {checkpoint}: {exc.strerror or exc}; "
+            "choose a writable, persistent path with --checkpoint or SFAMP_RUNTIME__STATE_DIR"
         ) from exc
     with handle:
         try:
