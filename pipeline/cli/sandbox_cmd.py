@@ -54,11 +54,15 @@ class Serve(Protocol):
     ) -> Coroutine[Any, Any, None]: ...
 
 
+def _alone_port(default: int) -> Any:
+    return typer.Option(
+        default, "--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port)."
+    )
+
+
 @app.command()
 def kafka(
-    port: int = typer.Option(
-        KAFKA_PORT, "--port", "-p", min=0, max=65535, help="Port to listen on."
-    ),
+    port: int = _alone_port(KAFKA_PORT),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
 ) -> None:
     """Run the embedded Kafka-compatible broker (memory only) until interrupted."""
@@ -86,9 +90,7 @@ def kafka(
 
 @app.command()
 def salesforce(
-    port: int = typer.Option(
-        SALESFORCE_PORT, "--port", "-p", min=0, max=65535, help="Port to listen on."
-    ),
+    port: int = _alone_port(SALESFORCE_PORT),
     host: str = HOST,
     latency_ms: int = LATENCY,
 ) -> None:
@@ -106,9 +108,7 @@ def salesforce(
 
 @app.command()
 def amplitude(
-    port: int = typer.Option(
-        AMPLITUDE_PORT, "--port", "-p", min=0, max=65535, help="Port to listen on."
-    ),
+    port: int = _alone_port(AMPLITUDE_PORT),
     host: str = HOST,
     latency_ms: int = LATENCY,
 ) -> None:
@@ -126,11 +126,11 @@ def amplitude(
 
 def _port_option(name: str, default: int) -> Any:
     return typer.Option(
-        0,
+        default,
         f"--{name}-port",
         min=0,
         max=65535,
-        help=f"Port of the {name.capitalize()} stand-in (0: {default}).",
+        help=f"Port of the {name.capitalize()} stand-in (0: any free port).",
     )
 
 
@@ -158,9 +158,9 @@ def up(
 
     stack = SandboxStack(
         host=host,
-        kafka_port=kafka_port or KAFKA_PORT,
-        salesforce_port=salesforce_port or SALESFORCE_PORT,
-        amplitude_port=amplitude_port or AMPLITUDE_PORT,
+        kafka_port=kafka_port,
+        salesforce_port=salesforce_port,
+        amplitude_port=amplitude_port,
         salesforce_options={"latency_ms": latency_ms},
         amplitude_options={"latency_ms": latency_ms},
     )
