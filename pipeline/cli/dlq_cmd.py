@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Final
 
 import typer
-from rich.table import Table
 
 from pipeline.cli.common import MAPPING, console, given_mapping_file, print_json
 from pipeline.cli.help import SfampTyper
-from pipeline.cli.topics_cmd import format_time, new_table, run_inspection
+from pipeline.cli.topics_cmd import format_time, run_inspection
 from pipeline.config.settings import Settings
 from pipeline.kafka.dlq import DlqItem, DlqView, read_dlq
 from pipeline.kafka.inspect import KafkaInspector
@@ -56,16 +55,20 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     title = f"{view.topic}: {plural(len(view.items), 'entry', 'entries')}, {waiting} not replayed"
     console.print(title + (f", {dismissed} dismissed" if dismissed else ""), highlight=False)
     for item in view.items:
-        console.print()
-        head, *rest = entry_lines(item)
-        # Never wrapped, and quoted when a shell would split it (a group value with a space).
-        console.print(
-            shlex.quote(head), style="bold", markup=False, highlight=False, soft_wrap=True
-        )
-        width = max(20, console.width - 2)
-        for line in rest:  # indented, and so are the lines they wrap onto
-            for part in textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False):
-                console.print("  " + part, markup=False, highlight=False, soft_wrap=True)
+        _print_entry(*entry_lines(item))
+
+
+def _print_entry(entry_id: str, *lines: str, style: str = "") -> None:
+    """One entry after a blank line: its id alone and whole at any width (what --id takes,
+    quoted when a shell would split it), then ``lines`` indented, wrapped indented too."""
+    console.print()
+    console.print(
+        shlex.quote(entry_id), style="bold", markup=False, highlight=False, soft_wrap=True
+    )
+    width = max(20, console.width - 2)
+    for line in lines:
+        for part in textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False):
+            console.print("  " + part, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 def entry_lines(item: DlqItem) -> list[str]:
@@ -122,11 +125,9 @@ def _print_outcomes(outcomes: list[RedeliveryOutcome], *, as_json: bool) -> None
         console.print("nothing to replay", highlight=False)
         return
     ok = sum(1 for o in outcomes if o.ok)
-    table: Table = new_table(f"replayed {ok} of {len(outcomes)}", ("id", "key", "result"))
+    console.print(f"replayed {ok} of {len(outcomes)}", highlight=False)
     for o in outcomes:
-        result = f"[green]{o.detail}[/]" if o.ok else f"[bold red]{o.detail}[/]"
-        table.add_row(o.id, o.key, result)
-    console.print(table)
+        _print_entry(o.id, f"{o.key} · {o.detail}", style="green" if o.ok else "bold red")
 
 
 @app.command("dismiss")
@@ -174,7 +175,6 @@ def _print_dismissals(outcomes: list[Dismissal], *, as_json: bool) -> None:
         )
         return
     done = sum(1 for o in outcomes if o.dismissed)
-    table: Table = new_table(f"dismissed {done} of {len(outcomes)}", ("id", "key", "result"))
+    console.print(f"dismissed {done} of {len(outcomes)}", highlight=False)
     for o in outcomes:
-        table.add_row(o.id, o.key, o.detail if o.dismissed else f"[dim]{o.detail}[/]")
-    console.print(table)
+        _print_entry(o.id, f"{o.key} · {o.detail}", style="" if o.dismissed else "dim")

@@ -297,6 +297,10 @@ async def test_an_unreplayable_entry_is_dismissed_and_stops_counting(
     assert set(outcomes) == {nameless.id, unreadable}
     assert all("'sfamp dlq dismiss --unreplayable' settles it" in d for d in outcomes.values())
     assert outcomes[unreadable].startswith("the record is unreadable; nothing can replay it")
+    narrow = await sfamp("dlq", "replay", "--all", env={"COLUMNS": "40"})
+    lines = narrow.stdout.splitlines()
+    assert lines[0] == "replayed 0 of 2"
+    assert {nameless.id, unreadable} <= set(lines), narrow.stdout  # whole, to copy into --id
 
     dismissed = await sfamp("dlq", "dismiss", "--unreplayable", "--json")
     assert dismissed.exit_code == 0, dismissed.output
