@@ -75,11 +75,13 @@ def entry_lines(item: DlqItem) -> list[str]:
     """One entry as plain lines: its id alone on the first (what ``--id`` takes, printed
     whole at any width), then reason, key, time and replay, then the detail."""
     replayed = "not replayed"
-    if item.replayed_at_ms is not None:
+    if item.dismissed:
+        replayed = f"dismissed {format_time(item.replayed_at_ms)}"
+    elif item.replayed_at_ms is not None:
         replayed = f"replayed {format_time(item.replayed_at_ms)}"
         replayed += f" ({item.replayed_how})" if item.replayed_how else ""
     if item.entry is None:
-        facts = ["malformed", item.key, "-", replayed]
+        facts = ["malformed", item.key or "(no key)", "-", replayed]
         detail = item.problem or ""
     else:
         entry = item.entry

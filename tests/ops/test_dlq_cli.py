@@ -313,6 +313,8 @@ async def test_an_unreplayable_entry_is_dismissed_and_stops_counting(
     assert rows[nameless.id]["replayed_how"] == "dismissed"
     table = await sfamp("dlq", "list")
     assert "2 entries, 0 not replayed, 2 dismissed" in table.stdout
+    assert "  malformed · k · - · dismissed 20" in table.stdout, table.stdout  # not "replayed"
+    assert "replayed" not in table.stdout.replace("not replayed", "")
     assert "0 entries not replayed" in (await sfamp("status")).stdout
     again = await sfamp("dlq", "replay", "--all")
     assert (again.exit_code, again.stdout.strip()) == (0, "nothing to replay")
