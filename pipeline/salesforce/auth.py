@@ -197,10 +197,12 @@ class SalesforceAuth:
         if response.status_code != 200:
             error = str(body.get("error") or f"HTTP {response.status_code}")
             description = str(body.get("error_description") or response.text[:MAX_ERROR_TEXT])
+            checked = self.settings.credential_variables()
+            if error in _CONNECTED_APP_ERRORS:  # the app's keys, not the user's
+                checked = [name for name in checked if name.endswith(_CONNECTED_APP_ERRORS[error])]
             raise SalesforceAuthError(
                 f"Salesforce refused the {flow} login at {self.token_url}: "
-                f"{description.strip()} ({error}); check "
-                f"{', '.join(self.settings.credential_variables())}",
+                f"{description.strip()} ({error}); check {', '.join(checked)}",
                 error_code=error,
             )
         access_token, instance_url = body.get("access_token"), body.get("instance_url")
@@ -213,6 +215,15 @@ class SalesforceAuth:
             identity_url=identity if isinstance(identity, str) else None,
             issued_at_ms=_issued_at(body.get("issued_at"), self._clock),
         )
+
+
+# OAuth token errors that name the connected app's keys rather than the user's
+# credentials ("client identifier invalid", "invalid client credentials": Salesforce
+# Help, "OAuth 2.0 Username-Password Flow", error codes), and the settings holding them.
+_CONNECTED_APP_ERRORS: Final = {
+    "invalid_client_id": ("__CLIENT_ID",),
+    "invalid_client": ("__CLIENT_ID", "__CLIENT_SECRET"),
+}
 
 
 def _secret(value: Any) -> str:

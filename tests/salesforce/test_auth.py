@@ -175,6 +175,27 @@ async def test_refused_logins_read_as_one_line(
         assert secret not in message
 
 
+@pytest.mark.parametrize(
+    ("overrides", "checked"),
+    [
+        ({"client_id": "someone-else"}, "CLIENT_ID"),
+        ({"client_secret": "wrong-secret"}, "CLIENT_ID, SFAMP_SALESFORCE__CLIENT_SECRET"),
+        (
+            {"password": "wrong-password"},
+            "CLIENT_ID, SFAMP_SALESFORCE__CLIENT_SECRET, SFAMP_SALESFORCE__USERNAME, "
+            "SFAMP_SALESFORCE__PASSWORD, SFAMP_SALESFORCE__SECURITY_TOKEN",
+        ),
+    ],
+)
+async def test_a_refusal_names_the_settings_it_is_about(
+    salesforce_sandbox: SalesforceSandbox, overrides: dict[str, Any], checked: str
+) -> None:
+    """A connected app's key refused is not the user's password: the hint says which."""
+    with pytest.raises(SalesforceAuthError) as caught:
+        await login(sandbox_settings(salesforce_sandbox, **overrides))
+    assert str(caught.value).endswith(f"; check SFAMP_SALESFORCE__{checked}")
+
+
 async def test_jwt_for_an_unknown_user_is_refused(
     salesforce_sandbox: SalesforceSandbox, key_file: Path
 ) -> None:
