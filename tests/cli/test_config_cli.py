@@ -58,15 +58,21 @@ def test_validate_lists_every_mistake(tmp_path: Path) -> None:
     assert len(as_json["problems"]) == 3
 
 
+def mapping_file(tmp_path: Path, content: str | None) -> Path:
+    """``m.json`` holding ``content``; None: no such file."""
+    path = tmp_path / "m.json"
+    if content is not None:
+        path.write_text(content)
+    return path
+
+
 @pytest.mark.parametrize(
     ("content", "expected"), [(None, "does not exist"), ("{not json", "not valid JSON")]
 )
 def test_validate_unreadable_file_is_one_clear_line(
     tmp_path: Path, content: str | None, expected: str
 ) -> None:
-    path = tmp_path / "m.json"
-    if content is not None:
-        path.write_text(content)
+    path = mapping_file(tmp_path, content)
     result = sfamp("config", "validate", str(path))
     assert result.returncode != 0
     assert expected in result.stderr
@@ -85,9 +91,7 @@ def test_validate_unreadable_file_is_one_clear_line(
 def test_validate_json_reports_an_unreadable_file_in_its_shape(
     tmp_path: Path, content: str | None, expected: str
 ) -> None:
-    path = tmp_path / "m.json"
-    if content is not None:
-        path.write_text(content)
+    path = mapping_file(tmp_path, content)
     result = sfamp("config", "validate", "--json", str(path))
     assert result.returncode == 1
     report = json.loads(result.stdout)
