@@ -28,6 +28,7 @@ from pipeline.wording import plural
 app = SfampTyper(help="List, replay and dismiss dead-lettered entries.", no_args_is_help=True)
 
 _DETAIL_WIDTH: Final = 160
+NO_KEY: Final = "(no key)"  # a record of the DLQ topic written without a Kafka key
 
 
 @app.command("list")
@@ -71,6 +72,10 @@ def _print_entry(entry_id: str, *lines: str, style: str = "") -> None:
             console.print("  " + part, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
+def _result(key: str, detail: str) -> str:
+    return f"{key or NO_KEY} · {detail}"
+
+
 def entry_lines(item: DlqItem) -> list[str]:
     """One entry as plain lines: its id alone on the first (what ``--id`` takes, printed
     whole at any width), then reason, key, time and replay, then the detail."""
@@ -81,7 +86,7 @@ def entry_lines(item: DlqItem) -> list[str]:
         replayed = f"replayed {format_time(item.replayed_at_ms)}"
         replayed += f" ({item.replayed_how})" if item.replayed_how else ""
     if item.entry is None:
-        facts = ["malformed", item.key or "(no key)", "-", replayed]
+        facts = ["malformed", item.key or NO_KEY, "-", replayed]
         detail = item.problem or ""
     else:
         entry = item.entry
@@ -129,7 +134,7 @@ def _print_outcomes(outcomes: list[RedeliveryOutcome], *, as_json: bool) -> None
     ok = sum(1 for o in outcomes if o.ok)
     console.print(f"replayed {ok} of {len(outcomes)}", highlight=False)
     for o in outcomes:
-        _print_entry(o.id, f"{o.key} · {o.detail}", style="green" if o.ok else "bold red")
+        _print_entry(o.id, _result(o.key, o.detail), style="green" if o.ok else "bold red")
 
 
 @app.command("dismiss")
@@ -179,4 +184,4 @@ def _print_dismissals(outcomes: list[Dismissal], *, as_json: bool) -> None:
     done = sum(1 for o in outcomes if o.dismissed)
     console.print(f"dismissed {done} of {len(outcomes)}", highlight=False)
     for o in outcomes:
-        _print_entry(o.id, f"{o.key} · {o.detail}", style="" if o.dismissed else "dim")
+        _print_entry(o.id, _result(o.key, o.detail), style="" if o.dismissed else "dim")

@@ -52,10 +52,16 @@ def sfamp_topics(settings: KafkaSettings, objects: Iterable[str]) -> list[TopicS
 
 
 async def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec]) -> list[str]:
-    """Create the missing topics; returns the names created. Existing ones are left alone."""
+    """Create the missing topics; returns the names created. Existing ones are left alone.
+
+    Raises :class:`~pipeline.errors.KafkaError` when Kafka does not answer or refuses.
+    """
     admin = await _started_admin(settings)
     try:
-        existing = set(await admin.list_topics())
+        try:
+            existing = set(await admin.list_topics())
+        except AIOKafkaError as exc:
+            raise await unavailable(settings, exc) from exc
         missing = [spec for spec in specs if spec.name not in existing]
         for spec in missing:
             await _create(admin, spec, settings.replication_factor)

@@ -204,9 +204,9 @@ async def test_a_secret_key_is_checked_with_the_api_key_as_a_pair(
         update={"amplitude": right.amplitude.model_copy(update={"secret_key": SecretStr("x")})}
     )
     report = await verify_mapping(wrong, GOOD)
-    assert not report.ok
+    assert report.ok  # sfamp sends nothing with it: an import or a Save goes on
     check = by_name(report)["Amplitude secret key"]
-    assert check.status == "fail"
+    assert check.status == "warn"
     assert check.detail == (
         "Amplitude refused the API key and secret key as a pair (401): set "
         "SFAMP_AMPLITUDE__SECRET_KEY to the secret key of the API key's project"

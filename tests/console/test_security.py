@@ -16,7 +16,6 @@ from pydantic import SecretStr
 from pipeline.config.settings import Settings
 from pipeline.console.security import CONTENT_SECURITY_POLICY, is_loopback, local_path, redactor
 from pipeline.sandbox_stack import SandboxStack
-from sfamp_sandbox.amplitude import SECRET_KEY as AMPLITUDE_SECRET_KEY
 from tests.console.conftest import (
     console_client,
     console_process,
@@ -27,8 +26,7 @@ from tests.console.conftest import (
 
 Client = TestClient[Any, Any]
 TOKEN = "console-token-for-the-tests"
-# The sandbox project's own: Save verifies the key pair before it publishes.
-SECRET_KEY = AMPLITUDE_SECRET_KEY
+SECRET_KEY = "amplitude-secret-key-for-the-tests"
 FORM = {"cadence_mode": "hourly"}
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaTimeoutError
 
 from pipeline.config.settings import KafkaSettings
-from pipeline.errors import TopicConfigError
+from pipeline.errors import KafkaError, TopicConfigError
 from pipeline.kafka.admin import (
     TopicSpec,
     check_topic_configs,
@@ -120,3 +122,17 @@ async def test_a_config_topic_made_elsewhere_with_several_partitions_still_holds
     assert found is not None, "the published mapping is not where it is read"
     assert found.revision == published.revision
     assert found.mapping == mapping
+
+
+async def test_a_kafka_error_while_listing_topics_is_sfamps_own(
+    kafka_bootstrap: str, topic_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Callers catch sfamp's KafkaError (a backfill then writes its DLQ to a file)."""
+
+    async def timed_out(self: AIOKafkaAdminClient) -> list[str]:
+        raise KafkaTimeoutError
+
+    monkeypatch.setattr(AIOKafkaAdminClient, "list_topics", timed_out)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    with pytest.raises(KafkaError, match="not answering"):
+        await ensure_topics(settings, sfamp_topics(settings, []))

@@ -327,6 +327,14 @@ async def test_an_unreplayable_entry_is_dismissed_and_stops_counting(
     )
 
 
+async def test_a_record_without_a_key_is_named_so(topics: KafkaSettings, sfamp: Cli) -> None:
+    await produce(topics, [(TopicNames(topics.topic_prefix).dlq, None, b"not a dlq entry")])
+    listed = (await sfamp("dlq", "list")).stdout
+    assert "  malformed · (no key) · - · not replayed" in listed, listed
+    replayed = (await sfamp("dlq", "replay", "--all")).stdout
+    assert "  (no key) · the record is unreadable; nothing can replay it" in replayed, replayed
+
+
 async def test_a_refused_login_stops_the_replay_in_one_line(
     topics: KafkaSettings, sfamp: Cli, org: Org
 ) -> None:

@@ -259,7 +259,8 @@ class RejectSink:
             try:
                 # Made as the service makes it (one partition), not by a broker's defaults
                 # on the first write, or refused where the cluster creates no topics.
-                await ensure_topics(kafka, sfamp_topics(kafka, []))
+                dlq = TopicNames(kafka.topic_prefix).dlq
+                await ensure_topics(kafka, [s for s in sfamp_topics(kafka, []) if s.name == dlq])
                 self._producer = await self._stack.enter_async_context(ChangeProducer(kafka))
                 self.destination = f"kafka:{TopicNames(kafka.topic_prefix).dlq}"
                 return

@@ -35,6 +35,8 @@ async def test_dismiss_one_then_every_unreplayable_one(page: Page, console: Cons
     await page.goto(console.url + "/dead-letters")
     rows = page.get_by_test_id("dead-letter")
     await expect(rows).to_have_count(2)
+    # The record that is no entry waits too, as sfamp status and dlq list count it.
+    await expect(page.get_by_text("2 entries in")).to_contain_text("2 not replayed")
     named = rows.filter(has_text=entry.key)
     await named.get_by_role("button", name="Dismiss").click()
 
@@ -43,9 +45,12 @@ async def test_dismiss_one_then_every_unreplayable_one(page: Page, console: Cons
     await expect(outcome).to_contain_text(f"{entry.key}: dismissed in the console")
     await expect(named).to_contain_text("(dismissed)")
     await expect(named.get_by_role("button", name="Dismiss")).to_have_count(0)
+    await expect(page.get_by_text("2 entries in")).to_contain_text("1 not replayed")
+    await expect(page.get_by_role("button", name="Replay all")).to_be_enabled()
 
     await page.get_by_role("button", name="Dismiss unreplayable").click()
     await expect(outcome).to_contain_text("Dismissed 1 of 1")
     await expect(rows.filter(has_text="malformed")).to_contain_text("(dismissed)")
     await expect(page.get_by_role("button", name="Dismiss", exact=True)).to_have_count(0)
     await expect(page.get_by_text("2 entries in")).to_contain_text("0 not replayed")
+    await expect(page.get_by_role("button", name="Replay all")).to_be_disabled()
