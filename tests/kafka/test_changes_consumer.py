@@ -12,6 +12,7 @@ from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.consumer import ChangesConsumer, Partition, Record
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
+from tests.runtime.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -102,10 +103,11 @@ async def test_the_next_fetch_is_asked_for_before_the_caller_works_on_a_batch(
         assert await fetch_offsets(consumer, 10) == list(range(10))
         await send(kafka, topic, 10)
         # Wait until aiokafka holds the new records: the next fetch takes them at once.
-        deadline = time.monotonic() + 30
-        while consumer.highwater(tp) != 20 or asked():
-            assert time.monotonic() < deadline, "aiokafka did not fetch the new records"
-            await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: consumer.highwater(tp) == 20 and not asked(),
+            interval=0.01,
+            what="aiokafka to hold the new records with no request on the wire",
+        )
         batch = await consumer.fetch(timeout_seconds=0.5, max_records=100, until=asyncio.Event())
         assert [record.offset for record in batch[tp]] == list(range(10, 20))
         # Checked before any other await: the request for what follows is on its way.
