@@ -262,7 +262,7 @@ class RejectSink:
                 dlq = TopicNames(kafka.topic_prefix).dlq
                 await ensure_topics(kafka, [s for s in sfamp_topics(kafka, []) if s.name == dlq])
                 self._producer = await self._stack.enter_async_context(ChangeProducer(kafka))
-                self.destination = f"kafka:{TopicNames(kafka.topic_prefix).dlq}"
+                self.destination = f"kafka:{dlq}"
                 return
             except KafkaError as exc:
                 if self._mode == "kafka":
