@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 # Salesforce API names: a letter, then letters, digits and single underscores, with an
 # optional namespace prefix (ns__) and suffix (__c, __r, __x, ...). Double underscores
@@ -59,7 +59,8 @@ class IntervalCadence(_Model):
     """Flush every N seconds: near real time."""
 
     mode: Literal["interval"]
-    every_seconds: int = Field(ge=1, le=86_400)
+    # Strict: a quoted "5" or a true (which lax parsing reads as 1 s) is refused.
+    every_seconds: StrictInt = Field(ge=1, le=86_400)
 
     @property
     def period_seconds(self) -> int:
@@ -86,7 +87,7 @@ class HourlyReconcile(_Model):
     """Re-read what change events cannot keep fresh every hour, at ``minute``."""
 
     mode: Literal["hourly"]
-    minute: int = Field(0, ge=0, le=59)
+    minute: StrictInt = Field(0, ge=0, le=59)
 
     @property
     def description(self) -> str:

@@ -290,6 +290,23 @@ def test_cadence_out_of_range(cadence: dict[str, Any], path: str) -> None:
     assert path in problems_of(doc)
 
 
+@pytest.mark.parametrize("value", ["5", True, 5.0])
+@pytest.mark.parametrize(
+    ("section", "cadence", "field"),
+    [
+        ("sync_cadence", {"mode": "interval"}, "every_seconds"),
+        ("reconcile", {"mode": "hourly"}, "minute"),
+    ],
+)
+def test_a_number_of_seconds_or_minutes_is_a_json_integer(
+    section: str, cadence: dict[str, Any], field: str, value: object
+) -> None:
+    """A quoted "5" or a true (which lax parsing reads as 1) is refused, not guessed at."""
+    doc = good()
+    doc[section] = cadence | {field: value}
+    assert f"$.{section}.{field}" in problems_of(doc)
+
+
 def test_export_round_trip_is_equal_and_stable() -> None:
     model = parse_mapping(
         b'{"mappings":[{"group_properties":[{"amplitude_property":"n","sfdc_field":"Name"}],'
