@@ -179,5 +179,6 @@ async def test_dead_letters_dismiss_one_and_every_unreplayable_one(
     assert "Dismissed 1 of 1" in html, "the malformed record: nothing can replay it"
     assert ">Dismiss</button>" not in html, "both are settled now"
     assert "0 not replayed" in html
+    assert html.count(">dismissed <time") == 2, "as sfamp dlq list says it: dismissed <time>"
     bare = await client.get("/dead-letters/dismiss", allow_redirects=False)
     assert (bare.status, bare.headers["Location"]) == (303, "/dead-letters")
