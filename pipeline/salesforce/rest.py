@@ -191,7 +191,10 @@ class SalesforceRest:
                 delay = exponential_delay(
                     attempt, self._jitter(), first=BACKOFF_BASE_SECONDS, ceiling=BACKOFF_CAP_SECONDS
                 )
-                log.warning("salesforce_retry", method=method, error=str(exc), delay=delay)
+                # ``call`` is what is retried; ``error`` names what failed (a token POST
+                # under a GET, say).
+                call = f"{method} {_short(path_or_url)}"
+                log.warning("salesforce_retry", call=call, error=str(exc), delay=delay)
                 await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 

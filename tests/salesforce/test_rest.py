@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from pipeline.errors import (
     RequestLimitError,
@@ -141,12 +142,17 @@ async def test_5xx_is_retried_with_growing_backoff_then_succeeds(
     sf_client: SalesforceClient, control: httpx.AsyncClient, sleeps: Sleeps
 ) -> None:
     await fault(control, "http_503", count=2)
-    limits = await sf_client.rest.limits()
+    with capture_logs() as logs:
+        limits = await sf_client.rest.limits()
     assert "DailyApiRequests" in limits
     assert len(sleeps.delays) == 2
     assert 0.25 <= sleeps.delays[0] <= 0.5
     assert 0.5 <= sleeps.delays[1] <= 1.0
     assert sf_client.rest.api_calls == 3
+    retries = [line for line in logs if line["event"] == "salesforce_retry"]
+    assert [line["call"] for line in retries] == ["GET limits/"] * 2, (
+        "what is retried, beside the error that names what failed"
+    )
 
 
 async def test_persistent_5xx_gives_up_as_unavailable(
