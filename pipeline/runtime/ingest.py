@@ -51,6 +51,7 @@ from pipeline.kafka.records import (
 )
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.cadence import now_ms
+from pipeline.runtime.hidden_fields import reporting_schemas
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.replay_start import (
@@ -66,8 +67,8 @@ from pipeline.runtime.resync import Resyncs
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.salesforce_reads import (
     RestReads,
-    SchemaCache,
     fields_to_read,
+    read_described,
     records_by_id,
 )
 from pipeline.runtime.state import ServiceState
@@ -79,6 +80,7 @@ from pipeline.transform.envelope import GAP_OPS, ChangeEnvelope, encode
 from pipeline.transform.reads import (
     reread_envelope,
 )
+from pipeline.transform.schema import ObjectSchema
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +113,7 @@ class IngestPump:
         self._authenticator: AuthenticatorFactory = salesforce.auth.streaming_authenticator
         self._producer = producer
         self._topics = TopicNames(settings.kafka.topic_prefix)
-        self._schemas = SchemaCache(self._rest)
+        self._schemas = reporting_schemas(self._rest, state, metrics)
         self._backoff = Backoff(first=1.0, ceiling=60.0)
         self._resyncs = Resyncs(
             holder, salesforce, producer, self._topics, self._schemas, state, metrics
@@ -409,9 +411,7 @@ class IngestPump:
         records: list[Record] = []
         for obj, ids in gaps.items():
             try:
-                await self._schemas.ensure([obj])
-                fields = [*fields_to_read(config, obj, self._schemas.cached(obj)), MODSTAMP]
-                found = await records_by_id(self._rest, obj, ids, fields)
+                found = await self._gap_records(config, obj, ids)
             except SalesforceRequestError as exc:
                 # Retrying the same read cannot help; reading the whole object can.
                 log.error("cdc_gap_reread_refused", object=obj, reason=str(exc))
@@ -424,6 +424,18 @@ class IngestPump:
             self.metrics.events_ingested.labels(obj).inc(len(ids))
             self.state.per_minute.add("changes_ingested", len(ids), now_ms() / 1000)
         return records
+
+    async def _gap_records(
+        self, config: MappingConfig, obj: str, ids: Mapping[str, int]
+    ) -> dict[str, dict[str, Any]]:
+        """The records ``ids`` names as they are now, read as ``read_described`` reads."""
+
+        async def read(schema: ObjectSchema | None) -> dict[str, dict[str, Any]]:
+            fields = [*fields_to_read(config, obj, schema), MODSTAMP]
+            return await records_by_id(self._rest, obj, ids, fields)
+
+        await self._schemas.ensure_mapped(config, [obj])
+        return await read_described(self._schemas, config, obj, read)
 
 
 def _position(message: Mapping[str, Any]) -> tuple[str, int | None]:

@@ -36,17 +36,18 @@ from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.backfill import ReadOptions, begin_catch_up, read_batches, snapshot_fields
 from pipeline.runtime.backfill.jobs import forget_unsaved_job
 from pipeline.runtime.cadence import now_ms
+from pipeline.runtime.hidden_fields import fields_hidden, fields_shown
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.retry import Backoff
-from pipeline.runtime.salesforce_reads import SchemaCache, fields_to_read
+from pipeline.runtime.salesforce_reads import SchemaCache, refuse_unreadable
 from pipeline.runtime.state import ServiceState
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.channels import LATEST
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.envelope import ChangeEnvelope, Source, encode
 from pipeline.transform.reads import stamped_envelope
-from pipeline.transform.schema import ObjectSchema, unreadable_fields
+from pipeline.transform.schema import ObjectSchema
 
 log = structlog.get_logger(__name__)
 
@@ -228,9 +229,7 @@ class Resyncs:
         schema = self._schemas.cached(sfdc_object)
         if schema is None:
             raise SalesforceError(f"no describe for {sfdc_object}")
-        missing = unreadable_fields(schema, fields_to_read(config, sfdc_object, schema))
-        if missing:
-            raise UnreadableFieldsError(sfdc_object, missing)
+        refuse_unreadable(config, sfdc_object, schema)
         return schema
 
     async def _flush_batch(self, batch: list[Record]) -> int:
@@ -244,9 +243,7 @@ class Resyncs:
                 entry.update(status="done", records=written, finished_at_ms=now_ms())
                 entry.pop("error", None)
                 break
-        for name in self.state.fields_readable(request.sfdc_object):
-            self.metrics.unreadable_fields.labels(request.sfdc_object, name).set(0)
-            log.warning("salesforce_field_readable", object=request.sfdc_object, field=name)
+        fields_shown(self.state, self.metrics, request.sfdc_object)
 
     def _resync_failed(self, request: ResyncRequest, exc: Exception) -> None:
         """Say why in /status; for unreadable fields also in a metric and a log line of its own."""
@@ -256,9 +253,7 @@ class Resyncs:
                 break
         if not isinstance(exc, UnreadableFieldsError):
             return
-        self.state.fields_unreadable(exc.sfdc_object, exc.fields, str(exc), now_ms())
-        for name in exc.fields:
-            self.metrics.unreadable_fields.labels(exc.sfdc_object, name).set(1)
+        fields_hidden(self.state, self.metrics, exc)
         log.error(
             "salesforce_fields_unreadable",
             object=exc.sfdc_object,

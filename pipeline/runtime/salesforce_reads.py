@@ -15,14 +15,14 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.errors import SalesforceError, SalesforceRequestError
+from pipeline.errors import SalesforceError, SalesforceRequestError, UnreadableFieldsError
 from pipeline.transform.plan import plan_for
 from pipeline.transform.schema import (
     ObjectSchema,
@@ -32,6 +32,7 @@ from pipeline.transform.schema import (
 )
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # Ids per SOQL IN list: about 6 KB of URL, far below Salesforce's 16 KB limit.
 IDS_PER_QUERY = 300
@@ -62,9 +63,18 @@ class RestReads(Protocol):
     def query(self, soql: str, *, all_rows: bool = False) -> AsyncIterator[dict[str, Any]]: ...
 
 
+# Told, after each describe read for a mapping, the mapped fields it omits (none: all
+# readable): (object, fields).
+HiddenFields = Callable[[str, frozenset[str]], None]
+
+
 class SchemaCache:
     """Describes each object, again once that is ``max_age_seconds`` old; the transform
-    converts values by field type and knows which fields the user may read."""
+    converts values by field type and knows which fields the user may read.
+
+    ``on_hidden`` is told which mapped fields each describe read for a mapping omits
+    (:meth:`ensure_mapped`), so that the service can show them.
+    """
 
     def __init__(
         self,
@@ -72,8 +82,10 @@ class SchemaCache:
         *,
         max_age_seconds: float = SCHEMA_MAX_AGE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        on_hidden: HiddenFields | None = None,
     ) -> None:
         self._rest = rest
+        self._on_hidden = on_hidden
         self._schemas: dict[str, ObjectSchema | None] = {}
         self._read_at: dict[str, float] = {}
         self._max_age = max_age_seconds
@@ -82,6 +94,8 @@ class SchemaCache:
         # per object: the mapping and describe it was made for, and the search of their
         # mapped fields the describe lacks (None: it lacks none)
         self._searches: dict[str, tuple[MappingConfig, ObjectSchema | None, _Search | None]] = {}
+        # per object: the mapped fields its describe omitted when last described
+        self._hidden: dict[str, frozenset[str]] = {}
 
     def cached(self, sfdc_object: str) -> ObjectSchema | None:
         return self._schemas.get(sfdc_object)
@@ -117,6 +131,28 @@ class SchemaCache:
             self._read_at[sfdc_object] = self._clock()
         return described
 
+    async def ensure_mapped(self, config: MappingConfig, objects: Iterable[str]) -> set[str]:
+        """:meth:`ensure`, then say which mapped fields each new describe omits (logged when
+        newly hidden, and told to ``on_hidden``)."""
+        described = await self.ensure(objects)
+        for sfdc_object in described:
+            self._say_hidden(config, sfdc_object)
+        return described
+
+    async def describe_again(self, config: MappingConfig, sfdc_object: str) -> bool:
+        """Describe ``sfdc_object`` again now, unless that was done in the last
+        :data:`REDESCRIBE_SECONDS`; True when a new describe was read.
+
+        For a read Salesforce refused for a field (``INVALID_FIELD``) that the describe
+        lists: field-level security hid it since, and the new describe leaves it out.
+        """
+        now, last = self._clock(), self._redescribed_at.get(sfdc_object)
+        if last is not None and now - last < REDESCRIBE_SECONDS:
+            return False
+        self._redescribed_at[sfdc_object] = now
+        self._read_at[sfdc_object] = -math.inf  # out of date: read again, kept if that fails
+        return sfdc_object in await self.ensure_mapped(config, [sfdc_object])
+
     async def ensure_current(
         self, config: MappingConfig, changes: Iterable[tuple[str | None, Sequence[CarriedChange]]]
     ) -> None:
@@ -133,7 +169,7 @@ class SchemaCache:
         describe there is, as :meth:`ensure` does.
         """
         mapped = [(o, records) for o, records in changes if o is not None and config.for_object(o)]
-        described = await self.ensure(dict.fromkeys(o for o, _ in mapped))
+        described = await self.ensure_mapped(config, dict.fromkeys(o for o, _ in mapped))
         stale = dict.fromkeys(
             o
             for o, records in mapped
@@ -146,7 +182,7 @@ class SchemaCache:
             self._redescribed_at[sfdc_object] = now
             self._read_at[sfdc_object] = -math.inf  # out of date: read again, kept if that fails
             lacking = missing_fields(config, sfdc_object, self._schemas.get(sfdc_object))
-            await self.ensure([sfdc_object])
+            await self.ensure_mapped(config, [sfdc_object])
             schema = self._schemas.get(sfdc_object)
             still = missing_fields(config, sfdc_object, schema)
             if still:  # left alone until the describe lists them; said once per try
@@ -162,6 +198,23 @@ class SchemaCache:
                     hint=f"values changed while they were hidden arrive with their next "
                     f"change; 'sfamp backfill --object {sfdc_object}' brings them now",
                 )
+
+    def _say_hidden(self, config: MappingConfig, sfdc_object: str) -> None:
+        """Log the mapped fields a describe omits, once until they are listed again: reads
+        leave them out (their properties are left alone), and nothing else would say so."""
+        missing = missing_fields(config, sfdc_object, self._schemas.get(sfdc_object))
+        hidden = missing - self._hidden.get(sfdc_object, frozenset())
+        self._hidden[sfdc_object] = missing
+        if self._on_hidden is not None:
+            self._on_hidden(sfdc_object, missing)
+        if hidden:
+            log.error(
+                "mapped_fields_unreadable",
+                object=sfdc_object,
+                fields=sorted(hidden),
+                permission="field-level security: Read Access",
+                action="left alone: reads leave them out, no property is unset",
+            )
 
     def _carries_missing(
         self, config: MappingConfig, sfdc_object: str, records: Sequence[CarriedChange]
@@ -215,10 +268,43 @@ def missing_fields(
     return frozenset(unreadable_fields(schema, mapped))
 
 
+async def read_described(
+    schemas: SchemaCache,
+    config: MappingConfig,
+    sfdc_object: str,
+    read: Callable[[ObjectSchema | None], Awaitable[T]],
+) -> T:
+    """``read(schema)`` under the cached describe, and once more under a new one when
+    Salesforce refuses it for a field (``INVALID_FIELD``): one hidden by field-level
+    security since the describe was read, which the new one leaves out (see
+    :meth:`SchemaCache.describe_again`). Any other refusal, or the same one again, is
+    raised."""
+    try:
+        return await read(schemas.cached(sfdc_object))
+    except SalesforceRequestError as exc:
+        if exc.error_code != "INVALID_FIELD":
+            raise
+        if not await schemas.describe_again(config, sfdc_object):
+            raise
+    return await read(schemas.cached(sfdc_object))
+
+
+def refuse_unreadable(config: MappingConfig, sfdc_object: str, schema: ObjectSchema) -> None:
+    """Raise :class:`UnreadableFieldsError` naming the fields ``config`` maps for
+    ``sfdc_object`` that ``schema`` omits: a read that must be whole (a backfill, a
+    re-sync) stops and says so, where :func:`fields_to_read` would leave them out."""
+    mapped = (name for mapping in config.for_object(sfdc_object) for name in mapping.fields)
+    missing = unreadable_fields(schema, mapped)
+    if missing:
+        raise UnreadableFieldsError(sfdc_object, missing)
+
+
 def fields_to_read(
     config: MappingConfig, sfdc_object: str, schema: ObjectSchema | None
 ) -> list[str]:
-    """Id and every field any mapping of the object reads, compounds as components."""
+    """Id and every field any mapping of the object reads, compounds as components; not
+    the fields the describe omits (hidden by field-level security: a query naming one is
+    refused), but the group name field (see :func:`pipeline.transform.plan.compile_plan`)."""
     names = ["Id"]
     for mapping in config.for_object(sfdc_object):
         plan = plan_for(mapping, schema)

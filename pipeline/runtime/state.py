@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -126,10 +126,13 @@ class ServiceState:
                 "last_seen_ms": at_ms,
             }
 
-    def fields_readable(self, sfdc_object: str) -> list[str]:
-        """Every mapped field of the object was read: forget the problem; answers the fields."""
+    def fields_readable(self, sfdc_object: str, hidden: Collection[str] = ()) -> list[str]:
+        """The object's mapped fields but ``hidden`` can be read: forget their problem;
+        answers those fields."""
         cleared = [
-            v["field"] for v in self.unreadable_fields.values() if v["object"] == sfdc_object
+            v["field"]
+            for v in self.unreadable_fields.values()
+            if v["object"] == sfdc_object and v["field"] not in hidden
         ]
         for name in cleared:
             del self.unreadable_fields[f"{sfdc_object}.{name}"]

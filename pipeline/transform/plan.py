@@ -172,11 +172,18 @@ def _index(targets: Sequence[Target]) -> dict[str, tuple[Target, ...]]:
 
 
 def _read_fields(mapping: ObjectMapping, schema: ObjectSchema | None) -> tuple[str, ...]:
+    """What a read of a whole record selects: the mapped fields the describe lists.
+
+    A field it omits (hidden by field-level security) is left out: Salesforce refuses
+    a query that names it (``INVALID_FIELD``), which would take every other field of
+    the read down with it, and its property is left alone anyway. The group name field
+    stays: without it no group can be named, and the refusal says why.
+    """
     names: list[str] = []
     for name in mapping.fields:
         if schema is not None and schema.is_compound(name):
             names.extend(info.name for info in schema.components_of(name))
-        else:
+        elif schema is None or not schema.omits(name) or name == mapping.group_name_field:
             names.append(name)
     return tuple(dict.fromkeys(names))
 

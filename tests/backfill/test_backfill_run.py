@@ -440,6 +440,26 @@ async def test_a_run_deletes_its_snapshot_job(sandboxes: Sandboxes, tmp_path: Pa
     assert not sandboxes.salesforce.state.jobs.jobs, "the run left its Bulk job behind"
 
 
+async def test_a_field_hidden_since_the_check_stops_the_run_and_names_it(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    """A read leaves out fields the describe omits (field-level security); a backfill must
+    not, or its snapshot would pass for a whole one and say nothing of them."""
+    await sandboxes.seed("Account", 30)
+    hide = {"object": "Account", "field": "Industry", "readable": False}
+    url = f"{sandboxes.salesforce.base_url}/__sandbox/field-security"
+    (await sandboxes.control.post(url, json=hide)).raise_for_status()
+    summary = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=tmp_path / "checkpoint.json"
+    )
+
+    assert not summary.completed
+    assert "cannot read Account.Industry" in str(summary.error)
+    assert "field-level security" in str(summary.error)
+    assert summary.bulk_jobs == 0
+    assert sandboxes.groups() == {}
+
+
 async def test_dry_run_sends_nothing_and_plans(sandboxes: Sandboxes, tmp_path: Path) -> None:
     await sandboxes.seed("Account", 3_000)
     checkpoint = tmp_path / "checkpoint.json"

@@ -49,7 +49,7 @@ async def _readable(org: Org, field: str, readable: bool) -> None:
     await _control(org, "POST", "/field-security", body)
 
 
-async def test_a_hidden_field_is_never_unset_and_the_resync_says_why(
+async def test_a_hidden_field_is_left_out_of_reads_never_unset_and_the_resync_waits(
     stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
 ) -> None:
     settings = settings_for(stack, topic_prefix)
@@ -67,21 +67,33 @@ async def test_a_hidden_field_is_never_unset_and_the_resync_says_why(
 
         await wait_until(all_have_industry, what="the seeded accounts")
 
-        # Hiding Industry: the gap re-read fails (INVALID_FIELD), and so would a re-sync
-        # that still selected it; one without it must not pass for a whole record.
+        # Industry hidden since the services' describes were read: the gap re-read that
+        # selects it is refused (INVALID_FIELD), the object is described again, and the
+        # read asked once more without it brings the rest of the record.
         await _readable(org, "Industry", False)
+        silent = {"Name": "Renamed quietly", "emit_events": False}
+        await _control(org, "PATCH", f"/records/Account/{ids[0]}", silent)
         await org.gap("Account", ids[:1], "GAP_UPDATE")
         await wait_until(
-            lambda: "Account.Industry" in service.state.unreadable_fields,
-            what="the unreadable field in the service state",
+            lambda: (group(stack, "account", ids[0]) or {}).get("name") == "Renamed quietly",
+            what="the gap re-read without the hidden field",
         )
-        status = service.state.to_status()
-        (entry,) = status["unreadable_fields"]
+        assert service.state.to_status()["resyncs"] == [], "a gap re-read, not a re-sync"
+        (entry,) = service.state.to_status()["unreadable_fields"]
         assert (entry["object"], entry["field"]) == ("Account", "Industry")
         assert "field-level security" in entry["reason"]
-        assert "Account.Industry" in status["resyncs"][-1]["error"]
         gauge = service.metrics.unreadable_fields.labels("Account", "Industry")
         assert gauge._value.get() == 1
+
+        # A re-sync cannot leave it out: a snapshot without it would pass for a whole one.
+        await org.gap_overflow("Account")
+        await wait_until(
+            lambda: (
+                "Account.Industry"
+                in (service.state.to_status()["resyncs"] or [{}])[-1].get("error", "")
+            ),
+            what="the re-sync waiting for the hidden field",
+        )
         await deliver_turns(service, 3)
         assert all_have_industry(), "a property was unset because its field could not be read"
 
@@ -97,6 +109,42 @@ async def test_a_hidden_field_is_never_unset_and_the_resync_says_why(
         assert gauge._value.get() == 0
         await deliver_turns(service, 3)
         assert all_have_industry()
+
+
+async def test_a_field_hidden_since_the_describe_leaves_flush_time_lookups_whole(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Groups named by another field than Id are looked up at flush time: a mapped field
+    hidden since deliver's describe must not get every such lookup refused (INVALID_FIELD)
+    and dead-lettered; the lookup goes without it, and its property is left alone."""
+    settings = settings_for(stack, topic_prefix)
+    path = tmp_path / "mapping.json"
+    mapping = {
+        "sfdc_object": "Account",
+        "group_type": "account",
+        "group_name_field": "External_Id__c",
+        "group_properties": [
+            {"sfdc_field": "Name", "amplitude_property": "name"},
+            {"sfdc_field": "Industry", "amplitude_property": "industry"},
+        ],
+    }
+    config = {"version": 1, "sync_cadence": {"mode": "interval", "every_seconds": 1}}
+    path.write_text(json.dumps({**config, "mappings": [mapping]}))
+    async with running(settings, path) as service:
+        account = await org.create("Account", Name="Acme", External_Id__c="AC-1", Industry="Energy")
+        await wait_until(
+            lambda: (group(stack, "account", "AC-1") or {}).get("industry") == "Energy",
+            what="the created account",
+        )
+        await _readable(org, "Industry", False)
+        await org.update("Account", account, Name="Acme Renamed")  # names no group: a lookup
+        await wait_until(
+            lambda: (group(stack, "account", "AC-1") or {}).get("name") == "Acme Renamed",
+            what="the update, named by a lookup that leaves the hidden field out",
+        )
+        assert (group(stack, "account", "AC-1") or {}).get("industry") == "Energy"
+        assert sum(flush.dlq for flush in service.state.recent_flushes) == 0, "none dead-lettered"
+        assert "Account.Industry" in service.state.unreadable_fields
 
 
 async def test_an_undelete_leaves_fields_events_never_carry_alone(

@@ -8,13 +8,18 @@ from typing import Any
 
 import pytest
 
+from pipeline.config.mapping import MappingConfig
 from pipeline.errors import SalesforceRequestError
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
-from pipeline.runtime.salesforce_reads import id_problem, read_records, records_by_id
+from pipeline.runtime.deliver.lookups import resolve_lookups
+from pipeline.runtime.deliver.window import FlushWindow, Source
+from pipeline.runtime.salesforce_reads import SchemaCache, id_problem, read_records, records_by_id
 from pipeline.sandbox_stack import SandboxStack
+from pipeline.transform.apply import NeedsLookup, changes_for
 from pipeline.transform.envelope import ChangeEnvelope, encode
 from tests.runtime.conftest import Org, group, read_dlq, running, settings_for, wait_until
+from tests.transform.fixtures import mapping
 
 GOOD_18 = "001RM0000000001YAA"  # 15 characters and the checksum of their case
 
@@ -127,3 +132,47 @@ async def test_ids_that_cannot_be_ids_are_refused_before_any_query() -> None:
 )
 def test_the_salesforce_id_rule(record_id: str, valid: bool) -> None:
     assert (id_problem(record_id) is None) is valid
+
+
+class HidingRest:
+    """An org where Industry is hidden by field-level security: the describe leaves it out
+    and a query naming it is refused, as Salesforce refuses it."""
+
+    fields = ("Id", "IsDeleted", "External_Id__c", "Tier__c", "SystemModstamp")
+
+    async def describe(self, sobject: str) -> dict[str, Any]:
+        return {"name": sobject, "fields": [{"name": n, "type": "string"} for n in self.fields]}
+
+    async def query(self, soql: str, *, all_rows: bool = False) -> AsyncIterator[dict[str, Any]]:
+        selected = soql.removeprefix("SELECT ").split(" FROM ")[0].split(", ")
+        for name in selected:
+            if name not in self.fields:
+                raise SalesforceRequestError(f"No such column '{name}'", error_code="INVALID_FIELD")
+        yield {"Id": GOOD_18, "IsDeleted": False, "External_Id__c": "ext-1", "Tier__c": "Gold"}
+
+
+async def test_a_hidden_field_is_left_out_of_a_lookup_for_another_field() -> None:
+    config = MappingConfig.model_validate(
+        {
+            "sync_cadence": {"mode": "hourly"},
+            "mappings": [
+                mapping(
+                    {"Tier__c": "tier", "Industry": "industry"},
+                    group_type="account_ext",
+                    group_name_field="External_Id__c",
+                ).model_dump(mode="json")
+            ],
+        }
+    )
+    rest = HidingRest()
+    schemas = SchemaCache(rest)
+    await schemas.ensure(["Account"])
+    envelope = _update(GOOD_18, Tier__c="Gold")
+    outcome = changes_for(envelope, config.mappings[0], schemas.cached("Account"))
+    assert isinstance(outcome, NeedsLookup), "the group is named by a read at flush time"
+    window = FlushWindow()
+    window.add(envelope, config.mappings[0], outcome, Source("t.changes.Account", 0, 7, GOOD_18))
+    await resolve_lookups(rest, schemas, config, window)
+    assert window.dlq == [], "the change to a readable field is not dead-lettered"
+    [update] = window.drain().updates()
+    assert (update.group_value, update.set, update.unset) == ("ext-1", {"tier": "Gold"}, set())

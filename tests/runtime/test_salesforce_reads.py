@@ -9,9 +9,21 @@ import pytest
 import structlog.testing
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.errors import SalesforceRequestError, SalesforceUnavailableError
-from pipeline.runtime.salesforce_reads import IDS_PER_QUERY, SchemaCache, records_by_id
+from pipeline.errors import (
+    SalesforceRequestError,
+    SalesforceUnavailableError,
+    UnreadableFieldsError,
+)
+from pipeline.runtime.salesforce_reads import (
+    IDS_PER_QUERY,
+    SchemaCache,
+    fields_to_read,
+    read_described,
+    records_by_id,
+    refuse_unreadable,
+)
 from pipeline.transform.envelope import ChangeEnvelope, encode
+from pipeline.transform.schema import ObjectSchema, schema_from_describe
 from tests.transform.fixtures import mapping
 
 
@@ -237,3 +249,80 @@ async def test_a_refused_refresh_keeps_converting_by_the_describe_there_is() -> 
     now[0] = 301.0
     assert await cache.ensure(["Account"]) == set()
     assert cache.cached("Account").field("Industry") is not None  # type: ignore[union-attr]
+
+
+class FieldSecurityRest(ChangingRest):
+    """Refuses a query naming a field the describe no longer lists, as Salesforce does."""
+
+    async def query(self, soql: str, *, all_rows: bool = False) -> AsyncIterator[dict[str, Any]]:
+        self.queries.append((soql, all_rows))
+        selected = soql.removeprefix("SELECT ").split(" FROM ")[0].split(", ")
+        for name in selected:
+            if name not in {*self.fields, "IsDeleted"}:
+                raise SalesforceRequestError(f"No such column '{name}'", error_code="INVALID_FIELD")
+        yield {"Id": "001A00000000001AAA", "IsDeleted": False}
+
+
+async def _read_industry(cache: SchemaCache, rest: FieldSecurityRest) -> list[str]:
+    """What :func:`read_described` selects for INDUSTRY, read through ``rest``."""
+
+    async def read(schema: ObjectSchema | None) -> list[str]:
+        fields = fields_to_read(INDUSTRY, "Account", schema)
+        await records_by_id(rest, "Account", ["001A00000000001"], fields)
+        return fields
+
+    return await read_described(cache, INDUSTRY, "Account", read)
+
+
+async def test_a_read_refused_for_a_field_hidden_since_the_describe_is_asked_again_without_it() -> (
+    None
+):
+    reports: list[tuple[str, frozenset[str]]] = []
+    now = [0.0]
+    rest = FieldSecurityRest()
+    cache = SchemaCache(rest, clock=lambda: now[0], on_hidden=lambda *r: reports.append(r))
+    await cache.ensure_mapped(INDUSTRY, ["Account"])
+    assert reports == [("Account", frozenset())]
+    rest.fields = ["Id"]  # Industry hidden by field-level security, the describe still fresh
+    with structlog.testing.capture_logs() as logs:
+        assert await _read_industry(cache, rest) == ["Id"]
+    assert rest.describes == 2
+    assert len(rest.queries) == 2, "refused once, then asked without the hidden field"
+    assert reports[-1] == ("Account", frozenset({"Industry"}))
+    (said,) = [entry for entry in logs if entry["event"] == "mapped_fields_unreadable"]
+    assert said["fields"] == ["Industry"]
+
+    now[0] = 1.0
+    with structlog.testing.capture_logs() as logs:
+        await cache.ensure_mapped(INDUSTRY, ["Account"])
+    assert rest.describes == 2, "the describe is fresh"
+    assert not logs, "said once until it is listed again"
+
+
+async def test_a_read_refused_again_under_a_new_describe_is_raised() -> None:
+    now = [0.0]
+    rest = FieldSecurityRest()
+    cache = SchemaCache(rest, clock=lambda: now[0])
+    await cache.ensure(["Account"])
+
+    async def read(schema: ObjectSchema | None) -> None:
+        await records_by_id(rest, "Account", ["001A00000000001"], ["Id", "Gone__c"])
+
+    with pytest.raises(SalesforceRequestError, match="Gone__c"):
+        await read_described(cache, INDUSTRY, "Account", read)
+    assert (rest.describes, len(rest.queries)) == (2, 2)
+    now[0] = 10.0
+    with pytest.raises(SalesforceRequestError, match="Gone__c"):
+        await read_described(cache, INDUSTRY, "Account", read)
+    assert (rest.describes, len(rest.queries)) == (2, 3), "described again at most every 30 s"
+
+
+def test_reads_leave_out_a_field_the_describe_omits_but_the_group_name_field() -> None:
+    by_external_id = mapping({"Industry": "industry", "Name": "name"}, group_name_field="Key__c")
+    config = MappingConfig(sync_cadence={"mode": "hourly"}, mappings=[by_external_id])
+    schema = schema_from_describe(
+        {"name": "Account", "fields": [{"name": n, "type": "string"} for n in ("Id", "Name")]}
+    )
+    assert fields_to_read(config, "Account", schema) == ["Id", "Key__c", "Name"]
+    with pytest.raises(UnreadableFieldsError, match=r"Account\.Key__c, Account\.Industry"):
+        refuse_unreadable(config, "Account", schema)

@@ -30,7 +30,7 @@ from pipeline.runtime.backfill.jobs import forget_unsaved_job
 from pipeline.runtime.backfill.meaning import MODSTAMP, ReadMeaning
 from pipeline.runtime.backfill.read import BulkWindowReads, open_object, read_batches
 from pipeline.runtime.backfill.report import ObjectSummary
-from pipeline.runtime.salesforce_reads import fields_to_read
+from pipeline.runtime.salesforce_reads import fields_to_read, refuse_unreadable
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
 
 log = structlog.get_logger(__name__)
@@ -76,6 +76,8 @@ async def _open_object(run: BackfillRun, item: ObjectSummary) -> ObjectRun | Non
     schema = schema_from_describe(opening.describe)
     if run.sent is not None:
         run.sent.learn(schema)
+    # Checked before the run too; a field hidden since is not silently left out.
+    refuse_unreadable(run.config, sfdc_object, schema)
     mapped = fields_to_read(run.config, sfdc_object, schema)
     mappings = run.config.for_object(sfdc_object)
     fingerprint = _fingerprint(mappings, mapped, run.where)

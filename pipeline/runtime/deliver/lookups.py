@@ -2,8 +2,11 @@
 
 The changes of one window that need a read are read together, one batched read
 per object. A bad record id fails alone (see :mod:`pipeline.runtime.salesforce_reads`);
-a read Salesforce refuses for every id (a field the user may not read) parks
-that object's changes in the DLQ, and the other objects go on.
+a field the describe omits (hidden by field-level security) is not selected, and
+one hidden since the describe was read has the object described again and the read
+asked once more without it. A read Salesforce still refuses for every id (the
+group name field hidden, say) parks that object's changes in the DLQ, and the
+other objects go on.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ from typing import Any
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.errors import SalesforceRequestError
 from pipeline.runtime.deliver.window import FlushWindow, Lookup, envelope_payload
-from pipeline.runtime.salesforce_reads import RecordReads, RestReads, SchemaCache, read_records
+from pipeline.runtime.salesforce_reads import (
+    RecordReads,
+    RestReads,
+    SchemaCache,
+    read_described,
+    read_records,
+)
 from pipeline.transform.apply import (
     NothingToDo,
     Outcome,
@@ -22,6 +31,7 @@ from pipeline.transform.apply import (
     changes_for,
 )
 from pipeline.transform.plan import plan_for
+from pipeline.transform.schema import ObjectSchema
 
 
 async def resolve_lookups(
@@ -32,13 +42,8 @@ async def resolve_lookups(
     for item in window.lookups:
         by_object.setdefault(item.envelope.object, []).append(item)
     for sfdc_object, items in by_object.items():
-        schema = schemas.cached(sfdc_object)
-        fields = {name for item in items for name in item.fields}
-        for mapping in config.for_object(sfdc_object):
-            fields |= {mapping.group_name_field, *plan_for(mapping, schema).read_fields}
-        ids = (item.envelope.record_id for item in items)
         try:
-            reads = await read_records(rest, sfdc_object, ids, sorted(fields))
+            reads = await _read(rest, schemas, config, items)
         except SalesforceRequestError as exc:
             # Salesforce refuses this read for good: park the changes, go on with the rest.
             for item in items:
@@ -48,6 +53,32 @@ async def resolve_lookups(
         for item in items:
             _resolve_read(item, reads, schemas, window)
     window.lookups = []
+
+
+async def _read(
+    rest: RestReads, schemas: SchemaCache, config: MappingConfig, items: list[Lookup]
+) -> RecordReads:
+    """The records of ``items`` (one object's), read as :func:`read_described` reads."""
+    sfdc_object = items[0].envelope.object
+    ids = [item.envelope.record_id for item in items]
+
+    async def read(schema: ObjectSchema | None) -> RecordReads:
+        return await read_records(rest, sfdc_object, ids, _fields(config, schema, items))
+
+    return await read_described(schemas, config, sfdc_object, read)
+
+
+def _fields(config: MappingConfig, schema: ObjectSchema | None, items: list[Lookup]) -> list[str]:
+    """What the read of ``items`` (one object's) selects: what each asks for, and what
+    every mapping of the object reads, without fields ``schema`` omits (a lookup planned
+    under an older describe asks for those too), group name fields excepted."""
+    mappings = config.for_object(items[0].envelope.object)
+    names = {mapping.group_name_field for mapping in mappings}
+    fields = {name for item in items for name in item.fields}
+    fields = {name for name in fields if schema is None or not schema.omits(name)} | names
+    for mapping in mappings:
+        fields |= set(plan_for(mapping, schema).read_fields)
+    return sorted(fields)
 
 
 def _resolve_read(

@@ -23,10 +23,9 @@ the new owner of the others sends their values, and ours, retried meanwhile, cou
 after its newer ones. What Amplitude had already accepted is sent twice, which is
 harmless; a request already on its way may still land.
 
-Group names missing from an update (a group name field other than ``Id``) and
-fields a change does not carry are read from Salesforce at flush time, in batches
-(:mod:`pipeline.runtime.deliver.lookups`). Gap and overflow events never reach
-Kafka: ingest re-reads or re-syncs first.
+Group names missing from an update (a group name field other than ``Id``) and fields a
+change does not carry are read from Salesforce at flush time, in batches
+(:mod:`pipeline.runtime.deliver.lookups`). Gap and overflow events never reach Kafka.
 """
 
 from __future__ import annotations
@@ -52,11 +51,12 @@ from pipeline.runtime.cadence import FlushSchedule, utc_now
 from pipeline.runtime.deliver.lookups import resolve_lookups
 from pipeline.runtime.deliver.sending import send_kept, unless, write_dead_letters
 from pipeline.runtime.deliver.window import Flushing, FlushWindow, Reread, partition_names, unread
+from pipeline.runtime.hidden_fields import reporting_schemas
 from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.reconcile.recorder import SentRecorder
 from pipeline.runtime.retry import Backoff
-from pipeline.runtime.salesforce_reads import RestReads, SchemaCache
+from pipeline.runtime.salesforce_reads import RestReads
 from pipeline.runtime.state import FlushResult, ServiceState
 from pipeline.runtime.tasks import finish
 from pipeline.transform.compiled import compiled
@@ -89,7 +89,7 @@ class DeliverPump:
         self._amplitude = amplitude
         self._producer = producer
         self._salesforce = salesforce
-        self._schemas = SchemaCache(salesforce)
+        self._schemas = reporting_schemas(salesforce, state, metrics)
         self._clock = clock
         self._topics = TopicNames(settings.kafka.topic_prefix)
         self._sent = SentRecorder(producer.send_all, self._topics.sent, self._schemas)
