@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 import orjson
+from aiocometd_ng.constants import TransportState
 from aiocometd_ng.exceptions import AiocometdException
 from aiosfstream_ng.auth import AuthenticatorBase
 from aiosfstream_ng.client import Client, ReplayMarkerStoragePolicy
@@ -89,6 +90,24 @@ class _VersionedClient(Client):
     def get_cometd_url(self, instance_url: str) -> str:  # type: ignore[override]
         # aiosfstream pins CometD 45.0; use the configured API version instead.
         return f"{instance_url.rstrip('/')}/cometd/{self.api_version}"
+
+    async def _wait_connection_timeout(self, seconds: float) -> None:
+        """Return once the transport has been reconnecting for ``seconds``.
+
+        aiocometd-ng 0.5.6's own passes ``loop`` to ``asyncio.wait_for``, which Python
+        3.10 removed: each reconnect (a long poll the server ended early, say) then
+        raised a TypeError at once, which ``receive`` reported as a lost connection,
+        and the task's error was logged at exit, one per reconnect.
+        """
+        transport = self._transport
+        assert transport is not None
+        while True:
+            await transport.wait_for_state(TransportState.CONNECTING)
+            connected = transport.wait_for_state(TransportState.CONNECTED)
+            try:
+                await asyncio.wait_for(connected, seconds)
+            except TimeoutError:
+                return
 
 
 def _loads(data: str | bytes) -> Any:

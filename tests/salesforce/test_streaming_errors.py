@@ -163,3 +163,56 @@ async def test_an_interrupted_ingest_says_whether_waiting_fixes_it(
     assert (line["retriable"], line["fix_needed"]) == (True, fix_needed)
     assert (line["error"], line["log_level"]) == (error, level)
     assert line["retry_in_seconds"] > 0
+
+
+@pytest.mark.integration
+async def test_a_dropped_long_poll_is_reconnected_without_an_error(
+    sf_client: SalesforceClient, control: httpx.AsyncClient
+) -> None:
+    """A long poll the server ends early is followed by a new connect: the subscription
+    goes on, and no connection timeout fires before ``connection_timeout`` has passed."""
+    subscriber = CdcSubscriber(
+        sf_client.auth.streaming_authenticator(),
+        [CHANNEL],
+        DurableReplayStorage({}),
+        connection_timeout=30,
+    )
+    async with subscriber as cdc:
+        batches = cdc.batches()
+        names = []
+        with capture_logs() as logs:
+            for name in ("Before", "After", "Later"):
+                if name == "After":  # the connect after the one now held ends early
+                    fault = {"kind": "drop_long_poll", "count": 1}
+                    (await control.post("/__sandbox/faults", json=fault)).raise_for_status()
+                created = await control.post("/__sandbox/records/Account", json={"Name": name})
+                created.raise_for_status()
+                batch = await asyncio.wait_for(anext(batches), timeout=20)
+                names += [message["data"]["payload"]["Name"] for message in batch]
+        await batches.aclose()
+    assert names == ["Before", "After", "Later"]
+    assert not [line for line in logs if line["log_level"] in ("error", "warning")]
+
+
+@pytest.mark.integration
+async def test_a_connection_that_does_not_come_back_is_lost_after_its_timeout(
+    sf_client: SalesforceClient, control: httpx.AsyncClient
+) -> None:
+    subscriber = CdcSubscriber(
+        sf_client.auth.streaming_authenticator(),
+        [CHANNEL],
+        DurableReplayStorage({}),
+        connection_timeout=1,
+    )
+    async with subscriber as cdc:
+        batches = cdc.batches()
+        fault = {"kind": "drop_long_poll", "count": 10_000}
+        (await control.post("/__sandbox/faults", json=fault)).raise_for_status()
+        await control.post("/__sandbox/records/Account", json={"Name": "Ends the held poll"})
+        await asyncio.wait_for(anext(batches), timeout=20)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(SalesforceUnavailableError, match="lost connection"):
+            await asyncio.wait_for(anext(batches), timeout=20)
+        waited = asyncio.get_running_loop().time() - started
+        await batches.aclose()
+    assert waited >= 1, "given up before the connection timeout"
