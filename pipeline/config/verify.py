@@ -35,7 +35,13 @@ from pipeline.config.checks import (
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import AmplitudeSettings, SalesforceSettings, Settings
 from pipeline.config.validation import check_group_types
-from pipeline.errors import MappingError, Problem, SalesforceError, SfampError
+from pipeline.errors import (
+    AmplitudeUnavailableError,
+    MappingError,
+    Problem,
+    SalesforceError,
+    SfampError,
+)
 from pipeline.salesforce.channels import channel_for
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.salesforce.fields import unreadable_fields
@@ -238,11 +244,16 @@ async def _subscribe_check(subscriber: CdcSubscriber, channel: str) -> Check:
 
 
 async def check_amplitude(settings: AmplitudeSettings) -> Check:
+    """Whether Amplitude accepts the API key: a failure when it refuses it (or none is
+    set), a warning when it could not say (no answer, 429 or 5xx): an outage must not
+    hold back an import or a Save, and ``sfamp run`` checks the key again at start."""
     name = "Amplitude API key"
     try:
         async with AmplitudeClient(settings) as amplitude:
             key_check = await amplitude.verify_api_key()
-    except SfampError as exc:  # AmplitudeAuthError for a refused key, or no key, or no answer
+    except AmplitudeUnavailableError as exc:
+        return Check(name, "warn", f"not checked: {message_of(exc)}")
+    except SfampError as exc:  # AmplitudeAuthError for a refused key, or no key
         detail = message_of(exc)
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         # Amplitude echoes a refused key in its answer; a near-miss key is still a secret.

@@ -8,7 +8,7 @@ status`` shows; the Amplitude key check is the one of ``sfamp config verify``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -23,6 +23,10 @@ from pipeline.kafka.inspect import quick_settings
 from pipeline.runtime.cadence import describe
 from pipeline.runtime.status_report import salesforce_status
 
+# The longest the page waits for Amplitude to answer the key check; longer, it is shown
+# as not checked (Amplitude's own timeout, 30 s by default, is for sending).
+PAGE_WAIT_SECONDS: Final = 5.0
+
 
 async def _salesforce(settings: Settings) -> dict[str, Any]:
     missing = [problem.path for problem in settings.salesforce.credential_problems()]
@@ -32,9 +36,12 @@ async def _salesforce(settings: Settings) -> dict[str, Any]:
 
 
 async def _amplitude(settings: Settings) -> Check | None:
+    """The key check of ``sfamp config verify``, waiting at most
+    :data:`PAGE_WAIT_SECONDS` for an answer: the page waits for it."""
     if settings.amplitude.api_key is None:
         return None
-    return await check_amplitude(settings.amplitude)
+    seconds = min(settings.amplitude.timeout_seconds, PAGE_WAIT_SECONDS)
+    return await check_amplitude(settings.amplitude.model_copy(update={"timeout_seconds": seconds}))
 
 
 async def _published(settings: Settings) -> StoredRevision | str:

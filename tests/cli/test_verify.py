@@ -19,6 +19,7 @@ from pipeline.config.settings import AmplitudeSettings, SalesforceSettings, Sett
 from pipeline.config.verify import verify_mapping
 from pipeline.logs import configure_logging
 from sfamp_sandbox.amplitude import SECRET_KEY, US_API_KEY, AmplitudeSandbox
+from sfamp_sandbox.amplitude.state import Fault
 from sfamp_sandbox.salesforce import SalesforceSandbox
 from tests.support.ports import closed_port_url
 
@@ -243,12 +244,27 @@ async def test_salesforce_down_is_a_failed_check_not_an_exception(
     assert by_name(report)["Amplitude API key"].status == "pass"
 
 
-async def test_amplitude_down_is_a_failed_check(salesforce: SalesforceSandbox) -> None:
+async def test_amplitude_down_leaves_the_key_unchecked_with_a_warning(
+    salesforce: SalesforceSandbox,
+) -> None:
+    """An outage says nothing of the key: it must not hold back an import or a Save."""
     settings = settings_for(salesforce.base_url, closed_port_url())
     report = await verify_mapping(settings, GOOD)
     check = by_name(report)["Amplitude API key"]
-    assert check.status == "fail"
-    assert check.detail == "Amplitude did not answer (connection refused)"
+    assert check.status == "warn"
+    assert check.detail == "not checked: Amplitude did not answer (connection refused)"
+    assert report.ok
+
+
+async def test_an_amplitude_answering_500_leaves_the_key_unchecked(
+    salesforce: SalesforceSandbox, amplitude: AmplitudeSandbox
+) -> None:
+    amplitude.state.add_fault(Fault("500", remaining=5))
+    settings = settings_for(salesforce.base_url, amplitude.base_url)
+    report = await verify_mapping(settings, GOOD)
+    check = by_name(report)["Amplitude API key"]
+    assert (check.status, check.detail) == ("warn", "not checked: Amplitude answered 500")
+    assert report.ok
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pipeline.config.validation import parse_mapping
 from pipeline.kafka.config_topic import publish_mapping
 from tests.console.conftest import console_client
 from tests.runtime.conftest import MAPPING
+from tests.support.ports import closed_port_url
 
 Client = TestClient[Any, Any]
 
@@ -66,3 +67,19 @@ async def test_a_refused_amplitude_key_is_shown_without_the_key(settings: Settin
         html = await (await client.get("/")).text()
     assert "refused:" in html
     assert "not-the-key-12345" not in html
+
+
+async def test_an_amplitude_that_does_not_answer_leaves_the_key_not_checked(
+    settings: Settings,
+) -> None:
+    """An outage says nothing of the key: it is not shown as refused."""
+    silent = settings.model_copy(
+        update={"amplitude": settings.amplitude.model_copy(update={"base_url": closed_port_url()})}
+    )
+    async with console_client(silent) as client:
+        html = await (await client.get("/")).text()
+    assert (
+        '<span class="warning">not checked: Amplitude did not answer (connection refused)</span>'
+        in html
+    )
+    assert "refused:" not in html
