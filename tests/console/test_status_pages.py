@@ -16,6 +16,7 @@ from pipeline.kafka.config_topic import publish_mapping
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
 from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.amplitude.state import Fault
 from tests.console.conftest import console_client, csrf_of
 from tests.runtime.conftest import MAPPING, Org, group, running, settings_for, wait_until
 from tests.support.dlq import rejected
@@ -74,6 +75,34 @@ async def test_status_shows_the_flush_and_the_per_minute_chart(
         r'<span class="ok-text">ok</span>, 1 group, 1 change, 1 request<',
         live,
     )
+
+
+async def test_status_shows_a_flush_that_is_retrying(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    """As sfamp status says it: "flushing since", while Amplitude answers 429 to it."""
+    port = unused_port()
+    settings = settings_for(stack, topic_prefix, runtime={"health_port": port})
+    mapping_file = tmp_path / "mapping.json"
+    mapping_file.write_text(json.dumps(MAPPING))
+    org = Org(stack)
+    console_settings = settings.model_copy(
+        update={"console": ConsoleSettings(service_url=f"http://127.0.0.1:{port}")}
+    )
+    assert stack.amplitude is not None
+    stack.amplitude.state.add_fault(Fault("429", remaining=1000, retry_after=1))
+    async with running(settings, mapping_file), console_client(console_settings) as client:
+        await org.create("Account", Name="Held Co")
+
+        async def flushing() -> bool:
+            async with httpx.AsyncClient(timeout=2) as http:
+                status = (await http.get(f"http://127.0.0.1:{port}/status")).json()
+            return bool(status["flushing_since"])
+
+        await wait_until(flushing, timeout=30, what="a flush held by 429s")
+        live = await (await client.get("/status/live")).text()
+    await org.close()
+    assert re.search(r'data-testid="flushing-since">since <time datetime="[^"]+"', live)
 
 
 async def test_status_without_a_service_says_so(settings: Settings) -> None:
