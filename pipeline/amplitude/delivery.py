@@ -40,6 +40,10 @@ log = structlog.get_logger(__name__)
 # No HTTP answer at all since the client's start (connections refused or closed unanswered,
 # a host that does not resolve) ends a send once it has tried this long, not at the deadline.
 FIRST_CONTACT_SECONDS: Final = 30.0
+# A send that must wait this long before its first request (a Retry-After an earlier
+# answer gave still runs) says so: a flush retried after one gave up can wait minutes.
+SAID_PAUSE_SECONDS: Final = 5.0
+_PAUSED: Final = "Amplitude asked to wait (Retry-After); no request goes until then"
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -174,6 +178,8 @@ class Delivery:
         while self._waiting or self._in_flight:
             pause = self._control.pause_remaining(self._timing.clock())
             if pause > 0 and self._waiting and not self._in_flight:
+                if pause >= SAID_PAUSE_SECONDS:  # a later send waits for an earlier one's
+                    log.warning("amplitude_paused", seconds=round(pause, 1), why=_PAUSED)
                 await self._timing.sleep(pause)
                 continue
             while self._waiting and self._slots.has_room() and pause <= 0:

@@ -8,8 +8,10 @@ from urllib.parse import parse_qs
 import httpx
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from pipeline.amplitude import AmplitudeClient, resolve_base_url
+from pipeline.amplitude.concurrency import Outcome
 from pipeline.amplitude.delivery import FIRST_CONTACT_SECONDS
 from pipeline.config.settings import AmplitudeSettings
 from pipeline.errors import AmplitudeError, AmplitudeUnavailableError, ConfigError
@@ -299,8 +301,17 @@ async def test_a_retry_after_holds_back_the_other_requests_too() -> None:
     )
     async with _client(handler, time, settings=settings) as client:
         report = await client.send(_updates(3 * 1024))
-    assert report.delivered == 3 * 1024
-    assert all(at >= 1040 for at in started[1:]), started
+        assert report.delivered == 3 * 1024
+        assert all(at >= 1040 for at in started[1:]), started
+        # A later send still within it waits too, and says so: the pause outlives the
+        # send (a flush that gave up on a long Retry-After is retried in seconds).
+        client.concurrency.record(Outcome(429, time.now, 0.0, retry_after=120.0))
+        with capture_logs() as logs:
+            await client.send(_updates(1))
+    (paused,) = [line for line in logs if line["event"] == "amplitude_paused"]
+    assert paused["seconds"] == 120.0
+    assert "Retry-After" in paused["why"]
+    assert started[-1] >= time.now - 1, "sent once the pause had passed"
 
 
 async def test_an_amplitude_refusing_every_connection_since_the_start_ends_a_send_early() -> None:
