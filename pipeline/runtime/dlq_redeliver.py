@@ -45,7 +45,7 @@ from pipeline.errors import (
     SalesforceError,
 )
 from pipeline.kafka.dlq import DlqItem, append_markers, read_dlq, redelivery_marker, select
-from pipeline.kafka.inspect import KafkaInspector, now_ms
+from pipeline.kafka.inspect import KafkaInspector, iso_time, now_ms
 from pipeline.kafka.topics import TopicNames
 from pipeline.runtime.dlq_targets import (
     Changes,
@@ -137,7 +137,8 @@ async def redeliver_items(
             "the record is unreadable" if item.entry is None else targets_of(item.entry, config)
         )
         if isinstance(targets, str):
-            detail = f"{targets}; {UNREPLAYABLE_HINT}"
+            settled = f"dismissed {iso_time(item.replayed_at_ms)} already" if item.dismissed else ""
+            detail = f"{targets}; {settled or UNREPLAYABLE_HINT}"
             outcomes[item.id] = RedeliveryOutcome(item.id, item.key, False, detail)
         else:
             works.append(_Work(item, targets))

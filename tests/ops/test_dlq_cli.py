@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import pytest
@@ -320,6 +321,11 @@ async def test_an_unreplayable_entry_is_dismissed_and_stops_counting(
     assert (again.exit_code, again.stdout.strip()) == (0, "nothing to replay")
     twice = await sfamp("dlq", "dismiss", "--id", nameless.id, "--json")
     assert [o["dismissed"] for o in json.loads(twice.stdout)] == [False]
+    # Named, a dismissed entry says so, not to dismiss it (it was).
+    named = await sfamp("dlq", "replay", "--id", nameless.id, "--json")
+    [detail] = [o["detail"] for o in json.loads(named.stdout)]
+    assert re.search(r"; dismissed 20\S+ already$", detail), detail
+    assert "dlq dismiss" not in detail
     nothing = await sfamp("dlq", "dismiss", "--unreplayable")
     assert (nothing.exit_code, nothing.stdout.strip()) == (
         0,

@@ -50,6 +50,7 @@ async def test_dismiss_one_then_every_unreplayable_one(page: Page, console: Cons
     await expect(outcome).to_contain_text(f"{entry.key}: dismissed in the console")
     await expect(named).to_contain_text(DISMISSED_AT)
     await expect(named.get_by_role("button", name="Dismiss")).to_have_count(0)
+    await expect(named.get_by_role("button", name="Replay")).to_have_count(0)
     await expect(page.get_by_text("2 entries in")).to_contain_text("1 not replayed")
     await expect(page.get_by_role("button", name="Replay all")).to_be_enabled()
 
