@@ -122,9 +122,16 @@ def mapping_lines(mapping: dict[str, Any] | None, service: dict[str, Any]) -> st
             mapping["relations"]
         )
     refused = service.get("mapping_refused")
+    # What the service runs, as its source says it: "sfamp.config revision 4", "file:..."
+    running = service.get("mapping_revision")
+    revision = None if mapping is None else mapping.get("revision")
+    if running and not refused and running != f"sfamp.config revision {revision}":
+        # A mapping file newer than the published revision (or one published since the
+        # service read it): the published one above is not what it runs.
+        than = ", not this revision" if revision is not None else ""
+        text += f"\n[yellow]the service runs {escape(running)}{than}[/]"
     if refused:
-        # What the service runs, as its source says it: "sfamp.config revision 4", "file:..."
-        kept = service.get("mapping_revision")
+        kept = running
         if not kept:  # refused at start: nothing runs until a revision passes
             runs = "it waits for a revision that passes"
         elif kept == refused.get("source"):  # a file changed under it: its earlier content

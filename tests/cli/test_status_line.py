@@ -59,6 +59,23 @@ def test_a_refused_mapping_is_said_beside_the_published_one() -> None:
     assert mapping_lines(None, {"error": "no service answers"}).startswith("none published")
 
 
+def test_a_service_running_its_mapping_file_says_so_under_the_published_one() -> None:
+    """The file is newer than the published revision: the Mapping row must not pass the
+    published one for what runs (the Service row's cadence would then disagree with it)."""
+    published = {"revision": 1, "cadence": "every 5s", "relations": ["Account -> account"]}
+    running = {"mapping_revision": "file:/srv/mapping.json"}
+    assert mapping_lines(published, running).splitlines() == [
+        "revision 1, every 5s",
+        "Account -> account",
+        "[yellow]the service runs file:/srv/mapping.json, not this revision[/]",
+    ]
+    nothing = mapping_lines(None, running).splitlines()
+    assert nothing == [
+        "none published (sfamp config import FILE)",
+        "[yellow]the service runs file:/srv/mapping.json[/]",
+    ]
+
+
 def test_a_refused_mappings_problems_are_listed_under_it() -> None:
     # "1 problem" alone sent the reader to the service's log to learn which.
     refused = {
