@@ -76,6 +76,9 @@ class Service:
     state: ServiceState
     metrics: Metrics = field(default_factory=Metrics)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set by a second SIGTERM or SIGINT during the drain: what is still in flight is
+    # abandoned at once (uncommitted, redone at the next start).
+    stop_now: asyncio.Event = field(default_factory=asyncio.Event)
     ingest: IngestPump | None = None
     deliver: DeliverPump | None = None
     reconcile: ReconcileScheduler | None = None
@@ -150,7 +153,7 @@ async def run_service(
     _check_credentials(settings, role)
     service.state.starting = "starting"
     if handle_signals:
-        _install_signal_handlers(service.stop)
+        _install_signal_handlers(service)
     try:
         async with asyncio.TaskGroup() as group:
             health = await _listening(settings, service, group)
@@ -303,7 +306,7 @@ async def _stop_when_asked(
 ) -> None:
     await service.stop.wait()
     budget = settings.runtime.drain_timeout_seconds
-    log.info("service_draining", budget_seconds=budget)
+    log.info("service_draining", budget_seconds=budget, hint=_AT_ONCE)
     for name in ("ingest", "reconcile"):
         if name in pumps:
             pumps[name].cancel()  # intake stops now; their checkpoints are already durable
@@ -311,9 +314,20 @@ async def _stop_when_asked(
         service.deliver.request_stop()
     remaining = [task for task in pumps.values() if not task.done()]
     if remaining:
-        _, pending = await asyncio.wait(remaining, timeout=budget)
+        # Whichever comes first: every pump ended, a second signal, the budget spent.
+        drained = asyncio.ensure_future(asyncio.wait(remaining))
+        hurried = asyncio.ensure_future(service.stop_now.wait())
+        try:
+            await asyncio.wait(
+                [drained, hurried], timeout=budget, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            drained.cancel()
+            hurried.cancel()
+        pending = [task for task in remaining if not task.done()]
+        event = "service_drain_cut" if service.stop_now.is_set() else "service_drain_timeout"
         for task in pending:
-            log.warning("service_drain_timeout", pump=task.get_name(), action="abandoned")
+            log.warning(event, pump=task.get_name(), action="abandoned")
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*pending, return_exceptions=True)
@@ -350,15 +364,25 @@ async def _wait_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
         raise RetryEndedByStopError(RETRY_GIVEN_UP)
 
 
+_AT_ONCE: Final = (
+    "a second Ctrl-C or SIGTERM stops at once; a flush cut short is sent again at the next start"
+)
+
+
 def _check_credentials(settings: Settings, role: Role) -> None:
     problems = settings.credential_problems(amplitude=role in ("all", "deliver"))
     if problems:
         raise SettingsError(problems)
 
 
-def _install_signal_handlers(stop: asyncio.Event) -> None:
+def on_stop_signal(service: Service) -> None:
+    """SIGTERM or SIGINT: the first asks for the drain; a second, during it, cuts it short."""
+    (service.stop_now if service.stop.is_set() else service.stop).set()
+
+
+def _install_signal_handlers(service: Service) -> None:
     loop = asyncio.get_running_loop()
-    handler: Callable[[], None] = stop.set
+    handler = partial(on_stop_signal, service)
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, handler)

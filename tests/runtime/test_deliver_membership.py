@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from structlog.testing import capture_logs
 
 from pipeline.config.settings import Settings
-from pipeline.runtime.service import Service, run_service
+from pipeline.runtime.service import Service, on_stop_signal, run_service
 from pipeline.runtime.state import FlushResult, ServiceState
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.amplitude.state import Fault
@@ -276,6 +276,56 @@ async def test_a_flush_abandoned_at_the_drain_budget_still_leaves_the_group(
     events = [entry["event"] for entry in logs]
     assert "service_drain_timeout" in events
     assert "deliver_consumer_stop_timeout" not in events
+    assert await _members(settings) == []
+
+
+def test_a_first_signal_asks_for_the_drain_and_a_second_cuts_it_short() -> None:
+    service = Service(ServiceState(role="all"))
+    on_stop_signal(service)
+    assert (service.stop.is_set(), service.stop_now.is_set()) == (True, False)
+    on_stop_signal(service)
+    assert service.stop_now.is_set()
+
+
+async def test_a_second_signal_cuts_the_drain_short(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    """A second Ctrl-C (or SIGTERM) during the drain abandons the flush held by Amplitude at
+    once, rather than after the budget: uncommitted, the next member sends it again."""
+    settings = settings_for(
+        stack,
+        topic_prefix,
+        runtime={"drain_timeout_seconds": 120},
+        amplitude={"retry_deadline_seconds": 120, "timeout_seconds": 120},
+    )
+    assert stack.amplitude is not None
+    amplitude = stack.amplitude.state
+    with capture_logs() as logs:
+        async with running(settings, mapping_file) as service:
+            amplitude.add_fault(Fault("timeout", remaining=10_000, delay_seconds=60))
+            await org.create("Account", Name="Held")
+            await wait_until(
+                lambda: (
+                    service.state.flushing_since is not None
+                    and amplitude.faults[0].remaining < 10_000
+                ),
+                what="a flush in flight, held by Amplitude",
+            )
+            service.stop.set()
+            await wait_until(
+                lambda: any(e["event"] == "service_draining" for e in logs),
+                what="the drain",
+            )
+            service.stop_now.set()  # what the second signal sets
+            await wait_until(
+                lambda: any(e["event"] == "service_drain_cut" for e in logs),
+                timeout=10,
+                what="the drain cut short, well before its 120 s budget",
+            )
+    events = [entry["event"] for entry in logs]
+    assert "service_drain_timeout" not in events
+    (draining,) = [e for e in logs if e["event"] == "service_draining"]
+    assert "a second Ctrl-C or SIGTERM stops at once" in draining["hint"]
     assert await _members(settings) == []
 
 
