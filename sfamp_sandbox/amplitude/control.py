@@ -47,6 +47,7 @@ class Control:
                 ("GET", "/requests", self.requests),
                 ("GET", "/faults", self.faults),
                 ("POST", "/faults", self.add_faults),
+                ("DELETE", "/faults", self.clear_faults),
                 ("GET", "/latency", self.latency),
                 ("POST", "/latency", self.set_latency),
                 ("GET", "/blocked", self.blocked),
@@ -108,6 +109,11 @@ class Control:
         for fault in faults:
             self.state.add_fault(fault)
         return _json({"queued": [fault.as_dict() for fault in faults]}, 201)
+
+    async def clear_faults(self, request: web.Request, region: Region) -> web.Response:
+        """Forget the queued faults, and nothing else (a reset forgets the groups too)."""
+        self.state.faults.clear()
+        return _json({"faults": []})
 
     async def latency(self, request: web.Request, region: Region) -> web.Response:
         return _json(self.state.latency.as_dict())

@@ -176,6 +176,10 @@ class CometdServer:
             return
         self._faults[kind] += count
 
+    def clear_faults(self) -> None:
+        """Forget the scripted failures not used yet."""
+        self._faults = dict.fromkeys(FAULT_KINDS, 0)
+
     @property
     def pending_faults(self) -> dict[str, int]:
         """How many injected faults of each kind are still to happen."""

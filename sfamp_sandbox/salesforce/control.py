@@ -26,7 +26,8 @@ user's field-level security, and it alone can create person accounts.
 - ``POST /__sandbox/events`` injects merged updates (``multi_update``), ``gap`` and
   ``gap_overflow`` events or a ``schema_change``; ``GET /__sandbox/events?after=N`` lists them.
 - ``GET|POST /__sandbox/clock`` (``{"advance_seconds": S}``), ``POST /__sandbox/faults``
-  (scripted REST and CometD failures), ``POST /__sandbox/limits`` (API usage).
+  (scripted REST and CometD failures, ``count`` 1-10000 uses; ``DELETE`` forgets those
+  not used yet), ``POST /__sandbox/limits`` (API usage).
 - ``GET|POST /__sandbox/latency`` (``{"ms": N}``): every API request (REST, Bulk, OAuth,
   CometD, not this control API) is answered N ms later, like a WAN round trip; see
   :mod:`sfamp_sandbox.latency`.
@@ -58,6 +59,7 @@ from sfamp_sandbox.salesforce.state import (
 from sfamp_sandbox.salesforce.values import datetime_rest
 
 MAX_SEED = 5_000_000
+MAX_COUNT = 10_000  # uses of one scripted fault, as the Amplitude sandbox allows
 GAP_TYPES = frozenset(t for t in CHANGE_TYPES if t.startswith("GAP_") and t != "GAP_OVERFLOW")
 
 
@@ -137,11 +139,20 @@ async def clock(request: web.Request) -> web.Response:
 
 async def faults(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    if request.method == "DELETE":  # what is queued, and nothing else (unlike a reset)
+        state.faults.pending.clear()
+        if state.cometd is not None:
+            state.cometd.clear_faults()
+        return json_response({"pending_rest_faults": 0})
     body = await _body(request)
     kind = str(body["kind"])
-    count = int(body.get("count", 1))
+    count, delay = body.get("count", 1), body.get("delay_seconds", 0.0)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
+        raise ValueError(f"count must be an integer from 1 to {MAX_COUNT}")
+    if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= 600:
+        raise ValueError("delay_seconds must be a number from 0 to 600")
     if kind in REST_FAULTS:
-        state.faults.add(kind, count, float(body.get("delay_seconds", 0.0)))
+        state.faults.add(kind, count, float(delay))
     elif kind in COMETD_FAULTS:
         if kind == "expire_sessions":
             state.sessions.expire_all()
@@ -286,6 +297,7 @@ def add_control_routes(app: web.Application) -> None:
     router.add_get("/__sandbox/clock", clock)
     router.add_post("/__sandbox/clock", clock)
     router.add_post("/__sandbox/faults", faults)
+    router.add_delete("/__sandbox/faults", faults)
     router.add_post("/__sandbox/events", inject_event)
     router.add_get("/__sandbox/events", list_events)
     router.add_post("/__sandbox/records/{object}", create_record)

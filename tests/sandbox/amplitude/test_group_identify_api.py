@@ -161,6 +161,17 @@ async def test_faults_answer_then_clear(http: httpx.AsyncClient) -> None:
     assert (await _identify(http, _ident("f", {"a": 1}))).status_code == 200
 
 
+async def test_delete_forgets_the_queued_faults_and_keeps_the_groups(
+    http: httpx.AsyncClient,
+) -> None:
+    assert (await _identify(http, _ident("kept", {"a": 1}))).status_code == 200
+    await http.post("/__sandbox/faults", json={"kind": "500", "count": 100})
+    assert (await http.delete("/__sandbox/faults")).json() == {"faults": []}
+    assert (await http.get("/__sandbox/faults")).json() == {"faults": []}
+    assert (await _identify(http, _ident("after", {"a": 2}))).status_code == 200
+    assert (await _group(http, "kept")).json()["properties"] == {"a": 1}
+
+
 async def test_500_after_apply_changes_state(http: httpx.AsyncClient) -> None:
     await http.post("/__sandbox/faults", json={"kind": "500_after_apply"})
     response = await _identify(http, _ident("after", {"a": 1}))

@@ -133,6 +133,32 @@ async def test_cometd_faults_are_forwarded_and_unknown_kinds_refused(
     assert "expire_sessions" in bad.text
 
 
+@pytest.mark.parametrize("count", [0, -2000, 10_001, "2", True])
+async def test_a_fault_count_outside_1_to_10000_is_refused(
+    salesforce_sandbox: SalesforceSandbox, sf_http: httpx.AsyncClient, count: object
+) -> None:
+    """A negative count added to the CometD counter left it "on" for good."""
+    refused = await sf_http.post(
+        "/__sandbox/faults", json={"kind": "drop_long_poll", "count": count}
+    )
+    assert refused.status_code == 400
+    assert "count must be an integer from 1 to 10000" in refused.text
+    assert salesforce_sandbox.state.cometd is not None
+    assert salesforce_sandbox.state.cometd.pending_faults["drop_long_poll"] == 0
+
+
+async def test_delete_forgets_the_faults_not_used_yet(
+    salesforce_sandbox: SalesforceSandbox, sf_http: httpx.AsyncClient
+) -> None:
+    for kind in ("http_503", "drop_long_poll"):
+        queued = await sf_http.post("/__sandbox/faults", json={"kind": kind, "count": 3})
+        assert queued.status_code == 200
+    assert (await sf_http.delete("/__sandbox/faults")).json() == {"pending_rest_faults": 0}
+    assert (await sf_http.get(f"{API}/limits/")).status_code == 200
+    assert salesforce_sandbox.state.cometd is not None
+    assert salesforce_sandbox.state.cometd.pending_faults["drop_long_poll"] == 0
+
+
 async def test_slow_fault_delays_the_next_request(sf_http: httpx.AsyncClient) -> None:
     await sf_http.post("/__sandbox/faults", json={"kind": "slow", "delay_seconds": 0.3})
     started = time.perf_counter()
