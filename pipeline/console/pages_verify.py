@@ -14,6 +14,7 @@ to the Saved page (Post/Redirect/Get), so reloading that page repeats nothing.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -38,6 +39,7 @@ from pipeline.errors import MappingError, Problem, SfampError
 from pipeline.kafka.config_topic import publish_mapping, same_mapping, stored_revision
 from pipeline.kafka.inspect import quick_settings
 from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.status_report import service_status
 
 SAVED_PATH: Final = "/mapping/saved"
 
@@ -67,6 +69,7 @@ async def _verification(
 ) -> web.Response:
     context.setdefault("error", None)
     context.setdefault("moved_to", None)
+    context.setdefault("service_file", None)
     return render(
         request,
         "verification.html",
@@ -92,8 +95,14 @@ async def verify(request: web.Request) -> web.Response:
     if problems:
         return await form_page(request, form, base_revision=base, status=422)
     mapping = MappingConfig.model_validate(document)
-    report = await verify_mapping(console.settings, mapping)
-    return await _verification(request, mapping, report, base)
+    report, service = await asyncio.gather(
+        verify_mapping(console.settings, mapping), service_status(console.service_url)
+    )
+    # A service running its mapping file runs the newer of it and the published revision:
+    # Save then takes over from the file (until the file changes again).
+    running = str(service.get("mapping_revision") or "")
+    service_file = running.removeprefix("file:") if running.startswith("file:") else None
+    return await _verification(request, mapping, report, base, service_file=service_file)
 
 
 def _mapping_from(console: Console, text: str) -> MappingConfig:

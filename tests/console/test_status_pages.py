@@ -18,6 +18,7 @@ from pipeline.kafka.topics import TopicNames
 from pipeline.sandbox_stack import SandboxStack
 from sfamp_sandbox.amplitude.state import Fault
 from tests.console.conftest import console_client, csrf_of
+from tests.console.test_mapping_pages import FORM, post
 from tests.runtime.conftest import MAPPING, Org, group, running, settings_for, wait_until
 from tests.support.dlq import rejected
 from tests.support.ports import closed_port_url, unused_port
@@ -103,6 +104,26 @@ async def test_status_shows_a_flush_that_is_retrying(
         live = await (await client.get("/status/live")).text()
     await org.close()
     assert re.search(r'data-testid="flushing-since">since <time datetime="[^"]+"', live)
+
+
+async def test_final_verification_says_a_save_takes_over_from_the_service_s_mapping_file(
+    stack: SandboxStack, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The newer of the file and the published revision runs: a Save takes over from the
+    file the service runs, which nothing on the page said (its properties went silently)."""
+    port = unused_port()
+    settings = settings_for(stack, topic_prefix, runtime={"health_port": port})
+    mapping_file = tmp_path / "mapping.json"
+    mapping_file.write_text(json.dumps(MAPPING))
+    console_settings = settings.model_copy(
+        update={"console": ConsoleSettings(service_url=f"http://127.0.0.1:{port}")}
+    )
+    async with running(settings, mapping_file), console_client(console_settings) as client:
+        html = await post(client, "/mapping/verify", FORM)
+    assert (
+        f'data-testid="service-file">The service runs its mapping file {mapping_file}: a '
+        "revision saved now is newer, so it runs that instead"
+    ) in html
 
 
 async def test_status_without_a_service_says_so(settings: Settings) -> None:
