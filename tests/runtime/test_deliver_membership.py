@@ -248,6 +248,18 @@ async def test_a_stopped_deliver_leaves_its_group(
     assert await _members(settings) == []
 
 
+async def _flush_held_by_amplitude(stack: SandboxStack, org: Org, service: Service) -> None:
+    """A change whose flush Amplitude holds (every request answered after 60 s), in flight."""
+    assert stack.amplitude is not None
+    amplitude = stack.amplitude.state
+    amplitude.add_fault(Fault("timeout", remaining=10_000, delay_seconds=60))
+    await org.create("Account", Name="Held")
+    await wait_until(
+        lambda: service.state.flushing_since is not None and amplitude.faults[0].remaining < 10_000,
+        what="a flush in flight, held by Amplitude",
+    )
+
+
 async def test_a_flush_abandoned_at_the_drain_budget_still_leaves_the_group(
     stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
 ) -> None:
@@ -260,19 +272,9 @@ async def test_a_flush_abandoned_at_the_drain_budget_still_leaves_the_group(
         # Only the drain budget ends the held request (not the client's own timeout).
         amplitude={"retry_deadline_seconds": 120, "timeout_seconds": 120},
     )
-    assert stack.amplitude is not None
-    amplitude = stack.amplitude.state
     with capture_logs() as logs:
         async with running(settings, mapping_file) as service:
-            amplitude.add_fault(Fault("timeout", remaining=10_000, delay_seconds=60))
-            await org.create("Account", Name="Held")
-            await wait_until(
-                lambda: (
-                    service.state.flushing_since is not None
-                    and amplitude.faults[0].remaining < 10_000
-                ),
-                what="a flush in flight, held by Amplitude",
-            )
+            await _flush_held_by_amplitude(stack, org, service)
     events = [entry["event"] for entry in logs]
     assert "service_drain_timeout" in events
     assert "deliver_consumer_stop_timeout" not in events
@@ -298,19 +300,9 @@ async def test_a_second_signal_cuts_the_drain_short(
         runtime={"drain_timeout_seconds": 120},
         amplitude={"retry_deadline_seconds": 120, "timeout_seconds": 120},
     )
-    assert stack.amplitude is not None
-    amplitude = stack.amplitude.state
     with capture_logs() as logs:
         async with running(settings, mapping_file) as service:
-            amplitude.add_fault(Fault("timeout", remaining=10_000, delay_seconds=60))
-            await org.create("Account", Name="Held")
-            await wait_until(
-                lambda: (
-                    service.state.flushing_since is not None
-                    and amplitude.faults[0].remaining < 10_000
-                ),
-                what="a flush in flight, held by Amplitude",
-            )
+            await _flush_held_by_amplitude(stack, org, service)
             service.stop.set()
             await wait_until(
                 lambda: any(e["event"] == "service_draining" for e in logs),

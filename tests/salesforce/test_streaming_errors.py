@@ -165,19 +165,22 @@ async def test_an_interrupted_ingest_says_whether_waiting_fixes_it(
     assert line["retry_in_seconds"] > 0
 
 
+def _account_subscriber(sf_client: SalesforceClient, *, connection_timeout: float) -> CdcSubscriber:
+    return CdcSubscriber(
+        sf_client.auth.streaming_authenticator(),
+        [CHANNEL],
+        DurableReplayStorage({}),
+        connection_timeout=connection_timeout,
+    )
+
+
 @pytest.mark.integration
 async def test_a_dropped_long_poll_is_reconnected_without_an_error(
     sf_client: SalesforceClient, control: httpx.AsyncClient
 ) -> None:
     """A long poll the server ends early is followed by a new connect: the subscription
     goes on, and no connection timeout fires before ``connection_timeout`` has passed."""
-    subscriber = CdcSubscriber(
-        sf_client.auth.streaming_authenticator(),
-        [CHANNEL],
-        DurableReplayStorage({}),
-        connection_timeout=30,
-    )
-    async with subscriber as cdc:
+    async with _account_subscriber(sf_client, connection_timeout=30) as cdc:
         batches = cdc.batches()
         names = []
         with capture_logs() as logs:
@@ -198,13 +201,7 @@ async def test_a_dropped_long_poll_is_reconnected_without_an_error(
 async def test_a_connection_that_does_not_come_back_is_lost_after_its_timeout(
     sf_client: SalesforceClient, control: httpx.AsyncClient
 ) -> None:
-    subscriber = CdcSubscriber(
-        sf_client.auth.streaming_authenticator(),
-        [CHANNEL],
-        DurableReplayStorage({}),
-        connection_timeout=1,
-    )
-    async with subscriber as cdc:
+    async with _account_subscriber(sf_client, connection_timeout=1) as cdc:
         batches = cdc.batches()
         fault = {"kind": "drop_long_poll", "count": 10_000}
         (await control.post("/__sandbox/faults", json=fault)).raise_for_status()
