@@ -314,7 +314,8 @@ class _Reader:
         return {record_id: reads.found.get(record_id) for record_id in target.record_ids}
 
     async def _fields(self, sfdc_object: str) -> list[str]:
-        await self._schemas.ensure([sfdc_object])
+        # Fields the describe omits are left out of the read, and said (once) in the log.
+        await self._schemas.ensure_mapped(self._config, [sfdc_object])
         return fields_to_read(self._config, sfdc_object, self._schemas.cached(sfdc_object))
 
     async def _by_id(self, sfdc_object: str, ids: set[str]) -> RecordReads | str:

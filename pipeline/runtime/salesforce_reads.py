@@ -34,6 +34,8 @@ from pipeline.transform.schema import (
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+# How Salesforce names the field a query is refused for (INVALID_FIELD).
+_NO_SUCH_COLUMN = re.compile(r"No such column '([A-Za-z0-9_]+)'")
 # Ids per SOQL IN list: about 6 KB of URL, far below Salesforce's 16 KB limit.
 IDS_PER_QUERY = 300
 # Error codes with which Salesforce refuses a query for one bad id in its IN list.
@@ -139,15 +141,22 @@ class SchemaCache:
             self._say_hidden(config, sfdc_object)
         return described
 
-    async def describe_again(self, config: MappingConfig, sfdc_object: str) -> bool:
+    async def describe_again(
+        self, config: MappingConfig, sfdc_object: str, refused: str | None = None
+    ) -> bool:
         """Describe ``sfdc_object`` again now, unless that was done in the last
-        :data:`REDESCRIBE_SECONDS`; True when a new describe was read.
+        :data:`REDESCRIBE_SECONDS` and the describe no longer lists ``refused``; True
+        when a new describe was read.
 
-        For a read Salesforce refused for a field (``INVALID_FIELD``) that the describe
-        lists: field-level security hid it since, and the new describe leaves it out.
+        For a read Salesforce refused for a field (``INVALID_FIELD``, the field
+        ``refused`` when its answer names it) that the describe lists: field-level
+        security hid it since, and the new describe leaves it out. A field the describe
+        still lists is always worth a new one (another hidden since the last, say).
         """
         now, last = self._clock(), self._redescribed_at.get(sfdc_object)
-        if last is not None and now - last < REDESCRIBE_SECONDS:
+        schema = self._schemas.get(sfdc_object)
+        listed = refused is not None and schema is not None and not schema.omits(refused)
+        if last is not None and now - last < REDESCRIBE_SECONDS and not listed:
             return False
         self._redescribed_at[sfdc_object] = now
         self._read_at[sfdc_object] = -math.inf  # out of date: read again, kept if that fails
@@ -202,7 +211,10 @@ class SchemaCache:
     def _say_hidden(self, config: MappingConfig, sfdc_object: str) -> None:
         """Log the mapped fields a describe omits, once until they are listed again: reads
         leave them out (their properties are left alone), and nothing else would say so."""
-        missing = missing_fields(config, sfdc_object, self._schemas.get(sfdc_object))
+        schema = self._schemas.get(sfdc_object)
+        if schema is None:  # refused: it says nothing of which fields can be read
+            return
+        missing = missing_fields(config, sfdc_object, schema)
         hidden = missing - self._hidden.get(sfdc_object, frozenset())
         self._hidden[sfdc_object] = missing
         if self._on_hidden is not None:
@@ -284,7 +296,9 @@ async def read_described(
     except SalesforceRequestError as exc:
         if exc.error_code != "INVALID_FIELD":
             raise
-        if not await schemas.describe_again(config, sfdc_object):
+        column = _NO_SUCH_COLUMN.search(str(exc))
+        refused = column.group(1) if column else None
+        if not await schemas.describe_again(config, sfdc_object, refused):
             raise
     return await read(schemas.cached(sfdc_object))
 

@@ -103,9 +103,11 @@ class _VersionedClient(Client):
         assert transport is not None
         while True:
             await transport.wait_for_state(TransportState.CONNECTING)
-            connected = transport.wait_for_state(TransportState.CONNECTED)
             try:
-                await asyncio.wait_for(connected, seconds)
+                # Not wait_for: cancelled as its wait ends, it returns instead of raising,
+                # and this loop would go on after ``receive`` cancelled it.
+                async with asyncio.timeout(seconds):
+                    await transport.wait_for_state(TransportState.CONNECTED)
             except TimeoutError:
                 return
 

@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
-from pipeline.config.mapping import MappingConfig
+from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.errors import SalesforceRequestError
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.deliver.lookups import resolve_lookups
 from pipeline.runtime.deliver.window import FlushWindow, Source
+from pipeline.runtime.dlq_redeliver import _Reader
 from pipeline.runtime.salesforce_reads import SchemaCache, id_problem, read_records, records_by_id
 from pipeline.sandbox_stack import SandboxStack
 from pipeline.transform.apply import NeedsLookup, changes_for
@@ -135,12 +137,16 @@ def test_the_salesforce_id_rule(record_id: str, valid: bool) -> None:
 
 
 class HidingRest:
-    """An org where Industry is hidden by field-level security: the describe leaves it out
-    and a query naming it is refused, as Salesforce refuses it."""
+    """An org whose field-level security hides what ``fields`` leaves out: the describe
+    lists ``fields`` only, and a query naming another is refused, as Salesforce refuses it."""
 
-    fields = ("Id", "IsDeleted", "External_Id__c", "Tier__c", "SystemModstamp")
+    def __init__(self, *hidden: str) -> None:
+        every = ("Id", "IsDeleted", "External_Id__c", "Tier__c", "Industry", "SystemModstamp")
+        self.fields = [name for name in every if name not in hidden]
+        self.describes = 0
 
     async def describe(self, sobject: str) -> dict[str, Any]:
+        self.describes += 1
         return {"name": sobject, "fields": [{"name": n, "type": "string"} for n in self.fields]}
 
     async def query(self, soql: str, *, all_rows: bool = False) -> AsyncIterator[dict[str, Any]]:
@@ -148,14 +154,16 @@ class HidingRest:
         for name in selected:
             if name not in self.fields:
                 raise SalesforceRequestError(f"No such column '{name}'", error_code="INVALID_FIELD")
-        yield {"Id": GOOD_18, "IsDeleted": False, "External_Id__c": "ext-1", "Tier__c": "Gold"}
+        record = {"Id": GOOD_18, "IsDeleted": False, "External_Id__c": "ext-1", "Tier__c": "Gold"}
+        yield {name: value for name, value in record.items() if name in selected}
 
 
-async def test_a_hidden_field_is_left_out_of_a_lookup_for_another_field() -> None:
-    config = MappingConfig.model_validate(
+def _by_external_id(*mappings: ObjectMapping) -> MappingConfig:
+    return MappingConfig.model_validate(
         {
             "sync_cadence": {"mode": "hourly"},
-            "mappings": [
+            "mappings": [m.model_dump(mode="json") for m in mappings]
+            or [
                 mapping(
                     {"Tier__c": "tier", "Industry": "industry"},
                     group_type="account_ext",
@@ -164,15 +172,79 @@ async def test_a_hidden_field_is_left_out_of_a_lookup_for_another_field() -> Non
             ],
         }
     )
-    rest = HidingRest()
-    schemas = SchemaCache(rest)
-    await schemas.ensure(["Account"])
+
+
+async def _lookup_tier(
+    rest: HidingRest, schemas: SchemaCache, config: MappingConfig, index: int = 0
+) -> FlushWindow:
+    """A change to Tier__c alone under ``config.mappings[index]``, resolved at flush time."""
     envelope = _update(GOOD_18, Tier__c="Gold")
-    outcome = changes_for(envelope, config.mappings[0], schemas.cached("Account"))
+    outcome = changes_for(envelope, config.mappings[index], schemas.cached("Account"))
     assert isinstance(outcome, NeedsLookup), "the group is named by a read at flush time"
     window = FlushWindow()
-    window.add(envelope, config.mappings[0], outcome, Source("t.changes.Account", 0, 7, GOOD_18))
+    source = Source("t.changes.Account", 0, 7, GOOD_18)
+    window.add(envelope, config.mappings[index], outcome, source)
     await resolve_lookups(rest, schemas, config, window)
+    return window
+
+
+async def test_a_hidden_field_is_left_out_of_a_lookup_for_another_field() -> None:
+    rest = HidingRest("Industry")
+    config = _by_external_id()
+    schemas = SchemaCache(rest)
+    await schemas.ensure(["Account"])
+    window = await _lookup_tier(rest, schemas, config)
     assert window.dlq == [], "the change to a readable field is not dead-lettered"
     [update] = window.drain().updates()
     assert (update.group_value, update.set, update.unset) == ("ext-1", {"tier": "Gold"}, set())
+
+
+async def test_a_second_field_hidden_soon_after_has_the_object_described_again() -> None:
+    """The re-describe limit (30 s) does not hold back a new describe when Salesforce refuses
+    a field the describe still lists: an admin hiding fields one after another."""
+    now = [0.0]
+    rest = HidingRest()
+    config = _by_external_id(
+        mapping(
+            {"Tier__c": "tier", "Industry": "industry", "SystemModstamp": "modstamp"},
+            group_type="account_ext",
+            group_name_field="External_Id__c",
+        )
+    )
+    schemas = SchemaCache(rest, clock=lambda: now[0])
+    await schemas.ensure(["Account"])
+    rest.fields.remove("Industry")
+    assert (await _lookup_tier(rest, schemas, config)).dlq == []
+    now[0] = 10.0
+    rest.fields.remove("SystemModstamp")  # another field read, hidden ten seconds later
+    assert (await _lookup_tier(rest, schemas, config)).dlq == []
+    assert rest.describes == 3
+
+
+async def test_a_hidden_group_name_field_dead_letters_only_its_own_mapping_s_changes() -> None:
+    by_id = mapping({"Tier__c": "tier"}, group_type="account")
+    by_key = mapping({"Tier__c": "tier"}, group_type="account_ext", group_name_field="Key__c")
+    config = _by_external_id(by_id, by_key)
+    rest = HidingRest()  # Key__c is no field it describes: hidden (or gone)
+    schemas = SchemaCache(rest)
+    await schemas.ensure(["Account"])
+    envelope = _update(GOOD_18, Tier__c="Gold")
+    window = FlushWindow()
+    for index, mapped in enumerate(config.mappings):
+        outcome = NeedsLookup("Account", GOOD_18, ("Tier__c",), True, False, "a full read")
+        window.add(envelope, mapped, outcome, Source("t.changes.Account", 0, 7 + index, GOOD_18))
+    await resolve_lookups(rest, schemas, config, window)
+    [parked] = window.dlq
+    assert "group name field Account.Key__c cannot be read (field-level security)" in parked.detail
+    [update] = window.drain().updates()
+    assert (update.group_type, update.set) == ("account", {"tier": "Gold"})
+
+
+async def test_a_dlq_replay_says_which_hidden_field_it_leaves_out() -> None:
+    config = _by_external_id()
+    reader = _Reader(HidingRest("Industry"), config)
+    with capture_logs() as logs:
+        reads = await reader._by_id("Account", {GOOD_18})
+    assert not isinstance(reads, str), reads
+    (said,) = [line for line in logs if line["event"] == "mapped_fields_unreadable"]
+    assert (said["object"], said["fields"]) == ("Account", ["Industry"])

@@ -326,3 +326,12 @@ def test_reads_leave_out_a_field_the_describe_omits_but_the_group_name_field() -
     assert fields_to_read(config, "Account", schema) == ["Id", "Key__c", "Name"]
     with pytest.raises(UnreadableFieldsError, match=r"Account\.Key__c, Account\.Industry"):
         refuse_unreadable(config, "Account", schema)
+
+
+async def test_a_refused_describe_says_nothing_of_which_fields_can_be_read() -> None:
+    reports: list[tuple[str, frozenset[str]]] = []
+    refused = ScriptedRest(SalesforceRequestError("no access", error_code="INSUFFICIENT_ACCESS"))
+    cache = SchemaCache(refused, on_hidden=lambda *report: reports.append(report))
+    await cache.ensure_mapped(INDUSTRY, ["Account"])
+    assert cache.cached("Account") is None
+    assert reports == [], "no describe: a field hidden before is not taken as readable again"

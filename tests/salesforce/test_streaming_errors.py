@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import httpx
 import pytest
+from aiocometd_ng.constants import TransportState
 from aiosfstream_ng.exceptions import ServerError
 from structlog.testing import capture_logs
 
@@ -18,7 +20,12 @@ from pipeline.runtime.ingest import IngestPump
 from pipeline.runtime.mapping_source import MappingHolder, MappingVersion
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.state import ServiceState
-from pipeline.salesforce.cdc import CdcSubscriber, DurableReplayStorage, translate_cometd_errors
+from pipeline.salesforce.cdc import (
+    CdcSubscriber,
+    DurableReplayStorage,
+    _VersionedClient,
+    translate_cometd_errors,
+)
 from pipeline.salesforce.channels import channel_for
 from pipeline.salesforce.client import SalesforceClient
 from sfamp_sandbox.salesforce import SalesforceSandbox
@@ -213,3 +220,37 @@ async def test_a_connection_that_does_not_come_back_is_lost_after_its_timeout(
         waited = asyncio.get_running_loop().time() - started
         await batches.aclose()
     assert waited >= 1, "given up before the connection timeout"
+
+
+class _Transport:
+    """The CometD transport's states, moved by the test."""
+
+    def __init__(self) -> None:
+        self.events = {state: asyncio.Event() for state in TransportState}
+
+    def enter(self, state: TransportState) -> None:
+        for event in self.events.values():
+            event.clear()
+        self.events[state].set()
+
+    async def wait_for_state(self, state: TransportState) -> None:
+        await self.events[state].wait()
+
+
+async def test_the_reconnect_watch_ends_when_cancelled_as_the_connection_comes_back() -> None:
+    """``receive`` cancels the watch in the same loop turn a reconnect answers with messages:
+    the watch must end then, not wait for the next reconnect (a task left per reconnect)."""
+    transport = _Transport()
+    client = SimpleNamespace(_transport=transport)
+    watch = asyncio.ensure_future(_VersionedClient._wait_connection_timeout(client, 30))  # type: ignore[arg-type]
+    transport.enter(TransportState.CONNECTING)
+    for _ in range(5):  # the watch waits for CONNECTED now
+        await asyncio.sleep(0)
+    transport.enter(TransportState.CONNECTED)
+    await asyncio.sleep(0)  # its wait for CONNECTED ends
+    watch.cancel()
+    await asyncio.wait([watch], timeout=5)
+    ended = watch.done()
+    watch.cancel()  # again, should it have gone on
+    await asyncio.gather(watch, return_exceptions=True)
+    assert ended, "the watch went on after it was cancelled"

@@ -76,8 +76,6 @@ async def _open_object(run: BackfillRun, item: ObjectSummary) -> ObjectRun | Non
     schema = schema_from_describe(opening.describe)
     if run.sent is not None:
         run.sent.learn(schema)
-    # Checked before the run too; a field hidden since is not silently left out.
-    refuse_unreadable(run.config, sfdc_object, schema)
     mapped = fields_to_read(run.config, sfdc_object, schema)
     mappings = run.config.for_object(sfdc_object)
     fingerprint = _fingerprint(mappings, mapped, run.where)
@@ -86,6 +84,8 @@ async def _open_object(run: BackfillRun, item: ObjectSummary) -> ObjectRun | Non
         item.already_done = item.finished = True
         log.info("backfill_object_already_done", object=sfdc_object)
         return None
+    # Checked before the run too; a field hidden since is not silently left out.
+    refuse_unreadable(run.config, sfdc_object, schema)
     # SystemModstamp is read too (when the object has one): catch-up orders by it.
     fields = [*mapped, MODSTAMP] if schema.field(MODSTAMP) is not None else mapped
     config = run.config.model_copy(update={"mappings": mappings})

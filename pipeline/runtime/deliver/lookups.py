@@ -4,9 +4,9 @@ The changes of one window that need a read are read together, one batched read
 per object. A bad record id fails alone (see :mod:`pipeline.runtime.salesforce_reads`);
 a field the describe omits (hidden by field-level security) is not selected, and
 one hidden since the describe was read has the object described again and the read
-asked once more without it. A read Salesforce still refuses for every id (the
-group name field hidden, say) parks that object's changes in the DLQ, and the
-other objects go on.
+asked once more without it. The changes of a mapping whose group name field is
+hidden go to the DLQ, the others' are resolved. A read Salesforce still refuses
+for every id parks that object's changes in the DLQ, and the other objects go on.
 """
 
 from __future__ import annotations
@@ -70,15 +70,14 @@ async def _read(
 
 def _fields(config: MappingConfig, schema: ObjectSchema | None, items: list[Lookup]) -> list[str]:
     """What the read of ``items`` (one object's) selects: what each asks for, and what
-    every mapping of the object reads, without fields ``schema`` omits (a lookup planned
-    under an older describe asks for those too), group name fields excepted."""
-    mappings = config.for_object(items[0].envelope.object)
-    names = {mapping.group_name_field for mapping in mappings}
+    every mapping of the object reads, without the fields ``schema`` omits (a lookup
+    planned under an older describe asks for those too), group name fields included:
+    the changes of a mapping whose group name field is hidden go to the DLQ alone
+    (:func:`_resolve`), not every lookup of the object with them."""
     fields = {name for item in items for name in item.fields}
-    fields = {name for name in fields if schema is None or not schema.omits(name)} | names
-    for mapping in mappings:
-        fields |= set(plan_for(mapping, schema).read_fields)
-    return sorted(fields)
+    for mapping in config.for_object(items[0].envelope.object):
+        fields |= {mapping.group_name_field, *plan_for(mapping, schema).read_fields}
+    return sorted(name for name in fields if schema is None or not schema.omits(name))
 
 
 def _resolve_read(
@@ -96,6 +95,14 @@ def _resolve(
     item: Lookup, record: Mapping[str, Any] | None, schemas: SchemaCache, window: FlushWindow
 ) -> None:
     envelope, schema = item.envelope, schemas.cached(item.envelope.object)
+    name_field = item.mapping.group_name_field
+    if schema is not None and schema.omits(name_field):
+        detail = (
+            f"the group name field {envelope.object}.{name_field} cannot be read (field-level "
+            f"security): grant Read Access, then replay this entry"
+        )
+        window.to_dlq("unresolved", detail, item.source, envelope_payload(envelope))
+        return
     if record is None:
         detail = (
             f"{envelope.object} {envelope.record_id} is gone from Salesforce; "

@@ -23,9 +23,8 @@ the new owner of the others sends their values, and ours, retried meanwhile, cou
 after its newer ones. What Amplitude had already accepted is sent twice, which is
 harmless; a request already on its way may still land.
 
-Group names missing from an update (a group name field other than ``Id``) and fields a
-change does not carry are read from Salesforce at flush time, in batches
-(:mod:`pipeline.runtime.deliver.lookups`). Gap and overflow events never reach Kafka.
+Group names missing from an update and fields a change does not carry are read from
+Salesforce at flush time (:mod:`pipeline.runtime.deliver.lookups`).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -111,8 +111,8 @@ class DeliverPump:
     # -- lifecycle -------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Stop taking new messages; an in-flight flush may finish (the caller bounds it)."""
-        self._stop_requested_at = time.monotonic()
+        """Stop taking messages (a flush may finish); asked again, leave the group at once."""
+        self._stop_requested_at = -math.inf if self._stopping.is_set() else time.monotonic()
         self._stopping.set()
 
     async def run(self) -> None:
