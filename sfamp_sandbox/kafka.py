@@ -111,7 +111,7 @@ class EmbeddedKafka:
 
     def __init__(self, port: int = 0, *, host: str = "127.0.0.1") -> None:
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port  # 0 until start() picks one: a host it cannot bind fails there
         self._port_picked = not port
         self._process: subprocess.Popen[bytes] | None = None
         self._paused = False
@@ -160,6 +160,8 @@ class EmbeddedKafka:
         while True:
             pick += 1
             try:
+                if self._port_picked and pick == 1:
+                    self.port = free_port(self.host)
                 self._launch()
                 await self._wait_ready()
                 return self

@@ -123,8 +123,11 @@ NOT_OURS = "192.0.2.1"
     [
         ["sandbox", "salesforce", "--host", NOT_OURS, "--port", "{free}"],
         ["sandbox", "up", "--host", NOT_OURS, "--kafka-port", "{free}"],
+        # Port 0: the broker's port is picked on that host, which fails the same way.
+        ["sandbox", "up", "--host", NOT_OURS, "--kafka-port", "0"],
+        ["sandbox", "kafka", "--host", NOT_OURS, "--port", "0"],
     ],
-    ids=["sandbox salesforce", "sandbox up"],
+    ids=["sandbox salesforce", "sandbox up", "sandbox up, any port", "sandbox kafka, any port"],
 )
 def test_a_host_that_is_not_this_machines_names_the_host_option(args: list[str]) -> None:
     done = _run([arg.format(free=unused_port()) for arg in args])
