@@ -460,6 +460,26 @@ async def test_a_field_hidden_since_the_check_stops_the_run_and_names_it(
     assert sandboxes.groups() == {}
 
 
+async def test_a_run_refused_before_it_confirmed_a_batch_puts_the_earlier_checkpoint_back(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    """A run refused for its Amplitude key (as a Salesforce login refused before it) leaves
+    the checkpoint it replaced as it was: the earlier run can still be resumed."""
+    await sandboxes.seed("Account", 30)
+    path = tmp_path / "checkpoint.json"
+    earlier = await run_backfill(sandboxes.settings(), mapping(), checkpoint_path=path)
+    assert earlier.completed, earlier.error
+    before = path.read_bytes()
+
+    refused = await run_backfill(
+        sandboxes.settings(amplitude={"api_key": "not-the-key"}), mapping(), checkpoint_path=path
+    )
+    assert not refused.completed
+    assert refused.checkpoint_put_back
+    assert path.read_bytes() == before
+    assert "the earlier run's checkpoint is kept" in str(refused.next_step())
+
+
 async def test_dry_run_sends_nothing_and_plans(sandboxes: Sandboxes, tmp_path: Path) -> None:
     await sandboxes.seed("Account", 3_000)
     checkpoint = tmp_path / "checkpoint.json"

@@ -111,7 +111,7 @@ def test_an_object_whose_mapping_changed_starts_over_and_says_why(tmp_path: Path
             "log_level": "warning",
             "object": "Account",
             "action": "start over",
-            "detail": "the mapping of Account changed since the checkpoint was written: "
-            "every record is read again, with what it maps now",
+            "detail": "the mapping of Account (or --where) changed since the checkpoint was "
+            "written: every record is read again, with what it maps now",
         }
     ]

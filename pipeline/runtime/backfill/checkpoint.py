@@ -66,6 +66,7 @@ class CheckpointFile:
         self.saved = False
         # Per object: the chunks already in its seen file, and the file's valid length.
         self._seen_written: dict[str, tuple[list[str], int]] = {}
+        self._replaced: bytes | None = None  # the checkpoint begin() replaced, as it was
 
     @classmethod
     def load(cls, path: Path) -> CheckpointFile:
@@ -111,9 +112,22 @@ class CheckpointFile:
         """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                self._replaced = self.path.read_bytes()
             self._write({})
         except OSError as exc:
             raise self._unwritable(exc) from exc
+
+    def put_back(self) -> bool:
+        """The checkpoint :meth:`begin` replaced, written back while this run has saved
+        nothing (it was refused before it confirmed a batch: its key, say); True when one
+        was. An interrupted run's stays replaced: a ``--resume`` then starts this run."""
+        if self.saved or self._replaced is None:
+            return False
+        temporary = self._temporary()
+        temporary.write_bytes(self._replaced)
+        os.replace(temporary, self.path)
+        return True
 
     def _write(self, objects: dict[str, dict[str, Any]]) -> None:
         document = {
@@ -134,8 +148,8 @@ class CheckpointFile:
                 "backfill_checkpoint_mismatch",
                 object=sfdc_object,
                 action="start over",
-                detail=f"the mapping of {sfdc_object} changed since the checkpoint was written: "
-                "every record is read again, with what it maps now",
+                detail=f"the mapping of {sfdc_object} (or --where) changed since the "
+                "checkpoint was written: every record is read again, with what it maps now",
             )
             return None
         position = ReadPosition.from_json(entry.get("position") or {})

@@ -115,6 +115,8 @@ class BackfillSummary:
     elapsed_seconds: float = 0.0
     checkpoint: str | None = None
     checkpoint_saved: bool = False
+    # The checkpoint this run replaced is back: it was refused before it confirmed a batch.
+    checkpoint_put_back: bool = False
     error: SfampError | None = None
     interrupted: str | None = None  # the signal that stopped the run, e.g. SIGINT
     # Where the mapping that ran came from: "file:<path>" or "sfamp.config revision N".
@@ -164,6 +166,11 @@ class BackfillSummary:
             return "a dry run keeps no checkpoint; run it again once the problem above is fixed"
         if self.checkpoint_saved or self.resumed:  # a resumed run's checkpoint is still there
             return f"checkpoint kept: {self.checkpoint}; rerun with --resume"
+        if self.checkpoint_put_back:
+            return (
+                f"the earlier run's checkpoint is kept: {self.checkpoint}; once the problem "
+                "above is fixed, run again, or with --resume to go on with that run"
+            )
         if not self.objects and isinstance(self.error, ConfigError):
             return "nothing was read or sent; run again once the problem above is fixed"
         if self.error is not None and not self.error.retriable:
@@ -199,6 +206,7 @@ class BackfillSummary:
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "checkpoint": self.checkpoint,
             "checkpoint_saved": self.checkpoint_saved,
+            "checkpoint_put_back": self.checkpoint_put_back,
             "caught_up": self.total("caught_up"),
             "sample": self.sample,
             "objects": [asdict(item) for item in self.objects],

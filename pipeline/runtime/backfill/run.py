@@ -123,7 +123,22 @@ async def run_backfill(
             summary.duplicates = run.duplicates.report()
             summary.elapsed_seconds = time.monotonic() - started
             summary.checkpoint_saved = checkpoint is not None and checkpoint.saved
+    if summary.error is not None and checkpoint is not None and resume_from is None:
+        summary.checkpoint_put_back = _put_back(checkpoint)
     return summary
+
+
+def _put_back(checkpoint: CheckpointFile) -> bool:
+    """An earlier run's checkpoint, replaced by a run refused before it confirmed a batch,
+    written back (see :meth:`CheckpointFile.put_back`)."""
+    try:
+        kept = checkpoint.put_back()
+    except OSError as exc:
+        log.warning("backfill_checkpoint_not_put_back", path=str(checkpoint.path), reason=str(exc))
+        return False
+    if kept:
+        log.info("backfill_checkpoint_put_back", path=str(checkpoint.path))
+    return kept
 
 
 async def _backfill_objects(run: BackfillRun) -> None:
