@@ -30,11 +30,12 @@ from pipeline.cli.common import (
     warn_if_passed_over,
 )
 from pipeline.cli.progress import ObjectBars, choose_progress
+from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
 from pipeline.errors import SfampError
 from pipeline.gc_tuning import startup_objects_frozen
 from pipeline.runtime.backfill import ReadOptions, StopRequest
-from pipeline.runtime.mapping_source import initial_mapping
+from pipeline.runtime.mapping_source import MappingVersion, initial_mapping
 from pipeline.runtime.reconcile.checkpoint import checkpoint_status
 from pipeline.runtime.reconcile.report import LogProgress, ObjectReconcile, ReconcileSummary
 from pipeline.runtime.reconcile.run import default_checkpoint, run_reconcile
@@ -154,7 +155,35 @@ async def _until_signal(
             return unstarted
         ((version, _),) = read
         warn_if_passed_over(version)
+        warn_if_published_maps_less(version)
         return await run_reconcile(settings, version.mapping, stop=stop, **options)
+
+
+def warn_if_published_maps_less(version: MappingVersion) -> None:
+    """Say, in one line, that a service following the published revision (not this newer
+    file) sends what the reconcile writes as that revision maps it: properties only the
+    file maps are read and written, and never reach Amplitude."""
+    published = version.supersedes
+    if published is None:
+        return
+    theirs = _properties(published.mapping)
+    only = sorted({prop for _, prop in _properties(version.mapping) - theirs})
+    path = version.source.removeprefix("file:")
+    missing = f" ({', '.join(only)} not among them)" if only else ""
+    err_console.print(
+        f"[yellow]warning:[/] the service sends what this writes with the properties "
+        f"{published.source} maps{missing}, unless it runs {path} too; to send them all, "
+        f"publish the file first: sfamp config import {path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _properties(mapping: MappingConfig) -> set[tuple[str, str]]:
+    """Every (group type, property) ``mapping`` sets."""
+    return {
+        (m.group_type, p.amplitude_property) for m in mapping.mappings for p in m.group_properties
+    }
 
 
 def _exit(summary: ReconcileSummary) -> None:

@@ -53,6 +53,9 @@ class MappingVersion:
     # The file this published version was preferred to (it is newer), which runs instead
     # if the org refuses this one (see accepted_version).
     passed_over: MappingVersion | None = None
+    # The published version this file was preferred to (the file is newer and differs):
+    # what a service that follows sfamp.config alone still runs.
+    supersedes: MappingVersion | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,9 @@ async def initial_mapping(
                 published_at=_utc(published.published_at_ms / 1000),
             )
             return replace(chosen, passed_over=file_version), offset
+        if published.mapping != file_version.mapping:
+            superseded = _published_version(published.revision, published.mapping)
+            return replace(file_version, supersedes=superseded), offset
         return file_version, offset
     if file_version:
         return file_version, offset

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipeline.config.mapping import MappingConfig
+from pipeline.config.settings import KafkaSettings
+from pipeline.kafka.config_topic import publish_mapping
 from pipeline.sandbox_stack import SandboxStack
 from tests.runtime.conftest import Org
 from tests.runtime.test_reconcile import MAPPING
@@ -221,3 +224,22 @@ async def test_a_signal_while_kafka_does_not_answer_says_so_in_one_line(
         "interrupted by SIGTERM: no checkpoint was written; run again"
     )
     assert "Unclosed" not in err, err
+
+
+async def test_a_file_newer_than_the_published_revision_warns_what_the_service_leaves_out(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The reconcile runs the newer file; a service following sfamp.config sends what it
+    writes as the published revision maps it: a property only the file maps never arrives."""
+    await org.seed("Account", 1)
+    env = _env(stack, topic_prefix, tmp_path)
+    published = {**MAPPING, "mappings": [dict(MAPPING["mappings"][0], group_properties=[
+        {"sfdc_field": "Name", "amplitude_property": "name"}])]}  # fmt: skip
+    kafka = KafkaSettings(bootstrap_servers=env["SFAMP_KAFKA__BOOTSTRAP_SERVERS"],
+                          topic_prefix=topic_prefix)  # fmt: skip
+    await publish_mapping(kafka, MappingConfig.model_validate(published), now_ms=1_000)
+    code, _, err = await _finish(await _start(env, tmp_path, "--dry-run"))
+    assert code == 0, err
+    [warning] = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert "sfamp.config revision 1 maps (per_employee not among them)" in warning
+    assert warning.endswith("publish the file first: sfamp config import mapping.json")
