@@ -27,7 +27,7 @@ def print_summary(summary: BackfillSummary) -> None:
         (f"identifications {verb}", f"{summary.total('identifications'):,}"),
         (f"Amplitude requests ({verb})", f"{summary.total('requests'):,}"),
         ("bytes", f"{summary.total('bytes'):,}"),
-        ("rejected", f"{rejected:,}" + (f" -> {summary.rejected_to}" if rejected else "")),
+        ("rejected", f"{rejected:,}" + (f" -> {_rejected_to(summary)}" if rejected else "")),
         ("duplicate group values", f"{_duplicate_values(summary):,}"),
         ("records without a group value", f"{summary.total('without_group'):,}"),
         ("re-sent by the catch-up reads", _caught_up(summary)),
@@ -60,7 +60,7 @@ def _status(summary: BackfillSummary) -> str:
 
 def _caught_up(summary: BackfillSummary) -> str:
     text = f"{summary.total('caught_up'):,}"
-    if not summary.quiescent:
+    if summary.completed and not summary.quiescent:  # a run stopped early never got there
         text += " [yellow](records kept changing: see the log)[/]"
     return text
 
@@ -101,3 +101,9 @@ def _print_duplicates(summary: BackfillSummary) -> None:
         if found["values"] > shown:
             table.add_row(group_type, f"... {plural(found['values'] - shown, 'more value')}", "")
     console.print(table)
+
+
+def _rejected_to(summary: BackfillSummary) -> str:
+    """Where the rejected identifications went; none when writing them failed (the error
+    says why, and a --resume sends them again)."""
+    return summary.rejected_to or "not written (see the error)"
