@@ -296,11 +296,16 @@ async def read_described(
     except SalesforceRequestError as exc:
         if exc.error_code != "INVALID_FIELD":
             raise
-        column = _NO_SUCH_COLUMN.search(str(exc))
-        refused = column.group(1) if column else None
-        if not await schemas.describe_again(config, sfdc_object, refused):
+        if not await schemas.describe_again(config, sfdc_object, refused_field(exc)):
             raise
     return await read(schemas.cached(sfdc_object))
+
+
+def refused_field(exc: SalesforceRequestError) -> str | None:
+    """The field Salesforce names in a refusal for it ("No such column 'X' on entity
+    'Account'", ``INVALID_FIELD``, or a Bulk job failed with that message), or None."""
+    column = _NO_SUCH_COLUMN.search(str(exc))
+    return column.group(1) if column else None
 
 
 def refuse_unreadable(config: MappingConfig, sfdc_object: str, schema: ObjectSchema) -> None:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from pipeline.config.mapping import MappingConfig
-from pipeline.errors import AmplitudeUnavailableError, RequestLimitError
+from pipeline.errors import AmplitudeUnavailableError, RequestLimitError, UnreadableFieldsError
 from pipeline.kafka.inspect import KafkaInspector
 from pipeline.runtime.backfill import (
     LogProgress,
@@ -478,6 +478,27 @@ async def test_a_run_refused_before_it_confirmed_a_batch_puts_the_earlier_checkp
     assert refused.checkpoint_put_back
     assert path.read_bytes() == before
     assert "the earlier run's checkpoint is kept" in str(refused.next_step())
+
+
+async def test_a_field_hidden_during_the_run_is_named_as_the_start_check_names_it(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    """Hidden after the run read its first page: the next page (or the catch-up read) is
+    refused in raw SOQL terms, which the run says as "cannot read Account.Industry"."""
+    await sandboxes.seed("Account", 6_000)
+    org = sandboxes.salesforce.state.org
+    account = org.store("Account").obj
+    hook = Hook(after=1, action=lambda: org.security.set_readable(account, "Industry", False))
+    summary = await run_backfill(
+        sandboxes.settings(), mapping(), checkpoint_path=tmp_path / "checkpoint.json",
+        progress=hook, options=SMALL_PAGES,
+    )  # fmt: skip
+    assert isinstance(summary.error, UnreadableFieldsError), summary.error
+    assert str(summary.error).startswith("cannot read Account.Industry: ")
+    assert "No such column" not in str(summary.error)
+    assert summary.next_step() == (
+        "once the field can be read (or is out of the mapping), rerun with --resume"
+    )
 
 
 async def test_dry_run_sends_nothing_and_plans(sandboxes: Sandboxes, tmp_path: Path) -> None:

@@ -9,7 +9,12 @@ from typing import Any, Final
 
 import structlog
 
-from pipeline.errors import ConfigError, SalesforceRequestError, SfampError
+from pipeline.errors import (
+    ConfigError,
+    SalesforceRequestError,
+    SfampError,
+    UnreadableFieldsError,
+)
 from pipeline.runtime.progress import IntervalCounter, ObjectProgress
 from pipeline.transform.apply import PropertyChanges
 
@@ -153,6 +158,9 @@ class BackfillSummary:
         """What to do after a run that stopped early, in one line; None when complete."""
         if self.completed:
             return None
+        if isinstance(self.error, UnreadableFieldsError):  # its message says what to do
+            again = "rerun with --resume" if self.checkpoint_saved else "run again"
+            return f"once the field can be read (or is out of the mapping), {again}"
         if not self.resumable and self.objects:  # refused before any read: nothing to resume
             if isinstance(self.error, SalesforceRequestError):
                 return (

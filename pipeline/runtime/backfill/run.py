@@ -17,7 +17,13 @@ from pipeline.amplitude import AmplitudeClient
 from pipeline.amplitude.payload import to_identification
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
-from pipeline.errors import MappingError, SalesforceError, SfampError
+from pipeline.errors import (
+    MappingError,
+    SalesforceError,
+    SalesforceRequestError,
+    SfampError,
+    UnreadableFieldsError,
+)
 from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, beside, in_turn
 from pipeline.runtime.backfill.checkpoint import (
     DEFAULT_CHECKPOINT,
@@ -39,6 +45,7 @@ from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, 
 from pipeline.runtime.backfill.stream_start import record_stream_start, stream_start_recorded
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.recorder import command_recorder
+from pipeline.runtime.salesforce_reads import refused_field
 from pipeline.runtime.tasks import StopRequest, seen_through, until_stopped
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.bulk_csv import batched
@@ -115,7 +122,7 @@ async def run_backfill(
             if summary.interrupted is not None:
                 log.warning("backfill_interrupted", signal=summary.interrupted)
         except SfampError as exc:  # the caller reports it: the command's line, the demo's
-            summary.error = exc
+            summary.error = _named(exc, config, summary)
         finally:
             summary.api_calls = sf.rest.api_calls - calls_before
             summary.bulk_jobs = run.bulk.jobs_created
@@ -126,6 +133,17 @@ async def run_backfill(
     if summary.error is not None and checkpoint is not None and resume_from is None:
         summary.checkpoint_put_back = _put_back(checkpoint)
     return summary
+
+
+def _named(exc: SfampError, config: MappingConfig, summary: BackfillSummary) -> SfampError:
+    """A query refused for a mapped field of the object being read (hidden by field-level
+    security since the run checked it) as the start check names it, not as raw SOQL."""
+    field = refused_field(exc) if isinstance(exc, SalesforceRequestError) else None
+    reading = [item.sfdc_object for item in summary.objects if not item.finished]
+    if field is None or not reading:
+        return exc
+    mapped = {name for mapping in config.for_object(reading[-1]) for name in mapping.fields}
+    return UnreadableFieldsError(reading[-1], [field]) if field in mapped else exc
 
 
 def _put_back(checkpoint: CheckpointFile) -> bool:
