@@ -656,7 +656,7 @@ async def test_cli_with_rejected_identifications_exits_3_saying_where_they_are(
     assert code == 3, err  # a script or a cron job sees that something is left to do
     assert err.strip().splitlines()[-1] == (
         "error: Amplitude rejected 1 identification; .sfamp/backfill-rejected.jsonl holds it "
-        "with the reason"
+        "with the reason; once fixed, 'sfamp backfill --object Account' sends them again"
     )
     assert "complete, 1 rejected" in out
     assert len(sandboxes.groups()) == 49  # its neighbours were delivered

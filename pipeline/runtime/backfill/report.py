@@ -152,7 +152,9 @@ class BackfillSummary:
         kind, _, where = (self.rejected_to or "").partition(":")
         if kind == "kafka":
             return f"{what}; {where} {holds} (see 'sfamp dlq list')"
-        return f"{what}; {where} {holds}"
+        # A file nothing replays: the backfill of their objects sends them again.
+        objects = " ".join(f"--object {o.sfdc_object}" for o in self.objects if o.rejected)
+        return f"{what}; {where} {holds}; once fixed, 'sfamp backfill {objects}' sends them again"
 
     def next_step(self) -> str | None:
         """What to do after a run that stopped early, in one line; None when complete."""
