@@ -228,8 +228,7 @@ async def test_a_refused_salesforce_login_says_what_to_do_and_gives_scripts_the_
     assert len(errors) == 1, err
     assert "Salesforce refused the password login" in errors[0]
     assert err.rstrip().endswith(
-        f"{errors[0]}\n  no batch was confirmed delivered yet; "
-        "run again once the problem above is fixed"
+        f"{errors[0]}\n  nothing was read or sent; run again once the problem above is fixed"
     )
     if as_json:
         summary = json.loads(out)

@@ -181,7 +181,8 @@ class BackfillSummary:
                 f"the earlier run's checkpoint is kept: {self.checkpoint}; once the problem "
                 "above is fixed, run again, or with --resume to go on with that run"
             )
-        if not self.objects and isinstance(self.error, ConfigError):
+        if not self.objects and self.error is not None and not self.error.retriable:
+            # Refused before an object was opened: a setting, a --where Salesforce refuses.
             return "nothing was read or sent; run again once the problem above is fixed"
         if self.error is not None and not self.error.retriable:
             return "no batch was confirmed delivered yet; run again once the problem above is fixed"
