@@ -34,6 +34,8 @@ from pipeline.transform.schema import (
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+# An undelete as the envelope codec writes it (no spaces; see _carried_search).
+_UNDELETE = b'"op":"undelete"'
 # How Salesforce names the field a query is refused for (INVALID_FIELD).
 _NO_SUCH_COLUMN = re.compile(r"No such column '([A-Za-z0-9_]+)'")
 # Ids per SOQL IN list: about 6 KB of URL, far below Salesforce's 16 KB limit.
@@ -207,6 +209,12 @@ class SchemaCache:
                     hint=f"values changed while they were hidden arrive with their next "
                     f"change; 'sfamp backfill --object {sfdc_object}' brings them now",
                 )
+        # An undelete takes a field it lacks for null: one hidden since the describe would
+        # be unset. So its object is described again first (at most every 30 s).
+        for sfdc_object, records in mapped:
+            fresh = sfdc_object in described or sfdc_object in stale
+            if not fresh and any(_UNDELETE in r.value for r in records if r.value):
+                await self.describe_again(config, sfdc_object)
 
     def _say_hidden(self, config: MappingConfig, sfdc_object: str) -> None:
         """Log the mapped fields a describe omits, once until they are listed again: reads

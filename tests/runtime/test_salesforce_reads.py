@@ -335,3 +335,30 @@ async def test_a_refused_describe_says_nothing_of_which_fields_can_be_read() -> 
     await cache.ensure_mapped(INDUSTRY, ["Account"])
     assert cache.cached("Account") is None
     assert reports == [], "no describe: a field hidden before is not taken as readable again"
+
+
+async def test_an_undelete_has_its_object_described_again_first() -> None:
+    """An undelete takes a field it lacks for null: one hidden (field-level security) since
+    the describe was read would be unset. Its object is described again before, at most
+    every 30 s; other changes wait for the describe's age."""
+    cache, rest, now = _cache("Id", "Name", "Industry")
+    await cache.ensure(["Account"])
+    rest.fields = ["Id", "Name"]  # Industry hidden: change events leave it out now
+    now[0] = 60.0
+    update = ChangeEnvelope("Account", "001A", "update", 2, fields={"Name": "Acme"})
+    await cache.ensure_current(INDUSTRY, [("Account", [Raw(encode(update))])])
+    assert rest.describes == 1, "an update says nothing a describe could answer"
+    undelete = ChangeEnvelope("Account", "001A", "undelete", 3, fields={"Name": "Acme"})
+    await cache.ensure_current(INDUSTRY, [("Account", [Raw(encode(undelete))])])
+    assert rest.describes == 2
+    assert cache.cached("Account").omits("Industry")  # type: ignore[union-attr]
+    now[0] = 70.0
+    await cache.ensure_current(INDUSTRY, [("Account", [Raw(encode(undelete))])])
+    assert rest.describes == 2, "at most every 30 s"
+
+
+class Raw:
+    """A Kafka record holding ``value`` as it is."""
+
+    def __init__(self, value: bytes) -> None:
+        self.value: bytes | None = value
