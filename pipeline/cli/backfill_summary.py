@@ -16,6 +16,8 @@ from pipeline.wording import plural
 def print_summary(summary: BackfillSummary) -> None:
     """The final table, per-object rows, duplicate group values and (dry run) a sample."""
     verb = "would send" if summary.dry_run else "sent"
+    # Delivered: accepted by Amplitude (a run stopped early may have sent more).
+    delivered = "would send" if summary.dry_run else "delivered"
     title = "backfill" + (" (dry run)" if summary.dry_run else "")
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column("", style="cyan", no_wrap=True)
@@ -24,7 +26,7 @@ def print_summary(summary: BackfillSummary) -> None:
     rows: list[tuple[str, Any]] = [
         ("mapping", (summary.mapping or "-").removeprefix("file:")),
         ("rows read", f"{summary.total('rows_read'):,}"),
-        (f"identifications {verb}", f"{summary.total('identifications'):,}"),
+        (f"identifications {delivered}", f"{summary.total('identifications'):,}"),
         (f"Amplitude requests ({verb})", f"{summary.total('requests'):,}"),
         ("bytes", f"{summary.total('bytes'):,}"),
         ("rejected", f"{rejected:,}" + (f" -> {_rejected_to(summary)}" if rejected else "")),

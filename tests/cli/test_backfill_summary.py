@@ -31,3 +31,8 @@ def test_a_run_stopped_before_its_rejections_were_written_says_so() -> None:
 def test_a_finished_run_whose_records_kept_changing_says_so() -> None:
     item = ObjectSummary("Account", rows_read=10, identifications=10, quiescent=False)
     assert "records kept changing" in _printed(BackfillSummary(objects=[item]))
+
+
+def test_identifications_count_what_amplitude_accepted() -> None:
+    item = ObjectSummary("Account", rows_read=10, identifications=9)
+    assert "identifications delivered" in _printed(BackfillSummary(objects=[item]))
