@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import httpx
@@ -223,10 +224,13 @@ async def test_a_connection_that_does_not_come_back_is_lost_after_its_timeout(
 
 
 class _Transport:
-    """The CometD transport's states, moved by the test."""
+    """The CometD transport's states, moved by the test. ``connected`` is run as a wait for
+    CONNECTED ends, before it returns: where ``receive`` cancels the watch."""
 
     def __init__(self) -> None:
         self.events = {state: asyncio.Event() for state in TransportState}
+        self.waits_for_connected = asyncio.Event()
+        self.connected: Callable[[], object] = lambda: None
 
     def enter(self, state: TransportState) -> None:
         for event in self.events.values():
@@ -234,7 +238,11 @@ class _Transport:
         self.events[state].set()
 
     async def wait_for_state(self, state: TransportState) -> None:
+        if state is TransportState.CONNECTED:
+            self.waits_for_connected.set()
         await self.events[state].wait()
+        if state is TransportState.CONNECTED:
+            self.connected()
 
 
 async def test_the_reconnect_watch_ends_when_cancelled_as_the_connection_comes_back() -> None:
@@ -242,13 +250,11 @@ async def test_the_reconnect_watch_ends_when_cancelled_as_the_connection_comes_b
     the watch must end then, not wait for the next reconnect (a task left per reconnect)."""
     transport = _Transport()
     client = SimpleNamespace(_transport=transport)
-    watch = asyncio.ensure_future(_VersionedClient._wait_connection_timeout(client, 30))  # type: ignore[arg-type]
     transport.enter(TransportState.CONNECTING)
-    for _ in range(5):  # the watch waits for CONNECTED now
-        await asyncio.sleep(0)
+    watch = asyncio.ensure_future(_VersionedClient._wait_connection_timeout(client, 30))  # type: ignore[arg-type]
+    await asyncio.wait_for(transport.waits_for_connected.wait(), timeout=5)
+    transport.connected = watch.cancel  # as its wait for CONNECTED ends
     transport.enter(TransportState.CONNECTED)
-    await asyncio.sleep(0)  # its wait for CONNECTED ends
-    watch.cancel()
     await asyncio.wait([watch], timeout=5)
     ended = watch.done()
     watch.cancel()  # again, should it have gone on
