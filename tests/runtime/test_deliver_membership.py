@@ -248,6 +248,19 @@ async def test_a_stopped_deliver_leaves_its_group(
     assert await _members(settings) == []
 
 
+def _held_flush_settings(
+    stack: SandboxStack, topic_prefix: str, *, drain_seconds: float
+) -> Settings:
+    """Settings under which only the drain (not Amplitude's timeout or retry deadline)
+    ends a flush that :func:`_flush_held_by_amplitude` holds."""
+    return settings_for(
+        stack,
+        topic_prefix,
+        runtime={"drain_timeout_seconds": drain_seconds},
+        amplitude={"retry_deadline_seconds": 120, "timeout_seconds": 120},
+    )
+
+
 async def _flush_held_by_amplitude(stack: SandboxStack, org: Org, service: Service) -> None:
     """A change whose flush Amplitude holds (every request answered after 60 s), in flight."""
     assert stack.amplitude is not None
@@ -265,13 +278,7 @@ async def test_a_flush_abandoned_at_the_drain_budget_still_leaves_the_group(
 ) -> None:
     """Amplitude holds the flush past the drain budget: the flush is abandoned (read again
     by the next member), and the member still leaves its group and closes its consumer."""
-    settings = settings_for(
-        stack,
-        topic_prefix,
-        runtime={"drain_timeout_seconds": 1},
-        # Only the drain budget ends the held request (not the client's own timeout).
-        amplitude={"retry_deadline_seconds": 120, "timeout_seconds": 120},
-    )
+    settings = _held_flush_settings(stack, topic_prefix, drain_seconds=1)
     with capture_logs() as logs:
         async with running(settings, mapping_file) as service:
             await _flush_held_by_amplitude(stack, org, service)
@@ -294,12 +301,7 @@ async def test_a_second_signal_cuts_the_drain_short(
 ) -> None:
     """A second Ctrl-C (or SIGTERM) during the drain abandons the flush held by Amplitude at
     once, rather than after the budget: uncommitted, the next member sends it again."""
-    settings = settings_for(
-        stack,
-        topic_prefix,
-        runtime={"drain_timeout_seconds": 120},
-        amplitude={"retry_deadline_seconds": 120, "timeout_seconds": 120},
-    )
+    settings = _held_flush_settings(stack, topic_prefix, drain_seconds=120)
     with capture_logs() as logs:
         async with running(settings, mapping_file) as service:
             await _flush_held_by_amplitude(stack, org, service)
