@@ -277,6 +277,14 @@ def _carried_search(missing: frozenset[str], schema: ObjectSchema | None) -> _Se
     return re.compile(b"|".join(sorted(patterns))).search
 
 
+def mapped_fields(config: MappingConfig, sfdc_object: str) -> list[str]:
+    """The fields ``config`` maps for ``sfdc_object`` (group name fields included), each
+    once, as the mappings name them."""
+    return list(
+        dict.fromkeys(name for mapping in config.for_object(sfdc_object) for name in mapping.fields)
+    )
+
+
 def missing_fields(
     config: MappingConfig, sfdc_object: str, schema: ObjectSchema | None
 ) -> frozenset[str]:
@@ -284,8 +292,7 @@ def missing_fields(
     (none without a schema: then every value is taken as it comes)."""
     if schema is None:
         return frozenset()
-    mapped = (name for mapping in config.for_object(sfdc_object) for name in mapping.fields)
-    return frozenset(unreadable_fields(schema, mapped))
+    return frozenset(unreadable_fields(schema, mapped_fields(config, sfdc_object)))
 
 
 async def read_described(
@@ -320,8 +327,7 @@ def refuse_unreadable(config: MappingConfig, sfdc_object: str, schema: ObjectSch
     """Raise :class:`UnreadableFieldsError` naming the fields ``config`` maps for
     ``sfdc_object`` that ``schema`` omits: a read that must be whole (a backfill, a
     re-sync) stops and says so, where :func:`fields_to_read` would leave them out."""
-    mapped = (name for mapping in config.for_object(sfdc_object) for name in mapping.fields)
-    missing = unreadable_fields(schema, mapped)
+    missing = unreadable_fields(schema, mapped_fields(config, sfdc_object))
     if missing:
         raise UnreadableFieldsError(sfdc_object, missing)
 

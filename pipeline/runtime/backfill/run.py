@@ -45,7 +45,7 @@ from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, 
 from pipeline.runtime.backfill.stream_start import record_stream_start, stream_start_recorded
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.recorder import command_recorder
-from pipeline.runtime.salesforce_reads import refused_field
+from pipeline.runtime.salesforce_reads import mapped_fields, refused_field
 from pipeline.runtime.tasks import StopRequest, seen_through, until_stopped
 from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.bulk_csv import batched
@@ -142,8 +142,8 @@ def _named(exc: SfampError, config: MappingConfig, summary: BackfillSummary) -> 
     reading = [item.sfdc_object for item in summary.objects if not item.finished]
     if field is None or not reading:
         return exc
-    mapped = {name for mapping in config.for_object(reading[-1]) for name in mapping.fields}
-    return UnreadableFieldsError(reading[-1], [field]) if field in mapped else exc
+    mapped = field in mapped_fields(config, reading[-1])
+    return UnreadableFieldsError(reading[-1], [field]) if mapped else exc
 
 
 def _put_back(checkpoint: CheckpointFile) -> bool:
