@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sfamp_sandbox.amplitude.operations import apply_operations
+from sfamp_sandbox.fault_limits import fault_count, fault_delay
 from sfamp_sandbox.latency import Latency
 
 Region = Literal["us", "eu"]
@@ -158,15 +159,12 @@ def parse_fault(payload: object) -> Fault:
         raise ValueError(f"kind must be one of {sorted(FAULT_KINDS)}")
     count, delay = payload.get("count", 1), payload.get("delay_seconds", 60.0)
     retry_after, path = payload.get("retry_after"), payload.get("path")
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 10_000:
-        raise ValueError("count must be an integer from 1 to 10000")
-    if not isinstance(delay, int | float) or not 0 <= delay <= 600:
-        raise ValueError("delay_seconds must be a number from 0 to 600")
+    count, delay = fault_count(count), fault_delay(delay)
     if retry_after is not None and (not isinstance(retry_after, int | float) or retry_after < 0):
         raise ValueError("retry_after must be a non-negative number")
     if path is not None and not isinstance(path, str):
         raise ValueError("path must be a string such as /groupidentify")
-    return Fault(kind, count, float(delay), retry_after, path)
+    return Fault(kind, count, delay, retry_after, path)
 
 
 @dataclass(slots=True)

@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sfamp_sandbox.fault_limits import fault_count, fault_delay
 from sfamp_sandbox.salesforce.api_error import ApiError, json_parser_error
 from sfamp_sandbox.salesforce.cdc import CHANGE_TYPES
 from sfamp_sandbox.salesforce.org import Transaction
@@ -59,7 +60,6 @@ from sfamp_sandbox.salesforce.state import (
 from sfamp_sandbox.salesforce.values import datetime_rest
 
 MAX_SEED = 5_000_000
-MAX_COUNT = 10_000  # uses of one scripted fault, as the Amplitude sandbox allows
 GAP_TYPES = frozenset(t for t in CHANGE_TYPES if t.startswith("GAP_") and t != "GAP_OVERFLOW")
 
 
@@ -146,13 +146,10 @@ async def faults(request: web.Request) -> web.Response:
         return json_response({"pending_rest_faults": 0})
     body = await _body(request)
     kind = str(body["kind"])
-    count, delay = body.get("count", 1), body.get("delay_seconds", 0.0)
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
-        raise ValueError(f"count must be an integer from 1 to {MAX_COUNT}")
-    if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= 600:
-        raise ValueError("delay_seconds must be a number from 0 to 600")
+    count = fault_count(body.get("count", 1))
+    delay = fault_delay(body.get("delay_seconds", 0.0))
     if kind in REST_FAULTS:
-        state.faults.add(kind, count, float(delay))
+        state.faults.add(kind, count, delay)
     elif kind in COMETD_FAULTS:
         if kind == "expire_sessions":
             state.sessions.expire_all()
