@@ -377,7 +377,7 @@ def _print_json_line(row: dict[str, Any]) -> None:
 
 # Table columns of `tail` per topic kind; keys of the decoded row (pipeline/kafka/topic_rows.py).
 COLUMNS: Final[dict[TopicKind, tuple[str, ...]]] = {
-    "changes": ("object", "record_id", "op", "changed", "commit_time", "replay_id"),
+    "changes": ("object", "record_id", "op", "source", "changed", "commit_time", "replay_id"),
     "replay": ("channel", "replay_id", "event_time", "stored_at"),
     "config": ("revision", "published_at", "objects", "cadence"),
     "dlq": ("id", "reason", "key", "at", "detail"),

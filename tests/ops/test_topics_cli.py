@@ -8,6 +8,7 @@ import socket
 import time
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from typer.testing import CliRunner
@@ -148,11 +149,15 @@ async def test_tail_decodes_envelopes_and_shows_malformed(topics: KafkaSettings,
             (changes, b"001C", encode(change("001C", now, replay_id=42, field="Name"))),
         ],
     )
+    read = msgspec.structs.replace(
+        change("001D", now, field="Name"), replay_id=None, source="rest", full=True
+    )
+    await produce(topics, [(changes, b"001D", encode(read))])
     result = await cli("topics", "tail", changes, "--json")
     assert result.exit_code == 0, result.output
     rows = json_lines(result.stdout)
-    assert [r["offset"] for r in rows] == [0, 1, 2]
-    good, bad, last = rows
+    assert [r["offset"] for r in rows] == [0, 1, 2, 3]
+    good, bad, last, reread = rows
     assert (good["object"], good["record_id"], good["op"], good["replay_id"]) == (
         "Account",
         "001C",
@@ -164,13 +169,19 @@ async def test_tail_decodes_envelopes_and_shows_malformed(topics: KafkaSettings,
     assert "not JSON" in str(bad["malformed"])
     assert bad["raw"] == "{not an envelope"
     assert last["changed"] == ["Name"]
+    assert (good["source"], reread["source"]) == ("cdc", "rest")
 
-    table = await cli("topics", "tail", "changes.Account", "-n", "2")
+    table = await cli("topics", "tail", "changes.Account", "-n", "3")
     assert table.exit_code == 0
     assert "malformed" in table.stdout
     assert "001C" in table.stdout
     assert "Name" in table.stdout
-    assert "Industry" not in table.stdout  # -n 2 leaves the first change out
+    assert "Industry" not in table.stdout  # -n 3 leaves the first change out
+    # A record read again (a gap's or a reconcile's read) is told from a change event.
+    assert "source" in table.stdout
+    reread_line = next(line for line in table.stdout.splitlines() if "001D" in line)
+    assert "rest" in reread_line
+    assert "cdc" not in reread_line
 
 
 async def test_tail_empty_topic_says_so(topics: KafkaSettings, cli: Cli) -> None:
