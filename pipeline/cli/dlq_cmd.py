@@ -15,11 +15,12 @@ from typing import Final
 
 import typer
 
-from pipeline.cli.common import MAPPING, console, given_mapping_file, print_json
+from pipeline.cli.common import MAPPING, console, fail, given_mapping_file, print_json
 from pipeline.cli.help import SfampTyper
 from pipeline.cli.topics_cmd import format_time, run_inspection
 from pipeline.config.settings import Settings
-from pipeline.kafka.dlq import DlqItem, DlqView, read_dlq
+from pipeline.errors import ConfigError
+from pipeline.kafka.dlq import DlqItem, DlqView, check_one_choice, read_dlq
 from pipeline.kafka.inspect import KafkaInspector
 from pipeline.runtime.dlq_dismiss import Dismissal, dismiss_dead_letters
 from pipeline.runtime.dlq_redeliver import RedeliveryOutcome, replay_dead_letters
@@ -111,8 +112,10 @@ def replay_(
     mapping's on_delete) and sent to Amplitude; a read after the send checks
     that nothing newer was written in between. Replayed entries are marked in
     the DLQ; entries that cannot be re-read or are rejected again stay, with
-    the reason. Exits 1 when any selected entry could not be replayed.
+    the reason. Exits 1 when any selected entry could not be replayed, or when
+    neither --id nor --all is given (or both are).
     """
+    _one_choice(ids, everything, "--all")
 
     async def work(settings: Settings, inspector: KafkaInspector) -> list[RedeliveryOutcome]:
         file = given_mapping_file(mapping, settings)
@@ -160,15 +163,25 @@ def dismiss(
     dismissal is written to the DLQ as a marker, as a replay is; the entry stays
     listed, shown as dismissed, and sfamp status and dlq replay --all stop
     counting it. --unreplayable picks those entries under the mapping that runs
-    now; --id dismisses any entry you name. Exits 0 unless Kafka cannot be reached
-    or an id is unknown.
+    now; --id dismisses any entry you name. Exits 0 unless Kafka cannot be reached,
+    an id is unknown, or neither --id nor --unreplayable is given (or both are).
     """
+    _one_choice(ids, unreplayable, "--unreplayable")
 
     async def work(settings: Settings, inspector: KafkaInspector) -> list[Dismissal]:
         file = given_mapping_file(mapping, settings)
         return await dismiss_dead_letters(settings, inspector, ids, unreplayable, file, note)
 
     _print_dismissals(run_inspection(work), as_json=as_json)
+
+
+def _one_choice(ids: list[str], flag_set: bool, flag: str) -> None:
+    """One line and exit 1, before Kafka is asked anything, unless the command names
+    entries by --id or sets ``flag`` (not both)."""
+    try:
+        check_one_choice(ids, flag_set, flag)
+    except ConfigError as exc:
+        fail(exc)
 
 
 def _print_dismissals(outcomes: list[Dismissal], *, as_json: bool) -> None:

@@ -8,6 +8,7 @@ import re
 import time
 
 import pytest
+from typer.testing import CliRunner
 
 from pipeline.config.settings import KafkaSettings
 from pipeline.kafka.records import DlqEntry
@@ -15,8 +16,9 @@ from pipeline.kafka.topics import TopicNames
 from pipeline.sandbox_stack import SandboxStack
 from pipeline.transform.envelope import encode
 from sfamp_sandbox.amplitude.state import parse_fault
-from tests.ops.conftest import BLOCKED_GROUP, Cli, change, produce
+from tests.ops.conftest import BLOCKED_GROUP, Cli, change, cli_app, environment, produce
 from tests.runtime.conftest import Org, group, wait_until
+from tests.support.ports import unused_port
 
 pytestmark = pytest.mark.integration
 
@@ -238,6 +240,29 @@ async def test_replay_selection_errors_are_one_line(
     assert result.exit_code == 1
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("replay",), "error: say which entries: --id ID (repeatable), or --all"),
+        (("dismiss",), "error: say which entries: --id ID (repeatable), or --unreplayable"),
+        (
+            ("dismiss", "--unreplayable", "--id", "x"),
+            "error: name entries with --id ID (repeatable) or use --unreplayable, not both",
+        ),
+    ],
+)
+async def test_a_selection_error_is_told_before_kafka_is_asked(
+    kafka: KafkaSettings, cli: Cli, args: tuple[str, ...], message: str
+) -> None:
+    """What the command line lacks is said even when Kafka is down (not the Kafka error)."""
+    unreachable = kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{unused_port()}"})
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli_app, ["dlq", *args], env=environment(unreachable)
+    )
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [message]
 
 
 async def test_a_change_made_while_the_replay_sends_is_sent_after_it(

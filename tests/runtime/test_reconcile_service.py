@@ -84,5 +84,6 @@ async def test_a_reconcile_run_beside_the_service_is_shown_without_a_restart(
         assert summary.completed, summary.error
         await wait_until(lambda: "last" in reconcile, what="the run beside it, shown")
         finished = datetime.fromisoformat(reconcile["last"]["finished_at"])
+        assert reconcile["last"]["ok"] is True
         gauge = service.metrics.reconcile_last_success.collect()[0].samples[0].value
         assert gauge == finished.timestamp() > 0

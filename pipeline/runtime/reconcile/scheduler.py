@@ -116,7 +116,8 @@ class ReconcileScheduler:
             self.interrupted = self.interrupted if self.last_finished else interrupted
             return False
         self.last_finished, self.interrupted = finished, False
-        self.state.reconcile["last"] = {"finished_at": finished.isoformat()}
+        # A run the service did not watch: its checkpoint keeps when it finished, not its counts.
+        self.state.reconcile["last"] = {"finished_at": finished.isoformat(), "ok": True}
         # From the start, so that an alert on a stale reconcile outlives restarts.
         self.metrics.reconcile_last_success.set(finished.timestamp())
         return True
