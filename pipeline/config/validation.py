@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from pipeline.config.mapping import MappingConfig
+from pipeline.config.mapping import MappingConfig, ObjectMapping, PropertyMapping
 from pipeline.errors import MappingError, Problem
 from pipeline.transform.apply import DELETED_PROPERTY
 from pipeline.wording import nearest, not_one_of, plural
@@ -56,11 +56,55 @@ def _message(error: ErrorDetails) -> str:
         key = str(error["loc"][-1])
         if modes is not None and len(error["loc"]) == 3:
             return _not_a_key_of_mode(str(error["loc"][0]), str(error["loc"][1]), key)
+        if key in _known_keys():  # a known key, one level off
+            return f"is not a key here: {key!r} belongs {_where_keys_go(key)}"
         return friendly + _hint(key, _known_keys())
     if friendly:
         return friendly
+    wanted = _WANTED.get(error["type"])
+    if wanted is not None:
+        return f"{wanted}, not {json_kind(error.get('input'))}"
+    bound = _BOUNDS.get(error["type"])
+    if bound is not None:
+        word, key = bound
+        return f"must be {word} {error.get('ctx', {}).get(key)}"
     message = error["msg"]
     return message.removeprefix("Value error, ")
+
+
+# What a value of the wrong JSON kind should have been, by pydantic error type.
+_WANTED = {
+    "model_type": "must be a JSON object ({...})",
+    "model_attributes_type": "must be a JSON object ({...})",
+    "dict_type": "must be a JSON object ({...})",
+    "list_type": "must be a JSON list ([...])",
+    "string_type": "must be text (a JSON string)",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_type": "must be true or false",
+}
+_BOUNDS = {
+    "greater_than_equal": ("at least", "ge"),
+    "less_than_equal": ("at most", "le"),
+    "greater_than": ("more than", "gt"),
+    "less_than": ("less than", "lt"),
+}
+
+
+def json_kind(value: object) -> str:
+    """A value as the JSON a user wrote it: ``an object``, ``a list``, ``text '-1'``,
+    ``1.5``, ``true``, ``null``."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return f"text {shown!r}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
 
 
 def _not_a_key_of_mode(section: str, mode: str, key: str) -> str:
@@ -91,6 +135,18 @@ def _mode_keys(section: str) -> dict[str, list[str]]:
         for variant in variants
         if isinstance(variant, type) and issubclass(variant, BaseModel)
     }
+
+
+def _where_keys_go(key: str) -> str:
+    """Where a key of the mapping format goes (:func:`_message`, for one put a level off)."""
+    top = "at the top level of the document, beside 'mappings' (one serves every mapping)"
+    places: list[tuple[type[BaseModel], str]] = [
+        (MappingConfig, top),
+        (ObjectMapping, "in a mapping (an entry of 'mappings')"),
+        (PropertyMapping, "in a group property (an entry of 'group_properties')"),
+    ]
+    found = [place for model, place in places if key in model.model_fields]
+    return " or ".join(found) or "under 'sync_cadence' or 'reconcile'"
 
 
 def _hint(word: str, known: Sequence[str]) -> str:

@@ -18,7 +18,7 @@ the keys of the controls it is about.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -31,6 +31,7 @@ DEFAULT_AT: Final = "00:00"
 DEFAULT_RECONCILE_AT: Final = "03:00"
 _SECTION = re.compile(r"^m(\d+)\.(sfdc_object|group_type|group_name_field|on_delete)$")
 _ROW = re.compile(r"^m(\d+)\.p(\d+)\.(sfdc_field|amplitude_property)$")
+_WHOLE = re.compile(r"[+-]?[0-9]{1,18}")
 _PATH = re.compile(r"^\$\.mappings\[(\d+)\](?:\.(\w+)(?:\[(\d+)\](?:\.(\w+))?)?)?$")
 _PATH_START = re.compile(r"^\$\.mappings\[(\d+)\](?:\.(\w+)(?:\[(\d+)\](?:\.(\w+))?)?)?")
 _CADENCE_CONTROLS: Final = {
@@ -106,16 +107,14 @@ class MappingForm:
         if self.cadence_mode == "daily":
             return {"mode": "daily", "at": self.cadence_at}
         if self.cadence_mode == "interval":
-            every = self.cadence_every.strip()
-            return {"mode": "interval", "every_seconds": int(every) if every.isdigit() else every}
+            return {"mode": "interval", "every_seconds": _whole(self.cadence_every)}
         return {"mode": self.cadence_mode}
 
     def _reconcile(self) -> dict[str, Any]:
         if self.reconcile_mode == "daily":
             return {"mode": "daily", "at": self.reconcile_at}
         if self.reconcile_mode == "hourly":
-            minute = self.reconcile_minute.strip()
-            return {"mode": "hourly", "minute": int(minute) if minute.isdigit() else minute}
+            return {"mode": "hourly", "minute": _whole(self.reconcile_minute)}
         return {"mode": self.reconcile_mode}
 
     def shown_controls(self) -> list[str]:
@@ -161,6 +160,13 @@ class MappingForm:
             return None
         section.rows = [r for r in section.rows if r is not row]
         return Change(name, section.key, row.key)
+
+
+def _whole(text: str) -> int | str:
+    """A control's text as the whole number it spells (``-1`` too, for the range check
+    to name), else as the text it is (for the type check to name)."""
+    text = text.strip()
+    return int(text) if _WHOLE.fullmatch(text) else text
 
 
 def _next_key(items: list[SectionForm] | list[RowForm]) -> int:
@@ -343,3 +349,38 @@ def control_ids(form: MappingForm) -> list[str]:
             p = row.key
             ids += [f"m{m}-p{p}-{key}" for key in ("row", "sfdc_field", "amplitude_property")]
     return ids
+
+
+def left_out_by_form(document: dict[str, Any]) -> list[str]:
+    """The JSON paths (``$.mappings[0].on_delet``) of what filling the form from
+    ``document`` would leave out or change: a key the form has no control for, an
+    object or a list where a control holds text, an entry that is not an object.
+
+    Values are compared as the controls hold them (text), so a value the form shows
+    as it was (``30.0`` seconds, an empty name) is kept; a default the form adds (the
+    ``on_delete`` it shows) is not a change.
+    """
+    return list(_left_out(document, form_from_document(document).document(), "$"))
+
+
+def _left_out(value: object, kept: object, path: str) -> Iterator[str]:
+    if isinstance(value, dict):
+        if not isinstance(kept, dict):
+            yield path
+            return
+        for key, item in value.items():
+            inner = f"{path}.{key}"
+            if key in kept:
+                yield from _left_out(item, kept[key], inner)
+            elif not (item is None or item == ""):  # an empty control is left out too
+                yield inner
+    elif isinstance(value, list):
+        if not isinstance(kept, list) or len(kept) != len(value):
+            yield path
+            return
+        for index, (item, held) in enumerate(zip(value, kept, strict=True)):
+            yield from _left_out(item, held, f"{path}[{index}]")
+    elif value is None or value == "":
+        return  # an empty control, or the default the form shows for it
+    elif isinstance(kept, dict | list) or _text(value) != _text(kept):
+        yield path

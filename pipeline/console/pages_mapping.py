@@ -41,6 +41,7 @@ from pipeline.console.forms import (
     form_from_document,
     form_from_fields,
     in_form_order,
+    left_out_by_form,
     messages_by_control,
 )
 from pipeline.errors import MappingError, Problem, SfampError
@@ -207,7 +208,25 @@ def read_import(raw: bytes) -> dict[str, Any]:
         raise MappingError(f"the file is not JSON ({exc.msg} at {where})") from exc
     if not isinstance(document, dict):
         raise MappingError(NOT_A_MAPPING)
+    left_out = left_out_by_form(document)
+    if left_out:
+        raise MappingError(_left_out_line(document, left_out))
     return document
+
+
+def _left_out_line(document: dict[str, Any], paths: list[str]) -> str:
+    """Why the form cannot hold a document, in one line: the validator's word on the
+    first part it would leave out (a misspelt key gets its "did you mean"), and how
+    many more there are. Filling the form anyway would publish something else."""
+    _, problems = validate_document(document)
+    first = paths[0]
+    # The problem at that path, or else at the first part inside it (a list's entry).
+    said = [p for p in problems if p.path == first] or [
+        p for p in problems if p.path.startswith((f"{first}[", f"{first}."))
+    ]
+    line = f"{said[0].path} {said[0].message}" if said else f"{first} has no place in the form"
+    more = f" (and {len(paths) - 1} more)" if len(paths) > 1 else ""
+    return line + more
 
 
 async def import_config(request: web.Request) -> web.Response:

@@ -83,6 +83,20 @@ def test_a_misspelt_key_gets_the_nearest_known_one() -> None:
     assert problems["$.mappings[0].colour"] == "is not a known key of the mapping format"
 
 
+def test_a_known_key_a_level_off_is_told_where_it_belongs() -> None:
+    doc = good()
+    doc["mappings"][0]["sync_cadence"] = {"mode": "hourly"}
+    doc["mappings"][0]["group_properties"][0]["on_delete"] = "unset"
+    problems = problems_of(doc)
+    assert problems["$.mappings[0].sync_cadence"] == (
+        "is not a key here: 'sync_cadence' belongs at the top level of the document, "
+        "beside 'mappings' (one serves every mapping)"
+    )
+    assert problems["$.mappings[0].group_properties[0].on_delete"] == (
+        "is not a key here: 'on_delete' belongs in a mapping (an entry of 'mappings')"
+    )
+
+
 def test_mappings_and_properties_must_not_be_empty() -> None:
     doc = good()
     doc["mappings"][0]["group_properties"] = []

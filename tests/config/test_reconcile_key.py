@@ -62,7 +62,7 @@ def test_the_default_is_daily_at_three() -> None:
         ({"mode": "of"}, "$.reconcile", "'off' (did you mean 'off'?)"),
         ({}, "$.reconcile", "needs a 'mode': 'daily', 'hourly' or 'off'"),
         ({"mode": "daily", "at": "24:00"}, "$.reconcile.at", "must be a UTC time HH:MM"),
-        ({"mode": "hourly", "minute": 60}, "$.reconcile.minute", "less than or equal to 59"),
+        ({"mode": "hourly", "minute": 60}, "$.reconcile.minute", "must be at most 59"),
         (
             {"mode": "off", "at": "01:00"},
             "$.reconcile.at",
@@ -95,7 +95,7 @@ def test_the_default_is_daily_at_three() -> None:
             "is not a key of mode 'hourly', which takes 'minute'; 'at' belongs to mode 'daily' "
             "(did you mean it?)",
         ),
-        ("daily", "$.reconcile", "valid dictionary"),
+        ("daily", "$.reconcile", "must be a JSON object ({...}), not text 'daily'"),
     ],
 )
 def test_problems_name_their_path(reconcile: object, path: str, message: str) -> None:

@@ -71,6 +71,19 @@ def test_a_non_number_interval_is_kept_for_validation_to_refuse() -> None:
     assert "$.sync_cadence.every_seconds" in [p.path for p in problems]
 
 
+def test_a_negative_number_is_refused_for_its_range_not_as_no_number() -> None:
+    form = form_from_fields({
+        "cadence_mode": "interval", "cadence_every": " -1 ",
+        "reconcile_mode": "hourly", "reconcile_minute": "-5",
+    })  # fmt: skip
+    problems = {p.path: p.message for p in validate_document(form.document())[1]}
+    assert problems["$.sync_cadence.every_seconds"] == "must be at least 1"
+    assert problems["$.reconcile.minute"] == "must be at least 0"
+    spelt = form_from_fields({"cadence_mode": "interval", "cadence_every": "1e3"})
+    problems = {p.path: p.message for p in validate_document(spelt.document())[1]}
+    assert problems["$.sync_cadence.every_seconds"] == "must be a whole number, not text '1e3'"
+
+
 def test_structural_actions() -> None:
     form = form_from_document(DOCUMENT)
     assert form.apply("add_property:0") == Change("add_property", 0, 1)

@@ -212,6 +212,38 @@ def test_a_file_that_is_not_a_mapping_document_says_why_in_one_line() -> None:
     assert read_import(b'\xef\xbb\xbf{"version": 1}') == {"version": 1}  # a BOM is fine
 
 
+def test_a_document_the_form_cannot_hold_whole_is_refused_not_cut() -> None:
+    """Filling the form would drop a misspelt key (and publish the default in its place),
+    so the import names it, as ``sfamp config validate`` does, and fills nothing."""
+
+    def refusal(document: dict[str, Any]) -> str:
+        try:
+            read_import(json.dumps(document).encode())
+        except MappingError as exc:
+            return str(exc)
+        raise AssertionError(f"{document!r} was read")
+
+    section = MAPPING["mappings"][0]  # type: ignore[index]
+    misspelt = {key: value for key, value in section.items() if key != "on_delete"}
+    assert refusal({**MAPPING, "mappings": [{**misspelt, "on_delet": "unset"}]}) == (
+        "$.mappings[0].on_delet is not a known key of the mapping format "
+        "(did you mean 'on_delete'?)"
+    )
+    assert refusal({**MAPPING, "bogus": True, "other": 1}) == (
+        "$.bogus is not a known key of the mapping format (and 1 more)"
+    )
+    assert refusal({**MAPPING, "mappings": [section, "Contact"]}) == (
+        "$.mappings[1] must be a JSON object ({...}), not text 'Contact'"
+    )
+    hourly = {"mode": "hourly", "at": "01:00"}
+    assert refusal({**MAPPING, "sync_cadence": hourly}).startswith(
+        "$.sync_cadence.at is not a key of mode 'hourly'"
+    )
+    # What the form shows as it was (a wrong value, an empty name) is kept, for its checks.
+    shown = {**section, "group_type": "", "on_delete": "sometimes"}
+    assert read_import(json.dumps({**MAPPING, "mappings": [shown]}).encode())
+
+
 async def test_a_bad_import_leaves_the_form_and_a_document_with_problems_fills_it(
     client: Client,
 ) -> None:
@@ -228,6 +260,13 @@ async def test_a_bad_import_leaves_the_form_and_a_document_with_problems_fills_i
     assert await broken.text() == (
         "Import config: the file is not JSON (unexpected end of data at line 1, column 29); "
         "the form is unchanged.\n"
+    )
+    misspelt = {**MAPPING, "reconcile": {"mode": "hourly", "minut": 5}}
+    dropped = await upload(json.dumps(misspelt).encode(), **{"HX-Request": "true"})
+    assert dropped.status == 422
+    assert await dropped.text() == (
+        "Import config: $.reconcile.minut is not a key of mode 'hourly', which takes "
+        "'minute' (did you mean 'minute'?); the form is unchanged.\n"
     )
     listed = await upload(b"[]", **{"HX-Request": "true"})
     assert listed.status == 422
