@@ -95,6 +95,9 @@ class SchemaCache:
         self._max_age = max_age_seconds
         self._clock = clock
         self._redescribed_at: dict[str, float] = {}
+        # per object: when a describe read for a carried field (see ensure_current) still
+        # lacked one
+        self._carried_lacking_at: dict[str, float] = {}
         # per object: the mapping and describe it was made for, and the search of their
         # mapped fields the describe lacks (None: it lacks none)
         self._searches: dict[str, tuple[MappingConfig, ObjectSchema | None, _Search | None]] = {}
@@ -175,46 +178,56 @@ class SchemaCache:
         lacks it is out of date, and waiting for its age would leave the change's new
         values out. Records are searched in their raw bytes (no decoding) for the keys a
         change would carry the field under, and only for objects whose describe lacks a
-        mapped field. A describe read by this very call is not read again; otherwise at
-        most every :data:`REDESCRIBE_SECONDS` per object. A failed refresh keeps the
-        describe there is, as :meth:`ensure` does.
+        mapped field. A describe read by this very call is not read again; one read for a
+        carried field that still lacks one holds the next back :data:`REDESCRIBE_SECONDS`
+        (no other describe does). A failed refresh keeps the describe there is, as
+        :meth:`ensure` does.
         """
         mapped = [(o, records) for o, records in changes if o is not None and config.for_object(o)]
         described = await self.ensure_mapped(config, dict.fromkeys(o for o, _ in mapped))
-        stale = dict.fromkeys(
-            o
-            for o, records in mapped
-            if o not in described and self._carries_missing(config, o, records)
-        )
-        for sfdc_object in stale:
-            now, last = self._clock(), self._redescribed_at.get(sfdc_object)
-            if last is not None and now - last < REDESCRIBE_SECONDS:
-                continue
-            self._redescribed_at[sfdc_object] = now
-            self._read_at[sfdc_object] = -math.inf  # out of date: read again, kept if that fails
-            lacking = missing_fields(config, sfdc_object, self._schemas.get(sfdc_object))
-            await self.ensure_mapped(config, [sfdc_object])
-            schema = self._schemas.get(sfdc_object)
-            still = missing_fields(config, sfdc_object, schema)
-            if still:  # left alone until the describe lists them; said once per try
-                log.warning(
-                    "describe_lacks_carried_fields", object=sfdc_object, fields=sorted(still)
-                )
-            elif schema is not None:
-                # What changed while they were hidden reached no change event.
-                log.warning(
-                    "mapped_fields_readable_again",
-                    object=sfdc_object,
-                    fields=sorted(lacking),
-                    hint=f"values changed while they were hidden arrive with their next "
-                    f"change; 'sfamp backfill --object {sfdc_object}' brings them now",
-                )
+        carried: dict[str, list[CarriedChange]] = {}
+        for sfdc_object, records in mapped:
+            if sfdc_object not in described and self._carries_missing(config, sfdc_object, records):
+                carried.setdefault(sfdc_object, []).extend(records)
+        for sfdc_object, records in carried.items():
+            await self._describe_for_carried(config, sfdc_object, records)
         # An undelete takes a field it lacks for null: one hidden since the describe would
         # be unset. So its object is described again first (at most every 30 s).
         for sfdc_object, records in mapped:
-            fresh = sfdc_object in described or sfdc_object in stale
+            fresh = sfdc_object in described or sfdc_object in carried
             if not fresh and any(_UNDELETE in r.value for r in records if r.value):
                 await self.describe_again(config, sfdc_object)
+
+    async def _describe_for_carried(
+        self, config: MappingConfig, sfdc_object: str, records: Sequence[CarriedChange]
+    ) -> None:
+        """Describe again an object whose ``records`` carry a mapped field its describe
+        lacks, unless a describe read for that within :data:`REDESCRIBE_SECONDS` still
+        lacked one: only such a describe holds the next back (one read for another reason,
+        an undelete's, says nothing of fields shown since)."""
+        now, lacked = self._clock(), self._carried_lacking_at.get(sfdc_object)
+        if lacked is not None and now - lacked < REDESCRIBE_SECONDS:
+            return
+        self._read_at[sfdc_object] = -math.inf  # out of date: read again, kept if that fails
+        lacking = missing_fields(config, sfdc_object, self._schemas.get(sfdc_object))
+        await self.ensure_mapped(config, [sfdc_object])
+        schema = self._schemas.get(sfdc_object)
+        still = missing_fields(config, sfdc_object, schema)
+        if self._carries_missing(config, sfdc_object, records):
+            # Left alone until a describe lists them; said once per try.
+            self._carried_lacking_at[sfdc_object] = now
+            log.warning("describe_lacks_carried_fields", object=sfdc_object, fields=sorted(still))
+        else:
+            self._carried_lacking_at.pop(sfdc_object, None)
+        if schema is not None and lacking - still:
+            # What changed while they were hidden reached no change event.
+            log.warning(
+                "mapped_fields_readable_again",
+                object=sfdc_object,
+                fields=sorted(lacking - still),
+                hint=f"values changed while they were hidden arrive with their next "
+                f"change; 'sfamp backfill --object {sfdc_object}' brings them now",
+            )
 
     def _say_hidden(self, config: MappingConfig, sfdc_object: str) -> None:
         """Log the mapped fields a describe omits, once until they are listed again: reads

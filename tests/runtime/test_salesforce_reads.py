@@ -183,6 +183,42 @@ async def test_a_describe_still_lacking_the_field_is_read_again_at_most_every_30
     assert rest.describes == 3, "an object no mapping reads is not described"
 
 
+async def test_a_describe_read_for_another_reason_holds_no_carried_field_back() -> None:
+    """An undelete's describe (the field hidden then), the field shown, a change carrying
+    it 5 s later: described again at once, its value converted, not left out."""
+    cache, rest, now = _cache(*["Id"])
+    await cache.ensure_current(INDUSTRY, [("Account", [Change({"Name": "Acme"})])])
+    now[0] = 60.0
+    undelete = ChangeEnvelope("Account", "001A", "undelete", 3, fields={"Name": "Acme"})
+    await cache.ensure_current(INDUSTRY, [("Account", [Raw(encode(undelete))])])
+    assert rest.describes == 2
+    rest.fields = ["Id", "Name", "Industry"]
+    now[0] = 65.0
+    await cache.ensure_current(INDUSTRY, [("Account", [Change({"Industry": "Energy"})])])
+    assert rest.describes == 3
+    assert cache.cached("Account").field("Industry") is not None  # type: ignore[union-attr]
+
+
+async def test_a_field_shown_hidden_and_shown_again_is_described_each_time_it_is_carried() -> None:
+    cache, rest, now = _cache(*["Id"])
+    await cache.ensure_current(INDUSTRY, [("Account", [Change({"Name": "Acme"})])])
+    rest.fields = ["Id", "Industry"]
+    now[0] = 1.0
+    carrying = [("Account", [Change({"Industry": "Energy"})])]
+    await cache.ensure_current(INDUSTRY, carrying)
+    assert rest.describes == 2
+    rest.fields = ["Id"]  # hidden again; a describe for another reason sees it so
+    now[0] = 5.0
+    undelete = ChangeEnvelope("Account", "001A", "undelete", 3, fields={"Name": "Acme"})
+    await cache.ensure_current(INDUSTRY, [("Account", [Raw(encode(undelete))])])
+    assert rest.describes == 3
+    rest.fields = ["Id", "Industry"]  # and shown again
+    now[0] = 9.0
+    await cache.ensure_current(INDUSTRY, carrying)
+    assert rest.describes == 4, "the describe that listed it held nothing back"
+    assert cache.cached("Account").field("Industry") is not None  # type: ignore[union-attr]
+
+
 async def test_a_failed_describe_for_a_carried_field_keeps_the_one_there_is() -> None:
     # Salesforce unavailable (or its API limit reached) must not stop every object's changes.
     cache, rest, now = _cache(*["Id"])
