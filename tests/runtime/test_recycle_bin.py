@@ -51,7 +51,7 @@ def test_the_recycle_bin_is_read_only_for_mappings_that_act_on_deletes() -> None
     assert not _catch_up(_ignoring_deletes()).recycle_bin
     soql = _catch_up(MAPPING).soql(SINCE, deleted_before=True)
     assert "IsDeleted = true" in soql
-    assert "SystemModstamp < 2026-01-01T23:55:00Z" in soql
+    assert "SystemModstamp < 2026-01-02T00:00:00Z" in soql  # the window's deletes too
 
 
 async def test_a_backfill_applies_a_delete_older_than_its_catch_up_window(
@@ -93,6 +93,27 @@ async def test_a_deleted_record_does_not_wipe_the_live_one_that_took_its_group_v
     assert summary.error is None, summary.error
     assert group(stack, "account_ext", "EXT-A") == {"name": "New", "tier": "Silver"}
     assert (group(stack, "account", old) or {}).get("sfdc_deleted") is True
+
+
+async def test_a_delete_inside_the_window_does_not_wipe_a_live_record_sharing_its_group(
+    stack: SandboxStack, org: Org, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Deleted a minute before the backfill, inside its catch-up window: sent ahead of the
+    snapshot as an older delete is, not by a round after the live record's read."""
+    settings = settings_for(stack, topic_prefix)
+    config = MappingConfig.model_validate(MAPPING)
+    live = await org.create("Account", Name="Live", External_Id__c="EXT-A", Tier__c="Silver")
+    gone = await org.create("Account", Name="Gone", External_Id__c="EXT-A", Tier__c="Gold")
+    await org.advance_clock(3600)
+    await org.delete("Account", gone)  # the newest change to the group
+    await org.advance_clock(60)
+    summary = await run_backfill(settings, config, checkpoint_path=tmp_path / "bf.json")
+    assert summary.error is None, summary.error
+    assert group(stack, "account_ext", "EXT-A") == {"name": "Live", "tier": "Silver"}
+    assert (group(stack, "account", gone) or {}).get("sfdc_deleted") is True
+    assert (group(stack, "account", live) or {}).get("name") == "Live"
+    # The bin's delete, counted among the catch-up's; no round sent it again.
+    assert summary.objects[0].caught_up == 1
 
 
 async def test_a_run_resumed_during_its_catch_up_does_not_send_the_bin_again(

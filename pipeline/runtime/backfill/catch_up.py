@@ -391,9 +391,9 @@ class CatchUp:
         )
 
     async def deleted_before(self) -> AsyncGenerator[list[dict[str, Any]]]:
-        """With :attr:`recycle_bin`, the records deleted before the window, a page at a time:
-        read before the snapshot and delivered ahead of it, so that a live record read
-        later (one sharing a deleted one's group value) lands after them."""
+        """With :attr:`recycle_bin`, the records deleted before the snapshot started, a page
+        at a time: read before the snapshot and delivered ahead of it, so that a live record
+        read later (one sharing a deleted one's group value) lands after them."""
         if not self.recycle_bin or self.since is None:  # from no start, rounds read them
             return
         deleted = 0
@@ -428,7 +428,10 @@ class CatchUp:
         select = ", ".join(dict.fromkeys(["Id", *self.fields, MODSTAMP, *deleted]))
         conditions = [f"({self.where})"] if self.where else []
         if deleted_before and start is not None:
-            conditions += [f"{DELETED} = true", f"{MODSTAMP} < {soql_since(start)}"]
+            # Every delete before the snapshot's start, the window's first minutes too: a
+            # round would send those after the live reads, over a live record that shares
+            # the group (their reads are remembered as sent, so no round sends them again).
+            conditions += [f"{DELETED} = true", f"{MODSTAMP} < {soql_since(start, 0)}"]
         elif start is not None:
             conditions.append(f"{MODSTAMP} >= {soql_since(start)}")
         # Names come from the validated mapping and the describe; ``where`` is the
