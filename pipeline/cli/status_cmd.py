@@ -179,6 +179,7 @@ def service_line(service: dict[str, Any]) -> str:
         + ("ok" if last.get("ok") else f"failed ({last.get('error')})")
         + f", {plural(last.get('groups', 0), 'group')}, "
         + plural(last.get("requests", 0), "request")
+        + (f", {last['dlq']} to the DLQ" if last.get("dlq") else "")
     )
     if service.get("flushing_since"):
         flush = f"flushing since {to_seconds(service['flushing_since'])}; {flush}"

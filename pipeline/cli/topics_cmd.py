@@ -377,7 +377,7 @@ def _print_json_line(row: dict[str, Any]) -> None:
 
 # Table columns of `tail` per topic kind; keys of the decoded row (pipeline/kafka/topic_rows.py).
 COLUMNS: Final[dict[TopicKind, tuple[str, ...]]] = {
-    "changes": ("object", "record_id", "op", "source", "changed", "commit_time", "replay_id"),
+    "changes": ("object", "record_id", "op", "changed", "commit_time", "replay_id"),
     "replay": ("channel", "replay_id", "event_time", "stored_at"),
     "config": ("revision", "published_at", "objects", "cadence"),
     "dlq": ("id", "reason", "key", "at", "detail"),
@@ -395,7 +395,12 @@ def cells(kind: TopicKind, row: dict[str, Any]) -> list[str]:
         return [where, "[bold red]malformed[/]", detail, *[""] * (width - 2)]
     if row.get("tombstone"):
         return [where, "[dim]tombstone[/]", row["key"], *[""] * (width - 2)]
-    return [where, *(_cell(row.get(column)) for column in COLUMNS[kind])]
+    shown = [_cell(row.get(column)) for column in COLUMNS[kind]]
+    if kind == "changes" and row.get("source", "cdc") != "cdc":
+        # A record read again (a gap's, a re-sync's, a reconcile's), not a change event.
+        at = COLUMNS[kind].index("op")
+        shown[at] = f"{shown[at]} ({row['source']} read)"
+    return [where, *shown]
 
 
 def _cell(value: Any) -> str:

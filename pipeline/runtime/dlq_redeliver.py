@@ -252,7 +252,8 @@ def _plan(
 def _succeeded(work: _Work) -> RedeliveryOutcome:
     groups = len(work.sent)
     if groups:
-        detail = f"sent {plural(groups, 'group')} as Salesforce holds them now"
+        them = "it" if groups == 1 else "them"
+        detail = f"sent {plural(groups, 'group')} as Salesforce holds {them} now"
     else:
         detail = "nothing to send: " + ("; ".join(dict.fromkeys(work.notes)) or "no change")
     return RedeliveryOutcome(work.item.id, work.item.key, True, detail, groups)

@@ -28,6 +28,14 @@ def test_a_delivering_process_shows_its_cadence_and_flushes() -> None:
     )
 
 
+def test_a_flush_that_dead_lettered_says_how_many() -> None:
+    flush = {"at": "2026-11-29T02:51:05+00:00", "ok": True, "groups": 3, "requests": 1}
+    status = {"role": "all", "url": URL, "ready": True, "next_flush_at": None}
+    line = service_line({**status, "last_flush": {**flush, "rejected": 2, "dlq": 2}})
+    assert line.endswith("ok, 3 groups, 1 request, 2 to the DLQ")
+    assert "DLQ" not in service_line({**status, "last_flush": {**flush, "dlq": 0}})
+
+
 def test_a_flush_not_scheduled_yet_is_said_in_words() -> None:
     status = {"role": "deliver", "url": URL, "ready": False, "next_flush_at": None}
     line = service_line({**status, "cadence": "daily at 00:00 UTC"})

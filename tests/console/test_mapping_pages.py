@@ -280,6 +280,9 @@ async def test_times_of_day_are_24_hour_text_checked_as_the_mapping_checks_them(
     assert 'aria-describedby="hint-cadence_at err-cadence_at"' in box
     assert '<span id="hint-cadence_at" class="hint">24-hour clock, HH:MM</span>' in page
     assert 'type="time"' not in page  # the browser's picker shows "12:00 AM" in some locales
+    # Drawn again (Back, a reload), the form shows what the server drew, not values the
+    # browser refilled beside parts that follow other values.
+    assert re.search(r'<form id="mapping-form"[^>]* autocomplete="off"', page)
 
     for typed in ("7:30", "24:00", ""):
         html, valid = await update(

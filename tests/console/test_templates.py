@@ -78,6 +78,19 @@ def test_the_status_page_words_the_mapping_reconcile_and_counts() -> None:
     assert "+00:00" not in text  # the exact times only in datetime and title attributes
 
 
+def test_a_flush_that_dead_lettered_says_so_beside_ok() -> None:
+    """Two groups Amplitude refused: the flush is ok (the rest landed), and says where
+    those two went."""
+    flush = {"at": "2026-03-02T04:28:35+00:00", "ok": True, "groups": 3, "changes": 3}
+    service = {"role": "all", "ready": True, "last_flush": flush | {"rejected": 2, "dlq": 2}}
+    text = status_text(service, {"error": "down"})
+    assert "ok, 3 groups, 3 changes, 0 requests, 2 to the dead-letter queue" in text
+    quiet = status_text(
+        {"role": "all", "ready": True, "last_flush": flush | {"dlq": 0}}, {"error": "down"}
+    )
+    assert "dead-letter queue" not in quiet
+
+
 def test_a_running_and_a_failed_reconcile_are_worded() -> None:
     service = {
         "role": "ingest",

@@ -121,7 +121,7 @@ async def test_replay_sends_the_record_as_salesforce_holds_it_now(
     await dead_letter(topics, stale)
     result = await sfamp("dlq", "replay", "--id", stale.id)
     assert result.exit_code == 0, result.output
-    assert "as Salesforce holds them now" in result.stdout
+    assert "sent 1 group as Salesforce holds it now" in result.stdout
     assert group(stack, "account", record) == {
         "name": "Acme",
         "industry": "Media",

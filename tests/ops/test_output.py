@@ -133,7 +133,7 @@ async def test_status_and_replay_at_80_columns_with_no_stray_warnings(
         "replayed 1 of 1",
         "",
         entry.id,
-        f"  {entry.key} · sent 1 group as Salesforce holds them now",
+        f"  {entry.key} · sent 1 group as Salesforce holds it now",
     ]
     assert_readable_at_80(replay.stdout, "Salesforce")
 

@@ -55,6 +55,25 @@
     markInvalid();
   });
 
+  /* Edits of the Mapping setup form live in the page until Next or Save: leaving it
+     (a link, Back, a reload, closing the tab) with some unsent asks first. Submitting
+     any form (Next, Import, Save) is leaving on purpose. */
+  var unsent = false;
+  document.addEventListener("input", function (event) {
+    var target = event.target instanceof Element ? event.target : null;
+    if (target && target.closest("#mapping-form")) { unsent = true; }
+  });
+  document.addEventListener("change", function (event) {
+    var target = event.target instanceof Element ? event.target : null;
+    if (target && target.closest("#mapping-form")) { unsent = true; }
+  });
+  document.addEventListener("submit", function () { unsent = false; });
+  window.addEventListener("beforeunload", function (event) {
+    if (!unsent) { return; }
+    event.preventDefault();
+    event.returnValue = "";
+  });
+
   function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {
       return navigator.clipboard.writeText(text);

@@ -9,6 +9,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import ElementHandle, Locator, Page, Route, expect
@@ -248,3 +249,38 @@ async def test_no_page_trips_the_content_security_policy(
         timeout=5,
         what="Chromium to report the refused inline script",
     )
+
+
+async def test_leaving_with_unsent_edits_asks_first_and_a_clean_form_does_not(
+    page: Page, console: ConsoleStack
+) -> None:
+    form = await MappingSetup(page).open(console.url)
+    status_link = page.get_by_role("navigation").get_by_role("link", name="Status")
+    asked: list[str] = []
+
+    async def stay(dialog: Any) -> None:
+        asked.append(dialog.type)
+        await dialog.dismiss()
+
+    page.on("dialog", stay)
+    await status_link.click()  # nothing edited yet: no question
+    await expect(page.get_by_role("heading", name="Status")).to_be_visible()
+    assert asked == []
+
+    await form.open(console.url)
+    await form.interval(45)
+    await status_link.click()
+    await wait_until(lambda: asked == ["beforeunload"], what="the question before leaving")
+    await expect(page.get_by_role("heading", name="Mapping setup")).to_be_visible()
+    await expect(form.control("Every (seconds)")).to_have_value("45")  # kept: stayed
+    page.remove_listener("dialog", stay)
+
+    async def leave(dialog: Any) -> None:
+        asked.append(dialog.type)
+        await dialog.accept()
+
+    page.on("dialog", leave)
+    await status_link.click()
+    await expect(page.get_by_role("heading", name="Status")).to_be_visible()
+    assert asked == ["beforeunload", "beforeunload"]
+    page.remove_listener("dialog", leave)
