@@ -20,6 +20,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from pipeline.config.checks import UNREADABLE
 from pipeline.config.validation import dump_mapping, validate_document
 from pipeline.config.verify import message_of
 from pipeline.console.context import (
@@ -47,6 +48,7 @@ from pipeline.console.forms import (
 from pipeline.errors import MappingError, Problem, SfampError
 from pipeline.kafka.config_topic import stored_revision, stored_text
 from pipeline.kafka.inspect import quick_settings
+from pipeline.wording import nearest
 
 EXPORT_NAME: Final = "sfamp-mapping.json"
 MAX_IMPORT_BYTES: Final = 1 << 20
@@ -87,13 +89,61 @@ def failures_view(
     }
 
 
+async def org_problems(console: Console, form: MappingForm) -> list[Problem]:
+    """The names the org does not know (an object not in it, a field not on its object),
+    said as Final verification says them, so that each shows beside its control before
+    Next. None when the org offers no choices (no credentials, no answer): verification
+    tells why. The org's describes are cached (:mod:`pipeline.console.catalog`)."""
+    catalog = console.catalog
+    objects = await catalog.objects()
+    if objects is None:
+        return []
+    in_org = {o.name.lower(): o.name for o in objects}
+    problems: list[Problem] = []
+    for m, section in enumerate(form.sections):
+        sfdc_object = section.sfdc_object
+        if not sfdc_object:
+            continue
+        if sfdc_object.lower() not in in_org:
+            problems.append(
+                Problem(f"$.mappings[{m}].sfdc_object", _unknown("object", sfdc_object, in_org))
+            )
+            continue
+        fields = await catalog.fields(in_org[sfdc_object.lower()])
+        if fields is None:
+            continue
+        on_object = {f.name.lower(): f.name for f in fields}
+        named = [("group_name_field", section.group_name_field)]
+        named += [
+            (f"group_properties[{p}].sfdc_field", r.sfdc_field) for p, r in enumerate(section.rows)
+        ]
+        for where, name in named:
+            if name and on_object.get(name.lower()) != name:
+                message = _unknown("field", name, on_object, on=sfdc_object)
+                problems.append(Problem(f"$.mappings[{m}].{where}", message))
+    return problems
+
+
+def _unknown(kind: str, name: str, known: Mapping[str, str], *, on: str | None = None) -> str:
+    """Why the org does not know ``name``: spelt in another case, or not there."""
+    spelled = known.get(name.lower())
+    if spelled is not None:
+        return f"spell it {spelled}: names in change events are case-sensitive"
+    where = "in this org" if on is None else f"on {on}"
+    close = nearest(name, known.values(), cutoff=0.8)
+    hint = f" (did you mean {close}?)" if close else ""
+    return f"no {kind} {name} {where}{hint}" + (f", or it is {UNREADABLE}" if on else "")
+
+
 async def form_view(
     console: Console, form: MappingForm, extra: list[Problem] | None = None
 ) -> dict[str, Any]:
-    """Everything the form template needs: values, choices from the org, failures."""
+    """Everything the form template needs: values, choices from the org, failures (the
+    org's among them)."""
     catalog = console.catalog
     objects = await catalog.objects()
     fields = {s.sfdc_object: await catalog.fields(s.sfdc_object) for s in form.sections}
+    extra = [*(extra or []), *await org_problems(console, form)]
     return {
         **failures_view(console, form, extra),
         "objects": objects,
@@ -167,7 +217,10 @@ async def _update(
     Only a change draws controls, so only a change asks the org for its choices.
     """
     console = console_of(request)
-    view = await form_view(console, form) if change else failures_view(console, form)
+    if change:
+        view = await form_view(console, form)
+    else:
+        view = failures_view(console, form, await org_problems(console, form))
     response = render(request, "_mapping_update.html", change=change, **view)
     valid = {VALIDATED_EVENT: {"valid": not view["problems"]}}
     response.headers["HX-Trigger-After-Swap"] = orjson.dumps(valid).decode()

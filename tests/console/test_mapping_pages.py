@@ -314,3 +314,25 @@ async def test_a_new_section_asks_for_the_object_before_its_fields(client: Clien
     assert '<select id="m0-group_name_field" name="m0.group_name_field" disabled' in html
     assert '<select id="m0-p0-sfdc_field" name="m0.p0.sfdc_field" disabled' in html
     assert "Choose a Salesforce object first" in html
+
+
+async def test_a_name_the_org_does_not_know_fails_beside_its_control_before_next(
+    client: Client,
+) -> None:
+    """As Final verification would say it, but now: the list is not "No validation
+    failures" while Next would only fail."""
+    html, valid = await update(client, "/mapping/validate", {**FORM, "m0.p1.sfdc_field": "Industy"})
+    assert not valid
+    message = "no field Industy on Account (did you mean Industry?), or it is not readable"
+    assert oob_span(html, "m0-p1-sfdc_field").startswith(message)
+    assert "<code>$.mappings[0].group_properties[1].sfdc_field</code>" in html
+    assert "Validation failures (1)" in html
+
+    html, valid = await update(client, "/mapping/validate", {**FORM, "m0.sfdc_object": "Acount"})
+    assert not valid
+    assert (
+        oob_span(html, "m0-sfdc_object") == "no object Acount in this org (did you mean Account?)"
+    )
+    html, valid = await update(client, "/mapping/validate", {**FORM, "m0.group_name_field": "id"})
+    assert oob_span(html, "m0-group_name_field").startswith("spell it Id")
+    assert (await update(client, "/mapping/validate", FORM))[1]
