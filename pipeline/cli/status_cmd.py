@@ -182,7 +182,14 @@ def service_line(service: dict[str, Any]) -> str:
         + (f", {last['dlq']} to the DLQ" if last.get("dlq") else "")
     )
     if service.get("flushing_since"):
-        flush = f"flushing since {to_seconds(service['flushing_since'])}; {flush}"
+        retrying = service.get("amplitude_retrying")
+        why = (
+            f" (retrying: Amplitude {retrying['answer']}, {plural(retrying['tries'], 'time')}"
+            " in a row)"
+            if retrying
+            else ""
+        )
+        flush = f"flushing since {to_seconds(service['flushing_since'])}{why}; {flush}"
     return (
         f"{head}; cadence {service.get('cadence')}, "
         f"next flush {to_seconds(service.get('next_flush_at')) or 'not scheduled yet'}; "

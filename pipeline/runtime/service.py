@@ -36,6 +36,7 @@ from typing import Any, Final, Literal
 import structlog
 
 from pipeline.amplitude import AmplitudeClient
+from pipeline.amplitude.delivery import Answer
 from pipeline.config.settings import Settings
 from pipeline.errors import RetryEndedByStopError, SettingsError
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
@@ -191,7 +192,7 @@ async def _start_and_run(
         amplitude = await stack.enter_async_context(
             AmplitudeClient(
                 settings.amplitude,
-                on_answer=service.metrics.amplitude_answered,
+                on_answer=partial(_amplitude_answered, service),
                 sleep=partial(_wait_unless_stopped, service.stop),
             )
         )
@@ -352,6 +353,12 @@ RETRY_GIVEN_UP: Final = (
     "the service is stopping: the flush was waiting to retry Amplitude, so it stops "
     "without committing; the next start (or member) sends its changes"
 )
+
+
+def _amplitude_answered(service: Service, answer: Answer) -> None:
+    """Every Amplitude answer, counted (metrics) and, while retried, shown (/status)."""
+    service.metrics.amplitude_answered(answer)
+    service.state.amplitude_answered(answer.retriable, answer.described)
 
 
 async def _wait_unless_stopped(stop: asyncio.Event, seconds: float) -> None:

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.runtime.throughput import MinuteCounts
@@ -56,6 +56,9 @@ class ServiceState:
     last_successful_flush: datetime | None = None
     next_flush_at: datetime | None = None
     flushing_since: datetime | None = None  # a flush going on (sending, committing)
+    # While Amplitude's answers are tried again (429, 5xx, none): the last one, when, and
+    # how many came in a row; what /status says beside flushing_since. None once one lands.
+    amplitude_retrying: dict[str, Any] | None = None
     cadence: str = ""
     pending_groups: int = 0
     mapping_revision: str = ""
@@ -81,6 +84,16 @@ class ServiceState:
         self.last_flush = result
         if result.busy or not result.ok or result.error:
             self.recent_flushes.append(result)
+
+    def amplitude_answered(self, retriable: bool, described: str) -> None:
+        """Note an Amplitude answer: one that will be tried again ("answers 503", "does not
+        answer (timeout)") or one that ends the retries (any other)."""
+        if not retriable:
+            self.amplitude_retrying = None
+            return
+        tries = (self.amplitude_retrying or {}).get("tries", 0) + 1
+        at = datetime.now(UTC).isoformat()
+        self.amplitude_retrying = {"answer": described, "at": at, "tries": tries}
 
     def beat(self, pump: str) -> None:
         """A pump made progress (or is idle but looping): liveness evidence."""
@@ -157,6 +170,7 @@ class ServiceState:
             "next_flush_at": self.next_flush_at.isoformat() if self.next_flush_at else None,
             "pending_groups": self.pending_groups,
             "flushing_since": self.flushing_since.isoformat() if self.flushing_since else None,
+            "amplitude_retrying": self.amplitude_retrying if self.flushing_since else None,
             "last_flush": self.last_flush.to_json() if self.last_flush else None,
             "recent_flushes": [flush.to_json() for flush in self.recent_flushes],
             "last_successful_flush_at": (

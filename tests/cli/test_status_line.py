@@ -36,6 +36,14 @@ def test_a_flush_that_dead_lettered_says_how_many() -> None:
     assert "DLQ" not in service_line({**status, "last_flush": {**flush, "dlq": 0}})
 
 
+def test_a_flush_held_by_retries_says_what_amplitude_answers() -> None:
+    status = {"role": "all", "url": URL, "ready": True, "next_flush_at": None}
+    retrying = {"answer": "answers 503", "at": "2026-11-29T02:51:05+00:00", "tries": 4}
+    since = "2026-11-29T02:50:05+00:00"
+    line = service_line({**status, "flushing_since": since, "amplitude_retrying": retrying})
+    assert f"flushing since {since} (retrying: Amplitude answers 503, 4 times in a row)" in line
+
+
 def test_a_flush_not_scheduled_yet_is_said_in_words() -> None:
     status = {"role": "deliver", "url": URL, "ready": False, "next_flush_at": None}
     line = service_line({**status, "cadence": "daily at 00:00 UTC"})

@@ -98,12 +98,14 @@ async def test_status_shows_a_flush_that_is_retrying(
         async def flushing() -> bool:
             async with httpx.AsyncClient(timeout=2) as http:
                 status = (await http.get(f"http://127.0.0.1:{port}/status")).json()
-            return bool(status["flushing_since"])
+            return bool(status["flushing_since"]) and bool(status["amplitude_retrying"])
 
         await wait_until(flushing, timeout=30, what="a flush held by 429s")
         live = await (await client.get("/status/live")).text()
     await org.close()
     assert re.search(r'data-testid="flushing-since">since <time datetime="[^"]+"', live)
+    # Why it is held, not only since when.
+    assert re.search(r"retrying: Amplitude answers 429 \(\d+ times? in a row, last <time", live)
 
 
 async def test_final_verification_says_a_save_takes_over_from_the_service_s_mapping_file(

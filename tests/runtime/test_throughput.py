@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from pipeline.console.chart import minute_chart
 from pipeline.runtime.state import ServiceState
 from pipeline.runtime.throughput import MinuteCounts
@@ -55,3 +57,15 @@ def test_the_chart_scales_both_series_to_a_round_maximum() -> None:
     assert [label for _, label in chart.y_ticks] == ["0", "5", "10"]
     assert changes.points.endswith(f"{chart.width - chart.right}.0,{chart.top + 0.3 * 186:.1f}")
     assert [label for _, label in chart.x_ticks] == ["-59m", "-44m", "-29m", "-14m", "now"]
+
+
+def test_amplitude_retries_are_counted_in_a_row_and_shown_only_while_flushing() -> None:
+    state = ServiceState("all")
+    state.amplitude_answered(True, "answers 503")
+    state.amplitude_answered(True, "does not answer (timeout)")
+    assert state.to_status()["amplitude_retrying"] is None, "no flush: nothing held"
+    state.flushing_since = datetime(2026, 11, 29, tzinfo=UTC)
+    shown = state.to_status()["amplitude_retrying"]
+    assert (shown["answer"], shown["tries"]) == ("does not answer (timeout)", 2)
+    state.amplitude_answered(False, "answers 200")
+    assert state.to_status()["amplitude_retrying"] is None
