@@ -305,7 +305,8 @@ async def import_config(request: web.Request) -> web.Response:
         form, revision, _ = await _published_form(console_of(request))
         return await form_page(request, form, base_revision=revision, status=422, error=line)
     form = form_from_document(document)
-    return await form_page(request, form, base_revision=base, notice="imported: not saved yet")
+    notice = "imported: not saved yet" if upload is not None else "your draft: not saved yet"
+    return await form_page(request, form, base_revision=base, notice=notice)
 
 
 async def export_config(request: web.Request) -> web.Response:

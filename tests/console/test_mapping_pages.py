@@ -336,3 +336,17 @@ async def test_a_name_the_org_does_not_know_fails_beside_its_control_before_next
     html, valid = await update(client, "/mapping/validate", {**FORM, "m0.group_name_field": "id"})
     assert oob_span(html, "m0-group_name_field").startswith("spell it Id")
     assert (await update(client, "/mapping/validate", FORM))[1]
+
+
+async def test_back_from_verification_fills_the_form_with_the_draft_not_an_import(
+    client: Client,
+) -> None:
+    csrf = await csrf_of(client)
+    response = await client.post(
+        "/mapping/import", data={"csrf_token": csrf, "mapping": json.dumps(MAPPING)}
+    )
+    html = await response.text()
+    assert response.status == 200, html
+    assert 'value="06:30"' in html
+    assert "your draft: not saved yet" in html
+    assert "imported" not in html
