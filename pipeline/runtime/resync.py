@@ -46,7 +46,7 @@ from pipeline.salesforce.bulk import BulkQuery
 from pipeline.salesforce.channels import LATEST
 from pipeline.salesforce.client import SalesforceClient
 from pipeline.transform.envelope import ChangeEnvelope, Source, encode
-from pipeline.transform.reads import stamped_envelope
+from pipeline.transform.reads import envelope_from_record, stamped_envelope
 from pipeline.transform.schema import ObjectSchema
 
 log = structlog.get_logger(__name__)
@@ -193,8 +193,9 @@ class Resyncs:
             async with contextlib.aclosing(catch_up.deleted_before()) as deleted_pages:
                 async for deleted in deleted_pages:
                     written += await self._flush_batch(
-                        [self._change(_full_envelope(sfdc_object, r, "rest")) for r in deleted]
+                        [self._change(_binned_envelope(sfdc_object, r)) for r in deleted]
                     )
+                    catch_up.track(deleted)  # no round writes them again
         try:
             # Closed before the job's delete, however the loop ends: its page reader stops.
             async with contextlib.aclosing(batches):
@@ -204,6 +205,7 @@ class Resyncs:
                         [self._change(_full_envelope(sfdc_object, r, "bulk")) for r in records]
                     )
                     if catch_up is not None:
+                        catch_up.read_again_if_binned(records)
                         catch_up.track(records)
         finally:  # read, failed or stopped: a retry reads in a new job
             await forget_unsaved_job(bulk, found[-1] if found else None, None)
@@ -262,6 +264,15 @@ class Resyncs:
             action="re-sync waits; no property is unset meanwhile",
             reason=str(exc),
         )
+
+
+def _binned_envelope(sfdc_object: str, record: Mapping[str, Any]) -> ChangeEnvelope:
+    """A record the recycle bin holds, as a delete ordered before every live read: deliver
+    keeps the latest commit per property across the records of a group, so at its own
+    stamp it would land over a live record that shares the group (a group name field
+    records share). Its own record's changes held with it still come first (deliver
+    places a read after them)."""
+    return envelope_from_record(sfdc_object, record, source="rest", now_ms=0)
 
 
 def _full_envelope(sfdc_object: str, record: Mapping[str, Any], source: Source) -> ChangeEnvelope:

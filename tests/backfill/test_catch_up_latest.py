@@ -238,3 +238,44 @@ async def test_a_round_that_landed_before_a_stop_is_sent_again_on_resume(
 
     assert resumed.completed, resumed.error
     assert industry(sandboxes, record_id) == "Energy"
+
+
+class DeletedOrg(FlippingOrg):
+    """Salesforce whose recycle bin and rounds both read 001A deleted, stamped just before
+    the snapshot's start (a long transaction's delete, committed after the snapshot read)."""
+
+    def _records(self, industry: str | None) -> AsyncIterator[dict[str, Any]]:
+        return self._deleted()
+
+    async def _deleted(self) -> AsyncIterator[dict[str, Any]]:
+        yield {**read("Energy"), MODSTAMP: "2024-05-10T11:59:50.000+0000", "IsDeleted": True}
+
+
+async def test_a_record_the_bin_sent_and_the_snapshot_read_live_is_sent_again() -> None:
+    fields = [*FIELDS, "IsDeleted"]
+    catch_up = CatchUp(DeletedOrg(), "Account", fields, START, recycle_bin=True)
+    bin_pages = [page async for page in catch_up.deleted_before()]
+    assert [r["Id"] for page in bin_pages for r in page] == ["001A"]
+    for page in bin_pages:
+        catch_up.track(page)  # the delete, sent ahead of the snapshot
+    live = [read("Energy")]  # the snapshot read it before the delete committed
+    catch_up.read_again_if_binned(live)
+    catch_up.track(live)
+
+    # The round reads it deleted, as the bin did: sent again, so the delete lands last.
+    rounds = []
+    async for records in catch_up.rounds():
+        rounds.append(records)
+        catch_up.track(records)
+    assert [[r["Id"] for r in records] for records in rounds] == [["001A"]]
+    assert rounds[0][0]["IsDeleted"] is True
+    assert catch_up.quiescent
+
+
+async def test_a_record_the_bin_sent_that_no_snapshot_read_is_not_sent_again() -> None:
+    fields = [*FIELDS, "IsDeleted"]
+    catch_up = CatchUp(DeletedOrg(), "Account", fields, START, recycle_bin=True)
+    async for page in catch_up.deleted_before():
+        catch_up.track(page)
+    catch_up.read_again_if_binned([{**read("Energy"), "Id": "001B"}])
+    assert [records async for records in catch_up.rounds()] == []

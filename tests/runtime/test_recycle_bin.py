@@ -203,3 +203,28 @@ async def test_a_resync_after_an_outage_applies_the_deletes_it_missed(
         )
     report = check_convergence(stack.salesforce, stack.amplitude, MAPPING)
     assert report.ok, report.describe()
+
+
+async def test_a_resync_writes_a_delete_inside_its_window_once_ahead_of_the_live_records(
+    stack: SandboxStack, org: Org, topic_prefix: str, mapping_file: Path
+) -> None:
+    """The recycle bin's reads are tracked as written: no round writes the delete again,
+    after the live record that shares its group."""
+    settings = settings_for(stack, topic_prefix)
+    await org.create("Account", Name="Live", External_Id__c="EXT-A", Tier__c="Silver")
+    gone = await org.create("Account", Name="Gone", External_Id__c="EXT-A", Tier__c="Gold")
+    await org.advance_clock(3600)
+    await org.delete("Account", gone)
+    await org.advance_clock(60)  # inside the re-sync's catch-up window
+    async with running(settings, mapping_file) as service:
+        ingest = service.ingest
+        assert ingest is not None
+        await org.gap_overflow("Account")
+        await wait_until(lambda: ingest.resyncs_done == 1, what="the re-sync")
+        done = [r for r in service.state.resyncs if r.get("status") == "done"]
+        assert [r["records"] for r in done] == [2], "the delete once, the live record once"
+        await wait_until(
+            lambda: group(stack, "account_ext", "EXT-A") == {"name": "Live", "tier": "Silver"},
+            what="the live record's values, last",
+        )
+        assert (group(stack, "account", gone) or {}).get("sfdc_deleted") is True

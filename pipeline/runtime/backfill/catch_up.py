@@ -4,7 +4,8 @@ A snapshot (``sfamp backfill``, or the service's re-sync of an object) reads a
 record at one moment and delivers it later. When the record changes in between,
 its change event can reach Amplitude first and the snapshot's older value land
 over it. So every snapshot ends with catch-up rounds: read again each record whose
-``SystemModstamp`` is at or after the snapshot's start (minus :data:`MARGIN_SECONDS`),
+``SystemModstamp`` is at or after the snapshot's start (minus
+:data:`~pipeline.runtime.backfill.stamps.MARGIN_SECONDS`),
 deliver those whose read differs from the one delivered for it, and repeat until a
 round finds nothing new. The value delivered last for a record was then read after
 its last change.
@@ -30,7 +31,7 @@ import contextlib
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final, Protocol
 
 import structlog
@@ -47,20 +48,16 @@ from pipeline.runtime.backfill.keys import (
 from pipeline.runtime.backfill.meaning import (
     DELETED,
     MODSTAMP,
-    STAMP_CHARS,
     Outcomes,
     ReadMeaning,
     fields_digest,
     raw_key,
     read_key,
 )
+from pipeline.runtime.backfill.stamps import all_before, newest, parse_stamp, soql_since
 from pipeline.salesforce.bulk_csv import column_of
 from pipeline.transform.schema import ObjectSchema
 
-# Stamps are taken when a write happens but become visible at commit, so a long
-# transaction (a Bulk API ingest batch, heavy Apex) lands "in the past". ETL tools
-# look back several minutes for the same reason.
-MARGIN_SECONDS: Final = 300
 MAX_ROUNDS: Final = 5
 # What was delivered is remembered as one 64-bit number per read of a record a round can
 # find again (record id and digest hashed together, 8 bytes each: keys.py): none is
@@ -169,46 +166,6 @@ def record_digest(record: Mapping[str, Any], fields: Sequence[str]) -> bytes:
     return fields_digest(record, tuple(fields))
 
 
-def parse_stamp(stamp: object) -> datetime | None:
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return datetime.fromisoformat(stamp)
-    except ValueError:
-        return None
-
-
-def soql_since(moment: datetime, margin_seconds: float = MARGIN_SECONDS) -> str:
-    """The SOQL datetime literal ``margin_seconds`` before ``moment``, in whole seconds."""
-    return (moment - timedelta(seconds=margin_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _all_before(stamps: Iterable[Any], floor: str) -> bool:
-    """Whether every text among ``stamps`` (None and "" are none) sorts before ``floor``."""
-    try:
-        return bool(max(filter(None, stamps), default="") < floor)  # (compared in C)
-    except TypeError:  # a value that is not text: the caller looks at each
-        return False
-
-
-def newest(moment: datetime | None, records: Iterable[Mapping[str, Any]]) -> datetime | None:
-    """The later of ``moment`` and the newest ``SystemModstamp`` among ``records``.
-
-    Stamps are UTC in either spelling (``Z``, ``+0000``), so the latest is found by
-    comparing their text to the millisecond and only that one is parsed.
-    """
-    stamps = (r.get(MODSTAMP) for r in records)
-    texts = [stamp for stamp in stamps if isinstance(stamp, str)]
-    latest = max(texts, key=lambda text: text[:STAMP_CHARS], default=None)
-    stamp = parse_stamp(latest)
-    if stamp is None and latest is not None:  # not a stamp: look at each one
-        parsed = [found for text in texts if (found := parse_stamp(text)) is not None]
-        stamp = max(parsed, default=None)
-    if stamp is not None and (moment is None or stamp > moment):
-        return stamp
-    return moment
-
-
 @dataclass(slots=True)
 class CatchUp:
     """The catch-up of one snapshot: what was delivered since its start, and the rounds.
@@ -251,6 +208,9 @@ class CatchUp:
     # longer than the event retention (or a snapshot after one) must apply the deletes
     # it missed, and the recycle bin holds them for 15 days.
     recycle_bin: bool = False
+    # The records it sent inside the window: a snapshot that reads one live (a delete
+    # stamped before the start, committed after the read) has a round send it again.
+    _binned: set[str] = field(default_factory=set)
     bulk: WindowPages | None = None  # large rounds read through Bulk API 2.0 when set
     bulk_min_rows: int = BULK_MIN_ROWS
 
@@ -267,7 +227,7 @@ class CatchUp:
         floor, stamps = self.floor, column_of(records, MODSTAMP)
         if floor is None:
             return [index for index, stamp in enumerate(stamps) if isinstance(stamp, str)]
-        if _all_before(stamps, floor):
+        if all_before(stamps, floor):
             return []  # (an aged backfill's batches)
         return [i for i, stamp in enumerate(stamps) if isinstance(stamp, str) and stamp >= floor]
 
@@ -401,8 +361,21 @@ class CatchUp:
         async with contextlib.aclosing(prefetched(self._pages(soql, 0))) as pages:
             async for page in pages:
                 deleted += len(page)
+                binned = column_of(page, "Id")
+                self._binned.update(binned[i] for i in self.in_window_at(page))
                 yield [dict(record) for record in page]
         log.info("snapshot_recycle_bin_read", object=self.sfdc_object, deleted=deleted)
+
+    def read_again_if_binned(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Call with a snapshot's live reads: one of a record :meth:`deleted_before` sent
+        inside the window (a long transaction's delete, committed after this read) makes
+        the next round send that record again, as it reads then."""
+        if not self._binned:
+            return
+        for record_id in column_of(records, "Id"):
+            if record_id in self._binned:
+                self.latest[record_id] = UNDELIVERED
+                self._fresh_latest.append((record_id, UNDELIVERED))
 
     async def _pages(self, soql: str, expected: int) -> AsyncGenerator[list[dict[str, Any]]]:
         """The round's records in pages: Bulk CSV pages when it is expected to be large."""

@@ -23,13 +23,14 @@ import structlog
 
 from pipeline.config.mapping import MappingConfig, ObjectMapping
 from pipeline.runtime.backfill.ahead import ReadAhead
-from pipeline.runtime.backfill.catch_up import CatchUp, begin_catch_up, catch_up_for, parse_stamp
+from pipeline.runtime.backfill.catch_up import CatchUp, begin_catch_up, catch_up_for
 from pipeline.runtime.backfill.checkpoint import ObjectCheckpoint
 from pipeline.runtime.backfill.deliver import BackfillRun, ObjectRun
 from pipeline.runtime.backfill.jobs import forget_unsaved_job
 from pipeline.runtime.backfill.meaning import MODSTAMP, ReadMeaning
 from pipeline.runtime.backfill.read import BulkWindowReads, open_object, read_batches
 from pipeline.runtime.backfill.report import ObjectSummary
+from pipeline.runtime.backfill.stamps import parse_stamp
 from pipeline.runtime.salesforce_reads import fields_to_read, refuse_unreadable
 from pipeline.transform.schema import ObjectSchema, schema_from_describe
 

@@ -340,6 +340,8 @@ def _updates(
     if first_read:
         item.without_group += read.others
         run.duplicates.see_all(changes)
+        if catch_up is not None:
+            catch_up.read_again_if_binned(records)
     if catch_up is not None:
         for index in catch_up.in_window_at(records):
             record = records[index]

@@ -20,9 +20,10 @@ from pathlib import Path
 import structlog
 
 from pipeline.errors import ConfigError
-from pipeline.runtime.backfill.catch_up import CatchUp, begin_catch_up, catch_up_for, parse_stamp
+from pipeline.runtime.backfill.catch_up import CatchUp, begin_catch_up, catch_up_for
 from pipeline.runtime.backfill.checkpoint import CheckpointFile, ObjectCheckpoint
 from pipeline.runtime.backfill.read import ReadPosition
+from pipeline.runtime.backfill.stamps import parse_stamp
 from pipeline.runtime.reconcile.compare import ObjectPlan
 from pipeline.salesforce.rest import SalesforceRest
 from pipeline.transform.reads import MODSTAMP
