@@ -163,8 +163,9 @@ def dismiss(
     dismissal is written to the DLQ as a marker, as a replay is; the entry stays
     listed, shown as dismissed, and sfamp status and dlq replay --all stop
     counting it. --unreplayable picks those entries under the mapping that runs
-    now; --id dismisses any entry you name. Exits 0 unless Kafka cannot be reached,
-    an id is unknown, or neither --id nor --unreplayable is given (or both are).
+    now; --id dismisses any entry you name. Exits 0 unless Kafka cannot be
+    reached, an id is unknown, or neither --id nor --unreplayable is given (or
+    both are).
     """
     _one_choice(ids, unreplayable, "--unreplayable")
 

@@ -185,7 +185,7 @@ def service_line(service: dict[str, Any]) -> str:
         retrying = service.get("amplitude_retrying")
         why = (
             f" (retrying: Amplitude {retrying['answer']}, {plural(retrying['tries'], 'time')}"
-            " in a row)"
+            " in this flush)"
             if retrying
             else ""
         )

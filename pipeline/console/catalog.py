@@ -122,21 +122,25 @@ class OrgCatalog:
     def configured(self) -> bool:
         return not self.settings.credential_problems()
 
-    async def objects(self) -> list[ObjectOption] | None:
-        listing = await self._describe("")
+    async def objects(self, *, fetch: bool = True) -> list[ObjectOption] | None:
+        """The org's queryable objects; ``fetch=False``: only as last read (None if never),
+        without asking the org."""
+        listing = await self._describe("", fetch=fetch)
         return None if listing is None else object_options(listing)
 
-    async def fields(self, sfdc_object: str) -> list[FieldOption] | None:
+    async def fields(self, sfdc_object: str, *, fetch: bool = True) -> list[FieldOption] | None:
         if not sfdc_object:
             return None
-        described = await self._describe(sfdc_object)
+        described = await self._describe(sfdc_object, fetch=fetch)
         return None if described is None else field_options(described)
 
-    async def _describe(self, sfdc_object: str) -> Mapping[str, Any] | None:
+    async def _describe(self, sfdc_object: str, *, fetch: bool = True) -> Mapping[str, Any] | None:
         if not self.configured:
             self.problem = "no Salesforce credentials are set"
             return None
         cached = self._cache.get(sfdc_object)
+        if not fetch:
+            return None if cached is None else cached.value
         if cached is not None and cached.until > self._clock():
             return cached.value  # type: ignore[no-any-return]
         try:

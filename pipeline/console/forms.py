@@ -357,8 +357,9 @@ def left_out_by_form(document: dict[str, Any]) -> list[str]:
     object or a list where a control holds text, an entry that is not an object.
 
     Values are compared as the controls hold them (text), so a value the form shows
-    as it was (``30.0`` seconds, an empty name) is kept; a default the form adds (the
-    ``on_delete`` it shows) is not a change.
+    as it was (``30.0`` seconds, an empty name) is kept; a default the form adds for a
+    key the document lacks (the ``on_delete`` it shows) is not a change, but one it
+    would put in place of a null or an empty text is.
     """
     return list(_left_out(document, form_from_document(document).document(), "$"))
 
@@ -380,7 +381,10 @@ def _left_out(value: object, kept: object, path: str) -> Iterator[str]:
             return
         for index, (item, held) in enumerate(zip(value, kept, strict=True)):
             yield from _left_out(item, held, f"{path}[{index}]")
+    elif isinstance(kept, dict | list):
+        yield path  # a part the form holds where the document has none (null)
     elif value is None or value == "":
-        return  # an empty control, or the default the form shows for it
-    elif isinstance(kept, dict | list) or _text(value) != _text(kept):
+        if _text(kept):
+            yield path  # the form would show its default in the empty one's place
+    elif value != kept and _text(value) != _text(kept):  # (1.0 is the version 1)
         yield path

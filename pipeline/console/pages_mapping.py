@@ -53,6 +53,7 @@ from pipeline.wording import nearest
 EXPORT_NAME: Final = "sfamp-mapping.json"
 MAX_IMPORT_BYTES: Final = 1 << 20
 VALIDATED_EVENT: Final = "sfamp-validated"
+FOCUS_EVENT: Final = "sfamp-focus"  # the control the keyboard moves to after a change
 NOT_A_MAPPING: Final = "the file must hold a JSON object with version and mappings"
 
 
@@ -89,13 +90,15 @@ def failures_view(
     }
 
 
-async def org_problems(console: Console, form: MappingForm) -> list[Problem]:
+async def org_problems(console: Console, form: MappingForm, *, fetch: bool = True) -> list[Problem]:
     """The names the org does not know (an object not in it, a field not on its object),
     said as Final verification says them, so that each shows beside its control before
     Next. None when the org offers no choices (no credentials, no answer): verification
-    tells why. The org's describes are cached (:mod:`pipeline.console.catalog`)."""
+    tells why. The org's describes are cached (:mod:`pipeline.console.catalog`);
+    ``fetch=False`` takes only what the cache holds, so that a slow org never holds up
+    a keystroke's validation."""
     catalog = console.catalog
-    objects = await catalog.objects()
+    objects = await catalog.objects(fetch=fetch)
     if objects is None:
         return []
     in_org = {o.name.lower(): o.name for o in objects}
@@ -104,12 +107,14 @@ async def org_problems(console: Console, form: MappingForm) -> list[Problem]:
         sfdc_object = section.sfdc_object
         if not sfdc_object:
             continue
-        if sfdc_object.lower() not in in_org:
+        spelled = in_org.get(sfdc_object.lower())
+        if spelled != sfdc_object:
             problems.append(
                 Problem(f"$.mappings[{m}].sfdc_object", _unknown("object", sfdc_object, in_org))
             )
+        if spelled is None:
             continue
-        fields = await catalog.fields(in_org[sfdc_object.lower()])
+        fields = await catalog.fields(spelled, fetch=fetch)
         if fields is None:
             continue
         on_object = {f.name.lower(): f.name for f in fields}
@@ -189,8 +194,11 @@ async def form_page(
     extra: list[Problem] | None = None,
     notice: str | None = None,
     error: str | None = None,
+    unsent: bool = True,
 ) -> web.Response:
-    """The Mapping setup page (or, for htmx, its form) holding ``form``."""
+    """The Mapping setup page (or, for htmx, its form) holding ``form``; ``unsent``: it
+    holds edits not published (an import, a draft, a form sent back), which the page
+    asks about before it is left (console.js)."""
     view = await form_view(console_of(request), form, extra)
     template = "_mapping_form.html" if is_htmx(request) else "mapping.html"
     return render(
@@ -200,13 +208,14 @@ async def form_page(
         base_revision=base_revision,
         notice=notice,
         error=error,
+        unsent=unsent,
         **view,
     )
 
 
 async def mapping_page(request: web.Request) -> web.Response:
     form, revision, error = await _published_form(console_of(request))
-    return await form_page(request, form, base_revision=revision, error=error)
+    return await form_page(request, form, base_revision=revision, error=error, unsent=False)
 
 
 async def _update(
@@ -220,11 +229,39 @@ async def _update(
     if change:
         view = await form_view(console, form)
     else:
-        view = failures_view(console, form, await org_problems(console, form))
+        # What the org said when the form drew its choices: asked again only by a change.
+        view = failures_view(console, form, await org_problems(console, form, fetch=False))
     response = render(request, "_mapping_update.html", change=change, **view)
-    valid = {VALIDATED_EVENT: {"valid": not view["problems"]}}
-    response.headers["HX-Trigger-After-Swap"] = orjson.dumps(valid).decode()
+    events: dict[str, Any] = {VALIDATED_EVENT: {"valid": not view["problems"]}}
+    focus = _focus_after(change)
+    if focus:
+        events[FOCUS_EVENT] = {"ids": focus}
+    response.headers["HX-Trigger-After-Swap"] = orjson.dumps(events).decode()
     return response
+
+
+def _focus_after(change: Change | None) -> list[str]:
+    """Where the keyboard goes after an addition or a removal, the first of these ids that
+    can take it: the new part's first control (a row's field list waits for its object),
+    or the button that adds one again (the one pressed is gone)."""
+    if change is None:
+        return []
+    s, r = change.section, change.row
+    return {
+        "add_mapping": [f"m{s}-sfdc_object"],
+        "add_property": [f"m{s}-p{r}-sfdc_field", f"m{s}-p{r}-amplitude_property"],
+        "remove_property": [f"m{s}-add_property"],
+        "remove_mapping": ["add_mapping"],
+    }.get(change.kind, [])
+    if change.kind == "add_mapping":
+        return f"m{change.section}-sfdc_object"
+    if change.kind == "add_property":
+        return f"m{change.section}-p{change.row}-sfdc_field"
+    if change.kind == "remove_property":
+        return f"m{change.section}-add_property"
+    if change.kind == "remove_mapping":
+        return "add_mapping"
+    return None
 
 
 async def validate(request: web.Request) -> web.Response:

@@ -55,9 +55,10 @@ class ServiceState:
     recent_flushes: deque[FlushResult] = field(default_factory=lambda: deque(maxlen=20))
     last_successful_flush: datetime | None = None
     next_flush_at: datetime | None = None
-    flushing_since: datetime | None = None  # a flush going on (sending, committing)
-    # While Amplitude's answers are tried again (429, 5xx, none): the last one, when, and
-    # how many came in a row; what /status says beside flushing_since. None once one lands.
+    # A flush going on (sending, committing): see the flushing_since property.
+    _flushing_since: datetime | None = None
+    # The answers of the flush going on that Amplitude's client tries again (429, 5xx,
+    # none): the last one, when, and how many; what /status says beside flushing_since.
     amplitude_retrying: dict[str, Any] | None = None
     cadence: str = ""
     pending_groups: int = 0
@@ -85,11 +86,21 @@ class ServiceState:
         if result.busy or not result.ok or result.error:
             self.recent_flushes.append(result)
 
+    @property
+    def flushing_since(self) -> datetime | None:
+        return self._flushing_since
+
+    @flushing_since.setter
+    def flushing_since(self, moment: datetime | None) -> None:
+        """A flush begins (a time) or ends (None): either way, no retry of its is known."""
+        self._flushing_since = moment
+        self.amplitude_retrying = None
+
     def amplitude_answered(self, retriable: bool, described: str) -> None:
-        """Note an Amplitude answer: one that will be tried again ("answers 503", "does not
-        answer (timeout)") or one that ends the retries (any other)."""
+        """Note an Amplitude answer the client tries again ("answers 503", "does not answer
+        (timeout)"). Requests go out side by side, so another's success ends nothing:
+        the count is the flush's."""
         if not retriable:
-            self.amplitude_retrying = None
             return
         tries = (self.amplitude_retrying or {}).get("tries", 0) + 1
         at = datetime.now(UTC).isoformat()

@@ -41,7 +41,8 @@ def test_a_flush_held_by_retries_says_what_amplitude_answers() -> None:
     retrying = {"answer": "answers 503", "at": "2026-11-29T02:51:05+00:00", "tries": 4}
     since = "2026-11-29T02:50:05+00:00"
     line = service_line({**status, "flushing_since": since, "amplitude_retrying": retrying})
-    assert f"flushing since {since} (retrying: Amplitude answers 503, 4 times in a row)" in line
+    retried = "(retrying: Amplitude answers 503, 4 times in this flush)"
+    assert f"flushing since {since} {retried}" in line
 
 
 def test_a_flush_not_scheduled_yet_is_said_in_words() -> None:

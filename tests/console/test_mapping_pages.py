@@ -283,6 +283,7 @@ async def test_times_of_day_are_24_hour_text_checked_as_the_mapping_checks_them(
     # Drawn again (Back, a reload), the form shows what the server drew, not values the
     # browser refilled beside parts that follow other values.
     assert re.search(r'<form id="mapping-form"[^>]* autocomplete="off"', page)
+    assert "data-unsent" not in page  # the published mapping, as it is: nothing to lose
 
     for typed in ("7:30", "24:00", ""):
         html, valid = await update(
@@ -320,7 +321,9 @@ async def test_a_name_the_org_does_not_know_fails_beside_its_control_before_next
     client: Client,
 ) -> None:
     """As Final verification would say it, but now: the list is not "No validation
-    failures" while Next would only fail."""
+    failures" while Next would only fail. (Choosing the object drew its fields, and a
+    keystroke's validation takes the org's word from what that read.)"""
+    await update(client, "/mapping/form", {**FORM, "action": "object:0"})
     html, valid = await update(client, "/mapping/validate", {**FORM, "m0.p1.sfdc_field": "Industy"})
     assert not valid
     message = "no field Industy on Account (did you mean Industry?), or it is not readable"
@@ -333,6 +336,8 @@ async def test_a_name_the_org_does_not_know_fails_beside_its_control_before_next
     assert (
         oob_span(html, "m0-sfdc_object") == "no object Acount in this org (did you mean Account?)"
     )
+    html, valid = await update(client, "/mapping/validate", {**FORM, "m0.sfdc_object": "account"})
+    assert oob_span(html, "m0-sfdc_object").startswith("spell it Account")
     html, valid = await update(client, "/mapping/validate", {**FORM, "m0.group_name_field": "id"})
     assert oob_span(html, "m0-group_name_field").startswith("spell it Id")
     assert (await update(client, "/mapping/validate", FORM))[1]
@@ -350,3 +355,4 @@ async def test_back_from_verification_fills_the_form_with_the_draft_not_an_impor
     assert 'value="06:30"' in html
     assert "your draft: not saved yet" in html
     assert "imported" not in html
+    assert re.search(r'<form id="mapping-form"[^>]* data-unsent', html), "asks before leaving"

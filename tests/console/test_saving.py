@@ -239,9 +239,15 @@ def test_a_document_the_form_cannot_hold_whole_is_refused_not_cut() -> None:
     assert refusal({**MAPPING, "sync_cadence": hourly}).startswith(
         "$.sync_cadence.at is not a key of mode 'hourly'"
     )
+    # A null the form would show as its default: that default would be published.
+    assert refusal({**MAPPING, "mappings": [{**section, "on_delete": None}]}).startswith(
+        "$.mappings[0].on_delete"
+    )
+    assert refusal({**MAPPING, "reconcile": None}).startswith("$.reconcile")
     # What the form shows as it was (a wrong value, an empty name) is kept, for its checks.
-    shown = {**section, "group_type": "", "on_delete": "sometimes"}
+    shown = {**section, "group_type": "", "group_name_field": None, "on_delete": "sometimes"}
     assert read_import(json.dumps({**MAPPING, "mappings": [shown]}).encode())
+    assert read_import(json.dumps({**MAPPING, "version": 1.0}).encode())
 
 
 async def test_a_bad_import_leaves_the_form_and_a_document_with_problems_fills_it(

@@ -105,7 +105,8 @@ async def test_status_shows_a_flush_that_is_retrying(
     await org.close()
     assert re.search(r'data-testid="flushing-since">since <time datetime="[^"]+"', live)
     # Why it is held, not only since when.
-    assert re.search(r"retrying: Amplitude answers 429 \(\d+ times? in a row, last <time", live)
+    retried = r"retrying: Amplitude answers 429 \(\d+ times? in this flush, last <time"
+    assert re.search(retried, live)
 
 
 async def test_final_verification_says_a_save_takes_over_from_the_service_s_mapping_file(

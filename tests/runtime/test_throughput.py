@@ -59,13 +59,15 @@ def test_the_chart_scales_both_series_to_a_round_maximum() -> None:
     assert [label for _, label in chart.x_ticks] == ["-59m", "-44m", "-29m", "-14m", "now"]
 
 
-def test_amplitude_retries_are_counted_in_a_row_and_shown_only_while_flushing() -> None:
+def test_amplitude_retries_are_counted_per_flush_and_shown_only_while_flushing() -> None:
     state = ServiceState("all")
+    state.amplitude_answered(True, "answers 503")  # a flush that gave up
+    state.flushing_since = datetime(2026, 11, 29, tzinfo=UTC)  # the next one
+    assert state.to_status()["amplitude_retrying"] is None, "the last flush's retries"
     state.amplitude_answered(True, "answers 503")
+    state.amplitude_answered(False, "answers 200")  # another request, side by side
     state.amplitude_answered(True, "does not answer (timeout)")
-    assert state.to_status()["amplitude_retrying"] is None, "no flush: nothing held"
-    state.flushing_since = datetime(2026, 11, 29, tzinfo=UTC)
     shown = state.to_status()["amplitude_retrying"]
     assert (shown["answer"], shown["tries"]) == ("does not answer (timeout)", 2)
-    state.amplitude_answered(False, "answers 200")
+    state.flushing_since = None
     assert state.to_status()["amplitude_retrying"] is None

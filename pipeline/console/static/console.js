@@ -58,20 +58,38 @@
   /* Edits of the Mapping setup form live in the page until Next or Save: leaving it
      (a link, Back, a reload, closing the tab) with some unsent asks first. Submitting
      any form (Next, Import, Save) is leaving on purpose. */
-  var unsent = false;
+  function inForm(node) {
+    return node instanceof Element && node.closest("#mapping-form, #import-form") !== null;
+  }
+  /* A page drawn from an import or a draft holds edits not sent on yet too. */
+  var drawn = document.getElementById("mapping-form");
+  var unsent = !!(drawn && drawn.hasAttribute("data-unsent"));
   document.addEventListener("input", function (event) {
-    var target = event.target instanceof Element ? event.target : null;
-    if (target && target.closest("#mapping-form")) { unsent = true; }
+    if (inForm(event.target)) { unsent = true; }
   });
   document.addEventListener("change", function (event) {
-    var target = event.target instanceof Element ? event.target : null;
-    if (target && target.closest("#mapping-form")) { unsent = true; }
+    if (inForm(event.target)) { unsent = true; }
+  });
+  /* An addition or a removal (a button's request), an import swapped in. */
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.successful && inForm(event.detail.elt)) { unsent = true; }
   });
   document.addEventListener("submit", function () { unsent = false; });
   window.addEventListener("beforeunload", function (event) {
     if (!unsent) { return; }
     event.preventDefault();
     event.returnValue = "";
+  });
+
+  /* After an addition or a removal the keyboard moves on (the HX-Trigger-After-Swap
+     header names where): to the new part's first control, or to the button that adds
+     one again when the one pressed was removed. */
+  document.addEventListener("sfamp-focus", function (event) {
+    var ids = (event.detail && event.detail.ids) || [];
+    for (var i = 0; i < ids.length; i += 1) {
+      var control = document.getElementById(ids[i]);
+      if (control && !control.disabled) { control.focus(); return; }
+    }
   });
 
   function copyText(text) {

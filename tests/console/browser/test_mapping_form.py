@@ -283,4 +283,41 @@ async def test_leaving_with_unsent_edits_asks_first_and_a_clean_form_does_not(
     await status_link.click()
     await expect(page.get_by_role("heading", name="Status")).to_be_visible()
     assert asked == ["beforeunload", "beforeunload"]
+
+    # An addition alone (a button's request, no typing) is an edit too.
+    await form.open(console.url)
+    await page.get_by_role("button", name="Set up new group mapping").click()
+    await expect(page.get_by_test_id("group-mapping")).to_have_count(1)
+    await status_link.click()
+    await expect(page.get_by_role("heading", name="Status")).to_be_visible()
+    assert asked == ["beforeunload"] * 3
     page.remove_listener("dialog", leave)
+
+
+async def test_the_keyboard_moves_to_what_an_addition_drew_and_back_after_a_removal(
+    page: Page, console: ConsoleStack
+) -> None:
+    await MappingSetup(page).open(console.url)
+    add = page.get_by_role("button", name="Set up new group mapping")
+    await add.focus()
+    await page.keyboard.press("Enter")
+    section = page.get_by_test_id("group-mapping").first
+    await expect(section.get_by_label("Salesforce object", exact=True)).to_be_focused()
+
+    await section.get_by_role("button", name="Add group property").focus()
+    await page.keyboard.press("Enter")
+    rows = section.get_by_label("Salesforce field", exact=True)
+    await expect(rows).to_have_count(2)
+    # No object chosen yet: the field list waits for it, so the property name takes the keys.
+    properties = section.get_by_label("Amplitude group property", exact=True)
+    await expect(properties.nth(1)).to_be_focused()
+
+    await section.get_by_role("button", name="Remove group property").nth(1).focus()
+    await page.keyboard.press("Enter")
+    await expect(rows).to_have_count(1)
+    await expect(section.get_by_role("button", name="Add group property")).to_be_focused()
+
+    await section.get_by_role("button", name="Remove group mapping").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_test_id("group-mapping")).to_have_count(0)
+    await expect(add).to_be_focused()
