@@ -18,6 +18,7 @@ from pipeline.errors import Problem
 from pipeline.salesforce.channels import channel_for
 from pipeline.transform.change_event_fields import never_in_change_events
 from pipeline.transform.formulas import formula_inputs
+from pipeline.transform.plan import targets_of
 from pipeline.transform.schema import ObjectSchema
 from pipeline.wording import nearest
 
@@ -159,6 +160,28 @@ def field_checks(
         name = f"{mapping.sfdc_object}.{prop.sfdc_field} -> {prop.amplitude_property}"
         checks.append(property_check(name, described, prop.sfdc_field, reconcile=reconcile))
     return checks
+
+
+def shared_property_checks(mapping: ObjectMapping, schema: ObjectSchema) -> list[Check]:
+    """A failed check per property two mapped fields would write: a compound field's
+    component beside that component's own field (``BillingAddress -> billing_address``
+    writes ``billing_address.City``, as ``BillingCity -> billing_address.City`` does),
+    which offline validation cannot see without the describe. One field, one property."""
+    writers: dict[str, list[str]] = {}
+    for mapped in mapping.group_properties:
+        for target in targets_of(mapped.sfdc_field, mapped.amplitude_property, schema):
+            writers.setdefault(target.prop, []).append(mapped.sfdc_field)
+    relation = f"{mapping.sfdc_object} -> {mapping.group_type}"
+    return [
+        Check(
+            f"{relation}: property {prop}",
+            "fail",
+            f"written by both {' and '.join(dict.fromkeys(fields))}: map one field to each "
+            "property (the compound writes one property per component)",
+        )
+        for prop, fields in writers.items()
+        if len(set(fields)) > 1
+    ]
 
 
 def missing_field(described: DescribedObject, field_name: str) -> str:

@@ -31,6 +31,7 @@ from pipeline.config.checks import (
     field_checks,
     object_check,
     object_entries,
+    shared_property_checks,
 )
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import AmplitudeSettings, SalesforceSettings, Settings
@@ -133,6 +134,7 @@ async def _object_checks(
     ]
     for object_mapping in mapping.for_object(sfdc_object):
         checks += field_checks(object_mapping, described, reconcile=mapping.reconcile.description)
+        checks += shared_property_checks(object_mapping, described.schema)
     no_events = change_entity_check(sfdc_object, entries) if change_events else None
     return checks if no_events is None else [*checks, no_events]
 

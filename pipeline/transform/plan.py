@@ -77,7 +77,7 @@ def compile_plan(mapping: ObjectMapping, schema: ObjectSchema | None) -> Mapping
     targets = tuple(
         target
         for mapped in mapping.group_properties
-        for target in _targets_of(mapped.sfdc_field, mapped.amplitude_property, schema)
+        for target in targets_of(mapped.sfdc_field, mapped.amplitude_property, schema)
     )
     return MappingPlan(
         mapping=mapping,
@@ -127,7 +127,9 @@ def live_targets(plan: MappingPlan, parts: Mapping[str, Mapping[str, str]]) -> S
     return targets
 
 
-def _targets_of(field: str, prop: str, schema: ObjectSchema | None) -> list[Target]:
+def targets_of(field: str, prop: str, schema: ObjectSchema | None) -> list[Target]:
+    """The properties one mapped field writes under ``schema``: itself, one per component
+    of a compound, or none while the describe omits it."""
     if schema is None:
         return [_target(field, prop, None)]
     if schema.omits(field):

@@ -223,3 +223,34 @@ def test_a_shared_group_warns_what_a_delete_does_to_it(on_delete: str, ending: s
     found = group_name_check("g", DescribedObject(CONTACT, {}), "Title", on_delete=on_delete)
     assert found.status == "warn"
     assert found.detail.endswith(ending), found.detail
+
+
+def test_a_compound_beside_its_own_component_writes_one_property_twice() -> None:
+    from pipeline.config.checks import shared_property_checks
+    from pipeline.config.mapping import ObjectMapping
+    from sfamp_sandbox.salesforce.describe import describe_object
+    from sfamp_sandbox.salesforce.objects import ACCOUNT as SANDBOX_ACCOUNT
+
+    schema = schema_from_describe(describe_object(SANDBOX_ACCOUNT, "62.0"))
+    mapping = ObjectMapping.model_validate(
+        {
+            "sfdc_object": "Account",
+            "group_type": "account",
+            "group_name_field": "Id",
+            "group_properties": [
+                {"sfdc_field": "BillingAddress", "amplitude_property": "billing_address"},
+                {"sfdc_field": "BillingCity", "amplitude_property": "billing_address.City"},
+                {"sfdc_field": "Name", "amplitude_property": "name"},
+            ],
+        }
+    )
+    (check,) = shared_property_checks(mapping, schema)
+    assert (check.name, check.status) == (
+        "Account -> account: property billing_address.City",
+        "fail",
+    )
+    assert check.detail.startswith("written by both BillingAddress and BillingCity")
+    apart = mapping.model_copy(
+        update={"group_properties": [mapping.group_properties[0], mapping.group_properties[2]]}
+    )
+    assert shared_property_checks(apart, schema) == []
