@@ -33,6 +33,7 @@ def print_summary(summary: BackfillSummary) -> None:
         ("duplicate group values", f"{_duplicate_values(summary):,}"),
         ("records without a group value", f"{summary.total('without_group'):,}"),
         ("re-sent by the catch-up reads", _caught_up(summary)),
+        ("deletes from the recycle bin", f"{summary.total('recycle_bin'):,}"),
         ("Salesforce API calls", f"{summary.api_calls:,}"),
         ("Bulk jobs", f"{summary.bulk_jobs:,}"),
         ("elapsed", f"{summary.elapsed_seconds:.1f} s"),

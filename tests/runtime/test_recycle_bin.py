@@ -112,8 +112,9 @@ async def test_a_delete_inside_the_window_does_not_wipe_a_live_record_sharing_it
     assert group(stack, "account_ext", "EXT-A") == {"name": "Live", "tier": "Silver"}
     assert (group(stack, "account", gone) or {}).get("sfdc_deleted") is True
     assert (group(stack, "account", live) or {}).get("name") == "Live"
-    # The bin's delete, counted among the catch-up's; no round sent it again.
-    assert summary.objects[0].caught_up == 1
+    # The bin's delete, counted apart; no round sent it again.
+    assert (summary.objects[0].recycle_bin, summary.objects[0].caught_up) == (1, 0)
+    assert summary.to_json()["recycle_bin"] == 1
 
 
 async def test_a_run_resumed_during_its_catch_up_does_not_send_the_bin_again(

@@ -94,6 +94,7 @@ class ObjectSummary:
     rejected: int = 0
     without_group: int = 0  # records whose group name field is empty
     caught_up: int = 0  # records re-read and re-sent because they changed meanwhile
+    recycle_bin: int = 0  # deleted records read from the recycle bin, sent ahead
     catch_up_rounds: int = 0
     quiescent: bool | None = None  # None: no catch-up (dry run, or no SystemModstamp)
     already_done: bool = False
@@ -219,6 +220,7 @@ class BackfillSummary:
             "checkpoint_saved": self.checkpoint_saved,
             "checkpoint_put_back": self.checkpoint_put_back,
             "caught_up": self.total("caught_up"),
+            "recycle_bin": self.total("recycle_bin"),
             "sample": self.sample,
             "objects": [asdict(item) for item in self.objects],
         }

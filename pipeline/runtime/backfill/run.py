@@ -212,7 +212,10 @@ async def _backfill_object(run: BackfillRun, obj: ObjectRun) -> None:
                 # Before the snapshot's batches (and again after a stop before its first:
                 # they are checkpointed as nothing read yet); never after them, not even
                 # on a resume during the catch-up, whose newer live reads it would land over.
+                before = obj.item.caught_up  # counted apart: sent ahead, not re-sent
                 await _send_reads(run, obj, obj.catch_up.deleted_before(), ReadPosition())
+                obj.item.recycle_bin += obj.item.caught_up - before
+                obj.item.caught_up = before
             await _snapshot(run, obj)
         except BaseException:  # stopped or failed: a job no checkpoint names is of no use
             # Seen through: a second stop meanwhile would leave the job in the org.
