@@ -327,7 +327,9 @@ async def test_a_resumed_read_starts_its_progress_where_the_stopped_one_was(
     checkpoint, stop = tmp_path / "checkpoint.json", StopRequest()
     options = ReadOptions(api=api, max_records=2_000, batch_rows=1_000)  # type: ignore[arg-type]
     hook = Hook(after=1, action=lambda: stop.set("stopped for the test"))
-    sandboxes.amplitude.state.latency.ms = 500  # batches after the first are still in flight
+    # Batches after the first are still in flight when it lands, however slow the
+    # machine: the last of them could land only after several round trips.
+    sandboxes.amplitude.state.latency.ms = 2_000
     first = await run_backfill(
         sandboxes.settings(), mapping(), checkpoint_path=checkpoint, progress=hook,
         options=options, stop=stop,
