@@ -37,6 +37,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.wording import plural
 
@@ -207,7 +208,14 @@ class EnvelopeError(SfampError):
 
 
 class AmplitudeError(SfampError):
-    """Amplitude refused or failed a call."""
+    """Amplitude refused or failed a call.
+
+    ``attempts`` is what the failed send did before it gave up (an
+    :class:`~pipeline.amplitude.report.DeliveryReport`: requests, retries, bytes), when
+    the client knows it: a summary counts those too.
+    """
+
+    attempts: Any = None
 
 
 class AmplitudeAuthError(AmplitudeError):

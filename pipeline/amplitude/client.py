@@ -198,7 +198,11 @@ class AmplitudeClient:
         delivery = Delivery(
             post, wire, self._policy, self._timing, self.slots, self._never_answered
         )
-        report = await delivery.run(chunks)
+        try:
+            report = await delivery.run(chunks)
+        except AmplitudeError as exc:
+            exc.attempts = delivery.report  # what it did before giving up
+            raise
         report.skipped = _skipped(listed, chunks)
         report.truncated = cut_properties(chunks)
         self._log_cuts(report)

@@ -149,6 +149,9 @@ async def test_amplitude_down_before_the_first_batch_says_run_again(
         summary = json.loads(out)  # a script still gets the summary
         assert summary["completed"] is False
         assert summary["next_step"] == "no batch was confirmed delivered yet; run again"
+        # What it tried is counted: every request the sandbox answered, the retries.
+        assert summary["requests"] == sandboxes.requests >= 2, summary
+        assert summary["amplitude_retries"] == summary["requests"] - 1
     else:
         assert out == ""
 

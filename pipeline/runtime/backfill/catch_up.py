@@ -357,6 +357,8 @@ class CatchUp:
         if not self.recycle_bin or self.since is None:  # from no start, rounds read them
             return
         deleted = 0
+        # Said before it begins: its deletes go out first, and Amplitude may hold them.
+        log.info("snapshot_recycle_bin_reading", object=self.sfdc_object)
         soql = self.soql(self.since, deleted_before=True)
         async with contextlib.aclosing(prefetched(self._pages(soql, 0))) as pages:
             async for page in pages:

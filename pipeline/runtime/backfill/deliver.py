@@ -12,8 +12,9 @@ from typing import Any, Final
 import structlog
 
 from pipeline.amplitude import AmplitudeClient
+from pipeline.amplitude.report import DeliveryReport
 from pipeline.config.mapping import MappingConfig
-from pipeline.errors import SfampError
+from pipeline.errors import AmplitudeError, SfampError
 from pipeline.runtime.backfill.ahead import ReadAhead
 from pipeline.runtime.backfill.catch_up import CatchUp
 from pipeline.runtime.backfill.checkpoint import CheckpointFile, RejectSink, rejected_entries
@@ -186,7 +187,14 @@ async def deliver(run: BackfillRun, item: ObjectSummary, updates: list[GroupUpda
         item.requests += len(plan.requests)
         item.bytes += plan.total_bytes
         return plan.identifications
-    report = await run.amplitude.send(updates)
+    try:
+        report = await run.amplitude.send(updates)
+    except AmplitudeError as exc:
+        if isinstance(exc.attempts, DeliveryReport):  # the summary counts what was tried
+            item.requests += exc.attempts.requests
+            item.bytes += exc.attempts.bytes_sent
+            run.summary.retries += exc.attempts.retries
+        raise
     if run.sent is not None:
         await run.sent.record(run.config, updates, report)
     item.identifications += report.delivered
