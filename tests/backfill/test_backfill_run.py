@@ -737,3 +737,20 @@ async def test_records_without_a_group_name_are_counted_and_not_sent(
     assert summary.total("without_group") == 70
     assert summary.total("identifications") == 230
     assert len([key for key in sandboxes.groups() if key[0] == "billing"]) == 230
+
+
+async def test_a_rest_read_fills_each_request_across_its_pages(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    """REST pages hold 2,000 records, a request 1,999 small events: batched per page, every
+    page cost a request of 1,999 and one of 1."""
+    await sandboxes.seed("Account", 4_000)
+    names = mapping(properties={"Name": "name"})
+    summary = await run_backfill(
+        sandboxes.settings(), names, checkpoint_path=tmp_path / "cp.json",
+        options=ReadOptions(api="rest"),
+    )  # fmt: skip
+    assert summary.completed, summary.error
+    assert summary.total("rows_read") == 4_000
+    assert summary.total("requests") == 3  # 1,999 + 1,999 + 2
+    assert sandboxes.groups() == await rest_expectation(sandboxes, names)

@@ -71,7 +71,7 @@ async def test_small_object_is_read_through_rest(sandboxes: Sandboxes, tmp_path:
 async def test_falls_back_to_rest_when_bulk_is_unavailable(sandboxes: Sandboxes) -> None:
     ids = await sandboxes.seed("Account", 4_500)
     transport = NoBulk()
-    options = ReadOptions(rest_max_records=0)
+    options = ReadOptions(rest_max_records=0, batch_rows=2_000)  # a batch per REST page
     settings = sandboxes.settings().salesforce
     async with SalesforceClient.from_settings(settings, transport=transport) as sf:
         pages = [p async for p in read_object(sf, mapping().mappings[0], options=options)]
@@ -129,7 +129,7 @@ async def test_a_bulk_read_starts_with_a_short_page_and_resumes_inside_it(
 async def test_rest_read_resumes_after_the_last_id(sandboxes: Sandboxes) -> None:
     ids = sorted(await sandboxes.seed("Account", 5_000))
     checkpoint = ReadPosition()
-    options = ReadOptions(api="rest")
+    options = ReadOptions(api="rest", batch_rows=2_000)  # a batch per REST page
     account = mapping().mappings[0]
     seen: list[list[str]] = []
     async with SalesforceClient.from_settings(sandboxes.settings().salesforce) as sf:

@@ -190,7 +190,8 @@ async def read_batches(
         await turn.wait()
     if job is None:
         last_id = start.last_id if start is not None and resumed_rest else None
-        batches = _rest_batches(sf, schema.name, fields, where, last_id, total)
+        rest = (schema.name, fields, where, last_id)
+        batches = _rest_batches(sf, *rest, total, rows=options.batch_rows)
     else:
         batches = _bulk_batches(bulk, schema, job, start, options)
     # The stopped run's rows count when this read goes on from its position: the same
@@ -360,18 +361,28 @@ async def _rest_batches(
     where: str | None,
     after_id: str | None,
     total: int | None,
+    *,
+    rows: int,
 ) -> AsyncGenerator[RecordBatch]:
-    """REST query ordered by Id, so that "last Id" is a position to resume from."""
+    """REST query ordered by Id, so that "last Id" is a position to resume from; batches
+    of ``rows`` records across its pages of 2,000, so that each fills one request as a
+    Bulk batch does (a page of 2,000 made a request of 1,999 events and one of 1)."""
     conditions = [f"({where})"] if where else []
     if after_id:
         conditions.append(f"Id > '{_checked_id(after_id)}'")
     soql = _soql(sfdc_object, fields, " AND ".join(conditions) or None) + " ORDER BY Id"
-    last_id = after_id
+    held: list[dict[str, Any]] = []
+    last_id, finished = after_id, False
     async for page in sf.rest.query_pages(soql):
-        if page.records:
-            last_id = str(page.records[-1]["Id"])
-        position = ReadPosition("rest", None, None, 0, last_id, page.done)
-        yield RecordBatch(page.records, "rest", position, total)
+        held.extend(page.records)
+        while len(held) >= rows or (page.done and held):
+            batch, held = held[:rows], held[rows:]
+            last_id, finished = str(batch[-1]["Id"]), page.done and not held
+            yield RecordBatch(
+                batch, "rest", ReadPosition("rest", None, None, 0, last_id, finished), total
+            )
+    if not finished:  # nothing at all, or a last page that was empty: the end, said
+        yield RecordBatch([], "rest", ReadPosition("rest", None, None, 0, last_id, True), total)
 
 
 def _soql(sfdc_object: str, fields: Sequence[str], where: str | None) -> str:
