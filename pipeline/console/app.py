@@ -18,9 +18,9 @@ from pipeline.console import (
     pages_verify,
 )
 from pipeline.console.catalog import OrgCatalog
-from pipeline.console.context import CONSOLE, Console, template_environment
+from pipeline.console.context import CONSOLE, Console, render, template_environment
 from pipeline.console.login import register as register_login
-from pipeline.console.proxies import forwarded_middleware
+from pipeline.console.proxies import Handler, forwarded_middleware
 from pipeline.console.security import (
     Sessions,
     headers_middleware,
@@ -64,6 +64,7 @@ def create_console_app(
             headers_middleware(),
             origin_middleware(sessions),
             session_middleware(sessions),
+            _no_such_page,
         ],
         client_max_size=MAX_REQUEST_BYTES,
     )
@@ -81,6 +82,19 @@ def create_console_app(
     oauth_routes.register(app)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     return app
+
+
+@web.middleware
+async def _no_such_page(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An address no route serves: a page with the console's navigation and where to go,
+    rather than aiohttp's bare "404: Not Found" text. A handler's own 404 (an export with
+    nothing published) keeps its one line."""
+    if request.match_info.http_exception is None or request.method not in ("GET", "HEAD"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return render(request, "not_found.html", status=404)
 
 
 async def _close_catalog(app: web.Application) -> AsyncIterator[None]:

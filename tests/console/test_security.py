@@ -61,6 +61,20 @@ async def test_every_response_carries_the_content_security_policy(client: Client
     assert "unsafe-inline" not in CONTENT_SECURITY_POLICY
 
 
+async def test_an_address_no_page_serves_answers_a_page_that_says_where_to_go(
+    client: Client,
+) -> None:
+    missing = await client.get("/mapings")
+    html = await missing.text()
+    assert missing.status == 404
+    assert "<h1>Not found</h1>" in html
+    assert "The console has no page at <code>/mapings</code>" in html
+    assert '<a href="/mapping"' in html  # the navigation, to go on from
+    # A handler's own 404 keeps its one line (an export with nothing published yet).
+    nothing = await client.get("/mapping/export")
+    assert (nothing.status, await nothing.text()) == (404, "no mapping is published yet\n")
+
+
 async def test_pages_have_no_inline_script_or_handler(client: Client) -> None:
     for path in ("/", "/mapping", "/status", "/dead-letters"):
         html = await (await client.get(path)).text()
