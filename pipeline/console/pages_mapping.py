@@ -23,6 +23,7 @@ from aiohttp import web
 from pipeline.config.checks import UNREADABLE
 from pipeline.config.validation import dump_mapping, validate_document
 from pipeline.config.verify import message_of
+from pipeline.console.catalog import FieldOption, ObjectOption
 from pipeline.console.context import (
     Console,
     console_of,
@@ -90,15 +91,29 @@ def failures_view(
     }
 
 
-async def org_problems(console: Console, form: MappingForm, *, fetch: bool = True) -> list[Problem]:
-    """The names the org does not know (an object not in it, a field not on its object),
-    said as Final verification says them, so that each shows beside its control before
-    Next. None when the org offers no choices (no credentials, no answer): verification
-    tells why. The org's describes are cached (:mod:`pipeline.console.catalog`);
-    ``fetch=False`` takes only what the cache holds, so that a slow org never holds up
-    a keystroke's validation."""
+async def org_choices(
+    console: Console, form: MappingForm, *, fetch: bool = True
+) -> tuple[list[ObjectOption] | None, dict[str, list[FieldOption] | None]]:
+    """The org's objects and each section's object's fields (None: the org offers none).
+    The describes are cached (:mod:`pipeline.console.catalog`); ``fetch=False`` takes only
+    what the cache holds, so that a slow org never holds up a keystroke's validation."""
     catalog = console.catalog
     objects = await catalog.objects(fetch=fetch)
+    fields = {
+        s.sfdc_object: await catalog.fields(s.sfdc_object, fetch=fetch) for s in form.sections
+    }
+    return objects, fields
+
+
+def org_problems(
+    form: MappingForm,
+    objects: list[ObjectOption] | None,
+    fields: Mapping[str, list[FieldOption] | None],
+) -> list[Problem]:
+    """The names the org does not know (an object not in it, a field not on its object,
+    either spelt in another case), said as Final verification says them, so that each
+    shows beside its control before Next. None when the org offers no choices (no
+    credentials, no answer): verification tells why."""
     if objects is None:
         return []
     in_org = {o.name.lower(): o.name for o in objects}
@@ -112,12 +127,10 @@ async def org_problems(console: Console, form: MappingForm, *, fetch: bool = Tru
             problems.append(
                 Problem(f"$.mappings[{m}].sfdc_object", _unknown("object", sfdc_object, in_org))
             )
-        if spelled is None:
+        listed = fields.get(sfdc_object)
+        if spelled is None or listed is None:
             continue
-        fields = await catalog.fields(spelled, fetch=fetch)
-        if fields is None:
-            continue
-        on_object = {f.name.lower(): f.name for f in fields}
+        on_object = {f.name.lower(): f.name for f in listed}
         named = [("group_name_field", section.group_name_field)]
         named += [
             (f"group_properties[{p}].sfdc_field", r.sfdc_field) for p, r in enumerate(section.rows)
@@ -145,16 +158,14 @@ async def form_view(
 ) -> dict[str, Any]:
     """Everything the form template needs: values, choices from the org, failures (the
     org's among them)."""
-    catalog = console.catalog
-    objects = await catalog.objects()
-    fields = {s.sfdc_object: await catalog.fields(s.sfdc_object) for s in form.sections}
-    extra = [*(extra or []), *await org_problems(console, form)]
+    objects, fields = await org_choices(console, form)
+    extra = [*(extra or []), *org_problems(form, objects, fields)]
     return {
         **failures_view(console, form, extra),
         "objects": objects,
         "object_names": {o.name for o in objects or ()},
         "fields": fields,
-        "catalog_problem": catalog.problem if objects is None else None,
+        "catalog_problem": console.catalog.problem if objects is None else None,
         "cadence_modes": CADENCE_MODES,
         "reconcile_modes": RECONCILE_MODES,
         "on_delete_policies": ON_DELETE,
@@ -230,7 +241,8 @@ async def _update(
         view = await form_view(console, form)
     else:
         # What the org said when the form drew its choices: asked again only by a change.
-        view = failures_view(console, form, await org_problems(console, form, fetch=False))
+        choices = await org_choices(console, form, fetch=False)
+        view = failures_view(console, form, org_problems(form, *choices))
     response = render(request, "_mapping_update.html", change=change, **view)
     events: dict[str, Any] = {VALIDATED_EVENT: {"valid": not view["problems"]}}
     focus = _focus_after(change)
@@ -253,15 +265,6 @@ def _focus_after(change: Change | None) -> list[str]:
         "remove_property": [f"m{s}-add_property"],
         "remove_mapping": ["add_mapping"],
     }.get(change.kind, [])
-    if change.kind == "add_mapping":
-        return f"m{change.section}-sfdc_object"
-    if change.kind == "add_property":
-        return f"m{change.section}-p{change.row}-sfdc_field"
-    if change.kind == "remove_property":
-        return f"m{change.section}-add_property"
-    if change.kind == "remove_mapping":
-        return "add_mapping"
-    return None
 
 
 async def validate(request: web.Request) -> web.Response:
