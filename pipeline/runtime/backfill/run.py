@@ -212,10 +212,8 @@ async def _backfill_object(run: BackfillRun, obj: ObjectRun) -> None:
                 # Before the snapshot's batches (and again after a stop before its first:
                 # they are checkpointed as nothing read yet); never after them, not even
                 # on a resume during the catch-up, whose newer live reads it would land over.
-                before = obj.item.caught_up  # counted apart: sent ahead, not re-sent
-                await _send_reads(run, obj, obj.catch_up.deleted_before(), ReadPosition())
-                obj.item.recycle_bin += obj.item.caught_up - before
-                obj.item.caught_up = before
+                bin_reads = obj.catch_up.deleted_before()
+                await _send_reads(run, obj, bin_reads, ReadPosition(), from_bin=True)
             await _snapshot(run, obj)
         except BaseException:  # stopped or failed: a job no checkpoint names is of no use
             # Seen through: a second stop meanwhile would leave the job in the org.
@@ -298,10 +296,13 @@ async def _send_reads(
     obj: ObjectRun,
     rounds: AsyncGenerator[list[dict[str, Any]]],
     position: ReadPosition,
+    *,
+    from_bin: bool = False,
 ) -> None:
     """Send each round of REST reads (records read deleted as deletes), a round landing
     before the next is read; their batches are checkpointed at ``position``. ``rounds`` is
-    closed (its page reader stopped) however this ends."""
+    closed (its page reader stopped) however this ends. Counted as re-sent by the
+    catch-up, or ``from_bin``: as deletes read from the recycle bin (sent ahead)."""
     window = InFlightBatches(run, obj, progress=False)
     try:
         async for records in rounds:
@@ -311,7 +312,10 @@ async def _send_reads(
                 updates, keys = _updates(run, obj, chunk, "rest", first_read=False)
                 await window.push(RecordBatch(chunk, "rest", position, None), updates, keys)
             await window.drain()
-            obj.item.caught_up += len(records)
+            if from_bin:
+                obj.item.recycle_bin += len(records)
+            else:
+                obj.item.caught_up += len(records)
     finally:
         try:
             await rounds.aclose()
