@@ -37,9 +37,12 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pipeline.wording import plural
+
+if TYPE_CHECKING:  # the report module imports this one
+    from pipeline.amplitude.report import DeliveryReport
 
 
 class SfampError(Exception):
@@ -215,7 +218,7 @@ class AmplitudeError(SfampError):
     the client knows it: a summary counts those too.
     """
 
-    attempts: Any = None
+    attempts: DeliveryReport | None = None
 
 
 class AmplitudeAuthError(AmplitudeError):

@@ -12,7 +12,6 @@ from typing import Any, Final
 import structlog
 
 from pipeline.amplitude import AmplitudeClient
-from pipeline.amplitude.report import DeliveryReport
 from pipeline.config.mapping import MappingConfig
 from pipeline.errors import AmplitudeError, SfampError
 from pipeline.runtime.backfill.ahead import ReadAhead
@@ -190,7 +189,7 @@ async def deliver(run: BackfillRun, item: ObjectSummary, updates: list[GroupUpda
     try:
         report = await run.amplitude.send(updates)
     except AmplitudeError as exc:
-        if isinstance(exc.attempts, DeliveryReport):  # the summary counts what was tried
+        if exc.attempts is not None:  # the summary counts what was tried
             item.requests += exc.attempts.requests
             item.bytes += exc.attempts.bytes_sent
             run.summary.retries += exc.attempts.retries
