@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.wording import plural
 
-if TYPE_CHECKING:  # the report module imports this one
+if TYPE_CHECKING:  # for the annotation only: every module imports this one
     from pipeline.amplitude.report import DeliveryReport
 
 
