@@ -223,14 +223,16 @@ async def record(request: web.Request) -> web.Response:
         emit = _emit_events(request, body)
         state.org.update(name, record_id, body, _tx(state), emit=emit)
     elif request.method == "DELETE":
-        state.org.delete(name, record_id, _tx(state))
+        emit = _emit_events(request, {})
+        state.org.delete(name, record_id, _tx(state), emit=emit)
     return json_response(_record_body(state, name, record_id))
 
 
 async def undelete(request: web.Request) -> web.Response:
     state = request.app[STATE]
     name, record_id = request.match_info["object"], request.match_info["id"]
-    state.org.undelete(name, record_id, _tx(state))
+    body = await _body(request)
+    state.org.undelete(name, record_id, _tx(state), emit=_emit_events(request, body))
     return json_response(_record_body(state, name, record_id))
 
 

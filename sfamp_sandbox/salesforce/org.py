@@ -296,13 +296,20 @@ class Org:
         store.records[new[0]] = new
         return new
 
-    def delete(self, object_name: str, record_id: str, tx: Transaction) -> None:
+    def delete(
+        self, object_name: str, record_id: str, tx: Transaction, *, emit: bool = True
+    ) -> None:
+        """Move a record to the recycle bin; ``emit`` false publishes no DELETE event."""
         store = self.store(object_name)
         record = self._for_write(store, record_id)
         self._set_deleted(store, record, True, tx.user_id)
-        self._emit(self._change(store.obj, "DELETE", [record[0]], tx))
+        if emit:
+            self._emit(self._change(store.obj, "DELETE", [record[0]], tx))
 
-    def undelete(self, object_name: str, record_id: str, tx: Transaction) -> None:
+    def undelete(
+        self, object_name: str, record_id: str, tx: Transaction, *, emit: bool = True
+    ) -> None:
+        """Restore a record from the recycle bin; ``emit`` false publishes no UNDELETE event."""
         store = self.store(object_name)
         record = self.find_record(store.obj.name, record_id)
         if record is None:
@@ -310,8 +317,9 @@ class Org:
         if not record[1]:
             raise ApiError(400, "UNDELETE_FAILED", "Entity is not in the recycle bin")
         new = self._set_deleted(store, record, False, tx.user_id)
-        body = changes.full_body(store.obj, new, self.security.hidden(store.obj.name))
-        self._emit(self._change(store.obj, "UNDELETE", [new[0]], tx, fields=body))
+        if emit:
+            body = changes.full_body(store.obj, new, self.security.hidden(store.obj.name))
+            self._emit(self._change(store.obj, "UNDELETE", [new[0]], tx, fields=body))
 
     def multi_update(
         self, object_name: str, ids: Iterable[str], values: Mapping[str, Any], tx: Transaction

@@ -84,6 +84,25 @@ async def test_control_writes_and_undelete_emit_events(
     assert missing.status_code == 404
 
 
+async def test_delete_and_undelete_without_events_move_the_record_silently(
+    salesforce_sandbox: SalesforceSandbox, sf_http: httpx.AsyncClient
+) -> None:
+    """A quiet delete published a DELETE all the same, which a test of a delete that no
+    event brings then raced."""
+    created = await sf_http.post("/__sandbox/records/Account?emit_events=false", json={"Name": "Q"})
+    record_id = created.json()["id"]
+    latest = salesforce_sandbox.events.latest_replay_id
+    gone = await sf_http.delete(f"/__sandbox/records/Account/{record_id}?emit_events=false")
+    assert gone.json()["IsDeleted"] is True
+    back = await sf_http.post(
+        f"/__sandbox/records/Account/{record_id}/undelete", json={"emit_events": False}
+    )
+    assert back.json()["IsDeleted"] is False
+    assert salesforce_sandbox.events.latest_replay_id == latest
+    await sf_http.delete(f"/__sandbox/records/Account/{record_id}")
+    assert salesforce_sandbox.events.latest_replay_id == latest + 1
+
+
 async def test_clock_advances_audit_stamps(sf_http: httpx.AsyncClient) -> None:
     before = (await sf_http.get("/__sandbox/clock")).json()["epoch_seconds"]
     moved = (await sf_http.post("/__sandbox/clock", json={"advance_seconds": 86400})).json()
