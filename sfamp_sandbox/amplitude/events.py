@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Annotated, Any, TypeGuard
 
+import msgspec
 import orjson
 
 from sfamp_sandbox.amplitude.operations import (
+    KNOWN_OPERATIONS,
     InvalidPropertiesError,
     is_normalized,
     normalize_operations,
@@ -91,6 +93,64 @@ WellFormedEvent = dict[str, Any]
 
 def too_large() -> JsonRefused:
     return JsonRefused({"code": 413, "error": "Payload too large"})
+
+
+# An integer orjson reads as one (msgspec keeps any integer whole; orjson reads a float
+# past 64 bits), so that both paths store the same value.
+_Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_Scalar = str | _Int | float | bool | None
+_Value = _Scalar | list[_Scalar] | dict[str, _Scalar]
+
+
+class GroupIdentify(msgspec.Struct, gc=False):
+    """A ``$groupidentify`` event of a request :func:`group_identifies` accepts whole:
+    property values nested one level at most, as sfamp and the SDKs send them."""
+
+    event_type: str
+    groups: dict[str, str]
+    group_properties: dict[str, dict[str, _Value]]
+    insert_id: str | None = None
+    device_id: str | None = None
+    time: _Int | None = None
+
+
+class _GroupIdentifies(msgspec.Struct, gc=False):
+    api_key: str
+    events: list[GroupIdentify]
+
+
+_GROUP_IDENTIFIES = msgspec.json.Decoder(_GroupIdentifies)
+
+
+def group_identifies(
+    body: bytes, api: EventApi, blocked_group_values: frozenset[str] = frozenset()
+) -> tuple[str, list[GroupIdentify]] | None:
+    """The API key and events of a request made only of well-formed ``$groupidentify``
+    events (as :func:`_well_formed_group_identify` has them), decoded and type-checked in
+    one pass; ``None`` for any other request, which then takes :func:`parse_event_request`
+    and :func:`validate_events` (they name what is wrong, and where).
+
+    What a backfill sends: 2,000 such events a request, where decoding into dicts and
+    checking each field took as much CPU as the rest of the request.
+    """
+    if len(body) > api.max_request_bytes:
+        return None
+    try:
+        request = _GROUP_IDENTIFIES.decode(body)
+    except msgspec.DecodeError:
+        return None
+    events = request.events
+    if not request.api_key or not events or len(events) > MAX_EVENTS:
+        return None
+    for event in events:
+        if event.event_type != GROUP_IDENTIFY_EVENT:
+            return None
+        if not KNOWN_OPERATIONS.issuperset(event.group_properties):
+            return None
+        for value in event.groups.values():
+            if not value or value in blocked_group_values:
+                return None
+    return request.api_key, events
 
 
 def parse_event_request(body: bytes, api: EventApi) -> EventRequest:

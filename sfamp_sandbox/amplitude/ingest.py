@@ -28,8 +28,10 @@ from sfamp_sandbox.amplitude.events import (
     HTTP_V2,
     AcceptedEvent,
     EventApi,
+    GroupIdentify,
     JsonRefused,
     WellFormedEvent,
+    group_identifies,
     parse_event_request,
     success_body,
     too_large,
@@ -150,15 +152,22 @@ class Ingestion:
     ) -> dict[str, Any]:
         if body is None:
             raise too_large()
-        parsed = parse_event_request(body, api)
-        if self.state.project_for(parsed.api_key, region) is None:
-            raise JsonRefused({"code": 400, "error": f"Invalid API key: {parsed.api_key}"})
-        accepted = validate_events(parsed, self._limits().blocked_group_values)
-        now = time.time()
-        ingested, types, groups = apply_events(
-            self.state.store(region), accepted, now, _history_stamp(entry)
-        )
-        entry.update(events=len(accepted), events_ingested=ingested, event_types=dict(types))
+        blocked = self._limits().blocked_group_values
+        store, now, stamp = self.state.store(region), time.time(), _history_stamp(entry)
+        quick = group_identifies(body, api, blocked)
+        if quick is not None:
+            api_key, events = quick
+            self._require_project(api_key, region)
+            ingested, groups = apply_group_identifies(store, events, now, stamp)
+            types = Counter({GROUP_IDENTIFY_EVENT: ingested} if ingested else {})
+            count = len(events)
+        else:
+            parsed = parse_event_request(body, api)
+            self._require_project(parsed.api_key, region)
+            accepted = validate_events(parsed, blocked)
+            ingested, types, groups = apply_events(store, accepted, now, stamp)
+            count = len(accepted)
+        entry.update(events=count, events_ingested=ingested, event_types=dict(types))
         entry["identifications"] = groups
         return success_body(ingested, len(body), int(now * 1000))
 
@@ -184,6 +193,10 @@ class Ingestion:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.closing.wait(), fault.delay_seconds)
         return _FAULT_TEXT[fault.kind][0], _fault_body(fault.kind, json_api, body)
+
+    def _require_project(self, api_key: str, region: Region) -> None:
+        if self.state.project_for(api_key, region) is None:
+            raise JsonRefused({"code": 400, "error": f"Invalid API key: {api_key}"})
 
     def _limits(self) -> IdentifyLimits:
         """The limits, with the group values blocked through the control API added."""
@@ -227,6 +240,24 @@ def apply_events(
             for group_type, group_value in pairs:
                 groups += apply(group_type, group_value, operations, stamp)
     return ingested, types, groups
+
+
+def apply_group_identifies(
+    store: GroupStore, events: list[GroupIdentify], now: float, stamp: dict[str, Any]
+) -> tuple[int, int]:
+    """:func:`apply_events` of the events :func:`group_identifies` accepted: events
+    ingested (not seen before by insert id) and groups changed."""
+    first_seen, apply = store.first_seen, store.apply
+    ingested = groups = 0
+    for event in events:
+        insert_id = event.insert_id
+        if insert_id and not first_seen(event.device_id or "", insert_id, now):
+            continue
+        ingested += 1
+        operations = event.group_properties
+        for group_type, group_value in event.groups.items():
+            groups += apply(group_type, group_value, operations, stamp)
+    return ingested, groups
 
 
 def _fault_body(kind: str, json_api: bool, body: bytes | None) -> bytes:
