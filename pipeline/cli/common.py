@@ -20,7 +20,7 @@ from rich.console import Console
 from pipeline.config.settings import Settings, load_settings
 from pipeline.errors import MappingError, SettingsError, SfampError
 from pipeline.logs import configure_logging
-from pipeline.runtime.mapping_source import MappingVersion
+from pipeline.runtime.mapping_file import MappingVersion
 from pipeline.runtime.tasks import StopRequest, until_stopped
 
 console = Console()

@@ -35,7 +35,8 @@ from pipeline.config.settings import Settings
 from pipeline.errors import SfampError
 from pipeline.gc_tuning import startup_objects_frozen
 from pipeline.runtime.backfill import ReadOptions, StopRequest
-from pipeline.runtime.mapping_source import MappingVersion, initial_mapping
+from pipeline.runtime.mapping_file import MappingVersion
+from pipeline.runtime.mapping_source import initial_mapping
 from pipeline.runtime.reconcile.checkpoint import checkpoint_status
 from pipeline.runtime.reconcile.report import LogProgress, ObjectReconcile, ReconcileSummary
 from pipeline.runtime.reconcile.run import default_checkpoint, run_reconcile

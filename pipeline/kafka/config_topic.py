@@ -1,11 +1,15 @@
 """The current mapping, kept in the compacted ``sfamp.config`` topic under key ``mapping``.
 
 `sfamp config import` publishes here; running services follow the topic and
-switch to a new mapping after validating it.
+switch to a new mapping after validating it. Key ``mapping-file`` holds the mapping
+file content last seen and since when (:class:`FileSeen`), so that a file written
+again with the same content (a Kubernetes ConfigMap mounted in a new pod) is not
+taken for a newer mapping.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +26,7 @@ from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
 
 KEY = b"mapping"
+FILE_KEY = b"mapping-file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,62 @@ async def latest_mapping(settings: KafkaSettings) -> tuple[PublishedMapping | No
 
 
 @dataclass(frozen=True, slots=True)
+class FileSeen:
+    """The mapping file content a command last started with (or a service switched to), by
+    digest (:func:`file_digest`), and ``since_ms``: the file's modification time when that
+    content was first seen, in ms since the epoch. ``path`` and ``objects`` are for people
+    reading the topic."""
+
+    digest: str
+    since_ms: int
+    path: str = ""
+    objects: tuple[str, ...] = ()
+
+
+def file_digest(mapping: MappingConfig) -> str:
+    """The SHA-256 of the mapping as exported: equal for equal mappings, however written."""
+    return hashlib.sha256(dump_mapping(mapping).encode()).hexdigest()
+
+
+def encode_file_seen(seen: FileSeen) -> bytes:
+    return orjson.dumps(
+        {
+            "digest": seen.digest,
+            "since_ms": seen.since_ms,
+            "path": seen.path,
+            "objects": list(seen.objects),
+        }
+    )
+
+
+def decode_file_seen(value: bytes | None) -> FileSeen | None:
+    """The record, or None when there is none or it cannot be read (then the file's
+    modification time alone counts, as if none was kept)."""
+    try:
+        data = orjson.loads(value or b"")
+        return FileSeen(
+            str(data["digest"]),
+            int(data["since_ms"]),
+            str(data.get("path", "")),
+            tuple(map(str, data.get("objects", ()))),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+async def remember_file(settings: KafkaSettings, seen: FileSeen) -> None:
+    """Record ``seen`` under :data:`FILE_KEY`, creating the control topics if missing.
+
+    Raises :class:`~pipeline.errors.KafkaError` when Kafka does not answer or refuses.
+    """
+    await ensure_topics(settings, sfamp_topics(settings, []))
+    async with ChangeProducer(settings) as producer:
+        await producer.send(
+            TopicNames(settings.topic_prefix).config, FILE_KEY, encode_file_seen(seen)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class StoredRevision:
     """What ``sfamp.config`` holds, usable or not: its revision (0: none yet), the mapping
     when it is valid, and otherwise why not (``problem``)."""
@@ -72,6 +133,7 @@ class StoredRevision:
     problem: MappingError | None = None
     end: int = 0  # the offset to follow the topic from
     document: Any = None  # the stored mapping as written, usable or not (None: none)
+    file_seen: FileSeen | None = None  # the mapping file content last seen, and since when
 
     @property
     def mapping(self) -> MappingConfig | None:
@@ -91,14 +153,15 @@ async def stored_revision(settings: KafkaSettings) -> StoredRevision:
     never a dead end."""
     table, end = await read_table(settings, TopicNames(settings.topic_prefix).config)
     value = table.get(KEY, (None, -1))[0]
+    seen = decode_file_seen(table.get(FILE_KEY, (None, -1))[0])
     if not value:
-        return StoredRevision(0, None, end=end)
+        return StoredRevision(0, None, end=end, file_seen=seen)
     try:
         published = decode_published(value)
     except MappingError as exc:
         revision, document = _stored_parts(value)
-        return StoredRevision(revision, None, exc, end, document)
-    return StoredRevision(published.revision, published, None, end, published.mapping)
+        return StoredRevision(revision, None, exc, end, document, seen)
+    return StoredRevision(published.revision, published, None, end, published.mapping, seen)
 
 
 def stored_text(stored: StoredRevision) -> str:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from pipeline.errors import SfampError
-from pipeline.kafka.config_topic import decode_published
+from pipeline.errors import MappingError, SfampError
+from pipeline.kafka.config_topic import FILE_KEY, decode_file_seen, decode_published
 from pipeline.kafka.inspect import Message, TopicKind, iso_time
 from pipeline.kafka.records import decode_dlq_entry, decode_replay_mark
 from pipeline.kafka.sent import decode_sent_digest, decode_sent_key
@@ -94,6 +94,17 @@ def _replay(message: Message) -> dict[str, Any]:
 
 
 def _config(message: Message) -> dict[str, Any]:
+    if message.key == FILE_KEY:  # the mapping file content seen last, not a revision
+        seen = decode_file_seen(message.value)
+        if seen is None:
+            raise MappingError("the record in sfamp.config is not a mapping file's")
+        return {
+            "revision": f"file {seen.path}",
+            "published_at": iso_time(seen.since_ms),
+            "objects": sorted(seen.objects),
+            "cadence": None,
+            "digest": seen.digest,
+        }
     published = decode_published(message.value or b"")
     cadence = published.mapping.sync_cadence.model_dump(mode="json", exclude_none=True)
     return {

@@ -7,6 +7,11 @@ a mapping); afterwards any new version from either that is valid and
 passes the service's check (the org still has its objects and fields, its topics
 keep data long enough) replaces the current one. A refused version is logged,
 kept in ``refusal`` for ``/status``, and the current mapping keeps running.
+
+A file counts from when its content was first seen, not from its modification time
+alone: a Kubernetes ConfigMap is written again in every new pod, and would otherwise
+pass for newer than every revision imported since (``sfamp.config`` keeps the content
+last seen, :class:`~pipeline.kafka.config_topic.FileSeen`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import structlog
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
-from pipeline.config.validation import load_mapping
 from pipeline.errors import (
     ConfigError,
     KafkaError,
@@ -34,7 +38,22 @@ from pipeline.errors import (
     TopicConfigError,
 )
 from pipeline.kafka.compacted import follow
-from pipeline.kafka.config_topic import KEY, PublishedMapping, decode_published, stored_revision
+from pipeline.kafka.config_topic import (
+    KEY,
+    FileSeen,
+    PublishedMapping,
+    decode_published,
+    stored_revision,
+)
+from pipeline.runtime.mapping_file import (
+    MappingVersion,
+    counted_since,
+    digest_of,
+    file_seen,
+    file_version,
+    modified_at,
+    remember,
+)
 from pipeline.runtime.retry import Backoff
 
 log = structlog.get_logger(__name__)
@@ -44,18 +63,6 @@ log = structlog.get_logger(__name__)
 # returns warnings.
 MappingCheck = Callable[[MappingConfig], Awaitable[list[Problem]]]
 REFUSALS = (ConfigError, TopicConfigError)
-
-
-@dataclass(frozen=True, slots=True)
-class MappingVersion:
-    mapping: MappingConfig
-    source: str  # "file:<path>" or "sfamp.config revision N"
-    # The file this published version was preferred to (it is newer), which runs instead
-    # if the org refuses this one (see accepted_version).
-    passed_over: MappingVersion | None = None
-    # The published version this file was preferred to (the file is newer and differs):
-    # what a service that follows sfamp.config alone still runs.
-    supersedes: MappingVersion | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,29 +228,37 @@ async def initial_mapping(
     for the import that replaces it; a command says so in one line). With neither,
     :class:`NoMappingToRun` is raised (the service waits for the first import).
     """
-    published, offset = await _published(settings, mapping_file)
-    file_version = _file_version(mapping_file) if mapping_file else None
-    if file_version and published:
+    published, offset, seen = await _published(settings, mapping_file)
+    from_file = file_version(mapping_file) if mapping_file else None
+    if from_file and offset >= 0:  # Kafka answered: the content's first sight counts
+        from_file, new_content = counted_since(from_file, seen)
+        if new_content is not None:
+            await remember(settings, new_content)
+    if from_file and published:
         assert mapping_file is not None
-        if _newer(published, file_version):
+        if _newer(published, from_file):
             chosen = _published_version(published.revision, published.mapping)
-            if published.mapping == file_version.mapping:
+            if published.mapping == from_file.mapping:
                 return chosen, offset  # the file, published: nothing to warn about
+            modified = modified_at(mapping_file) or 0.0
+            since = from_file.since if from_file.since is not None else modified
+            unchanged = {"file_unchanged_since": _utc(since)} if since < modified else {}
             # Said every time: the file named (--mapping, SFAMP_MAPPING_FILE) does not run.
             log.warning(
                 "mapping_file_older_than_published",
                 mapping_file=str(mapping_file),
-                file_modified=_utc(_mtime(mapping_file) or 0.0),
+                file_modified=_utc(modified),
+                **unchanged,
                 revision=published.revision,
                 published_at=_utc(published.published_at_ms / 1000),
             )
-            return replace(chosen, passed_over=file_version), offset
-        if published.mapping != file_version.mapping:
+            return replace(chosen, passed_over=from_file), offset
+        if published.mapping != from_file.mapping:
             superseded = _published_version(published.revision, published.mapping)
-            return replace(file_version, supersedes=superseded), offset
-        return file_version, offset
-    if file_version:
-        return file_version, offset
+            return replace(from_file, supersedes=superseded), offset
+        return from_file, offset
+    if from_file:
+        return from_file, offset
     if published:
         return _published_version(published.revision, published.mapping), offset
     raise NoMappingToRun(
@@ -281,7 +296,9 @@ async def accepted_version(
 
 async def _published(
     settings: KafkaSettings, mapping_file: Path | None
-) -> tuple[PublishedMapping | None, int]:
+) -> tuple[PublishedMapping | None, int, FileSeen | None]:
+    """The usable published mapping, the offset to follow from (-1: Kafka did not
+    answer) and the mapping file content last seen."""
     try:
         stored = await stored_revision(settings)
     except KafkaError as exc:
@@ -293,9 +310,9 @@ async def _published(
         if mapping_file is None:
             raise
         log.warning("published_mapping_unreadable", reason=str(exc), mapping_file=str(mapping_file))
-        return None, -1
+        return None, -1, None
     if stored.problem is None:
-        return stored.published, stored.end
+        return stored.published, stored.end, stored.file_seen
     if mapping_file is None:
         raise PublishedMappingUnusable(
             f"revision {stored.revision} in {settings.topic_prefix}.config cannot be used: "
@@ -305,7 +322,7 @@ async def _published(
     log.error(
         "published_mapping_refused", reason=str(stored.problem), mapping_file=str(mapping_file)
     )
-    return None, stored.end  # followed from here: its history is not run again
+    return None, stored.end, stored.file_seen  # followed from here: its history is not run again
 
 
 def _newer(published: PublishedMapping, running: MappingVersion) -> bool:
@@ -313,15 +330,12 @@ def _newer(published: PublishedMapping, running: MappingVersion) -> bool:
     file: yes): the one rule of the start and of a watcher that could not read at it."""
     if not running.source.startswith("file:"):
         return True
-    return published.published_at_ms / 1000 > (_mtime(Path(running.source[5:])) or 0.0)
+    since = running.since if running.since is not None else modified_at(Path(running.source[5:]))
+    return published.published_at_ms / 1000 > (since or 0.0)
 
 
 def _utc(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
-
-
-def _file_version(path: Path) -> MappingVersion:
-    return MappingVersion(load_mapping(path), f"file:{path}")
 
 
 def _published_version(revision: int, mapping: MappingConfig) -> MappingVersion:
@@ -371,25 +385,50 @@ async def _offer_published(
     await holder.offer(_published_version(published.revision, published.mapping))
 
 
-async def watch_file(holder: MappingHolder, path: Path, *, interval: float = 2.0) -> None:
-    """Poll the mapping file and switch to it whenever it changes and is valid."""
-    last_seen = _mtime(path)
+async def watch_file(
+    holder: MappingHolder,
+    path: Path,
+    settings: KafkaSettings | None = None,
+    *,
+    interval: float = 2.0,
+) -> None:
+    """Look at the mapping file every ``interval`` seconds (:meth:`FileWatch.look`)."""
+    watch = FileWatch(holder, path, settings)
     while True:
         await asyncio.sleep(interval)
-        seen = _mtime(path)
-        if seen == last_seen:
-            continue
-        last_seen = seen
+        await watch.look()
+
+
+class FileWatch:
+    """Switches to the mapping file whenever its content changes and is valid.
+
+    A file written again with the same content (touched, or a ConfigMap mounted again)
+    is no new version, as at a start. A new content is kept in sfamp.config with
+    ``settings`` (:class:`~pipeline.kafka.config_topic.FileSeen`), so that a restart
+    counts the file from then, not from the time it is mounted again.
+    """
+
+    def __init__(
+        self, holder: MappingHolder, path: Path, settings: KafkaSettings | None = None
+    ) -> None:
+        self.holder, self.path, self.settings = holder, path, settings
+        self._modified, self._content = modified_at(path), digest_of(path)
+
+    async def look(self) -> None:
+        """Offer the file to the holder if it changed since the last look."""
+        modified = modified_at(self.path)
+        if modified == self._modified:
+            return
+        self._modified = modified
         try:
-            version = _file_version(path)
+            version = file_version(self.path)
         except MappingError as exc:
-            holder.refuse(f"file:{path}", exc)
-            continue
-        await holder.offer(version)
-
-
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime_ns / 1e9
-    except OSError:
-        return None
+            self.holder.refuse(f"file:{self.path}", exc)
+            return
+        record = file_seen(version)
+        if record.digest == self._content:
+            return
+        self._content = record.digest
+        if self.settings is not None:
+            await remember(self.settings, record)
+        await self.holder.offer(version)

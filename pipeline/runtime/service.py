@@ -271,7 +271,7 @@ async def _supervise(
         *watches,
     ]
     if mapping_file is not None:
-        helpers.append(watch_file(holder, mapping_file))
+        helpers.append(watch_file(holder, mapping_file, settings.kafka))
     async with asyncio.TaskGroup() as group:
         helper_tasks = [group.create_task(coro) for coro in helpers]
         pump_tasks = {name: group.create_task(coro, name=name) for name, coro in pumps.items()}

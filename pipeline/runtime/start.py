@@ -34,10 +34,10 @@ from pipeline.errors import (
 )
 from pipeline.kafka.admin import check_topic_configs, ensure_topics, sfamp_topics
 from pipeline.kafka.topics import TopicNames
+from pipeline.runtime.mapping_file import MappingVersion
 from pipeline.runtime.mapping_source import (
     MappingHolder,
     MappingRefusal,
-    MappingVersion,
     NoMappingToRun,
     PublishedMappingUnusable,
     accepted_version,

@@ -19,7 +19,8 @@ from pipeline.kafka.topics import TopicNames
 from pipeline.runtime import resync
 from pipeline.runtime.backfill import ReadOptions, run_backfill
 from pipeline.runtime.backfill.ahead import ReadAhead
-from pipeline.runtime.mapping_source import MappingHolder, MappingVersion
+from pipeline.runtime.mapping_file import MappingVersion
+from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.resync import Resyncs
 from pipeline.runtime.retry import Backoff

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from pipeline.config.settings import KafkaSettings
 from pipeline.errors import KafkaUnavailableError
 from pipeline.kafka.compacted import read_table
+from pipeline.kafka.config_topic import FILE_KEY, FileSeen, encode_file_seen
 from pipeline.kafka.inspect import KafkaInspector
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.records import DlqEntry, ReplayMark
@@ -313,6 +314,7 @@ async def test_tail_decodes_control_topics(topics: KafkaSettings, cli: Cli) -> N
             (names.replay, *mark.encode()),
             (names.dlq, *entry.encode()),
             (names.config, b"mapping", b"[]"),
+            (names.config, FILE_KEY, encode_file_seen(FileSeen("ab12", 1_700_000_000_000))),
         ],
     )
     replay = json_lines((await cli("topics", "tail", "replay", "--json")).stdout)
@@ -322,6 +324,13 @@ async def test_tail_decodes_control_topics(topics: KafkaSettings, cli: Cli) -> N
     config = await cli("topics", "tail", "config")
     assert config.exit_code == 0
     assert "malformed" in config.stdout
+    rows = json_lines((await cli("topics", "tail", "config", "--json")).stdout)
+    # The mapping file content seen last, shown as what it is.
+    assert (rows[1]["revision"], rows[1]["published_at"], rows[1]["malformed"]) == (
+        "file ",
+        "2023-11-14T22:13:20+00:00",
+        None,
+    )
 
 
 @pytest.mark.parametrize(

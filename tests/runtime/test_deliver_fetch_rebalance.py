@@ -29,7 +29,8 @@ from pipeline.amplitude import AmplitudeClient
 from pipeline.config.settings import Settings
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.deliver.pump import DeliverPump
-from pipeline.runtime.mapping_source import MappingHolder, MappingVersion
+from pipeline.runtime.mapping_file import MappingVersion
+from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.state import FlushResult, ServiceState
 from pipeline.transform.envelope import ChangeEnvelope, encode

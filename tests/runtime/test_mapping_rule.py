@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -13,8 +14,13 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
 from pipeline.config.validation import load_mapping
 from pipeline.errors import KafkaError
-from pipeline.kafka.config_topic import publish_mapping
-from pipeline.runtime.mapping_source import NoMappingToRun, initial_mapping
+from pipeline.kafka.config_topic import publish_mapping, stored_revision
+from pipeline.runtime.mapping_source import (
+    FileWatch,
+    MappingHolder,
+    NoMappingToRun,
+    initial_mapping,
+)
 from tests.runtime.conftest import MAPPING
 from tests.support.ports import unused_port
 
@@ -93,3 +99,77 @@ async def test_with_neither_a_file_nor_a_published_mapping_nothing_runs(
         "no mapping to run: pass --mapping FILE (or set SFAMP_MAPPING_FILE), "
         "or publish one with 'sfamp config import FILE'"
     )
+
+
+def _rewrite(path: Path, mapping: dict[str, Any], modified: int) -> None:
+    """The file written again (as a new pod's ConfigMap is), stamped ``modified``."""
+    path.write_text(json.dumps(mapping))
+    os.utime(path, (modified, modified))
+
+
+async def test_a_file_written_again_unchanged_does_not_pass_for_newer_than_an_import(
+    kafka_bootstrap: str, topic_prefix: str, mapping_file: Path
+) -> None:
+    """A ConfigMap is written again in every new pod: its modification time is the pod's
+    start. The mapping imported after the file's content was first seen keeps running,
+    in every new pod; a new content (or an old one written back) still runs at once."""
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    version, _ = await initial_mapping(settings, mapping_file)  # first seen: 2023-11-14
+    assert version.source == f"file:{mapping_file}"
+    imported = {**MAPPING, "sync_cadence": {"mode": "hourly"}}
+    await publish_mapping(
+        settings, MappingConfig.model_validate(imported), now_ms=1_800_000_000_000
+    )  # 2027-01-15
+    _rewrite(mapping_file, MAPPING, 1_900_000_000)  # a new pod, 2030-03-17
+    with capture_logs() as logs:
+        version, _ = await initial_mapping(settings, mapping_file)
+    assert version.source == "sfamp.config revision 1"
+    passed_over = [e for e in logs if e["event"] == "mapping_file_older_than_published"]
+    assert passed_over[0]["file_modified"] == "2030-03-17T17:46:40+00:00"
+    assert passed_over[0]["file_unchanged_since"] == "2023-11-14T22:13:20+00:00"
+
+    edited = {**MAPPING, "sync_cadence": {"mode": "daily", "at": "04:00"}}
+    _rewrite(mapping_file, edited, 1_950_000_000)  # the ConfigMap edited
+    version, _ = await initial_mapping(settings, mapping_file)
+    assert (version.source, version.mapping.sync_cadence.mode) == (
+        f"file:{mapping_file}",
+        "daily",
+    )
+    _rewrite(mapping_file, MAPPING, 2_000_000_000)  # and edited back
+    version, _ = await initial_mapping(settings, mapping_file)
+    assert (version.source, version.mapping) == (f"file:{mapping_file}", load_mapping(mapping_file))
+    stored = await stored_revision(settings)
+    assert stored.file_seen is not None
+    assert (stored.file_seen.since_ms, stored.file_seen.objects) == (
+        2_000_000_000_000,
+        ("Account",),
+    )
+
+
+async def test_a_running_service_switches_to_a_new_file_content_and_keeps_it(
+    kafka_bootstrap: str, topic_prefix: str, mapping_file: Path
+) -> None:
+    """The watch offers a file whose content changed, and records it, so that a restart
+    counts the file from then; a file only written again (touched) is no new version,
+    as at a start: it left the imported mapping until the next restart."""
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    imported = {**MAPPING, "sync_cadence": {"mode": "hourly"}}
+    await publish_mapping(
+        settings, MappingConfig.model_validate(imported), now_ms=1_800_000_000_000
+    )
+    version, _ = await initial_mapping(settings, mapping_file)
+    assert version.source == "sfamp.config revision 1"
+    holder = MappingHolder(version)
+    watch = FileWatch(holder, mapping_file, settings)
+    _rewrite(mapping_file, MAPPING, 1_900_000_000)
+    await watch.look()
+    assert holder.version.source == "sfamp.config revision 1"
+    edited = {**MAPPING, "sync_cadence": {"mode": "daily", "at": "04:00"}}
+    _rewrite(mapping_file, edited, 1_950_000_000)
+    await watch.look()
+    assert (holder.version.source, holder.generation) == (f"file:{mapping_file}", 1)
+    stored = await stored_revision(settings)
+    assert stored.file_seen is not None
+    assert stored.file_seen.since_ms == 1_950_000_000_000
+    version, _ = await initial_mapping(settings, mapping_file)  # a restart: the same
+    assert version.mapping == holder.current

@@ -31,7 +31,8 @@ from pipeline.kafka.admin import TopicSpec, ensure_topics
 from pipeline.kafka.config_topic import publish_mapping
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.deliver import DeliverPump
-from pipeline.runtime.mapping_source import MappingHolder, MappingVersion, watch_config_topic
+from pipeline.runtime.mapping_file import MappingVersion
+from pipeline.runtime.mapping_source import MappingHolder, watch_config_topic
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.retry import Backoff
 from pipeline.runtime.service import Service, run_service, serving

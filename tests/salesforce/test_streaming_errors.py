@@ -18,7 +18,8 @@ from pipeline.config.validation import parse_mapping
 from pipeline.errors import SalesforceError, SalesforceUnavailableError, SessionExpiredError
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.runtime.ingest import IngestPump
-from pipeline.runtime.mapping_source import MappingHolder, MappingVersion
+from pipeline.runtime.mapping_file import MappingVersion
+from pipeline.runtime.mapping_source import MappingHolder
 from pipeline.runtime.metrics import Metrics
 from pipeline.runtime.state import ServiceState
 from pipeline.salesforce.cdc import (
