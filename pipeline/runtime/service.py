@@ -209,7 +209,7 @@ async def _start_and_run(
         service.holder = holder
         if service.state.runs_deliver:
             service.state.starting = "checking the Amplitude API key"
-            await amplitude_key_accepted(amplitude)
+            await amplitude_key_accepted(amplitude, service.state)
         objects = sfamp_topics(settings.kafka, holder.current.objects)
         await when_kafka_answers(
             settings, service.state, partial(ensure_topics, settings.kafka, objects)

@@ -238,20 +238,36 @@ def _aiokafka_quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-async def amplitude_key_accepted(amplitude: AmplitudeClient) -> None:
-    """End the start when Amplitude refuses the API key (:class:`AmplitudeAuthError`),
-    as a missing key does, rather than run, report ready and fail every flush.
+async def amplitude_key_accepted(
+    amplitude: AmplitudeClient, state: ServiceState, backoff: Backoff | None = None
+) -> None:
+    """Return once Amplitude accepts the API key, rather than run, report ready and fail
+    every flush.
 
-    The check sends nothing Amplitude keeps (:meth:`AmplitudeClient.verify_api_key`). No
-    answer, or an unexpected one, is no verdict: the start goes on (the flushes retry
-    until Amplitude answers) and the log says the key was not checked.
+    A refused key (:class:`AmplitudeAuthError`) is logged at level error and asked about
+    again with backoff (5 s doubling to 5 min), ``/readyz`` saying why, as a refused
+    Salesforce login is: the process waits for the key to be fixed (a new key is a new
+    start) instead of exiting into a crash loop. The check sends nothing Amplitude keeps
+    (:meth:`AmplitudeClient.verify_api_key`). No answer, or an unexpected one, is no
+    verdict: the start goes on (the flushes retry until Amplitude answers) and the log
+    says the key was not checked.
     """
-    try:
-        async with asyncio.timeout(KEY_CHECK_SECONDS):
-            await amplitude.verify_api_key()
-    except AmplitudeAuthError:
-        raise
-    except AmplitudeError as exc:
-        log.warning("amplitude_key_unchecked", reason=str(exc))
-    except TimeoutError:
-        log.warning("amplitude_key_unchecked", reason=f"no answer in {KEY_CHECK_SECONDS:.0f}s")
+    backoff = backoff or Backoff(first=5.0, ceiling=300.0)
+    while True:
+        try:
+            async with asyncio.timeout(KEY_CHECK_SECONDS):
+                await amplitude.verify_api_key()
+            return
+        except AmplitudeAuthError as exc:
+            delay = backoff.next()
+            state.starting = f"{exc}; asking again in {delay:.0f}s"
+            log.error(
+                "amplitude_key_refused", reason=str(exc), fix_needed=True, retry_in=round(delay, 1)
+            )
+        except AmplitudeError as exc:
+            log.warning("amplitude_key_unchecked", reason=str(exc))
+            return
+        except TimeoutError:
+            log.warning("amplitude_key_unchecked", reason=f"no answer in {KEY_CHECK_SECONDS:.0f}s")
+            return
+        await asyncio.sleep(delay)

@@ -26,7 +26,7 @@ from structlog.testing import capture_logs
 from pipeline.amplitude import AmplitudeClient
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings, Settings
-from pipeline.errors import AmplitudeAuthError, TopicConfigError
+from pipeline.errors import TopicConfigError
 from pipeline.kafka.admin import TopicSpec, ensure_topics
 from pipeline.kafka.config_topic import publish_mapping
 from pipeline.kafka.producer import ChangeProducer
@@ -38,6 +38,7 @@ from pipeline.runtime.retry import Backoff
 from pipeline.runtime.service import Service, run_service, serving
 from pipeline.runtime.state import ServiceState
 from pipeline.sandbox_stack import SandboxStack
+from sfamp_sandbox.amplitude.state import SECRET_KEY, Project
 from sfamp_sandbox.kafka import EmbeddedKafka
 from tests.cli.sandbox_process import cli_env
 from tests.runtime.conftest import MAPPING, settings_for, wait_until
@@ -332,18 +333,36 @@ async def test_a_stop_cancels_a_deliver_consumer_start_that_hangs() -> None:
 
 
 @pytest.mark.integration
-async def test_an_amplitude_key_amplitude_refuses_ends_the_start(
+async def test_an_amplitude_key_amplitude_refuses_holds_the_start_until_it_is_accepted(
     stack: SandboxStack, topic_prefix: str, mapping_file: Path
 ) -> None:
-    """Not a ready service whose every flush fails: the start ends with the one line."""
+    """Not a ready service whose every flush fails, nor an exit into a crash loop: the
+    start waits, saying why (``/readyz``, the log), and goes on once the key is accepted."""
     settings = settings_for(stack, topic_prefix)
     refused = settings.model_copy(
         update={"amplitude": settings.amplitude.model_copy(update={"api_key": SecretStr("no")})}
     )
+    assert stack.amplitude is not None
+    amplitude = stack.amplitude.state
     service = Service(ServiceState("all"))
-    with pytest.raises(AmplitudeAuthError, match="Amplitude refused the API key"):
-        await asyncio.wait_for(run_service(refused, mapping_file=mapping_file, service=service), 60)
-    assert not service.state.consumer_joined
+    with capture_logs() as logs:
+        task = asyncio.create_task(run_service(refused, mapping_file=mapping_file, service=service))
+        try:
+            await wait_until(
+                lambda: (
+                    task.done() or "Amplitude refused the API key" in (service.state.starting or "")
+                ),
+                what="the start to wait for the key",
+            )
+            assert not task.done(), task
+            assert not service.state.consumer_joined
+            amplitude.projects = (*amplitude.projects, Project("granted", "us", "no", SECRET_KEY))
+            await wait_until(lambda: service.state.consumer_joined, what="the start to go on")
+        finally:
+            service.stop.set()
+            await asyncio.wait_for(task, timeout=40)
+    refusals = [line for line in logs if line["event"] == "amplitude_key_refused"]
+    assert refusals[0]["fix_needed"] is True, refusals
     # An ingest-only process sends nothing to Amplitude: its key is not asked for.
     async with serving(refused, mapping_file, role="ingest") as ingest:
         assert ingest.state.runs_ingest
