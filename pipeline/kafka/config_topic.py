@@ -72,12 +72,22 @@ class FileSeen:
     """The mapping file content a command last started with (or a service switched to), by
     digest (:func:`file_digest`), and ``since_ms``: the file's modification time when that
     content was first seen, in ms since the epoch. ``path`` and ``objects`` are for people
-    reading the topic."""
+    reading the topic; ``mapping`` (the document, as exported) tells what a new content
+    changed (:meth:`MappingConfig.objects_to_backfill`)."""
 
     digest: str
     since_ms: int
     path: str = ""
     objects: tuple[str, ...] = ()
+    mapping: Any = None
+
+    @property
+    def config(self) -> MappingConfig | None:
+        """The mapping it records, or None when it holds none this version can read."""
+        try:
+            return None if self.mapping is None else MappingConfig.model_validate(self.mapping)
+        except ValidationError:
+            return None
 
 
 def file_digest(mapping: MappingConfig) -> str:
@@ -92,6 +102,7 @@ def encode_file_seen(seen: FileSeen) -> bytes:
             "since_ms": seen.since_ms,
             "path": seen.path,
             "objects": list(seen.objects),
+            "mapping": seen.mapping,
         }
     )
 
@@ -106,6 +117,7 @@ def decode_file_seen(value: bytes | None) -> FileSeen | None:
             int(data["since_ms"]),
             str(data.get("path", "")),
             tuple(map(str, data.get("objects", ()))),
+            data.get("mapping"),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None

@@ -37,6 +37,9 @@ class MappingVersion:
     # A file's: when its content counts from (seconds since the epoch), the earlier of
     # its modification time and the time sfamp.config says this content was first seen.
     since: float | None = None
+    # A file's new content: the content sfamp.config last saw, which it replaced (what
+    # the new one needs a backfill for; see MappingConfig.objects_to_backfill).
+    file_before: MappingConfig | None = None
 
 
 def file_version(path: Path) -> MappingVersion:
@@ -51,9 +54,11 @@ def counted_since(
     """A file's ``version`` counted from when ``seen`` says its content was first seen
     (when it is the content seen last); else as it is, with the record to keep for it."""
     record = file_seen(version)
-    if seen is not None and seen.digest == record.digest:
+    if seen is None:
+        return version, record
+    if seen.digest == record.digest:
         return replace(version, since=min(version.since or 0.0, seen.since_ms / 1000)), None
-    return version, record
+    return replace(version, file_before=seen.config), record
 
 
 def file_seen(version: MappingVersion) -> FileSeen:
@@ -63,6 +68,7 @@ def file_seen(version: MappingVersion) -> FileSeen:
         int((version.since or 0.0) * 1000),
         version.source.removeprefix("file:"),
         tuple(version.mapping.objects),
+        version.mapping.model_dump(mode="json"),
     )
 
 

@@ -47,6 +47,7 @@ from pipeline.runtime.deliver import Clock, DeliverPump
 from pipeline.runtime.health import serve_health
 from pipeline.runtime.ingest import IngestPump
 from pipeline.runtime.kafka_watch import watch_kafka
+from pipeline.runtime.mapping_file import MappingVersion
 from pipeline.runtime.mapping_source import (
     MappingHolder,
     watch_config_topic,
@@ -223,6 +224,7 @@ async def _start_and_run(
             objects=holder.current.objects,
             cadence=describe(holder.current.sync_cadence),
         )
+        _say_file_changed(holder.version)
         pumps: dict[str, Coroutine[Any, Any, None]] = {}
         if service.state.runs_ingest:
             service.ingest = IngestPump(
@@ -340,6 +342,23 @@ async def _follow_mapping(state: ServiceState, holder: MappingHolder) -> None:
     while True:
         await holder.wait_changed()
         _describe_mapping(state, holder)
+
+
+def _say_file_changed(version: MappingVersion) -> None:
+    """A mapping file whose content changed since sfamp.config last saw it (edited while
+    the service was down): what existing groups get only from a backfill, as a reload
+    says it (``mapping_reloaded``)."""
+    if version.file_before is None:
+        return
+    objects = version.mapping.objects_to_backfill(version.file_before)
+    if objects:
+        log.warning(
+            "mapping_file_changed",
+            mapping_file=version.source.removeprefix("file:"),
+            backfill_objects=objects,
+            hint="existing groups get what it adds from a backfill: sfamp backfill "
+            + " ".join(f"--object {name}" for name in objects),
+        )
 
 
 def _describe_mapping(state: ServiceState, holder: MappingHolder) -> None:

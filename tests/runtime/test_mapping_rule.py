@@ -21,7 +21,9 @@ from pipeline.runtime.mapping_source import (
     NoMappingToRun,
     initial_mapping,
 )
-from tests.runtime.conftest import MAPPING
+from pipeline.runtime.service import serving
+from pipeline.sandbox_stack import SandboxStack
+from tests.runtime.conftest import MAPPING, settings_for
 from tests.support.ports import unused_port
 
 pytestmark = pytest.mark.integration
@@ -173,3 +175,35 @@ async def test_a_running_service_switches_to_a_new_file_content_and_keeps_it(
     assert stored.file_seen.since_ms == 1_950_000_000_000
     version, _ = await initial_mapping(settings, mapping_file)  # a restart: the same
     assert version.mapping == holder.current
+
+
+async def test_a_start_with_an_edited_file_names_the_backfill_it_needs(
+    stack: SandboxStack, topic_prefix: str, mapping_file: Path
+) -> None:
+    """Edited while the service was down: what the new content adds reaches existing
+    groups only from a backfill, which the start names, as a reload does."""
+    settings = settings_for(stack, topic_prefix)
+    await initial_mapping(settings.kafka, mapping_file)  # the content before, seen
+    edited = json.loads(json.dumps(MAPPING))
+    edited["mappings"][1]["group_properties"].append(
+        {"sfdc_field": "Rating", "amplitude_property": "rating"}
+    )
+    _rewrite(mapping_file, edited, 1_750_000_000)
+    with capture_logs() as logs:
+        async with serving(settings, mapping_file):
+            pass
+    changed = [line for line in logs if line["event"] == "mapping_file_changed"]
+    assert changed == [
+        {
+            "event": "mapping_file_changed",
+            "log_level": "warning",
+            "mapping_file": str(mapping_file),
+            "backfill_objects": ["Account"],
+            "hint": "existing groups get what it adds from a backfill: "
+            "sfamp backfill --object Account",
+        }
+    ]
+    with capture_logs() as logs:  # seen now: no word at the next start
+        async with serving(settings, mapping_file):
+            pass
+    assert not [line for line in logs if line["event"] == "mapping_file_changed"]
