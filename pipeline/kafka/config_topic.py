@@ -124,11 +124,11 @@ def decode_file_seen(value: bytes | None) -> FileSeen | None:
 
 
 async def remember_file(settings: KafkaSettings, seen: FileSeen) -> None:
-    """Record ``seen`` under :data:`FILE_KEY`, creating the control topics if missing.
+    """Record ``seen`` under :data:`FILE_KEY`. The topic must exist: a write could create
+    a missing one without its compaction.
 
     Raises :class:`~pipeline.errors.KafkaError` when Kafka does not answer or refuses.
     """
-    await ensure_topics(settings, sfamp_topics(settings, []))
     async with ChangeProducer(settings) as producer:
         await producer.send(
             TopicNames(settings.topic_prefix).config, FILE_KEY, encode_file_seen(seen)

@@ -211,13 +211,16 @@ class NoMappingToRun(MappingError):
 
 
 async def initial_mapping(
-    settings: KafkaSettings, mapping_file: Path | None
+    settings: KafkaSettings, mapping_file: Path | None, *, topics_exist: bool = False
 ) -> tuple[MappingVersion, int]:
     """The mapping to run, and the sfamp.config offset to follow from.
 
     One rule for ``sfamp run``, ``sfamp backfill`` and ``sfamp dlq replay``: when both
-    a file and a published mapping exist, the newer wins (the file's modification time
-    against the revision's publication time). A running service applies whichever
+    a file and a published mapping exist, the newer wins (the time the file's content
+    was first seen, :func:`~pipeline.runtime.mapping_file.counted_since`, against the
+    revision's publication time). A new content is recorded in sfamp.config when the
+    topic holds records already, or with ``topics_exist`` (the caller created the
+    control topics, as the service does). A running service applies whichever
     source changed last, so "newer" is the only rule under which a restart, a
     backfill or a replay uses the mapping the service is running right now; letting
     an explicit file win would make a backfill send, and a restart silently go back
@@ -232,7 +235,9 @@ async def initial_mapping(
     from_file = file_version(mapping_file) if mapping_file else None
     if from_file and offset >= 0:  # Kafka answered: the content's first sight counts
         from_file, new_content = counted_since(from_file, seen)
-        if new_content is not None:
+        # Kept where sfamp.config exists (``topics_exist``: the service made it), never
+        # by creating it: a command that fails next would leave topics behind.
+        if new_content is not None and (topics_exist or offset > 0):
             await remember(settings, new_content)
     if from_file and published:
         assert mapping_file is not None

@@ -195,7 +195,7 @@ async def checked_holder(
 async def kafka_start(settings: Settings, mapping_file: Path | None) -> tuple[MappingVersion, int]:
     # The control topics first: the config topic must exist before it is followed.
     await ensure_topics(settings.kafka, sfamp_topics(settings.kafka, []))
-    return await initial_mapping(settings.kafka, mapping_file)
+    return await initial_mapping(settings.kafka, mapping_file, topics_exist=True)
 
 
 async def when_kafka_answers(

@@ -5,6 +5,7 @@ Each keeps a checkpoint of what was delivered and says what to do next in one li
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import signal
 from pathlib import Path
@@ -323,3 +324,26 @@ async def test_a_signal_while_kafka_does_not_answer_leaves_no_client_open(
     )
     assert "Unclosed" not in err, err
     assert "Traceback" not in err
+
+
+async def test_a_second_backfill_on_one_checkpoint_says_so_in_one_line(
+    sandboxes: Sandboxes, mapping_file: Path, tmp_path: Path
+) -> None:
+    """Two runs saving into one checkpoint would leave a resume either's position."""
+    await sandboxes.seed("Account", 30)
+    checkpoint = tmp_path / "state" / "backfill-checkpoint.json"
+    checkpoint.parent.mkdir()
+    earlier = checkpoint.read_bytes() if checkpoint.exists() else None
+    args = ["--mapping", str(mapping_file), "--checkpoint", str(checkpoint)]
+    with (checkpoint.parent / f"{checkpoint.name}.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running backfill holds it
+        run = await CliRun.start(args, sandboxes.environment(), tmp_path)
+        code, out, err = await run.finish()
+    assert (code, out) == (1, "")
+    # Log lines of the start (the login) may come first: the reason is the last line.
+    assert err.strip().splitlines()[-1] == (
+        f"error: a backfill is already running with the checkpoint {checkpoint} (another "
+        "sfamp backfill): run this one once it has ended"
+    )
+    assert sandboxes.requests == 0
+    assert (checkpoint.read_bytes() if checkpoint.exists() else None) == earlier

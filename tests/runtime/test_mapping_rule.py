@@ -14,6 +14,7 @@ from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import KafkaSettings
 from pipeline.config.validation import load_mapping
 from pipeline.errors import KafkaError
+from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.config_topic import publish_mapping, stored_revision
 from pipeline.runtime.mapping_source import (
     FileWatch,
@@ -116,7 +117,9 @@ async def test_a_file_written_again_unchanged_does_not_pass_for_newer_than_an_im
     start. The mapping imported after the file's content was first seen keeps running,
     in every new pod; a new content (or an old one written back) still runs at once."""
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
-    version, _ = await initial_mapping(settings, mapping_file)  # first seen: 2023-11-14
+    await ensure_topics(settings, sfamp_topics(settings, []))  # as the service starts
+    version, _ = await initial_mapping(settings, mapping_file, topics_exist=True)
+    # The content is first seen now, at its modification time: 2023-11-14.
     assert version.source == f"file:{mapping_file}"
     imported = {**MAPPING, "sync_cadence": {"mode": "hourly"}}
     await publish_mapping(
@@ -183,7 +186,8 @@ async def test_a_start_with_an_edited_file_names_the_backfill_it_needs(
     """Edited while the service was down: what the new content adds reaches existing
     groups only from a backfill, which the start names, as a reload does."""
     settings = settings_for(stack, topic_prefix)
-    await initial_mapping(settings.kafka, mapping_file)  # the content before, seen
+    async with serving(settings, mapping_file):
+        pass  # the content before, seen
     edited = json.loads(json.dumps(MAPPING))
     edited["mappings"][1]["group_properties"].append(
         {"sfdc_field": "Rating", "amplitude_property": "rating"}

@@ -43,6 +43,7 @@ from pipeline.runtime.backfill.read import (
 )
 from pipeline.runtime.backfill.report import BackfillProgress, BackfillSummary, ObjectSummary
 from pipeline.runtime.backfill.stream_start import record_stream_start, stream_start_recorded
+from pipeline.runtime.checkpoint_lock import exclusive
 from pipeline.runtime.progress import ticking
 from pipeline.runtime.reconcile.recorder import command_recorder
 from pipeline.runtime.salesforce_reads import mapped_fields, refused_field
@@ -89,14 +90,17 @@ async def run_backfill(
     """
     config = selected_objects(mapping_config, objects)
     summary = BackfillSummary(dry_run=dry_run, resumed=resume, checkpoint=str(checkpoint_path))
-    resume_from = CheckpointFile.load(checkpoint_path) if resume else None
-    checkpoint = None if dry_run else resume_from or CheckpointFile(checkpoint_path)
-    if checkpoint is not None:
-        checkpoint.check_writable()
-        if resume_from is None:
-            checkpoint.begin()  # a --resume after this run stops resumes this run
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
+        resume_from = CheckpointFile.load(checkpoint_path) if resume else None
+        checkpoint = None if dry_run else resume_from or CheckpointFile(checkpoint_path)
+        if checkpoint is not None:
+            checkpoint.check_writable()
+            # One run per checkpoint: two would interleave their saves.
+            running = "another sfamp backfill"
+            stack.enter_context(exclusive(checkpoint_path, "backfill", running=running))
+            if resume_from is None:
+                checkpoint.begin()  # a --resume after this run stops resumes this run
         sf = salesforce
         if sf is None:
             sf = await stack.enter_async_context(
@@ -130,8 +134,8 @@ async def run_backfill(
             summary.duplicates = run.duplicates.report()
             summary.elapsed_seconds = time.monotonic() - started
             summary.checkpoint_saved = checkpoint is not None and checkpoint.saved
-    if summary.error is not None and checkpoint is not None and resume_from is None:
-        summary.checkpoint_put_back = _put_back(checkpoint)
+        if summary.error is not None and checkpoint is not None and resume_from is None:
+            summary.checkpoint_put_back = _put_back(checkpoint)
     return summary
 
 

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -36,11 +35,12 @@ import structlog
 
 from pipeline.config.mapping import MappingConfig
 from pipeline.config.settings import Settings
-from pipeline.errors import ConfigError, SfampError
+from pipeline.errors import SfampError
 from pipeline.kafka.admin import ensure_topics, sfamp_topics
 from pipeline.kafka.compacted import scan_table
 from pipeline.kafka.producer import ChangeProducer
 from pipeline.kafka.topics import TopicNames
+from pipeline.runtime import checkpoint_lock
 from pipeline.runtime.backfill import ReadOptions, ReadPosition, StopRequest, read_batches
 from pipeline.runtime.backfill.ahead import OBJECTS_AHEAD, ReadAhead, in_turn
 from pipeline.runtime.backfill.catch_up import CatchUp
@@ -381,28 +381,7 @@ def _envelopes(
     return [envelope for envelope in found if envelope is not None]
 
 
-@contextlib.contextmanager
-def exclusive(checkpoint: Path) -> Iterator[None]:
+def exclusive(checkpoint: Path) -> contextlib.AbstractContextManager[None]:
     """One reconcile per checkpoint at a time, across processes (an advisory lock file)."""
-    lock_path = checkpoint.with_name(checkpoint.name + ".lock")
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = lock_path.open("a")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write the reconcile checkpoint {checkpoint}: {exc.strerror or exc}; "
-            "choose a writable, persistent path with --checkpoint or SFAMP_RUNTIME__STATE_DIR"
-        ) from exc
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise ConfigError(
-                f"a reconcile is already running with the checkpoint {checkpoint} (the "
-                "service's scheduled one, or another sfamp reconcile): run this one once it "
-                "has ended"
-            ) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    running = "the service's scheduled one, or another sfamp reconcile"
+    return checkpoint_lock.exclusive(checkpoint, "reconcile", running=running)
